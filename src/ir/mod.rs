@@ -1,0 +1,15 @@
+//! The graph IR: dtypes, shapes and facts, tensor storage, attributes, the graph itself, and shape
+//! inference over it. Nothing here knows about protobuf.
+
+pub mod attr;
+pub mod dtype;
+pub mod graph;
+pub mod infer;
+pub mod shape;
+pub mod tensor;
+
+pub use attr::{Attr, Attributes};
+pub use dtype::DType;
+pub use graph::{Graph, Node, Value, ValueId};
+pub use shape::{Dim, Fact};
+pub use tensor::{Elem, Scalar, Tensor, TensorData};

@@ -1,0 +1,390 @@
+//! Tensor storage: a concrete shape plus one typed vector. Kernels reach the elements through the
+//! [`Elem`] trait (`as_slice::<f32>()`), and pick a Rust type for a [`DType`] with [`dispatch!`].
+
+use super::dtype::DType;
+use crate::{bail, err, Result};
+use half::{bf16, f16};
+
+/// The largest tensor this runtime will allocate (in bytes): a guard so that a hostile model cannot
+/// make the process abort on an impossible allocation.
+pub const MAX_TENSOR_BYTES: usize = 16 << 30;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    String(Vec<String>),
+    Bool(Vec<bool>),
+    F16(Vec<f16>),
+    F64(Vec<f64>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    BF16(Vec<bf16>),
+}
+
+/// A Rust element type that a tensor can hold.
+pub trait Elem: Clone + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    const DTYPE: DType;
+    fn slice(data: &TensorData) -> Option<&[Self]>;
+    fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]>;
+    fn wrap(v: Vec<Self>) -> TensorData;
+    fn unwrap(data: TensorData) -> Option<Vec<Self>>;
+}
+
+macro_rules! impl_elem {
+    ($($t:ty => $v:ident),* $(,)?) => {$(
+        impl Elem for $t {
+            const DTYPE: DType = DType::$v;
+            fn slice(data: &TensorData) -> Option<&[Self]> {
+                match data { TensorData::$v(v) => Some(v), _ => None }
+            }
+            fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]> {
+                match data { TensorData::$v(v) => Some(v), _ => None }
+            }
+            fn wrap(v: Vec<Self>) -> TensorData { TensorData::$v(v) }
+            fn unwrap(data: TensorData) -> Option<Vec<Self>> {
+                match data { TensorData::$v(v) => Some(v), _ => None }
+            }
+        }
+    )*};
+}
+
+impl_elem!(
+    f32 => F32, u8 => U8, i8 => I8, u16 => U16, i16 => I16, i32 => I32, i64 => I64,
+    String => String, bool => Bool, f16 => F16, f64 => F64, u32 => U32, u64 => U64, bf16 => BF16,
+);
+
+/// Numeric element types, with lossless-as-possible conversions used by kernels that compute in a
+/// wider type (f16 math in f32, index inputs read as i64, Cast).
+pub trait Scalar: Elem + Copy + PartialOrd {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+    fn to_i64(self) -> i64;
+    fn from_i64(v: i64) -> Self;
+    fn zero() -> Self;
+    fn one() -> Self;
+}
+
+macro_rules! impl_scalar_int {
+    ($($t:ty),*) => {$(
+        impl Scalar for $t {
+            fn to_f64(self) -> f64 { self as f64 }
+            fn from_f64(v: f64) -> Self { v as $t }
+            fn to_i64(self) -> i64 { self as i64 }
+            fn from_i64(v: i64) -> Self { v as $t }
+            fn zero() -> Self { 0 as $t }
+            fn one() -> Self { 1 as $t }
+        }
+    )*};
+}
+impl_scalar_int!(u8, i8, u16, i16, i32, i64, u32, u64, f32, f64);
+
+impl Scalar for f16 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn to_i64(self) -> i64 {
+        f32::from(self) as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        f16::from_f64(v as f64)
+    }
+    fn zero() -> Self {
+        f16::ZERO
+    }
+    fn one() -> Self {
+        f16::ONE
+    }
+}
+
+impl Scalar for bf16 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn to_i64(self) -> i64 {
+        f32::from(self) as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        bf16::from_f64(v as f64)
+    }
+    fn zero() -> Self {
+        bf16::ZERO
+    }
+    fn one() -> Self {
+        bf16::ONE
+    }
+}
+
+impl Scalar for bool {
+    fn to_f64(self) -> f64 {
+        self as u8 as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+    fn zero() -> Self {
+        false
+    }
+    fn one() -> Self {
+        true
+    }
+}
+
+/// The Rust type behind a `DType` variant name; used by [`dispatch!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __elem_type {
+    (F32) => { f32 };
+    (F64) => { f64 };
+    (F16) => { half::f16 };
+    (BF16) => { half::bf16 };
+    (U8) => { u8 };
+    (I8) => { i8 };
+    (U16) => { u16 };
+    (I16) => { i16 };
+    (I32) => { i32 };
+    (I64) => { i64 };
+    (U32) => { u32 };
+    (U64) => { u64 };
+    (Bool) => { bool };
+    (String) => { String };
+}
+
+/// Runs `body` with `T` bound to the Rust type of `dtype`, for the listed dtypes:
+/// `dispatch!(x.dtype(); T => relu::<T>(x); F32 | F64 | F16; else => bail!(...))`.
+/// Group shorthands: `float`, `numeric` (every number type, no bool/string), `all`.
+#[macro_export]
+macro_rules! dispatch {
+    ($dt:expr; $T:ident => $body:expr; float; else => $fallback:expr) => {
+        $crate::dispatch!($dt; $T => $body; F32 | F64 | F16 | BF16; else => $fallback)
+    };
+    ($dt:expr; $T:ident => $body:expr; numeric; else => $fallback:expr) => {
+        $crate::dispatch!($dt; $T => $body;
+            F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64; else => $fallback)
+    };
+    ($dt:expr; $T:ident => $body:expr; all; else => $fallback:expr) => {
+        $crate::dispatch!($dt; $T => $body;
+            F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool | String;
+            else => $fallback)
+    };
+    ($dt:expr; $T:ident => $body:expr; $($v:ident)|+; else => $fallback:expr) => {
+        match $dt {
+            $( $crate::ir::DType::$v => { #[allow(dead_code)] type $T = $crate::__elem_type!($v); $body } )+
+            #[allow(unreachable_patterns)]
+            _ => $fallback,
+        }
+    };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+/// Number of elements of a shape, or an error if it overflows or passes [`MAX_TENSOR_BYTES`].
+pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
+    let mut n: usize = 1;
+    for &d in shape {
+        n = n.checked_mul(d).ok_or_else(|| err!(ResourceLimit, "tensor shape {shape:?} overflows"))?;
+    }
+    let bytes = n.saturating_mul(dtype.size().max(1));
+    if bytes > MAX_TENSOR_BYTES {
+        bail!(
+            ResourceLimit,
+            "tensor of shape {shape:?} ({dtype}) needs {bytes} bytes, over the limit of {MAX_TENSOR_BYTES}"
+        );
+    }
+    Ok(n)
+}
+
+/// Allocates a vector for `n` elements without aborting the process if memory is short.
+pub fn try_vec<T: Clone>(n: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    v.resize(n, fill);
+    Ok(v)
+}
+
+impl Tensor {
+    /// A tensor from a shape and its elements in row-major order.
+    pub fn new<T: Elem>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
+        Tensor::from_data(shape, T::wrap(data))
+    }
+
+    pub fn from_data(shape: Vec<usize>, data: TensorData) -> Result<Tensor> {
+        let t = Tensor { shape, data };
+        let n = checked_len(&t.shape, t.dtype())?;
+        if n != t.len() {
+            bail!(Shape, "shape {:?} needs {n} elements, data has {}", t.shape, t.len());
+        }
+        Ok(t)
+    }
+
+    pub fn scalar<T: Elem>(v: T) -> Tensor {
+        Tensor { shape: vec![], data: T::wrap(vec![v]) }
+    }
+
+    /// A 1-D tensor.
+    pub fn vector<T: Elem>(v: Vec<T>) -> Tensor {
+        Tensor { shape: vec![v.len()], data: T::wrap(v) }
+    }
+
+    /// A tensor of the given dtype filled with zeros (false, "" for bool and string).
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
+        let n = checked_len(&shape, dtype)?;
+        let data = dispatch!(dtype; T => T::wrap(try_vec(n, T::default())?); all; else => unreachable!());
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn dtype(&self) -> DType {
+        match &self.data {
+            TensorData::F32(_) => DType::F32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
+            TensorData::U16(_) => DType::U16,
+            TensorData::I16(_) => DType::I16,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::String(_) => DType::String,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::F16(_) => DType::F16,
+            TensorData::F64(_) => DType::F64,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
+            TensorData::BF16(_) => DType::BF16,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        dispatch!(self.dtype(); T => T::slice(&self.data).map_or(0, |s| s.len()); all; else => 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    pub fn into_data(self) -> TensorData {
+        self.data
+    }
+
+    /// The elements as `&[T]`; an error names both dtypes when `T` is not this tensor's type.
+    pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
+        T::slice(&self.data)
+            .ok_or_else(|| err!(Shape, "expected a {} tensor, got {}", T::DTYPE, self.dtype()))
+    }
+
+    pub fn as_mut_slice<T: Elem>(&mut self) -> Result<&mut [T]> {
+        let dt = self.dtype();
+        T::slice_mut(&mut self.data).ok_or_else(|| err!(Shape, "expected a {} tensor, got {dt}", T::DTYPE))
+    }
+
+    pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
+        let dt = self.dtype();
+        T::unwrap(self.data).ok_or_else(|| err!(Shape, "expected a {} tensor, got {dt}", T::DTYPE))
+    }
+
+    /// Same elements, new shape (element counts must agree).
+    pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor> {
+        Tensor::from_data(shape, self.data)
+    }
+
+    /// The elements of an integer tensor widened to i64 (shape-like inputs such as Reshape's shape).
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
+        dispatch!(self.dtype(); T => Ok(self.as_slice::<T>()?.iter().map(|v| v.to_i64()).collect());
+            I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+            else => bail!(Shape, "expected an integer tensor, got {}", self.dtype()))
+    }
+
+    /// The elements of a numeric tensor as f64 (scalar attributes given as inputs, comparisons).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        dispatch!(self.dtype(); T => Ok(self.as_slice::<T>()?.iter().map(|v| v.to_f64()).collect());
+            F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+            else => bail!(Shape, "expected a numeric tensor, got {}", self.dtype()))
+    }
+
+    /// Converts every element to another dtype with C-like `as` semantics (floats to ints truncate,
+    /// numbers to bool test != 0). Strings are handled by the Cast op, not here.
+    pub fn cast_numeric(&self, to: DType) -> Result<Tensor> {
+        if to == self.dtype() {
+            return Ok(self.clone());
+        }
+        let data = dispatch!(self.dtype(); S => {
+            let src = self.as_slice::<S>()?;
+            dispatch!(to; D => D::wrap(src.iter().map(|&v| convert::<S, D>(v)).collect());
+                F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+                else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()))
+        }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+            else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()));
+        Ok(Tensor { shape: self.shape.clone(), data })
+    }
+}
+
+/// One element from type S to type D: integers go through i64 (`as` casts both ways, so the bits of
+/// u64 survive and narrowing wraps like C), anything involving a float goes through f64.
+fn convert<S: Scalar, D: Scalar>(v: S) -> D {
+    let src_int = S::DTYPE.is_int() || S::DTYPE == DType::Bool;
+    if src_int && D::DTYPE.is_int() {
+        D::from_i64(v.to_i64())
+    } else {
+        // Scalar::from_f64 for bool tests != 0, so NaN becomes true as ONNX asks.
+        D::from_f64(v.to_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_checks_element_count() {
+        assert!(Tensor::new(vec![2, 3], vec![0f32; 6]).is_ok());
+        let e = Tensor::new(vec![2, 3], vec![0f32; 5]).unwrap_err();
+        assert!(e.message.contains("needs 6 elements"), "{e}");
+    }
+
+    #[test]
+    fn huge_shapes_are_refused_not_allocated() {
+        let e = Tensor::zeros(DType::F32, vec![1 << 20, 1 << 20, 1 << 20]).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::ResourceLimit);
+    }
+
+    #[test]
+    fn cast_numeric_follows_c_semantics() {
+        let t = Tensor::vector(vec![1.7f32, -2.5, 0.0]);
+        assert_eq!(t.cast_numeric(DType::I32).unwrap().as_slice::<i32>().unwrap(), &[1, -2, 0]);
+        assert_eq!(t.cast_numeric(DType::Bool).unwrap().as_slice::<bool>().unwrap(), &[true, true, false]);
+        let big = Tensor::vector(vec![u64::MAX]);
+        assert_eq!(big.cast_numeric(DType::I64).unwrap().as_slice::<i64>().unwrap(), &[-1]);
+    }
+}

@@ -1,0 +1,138 @@
+//! Operators. One file per op family holds, for each op: attribute parsing (its builder), shape and
+//! type inference, and the reference CPU kernel, with tests. The [`Registry`] maps an ONNX
+//! `(domain, op_type)` to a builder; `onnx::import` is the only caller that knows about ONNX.
+
+use crate::ir::{Attributes, Fact, Tensor};
+use crate::{bail, err, Result};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::OnceLock;
+
+pub mod broadcast;
+
+pub mod activation;
+pub mod binary;
+pub mod cast;
+pub mod constant;
+pub mod conv;
+pub mod gather;
+pub mod logic;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
+pub mod reshape;
+pub mod slice;
+pub mod softmax;
+pub mod unary;
+
+/// An operator with its attributes already parsed.
+///
+/// Inputs come as a slice with one entry per declared input; `None` is an optional input that was
+/// left out. Use [`input`] and [`opt_input`] to read them with good errors.
+pub trait Op: Debug + Send + Sync {
+    /// Output facts (dtype, shape, and value when it can be computed without running) from input
+    /// facts. Unknown parts stay `None`; contradictions are errors.
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>>;
+
+    /// The reference CPU kernel.
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
+
+    /// False for ops whose result may change between runs (random generators): they are never folded.
+    fn is_deterministic(&self) -> bool {
+        true
+    }
+}
+
+/// Input `i`, which must be present.
+pub fn input<'a, T>(inputs: &[Option<&'a T>], i: usize) -> Result<&'a T> {
+    match inputs.get(i) {
+        Some(Some(t)) => Ok(t),
+        _ => bail!(InvalidModel, "input {i} is required but missing"),
+    }
+}
+
+/// Input `i` if it was given.
+pub fn opt_input<'a, T>(inputs: &[Option<&'a T>], i: usize) -> Option<&'a T> {
+    inputs.get(i).copied().flatten()
+}
+
+/// What a builder knows about the node it builds an op for.
+#[derive(Debug)]
+pub struct BuildCtx<'a> {
+    pub op_type: &'a str,
+    pub domain: &'a str,
+    /// The model's opset version for this op's domain.
+    pub opset: i64,
+    pub attrs: &'a Attributes,
+    pub num_inputs: usize,
+    pub num_outputs: usize,
+}
+
+impl BuildCtx<'_> {
+    /// The error for an opset version this op does not implement.
+    pub fn unsupported_version(&self) -> crate::Error {
+        err!(Unsupported, "{} is not supported at opset {}", self.op_type, self.opset)
+    }
+}
+
+pub type Builder = fn(&BuildCtx) -> Result<Box<dyn Op>>;
+
+/// Which builder makes which ONNX op.
+#[derive(Default)]
+pub struct Registry {
+    builders: HashMap<(&'static str, &'static str), Builder>,
+}
+
+impl Registry {
+    /// Registers a builder for an op of the default ONNX domain.
+    pub fn add(&mut self, op_type: &'static str, build: Builder) {
+        self.add_in("", op_type, build);
+    }
+
+    pub fn add_in(&mut self, domain: &'static str, op_type: &'static str, build: Builder) {
+        self.builders.insert((domain, op_type), build);
+    }
+
+    pub fn get(&self, domain: &str, op_type: &str) -> Option<Builder> {
+        let domain = if domain == "ai.onnx" { "" } else { domain };
+        self.builders.get(&(domain, op_type)).copied()
+    }
+
+    /// Every registered `(domain, op_type)`, sorted.
+    pub fn ops(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = self.builders.keys().copied().collect();
+        v.sort();
+        v
+    }
+}
+
+/// The registry of every op this build knows.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Registry::default();
+        activation::register(&mut r);
+        binary::register(&mut r);
+        cast::register(&mut r);
+        constant::register(&mut r);
+        conv::register(&mut r);
+        gather::register(&mut r);
+        logic::register(&mut r);
+        matmul::register(&mut r);
+        norm::register(&mut r);
+        pool::register(&mut r);
+        reduce::register(&mut r);
+        reshape::register(&mut r);
+        slice::register(&mut r);
+        softmax::register(&mut r);
+        unary::register(&mut r);
+        r
+    })
+}
+
+/// Output fact for ops whose single output has the dtype and shape of input 0.
+pub fn same_as_input(inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+    let x = input(inputs, 0)?;
+    Ok(vec![Fact { dtype: x.dtype, shape: x.shape.clone(), value: None }])
+}
