@@ -33,8 +33,7 @@ impl Model {
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
-        Model::build(import_model(&bytes, path.parent())?)
-            .map_err(|e| e.context(format!("model {}", path.display())))
+        Model::build(import_model(&bytes, path.parent())?).map_err(|e| e.context(format!("model {}", path.display())))
     }
 
     /// Loads a model from bytes. External data files, if any, are looked up in the current directory.
@@ -186,10 +185,9 @@ fn check_input<'a>(name: &str, fact: &'a Fact, t: &Tensor, symbols: &mut HashMap
                 bail!(InvalidInput, "input '{name}' must have shape {fact}, got {:?} (axis {axis})", t.shape())
             }
             Dim::Symbol(s) => match symbols.insert(s, n) {
-                Some(prev) if prev != n => bail!(
-                    InvalidInput,
-                    "dim '{s}' is {prev} in one input and {n} in input '{name}' (axis {axis})"
-                ),
+                Some(prev) if prev != n => {
+                    bail!(InvalidInput, "dim '{s}' is {prev} in one input and {n} in input '{name}' (axis {axis})")
+                }
                 _ => {}
             },
             _ => {}

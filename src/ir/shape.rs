@@ -62,11 +62,7 @@ impl Fact {
     }
 
     pub fn constant(t: Arc<Tensor>) -> Fact {
-        Fact {
-            dtype: Some(t.dtype()),
-            shape: Some(t.shape().iter().map(|&d| Dim::Known(d)).collect()),
-            value: Some(t),
-        }
+        Fact { dtype: Some(t.dtype()), shape: Some(t.shape().iter().map(|&d| Dim::Known(d)).collect()), value: Some(t) }
     }
 
     pub fn rank(&self) -> Option<usize> {

@@ -151,20 +151,48 @@ impl Scalar for bool {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __elem_type {
-    (F32) => { f32 };
-    (F64) => { f64 };
-    (F16) => { half::f16 };
-    (BF16) => { half::bf16 };
-    (U8) => { u8 };
-    (I8) => { i8 };
-    (U16) => { u16 };
-    (I16) => { i16 };
-    (I32) => { i32 };
-    (I64) => { i64 };
-    (U32) => { u32 };
-    (U64) => { u64 };
-    (Bool) => { bool };
-    (String) => { String };
+    (F32) => {
+        f32
+    };
+    (F64) => {
+        f64
+    };
+    (F16) => {
+        half::f16
+    };
+    (BF16) => {
+        half::bf16
+    };
+    (U8) => {
+        u8
+    };
+    (I8) => {
+        i8
+    };
+    (U16) => {
+        u16
+    };
+    (I16) => {
+        i16
+    };
+    (I32) => {
+        i32
+    };
+    (I64) => {
+        i64
+    };
+    (U32) => {
+        u32
+    };
+    (U64) => {
+        u64
+    };
+    (Bool) => {
+        bool
+    };
+    (String) => {
+        String
+    };
 }
 
 /// Runs `body` with `T` bound to the Rust type of `dtype`, for the listed dtypes:
@@ -300,8 +328,7 @@ impl Tensor {
 
     /// The elements as `&[T]`; an error names both dtypes when `T` is not this tensor's type.
     pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
-        T::slice(&self.data)
-            .ok_or_else(|| err!(Shape, "expected a {} tensor, got {}", T::DTYPE, self.dtype()))
+        T::slice(&self.data).ok_or_else(|| err!(Shape, "expected a {} tensor, got {}", T::DTYPE, self.dtype()))
     }
 
     pub fn as_mut_slice<T: Elem>(&mut self) -> Result<&mut [T]> {

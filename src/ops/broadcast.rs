@@ -10,9 +10,7 @@ use crate::Result;
 fn broadcast_strides(input: &[usize], out: &[usize]) -> Vec<usize> {
     let s = strides_of(input);
     let off = out.len() - input.len();
-    (0..out.len())
-        .map(|i| if i < off || input[i - off] == 1 { 0 } else { s[i - off] })
-        .collect()
+    (0..out.len()).map(|i| if i < off || input[i - off] == 1 { 0 } else { s[i - off] }).collect()
 }
 
 /// Calls `f(out_index, [index into each input])` for every element of the broadcast output shape.
@@ -74,9 +72,7 @@ pub fn ternary<A: Elem, B: Elem, C: Elem, O: Elem>(
     let n = crate::ir::tensor::checked_len(&out_shape, O::DTYPE)?;
     let mut out = Vec::new();
     out.try_reserve_exact(n).map_err(|_| crate::err!(ResourceLimit, "cannot allocate {n} elements"))?;
-    for_each_index([a.shape(), b.shape(), c.shape()], &out_shape, |_, [i, j, k]| {
-        out.push(f(&xa[i], &xb[j], &xc[k]))
-    });
+    for_each_index([a.shape(), b.shape(), c.shape()], &out_shape, |_, [i, j, k]| out.push(f(&xa[i], &xb[j], &xc[k])));
     Tensor::new(out_shape, out)
 }
 
