@@ -1,0 +1,122 @@
+//! The `crx580` command line contract: run (demo, inputs, --output-dir), info, bench --json, devices,
+//! and one-line errors with a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn crx580(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crx580")).args(args).output().expect("start crx580")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn digits() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("crx580-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn demo_classifies_the_sample_digits() {
+    let o = crx580(&["run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("accuracy:")).expect("an accuracy line");
+    // "accuracy: 31/32 = ..." : the model reaches >= 90% on its held-out samples.
+    let frac = line.split_whitespace().nth(1).unwrap();
+    let (ok, n) = frac.split_once('/').unwrap();
+    let (ok, n): (f64, f64) = (ok.parse().unwrap(), n.parse().unwrap());
+    assert!(n >= 16.0 && ok / n >= 0.9, "{line}");
+}
+
+#[test]
+fn run_writes_outputs_as_npy_in_graph_order() {
+    let dir = temp_dir("run");
+    let model = digits().join("digits.onnx");
+    let samples = digits().join("samples.npy");
+    let o = crx580(&[
+        "run",
+        model.to_str().unwrap(),
+        &format!("image={}", samples.display()),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let probs = crx580::io::read_tensor_file(&dir.join("output_1.npy")).unwrap().0;
+    assert_eq!(probs.shape()[1], 10);
+    // Softmax rows sum to one: the written values are real outputs, not placeholders.
+    for row in probs.as_slice::<f32>().unwrap().chunks(10) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+    // Bare paths bind in input order, too.
+    let o = crx580(&["run", model.to_str().unwrap(), samples.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("logits: float32 [32, 10]"), "{}", stdout(&o));
+}
+
+#[test]
+fn info_reports_opset_io_ops_and_parameters() {
+    let model = digits().join("digits.onnx");
+    let o = crx580(&["info", model.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = stdout(&o);
+    assert!(j.contains("\"ai.onnx\":13"), "{j}");
+    assert!(j.contains("\"name\":\"image\",\"dtype\":\"float32\",\"shape\":[\"N\",1,8,8]"), "{j}");
+    assert!(j.contains("\"Conv\":"), "{j}");
+    let o = crx580(&["info", model.to_str().unwrap()]);
+    assert!(stdout(&o).contains("parameters:"), "{}", stdout(&o));
+}
+
+#[test]
+fn bench_prints_one_json_line() {
+    let model = digits().join("digits.onnx");
+    let o = crx580(&["bench", model.to_str().unwrap(), "--runs", "3", "--warmup", "1", "--dim", "N=4", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = stdout(&o);
+    assert_eq!(j.trim().lines().count(), 1, "{j}");
+    for key in ["median_ms", "p90_ms", "min_ms", "\"runs\":3", "load_ms", "peak_rss_mb"] {
+        assert!(j.contains(key), "{key} missing in {j}");
+    }
+}
+
+#[test]
+fn devices_lists_the_cpu() {
+    let o = crx580(&["devices"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).starts_with("cpu"), "{}", stdout(&o));
+}
+
+#[test]
+fn errors_are_one_line_and_name_the_input() {
+    let dir = temp_dir("err");
+    let o = crx580(&["run", dir.join("missing.onnx").to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("missing.onnx"), "{e}");
+
+    let bad = dir.join("bad.onnx");
+    std::fs::write(&bad, b"\x0a\xff\xff\xff\xff\x0fnot a model").unwrap();
+    let o = crx580(&["info", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bad.onnx"), "{}", stderr(&o));
+
+    let model = digits().join("digits.onnx");
+    let o = crx580(&["run", model.to_str().unwrap(), "nosuch=x.npy"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nosuch=x.npy") || stderr(&o).contains("x.npy"), "{}", stderr(&o));
+
+    let o = crx580(&["run", model.to_str().unwrap(), "--device", "tpu"]);
+    assert!(stderr(&o).contains("unknown device 'tpu'"), "{}", stderr(&o));
+}

@@ -1,0 +1,130 @@
+//! ONNX node conformance: runs every case that tests/conformance/gen_node_tests.py wrote out and
+//! enforces tests/conformance/node.txt, the list of cases that pass. A listed case that fails breaks
+//! the build; a passing case missing from the list is reported so that it gets added
+//! (`CRX580_UPDATE_MANIFEST=1` rewrites the list).
+//!
+//! The cases live in `$CRX580_NODE_TESTS` (default `target/onnx-node-tests`). Without them this
+//! program says so loudly and, if `CRX580_REQUIRE_NODE_TESTS=1` (as in CI), fails.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-5;
+const MANIFEST: &str = "tests/conformance/node.txt";
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir =
+        std::env::var("CRX580_NODE_TESTS").map(PathBuf::from).unwrap_or_else(|_| root.join("target/onnx-node-tests"));
+    if !dir.join("VERSION").exists() {
+        eprintln!("\n!!! ONNX node conformance NOT RUN: no generated cases in {}", dir.display());
+        eprintln!("!!! generate them with: python tests/conformance/gen_node_tests.py --out {}", dir.display());
+        eprintln!("!!! (bash tests/run.sh does this for you)\n");
+        if std::env::var("CRX580_REQUIRE_NODE_TESTS").is_ok_and(|v| v == "1") {
+            std::process::exit(1);
+        }
+        return;
+    }
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("read the node test directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("model.onnx").exists())
+        .filter(|p| filter.as_ref().is_none_or(|f| p.file_name().unwrap().to_string_lossy().contains(f.as_str())))
+        .collect();
+    cases.sort();
+
+    let manifest_text = std::fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
+    let listed: BTreeSet<String> = manifest_text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+
+    let results = run_all(&cases);
+    let mut passed = BTreeSet::new();
+    let mut regressions = vec![];
+    for (name, r) in &results {
+        match r {
+            Ok(()) => {
+                passed.insert(name.clone());
+            }
+            Err(msg) => {
+                if listed.contains(name) {
+                    regressions.push(format!("{name}: {msg}"));
+                }
+                if std::env::var("CRX580_VERBOSE").is_ok() {
+                    eprintln!("FAIL {name}: {msg}");
+                }
+            }
+        }
+    }
+    let newly: Vec<&String> = passed.iter().filter(|n| !listed.contains(*n)).collect();
+    println!(
+        "ONNX node conformance: {} of {} cases pass ({} on the enforced list)",
+        passed.len(),
+        results.len(),
+        listed.len()
+    );
+    if !newly.is_empty() {
+        println!("{} passing cases are not on {MANIFEST} yet (CRX580_UPDATE_MANIFEST=1 adds them):", newly.len());
+        for n in newly.iter().take(50) {
+            println!("  + {n}");
+        }
+    }
+    if filter.is_none() && std::env::var("CRX580_UPDATE_MANIFEST").is_ok_and(|v| v == "1") {
+        let keep: BTreeSet<&String> =
+            passed.iter().chain(listed.iter().filter(|n| !results.iter().any(|(r, _)| r == *n))).collect();
+        let body: String = keep.iter().map(|n| format!("{n}\n")).collect();
+        let header = "# ONNX node test cases that pass on the CPU; CI fails if any of them fails.\n";
+        std::fs::write(root.join(MANIFEST), format!("{header}{body}")).expect("write the manifest");
+        println!("rewrote {MANIFEST} with {} cases", keep.len());
+    }
+    let missing: Vec<&String> = if filter.is_none() {
+        listed.iter().filter(|n| !results.iter().any(|(r, _)| r == *n)).collect()
+    } else {
+        vec![]
+    };
+    if !regressions.is_empty() || !missing.is_empty() {
+        eprintln!("\n{} listed cases FAIL:", regressions.len() + missing.len());
+        for r in &regressions {
+            eprintln!("  - {r}");
+        }
+        for m in &missing {
+            eprintln!("  - {m}: case not found in {}", dir.display());
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Runs the cases on all cores; each case's panics are caught and reported as failures.
+fn run_all(cases: &[PathBuf]) -> Vec<(String, Result<(), String>)> {
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(Vec::with_capacity(cases.len()));
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    std::panic::set_hook(Box::new(|_| {}));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(case) = cases.get(i) else { break };
+                let name = case.file_name().unwrap().to_string_lossy().to_string();
+                let r = std::panic::catch_unwind(|| common::run_case(case, RTOL, ATOL))
+                    .unwrap_or_else(|_| Err("panicked".into()));
+                results.lock().unwrap().push((name, r));
+            });
+        }
+    });
+    let mut r = results.into_inner().unwrap();
+    r.sort_by(|a, b| a.0.cmp(&b.0));
+    r
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests, golden models against onnxruntime's outputs, and
+# the ONNX node conformance suite (enforcing tests/conformance/node.txt).
+# Sets up a Python venv (.venv, or $CRX580_VENV) with the pinned reference packages on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${CRX580_VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+
+# Regenerate the node test cases when missing or made by another onnx version.
+node_dir=${CRX580_NODE_TESTS:-target/onnx-node-tests}
+want=$("$venv/bin/python" -c 'import onnx; print(onnx.__version__)')
+if [ "$(cat "$node_dir/VERSION" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$node_dir"
+    "$venv/bin/python" tests/conformance/gen_node_tests.py --out "$node_dir"
+fi
+
+export CRX580_NODE_TESTS="$node_dir" CRX580_REQUIRE_NODE_TESTS=1
+cargo test --all-targets
+cargo test --doc
