@@ -1,6 +1,498 @@
-//! (to be written)
+//! `TensorProto` to [`Tensor`]: every dtype the IR has, from `raw_data` (little-endian), from the
+//! typed fields, or from an external data file. The element count the dims declare is checked
+//! against the data actually present before anything is allocated, so a tiny file cannot ask for a
+//! huge tensor.
 
-/// Decodes a serialized TensorProto (`.pb` test data file) into a tensor and its stored name.
-pub fn tensor_from_pb_bytes(_bytes: &[u8]) -> crate::Result<(crate::ir::Tensor, Option<String>)> {
-    crate::bail!(Unsupported, "being written")
+use super::model::{TensorProto, DATA_LOCATION_EXTERNAL};
+use crate::error::ResultExt;
+use crate::ir::tensor::{checked_len, TensorData};
+use crate::ir::{DType, Tensor};
+use crate::{bail, err, Result};
+use half::{bf16, f16};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+/// ONNX's name for a `TensorProto.DataType` code, including the types crx580 does not support.
+pub fn onnx_dtype_name(code: i32) -> String {
+    if let Some(dt) = DType::from_onnx_code(code) {
+        return dt.name().to_string();
+    }
+    let name = match code {
+        0 => "undefined",
+        14 => "complex64",
+        15 => "complex128",
+        17 => "float8e4m3fn",
+        18 => "float8e4m3fnuz",
+        19 => "float8e5m2",
+        20 => "float8e5m2fnuz",
+        21 => "uint4",
+        22 => "int4",
+        23 => "float4e2m1",
+        24 => "float8e8m0",
+        25 => "uint2",
+        26 => "int2",
+        27 => "float6e2m3",
+        28 => "float6e3m2",
+        _ => return format!("unknown data type {code}"),
+    };
+    name.to_string()
+}
+
+/// The dtype of a tensor or type declaration; Unsupported (naming the type) for codes the IR lacks.
+pub fn dtype_from_code(code: i32) -> Result<DType> {
+    match DType::from_onnx_code(code) {
+        Some(dt) => Ok(dt),
+        None if code == 0 => bail!(InvalidModel, "data type is not set"),
+        None => bail!(Unsupported, "data type {} is not supported", onnx_dtype_name(code)),
+    }
+}
+
+/// Converts a `TensorProto`. `base_dir` is where external data files are looked up (the model's
+/// directory); without one, the current directory.
+pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
+    convert(t, base_dir).context(
+        || {
+            if t.name.is_empty() {
+                "tensor".to_string()
+            } else {
+                format!("tensor '{}'", t.name)
+            }
+        },
+    )
+}
+
+fn convert(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
+    let dtype = dtype_from_code(t.data_type)?;
+    if t.has_segment {
+        bail!(Unsupported, "segmented tensors are not supported");
+    }
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| err!(InvalidModel, "negative dim {d} in dims {:?}", t.dims)))
+        .collect::<Result<Vec<usize>>>()?;
+    let n = checked_len(&shape, dtype)?;
+    let external = t.data_location == DATA_LOCATION_EXTERNAL || (!t.external_data.is_empty() && t.raw_data.is_none());
+    let data = if external {
+        let bytes = read_external(t, base_dir, raw_len(dtype, n)?)?;
+        from_raw(dtype, n, &shape, &bytes)?
+    } else if let Some(raw) = t.raw_data {
+        from_raw(dtype, n, &shape, raw)?
+    } else {
+        from_typed(t, dtype, n, &shape)?
+    };
+    Tensor::from_data(shape, data)
+}
+
+/// Bytes that `n` elements take in `raw_data`.
+fn raw_len(dtype: DType, n: usize) -> Result<usize> {
+    if dtype == DType::String {
+        bail!(InvalidModel, "string tensors keep their data in string_data, not raw or external data");
+    }
+    // checked_len capped n * size at MAX_TENSOR_BYTES, so this cannot overflow.
+    Ok(n * dtype.size())
+}
+
+/// Collects exactly `n` items without aborting the process if memory is short.
+fn collect_exact<T>(n: usize, items: impl Iterator<Item = T>) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    v.extend(items.take(n));
+    Ok(v)
+}
+
+fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(chunk);
+    a
+}
+
+fn from_raw(dtype: DType, n: usize, shape: &[usize], bytes: &[u8]) -> Result<TensorData> {
+    let expected = raw_len(dtype, n)?;
+    if bytes.len() != expected {
+        bail!(InvalidModel, "raw data has {} bytes, shape {shape:?} of {dtype} needs {expected}", bytes.len());
+    }
+    macro_rules! le_values {
+        ($t:ty, $size:literal, $wrap:expr) => {
+            $wrap(collect_exact(n, bytes.chunks_exact($size).map(|c| <$t>::from_le_bytes(le::<$size>(c))))?)
+        };
+    }
+    Ok(match dtype {
+        DType::F32 => le_values!(f32, 4, TensorData::F32),
+        DType::F64 => le_values!(f64, 8, TensorData::F64),
+        DType::F16 => {
+            TensorData::F16(collect_exact(n, bytes.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes(le(c)))))?)
+        }
+        DType::BF16 => TensorData::BF16(collect_exact(
+            n,
+            bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes(le(c)))),
+        )?),
+        DType::U8 => TensorData::U8(collect_exact(n, bytes.iter().copied())?),
+        DType::I8 => TensorData::I8(collect_exact(n, bytes.iter().map(|&b| b as i8))?),
+        DType::Bool => TensorData::Bool(collect_exact(n, bytes.iter().map(|&b| b != 0))?),
+        DType::U16 => le_values!(u16, 2, TensorData::U16),
+        DType::I16 => le_values!(i16, 2, TensorData::I16),
+        DType::I32 => le_values!(i32, 4, TensorData::I32),
+        DType::U32 => le_values!(u32, 4, TensorData::U32),
+        DType::I64 => le_values!(i64, 8, TensorData::I64),
+        DType::U64 => le_values!(u64, 8, TensorData::U64),
+        DType::String => bail!(InvalidModel, "string tensors cannot use raw data"),
+    })
+}
+
+/// The typed field ONNX stores a dtype in when `raw_data` is not used.
+fn typed_field(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "float_data",
+        DType::F64 => "double_data",
+        DType::I64 => "int64_data",
+        DType::U32 | DType::U64 => "uint64_data",
+        DType::String => "string_data",
+        _ => "int32_data",
+    }
+}
+
+fn from_typed(t: &TensorProto, dtype: DType, n: usize, shape: &[usize]) -> Result<TensorData> {
+    let present = match dtype {
+        DType::F32 => t.float_data.len(),
+        DType::F64 => t.double_data.len(),
+        DType::I64 => t.int64_data.len(),
+        DType::U32 | DType::U64 => t.uint64_data.len(),
+        DType::String => t.string_data.len(),
+        _ => t.int32_data.len(),
+    };
+    if present != n {
+        bail!(
+            InvalidModel,
+            "{} has {present} values, shape {shape:?} of {dtype} needs {n}{}",
+            typed_field(dtype),
+            if present == 0 { " (and there is no raw_data)" } else { "" }
+        );
+    }
+    let ints = &t.int32_data;
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(t.float_data.clone()),
+        DType::F64 => TensorData::F64(t.double_data.clone()),
+        DType::I64 => TensorData::I64(t.int64_data.clone()),
+        DType::U64 => TensorData::U64(t.uint64_data.clone()),
+        // Narrow types sit in wider fields; the casts keep the low bits as ONNX specifies.
+        DType::U32 => TensorData::U32(t.uint64_data.iter().map(|&v| v as u32).collect()),
+        DType::I32 => TensorData::I32(ints.clone()),
+        DType::I16 => TensorData::I16(ints.iter().map(|&v| v as i16).collect()),
+        DType::I8 => TensorData::I8(ints.iter().map(|&v| v as i8).collect()),
+        DType::U16 => TensorData::U16(ints.iter().map(|&v| v as u16).collect()),
+        DType::U8 => TensorData::U8(ints.iter().map(|&v| v as u8).collect()),
+        DType::Bool => TensorData::Bool(ints.iter().map(|&v| v != 0).collect()),
+        DType::F16 => TensorData::F16(ints.iter().map(|&v| f16::from_bits(v as u16)).collect()),
+        DType::BF16 => TensorData::BF16(ints.iter().map(|&v| bf16::from_bits(v as u16)).collect()),
+        DType::String => {
+            TensorData::String(t.string_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        }
+    })
+}
+
+/// Checks that an external data location stays inside the model's directory: relative, and no `..`
+/// that climbs out of it. Symlinks are followed on purpose (model caches link data files).
+fn safe_relative_path(location: &str) -> Result<PathBuf> {
+    let path = Path::new(location);
+    if location.is_empty() {
+        bail!(InvalidModel, "external data has an empty location");
+    }
+    let mut depth = 0usize;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => depth -= 1,
+            Component::ParentDir => {
+                bail!(InvalidModel, "external data location '{location}' leaves the model directory")
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                bail!(InvalidModel, "external data location '{location}' must be a relative path")
+            }
+        }
+    }
+    if depth == 0 {
+        bail!(InvalidModel, "external data location '{location}' does not name a file");
+    }
+    Ok(path.to_path_buf())
+}
+
+fn parse_size(key: &str, value: &str) -> Result<u64> {
+    value.trim().parse::<u64>().map_err(|_| err!(InvalidModel, "external data {key} '{value}' is not a byte count"))
+}
+
+/// Reads `expected` bytes of external data, after checking the declared location, offset and
+/// length against the file so that nothing is allocated for data that is not there.
+fn read_external(t: &TensorProto, base_dir: Option<&Path>, expected: usize) -> Result<Vec<u8>> {
+    let (mut location, mut offset, mut length) = (None, 0u64, None);
+    for entry in &t.external_data {
+        match entry.key.as_str() {
+            "location" => location = Some(entry.value.as_str()),
+            "offset" => offset = parse_size("offset", &entry.value)?,
+            "length" => length = Some(parse_size("length", &entry.value)?),
+            _ => {} // "checksum" and future keys do not change where the bytes are
+        }
+    }
+    let Some(location) = location else {
+        bail!(InvalidModel, "external data has no location");
+    };
+    let path = base_dir.unwrap_or(Path::new(".")).join(safe_relative_path(location)?);
+    if let Some(length) = length {
+        if length != expected as u64 {
+            bail!(InvalidModel, "external data length {length} does not match the {expected} bytes its shape needs");
+        }
+    }
+    let open_error = |e: std::io::Error| err!(Io, "cannot read external data file {}: {e}", path.display());
+    let mut file = File::open(&path).map_err(open_error)?;
+    let file_len = file.metadata().map_err(open_error)?.len();
+    if offset.checked_add(expected as u64).map_or(true, |end| end > file_len) {
+        bail!(
+            InvalidModel,
+            "external data file {} has {file_len} bytes, the tensor needs {expected} bytes at offset {offset}",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(expected).map_err(|_| err!(ResourceLimit, "cannot allocate {expected} bytes"))?;
+    file.seek(SeekFrom::Start(offset)).map_err(open_error)?;
+    (&mut file).take(expected as u64).read_to_end(&mut bytes).map_err(open_error)?;
+    if bytes.len() != expected {
+        bail!(Io, "external data file {} ended early (read {} of {expected} bytes)", path.display(), bytes.len());
+    }
+    Ok(bytes)
+}
+
+/// Decodes a serialized TensorProto (a `.pb` test data file) into a tensor and its stored name.
+/// External data in such a file is looked up in the current directory.
+pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(Tensor, Option<String>)> {
+    let proto = crate::onnx::model::decode_tensor(bytes)?;
+    let name = (!proto.name.is_empty()).then(|| proto.name.clone());
+    Ok((tensor_from_proto(&proto, None)?, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::model::{decode_tensor, StringStringEntryProto};
+    use crate::ErrorKind;
+    use std::time::Instant;
+
+    fn proto(data_type: i32, dims: &[i64]) -> TensorProto<'static> {
+        TensorProto { data_type, dims: dims.to_vec(), name: "t".into(), ..TensorProto::default() }
+    }
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("crx580-onnx-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn external(location: &str, extra: &[(&str, &str)]) -> Vec<StringStringEntryProto> {
+        let mut v = vec![StringStringEntryProto { key: "location".into(), value: location.into() }];
+        v.extend(extra.iter().map(|(k, v)| StringStringEntryProto { key: k.to_string(), value: v.to_string() }));
+        v
+    }
+
+    #[test]
+    fn typed_fields_convert() {
+        let mut t = proto(10, &[2]);
+        t.int32_data = vec![0x3c00, 0xc000];
+        let x = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(x.as_slice::<f16>().unwrap(), &[f16::from_f32(1.0), f16::from_f32(-2.0)]);
+        let mut t = proto(12, &[]);
+        t.uint64_data = vec![4_000_000_000];
+        let x = tensor_from_proto(&t, None).unwrap();
+        assert_eq!((x.shape(), x.as_slice::<u32>().unwrap()), (&[][..], &[4_000_000_000u32][..]));
+        let mut t = proto(9, &[3]);
+        t.int32_data = vec![0, 1, 2];
+        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<bool>().unwrap(), &[false, true, true]);
+    }
+
+    #[test]
+    fn raw_data_wins_and_must_match_the_shape() {
+        let raw = [0u8, 0, 128, 63, 0, 0, 0, 64];
+        let mut t = proto(1, &[2]);
+        t.raw_data = Some(&raw);
+        t.float_data = vec![9.0];
+        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<f32>().unwrap(), &[1.0, 2.0]);
+        t.dims = vec![3];
+        let e = tensor_from_proto(&t, None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidModel);
+        assert_eq!(e.message, "tensor 't': raw data has 8 bytes, shape [3] of float32 needs 12");
+    }
+
+    #[test]
+    fn missing_or_short_typed_data_is_an_error() {
+        let t = proto(7, &[2, 2]);
+        let e = tensor_from_proto(&t, None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "tensor 't': int64_data has 0 values, shape [2, 2] of int64 needs 4 (and there is no raw_data)"
+        );
+        let mut t = proto(8, &[2]);
+        t.string_data = vec![b"a".to_vec()];
+        assert!(tensor_from_proto(&t, None).unwrap_err().message.contains("string_data has 1 values"));
+        t.raw_data = Some(b"ab");
+        assert!(tensor_from_proto(&t, None).unwrap_err().message.contains("string_data, not raw"));
+    }
+
+    #[test]
+    fn huge_declared_shapes_fail_fast_without_allocating() {
+        let start = Instant::now();
+        // 10 GiB of float32 declared, 4 bytes present.
+        let mut t = proto(1, &[10 << 28]);
+        t.raw_data = Some(&[0; 4]);
+        let e = tensor_from_proto(&t, None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
+        t.raw_data = None;
+        t.float_data = vec![1.0];
+        assert_eq!(tensor_from_proto(&t, None).unwrap_err().kind, ErrorKind::InvalidModel);
+        // Over the allocation limit, and overflowing usize.
+        let t = proto(1, &[1 << 40]);
+        assert_eq!(tensor_from_proto(&t, None).unwrap_err().kind, ErrorKind::ResourceLimit);
+        let t = proto(1, &[1 << 40, 1 << 40]);
+        assert_eq!(tensor_from_proto(&t, None).unwrap_err().kind, ErrorKind::ResourceLimit);
+        assert!(start.elapsed().as_secs() < 2);
+    }
+
+    #[test]
+    fn bad_dims_and_dtypes_are_named() {
+        let e = tensor_from_proto(&proto(1, &[2, -1]), None).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::InvalidModel, "tensor 't': negative dim -1 in dims [2, -1]")
+        );
+        for (code, name) in
+            [(14, "complex64"), (15, "complex128"), (17, "float8e4m3fn"), (22, "int4"), (23, "float4e2m1")]
+        {
+            let e = tensor_from_proto(&proto(code, &[1]), None).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unsupported);
+            assert_eq!(e.message, format!("tensor 't': data type {name} is not supported"));
+        }
+        assert_eq!(tensor_from_proto(&proto(0, &[1]), None).unwrap_err().kind, ErrorKind::InvalidModel);
+        assert_eq!(onnx_dtype_name(99), "unknown data type 99");
+        let mut t = proto(1, &[1]);
+        t.has_segment = true;
+        assert_eq!(tensor_from_proto(&t, None).unwrap_err().kind, ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn zero_size_and_scalar_tensors() {
+        let t = proto(1, &[3, 0]);
+        let x = tensor_from_proto(&t, None).unwrap();
+        assert_eq!((x.shape(), x.len()), (&[3, 0][..], 0));
+        let mut t = proto(7, &[]);
+        t.int64_data = vec![-4];
+        let x = tensor_from_proto(&t, None).unwrap();
+        assert_eq!((x.shape(), x.as_slice::<i64>().unwrap()), (&[][..], &[-4i64][..]));
+    }
+
+    #[test]
+    fn external_data_is_read_at_its_offset() {
+        let dir = TempDir::new("ext");
+        let mut bytes = vec![0xeeu8; 8];
+        bytes.extend(7i64.to_le_bytes());
+        bytes.extend((-1i64).to_le_bytes());
+        std::fs::create_dir(dir.0.join("sub")).unwrap();
+        std::fs::write(dir.0.join("sub/w.bin"), &bytes).unwrap();
+        let mut t = proto(7, &[2]);
+        t.data_location = DATA_LOCATION_EXTERNAL;
+        t.external_data = external("./sub/../sub/w.bin", &[("offset", "8"), ("length", "16"), ("checksum", "x")]);
+        let x = tensor_from_proto(&t, Some(&dir.0)).unwrap();
+        assert_eq!(x.as_slice::<i64>().unwrap(), &[7, -1]);
+        // Without a length, the shape says how much to read.
+        t.external_data = external("sub/w.bin", &[("offset", "8")]);
+        assert_eq!(tensor_from_proto(&t, Some(&dir.0)).unwrap().as_slice::<i64>().unwrap(), &[7, -1]);
+    }
+
+    #[test]
+    fn external_data_is_checked_before_reading() {
+        let dir = TempDir::new("ext-bad");
+        std::fs::write(dir.0.join("w.bin"), [0u8; 16]).unwrap();
+        let check = |dims: &[i64], entries: Vec<StringStringEntryProto>, kind: ErrorKind, text: &str| {
+            let mut t = proto(1, dims);
+            t.data_location = DATA_LOCATION_EXTERNAL;
+            t.external_data = entries;
+            let e = tensor_from_proto(&t, Some(&dir.0)).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(text), "{e}");
+        };
+        use ErrorKind::*;
+        check(&[2], external("../w.bin", &[]), InvalidModel, "leaves the model directory");
+        check(&[2], external("a/../../w.bin", &[]), InvalidModel, "leaves the model directory");
+        check(&[2], external("/etc/passwd", &[]), InvalidModel, "must be a relative path");
+        check(&[2], external("", &[]), InvalidModel, "empty location");
+        check(&[2], external(".", &[]), InvalidModel, "does not name a file");
+        check(&[2], vec![], InvalidModel, "no location");
+        check(&[2], external("w.bin", &[("length", "4")]), InvalidModel, "length 4 does not match the 8 bytes");
+        check(
+            &[2],
+            external("w.bin", &[("offset", "12")]),
+            InvalidModel,
+            "has 16 bytes, the tensor needs 8 bytes at offset 12",
+        );
+        check(&[2], external("w.bin", &[("offset", "-1")]), InvalidModel, "offset '-1' is not a byte count");
+        check(&[2], external("w.bin", &[("offset", "18446744073709551615")]), InvalidModel, "has 16 bytes");
+        // 10 GiB declared against a 16-byte file.
+        check(&[10 << 28], external("w.bin", &[]), InvalidModel, "has 16 bytes");
+        check(&[2], external("missing.bin", &[]), Io, "cannot read external data file");
+        // The proto's external data keys are enough even without data_location.
+        let mut t = proto(1, &[4]);
+        t.external_data = external("w.bin", &[]);
+        assert_eq!(tensor_from_proto(&t, Some(&dir.0)).unwrap().len(), 4);
+    }
+
+    /// Every dtype, raw and typed, against the values numpy wrote (tests/models/decode/gen.py).
+    #[test]
+    fn every_dtype_matches_numpy() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/decode/tensors");
+        let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+        let mut checked = 0;
+        for line in expected.lines() {
+            let (head, values) = line.split_once('|').unwrap();
+            let mut head = head.split(' ');
+            let (file, code, dims) = (head.next().unwrap(), head.next().unwrap(), head.next().unwrap());
+            let bytes = std::fs::read(dir.join(file)).unwrap();
+            let t = tensor_from_proto(&decode_tensor(&bytes).unwrap(), None).unwrap();
+            assert_eq!(t.dtype().onnx_code().to_string(), code, "{file}");
+            let dims: Vec<usize> = dims.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+            assert_eq!(t.shape(), &dims[..], "{file}");
+            let values: Vec<&str> =
+                if values.is_empty() && t.is_empty() { vec![] } else { values.split(' ').collect() };
+            let ours: Vec<String> = match t.data() {
+                TensorData::F32(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
+                TensorData::F64(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
+                TensorData::F16(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
+                TensorData::BF16(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
+                TensorData::String(v) => {
+                    v.iter().map(|s| s.bytes().map(|b| format!("{b:02x}")).collect::<String>()).collect()
+                }
+                TensorData::Bool(v) => v.iter().map(|&b| (b as u8).to_string()).collect(),
+                _ => t.to_i64_vec().unwrap().iter().map(|v| v.to_string()).collect(),
+            };
+            let ours = match t.data() {
+                TensorData::U64(v) => v.iter().map(|x| x.to_string()).collect(),
+                _ => ours,
+            };
+            assert_eq!(ours, values, "{file}");
+            checked += 1;
+        }
+        assert_eq!(checked, 31);
+    }
 }
