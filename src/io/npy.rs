@@ -213,7 +213,7 @@ mod tests {
         ];
         for t in ts {
             let bytes = to_npy(&t).unwrap();
-            assert_eq!((bytes.len() - t.len() * t.dtype().size()) % 64 == 0 || t.dtype() == DType::String, true);
+            assert!((bytes.len() - t.len() * t.dtype().size()) % 64 == 0 || t.dtype() == DType::String);
             assert_eq!(from_npy(&bytes).unwrap(), t);
         }
     }

@@ -247,7 +247,7 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, expected: usize) -> R
     let open_error = |e: std::io::Error| err!(Io, "cannot read external data file {}: {e}", path.display());
     let mut file = File::open(&path).map_err(open_error)?;
     let file_len = file.metadata().map_err(open_error)?.len();
-    if offset.checked_add(expected as u64).map_or(true, |end| end > file_len) {
+    if offset.checked_add(expected as u64).is_none_or(|end| end > file_len) {
         bail!(
             InvalidModel,
             "external data file {} has {file_len} bytes, the tensor needs {expected} bytes at offset {offset}",
