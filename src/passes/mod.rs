@@ -35,3 +35,58 @@ pub fn optimize(graph: &mut Graph, passes: &[Box<dyn Pass>]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::infer::infer_facts;
+    use crate::ir::{DType, Dim, Fact, Node, Tensor};
+    use crate::ops::activation::test_util::build;
+    use std::sync::Arc;
+
+    fn node(op_type: &str, inputs: &[usize], outputs: &[usize]) -> Node {
+        Node {
+            name: String::new(),
+            domain: String::new(),
+            op_type: op_type.into(),
+            attrs: Default::default(),
+            op: Arc::from(build(op_type, 13, vec![], outputs.len()).unwrap()),
+            inputs: inputs.iter().map(|&i| Some(i)).collect(),
+            outputs: outputs.to_vec(),
+        }
+    }
+
+    #[test]
+    fn folds_constants_and_drops_dead_nodes() {
+        let mut g = Graph::default();
+        let x = g.add_value("x", Fact::new(DType::F32, vec![Dim::Symbol("N".into()), Dim::Known(3)]));
+        let a = g.add_value("a", Fact::constant(Arc::new(Tensor::vector(vec![1f32, 2., 3.]))));
+        let b = g.add_value("b", Fact::constant(Arc::new(Tensor::vector(vec![10f32, 20., 30.]))));
+        let c = g.add_value("c", Fact::unknown());
+        let y = g.add_value("y", Fact::unknown());
+        let dead = g.add_value("dead", Fact::unknown());
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        g.nodes = vec![node("Add", &[a, b], &[c]), node("Add", &[x, c], &[y]), node("Relu", &[x], &[dead])];
+        infer_facts(&mut g).unwrap();
+        assert_eq!(g.values[y].fact.shape, Some(vec![Dim::Symbol("N".into()), Dim::Known(3)]));
+        optimize(&mut g, &default_passes()).unwrap();
+        assert_eq!(g.nodes.len(), 1, "{:?}", g.nodes);
+        assert_eq!(g.nodes[0].inputs, vec![Some(x), Some(c)]);
+        let folded = g.values[c].constant().expect("c is folded");
+        assert_eq!(folded.as_slice::<f32>().unwrap(), &[11., 22., 33.]);
+    }
+
+    #[test]
+    fn keeps_graph_outputs_that_are_constants() {
+        let mut g = Graph::default();
+        let a = g.add_value("a", Fact::constant(Arc::new(Tensor::vector(vec![1i64, 2]))));
+        let y = g.add_value("y", Fact::unknown());
+        g.outputs = vec![y];
+        g.nodes = vec![node("Neg", &[a], &[y])];
+        infer_facts(&mut g).unwrap();
+        optimize(&mut g, &default_passes()).unwrap();
+        assert!(g.nodes.is_empty());
+        assert_eq!(g.values[y].constant().unwrap().as_slice::<i64>().unwrap(), &[-1, -2]);
+    }
+}
