@@ -9,12 +9,15 @@ use std::fmt::Debug;
 use std::sync::OnceLock;
 
 pub mod broadcast;
+pub mod real;
+pub mod window;
 
 pub mod activation;
 pub mod binary;
 pub mod cast;
 pub mod constant;
 pub mod conv;
+pub mod conv_transpose;
 pub mod gather;
 pub mod logic;
 pub mod matmul;
@@ -117,6 +120,7 @@ pub fn registry() -> &'static Registry {
         cast::register(&mut r);
         constant::register(&mut r);
         conv::register(&mut r);
+        conv_transpose::register(&mut r);
         gather::register(&mut r);
         logic::register(&mut r);
         matmul::register(&mut r);

@@ -1,5 +1,493 @@
-//! (to be written)
+//! Pooling: MaxPool (with optional Indices), AveragePool, LpPool, and their global forms.
+//!
+//! Windows follow the ONNX reference: a window covers the explicitly padded input; with
+//! `ceil_mode` it may run past the end padding, and those positions never count. AveragePool
+//! divides by the taps inside the input, or with `count_include_pad` by the taps inside the padded
+//! input.
 
-use super::Registry;
+use super::real::{from_real, to_real, wants_f64, Real};
+use super::window::{three_axes, Axis, WindowAttrs};
+use super::{input, BuildCtx, Op, Registry};
+use crate::ir::tensor::{checked_len, try_vec};
+use crate::ir::{Attr, Attributes, DType, Dim, Fact, Scalar, Tensor};
+use crate::{bail, dispatch, Result};
 
-pub fn register(_r: &mut Registry) {}
+pub fn register(r: &mut Registry) {
+    r.add("MaxPool", |ctx| {
+        let column_major = ctx.attrs.int_or("storage_order", 0)? != 0;
+        Pool::build(ctx, Kind::Max { column_major })
+    });
+    r.add("AveragePool", |ctx| {
+        Pool::build(ctx, Kind::Average { count_include_pad: ctx.attrs.int_or("count_include_pad", 0)? != 0 })
+    });
+    r.add("LpPool", |ctx| Pool::build(ctx, Kind::Lp { p: p_attr(ctx.attrs)? }));
+    r.add("GlobalMaxPool", |_| Ok(Box::new(GlobalPool { kind: Kind::Max { column_major: false } })));
+    r.add("GlobalAveragePool", |_| Ok(Box::new(GlobalPool { kind: Kind::Average { count_include_pad: false } })));
+    r.add("GlobalLpPool", |ctx| Ok(Box::new(GlobalPool { kind: Kind::Lp { p: p_attr(ctx.attrs)? } })));
+}
+
+/// The `p` of LpPool: a float in opset 1, an int from opset 2.
+fn p_attr(attrs: &Attributes) -> Result<f64> {
+    let p = match attrs.get("p") {
+        None => 2.0,
+        Some(Attr::Int(p)) => *p as f64,
+        Some(Attr::Float(p)) => f64::from(*p),
+        Some(_) => bail!(InvalidModel, "attribute 'p' should be a number"),
+    };
+    if !(p > 0.0 && p.is_finite()) {
+        bail!(InvalidModel, "attribute 'p' must be positive, got {p}");
+    }
+    Ok(p)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// `column_major`: MaxPool's `storage_order` = 1, which numbers Indices with the first
+    /// spatial axis fastest.
+    Max {
+        column_major: bool,
+    },
+    Average {
+        count_include_pad: bool,
+    },
+    Lp {
+        p: f64,
+    },
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Max { .. } => "MaxPool",
+            Kind::Average { .. } => "AveragePool",
+            Kind::Lp { .. } => "LpPool",
+        }
+    }
+}
+
+/// One pooling window: per axis, the taps inside the input, and how many lie inside the padded
+/// input.
+struct Window<'a> {
+    g: &'a [Axis; 3],
+    out: [usize; 3],
+    taps: [(usize, usize); 3],
+    padded_taps: usize,
+}
+
+impl Window<'_> {
+    fn size(&self) -> usize {
+        self.taps.iter().map(|(lo, hi)| hi - lo).product()
+    }
+
+    /// Calls `f` with the in-plane (row-major) index of every input element of the window.
+    fn visit(&self, mut f: impl FnMut(usize)) {
+        let [d, h, w] = self.g;
+        let [(d_lo, d_hi), (h_lo, h_hi), (w_lo, w_hi)] = self.taps;
+        for kd in d_lo..d_hi {
+            let id = d.input_position(self.out[0], kd);
+            for kh in h_lo..h_hi {
+                let row = (id * h.input + h.input_position(self.out[1], kh)) * w.input;
+                for kw in w_lo..w_hi {
+                    f(row + w.input_position(self.out[2], kw));
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(output index, window)` for every output position of one plane, in row-major order.
+fn for_each_window(g: &[Axis; 3], mut f: impl FnMut(usize, &Window)) {
+    // Per axis and output position: (taps inside the input, taps inside the padded input).
+    let ranges: Vec<Vec<((usize, usize), usize)>> = g
+        .iter()
+        .map(|a| {
+            (0..a.output)
+                .map(|o| {
+                    let inside = (a.taps_below(o, a.pad_begin), a.taps_below(o, a.pad_begin + a.input));
+                    (inside, a.taps_below(o, a.pad_begin + a.input + a.pad_end))
+                })
+                .collect()
+        })
+        .collect();
+    let mut index = 0;
+    for (od, &(td, pd)) in ranges[0].iter().enumerate() {
+        for (oh, &(th, ph)) in ranges[1].iter().enumerate() {
+            for (ow, &(tw, pw)) in ranges[2].iter().enumerate() {
+                f(index, &Window { g, out: [od, oh, ow], taps: [td, th, tw], padded_taps: pd * ph * pw });
+                index += 1;
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pool {
+    kind: Kind,
+    window: WindowAttrs,
+    /// MaxPool's optional second output.
+    with_indices: bool,
+}
+
+impl Pool {
+    fn build(ctx: &BuildCtx, kind: Kind) -> Result<Box<dyn Op>> {
+        let window = WindowAttrs::parse(ctx.attrs)?;
+        if window.kernel_shape.is_none() {
+            bail!(InvalidModel, "{} requires attribute 'kernel_shape'", kind.name());
+        }
+        let with_indices = matches!(kind, Kind::Max { .. }) && ctx.num_outputs > 1;
+        Ok(Box::new(Pool { kind, window, with_indices }))
+    }
+
+    fn kernel(&self) -> &[usize] {
+        self.window.kernel_shape.as_deref().unwrap_or_default()
+    }
+
+    /// Resolves the window of every spatial axis of `x_shape` and the output shape.
+    fn geometry(&self, x_shape: &[usize]) -> Result<([Axis; 3], Vec<usize>)> {
+        let spatial = self.kernel().len();
+        if x_shape.len() != spatial + 2 {
+            bail!(
+                Shape,
+                "{} with a {spatial}-D kernel needs an input of rank {}, got {x_shape:?}",
+                self.kind.name(),
+                spatial + 2
+            );
+        }
+        self.window.check_rank(spatial)?;
+        let axes: Vec<Axis> = self
+            .kernel()
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| self.window.forward_axis(i, x_shape[i + 2], k))
+            .collect::<Result<_>>()?;
+        let mut out_shape = x_shape[..2].to_vec();
+        out_shape.extend(axes.iter().map(|a| a.output));
+        Ok((three_axes(&axes)?, out_shape))
+    }
+}
+
+impl Op for Pool {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let x = input(inputs, 0)?;
+        let shape = match &x.shape {
+            None => None,
+            Some(s) => {
+                let spatial = self.kernel().len();
+                if s.len() != spatial + 2 {
+                    bail!(
+                        Shape,
+                        "{} with a {spatial}-D kernel needs an input of rank {}, got rank {}",
+                        self.kind.name(),
+                        spatial + 2,
+                        s.len()
+                    );
+                }
+                self.window.check_rank(spatial)?;
+                let mut out = s[..2].to_vec();
+                for (i, &k) in self.kernel().iter().enumerate() {
+                    out.push(self.window.forward_dim(i, &s[i + 2], k)?);
+                }
+                Some(out)
+            }
+        };
+        let mut facts = vec![Fact { dtype: x.dtype, shape: shape.clone(), value: None }];
+        if self.with_indices {
+            facts.push(Fact { dtype: Some(DType::I64), shape, value: None });
+        }
+        Ok(facts)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let (g, out_shape) = self.geometry(x.shape())?;
+        match self.kind {
+            Kind::Max { column_major } => {
+                dispatch!(x.dtype(); T => max_pool::<T>(x, &g, out_shape, self.with_indices, column_major);
+                numeric; else => bail!(Unsupported, "MaxPool does not take {} tensors", x.dtype()))
+            }
+            kind => {
+                let y = if wants_f64(kind.name(), x.dtype())? {
+                    mean_pool::<f64>(x, &g, out_shape, kind)?
+                } else {
+                    mean_pool::<f32>(x, &g, out_shape, kind)?
+                };
+                Ok(vec![y])
+            }
+        }
+    }
+}
+
+/// Whether `v` takes over from the running maximum `best`: NaN is skipped unless the whole window
+/// is NaN, as in ONNX Runtime.
+#[allow(clippy::eq_op)] // `best != best` detects NaN for every element type
+fn replaces_max<T: PartialOrd>(best: T, v: T) -> bool {
+    v > best || best != best
+}
+
+/// The in-plane index that MaxPool's Indices report for row-major in-plane index `i`.
+fn storage_index(g: &[Axis; 3], i: usize, column_major: bool) -> usize {
+    if !column_major {
+        return i;
+    }
+    let [d, h, w] = [g[0].input, g[1].input, g[2].input];
+    let (id, ih, iw) = (i / (h * w), (i / w) % h, i % w);
+    // With unit leading axes this is the first real spatial axis varying fastest.
+    id + ih * d + iw * d * h
+}
+
+fn max_pool<T: Scalar>(
+    x: &Tensor,
+    g: &[Axis; 3],
+    out_shape: Vec<usize>,
+    with_indices: bool,
+    column_major: bool,
+) -> Result<Vec<Tensor>> {
+    let xv = x.as_slice::<T>()?;
+    let (in_plane, out_plane) =
+        (g.iter().map(|a| a.input).product::<usize>(), g.iter().map(|a| a.output).product::<usize>());
+    let len = checked_len(&out_shape, x.dtype())?;
+    let mut y = try_vec(len, T::zero())?;
+    let mut indices = try_vec(if with_indices { len } else { 0 }, -1i64)?;
+    let planes = len.checked_div(out_plane).unwrap_or(0);
+    for plane in 0..planes {
+        let src = &xv[plane * in_plane..(plane + 1) * in_plane];
+        for_each_window(g, |o, win| {
+            // An all-padding window gives the lowest value.
+            let mut best: Option<(T, usize)> = None;
+            win.visit(|i| {
+                let v = src[i];
+                if best.map_or(true, |(b, _)| replaces_max(b, v)) {
+                    best = Some((v, i));
+                }
+            });
+            let at = plane * out_plane + o;
+            y[at] = best.map_or(T::from_f64(f64::NEG_INFINITY), |(v, _)| v);
+            if with_indices {
+                if let Some((_, i)) = best {
+                    indices[at] = (plane * in_plane + storage_index(g, i, column_major)) as i64;
+                }
+            }
+        });
+    }
+    let mut outs = vec![Tensor::new(out_shape.clone(), y)?];
+    if with_indices {
+        outs.push(Tensor::new(out_shape, indices)?);
+    }
+    Ok(outs)
+}
+
+/// AveragePool and LpPool: a sum over the window, then the mean or the p-th root.
+fn mean_pool<R: Real>(x: &Tensor, g: &[Axis; 3], out_shape: Vec<usize>, kind: Kind) -> Result<Tensor> {
+    let xv = to_real::<R>(x)?;
+    let (in_plane, out_plane) =
+        (g.iter().map(|a| a.input).product::<usize>(), g.iter().map(|a| a.output).product::<usize>());
+    let len = checked_len(&out_shape, x.dtype())?;
+    let mut y = try_vec(len, R::zero())?;
+    let planes = len.checked_div(out_plane).unwrap_or(0);
+    for plane in 0..planes {
+        let src = &xv[plane * in_plane..(plane + 1) * in_plane];
+        let dst = &mut y[plane * out_plane..(plane + 1) * out_plane];
+        for_each_window(g, |o, win| {
+            dst[o] = if let Kind::Lp { p } = kind {
+                lp_norm(p, |f| win.visit(|i| f(src[i])))
+            } else {
+                let mut sum = R::zero();
+                win.visit(|i| sum += src[i]);
+                let count = if matches!(kind, Kind::Average { count_include_pad: true }) {
+                    win.padded_taps
+                } else {
+                    win.size()
+                };
+                sum / R::from_f64(count as f64)
+            };
+        });
+    }
+    from_real(x.dtype(), out_shape, y)
+}
+
+/// `(sum |v|^p)^(1/p)` over the values `each` produces.
+fn lp_norm<R: Real>(p: f64, each: impl FnOnce(&mut dyn FnMut(R))) -> R {
+    let mut sum = R::zero();
+    if p == 2.0 {
+        each(&mut |v| sum += v * v);
+        sum.sqrt()
+    } else {
+        let rp = R::from_f64(p);
+        each(&mut |v| sum += v.abs().powf(rp));
+        sum.powf(R::from_f64(1.0 / p))
+    }
+}
+
+/// Pools over all spatial axes: output `[N, C, 1, ...]`.
+#[derive(Debug)]
+struct GlobalPool {
+    kind: Kind,
+}
+
+impl GlobalPool {
+    fn name(&self) -> String {
+        format!("Global{}", self.kind.name())
+    }
+}
+
+impl Op for GlobalPool {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let x = input(inputs, 0)?;
+        if x.rank().is_some_and(|r| r < 2) {
+            bail!(Shape, "{} needs an input of rank 2 or more", self.name());
+        }
+        let shape = x
+            .shape
+            .as_ref()
+            .map(|s| s.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Known(1) }).collect());
+        Ok(vec![Fact { dtype: x.dtype, shape, value: None }])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        if x.rank() < 2 {
+            bail!(Shape, "{} needs an input of rank 2 or more, got {:?}", self.name(), x.shape());
+        }
+        let out_shape: Vec<usize> = x.shape().iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect();
+        let plane: usize = x.shape()[2..].iter().product();
+        let y = match self.kind {
+            Kind::Max { .. } => dispatch!(x.dtype(); T => {
+                let xv = x.as_slice::<T>()?;
+                let planes = out_shape[..2].iter().product::<usize>();
+                let maxima = (0..planes).map(|p| {
+                    let values = xv[p * plane..(p + 1) * plane].iter().copied();
+                    values.reduce(|b, v| if replaces_max(b, v) { v } else { b }).unwrap_or(T::from_f64(f64::NEG_INFINITY))
+                });
+                Tensor::new(out_shape, maxima.collect())?
+            }; numeric; else => bail!(Unsupported, "GlobalMaxPool does not take {} tensors", x.dtype())),
+            kind => {
+                if wants_f64(&self.name(), x.dtype())? {
+                    global_mean::<f64>(x, out_shape, plane, kind)?
+                } else {
+                    global_mean::<f32>(x, out_shape, plane, kind)?
+                }
+            }
+        };
+        Ok(vec![y])
+    }
+}
+
+fn global_mean<R: Real>(x: &Tensor, out_shape: Vec<usize>, plane: usize, kind: Kind) -> Result<Tensor> {
+    let xv = to_real::<R>(x)?;
+    let planes = out_shape[..2].iter().product::<usize>();
+    let mut y = Vec::with_capacity(planes);
+    for p in 0..planes {
+        let values = &xv[p * plane..(p + 1) * plane];
+        y.push(match kind {
+            Kind::Lp { p } => lp_norm(p, |f| values.iter().for_each(|&v| f(v))),
+            _ => values.iter().fold(R::zero(), |s, &v| s + v) / R::from_f64(plane as f64),
+        });
+    }
+    from_real(x.dtype(), out_shape, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::test_util::*;
+    use super::*;
+
+    fn pool(op_type: &str, attrs: Vec<(&str, Attr)>, x: &Tensor) -> Result<Tensor> {
+        let op = build_named(op_type, 22, attrs, 1)?;
+        Ok(run(&*op, &[Some(x)])?.remove(0))
+    }
+
+    fn k(v: Vec<i64>) -> (&'static str, Attr) {
+        ("kernel_shape", Attr::Ints(v))
+    }
+
+    #[test]
+    fn max_pool_with_padding_and_column_major_indices() {
+        // ONNX test_maxpool_with_argmax_2d_precomputed_strides: arange(1, 26) 5x5, k 2, s 2.
+        let x = Tensor::new(vec![1, 1, 5, 5], (1..26).map(|v| v as f32).collect()).unwrap();
+        let attrs = vec![k(vec![2, 2]), ("strides", Attr::Ints(vec![2, 2])), ("storage_order", Attr::Int(1))];
+        let op = build_named("MaxPool", 12, attrs, 2).unwrap();
+        let outs = run(&*op, &[Some(&x)]).unwrap();
+        assert_eq!(f32s(&outs[0]), vec![7., 9., 17., 19.]);
+        assert_eq!(outs[1].as_slice::<i64>().unwrap(), &[6, 16, 8, 18]);
+        // test_maxpool_2d_pads on uint8: 5x5 kernel with 2 pads over arange(1, 26).
+        let x = Tensor::new(vec![1, 1, 5, 5], (1..26).map(|v| v as u8).collect()).unwrap();
+        let y = pool("MaxPool", vec![k(vec![5, 5]), ("pads", Attr::Ints(vec![2, 2, 2, 2]))], &x).unwrap();
+        assert_eq!(
+            y.as_slice::<u8>().unwrap(),
+            &[13, 14, 15, 15, 15, 18, 19, 20, 20, 20, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25]
+        );
+    }
+
+    #[test]
+    fn max_pool_ceil_mode_and_dilations() {
+        // ONNX test_maxpool_2d_ceil: 4x4 arange(1, 17), k 3, s 2, ceil -> [[11, 12], [15, 16]].
+        let x = Tensor::new(vec![1, 1, 4, 4], (1..17).map(|v| v as f32).collect()).unwrap();
+        let attrs = vec![k(vec![3, 3]), ("strides", Attr::Ints(vec![2, 2])), ("ceil_mode", Attr::Int(1))];
+        assert_eq!(f32s(&pool("MaxPool", attrs, &x).unwrap()), vec![11., 12., 15., 16.]);
+        // test_maxpool_2d_dilations: k 2, dilation 2 -> [[11, 12], [15, 16]].
+        let attrs = vec![k(vec![2, 2]), ("dilations", Attr::Ints(vec![2, 2]))];
+        assert_eq!(f32s(&pool("MaxPool", attrs, &x).unwrap()), vec![11., 12., 15., 16.]);
+    }
+
+    #[test]
+    fn average_pool_counts_padding_only_when_asked() {
+        // onnx.reference: arange(9) 3x3, k 2, pads 1 on every side, s 2.
+        let x = ramp(vec![1, 1, 3, 3]);
+        let base = || vec![k(vec![2, 2]), ("pads", Attr::Ints(vec![1, 1, 1, 1])), ("strides", Attr::Ints(vec![2, 2]))];
+        assert_close(&f32s(&pool("AveragePool", base(), &x).unwrap()), &[0., 1.5, 4.5, 6.]);
+        let mut attrs = base();
+        attrs.push(("count_include_pad", Attr::Int(1)));
+        assert_close(&f32s(&pool("AveragePool", attrs, &x).unwrap()), &[0., 0.75, 2.25, 6.]);
+        // test_averagepool_2d_ceil_last_window_starts_on_pad (onnx.reference): 4x4 arange(1,17),
+        // k 3, s 3, pads 1, ceil, count_include_pad.
+        let x = Tensor::new(vec![1, 1, 4, 4], (1..17).map(|v| v as f32).collect()).unwrap();
+        let attrs = vec![
+            k(vec![3, 3]),
+            ("strides", Attr::Ints(vec![3, 3])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+            ("ceil_mode", Attr::Int(1)),
+            ("count_include_pad", Attr::Int(1)),
+        ];
+        assert_close(&f32s(&pool("AveragePool", attrs, &x).unwrap()), &[1.5555556, 2.4444444, 5.111111, 6.0]);
+    }
+
+    #[test]
+    fn lp_pool_and_globals() {
+        // sqrt(0 + 1 + 9 + 16) and sqrt(1 + 4 + 16 + 25) for a 1-D LpPool; L1 with p = 1.
+        let x = Tensor::new(vec![1, 1, 4], vec![0f32, 1., -3., 4.]).unwrap();
+        let y = pool("LpPool", vec![k(vec![3]), ("strides", Attr::Ints(vec![1]))], &x).unwrap();
+        assert_close(&f32s(&y), &[10f32.sqrt(), 26f32.sqrt()]);
+        let y = pool("LpPool", vec![k(vec![4]), ("p", Attr::Int(1))], &x).unwrap();
+        assert_close(&f32s(&y), &[8.]);
+        let x = ramp(vec![1, 2, 2, 2]);
+        let avg = pool("GlobalAveragePool", vec![], &x).unwrap();
+        assert_eq!((avg.shape(), f32s(&avg)), (&[1, 2, 1, 1][..], vec![1.5, 5.5]));
+        assert_eq!(f32s(&pool("GlobalMaxPool", vec![], &x).unwrap()), vec![3., 7.]);
+        assert_close(&f32s(&pool("GlobalLpPool", vec![], &x).unwrap()), &[14f32.sqrt(), 126f32.sqrt()]);
+    }
+
+    #[test]
+    fn pool_inference_keeps_symbols() {
+        let op = build_named("MaxPool", 12, vec![k(vec![3, 3]), ("auto_pad", Attr::String("SAME_UPPER".into()))], 2)
+            .unwrap();
+        let n = Dim::Symbol("N".into());
+        let x = Fact::new(DType::F32, vec![n.clone(), Dim::Known(3), Dim::Symbol("H".into()), Dim::Known(7)]);
+        let out = op.infer(&[Some(&x)]).unwrap();
+        assert_eq!(out[0].shape, Some(vec![n.clone(), Dim::Known(3), Dim::Symbol("H".into()), Dim::Known(7)]));
+        assert_eq!(out[1].dtype, Some(DType::I64));
+        let global = build_named("GlobalAveragePool", 1, vec![], 1).unwrap();
+        let out = global.infer(&[Some(&x)]).unwrap();
+        assert_eq!(out[0].shape, Some(vec![n, Dim::Known(3), Dim::Known(1), Dim::Known(1)]));
+    }
+
+    #[test]
+    fn pool_rejects_bad_inputs() {
+        assert!(build_named("MaxPool", 12, vec![], 1).is_err());
+        let x = ramp(vec![1, 1, 4, 4]);
+        assert!(pool("MaxPool", vec![k(vec![3])], &x).is_err());
+        assert!(pool("AveragePool", vec![k(vec![5, 5])], &x).is_err());
+        let ints = Tensor::new(vec![1, 1, 2], vec![1i32, 2]).unwrap();
+        assert!(pool("AveragePool", vec![k(vec![2])], &ints).is_err());
+        assert!(build_named("LpPool", 18, vec![k(vec![2]), ("p", Attr::Int(0))], 1).is_err());
+    }
+}
