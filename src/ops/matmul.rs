@@ -1,6 +1,7 @@
 //! Matrix products: MatMul (numpy semantics) and Gemm, and the row-major [`gemm`] / [`sgemm`]
 //! helpers that Conv and ConvTranspose also use.
 
+use super::binary::Arith;
 use super::broadcast::for_each_index;
 use super::real::{from_real, to_real};
 use super::{input, opt_input, BuildCtx, Op, Registry};
@@ -14,32 +15,27 @@ pub fn register(r: &mut Registry) {
     r.add("Gemm", build_gemm);
 }
 
-/// Element types the matrix kernels multiply natively. Integer products wrap on overflow, as
-/// two's-complement hardware (and ONNX Runtime) do.
-pub trait MatElem: Scalar {
-    /// `acc + a * b`.
-    fn mul_add(acc: Self, a: Self, b: Self) -> Self;
-    fn add(self, other: Self) -> Self;
+/// Element types the matrix kernels multiply natively (integer products wrap, as in [`Arith`]).
+pub trait MatElem: Arith {
     /// `self * factor`, for Gemm's alpha and beta.
     fn scaled(self, factor: f64) -> Self;
 }
 
-macro_rules! impl_mat_float {
-    ($($t:ty),*) => {$(
-        impl MatElem for $t {
-            fn mul_add(acc: Self, a: Self, b: Self) -> Self { acc + a * b }
-            fn add(self, other: Self) -> Self { self + other }
-            fn scaled(self, factor: f64) -> Self { self * factor as $t }
-        }
-    )*};
+impl MatElem for f32 {
+    fn scaled(self, factor: f64) -> Self {
+        self * factor as f32
+    }
 }
-impl_mat_float!(f32, f64);
+
+impl MatElem for f64 {
+    fn scaled(self, factor: f64) -> Self {
+        self * factor
+    }
+}
 
 macro_rules! impl_mat_int {
     ($($t:ty),*) => {$(
         impl MatElem for $t {
-            fn mul_add(acc: Self, a: Self, b: Self) -> Self { acc.wrapping_add(a.wrapping_mul(b)) }
-            fn add(self, other: Self) -> Self { self.wrapping_add(other) }
             fn scaled(self, factor: f64) -> Self {
                 if factor == 1.0 { self } else { Self::from_f64(self as f64 * factor) }
             }
@@ -83,7 +79,7 @@ pub fn gemm<T: MatElem>(
             let c_block = &mut c_row[j0..j1];
             for (&av, b_row) in a_row.iter().zip(b.chunks_exact(n)) {
                 for (cv, &bv) in c_block.iter_mut().zip(&b_row[j0..j1]) {
-                    *cv = T::mul_add(*cv, av, bv);
+                    *cv = cv.add(av.mul(bv));
                 }
             }
         }

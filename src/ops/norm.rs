@@ -1,5 +1,6 @@
 //! Normalizations: BatchNormalization (inference and training mode), InstanceNormalization,
-//! LayerNormalization, LpNormalization, LRN and MeanVarianceNormalization.
+//! GroupNormalization, LayerNormalization, RMSNormalization, LpNormalization, LRN and
+//! MeanVarianceNormalization.
 //!
 //! Statistics are computed in two passes (mean, then squared deviations), so the variance never
 //! goes negative from cancellation.
@@ -15,7 +16,15 @@ use crate::{bail, Result};
 pub fn register(r: &mut Registry) {
     r.add("BatchNormalization", build_batch_norm);
     r.add("InstanceNormalization", |ctx| Ok(Box::new(InstanceNorm { epsilon: epsilon(ctx)? })));
-    r.add("LayerNormalization", build_layer_norm);
+    r.add("LayerNormalization", |ctx| build_layer_norm(ctx, false));
+    r.add("RMSNormalization", |ctx| build_layer_norm(ctx, true));
+    r.add("GroupNormalization", |ctx| {
+        let groups = ctx.attrs.req_int("num_groups")?;
+        if groups < 1 {
+            bail!(InvalidModel, "GroupNormalization attribute 'num_groups' must be at least 1, got {groups}");
+        }
+        Ok(Box::new(GroupNorm { groups: groups as usize, epsilon: epsilon(ctx)? }))
+    });
     r.add("LpNormalization", |ctx| {
         let p = ctx.attrs.int_or("p", 2)?;
         if p != 1 && p != 2 {
@@ -63,6 +72,18 @@ fn moments<R: Real>(x: &[R], shape: &[usize], reduce: &[bool]) -> Result<(Vec<R>
     });
     var.iter_mut().for_each(|v| *v = *v / n);
     Ok((mean, var))
+}
+
+/// What RMS normalization divides by, in the form [`normalize`] takes: a zero mean and the mean
+/// square as the variance.
+fn root_mean_square_moments<R: Real>(x: &[R], shape: &[usize], reduce: &[bool]) -> Result<(Vec<R>, Vec<R>)> {
+    let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let groups: usize = kept.iter().product();
+    let n = R::from_f64(x.len().checked_div(groups).unwrap_or(0).max(1) as f64);
+    let mut mean_square = try_vec(groups, R::zero())?;
+    for_each_index([&kept], shape, |i, [g]| mean_square[g] += x[i] * x[i]);
+    mean_square.iter_mut().for_each(|m| *m = *m / n);
+    Ok((try_vec(groups, R::zero())?, mean_square))
 }
 
 /// `(x - mean) / sqrt(var + epsilon)` per group, times `scale[c]` plus `bias[c]`, where each group
@@ -233,7 +254,7 @@ impl Op for InstanceNorm {
     }
 }
 
-fn build_layer_norm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> Result<Box<dyn Op>> {
     let stash = match ctx.attrs.int_or("stash_type", 1)? {
         1 => DType::F32,
         10 => DType::F16,
@@ -245,19 +266,23 @@ fn build_layer_norm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         axis: ctx.attrs.int_or("axis", -1)?,
         epsilon: epsilon(ctx)?,
         stash,
-        num_outputs: ctx.num_outputs.max(1),
+        // RMSNormalization has no Mean / InvStdDev outputs.
+        num_outputs: if rms { 1 } else { ctx.num_outputs.max(1) },
+        rms,
     }))
 }
 
 /// LayerNormalization (opset 17): normalizes over the axes from `axis` on, then applies Scale and
 /// optional B broadcast against X. Optional outputs Mean and InvStdDev have X's shape with the
-/// normalized axes set to 1, in the `stash_type` dtype.
+/// normalized axes set to 1, in the `stash_type` dtype. With `rms` it is RMSNormalization (opset
+/// 23): divides by the root mean square instead, without centering.
 #[derive(Debug)]
 struct LayerNorm {
     axis: i64,
     epsilon: f64,
     stash: DType,
     num_outputs: usize,
+    rms: bool,
 }
 
 impl Op for LayerNorm {
@@ -277,7 +302,7 @@ impl Op for LayerNorm {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (x, scale, bias) = (input(inputs, 0)?, input(inputs, 1)?, opt_input(inputs, 2));
         // Compute in f64 when either X or the stash type asks for it.
-        let wide = wants_f64("LayerNormalization", x.dtype())? || self.stash == DType::F64;
+        let wide = wants_f64(self.name(), x.dtype())? || self.stash == DType::F64;
         if wide {
             self.run::<f64>(x, scale, bias)
         } else {
@@ -287,6 +312,14 @@ impl Op for LayerNorm {
 }
 
 impl LayerNorm {
+    fn name(&self) -> &'static str {
+        if self.rms {
+            "RMSNormalization"
+        } else {
+            "LayerNormalization"
+        }
+    }
+
     fn run<R: Real>(&self, x: &Tensor, scale: &Tensor, bias: Option<&Tensor>) -> Result<Vec<Tensor>> {
         let shape = x.shape();
         let axis = normalize_axis(self.axis, shape.len())?;
@@ -295,17 +328,14 @@ impl LayerNorm {
                 let fits = t.rank() <= shape.len()
                     && t.shape().iter().rev().zip(shape.iter().rev()).all(|(&p, &d)| p == 1 || p == d);
                 if !fits {
-                    bail!(
-                        Shape,
-                        "LayerNormalization: {name} of shape {:?} does not broadcast to X {shape:?}",
-                        t.shape()
-                    );
+                    bail!(Shape, "{}: {name} of shape {:?} does not broadcast to X {shape:?}", self.name(), t.shape());
                 }
             }
         }
         let xv = to_real::<R>(x)?;
         let reduce: Vec<bool> = (0..shape.len()).map(|i| i >= axis).collect();
-        let (mean, var) = moments(&xv, shape, &reduce)?;
+        let (mean, var) =
+            if self.rms { root_mean_square_moments(&xv, shape, &reduce)? } else { moments(&xv, shape, &reduce)? };
         let mut y = try_vec(xv.len(), R::zero())?;
         let eps = R::from_f64(self.epsilon);
         normalize(&xv, shape, &reduce, &mean, &var, eps, None, &mut y);
@@ -327,6 +357,49 @@ impl LayerNorm {
             outs.push(from_real(self.stash, stats_shape, inv_std)?);
         }
         Ok(outs)
+    }
+}
+
+/// GroupNormalization: normalizes each group of `channels / groups` channels of an image over
+/// those channels and all spatial positions, then scales per channel (opset 21) or per group
+/// (opset 18, whose scale and bias have one entry per group).
+#[derive(Debug)]
+struct GroupNorm {
+    groups: usize,
+    epsilon: f64,
+}
+
+impl Op for GroupNorm {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        same_as_input(inputs)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let op = "GroupNormalization";
+        let (x, scale, bias) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
+        let shape = x.shape();
+        if shape.len() < 2 || shape[1] % self.groups != 0 {
+            bail!(Shape, "{op}: X of shape {shape:?} does not split into {} channel groups", self.groups);
+        }
+        let (channels, spatial) = (shape[1], shape[2..].iter().product::<usize>());
+        let per_channel = scale.len() == channels;
+        let params = if per_channel { channels } else { self.groups };
+        check_len(op, "scale", scale, params)?;
+        check_len(op, "bias", bias, params)?;
+        let group_channels = channels / self.groups;
+        with_real!(op, x, R => {
+            let (xv, s, b) = (to_real::<R>(x)?, to_real::<R>(scale)?, to_real::<R>(bias)?);
+            let grouped = [shape[0], self.groups, group_channels * spatial];
+            let (mean, var) = moments(&xv, &grouped, &[false, false, true])?;
+            let mut y = try_vec(xv.len(), R::zero())?;
+            normalize(&xv, &grouped, &[false, false, true], &mean, &var, R::from_f64(self.epsilon), None, &mut y);
+            for (i, v) in y.iter_mut().enumerate() {
+                let c = (i / spatial.max(1)) % channels;
+                let p = if per_channel { c } else { c / group_channels };
+                *v = *v * s[p] + b[p];
+            }
+            Ok(vec![from_real(x.dtype(), shape.to_vec(), y)?])
+        })
     }
 }
 
@@ -523,6 +596,26 @@ mod tests {
         close(&out[1], &[2., 6.]);
         close(&out[2], &[r, r / 2.]);
         assert!(eval_all(&*op, &[&x, &tensor(vec![2], &[1., 1.])]).is_err());
+    }
+
+    #[test]
+    fn group_and_rms_norm() {
+        // Groups [1, 3] and [10, 14] both standardise to (-1, 1) with epsilon 0.
+        let x = tensor(vec![1, 4, 1], &[1., 3., 10., 14.]);
+        let op =
+            build_named("GroupNormalization", 21, vec![("num_groups", Attr::Int(2)), ("epsilon", Attr::Float(0.))], 1)
+                .unwrap();
+        let y =
+            eval_all(&*op, &[&x, &tensor(vec![4], &[1., 2., 3., 4.]), &tensor(vec![4], &[0., 0., 0., 1.])]).unwrap();
+        close(&y[0], &[-1., 2., -3., 5.]);
+        // Opset 18 style: one scale and bias per group.
+        let y = eval_all(&*op, &[&x, &tensor(vec![2], &[1., 10.]), &tensor(vec![2], &[0., 1.])]).unwrap();
+        close(&y[0], &[-1., 1., -9., 11.]);
+        assert!(eval_all(&*op, &[&x, &tensor(vec![3], &[1., 1., 1.]), &tensor(vec![3], &[0., 0., 0.])]).is_err());
+        // RMS of [3, 4] is sqrt(12.5).
+        let op = build_named("RMSNormalization", 23, vec![("epsilon", Attr::Float(0.))], 1).unwrap();
+        let y = eval_all(&*op, &[&tensor(vec![1, 2], &[3., 4.]), &tensor(vec![2], &[1., 2.])]).unwrap();
+        close(&y[0], &[0.8485281, 2.2627417]);
     }
 
     #[test]

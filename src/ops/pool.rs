@@ -256,7 +256,7 @@ fn max_pool<T: Scalar>(
             let mut best: Option<(T, usize)> = None;
             win.visit(|i| {
                 let v = src[i];
-                if best.map_or(true, |(b, _)| replaces_max(b, v)) {
+                if best.is_none_or(|(b, _)| replaces_max(b, v)) {
                     best = Some((v, i));
                 }
             });
