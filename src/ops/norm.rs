@@ -55,10 +55,15 @@ macro_rules! with_real {
     };
 }
 
+/// `shape` with the reduced axes set to 1: the shape of per-group statistics.
+fn kept_shape(shape: &[usize], reduce: &[bool]) -> Vec<usize> {
+    shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect()
+}
+
 /// Mean and biased variance of `x` (of `shape`) over the axes marked in `reduce`: one pair per
 /// position of the kept axes, in row-major order of those positions.
 fn moments<R: Real>(x: &[R], shape: &[usize], reduce: &[bool]) -> Result<(Vec<R>, Vec<R>)> {
-    let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let kept = kept_shape(shape, reduce);
     let groups: usize = kept.iter().product();
     let count = x.len().checked_div(groups).unwrap_or(0);
     let n = R::from_f64(count.max(1) as f64);
@@ -77,7 +82,7 @@ fn moments<R: Real>(x: &[R], shape: &[usize], reduce: &[bool]) -> Result<(Vec<R>
 /// What RMS normalization divides by, in the form [`normalize`] takes: a zero mean and the mean
 /// square as the variance.
 fn root_mean_square_moments<R: Real>(x: &[R], shape: &[usize], reduce: &[bool]) -> Result<(Vec<R>, Vec<R>)> {
-    let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let kept = kept_shape(shape, reduce);
     let groups: usize = kept.iter().product();
     let n = R::from_f64(x.len().checked_div(groups).unwrap_or(0).max(1) as f64);
     let mut mean_square = try_vec(groups, R::zero())?;
@@ -99,7 +104,7 @@ fn normalize<R: Real>(
     scale_bias: Option<(&[R], &[R])>,
     out: &mut [R],
 ) {
-    let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let kept = kept_shape(shape, reduce);
     let inv_std: Vec<R> = var.iter().map(|&v| (v + epsilon).sqrt().recip()).collect();
     let channels = scale_bias.map_or(1, |(s, _)| s.len().max(1));
     for_each_index([&kept], shape, |i, [g]| {
@@ -525,7 +530,7 @@ impl Op for MeanVarianceNorm {
         with_real!("MeanVarianceNormalization", x, R => {
             let xv = to_real::<R>(x)?;
             let (mean, var) = moments(&xv, shape, &reduce)?;
-            let kept: Vec<usize> = shape.iter().zip(&reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+            let kept = kept_shape(shape, &reduce);
             let denom: Vec<R> = var.iter().map(|&v| v.sqrt() + R::from_f64(1e-9)).collect();
             let mut y = try_vec(xv.len(), R::zero())?;
             for_each_index([&kept], shape, |i, [g]| y[i] = (xv[i] - mean[g]) / denom[g]);

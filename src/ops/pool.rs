@@ -8,9 +8,9 @@
 use super::real::{from_real, to_real, wants_f64, Real};
 use super::window::{three_axes, Axis, WindowAttrs};
 use super::{input, BuildCtx, Op, Registry};
-use crate::ir::tensor::{checked_len, try_vec};
+use crate::ir::tensor::checked_len;
 use crate::ir::{Attr, Attributes, DType, Dim, Fact, Scalar, Tensor};
-use crate::{bail, dispatch, Result};
+use crate::{bail, dispatch, err, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("MaxPool", |ctx| {
@@ -95,8 +95,14 @@ impl Window<'_> {
     }
 }
 
-/// Calls `f(output index, window)` for every output position of one plane, in row-major order.
-fn for_each_window(g: &[Axis; 3], mut f: impl FnMut(usize, &Window)) {
+/// Computes `f(plane index, plane input, window)` for every window of every (image, channel)
+/// plane of `x`, in the row-major order of `out_shape`.
+fn pool_planes<T, O>(
+    x: &[T],
+    g: &[Axis; 3],
+    out_shape: &[usize],
+    mut f: impl FnMut(usize, &[T], &Window) -> O,
+) -> Result<Vec<O>> {
     // Per axis and output position: (taps inside the input, taps inside the padded input).
     let ranges: Vec<Vec<((usize, usize), usize)>> = g
         .iter()
@@ -109,15 +115,23 @@ fn for_each_window(g: &[Axis; 3], mut f: impl FnMut(usize, &Window)) {
                 .collect()
         })
         .collect();
-    let mut index = 0;
-    for (od, &(td, pd)) in ranges[0].iter().enumerate() {
-        for (oh, &(th, ph)) in ranges[1].iter().enumerate() {
-            for (ow, &(tw, pw)) in ranges[2].iter().enumerate() {
-                f(index, &Window { g, out: [od, oh, ow], taps: [td, th, tw], padded_taps: pd * ph * pw });
-                index += 1;
+    let in_plane: usize = g.iter().map(|a| a.input).product();
+    let len = checked_len(out_shape, DType::F64)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| err!(ResourceLimit, "cannot allocate {len} pooling results"))?;
+    let planes: usize = out_shape[..2].iter().product();
+    for plane in 0..planes {
+        let src = &x[plane * in_plane..(plane + 1) * in_plane];
+        for (od, &(td, pd)) in ranges[0].iter().enumerate() {
+            for (oh, &(th, ph)) in ranges[1].iter().enumerate() {
+                for (ow, &(tw, pw)) in ranges[2].iter().enumerate() {
+                    let window = Window { g, out: [od, oh, ow], taps: [td, th, tw], padded_taps: pd * ph * pw };
+                    out.push(f(plane, src, &window));
+                }
             }
         }
     }
+    Ok(out)
 }
 
 #[derive(Debug)]
@@ -242,33 +256,20 @@ fn max_pool<T: Scalar>(
     with_indices: bool,
     column_major: bool,
 ) -> Result<Vec<Tensor>> {
-    let xv = x.as_slice::<T>()?;
-    let (in_plane, out_plane) =
-        (g.iter().map(|a| a.input).product::<usize>(), g.iter().map(|a| a.output).product::<usize>());
-    let len = checked_len(&out_shape, x.dtype())?;
-    let mut y = try_vec(len, T::zero())?;
-    let mut indices = try_vec(if with_indices { len } else { 0 }, -1i64)?;
-    let planes = len.checked_div(out_plane).unwrap_or(0);
-    for plane in 0..planes {
-        let src = &xv[plane * in_plane..(plane + 1) * in_plane];
-        for_each_window(g, |o, win| {
-            // An all-padding window gives the lowest value.
-            let mut best: Option<(T, usize)> = None;
-            win.visit(|i| {
-                let v = src[i];
-                if best.is_none_or(|(b, _)| replaces_max(b, v)) {
-                    best = Some((v, i));
-                }
-            });
-            let at = plane * out_plane + o;
-            y[at] = best.map_or(T::from_f64(f64::NEG_INFINITY), |(v, _)| v);
-            if with_indices {
-                if let Some((_, i)) = best {
-                    indices[at] = (plane * in_plane + storage_index(g, i, column_major)) as i64;
-                }
+    let in_plane: usize = g.iter().map(|a| a.input).product();
+    let best = pool_planes(x.as_slice::<T>()?, g, &out_shape, |plane, src, win| {
+        let mut best: Option<(T, usize)> = None;
+        win.visit(|i| {
+            if best.is_none_or(|(b, _)| replaces_max(b, src[i])) {
+                best = Some((src[i], i));
             }
         });
-    }
+        // An all-padding window gives the lowest value and index -1.
+        best.map_or((T::from_f64(f64::NEG_INFINITY), -1), |(v, i)| {
+            (v, (plane * in_plane + storage_index(g, i, column_major)) as i64)
+        })
+    })?;
+    let (y, indices): (Vec<T>, Vec<i64>) = best.into_iter().unzip();
     let mut outs = vec![Tensor::new(out_shape.clone(), y)?];
     if with_indices {
         outs.push(Tensor::new(out_shape, indices)?);
@@ -278,30 +279,16 @@ fn max_pool<T: Scalar>(
 
 /// AveragePool and LpPool: a sum over the window, then the mean or the p-th root.
 fn mean_pool<R: Real>(x: &Tensor, g: &[Axis; 3], out_shape: Vec<usize>, kind: Kind) -> Result<Tensor> {
-    let xv = to_real::<R>(x)?;
-    let (in_plane, out_plane) =
-        (g.iter().map(|a| a.input).product::<usize>(), g.iter().map(|a| a.output).product::<usize>());
-    let len = checked_len(&out_shape, x.dtype())?;
-    let mut y = try_vec(len, R::zero())?;
-    let planes = len.checked_div(out_plane).unwrap_or(0);
-    for plane in 0..planes {
-        let src = &xv[plane * in_plane..(plane + 1) * in_plane];
-        let dst = &mut y[plane * out_plane..(plane + 1) * out_plane];
-        for_each_window(g, |o, win| {
-            dst[o] = if let Kind::Lp { p } = kind {
-                lp_norm(p, |f| win.visit(|i| f(src[i])))
-            } else {
-                let mut sum = R::zero();
-                win.visit(|i| sum += src[i]);
-                let count = if matches!(kind, Kind::Average { count_include_pad: true }) {
-                    win.padded_taps
-                } else {
-                    win.size()
-                };
-                sum / R::from_f64(count as f64)
-            };
-        });
-    }
+    let y = pool_planes(&to_real::<R>(x)?, g, &out_shape, |_, src, win| {
+        if let Kind::Lp { p } = kind {
+            return lp_norm(p, |f| win.visit(|i| f(src[i])));
+        }
+        let mut sum = R::zero();
+        win.visit(|i| sum += src[i]);
+        let count =
+            if matches!(kind, Kind::Average { count_include_pad: true }) { win.padded_taps } else { win.size() };
+        sum / R::from_f64(count as f64)
+    })?;
     from_real(x.dtype(), out_shape, y)
 }
 
