@@ -110,6 +110,32 @@ impl DType {
     }
 }
 
+/// ONNX's name for any `TensorProto.DataType` code, including the types this runtime does not
+/// support (so that errors can name them); `None` for codes ONNX does not define.
+pub fn onnx_type_name(code: i32) -> Option<&'static str> {
+    if let Some(dt) = DType::from_onnx_code(code) {
+        return Some(dt.name());
+    }
+    Some(match code {
+        0 => "undefined",
+        14 => "complex64",
+        15 => "complex128",
+        17 => "float8e4m3fn",
+        18 => "float8e4m3fnuz",
+        19 => "float8e5m2",
+        20 => "float8e5m2fnuz",
+        21 => "uint4",
+        22 => "int4",
+        23 => "float4e2m1",
+        24 => "float8e8m0",
+        25 => "uint2",
+        26 => "int2",
+        27 => "float6e2m3",
+        28 => "float6e3m2",
+        _ => return None,
+    })
+}
+
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -15,28 +15,10 @@ use std::path::{Component, Path, PathBuf};
 
 /// ONNX's name for a `TensorProto.DataType` code, including the types crx580 does not support.
 pub fn onnx_dtype_name(code: i32) -> String {
-    if let Some(dt) = DType::from_onnx_code(code) {
-        return dt.name().to_string();
+    match crate::ir::dtype::onnx_type_name(code) {
+        Some(name) => name.to_string(),
+        None => format!("unknown data type {code}"),
     }
-    let name = match code {
-        0 => "undefined",
-        14 => "complex64",
-        15 => "complex128",
-        17 => "float8e4m3fn",
-        18 => "float8e4m3fnuz",
-        19 => "float8e5m2",
-        20 => "float8e5m2fnuz",
-        21 => "uint4",
-        22 => "int4",
-        23 => "float4e2m1",
-        24 => "float8e8m0",
-        25 => "uint2",
-        26 => "int2",
-        27 => "float6e2m3",
-        28 => "float6e3m2",
-        _ => return format!("unknown data type {code}"),
-    };
-    name.to_string()
 }
 
 /// The dtype of a tensor or type declaration; Unsupported (naming the type) for codes the IR lacks.

@@ -21,27 +21,14 @@ const MAX_INFERRED_ELEMENTS: usize = 64;
 
 /// The dtype for an ONNX `TensorProto.DataType` code, naming the types this runtime lacks.
 fn target_dtype(code: i64) -> Result<DType> {
-    if let Some(dt) = i32::try_from(code).ok().and_then(DType::from_onnx_code) {
+    let code = i32::try_from(code).ok();
+    if let Some(dt) = code.and_then(DType::from_onnx_code) {
         return Ok(dt);
     }
-    let name = match code {
-        14 => "complex64",
-        15 => "complex128",
-        17 => "float8e4m3fn",
-        18 => "float8e4m3fnuz",
-        19 => "float8e5m2",
-        20 => "float8e5m2fnuz",
-        21 => "uint4",
-        22 => "int4",
-        23 => "float4e2m1",
-        24 => "float8e8m0",
-        25 => "uint2",
-        26 => "int2",
-        27 => "float6e2m3",
-        28 => "float6e3m2",
-        _ => bail!(InvalidModel, "Cast 'to' is {code}, which is not an ONNX data type"),
-    };
-    bail!(Unsupported, "Cast to {name} is not supported")
+    match code.and_then(crate::ir::dtype::onnx_type_name) {
+        Some(name) => bail!(Unsupported, "Cast to {name} is not supported"),
+        None => bail!(InvalidModel, "Cast 'to' is {}, which is not an ONNX data type", code.unwrap_or(-1)),
+    }
 }
 
 fn build_cast(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
