@@ -140,3 +140,24 @@ pub fn same_as_input(inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
     let x = input(inputs, 0)?;
     Ok(vec![Fact { dtype: x.dtype, shape: x.shape.clone(), value: None }])
 }
+
+#[cfg(test)]
+mod tests {
+    /// README.md lists the supported operators between two markers; this keeps it honest.
+    #[test]
+    fn readme_lists_every_registered_op() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let listed = readme
+            .split("<!-- ops:begin -->")
+            .nth(1)
+            .and_then(|s| s.split("<!-- ops:end -->").next())
+            .expect("README.md has an ops:begin/ops:end section");
+        let names: Vec<String> = super::registry()
+            .ops()
+            .into_iter()
+            .map(|(d, o)| if d.is_empty() { o.to_string() } else { format!("{d}:{o}") })
+            .collect();
+        let expected = format!("\n{} operators: {}.\n", names.len(), names.join(", "));
+        assert_eq!(listed, expected, "update README.md's operator list to:{expected}");
+    }
+}
