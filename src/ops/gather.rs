@@ -2,7 +2,7 @@
 //! GatherND, Compress, NonZero, OneHot, and Trilu's triangle masks. Every index is checked against its axis; a bad one is an
 //! error naming the op, the index and the valid range. The index helpers are shared with scatter.rs.
 
-use super::reshape::{fact_of, fold_small, numel, scalar_int, strides, with_capacity};
+use super::reshape::{fact_of, fold_small, lanes, numel, scalar_int, strides, with_capacity};
 use super::transpose::for_each_offset;
 use super::{input, opt_input, same_as_input, Op, Registry};
 use crate::ir::shape::normalize_axis;
@@ -96,7 +96,7 @@ pub(crate) fn nd_offsets(op: &str, data: &[usize], indices: &Tensor, batch_dims:
 fn take_along_axis(x: &Tensor, axis: usize, picks: &[usize], picks_shape: &[usize]) -> Result<Tensor> {
     let shape = x.shape();
     let out_shape = [&shape[..axis], picks_shape, &shape[axis + 1..]].concat();
-    let (outer, dim, inner) = (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]));
+    let (outer, dim, inner) = lanes(shape, axis);
     if checked_len(&out_shape, x.dtype())? == 0 {
         return Tensor::zeros(x.dtype(), out_shape);
     }
@@ -253,7 +253,11 @@ impl Op for Compress {
         for (i, c) in condition.to_i64_vec()?.into_iter().enumerate() {
             if c != 0 {
                 if i >= dim {
-                    bail!(Runtime, "Compress: condition selects index {i} of an axis of size {dim}");
+                    bail!(
+                        Runtime,
+                        "Compress: condition selects index {i} of an axis of size {dim} (valid: 0 to {})",
+                        dim as i64 - 1
+                    );
                 }
                 picks.push(i);
             }

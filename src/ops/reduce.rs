@@ -5,7 +5,7 @@
 //! which scatter reductions and CumSum use too.
 
 use super::broadcast::for_each_index;
-use super::reshape::{fact_of, fold_small, numel, IntsArg};
+use super::reshape::{fact_of, fold_small, lanes, numel, resolve_axis, IntsArg};
 use super::{input, BuildCtx, Op, Registry};
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::{checked_len, try_vec};
@@ -139,6 +139,23 @@ enum ReduceKind {
     SumSquare,
 }
 
+impl ReduceKind {
+    fn name(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "ReduceSum",
+            ReduceKind::Mean => "ReduceMean",
+            ReduceKind::Max => "ReduceMax",
+            ReduceKind::Min => "ReduceMin",
+            ReduceKind::Prod => "ReduceProd",
+            ReduceKind::L1 => "ReduceL1",
+            ReduceKind::L2 => "ReduceL2",
+            ReduceKind::LogSum => "ReduceLogSum",
+            ReduceKind::LogSumExp => "ReduceLogSumExp",
+            ReduceKind::SumSquare => "ReduceSumSquare",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Reduce {
     kind: ReduceKind,
@@ -166,7 +183,7 @@ impl Reduce {
             Some(axes) if !axes.is_empty() => {
                 let mut mask = vec![false; rank];
                 for &a in axes {
-                    mask[normalize_axis(a, rank)?] = true;
+                    mask[resolve_axis(self.kind.name(), a, rank)?] = true;
                 }
                 Ok(Some(mask))
             }
@@ -212,7 +229,7 @@ impl Op for Reduce {
         let count = numel(&reduced);
         let out = dispatch!(x.dtype(); T => Tensor::new(kept, reduce_typed::<T>(self.kind, x, &mask, count)?)?;
             F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool;
-            else => bail!(Unsupported, "{:?} reduction does not take {}", self.kind, x.dtype()));
+            else => bail!(Unsupported, "{} does not take {}", self.kind.name(), x.dtype()));
         Ok(vec![out.reshape(self.out_dims(x.shape(), &mask, 1))?])
     }
 }
@@ -226,7 +243,7 @@ fn reduce_typed<T: Scalar>(kind: ReduceKind, x: &Tensor, mask: &[bool], count: u
     let out = match kind {
         ReduceKind::Max => fold(data, shape, &kept, extreme::<T>(false), |a, v| if v > a || v != v { v } else { a })?,
         ReduceKind::Min => fold(data, shape, &kept, extreme::<T>(true), |a, v| if v < a || v != v { v } else { a })?,
-        _ if T::DTYPE == DType::Bool => bail!(Unsupported, "{kind:?} reduction does not take bool"),
+        _ if T::DTYPE == DType::Bool => bail!(Unsupported, "{} does not take bool", kind.name()),
         ReduceKind::L2 => {
             let acc = fold(data, shape, &kept, 0.0, |a, v| a + v.to_f64() * v.to_f64())?;
             acc.into_iter().map(|a| T::from_f64(a.sqrt())).collect()
@@ -306,7 +323,7 @@ impl ArgReduce {
 
     /// Index of the winner in each lane along the axis.
     #[allow(clippy::eq_op)]
-    fn lanes<T: Scalar>(&self, data: &[T], outer: usize, dim: usize, inner: usize) -> Vec<i64> {
+    fn winners<T: Scalar>(&self, data: &[T], outer: usize, dim: usize, inner: usize) -> Vec<i64> {
         let better = |v: T, best: T| {
             let strictly = if self.max { v > best } else { v < best };
             // The first NaN wins, as numpy's argmax/argmin.
@@ -350,9 +367,8 @@ impl Op for ArgReduce {
         if x.is_empty() {
             return Ok(vec![Tensor::zeros(DType::I64, self.out_dims(x.shape(), axis, 1))?]);
         }
-        let outer = numel(&x.shape()[..axis]);
-        let inner = numel(&x.shape()[axis + 1..]);
-        let out = dispatch!(x.dtype(); T => self.lanes::<T>(x.as_slice::<T>()?, outer, dim, inner);
+        let (outer, _, inner) = lanes(x.shape(), axis);
+        let out = dispatch!(x.dtype(); T => self.winners::<T>(x.as_slice::<T>()?, outer, dim, inner);
             F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool; else => bail!(Unsupported, "{name} does not take {}", x.dtype()));
         Ok(vec![Tensor::new(self.out_dims(x.shape(), axis, 1), out)?])
     }

@@ -80,13 +80,25 @@ pub(crate) fn scalar_int(op: &str, what: &str, t: &Tensor) -> Result<i64> {
     }
 }
 
+/// Resolves a possibly negative axis that `op` read from tensor data.
+pub(crate) fn resolve_axis(op: &str, axis: i64, rank: usize) -> Result<usize> {
+    normalize_axis(axis, rank).map_err(|_| {
+        err!(
+            Shape,
+            "{op}: axis {axis} is out of range for rank {rank} (valid: {} to {})",
+            -(rank as i64),
+            rank as i64 - 1
+        )
+    })
+}
+
 /// Resolves possibly negative axes against a rank, refusing repeats.
-pub(crate) fn normalize_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
+pub(crate) fn normalize_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(axes.len());
     for &a in axes {
-        let n = normalize_axis(a, rank)?;
+        let n = resolve_axis(op, a, rank)?;
         if out.contains(&n) {
-            bail!(Shape, "axis {a} appears twice in axes {axes:?}");
+            bail!(Shape, "{op}: axis {a} appears twice in axes {axes:?}");
         }
         out.push(n);
     }
@@ -149,6 +161,12 @@ pub(crate) fn strides(dims: &[usize]) -> Vec<usize> {
         s[i] = s[i + 1].wrapping_mul(dims[i + 1]);
     }
     s
+}
+
+/// `(outer, dim, inner)` for work along `axis`: how many lanes come before it, the lane length,
+/// and the stride between a lane's elements (also the number of lanes after it).
+pub(crate) fn lanes(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
 }
 
 /// An empty vector with room for `n` elements, or an error instead of an abort if memory is short.
@@ -349,7 +367,7 @@ pub struct Squeeze {
 fn squeeze_dims(dims: &[Dim], axes: Option<&[i64]>) -> Result<Option<Vec<Dim>>> {
     match axes {
         Some(axes) if !axes.is_empty() => {
-            let axes = normalize_axes(axes, dims.len())?;
+            let axes = normalize_axes("Squeeze", axes, dims.len())?;
             for &a in &axes {
                 if let Dim::Known(n) = dims[a] {
                     if n != 1 {
@@ -389,7 +407,7 @@ pub struct Unsqueeze {
 
 fn unsqueeze_dims(dims: &[Dim], axes: Option<&[i64]>) -> Result<Vec<Dim>> {
     let Some(axes) = axes else { bail!(InvalidModel, "Unsqueeze needs axes") };
-    let axes = normalize_axes(axes, dims.len() + axes.len())?;
+    let axes = normalize_axes("Unsqueeze", axes, dims.len() + axes.len())?;
     let mut rest = dims.iter();
     let out = (0..dims.len() + axes.len())
         .map(|i| if axes.contains(&i) { Some(Dim::Known(1)) } else { rest.next().cloned() })
@@ -647,5 +665,46 @@ mod tests {
         let out = build("Unsqueeze", 13, vec![], 1).unwrap().infer(&[Some(&c), Some(&axes)]).unwrap();
         let v = out[0].value.as_ref().unwrap();
         assert_eq!((v.shape(), v.as_slice::<i64>().unwrap()), (&[1][..], &[7i64][..]));
+    }
+
+    #[test]
+    fn dynamic_reshape_subgraph_folds_at_load_time() {
+        use crate::ir::{infer::infer_facts, Attributes, Graph, Node};
+        use crate::passes::{default_passes, optimize};
+        // r = Reshape(y, Concat(Unsqueeze(Gather(Shape(x), 0), [0]), [-1])), as exporters write it.
+        let mut g = Graph::default();
+        let x = g.add_value("x", Fact::concrete(DType::F32, &[2, 3, 4]));
+        let y = g.add_value("y", Fact::concrete(DType::F32, &[6, 4]));
+        let konst = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+        let zero = konst(&mut g, "zero", Tensor::scalar(0i64));
+        let axes = konst(&mut g, "axes", Tensor::vector(vec![0i64]));
+        let rest = konst(&mut g, "rest", Tensor::vector(vec![-1i64]));
+        let mut node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
+            let out = g.add_value(format!("{op_type}_out"), Fact::unknown());
+            let op = build(op_type, 13, attrs, 1).unwrap();
+            g.nodes.push(Node {
+                name: String::new(),
+                domain: String::new(),
+                op_type: op_type.into(),
+                attrs: Attributes::default(),
+                op: Arc::from(op),
+                inputs: inputs.into_iter().map(Some).collect(),
+                outputs: vec![out],
+            });
+            out
+        };
+        let shape = node(&mut g, "Shape", vec![], vec![x]);
+        let first = node(&mut g, "Gather", vec![], vec![shape, zero]);
+        let first = node(&mut g, "Unsqueeze", vec![], vec![first, axes]);
+        let target = node(&mut g, "Concat", vec![("axis", Attr::Int(0))], vec![first, rest]);
+        let r = node(&mut g, "Reshape", vec![], vec![y, target]);
+        g.inputs = vec![x, y];
+        g.outputs = vec![r];
+        infer_facts(&mut g).unwrap();
+        assert_eq!(g.values[r].fact.concrete_shape(), Some(vec![2, 12]));
+        optimize(&mut g, &default_passes()).unwrap();
+        let left: Vec<&str> = g.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(left, ["Reshape"]);
+        assert_eq!(g.values[target].constant().unwrap().as_slice::<i64>().unwrap(), &[2, -1]);
     }
 }

@@ -1,6 +1,6 @@
 //! Ops that cut tensors apart or put them together: Slice, Concat, Split, Pad.
 
-use super::reshape::{const_ints, fact_of, fold_small, normalize_axes, numel, strides, with_capacity, IntsArg};
+use super::reshape::{const_ints, fact_of, fold_small, lanes, normalize_axes, numel, strides, with_capacity, IntsArg};
 use super::transpose::copy_view;
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::shape::normalize_axis;
@@ -94,7 +94,7 @@ fn axis_slices(
 ) -> Result<Vec<AxisSlice>> {
     let n = starts.len();
     let default_axes: Vec<i64> = (0..n as i64).collect();
-    let axes = normalize_axes(axes.unwrap_or(&default_axes), rank)?;
+    let axes = normalize_axes("Slice", axes.unwrap_or(&default_axes), rank)?;
     if ends.len() != n || axes.len() != n || steps.is_some_and(|s| s.len() != n) {
         bail!(Shape, "Slice: starts, ends, axes and steps differ in length ({n} starts, {} ends)", ends.len());
     }
@@ -227,8 +227,7 @@ impl Op for Concat {
         if checked_len(&out_shape, first.dtype())? == 0 {
             return Ok(vec![Tensor::zeros(first.dtype(), out_shape)?]);
         }
-        let outer = numel(&first.shape()[..axis]);
-        let inner = numel(&first.shape()[axis + 1..]);
+        let (outer, _, inner) = lanes(first.shape(), axis);
         dispatch!(first.dtype(); T => {
             let mut out = with_capacity(checked_len(&out_shape, T::DTYPE)?)?;
             let slices = xs.iter().map(|x| x.as_slice::<T>()).collect::<Result<Vec<_>>>()?;
@@ -333,8 +332,7 @@ impl Op for Split {
         if x.is_empty() {
             return sizes.iter().map(|&s| Tensor::zeros(x.dtype(), shape_of(s))).collect();
         }
-        let outer = numel(&x.shape()[..axis]);
-        let inner = numel(&x.shape()[axis + 1..]);
+        let (outer, _, inner) = lanes(x.shape(), axis);
         dispatch!(x.dtype(); T => {
             let src = x.as_slice::<T>()?;
             let mut offset = 0;
@@ -391,7 +389,7 @@ impl Pad {
     /// (begin, end) padding for every axis of a rank-`rank` input.
     fn per_axis(&self, rank: usize, pads: &[i64], axes: Option<&[i64]>) -> Result<Vec<(i64, i64)>> {
         let all: Vec<i64> = (0..rank as i64).collect();
-        let axes = normalize_axes(axes.unwrap_or(&all), rank)?;
+        let axes = normalize_axes("Pad", axes.unwrap_or(&all), rank)?;
         if pads.len() != 2 * axes.len() {
             bail!(Shape, "Pad: {} pads for {} axes, expected twice as many", pads.len(), axes.len());
         }

@@ -1,7 +1,7 @@
 //! Ops that work lane by lane along one axis: TopK sorts each lane, CumSum sums it.
 
 use super::reduce::Wide;
-use super::reshape::{const_ints, fact_of, fold_small, numel, scalar_int, with_capacity};
+use super::reshape::{const_ints, fact_of, fold_small, lanes, numel, resolve_axis, scalar_int, with_capacity};
 use super::{input, same_as_input, BuildCtx, Op, Registry};
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::try_vec;
@@ -17,12 +17,6 @@ pub fn register(r: &mut Registry) {
             reverse: ctx.attrs.int_or("reverse", 0)? != 0,
         }))
     });
-}
-
-/// `(outer, dim, inner)`: the number of lanes before the axis, the lane length, and the stride
-/// between a lane's elements.
-fn lanes(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ impl Op for CumSum {
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        let axis = normalize_axis(scalar_int("CumSum", "axis", input(inputs, 1)?)?, x.rank())?;
+        let axis = resolve_axis("CumSum", scalar_int("CumSum", "axis", input(inputs, 1)?)?, x.rank())?;
         if x.is_empty() {
             return Ok(vec![x.clone()]);
         }

@@ -2,7 +2,9 @@
 //! Each is a strided view of its input (a stride of 0 repeats, a permuted stride transposes),
 //! copied out by [`strided_copy`], which Slice also uses.
 
-use super::reshape::{concrete, const_ints, fact_of, fold_small, known_dims, strides, with_capacity, MAX_RANK};
+use super::reshape::{
+    concrete, const_ints, fact_of, fold_small, known_dims, resolve_axis, strides, with_capacity, MAX_RANK,
+};
 use super::{input, BuildCtx, Op, Registry};
 use crate::ir::shape::{broadcast_dims, broadcast_shapes, normalize_axis};
 use crate::ir::tensor::checked_len;
@@ -282,7 +284,7 @@ impl Tile {
             let (&[count], Some(&[axis])) = (repeats, axis) else {
                 bail!(Shape, "Tile-1: tiles and axis must be scalars")
             };
-            let axis = normalize_axis(axis, rank)?;
+            let axis = resolve_axis("Tile", axis, rank)?;
             (0..rank).map(|i| if i == axis { count } else { 1 }).collect()
         } else {
             repeats.to_vec()
