@@ -679,7 +679,7 @@ mod tests {
         let zero = konst(&mut g, "zero", Tensor::scalar(0i64));
         let axes = konst(&mut g, "axes", Tensor::vector(vec![0i64]));
         let rest = konst(&mut g, "rest", Tensor::vector(vec![-1i64]));
-        let mut node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
+        let node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
             let out = g.add_value(format!("{op_type}_out"), Fact::unknown());
             let op = build(op_type, 13, attrs, 1).unwrap();
             g.nodes.push(Node {
