@@ -1,6 +1,7 @@
 //! Ops that pick elements by indices or masks read from tensor data: Gather, GatherElements,
-//! GatherND, Compress, NonZero, OneHot, and Trilu's triangle masks. Every index is checked against its axis; a bad one is an
-//! error naming the op, the index and the valid range. The index helpers are shared with scatter.rs.
+//! GatherND, Compress, NonZero, OneHot, and Trilu's triangle masks. Every index is checked against
+//! its axis; a bad one is an error naming the op, the index and the valid range. The index helpers
+//! are shared with scatter.rs.
 
 use super::reshape::{fact_of, fold_small, lanes, numel, scalar_int, strides, with_capacity};
 use super::transpose::for_each_offset;
@@ -97,12 +98,13 @@ fn take_along_axis(x: &Tensor, axis: usize, picks: &[usize], picks_shape: &[usiz
     let shape = x.shape();
     let out_shape = [&shape[..axis], picks_shape, &shape[axis + 1..]].concat();
     let (outer, dim, inner) = lanes(shape, axis);
-    if checked_len(&out_shape, x.dtype())? == 0 {
+    let n = checked_len(&out_shape, x.dtype())?;
+    if n == 0 {
         return Tensor::zeros(x.dtype(), out_shape);
     }
     dispatch!(x.dtype(); T => {
         let src = x.as_slice::<T>()?;
-        let mut out = with_capacity(checked_len(&out_shape, T::DTYPE)?)?;
+        let mut out = with_capacity(n)?;
         for o in 0..outer {
             for &p in picks {
                 out.extend_from_slice(&src[(o * dim + p) * inner..][..inner]);
