@@ -25,8 +25,11 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod reshape;
+pub mod scatter;
 pub mod slice;
 pub mod softmax;
+pub mod topk;
+pub mod transpose;
 pub mod unary;
 
 /// An operator with its attributes already parsed.
@@ -128,8 +131,11 @@ pub fn registry() -> &'static Registry {
         pool::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
+        scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
+        topk::register(&mut r);
+        transpose::register(&mut r);
         unary::register(&mut r);
         r
     })
