@@ -227,34 +227,41 @@ impl Op for Reduce {
         let kept: Vec<usize> = x.shape().iter().zip(&mask).map(|(&d, &m)| if m { 1 } else { d }).collect();
         let reduced: Vec<usize> = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).collect();
         let count = numel(&reduced);
-        let out = dispatch!(x.dtype(); T => Tensor::new(kept, reduce_typed::<T>(self.kind, x, &mask, count)?)?;
+        let out = dispatch!(x.dtype(); T => {
+            let data = reduce_typed::<T>(self.kind, x.as_slice::<T>()?, x.shape(), &kept, count)?;
+            Tensor::new(kept, data)?
+        };
             F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool;
             else => bail!(Unsupported, "{} does not take {}", self.kind.name(), x.dtype()));
         Ok(vec![out.reshape(self.out_dims(x.shape(), &mask, 1))?])
     }
 }
 
-fn reduce_typed<T: Scalar>(kind: ReduceKind, x: &Tensor, mask: &[bool], count: usize) -> Result<Vec<T>> {
-    let data = x.as_slice::<T>()?;
-    let shape = x.shape();
-    let kept: Vec<usize> = shape.iter().zip(mask).map(|(&d, &m)| if m { 1 } else { d }).collect();
+/// One reduction of `data` (of `shape`) down to `kept`, which folds `count` elements into each output.
+fn reduce_typed<T: Scalar>(
+    kind: ReduceKind,
+    data: &[T],
+    shape: &[usize],
+    kept: &[usize],
+    count: usize,
+) -> Result<Vec<T>> {
     // NaN wins a max or min, as in numpy: `v != v` only holds for NaN.
     #[allow(clippy::eq_op)]
     let out = match kind {
-        ReduceKind::Max => fold(data, shape, &kept, extreme::<T>(false), |a, v| if v > a || v != v { v } else { a })?,
-        ReduceKind::Min => fold(data, shape, &kept, extreme::<T>(true), |a, v| if v < a || v != v { v } else { a })?,
+        ReduceKind::Max => fold(data, shape, kept, extreme::<T>(false), |a, v| if v > a || v != v { v } else { a })?,
+        ReduceKind::Min => fold(data, shape, kept, extreme::<T>(true), |a, v| if v < a || v != v { v } else { a })?,
         _ if T::DTYPE == DType::Bool => bail!(Unsupported, "{} does not take bool", kind.name()),
         ReduceKind::L2 => {
-            let acc = fold(data, shape, &kept, 0.0, |a, v| a + v.to_f64() * v.to_f64())?;
+            let acc = fold(data, shape, kept, 0.0, |a, v| a + v.to_f64() * v.to_f64())?;
             acc.into_iter().map(|a| T::from_f64(a.sqrt())).collect()
         }
         ReduceKind::LogSum => {
-            let acc = fold(data, shape, &kept, 0.0, |a, v| a + v.to_f64())?;
+            let acc = fold(data, shape, kept, 0.0, |a, v| a + v.to_f64())?;
             acc.into_iter().map(|a| T::from_f64(a.ln())).collect()
         }
         ReduceKind::LogSumExp => {
             // Running (max, sum of exp(x - max)): one pass, no overflow for large inputs.
-            let acc = fold(data, shape, &kept, (f64::NEG_INFINITY, 0.0), |(m, s), v| {
+            let acc = fold(data, shape, kept, (f64::NEG_INFINITY, 0.0), |(m, s), v| {
                 let v = v.to_f64();
                 if v == f64::NEG_INFINITY {
                     (m, s)
@@ -266,8 +273,8 @@ fn reduce_typed<T: Scalar>(kind: ReduceKind, x: &Tensor, mask: &[bool], count: u
             })?;
             acc.into_iter().map(|(m, s)| T::from_f64(m + s.ln())).collect()
         }
-        _ if T::DTYPE.is_float() => sum_like::<T, f64>(kind, data, shape, &kept, count)?,
-        _ => sum_like::<T, i64>(kind, data, shape, &kept, count)?,
+        _ if T::DTYPE.is_float() => sum_like::<T, f64>(kind, data, shape, kept, count)?,
+        _ => sum_like::<T, i64>(kind, data, shape, kept, count)?,
     };
     Ok(out)
 }

@@ -495,15 +495,9 @@ impl Op for Size {
 /// Building ops and running them in unit tests, shared by every shape and index op file.
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::ir::{Attr, Attributes, Tensor};
-    use crate::ops::{registry, BuildCtx, Op};
+    use crate::ir::{Attr, Tensor};
+    pub use crate::ops::activation::test_util::build;
     use crate::Result;
-
-    pub fn build(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_outputs: usize) -> Result<Box<dyn Op>> {
-        let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
-        let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs: 0, num_outputs };
-        registry().get("", op_type).unwrap_or_else(|| panic!("{op_type} is not registered"))(&ctx)
-    }
 
     /// Builds a single-output op and runs it.
     pub fn run(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, inputs: &[Option<&Tensor>]) -> Result<Tensor> {

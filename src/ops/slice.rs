@@ -439,7 +439,7 @@ fn pad_fill<T: Clone>(
     for m in map {
         match m {
             Some(m) => pad_fill(src, rest, &block[1..], base.wrapping_add(*m), fill, out),
-            None => out.extend(std::iter::repeat(fill).take(block[0]).cloned()),
+            None => out.extend(std::iter::repeat_n(fill, block[0]).cloned()),
         }
     }
 }
