@@ -33,7 +33,9 @@ impl Model {
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
-        Model::build(import_model(&bytes, path.parent())?).map_err(|e| e.context(format!("model {}", path.display())))
+        import_model(&bytes, path.parent())
+            .and_then(Model::build)
+            .map_err(|e| e.context(format!("model {}", path.display())))
     }
 
     /// Loads a model from bytes. External data files, if any, are looked up in the current directory.

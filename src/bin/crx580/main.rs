@@ -108,12 +108,13 @@ fn main() {
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    let options = a.device.session_options()?;
     let Some(model_path) = &a.model else {
-        return demo::run_demo(&a.device.session_options()?);
+        return demo::run_demo(&options);
     };
     let model = Model::load(model_path)?;
     let inputs = read_inputs(&model, &a.inputs)?;
-    let session = Session::new(model, &a.device.session_options()?)?;
+    let session = Session::new(model, &options)?;
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let outputs = session.run_positional(&refs)?;
     let infos = session.model().outputs();
@@ -223,13 +224,14 @@ fn bench(a: BenchArgs) -> Result<()> {
         let value: usize = value.parse().map_err(|_| err!(InvalidInput, "--dim '{d}': '{value}' is not a size"))?;
         dims.insert(name.to_string(), value);
     }
+    let options = a.device.session_options()?;
     let t0 = Instant::now();
     let mut model = Model::load(&a.model)?;
     if !dims.is_empty() {
         model = model.with_dims(&dims)?;
     }
     let inputs = if a.inputs.is_empty() { random_inputs(&model, &dims)? } else { read_inputs(&model, &a.inputs)? };
-    let session = Session::new(model, &a.device.session_options()?)?;
+    let session = Session::new(model, &options)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let refs: Vec<&Tensor> = inputs.iter().collect();
     for _ in 0..a.warmup {
