@@ -375,6 +375,52 @@ def int64_passthrough():
     return model, [feed(3), feed(1)]
 
 
+def exporter_quirks():
+    """What real exporters write: weights as Constant nodes (no initializers), tensor names with ':'
+    and '/', a declared output shape that is wrong, and an int64 input passed straight through."""
+    rng = np.random.default_rng(1007)
+    w = helper.make_tensor("w", F, [6, 4], f32(rng, 6, 4).ravel().tolist())
+    b = helper.make_tensor("b", F, [4], f32(rng, 4).ravel().tolist())
+    nodes = [
+        helper.make_node("Constant", [], ["encoder/w:0"], value=w),
+        helper.make_node("Constant", [], ["encoder/b:0"], value=b),
+        helper.make_node("MatMul", ["input:0", "encoder/w:0"], ["encoder/mm:0"]),
+        helper.make_node("Add", ["encoder/mm:0", "encoder/b:0"], ["encoder/out:0"]),
+        helper.make_node("Tanh", ["encoder/out:0"], ["output:0"]),
+        helper.make_node("Identity", ["token_ids:0"], ["token_ids_out:0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "exporter_quirks",
+        [vi("input:0", F, ["batch", 6]), vi("token_ids:0", I64, ["batch", 3])],
+        # Wrong on purpose: the real output is [batch, 4].
+        [vi("output:0", F, [7, 7]), vi("token_ids_out:0", I64, ["batch", 3])])
+    model = helper.make_model_gen_version(graph, opset_imports=[helper.make_opsetid("", 11)],
+                                          producer_name="crx580-gen_models")
+    onnx.checker.check_model(model)  # not full_check: the declared output shape is wrong on purpose
+    feeds = [{"input:0": f32(rng, 2, 6), "token_ids:0": rng.integers(0, 30000, (2, 3), dtype=np.int64)}]
+    return model, feeds
+
+
+def fp16_mlp():
+    """A float16 model end to end (weights, activations and outputs in float16)."""
+    rng = np.random.default_rng(1008)
+    h = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float16)  # noqa: E731
+    inits = [init("w1", h(8, 16)), init("b1", h(16)), init("w2", h(16, 4)), init("b2", h(4)),
+             init("g", h(16) + np.float16(1)), init("beta", h(16))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["a1"]),
+        helper.make_node("LayerNormalization", ["a1", "g", "beta"], ["ln"], axis=-1),
+        helper.make_node("Relu", ["ln"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["m2"]),
+        helper.make_node("Add", ["m2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    model = make_model(nodes, "fp16_mlp", [vi("x", TensorProto.FLOAT16, ["N", 8])],
+                       [vi("probs", TensorProto.FLOAT16, ["N", 4])], inits, 17, "float16 MLP")
+    return model, [{"x": h(3, 8)}]
+
+
 def digits():
     path = os.path.join(DIGITS_DIR, "digits.onnx")
     model = onnx.load(path)
@@ -383,7 +429,7 @@ def digits():
 
 
 MODELS = [mlp, cnn_bn, dyn_reshape, attention_block, attention_block_decomposed,
-          opset9_legacy, int64_passthrough, digits]
+          opset9_legacy, int64_passthrough, exporter_quirks, fp16_mlp, digits]
 
 
 # ----------------------------------------------------------------------------
@@ -417,7 +463,9 @@ def write_case(out_dir, name, model, feeds_list, reference=None):
             r = np.asarray(r)
             assert a.dtype == r.dtype and a.shape == r.shape, (name, o.name, a.dtype, r.dtype)
             if a.dtype.kind == "f":
-                np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5, err_msg=f"{name}/{o.name}")
+                # float16 results differ by an ulp or two between implementations
+                tol = dict(rtol=4e-3, atol=1e-3) if a.dtype == np.float16 else dict(rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(a, r, **tol, err_msg=f"{name}/{o.name}")
             else:
                 np.testing.assert_array_equal(a, r, err_msg=f"{name}/{o.name}")
         ds = os.path.join(case_dir, f"test_data_set_{k}")
