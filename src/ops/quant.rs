@@ -83,7 +83,8 @@ pub(super) enum ParamLayout {
 impl ParamLayout {
     /// The layout of parameters shaped `param` for X shaped `x`.
     pub fn new(op: &str, x: &[usize], param: &[usize], axis: i64, block_size: usize) -> Result<ParamLayout> {
-        if param.iter().product::<usize>() == 1 && param.len() <= 1 {
+        // A single value is per tensor whatever its rank, as in the ONNX reference.
+        if param.iter().product::<usize>() == 1 {
             return Ok(ParamLayout::PerTensor);
         }
         let axis = normalize_axis(axis, x.len())?;
