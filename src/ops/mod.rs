@@ -21,6 +21,7 @@ pub mod conv_transpose;
 pub mod einsum;
 pub mod gather;
 pub mod logic;
+pub mod loss;
 pub mod matmul;
 pub mod nms;
 pub mod norm;
@@ -130,6 +131,7 @@ pub fn registry() -> &'static Registry {
         einsum::register(&mut r);
         gather::register(&mut r);
         logic::register(&mut r);
+        loss::register(&mut r);
         matmul::register(&mut r);
         nms::register(&mut r);
         norm::register(&mut r);
