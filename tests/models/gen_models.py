@@ -580,9 +580,55 @@ def weight_only_int8():
     return model, feeds
 
 
+def yolo_upsample():
+    """YOLO neck: Conv, nearest 2x Resize by scales (asymmetric/floor, empty roi), Concat with the skip."""
+    rng = np.random.default_rng(1009)
+    inits = [
+        init("w", f32(rng, 4, 8, 1, 1, scale=0.3)), init("b", f32(rng, 4, scale=0.1)),
+        init("roi", np.zeros((0,), np.float32)), init("scales", np.array([1, 1, 2, 2], np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["deep", "w", "b"], ["c"]),
+        helper.make_node("Resize", ["c", "roi", "scales"], ["up"], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Concat", ["up", "skip"], ["y"], axis=1),
+    ]
+    model = make_model(nodes, "yolo_upsample",
+                       [vi("deep", F, ["N", 8, "H", "W"]), vi("skip", F, ["N", 6, "H2", "W2"])],
+                       [vi("y", F, ["N", 10, "H2", "W2"])], inits, 13, "YOLO-style 2x nearest upsample + Concat")
+    feeds = [{"deep": f32(rng, 1, 8, 5, 7), "skip": f32(rng, 1, 6, 10, 14)},
+             {"deep": f32(rng, 2, 8, 3, 4), "skip": f32(rng, 2, 6, 6, 8)}]
+    return model, feeds
+
+
+def dbnet_upsample():
+    """DBNet/FPN: bilinear (half_pixel) Resize of the deep map to the skip's spatial size, the sizes
+    computed at run time from Shape, then Add."""
+    rng = np.random.default_rng(1010)
+    inits = [init("nc", np.array([0], np.int64)), init("two", np.array([2], np.int64)),
+             init("end", np.array([4], np.int64))]
+    nodes = [
+        helper.make_node("Shape", ["deep"], ["deep_shape"]),
+        helper.make_node("Slice", ["deep_shape", "nc", "two"], ["batch_channels"]),
+        helper.make_node("Shape", ["skip"], ["skip_shape"]),
+        helper.make_node("Slice", ["skip_shape", "two", "end"], ["hw"]),
+        helper.make_node("Concat", ["batch_channels", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["deep", "", "", "sizes"], ["up"], mode="linear",
+                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Add", ["up", "skip"], ["y"]),
+    ]
+    model = make_model(nodes, "dbnet_upsample",
+                       [vi("deep", F, ["N", 4, "H", "W"]), vi("skip", F, ["N", 4, "H2", "W2"])],
+                       [vi("y", F, ["N", 4, "H2", "W2"])], inits, 13,
+                       "DBNet-style bilinear upsample to Shape-derived sizes")
+    feeds = [{"deep": f32(rng, 1, 4, 5, 6), "skip": f32(rng, 1, 4, 10, 12)},
+             {"deep": f32(rng, 2, 4, 4, 5), "skip": f32(rng, 2, 4, 13, 11)}]
+    return model, feeds
+
+
 MODELS = [mlp, cnn_bn, dyn_reshape, attention_block, attention_block_decomposed,
           opset9_legacy, int64_passthrough, exporter_quirks, fp16_mlp, digits, qdq_cnn, qlinear_ops,
-          weight_only_int8]
+          weight_only_int8, yolo_upsample, dbnet_upsample]
 
 
 # ----------------------------------------------------------------------------
