@@ -25,6 +25,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod reshape;
+pub mod rnn;
 pub mod scatter;
 pub mod slice;
 pub mod softmax;
@@ -131,6 +132,7 @@ pub fn registry() -> &'static Registry {
         pool::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
+        rnn::register(&mut r);
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
