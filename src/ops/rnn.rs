@@ -472,3 +472,181 @@ impl Op for Recurrent {
         outputs.into_iter().map(|(data, shape)| Tensor::new(shape, data)?.cast_numeric(dtype)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Attr;
+    use crate::ops::activation::test_util::{assert_close, build};
+    use crate::ErrorKind;
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::new(shape.to_vec(), v.to_vec()).unwrap()
+    }
+
+    fn floats(t: &Tensor) -> Vec<f32> {
+        t.as_slice::<f32>().unwrap().to_vec()
+    }
+
+    fn s(v: &str) -> Attr {
+        Attr::String(v.to_string())
+    }
+
+    // Expected values in these tests come from the numpy recurrences of
+    // tests/models/gen_rnn_models.py (which agree with onnxruntime on the golden models).
+    #[test]
+    fn reverse_rnn_zeroes_steps_past_each_sequence_length() {
+        let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.1 - 0.5).collect();
+        let x = t(&[3, 2, 2], &x);
+        let w = t(&[1, 2, 2], &[0.5, -0.3, 0.2, 0.4]);
+        let r = t(&[1, 2, 2], &[0.1, 0.2, -0.3, 0.5]);
+        let b = t(&[1, 4], &[0.1, -0.1, 0.05, 0.0]);
+        let lens = Tensor::vector(vec![3i32, 1]);
+        let op = build("RNN", 14, vec![("hidden_size", Attr::Int(2)), ("direction", s("reverse"))], 2).unwrap();
+        let out = op.eval(&[Some(&x), Some(&w), Some(&r), Some(&b), Some(&lens)]).unwrap();
+        assert_eq!(out[0].shape(), [3, 1, 2, 2]);
+        let y = [0.01143019, -0.42913616, 0.0599281, -0.23549575, 0.14075285, -0.11322303, 0.0, 0.0];
+        assert_close(&floats(&out[0])[..8], &y);
+        assert_close(&floats(&out[0])[8..], &[0.17808086, 0.11942732, 0.0, 0.0]);
+        assert_close(&floats(&out[1]), &y[..4]);
+    }
+
+    #[test]
+    fn bidirectional_batch_first_gru_both_reset_orders() {
+        let x = t(&[2, 2, 2], &[1.0, 2.0, 3.0, -1.0, 0.5, 0.5, -1.0, 0.0]);
+        let w = t(&[2, 3, 2], &[0.1, 0.2, 0.3, -0.1, 0.2, 0.2, -0.2, 0.1, 0.1, 0.1, 0.4, -0.3]);
+        let r = t(&[2, 3, 1], &[0.5, -0.5, 0.3, 0.2, 0.1, -0.4]);
+        let b = t(&[2, 6], &[0.5; 12]);
+        let h0 = t(&[2, 2, 1], &[0.1, -0.2, 0.3, 0.0]);
+        let expected = [
+            (0, [0.24443673, 0.3908926, 0.39323235, 0.31727615, 0.4183068, 0.3003057, 0.4894986, 0.12431366]),
+            (1, [0.24073504, 0.37187466, 0.38744912, 0.31591904, 0.4091083, 0.26800796, 0.45562947, 0.09869844]),
+        ];
+        for (lbr, y) in expected {
+            let attrs = vec![
+                ("hidden_size", Attr::Int(1)),
+                ("direction", s("bidirectional")),
+                ("layout", Attr::Int(1)),
+                ("linear_before_reset", Attr::Int(lbr)),
+            ];
+            let op = build("GRU", 14, attrs, 2).unwrap();
+            let out = op.eval(&[Some(&x), Some(&w), Some(&r), Some(&b), None, Some(&h0)]).unwrap();
+            assert_eq!(out[0].shape(), [2, 2, 2, 1]);
+            assert_close(&floats(&out[0]), &y);
+            assert_close(&floats(&out[1]), &[y[2], y[1], y[6], y[5]]);
+        }
+    }
+
+    fn lstm_inputs() -> Vec<Tensor> {
+        let w: Vec<f32> = (0..8).map(|i| (i as f32 - 3.0) * 0.2).collect();
+        let r: Vec<f32> = (0..16).map(|i| ((i % 5) as f32 - 2.0) * 0.1).collect();
+        let b: Vec<f32> = (0..16).map(|i| -0.2 + i as f32 * 0.5 / 15.0).collect();
+        vec![
+            t(&[2, 1, 1], &[1.0, -2.0]),
+            t(&[1, 8, 1], &w),
+            t(&[1, 8, 2], &r),
+            t(&[1, 16], &b),
+            t(&[1, 1, 2], &[0.0, 0.0]),
+            t(&[1, 1, 2], &[0.5, -0.5]),
+            t(&[1, 6], &[0.1, -0.2, 0.3, 0.05, 0.0, -0.1]),
+        ]
+    }
+
+    #[test]
+    fn lstm_with_peepholes_initial_cell_clip_and_input_forget() {
+        let i = lstm_inputs();
+        let args = [Some(&i[0]), Some(&i[1]), Some(&i[2]), Some(&i[3]), None, Some(&i[4]), Some(&i[5]), Some(&i[6])];
+        let op = build("LSTM", 7, vec![("hidden_size", Attr::Int(2))], 3).unwrap();
+        let out = op.eval(&args).unwrap();
+        assert_close(&floats(&out[0]), &[0.23608714, 0.00204026, -0.17860436, -0.2579977]);
+        assert_close(&floats(&out[1]), &[-0.17860436, -0.2579977]);
+        assert_close(&floats(&out[2]), &[-0.3140748, -0.5657244]);
+        let attrs = vec![("clip", Attr::Float(0.3)), ("input_forget", Attr::Int(1))];
+        let out = build("LSTM", 22, attrs, 3).unwrap().eval(&args).unwrap();
+        assert_close(&floats(&out[0]), &[0.18728285, -0.08327407, 0.00439054, -0.1183404]);
+        assert_close(&floats(&out[2]), &[0.00764328, -0.23681503]);
+    }
+
+    #[test]
+    fn computes_f64_and_f16_like_f32() {
+        let i = lstm_inputs();
+        let args = |v: &[Tensor]| -> Vec<Tensor> {
+            let op = build("LSTM", 14, vec![], 2).unwrap();
+            op.eval(&[Some(&v[0]), Some(&v[1]), Some(&v[2]), Some(&v[3])]).unwrap()
+        };
+        let want = floats(&args(&i)[0]);
+        for dtype in [DType::F64, DType::F16] {
+            let cast: Vec<Tensor> = i.iter().map(|t| t.cast_numeric(dtype).unwrap()).collect();
+            let out = args(&cast);
+            assert_eq!(out[0].dtype(), dtype);
+            let got: Vec<f32> = out[0].to_f64_vec().unwrap().iter().map(|&v| v as f32).collect();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 2e-3, "{dtype}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn activations_take_alpha_and_beta_in_order() {
+        let names: Vec<String> = ["HardSigmoid", "LeakyRelu", "ScaledTanh"].iter().map(|s| s.to_string()).collect();
+        let acts = parse_activations(&names, &[0.3, 0.05, 1.5], &[0.4, 0.7]).unwrap();
+        assert_eq!(
+            acts,
+            [
+                Activation::HardSigmoid { alpha: 0.3f32 as f64, beta: 0.4f32 as f64 },
+                Activation::LeakyRelu { alpha: 0.05f32 as f64 },
+                Activation::ScaledTanh { alpha: 1.5, beta: 0.7f32 as f64 },
+            ]
+        );
+        let defaults = parse_activations(&["elu".to_string(), "Affine".to_string()], &[], &[]).unwrap();
+        assert_eq!(defaults, [Activation::Elu { alpha: 1.0 }, Activation::Affine { alpha: 1.0, beta: 0.0 }]);
+        let probe = [-2.0, 0.5, 3.0];
+        let apply = |a: Activation| probe.map(|x| a.apply(x) as f32);
+        assert_close(&apply(Activation::ThresholdedRelu { alpha: 1.0 }), &[0.0, 0.0, 3.0]);
+        assert_close(&apply(Activation::Softsign), &[-0.6666667, 0.33333334, 0.75]);
+        assert_close(&apply(Activation::Softplus), &[0.12692805, 0.974077, 3.0485873]);
+        assert_close(&apply(Activation::Sigmoid), &[0.11920292, 0.62245935, 0.95257413]);
+        assert_close(&apply(Activation::Elu { alpha: 2.0 }), &[-1.7293295, 0.5, 3.0]);
+    }
+
+    #[test]
+    fn infers_symbolic_sequence_and_batch() {
+        let sym = |s: &str| Dim::Symbol(s.to_string());
+        let x = Fact::new(DType::F32, vec![sym("N"), sym("T"), Dim::Known(16)]);
+        let r = Fact::concrete(DType::F32, &[2, 32, 8]);
+        let attrs = vec![("direction", s("bidirectional")), ("layout", Attr::Int(1))];
+        let facts = build("LSTM", 14, attrs, 3).unwrap().infer(&[Some(&x), None, Some(&r)]).unwrap();
+        assert_eq!(facts.len(), 3);
+        assert_eq!(facts[0].shape, Some(vec![sym("N"), sym("T"), Dim::Known(2), Dim::Known(8)]));
+        assert_eq!(facts[2].shape, Some(vec![sym("N"), Dim::Known(2), Dim::Known(8)]));
+        let x = Fact::new(DType::F16, vec![sym("T"), sym("N"), Dim::Known(3)]);
+        let facts = build("GRU", 7, vec![("hidden_size", Attr::Int(5))], 2).unwrap().infer(&[Some(&x)]).unwrap();
+        assert_eq!(facts[1].dtype, Some(DType::F16));
+        assert_eq!(facts[1].shape, Some(vec![Dim::Known(1), sym("N"), Dim::Known(5)]));
+        let unknown = build("RNN", 7, vec![], 2).unwrap().infer(&[Some(&Fact::of_dtype(DType::F32))]).unwrap();
+        assert_eq!(unknown[0].shape, None);
+    }
+
+    #[test]
+    fn rejects_bad_attributes_and_inputs() {
+        let i = lstm_inputs();
+        let kind = |r: Result<Box<dyn Op>>| r.err().map(|e| e.kind);
+        assert_eq!(kind(build("RNN", 14, vec![("direction", s("sideways"))], 1)), Some(ErrorKind::InvalidModel));
+        let two = Attr::Strings(vec!["Tanh".into(), "Tanh".into()]);
+        assert_eq!(kind(build("RNN", 14, vec![("activations", two)], 1)), Some(ErrorKind::InvalidModel));
+        let odd = Attr::Strings(vec!["Swish".into()]);
+        assert_eq!(kind(build("RNN", 14, vec![("activations", odd)], 1)), Some(ErrorKind::Unsupported));
+        assert_eq!(kind(build("GRU", 14, vec![("layout", Attr::Int(2))], 1)), Some(ErrorKind::InvalidModel));
+
+        let op = build("LSTM", 14, vec![("hidden_size", Attr::Int(2))], 2).unwrap();
+        let too_long = Tensor::vector(vec![3i32]);
+        let e = op.eval(&[Some(&i[0]), Some(&i[1]), Some(&i[2]), None, Some(&too_long)]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Runtime, "{e}");
+        let e = op.eval(&[Some(&i[0]), Some(&i[2]), Some(&i[2])]).unwrap_err();
+        assert!(e.message.contains("W has shape"), "{e}");
+        let e = op.eval(&[Some(&i[0]), Some(&i[1])]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidModel);
+        let ints = Tensor::new(vec![2, 1, 1], vec![1i64, 2]).unwrap();
+        assert_eq!(op.eval(&[Some(&ints), Some(&i[1]), Some(&i[2])]).unwrap_err().kind, ErrorKind::Unsupported);
+    }
+}
