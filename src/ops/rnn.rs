@@ -444,6 +444,11 @@ impl Op for Recurrent {
             };
             for (n, &len) in lengths.iter().enumerate() {
                 let state = (d * batch + n) * hidden..(d * batch + n + 1) * hidden;
+                if len == 0 {
+                    // onnxruntime's convention: an empty sequence ends in zero states, not the initial ones.
+                    h[state.clone()].fill(0.0);
+                    c[state.clone()].fill(0.0);
+                }
                 for k in 0..len {
                     let t = if self.direction.is_reversed(d) { len - 1 - k } else { k };
                     let x_t = &xs[(t * batch + n) * input_size..(t * batch + n + 1) * input_size];
@@ -509,6 +514,18 @@ mod tests {
         assert_close(&floats(&out[0])[..8], &y);
         assert_close(&floats(&out[0])[8..], &[0.17808086, 0.11942732, 0.0, 0.0]);
         assert_close(&floats(&out[1]), &y[..4]);
+    }
+
+    #[test]
+    fn empty_sequences_end_in_zero_states() {
+        let i = lstm_inputs();
+        let empty = Tensor::vector(vec![0i64]);
+        let op = build("LSTM", 14, vec![], 3).unwrap();
+        let out =
+            op.eval(&[Some(&i[0]), Some(&i[1]), Some(&i[2]), None, Some(&empty), Some(&i[5]), Some(&i[5])]).unwrap();
+        for o in &out {
+            assert!(floats(o).iter().all(|&v| v == 0.0), "{o:?}");
+        }
     }
 
     #[test]

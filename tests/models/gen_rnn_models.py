@@ -7,7 +7,7 @@ optimisations disabled, 1 thread), cross-checked against the numpy recurrences i
     lstm_bidir_ocr     opset 14  bidirectional LSTM as an OCR recognizer head: X ["T","N",16],
                                  hidden 8, sequence_lens, initial_h/initial_c, peepholes; Y, Y_h, Y_c
     gru_batch_first    opset 14  GRU layout=1 (batch first), linear_before_reset=1, initial_h
-    rnn_reverse        opset 14  reverse RNN with sequence_lens [7, 4, 1] on T=7
+    rnn_reverse        opset 14  reverse RNN with sequence_lens: [7, 4, 1] on T=7, [0, 3] on T=4
     lstm_activations   opset 14  forward LSTM with HardSigmoid/LeakyRelu/ScaledTanh, alpha/beta
                                  lists, clip and input_forget
 
@@ -59,6 +59,8 @@ def recurrent_numpy(cell, x, w, r, b, lens, h0, c0=None, p=None, direction="forw
         wb, rb = b[d, :rows], b[d, rows:]
         for n in range(batch):
             h, c = yh[d, n].copy(), yc[d, n].copy()
+            if lens[n] == 0:  # onnxruntime ends an empty sequence in zero states
+                h, c = np.zeros_like(h), np.zeros_like(c)
             steps = range(lens[n] - 1, -1, -1) if rev else range(lens[n])
             for t in steps:
                 gx = w[d] @ x[t, n] + wb
@@ -169,7 +171,8 @@ def rnn_reverse():
                                direction="reverse", acts=[np.tanh])
 
     rnn_reverse.reference = reference
-    return model, [{"x": f32(rng, 7, 3, inp), "seq_lens": np.array([7, 4, 1], np.int32)}]
+    return model, [{"x": f32(rng, 7, 3, inp), "seq_lens": np.array([7, 4, 1], np.int32)},
+                   {"x": f32(rng, 4, 2, inp), "seq_lens": np.array([0, 3], np.int32)}]
 
 
 def lstm_activations():
