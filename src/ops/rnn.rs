@@ -392,6 +392,8 @@ impl Op for Recurrent {
             (None, &[_, _, h]) => h,
             (None, s) => bail!(Shape, "{name}: R must have rank 3, got shape {s:?}"),
         };
+        // Bounds the products below; R's shape check then ties them to memory the caller really holds.
+        checked_len(&[dirs, 2 * self.cell.gates(), hidden], DType::F64)?;
         let rows = self.cell.gates() * hidden;
         let w = param(inputs, W, "W", &[dirs, rows, input_size])?.unwrap_or_default();
         let r = param(inputs, R, "R", &[dirs, rows, hidden])?.unwrap_or_default();
@@ -663,6 +665,8 @@ mod tests {
         assert!(e.message.contains("W has shape"), "{e}");
         let e = op.eval(&[Some(&i[0]), Some(&i[1])]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidModel);
+        let huge = build("LSTM", 14, vec![("hidden_size", Attr::Int(i64::MAX))], 2).unwrap();
+        assert_eq!(huge.eval(&[Some(&i[0]), Some(&i[1]), Some(&i[2])]).unwrap_err().kind, ErrorKind::ResourceLimit);
         let ints = Tensor::new(vec![2, 1, 1], vec![1i64, 2]).unwrap();
         assert_eq!(op.eval(&[Some(&ints), Some(&i[1]), Some(&i[2])]).unwrap_err().kind, ErrorKind::Unsupported);
     }
