@@ -23,6 +23,8 @@ pub mod logic;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod quant;
+pub mod quant_conv;
 pub mod reduce;
 pub mod reshape;
 pub mod rnn;
@@ -130,6 +132,8 @@ pub fn registry() -> &'static Registry {
         matmul::register(&mut r);
         norm::register(&mut r);
         pool::register(&mut r);
+        quant::register(&mut r);
+        quant_conv::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
         rnn::register(&mut r);
