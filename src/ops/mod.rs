@@ -30,11 +30,8 @@ pub mod quant;
 pub mod quant_conv;
 pub mod reduce;
 pub mod reshape;
-<<<<<<< HEAD
 pub mod resize;
-=======
 pub mod rnn;
->>>>>>> rnn
 pub mod scatter;
 pub mod slice;
 pub mod softmax;
@@ -146,11 +143,8 @@ pub fn registry() -> &'static Registry {
         quant_conv::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
-<<<<<<< HEAD
         resize::register(&mut r);
-=======
         rnn::register(&mut r);
->>>>>>> rnn
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
