@@ -8,7 +8,7 @@ use super::model::{TypeProto, ValueInfoProto};
 use super::tensor::tensor_from_proto;
 use crate::error::ResultExt;
 use crate::ir::{Attr, Attributes, DType, Dim, Fact, Graph, Node, ValueId};
-use crate::ops::{BuildCtx, Registry};
+use crate::ops::{subgraph_captures, BuildCtx, Registry};
 use crate::{bail, err, ErrorKind, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -256,22 +256,6 @@ fn import_node(
         let scope = Scope { graph: &b.graph, names: &b.names, parent: b.parent };
         convert_attributes(node, &scope, ctx).context(|| place.clone())?
     };
-    // What a subgraph captured must be visible here too, so that it can be bound at run time.
-    for (_, attr) in attrs.iter() {
-        let subgraphs: &[Arc<Graph>] = match attr {
-            Attr::Graph(g) => std::slice::from_ref(g),
-            Attr::Graphs(gs) => gs,
-            _ => &[],
-        };
-        for g in subgraphs {
-            for &c in &g.captures {
-                let name = &g.values[c].name;
-                if b.resolve(name).is_none() {
-                    bail!(InvalidModel, "{place}: a subgraph uses '{name}', which no enclosing graph defines");
-                }
-            }
-        }
-    }
     let mut inputs = Vec::with_capacity(node.input.len());
     for name in &node.input {
         if name.is_empty() {
@@ -284,6 +268,14 @@ fn import_node(
                 bail!(Unsupported, "{place}: input '{name}' is a sparse initializer, which is not supported")
             }
             None => bail!(InvalidModel, "{place}: input '{name}' is not produced by any node, input or initializer"),
+        }
+    }
+    // What the subgraphs capture becomes trailing inputs (the convention of `ops::Op`), resolved
+    // here so that a value captured from further out is captured by this graph in turn.
+    for name in subgraph_captures(&attrs) {
+        match b.resolve(&name) {
+            Some(id) => inputs.push(Some(id)),
+            None => bail!(InvalidModel, "{place}: a subgraph uses '{name}', which no enclosing graph defines"),
         }
     }
 
