@@ -528,6 +528,15 @@ mod tests {
         let x = then_branch.find_value("X").unwrap();
         assert_eq!(then_branch.values[x].fact.concrete_shape(), Some(vec![2]));
         assert_eq!(names(&inner, &inner.outputs), ["ie"]);
+        // Captured values are the node's trailing inputs, in `subgraph_captures` order.
+        let inputs: Vec<ValueId> = g.nodes[0].inputs.iter().flatten().copied().collect();
+        let mut expected = vec!["cond".to_string()];
+        expected.extend(subgraph_captures(&g.nodes[0].attrs));
+        assert_eq!(names(g, &inputs), expected);
+        let inner_if = &then_branch.nodes[0];
+        let inner_inputs: Vec<ValueId> = inner_if.inputs.iter().flatten().copied().collect();
+        assert_eq!(names(&then_branch, &inner_inputs[1..]), subgraph_captures(&inner_if.attrs));
+        assert!(subgraph_captures(&inner_if.attrs).contains(&"W".to_string()));
     }
 
     #[test]

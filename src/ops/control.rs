@@ -255,10 +255,15 @@ struct Loop {
     carried: usize,
     /// Scan outputs (K).
     scans: usize,
+    max_iterations: i64,
 }
 
 impl Loop {
     fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+        Ok(Box::new(Loop::new(ctx, MAX_LOOP_ITERATIONS)?))
+    }
+
+    fn new(ctx: &BuildCtx, max_iterations: i64) -> Result<Loop> {
         let body = Body::build(ctx, "body")?;
         let carried = ctx.num_inputs.saturating_sub(2);
         if body.num_inputs() != carried + 2 {
@@ -276,7 +281,7 @@ impl Loop {
         if ctx.num_outputs > carried + scans {
             bail!(InvalidModel, "the node has {} outputs, the body gives {}", ctx.num_outputs, carried + scans);
         }
-        Ok(Box::new(Loop { body, carried, scans }))
+        Ok(Loop { body, carried, scans, max_iterations })
     }
 }
 
@@ -313,8 +318,8 @@ impl Op for Loop {
         let mut scans = ScanOutputs::new(self.scans);
         let mut i: i64 = 0;
         while cond && trip_count.is_none_or(|m| i < m) {
-            if i >= MAX_LOOP_ITERATIONS {
-                bail!(ResourceLimit, "the loop did not finish within {MAX_LOOP_ITERATIONS} iterations");
+            if i >= self.max_iterations {
+                bail!(ResourceLimit, "the loop did not finish within {} iterations", self.max_iterations);
             }
             let (iteration, cond_in) = (Tensor::scalar(i), Tensor::scalar(cond));
             let mut args = vec![&iteration, &cond_in];
@@ -440,8 +445,11 @@ impl Scan {
             let x = input(inputs, self.states + j)?;
             let axis = crate::ir::shape::normalize_axis(a.axis, x.rank()).context(|| format!("scan input {j}"))?;
             let n = x.shape()[axis];
-            if len.is_some_and(|l| l != n) {
-                bail!(InvalidInput, "scan input {j} has {n} steps along axis {axis}, an earlier one has {len:?}");
+            match len {
+                Some(l) if l != n => {
+                    bail!(InvalidInput, "scan input {j} has {n} steps along axis {axis}, input 0 has {l}")
+                }
+                _ => {}
             }
             len = Some(n);
             scan_inputs.push((x, axis, a.reverse));
@@ -543,8 +551,13 @@ impl Op for Scan {
                 let batch = first.and_then(|f| f.shape.as_ref()?.first().cloned()).unwrap_or(Dim::Unknown);
                 body = with_dim(&body, 0, batch);
             }
+            // States keep their shape from step to step (spec), so the initial one tells it.
             out.push(match opt_input(inputs, leading + k) {
-                Some(initial) => either(initial, &body),
+                Some(initial) => Fact {
+                    dtype: initial.dtype.or(body.dtype),
+                    shape: initial.shape.clone().or(body.shape),
+                    value: None,
+                },
                 None => body,
             });
         }
@@ -575,5 +588,272 @@ impl Op for Scan {
         } else {
             self.eval_unbatched(inputs)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Attr, Attributes, DType, Node};
+    use crate::ErrorKind;
+
+    /// A graph built by value names, with ops from the registry.
+    #[derive(Default)]
+    struct G(Graph);
+
+    impl G {
+        fn id(&mut self, name: &str) -> usize {
+            self.0.find_value(name).unwrap_or_else(|| self.0.add_value(name, Fact::unknown()))
+        }
+        fn input(mut self, name: &str, fact: Fact) -> G {
+            let id = self.0.add_value(name, fact);
+            self.0.inputs.push(id);
+            self
+        }
+        fn capture(mut self, name: &str, fact: Fact) -> G {
+            let id = self.0.add_value(name, fact);
+            self.0.captures.push(id);
+            self
+        }
+        fn constant(mut self, name: &str, t: Tensor) -> G {
+            self.0.add_value(name, Fact::constant(Arc::new(t)));
+            self
+        }
+        fn node(mut self, op_type: &str, inputs: &[&str], outputs: &[&str]) -> G {
+            let attrs = Attributes::default();
+            let ctx = BuildCtx {
+                op_type,
+                domain: "",
+                opset: 17,
+                attrs: &attrs,
+                num_inputs: inputs.len(),
+                num_outputs: outputs.len(),
+            };
+            let op = crate::ops::registry().get("", op_type).unwrap()(&ctx).unwrap();
+            let inputs = inputs.iter().map(|n| Some(self.id(n))).collect();
+            let outputs = outputs.iter().map(|n| self.id(n)).collect();
+            let (name, domain, op_type) = (String::new(), String::new(), op_type.to_string());
+            self.0.nodes.push(Node { name, domain, op_type, attrs, op: Arc::from(op), inputs, outputs });
+            self
+        }
+        fn outputs(mut self, names: &[&str]) -> Arc<Graph> {
+            self.0.outputs = names.iter().map(|n| self.id(n)).collect();
+            Arc::new(self.0)
+        }
+    }
+
+    fn attrs(items: Vec<(&str, Attr)>) -> Attributes {
+        Attributes::new(items.into_iter().map(|(n, a)| (n.to_string(), a)).collect())
+    }
+
+    fn ctx<'a>(op_type: &'a str, opset: i64, attrs: &'a Attributes, ins: usize, outs: usize) -> BuildCtx<'a> {
+        BuildCtx { op_type, domain: "", opset, attrs, num_inputs: ins, num_outputs: outs }
+    }
+
+    fn i64s(t: &Tensor) -> Vec<i64> {
+        t.as_slice::<i64>().unwrap().to_vec()
+    }
+
+    fn f32_fact(shape: &[usize]) -> Fact {
+        Fact::concrete(DType::F32, shape)
+    }
+
+    #[test]
+    fn if_runs_the_chosen_branch_with_its_captures() {
+        let then_branch = G::default()
+            .capture("a", f32_fact(&[2]))
+            .capture("b", f32_fact(&[2]))
+            .node("Add", &["a", "b"], &["s"])
+            .outputs(&["s"]);
+        // A branch may return an outer value as is; its shape differs from the other branch's.
+        let else_branch = G::default().capture("c", f32_fact(&[3])).outputs(&["c"]);
+        let attrs = attrs(vec![("then_branch", Attr::Graph(then_branch)), ("else_branch", Attr::Graph(else_branch))]);
+        assert_eq!(subgraph_captures(&attrs), ["a", "b", "c"]);
+        let op = If::build(&ctx("If", 13, &attrs, 1, 1)).unwrap();
+        let (a, b, c) =
+            (Tensor::vector(vec![1f32, 2.]), Tensor::vector(vec![10f32, 20.]), Tensor::vector(vec![7f32; 3]));
+        let run = |cond: bool| op.eval(&[Some(&Tensor::scalar(cond)), Some(&a), Some(&b), Some(&c)]).unwrap();
+        assert_eq!(run(true)[0].as_slice::<f32>().unwrap(), &[11., 22.]);
+        assert_eq!(run(false)[0], c);
+
+        let (fa, fb, fc) = (f32_fact(&[2]), f32_fact(&[2]), f32_fact(&[3]));
+        let unknown_cond = Fact::of_dtype(DType::Bool);
+        let out = op.infer(&[Some(&unknown_cond), Some(&fa), Some(&fb), Some(&fc)]).unwrap();
+        assert_eq!((out[0].dtype, out[0].shape.clone()), (Some(DType::F32), Some(vec![Dim::Unknown])));
+        let known_cond = Fact::constant(Arc::new(Tensor::scalar(true)));
+        let out = op.infer(&[Some(&known_cond), Some(&fa), Some(&fb), Some(&fc)]).unwrap();
+        assert_eq!(out[0].concrete_shape(), Some(vec![2]));
+
+        let e = op.eval(&[Some(&Tensor::vector(vec![true, false])), Some(&a), Some(&b), Some(&c)]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+        assert!(e.message.contains("the condition must have one element"), "{e}");
+    }
+
+    #[test]
+    fn if_branches_must_match_the_node_outputs() {
+        let one = || G::default().constant("k", Tensor::scalar(1i64)).outputs(&["k"]);
+        let attrs = attrs(vec![("then_branch", Attr::Graph(one())), ("else_branch", Attr::Graph(one()))]);
+        let e = If::build(&ctx("If", 13, &attrs, 1, 2)).unwrap_err();
+        assert_eq!(e.message, "then_branch has 1 outputs, the node has 2");
+    }
+
+    /// Loop body (i, cond, v) -> (v + i < limit, v + i, v + i): v accumulates the iteration numbers.
+    fn counting_loop(max_iterations: i64) -> Loop {
+        let body = G::default()
+            .input("i", Fact::concrete(DType::I64, &[]))
+            .input("cond_in", Fact::concrete(DType::Bool, &[]))
+            .input("v", Fact::concrete(DType::I64, &[]))
+            .capture("limit", Fact::concrete(DType::I64, &[]))
+            .node("Add", &["v", "i"], &["v_out"])
+            .node("Less", &["v_out", "limit"], &["cond_out"])
+            .outputs(&["cond_out", "v_out", "v_out"]);
+        let attrs = attrs(vec![("body", Attr::Graph(body))]);
+        Loop::new(&ctx("Loop", 16, &attrs, 3, 2), max_iterations).unwrap()
+    }
+
+    fn run_loop(op: &Loop, m: Option<i64>, cond: Option<bool>, limit: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+        let (m, cond) = (m.map(Tensor::scalar), cond.map(Tensor::scalar));
+        let (v0, limit) = (Tensor::scalar(0i64), Tensor::scalar(limit));
+        let out = op.eval(&[m.as_ref(), cond.as_ref(), Some(&v0), Some(&limit)])?;
+        assert_eq!(out[1].shape(), &[out[1].len()]);
+        Ok((i64s(&out[0]), i64s(&out[1])))
+    }
+
+    #[test]
+    fn loop_modes_follow_the_spec_table() {
+        let op = counting_loop(MAX_LOOP_ITERATIONS);
+        // for-loop: the body's condition is computed but ignored.
+        assert_eq!(run_loop(&op, Some(4), None, 0).unwrap(), (vec![6], vec![0, 1, 3, 6]));
+        // while-loop: runs until v reaches 10.
+        assert_eq!(run_loop(&op, None, Some(true), 10).unwrap(), (vec![10], vec![0, 1, 3, 6, 10]));
+        // both: whichever ends first.
+        assert_eq!(run_loop(&op, Some(3), Some(true), 10).unwrap(), (vec![3], vec![0, 1, 3]));
+        assert_eq!(run_loop(&op, Some(30), Some(true), 2).unwrap(), (vec![3], vec![0, 1, 3]));
+        // Zero iterations: the initial value, and empty scan outputs of the body's element shape.
+        assert_eq!(run_loop(&op, Some(0), None, 10).unwrap(), (vec![0], vec![]));
+        assert_eq!(run_loop(&op, Some(-5), Some(true), 10).unwrap(), (vec![0], vec![]));
+        assert_eq!(run_loop(&op, None, Some(false), 10).unwrap(), (vec![0], vec![]));
+
+        let (m, v0) = (Fact::concrete(DType::I64, &[]), Fact::concrete(DType::I64, &[]));
+        let out = op.infer(&[Some(&m), None, Some(&v0), Some(&m)]).unwrap();
+        assert_eq!(out[0].concrete_shape(), Some(vec![]));
+        assert_eq!((out[1].dtype, out[1].shape.clone()), (Some(DType::I64), Some(vec![Dim::Unknown])));
+    }
+
+    #[test]
+    fn endless_loops_stop_at_the_iteration_limit() {
+        let e = run_loop(&counting_loop(50), None, None, 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ResourceLimit);
+        assert_eq!(e.message, "the loop did not finish within 50 iterations");
+        let e = run_loop(&counting_loop(50), Some(i64::MAX), Some(true), i64::MAX).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ResourceLimit);
+        let e = run_loop(&counting_loop(50), Some(2), None, 0);
+        assert!(e.is_ok());
+    }
+
+    #[test]
+    fn loop_rejects_bad_trip_counts_and_bodies() {
+        let op = counting_loop(MAX_LOOP_ITERATIONS);
+        let (m, v0, limit) = (Tensor::vector(vec![1i64, 2]), Tensor::scalar(0i64), Tensor::scalar(9i64));
+        let e = op.eval(&[Some(&m), None, Some(&v0), Some(&limit)]).unwrap_err();
+        assert_eq!(e.message, "trip count M must have one element, it has shape [2]");
+        let body = G::default().input("i", Fact::unknown()).outputs(&["i"]);
+        let attrs = attrs(vec![("body", Attr::Graph(body))]);
+        let e = Loop::build(&ctx("Loop", 16, &attrs, 2, 0)).unwrap_err();
+        assert_eq!(e.message, "the body has 1 inputs, expected 2 (2 + loop-carried)");
+    }
+
+    /// Scan body (s, x) -> (s + x, s + x).
+    fn sum_body() -> Arc<Graph> {
+        G::default()
+            .input("s", Fact::of_dtype(DType::F32))
+            .input("x", Fact::of_dtype(DType::F32))
+            .node("Add", &["s", "x"], &["s_out"])
+            .node("Identity", &["s_out"], &["y"])
+            .outputs(&["s_out", "y"])
+    }
+
+    #[test]
+    fn scan8_runs_each_batch_entry_over_its_sequence_length() {
+        // Reference: onnxruntime 1.32, Scan-8 with directions=[1] and sequence_lens [2, 3].
+        let attrs = attrs(vec![
+            ("body", Attr::Graph(sum_body())),
+            ("num_scan_inputs", Attr::Int(1)),
+            ("directions", Attr::Ints(vec![1])),
+        ]);
+        let op = Scan::build(&ctx("Scan", 8, &attrs, 3, 2)).unwrap();
+        let lens = Tensor::vector(vec![2i64, 3]);
+        let s0 = Tensor::new(vec![2, 1], vec![0f32, 100.]).unwrap();
+        let xs = Tensor::new(vec![2, 3, 1], vec![1f32, 2., 3., 10., 20., 30.]).unwrap();
+        let out = op.eval(&[Some(&lens), Some(&s0), Some(&xs)]).unwrap();
+        assert_eq!((out[0].shape(), out[0].as_slice::<f32>().unwrap()), (&[2, 1][..], &[3f32, 160.][..]));
+        assert_eq!(out[1].shape(), &[2, 3, 1]);
+        assert_eq!(out[1].as_slice::<f32>().unwrap(), &[2., 3., 0., 130., 150., 160.]);
+        let e = op.eval(&[Some(&Tensor::vector(vec![2i64, 4])), Some(&s0), Some(&xs)]).unwrap_err();
+        assert_eq!(e.message, "sequence length 4 is outside 0..=3");
+
+        let facts = [None, Some(f32_fact(&[2, 1])), Some(f32_fact(&[2, 3, 1]))];
+        let facts: Vec<Option<&Fact>> = facts.iter().map(|f| f.as_ref()).collect();
+        let out = op.infer(&facts).unwrap();
+        assert_eq!(out[0].concrete_shape(), Some(vec![2, 1]));
+        assert_eq!(out[1].dtype, Some(DType::F32));
+    }
+
+    #[test]
+    fn scan9_axes_and_directions() {
+        // cumulative sums along axis 1 read from the end, written along axis 0 in reverse:
+        // x = [[1, 2, 3], [4, 5, 6]]; steps see columns 3,6 then 2,5 then 1,4.
+        let attrs = attrs(vec![
+            ("body", Attr::Graph(sum_body())),
+            ("num_scan_inputs", Attr::Int(1)),
+            ("scan_input_axes", Attr::Ints(vec![-1])),
+            ("scan_input_directions", Attr::Ints(vec![1])),
+            ("scan_output_directions", Attr::Ints(vec![1])),
+        ]);
+        let op = Scan::build(&ctx("Scan", 16, &attrs, 2, 2)).unwrap();
+        let s0 = Tensor::vector(vec![0f32, 0.]);
+        let x = Tensor::new(vec![2, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        let out = op.eval(&[Some(&s0), Some(&x)]).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[6., 15.]);
+        assert_eq!(out[1].shape(), &[3, 2]);
+        assert_eq!(out[1].as_slice::<f32>().unwrap(), &[6., 15., 5., 11., 3., 6.]);
+        // No steps: the states come back, the scan output is empty.
+        let empty = Tensor::new(vec![2, 0], Vec::<f32>::new()).unwrap();
+        let out = op.eval(&[Some(&s0), Some(&empty)]).unwrap();
+        assert_eq!((&out[0], out[1].len()), (&s0, 0));
+
+        let bad = attrs_with_direction(2);
+        let e = Scan::build(&ctx("Scan", 16, &bad, 2, 2)).unwrap_err();
+        assert_eq!(e.message, "scan direction 2 is neither 0 (forward) nor 1 (reverse)");
+        let x2 = Tensor::new(vec![3, 2], vec![0f32; 6]).unwrap();
+        let two_inputs = attrs_two_scan_inputs();
+        let op = Scan::build(&ctx("Scan", 16, &two_inputs, 2, 1)).unwrap();
+        let e = op.eval(&[Some(&x), Some(&x2)]).unwrap_err();
+        assert_eq!(e.message, "scan input 1 has 3 steps along axis 0, input 0 has 2");
+    }
+
+    fn attrs_with_direction(d: i64) -> Attributes {
+        attrs(vec![
+            ("body", Attr::Graph(sum_body())),
+            ("num_scan_inputs", Attr::Int(1)),
+            ("scan_input_directions", Attr::Ints(vec![d])),
+        ])
+    }
+
+    /// Scan body (x, y) -> (x + y) with two scan inputs and no state.
+    fn attrs_two_scan_inputs() -> Attributes {
+        let body = G::default()
+            .input("x", Fact::unknown())
+            .input("y", Fact::unknown())
+            .node("Add", &["x", "y"], &["z"])
+            .outputs(&["z"]);
+        attrs(vec![("body", Attr::Graph(body)), ("num_scan_inputs", Attr::Int(2))])
+    }
+
+    #[test]
+    fn stacked_scan_outputs_must_agree_in_shape() {
+        let parts = [Tensor::vector(vec![1f32]), Tensor::vector(vec![1f32, 2.])];
+        let e = stack(&parts, 0, false).unwrap_err();
+        assert_eq!(e.message, "scan output of iteration 1 is float32 [2], the first one was float32 [1]");
     }
 }
