@@ -16,6 +16,7 @@ pub mod activation;
 pub mod binary;
 pub mod cast;
 pub mod constant;
+pub mod control;
 pub mod conv;
 pub mod conv_transpose;
 pub mod einsum;
@@ -43,6 +44,11 @@ pub mod unary;
 ///
 /// Inputs come as a slice with one entry per declared input; `None` is an optional input that was
 /// left out. Use [`input`] and [`opt_input`] to read them with good errors.
+///
+/// Ops with subgraph attributes (If, Loop, Scan) get, after their `BuildCtx::num_inputs` own
+/// inputs, one trailing input per outer value their subgraphs capture, in the order of
+/// [`subgraph_captures`]. Being real inputs, captured values stay alive through dead-node removal,
+/// order the node after their producers, and reach the op at run time like any other input.
 pub trait Op: Debug + Send + Sync {
     /// Output facts (dtype, shape, and value when it can be computed without running) from input
     /// facts. Unknown parts stay `None`; contradictions are errors.
@@ -129,6 +135,7 @@ pub fn registry() -> &'static Registry {
         binary::register(&mut r);
         cast::register(&mut r);
         constant::register(&mut r);
+        control::register(&mut r);
         conv::register(&mut r);
         conv_transpose::register(&mut r);
         einsum::register(&mut r);
@@ -153,6 +160,29 @@ pub fn registry() -> &'static Registry {
         unary::register(&mut r);
         r
     })
+}
+
+/// The names of the outer values that a node's subgraphs capture, without repeats: subgraphs in
+/// attribute order, each one's captures in its own order. The importer appends these values to
+/// the node's inputs in this order (see [`Op`]).
+pub fn subgraph_captures(attrs: &Attributes) -> Vec<String> {
+    let mut names: Vec<String> = vec![];
+    for (_, attr) in attrs.iter() {
+        let graphs: &[std::sync::Arc<crate::ir::Graph>] = match attr {
+            crate::ir::Attr::Graph(g) => std::slice::from_ref(g),
+            crate::ir::Attr::Graphs(gs) => gs,
+            _ => &[],
+        };
+        for g in graphs {
+            for &c in &g.captures {
+                let name = &g.values[c].name;
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    names
 }
 
 /// Output fact for ops whose single output has the dtype and shape of input 0.
