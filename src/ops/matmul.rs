@@ -118,35 +118,12 @@ pub fn transpose<T: Copy + Default>(x: &[T], rows: usize, cols: usize) -> Result
 macro_rules! with_mat_type {
     ($op:expr, $dtype:expr, $T:ident => $body:expr) => {
         match $dtype {
-            DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            DType::U64 => {
-                type $T = u64;
-                $body
-            }
             DType::F16 | DType::BF16 => {
                 type $T = f32;
                 $body
             }
-            other => bail!(Unsupported, "{} does not take {other} tensors", $op),
+            other => crate::dispatch!(other; $T => $body; F32 | F64 | I32 | I64 | U32 | U64;
+                else => bail!(Unsupported, "{} does not take {other} tensors", $op)),
         }
     };
 }
