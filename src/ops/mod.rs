@@ -13,9 +13,11 @@ pub mod real;
 pub mod window;
 
 pub mod activation;
+pub mod attention;
 pub mod binary;
 pub mod cast;
 pub mod constant;
+pub mod contrib;
 pub mod conv;
 pub mod conv_transpose;
 pub mod gather;
@@ -119,9 +121,11 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let mut r = Registry::default();
         activation::register(&mut r);
+        attention::register(&mut r);
         binary::register(&mut r);
         cast::register(&mut r);
         constant::register(&mut r);
+        contrib::register(&mut r);
         conv::register(&mut r);
         conv_transpose::register(&mut r);
         gather::register(&mut r);
