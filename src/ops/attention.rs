@@ -73,13 +73,52 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     }))
 }
 
-/// Rounding to `dtype`'s precision, for intermediates of the attention kernel.
-pub fn rounding(dtype: DType) -> fn(f64) -> f64 {
-    match dtype {
-        DType::F32 => |x| x as f32 as f64,
-        DType::F16 => |x| half::f16::from_f64(x).to_f64(),
-        DType::BF16 => |x| half::bf16::from_f64(x).to_f64(),
-        _ => |x| x,
+/// The precision the spec's intermediates have: those of the input type. Rounding to it where a
+/// kernel working in that type would round keeps float16/bfloat16 results on the reference's
+/// values rather than an ulp away.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rounding {
+    Exact,
+    F32,
+    F16,
+    BF16,
+}
+
+impl Rounding {
+    pub fn of(dtype: DType) -> Rounding {
+        match dtype {
+            DType::F32 => Rounding::F32,
+            DType::F16 => Rounding::F16,
+            DType::BF16 => Rounding::BF16,
+            _ => Rounding::Exact,
+        }
+    }
+
+    fn apply(self, x: f64) -> f64 {
+        match self {
+            Rounding::Exact => x,
+            Rounding::F32 => x as f32 as f64,
+            Rounding::F16 => half::f16::from_f64(x).to_f64(),
+            Rounding::BF16 => half::bf16::from_f64(x).to_f64(),
+        }
+    }
+
+    /// Softmax of one row with each step rounded. Narrow types' sums accumulate in f32, except
+    /// bfloat16's, which round after every addition.
+    fn softmax(self, row: &mut [f64]) {
+        if matches!(self, Rounding::Exact | Rounding::F32) {
+            softmax_in_place(row);
+            row.iter_mut().for_each(|x| *x = self.apply(*x));
+            return;
+        }
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut sum = 0.0;
+        for x in row.iter_mut() {
+            *x = self.apply(self.apply(*x - max).exp());
+            sum = if self == Rounding::BF16 { self.apply(sum + *x) } else { sum + *x };
+        }
+        let sum = self.apply(sum);
+        row.iter_mut().for_each(|x| *x = self.apply(*x / sum));
     }
 }
 
@@ -95,9 +134,8 @@ pub struct HeadDims {
 /// One head of attention: `out = softmax(softcap(scale · q·kᵀ) + bias) · v`, with `q` `[sq, d]`,
 /// `k` `[skv, d]`, `v` `[skv, dv]`, `bias` `[sq, skv]` and `out` `[sq, dv]` (accumulated into, so
 /// pass zeros). A query row whose bias is all -inf attends nothing and gets zeros, not NaN.
-/// `scores` (`[sq, skv]`) is scratch that ends holding the `capture` intermediate. `round` maps a
-/// value to the nearest one of the tensors' element type, so that intermediates round where a
-/// kernel working in that type would round them (it matters for bfloat16).
+/// `scores` (`[sq, skv]`) is scratch that ends holding the `capture` intermediate. Intermediates
+/// round to `round`'s precision.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     dims: HeadDims,
@@ -108,7 +146,7 @@ pub fn attend_head(
     scale: f64,
     softcap: f64,
     capture: Capture,
-    round: fn(f64) -> f64,
+    round: Rounding,
     scores: &mut [f64],
     out: &mut [f64],
 ) -> Result<()> {
@@ -124,11 +162,11 @@ pub fn attend_head(
         let row_bias = &bias[i * skv..(i + 1) * skv];
         let p = &mut probabilities[i * skv..(i + 1) * skv];
         for ((s, &b), p) in row.iter_mut().zip(row_bias).zip(p.iter_mut()) {
-            *s = round(*s * scale);
+            *s = round.apply(*s * scale);
             if softcap > 0.0 {
-                *s = round(softcap * (*s / softcap).tanh());
+                *s = round.apply(softcap * round.apply(round.apply(*s / softcap).tanh()));
             }
-            *p = round(*s + b);
+            *p = round.apply(*s + b);
             if capture == Capture::WithBias {
                 *s = *p;
             }
@@ -136,8 +174,7 @@ pub fn attend_head(
         if row_bias.iter().all(|&b| b == f64::NEG_INFINITY) {
             p.iter_mut().for_each(|x| *x = 0.0);
         } else {
-            softmax_in_place(p);
-            p.iter_mut().for_each(|x| *x = round(*x));
+            round.softmax(p);
         }
         if capture == Capture::Probabilities {
             row.copy_from_slice(p);
@@ -351,9 +388,9 @@ impl Op for Attention {
         };
         let mask = opt_input(inputs, 3).map(|m| Mask::new(m, [batch, hq, sq, skv])).transpose()?;
         // The spec scales Q and K by √scale each (in the input type) before their product.
-        let round = rounding(qt.dtype());
-        let root_scale = round(self.scale.unwrap_or(1.0 / (d as f64).sqrt()).sqrt());
-        let scaled = |x: &mut Heads| x.values.iter_mut().for_each(|v| *v = round(*v * root_scale));
+        let round = Rounding::of(qt.dtype());
+        let root_scale = round.apply(self.scale.unwrap_or(1.0 / (d as f64).sqrt()).sqrt());
+        let scaled = |x: &mut Heads| x.values.iter_mut().for_each(|v| *v = round.apply(*v * root_scale));
         let (mut q, mut k) = (q, k);
         scaled(&mut q);
         let unscaled_keys = k.values.clone();

@@ -3,7 +3,7 @@
 //! FusedConv. Each is built from the standard ops' kernels (Gelu, Swish, Conv, the activations,
 //! and the ONNX Attention head kernel) rather than a copy of them.
 
-use super::attention::{attend_head, merge_heads, Capture, HeadDims};
+use super::attention::{attend_head, merge_heads, Capture, HeadDims, Rounding};
 use super::matmul::gemm;
 use super::real::{from_real, to_real, wants_f64};
 use super::{input, opt_input, same_as_input, BuildCtx, Op, Registry};
@@ -300,7 +300,7 @@ impl Op for PackedAttention {
                     scale,
                     0.0,
                     Capture::Scores,
-                    |x| x,
+                    Rounding::Exact,
                     &mut scores,
                     &mut y[n * seq * dv..(n + 1) * seq * dv],
                 )?;
