@@ -27,6 +27,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod reshape;
+pub mod rotary;
 pub mod scatter;
 pub mod slice;
 pub mod softmax;
@@ -135,6 +136,7 @@ pub fn registry() -> &'static Registry {
         pool::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
+        rotary::register(&mut r);
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
