@@ -92,3 +92,13 @@ fn unknown_device_is_an_error() {
     let e = Session::new(model, &opts).err().expect("no OpenCL in this build");
     assert_eq!(e.kind, ErrorKind::Unsupported);
 }
+
+#[test]
+fn computed_shapes_win_over_wrong_declarations() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden/exporter_quirks/model.onnx");
+    let model = Model::load(path).unwrap();
+    // The file declares output:0 as [7, 7]; inference knows it is [batch, 4].
+    let out = &model.outputs()[0];
+    assert_eq!(out.name, "output:0");
+    assert_eq!(out.shape, Some(vec![Dim::Symbol("batch".into()), Dim::Known(4)]));
+}

@@ -8,7 +8,7 @@ use super::model::{TypeProto, ValueInfoProto};
 use super::tensor::tensor_from_proto;
 use crate::error::ResultExt;
 use crate::ir::{Attr, Attributes, DType, Dim, Fact, Graph, Node, ValueId};
-use crate::ops::{BuildCtx, Registry};
+use crate::ops::{subgraph_captures, BuildCtx, Registry};
 use crate::{bail, err, ErrorKind, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -256,22 +256,6 @@ fn import_node(
         let scope = Scope { graph: &b.graph, names: &b.names, parent: b.parent };
         convert_attributes(node, &scope, ctx).context(|| place.clone())?
     };
-    // What a subgraph captured must be visible here too, so that it can be bound at run time.
-    for (_, attr) in attrs.iter() {
-        let subgraphs: &[Arc<Graph>] = match attr {
-            Attr::Graph(g) => std::slice::from_ref(g),
-            Attr::Graphs(gs) => gs,
-            _ => &[],
-        };
-        for g in subgraphs {
-            for &c in &g.captures {
-                let name = &g.values[c].name;
-                if b.resolve(name).is_none() {
-                    bail!(InvalidModel, "{place}: a subgraph uses '{name}', which no enclosing graph defines");
-                }
-            }
-        }
-    }
     let mut inputs = Vec::with_capacity(node.input.len());
     for name in &node.input {
         if name.is_empty() {
@@ -284,6 +268,14 @@ fn import_node(
                 bail!(Unsupported, "{place}: input '{name}' is a sparse initializer, which is not supported")
             }
             None => bail!(InvalidModel, "{place}: input '{name}' is not produced by any node, input or initializer"),
+        }
+    }
+    // What the subgraphs capture becomes trailing inputs (the convention of `ops::Op`), resolved
+    // here so that a value captured from further out is captured by this graph in turn.
+    for name in subgraph_captures(&attrs) {
+        match b.resolve(&name) {
+            Some(id) => inputs.push(Some(id)),
+            None => bail!(InvalidModel, "{place}: a subgraph uses '{name}', which no enclosing graph defines"),
         }
     }
 
@@ -536,6 +528,15 @@ mod tests {
         let x = then_branch.find_value("X").unwrap();
         assert_eq!(then_branch.values[x].fact.concrete_shape(), Some(vec![2]));
         assert_eq!(names(&inner, &inner.outputs), ["ie"]);
+        // Captured values are the node's trailing inputs, in `subgraph_captures` order.
+        let inputs: Vec<ValueId> = g.nodes[0].inputs.iter().flatten().copied().collect();
+        let mut expected = vec!["cond".to_string()];
+        expected.extend(subgraph_captures(&g.nodes[0].attrs));
+        assert_eq!(names(g, &inputs), expected);
+        let inner_if = &then_branch.nodes[0];
+        let inner_inputs: Vec<ValueId> = inner_if.inputs.iter().flatten().copied().collect();
+        assert_eq!(names(&then_branch, &inner_inputs[1..]), subgraph_captures(&inner_if.attrs));
+        assert!(subgraph_captures(&inner_if.attrs).contains(&"W".to_string()));
     }
 
     #[test]

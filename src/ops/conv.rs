@@ -6,7 +6,7 @@ use super::real::{from_real, to_real, wants_f64, Real};
 use super::window::{three_axes, Axis, WindowAttrs};
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::tensor::{checked_len, try_vec};
-use crate::ir::{Attributes, Dim, Fact, Tensor};
+use crate::ir::{Attributes, Dim, Fact, Scalar, Tensor};
 use crate::{bail, Result};
 
 pub fn register(r: &mut Registry) {
@@ -99,6 +99,23 @@ impl ConvAttrs {
         }
         Ok(rank.map(|r| r - 2))
     }
+
+    /// The output shape of a forward (Conv-like) op from the facts of X and W; `None` while the
+    /// spatial rank is unknown.
+    pub fn forward_shape(&self, op: &str, x: &Fact, w: &Fact) -> Result<Option<Vec<Dim>>> {
+        let (xs, ws) = (x.shape.as_deref(), w.shape.as_deref());
+        let Some(spatial) = self.check_facts(op, xs, ws, true)? else {
+            return Ok(None);
+        };
+        let mut shape = vec![xs.map_or(Dim::Unknown, |x| x[0].clone()), ws.map_or(Dim::Unknown, |w| w[0].clone())];
+        for i in 0..spatial {
+            shape.push(match (xs.map(|x| &x[i + 2]), self.kernel_dim(ws, i)) {
+                (Some(d), Some(k)) => self.window.forward_dim(i, d, k)?,
+                _ => Dim::Unknown,
+            });
+        }
+        Ok(Some(shape))
+    }
 }
 
 /// Checks that a Conv-like op's inputs share one float dtype; true when it computes in f64.
@@ -178,7 +195,7 @@ fn for_each_row(g: &[Axis; 3], channels: usize, mut f: impl FnMut(RowSpan)) {
 
 /// Lays out the windows of `x` (`channels` planes shaped by `g`) as a (channels * taps) x outputs
 /// matrix, zeros for padding, so that a convolution becomes one matrix product.
-pub(super) fn im2col<R: Real>(x: &[R], channels: usize, g: &[Axis; 3], col: &mut [R]) {
+pub(super) fn im2col<R: Scalar>(x: &[R], channels: usize, g: &[Axis; 3], col: &mut [R]) {
     for_each_row(g, channels, |span| {
         let row = &mut col[span.col..span.col + span.width];
         match span.input {
@@ -220,19 +237,8 @@ pub struct Conv {
 impl Op for Conv {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
-        let dtype = x.dtype.or(w.dtype);
-        let (xs, ws) = (x.shape.as_deref(), w.shape.as_deref());
-        let Some(spatial) = self.attrs.check_facts("Conv", xs, ws, true)? else {
-            return Ok(vec![Fact { dtype, shape: None, value: None }]);
-        };
-        let mut shape = vec![xs.map_or(Dim::Unknown, |x| x[0].clone()), ws.map_or(Dim::Unknown, |w| w[0].clone())];
-        for i in 0..spatial {
-            shape.push(match (xs.map(|x| &x[i + 2]), self.attrs.kernel_dim(ws, i)) {
-                (Some(d), Some(k)) => self.attrs.window.forward_dim(i, d, k)?,
-                _ => Dim::Unknown,
-            });
-        }
-        Ok(vec![Fact { dtype, shape: Some(shape), value: None }])
+        let shape = self.attrs.forward_shape("Conv", x, w)?;
+        Ok(vec![Fact { dtype: x.dtype.or(w.dtype), shape, value: None }])
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -244,52 +250,62 @@ impl Op for Conv {
 
 impl Conv {
     fn run<R: Real + MatElem>(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        let (xs, ws) = (x.shape(), w.shape());
-        let kernel = self.attrs.check("Conv", xs, ws, true)?;
-        let axes: Vec<Axis> = kernel
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| self.attrs.window.forward_axis(i, xs[i + 2], k))
-            .collect::<Result<_>>()?;
-        let g = three_axes(&axes)?;
-        let (batch, channels, maps) = (xs[0], xs[1], ws[0]);
-        let group = self.attrs.group;
-        if maps % group != 0 {
-            bail!(Shape, "Conv: {maps} output channels do not split into {group} groups");
-        }
-        let (c_per_group, m_per_group) = (channels / group, maps / group);
-        let in_plane: usize = xs[2..].iter().product();
-        let out_plane: usize = axes.iter().map(|a| a.output).product();
-        let taps: usize = kernel.iter().product();
-
-        let mut out_shape = vec![batch, maps];
-        out_shape.extend(axes.iter().map(|a| a.output));
-        let mut y = try_vec(checked_len(&out_shape, x.dtype())?, R::zero())?;
         let (xv, wv) = (to_real::<R>(x)?, to_real::<R>(w)?);
-        let pointwise = is_pointwise(&g);
-        let col_len = if pointwise { 0 } else { checked_len(&[c_per_group, taps, out_plane], x.dtype())? };
-        let mut col = try_vec(col_len, R::zero())?;
-        let w_group = m_per_group * c_per_group * taps;
-        for n in 0..batch {
-            for grp in 0..group {
-                let x_start = (n * channels + grp * c_per_group) * in_plane;
-                let x_group = &xv[x_start..x_start + c_per_group * in_plane];
-                let cols: &[R] = if pointwise {
-                    x_group
-                } else {
-                    im2col(x_group, c_per_group, &g, &mut col);
-                    &col
-                };
-                let y_start = (n * maps + grp * m_per_group) * out_plane;
-                let y_group = &mut y[y_start..y_start + m_per_group * out_plane];
-                let w_slice = &wv[grp * w_group..(grp + 1) * w_group];
-                gemm(false, false, m_per_group, out_plane, c_per_group * taps, w_slice, cols, y_group)?;
-            }
-        }
+        let (out_shape, mut y) = conv_forward("Conv", &self.attrs, (&xv, x.shape()), (&wv, w.shape()))?;
+        let out_plane: usize = out_shape[2..].iter().product();
         let bias = b.map(to_real::<R>).transpose()?;
-        add_bias("Conv", &mut y, bias.as_deref(), maps, out_plane)?;
+        add_bias("Conv", &mut y, bias.as_deref(), out_shape[1], out_plane)?;
         from_real(x.dtype(), out_shape, y)
     }
+}
+
+/// The forward convolution (without bias) of X and W, each given as elements and shape, in the
+/// compute type `T`: a float for Conv, i32 for the integer and quantized convolutions. Returns Y's
+/// shape and elements.
+pub(super) fn conv_forward<T: MatElem>(
+    op: &str,
+    attrs: &ConvAttrs,
+    (xv, xs): (&[T], &[usize]),
+    (wv, ws): (&[T], &[usize]),
+) -> Result<(Vec<usize>, Vec<T>)> {
+    let kernel = attrs.check(op, xs, ws, true)?;
+    let axes: Vec<Axis> =
+        kernel.iter().enumerate().map(|(i, &k)| attrs.window.forward_axis(i, xs[i + 2], k)).collect::<Result<_>>()?;
+    let g = three_axes(&axes)?;
+    let (batch, channels, maps) = (xs[0], xs[1], ws[0]);
+    let group = attrs.group;
+    if maps % group != 0 {
+        bail!(Shape, "{op}: {maps} output channels do not split into {group} groups");
+    }
+    let (c_per_group, m_per_group) = (channels / group, maps / group);
+    let in_plane: usize = xs[2..].iter().product();
+    let out_plane: usize = axes.iter().map(|a| a.output).product();
+    let taps: usize = kernel.iter().product();
+
+    let mut out_shape = vec![batch, maps];
+    out_shape.extend(axes.iter().map(|a| a.output));
+    let mut y = try_vec(checked_len(&out_shape, T::DTYPE)?, T::zero())?;
+    let pointwise = is_pointwise(&g);
+    let col_len = if pointwise { 0 } else { checked_len(&[c_per_group, taps, out_plane], T::DTYPE)? };
+    let mut col = try_vec(col_len, T::zero())?;
+    let w_group = m_per_group * c_per_group * taps;
+    for n in 0..batch {
+        for grp in 0..group {
+            let x_start = (n * channels + grp * c_per_group) * in_plane;
+            let x_group = &xv[x_start..x_start + c_per_group * in_plane];
+            let cols: &[T] = if pointwise {
+                x_group
+            } else {
+                im2col(x_group, c_per_group, &g, &mut col);
+                &col
+            };
+            let y_start = (n * maps + grp * m_per_group) * out_plane;
+            let y_group = &mut y[y_start..y_start + m_per_group * out_plane];
+            let w_slice = &wv[grp * w_group..(grp + 1) * w_group];
+            gemm(false, false, m_per_group, out_plane, c_per_group * taps, w_slice, cols, y_group)?;
+        }
+    }
+    Ok((out_shape, y))
 }
 
 /// Test helpers shared by the test modules of the NN op files.

@@ -204,24 +204,7 @@ impl Op for MatMul {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
         let dtype = fact_dtype("MatMul", a, b)?;
-        let (Some(sa), Some(sb)) = (&a.shape, &b.shape) else {
-            return Ok(vec![Fact { dtype, shape: None, value: None }]);
-        };
-        if sa.is_empty() || sb.is_empty() {
-            bail!(Shape, "MatMul does not take scalars");
-        }
-        let (ra, rb) = (sa.len(), sb.len());
-        check_inner("MatMul", &sa[ra - 1], &sb[if rb == 1 { 0 } else { rb - 2 }])?;
-        let batch_a = &sa[..ra.saturating_sub(2)];
-        let batch_b = &sb[..rb.saturating_sub(2)];
-        let mut shape = broadcast_dims(batch_a, batch_b)?;
-        if ra >= 2 {
-            shape.push(sa[ra - 2].clone());
-        }
-        if rb >= 2 {
-            shape.push(sb[rb - 1].clone());
-        }
-        Ok(vec![Fact { dtype, shape: Some(shape), value: None }])
+        Ok(vec![Fact { dtype, shape: matmul_shape("MatMul", a, b)?, value: None }])
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -234,8 +217,36 @@ impl Op for MatMul {
     }
 }
 
-/// Numpy matmul of row-major `a` and `b`; returns the output shape and elements.
-fn matmul<T: MatElem>(a: &[T], a_shape: &[usize], b: &[T], b_shape: &[usize]) -> Result<(Vec<usize>, Vec<T>)> {
+/// The output shape of a numpy matmul of A and B; `None` while a rank is unknown.
+pub(super) fn matmul_shape(op: &str, a: &Fact, b: &Fact) -> Result<Option<Vec<Dim>>> {
+    let (Some(sa), Some(sb)) = (&a.shape, &b.shape) else {
+        return Ok(None);
+    };
+    if sa.is_empty() || sb.is_empty() {
+        bail!(Shape, "{op} does not take scalars");
+    }
+    let (ra, rb) = (sa.len(), sb.len());
+    check_inner(op, &sa[ra - 1], &sb[if rb == 1 { 0 } else { rb - 2 }])?;
+    let batch_a = &sa[..ra.saturating_sub(2)];
+    let batch_b = &sb[..rb.saturating_sub(2)];
+    let mut shape = broadcast_dims(batch_a, batch_b)?;
+    if ra >= 2 {
+        shape.push(sa[ra - 2].clone());
+    }
+    if rb >= 2 {
+        shape.push(sb[rb - 1].clone());
+    }
+    Ok(Some(shape))
+}
+
+/// Numpy matmul of row-major `a` and `b` (floats, or i32 for the integer and quantized products);
+/// returns the output shape and elements.
+pub(super) fn matmul<T: MatElem>(
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+) -> Result<(Vec<usize>, Vec<T>)> {
     if a_shape.is_empty() || b_shape.is_empty() {
         bail!(Shape, "MatMul does not take scalars (shapes {a_shape:?} and {b_shape:?})");
     }

@@ -18,15 +18,23 @@ pub mod binary;
 pub mod cast;
 pub mod constant;
 pub mod contrib;
+pub mod control;
 pub mod conv;
 pub mod conv_transpose;
+pub mod einsum;
 pub mod gather;
 pub mod logic;
+pub mod loss;
 pub mod matmul;
+pub mod nms;
 pub mod norm;
 pub mod pool;
+pub mod quant;
+pub mod quant_conv;
 pub mod reduce;
 pub mod reshape;
+pub mod resize;
+pub mod rnn;
 pub mod rotary;
 pub mod scatter;
 pub mod slice;
@@ -39,6 +47,11 @@ pub mod unary;
 ///
 /// Inputs come as a slice with one entry per declared input; `None` is an optional input that was
 /// left out. Use [`input`] and [`opt_input`] to read them with good errors.
+///
+/// Ops with subgraph attributes (If, Loop, Scan) get, after their `BuildCtx::num_inputs` own
+/// inputs, one trailing input per outer value their subgraphs capture, in the order of
+/// [`subgraph_captures`]. Being real inputs, captured values stay alive through dead-node removal,
+/// order the node after their producers, and reach the op at run time like any other input.
 pub trait Op: Debug + Send + Sync {
     /// Output facts (dtype, shape, and value when it can be computed without running) from input
     /// facts. Unknown parts stay `None`; contradictions are errors.
@@ -127,16 +140,24 @@ pub fn registry() -> &'static Registry {
         cast::register(&mut r);
         constant::register(&mut r);
         contrib::register(&mut r);
+        control::register(&mut r);
         conv::register(&mut r);
         conv_transpose::register(&mut r);
+        einsum::register(&mut r);
         gather::register(&mut r);
         logic::register(&mut r);
+        loss::register(&mut r);
         matmul::register(&mut r);
+        nms::register(&mut r);
         norm::register(&mut r);
         pool::register(&mut r);
+        quant::register(&mut r);
+        quant_conv::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
         rotary::register(&mut r);
+        resize::register(&mut r);
+        rnn::register(&mut r);
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
@@ -145,6 +166,29 @@ pub fn registry() -> &'static Registry {
         unary::register(&mut r);
         r
     })
+}
+
+/// The names of the outer values that a node's subgraphs capture, without repeats: subgraphs in
+/// attribute order, each one's captures in its own order. The importer appends these values to
+/// the node's inputs in this order (see [`Op`]).
+pub fn subgraph_captures(attrs: &Attributes) -> Vec<String> {
+    let mut names: Vec<String> = vec![];
+    for (_, attr) in attrs.iter() {
+        let graphs: &[std::sync::Arc<crate::ir::Graph>] = match attr {
+            crate::ir::Attr::Graph(g) => std::slice::from_ref(g),
+            crate::ir::Attr::Graphs(gs) => gs,
+            _ => &[],
+        };
+        for g in graphs {
+            for &c in &g.captures {
+                let name = &g.values[c].name;
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    names
 }
 
 /// Output fact for ops whose single output has the dtype and shape of input 0.

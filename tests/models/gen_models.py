@@ -24,6 +24,9 @@ Models (see tests/models/README.md for details):
                                           Dropout, Softmax(axis=1) on rank 3 (old semantics)
     int64_passthrough           opset 13  int64 Identity + ArgMax outputs
     digits                      opset 13  examples/digits/digits.onnx on its 32 samples
+    qdq_cnn                     opset 19  QDQ CNN, per-channel int8 Conv/MatMul weights, int32 bias
+    qlinear_ops                 opset 19  QuantizeLinear, QLinearConv, QLinearMatMul, DequantizeLinear
+    weight_only_int8            opset 19  int8 weights via Cast+Mul; DynamicQuantizeLinear+MatMulInteger
 
 Models with a symbolic batch get a second data set with a different batch size.
 
@@ -375,6 +378,52 @@ def int64_passthrough():
     return model, [feed(3), feed(1)]
 
 
+def exporter_quirks():
+    """What real exporters write: weights as Constant nodes (no initializers), tensor names with ':'
+    and '/', a declared output shape that is wrong, and an int64 input passed straight through."""
+    rng = np.random.default_rng(1007)
+    w = helper.make_tensor("w", F, [6, 4], f32(rng, 6, 4).ravel().tolist())
+    b = helper.make_tensor("b", F, [4], f32(rng, 4).ravel().tolist())
+    nodes = [
+        helper.make_node("Constant", [], ["encoder/w:0"], value=w),
+        helper.make_node("Constant", [], ["encoder/b:0"], value=b),
+        helper.make_node("MatMul", ["input:0", "encoder/w:0"], ["encoder/mm:0"]),
+        helper.make_node("Add", ["encoder/mm:0", "encoder/b:0"], ["encoder/out:0"]),
+        helper.make_node("Tanh", ["encoder/out:0"], ["output:0"]),
+        helper.make_node("Identity", ["token_ids:0"], ["token_ids_out:0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "exporter_quirks",
+        [vi("input:0", F, ["batch", 6]), vi("token_ids:0", I64, ["batch", 3])],
+        # Wrong on purpose: the real output is [batch, 4].
+        [vi("output:0", F, [7, 7]), vi("token_ids_out:0", I64, ["batch", 3])])
+    model = helper.make_model_gen_version(graph, opset_imports=[helper.make_opsetid("", 11)],
+                                          producer_name="crx580-gen_models")
+    onnx.checker.check_model(model)  # not full_check: the declared output shape is wrong on purpose
+    feeds = [{"input:0": f32(rng, 2, 6), "token_ids:0": rng.integers(0, 30000, (2, 3), dtype=np.int64)}]
+    return model, feeds
+
+
+def fp16_mlp():
+    """A float16 model end to end (weights, activations and outputs in float16)."""
+    rng = np.random.default_rng(1008)
+    h = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float16)  # noqa: E731
+    inits = [init("w1", h(8, 16)), init("b1", h(16)), init("w2", h(16, 4)), init("b2", h(4)),
+             init("g", h(16) + np.float16(1)), init("beta", h(16))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["a1"]),
+        helper.make_node("LayerNormalization", ["a1", "g", "beta"], ["ln"], axis=-1),
+        helper.make_node("Relu", ["ln"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["m2"]),
+        helper.make_node("Add", ["m2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    model = make_model(nodes, "fp16_mlp", [vi("x", TensorProto.FLOAT16, ["N", 8])],
+                       [vi("probs", TensorProto.FLOAT16, ["N", 4])], inits, 17, "float16 MLP")
+    return model, [{"x": h(3, 8)}]
+
+
 def digits():
     path = os.path.join(DIGITS_DIR, "digits.onnx")
     model = onnx.load(path)
@@ -382,8 +431,204 @@ def digits():
     return model, [{"image": samples}]
 
 
+# ----------------------------------------------------------------------------
+# quantized models
+# ----------------------------------------------------------------------------
+
+U8 = TensorProto.UINT8
+
+
+def _qparams_u8(lo, hi):
+    """Asymmetric uint8 scale and zero point for the float range [lo, hi] (widened to hold 0)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = np.float32((hi - lo) / 255.0)
+    return scale, np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
+
+
+def _per_channel_int8(w, axis):
+    """Symmetric per-channel int8 weights, as quantize_static(per_channel=True) makes them."""
+    other = tuple(i for i in range(w.ndim) if i != axis)
+    scale = (np.abs(w).max(axis=other) / 127.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _one_step_reference(step):
+    """A reference check for QDQ models: onnx.reference and onnxruntime may round a value that
+    lands on a quantization boundary differently, so outputs may differ by one step."""
+    def check(model, feeds):
+        ort_outs = run_ort(model, feeds)
+        ref = ReferenceEvaluator(model).run(None, feeds)
+        outs = []
+        for o, r in zip(model.graph.output, ref):
+            a = ort_outs[o.name]
+            np.testing.assert_allclose(a, r, rtol=0, atol=step * 1.001, err_msg=o.name)
+            outs.append(a)  # the check passed: write ORT's values
+        return outs
+    return check
+
+
+def qdq_cnn():
+    """QDQ format as onnxruntime's quantize_static(per_channel=True) writes it: every activation
+    goes through QuantizeLinear/DequantizeLinear, weights are per-channel int8 with a DQ node,
+    biases are int32 quantized with scale x_scale * w_scale."""
+    rng = np.random.default_rng(1007)
+    c_in, c_out, hw, classes = 3, 6, 8, 5
+    w_conv = f32(rng, c_out, c_in, 3, 3, scale=0.3)
+    b_conv = f32(rng, c_out, scale=0.1)
+    w_fc = f32(rng, c_out * (hw // 2) ** 2, classes, scale=0.1)
+    b_fc = f32(rng, classes, scale=0.1)
+    x_s, x_zp = _qparams_u8(-3.0, 3.0)
+    c_s, c_zp = _qparams_u8(0.0, 4.0)     # after Relu
+    y_s, y_zp = _qparams_u8(-4.0, 4.0)
+    wq_conv, ws_conv = _per_channel_int8(w_conv, 0)
+    wq_fc, ws_fc = _per_channel_int8(w_fc, 1)
+    inits = [
+        init("x_s", x_s), init("x_zp", x_zp), init("c_s", c_s), init("c_zp", c_zp),
+        init("y_s", y_s), init("y_zp", y_zp),
+        init("wq_conv", wq_conv), init("ws_conv", ws_conv), init("wzp_conv", np.zeros(c_out, np.int8)),
+        init("bq_conv", np.rint(b_conv / (x_s * ws_conv)).astype(np.int32)),
+        init("bs_conv", (x_s * ws_conv).astype(np.float32)), init("bzp_conv", np.zeros(c_out, np.int32)),
+        init("wq_fc", wq_fc), init("ws_fc", ws_fc), init("wzp_fc", np.zeros(classes, np.int8)),
+        init("b_fc", b_fc), init("flat_shape", np.array([0, -1], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_zp"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_zp"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq_conv", "ws_conv", "wzp_conv"], ["wd_conv"], axis=0),
+        helper.make_node("DequantizeLinear", ["bq_conv", "bs_conv", "bzp_conv"], ["bd_conv"], axis=0),
+        helper.make_node("Conv", ["xd", "wd_conv", "bd_conv"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("QuantizeLinear", ["relu", "c_s", "c_zp"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "c_s", "c_zp"], ["rd"]),
+        helper.make_node("MaxPool", ["rd"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["pool", "flat_shape"], ["flat"]),
+        helper.make_node("DequantizeLinear", ["wq_fc", "ws_fc", "wzp_fc"], ["wd_fc"], axis=1),
+        helper.make_node("MatMul", ["flat", "wd_fc"], ["mm"]),
+        helper.make_node("Add", ["mm", "b_fc"], ["fc"]),
+        helper.make_node("QuantizeLinear", ["fc", "y_s", "y_zp"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["logits"]),
+    ]
+    model = make_model(nodes, "qdq_cnn", [vi("x", F, ["N", c_in, hw, hw])],
+                       [vi("logits", F, ["N", classes])], inits, 19,
+                       "QDQ CNN: per-channel int8 Conv and MatMul weights, int32 bias")
+    feeds = [{"x": f32(rng, 2, c_in, hw, hw)}, {"x": f32(rng, 1, c_in, hw, hw)}]
+    return model, feeds
+
+
+qdq_cnn.reference = _one_step_reference(float(_qparams_u8(-4.0, 4.0)[0]))
+
+
+def qlinear_ops():
+    """The operator-oriented quantized format: QLinearConv (per-channel int8 weights, int32 bias)
+    and QLinearMatMul between QuantizeLinear and DequantizeLinear."""
+    rng = np.random.default_rng(1008)
+    c_in, c_out, hw, classes = 2, 4, 6, 3
+    wq_conv, ws_conv = _per_channel_int8(f32(rng, c_out, c_in, 3, 3, scale=0.3), 0)
+    x_s, x_zp = _qparams_u8(-2.0, 2.0)
+    c_s, c_zp = _qparams_u8(-3.0, 3.0)
+    b_s, b_zp = np.float32(0.01), np.uint8(128)
+    y_s, y_zp = _qparams_u8(-5.0, 5.0)
+    inits = [
+        init("x_s", x_s), init("x_zp", x_zp), init("c_s", c_s), init("c_zp", c_zp),
+        init("wq", wq_conv), init("ws", ws_conv), init("wzp", np.zeros(c_out, np.int8)),
+        init("bias", rng.integers(-2000, 2000, size=c_out).astype(np.int32)),
+        init("flat_shape", np.array([0, -1], np.int64)),
+        init("bq", rng.integers(0, 256, size=(c_out * (hw // 2) ** 2, classes)).astype(np.uint8)),
+        init("b_s", b_s), init("b_zp", b_zp), init("y_s", y_s), init("y_zp", y_zp),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_zp"], ["xq"]),
+        helper.make_node("QLinearConv", ["xq", "x_s", "x_zp", "wq", "ws", "wzp", "c_s", "c_zp", "bias"],
+                         ["cq"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Reshape", ["cq", "flat_shape"], ["flat"]),
+        helper.make_node("QLinearMatMul", ["flat", "c_s", "c_zp", "bq", "b_s", "b_zp", "y_s", "y_zp"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["y"]),
+    ]
+    model = make_model(nodes, "qlinear_ops", [vi("x", F, ["N", c_in, hw, hw])],
+                       [vi("yq", U8, ["N", classes]), vi("y", F, ["N", classes])], inits, 19,
+                       "QLinearConv + QLinearMatMul")
+    feeds = [{"x": f32(rng, 2, c_in, hw, hw)}, {"x": f32(rng, 1, c_in, hw, hw)}]
+    return model, feeds
+
+
+def weight_only_int8():
+    """Weight-only quantization: int8 weights turned to float by Cast + Mul (per-column scale)
+    before a float MatMul; and the dynamic-quantization pattern (DynamicQuantizeLinear +
+    MatMulInteger + Cast + Mul) on the same weights."""
+    rng = np.random.default_rng(1009)
+    d_in, d_out = 12, 5
+    wq, ws = _per_channel_int8(f32(rng, d_in, d_out, scale=0.2), 1)
+    wq_u8 = (wq.astype(np.int16) + 128).astype(np.uint8)  # MatMulInteger branch: uint8, zero point 128
+    inits = [init("wq", wq), init("ws", ws), init("wq_u8", wq_u8), init("w_zp", np.uint8(128))]
+    nodes = [
+        helper.make_node("Cast", ["wq"], ["wf"], to=F),
+        helper.make_node("Mul", ["wf", "ws"], ["w"]),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "x_s", "x_zp"]),
+        helper.make_node("MatMulInteger", ["xq", "wq_u8", "x_zp", "w_zp"], ["acc"]),
+        helper.make_node("Cast", ["acc"], ["acc_f"], to=F),
+        helper.make_node("Mul", ["x_s", "ws"], ["out_s"]),
+        helper.make_node("Mul", ["acc_f", "out_s"], ["y_dyn"]),
+    ]
+    model = make_model(nodes, "weight_only_int8", [vi("x", F, ["N", d_in])],
+                       [vi("y", F, ["N", d_out]), vi("y_dyn", F, ["N", d_out])], inits, 19,
+                       "int8 weights via Cast+Mul; DynamicQuantizeLinear + MatMulInteger")
+    feeds = [{"x": f32(rng, 4, d_in)}, {"x": f32(rng, 1, d_in)}]
+    return model, feeds
+
+
+def yolo_upsample():
+    """YOLO neck: Conv, nearest 2x Resize by scales (asymmetric/floor, empty roi), Concat with the skip."""
+    rng = np.random.default_rng(1009)
+    inits = [
+        init("w", f32(rng, 4, 8, 1, 1, scale=0.3)), init("b", f32(rng, 4, scale=0.1)),
+        init("roi", np.zeros((0,), np.float32)), init("scales", np.array([1, 1, 2, 2], np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["deep", "w", "b"], ["c"]),
+        helper.make_node("Resize", ["c", "roi", "scales"], ["up"], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Concat", ["up", "skip"], ["y"], axis=1),
+    ]
+    model = make_model(nodes, "yolo_upsample",
+                       [vi("deep", F, ["N", 8, "H", "W"]), vi("skip", F, ["N", 6, "H2", "W2"])],
+                       [vi("y", F, ["N", 10, "H2", "W2"])], inits, 13, "YOLO-style 2x nearest upsample + Concat")
+    feeds = [{"deep": f32(rng, 1, 8, 5, 7), "skip": f32(rng, 1, 6, 10, 14)},
+             {"deep": f32(rng, 2, 8, 3, 4), "skip": f32(rng, 2, 6, 6, 8)}]
+    return model, feeds
+
+
+def dbnet_upsample():
+    """DBNet/FPN: bilinear (half_pixel) Resize of the deep map to the skip's spatial size, the sizes
+    computed at run time from Shape, then Add."""
+    rng = np.random.default_rng(1010)
+    inits = [init("nc", np.array([0], np.int64)), init("two", np.array([2], np.int64)),
+             init("end", np.array([4], np.int64))]
+    nodes = [
+        helper.make_node("Shape", ["deep"], ["deep_shape"]),
+        helper.make_node("Slice", ["deep_shape", "nc", "two"], ["batch_channels"]),
+        helper.make_node("Shape", ["skip"], ["skip_shape"]),
+        helper.make_node("Slice", ["skip_shape", "two", "end"], ["hw"]),
+        helper.make_node("Concat", ["batch_channels", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["deep", "", "", "sizes"], ["up"], mode="linear",
+                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Add", ["up", "skip"], ["y"]),
+    ]
+    model = make_model(nodes, "dbnet_upsample",
+                       [vi("deep", F, ["N", 4, "H", "W"]), vi("skip", F, ["N", 4, "H2", "W2"])],
+                       [vi("y", F, ["N", 4, "H2", "W2"])], inits, 13,
+                       "DBNet-style bilinear upsample to Shape-derived sizes")
+    feeds = [{"deep": f32(rng, 1, 4, 5, 6), "skip": f32(rng, 1, 4, 10, 12)},
+             {"deep": f32(rng, 2, 4, 4, 5), "skip": f32(rng, 2, 4, 13, 11)}]
+    return model, feeds
+
+
 MODELS = [mlp, cnn_bn, dyn_reshape, attention_block, attention_block_decomposed,
-          opset9_legacy, int64_passthrough, digits]
+          opset9_legacy, int64_passthrough, exporter_quirks, fp16_mlp, digits, qdq_cnn, qlinear_ops,
+          weight_only_int8, yolo_upsample, dbnet_upsample]
 
 
 # ----------------------------------------------------------------------------
@@ -417,7 +662,9 @@ def write_case(out_dir, name, model, feeds_list, reference=None):
             r = np.asarray(r)
             assert a.dtype == r.dtype and a.shape == r.shape, (name, o.name, a.dtype, r.dtype)
             if a.dtype.kind == "f":
-                np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5, err_msg=f"{name}/{o.name}")
+                # float16 results differ by an ulp or two between implementations
+                tol = dict(rtol=4e-3, atol=1e-3) if a.dtype == np.float16 else dict(rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(a, r, **tol, err_msg=f"{name}/{o.name}")
             else:
                 np.testing.assert_array_equal(a, r, err_msg=f"{name}/{o.name}")
         ds = os.path.join(case_dir, f"test_data_set_{k}")

@@ -1,9 +1,10 @@
 //! The CPU backend: runs each node's reference kernel in topological order, freeing every
-//! intermediate tensor after its last use.
+//! intermediate tensor after its last use. [`GraphRunner`] does the running, for top-level graphs
+//! and for the subgraphs of control-flow ops alike.
 
 use super::{Backend, Plan};
 use crate::error::ResultExt;
-use crate::ir::{Graph, Node, Tensor};
+use crate::ir::{Graph, Node, Tensor, ValueId};
 use crate::{bail, err, Result};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,7 +31,21 @@ impl Backend for CpuBackend {
     }
 
     fn compile(&self, graph: Arc<Graph>) -> Result<Box<dyn Plan>> {
-        // last_use[v]: index of the last node reading value v; graph outputs live to the end.
+        Ok(Box::new(CpuPlan { runner: GraphRunner::new(graph) }))
+    }
+}
+
+/// A graph prepared to run many times (a loop body runs once per iteration): the graph plus, for
+/// each value, the index of the last node that reads it, so that intermediates are freed early.
+#[derive(Debug)]
+pub struct GraphRunner {
+    graph: Arc<Graph>,
+    last_use: Vec<usize>,
+}
+
+impl GraphRunner {
+    pub fn new(graph: Arc<Graph>) -> GraphRunner {
+        // Graph outputs live to the end.
         let mut last_use = vec![0usize; graph.values.len()];
         for (i, n) in graph.nodes.iter().enumerate() {
             for &v in n.inputs.iter().flatten() {
@@ -40,35 +55,30 @@ impl Backend for CpuBackend {
         for &o in &graph.outputs {
             last_use[o] = usize::MAX;
         }
-        Ok(Box::new(CpuPlan { graph, last_use }))
+        GraphRunner { graph, last_use }
     }
-}
 
-struct CpuPlan {
-    graph: Arc<Graph>,
-    last_use: Vec<usize>,
-}
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
 
-impl CpuPlan {
-    fn run_nodes(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    /// Runs with one tensor per graph input and one per captured value (in `graph.captures`
+    /// order); returns the graph outputs in order.
+    pub fn run(&self, inputs: &[&Tensor], captures: &[&Tensor]) -> Result<Vec<Tensor>> {
         let g = &*self.graph;
+        if inputs.len() != g.inputs.len() {
+            bail!(InvalidInput, "the graph takes {} inputs, got {}", g.inputs.len(), inputs.len());
+        }
+        if captures.len() != g.captures.len() {
+            bail!(Runtime, "the graph captures {} outer values, got {}", g.captures.len(), captures.len());
+        }
         let mut slots: Vec<Option<Cow<Tensor>>> = vec![None; g.values.len()];
-        for (&id, &t) in g.inputs.iter().zip(inputs) {
+        for (&id, &t) in g.inputs.iter().zip(inputs).chain(g.captures.iter().zip(captures)) {
             slots[id] = Some(Cow::Borrowed(t));
         }
         for (i, node) in g.nodes.iter().enumerate() {
-            let args: Vec<Option<&Tensor>> = node
-                .inputs
-                .iter()
-                .map(|inp| match inp {
-                    None => Ok(None),
-                    Some(v) => match (&slots[*v], g.values[*v].constant()) {
-                        (Some(t), _) => Ok(Some(t.as_ref())),
-                        (None, Some(c)) => Ok(Some(c.as_ref())),
-                        (None, None) => Err(err!(Runtime, "value '{}' was not computed", g.values[*v].name)),
-                    },
-                })
-                .collect::<Result<_>>()?;
+            let args: Vec<Option<&Tensor>> =
+                node.inputs.iter().map(|inp| inp.map(|v| computed(g, &slots, v)).transpose()).collect::<Result<_>>()?;
             let outs = node.op.eval(&args).context(|| node.describe())?;
             if outs.len() < node.outputs.len() {
                 bail!(Runtime, "{} gave {} outputs, expected {}", node.describe(), outs.len(), node.outputs.len());
@@ -82,21 +92,44 @@ impl CpuPlan {
                 }
             }
         }
-        g.outputs
-            .iter()
-            .map(|&o| match (&slots[o], g.values[o].constant()) {
-                (Some(t), _) => Ok(t.as_ref().clone()),
-                (None, Some(c)) => Ok(c.as_ref().clone()),
-                (None, None) => Err(err!(Runtime, "graph output '{}' was not computed", g.values[o].name)),
-            })
-            .collect()
+        let mut results = Vec::with_capacity(g.outputs.len());
+        for (k, &o) in g.outputs.iter().enumerate() {
+            // The last mention of an output moves it out; an earlier duplicate copies it.
+            let t = match slots[o].take() {
+                Some(t) if g.outputs[k + 1..].contains(&o) => {
+                    let copy = t.as_ref().clone();
+                    slots[o] = Some(t);
+                    copy
+                }
+                Some(t) => t.into_owned(),
+                None => match g.values[o].constant() {
+                    Some(c) => c.as_ref().clone(),
+                    None => bail!(Runtime, "graph output '{}' was not computed", g.values[o].name),
+                },
+            };
+            results.push(t);
+        }
+        Ok(results)
     }
+}
+
+/// The tensor of value `v`: computed this run, or a constant of the graph.
+fn computed<'a>(g: &'a Graph, slots: &'a [Option<Cow<Tensor>>], v: ValueId) -> Result<&'a Tensor> {
+    match (&slots[v], g.values[v].constant()) {
+        (Some(t), _) => Ok(t.as_ref()),
+        (None, Some(c)) => Ok(c.as_ref()),
+        (None, None) => Err(err!(Runtime, "value '{}' was not computed", g.values[v].name)),
+    }
+}
+
+struct CpuPlan {
+    runner: GraphRunner,
 }
 
 impl Plan for CpuPlan {
     fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         // A kernel bug must come back as an error, never take the host process down.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_nodes(inputs))).unwrap_or_else(|p| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.runner.run(inputs, &[]))).unwrap_or_else(|p| {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
