@@ -13,9 +13,11 @@ pub mod real;
 pub mod window;
 
 pub mod activation;
+pub mod attention;
 pub mod binary;
 pub mod cast;
 pub mod constant;
+pub mod contrib;
 pub mod control;
 pub mod conv;
 pub mod conv_transpose;
@@ -33,6 +35,7 @@ pub mod reduce;
 pub mod reshape;
 pub mod resize;
 pub mod rnn;
+pub mod rotary;
 pub mod scatter;
 pub mod slice;
 pub mod softmax;
@@ -132,9 +135,11 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let mut r = Registry::default();
         activation::register(&mut r);
+        attention::register(&mut r);
         binary::register(&mut r);
         cast::register(&mut r);
         constant::register(&mut r);
+        contrib::register(&mut r);
         control::register(&mut r);
         conv::register(&mut r);
         conv_transpose::register(&mut r);
@@ -150,6 +155,7 @@ pub fn registry() -> &'static Registry {
         quant_conv::register(&mut r);
         reduce::register(&mut r);
         reshape::register(&mut r);
+        rotary::register(&mut r);
         resize::register(&mut r);
         rnn::register(&mut r);
         scatter::register(&mut r);

@@ -85,14 +85,7 @@ impl Softmax {
     fn normalize_lane(&self, lane: &mut [f64]) {
         let max = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         match self.kind {
-            Kind::Softmax => {
-                let mut sum = 0.0;
-                for v in lane.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                lane.iter_mut().for_each(|v| *v /= sum);
-            }
+            Kind::Softmax => softmax_in_place(lane),
             Kind::LogSoftmax => {
                 let log_sum = lane.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
                 lane.iter_mut().for_each(|v| *v = *v - max - log_sum);
@@ -106,6 +99,18 @@ impl Softmax {
             }
         }
     }
+}
+
+/// Softmax of one lane in place; subtracting the max first keeps every exponent <= 0. Shared with
+/// the attention kernels.
+pub fn softmax_in_place(lane: &mut [f64]) {
+    let max = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for v in lane.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    lane.iter_mut().for_each(|v| *v /= sum);
 }
 
 impl Op for Softmax {

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Golden tests for crx580's ``com.microsoft`` contrib ops, with onnxruntime as the reference.
+
+Each model is built with ``onnx.helper`` (opset imports ``""`` 17 and ``com.microsoft`` 1), run
+with onnxruntime (CPU, graph optimisations off) for the stored outputs, and cross-checked against
+a direct numpy implementation. Written in the same layout as gen_models.py.
+
+Models:
+    contrib_gelu_family      Gelu, FastGelu (with and without bias), BiasGelu, QuickGelu(alpha)
+    contrib_skip_layernorm   SkipLayerNormalization with beta+bias and all four outputs, and
+                             without beta/bias, with a [seq, hidden] skip
+    contrib_attention_masks  packed-QKV Attention: 2-D 0/1 mask, 1-D lengths, unidirectional
+    contrib_fused_conv       FusedConv with Relu, LeakyRelu, Clip, HardSigmoid, Sigmoid, Tanh
+    contrib_bert_block       a MiniLM-shaped encoder layer as onnxruntime's transformer
+                             optimizer emits it: Attention, MatMul, SkipLayerNormalization,
+                             MatMul, FastGelu(bias), MatMul, SkipLayerNormalization
+
+Usage:
+    python tests/models/gen_contrib_models.py [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from gen_models import f32, init, vi, write_case  # noqa: E402
+
+F = TensorProto.FLOAT
+I32 = TensorProto.INT32
+MS = "com.microsoft"
+
+
+def make_model(nodes, name, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)],
+        producer_name="crx580-gen_contrib_models", producer_version="1")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def ms(op, inputs, outputs, **attrs):
+    return helper.make_node(op, inputs, outputs, domain=MS, **attrs)
+
+
+# ---------------------------------------------------------------------------- numpy references
+
+_erf = np.vectorize(math.erf)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+
+
+def fast_gelu(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def layer_norm(x, gamma, beta, eps):
+    mean = x.mean(-1, keepdims=True)
+    inv_std = 1 / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return (x - mean) * inv_std * gamma + beta, mean, inv_std
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def packed_attention(x, w, b, heads, key_keep, causal=False):
+    """key_keep: [batch, keys] bool."""
+    batch, seq, _ = x.shape
+    qkv = x @ w + b
+    hidden = w.shape[1] // 3
+    d = hidden // heads
+    q, k, v = (qkv[..., i * hidden:(i + 1) * hidden].reshape(batch, seq, heads, d).transpose(0, 2, 1, 3)
+               for i in range(3))
+    bias = np.where(key_keep[:, None, None, :], 0.0, -10000.0)
+    if causal:
+        bias = bias + np.triu(np.full((seq, seq), -10000.0), 1)
+    p = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d) + bias)
+    return (p @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
+
+
+def f32_out(*arrays):
+    return [np.asarray(a, dtype=np.float32) for a in arrays]
+
+
+# ---------------------------------------------------------------------------- models
+
+def contrib_gelu_family():
+    rng = np.random.default_rng(11)
+    nodes = [
+        ms("Gelu", ["X"], ["gelu"]),
+        ms("FastGelu", ["X", "B"], ["fast_bias"]),
+        ms("FastGelu", ["X"], ["fast"]),
+        ms("BiasGelu", ["X", "B"], ["bias_gelu"]),
+        ms("QuickGelu", ["X"], ["quick"], alpha=1.5),
+    ]
+    outs = [vi(n, F, [2, 3, 8]) for n in ["gelu", "fast_bias", "fast", "bias_gelu", "quick"]]
+    model = make_model(nodes, "contrib_gelu_family", [vi("X", F, [2, 3, 8])], outs, [init("B", f32(rng, 8))])
+    return model, [{"X": f32(rng, 2, 3, 8, scale=2.0)}]
+
+
+def _gelu_family_ref(model, feeds):
+    x = feeds["X"].astype(np.float64)
+    b = onnx.numpy_helper.to_array(model.graph.initializer[0]).astype(np.float64)
+    return f32_out(gelu(x), fast_gelu(x + b), fast_gelu(x), gelu(x + b), x / (1 + np.exp(-1.5 * x)))
+
+
+contrib_gelu_family.reference = _gelu_family_ref
+
+
+def contrib_skip_layernorm():
+    rng = np.random.default_rng(12)
+    h = 8
+    inits = [init("gamma", f32(rng, h)), init("beta", f32(rng, h)), init("bias", f32(rng, h)),
+             init("skip2", f32(rng, 3, h))]
+    nodes = [
+        ms("SkipLayerNormalization", ["X", "S", "gamma", "beta", "bias"], ["y", "mean", "inv_std", "sum"],
+           epsilon=1e-5),
+        ms("SkipLayerNormalization", ["X", "skip2", "gamma"], ["y2"]),
+    ]
+    inputs = [vi("X", F, [2, 3, h]), vi("S", F, [2, 3, h])]
+    outs = [vi("y", F, [2, 3, h]), vi("mean", F, [2, 3, 1]), vi("inv_std", F, [2, 3, 1]), vi("sum", F, [2, 3, h]),
+            vi("y2", F, [2, 3, h])]
+    model = make_model(nodes, "contrib_skip_layernorm", inputs, outs, inits)
+    return model, [{"X": f32(rng, 2, 3, h), "S": f32(rng, 2, 3, h)}]
+
+
+def _skip_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x, s = feeds["X"].astype(np.float64), feeds["S"].astype(np.float64)
+    total = x + s + p["bias"]
+    y, mean, inv_std = layer_norm(total, p["gamma"], p["beta"], 1e-5)
+    y2, _, _ = layer_norm(x + p["skip2"], p["gamma"], 0.0, 1e-12)
+    return f32_out(y, mean, inv_std, total, y2)
+
+
+contrib_skip_layernorm.reference = _skip_ref
+
+
+def contrib_attention_masks():
+    rng = np.random.default_rng(13)
+    hidden, heads = 8, 2
+    inits = [init("W", f32(rng, hidden, 3 * hidden, scale=0.5)), init("Bqkv", f32(rng, 3 * hidden, scale=0.1))]
+    nodes = [
+        ms("Attention", ["X", "W", "Bqkv", "mask2d"], ["y_mask2d"], num_heads=heads),
+        ms("Attention", ["X", "W", "Bqkv", "lengths"], ["y_lengths"], num_heads=heads),
+        ms("Attention", ["X", "W", "Bqkv"], ["y_causal"], num_heads=heads, unidirectional=1),
+    ]
+    inputs = [vi("X", F, [2, 4, hidden]), vi("mask2d", I32, [2, 4]), vi("lengths", I32, [2])]
+    outs = [vi(n, F, [2, 4, hidden]) for n in ["y_mask2d", "y_lengths", "y_causal"]]
+    model = make_model(nodes, "contrib_attention_masks", inputs, outs, inits)
+    feeds = {"X": f32(rng, 2, 4, hidden), "mask2d": np.array([[1, 1, 0, 1], [1, 1, 1, 0]], np.int32),
+             "lengths": np.array([3, 2], np.int32)}
+    return model, [feeds]
+
+
+def _attention_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x = feeds["X"].astype(np.float64)
+    keys = np.arange(x.shape[1])
+    by_length = keys[None, :] < feeds["lengths"][:, None]
+    all_keys = np.ones((x.shape[0], x.shape[1]), bool)
+    return f32_out(packed_attention(x, p["W"], p["Bqkv"], 2, feeds["mask2d"] > 0),
+                   packed_attention(x, p["W"], p["Bqkv"], 2, by_length),
+                   packed_attention(x, p["W"], p["Bqkv"], 2, all_keys, causal=True))
+
+
+contrib_attention_masks.reference = _attention_ref
+
+FUSED_ACTIVATIONS = [("Relu", []), ("LeakyRelu", [0.2]), ("Clip", [-0.5, 0.7]), ("HardSigmoid", [0.3, 0.4]),
+                     ("Sigmoid", []), ("Tanh", [])]
+
+
+def contrib_fused_conv():
+    rng = np.random.default_rng(14)
+    inits = [init("W", f32(rng, 3, 2, 3, 3, scale=0.5)), init("B", f32(rng, 3, scale=0.2))]
+    nodes = []
+    for act, params in FUSED_ACTIVATIONS:
+        attrs = {"activation": act, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+        if params:
+            attrs["activation_params"] = params
+        nodes.append(ms("FusedConv", ["X", "W", "B"], [f"y_{act}"], **attrs))
+    outs = [vi(f"y_{act}", F, [1, 3, 5, 5]) for act, _ in FUSED_ACTIVATIONS]
+    model = make_model(nodes, "contrib_fused_conv", [vi("X", F, [1, 2, 5, 5])], outs, inits)
+    return model, [{"X": f32(rng, 1, 2, 5, 5)}]
+
+
+def _fused_conv_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x = np.pad(feeds["X"].astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    conv = np.zeros((1, 3, 5, 5))
+    for i in range(5):
+        for j in range(5):
+            conv[0, :, i, j] = np.tensordot(p["W"], x[0, :, i:i + 3, j:j + 3], axes=3) + p["B"]
+    acts = {
+        "Relu": lambda y: np.maximum(y, 0),
+        "LeakyRelu": lambda y: np.where(y < 0, 0.2 * y, y),
+        "Clip": lambda y: np.clip(y, -0.5, 0.7),
+        "HardSigmoid": lambda y: np.clip(0.3 * y + 0.4, 0, 1),
+        "Sigmoid": lambda y: 1 / (1 + np.exp(-y)),
+        "Tanh": np.tanh,
+    }
+    return f32_out(*[acts[a](conv) for a, _ in FUSED_ACTIVATIONS])
+
+
+contrib_fused_conv.reference = _fused_conv_ref
+
+
+def contrib_bert_block():
+    rng = np.random.default_rng(15)
+    hidden, heads, ff, seq = 16, 2, 32, 5
+    inits = [
+        init("qkv_w", f32(rng, hidden, 3 * hidden, scale=0.3)), init("qkv_b", f32(rng, 3 * hidden, scale=0.1)),
+        init("out_w", f32(rng, hidden, hidden, scale=0.3)), init("out_b", f32(rng, hidden, scale=0.1)),
+        init("ln1_g", 1 + f32(rng, hidden, scale=0.1)), init("ln1_b", f32(rng, hidden, scale=0.1)),
+        init("ff1_w", f32(rng, hidden, ff, scale=0.3)), init("ff1_b", f32(rng, ff, scale=0.1)),
+        init("ff2_w", f32(rng, ff, hidden, scale=0.3)), init("ff2_b", f32(rng, hidden, scale=0.1)),
+        init("ln2_g", 1 + f32(rng, hidden, scale=0.1)), init("ln2_b", f32(rng, hidden, scale=0.1)),
+    ]
+    nodes = [
+        ms("Attention", ["hidden_in", "qkv_w", "qkv_b", "attention_mask"], ["attn"], num_heads=heads),
+        helper.make_node("MatMul", ["attn", "out_w"], ["attn_proj"]),
+        ms("SkipLayerNormalization", ["attn_proj", "hidden_in", "ln1_g", "ln1_b", "out_b"], ["ln1"],
+           epsilon=1e-12),
+        helper.make_node("MatMul", ["ln1", "ff1_w"], ["ff1"]),
+        ms("FastGelu", ["ff1", "ff1_b"], ["ff1_act"]),
+        helper.make_node("MatMul", ["ff1_act", "ff2_w"], ["ff2"]),
+        ms("SkipLayerNormalization", ["ff2", "ln1", "ln2_g", "ln2_b", "ff2_b"], ["hidden_out"], epsilon=1e-12),
+    ]
+    inputs = [vi("hidden_in", F, [2, seq, hidden]), vi("attention_mask", I32, [2, seq])]
+    model = make_model(nodes, "contrib_bert_block", inputs, [vi("hidden_out", F, [2, seq, hidden])], inits)
+    feeds = {"hidden_in": f32(rng, 2, seq, hidden),
+             "attention_mask": np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int32)}
+    return model, [feeds]
+
+
+def _bert_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x = feeds["hidden_in"].astype(np.float64)
+    attn = packed_attention(x, p["qkv_w"], p["qkv_b"], 2, feeds["attention_mask"] > 0)
+    ln1, _, _ = layer_norm(attn @ p["out_w"] + p["out_b"] + x, p["ln1_g"], p["ln1_b"], 1e-12)
+    ff = fast_gelu(ln1 @ p["ff1_w"] + p["ff1_b"]) @ p["ff2_w"] + p["ff2_b"]
+    out, _, _ = layer_norm(ff + ln1, p["ln2_g"], p["ln2_b"], 1e-12)
+    return f32_out(out)
+
+
+contrib_bert_block.reference = _bert_ref
+
+MODELS = [contrib_gelu_family, contrib_skip_layernorm, contrib_attention_masks, contrib_fused_conv,
+          contrib_bert_block]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.path.join(HERE, "golden"))
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__} -> {out}")
+    for fn in MODELS:
+        model, feeds = fn()
+        write_case(out, fn.__name__, model, feeds, fn.reference)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
