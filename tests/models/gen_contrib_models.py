@@ -21,19 +21,18 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from gen_models import f32, init, vi, write_case  # noqa: E402
+import gen_models  # noqa: E402
+from gen_models import f32, init, vi  # noqa: E402
 
 F = TensorProto.FLOAT
 I32 = TensorProto.INT32
@@ -265,16 +264,7 @@ MODELS = [contrib_gelu_family, contrib_skip_layernorm, contrib_attention_masks, 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(HERE, "golden"))
-    args = ap.parse_args()
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__} -> {out}")
-    for fn in MODELS:
-        model, feeds = fn()
-        write_case(out, fn.__name__, model, feeds, fn.reference)
-    return 0
+    return gen_models.generate(MODELS, __doc__)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ Usage: python tests/models/gen_control_flow.py [--out DIR]   (default DIR: tests
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
 import numpy as np
 from onnx import TensorProto, helper
 
-from gen_models import F, I64, HERE, init, make_model, vi, write_case
+import gen_models  # noqa: E402
+from gen_models import F, I64, init, make_model, vi
 
 B = TensorProto.BOOL
 
@@ -175,14 +174,7 @@ MODELS = [if_nested, loop_accumulate, scan_cumsum]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(HERE, "golden"))
-    out = os.path.abspath(ap.parse_args().out)
-    os.makedirs(out, exist_ok=True)
-    for fn in MODELS:
-        model, feeds = fn()
-        write_case(out, fn.__name__, model, feeds, getattr(fn, "reference", None))
-    return 0
+    return gen_models.generate(MODELS, __doc__)
 
 
 if __name__ == "__main__":

@@ -644,7 +644,9 @@ def run_ort(model, feeds):
     return dict(zip(names, sess.run(names, feeds)))
 
 
-def write_case(out_dir, name, model, feeds_list, reference=None):
+def write_case(out_dir, name, model, feeds_list, reference=None, ort_model=None):
+    """Writes one case; onnxruntime runs ``ort_model`` when given (an equivalent graph for an
+    attribute ORT refuses), else ``model``."""
     case_dir = os.path.join(out_dir, name)
     if os.path.exists(case_dir):
         shutil.rmtree(case_dir)
@@ -654,7 +656,7 @@ def write_case(out_dir, name, model, feeds_list, reference=None):
         evaluator = ReferenceEvaluator(model)
         reference = lambda _m, feeds: evaluator.run(None, feeds)  # noqa: E731
     for k, feeds in enumerate(feeds_list):
-        outs = run_ort(model, feeds)
+        outs = run_ort(ort_model or model, feeds)
         # cross-check ORT against onnx's reference implementation (or numpy)
         ref_outs = reference(model, feeds)
         for o, r in zip(model.graph.output, ref_outs):
@@ -679,20 +681,27 @@ def write_case(out_dir, name, model, feeds_list, reference=None):
         print(f"  {name}/test_data_set_{k}: {shapes}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def generate(models, doc, report_size=False) -> int:
+    """The command line every generator shares: ``--out DIR``, then one case per model function.
+    A function may carry ``reference`` (an independent check) and ``ort_model`` attributes."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(HERE, "golden"),
                     help="output directory (default: %(default)s)")
-    args = ap.parse_args()
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(ap.parse_args().out)
     os.makedirs(out, exist_ok=True)
     print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__} -> {out}")
-    for fn in MODELS:
+    for fn in models:
         model, feeds = fn()
-        write_case(out, fn.__name__, model, feeds, getattr(fn, "reference", None))
-    total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
-    print(f"total size {total / 1024:.1f} KiB")
+        write_case(out, fn.__name__, model, feeds, getattr(fn, "reference", None),
+                   getattr(fn, "ort_model", None))
+    if report_size:
+        total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
+        print(f"total size {total / 1024:.1f} KiB")
     return 0
+
+
+def main() -> int:
+    return generate(MODELS, __doc__, report_size=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Usage: python tests/models/gen_rnn_models.py [--out DIR]   (default tests/models
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -25,7 +24,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_models  # noqa: E402
-from gen_models import HERE, f32, init, make_model, vi, write_case  # noqa: E402
+from gen_models import f32, init, make_model, vi  # noqa: E402
 
 F = TensorProto.FLOAT
 I32 = TensorProto.INT32
@@ -202,18 +201,7 @@ MODELS = [lstm_bidir_ocr, gru_batch_first, rnn_reverse, lstm_activations]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(HERE, "golden"))
-    out = os.path.abspath(ap.parse_args().out)
-    os.makedirs(out, exist_ok=True)
-    run_ort = gen_models.run_ort
-    for fn in MODELS:
-        model, feeds = fn()
-        ort_model = getattr(fn, "ort_model", model)
-        gen_models.run_ort = lambda _model, fd, m=ort_model: run_ort(m, fd)
-        write_case(out, fn.__name__, model, feeds, fn.reference)
-    gen_models.run_ort = run_ort
-    return 0
+    return gen_models.generate(MODELS, __doc__)
 
 
 if __name__ == "__main__":
