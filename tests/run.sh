@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and integration tests, golden models against onnxruntime's outputs, and
-# the ONNX node conformance suite (enforcing tests/conformance/node.txt).
+# The whole test suite: unit and integration tests, golden models against onnxruntime's outputs,
+# the ONNX node conformance suite (enforcing tests/conformance/node.txt), and the model zoo (whole
+# models generated with onnxruntime references).
 # Sets up a Python venv (.venv, or $CRX580_VENV) with the pinned reference packages on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,15 @@ if [ "$(cat "$node_dir/VERSION" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" tests/conformance/gen_node_tests.py --out "$node_dir"
 fi
 
+# Regenerate the model zoo (whole models, too big to commit) when its generator sources change.
+zoo_dir=${CRX580_ZOO:-target/model-zoo}
+want=$("$venv/bin/python" tests/models/zoo/gen_zoo.py --hash --out "$zoo_dir")
+if [ "$(cat "$zoo_dir/VERSION" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$zoo_dir"
+    "$venv/bin/python" tests/models/zoo/gen_zoo.py --out "$zoo_dir"
+fi
+
 export CRX580_NODE_TESTS="$node_dir" CRX580_REQUIRE_NODE_TESTS=1
+export CRX580_ZOO="$zoo_dir" CRX580_REQUIRE_ZOO=1
 cargo test --all-targets
 cargo test --doc

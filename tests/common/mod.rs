@@ -45,6 +45,14 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     (0..).map(|k| dir.join(format!("{prefix}_{k}.pb"))).take_while(|p| p.exists()).collect()
 }
 
+/// The inputs and expected outputs of one `test_data_set_*` folder.
+pub fn read_data_set(set: &Path) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
+    let read = |p: &PathBuf| crx580::io::read_tensor_file(p).map(|(t, _)| t).map_err(|e| format!("data: {e}"));
+    let inputs: Vec<Tensor> = numbered(set, "input").iter().map(read).collect::<Result<_, _>>()?;
+    let expected: Vec<Tensor> = numbered(set, "output").iter().map(read).collect::<Result<_, _>>()?;
+    Ok((inputs, expected))
+}
+
 /// Loads and runs one case on every data set; `Err` says what failed.
 pub fn run_case(case: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     let model = Model::load(case.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
@@ -54,9 +62,7 @@ pub fn run_case(case: &Path, rtol: f64, atol: f64) -> Result<(), String> {
         return Err("no test_data_set_* folders".into());
     }
     for set in sets {
-        let read = |p: &PathBuf| crx580::io::read_tensor_file(p).map(|(t, _)| t).map_err(|e| format!("data: {e}"));
-        let inputs: Vec<Tensor> = numbered(&set, "input").iter().map(read).collect::<Result<_, _>>()?;
-        let expected: Vec<Tensor> = numbered(&set, "output").iter().map(read).collect::<Result<_, _>>()?;
+        let (inputs, expected) = read_data_set(&set)?;
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let outputs = session.run_positional(&refs).map_err(|e| format!("run: {e}"))?;
         if outputs.len() != expected.len() {
