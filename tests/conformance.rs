@@ -18,26 +18,17 @@ const MANIFEST: &str = "tests/conformance/node.txt";
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir =
-        std::env::var("CRX580_NODE_TESTS").map(PathBuf::from).unwrap_or_else(|_| root.join("target/onnx-node-tests"));
-    if !dir.join("VERSION").exists() {
-        eprintln!("\n!!! ONNX node conformance NOT RUN: no generated cases in {}", dir.display());
-        eprintln!("!!! generate them with: python tests/conformance/gen_node_tests.py --out {}", dir.display());
-        eprintln!("!!! (bash tests/run.sh does this for you)\n");
-        if std::env::var("CRX580_REQUIRE_NODE_TESTS").is_ok_and(|v| v == "1") {
-            std::process::exit(1);
-        }
+    let Some(dir) = common::generated_dir(
+        "CRX580_NODE_TESTS",
+        "onnx-node-tests",
+        "CRX580_REQUIRE_NODE_TESTS",
+        "ONNX node conformance",
+        "tests/conformance/gen_node_tests.py",
+    ) else {
         return;
-    }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read the node test directory")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("model.onnx").exists())
-        .filter(|p| filter.as_ref().is_none_or(|f| p.file_name().unwrap().to_string_lossy().contains(f.as_str())))
-        .collect();
-    cases.sort();
+    };
+    let filter = common::name_filter();
+    let cases = common::cases_in(&dir, filter.as_deref());
 
     let manifest_text = std::fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
     let listed: BTreeSet<String> = manifest_text

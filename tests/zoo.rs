@@ -12,33 +12,24 @@ mod common;
 
 use crx580::ir::Tensor;
 use crx580::{Model, Session, SessionOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 const RTOL: f64 = 1e-3;
 const ATOL: f64 = 1e-4;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var("CRX580_ZOO").map(PathBuf::from).unwrap_or_else(|_| root.join("target/model-zoo"));
-    if !dir.join("VERSION").exists() {
-        eprintln!("\n!!! model zoo NOT RUN: no generated models in {}", dir.display());
-        eprintln!("!!! generate them with: python tests/models/zoo/gen_zoo.py --out {}", dir.display());
-        eprintln!("!!! (bash tests/run.sh does this for you)\n");
-        if std::env::var("CRX580_REQUIRE_ZOO").is_ok_and(|v| v == "1") {
-            std::process::exit(1);
-        }
+    let Some(dir) = common::generated_dir(
+        "CRX580_ZOO",
+        "model-zoo",
+        "CRX580_REQUIRE_ZOO",
+        "model zoo",
+        "tests/models/zoo/gen_zoo.py",
+    ) else {
         return;
-    }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read the zoo directory")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("model.onnx").exists())
-        .filter(|p| filter.as_ref().is_none_or(|f| p.file_name().unwrap().to_string_lossy().contains(f.as_str())))
-        .collect();
-    cases.sort();
+    };
+    let filter = common::name_filter();
+    let cases = common::cases_in(&dir, filter.as_deref());
     if cases.is_empty() {
         eprintln!("no zoo models in {} match {filter:?}", dir.display());
         std::process::exit(1);

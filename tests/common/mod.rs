@@ -31,6 +31,41 @@ pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Resu
     Ok(())
 }
 
+/// A generated test folder (node cases, model zoo): `$env_dir` or `target/<default>`. `None`, after
+/// saying so loudly, when it has not been generated; with `$require=1` (as in CI) that exits 1.
+pub fn generated_dir(env_dir: &str, default: &str, require: &str, what: &str, generator: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var(env_dir).map(PathBuf::from).unwrap_or_else(|_| root.join("target").join(default));
+    if dir.join("VERSION").exists() {
+        return Some(dir);
+    }
+    eprintln!("\n!!! {what} NOT RUN: nothing generated in {}", dir.display());
+    eprintln!("!!! generate it with: python {generator} --out {}", dir.display());
+    eprintln!("!!! (bash tests/run.sh does this for you)\n");
+    if std::env::var(require).is_ok_and(|v| v == "1") {
+        std::process::exit(1);
+    }
+    None
+}
+
+/// The first non-flag command-line argument: a filter on case names.
+pub fn name_filter() -> Option<String> {
+    std::env::args().skip(1).find(|a| !a.starts_with('-'))
+}
+
+/// The case folders (those with a `model.onnx`) in `dir` whose name contains `filter`, sorted.
+pub fn cases_in(dir: &Path, filter: Option<&str>) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("model.onnx").exists())
+        .filter(|p| filter.is_none_or(|f| p.file_name().is_some_and(|n| n.to_string_lossy().contains(f))))
+        .collect();
+    cases.sort();
+    cases
+}
+
 /// The `test_data_set_*` folders of a case, sorted.
 pub fn data_sets(case: &Path) -> Vec<PathBuf> {
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
