@@ -78,6 +78,50 @@ def crnn_mv3():
     return b.build(), [{"x": _text_lines(1, 1, 32)}, {"x": _text_lines(2, 2, 32)}]
 
 
+def _torch_bilstm(b: Builder, x: str, din: int, hidden: int, nout: int, gain: float = 2.0) -> str:
+    """crnn.pytorch's BidirectionalLSTM as torch.onnx writes it: zero initial states built from the
+    batch size (Shape/Gather/Concat/ConstantOfShape), LSTM, Transpose/Reshape to [T, N, 2H], then
+    `view(T*b, h)` -> Gemm -> `view(T, b, -1)` with sizes computed from Shape."""
+    dim = lambda v, i: b.op("Unsqueeze", [b.op("Gather", [b.op("Shape", [v]), b.i64(i, "idx")], axis=0), b.i64([0], "axes")])
+    state_shape = b.op("Concat", [b.i64([2]), dim(x, 1), b.i64([hidden])], axis=0)
+    zeros = b.op("ConstantOfShape", [state_shape])
+    y = b.lstm(x, din, hidden, "bidirectional", initial_h=zeros, initial_c=zeros)[0]
+    y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), b.i64([0, 0, -1])])
+    t, n = dim(y, 0), dim(y, 1)
+    flat = b.op("Reshape", [y, b.op("Concat", [b.op("Mul", [t, n]), b.i64([2 * hidden])], axis=0)])
+    out = b.op("Gemm", [flat, b.weight(nout, 2 * hidden, gain=gain), b.const(b.randn(nout, scale=0.02), "b")], transB=1)
+    return b.op("Reshape", [out, b.op("Concat", [t, n, b.i64([-1])], axis=0)])
+
+
+def crnn_vgg():
+    """crnn.pytorch (Shi et al.) at [N,3,32,320] (channels halved), opset 14: seven 3x3 convs (BN on
+    some) with MaxPools, the (2,1)-stride pools padded (0,1) in width, a final 2x2 valid conv to
+    height 1 (T = 81), Squeeze/Permute to time-major, two BidirectionalLSTM modules (each LSTM +
+    Linear through view), LogSoftmax and ArgMax."""
+    b = Builder("crnn_vgg", opset=14, seed=33)
+    x = b.input("image", F, ["N", 3, 32, 320])
+    chans = [32, 64, 128, 128, 256, 256, 256]
+    cin = 3
+    for i, cout in enumerate(chans):
+        k, pad = (2, 0) if i == 6 else (3, 1)
+        y = b.conv(x if i == 0 else y, cin, cout, k, pad=pad, bias=i not in (2, 4, 6))
+        if i in (2, 4, 6):
+            y = b.bn(y, cout)
+        y = b.op("Relu", [y])
+        if i in (0, 1):
+            y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        elif i in (3, 5):
+            y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 1], pads=[0, 1, 0, 1])
+        cin = cout
+    seq = b.op("Transpose", [b.op("Squeeze", [y, b.i64([2], "axes")])], perm=[2, 0, 1])
+    seq = _torch_bilstm(b, seq, 256, 128, 128)
+    logits = _torch_bilstm(b, seq, 128, 128, CLASSES, gain=8.0)
+    logp = b.op("LogSoftmax", [logits], axis=2)
+    b.output(logp, F, [81, "N", CLASSES], name="log_probs")
+    b.output(b.op("ArgMax", [logp], axis=2, keepdims=0), I64, [81, "N"], name="ctc_greedy")
+    return b.build(), [{"image": _text_lines(4, 1, 32)}, {"image": _text_lines(5, 2, 32)}]
+
+
 def _tokens_to_map(b: Builder, x: str, c: int, h: int, w: int) -> str:
     """[N, h*w, c] -> [N, c, h, w] as SVTR writes it: Transpose then Reshape with 0 = copy batch."""
     return b.op("Reshape", [b.op("Transpose", [x], perm=[0, 2, 1]), b.i64([0, c, h, w])])
@@ -138,7 +182,7 @@ def svtr_tiny():
     probs = b.op("Softmax", [b.linear(seq, 192, CLASSES, gain=4.0)], axis=-1)
     b.output(probs, F, ["N", 40, CLASSES], name="probs")
     b.output(b.op("ArgMax", [probs], axis=-1, keepdims=0), I64, ["N", 40], name="ctc_greedy")
-    return b.build(), [{"x": _text_lines(3, 1, 48)}]
+    return b.build(), [{"x": _text_lines(3, 1, 48)}, {"x": _text_lines(6, 2, 48)}]
 
 
-MODELS = [crnn_mv3, svtr_tiny]
+MODELS = [crnn_mv3, crnn_vgg, svtr_tiny]

@@ -127,10 +127,10 @@ def bert_l6_decomposed():
 
 def bert_squad_tf():
     """A 2-layer, hidden-128 BERT for SQuAD as tf2onnx writes it (the MLPerf bert-squad layout) at
-    opset 11: every weight a Constant node, TF tensor names with ':' and '/', declared output shapes
+    opset 13: every weight a Constant node, TF tensor names with ':' and '/', declared output shapes
     that are wrong ([7, 7]; trust the computed ones), `unique_ids:0` an int64 pass-through, start/end
     logits split off by Split/Squeeze."""
-    b = Builder("bert_squad_tf", opset=11, seed=63, constant_weights=True)
+    b = Builder("bert_squad_tf", opset=13, seed=63, constant_weights=True)
     d, heads, layers, seq = 128, 2, 2, 128
     uid = b.input("unique_ids_raw_output___9:0", I64, ["N"])
     types = b.input("bert/segment_ids:0", I64, ["N", seq])
@@ -144,7 +144,8 @@ def bert_squad_tf():
     for _ in range(layers):
         x = _encoder_layer(b, x, ext, d, heads, decomposed=True, dynamic=False)
     logits = b.op("Transpose", [b.linear(x, d, 2)], perm=[2, 0, 1])
-    start, end = (b.op("Squeeze", [s], axes=[0]) for s in b.op("Split", [logits], n_out=2, axis=0))
+    halves = b.op("Split", [logits, b.i64([1, 1], "split")], n_out=2, axis=0)
+    start, end = (b.op("Squeeze", [s, b.i64([0], "axes")]) for s in halves)
     b.output(start, F, [7, 7], name="unstack:0")
     b.output(end, F, [7, 7], name="unstack:1")
     b.output(uid, I64, [7, 7], name="unique_ids:0")
