@@ -86,7 +86,7 @@ def vad():
     types = [F, F, F]
     multiple = b.op("Equal", [b.op("Mod", [sr, b.i64(16000, "sr16k")]), b.i64(0, "zero")])
     other = lambda: b.if_(b.op("And", [multiple, b.op("Greater", [sr, b.i64(16000, "sr16k")])]), decimated, error, types)
-    at8k = lambda: b.if_(b.op("Equal", [sr, b.i64(8000, "sr8k")]), lambda: pipeline(audio, 128), other, types)
+    at8k = lambda: b.if_(b.op("Equal", [sr, b.i64([8000], "sr8k")]), lambda: pipeline(audio, 128), other, types)
     prob, hn, cn = b.if_(b.op("Equal", [sr, b.i64(16000, "sr16k")]), lambda: pipeline(audio, 256), at8k, types)
     b.output(prob, F, ["batch", 1], name="output")
     b.output(hn, F, [2, "batch", STATE], name="hn")
@@ -102,6 +102,9 @@ def vad():
         {"input": speech(256), "sr": np.array(8000, np.int64), "h": state(), "c": state()},
         {"input": speech(1536), "sr": np.array(48000, np.int64), "h": state(), "c": state()},
         {"input": speech(441), "sr": np.array(44100, np.int64), "h": state(), "c": state()},
+        {"input": np.concatenate([speech(512), speech(512)]), "sr": np.array(16000, np.int64),
+         "h": rng.uniform(-0.5, 0.5, (2, 2, STATE)).astype(np.float32),
+         "c": rng.uniform(-0.5, 0.5, (2, 2, STATE)).astype(np.float32)},
     ]
     return b.build(), feeds
 
@@ -137,7 +140,8 @@ def streaming_gru():
     mel = lambda n: rng.normal(0, 1, (1, n, feat)).astype(np.float32)
     feeds = [{"features": mel(64), "state": np.zeros((1, 1, hidden), np.float32)},
              {"features": mel(160), "state": rng.uniform(-0.5, 0.5, (1, 1, hidden)).astype(np.float32)},
-             {"features": mel(16), "state": rng.uniform(-0.5, 0.5, (1, 1, hidden)).astype(np.float32)}]
+             {"features": mel(40), "state": rng.uniform(-0.5, 0.5, (1, 1, hidden)).astype(np.float32)},
+             {"features": mel(8), "state": rng.uniform(-0.5, 0.5, (1, 1, hidden)).astype(np.float32)}]
     return b.build(), feeds
 
 

@@ -71,7 +71,7 @@ def crnn_mv3():
     y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
     seq = b.op("Transpose", [b.op("Squeeze", [y], axes=[2])], perm=[2, 0, 1])
     seq = b.bilstm_stack(seq, 288, 48, layers=2)
-    logits = b.linear(seq, 96, CLASSES, gain=8.0)
+    logits = b.linear(seq, 96, CLASSES, gain=32.0)
     probs = b.op("Transpose", [b.op("Softmax", [logits], axis=2)], perm=[1, 0, 2])
     b.output(probs, F, ["N", 80, CLASSES], name="probs")
     b.output(b.op("ArgMax", [probs], axis=2, keepdims=0), I64, ["N", 80], name="ctc_greedy")
