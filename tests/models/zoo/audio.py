@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nn import BOOL, F, I64, Builder
+from nn import F, I64, Builder
 
 STATE = 64
 
@@ -85,9 +85,17 @@ def vad():
 
     types = [F, F, F]
     multiple = b.op("Equal", [b.op("Mod", [sr, b.i64(16000, "sr16k")]), b.i64(0, "zero")])
-    other = lambda: b.if_(b.op("And", [multiple, b.op("Greater", [sr, b.i64(16000, "sr16k")])]), decimated, error, types)
-    at8k = lambda: b.if_(b.op("Equal", [sr, b.i64([8000], "sr8k")]), lambda: pipeline(audio, 128), other, types)
-    prob, hn, cn = b.if_(b.op("Equal", [sr, b.i64(16000, "sr16k")]), lambda: pipeline(audio, 256), at8k, types)
+
+    def other_rates():
+        above = b.op("Greater", [sr, b.i64(16000, "sr16k")])
+        return b.if_(b.op("And", [multiple, above]), decimated, error, types)
+
+    def not_16k():
+        # Compared with a [1]-shaped constant, as scripted exports often do: this If's condition is [1].
+        is8k = b.op("Equal", [sr, b.i64([8000], "sr8k")])
+        return b.if_(is8k, lambda: pipeline(audio, 128), other_rates, types)
+
+    prob, hn, cn = b.if_(b.op("Equal", [sr, b.i64(16000, "sr16k")]), lambda: pipeline(audio, 256), not_16k, types)
     b.output(prob, F, ["batch", 1], name="output")
     b.output(hn, F, [2, "batch", STATE], name="hn")
     b.output(cn, F, [2, "batch", STATE], name="cn")

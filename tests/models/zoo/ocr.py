@@ -82,7 +82,10 @@ def _torch_bilstm(b: Builder, x: str, din: int, hidden: int, nout: int, gain: fl
     """crnn.pytorch's BidirectionalLSTM as torch.onnx writes it: zero initial states built from the
     batch size (Shape/Gather/Concat/ConstantOfShape), LSTM, Transpose/Reshape to [T, N, 2H], then
     `view(T*b, h)` -> Gemm -> `view(T, b, -1)` with sizes computed from Shape."""
-    dim = lambda v, i: b.op("Unsqueeze", [b.op("Gather", [b.op("Shape", [v]), b.i64(i, "idx")], axis=0), b.i64([0], "axes")])
+    def dim(v: str, i: int) -> str:
+        size = b.op("Gather", [b.op("Shape", [v]), b.i64(i, "idx")], axis=0)
+        return b.op("Unsqueeze", [size, b.i64([0], "axes")])
+
     state_shape = b.op("Concat", [b.i64([2]), dim(x, 1), b.i64([hidden])], axis=0)
     zeros = b.op("ConstantOfShape", [state_shape])
     y = b.lstm(x, din, hidden, "bidirectional", initial_h=zeros, initial_c=zeros)[0]

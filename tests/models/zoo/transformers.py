@@ -105,7 +105,8 @@ def _bert(name: str, opset: int, decomposed: bool, new_mask: bool, seed: int):
     pooled = b.op("Gemm", [first, b.weight(d, d, gain=1.0), b.const(b.randn(d, scale=0.02), "b")], transB=1)
     b.output(b.op("Tanh", [pooled]), F, ["batch", d], name="pooler_output")
     feeds = []
-    for k, (batch, seq_len, lengths) in enumerate([(1, 128, [128]), (2, 128, [128, 57]), (3, 20, [20, 9, 2]), (1, 1, [1])]):
+    batches = [(1, 128, [128]), (2, 128, [128, 57]), (3, 20, [20, 9, 2]), (1, 1, [1])]
+    for k, (batch, seq_len, lengths) in enumerate(batches):
         i, m, t = _tokens(seed + k, batch, seq_len, lengths)
         feeds.append({"input_ids": i, "attention_mask": m, "token_type_ids": t})
     return b.build(), feeds
