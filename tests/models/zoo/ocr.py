@@ -12,13 +12,22 @@ CLASSES = 97  # 95 printable ASCII characters, space and the CTC blank
 
 
 def _text_lines(seed: int, n: int, h: int, w: int = 320) -> np.ndarray:
-    """Normalised images of dark strokes on light paper, as the recognizers' preprocessing feeds."""
+    """Normalised images of a line of glyphs (a few dark bars per character cell, cells of random
+    width, some blank) on light paper, as the recognizers' preprocessing feeds."""
     rng = np.random.default_rng(seed)
     img = np.full((n, 3, h, w), 0.8, np.float32)
     for k in range(n):
-        for _ in range(40):
-            y, x = rng.integers(4, h - 8), rng.integers(0, w - 6)
-            img[k, :, y:y + rng.integers(2, 8), x:x + rng.integers(1, 6)] = -0.6
+        x0 = int(rng.integers(2, h // 2))
+        while x0 < w - h // 2:
+            cell = int(rng.integers(h // 3, h // 2 + 4))
+            for _ in range(rng.integers(0, 5)):
+                if rng.random() < 0.5:  # vertical bar
+                    x, y = x0 + rng.integers(0, cell - 2), rng.integers(h // 6, h // 2)
+                    img[k, :, y:y + rng.integers(h // 4, h // 2), x:x + rng.integers(1, 4)] = -0.6
+                else:
+                    x, y = x0 + rng.integers(0, cell // 2), rng.integers(h // 6, h - h // 4)
+                    img[k, :, y:y + rng.integers(1, 4), x:x + rng.integers(cell // 3, cell)] = -0.6
+            x0 += cell + int(rng.integers(1, 4))
     return img + rng.normal(0, 0.05, img.shape).astype(np.float32)
 
 
@@ -135,15 +144,25 @@ def _map_to_tokens(b: Builder, x: str) -> str:
     return b.op("Transpose", [b.op("Reshape", [x, b.i64([0, 0, -1])])], perm=[0, 2, 1])
 
 
-def _svtr_attention(b: Builder, x: str, d: int, heads: int) -> str:
-    """SVTR's global mixer: one fused qkv Linear, Reshape [0,-1,3,heads,hd], Transpose (2,0,3,1,4),
-    q/k/v picked by Gather, q scaled by Mul, Softmax(QK^T) V, Transpose/Reshape back, proj."""
+def _local_mask(h: int, w: int, hk: int = 7, wk: int = 11) -> np.ndarray:
+    """SVTR's local-mixer mask [1, 1, h*w, h*w]: 0 within a hk x wk window around each token, -inf
+    elsewhere (PaddleOCR builds it with paddle.full('-inf'), so the exported constant holds -inf)."""
+    ys, xs = np.divmod(np.arange(h * w), w)
+    near = (np.abs(ys[:, None] - ys[None]) <= hk // 2) & (np.abs(xs[:, None] - xs[None]) <= wk // 2)
+    return np.where(near, 0.0, -np.inf).astype(np.float32)[None, None]
+
+
+def _svtr_attention(b: Builder, x: str, d: int, heads: int, mask: str | None = None) -> str:
+    """SVTR's attention mixer: one fused qkv Linear, Reshape [0,-1,3,heads,hd], Transpose (2,0,3,1,4),
+    q/k/v picked by Gather, q scaled by Mul, Softmax(QK^T (+ local mask)) V, Transpose/Reshape back,
+    proj."""
     hd = d // heads
     qkv = b.op("Transpose", [b.op("Reshape", [b.linear(x, d, 3 * d), b.i64([0, -1, 3, heads, hd])])],
                perm=[2, 0, 3, 1, 4])
     q, k, v = (b.op("Gather", [qkv, b.i64(i, "idx")], axis=0) for i in range(3))
     q = b.op("Mul", [q, b.f32(hd**-0.5)])
-    attn = b.op("Softmax", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])], axis=-1)
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    attn = b.op("Softmax", [b.op("Add", [scores, mask]) if mask else scores], axis=-1)
     ctx = b.op("Reshape", [b.op("Transpose", [b.op("MatMul", [attn, v])], perm=[0, 2, 1, 3]), b.i64([0, -1, d])])
     return b.linear(ctx, d, d)
 
@@ -153,15 +172,16 @@ def _svtr_block(b: Builder, x: str, d: int, heads: int, mixer: str, hw) -> str:
     if mixer == "conv":
         m = _map_to_tokens(b, b.conv(_tokens_to_map(b, x, d, *hw), d, d, 3, group=heads, gain=1.0))
     else:
-        m = _svtr_attention(b, x, d, heads)
+        mask = b.const(_local_mask(*hw), "local_mask") if mixer == "local" else None
+        m = _svtr_attention(b, x, d, heads, mask)
     x = b.layernorm(b.op("Add", [x, m]), d, eps=1e-6)
     return b.layernorm(b.op("Add", [x, b.mlp(x, d, 4 * d)]), d, eps=1e-6)
 
 
 def svtr_tiny():
     """SVTR-T at [N,3,48,320], opset 17: two stride-2 Conv+BN+Gelu patch embeddings to 960 tokens of
-    64, position embedding, stages of dims 64/128/256 with heads 2/4/8 (conv mixing, then attention
-    mixing), stride-(2,1) conv subsampling with LayerNorm between stages, AveragePool to [1,40],
+    64, position embedding, stages of dims 64/128/256 with heads 2/4/8 (3 conv mixers, 3 local
+    attention mixers whose window mask holds -inf, 6 global attention mixers), stride-(2,1) conv subsampling with LayerNorm between stages, AveragePool to [1,40],
     1x1 conv + HardSwish, Squeeze/Transpose, CTC Linear + Softmax, ArgMax."""
     b = Builder("svtr_tiny", opset=17, seed=32)
     x = b.input("x", F, ["N", 3, 48, 320])
@@ -169,7 +189,7 @@ def svtr_tiny():
     y = b.act(b.bn(b.conv(y, 32, 64, 3, stride=2, bias=False), 64), "gelu_erf")
     tokens = b.op("Add", [_map_to_tokens(b, y), b.const(b.randn(1, 960, 64, scale=0.02), "pos_embed")])
     dims, heads, depths = [64, 128, 256], [2, 4, 8], [3, 6, 3]
-    mixers = ["conv"] * 6 + ["global"] * 6
+    mixers = ["conv"] * 3 + ["local"] * 3 + ["global"] * 6
     h, w, block = 12, 80, 0
     for stage, (d, nh, depth) in enumerate(zip(dims, heads, depths)):
         if stage > 0:
