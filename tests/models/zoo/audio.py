@@ -57,8 +57,8 @@ def vad():
         im = b.op("Slice", [spec, b.i64([bins]), b.i64([2 * bins]), b.i64([1])])
         mag = b.op("Sqrt", [b.op("Add", [b.op("Pow", [re, b.f32(2.0)]), b.op("Pow", [im, b.f32(2.0)])])])
         y = b.op("Relu", [b.conv1d(mag, bins, 128, 3, weight=first[n_fft][0], bias=first[n_fft][1])])
-        for (w, bias), stride in zip(enc, [2, 2, 1]):
-            y = b.op("Relu", [b.conv1d(y, 0, 64, 3, stride, weight=w, bias=bias)])
+        for (w, bias), cin, stride in zip(enc, [128, 64, 64], [2, 2, 1]):
+            y = b.op("Relu", [b.conv1d(y, cin, 64, 3, stride, weight=w, bias=bias)])
         seq = b.op("Transpose", [y], perm=[2, 0, 1])
         hs, cs = [], []
         for layer, (w, r, bias) in enumerate(lstm_w):
