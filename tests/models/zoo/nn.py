@@ -122,6 +122,14 @@ class Builder:
         return self.op("Conv", ins, kernel_shape=[kh, kw], strides=[sh, sw], pads=list(pad), group=group,
                        dilations=[dh, dw])
 
+    def conv1d(self, x: str, cin: int, cout: int, k: int, stride: int = 1, pad: int | None = None,
+               gain: float = 2.0**0.5, weight: str | None = None, bias: str | None = None) -> str:
+        """nn.Conv1d; `weight`/`bias` pass shared (or fixed) tensors instead of fresh random ones."""
+        pad = (k - 1) // 2 if pad is None else pad
+        weight = weight or self.weight(cout, cin, k, gain=gain)
+        bias = bias or self.const(self.randn(cout, scale=0.1), "b")
+        return self.op("Conv", [x, weight, bias], kernel_shape=[k], strides=[stride], pads=[pad, pad])
+
     def bn(self, x: str, c: int) -> str:
         scale = self.const((1.0 + 0.1 * self.rng.standard_normal(c)).astype(np.float32), "bn_scale")
         bias = self.const(self.randn(c, scale=0.1), "bn_bias")
@@ -172,3 +180,111 @@ class Builder:
         var = reduce(self.op("Pow", [centred, self.f32(2.0)]))
         std = self.op("Sqrt", [self.op("Add", [var, self.f32(eps)])])
         return self.op("Add", [self.op("Mul", [self.op("Div", [centred, std]), gamma]), beta])
+
+    # -- sequence layers ---------------------------------------------------------------------
+
+    def uniform(self, *shape, bound: float) -> np.ndarray:
+        return self.rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    def _recurrent(self, op_type: str, gates: int, x: str, din: int, hidden: int, direction: str,
+                   initial_h: str | None, initial_c: str | None, **attrs) -> list[str]:
+        """An ONNX LSTM/GRU node with torch's initialisation (uniform in +-1/sqrt(hidden)); returns
+        [Y, Y_h] (+ Y_c for LSTM)."""
+        dirs = 2 if direction == "bidirectional" else 1
+        k = 1.0 / np.sqrt(hidden)
+        w = self.const(self.uniform(dirs, gates * hidden, din, bound=k), "rnn_w")
+        r = self.const(self.uniform(dirs, gates * hidden, hidden, bound=k), "rnn_r")
+        bias = self.const(self.uniform(dirs, 2 * gates * hidden, bound=k), "rnn_b")
+        ins = [x, w, r, bias, "", initial_h or ""] + ([initial_c or ""] if op_type == "LSTM" else [])
+        while ins[-1] == "":
+            ins.pop()
+        n_out = 3 if op_type == "LSTM" else 2
+        return self.op(op_type, ins, n_out=n_out, hidden_size=hidden, direction=direction, **attrs)
+
+    def lstm(self, x: str, din: int, hidden: int, direction: str = "forward", initial_h: str | None = None,
+             initial_c: str | None = None) -> list[str]:
+        """ONNX LSTM on time-major x [T, N, din]: returns Y [T, dirs, N, hidden], Y_h, Y_c."""
+        return self._recurrent("LSTM", 4, x, din, hidden, direction, initial_h, initial_c)
+
+    def gru(self, x: str, din: int, hidden: int, direction: str = "forward", initial_h: str | None = None) -> list[str]:
+        """ONNX GRU with linear_before_reset=1, as torch.nn.GRU exports: returns Y, Y_h."""
+        return self._recurrent("GRU", 3, x, din, hidden, direction, initial_h, None, linear_before_reset=1)
+
+    def bilstm_stack(self, x: str, din: int, hidden: int, layers: int) -> str:
+        """torch.nn.LSTM(bidirectional=True, num_layers=layers) as torch.onnx writes it: one LSTM node per
+        layer, each Y [T, 2, N, H] turned into the next layer's [T, N, 2H] by Transpose + Reshape."""
+        for _ in range(layers):
+            y = self.lstm(x, din, hidden, "bidirectional")[0]
+            x = self.op("Reshape", [self.op("Transpose", [y], perm=[0, 2, 1, 3]), self.i64([0, 0, -1])])
+            din = 2 * hidden
+        return x
+
+    def split_heads(self, x: str, heads: int, head_dim: int) -> str:
+        """[N, S, heads*head_dim] -> [N, heads, S, head_dim] with a Reshape that copies N and S (0)."""
+        return self.op("Transpose", [self.op("Reshape", [x, self.i64([0, 0, heads, head_dim])])], perm=[0, 2, 1, 3])
+
+    def merge_heads(self, x: str, d: int) -> str:
+        """[N, heads, S, head_dim] -> [N, S, d]."""
+        return self.op("Reshape", [self.op("Transpose", [x], perm=[0, 2, 1, 3]), self.i64([0, 0, d])])
+
+    def mha(self, x: str, d: int, heads: int, mask: str | None = None, split=None, merge=None) -> str:
+        """Multi-head self-attention as torch exports it: Q/K/V Linear, heads split by Reshape/Transpose,
+        MatMul(Q, K^T) / sqrt(head_dim) (+ additive mask), Softmax, MatMul V, merge, output Linear.
+        `split(x, heads, head_dim)` / `merge(x, d)` replace the static Reshapes (e.g. by shapes
+        computed with Shape/Gather/Concat as BERT exports write them)."""
+        head_dim = d // heads
+        split = split or self.split_heads
+        merge = merge or self.merge_heads
+        q, k, v = (split(self.linear(x, d, d), heads, head_dim) for _ in range(3))
+        kt = self.op("Transpose", [k], perm=[0, 1, 3, 2])
+        scores = self.op("Div", [self.op("MatMul", [q, kt]), self.f32(np.sqrt(head_dim))])
+        if mask is not None:
+            scores = self.op("Add", [scores, mask])
+        ctx = self.op("MatMul", [self.op("Softmax", [scores], axis=-1), v])
+        return self.linear(merge(ctx, d), d, d)
+
+    def mlp(self, x: str, d: int, hidden: int, act: str = "gelu_erf") -> str:
+        return self.linear(self.act(self.linear(x, d, hidden, gain=2.0**0.5), act), hidden, d)
+
+    # -- control flow ------------------------------------------------------------------------
+
+    def graph(self, name: str, body, outputs, inputs=()) -> onnx.GraphProto:
+        """A subgraph (If branch, Loop body): `body(*input_names)` adds nodes with this builder and
+        returns the output names; `outputs` gives their element types; `inputs` is a list of
+        (name, elem, shape). Constants it makes are top-level initializers the subgraph captures,
+        as torch.onnx writes scripted control flow."""
+        saved, self.nodes = self.nodes, []
+        try:
+            outs = body(*[n for n, _, _ in inputs])
+        finally:
+            nodes, self.nodes = self.nodes, saved
+        outs = [outs] if isinstance(outs, str) else list(outs)
+        produced = {o for n in nodes for o in n.output}
+        for i, o in enumerate(outs):
+            # A subgraph output must be computed inside it, not an outer value passed through.
+            if o not in produced:
+                outs[i] = self.fresh(f"{name}_out")
+                nodes.append(helper.make_node("Identity", [o], [outs[i]], name=self.fresh("n_Identity")))
+        return helper.make_graph(nodes, self.fresh(name), [helper.make_tensor_value_info(*i) for i in inputs],
+                                 [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, outputs)])
+
+    def loop(self, trip: str, carried, body, carried_types, scan_types, carried_shapes=None) -> list[str]:
+        """Loop with trip count `trip` and no condition input; `body(i, cond, *carried)` returns the new
+        carried values then the scan outputs (the condition is passed on unchanged)."""
+        shapes = carried_shapes or [None] * len(carried)
+        ins = [(self.fresh("iter"), I64, []), (self.fresh("cond"), BOOL, [])]
+        ins += [(self.fresh("carried"), t, s) for t, s in zip(carried_types, shapes)]
+
+        def wrapped(i, cond, *state):
+            return [self.op("Identity", [cond])] + list(body(i, cond, *state))
+        g = self.graph("loop_body", wrapped, [BOOL] + list(carried_types) + list(scan_types), ins)
+        n_out = len(carried) + len(scan_types)
+        return self.op("Loop", [trip, ""] + list(carried), n_out=n_out, out=[self.fresh("loop") for _ in range(n_out)],
+                       body=g)
+
+    def if_(self, cond: str, then_body, else_body, outputs) -> list[str]:
+        """If node; the branches are callables returning output names, of element types `outputs`."""
+        then_g = self.graph("then", then_body, outputs)
+        else_g = self.graph("else", else_body, outputs)
+        return self.op("If", [cond], n_out=len(outputs), out=[self.fresh("if") for _ in outputs],
+                       then_branch=then_g, else_branch=else_g)
