@@ -30,7 +30,7 @@ from onnx import numpy_helper
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-FAMILIES = ["classifiers"]
+FAMILIES = ["classifiers", "detectors"]
 
 
 def sources_hash() -> str:
