@@ -213,4 +213,91 @@ def _argmax_margin(model, feeds) -> float:
     return float((top2[1] - top2[0]).min())
 
 
-MODELS = [yolov5s, yolov8n]
+# PaddleOCR's MobileNetV3 (large, scale 0.5) for detection: kernel, expanded, out, SE, activation, stride.
+_MV3_DET = [(3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2), (3, 72, 24, False, "relu", 1),
+            (5, 72, 40, True, "relu", 2), (5, 120, 40, True, "relu", 1), (5, 120, 40, True, "relu", 1),
+            (3, 240, 80, False, "hswish", 2), (3, 200, 80, False, "hswish", 1), (3, 184, 80, False, "hswish", 1),
+            (3, 184, 80, False, "hswish", 1), (3, 480, 112, True, "hswish", 1), (3, 672, 112, True, "hswish", 1),
+            (5, 672, 160, True, "hswish", 2), (5, 960, 160, True, "hswish", 1), (5, 960, 160, True, "hswish", 1)]
+
+
+def _divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _paddle_act(b: Builder, x: str, kind: str | None) -> str:
+    """paddle2onnx (opset 11) writes hardswish as x * Clip(x + 3, 0, 6) / 6."""
+    if kind != "hswish":
+        return b.act(x, kind)
+    clipped = b.op("Clip", [b.op("Add", [x, b.f32(3.0)]), b.f32(0.0), b.f32(6.0)])
+    return b.op("Div", [b.op("Mul", [x, clipped]), b.f32(6.0)])
+
+
+def _paddle_conv_bn(b: Builder, x: str, cin: int, cout: int, k: int, stride: int = 1, act=None, group: int = 1):
+    """Paddle does not fold BatchNormalization into the conv before export."""
+    gain = 2.0**0.5 if act == "relu" else 1.6 if act == "hswish" else 1.0
+    return _paddle_act(b, b.bn(b.conv(x, cin, cout, k, stride, group=group, bias=False, gain=gain), cout), act)
+
+
+def dbnet_mv3():
+    """PaddleOCR DBNet text detector (PP-OCRv2 mobile shape: MobileNetV3 large x0.5 backbone, DBFPN
+    with 96 channels, DBHead) as paddle2onnx writes it at opset 11, on H x W symbolic: Conv +
+    BatchNormalization pairs (not folded), hardswish as Add/Clip/Mul/Div, SE blocks with
+    GlobalAveragePool, 1x1 convs with bias, HardSigmoid(alpha=0.2), Mul; the FPN's top-down path
+    with nearest Resize to sizes computed in the graph (Shape, Slice, Concat) and Add; 3x3 convs,
+    Resize by scales 8/4/2, Concat; the head: 3x3 conv, BN, Relu, ConvTranspose 2x2 stride 2, BN,
+    Relu, ConvTranspose 2x2 stride 2 to one channel, Sigmoid: a probability map at input size."""
+    b = Builder("dbnet_mv3", opset=11, seed=3)
+    x = b.input("x", F, ["N", 3, "H", "W"])
+    y = _paddle_conv_bn(b, x, 3, _divisible(8), 3, 2, act="hswish")
+    cin, feats = _divisible(8), []
+    for i, (k, exp, cout, se, act, stride) in enumerate(_MV3_DET):
+        exp, cout = _divisible(exp * 0.5), _divisible(cout * 0.5)
+        if stride == 2 and i > 1:
+            feats.append((y, cin))
+        h = _paddle_conv_bn(b, y, cin, exp, 1, act=act)
+        h = _paddle_conv_bn(b, h, exp, exp, k, stride, act=act, group=exp)
+        if se:
+            s = b.conv_act(b.op("GlobalAveragePool", [h]), exp, exp // 4, 1, act="relu")
+            s = b.conv(s, exp // 4, exp, 1, gain=1.0)
+            h = b.op("Mul", [h, b.op("HardSigmoid", [s], alpha=0.2, beta=0.5)])
+        h = _paddle_conv_bn(b, h, exp, cout, 1)
+        y = b.op("Add", [y, h]) if stride == 1 and cin == cout else h
+        cin = cout
+    feats.append((_paddle_conv_bn(b, y, cin, _divisible(960 * 0.5), 1, act="hswish"), _divisible(960 * 0.5)))
+
+    # DBFPN: lateral 1x1 convs, top-down nearest upsampling to each lateral's own size, Add.
+    ch = 96
+    in2, in3, in4, in5 = [b.conv(f, c, ch, 1, bias=False, gain=1.0) for f, c in feats]
+
+    def up_to(v: str, like: str) -> str:
+        shape_v, shape_like = b.op("Shape", [v]), b.op("Shape", [like])
+        nc = b.op("Slice", [shape_v, b.i64([0]), b.i64([2])])
+        hw = b.op("Slice", [shape_like, b.i64([2]), b.i64([4])])
+        return b.resize(v, sizes=b.op("Concat", [nc, hw], axis=0))
+
+    out4 = b.op("Add", [in4, up_to(in5, in4)])
+    out3 = b.op("Add", [in3, up_to(out4, in3)])
+    out2 = b.op("Add", [in2, up_to(out3, in2)])
+    ps = [b.conv(v, ch, ch // 4, 3, bias=False, gain=1.0) for v in (in5, out4, out3, out2)]
+    ps = [b.resize(p, scales=[1, 1, s, s]) for p, s in zip(ps[:3], (8, 4, 2))] + ps[3:]
+    fuse = b.op("Concat", ps, axis=1)
+
+    # DBHead's probability branch.
+    h = b.op("Relu", [b.bn(b.conv(fuse, ch, ch // 4, 3, bias=False), ch // 4)])
+    h = b.op("ConvTranspose", [h, b.weight(ch // 4, ch // 4, 2, 2, fan_in=ch // 4),
+                               b.const(b.randn(ch // 4, scale=0.1), "b")], kernel_shape=[2, 2], strides=[2, 2])
+    h = b.op("Relu", [b.bn(h, ch // 4)])
+    h = b.op("ConvTranspose", [h, b.weight(ch // 4, 1, 2, 2, fan_in=ch // 4, gain=1.0),
+                               b.const(b.randn(1, scale=0.1), "b")], kernel_shape=[2, 2], strides=[2, 2])
+    b.output(b.op("Sigmoid", [h], out="sigmoid_0.tmp_0"), F, ["N", 1, "H", "W"])
+    model = b.build()
+    rng = np.random.default_rng(33)
+    # Normalised RGB as PaddleOCR feeds it ((x / 255 - mean) / std): a square and a wide page.
+    page = lambda h, w: {"x": rng.standard_normal((1, 3, h, w)).astype(np.float32)}  # noqa: E731
+    set_initializers(model, fold_batch_stats(model, page(256, 256), seed=3))
+    return model, [page(640, 640), page(416, 736)]
+
+
+MODELS = [yolov5s, yolov8n, dbnet_mv3]

@@ -201,32 +201,40 @@ class Builder:
     def resize(self, x: str, scales=None, sizes=None, mode: str = "nearest",
                coord: str = "asymmetric", nearest_mode: str = "floor") -> str:
         """Resize as torch.onnx writes nn.Upsample / F.interpolate: opsets 11-12 need roi and scales
-        inputs even when unused (empty tensors); from opset 13 unused ones are left out ("")."""
+        inputs even when unused (empty tensors); from opset 13 unused ones are left out (""). `sizes` is
+        a list, or the name of an int64 tensor computed in the graph."""
         attrs = {"mode": mode, "coordinate_transformation_mode": coord}
         if mode == "nearest":
             attrs["nearest_mode"] = nearest_mode
         empty = (lambda: self.f32(np.zeros(0, np.float32), "empty")) if self.opset < 13 else (lambda: "")
         if scales is not None:
             return self.op("Resize", [x, empty(), self.f32(scales, "scales")], **attrs)
-        return self.op("Resize", [x, empty(), empty(), self.i64(sizes, "sizes")], **attrs)
+        sizes = sizes if isinstance(sizes, str) else self.i64(sizes, "sizes")
+        return self.op("Resize", [x, empty(), empty(), sizes], **attrs)
 
 
 
 def fold_batch_stats(model: onnx.ModelProto, feeds: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Weights and biases for every Conv with initializer weights and bias such that, on `feeds`, its
-    output has the statistics a trained network's folded BatchNormalization gives it: mean ~ beta
-    (small), std ~ gamma (~1). He init alone lets deep SiLU networks with residual Adds and
-    Concats drift by orders of magnitude. Convs are measured (with onnxruntime) and rescaled one at a
-    time in graph order, so each sees its inputs already normalised. Run it on a small input size:
-    the returned initializers fit the same network built at any size (see `set_initializers`)."""
+    """Weights and statistics that give every Conv with initializer weights and bias, and every
+    BatchNormalization, the output a trained network has on `feeds`: mean ~ beta (small), std ~
+    gamma (~1). (For a Conv that is what a folded BatchNormalization does; for a BatchNormalization
+    its running mean and variance are set to those of its input.) He init alone lets deep SiLU or
+    HardSwish networks with residual Adds and Concats drift by orders of magnitude. Nodes are measured
+    (with onnxruntime) and adjusted one at a time in graph order, so each sees its inputs already
+    normalised. Run it on a small input: the returned initializers fit the same network built at any
+    size (see `set_initializers`)."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
     inits = {t.name: t for t in model.graph.initializer}
-    convs = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) == 3
-             and n.input[1] in inits and n.input[2] in inits]
-    params = {name: numpy_helper.to_array(inits[name]) for n in convs for name in n.input[1:]}
-    # The weights become inputs, so that one session measures every step.
+    todo = [(n, n.output[0], n.input[1:3]) for n in model.graph.node
+            if n.op_type == "Conv" and len(n.input) == 3 and all(v in inits for v in n.input[1:])]
+    todo += [(n, n.input[0], n.input[3:5]) for n in model.graph.node
+             if n.op_type == "BatchNormalization" and all(v in inits for v in n.input[1:])]
+    order = {id(n): k for k, n in enumerate(model.graph.node)}
+    todo.sort(key=lambda t: order[id(t[0])])
+    params = {name: numpy_helper.to_array(inits[name]) for _, _, names in todo for name in names}
+    # The adjusted tensors become inputs, so that one session measures every step.
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     kept = [t for t in probe.graph.initializer if t.name not in params]
@@ -234,21 +242,25 @@ def fold_batch_stats(model: onnx.ModelProto, feeds: dict, seed: int = 0) -> dict
     probe.graph.initializer.extend(kept)
     probe.graph.input.extend(helper.make_tensor_value_info(k, F, v.shape) for k, v in params.items())
     del probe.graph.output[:]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n.output[0]) for n in convs)
+    probe.graph.output.extend(onnx.ValueInfoProto(name=v) for v in dict.fromkeys(v for _, v, _ in todo))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    for node in convs:
-        (out,) = sess.run([node.output[0]], {**feeds, **params})
+    for node, measured, (first, second) in todo:
+        (out,) = sess.run([measured], {**feeds, **params})
         # One scale per layer, not per channel: a random network's features vary little across
-        # positions of one image, and per-channel scales fitted to that would not carry over to
-        # another input size.
+        # positions of one image, and per-channel statistics fitted to that would not carry over to
+        # another input.
+        mean, std = float(out.mean()), max(float(out.std()), 1e-6)
+        if node.op_type == "BatchNormalization":
+            params[first] = np.full_like(params[first], mean)
+            params[second] = np.full_like(params[second], std**2)
+            continue
         c = out.shape[1]
-        scale = (1.0 + 0.1 * rng.standard_normal(c)) / max(float(out.std()), 1e-6)
-        mean, beta = float(out.mean()), 0.1 * rng.standard_normal(c)
-        w, b = params[node.input[1]], params[node.input[2]]
-        params[node.input[1]] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
-        params[node.input[2]] = ((b - mean) * scale + beta).astype(np.float32)
+        scale = (1.0 + 0.1 * rng.standard_normal(c)) / std
+        w, b = params[first], params[second]
+        params[first] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        params[second] = ((b - mean) * scale + 0.1 * rng.standard_normal(c)).astype(np.float32)
     return params
 
 
