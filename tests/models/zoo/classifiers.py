@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nn import F, Builder
+from nn import F, Builder, make_divisible
 
 
 def _image(seed: int, n: int = 1, size: int = 224) -> np.ndarray:
@@ -70,11 +70,6 @@ def resnet50():
     return b.build(), [{"input": _image(3)}]
 
 
-def _make_divisible(v: float, divisor: int = 8) -> int:
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
-
-
 def mobilenet_v2():
     """torchvision mobilenet_v2 exported at opset 11: Conv (BN folded) + ReLU6 written as Clip with
     min/max inputs, inverted residual blocks (1x1 expand, 3x3 depthwise with group = channels, linear
@@ -123,7 +118,7 @@ def _mobilenet_v3(name: str, opset: int, config, last: int, hidden: int, hswish:
         h = b.conv_act(h, exp, exp, k, stride, act=act, group=exp, gain=gain)
         if se:
             # SqueezeExcitation: pool, 1x1 conv, ReLU, 1x1 conv, HardSigmoid, scale the channels.
-            sq = _make_divisible(exp // 4)
+            sq = make_divisible(exp // 4)
             s = b.op("GlobalAveragePool", [h]) if se_pool == "gap" else b.reduce_mean(h, [2, 3])
             s = b.conv_act(s, exp, sq, 1, act="relu")
             s = b.conv_act(s, sq, exp, 1, act="hardsigmoid", gain=1.0)
@@ -167,7 +162,8 @@ def tf_mobilenet_nhwc():
         y = b.op("Conv", [y, w, b.const(b.randn(cout, scale=0.1), f"model/{layer}/BiasAdd/ReadVariableOp:0")],
                  kernel_shape=[k, k], strides=[stride, stride], pads=pads, group=group, dilations=[1, 1],
                  out=f"model/{layer}/BiasAdd:0")
-        return b.op("Clip", [y, b.f32(0.0, "relu6/min:0"), b.f32(6.0, "relu6/max:0")], out=f"model/{layer}_relu/Relu6:0")
+        bounds = [b.f32(0.0, "relu6/min:0"), b.f32(6.0, "relu6/max:0")]
+        return b.op("Clip", [y, *bounds], out=f"model/{layer}_relu/Relu6:0")
 
     y = conv_relu6(y, "conv1", 3, 32, 3, 2, [0, 0, 1, 1])
     cin = 32

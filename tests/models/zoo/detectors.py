@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from nn import F, I64, Builder, fold_batch_stats, set_initializers
+from nn import F, I64, Builder, fold_batch_stats, make_divisible, set_initializers
 
 # He gain for SiLU (E[silu(x)^2] is about 0.36 for x ~ N(0, 1)); fold_batch_stats then sets the scale.
 SILU_GAIN = 1.65
@@ -221,11 +221,6 @@ _MV3_DET = [(3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2), (3, 72
             (5, 672, 160, True, "hswish", 2), (5, 960, 160, True, "hswish", 1), (5, 960, 160, True, "hswish", 1)]
 
 
-def _divisible(v: float, divisor: int = 8) -> int:
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
-
-
 def _paddle_act(b: Builder, x: str, kind: str | None) -> str:
     """paddle2onnx (opset 11) writes hardswish as x * Clip(x + 3, 0, 6) / 6."""
     if kind != "hswish":
@@ -250,10 +245,10 @@ def dbnet_mv3():
     Relu, ConvTranspose 2x2 stride 2 to one channel, Sigmoid: a probability map at input size."""
     b = Builder("dbnet_mv3", opset=11, seed=3)
     x = b.input("x", F, ["N", 3, "H", "W"])
-    y = _paddle_conv_bn(b, x, 3, _divisible(8), 3, 2, act="hswish")
-    cin, feats = _divisible(8), []
+    y = _paddle_conv_bn(b, x, 3, make_divisible(8), 3, 2, act="hswish")
+    cin, feats = make_divisible(8), []
     for i, (k, exp, cout, se, act, stride) in enumerate(_MV3_DET):
-        exp, cout = _divisible(exp * 0.5), _divisible(cout * 0.5)
+        exp, cout = make_divisible(exp * 0.5), make_divisible(cout * 0.5)
         if stride == 2 and i > 1:
             feats.append((y, cin))
         h = _paddle_conv_bn(b, y, cin, exp, 1, act=act)
@@ -265,7 +260,7 @@ def dbnet_mv3():
         h = _paddle_conv_bn(b, h, exp, cout, 1)
         y = b.op("Add", [y, h]) if stride == 1 and cin == cout else h
         cin = cout
-    feats.append((_paddle_conv_bn(b, y, cin, _divisible(960 * 0.5), 1, act="hswish"), _divisible(960 * 0.5)))
+    feats.append((_paddle_conv_bn(b, y, cin, make_divisible(960 * 0.5), 1, act="hswish"), make_divisible(960 * 0.5)))
 
     # DBFPN: lateral 1x1 convs, top-down nearest upsampling to each lateral's own size, Add.
     ch = 96

@@ -23,6 +23,12 @@ I32 = TensorProto.INT32
 BOOL = TensorProto.BOOL
 
 
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Channel counts as MobileNet code rounds them: to a multiple of `divisor`, not down by > 10%."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
 class Builder:
     def __init__(self, name: str, opset: int = 13, seed: int = 0, constant_weights: bool = False,
                  extra_opsets: dict[str, int] | None = None):
