@@ -30,7 +30,7 @@ from onnx import numpy_helper
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-FAMILIES = ["classifiers", "ocr", "transformers", "audio"]
+FAMILIES = ["classifiers", "detectors", "ocr", "transformers", "audio"]
 
 
 def sources_hash() -> str:

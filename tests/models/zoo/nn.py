@@ -23,6 +23,12 @@ I32 = TensorProto.INT32
 BOOL = TensorProto.BOOL
 
 
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Channel counts as MobileNet code rounds them: to a multiple of `divisor`, not down by > 10%."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
 class Builder:
     def __init__(self, name: str, opset: int = 13, seed: int = 0, constant_weights: bool = False,
                  extra_opsets: dict[str, int] | None = None):
@@ -84,7 +90,8 @@ class Builder:
                                            domain=domain or None, **attrs))
         return outs[0] if n_out == 1 and not isinstance(out, list) else outs
 
-    def build(self, check: bool = True, ir_version: int | None = None) -> onnx.ModelProto:
+    def build(self, check: bool = True, ir_version: int | None = None, infer_shapes: bool = True) -> onnx.ModelProto:
+        """`infer_shapes=False` skips the checker's shape inference, for outputs declared wrong on purpose."""
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, initializer=self.inits)
         opsets = [helper.make_opsetid("", self.opset)]
         opsets += [helper.make_opsetid(d, v) for d, v in self.extra_opsets.items()]
@@ -93,7 +100,7 @@ class Builder:
         if ir_version is not None:
             model.ir_version = ir_version
         if check:
-            onnx.checker.check_model(model, full_check=not self.extra_opsets)
+            onnx.checker.check_model(model, full_check=infer_shapes and not self.extra_opsets)
         return model
 
     # -- random weights ----------------------------------------------------------------------
@@ -148,8 +155,14 @@ class Builder:
             return self.op("Clip", [x, self.f32(0.0), self.f32(6.0)])
         if kind == "silu":
             return self.op("Mul", [x, self.op("Sigmoid", [x])])
+        if kind == "relu6_attr":
+            # Clip before opset 11: bounds as attributes.
+            return self.op("Clip", [x], min=0.0, max=6.0)
         if kind == "hardswish":
             return self.op("HardSwish", [x])
+        if kind == "hardswish_decomposed":
+            # x * HardSigmoid(x), as torch exports hardswish below opset 14.
+            return self.op("Mul", [x, self.act(x, "hardsigmoid")])
         if kind == "hardsigmoid":
             return self.op("HardSigmoid", [x], alpha=1.0 / 6, beta=0.5)
         if kind == "leaky":
@@ -158,6 +171,12 @@ class Builder:
             e = self.op("Erf", [self.op("Div", [x, self.f32(2.0**0.5)])])
             return self.op("Mul", [self.op("Mul", [x, self.op("Add", [e, self.f32(1.0)])]), self.f32(0.5)])
         raise ValueError(kind)
+
+    def conv_act(self, x: str, cin: int, cout: int, k, stride=1, act: str | None = "relu", group: int = 1,
+                 pad=None, gain: float = 2.0**0.5) -> str:
+        """Conv with bias + activation: Conv+BN as torch.onnx writes it in eval mode (BN folded into the
+        Conv's weight and bias)."""
+        return self.act(self.conv(x, cin, cout, k, stride, pad=pad, group=group, gain=gain), act)
 
     def conv_bn_act(self, x: str, cin: int, cout: int, k, stride=1, act: str | None = "relu", group: int = 1,
                     pad=None) -> str:
@@ -288,3 +307,86 @@ class Builder:
         else_g = self.graph("else", else_body, outputs)
         return self.op("If", [cond], n_out=len(outputs), out=[self.fresh("if") for _ in outputs],
                        then_branch=then_g, else_branch=else_g)
+    def split(self, x: str, sizes, axis: int) -> list[str]:
+        """Split into `sizes` parts: the sizes an attribute before opset 13, an input from 13 on."""
+        if self.opset >= 13:
+            return self.op("Split", [x, self.i64(sizes, "split")], n_out=len(sizes), axis=axis)
+        return self.op("Split", [x], n_out=len(sizes), axis=axis, split=list(sizes))
+
+    def reduce_mean(self, x: str, axes, keepdims: int = 1) -> str:
+        """ReduceMean with axes as an attribute (below opset 18) or an input."""
+        if self.opset >= 18:
+            return self.op("ReduceMean", [x, self.i64(axes, "axes")], keepdims=keepdims)
+        return self.op("ReduceMean", [x], axes=list(axes), keepdims=keepdims)
+
+    def resize(self, x: str, scales=None, sizes=None, mode: str = "nearest",
+               coord: str = "asymmetric", nearest_mode: str = "floor") -> str:
+        """Resize as torch.onnx writes nn.Upsample / F.interpolate: opsets 11-12 need roi and scales
+        inputs even when unused (empty tensors); from opset 13 unused ones are left out (""). `sizes` is
+        a list, or the name of an int64 tensor computed in the graph."""
+        attrs = {"mode": mode, "coordinate_transformation_mode": coord}
+        if mode == "nearest":
+            attrs["nearest_mode"] = nearest_mode
+        empty = (lambda: self.f32(np.zeros(0, np.float32), "empty")) if self.opset < 13 else (lambda: "")
+        if scales is not None:
+            return self.op("Resize", [x, empty(), self.f32(scales, "scales")], **attrs)
+        sizes = sizes if isinstance(sizes, str) else self.i64(sizes, "sizes")
+        return self.op("Resize", [x, empty(), empty(), sizes], **attrs)
+
+
+
+def fold_batch_stats(model: onnx.ModelProto, feeds: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights and statistics that give every Conv with initializer weights and bias, and every
+    BatchNormalization, the output a trained network has on `feeds`: mean ~ beta (small), std ~
+    gamma (~1). (For a Conv that is what a folded BatchNormalization does; for a BatchNormalization
+    its running mean and variance are set to those of its input.) He init alone lets deep SiLU or
+    HardSwish networks with residual Adds and Concats drift by orders of magnitude. Nodes are measured
+    (with onnxruntime) and adjusted one at a time in graph order, so each sees its inputs already
+    normalised. Run it on a small input: the returned initializers fit the same network built at any
+    size (see `set_initializers`)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    inits = {t.name: t for t in model.graph.initializer}
+    todo = [(n, n.output[0], n.input[1:3]) for n in model.graph.node
+            if n.op_type == "Conv" and len(n.input) == 3 and all(v in inits for v in n.input[1:])]
+    todo += [(n, n.input[0], n.input[3:5]) for n in model.graph.node
+             if n.op_type == "BatchNormalization" and all(v in inits for v in n.input[1:])]
+    order = {id(n): k for k, n in enumerate(model.graph.node)}
+    todo.sort(key=lambda t: order[id(t[0])])
+    params = {name: numpy_helper.to_array(inits[name]) for _, _, names in todo for name in names}
+    # The adjusted tensors become inputs, so that one session measures every step.
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    kept = [t for t in probe.graph.initializer if t.name not in params]
+    del probe.graph.initializer[:]
+    probe.graph.initializer.extend(kept)
+    probe.graph.input.extend(helper.make_tensor_value_info(k, F, v.shape) for k, v in params.items())
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=v) for v in dict.fromkeys(v for _, v, _ in todo))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    for node, measured, (first, second) in todo:
+        (out,) = sess.run([measured], {**feeds, **params})
+        # One scale per layer, not per channel: a random network's features vary little across
+        # positions of one image, and per-channel statistics fitted to that would not carry over to
+        # another input.
+        mean, std = float(out.mean()), max(float(out.std()), 1e-6)
+        if node.op_type == "BatchNormalization":
+            params[first] = np.full_like(params[first], mean)
+            params[second] = np.full_like(params[second], std**2)
+            continue
+        c = out.shape[1]
+        scale = (1.0 + 0.1 * rng.standard_normal(c)) / std
+        w, b = params[first], params[second]
+        params[first] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        params[second] = ((b - mean) * scale + 0.1 * rng.standard_normal(c)).astype(np.float32)
+    return params
+
+
+def set_initializers(model: onnx.ModelProto, params: dict[str, np.ndarray]) -> onnx.ModelProto:
+    for t in model.graph.initializer:
+        if t.name in params:
+            t.CopyFrom(numpy_helper.from_array(params[t.name], t.name))
+    return model
