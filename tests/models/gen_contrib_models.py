@@ -18,6 +18,8 @@ Models:
                              DynamicQuantizeLSTM: bidirectional with uint8 weights, B, P,
                              sequence_lens, initial states; forward with int8 per-column
                              weights, full-length sequences and only Y_h as output
+    contrib_embed_layernorm  EmbedLayerNormalization with segments, mask and all three outputs;
+                             without segments, with position_ids
     contrib_quant_matmul     DynamicQuantizeMatMul (int8 per-column, bias; uint8 with a zero
                              point) and MatMulIntegerToFloat (A zero point and bias; batched B)
 
@@ -426,8 +428,42 @@ def _quant_matmul_ref(model, feeds):
 
 contrib_quant_matmul.reference = _quant_matmul_ref
 
+def contrib_embed_layernorm():
+    rng = np.random.default_rng(18)
+    vocab, positions, hidden, batch, seq = 11, 6, 8, 2, 4
+    inits = [init("words", f32(rng, vocab, hidden)), init("positions", f32(rng, positions, hidden)),
+             init("segments", f32(rng, 2, hidden)), init("gamma", 1 + f32(rng, hidden, scale=0.1)),
+             init("beta", f32(rng, hidden, scale=0.1))]
+    nodes = [
+        ms("EmbedLayerNormalization", ["ids", "segment_ids", "words", "positions", "segments", "gamma", "beta", "mask"],
+           ["y", "mask_index", "embedding_sum"], epsilon=1e-5),
+        ms("EmbedLayerNormalization", ["ids", "", "words", "positions", "", "gamma", "beta", "", "position_ids"],
+           ["y_positions", "unused_mask_index"]),
+    ]
+    inputs = [vi(n, I32, [batch, seq]) for n in ["ids", "segment_ids", "mask"]] + [vi("position_ids", I32, [1, seq])]
+    outs = [vi("y", F, [batch, seq, hidden]), vi("mask_index", I32, [batch]),
+            vi("embedding_sum", F, [batch, seq, hidden]), vi("y_positions", F, [batch, seq, hidden])]
+    model = make_model(nodes, "contrib_embed_layernorm", inputs, outs, inits)
+    feeds = {"ids": rng.integers(0, vocab, (batch, seq)).astype(np.int32),
+             "segment_ids": np.array([[0, 0, 1, 1], [0, 1, 1, 1]], np.int32),
+             "mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32),
+             "position_ids": np.array([[5, 3, 1, 0]], np.int32)}
+    return model, [feeds]
+
+
+def _embed_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    ids, seq = feeds["ids"], feeds["ids"].shape[1]
+    total = p["words"][ids] + p["positions"][np.arange(seq)][None] + p["segments"][feeds["segment_ids"]]
+    y, _, _ = layer_norm(total, p["gamma"], p["beta"], 1e-5)
+    y2, _, _ = layer_norm(p["words"][ids] + p["positions"][feeds["position_ids"]], p["gamma"], p["beta"], 1e-12)
+    return f32_out(y) + [(feeds["mask"] == 1).sum(1).astype(np.int32)] + f32_out(total, y2)
+
+
+contrib_embed_layernorm.reference = _embed_ref
+
 MODELS = [contrib_gelu_family, contrib_skip_layernorm, contrib_attention_masks, contrib_fused_conv,
-          contrib_bert_block, contrib_dynamic_quantize_lstm, contrib_quant_matmul]
+          contrib_bert_block, contrib_dynamic_quantize_lstm, contrib_quant_matmul, contrib_embed_layernorm]
 
 
 def main() -> int:
