@@ -1,14 +1,14 @@
 //! The `com.microsoft` contrib ops that onnxruntime's transformer optimiser and fusions emit:
-//! Gelu, FastGelu, BiasGelu, QuickGelu, SkipLayerNormalization, Attention (packed QKV) and
-//! FusedConv. Each is built from the standard ops' kernels (Gelu, Swish, Conv, the activations,
-//! and the ONNX Attention head kernel) rather than a copy of them.
+//! Gelu, FastGelu, BiasGelu, QuickGelu, SkipLayerNormalization, Attention (packed QKV),
+//! FusedConv and EmbedLayerNormalization. Where a standard op does the work (Gelu, Swish, Conv,
+//! the activations, the ONNX Attention head kernel), they use its kernel rather than a copy.
 
 use super::attention::{attend_head, merge_heads, Capture, HeadDims, Rounding};
 use super::matmul::gemm;
 use super::real::{from_real, to_real, wants_f64};
 use super::{input, opt_input, same_as_input, BuildCtx, Op, Registry};
 use crate::ir::tensor::try_vec;
-use crate::ir::{Attr, Attributes, Dim, Fact, Tensor};
+use crate::ir::{Attr, Attributes, DType, Dim, Fact, Tensor};
 use crate::{bail, Result};
 
 const MS: &str = "com.microsoft";
@@ -24,6 +24,9 @@ pub fn register(r: &mut Registry) {
     r.add_in(MS, "SkipLayerNormalization", build_skip_layer_norm);
     r.add_in(MS, "Attention", build_attention);
     r.add_in(MS, "FusedConv", build_fused_conv);
+    r.add_in(MS, "EmbedLayerNormalization", |ctx| {
+        Ok(Box::new(EmbedLayerNorm { epsilon: f64::from(ctx.attrs.float_or("epsilon", 1e-12)?) }))
+    });
 }
 
 /// Builds a default-domain op through the registry, as the importer would.
@@ -367,6 +370,113 @@ impl Op for FusedConv {
     }
 }
 
+/// BERT's embeddings as onnxruntime fuses them: `LayerNorm(word[input_ids] + position[p] +
+/// segment[segment_ids])` over the hidden axis, where `p` is the position in the sequence or
+/// `position_ids`. Outputs: the normalised sum, `mask_index` (the number of 1s in each row of
+/// `mask`, 0 without one) and the sum before normalisation.
+#[derive(Debug)]
+struct EmbedLayerNorm {
+    epsilon: f64,
+}
+
+impl Op for EmbedLayerNorm {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let (ids, words) = (input(inputs, 0)?, input(inputs, 2)?);
+        let hidden = words.shape.as_ref().and_then(|s| s.get(1).cloned()).unwrap_or(Dim::Unknown);
+        let shape = ids.shape.as_ref().filter(|s| s.len() == 2);
+        let out =
+            Fact { dtype: words.dtype, shape: shape.map(|s| vec![s[0].clone(), s[1].clone(), hidden]), value: None };
+        let mask = Fact { dtype: Some(DType::I32), shape: shape.map(|s| vec![s[0].clone()]), value: None };
+        Ok(vec![out.clone(), mask, out])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        const OP: &str = "EmbedLayerNormalization";
+        let (ids, words, positions) = (input(inputs, 0)?, input(inputs, 2)?, input(inputs, 3)?);
+        let (gamma, beta) = (input(inputs, 5)?, input(inputs, 6)?);
+        wants_f64(OP, words.dtype())?;
+        let (&[batch, seq], &[vocab, hidden]) = (ids.shape(), words.shape()) else {
+            bail!(
+                Shape,
+                "{OP}: input_ids must be 2-D and word_embedding 2-D, got {:?} and {:?}",
+                ids.shape(),
+                words.shape()
+            );
+        };
+        let table = |t: &Tensor, what: &str| -> Result<(Vec<f64>, usize)> {
+            match t.shape() {
+                &[rows, h] if h == hidden => Ok((to_real::<f64>(t)?.into_owned(), rows)),
+                s => bail!(Shape, "{OP}: {what} has shape {s:?}, expected [rows, {hidden}]"),
+            }
+        };
+        let ids_like = |t: Option<&Tensor>, what: &str, broadcast: bool| -> Result<Option<Vec<i64>>> {
+            let Some(t) = t else { return Ok(None) };
+            let fits = t.shape() == [batch, seq] || (broadcast && t.shape() == [1, seq]);
+            if !fits {
+                bail!(Shape, "{OP}: {what} has shape {:?}, expected [{batch}, {seq}]", t.shape());
+            }
+            Ok(Some(t.to_i64_vec()?))
+        };
+        let (word_table, _) = table(words, "word_embedding")?;
+        let (position_table, position_rows) = table(positions, "position_embedding")?;
+        let segment = match (opt_input(inputs, 1), opt_input(inputs, 4)) {
+            (Some(ids), Some(t)) => {
+                Some((ids_like(Some(ids), "segment_ids", false)?.unwrap_or_default(), table(t, "segment_embedding")?))
+            }
+            (None, None) => None,
+            _ => bail!(InvalidModel, "{OP}: segment_ids and segment_embedding come together"),
+        };
+        let position_ids = ids_like(opt_input(inputs, 8), "position_ids", true)?;
+        let per_hidden = |t: &Tensor, what: &str| -> Result<Vec<f64>> {
+            if t.len() != hidden {
+                bail!(Shape, "{OP}: {what} has {} elements, expected {hidden}", t.len());
+            }
+            Ok(to_real::<f64>(t)?.into_owned())
+        };
+        let (gamma, beta) = (per_hidden(gamma, "gamma")?, per_hidden(beta, "beta")?);
+        let row_of = |id: i64, rows: usize, what: &str| -> Result<usize> {
+            match usize::try_from(id) {
+                Ok(r) if r < rows => Ok(r),
+                _ => bail!(Runtime, "{OP}: {what} {id} is out of range for {rows} rows"),
+            }
+        };
+        let word_ids = ids.to_i64_vec()?;
+        let mut sum = try_vec(batch * seq * hidden, 0f64)?;
+        let mut out = try_vec(batch * seq * hidden, 0f64)?;
+        for (i, &id) in word_ids.iter().enumerate() {
+            let w = row_of(id, vocab, "input id")? * hidden;
+            let p = match &position_ids {
+                Some(p) => row_of(p[i % p.len()], position_rows, "position id")?,
+                None => row_of((i % seq) as i64, position_rows, "position")?,
+            } * hidden;
+            let row = &mut sum[i * hidden..(i + 1) * hidden];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = word_table[w + j] + position_table[p + j];
+            }
+            if let Some((segment_ids, (segment_table, segment_rows))) = &segment {
+                let s = row_of(segment_ids[i], *segment_rows, "segment id")? * hidden;
+                row.iter_mut().zip(&segment_table[s..s + hidden]).for_each(|(v, e)| *v += e);
+            }
+            let mean = row.iter().sum::<f64>() / hidden as f64;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / hidden as f64;
+            let inv_std = 1.0 / (var + self.epsilon).sqrt();
+            for (j, o) in out[i * hidden..(i + 1) * hidden].iter_mut().enumerate() {
+                *o = (row[j] - mean) * inv_std * gamma[j] + beta[j];
+            }
+        }
+        let mask_index: Vec<i32> = match ids_like(opt_input(inputs, 7), "mask", false)? {
+            Some(mask) => mask.chunks(seq.max(1)).map(|row| row.iter().filter(|&&v| v == 1).count() as i32).collect(),
+            None => vec![0; batch],
+        };
+        let shape = vec![batch, seq, hidden];
+        Ok(vec![
+            from_real(words.dtype(), shape.clone(), out)?,
+            Tensor::new(vec![batch], mask_index)?,
+            from_real(words.dtype(), shape, sum)?,
+        ])
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::excessive_precision)] // numpy's printed digits, pasted as is
 mod tests {
@@ -441,5 +551,36 @@ mod tests {
         let w = t(vec![1, 1, 1, 1], &[-1.0]);
         assert_close(&run(op.as_ref(), &[&x, &w]), &[0.0, 2.0, 0.0]);
         assert!(build("FusedConv", vec![("activation", Attr::String("Gelu".into()))]).is_err());
+    }
+    // Ids [1, 0] pick word rows [0, 3] and [1, 0] (positions add zeros); with eps 0 they
+    // normalise to [-1, 1] and [1, -1], then gamma 2 and beta 0.5. The mask row has one 1.
+    #[test]
+    fn embed_layer_norm_and_bad_ids() {
+        let op = build("EmbedLayerNormalization", vec![("epsilon", Attr::Float(0.0))]).unwrap();
+        let ids = Tensor::new(vec![1, 2], vec![1i32, 0]).unwrap();
+        let words = t(vec![2, 2], &[1.0, 0.0, 0.0, 3.0]);
+        let positions = t(vec![2, 2], &[0.0, 0.0, 0.0, 0.0]);
+        let (gamma, beta) = (t(vec![2], &[2.0, 2.0]), t(vec![2], &[0.5, 0.5]));
+        let mask = Tensor::new(vec![1, 2], vec![1i32, 0]).unwrap();
+        let args = [Some(&ids), None, Some(&words), Some(&positions), None, Some(&gamma), Some(&beta), Some(&mask)];
+        let out = op.eval(&args).unwrap();
+        assert_close(out[0].as_slice::<f32>().unwrap(), &[-1.5, 2.5, 2.5, -1.5]);
+        assert_eq!(out[1].as_slice::<i32>().unwrap(), &[1]);
+        assert_close(out[2].as_slice::<f32>().unwrap(), &[0.0, 3.0, 1.0, 0.0]);
+        let bad = Tensor::new(vec![1, 2], vec![2i32, 0]).unwrap();
+        let e = op.eval(&[Some(&bad), None, Some(&words), Some(&positions), None, Some(&gamma), Some(&beta)]);
+        assert_eq!(e.unwrap_err().kind, ErrorKind::Runtime);
+        let e = op.eval(&[
+            Some(&ids),
+            None,
+            Some(&words),
+            Some(&t(vec![2, 3], &[0.0; 6])),
+            None,
+            Some(&gamma),
+            Some(&beta),
+        ]);
+        assert_eq!(e.unwrap_err().kind, ErrorKind::Shape);
+        let e = op.eval(&[Some(&ids), Some(&ids), Some(&words), Some(&positions), None, Some(&gamma), Some(&beta)]);
+        assert_eq!(e.unwrap_err().kind, ErrorKind::InvalidModel);
     }
 }

@@ -18,6 +18,7 @@ pub mod binary;
 pub mod cast;
 pub mod constant;
 pub mod contrib;
+pub mod contrib_quant;
 pub mod control;
 pub mod conv;
 pub mod conv_transpose;
@@ -140,6 +141,7 @@ pub fn registry() -> &'static Registry {
         cast::register(&mut r);
         constant::register(&mut r);
         contrib::register(&mut r);
+        contrib_quant::register(&mut r);
         control::register(&mut r);
         conv::register(&mut r);
         conv_transpose::register(&mut r);

@@ -189,7 +189,13 @@ impl Op for QLinearConv {
 
 /// The int32 numpy matmul of A and B after subtracting their zero points (A's per tensor or per
 /// row, B's per tensor or per column).
-fn matmul_i32(op: &str, a: &Tensor, a_zp: Option<&Tensor>, b: &Tensor, b_zp: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn matmul_i32(
+    op: &str,
+    a: &Tensor,
+    a_zp: Option<&Tensor>,
+    b: &Tensor,
+    b_zp: Option<&Tensor>,
+) -> Result<Tensor> {
     let ac = centered(op, "A", a, a_zp, 1)?;
     let bc = centered(op, "B", b, b_zp, 0)?;
     let (shape, y) = matmul(ac.as_slice::<i32>()?, a.shape(), bc.as_slice::<i32>()?, b.shape())?;

@@ -61,7 +61,7 @@ impl Cell {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Activation {
+pub(super) enum Activation {
     Relu,
     Tanh,
     Sigmoid,
@@ -132,14 +132,14 @@ fn parse_activations(names: &[String], alphas: &[f32], betas: &[f32]) -> Result<
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Direction {
+pub(super) enum Direction {
     Forward,
     Reverse,
     Bidirectional,
 }
 
 impl Direction {
-    fn count(self) -> usize {
+    pub(super) fn count(self) -> usize {
         if self == Direction::Bidirectional {
             2
         } else {
@@ -148,7 +148,7 @@ impl Direction {
     }
 
     /// Whether direction index `d` walks the sequence from its end.
-    fn is_reversed(self, d: usize) -> bool {
+    pub(super) fn is_reversed(self, d: usize) -> bool {
         self == Direction::Reverse || d == 1
     }
 }
@@ -167,60 +167,71 @@ pub struct Recurrent {
 }
 
 fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
-    let a = ctx.attrs;
-    let name = ctx.op_type;
-    let cell = match name {
-        "RNN" => Cell::Rnn,
-        // GRU-1 had no linear_before_reset: it always reset before the linear transform.
-        "GRU" => Cell::Gru { linear_before_reset: ctx.opset >= 3 && a.int_or("linear_before_reset", 0)? != 0 },
-        "LSTM" => Cell::Lstm { input_forget: a.int_or("input_forget", 0)? != 0 },
-        _ => bail!(Unsupported, "{name} is not a recurrent op"),
-    };
-    let direction = match a.string("direction")?.as_deref() {
-        None | Some("forward") => Direction::Forward,
-        Some("reverse") => Direction::Reverse,
-        Some("bidirectional") => Direction::Bidirectional,
-        Some(other) => bail!(InvalidModel, "{name}: direction '{other}' is not forward, reverse or bidirectional"),
-    };
-    let hidden_size = match a.int("hidden_size")? {
-        None => None,
-        Some(h) if h >= 1 => Some(h as usize),
-        Some(h) => bail!(InvalidModel, "{name}: hidden_size {h} is not positive"),
-    };
-    let layout = if ctx.opset >= 14 { a.int_or("layout", 0)? } else { 0 };
-    if layout != 0 && layout != 1 {
-        bail!(InvalidModel, "{name}: layout {layout} is not 0 or 1");
+    Ok(Box::new(Recurrent::parse(ctx)?))
+}
+
+impl Recurrent {
+    /// Parses the attributes of RNN, GRU or LSTM (`ctx.op_type`); com.microsoft
+    /// DynamicQuantizeLSTM parses its attributes as LSTM's.
+    pub(super) fn parse(ctx: &BuildCtx) -> Result<Recurrent> {
+        let a = ctx.attrs;
+        let name = ctx.op_type;
+        let cell = match name {
+            "RNN" => Cell::Rnn,
+            // GRU-1 had no linear_before_reset: it always reset before the linear transform.
+            "GRU" => Cell::Gru { linear_before_reset: ctx.opset >= 3 && a.int_or("linear_before_reset", 0)? != 0 },
+            "LSTM" | "DynamicQuantizeLSTM" => Cell::Lstm { input_forget: a.int_or("input_forget", 0)? != 0 },
+            _ => bail!(Unsupported, "{name} is not a recurrent op"),
+        };
+        let direction = match a.string("direction")?.as_deref() {
+            None | Some("forward") => Direction::Forward,
+            Some("reverse") => Direction::Reverse,
+            Some("bidirectional") => Direction::Bidirectional,
+            Some(other) => bail!(InvalidModel, "{name}: direction '{other}' is not forward, reverse or bidirectional"),
+        };
+        let hidden_size = match a.int("hidden_size")? {
+            None => None,
+            Some(h) if h >= 1 => Some(h as usize),
+            Some(h) => bail!(InvalidModel, "{name}: hidden_size {h} is not positive"),
+        };
+        let layout = if ctx.opset >= 14 { a.int_or("layout", 0)? } else { 0 };
+        if layout != 0 && layout != 1 {
+            bail!(InvalidModel, "{name}: layout {layout} is not 0 or 1");
+        }
+        let clip = match a.float("clip")? {
+            Some(c) if c.is_nan() || c < 0.0 => bail!(InvalidModel, "{name}: clip {c} is negative"),
+            c => c.map(f64::from),
+        };
+        let per_direction = cell.default_activations().len();
+        let names = match a.strings("activations")? {
+            Some(names) => names,
+            None => cell.default_activations().iter().map(|s| s.to_string()).collect(),
+        };
+        let names = match names.len() {
+            // One set for both directions of a bidirectional layer.
+            n if n == per_direction => names.iter().cycle().take(n * direction.count()).cloned().collect(),
+            n if n == per_direction * direction.count() => names,
+            n => bail!(
+                InvalidModel,
+                "{name}: {n} activations given, expected {} ({per_direction} per direction)",
+                per_direction * direction.count()
+            ),
+        };
+        let activations = parse_activations(
+            &names,
+            &a.floats_or("activation_alpha", vec![])?,
+            &a.floats_or("activation_beta", vec![])?,
+        )?;
+        Ok(Recurrent {
+            cell,
+            direction,
+            hidden_size,
+            batch_first: layout == 1,
+            clip,
+            activations,
+            num_outputs: ctx.num_outputs.max(1),
+        })
     }
-    let clip = match a.float("clip")? {
-        Some(c) if c.is_nan() || c < 0.0 => bail!(InvalidModel, "{name}: clip {c} is negative"),
-        c => c.map(f64::from),
-    };
-    let per_direction = cell.default_activations().len();
-    let names = match a.strings("activations")? {
-        Some(names) => names,
-        None => cell.default_activations().iter().map(|s| s.to_string()).collect(),
-    };
-    let names = match names.len() {
-        // One set for both directions of a bidirectional layer.
-        n if n == per_direction => names.iter().cycle().take(n * direction.count()).cloned().collect(),
-        n if n == per_direction * direction.count() => names,
-        n => bail!(
-            InvalidModel,
-            "{name}: {n} activations given, expected {} ({per_direction} per direction)",
-            per_direction * direction.count()
-        ),
-    };
-    let activations =
-        parse_activations(&names, &a.floats_or("activation_alpha", vec![])?, &a.floats_or("activation_beta", vec![])?)?;
-    Ok(Box::new(Recurrent {
-        cell,
-        direction,
-        hidden_size,
-        batch_first: layout == 1,
-        clip,
-        activations,
-        num_outputs: ctx.num_outputs.max(1),
-    }))
 }
 
 /// One direction's parameters as f64 slices: W `[gates*H, I]`, R `[gates*H, H]`, the two bias
@@ -297,17 +308,9 @@ impl Recurrent {
             }
             Cell::Lstm { input_forget } => {
                 affine(p.r, h, p.rb, &mut s.from_h);
-                let gate = |g: usize, j: usize| s.from_x[g * hs + j] + s.from_h[g * hs + j];
-                let peephole = |g: usize, j: usize| p.peepholes.get(g * hs + j).copied().unwrap_or(0.0);
-                for j in 0..hs {
-                    let c_prev = c[j];
-                    let i = self.act(p, 0, gate(0, j) + peephole(0, j) * c_prev);
-                    let f = if input_forget { 1.0 - i } else { self.act(p, 0, gate(2, j) + peephole(2, j) * c_prev) };
-                    let candidate = self.act(p, 1, gate(3, j));
-                    c[j] = f * c_prev + i * candidate;
-                    let o = self.act(p, 0, gate(1, j) + peephole(1, j) * c[j]);
-                    h[j] = o * p.acts[2].apply(c[j]);
-                }
+                s.from_x.iter_mut().zip(&s.from_h).for_each(|(x, h)| *x += h);
+                let cell = LstmCell { acts: p.acts, clip: self.clip, input_forget, peepholes: p.peepholes };
+                cell.update(&s.from_x, c, h);
             }
         }
     }
@@ -322,13 +325,78 @@ impl Recurrent {
     }
 }
 
+/// The LSTM state update of one sequence and direction. com.microsoft DynamicQuantizeLSTM shares
+/// it, computing the gate pre-activations with its own quantized products.
+pub(super) struct LstmCell<'a> {
+    /// f, g, h.
+    acts: &'a [Activation],
+    clip: Option<f64>,
+    input_forget: bool,
+    /// `[3H]` (i, o, f), or empty for none.
+    peepholes: &'a [f64],
+}
+
+impl LstmCell<'_> {
+    /// Updates `c` and `h` in place from `gates`, the pre-activations `W·x + R·h + Wb + Rb` in
+    /// blocks i, o, f, c of `h.len()` each.
+    pub(super) fn update(&self, gates: &[f64], c: &mut [f64], h: &mut [f64]) {
+        let hs = h.len();
+        let act = |k: usize, x: f64| self.acts[k].apply(self.clip.map_or(x, |c| x.clamp(-c, c)));
+        let peephole = |g: usize, j: usize| self.peepholes.get(g * hs + j).copied().unwrap_or(0.0);
+        for j in 0..hs {
+            let c_prev = c[j];
+            let i = act(0, gates[j] + peephole(0, j) * c_prev);
+            let f = if self.input_forget { 1.0 - i } else { act(0, gates[2 * hs + j] + peephole(2, j) * c_prev) };
+            let candidate = act(1, gates[3 * hs + j]);
+            c[j] = f * c_prev + i * candidate;
+            let o = act(0, gates[hs + j] + peephole(1, j) * c[j]);
+            h[j] = o * self.acts[2].apply(c[j]);
+        }
+    }
+}
+
+impl Recurrent {
+    pub(super) fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    pub(super) fn hidden_size(&self) -> Option<usize> {
+        self.hidden_size
+    }
+
+    /// The LSTM update of direction `d` with its `[3H]` peepholes (or none). The caller built
+    /// this op as an LSTM.
+    pub(super) fn lstm_cell<'a>(&'a self, d: usize, peepholes: &'a [f64]) -> LstmCell<'a> {
+        let per_direction = self.activations.len() / self.direction.count();
+        LstmCell {
+            acts: &self.activations[d * per_direction..(d + 1) * per_direction],
+            clip: self.clip,
+            input_forget: matches!(self.cell, Cell::Lstm { input_forget: true }),
+            peepholes,
+        }
+    }
+}
+
 /// Reads an optional per-direction parameter, checking its shape.
-fn param(inputs: &[Option<&Tensor>], i: usize, what: &str, want: &[usize]) -> Result<Option<Vec<f64>>> {
+pub(super) fn param(inputs: &[Option<&Tensor>], i: usize, what: &str, want: &[usize]) -> Result<Option<Vec<f64>>> {
     let Some(t) = opt_input(inputs, i) else { return Ok(None) };
     if t.shape() != want {
         bail!(Shape, "{what} has shape {:?}, expected {want:?}", t.shape());
     }
     Ok(Some(t.to_f64_vec()?))
+}
+
+/// The per-batch sequence lengths from `sequence_lens`, each in `0..=seq`; all `seq` without it.
+pub(super) fn sequence_lengths(name: &str, lens: Option<&Tensor>, batch: usize, seq: usize) -> Result<Vec<usize>> {
+    let Some(t) = lens else { return Ok(vec![seq; batch]) };
+    if t.shape() != [batch] {
+        bail!(Shape, "{name}: sequence_lens has shape {:?}, expected [{batch}]", t.shape());
+    }
+    let lens = t.to_i64_vec()?;
+    if let Some(bad) = lens.iter().find(|&&l| l < 0 || l as usize > seq) {
+        bail!(Runtime, "{name}: sequence length {bad} is outside 0..={seq}");
+    }
+    Ok(lens.into_iter().map(|l| l as usize).collect())
 }
 
 /// Reorders a row-major tensor's elements by `perm` (output dim k is input dim `perm[k]`).
@@ -415,19 +483,7 @@ impl Op for Recurrent {
         } else {
             (try_vec(state_len, 0.0)?, vec![])
         };
-        let lengths = match opt_input(inputs, SEQUENCE_LENS) {
-            None => vec![seq; batch],
-            Some(t) => {
-                if t.shape() != [batch] {
-                    bail!(Shape, "{name}: sequence_lens has shape {:?}, expected [{batch}]", t.shape());
-                }
-                let lens = t.to_i64_vec()?;
-                if let Some(bad) = lens.iter().find(|&&l| l < 0 || l as usize > seq) {
-                    bail!(Runtime, "{name}: sequence length {bad} is outside 0..={seq}");
-                }
-                lens.into_iter().map(|l| l as usize).collect()
-            }
-        };
+        let lengths = sequence_lengths(name, opt_input(inputs, SEQUENCE_LENS), batch, seq)?;
         let xs = if self.batch_first { permute(&x.to_f64_vec()?, x.shape(), &[1, 0, 2]) } else { x.to_f64_vec()? };
 
         // Y is built sequence-major, [seq, dirs, batch, hidden]; steps past a length stay zero.

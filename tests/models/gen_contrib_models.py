@@ -14,6 +14,14 @@ Models:
     contrib_bert_block       a MiniLM-shaped encoder layer as onnxruntime's transformer
                              optimizer emits it: Attention, MatMul, SkipLayerNormalization,
                              MatMul, FastGelu(bias), MatMul, SkipLayerNormalization
+    contrib_dynamic_quantize_lstm
+                             DynamicQuantizeLSTM: bidirectional with uint8 weights, B, P,
+                             sequence_lens, initial states; forward with int8 per-column
+                             weights, full-length sequences and only Y_h as output
+    contrib_embed_layernorm  EmbedLayerNormalization with segments, mask and all three outputs;
+                             without segments, with position_ids
+    contrib_quant_matmul     DynamicQuantizeMatMul (int8 per-column, bias; uint8 with a zero
+                             point) and MatMulIntegerToFloat (A zero point and bias; batched B)
 
 Usage:
     python tests/models/gen_contrib_models.py [--out DIR]
@@ -259,8 +267,203 @@ def _bert_ref(model, feeds):
 
 contrib_bert_block.reference = _bert_ref
 
+# ---------------------------------------------------------------------------- dynamic quantization
+# numpy copies of onnxruntime's CPU arithmetic (rnn_helpers.cc ComputeGemm, uni_directional_lstm.cc,
+# dynamic_quantize_matmul.cc): uint8 run-time quantization of the left operand over all its
+# elements, exact integer products, f32 scaling.
+
+def quantize_u8(x):
+    x = np.asarray(x, np.float32)
+    lo, hi = np.float32(min(x.min(initial=0), 0)), np.float32(max(x.max(initial=0), 0))
+    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
+    zp = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
+    q = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.int64)
+    return q, scale, int(zp)
+
+
+def int_product(qa, a_zp, a_scale, w, w_zp, w_scale):
+    acc = (qa - a_zp) @ (w.astype(np.int64) - w_zp)
+    return acc.astype(np.float32) * (np.float32(a_scale) * np.asarray(w_scale, np.float32))
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def dq_lstm(x, p, lens, direction, want_y):
+    """p: W, R (int), W_scale, W_zp, R_scale, R_zp per direction, B, P, h0, c0 (float) or None."""
+    seq, batch, _ = x.shape
+    dirs = 2 if direction == "bidirectional" else 1
+    hidden = p["R"].shape[1]
+    y = np.zeros((seq, dirs, batch, hidden), np.float32)
+    yh = np.zeros((dirs, batch, hidden), np.float32)
+    yc = np.zeros((dirs, batch, hidden), np.float32)
+    max_len = int(lens.max())
+    qx, sx, zx = quantize_u8(x[:max_len].reshape(max_len * batch, -1))
+    for d in range(dirs):
+        rev = direction == "reverse" or d == 1
+        wzp, rzp = np.ravel(p["W_zp"][d])[0], np.ravel(p["R_zp"][d])[0]
+        from_x = int_product(qx, zx, sx, p["W"][d], wzp, p["W_scale"][d]).reshape(max_len, batch, 4 * hidden)
+        bias = (p["B"][d, :4 * hidden] + p["B"][d, 4 * hidden:]).astype(np.float32) if p.get("B") is not None \
+            else np.zeros(4 * hidden, np.float32)
+        peep = p["P"][d] if p.get("P") is not None else np.zeros(3 * hidden, np.float32)
+        h = p["h0"][d].astype(np.float32).copy() if p.get("h0") is not None else np.zeros((batch, hidden), np.float32)
+        c = p["c0"][d].astype(np.float64).copy() if p.get("c0") is not None else np.zeros((batch, hidden))
+        for k in range(max_len):
+            qh, sh, zh = quantize_u8(h)
+            from_h = int_product(qh, zh, sh, p["R"][d], rzp, p["R_scale"][d])
+            for n in range(batch):
+                if k >= lens[n]:
+                    if want_y:
+                        h[n] = 0
+                    continue
+                t = lens[n] - 1 - k if rev else k
+                g = (from_x[t, n] + from_h[n]).astype(np.float64) + bias
+                i_, o_, f_, c_ = np.split(g, 4)
+                i = sigmoid(i_ + peep[:hidden] * c[n])
+                f = sigmoid(f_ + peep[2 * hidden:] * c[n])
+                c[n] = f * c[n] + i * np.tanh(c_)
+                o = sigmoid(o_ + peep[hidden:2 * hidden] * c[n])
+                hn = o * np.tanh(c[n])
+                h[n] = hn
+                y[t, d, n] = hn
+                if k + 1 == lens[n]:
+                    yh[d, n], yc[d, n] = hn, c[n]
+    return y, yh, yc
+
+
+def contrib_dynamic_quantize_lstm():
+    rng = np.random.default_rng(16)
+    seq, batch, inp, hidden = 5, 3, 3, 4
+    g = 4 * hidden
+
+    def u8(*shape):
+        return rng.integers(0, 256, shape).astype(np.uint8)
+
+    def i8(*shape):
+        return rng.integers(-127, 128, shape).astype(np.int8)
+
+    inits = [
+        init("W", u8(2, inp, g)), init("R", u8(2, hidden, g)), init("B", f32(rng, 2, 2 * g, scale=0.1)),
+        init("P", f32(rng, 2, 3 * hidden, scale=0.2)),
+        init("W_scale", np.array([0.004, 0.005], np.float32)), init("W_zp", np.array([128, 120], np.uint8)),
+        init("R_scale", np.array([0.006, 0.004], np.float32)), init("R_zp", np.array([131, 127], np.uint8)),
+        init("W2", i8(1, inp, g)), init("R2", i8(1, hidden, g)),
+        init("W2_scale", (0.003 + 0.003 * rng.random((1, g))).astype(np.float32)),
+        init("W2_zp", np.zeros((1, g), np.int8)),
+        init("R2_scale", (0.003 + 0.003 * rng.random((1, g))).astype(np.float32)),
+        init("R2_zp", np.zeros((1, g), np.int8)),
+    ]
+    nodes = [
+        ms("DynamicQuantizeLSTM", ["X", "W", "R", "B", "lens", "h0", "c0", "P", "W_scale", "W_zp", "R_scale", "R_zp"],
+           ["y", "y_h", "y_c"], hidden_size=hidden, direction="bidirectional"),
+        # Without sequence_lens: with Y left out, onnxruntime keeps finished sequences' last states
+        # in the recurrent product's quantization range, which crx580 (not told which outputs are
+        # used) does not.
+        ms("DynamicQuantizeLSTM", ["X", "W2", "R2", "", "", "", "", "", "W2_scale", "W2_zp", "R2_scale", "R2_zp"],
+           ["", "y_h_fwd"], hidden_size=hidden),
+    ]
+    inputs = [vi("X", F, [seq, batch, inp]), vi("lens", I32, [batch]), vi("h0", F, [2, batch, hidden]),
+              vi("c0", F, [2, batch, hidden])]
+    outs = [vi("y", F, [seq, 2, batch, hidden]), vi("y_h", F, [2, batch, hidden]), vi("y_c", F, [2, batch, hidden]),
+            vi("y_h_fwd", F, [1, batch, hidden])]
+    model = make_model(nodes, "contrib_dynamic_quantize_lstm", inputs, outs, inits)
+    feeds = [{"X": f32(rng, seq, batch, inp), "lens": np.array(lens, np.int32),
+              "h0": f32(rng, 2, batch, hidden, scale=0.5), "c0": f32(rng, 2, batch, hidden, scale=0.5)}
+             for lens in ([5, 2, 4], [3, 5, 1])]
+    return model, feeds
+
+
+def _dq_lstm_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    x, lens = feeds["X"], feeds["lens"]
+    bi = dict(W=p["W"], R=p["R"], W_scale=p["W_scale"], W_zp=p["W_zp"], R_scale=p["R_scale"], R_zp=p["R_zp"],
+              B=p["B"], P=p["P"], h0=feeds["h0"], c0=feeds["c0"])
+    fwd = dict(W=p["W2"], R=p["R2"], W_scale=p["W2_scale"], W_zp=p["W2_zp"], R_scale=p["R2_scale"], R_zp=p["R2_zp"])
+    y, yh, yc = dq_lstm(x, bi, lens, "bidirectional", True)
+    _, yh2, _ = dq_lstm(x, fwd, np.full_like(lens, x.shape[0]), "forward", False)
+    return f32_out(y, yh, yc, yh2)
+
+
+contrib_dynamic_quantize_lstm.reference = _dq_lstm_ref
+
+
+def contrib_quant_matmul():
+    rng = np.random.default_rng(17)
+    k, n = 6, 5
+    inits = [
+        init("B_i8", rng.integers(-127, 128, (k, n)).astype(np.int8)),
+        init("B_i8_scale", (0.01 + 0.01 * rng.random(n)).astype(np.float32)),
+        init("bias", f32(rng, n, scale=0.1)),
+        init("B_u8", rng.integers(0, 256, (k, n)).astype(np.uint8)),
+        init("B_u8_scale", np.array(0.02, np.float32)), init("B_u8_zp", np.array(131, np.uint8)),
+        init("A_scale", np.array(0.03, np.float32)), init("A_zp", np.array(120, np.uint8)),
+        init("B3", rng.integers(-127, 128, (2, k, n)).astype(np.int8)),
+        init("B3_scale", (0.01 + 0.01 * rng.random(n)).astype(np.float32)),
+    ]
+    nodes = [
+        ms("DynamicQuantizeMatMul", ["X", "B_i8", "B_i8_scale", "", "bias"], ["y_dyn_i8"]),
+        ms("DynamicQuantizeMatMul", ["X", "B_u8", "B_u8_scale", "B_u8_zp"], ["y_dyn_u8"]),
+        ms("MatMulIntegerToFloat", ["Aq", "B_i8", "A_scale", "B_i8_scale", "A_zp", "", "bias"], ["y_int"]),
+        # Batched B without bias: onnxruntime 1.32 adds a wrong bias when B is batched.
+        ms("MatMulIntegerToFloat", ["Aq", "B3", "A_scale", "B3_scale", "A_zp"], ["y_int_batched"]),
+    ]
+    inputs = [vi("X", F, [2, 3, k]), vi("Aq", TensorProto.UINT8, [2, 3, k])]
+    outs = [vi(name, F, [2, 3, n]) for name in ["y_dyn_i8", "y_dyn_u8", "y_int", "y_int_batched"]]
+    model = make_model(nodes, "contrib_quant_matmul", inputs, outs, inits)
+    feeds = {"X": f32(rng, 2, 3, k), "Aq": rng.integers(0, 256, (2, 3, k)).astype(np.uint8)}
+    return model, [feeds]
+
+
+def _quant_matmul_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    qx, sx, zx = quantize_u8(feeds["X"])
+    y1 = int_product(qx, zx, sx, p["B_i8"], 0, p["B_i8_scale"]) + p["bias"]
+    y2 = int_product(qx, zx, sx, p["B_u8"], int(p["B_u8_zp"]), p["B_u8_scale"])
+    qa = feeds["Aq"].astype(np.int64)
+    y3 = int_product(qa, int(p["A_zp"]), p["A_scale"], p["B_i8"], 0, p["B_i8_scale"]) + p["bias"]
+    y4 = int_product(qa, int(p["A_zp"]), p["A_scale"], p["B3"], 0, p["B3_scale"])
+    return f32_out(y1, y2, y3, y4)
+
+
+contrib_quant_matmul.reference = _quant_matmul_ref
+
+def contrib_embed_layernorm():
+    rng = np.random.default_rng(18)
+    vocab, positions, hidden, batch, seq = 11, 6, 8, 2, 4
+    inits = [init("words", f32(rng, vocab, hidden)), init("positions", f32(rng, positions, hidden)),
+             init("segments", f32(rng, 2, hidden)), init("gamma", 1 + f32(rng, hidden, scale=0.1)),
+             init("beta", f32(rng, hidden, scale=0.1))]
+    nodes = [
+        ms("EmbedLayerNormalization", ["ids", "segment_ids", "words", "positions", "segments", "gamma", "beta", "mask"],
+           ["y", "mask_index", "embedding_sum"], epsilon=1e-5),
+        ms("EmbedLayerNormalization", ["ids", "", "words", "positions", "", "gamma", "beta", "", "position_ids"],
+           ["y_positions", "unused_mask_index"]),
+    ]
+    inputs = [vi(n, I32, [batch, seq]) for n in ["ids", "segment_ids", "mask"]] + [vi("position_ids", I32, [1, seq])]
+    outs = [vi("y", F, [batch, seq, hidden]), vi("mask_index", I32, [batch]),
+            vi("embedding_sum", F, [batch, seq, hidden]), vi("y_positions", F, [batch, seq, hidden])]
+    model = make_model(nodes, "contrib_embed_layernorm", inputs, outs, inits)
+    feeds = {"ids": rng.integers(0, vocab, (batch, seq)).astype(np.int32),
+             "segment_ids": np.array([[0, 0, 1, 1], [0, 1, 1, 1]], np.int32),
+             "mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32),
+             "position_ids": np.array([[5, 3, 1, 0]], np.int32)}
+    return model, [feeds]
+
+
+def _embed_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    ids, seq = feeds["ids"], feeds["ids"].shape[1]
+    total = p["words"][ids] + p["positions"][np.arange(seq)][None] + p["segments"][feeds["segment_ids"]]
+    y, _, _ = layer_norm(total, p["gamma"], p["beta"], 1e-5)
+    y2, _, _ = layer_norm(p["words"][ids] + p["positions"][feeds["position_ids"]], p["gamma"], p["beta"], 1e-12)
+    return f32_out(y) + [(feeds["mask"] == 1).sum(1).astype(np.int32)] + f32_out(total, y2)
+
+
+contrib_embed_layernorm.reference = _embed_ref
+
 MODELS = [contrib_gelu_family, contrib_skip_layernorm, contrib_attention_masks, contrib_fused_conv,
-          contrib_bert_block]
+          contrib_bert_block, contrib_dynamic_quantize_lstm, contrib_quant_matmul, contrib_embed_layernorm]
 
 
 def main() -> int:
