@@ -23,6 +23,7 @@ pub mod conv;
 pub mod conv_transpose;
 pub mod einsum;
 pub mod gather;
+pub mod grid_sample;
 pub mod logic;
 pub mod loss;
 pub mod matmul;
@@ -145,6 +146,7 @@ pub fn registry() -> &'static Registry {
         conv_transpose::register(&mut r);
         einsum::register(&mut r);
         gather::register(&mut r);
+        grid_sample::register(&mut r);
         logic::register(&mut r);
         loss::register(&mut r);
         matmul::register(&mut r);
