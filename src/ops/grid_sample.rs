@@ -90,7 +90,8 @@ struct SampleAxis<R> {
 /// Folds `x` back into `[lo, hi]` by reflecting at the borders as often as needed.
 pub(super) fn reflect<R: Float>(x: R, lo: R, hi: R) -> R {
     let range = hi - lo;
-    if !(range > R::zero()) {
+    // A single-position axis (or NaN borders) has nothing to reflect across.
+    if range.partial_cmp(&R::zero()) != Some(std::cmp::Ordering::Greater) {
         return lo;
     }
     let two = R::from_f64(2.0);

@@ -36,6 +36,7 @@ pub mod reduce;
 pub mod reshape;
 pub mod resize;
 pub mod rnn;
+pub mod roi_align;
 pub mod rotary;
 pub mod scatter;
 pub mod slice;
@@ -160,6 +161,7 @@ pub fn registry() -> &'static Registry {
         rotary::register(&mut r);
         resize::register(&mut r);
         rnn::register(&mut r);
+        roi_align::register(&mut r);
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
