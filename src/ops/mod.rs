@@ -21,6 +21,7 @@ pub mod contrib;
 pub mod control;
 pub mod conv;
 pub mod conv_transpose;
+pub mod deform_conv;
 pub mod einsum;
 pub mod gather;
 pub mod grid_sample;
@@ -141,6 +142,7 @@ pub fn registry() -> &'static Registry {
         binary::register(&mut r);
         cast::register(&mut r);
         constant::register(&mut r);
+        deform_conv::register(&mut r);
         contrib::register(&mut r);
         control::register(&mut r);
         conv::register(&mut r);
