@@ -16,6 +16,7 @@ pub mod activation;
 pub mod attention;
 pub mod binary;
 pub mod cast;
+pub mod center_crop_pad;
 pub mod constant;
 pub mod contrib;
 pub mod control;
@@ -141,6 +142,7 @@ pub fn registry() -> &'static Registry {
         attention::register(&mut r);
         binary::register(&mut r);
         cast::register(&mut r);
+        center_crop_pad::register(&mut r);
         constant::register(&mut r);
         deform_conv::register(&mut r);
         contrib::register(&mut r);
