@@ -17,6 +17,10 @@ pub fn register(r: &mut Registry) {
     r.add("RoiAlign", build_roi_align);
 }
 
+/// With `sampling_ratio` 0 the samples per bin grow with the roi's size, which comes from data: this
+/// bound keeps an absurd roi from running (practically) forever.
+const MAX_SAMPLES_PER_BIN: usize = 1 << 24;
+
 #[derive(Debug)]
 pub struct RoiAlign {
     max: bool,
@@ -177,6 +181,12 @@ impl RoiAlign {
             };
             let (grid_h, grid_w) = (grid(roi_h, oh), grid(roi_w, ow));
             let samples = grid_h.saturating_mul(grid_w);
+            if samples > MAX_SAMPLES_PER_BIN {
+                bail!(
+                    ResourceLimit,
+                    "RoiAlign: roi {k} {roi:?} needs {grid_h}x{grid_w} samples per bin, over the limit of {MAX_SAMPLES_PER_BIN}"
+                );
+            }
             let src = &xv[image * channels * plane..][..channels * plane];
             let dst = &mut out[k * channels * bin_len..][..channels * bin_len];
             for ph in 0..oh {
@@ -267,6 +277,8 @@ mod tests {
         assert!(roi_align(16, vec![], &x44(), &[0.0, 0.0, 1.0, 1.0], &[-1]).is_err());
         assert!(roi_align(16, vec![], &x44(), &[0.0, 0.0, 1.0, 1.0], &[0, 0]).is_err());
         assert!(roi_align(16, vec![], &x44(), &[0.0, f32::NAN, 1.0, 1.0], &[0]).is_err());
+        let e = roi_align(16, vec![], &x44(), &[0.0, 0.0, 1e9, 1e9], &[0]).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::ResourceLimit, "{e}");
         assert!(build("RoiAlign", 16, vec![("mode", Attr::String("min".into()))], 1).is_err());
     }
 
