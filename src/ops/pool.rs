@@ -1,4 +1,5 @@
-//! Pooling: MaxPool (with optional Indices), AveragePool, LpPool, and their global forms.
+//! Pooling: MaxPool (with optional Indices), AveragePool, LpPool, their global forms, and
+//! MaxUnpool.
 //!
 //! Windows follow the ONNX reference: a window covers the explicitly padded input; with
 //! `ceil_mode` it may run past the end padding, and those positions never count. AveragePool
@@ -8,7 +9,7 @@
 use super::real::{from_real, to_real, wants_f64, Real};
 use super::window::{three_axes, Axis, WindowAttrs};
 use super::{input, BuildCtx, Op, Registry};
-use crate::ir::tensor::checked_len;
+use crate::ir::tensor::{checked_len, try_vec};
 use crate::ir::{Attr, Attributes, DType, Dim, Fact, Scalar, Tensor};
 use crate::{bail, dispatch, err, Result};
 
@@ -23,6 +24,7 @@ pub fn register(r: &mut Registry) {
     r.add("LpPool", |ctx| Pool::build(ctx, Kind::Lp { p: p_attr(ctx.attrs)? }));
     r.add("GlobalMaxPool", |_| Ok(Box::new(GlobalPool { kind: Kind::Max { column_major: false } })));
     r.add("GlobalAveragePool", |_| Ok(Box::new(GlobalPool { kind: Kind::Average { count_include_pad: false } })));
+    r.add("MaxUnpool", build_max_unpool);
     r.add("GlobalLpPool", |ctx| Ok(Box::new(GlobalPool { kind: Kind::Lp { p: p_attr(ctx.attrs)? } })));
 }
 
@@ -373,6 +375,156 @@ fn global_mean<R: Real>(x: &Tensor, out_shape: Vec<usize>, plane: usize, kind: K
     from_real(x.dtype(), out_shape, y)
 }
 
+/// MaxUnpool (opsets 9, 11): scatters X into zeros at the flat positions `I` that MaxPool reported.
+///
+/// Like the ONNX reference (and its node tests), the indices address the tensor of the shape the
+/// attributes imply, `(in - 1) * stride - pads + kernel` per axis; a larger `output_shape` input then
+/// receives that tensor in its leading corner, zeros elsewhere.
+#[derive(Debug)]
+pub struct MaxUnpool {
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    /// All begins, then all ends.
+    pads: Vec<usize>,
+}
+
+fn build_max_unpool(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    let a = ctx.attrs;
+    let list = |name: &str, min: i64| -> Result<Option<Vec<usize>>> {
+        a.ints(name)?
+            .map(|v| {
+                v.iter()
+                    .map(|&x| {
+                        usize::try_from(x).ok().filter(|&x| x as i64 >= min).ok_or_else(|| {
+                            err!(InvalidModel, "MaxUnpool: attribute '{name}' has {x}, values must be at least {min}")
+                        })
+                    })
+                    .collect()
+            })
+            .transpose()
+    };
+    let kernel = a.required("kernel_shape", list("kernel_shape", 1))?;
+    let n = kernel.len();
+    let strides = list("strides", 1)?.unwrap_or_else(|| vec![1; n]);
+    let pads = list("pads", 0)?.unwrap_or_else(|| vec![0; 2 * n]);
+    if strides.len() != n || pads.len() != 2 * n {
+        bail!(
+            InvalidModel,
+            "MaxUnpool: kernel_shape {kernel:?}, strides {strides:?} and pads {pads:?} disagree in length"
+        );
+    }
+    Ok(Box::new(MaxUnpool { kernel, strides, pads }))
+}
+
+impl MaxUnpool {
+    /// The unpooled size of spatial axis `i` whose pooled size is `input`.
+    fn unpooled(&self, i: usize, input: usize) -> Result<usize> {
+        let n = self.kernel.len();
+        let d = (input as i128 - 1) * self.strides[i] as i128 - (self.pads[i] + self.pads[i + n]) as i128
+            + self.kernel[i] as i128;
+        usize::try_from(d).map_err(|_| err!(Shape, "MaxUnpool: spatial axis {i} of size {input} unpools to {d}"))
+    }
+
+    fn check_rank(&self, rank: usize) -> Result<()> {
+        if rank != self.kernel.len() + 2 {
+            bail!(
+                Shape,
+                "MaxUnpool with a {}-D kernel needs X of rank {}, got {rank}",
+                self.kernel.len(),
+                self.kernel.len() + 2
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Op for MaxUnpool {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let x = input(inputs, 0)?;
+        let shape = if let Some(out) = super::opt_input(inputs, 2) {
+            match super::reshape::const_ints(Some(out))? {
+                Some(v) => Some(v.iter().map(|&d| usize::try_from(d).map_or(Dim::Unknown, Dim::Known)).collect()),
+                None => out.shape.as_ref().and_then(|s| s.first()?.known()).map(|r| vec![Dim::Unknown; r]),
+            }
+        } else if let Some(s) = &x.shape {
+            self.check_rank(s.len())?;
+            let mut out = s[..2].to_vec();
+            for (i, d) in s[2..].iter().enumerate() {
+                out.push(match d {
+                    Dim::Known(n) => Dim::Known(self.unpooled(i, *n)?),
+                    _ => Dim::Unknown,
+                });
+            }
+            Some(out)
+        } else {
+            None
+        };
+        Ok(vec![Fact { dtype: x.dtype, shape, value: None }])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (x, indices) = (input(inputs, 0)?, input(inputs, 1)?);
+        self.check_rank(x.rank())?;
+        if indices.shape() != x.shape() {
+            bail!(Shape, "MaxUnpool: indices of shape {:?} do not match X of shape {:?}", indices.shape(), x.shape());
+        }
+        let mut inner = x.shape()[..2].to_vec();
+        for (i, &d) in x.shape()[2..].iter().enumerate() {
+            inner.push(self.unpooled(i, d)?);
+        }
+        let out_shape = match super::opt_input(inputs, 2) {
+            None => inner.clone(),
+            Some(t) => {
+                let v = t.to_i64_vec()?;
+                let fits = v.len() == inner.len()
+                    && v.iter()
+                        .zip(&inner)
+                        .enumerate()
+                        .all(|(i, (&o, &n))| if i < 2 { o == n as i64 } else { o >= n as i64 });
+                if !fits {
+                    bail!(Shape, "MaxUnpool: output_shape {v:?} must keep N and C and be at least {inner:?}");
+                }
+                v.iter().map(|&d| d as usize).collect()
+            }
+        };
+        let positions = indices.to_i64_vec()?;
+        dispatch!(x.dtype(); T => {
+            let len = checked_len(&inner, x.dtype())?;
+            let mut y = try_vec(len, T::zero())?;
+            for (&i, &v) in positions.iter().zip(x.as_slice::<T>()?) {
+                let slot = usize::try_from(i).ok().and_then(|i| y.get_mut(i)).ok_or_else(|| {
+                    err!(Runtime, "MaxUnpool: index {i} is out of range for an output of {len} elements")
+                })?;
+                *slot = v;
+            }
+            let y = if out_shape == inner { y } else { embed(&y, &inner, &out_shape)? };
+            Ok(vec![Tensor::new(out_shape, y)?])
+        }; numeric; else => bail!(Unsupported, "MaxUnpool does not take {} tensors", x.dtype()))
+    }
+}
+
+/// Copies `src` (of shape `from`) into the leading corner of a zero tensor of the larger shape `to`.
+fn embed<T: Scalar>(src: &[T], from: &[usize], to: &[usize]) -> Result<Vec<T>> {
+    let mut out = try_vec(checked_len(to, T::DTYPE)?, T::zero())?;
+    let (row, rank) = (from[from.len() - 1], from.len());
+    if row == 0 || src.is_empty() {
+        return Ok(out);
+    }
+    let mut index = vec![0usize; rank - 1];
+    for chunk in src.chunks_exact(row) {
+        let start = index.iter().zip(&to[..rank - 1]).fold(0, |acc, (&i, &d)| acc * d + i) * to[rank - 1];
+        out[start..start + row].copy_from_slice(chunk);
+        for a in (0..rank - 1).rev() {
+            index[a] += 1;
+            if index[a] < from[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::conv::test_util::*;
@@ -476,5 +628,40 @@ mod tests {
         let ints = Tensor::new(vec![1, 1, 2], vec![1i32, 2]).unwrap();
         assert!(pool("AveragePool", vec![k(vec![2])], &ints).is_err());
         assert!(build_named("LpPool", 18, vec![k(vec![2]), ("p", Attr::Int(0))], 1).is_err());
+    }
+
+    #[test]
+    fn max_unpool_with_and_without_output_shape() {
+        // The ONNX node tests test_maxunpool_export_without_output_shape / _with_output_shape.
+        let attrs = || vec![k(vec![2, 2]), ("strides", Attr::Ints(vec![2, 2]))];
+        let op = build_named("MaxUnpool", 11, attrs(), 1).unwrap();
+        let x = tensor(vec![1, 1, 2, 2], &[1., 2., 3., 4.]);
+        let i = Tensor::new(vec![1, 1, 2, 2], vec![5i64, 7, 13, 15]).unwrap();
+        let y = run(&*op, &[Some(&x), Some(&i)]).unwrap().remove(0);
+        assert_eq!(y.shape(), &[1, 1, 4, 4]);
+        assert_eq!(f32s(&y), [0., 0., 0., 0., 0., 1., 0., 2., 0., 0., 0., 0., 0., 3., 0., 4.]);
+        let shape = Tensor::vector(vec![1i64, 1, 5, 5]);
+        let y = run(&*op, &[Some(&x), Some(&i), Some(&shape)]).unwrap().remove(0);
+        let mut want = [0f32; 25];
+        (want[6], want[8], want[16], want[18]) = (1., 2., 3., 4.);
+        assert_eq!(f32s(&y), want);
+        let facts =
+            op.infer(&[Some(&Fact::new(DType::F32, vec![Dim::Unknown, Dim::Known(3), Dim::Known(5), Dim::Unknown]))]);
+        assert_eq!(facts.unwrap()[0].shape, Some(vec![Dim::Unknown, Dim::Known(3), Dim::Known(10), Dim::Unknown]));
+    }
+
+    #[test]
+    fn max_unpool_rejects_bad_indices_and_shapes() {
+        let op = build_named("MaxUnpool", 11, vec![k(vec![2, 2]), ("strides", Attr::Ints(vec![2, 2]))], 1).unwrap();
+        let x = tensor(vec![1, 1, 2, 2], &[1., 2., 3., 4.]);
+        let i = Tensor::new(vec![1, 1, 2, 2], vec![5i64, 7, 16, 15]).unwrap();
+        let e = run(&*op, &[Some(&x), Some(&i)]).unwrap_err();
+        assert!(e.message.contains("index 16 is out of range"), "{e}");
+        let i = Tensor::new(vec![1, 1, 2, 2], vec![5i64, -7, 1, 15]).unwrap();
+        assert!(run(&*op, &[Some(&x), Some(&i)]).is_err());
+        let i = Tensor::new(vec![1, 1, 2, 2], vec![5i64, 7, 13, 15]).unwrap();
+        let small = Tensor::vector(vec![1i64, 1, 3, 3]);
+        assert!(run(&*op, &[Some(&x), Some(&i), Some(&small)]).is_err());
+        assert!(build_named("MaxUnpool", 11, vec![], 1).is_err());
     }
 }

@@ -424,7 +424,7 @@ fn pad_source(mode: PadMode, i: i128, n: i128) -> Option<i128> {
 
 /// Writes the padded output: `maps[d][i]` is the input offset contribution of output index `i` on
 /// axis `d` (`None` for fill), `block[d]` the number of elements below axis `d`.
-fn pad_fill<T: Clone>(
+pub(super) fn pad_fill<T: Clone>(
     src: &[T],
     maps: &[Vec<Option<usize>>],
     block: &[usize],
