@@ -61,7 +61,9 @@ pub struct Fft {
 enum Plan {
     Radix2(Radix2),
     /// `twiddles[k] = e^(∓2πik/n)`; output j sums `x[k] · twiddles[(j·k) mod n]`.
-    Direct { twiddles: Vec<Complex> },
+    Direct {
+        twiddles: Vec<Complex>,
+    },
     Bluestein(Bluestein),
 }
 

@@ -16,9 +16,7 @@ pub fn register(r: &mut Registry) {
     r.add("BlackmanWindow", build_window);
     r.add("DFT", build_dft);
     r.add("STFT", |ctx| Ok(Box::new(Stft { onesided: ctx.attrs.int_or("onesided", 1)? != 0 })));
-    r.add("MelWeightMatrix", |ctx| {
-        Ok(Box::new(MelWeightMatrix { dtype: output_datatype(ctx, "MelWeightMatrix")? }))
-    });
+    r.add("MelWeightMatrix", |ctx| Ok(Box::new(MelWeightMatrix { dtype: output_datatype(ctx, "MelWeightMatrix")? })));
 }
 
 /// The `output_datatype` attribute of the generators: FLOAT unless told, any number type.
@@ -316,7 +314,13 @@ struct StftPlan {
 }
 
 impl Stft {
-    fn plan(&self, signal_length: usize, step: i64, window: Option<usize>, frame_length: Option<i64>) -> Result<StftPlan> {
+    fn plan(
+        &self,
+        signal_length: usize,
+        step: i64,
+        window: Option<usize>,
+        frame_length: Option<i64>,
+    ) -> Result<StftPlan> {
         if step < 1 {
             bail!(Runtime, "STFT: frame_step is {step}, it must be at least 1");
         }
@@ -326,7 +330,9 @@ impl Stft {
             (Some(f), Some(w)) if f as u64 != w as u64 => {
                 bail!(Shape, "STFT: frame_length {f} differs from the window length {w}")
             }
-            (Some(f), _) => usize::try_from(f).map_err(|_| err!(ResourceLimit, "STFT: frame_length {f} is too large"))?,
+            (Some(f), _) => {
+                usize::try_from(f).map_err(|_| err!(ResourceLimit, "STFT: frame_length {f} is too large"))?
+            }
             (None, Some(w)) => w,
             (None, None) => signal_length,
         };
@@ -499,5 +505,162 @@ impl Op for MelWeightMatrix {
         }
         let weights = self.weights(mel_bins, dft_length, sample_rate, low, high)?;
         Ok(vec![from_f64(self.dtype, vec![dft_length / 2 + 1, mel_bins], weights)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reshape::testing::*;
+    use super::*;
+    use crate::ir::Attr;
+
+    fn close(got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-9, "got {got:?}, want {want:?}");
+        }
+    }
+
+    fn f64s(t: &Tensor) -> Vec<f64> {
+        t.as_slice::<f64>().unwrap().to_vec()
+    }
+
+    /// Interleaves (re, im) pairs as a complex tensor stores them.
+    fn pairs(v: &[(f64, f64)]) -> Vec<f64> {
+        v.iter().flat_map(|&(re, im)| [re, im]).collect()
+    }
+
+    // Expected values from numpy (np.hanning-style formulas, np.fft).
+    #[test]
+    fn windows_periodic_symmetric_and_typed() {
+        let four = Tensor::scalar(4i64);
+        let f64_out = ("output_datatype", Attr::Int(11));
+        let hann = run("HannWindow", 17, vec![f64_out.clone()], &[Some(&four)]).unwrap();
+        close(&f64s(&hann), &[0.0, 0.5, 1.0, 0.5]);
+        let hamming =
+            run("HammingWindow", 17, vec![f64_out.clone(), ("periodic", Attr::Int(0))], &[Some(&four)]).unwrap();
+        close(&f64s(&hamming), &[0.08695652173913043, 0.7717391304347826, 0.7717391304347826, 0.08695652173913043]);
+        let blackman = run("BlackmanWindow", 17, vec![f64_out], &[Some(&four)]).unwrap();
+        close(&f64s(&blackman), &[0.0, 0.34, 1.0, 0.34]);
+        let float = run("HannWindow", 17, vec![], &[Some(&Tensor::scalar(2i32))]).unwrap();
+        assert_eq!(float.as_slice::<f32>().unwrap(), &[0.0, 1.0]);
+        let e = run("HannWindow", 17, vec![], &[Some(&Tensor::scalar(-1i64))]).unwrap_err();
+        assert!(e.message.contains("size is -1"), "{e}");
+        assert!(build("HannWindow", 17, vec![("output_datatype", Attr::Int(8))], 1).is_err());
+    }
+
+    fn dft(opset: i64, attrs: Vec<(&str, Attr)>, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+        run("DFT", opset, attrs, inputs)
+    }
+
+    #[test]
+    fn dft_real_forward_full_and_onesided() {
+        // np.fft.fft([1, 2, 0, -1, 3]), a length that is not a power of two.
+        let x = Tensor::new(vec![1, 5, 1], vec![1f64, 2., 0., -1., 3.]).unwrap();
+        let y = dft(20, vec![], &[Some(&x)]).unwrap();
+        assert_eq!(y.shape(), &[1, 5, 2]);
+        let want = pairs(&[
+            (5.0, 0.0),
+            (3.35410196624968, 0.3632712640026804),
+            (-3.35410196624968, 1.5388417685876268),
+            (-3.35410196624968, -1.5388417685876268),
+            (3.35410196624968, -0.3632712640026804),
+        ]);
+        close(&f64s(&y), &want);
+        // np.fft.rfft(x, n=4): dft_length truncates, onesided keeps 4 / 2 + 1 bins.
+        let four = Tensor::scalar(4i64);
+        let y = dft(20, vec![("onesided", Attr::Int(1))], &[Some(&x), Some(&four)]).unwrap();
+        assert_eq!(y.shape(), &[1, 3, 2]);
+        close(&f64s(&y), &pairs(&[(2.0, 0.0), (1.0, -3.0), (0.0, 0.0)]));
+        // Opset 17 takes the axis as an attribute; the same transform along axis 1 of [1, 5, 1].
+        let y = dft(17, vec![("axis", Attr::Int(1))], &[Some(&x)]).unwrap();
+        close(&f64s(&y), &want);
+    }
+
+    #[test]
+    fn dft_inverse_complex_and_one_sided() {
+        // np.fft.ifft([1+1j, 2, 3-1j]) along axis 0 of a [3, 2] complex tensor.
+        let x = Tensor::new(vec![3, 2], vec![1f64, 1., 2., 0., 3., -1.]).unwrap();
+        let axis = Tensor::scalar(0i64);
+        let y = dft(20, vec![("inverse", Attr::Int(1))], &[Some(&x), None, Some(&axis)]).unwrap();
+        let want = pairs(&[
+            (2.0, 0.0),
+            (-0.7886751345948129, 0.21132486540518713),
+            (-0.21132486540518713, 0.7886751345948129),
+        ]);
+        close(&f64s(&y), &want);
+        // np.fft.irfft([1, 2-1j, 0.5j]): default length 2 * (3 - 1), real output.
+        let x = Tensor::new(vec![3, 2], vec![1f64, 0., 2., -1., 0., 0.5]).unwrap();
+        let inv = vec![("inverse", Attr::Int(1)), ("onesided", Attr::Int(1))];
+        let y = dft(20, inv, &[Some(&x), None, Some(&axis)]).unwrap();
+        assert_eq!(y.shape(), &[4, 1]);
+        close(&f64s(&y), &[1.25, 0.75, -0.75, -0.25]);
+    }
+
+    #[test]
+    fn dft_power_of_two_in_f32() {
+        // A 64-point transform of an impulse at 1: e^(-2πik/64).
+        let mut v = vec![0f32; 64];
+        v[1] = 1.0;
+        let x = Tensor::new(vec![64, 1], v).unwrap();
+        let y = dft(20, vec![], &[Some(&x), None, Some(&Tensor::scalar(0i64))]).unwrap();
+        let got = f32s(&y);
+        for k in 0..64 {
+            let angle = -2.0 * PI * k as f64 / 64.0;
+            assert!(
+                (got[2 * k] as f64 - angle.cos()).abs() < 1e-6 && (got[2 * k + 1] as f64 - angle.sin()).abs() < 1e-6
+            );
+        }
+    }
+
+    #[test]
+    fn dft_bad_inputs_are_errors() {
+        let x = Tensor::new(vec![4, 1], vec![1f32; 4]).unwrap();
+        let e = dft(20, vec![], &[Some(&x), Some(&Tensor::scalar(0i64))]).unwrap_err();
+        assert!(e.message.contains("dft_length is 0"), "{e}");
+        let e = dft(20, vec![], &[Some(&x), None, Some(&Tensor::scalar(1i64))]).unwrap_err();
+        assert!(e.message.contains("axis 1 is out of range"), "{e}");
+        let three = Tensor::new(vec![2, 3], vec![1f32; 6]).unwrap();
+        assert!(dft(20, vec![], &[Some(&three), None, Some(&Tensor::scalar(0i64))]).is_err());
+        assert!(build("DFT", 16, vec![], 1).is_err());
+    }
+
+    #[test]
+    fn stft_frames_with_window() {
+        // Frames of arange(6) of length 4, step 2, times [1, .5, .25, .5], np.fft.fft()[:3].
+        let signal = Tensor::new(vec![1, 6, 1], (0..6).map(|v| v as f64).collect()).unwrap();
+        let window = Tensor::vector(vec![1f64, 0.5, 0.25, 0.5]);
+        let step = Tensor::scalar(2i64);
+        let y = run("STFT", 17, vec![], &[Some(&signal), Some(&step), Some(&window)]).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 3, 2]);
+        close(&f64s(&y), &pairs(&[(2.5, 0.0), (-0.5, 1.0), (-1.5, 0.0), (7.0, 0.0), (1.0, 1.0), (-1.0, 0.0)]));
+        let e = run("STFT", 17, vec![], &[Some(&signal), Some(&Tensor::scalar(0i64)), Some(&window)]).unwrap_err();
+        assert!(e.message.contains("frame_step is 0"), "{e}");
+        let long = Tensor::scalar(7i64);
+        let e = run("STFT", 17, vec![], &[Some(&signal), Some(&step), None, Some(&long)]).unwrap_err();
+        assert!(e.message.contains("does not fit"), "{e}");
+        let e = run("STFT", 17, vec![], &[Some(&signal), Some(&step), Some(&window), Some(&Tensor::scalar(3i64))])
+            .unwrap_err();
+        assert!(e.message.contains("differs from the window length"), "{e}");
+    }
+
+    #[test]
+    fn mel_weight_matrix_matches_the_reference() {
+        // onnx.reference MelWeightMatrix(3, 20, 1000, 10, 500).
+        let ints = [3i64, 20, 1000].map(Tensor::scalar);
+        let (lo, hi) = (Tensor::scalar(10f32), Tensor::scalar(500f32));
+        let inputs = [Some(&ints[0]), Some(&ints[1]), Some(&ints[2]), Some(&lo), Some(&hi)];
+        let y = run("MelWeightMatrix", 17, vec![], &inputs).unwrap();
+        assert_eq!(y.shape(), &[11, 3]);
+        let mut want = vec![0f32; 33];
+        for (at, v) in [(3, 1.0), (6, 0.5), (7, 0.5), (10, 1.0), (13, 0.5), (14, 0.5), (17, 1.0), (20, 0.5)] {
+            want[at] = v;
+        }
+        assert_eq!(f32s(&y), want);
+        // An upper edge far above the Nyquist frequency lands outside the spectrogram.
+        let far = Tensor::scalar(5000f32);
+        let bad = [Some(&ints[0]), Some(&ints[1]), Some(&ints[2]), Some(&lo), Some(&far)];
+        let e = run("MelWeightMatrix", 17, vec![], &bad).unwrap_err();
+        assert!(e.message.contains("outside"), "{e}");
     }
 }
