@@ -24,6 +24,7 @@ pub mod conv_transpose;
 pub mod einsum;
 pub mod fft;
 pub mod gather;
+pub mod linalg;
 pub mod logic;
 pub mod loss;
 pub mod matmul;
@@ -44,6 +45,7 @@ pub mod spectral;
 pub mod topk;
 pub mod transpose;
 pub mod unary;
+pub mod unique;
 
 /// An operator with its attributes already parsed.
 ///
@@ -147,6 +149,7 @@ pub fn registry() -> &'static Registry {
         conv_transpose::register(&mut r);
         einsum::register(&mut r);
         gather::register(&mut r);
+        linalg::register(&mut r);
         logic::register(&mut r);
         loss::register(&mut r);
         matmul::register(&mut r);
@@ -167,6 +170,7 @@ pub fn registry() -> &'static Registry {
         topk::register(&mut r);
         transpose::register(&mut r);
         unary::register(&mut r);
+        unique::register(&mut r);
         r
     })
 }
