@@ -86,10 +86,6 @@ impl Fft {
         Ok(Fft { n, plan })
     }
 
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
     /// Transforms `data` (of the planned length) in place; `scratch` is reused between calls.
     pub fn run(&self, data: &mut [Complex], scratch: &mut Vec<Complex>) -> Result<()> {
         debug_assert_eq!(data.len(), self.n);
