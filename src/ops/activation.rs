@@ -1,5 +1,6 @@
 //! Activations: Relu, the float-only elementwise family (LeakyRelu, Sigmoid, Tanh, Elu, Selu, Gelu,
-//! ...), PRelu (slope broadcast to X), Clip, Shrink, and Dropout, which is the identity at inference.
+//! ...), PRelu (slope broadcast to X), Clip, Shrink, SwiGLU, and Dropout, which is the identity at
+//! inference.
 
 use super::broadcast::binary;
 use super::{input, opt_input, same_as_input, BuildCtx, Op, Registry};
@@ -36,6 +37,7 @@ pub fn register(r: &mut Registry) {
     r.add("PRelu", |ctx| Ok(Box::new(PRelu { slope_per_channel: ctx.opset < 7 })));
     r.add("Clip", build_clip);
     r.add("Dropout", build_dropout);
+    r.add("SwiGLU", |ctx| Ok(Box::new(SwiGlu { alpha: f64::from(ctx.attrs.float_or("alpha", 1.0)?) })));
 }
 
 #[derive(Debug)]
@@ -341,6 +343,56 @@ impl Op for Clip {
     }
 }
 
+/// `Swish_alpha(A) · B` for two inputs of one shape (no broadcasting), computed in f64.
+#[derive(Debug)]
+pub struct SwiGlu {
+    alpha: f64,
+}
+
+impl SwiGlu {
+    fn run<T: Scalar>(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let y = a
+            .as_slice::<T>()?
+            .iter()
+            .zip(b.as_slice::<T>()?)
+            .map(|(&a, &b)| {
+                let a = a.to_f64();
+                T::from_f64(a * sigmoid(self.alpha * a) * b.to_f64())
+            })
+            .collect();
+        Tensor::new(a.shape().to_vec(), y)
+    }
+}
+
+impl Op for SwiGlu {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+        if let (Some(sa), Some(sb)) = (a.concrete_shape(), b.concrete_shape()) {
+            if sa != sb {
+                bail!(Shape, "SwiGLU: A {sa:?} and B {sb:?} must have the same shape");
+            }
+        }
+        same_as_input(inputs)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+        if a.shape() != b.shape() || a.dtype() != b.dtype() {
+            bail!(
+                Shape,
+                "SwiGLU: A {:?} ({}) and B {:?} ({}) must have the same shape and type",
+                a.shape(),
+                a.dtype(),
+                b.shape(),
+                b.dtype()
+            );
+        }
+        let y = dispatch!(a.dtype(); T => self.run::<T>(a, b)?; float;
+            else => bail!(Unsupported, "SwiGLU does not take {}", a.dtype()));
+        Ok(vec![y])
+    }
+}
+
 fn build_dropout(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     // Before opset 7, `is_test` chose between training and inference; this runtime only infers,
     // as every other runtime does for these old exports.
@@ -619,5 +671,19 @@ mod tests {
         assert!(e.message.contains("ratio 0.5"), "{e}");
         let e = run(op.as_ref(), &[Some(&x), None, Some(&Tensor::vector(vec![true, false]))]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Shape);
+    }
+
+    #[test]
+    fn swiglu_gates_b_with_swish_of_a() {
+        // numpy: a * sigmoid(alpha * a) * b.
+        let a = Tensor::vector(vec![1.0f32, -2.0, 0.5]);
+        let b = Tensor::vector(vec![0.5f32, 1.0, 2.0]);
+        let y = build("SwiGLU", 28, vec![], 1).unwrap().eval(&[Some(&a), Some(&b)]).unwrap();
+        assert_close(y[0].as_slice::<f32>().unwrap(), &[0.3655293, -0.23840584, 0.62245933]);
+        let y = build("SwiGLU", 28, vec![("alpha", Attr::Float(0.5))], 1).unwrap().eval(&[Some(&a), Some(&b)]).unwrap();
+        assert_close(y[0].as_slice::<f32>().unwrap(), &[0.31122967, -0.53788284, 0.5621765]);
+        let short = Tensor::vector(vec![1.0f32]);
+        let e = build("SwiGLU", 28, vec![], 1).unwrap().eval(&[Some(&a), Some(&short)]).unwrap_err();
+        assert!(e.message.contains("same shape"), "{e}");
     }
 }

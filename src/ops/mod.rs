@@ -25,8 +25,10 @@ pub mod conv;
 pub mod conv_transpose;
 pub mod deform_conv;
 pub mod einsum;
+pub mod fft;
 pub mod gather;
 pub mod grid_sample;
+pub mod linalg;
 pub mod logic;
 pub mod loss;
 pub mod matmul;
@@ -44,9 +46,11 @@ pub mod rotary;
 pub mod scatter;
 pub mod slice;
 pub mod softmax;
+pub mod spectral;
 pub mod topk;
 pub mod transpose;
 pub mod unary;
+pub mod unique;
 
 /// An operator with its attributes already parsed.
 ///
@@ -154,6 +158,7 @@ pub fn registry() -> &'static Registry {
         einsum::register(&mut r);
         gather::register(&mut r);
         grid_sample::register(&mut r);
+        linalg::register(&mut r);
         logic::register(&mut r);
         loss::register(&mut r);
         matmul::register(&mut r);
@@ -171,9 +176,11 @@ pub fn registry() -> &'static Registry {
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
+        spectral::register(&mut r);
         topk::register(&mut r);
         transpose::register(&mut r);
         unary::register(&mut r);
+        unique::register(&mut r);
         r
     })
 }

@@ -2,7 +2,7 @@
 //! ReduceLogSum, ReduceLogSumExp, ReduceSumSquare (one driver, [`fold`]), and ArgMax, ArgMin.
 //!
 //! Floats (f16 and bf16 included) are accumulated in f64 and integers in wrapping i64 ([`Wide`]),
-//! which scatter reductions and CumSum use too.
+//! which scatter reductions, CumSum and CumProd use too.
 
 use super::broadcast::for_each_index;
 use super::reshape::{fact_of, fold_small, lanes, numel, resolve_axis, IntsArg};

@@ -1,6 +1,7 @@
 //! Ops that write updates into a copy of their data at positions read from tensor data:
 //! ScatterElements, Scatter (its deprecated opset 9-10 name) and ScatterND, with the reductions
-//! none, add, mul, max and min. Index checking comes from gather.rs.
+//! none, add, mul, max and min. Index checking comes from gather.rs. Also TensorScatter, which
+//! writes a block of sequence steps per batch entry (KV cache updates).
 
 use super::gather::{element_offsets, nd_offsets};
 use super::reduce::Wide;
@@ -14,6 +15,7 @@ pub fn register(r: &mut Registry) {
     r.add("ScatterElements", |ctx| build_scatter(ctx, false));
     r.add("Scatter", |ctx| build_scatter(ctx, false));
     r.add("ScatterND", |ctx| build_scatter(ctx, true));
+    r.add("TensorScatter", build_tensor_scatter);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +142,96 @@ impl Op for Scatter {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// TensorScatter
+
+#[derive(Debug)]
+pub struct TensorScatter {
+    axis: i64,
+    circular: bool,
+}
+
+fn build_tensor_scatter(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    let circular = match ctx.attrs.string_or("mode", "linear".into())?.as_str() {
+        "linear" => false,
+        "circular" => true,
+        other => bail!(Unsupported, "TensorScatter: mode '{other}' is not one of linear, circular"),
+    };
+    Ok(Box::new(TensorScatter { axis: ctx.attrs.int_or("axis", -2)?, circular }))
+}
+
+impl TensorScatter {
+    fn run<T: Elem>(&self, cache: &Tensor, update: &Tensor, axis: usize, starts: &[i64]) -> Result<Tensor> {
+        let shape = cache.shape();
+        let (max_len, seq_len) = (shape[axis], update.shape()[axis]);
+        let inner: usize = shape[axis + 1..].iter().product();
+        let per_batch: usize = shape[1..axis].iter().product();
+        let outer: usize = shape[..axis].iter().product();
+        let src = update.as_slice::<T>()?;
+        let mut out = cache.clone();
+        let dst = out.as_mut_slice::<T>()?;
+        for o in 0..outer {
+            let b = o / per_batch.max(1);
+            let start = starts.get(b).copied().unwrap_or(0);
+            for s in 0..seq_len {
+                let mut at = start + s as i64;
+                if self.circular {
+                    at = at.rem_euclid(max_len as i64);
+                }
+                let at = usize::try_from(at).ok().filter(|&a| a < max_len).ok_or_else(|| {
+                    err!(
+                        Runtime,
+                        "TensorScatter: write index {start} + {s} for batch {b} is outside the cache of length {max_len}"
+                    )
+                })?;
+                let from = (o * seq_len + s) * inner;
+                let to = (o * max_len + at) * inner;
+                dst[to..to + inner].clone_from_slice(&src[from..from + inner]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Op for TensorScatter {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        same_as_input(inputs)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (cache, update) = (input(inputs, 0)?, input(inputs, 1)?);
+        let axis = normalize_axis(self.axis, cache.rank())?;
+        if axis == 0 {
+            bail!(InvalidModel, "TensorScatter: axis {} is the batch axis", self.axis);
+        }
+        let (cs, us) = (cache.shape(), update.shape());
+        let fits = cs.len() == us.len()
+            && cs.iter().zip(us).enumerate().all(|(i, (c, u))| if i == axis { u <= c } else { u == c });
+        if !fits || update.dtype() != cache.dtype() {
+            bail!(
+                Shape,
+                "TensorScatter: update {:?} ({}) does not fit cache {cs:?} ({}) on axis {axis}",
+                us,
+                update.dtype(),
+                cache.dtype()
+            );
+        }
+        let starts = match inputs.get(2).copied().flatten() {
+            Some(w) => w.to_i64_vec()?,
+            None => vec![0; cs[0]],
+        };
+        if starts.len() != cs[0] {
+            bail!(Shape, "TensorScatter: write_indices has {} entries, the batch has {}", starts.len(), cs[0]);
+        }
+        if let Some((b, &w)) = starts.iter().enumerate().find(|(_, &w)| w < 0) {
+            bail!(Runtime, "TensorScatter: write_indices[{b}] = {w} is negative");
+        }
+        let y = dispatch!(cache.dtype(); T => self.run::<T>(cache, update, axis, &starts)?; all;
+            else => bail!(Unsupported, "TensorScatter does not take {}", cache.dtype()));
+        Ok(vec![y])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::reshape::testing::*;
@@ -229,5 +321,25 @@ mod tests {
         let wrong = Tensor::new(vec![1, 2], vec![9f32, 9.]).unwrap();
         assert!(run("ScatterElements", 13, vec![], &[Some(&data), Some(&idx), Some(&wrong)]).is_err());
         assert!(build("ScatterND", 16, vec![("reduction", Attr::String("avg".into()))], 1).is_err());
+    }
+
+    #[test]
+    fn tensor_scatter_linear_and_circular() {
+        // Cache [2, 4, 1] (batch, sequence, head dim), updates of 2 steps, as in the ONNX examples.
+        let cache = Tensor::new(vec![2, 4, 1], vec![1f32, 2., 3., 4., 5., 6., 7., 8.]).unwrap();
+        let update = Tensor::new(vec![2, 2, 1], vec![10f32, 11., 20., 21.]).unwrap();
+        let starts = Tensor::vector(vec![1i64, 2]);
+        let y = run("TensorScatter", 24, vec![], &[Some(&cache), Some(&update), Some(&starts)]).unwrap();
+        assert_eq!(f32s(&y), [1., 10., 11., 4., 5., 6., 20., 21.]);
+        let y = run("TensorScatter", 24, vec![], &[Some(&cache), Some(&update), None]).unwrap();
+        assert_eq!(f32s(&y), [10., 11., 3., 4., 20., 21., 7., 8.]);
+        let circular = vec![("mode", Attr::String("circular".into()))];
+        let wrap = Tensor::vector(vec![3i64, 0]);
+        let y = run("TensorScatter", 24, circular, &[Some(&cache), Some(&update), Some(&wrap)]).unwrap();
+        assert_eq!(f32s(&y), [11., 2., 3., 10., 20., 21., 7., 8.]);
+        let e = run("TensorScatter", 24, vec![], &[Some(&cache), Some(&update), Some(&wrap)]).unwrap_err();
+        assert!(e.message.contains("outside the cache"), "{e}");
+        let bad = Tensor::vector(vec![-1i64, 0]);
+        assert!(run("TensorScatter", 24, vec![], &[Some(&cache), Some(&update), Some(&bad)]).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Ops that work lane by lane along one axis: TopK sorts each lane, CumSum sums it.
+//! Ops that work lane by lane along one axis: TopK sorts each lane, CumSum and CumProd scan it.
 
 use super::reduce::Wide;
 use super::reshape::{const_ints, fact_of, fold_small, lanes, numel, resolve_axis, scalar_int, with_capacity};
@@ -11,12 +11,8 @@ use std::cmp::Ordering;
 
 pub fn register(r: &mut Registry) {
     r.add("TopK", build_topk);
-    r.add("CumSum", |ctx| {
-        Ok(Box::new(CumSum {
-            exclusive: ctx.attrs.int_or("exclusive", 0)? != 0,
-            reverse: ctx.attrs.int_or("reverse", 0)? != 0,
-        }))
-    });
+    r.add("CumSum", build_cumulative);
+    r.add("CumProd", build_cumulative);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,32 +118,51 @@ impl Op for TopK {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CumSum
+// CumSum, CumProd
 
+/// A running sum or product along one axis.
 #[derive(Debug)]
-pub struct CumSum {
+pub struct Cumulative {
+    product: bool,
     exclusive: bool,
     reverse: bool,
 }
 
-impl CumSum {
+fn build_cumulative(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    Ok(Box::new(Cumulative {
+        product: ctx.op_type == "CumProd",
+        exclusive: ctx.attrs.int_or("exclusive", 0)? != 0,
+        reverse: ctx.attrs.int_or("reverse", 0)? != 0,
+    }))
+}
+
+impl Cumulative {
+    fn name(&self) -> &'static str {
+        if self.product {
+            "CumProd"
+        } else {
+            "CumSum"
+        }
+    }
+
     fn scan<T: Scalar, W: Wide>(&self, x: &Tensor, axis: usize) -> Result<Vec<T>> {
         let data = x.as_slice::<T>()?;
         let (outer, dim, inner) = lanes(x.shape(), axis);
+        let (start, step_with): (W, fn(W, W) -> W) = if self.product { (W::ONE, W::mul) } else { (W::ZERO, W::add) };
         let mut out = with_capacity(data.len())?;
         out.extend_from_slice(data);
         for o in 0..outer {
             for i in 0..inner {
-                let mut acc = W::ZERO;
+                let mut acc = start;
                 for step in 0..dim {
                     let j = if self.reverse { dim - 1 - step } else { step };
                     let at = (o * dim + j) * inner + i;
                     let v = W::of(data[at]);
                     if self.exclusive {
                         out[at] = acc.to();
-                        acc = acc.add(v);
+                        acc = step_with(acc, v);
                     } else {
-                        acc = acc.add(v);
+                        acc = step_with(acc, v);
                         out[at] = acc.to();
                     }
                 }
@@ -157,15 +172,16 @@ impl CumSum {
     }
 }
 
-impl Op for CumSum {
+impl Op for Cumulative {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let out = same_as_input(inputs)?;
         fold_small(self, inputs, out)
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let name = self.name();
         let x = input(inputs, 0)?;
-        let axis = resolve_axis("CumSum", scalar_int("CumSum", "axis", input(inputs, 1)?)?, x.rank())?;
+        let axis = resolve_axis(name, scalar_int(name, "axis", input(inputs, 1)?)?, x.rank())?;
         if x.is_empty() {
             return Ok(vec![x.clone()]);
         }
@@ -173,7 +189,7 @@ impl Op for CumSum {
             let data = if x.dtype().is_float() { self.scan::<T, f64>(x, axis)? } else { self.scan::<T, i64>(x, axis)? };
             Tensor::new(x.shape().to_vec(), data)?
         }; F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64;
-            else => bail!(Unsupported, "CumSum does not take {}", x.dtype()));
+            else => bail!(Unsupported, "{name} does not take {}", x.dtype()));
         Ok(vec![out])
     }
 }
@@ -228,5 +244,23 @@ mod tests {
         assert_eq!(y.as_slice::<i32>().unwrap(), &[1, 3, 6, 4, 9, 15]);
         assert!(run("CumSum", 11, vec![], &[Some(&m), Some(&Tensor::scalar(2i64))]).is_err());
         assert!(run("CumSum", 11, vec![], &[Some(&m), Some(&Tensor::vector(vec![0i64, 1]))]).is_err());
+    }
+
+    #[test]
+    fn cumprod_modes() {
+        let x = Tensor::vector(vec![1f64, 2., 3., 4., 5.]);
+        let axis = Tensor::scalar(0i32);
+        let cum = |attrs: Vec<(&str, Attr)>| {
+            run("CumProd", 26, attrs, &[Some(&x), Some(&axis)]).unwrap().into_vec::<f64>().unwrap()
+        };
+        assert_eq!(cum(vec![]), [1., 2., 6., 24., 120.]);
+        assert_eq!(cum(vec![("exclusive", Attr::Int(1))]), [1., 1., 2., 6., 24.]);
+        assert_eq!(cum(vec![("reverse", Attr::Int(1))]), [120., 120., 60., 20., 5.]);
+        assert_eq!(cum(vec![("reverse", Attr::Int(1)), ("exclusive", Attr::Int(1))]), [120., 60., 20., 5., 1.]);
+        let m = Tensor::new(vec![2, 3], vec![1i32, 2, 3, 4, 5, 6]).unwrap();
+        let y = run("CumProd", 26, vec![], &[Some(&m), Some(&Tensor::scalar(0i32))]).unwrap();
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[1, 2, 3, 4, 10, 18]);
+        let e = run("CumProd", 26, vec![], &[Some(&m), Some(&Tensor::scalar(-3i64))]).unwrap_err();
+        assert!(e.message.contains("CumProd: axis -3"), "{e}");
     }
 }

@@ -1,11 +1,12 @@
-//! Ops that copy elements into a new order: Transpose, DepthToSpace, SpaceToDepth, Expand, Tile.
+//! Ops that copy elements into a new order: Transpose, DepthToSpace, SpaceToDepth, Expand, Tile,
+//! and ReverseSequence.
 //! Each is a strided view of its input (a stride of 0 repeats, a permuted stride transposes),
 //! copied out by [`strided_copy`], which Slice also uses.
 
 use super::reshape::{
     concrete, const_ints, fact_of, fold_small, known_dims, resolve_axis, strides, with_capacity, MAX_RANK,
 };
-use super::{input, BuildCtx, Op, Registry};
+use super::{input, same_as_input, BuildCtx, Op, Registry};
 use crate::ir::shape::{broadcast_dims, broadcast_shapes, normalize_axis};
 use crate::ir::tensor::checked_len;
 use crate::ir::{Dim, Elem, Fact, Tensor};
@@ -17,6 +18,7 @@ pub fn register(r: &mut Registry) {
     r.add("SpaceToDepth", |ctx| build_space_depth(ctx, false));
     r.add("Expand", |_| Ok(Box::new(Expand)));
     r.add("Tile", |ctx| Ok(Box::new(Tile { legacy: ctx.opset < 6 })));
+    r.add("ReverseSequence", build_reverse_sequence);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +338,81 @@ impl Op for Tile {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// ReverseSequence
+
+/// Reverses the first `sequence_lens[b]` steps of each batch entry `b`; batch and time are axes 0
+/// and 1, in either order.
+#[derive(Debug)]
+pub struct ReverseSequence {
+    batch_axis: usize,
+}
+
+fn build_reverse_sequence(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    let batch_axis = ctx.attrs.int_or("batch_axis", 1)?;
+    let time_axis = ctx.attrs.int_or("time_axis", 0)?;
+    match (batch_axis, time_axis) {
+        (0, 1) => Ok(Box::new(ReverseSequence { batch_axis: 0 })),
+        (1, 0) => Ok(Box::new(ReverseSequence { batch_axis: 1 })),
+        _ => bail!(
+            InvalidModel,
+            "ReverseSequence: batch_axis {batch_axis} and time_axis {time_axis} must be 0 and 1 in some order"
+        ),
+    }
+}
+
+impl ReverseSequence {
+    fn run<T: Elem>(&self, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        let shape = x.shape();
+        let inner = shape[2..].iter().product::<usize>();
+        let (batch, time) = if self.batch_axis == 0 { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
+        let block = |b: usize, t: usize| {
+            let at = if self.batch_axis == 0 { b * time + t } else { t * batch + b };
+            at * inner..(at + 1) * inner
+        };
+        let data = x.as_slice::<T>()?;
+        let mut out = x.clone();
+        let y = out.as_mut_slice::<T>()?;
+        for (b, &len) in lens.iter().enumerate() {
+            for t in 0..len {
+                y[block(b, t)].clone_from_slice(&data[block(b, len - 1 - t)]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Op for ReverseSequence {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let out = same_as_input(inputs)?;
+        fold_small(self, inputs, out)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        if x.rank() < 2 {
+            bail!(Shape, "ReverseSequence: input needs rank 2 or more, got rank {}", x.rank());
+        }
+        let (batch, time) = (x.shape()[self.batch_axis], x.shape()[1 - self.batch_axis]);
+        let lens = input(inputs, 1)?.to_i64_vec()?;
+        if lens.len() != batch {
+            bail!(Shape, "ReverseSequence: sequence_lens has {} entries, the batch has {batch}", lens.len());
+        }
+        let lens = lens
+            .iter()
+            .enumerate()
+            .map(|(b, &len)| {
+                usize::try_from(len).ok().filter(|&l| l <= time).ok_or_else(|| {
+                    err!(Runtime, "ReverseSequence: sequence_lens[{b}] = {len} is out of range (valid: 0 to {time})")
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let y = dispatch!(x.dtype(); T => self.run::<T>(x, &lens)?; all;
+            else => bail!(Unsupported, "ReverseSequence does not take {}", x.dtype()));
+        Ok(vec![y])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::reshape::testing::*;
@@ -432,5 +509,24 @@ mod tests {
         assert!(strided_copy(&src, &[3], 1, &[1]).is_err());
         assert!(strided_copy(&src, &[2], 0, &[-1]).is_err());
         assert_eq!(strided_copy(&src, &[], 1, &[]).unwrap(), [2]);
+    }
+
+    #[test]
+    fn reverse_sequence_on_either_axis() {
+        // The two examples of the ONNX spec.
+        let x = iota(&[4, 4]);
+        let lens = Tensor::vector(vec![4i64, 3, 2, 1]);
+        let y = run("ReverseSequence", 10, vec![], &[Some(&x), Some(&lens)]).unwrap();
+        // time_axis 0, batch_axis 1: column b reverses its first lens[b] rows.
+        assert_eq!(f32s(&y), [12., 9., 6., 3., 8., 5., 2., 7., 4., 1., 10., 11., 0., 13., 14., 15.]);
+        let lens = Tensor::vector(vec![1i64, 2, 3, 4]);
+        let attrs = vec![("batch_axis", Attr::Int(0)), ("time_axis", Attr::Int(1))];
+        let y = run("ReverseSequence", 10, attrs, &[Some(&x), Some(&lens)]).unwrap();
+        assert_eq!(f32s(&y), [0., 1., 2., 3., 5., 4., 6., 7., 10., 9., 8., 11., 15., 14., 13., 12.]);
+        let e =
+            run("ReverseSequence", 10, vec![], &[Some(&x), Some(&Tensor::vector(vec![5i64, 1, 1, 1]))]).unwrap_err();
+        assert!(e.message.contains("sequence_lens[0] = 5"), "{e}");
+        assert!(run("ReverseSequence", 10, vec![], &[Some(&x), Some(&Tensor::vector(vec![1i64]))]).is_err());
+        assert!(build("ReverseSequence", 10, vec![("batch_axis", Attr::Int(0))], 1).is_err());
     }
 }
