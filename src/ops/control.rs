@@ -7,7 +7,7 @@ use crate::backend::cpu::GraphRunner;
 use crate::error::ResultExt;
 use crate::ir::infer::infer_facts;
 use crate::ir::tensor::checked_len;
-use crate::ir::{Dim, Fact, Graph, Tensor};
+use crate::ir::{Data, DataRef, Dim, Fact, Graph, Tensor, ValueKind};
 use crate::passes::{default_passes, optimize};
 use crate::{bail, dispatch, err, Result};
 use std::sync::Arc;
@@ -25,14 +25,14 @@ pub const MAX_LOOP_ITERATIONS: i64 = 1 << 24;
 /// A graph attribute ready to run: inferred and optimised on its own (its captured constants fold
 /// like local ones), plus which node input carries each value it captures.
 #[derive(Debug)]
-struct Body {
+pub(super) struct Body {
     runner: GraphRunner,
     /// For each of the graph's `captures`, the index of the node input that carries it.
     capture_inputs: Vec<usize>,
 }
 
 impl Body {
-    fn build(ctx: &BuildCtx, attr: &str) -> Result<Body> {
+    pub(super) fn build(ctx: &BuildCtx, attr: &str) -> Result<Body> {
         let graph = ctx.attrs.req_graph(attr)?;
         let names = subgraph_captures(ctx.attrs);
         let capture_inputs = graph
@@ -62,25 +62,44 @@ impl Body {
         self.runner.graph()
     }
 
-    fn num_inputs(&self) -> usize {
+    pub(super) fn num_inputs(&self) -> usize {
         self.graph().inputs.len()
     }
 
-    fn num_outputs(&self) -> usize {
+    pub(super) fn num_outputs(&self) -> usize {
         self.graph().outputs.len()
     }
 
-    fn output_fact(&self, k: usize) -> Fact {
+    pub(super) fn output_fact(&self, k: usize) -> Fact {
         let g = self.graph();
         g.outputs.get(k).map_or_else(Fact::unknown, |&o| g.values[o].fact.clone())
     }
 
     /// Runs the graph on `inputs`, taking its captured values from the node's inputs.
-    fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let captures: Vec<&Tensor> =
-            self.capture_inputs.iter().map(|&i| input(node_inputs, i)).collect::<Result<_>>()?;
+    pub(super) fn run_data(&self, inputs: &[DataRef], node_inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let captures: Vec<DataRef> =
+            self.capture_inputs.iter().map(|&i| value_input(node_inputs, i)).collect::<Result<_>>()?;
         self.runner.run(inputs, &captures)
     }
+
+    /// [`Body::run_data`] for tensors only.
+    fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let inputs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
+        let node_inputs: Vec<Option<DataRef>> = node_inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
+        self.run_data(&inputs, &node_inputs)?.into_iter().map(Data::into_tensor).collect()
+    }
+
+    /// Whether every input and output of the graph is declared a tensor, so that the op may be
+    /// folded like a tensor op.
+    fn tensors_only(&self) -> bool {
+        let g = self.graph();
+        g.inputs.iter().chain(&g.outputs).all(|&v| g.values[v].kind == ValueKind::Tensor)
+    }
+}
+
+/// Input `i` of a node that takes values of any kind, which must be present.
+pub(super) fn value_input<'a>(inputs: &[Option<DataRef<'a>>], i: usize) -> Result<DataRef<'a>> {
+    inputs.get(i).copied().flatten().ok_or_else(|| err!(InvalidModel, "input {i} is required but missing"))
 }
 
 /// What holds for a value that is either `a` or `b`: common dtype, dims that agree.
@@ -239,10 +258,25 @@ impl Op for If {
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        if truth(input(inputs, 0)?, "the condition")? {
-            self.then_branch.run(&[], inputs).context(|| "then_branch")
+        let refs: Vec<Option<DataRef>> = inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
+        self.eval_refs(&refs)?.into_iter().map(Data::into_tensor).collect()
+    }
+
+    fn tensors_only(&self) -> bool {
+        self.then_branch.tensors_only() && self.else_branch.tensors_only()
+    }
+
+    fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
+        self.eval_refs(&inputs.iter().map(|d| d.map(DataRef::Data)).collect::<Vec<_>>())
+    }
+
+    fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let cond =
+            value_input(inputs, 0)?.tensor().ok_or_else(|| err!(InvalidInput, "the condition must be a tensor"))?;
+        if truth(cond, "the condition")? {
+            self.then_branch.run_data(&[], inputs).context(|| "then_branch")
         } else {
-            self.else_branch.run(&[], inputs).context(|| "else_branch")
+            self.else_branch.run_data(&[], inputs).context(|| "else_branch")
         }
     }
 }
@@ -303,18 +337,42 @@ impl Op for Loop {
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let trip_count = match opt_input(inputs, 0) {
+        let refs: Vec<Option<DataRef>> = inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
+        self.eval_refs(&refs)?.into_iter().map(Data::into_tensor).collect()
+    }
+
+    fn tensors_only(&self) -> bool {
+        self.body.tensors_only()
+    }
+
+    fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
+        self.eval_refs(&inputs.iter().map(|d| d.map(DataRef::Data)).collect::<Vec<_>>())
+    }
+
+    /// Loop-carried values may be sequences or optionals; scan outputs are tensors.
+    fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let tensor_input = |i: usize, what: &str| -> Result<Option<&Tensor>> {
+            match inputs.get(i).copied().flatten() {
+                None => Ok(None),
+                Some(d) => d
+                    .tensor()
+                    .map(Some)
+                    .ok_or_else(|| err!(InvalidInput, "{what} must be a tensor, got {}", d.describe())),
+            }
+        };
+        let trip_count = match tensor_input(0, "trip count M")? {
             None => None,
             Some(m) if m.len() == 1 => Some(m.to_i64_vec().context(|| "trip count M")?[0]),
             Some(m) => bail!(InvalidInput, "trip count M must have one element, it has shape {:?}", m.shape()),
         };
-        let cond_given = opt_input(inputs, 1).is_some();
-        let mut cond = match opt_input(inputs, 1) {
+        let cond_input = tensor_input(1, "the condition")?;
+        let cond_given = cond_input.is_some();
+        let mut cond = match cond_input {
             Some(c) => truth(c, "the condition")?,
             None => true,
         };
-        let mut carried: Vec<Tensor> =
-            (0..self.carried).map(|k| input(inputs, 2 + k).cloned()).collect::<Result<_>>()?;
+        let mut carried: Vec<Data> =
+            (0..self.carried).map(|k| value_input(inputs, 2 + k).map(|d| d.to_owned())).collect::<Result<_>>()?;
         let mut scans = ScanOutputs::new(self.scans);
         let mut i: i64 = 0;
         while cond && trip_count.is_none_or(|m| i < m) {
@@ -322,24 +380,25 @@ impl Op for Loop {
                 bail!(ResourceLimit, "the loop did not finish within {} iterations", self.max_iterations);
             }
             let (iteration, cond_in) = (Tensor::scalar(i), Tensor::scalar(cond));
-            let mut args = vec![&iteration, &cond_in];
-            args.extend(carried.iter());
-            let mut outs = self.body.run(&args, inputs).context(|| format!("body, iteration {i}"))?.into_iter();
+            let mut args = vec![DataRef::Tensor(&iteration), DataRef::Tensor(&cond_in)];
+            args.extend(carried.iter().map(DataRef::Data));
+            let mut outs = self.body.run_data(&args, inputs).context(|| format!("body, iteration {i}"))?.into_iter();
             let cond_out = outs.next().ok_or_else(|| err!(InvalidModel, "the body gave no condition"))?;
             // Without a condition input, the body's condition is computed but ignored (spec).
             if cond_given {
-                cond = truth(&cond_out, "the body's condition")?;
+                cond = truth(cond_out.as_tensor().context(|| "the body's condition")?, "the body's condition")?;
             }
             carried = outs.by_ref().take(self.carried).collect();
-            scans.push(outs)?;
+            let scan_values = outs.map(|d| d.into_tensor().context(|| "scan output")).collect::<Result<Vec<_>>>()?;
+            scans.push(scan_values.into_iter())?;
             i += 1;
         }
         for (k, steps) in scans.steps.iter().enumerate() {
-            carried.push(if steps.is_empty() {
+            carried.push(Data::Tensor(if steps.is_empty() {
                 empty_scan_output(&self.body.output_fact(1 + self.carried + k), 0)?
             } else {
                 stack(steps, 0, false)?
-            });
+            }));
         }
         Ok(carried)
     }
