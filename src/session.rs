@@ -216,7 +216,12 @@ impl Session {
                 (_, ValueKind::Tensor) => {
                     bail!(InvalidInput, "input '{}' must be a tensor, got {}", v.name, d.describe())
                 }
-                (_, kind) => check_data_input(&v.name, kind, &v.fact, &d.to_data())?,
+                (_, kind) => match d {
+                    DataRef::Data(data) => check_data_input(&v.name, kind, &v.fact, data)?,
+                    DataRef::Tensor(t) => {
+                        bail!(InvalidInput, "input '{}' must be {kind}, got a tensor of {}", v.name, t.dtype())
+                    }
+                },
             }
         }
         Ok(())

@@ -38,6 +38,7 @@ pub mod reshape;
 pub mod resize;
 pub mod rnn;
 pub mod rotary;
+pub mod scan;
 pub mod scatter;
 pub mod sequence;
 pub mod slice;
@@ -203,6 +204,7 @@ pub fn registry() -> &'static Registry {
         rotary::register(&mut r);
         resize::register(&mut r);
         rnn::register(&mut r);
+        scan::register(&mut r);
         scatter::register(&mut r);
         sequence::register(&mut r);
         slice::register(&mut r);
