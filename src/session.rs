@@ -3,7 +3,7 @@
 
 use crate::backend::{backend_for, Device, Plan};
 use crate::ir::infer::infer_facts;
-use crate::ir::{DType, Dim, Fact, Graph, Tensor};
+use crate::ir::{DType, Data, DataRef, Dim, Fact, Graph, Tensor, ValueKind};
 use crate::onnx::{import_model, ImportedModel};
 use crate::passes::{default_passes, optimize};
 use crate::{bail, Result};
@@ -11,10 +11,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Name, dtype and shape of a model input or output, as far as they are known before running.
+/// Name, kind, dtype and shape of a model input or output, as far as they are known before running.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoInfo {
     pub name: String,
+    /// A tensor, a sequence or an optional; for the latter two, `dtype` and `shape` describe the
+    /// tensors they hold.
+    pub kind: ValueKind,
     pub dtype: Option<DType>,
     /// `None` when the rank is unknown.
     pub shape: Option<Vec<Dim>>,
@@ -88,7 +91,7 @@ impl Model {
 
 fn io_info(g: &Graph, id: usize) -> IoInfo {
     let v = g.value(id);
-    IoInfo { name: v.name.clone(), dtype: v.fact.dtype, shape: v.fact.shape.clone() }
+    IoInfo { name: v.name.clone(), kind: v.kind.clone(), dtype: v.fact.dtype, shape: v.fact.shape.clone() }
 }
 
 #[derive(Debug, Clone)]
@@ -126,14 +129,39 @@ impl Session {
         &self.model
     }
 
-    /// Runs with inputs given by name; returns the outputs in graph-output order.
+    /// Runs with inputs given by name; returns the outputs in graph-output order. Every input and
+    /// output must be a tensor; [`Session::run_data`] takes and gives sequences and optionals too.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        let named: Vec<(&str, DataRef)> = inputs.iter().map(|&(n, t)| (n, DataRef::Tensor(t))).collect();
+        let positional = self.by_position(&named)?;
+        self.run_refs(&positional).and_then(|outs| self.tensors(outs))
+    }
+
+    /// Runs with one tensor per graph input, in the model's input order.
+    pub fn run_positional(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let refs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
+        self.run_refs(&refs).and_then(|outs| self.tensors(outs))
+    }
+
+    /// [`Session::run`] for models whose inputs or outputs may be sequences or optionals.
+    pub fn run_data(&self, inputs: &[(&str, &Data)]) -> Result<Vec<Data>> {
+        let named: Vec<(&str, DataRef)> = inputs.iter().map(|&(n, d)| (n, DataRef::Data(d))).collect();
+        self.run_refs(&self.by_position(&named)?)
+    }
+
+    /// [`Session::run_positional`] for models whose inputs or outputs may be sequences or optionals.
+    pub fn run_data_positional(&self, inputs: &[&Data]) -> Result<Vec<Data>> {
+        let refs: Vec<DataRef> = inputs.iter().map(|&d| DataRef::Data(d)).collect();
+        self.run_refs(&refs)
+    }
+
+    fn by_position<'a>(&self, inputs: &[(&str, DataRef<'a>)]) -> Result<Vec<DataRef<'a>>> {
         let g = &self.model.graph;
-        let mut ordered: Vec<Option<&Tensor>> = vec![None; g.inputs.len()];
-        for &(name, t) in inputs {
+        let mut ordered: Vec<Option<DataRef>> = vec![None; g.inputs.len()];
+        for &(name, d) in inputs {
             match g.inputs.iter().position(|&i| g.values[i].name == name) {
                 Some(k) if ordered[k].is_some() => bail!(InvalidInput, "input '{name}' is given twice"),
-                Some(k) => ordered[k] = Some(t),
+                Some(k) => ordered[k] = Some(d),
                 None => {
                     let names: Vec<&str> = g.inputs.iter().map(|&i| g.values[i].name.as_str()).collect();
                     bail!(InvalidInput, "the model has no input named '{name}' (inputs: {})", names.join(", "))
@@ -141,34 +169,77 @@ impl Session {
             }
         }
         let mut positional = Vec::with_capacity(ordered.len());
-        for (k, t) in ordered.into_iter().enumerate() {
-            match t {
-                Some(t) => positional.push(t),
+        for (k, d) in ordered.into_iter().enumerate() {
+            match d {
+                Some(d) => positional.push(d),
                 None => bail!(InvalidInput, "input '{}' is missing", g.values[g.inputs[k]].name),
             }
         }
-        self.run_positional(&positional)
+        Ok(positional)
     }
 
-    /// Runs with one tensor per graph input, in the model's input order.
-    pub fn run_positional(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    fn run_refs(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
         self.check_inputs(inputs)?;
         self.plan.run(inputs)
     }
 
-    /// Checks dtype, rank and known dims of each input, and that each symbolic dim has one size.
-    fn check_inputs(&self, inputs: &[&Tensor]) -> Result<()> {
+    /// The outputs of a tensor-only run; an output of another kind is an error that names it.
+    fn tensors(&self, outputs: Vec<Data>) -> Result<Vec<Tensor>> {
+        let g = &self.model.graph;
+        outputs
+            .into_iter()
+            .zip(&g.outputs)
+            .map(|(d, &id)| match d {
+                Data::Tensor(t) => Ok(t),
+                other => bail!(
+                    InvalidInput,
+                    "output '{}' is {}, not a tensor: use Session::run_data",
+                    g.values[id].name,
+                    other.describe()
+                ),
+            })
+            .collect()
+    }
+
+    /// Checks the kind, dtype, rank and known dims of each input, and that each symbolic dim has
+    /// one size.
+    fn check_inputs(&self, inputs: &[DataRef]) -> Result<()> {
         let g = &self.model.graph;
         if inputs.len() != g.inputs.len() {
             bail!(InvalidInput, "the model takes {} inputs, {} were given", g.inputs.len(), inputs.len());
         }
         let mut symbols: HashMap<&str, usize> = HashMap::new();
-        for (&id, t) in g.inputs.iter().zip(inputs) {
+        for (&id, &d) in g.inputs.iter().zip(inputs) {
             let v = &g.values[id];
-            check_input(&v.name, &v.fact, t, &mut symbols)?;
+            match (d.tensor(), &v.kind) {
+                (Some(t), ValueKind::Tensor) => check_input(&v.name, &v.fact, t, &mut symbols)?,
+                (_, ValueKind::Tensor) => {
+                    bail!(InvalidInput, "input '{}' must be a tensor, got {}", v.name, d.describe())
+                }
+                (_, kind) => match d {
+                    DataRef::Data(data) => check_data_input(&v.name, kind, &v.fact, data)?,
+                    DataRef::Tensor(t) => {
+                        bail!(InvalidInput, "input '{}' must be {kind}, got a tensor of {}", v.name, t.dtype())
+                    }
+                },
+            }
         }
         Ok(())
     }
+}
+
+/// A sequence or optional input: the declared kind, and the declared element dtype of the
+/// tensors it holds.
+fn check_data_input(name: &str, kind: &ValueKind, fact: &Fact, d: &Data) -> Result<()> {
+    if !d.matches(kind) {
+        bail!(InvalidInput, "input '{name}' must be {kind}, got {}", d.describe());
+    }
+    if let (Some(want), Some(got)) = (fact.dtype, d.elem_dtype()) {
+        if want != got {
+            bail!(InvalidInput, "input '{name}' must hold {want} tensors, got {}", d.describe());
+        }
+    }
+    Ok(())
 }
 
 fn check_input<'a>(name: &str, fact: &'a Fact, t: &Tensor, symbols: &mut HashMap<&'a str, usize>) -> Result<()> {
@@ -196,4 +267,91 @@ fn check_input<'a>(name: &str, fact: &'a Fact, t: &Tensor, symbols: &mut HashMap
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Sequence;
+    use crate::onnx::wire::enc::Enc;
+    use crate::ErrorKind;
+
+    fn tensor_type(elem: i64) -> Enc {
+        Enc::new().msg(1, Enc::new().int(1, elem))
+    }
+
+    fn seq_type(elem: i64) -> Enc {
+        Enc::new().msg(4, Enc::new().msg(1, tensor_type(elem)))
+    }
+
+    fn value(name: &str, ty: Enc) -> Enc {
+        Enc::new().str(1, name).msg(2, ty)
+    }
+
+    /// s: seq(float), x: float -> (SequenceInsert(s, x), its length); x -> SplitToSequence(x).
+    fn session() -> Session {
+        let node = |op: &str, inputs: &[&str], output: &str| {
+            inputs.iter().fold(Enc::new().str(4, op), |n, i| n.str(1, i)).str(2, output)
+        };
+        let g = Enc::new()
+            .msg(1, node("SequenceInsert", &["s", "x"], "s2"))
+            .msg(1, node("SequenceLength", &["s2"], "n"))
+            .msg(1, node("SplitToSequence", &["x"], "pieces"))
+            .msg(11, value("s", seq_type(1)))
+            .msg(11, value("x", tensor_type(1)))
+            .msg(12, value("s2", seq_type(1)))
+            .msg(12, value("n", tensor_type(7)))
+            .msg(12, value("pieces", seq_type(1)));
+        let bytes = Enc::new().int(1, 8).msg(7, g).msg(8, Enc::new().int(2, 18)).finish();
+        Session::new(Model::from_bytes(&bytes).unwrap(), &SessionOptions { device: Device::Cpu, threads: 1 }).unwrap()
+    }
+
+    #[test]
+    fn sequences_go_in_and_come_out() {
+        let s = session();
+        let kinds: Vec<ValueKind> = s.model().inputs().into_iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, [ValueKind::Sequence, ValueKind::Tensor]);
+        assert_eq!(s.model().outputs()[1].kind, ValueKind::Tensor);
+        assert_eq!(s.model().outputs()[0].dtype, Some(DType::F32));
+
+        let seq = Data::Sequence(Sequence::new(DType::F32, vec![Tensor::vector(vec![1f32])]).unwrap());
+        let x = Data::Tensor(Tensor::vector(vec![2f32, 3.]));
+        let out = s.run_data(&[("x", &x), ("s", &seq)]).unwrap();
+        let items = out[0].as_sequence().unwrap().items();
+        assert_eq!((items.len(), &items[1]), (2, x.as_tensor().unwrap()));
+        assert_eq!(out[1], Data::Tensor(Tensor::scalar(2i64)));
+        assert_eq!(out[2].as_sequence().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn inputs_and_outputs_of_the_wrong_kind_are_errors() {
+        let s = session();
+        let seq = Data::Sequence(Sequence::new(DType::F32, vec![]).unwrap());
+        let x = Tensor::vector(vec![2f32]);
+        let e = s.run(&[("s", &x), ("x", &x)]).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::InvalidInput, "input 's' must be sequence, got a tensor of float32")
+        );
+        let e = s.run_data_positional(&[&seq, &seq]).unwrap_err();
+        assert_eq!(e.message, "input 'x' must be a tensor, got a sequence of float32");
+        let ints = Data::Sequence(Sequence::new(DType::I64, vec![]).unwrap());
+        let e = s.run_data_positional(&[&ints, &Data::Tensor(x.clone())]).unwrap_err();
+        assert_eq!(e.message, "input 's' must hold float32 tensors, got a sequence of int64");
+        let e = s.run_data_positional(&[&Data::Optional(None), &Data::Tensor(x)]).unwrap_err();
+        assert_eq!(e.message, "input 's' must be sequence, got an empty optional");
+    }
+
+    #[test]
+    fn tensor_runs_name_outputs_that_are_not_tensors() {
+        // A model whose inputs are tensors but whose output is a sequence.
+        let g = Enc::new()
+            .msg(1, Enc::new().str(4, "SplitToSequence").str(1, "x").str(2, "pieces"))
+            .msg(11, value("x", tensor_type(1)))
+            .msg(12, value("pieces", seq_type(1)));
+        let bytes = Enc::new().int(1, 8).msg(7, g).msg(8, Enc::new().int(2, 18)).finish();
+        let s = Session::new(Model::from_bytes(&bytes).unwrap(), &SessionOptions::default()).unwrap();
+        let e = s.run_positional(&[&Tensor::vector(vec![1f32, 2.])]).unwrap_err();
+        assert_eq!(e.message, "output 'pieces' is a sequence of float32, not a tensor: use Session::run_data");
+    }
 }

@@ -2,7 +2,7 @@
 //! this compiled plan. The CPU backend runs everything; a later OpenCL backend takes the nodes it
 //! supports and leaves the rest to the CPU.
 
-use crate::ir::{Graph, Node, Tensor};
+use crate::ir::{Data, DataRef, Graph, Node};
 use crate::Result;
 use std::sync::Arc;
 
@@ -39,8 +39,8 @@ pub trait Backend: Send + Sync {
 
 /// A graph prepared to run on one backend.
 pub trait Plan: Send + Sync {
-    /// Runs with one tensor per graph input (graph input order); returns the graph outputs in order.
-    fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>>;
+    /// Runs with one value per graph input (graph input order); returns the graph outputs in order.
+    fn run(&self, inputs: &[DataRef]) -> Result<Vec<Data>>;
 }
 
 /// The backend for a device in this build, or an error that says why there is none.

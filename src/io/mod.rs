@@ -1,8 +1,9 @@
-//! Tensor files: `.npy` (numpy) and ONNX `TensorProto` `.pb`, as used by the CLI and tests.
+//! Tensor files: `.npy` (numpy) and ONNX `TensorProto` `.pb`, as used by the CLI and tests; and
+//! ONNX `SequenceProto` / `OptionalProto` `.pb` files of sequence and optional values.
 
 pub mod npy;
 
-use crate::ir::Tensor;
+use crate::ir::{DType, Data, Tensor, ValueKind};
 use crate::{err, Result};
 use std::path::Path;
 
@@ -17,6 +18,17 @@ pub fn read_tensor_file(path: &Path) -> Result<(Tensor, Option<String>)> {
         crate::onnx::tensor::tensor_from_pb_bytes(&bytes)
     };
     r.map_err(|e| e.context(path.display()))
+}
+
+/// Reads a value declared as `kind` (with element dtype `elem_dtype`, which types empty
+/// sequences): tensors as [`read_tensor_file`] does, sequences and optionals from ONNX
+/// `SequenceProto` / `OptionalProto` `.pb` files. Returns the value and its stored name.
+pub fn read_data_file(path: &Path, kind: &ValueKind, elem_dtype: Option<DType>) -> Result<(Data, Option<String>)> {
+    if *kind == ValueKind::Tensor {
+        return read_tensor_file(path).map(|(t, name)| (Data::Tensor(t), name));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
+    crate::onnx::tensor::data_from_pb_bytes(&bytes, kind, elem_dtype).map_err(|e| e.context(path.display()))
 }
 
 /// Writes a tensor as a `.npy` file.

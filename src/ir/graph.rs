@@ -2,6 +2,7 @@
 //! graph's inputs and outputs. Independent of ONNX's protobuf structs.
 
 use super::attr::Attributes;
+use super::data::ValueKind;
 use super::shape::Fact;
 use super::tensor::Tensor;
 use crate::ops::Op;
@@ -16,6 +17,9 @@ pub type ValueId = usize;
 pub struct Value {
     pub name: String,
     pub fact: Fact,
+    /// What the value is declared to hold; for a sequence or optional, `fact.dtype` is the element
+    /// dtype. Values without a declaration count as tensors.
+    pub kind: ValueKind,
 }
 
 impl Value {
@@ -70,7 +74,7 @@ pub struct Graph {
 
 impl Graph {
     pub fn add_value(&mut self, name: impl Into<String>, fact: Fact) -> ValueId {
-        self.values.push(Value { name: name.into(), fact });
+        self.values.push(Value { name: name.into(), fact, kind: ValueKind::Tensor });
         self.values.len() - 1
     }
 

@@ -1,7 +1,9 @@
-//! The graph IR: dtypes, shapes and facts, tensor storage, attributes, the graph itself, and shape
-//! inference over it. Nothing here knows about protobuf.
+//! The graph IR: dtypes, shapes and facts, tensor storage, run-time values (tensors, sequences,
+//! optionals), attributes, the graph itself, and shape inference over it. Nothing here knows about
+//! protobuf.
 
 pub mod attr;
+pub mod data;
 pub mod dtype;
 pub mod graph;
 pub mod infer;
@@ -9,6 +11,7 @@ pub mod shape;
 pub mod tensor;
 
 pub use attr::{Attr, Attributes};
+pub use data::{Data, DataRef, Sequence, ValueKind};
 pub use dtype::DType;
 pub use graph::{Graph, Node, Value, ValueId};
 pub use shape::{Dim, Fact};

@@ -7,7 +7,7 @@ use super::model::{attr_type, decode_model, AttributeProto, Dimension, GraphProt
 use super::model::{TypeProto, ValueInfoProto};
 use super::tensor::tensor_from_proto;
 use crate::error::ResultExt;
-use crate::ir::{Attr, Attributes, DType, Dim, Fact, Graph, Node, ValueId};
+use crate::ir::{Attr, Attributes, DType, Dim, Fact, Graph, Node, ValueId, ValueKind};
 use crate::ops::{subgraph_captures, BuildCtx, Registry};
 use crate::{bail, err, ErrorKind, Result};
 use std::collections::{HashMap, HashSet};
@@ -121,9 +121,9 @@ struct Scope<'s> {
 }
 
 impl Scope<'_> {
-    fn lookup(&self, name: &str) -> Option<Fact> {
+    fn lookup(&self, name: &str) -> Option<(ValueKind, Fact)> {
         match self.names.get(name) {
-            Some(&id) => Some(self.graph.values[id].fact.clone()),
+            Some(&id) => Some((self.graph.values[id].kind.clone(), self.graph.values[id].fact.clone())),
             None => self.parent?.lookup(name),
         }
     }
@@ -151,8 +151,9 @@ impl Builder<'_> {
         if let Some(&id) = self.names.get(name) {
             return Some(id);
         }
-        let fact = self.parent?.lookup(name)?;
+        let (kind, fact) = self.parent?.lookup(name)?;
         let id = self.define(name, fact);
+        self.graph.values[id].kind = kind;
         self.graph.captures.push(id);
         Some(id)
     }
@@ -201,8 +202,9 @@ fn import_graph(proto: &GraphProto, parent: Option<&Scope>, ctx: &mut Ctx) -> Re
         if vi.name.is_empty() {
             bail!(InvalidModel, "a graph input has no name");
         }
-        let fact = fact_of(vi).context(|| format!("graph input '{}'", vi.name))?;
+        let (kind, fact) = fact_of(vi).context(|| format!("graph input '{}'", vi.name))?;
         let id = b.define(&vi.name, fact);
+        b.graph.values[id].kind = kind;
         b.graph.inputs.push(id);
     }
 
@@ -214,11 +216,13 @@ fn import_graph(proto: &GraphProto, parent: Option<&Scope>, ctx: &mut Ctx) -> Re
             if !name.is_empty() && b.names.contains_key(name) {
                 bail!(InvalidModel, "value '{name}' is produced twice (again by {})", describe_node(node, k));
             }
-            let fact = match declared.get(name.as_str()) {
+            let (kind, fact) = match declared.get(name.as_str()) {
                 Some(vi) => fact_of(vi).context(|| format!("value '{name}'"))?,
-                None => Fact::unknown(),
+                None => (ValueKind::Tensor, Fact::unknown()),
             };
-            ids.push(b.define(name, fact));
+            let id = b.define(name, fact);
+            b.graph.values[id].kind = kind;
+            ids.push(id);
         }
         outputs_of.push(ids);
     }
@@ -319,11 +323,31 @@ fn import_node(
     }
 }
 
-/// A declared type as a fact. Non-tensor types (sequences, maps, optionals) say nothing the tensor
-/// IR can use; element types the IR lacks leave the dtype unknown for the op to reject.
-fn fact_of(vi: &ValueInfoProto) -> Result<Fact> {
-    let Some(TypeProto::Tensor(tt)) = &vi.r#type else {
-        return Ok(Fact::unknown());
+/// A declared type as a kind and a fact. For sequences and optionals the fact describes the
+/// tensors they hold. Other non-tensor types (maps, sparse tensors) say nothing the IR can use;
+/// element types the IR lacks leave the dtype unknown for the op to reject.
+fn fact_of(vi: &ValueInfoProto) -> Result<(ValueKind, Fact)> {
+    match &vi.r#type {
+        Some(t) => declared_type(t),
+        None => Ok((ValueKind::Tensor, Fact::unknown())),
+    }
+}
+
+fn declared_type(t: &TypeProto) -> Result<(ValueKind, Fact)> {
+    let tt = match t {
+        TypeProto::Tensor(tt) => tt,
+        TypeProto::Sequence(elem) => {
+            let fact = match elem.as_deref().map(declared_type).transpose()? {
+                Some((ValueKind::Tensor, f)) => Fact { dtype: f.dtype, shape: None, value: None },
+                _ => Fact::unknown(),
+            };
+            return Ok((ValueKind::Sequence, fact));
+        }
+        TypeProto::Optional(Some(elem)) => {
+            let (kind, fact) = declared_type(elem)?;
+            return Ok((ValueKind::Optional(Box::new(kind)), fact));
+        }
+        _ => return Ok((ValueKind::Tensor, Fact::unknown())),
     };
     let shape = match &tt.shape {
         None => None,
@@ -339,7 +363,7 @@ fn fact_of(vi: &ValueInfoProto) -> Result<Fact> {
                 .collect::<Result<Vec<Dim>>>()?,
         ),
     };
-    Ok(Fact { dtype: DType::from_onnx_code(tt.elem_type), shape, value: None })
+    Ok((ValueKind::Tensor, Fact { dtype: DType::from_onnx_code(tt.elem_type), shape, value: None }))
 }
 
 fn convert_attributes(node: &NodeProto, scope: &Scope, ctx: &mut Ctx) -> Result<Attributes> {
@@ -616,6 +640,8 @@ mod tests {
         assert_eq!((fact("h").dtype, fact("h").concrete_shape()), (Some(DType::I64), Some(vec![5])));
         assert_eq!((fact("y").dtype, fact("y").concrete_shape()), (Some(DType::F32), Some(vec![])));
         assert_eq!((fact("s").dtype, fact("s").shape), (None, None));
+        let kind = |name: &str| m.graph.values[m.graph.find_value(name).unwrap()].kind.clone();
+        assert_eq!((kind("s"), kind("u"), kind("x")), (ValueKind::Sequence, ValueKind::Tensor, ValueKind::Tensor));
         assert_eq!((fact("u").dtype, fact("u").shape), (None, None));
     }
 

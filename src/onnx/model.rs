@@ -15,6 +15,16 @@ pub fn decode_tensor(bytes: &[u8]) -> Result<TensorProto<'_>> {
     TensorProto::decode(Reader::new(bytes)).map_err(|e| e.into_error("TensorProto"))
 }
 
+/// Decodes a serialized `SequenceProto` (the test data file of a sequence value).
+pub fn decode_sequence(bytes: &[u8]) -> Result<SequenceProto<'_>> {
+    SequenceProto::decode(Reader::new(bytes)).map_err(|e| e.into_error("SequenceProto"))
+}
+
+/// Decodes a serialized `OptionalProto` (the test data file of an optional value).
+pub fn decode_optional(bytes: &[u8]) -> Result<OptionalProto<'_>> {
+    OptionalProto::decode(Reader::new(bytes)).map_err(|e| e.into_error("OptionalProto"))
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelProto<'a> {
     pub ir_version: i64,
@@ -179,6 +189,40 @@ pub struct TensorTypeProto {
     pub elem_type: i32,
     /// `None` when the rank is unknown.
     pub shape: Option<Vec<Dimension>>,
+}
+
+/// `SequenceProto.DataType` and `OptionalProto.DataType`: what a sequence or optional holds.
+pub mod value_type {
+    pub const UNDEFINED: i32 = 0;
+    pub const TENSOR: i32 = 1;
+    pub const SPARSE_TENSOR: i32 = 2;
+    pub const SEQUENCE: i32 = 3;
+    pub const MAP: i32 = 4;
+    pub const OPTIONAL: i32 = 5;
+}
+
+/// A `SequenceProto`. Sequences of anything but tensors are only counted, for the error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SequenceProto<'a> {
+    pub name: String,
+    /// A [`value_type`] code.
+    pub elem_type: i32,
+    pub tensor_values: Vec<TensorProto<'a>>,
+    /// Sparse tensors, sequences, maps and optionals the sequence holds.
+    pub other_values: usize,
+}
+
+/// An `OptionalProto`; maps and sparse tensors in it are only noted, for the error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OptionalProto<'a> {
+    pub name: String,
+    /// A [`value_type`] code; UNDEFINED for an empty optional.
+    pub elem_type: i32,
+    pub tensor_value: Option<TensorProto<'a>>,
+    pub sequence_value: Option<Box<SequenceProto<'a>>>,
+    pub optional_value: Option<Box<OptionalProto<'a>>>,
+    /// Set when the optional holds a sparse tensor or a map.
+    pub other_value: bool,
 }
 
 /// One dim of a `TensorShapeProto`.
@@ -478,6 +522,68 @@ impl<'a> SparseTensorProto<'a> {
             1 => set(&mut m.values, one_message(r, wt, "values", TensorProto::decode).map(Some)),
             2 => set(&mut m.indices, one_message(r, wt, "indices", TensorProto::decode).map(Some)),
             3 => r.repeated_int64(wt, &mut m.dims).map(|_| true),
+            _ => Ok(false),
+        })?;
+        Ok(m)
+    }
+}
+
+impl<'a> SequenceProto<'a> {
+    fn decode(r: Reader<'a>) -> WResult<SequenceProto<'a>> {
+        const NAMES: &[(u32, &str)] = &[
+            (1, "name"),
+            (2, "elem_type"),
+            (3, "tensor_values"),
+            (4, "sparse_tensor_values"),
+            (5, "sequence_values"),
+            (6, "map_values"),
+            (7, "optional_values"),
+        ];
+        let mut m = SequenceProto::default();
+        decode_fields(r, NAMES, |r, field, wt| match field {
+            1 => set(&mut m.name, r.string(wt)),
+            2 => set(&mut m.elem_type, r.int32(wt)),
+            3 => push_message(r, wt, &mut m.tensor_values, "tensor_values", TensorProto::decode),
+            4..=7 => {
+                r.skip(field, wt)?;
+                m.other_values += 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        Ok(m)
+    }
+}
+
+impl<'a> OptionalProto<'a> {
+    fn decode(r: Reader<'a>) -> WResult<OptionalProto<'a>> {
+        const NAMES: &[(u32, &str)] = &[
+            (1, "name"),
+            (2, "elem_type"),
+            (3, "tensor_value"),
+            (4, "sparse_tensor_value"),
+            (5, "sequence_value"),
+            (6, "map_value"),
+            (7, "optional_value"),
+        ];
+        let mut m = OptionalProto::default();
+        decode_fields(r, NAMES, |r, field, wt| match field {
+            1 => set(&mut m.name, r.string(wt)),
+            2 => set(&mut m.elem_type, r.int32(wt)),
+            3 => set(&mut m.tensor_value, one_message(r, wt, "tensor_value", TensorProto::decode).map(Some)),
+            5 => set(
+                &mut m.sequence_value,
+                one_message(r, wt, "sequence_value", SequenceProto::decode).map(|s| Some(Box::new(s))),
+            ),
+            7 => set(
+                &mut m.optional_value,
+                one_message(r, wt, "optional_value", OptionalProto::decode).map(|o| Some(Box::new(o))),
+            ),
+            4 | 6 => {
+                r.skip(field, wt)?;
+                m.other_value = true;
+                Ok(true)
+            }
             _ => Ok(false),
         })?;
         Ok(m)

@@ -3,10 +3,10 @@
 //! against the data actually present before anything is allocated, so a tiny file cannot ask for a
 //! huge tensor.
 
-use super::model::{TensorProto, DATA_LOCATION_EXTERNAL};
+use super::model::{value_type, OptionalProto, SequenceProto, TensorProto, DATA_LOCATION_EXTERNAL};
 use crate::error::ResultExt;
 use crate::ir::tensor::{checked_len, TensorData};
-use crate::ir::{DType, Tensor};
+use crate::ir::{DType, Data, Sequence, Tensor, ValueKind};
 use crate::{bail, err, Result};
 use half::{bf16, f16};
 use std::fs::File;
@@ -254,6 +254,66 @@ pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(Tensor, Option<String>)> {
     Ok((tensor_from_proto(&proto, None)?, name))
 }
 
+/// Decodes a test data file of a value declared as `kind`: a TensorProto, a SequenceProto or an
+/// OptionalProto. `elem_dtype` (the declared element type) types a sequence that has no elements.
+pub fn data_from_pb_bytes(bytes: &[u8], kind: &ValueKind, elem_dtype: Option<DType>) -> Result<(Data, Option<String>)> {
+    let named = |name: &str| (!name.is_empty()).then(|| name.to_string());
+    match kind {
+        ValueKind::Tensor => tensor_from_pb_bytes(bytes).map(|(t, name)| (Data::Tensor(t), name)),
+        ValueKind::Sequence => {
+            let proto = crate::onnx::model::decode_sequence(bytes)?;
+            Ok((Data::Sequence(sequence_from_proto(&proto, elem_dtype)?), named(&proto.name)))
+        }
+        ValueKind::Optional(inner) => {
+            let proto = crate::onnx::model::decode_optional(bytes)?;
+            Ok((optional_from_proto(&proto, inner, elem_dtype)?, named(&proto.name)))
+        }
+    }
+}
+
+fn sequence_from_proto(s: &SequenceProto, elem_dtype: Option<DType>) -> Result<Sequence> {
+    if s.other_values > 0 || !matches!(s.elem_type, value_type::TENSOR | value_type::UNDEFINED) {
+        bail!(Unsupported, "sequences of anything but tensors are not supported (elem_type {})", s.elem_type);
+    }
+    let items: Vec<Tensor> = s
+        .tensor_values
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tensor_from_proto(t, None).context(|| format!("sequence element {i}")))
+        .collect::<Result<_>>()?;
+    let dtype = match (items.first(), elem_dtype) {
+        (Some(t), _) => t.dtype(),
+        (None, Some(dt)) => dt,
+        (None, None) => bail!(InvalidInput, "an empty sequence whose element type is not declared"),
+    };
+    Sequence::new(dtype, items)
+}
+
+fn optional_from_proto(o: &OptionalProto, inner: &ValueKind, elem_dtype: Option<DType>) -> Result<Data> {
+    if o.other_value {
+        bail!(Unsupported, "optionals holding maps or sparse tensors are not supported");
+    }
+    let value = match (o.elem_type, inner) {
+        (value_type::UNDEFINED, _) => None,
+        (value_type::TENSOR, ValueKind::Tensor) => {
+            let t = o.tensor_value.as_ref().ok_or_else(|| err!(InvalidInput, "the optional has no tensor_value"))?;
+            Some(Data::Tensor(tensor_from_proto(t, None)?))
+        }
+        (value_type::SEQUENCE, ValueKind::Sequence) => {
+            let seq =
+                o.sequence_value.as_ref().ok_or_else(|| err!(InvalidInput, "the optional has no sequence_value"))?;
+            Some(Data::Sequence(sequence_from_proto(seq, elem_dtype)?))
+        }
+        (value_type::OPTIONAL, ValueKind::Optional(kind)) => {
+            let opt =
+                o.optional_value.as_ref().ok_or_else(|| err!(InvalidInput, "the optional has no optional_value"))?;
+            Some(optional_from_proto(opt, kind, elem_dtype)?)
+        }
+        (code, _) => bail!(InvalidInput, "the optional holds elem_type {code}, the model declares optional({inner})"),
+    };
+    Ok(Data::Optional(value.map(Box::new)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,5 +536,70 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, 31);
+    }
+}
+
+#[cfg(test)]
+mod data_tests {
+    use super::*;
+    use crate::onnx::wire::enc::Enc;
+    use crate::ErrorKind;
+
+    /// A float TensorProto of `values` (1-D).
+    fn floats(values: &[f32]) -> Enc {
+        Enc::new().packed_ints(1, &[values.len() as i64]).int(2, 1).packed_floats(4, values)
+    }
+
+    fn sequence(items: &[&[f32]]) -> Enc {
+        items.iter().fold(Enc::new().str(1, "s").int(2, value_type::TENSOR as i64), |e, v| e.msg(3, floats(v)))
+    }
+
+    #[test]
+    fn sequences_and_optionals_decode_as_declared() {
+        let bytes = sequence(&[&[1.0, 2.0], &[3.0]]).finish();
+        let (d, name) = data_from_pb_bytes(&bytes, &ValueKind::Sequence, None).unwrap();
+        assert_eq!(name.as_deref(), Some("s"));
+        let s = d.as_sequence().unwrap();
+        assert_eq!((s.len(), s.items()[1].as_slice::<f32>().unwrap()), (2, &[3.0f32][..]));
+
+        // An empty sequence takes the declared element type.
+        let empty = Enc::new().int(2, value_type::TENSOR as i64).finish();
+        let (d, _) = data_from_pb_bytes(&empty, &ValueKind::Sequence, Some(DType::I64)).unwrap();
+        assert_eq!(d.type_name(), "seq(tensor(int64))");
+        let e = data_from_pb_bytes(&empty, &ValueKind::Sequence, None).unwrap_err();
+        assert_eq!(e.message, "an empty sequence whose element type is not declared");
+
+        let opt_kind = ValueKind::Optional(Box::new(ValueKind::Tensor));
+        let opt = Enc::new().str(1, "o").int(2, value_type::TENSOR as i64).msg(3, floats(&[5.0])).finish();
+        let (d, _) = data_from_pb_bytes(&opt, &opt_kind, None).unwrap();
+        assert_eq!(d, Data::Optional(Some(Box::new(Data::Tensor(Tensor::vector(vec![5f32]))))));
+        let none = Enc::new().str(1, "o").int(2, 0).finish();
+        assert_eq!(data_from_pb_bytes(&none, &opt_kind, None).unwrap().0, Data::Optional(None));
+        let opt_seq = Enc::new().int(2, value_type::SEQUENCE as i64).msg(5, sequence(&[&[1.0]])).finish();
+        let seq_kind = ValueKind::Optional(Box::new(ValueKind::Sequence));
+        assert_eq!(
+            data_from_pb_bytes(&opt_seq, &seq_kind, None).unwrap().0.type_name(),
+            "optional(seq(tensor(float32)))"
+        );
+    }
+
+    #[test]
+    fn mismatched_or_unsupported_contents_are_errors() {
+        let opt_kind = ValueKind::Optional(Box::new(ValueKind::Tensor));
+        let opt_seq = Enc::new().int(2, value_type::SEQUENCE as i64).msg(5, sequence(&[&[1.0]])).finish();
+        let e = data_from_pb_bytes(&opt_seq, &opt_kind, None).unwrap_err();
+        assert_eq!(e.message, "the optional holds elem_type 3, the model declares optional(tensor)");
+        let no_value = Enc::new().int(2, value_type::TENSOR as i64).finish();
+        assert_eq!(
+            data_from_pb_bytes(&no_value, &opt_kind, None).unwrap_err().message,
+            "the optional has no tensor_value"
+        );
+        let nested = Enc::new().int(2, value_type::SEQUENCE as i64).msg(5, Enc::new()).finish();
+        let e = data_from_pb_bytes(&nested, &ValueKind::Sequence, None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        let mixed = sequence(&[&[1.0]]).msg(3, Enc::new().packed_ints(1, &[1]).int(2, 7).packed_ints(7, &[1])).finish();
+        let e = data_from_pb_bytes(&mixed, &ValueKind::Sequence, None).unwrap_err();
+        assert_eq!(e.message, "sequence element 1 is int64, the sequence holds float32");
+        assert!(data_from_pb_bytes(&[0xff, 0xff], &ValueKind::Sequence, None).is_err());
     }
 }

@@ -254,6 +254,11 @@ impl Op for Identity {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![input(inputs, 0)?.clone()])
     }
+
+    /// Sequences and optionals pass through unchanged, like tensors.
+    fn eval_data(&self, inputs: &[Option<&crate::ir::Data>]) -> Result<Vec<crate::ir::Data>> {
+        Ok(vec![input(inputs, 0)?.clone()])
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! type inference, and the reference CPU kernel, with tests. The [`Registry`] maps an ONNX
 //! `(domain, op_type)` to a builder; `onnx::import` is the only caller that knows about ONNX.
 
-use crate::ir::{Attributes, Fact, Tensor};
+use crate::ir::{Attributes, Data, DataRef, Fact, Tensor};
 use crate::{bail, err, Result};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
@@ -34,6 +35,7 @@ pub mod loss;
 pub mod matmul;
 pub mod nms;
 pub mod norm;
+pub mod optional;
 pub mod pool;
 pub mod quant;
 pub mod quant_conv;
@@ -43,7 +45,9 @@ pub mod resize;
 pub mod rnn;
 pub mod roi_align;
 pub mod rotary;
+pub mod scan;
 pub mod scatter;
+pub mod sequence;
 pub mod slice;
 pub mod softmax;
 pub mod spectral;
@@ -73,6 +77,47 @@ pub trait Op: Debug + Send + Sync {
     fn is_deterministic(&self) -> bool {
         true
     }
+
+    /// False for ops that take or give sequences or optionals: they run through [`Op::eval_data`]
+    /// only, and constant folding (which makes tensor constants) leaves them alone.
+    fn tensors_only(&self) -> bool {
+        true
+    }
+
+    /// The kernel on run-time values of any kind. The default is for tensor ops: every input must
+    /// be a tensor, and [`Op::eval`] computes the result.
+    fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
+        let tensors = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                None => Ok(None),
+                Some(Data::Tensor(t)) => Ok(Some(t)),
+                Some(other) => bail!(InvalidInput, "input {i} must be a tensor, got {}", other.describe()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.eval(&tensors)?.into_iter().map(Data::Tensor).collect())
+    }
+
+    /// What the graph runner calls: tensors borrowed from constants and callers are not copied on
+    /// the way to a tensor op. Ops that run subgraphs override this to pass values on unchanged.
+    fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        if self.tensors_only() {
+            let tensors: Option<Vec<Option<&Tensor>>> =
+                inputs.iter().map(|d| d.map_or(Some(None), |d| d.tensor().map(Some))).collect();
+            if let Some(tensors) = tensors {
+                return Ok(self.eval(&tensors)?.into_iter().map(Data::Tensor).collect());
+            }
+        }
+        let owned: Vec<Option<Cow<Data>>> = inputs.iter().map(|d| d.map(|d| d.to_data())).collect();
+        let refs: Vec<Option<&Data>> = owned.iter().map(|d| d.as_deref()).collect();
+        self.eval_data(&refs)
+    }
+}
+
+/// The error of a sequence or optional op's [`Op::eval`]: such ops run through [`Op::eval_data`].
+pub fn needs_eval_data(op: &str) -> crate::Error {
+    err!(Runtime, "{op} works on sequences or optionals and runs through eval_data, not eval")
 }
 
 /// Input `i`, which must be present.
@@ -164,6 +209,7 @@ pub fn registry() -> &'static Registry {
         matmul::register(&mut r);
         nms::register(&mut r);
         norm::register(&mut r);
+        optional::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);
         quant_conv::register(&mut r);
@@ -173,7 +219,9 @@ pub fn registry() -> &'static Registry {
         resize::register(&mut r);
         rnn::register(&mut r);
         roi_align::register(&mut r);
+        scan::register(&mut r);
         scatter::register(&mut r);
+        sequence::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
         spectral::register(&mut r);

@@ -31,7 +31,8 @@ impl Pass for ConstFold {
                 changed = true; // inference already knows every output's value
                 continue;
             }
-            if !(inputs_const && node.op.is_deterministic()) {
+            // Sequence and optional values are never constants.
+            if !(inputs_const && node.op.is_deterministic() && node.op.tensors_only()) {
                 keep.push(node);
                 continue;
             }

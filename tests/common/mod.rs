@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use crx580::ir::{DType, Tensor};
-use crx580::{Model, Session, SessionOptions};
+use crx580::ir::{DType, Data, Tensor};
+use crx580::{IoInfo, Model, Session, SessionOptions};
 use std::path::{Path, PathBuf};
 
 /// Closeness test: `|actual - expected| <= atol + rtol * |expected|`, NaN matches NaN; integers,
@@ -66,6 +66,29 @@ pub fn cases_in(dir: &Path, filter: Option<&str>) -> Vec<PathBuf> {
     cases
 }
 
+/// [`compare`] for values of any kind: sequences element by element, optionals by contents (an
+/// empty optional equals an empty optional).
+pub fn compare_data(actual: &Data, expected: &Data, rtol: f64, atol: f64) -> Result<(), String> {
+    match (actual, expected) {
+        (Data::Tensor(a), Data::Tensor(e)) => compare(a, e, rtol, atol),
+        (Data::Sequence(a), Data::Sequence(e)) => {
+            if a.elem_dtype() != e.elem_dtype() {
+                return Err(format!("{} != expected {}", actual.type_name(), expected.type_name()));
+            }
+            if a.len() != e.len() {
+                return Err(format!("sequence of {} elements, expected {}", a.len(), e.len()));
+            }
+            for (i, (x, y)) in a.items().iter().zip(e.items()).enumerate() {
+                compare(x, y, rtol, atol).map_err(|m| format!("sequence element {i}: {m}"))?;
+            }
+            Ok(())
+        }
+        (Data::Optional(None), Data::Optional(None)) => Ok(()),
+        (Data::Optional(Some(a)), Data::Optional(Some(e))) => compare_data(a, e, rtol, atol),
+        _ => Err(format!("got {}, expected {}", actual.describe(), expected.describe())),
+    }
+}
+
 /// The `test_data_set_*` folders of a case, sorted.
 pub fn data_sets(case: &Path) -> Vec<PathBuf> {
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
@@ -88,6 +111,24 @@ pub fn read_data_set(set: &Path) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
     Ok((inputs, expected))
 }
 
+/// The inputs and expected outputs of one `test_data_set_*` folder, each file read as the
+/// model declares the value (a tensor, a sequence or an optional).
+pub fn read_data_set_as(set: &Path, inputs: &[IoInfo], outputs: &[IoInfo]) -> Result<(Vec<Data>, Vec<Data>), String> {
+    let read = |files: Vec<PathBuf>, infos: &[IoInfo], what: &str| -> Result<Vec<Data>, String> {
+        if files.len() > infos.len() {
+            return Err(format!("{} {what} files, the model has {} {what}s", files.len(), infos.len()));
+        }
+        files
+            .iter()
+            .zip(infos)
+            .map(|(p, info)| {
+                crx580::io::read_data_file(p, &info.kind, info.dtype).map(|(d, _)| d).map_err(|e| format!("data: {e}"))
+            })
+            .collect()
+    };
+    Ok((read(numbered(set, "input"), inputs, "input")?, read(numbered(set, "output"), outputs, "output")?))
+}
+
 /// Loads and runs one case on every data set; `Err` says what failed.
 pub fn run_case(case: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     let model = Model::load(case.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
@@ -97,14 +138,15 @@ pub fn run_case(case: &Path, rtol: f64, atol: f64) -> Result<(), String> {
         return Err("no test_data_set_* folders".into());
     }
     for set in sets {
-        let (inputs, expected) = read_data_set(&set)?;
-        let refs: Vec<&Tensor> = inputs.iter().collect();
-        let outputs = session.run_positional(&refs).map_err(|e| format!("run: {e}"))?;
+        let model = session.model();
+        let (inputs, expected) = read_data_set_as(&set, &model.inputs(), &model.outputs())?;
+        let refs: Vec<&Data> = inputs.iter().collect();
+        let outputs = session.run_data_positional(&refs).map_err(|e| format!("run: {e}"))?;
         if outputs.len() != expected.len() {
             return Err(format!("{} outputs, expected {}", outputs.len(), expected.len()));
         }
         for (k, (o, e)) in outputs.iter().zip(&expected).enumerate() {
-            compare(o, e, rtol, atol).map_err(|m| format!("output {k}: {m}"))?;
+            compare_data(o, e, rtol, atol).map_err(|m| format!("output {k}: {m}"))?;
         }
     }
     Ok(())

@@ -1,12 +1,11 @@
 //! The CPU backend: runs each node's reference kernel in topological order, freeing every
-//! intermediate tensor after its last use. [`GraphRunner`] does the running, for top-level graphs
+//! intermediate value after its last use. [`GraphRunner`] does the running, for top-level graphs
 //! and for the subgraphs of control-flow ops alike.
 
 use super::{Backend, Plan};
 use crate::error::ResultExt;
-use crate::ir::{Graph, Node, Tensor, ValueId};
+use crate::ir::{Data, DataRef, Graph, Node, ValueId};
 use crate::{bail, err, Result};
-use std::borrow::Cow;
 use std::sync::Arc;
 
 pub struct CpuBackend {
@@ -62,9 +61,9 @@ impl GraphRunner {
         &self.graph
     }
 
-    /// Runs with one tensor per graph input and one per captured value (in `graph.captures`
+    /// Runs with one value per graph input and one per captured value (in `graph.captures`
     /// order); returns the graph outputs in order.
-    pub fn run(&self, inputs: &[&Tensor], captures: &[&Tensor]) -> Result<Vec<Tensor>> {
+    pub fn run(&self, inputs: &[DataRef], captures: &[DataRef]) -> Result<Vec<Data>> {
         let g = &*self.graph;
         if inputs.len() != g.inputs.len() {
             bail!(InvalidInput, "the graph takes {} inputs, got {}", g.inputs.len(), inputs.len());
@@ -72,19 +71,19 @@ impl GraphRunner {
         if captures.len() != g.captures.len() {
             bail!(Runtime, "the graph captures {} outer values, got {}", g.captures.len(), captures.len());
         }
-        let mut slots: Vec<Option<Cow<Tensor>>> = vec![None; g.values.len()];
-        for (&id, &t) in g.inputs.iter().zip(inputs).chain(g.captures.iter().zip(captures)) {
-            slots[id] = Some(Cow::Borrowed(t));
+        let mut slots: Vec<Option<Slot>> = (0..g.values.len()).map(|_| None).collect();
+        for (&id, &d) in g.inputs.iter().zip(inputs).chain(g.captures.iter().zip(captures)) {
+            slots[id] = Some(Slot::Borrowed(d));
         }
         for (i, node) in g.nodes.iter().enumerate() {
-            let args: Vec<Option<&Tensor>> =
+            let args: Vec<Option<DataRef>> =
                 node.inputs.iter().map(|inp| inp.map(|v| computed(g, &slots, v)).transpose()).collect::<Result<_>>()?;
-            let outs = node.op.eval(&args).context(|| node.describe())?;
+            let outs = node.op.eval_refs(&args).context(|| node.describe())?;
             if outs.len() < node.outputs.len() {
                 bail!(Runtime, "{} gave {} outputs, expected {}", node.describe(), outs.len(), node.outputs.len());
             }
-            for (&id, t) in node.outputs.iter().zip(outs) {
-                slots[id] = Some(Cow::Owned(t));
+            for (&id, d) in node.outputs.iter().zip(outs) {
+                slots[id] = Some(Slot::Owned(d));
             }
             for &v in node.inputs.iter().flatten() {
                 if self.last_use[v] == i {
@@ -95,29 +94,45 @@ impl GraphRunner {
         let mut results = Vec::with_capacity(g.outputs.len());
         for (k, &o) in g.outputs.iter().enumerate() {
             // The last mention of an output moves it out; an earlier duplicate copies it.
-            let t = match slots[o].take() {
-                Some(t) if g.outputs[k + 1..].contains(&o) => {
-                    let copy = t.as_ref().clone();
-                    slots[o] = Some(t);
+            let d = match slots[o].take() {
+                Some(s) if g.outputs[k + 1..].contains(&o) => {
+                    let copy = s.as_ref().to_owned();
+                    slots[o] = Some(s);
                     copy
                 }
-                Some(t) => t.into_owned(),
+                Some(Slot::Owned(d)) => d,
+                Some(Slot::Borrowed(d)) => d.to_owned(),
                 None => match g.values[o].constant() {
-                    Some(c) => c.as_ref().clone(),
+                    Some(c) => Data::Tensor(c.as_ref().clone()),
                     None => bail!(Runtime, "graph output '{}' was not computed", g.values[o].name),
                 },
             };
-            results.push(t);
+            results.push(d);
         }
         Ok(results)
     }
 }
 
-/// The tensor of value `v`: computed this run, or a constant of the graph.
-fn computed<'a>(g: &'a Graph, slots: &'a [Option<Cow<Tensor>>], v: ValueId) -> Result<&'a Tensor> {
+/// A value of the current run: borrowed from the caller (or the enclosing graph), or computed.
+enum Slot<'a> {
+    Borrowed(DataRef<'a>),
+    Owned(Data),
+}
+
+impl Slot<'_> {
+    fn as_ref(&self) -> DataRef<'_> {
+        match self {
+            Slot::Borrowed(d) => *d,
+            Slot::Owned(d) => DataRef::Data(d),
+        }
+    }
+}
+
+/// The value `v`: given or computed this run, or a constant of the graph.
+fn computed<'a>(g: &'a Graph, slots: &'a [Option<Slot>], v: ValueId) -> Result<DataRef<'a>> {
     match (&slots[v], g.values[v].constant()) {
-        (Some(t), _) => Ok(t.as_ref()),
-        (None, Some(c)) => Ok(c.as_ref()),
+        (Some(s), _) => Ok(s.as_ref()),
+        (None, Some(c)) => Ok(DataRef::Tensor(c.as_ref())),
         (None, None) => Err(err!(Runtime, "value '{}' was not computed", g.values[v].name)),
     }
 }
@@ -127,7 +142,7 @@ struct CpuPlan {
 }
 
 impl Plan for CpuPlan {
-    fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
         // A kernel bug must come back as an error, never take the host process down.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.runner.run(inputs, &[]))).unwrap_or_else(|p| {
             let msg = p
