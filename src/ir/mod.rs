@@ -5,6 +5,7 @@ pub mod attr;
 pub mod dtype;
 pub mod graph;
 pub mod infer;
+pub mod narrow;
 pub mod shape;
 pub mod tensor;
 
