@@ -252,12 +252,16 @@ impl Op for QuantizeLinear {
         if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16 | DType::I32) {
             bail!(Unsupported, "{OP} does not take {} input", x.dtype());
         }
-        if !scale.dtype().is_float() {
+        if !scale.dtype().is_float() && scale.dtype() != DType::F8E8M0 {
             bail!(Shape, "{OP}: y_scale must be a float tensor, got {}", scale.dtype());
         }
         let layout = ParamLayout::new(OP, x.shape(), scale.shape(), self.axis, self.block_size)?;
         let zps = zero_points(OP, zp, scale, out)?;
-        let precision = self.precision.unwrap_or(scale.dtype());
+        // A power-of-two float8e8m0 scale is no type to divide in: float32 is.
+        let precision = self.precision.unwrap_or(match scale.dtype() {
+            DType::F8E8M0 => DType::F32,
+            dt => dt,
+        });
         let (xv, sv) = (x.to_f64_vec()?, scale.to_f64_vec()?);
         let scaled = |i: usize| {
             let p = layout.index(i);
@@ -290,6 +294,8 @@ fn build_dequantize(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     Ok(Box::new(DequantizeLinear { axis: a.int_or("axis", 1)?, block_size: block_size as usize, output_dtype }))
 }
 
+const E8M0_NEEDS_OUTPUT_DTYPE: &str = "DequantizeLinear with a float8e8m0 scale needs an output_dtype";
+
 /// `y = (x - x_zero_point) * x_scale`, in the scale's type unless `output_dtype` says otherwise.
 #[derive(Debug)]
 pub struct DequantizeLinear {
@@ -301,7 +307,12 @@ pub struct DequantizeLinear {
 impl Op for DequantizeLinear {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let (x, scale) = (input(inputs, 0)?, input(inputs, 1)?);
-        Ok(vec![Fact { dtype: self.output_dtype.or(scale.dtype), shape: x.shape.clone(), value: None }])
+        let dtype = match self.output_dtype {
+            Some(dt) => Some(dt),
+            None if scale.dtype == Some(DType::F8E8M0) => bail!(InvalidModel, "{}", E8M0_NEEDS_OUTPUT_DTYPE),
+            None => scale.dtype,
+        };
+        Ok(vec![Fact { dtype, shape: x.shape.clone(), value: None }])
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -312,7 +323,11 @@ impl Op for DequantizeLinear {
         }
         let layout = ParamLayout::new(OP, x.shape(), scale.shape(), self.axis, self.block_size)?;
         let zps = zero_points(OP, zp, scale, x.dtype())?;
-        let sv = to_real::<f32>(scale)?;
+        let sv = match scale.dtype() {
+            DType::F8E8M0 if self.output_dtype.is_none() => bail!(InvalidModel, "{}", E8M0_NEEDS_OUTPUT_DTYPE),
+            DType::F8E8M0 => std::borrow::Cow::Owned(scale.to_f64_vec()?.into_iter().map(|v| v as f32).collect()),
+            _ => to_real::<f32>(scale)?,
+        };
         // Exact: every quantized value, and its difference with a zero point, fits an f64.
         let xv = x.to_f64_vec()?;
         let y: Vec<f32> = (0..xv.len())
@@ -471,6 +486,15 @@ mod tests {
         let y = eval("DequantizeLinear", 19, vec![], &[Some(&x), Some(&s)]).unwrap();
         let got: Vec<f32> = y[0].as_slice::<f16>().unwrap().iter().map(|v| v.to_f32()).collect();
         assert_eq!(got, [0.5, 224., f32::NEG_INFINITY]);
+        // A float8e8m0 scale (code 128 is 2.0) needs output_dtype; quantizing with it divides in float32.
+        let (x, s) = (Tensor::vector(vec![1i8, -3]), Tensor::scalar(F8E8M0(128)));
+        let e = eval("DequantizeLinear", 25, vec![], &[Some(&x), Some(&s)]).unwrap_err();
+        assert!(e.message.contains("needs an output_dtype"), "{e}");
+        let y = eval("DequantizeLinear", 25, vec![("output_dtype", Attr::Int(1))], &[Some(&x), Some(&s)]).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[2., -6.]);
+        let x = Tensor::vector(vec![4f32, 7., -300.]);
+        let y = eval("QuantizeLinear", 25, vec![("output_dtype", Attr::Int(3))], &[Some(&x), Some(&s)]).unwrap();
+        assert_eq!(y[0].as_slice::<i8>().unwrap(), &[2, 4, -128]);
         // A float8e8m0 input is not a quantized type.
         let x = Tensor::vector(vec![F8E8M0(127)]);
         assert!(eval("DequantizeLinear", 25, vec![], &[Some(&x), Some(&Tensor::scalar(1f32))]).is_err());
