@@ -225,6 +225,16 @@ mod tests {
     }
 
     #[test]
+    fn narrow_types_are_written_as_their_codes() {
+        use crate::ir::narrow::{F8E4M3FN, I4};
+        let t = Tensor::vector(vec![I4(-1), I4(3), I4(-8)]);
+        let back = from_npy(&to_npy(&t).unwrap()).unwrap();
+        assert_eq!(back.as_slice::<u8>().unwrap(), &[0x0f, 0x03, 0x08]);
+        let t = Tensor::vector(vec![F8E4M3FN(0x7e)]);
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u8>().unwrap(), &[0x7e]);
+    }
+
+    #[test]
     fn reads_numpy_written_bytes() {
         // np.save(f, np.array([[1, 2]], dtype=np.int32)) produces exactly this header.
         let mut b = b"\x93NUMPY\x01\x00v\x00{'descr': '<i4', 'fortran_order': False, 'shape': (1, 2), }".to_vec();
