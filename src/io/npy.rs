@@ -1,6 +1,8 @@
 //! The numpy `.npy` format (versions 1-3), little-endian, C order. bfloat16 has no numpy dtype: it is
-//! written as its raw `uint16` bits.
+//! written as its raw `uint16` bits, and the narrow types (float8, float4, 4- and 2-bit integers) as
+//! their codes, one `uint8` per element.
 
+use crate::ir::narrow::NarrowBits;
 use crate::ir::{DType, Elem, Tensor, TensorData};
 use crate::{bail, dispatch, err, Result};
 use half::{bf16, f16};
@@ -22,6 +24,8 @@ fn descr(dtype: DType) -> Option<&'static str> {
         DType::U64 => "<u8",
         DType::Bool => "|b1",
         DType::String => return None,
+        d if d.is_narrow() => "|u1",
+        _ => return None,
     })
 }
 
@@ -96,6 +100,8 @@ fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
         TensorData::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::Bool(v) => v.iter().map(|&x| x as u8).collect(),
         TensorData::String(_) => bail!(Unsupported, "strings have no raw byte form"),
+        data => dispatch!(t.dtype(); T => T::slice(data).unwrap_or_default().iter().map(|v| v.to_bits()).collect();
+            narrow; else => bail!(Unsupported, "{} has no raw byte form", t.dtype())),
     })
 }
 
@@ -216,6 +222,16 @@ mod tests {
             assert!((bytes.len() - t.len() * t.dtype().size()) % 64 == 0 || t.dtype() == DType::String);
             assert_eq!(from_npy(&bytes).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn narrow_types_are_written_as_their_codes() {
+        use crate::ir::narrow::{F8E4M3FN, I4};
+        let t = Tensor::vector(vec![I4(-1), I4(3), I4(-8)]);
+        let back = from_npy(&to_npy(&t).unwrap()).unwrap();
+        assert_eq!(back.as_slice::<u8>().unwrap(), &[0x0f, 0x03, 0x08]);
+        let t = Tensor::vector(vec![F8E4M3FN(0x7e)]);
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u8>().unwrap(), &[0x7e]);
     }
 
     #[test]

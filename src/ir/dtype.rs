@@ -19,10 +19,21 @@ pub enum DType {
     U32,
     U64,
     BF16,
+    // The narrow types (one element per byte in memory; see `ir::narrow`).
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
+    U4,
+    I4,
+    F4E2M1,
+    F8E8M0,
+    U2,
+    I2,
 }
 
 impl DType {
-    pub const ALL: [DType; 14] = [
+    pub const ALL: [DType; 24] = [
         DType::F32,
         DType::U8,
         DType::I8,
@@ -37,6 +48,16 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::BF16,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::U4,
+        DType::I4,
+        DType::F4E2M1,
+        DType::F8E8M0,
+        DType::U2,
+        DType::I2,
     ];
 
     /// ONNX `TensorProto.DataType` code.
@@ -56,6 +77,16 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
+            DType::U4 => 21,
+            DType::I4 => 22,
+            DType::F4E2M1 => 23,
+            DType::F8E8M0 => 24,
+            DType::U2 => 25,
+            DType::I2 => 26,
         }
     }
 
@@ -67,6 +98,16 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::U8 | DType::I8 | DType::Bool => 1,
+            DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::U4
+            | DType::I4
+            | DType::F4E2M1
+            | DType::F8E8M0
+            | DType::U2
+            | DType::I2 => 1,
             DType::U16 | DType::I16 | DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F64 | DType::I64 | DType::U64 => 8,
@@ -76,6 +117,32 @@ impl DType {
 
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+
+    /// The float8, float4 and 2/4-bit integer types, which kernels see only through Cast,
+    /// (De)QuantizeLinear and ops that move elements without computing on them.
+    pub fn is_narrow(self) -> bool {
+        self.is_narrow_float() || self.is_narrow_int()
+    }
+
+    pub fn is_narrow_float(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1 | DType::F8E8M0
+        )
+    }
+
+    pub fn is_narrow_int(self) -> bool {
+        matches!(self, DType::U4 | DType::I4 | DType::U2 | DType::I2)
+    }
+
+    /// Bits per element in packed form (raw_data, int32_data, external data).
+    pub fn packed_bits(self) -> usize {
+        match self {
+            DType::U4 | DType::I4 | DType::F4E2M1 => 4,
+            DType::U2 | DType::I2 => 2,
+            d => 8 * d.size(),
+        }
     }
 
     pub fn is_int(self) -> bool {
@@ -106,6 +173,16 @@ impl DType {
             DType::U32 => "uint32",
             DType::U64 => "uint64",
             DType::BF16 => "bfloat16",
+            DType::F8E4M3FN => "float8e4m3fn",
+            DType::F8E4M3FNUZ => "float8e4m3fnuz",
+            DType::F8E5M2 => "float8e5m2",
+            DType::F8E5M2FNUZ => "float8e5m2fnuz",
+            DType::U4 => "uint4",
+            DType::I4 => "int4",
+            DType::F4E2M1 => "float4e2m1",
+            DType::F8E8M0 => "float8e8m0",
+            DType::U2 => "uint2",
+            DType::I2 => "int2",
         }
     }
 }
@@ -120,16 +197,6 @@ pub fn onnx_type_name(code: i32) -> Option<&'static str> {
         0 => "undefined",
         14 => "complex64",
         15 => "complex128",
-        17 => "float8e4m3fn",
-        18 => "float8e4m3fnuz",
-        19 => "float8e5m2",
-        20 => "float8e5m2fnuz",
-        21 => "uint4",
-        22 => "int4",
-        23 => "float4e2m1",
-        24 => "float8e8m0",
-        25 => "uint2",
-        26 => "int2",
         27 => "float6e2m3",
         28 => "float6e3m2",
         _ => return None,

@@ -2,6 +2,7 @@
 //! [`Elem`] trait (`as_slice::<f32>()`), and pick a Rust type for a [`DType`] with [`dispatch!`].
 
 use super::dtype::DType;
+use super::narrow::{RoundMode, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 use crate::{bail, err, Result};
 use half::{bf16, f16};
 
@@ -25,6 +26,16 @@ pub enum TensorData {
     U32(Vec<u32>),
     U64(Vec<u64>),
     BF16(Vec<bf16>),
+    F8E4M3FN(Vec<F8E4M3FN>),
+    F8E4M3FNUZ(Vec<F8E4M3FNUZ>),
+    F8E5M2(Vec<F8E5M2>),
+    F8E5M2FNUZ(Vec<F8E5M2FNUZ>),
+    U4(Vec<U4>),
+    I4(Vec<I4>),
+    F4E2M1(Vec<F4E2M1>),
+    F8E8M0(Vec<F8E8M0>),
+    U2(Vec<U2>),
+    I2(Vec<I2>),
 }
 
 /// A Rust element type that a tensor can hold.
@@ -57,6 +68,8 @@ macro_rules! impl_elem {
 impl_elem!(
     f32 => F32, u8 => U8, i8 => I8, u16 => U16, i16 => I16, i32 => I32, i64 => I64,
     String => String, bool => Bool, f16 => F16, f64 => F64, u32 => U32, u64 => U64, bf16 => BF16,
+    F8E4M3FN => F8E4M3FN, F8E4M3FNUZ => F8E4M3FNUZ, F8E5M2 => F8E5M2, F8E5M2FNUZ => F8E5M2FNUZ,
+    U4 => U4, I4 => I4, F4E2M1 => F4E2M1, F8E8M0 => F8E8M0, U2 => U2, I2 => I2,
 );
 
 /// Numeric element types, with lossless-as-possible conversions used by kernels that compute in a
@@ -126,6 +139,58 @@ impl Scalar for bf16 {
     }
 }
 
+// The narrow floats convert from wider types as Cast does by default: rounding to nearest even and
+// saturating (float8e8m0: rounding up and saturating).
+macro_rules! impl_scalar_narrow_float {
+    ($($t:ident),*) => {$(
+        impl Scalar for $t {
+            fn to_f64(self) -> f64 { f64::from(self.to_f32()) }
+            fn from_f64(v: f64) -> Self { $t::from_f64(v, true) }
+            fn to_i64(self) -> i64 { self.to_f32() as i64 }
+            fn from_i64(v: i64) -> Self { $t::from_f64(v as f64, true) }
+            fn zero() -> Self { $t(0) }
+            fn one() -> Self { $t::from_f64(1.0, true) }
+        }
+    )*};
+}
+impl_scalar_narrow_float!(F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F4E2M1);
+
+impl Scalar for F8E8M0 {
+    fn to_f64(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    fn from_f64(v: f64) -> Self {
+        F8E8M0::from_f32(v as f32, true, RoundMode::Up)
+    }
+    fn to_i64(self) -> i64 {
+        self.to_f32() as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        F8E8M0::from_f32(v as f32, true, RoundMode::Up)
+    }
+    /// float8e8m0 has no zero; its smallest value 2^-127 stands in.
+    fn zero() -> Self {
+        F8E8M0(0)
+    }
+    fn one() -> Self {
+        F8E8M0(127)
+    }
+}
+
+macro_rules! impl_scalar_narrow_int {
+    ($($t:ident),*) => {$(
+        impl Scalar for $t {
+            fn to_f64(self) -> f64 { $t::to_i64(self) as f64 }
+            fn from_f64(v: f64) -> Self { $t::from_f64(v) }
+            fn to_i64(self) -> i64 { $t::to_i64(self) }
+            fn from_i64(v: i64) -> Self { $t::wrapping(v) }
+            fn zero() -> Self { $t(0) }
+            fn one() -> Self { $t(1) }
+        }
+    )*};
+}
+impl_scalar_narrow_int!(U4, I4, U2, I2);
+
 impl Scalar for bool {
     fn to_f64(self) -> f64 {
         self as u8 as f64
@@ -193,11 +258,44 @@ macro_rules! __elem_type {
     (String) => {
         String
     };
+    (F8E4M3FN) => {
+        $crate::ir::narrow::F8E4M3FN
+    };
+    (F8E4M3FNUZ) => {
+        $crate::ir::narrow::F8E4M3FNUZ
+    };
+    (F8E5M2) => {
+        $crate::ir::narrow::F8E5M2
+    };
+    (F8E5M2FNUZ) => {
+        $crate::ir::narrow::F8E5M2FNUZ
+    };
+    (U4) => {
+        $crate::ir::narrow::U4
+    };
+    (I4) => {
+        $crate::ir::narrow::I4
+    };
+    (F4E2M1) => {
+        $crate::ir::narrow::F4E2M1
+    };
+    (F8E8M0) => {
+        $crate::ir::narrow::F8E8M0
+    };
+    (U2) => {
+        $crate::ir::narrow::U2
+    };
+    (I2) => {
+        $crate::ir::narrow::I2
+    };
 }
 
 /// Runs `body` with `T` bound to the Rust type of `dtype`, for the listed dtypes:
 /// `dispatch!(x.dtype(); T => relu::<T>(x); F32 | F64 | F16; else => bail!(...))`.
-/// Group shorthands: `float`, `numeric` (every number type, no bool/string), `all`.
+/// Group shorthands: `float`, `numeric` (every number type, no bool/string), `narrow` (float8,
+/// float4, 4- and 2-bit integers), `all` (every type, narrow ones included: for kernels that only
+/// move, compare or convert elements). The narrow types are in neither `float` nor `numeric`, so
+/// arithmetic kernels refuse them.
 #[macro_export]
 macro_rules! dispatch {
     ($dt:expr; $T:ident => $body:expr; float; else => $fallback:expr) => {
@@ -207,9 +305,15 @@ macro_rules! dispatch {
         $crate::dispatch!($dt; $T => $body;
             F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64; else => $fallback)
     };
+    ($dt:expr; $T:ident => $body:expr; narrow; else => $fallback:expr) => {
+        $crate::dispatch!($dt; $T => $body;
+            F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
+            else => $fallback)
+    };
     ($dt:expr; $T:ident => $body:expr; all; else => $fallback:expr) => {
         $crate::dispatch!($dt; $T => $body;
-            F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool | String;
+            F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool | String
+            | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
             else => $fallback)
     };
     ($dt:expr; $T:ident => $body:expr; $($v:ident)|+; else => $fallback:expr) => {
@@ -306,6 +410,16 @@ impl Tensor {
             TensorData::U32(_) => DType::U32,
             TensorData::U64(_) => DType::U64,
             TensorData::BF16(_) => DType::BF16,
+            TensorData::F8E4M3FN(_) => DType::F8E4M3FN,
+            TensorData::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
+            TensorData::F8E5M2(_) => DType::F8E5M2,
+            TensorData::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
+            TensorData::U4(_) => DType::U4,
+            TensorData::I4(_) => DType::I4,
+            TensorData::F4E2M1(_) => DType::F4E2M1,
+            TensorData::F8E8M0(_) => DType::F8E8M0,
+            TensorData::U2(_) => DType::U2,
+            TensorData::I2(_) => DType::I2,
         }
     }
 
@@ -349,14 +463,15 @@ impl Tensor {
     /// The elements of an integer tensor widened to i64 (shape-like inputs such as Reshape's shape).
     pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
         dispatch!(self.dtype(); T => Ok(self.as_slice::<T>()?.iter().map(|v| v.to_i64()).collect());
-            I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+            I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool | U4 | I4 | U2 | I2;
             else => bail!(Shape, "expected an integer tensor, got {}", self.dtype()))
     }
 
     /// The elements of a numeric tensor as f64 (scalar attributes given as inputs, comparisons).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
         dispatch!(self.dtype(); T => Ok(self.as_slice::<T>()?.iter().map(|v| v.to_f64()).collect());
-            F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+            F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
+            | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
             else => bail!(Shape, "expected a numeric tensor, got {}", self.dtype()))
     }
 
@@ -369,19 +484,22 @@ impl Tensor {
         let data = dispatch!(self.dtype(); S => {
             let src = self.as_slice::<S>()?;
             dispatch!(to; D => D::wrap(src.iter().map(|&v| convert::<S, D>(v)).collect());
-                F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+                F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
+                | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
                 else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()))
-        }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool;
+        }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
+            | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
             else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()));
         Ok(Tensor { shape: self.shape.clone(), data })
     }
 }
 
 /// One element from type S to type D: integers go through i64 (`as` casts both ways, so the bits of
-/// u64 survive and narrowing wraps like C), anything involving a float goes through f64.
+/// u64 survive and narrowing wraps like C), anything involving a float goes through f64 (exact for
+/// every source but 64-bit integers; narrow floats round once, saturating).
 fn convert<S: Scalar, D: Scalar>(v: S) -> D {
-    let src_int = S::DTYPE.is_int() || S::DTYPE == DType::Bool;
-    if src_int && D::DTYPE.is_int() {
+    let src_int = S::DTYPE.is_int() || S::DTYPE.is_narrow_int() || S::DTYPE == DType::Bool;
+    if src_int && (D::DTYPE.is_int() || D::DTYPE.is_narrow_int()) {
         D::from_i64(v.to_i64())
     } else {
         // Scalar::from_f64 for bool tests != 0, so NaN becomes true as ONNX asks.

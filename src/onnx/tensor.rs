@@ -5,9 +5,10 @@
 
 use super::model::{value_type, OptionalProto, SequenceProto, TensorProto, DATA_LOCATION_EXTERNAL};
 use crate::error::ResultExt;
-use crate::ir::tensor::{checked_len, TensorData};
+use crate::ir::narrow::unpack;
+use crate::ir::tensor::{checked_len, Elem, TensorData};
 use crate::ir::{DType, Data, Sequence, Tensor, ValueKind};
-use crate::{bail, err, Result};
+use crate::{bail, dispatch, err, Result};
 use half::{bf16, f16};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -72,8 +73,9 @@ fn raw_len(dtype: DType, n: usize) -> Result<usize> {
     if dtype == DType::String {
         bail!(InvalidModel, "string tensors keep their data in string_data, not raw or external data");
     }
-    // checked_len capped n * size at MAX_TENSOR_BYTES, so this cannot overflow.
-    Ok(n * dtype.size())
+    // checked_len capped n * size at MAX_TENSOR_BYTES, so this cannot overflow. 4- and 2-bit
+    // types are packed, lowest bits first, the last byte padded.
+    Ok((n * dtype.packed_bits()).div_ceil(8))
 }
 
 /// Collects exactly `n` items without aborting the process if memory is short.
@@ -120,6 +122,9 @@ fn from_raw(dtype: DType, n: usize, shape: &[usize], bytes: &[u8]) -> Result<Ten
         DType::I64 => le_values!(i64, 8, TensorData::I64),
         DType::U64 => le_values!(u64, 8, TensorData::U64),
         DType::String => bail!(InvalidModel, "string tensors cannot use raw data"),
+        narrow => dispatch!(narrow; T => T::wrap(unpack::<T>(bytes, n)
+            .ok_or_else(|| err!(ResourceLimit, "cannot allocate {n} elements"))?);
+            narrow; else => bail!(Unsupported, "data type {narrow} has no raw form")),
     })
 }
 
@@ -136,6 +141,21 @@ fn typed_field(dtype: DType) -> &'static str {
 }
 
 fn from_typed(t: &TensorProto, dtype: DType, n: usize, shape: &[usize]) -> Result<TensorData> {
+    if dtype.is_narrow() {
+        // int32_data holds the bytes raw_data would: one element each for the 8-bit types, two
+        // or four packed ones for the 4- and 2-bit types.
+        let expected = raw_len(dtype, n)?;
+        if t.int32_data.len() != expected {
+            bail!(
+                InvalidModel,
+                "int32_data has {} values, shape {shape:?} of {dtype} needs {expected}{}",
+                t.int32_data.len(),
+                if t.int32_data.is_empty() { " (and there is no raw_data)" } else { "" }
+            );
+        }
+        let bytes: Vec<u8> = t.int32_data.iter().map(|&v| v as u8).collect();
+        return from_raw(dtype, n, shape, &bytes);
+    }
     let present = match dtype {
         DType::F32 => t.float_data.len(),
         DType::F64 => t.double_data.len(),
@@ -171,6 +191,7 @@ fn from_typed(t: &TensorProto, dtype: DType, n: usize, shape: &[usize]) -> Resul
         DType::String => {
             TensorData::String(t.string_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         }
+        narrow => bail!(Unsupported, "data type {narrow} is not read from typed fields here"),
     })
 }
 
@@ -420,9 +441,7 @@ mod tests {
             (e.kind, e.message.as_str()),
             (ErrorKind::InvalidModel, "tensor 't': negative dim -1 in dims [2, -1]")
         );
-        for (code, name) in
-            [(14, "complex64"), (15, "complex128"), (17, "float8e4m3fn"), (22, "int4"), (23, "float4e2m1")]
-        {
+        for (code, name) in [(14, "complex64"), (15, "complex128"), (27, "float6e2m3"), (28, "float6e3m2")] {
             let e = tensor_from_proto(&proto(code, &[1]), None).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Unsupported);
             assert_eq!(e.message, format!("tensor 't': data type {name} is not supported"));
@@ -432,6 +451,45 @@ mod tests {
         let mut t = proto(1, &[1]);
         t.has_segment = true;
         assert_eq!(tensor_from_proto(&t, None).unwrap_err().kind, ErrorKind::Unsupported);
+    }
+
+    /// Protos as `onnx.helper.make_tensor` writes them (raw and typed) for the narrow types.
+    #[test]
+    fn narrow_types_unpack_from_raw_and_int32_data() {
+        use crate::ir::narrow::{F8E4M3FN, I2, I4, U4};
+        // make_tensor("x", INT4, [5], [0, 1, 7, -4, -8]).int32_data == [16, 199, 8]
+        let mut t = proto(22, &[5]);
+        t.int32_data = vec![16, 199, 8];
+        let x = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(x.as_slice::<I4>().unwrap(), &[0, 1, 7, -4, -8].map(I4));
+        // The same as raw_data, and a wrong byte count for an odd element count.
+        let raw = [16u8, 199, 8];
+        t.int32_data.clear();
+        t.raw_data = Some(&raw);
+        assert_eq!(tensor_from_proto(&t, None).unwrap(), x);
+        t.dims = vec![7];
+        let e = tensor_from_proto(&t, None).unwrap_err();
+        assert_eq!(e.message, "tensor 't': raw data has 3 bytes, shape [7] of int4 needs 4");
+        // make_tensor("x", UINT4, [2, 2], [1, 15, 0, 9], raw=True).raw_data == b"\xf1\x90"
+        let mut t = proto(21, &[2, 2]);
+        t.raw_data = Some(&[0xf1, 0x90]);
+        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<U4>().unwrap(), &[1, 15, 0, 9].map(U4));
+        // make_tensor("x", INT2, [3], [-2, 1, -1]).int32_data == [54]
+        let mut t = proto(26, &[3]);
+        t.int32_data = vec![54];
+        assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<I2>().unwrap(), &[I2(-2), I2(1), I2(-1)]);
+        t.int32_data = vec![54, 0];
+        assert!(tensor_from_proto(&t, None).unwrap_err().message.contains("int32_data has 2 values"));
+        // make_tensor("x", FLOAT8E4M3FN, [2], [0.5, -448]).int32_data == [48, 254]
+        let mut t = proto(17, &[2]);
+        t.int32_data = vec![48, 254];
+        let x = tensor_from_proto(&t, None).unwrap();
+        assert_eq!(x.to_f64_vec().unwrap(), [0.5, -448.0]);
+        assert_eq!(x.as_slice::<F8E4M3FN>().unwrap()[1].0, 254);
+        // make_tensor("x", FLOAT4E2M1, [3], [0.5, -6, 3], raw=True).raw_data == b"\xf1\x05"
+        let mut t = proto(23, &[3]);
+        t.raw_data = Some(&[0xf1, 0x05]);
+        assert_eq!(tensor_from_proto(&t, None).unwrap().to_f64_vec().unwrap(), [0.5, -6.0, 3.0]);
     }
 
     #[test]

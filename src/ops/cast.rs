@@ -3,8 +3,11 @@
 //! Numbers convert with C-like semantics ([`Tensor::cast_numeric`]). Strings follow the ONNX
 //! reference (numpy): floats print as their shortest round-trip decimal (`0.47892547`, `1e+20`,
 //! `nan`, `-inf`), and parsing accepts what C's `strtod` would, including `INF` and `NaN`.
+//! The float8 targets honour `saturate` (opset 19) and float8e8m0 also `round_mode` (opset 24);
+//! see `ir::narrow` for the conversions themselves.
 
 use super::{input, BuildCtx, Op, Registry};
+use crate::ir::narrow::{RoundMode, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0};
 use crate::ir::{DType, Fact, Scalar, Tensor};
 use crate::{bail, dispatch, Result};
 use half::{bf16, f16};
@@ -12,7 +15,7 @@ use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
     r.add("Cast", build_cast);
-    r.add("CastLike", |_| Ok(Box::new(Cast { to: None })));
+    r.add("CastLike", |ctx| Ok(Box::new(Cast { to: None, rounding: rounding(ctx)? })));
 }
 
 /// Inference computes the value of a cast of a constant this small (shape arithmetic such as
@@ -31,15 +34,40 @@ fn target_dtype(code: i64) -> Result<DType> {
     }
 }
 
+/// How a cast to a float8 type treats values it cannot represent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rounding {
+    /// Out of range values become the largest finite value rather than infinity or NaN.
+    pub saturate: bool,
+    /// float8e8m0 only.
+    pub mode: RoundMode,
+}
+
+impl Default for Rounding {
+    fn default() -> Self {
+        Rounding { saturate: true, mode: RoundMode::Up }
+    }
+}
+
+fn rounding(ctx: &BuildCtx) -> Result<Rounding> {
+    let mode = match ctx.attrs.string_or("round_mode", "up".into())?.as_str() {
+        "up" => RoundMode::Up,
+        "down" => RoundMode::Down,
+        "nearest" => RoundMode::Nearest,
+        other => bail!(InvalidModel, "Cast round_mode must be up, down or nearest, got '{other}'"),
+    };
+    Ok(Rounding { saturate: ctx.attrs.int_or("saturate", 1)? != 0, mode })
+}
+
 fn build_cast(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
-    // `saturate` and `round_mode` only affect float8 targets, which are refused here anyway.
-    Ok(Box::new(Cast { to: Some(target_dtype(ctx.attrs.req_int("to")?)?) }))
+    Ok(Box::new(Cast { to: Some(target_dtype(ctx.attrs.req_int("to")?)?), rounding: rounding(ctx)? }))
 }
 
 #[derive(Debug)]
 pub struct Cast {
     /// The target type; `None` for CastLike, which takes it from its second input.
     to: Option<DType>,
+    rounding: Rounding,
 }
 
 impl Op for Cast {
@@ -50,7 +78,7 @@ impl Op for Cast {
             None => input(inputs, 1)?.dtype,
         };
         let value = match (&x.value, to) {
-            (Some(v), Some(to)) if v.len() <= MAX_INFERRED_ELEMENTS => Some(Arc::new(cast(v, to)?)),
+            (Some(v), Some(to)) if v.len() <= MAX_INFERRED_ELEMENTS => Some(Arc::new(cast_with(v, to, self.rounding)?)),
             _ => None,
         };
         Ok(vec![Fact { dtype: to, shape: x.shape.clone(), value }])
@@ -62,16 +90,44 @@ impl Op for Cast {
             Some(to) => to,
             None => input(inputs, 1)?.dtype(),
         };
-        Ok(vec![cast(x, to)?])
+        Ok(vec![cast_with(x, to, self.rounding)?])
     }
 }
 
-/// Converts every element of `x` to `to`.
+/// Converts every element of `x` to `to` with ONNX's default float8 rounding (saturating; round
+/// up for float8e8m0).
 pub fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
+    cast_with(x, to, Rounding::default())
+}
+
+/// Converts every element of `x` to `to`.
+pub fn cast_with(x: &Tensor, to: DType, rounding: Rounding) -> Result<Tensor> {
     match (x.dtype(), to) {
         (from, to) if from == to => Ok(x.clone()),
         (_, DType::String) => Tensor::new(x.shape().to_vec(), to_strings(x)?),
         (DType::String, to) => from_strings(x, to),
+        (_, DType::F8E8M0) => {
+            // Through float32, as ONNX's to_float8e8m0 reads its input.
+            let Rounding { saturate, mode } = rounding;
+            let y = x.to_f64_vec()?.into_iter().map(|v| F8E8M0::from_f32(v as f32, saturate, mode)).collect();
+            Tensor::new(x.shape().to_vec(), y)
+        }
+        (_, to)
+            if !rounding.saturate
+                && matches!(to, DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ) =>
+        {
+            let v = x.to_f64_vec()?;
+            let shape = x.shape().to_vec();
+            // Scalar::from_f64 saturates, so the non-saturating conversion is spelled out.
+            match to {
+                DType::F8E4M3FN => Tensor::new(shape, v.into_iter().map(|v| F8E4M3FN::from_f64(v, false)).collect()),
+                DType::F8E4M3FNUZ => {
+                    Tensor::new(shape, v.into_iter().map(|v| F8E4M3FNUZ::from_f64(v, false)).collect())
+                }
+                DType::F8E5M2 => Tensor::new(shape, v.into_iter().map(|v| F8E5M2::from_f64(v, false)).collect()),
+                _ => Tensor::new(shape, v.into_iter().map(|v| F8E5M2FNUZ::from_f64(v, false)).collect()),
+            }
+        }
         _ => x.cast_numeric(to),
     }
 }
@@ -141,7 +197,8 @@ fn from_strings(x: &Tensor, to: DType) -> Result<Tensor> {
     dispatch!(to; T => {
         let out = src.iter().map(|s| parse::<T>(s)).collect::<Result<Vec<T>>>()?;
         Tensor::new(x.shape().to_vec(), out)
-    }; F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool;
+    }; F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool
+        | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
         else => bail!(Unsupported, "cannot cast string to {to}"))
 }
 
@@ -174,6 +231,7 @@ fn parse<T: Scalar>(s: &str) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::narrow::{I4, U2};
     use crate::ir::{Attr, Dim};
     use crate::ops::activation::test_util::build;
     use crate::ErrorKind;
@@ -207,6 +265,63 @@ mod tests {
         assert_eq!(bits, want);
         let y = cast_op(7).unwrap().eval(&[Some(&Tensor::vector(vec![f16::from_f32(-2.75)]))]).unwrap();
         assert_eq!(y[0].as_slice::<i64>().unwrap(), &[-2]);
+    }
+
+    /// A few of ONNX's test_cast(_no_saturate)_FLOAT_to_FLOAT8* inputs; expected codes from
+    /// `onnx.numpy_helper.saturate_cast(x, t)` and `x.astype(t)` (ml_dtypes).
+    #[test]
+    fn float8_targets_saturate_or_not() {
+        let x: Vec<f32> = ["0.47892547", "1000000", "1e-7", "NaN", "INF", "-INF", "-0.0000001", "-1000000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let x = Tensor::vector(x);
+        let codes = |saturate: i64, to: i64| -> Vec<u8> {
+            let op = build("Cast", 19, vec![("to", Attr::Int(to)), ("saturate", Attr::Int(saturate))], 1).unwrap();
+            let y = op.eval(&[Some(&x)]).unwrap().remove(0);
+            match to {
+                17 => y.as_slice::<F8E4M3FN>().unwrap().iter().map(|v| v.0).collect(),
+                19 => y.as_slice::<F8E5M2>().unwrap().iter().map(|v| v.0).collect(),
+                _ => y.as_slice::<F8E5M2FNUZ>().unwrap().iter().map(|v| v.0).collect(),
+            }
+        };
+        assert_eq!(codes(1, 17), [0x2f, 0x7e, 0x00, 0x7f, 0x7e, 0xfe, 0x80, 0xfe]);
+        assert_eq!(codes(0, 17), [0x2f, 0x7f, 0x00, 0x7f, 0x7f, 0xff, 0x80, 0xff]);
+        assert_eq!(codes(1, 19), [0x38, 0x7b, 0x00, 0x7e, 0x7b, 0xfb, 0x80, 0xfb]);
+        assert_eq!(codes(0, 19), [0x38, 0x7c, 0x00, 0x7e, 0x7c, 0xfc, 0x80, 0xfc]);
+        // From float16 (1e6 is already inf there): x.astype(np.float16) then saturate_cast / astype.
+        let x16 = cast(&x, DType::F16).unwrap();
+        let fnuz = |saturate: bool| -> Vec<u8> {
+            let rounding = Rounding { saturate, mode: RoundMode::Up };
+            let y = cast_with(&x16, DType::F8E5M2FNUZ, rounding).unwrap();
+            y.as_slice::<F8E5M2FNUZ>().unwrap().iter().map(|v| v.0).collect()
+        };
+        assert_eq!(fnuz(true), [0x3c, 0x7f, 0x00, 0x80, 0x7f, 0xff, 0x00, 0xff]);
+        assert_eq!(fnuz(false), [0x3c, 0x80, 0x00, 0x80, 0x80, 0x80, 0x00, 0x80]);
+        // And back: codes [0x2f, 0x7e, 0x80, 0xff] of float8e4m3fn as float16.
+        let f8 = Tensor::vector([0x2f, 0x7e, 0x80, 0xff].map(F8E4M3FN).to_vec());
+        let y = cast(&f8, DType::F16).unwrap();
+        let y: Vec<f32> = y.as_slice::<f16>().unwrap().iter().map(|v| v.to_f32()).collect();
+        assert_eq!(&y[..3], &[0.46875, 448.0, -0.0]);
+        assert!(y[2].is_sign_negative() && y[3].is_nan());
+    }
+
+    #[test]
+    fn float8e8m0_round_modes_and_narrow_ints() {
+        // onnx.numpy_helper.to_float8e8m0(np.array([0.124, 1.1, 6.0], np.float16), False, "nearest")
+        let x = Tensor::vector([0.124f32, 1.1, 6.0].map(f16::from_f32).to_vec());
+        let attrs =
+            vec![("to", Attr::Int(24)), ("saturate", Attr::Int(0)), ("round_mode", Attr::String("nearest".into()))];
+        let y = build("Cast", 25, attrs, 1).unwrap().eval(&[Some(&x)]).unwrap().remove(0);
+        assert_eq!(y.as_slice::<F8E8M0>().unwrap(), &[124, 127, 130].map(F8E8M0));
+        // np.arange(-9, 16).astype(np.float32).astype(ml_dtypes.int4): truncation, then wrapping.
+        let x = Tensor::vector(vec![-9f32, -8.5, 7.9, 8.0, 15.0]);
+        let y = cast_op(22).unwrap().eval(&[Some(&x)]).unwrap().remove(0);
+        assert_eq!(y.as_slice::<I4>().unwrap(), &[I4(7), I4(-8), I4(7), I4(-8), I4(-1)]);
+        // int4 widens with its sign; uint2 from int64 keeps the low bits.
+        assert_eq!(cast(&y, DType::I8).unwrap().as_slice::<i8>().unwrap(), &[7, -8, 7, -8, -1]);
+        let y = cast(&Tensor::vector(vec![5i64, -1, 1 << 40]), DType::U2).unwrap();
+        assert_eq!(y.as_slice::<U2>().unwrap(), &[U2(1), U2(3), U2(0)]);
     }
 
     #[test]
@@ -279,16 +394,18 @@ mod tests {
         let e = cast(&strings(&["1", "abc"]), DType::I32).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Runtime);
         assert!(e.message.contains("'abc'"), "{e}");
-        let e = cast_op(17).unwrap_err();
+        let e = cast_op(27).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsupported);
-        assert!(e.message.contains("float8e4m3fn"), "{e}");
-        assert_eq!(cast_op(22).unwrap_err().kind, ErrorKind::Unsupported);
+        assert!(e.message.contains("float6e2m3"), "{e}");
+        assert_eq!(cast_op(14).unwrap_err().kind, ErrorKind::Unsupported);
+        let attrs = vec![("to", Attr::Int(24)), ("round_mode", Attr::String("sideways".into()))];
+        assert_eq!(build("Cast", 24, attrs, 1).unwrap_err().kind, ErrorKind::InvalidModel);
         assert_eq!(cast_op(99).unwrap_err().kind, ErrorKind::InvalidModel);
     }
 
     #[test]
     fn cast_like_takes_the_second_inputs_type() {
-        let op = Cast { to: None };
+        let op = Cast { to: None, rounding: Rounding::default() };
         let x = Tensor::vector(vec![1.5f64, -1.0]);
         let y = op.eval(&[Some(&x), Some(&Tensor::scalar(0f32))]).unwrap();
         assert_eq!(y[0].as_slice::<f32>().unwrap(), &[1.5, -1.0]);

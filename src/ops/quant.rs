@@ -2,12 +2,13 @@
 //! the quantized products in `quant_conv` share with them (integer ranges, round-and-saturate).
 //!
 //! Scales and zero points come per tensor, per index of one axis, or (opset 21) per block of
-//! `block_size` elements along one axis. Only the integer quantized types are supported; float8,
-//! float4, int4 and int2 are refused with `Unsupported`.
+//! `block_size` elements along one axis. The quantized type is an integer (8, 16 or 32 bits, and
+//! the narrow int4/uint4/int2/uint2) or a narrow float (float8 with `saturate`, float4e2m1).
 
 use super::real::{from_real, to_real};
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::dtype::onnx_type_name;
+use crate::ir::narrow::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, I2, I4, U2, U4};
 use crate::ir::shape::normalize_axis;
 use crate::ir::{DType, Dim, Elem, Fact, Scalar, Tensor, TensorData};
 use crate::{bail, dispatch, Result};
@@ -27,6 +28,10 @@ pub(super) fn int_range(op: &str, dtype: DType) -> Result<(i64, i64)> {
         DType::U16 => (0, 65535),
         DType::I16 => (-32768, 32767),
         DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::U4 => (U4::MIN, U4::MAX),
+        DType::I4 => (I4::MIN, I4::MAX),
+        DType::U2 => (U2::MIN, U2::MAX),
+        DType::I2 => (I2::MIN, I2::MAX),
         other => bail!(Unsupported, "{op} does not take {other} quantized tensors"),
     })
 }
@@ -35,8 +40,26 @@ pub(super) fn int_range(op: &str, dtype: DType) -> Result<(i64, i64)> {
 pub(super) fn saturated(op: &str, dtype: DType, n: usize, f: impl Fn(usize) -> i64) -> Result<TensorData> {
     let (lo, hi) = int_range(op, dtype)?;
     dispatch!(dtype; T => Ok(T::wrap((0..n).map(|i| T::from_i64(f(i).clamp(lo, hi))).collect()));
-        U8 | I8 | U16 | I16 | I32;
+        U8 | I8 | U16 | I16 | I32 | U4 | I4 | U2 | I2;
         else => bail!(Unsupported, "{op} cannot produce {dtype}"))
+}
+
+/// The float types a tensor can be quantized to.
+fn is_quant_float(dtype: DType) -> bool {
+    matches!(dtype, DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1)
+}
+
+/// Narrow float elements `f(i)` for `i in 0..n`, rounded to nearest even; `saturate` as Cast's
+/// (float4e2m1, with neither infinity nor NaN, always saturates).
+fn narrow_floats(op: &str, dtype: DType, n: usize, saturate: bool, f: impl Fn(usize) -> f64) -> Result<TensorData> {
+    Ok(match dtype {
+        DType::F8E4M3FN => TensorData::F8E4M3FN((0..n).map(|i| F8E4M3FN::from_f64(f(i), saturate)).collect()),
+        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ((0..n).map(|i| F8E4M3FNUZ::from_f64(f(i), saturate)).collect()),
+        DType::F8E5M2 => TensorData::F8E5M2((0..n).map(|i| F8E5M2::from_f64(f(i), saturate)).collect()),
+        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ((0..n).map(|i| F8E5M2FNUZ::from_f64(f(i), saturate)).collect()),
+        DType::F4E2M1 => TensorData::F4E2M1((0..n).map(|i| F4E2M1::from_f64(f(i), true)).collect()),
+        other => bail!(Unsupported, "{op} cannot produce {other}"),
+    })
 }
 
 /// Rounds half to even and converts to an integer; NaN gives 0 and infinities saturate (the
@@ -123,8 +146,9 @@ impl ParamLayout {
     }
 }
 
-/// The zero point's elements as i64, checked against the scale's shape and X's quantized dtype.
-fn zero_points(op: &str, zp: Option<&Tensor>, scale: &Tensor, dtype: DType) -> Result<Option<Vec<i64>>> {
+/// The zero point's elements (exact in f64 for every quantized type), checked against the scale's
+/// shape and X's quantized dtype.
+fn zero_points(op: &str, zp: Option<&Tensor>, scale: &Tensor, dtype: DType) -> Result<Option<Vec<f64>>> {
     let Some(zp) = zp else { return Ok(None) };
     if zp.dtype() != dtype {
         bail!(Shape, "{op}: zero point is {} but the quantized tensor is {dtype}", zp.dtype());
@@ -132,7 +156,7 @@ fn zero_points(op: &str, zp: Option<&Tensor>, scale: &Tensor, dtype: DType) -> R
     if zp.len() != scale.len() {
         bail!(Shape, "{op}: zero point of shape {:?} does not match scale of shape {:?}", zp.shape(), scale.shape());
     }
-    Ok(Some(zp.to_i64_vec()?))
+    Ok(Some(zp.to_f64_vec()?))
 }
 
 /// Rounds an f64 to the float type `dtype` and back, so that arithmetic done in f64 gives what
@@ -152,22 +176,39 @@ fn build_quantize(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     if block_size < 0 {
         bail!(InvalidModel, "QuantizeLinear: block_size must not be negative, got {block_size}");
     }
-    let allowed =
-        if ctx.opset >= 21 { &[DType::U8, DType::I8, DType::U16, DType::I16][..] } else { &[DType::U8, DType::I8] };
-    let output_dtype = quant_dtype_attr("QuantizeLinear", "output_dtype", a.int_or("output_dtype", 0)?, allowed)?;
+    let output_dtype =
+        quant_dtype_attr("QuantizeLinear", "output_dtype", a.int_or("output_dtype", 0)?, &quant_types(ctx.opset))?;
     let precision = quant_dtype_attr(
         "QuantizeLinear",
         "precision",
         a.int_or("precision", 0)?,
         &[DType::F32, DType::F16, DType::BF16],
     )?;
-    // `saturate` only changes float8 outputs; integer outputs always saturate.
     Ok(Box::new(QuantizeLinear {
         axis: a.int_or("axis", 1)?,
         block_size: block_size as usize,
         output_dtype,
         precision,
+        saturate: a.int_or("saturate", 1)? != 0,
     }))
+}
+
+/// The quantized types of QuantizeLinear and DequantizeLinear at an opset.
+fn quant_types(opset: i64) -> Vec<DType> {
+    let mut types = vec![DType::U8, DType::I8];
+    if opset >= 19 {
+        types.extend([DType::F8E4M3FN, DType::F8E4M3FNUZ, DType::F8E5M2, DType::F8E5M2FNUZ]);
+    }
+    if opset >= 21 {
+        types.extend([DType::U16, DType::I16, DType::U4, DType::I4]);
+    }
+    if opset >= 23 {
+        types.push(DType::F4E2M1);
+    }
+    if opset >= 25 {
+        types.extend([DType::U2, DType::I2]);
+    }
+    types
 }
 
 /// `y = saturate(round_half_even(x / y_scale) + y_zero_point)`.
@@ -178,6 +219,9 @@ pub struct QuantizeLinear {
     output_dtype: Option<DType>,
     /// The float type the division is done in; by default y_scale's type.
     precision: Option<DType>,
+    /// Float8 outputs only: out of range values become the largest finite value rather than
+    /// infinity or NaN. Integer outputs always saturate.
+    saturate: bool,
 }
 
 impl QuantizeLinear {
@@ -208,18 +252,33 @@ impl Op for QuantizeLinear {
         if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16 | DType::I32) {
             bail!(Unsupported, "{OP} does not take {} input", x.dtype());
         }
-        if !scale.dtype().is_float() {
+        if !scale.dtype().is_float() && scale.dtype() != DType::F8E8M0 {
             bail!(Shape, "{OP}: y_scale must be a float tensor, got {}", scale.dtype());
         }
         let layout = ParamLayout::new(OP, x.shape(), scale.shape(), self.axis, self.block_size)?;
         let zps = zero_points(OP, zp, scale, out)?;
-        let precision = self.precision.unwrap_or(scale.dtype());
+        // A power-of-two float8e8m0 scale is no type to divide in: float32 is.
+        let precision = self.precision.unwrap_or(match scale.dtype() {
+            DType::F8E8M0 => DType::F32,
+            dt => dt,
+        });
         let (xv, sv) = (x.to_f64_vec()?, scale.to_f64_vec()?);
-        let data = saturated(OP, out, xv.len(), |i| {
+        let scaled = |i: usize| {
             let p = layout.index(i);
             let q = round_to_float(precision, round_to_float(precision, xv[i]) / round_to_float(precision, sv[p]));
-            round_to_int(q).saturating_add(zps.as_ref().map_or(0, |z| z[p]))
-        })?;
+            (q, zps.as_ref().map_or(0.0, |z| z[p]))
+        };
+        let data = if is_quant_float(out) {
+            narrow_floats(OP, out, xv.len(), self.saturate, |i| {
+                let (q, zp) = scaled(i);
+                round_to_float(precision, q + zp)
+            })?
+        } else {
+            saturated(OP, out, xv.len(), |i| {
+                let (q, zp) = scaled(i);
+                round_to_int(q).saturating_add(zp as i64)
+            })?
+        };
         Ok(vec![Tensor::from_data(x.shape().to_vec(), data)?])
     }
 }
@@ -235,6 +294,8 @@ fn build_dequantize(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     Ok(Box::new(DequantizeLinear { axis: a.int_or("axis", 1)?, block_size: block_size as usize, output_dtype }))
 }
 
+const E8M0_NEEDS_OUTPUT_DTYPE: &str = "DequantizeLinear with a float8e8m0 scale needs an output_dtype";
+
 /// `y = (x - x_zero_point) * x_scale`, in the scale's type unless `output_dtype` says otherwise.
 #[derive(Debug)]
 pub struct DequantizeLinear {
@@ -246,21 +307,33 @@ pub struct DequantizeLinear {
 impl Op for DequantizeLinear {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let (x, scale) = (input(inputs, 0)?, input(inputs, 1)?);
-        Ok(vec![Fact { dtype: self.output_dtype.or(scale.dtype), shape: x.shape.clone(), value: None }])
+        let dtype = match self.output_dtype {
+            Some(dt) => Some(dt),
+            None if scale.dtype == Some(DType::F8E8M0) => bail!(InvalidModel, "{}", E8M0_NEEDS_OUTPUT_DTYPE),
+            None => scale.dtype,
+        };
+        Ok(vec![Fact { dtype, shape: x.shape.clone(), value: None }])
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         const OP: &str = "DequantizeLinear";
         let (x, scale, zp) = (input(inputs, 0)?, input(inputs, 1)?, opt_input(inputs, 2));
-        int_range(OP, x.dtype())?;
+        if !is_quant_float(x.dtype()) {
+            int_range(OP, x.dtype())?;
+        }
         let layout = ParamLayout::new(OP, x.shape(), scale.shape(), self.axis, self.block_size)?;
         let zps = zero_points(OP, zp, scale, x.dtype())?;
-        let sv = to_real::<f32>(scale)?;
-        let xv = x.to_i64_vec()?;
+        let sv = match scale.dtype() {
+            DType::F8E8M0 if self.output_dtype.is_none() => bail!(InvalidModel, "{}", E8M0_NEEDS_OUTPUT_DTYPE),
+            DType::F8E8M0 => std::borrow::Cow::Owned(scale.to_f64_vec()?.into_iter().map(|v| v as f32).collect()),
+            _ => to_real::<f32>(scale)?,
+        };
+        // Exact: every quantized value, and its difference with a zero point, fits an f64.
+        let xv = x.to_f64_vec()?;
         let y: Vec<f32> = (0..xv.len())
             .map(|i| {
                 let p = layout.index(i);
-                let centered = xv[i] - zps.as_ref().map_or(0, |z| z[p]);
+                let centered = xv[i] - zps.as_ref().map_or(0.0, |z| z[p]);
                 centered as f32 * sv[p]
             })
             .collect();
@@ -302,6 +375,7 @@ impl Op for DynamicQuantizeLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::narrow::F8E8M0;
     use crate::ir::Attr;
     use crate::ops::activation::test_util::{assert_close, build};
 
@@ -370,6 +444,63 @@ mod tests {
     }
 
     #[test]
+    fn quantize_to_narrow_types() {
+        // ONNX test_quantizelinear_int4: per axis 0, scales [2, 3, 4], zero points 1 (int4).
+        let x = Tensor::new(vec![3, 4], vec![0f32, 2.5, 4.8, 8.6, -30., -20., 6., 9., 12., 15., 16., 40.]).unwrap();
+        let s = Tensor::vector(vec![2f32, 3., 4.]);
+        let zp = Tensor::vector(vec![I4(1); 3]);
+        let axis0 = || vec![("axis", Attr::Int(0))];
+        let y = eval("QuantizeLinear", 21, axis0(), &[Some(&x), Some(&s), Some(&zp)]).unwrap();
+        let want = [1, 2, 3, 5, -8, -6, 3, 4, 4, 5, 5, 7].map(I4);
+        assert_eq!(y[0].as_slice::<I4>().unwrap(), &want);
+        // The same X to float4e2m1 with zero points 0: ONNX test_quantizelinear_float4e2m1 rows 0-1.
+        let zp = Tensor::vector(vec![F4E2M1(0); 3]);
+        let y = eval("QuantizeLinear", 23, axis0(), &[Some(&x), Some(&s), Some(&zp)]).unwrap();
+        let got: Vec<f32> = y[0].as_slice::<F4E2M1>().unwrap().iter().map(|v| v.to_f32()).collect();
+        assert_eq!(&got[..8], &[0., 1., 2., 4., -6., -6., 2., 3.]);
+        // ONNX test_quantizelinear_e4m3fn: [0, 1, 2, 100000, 200] / 2 saturates to 448; without
+        // saturation `(x / 2).astype(float8_e4m3fn)` gives NaN (0x7f) there.
+        let x = Tensor::vector(vec![0f32, 1., 2., 100000., 200.]);
+        let (s, zp) = (Tensor::scalar(2f32), Tensor::vector(vec![F8E4M3FN(0)]));
+        let y = eval("QuantizeLinear", 19, vec![], &[Some(&x), Some(&s), Some(&zp)]).unwrap();
+        let got: Vec<f32> = y[0].as_slice::<F8E4M3FN>().unwrap().iter().map(|v| v.to_f32()).collect();
+        assert_eq!(got, [0., 0.5, 1., 448., 96.]);
+        let y = eval("QuantizeLinear", 19, vec![("saturate", Attr::Int(0))], &[Some(&x), Some(&s), Some(&zp)]).unwrap();
+        assert_eq!(y[0].as_slice::<F8E4M3FN>().unwrap().iter().map(|v| v.0).collect::<Vec<_>>(), [0, 48, 56, 127, 108]);
+        // uint2 through output_dtype, clamped to 0..=3.
+        let x = Tensor::vector(vec![-1f32, 2., 5., 20.]);
+        let y = eval("QuantizeLinear", 25, vec![("output_dtype", Attr::Int(25))], &[Some(&x), Some(&s)]).unwrap();
+        assert_eq!(y[0].as_slice::<U2>().unwrap(), &[U2(0), U2(1), U2(2), U2(3)]);
+    }
+
+    #[test]
+    fn dequantize_narrow_types() {
+        // ONNX test_dequantizelinear_int4: (x - 1) * 2.
+        let x = Tensor::vector([0, 1, 7, -4, -8].map(I4).to_vec());
+        let (s, zp) = (Tensor::scalar(2f32), Tensor::vector(vec![I4(1)]));
+        let y = eval("DequantizeLinear", 21, vec![], &[Some(&x), Some(&s), Some(&zp)]).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[-2., 0., 12., -10., -18.]);
+        // float8e5m2 codes [0x3c (1.0), 0x5f (448), 0xfc (-inf)] scaled by 0.5 into float16.
+        let x = Tensor::vector([0x3c, 0x5f, 0xfc].map(F8E5M2).to_vec());
+        let s = Tensor::scalar(f16::from_f32(0.5));
+        let y = eval("DequantizeLinear", 19, vec![], &[Some(&x), Some(&s)]).unwrap();
+        let got: Vec<f32> = y[0].as_slice::<f16>().unwrap().iter().map(|v| v.to_f32()).collect();
+        assert_eq!(got, [0.5, 224., f32::NEG_INFINITY]);
+        // A float8e8m0 scale (code 128 is 2.0) needs output_dtype; quantizing with it divides in float32.
+        let (x, s) = (Tensor::vector(vec![1i8, -3]), Tensor::scalar(F8E8M0(128)));
+        let e = eval("DequantizeLinear", 25, vec![], &[Some(&x), Some(&s)]).unwrap_err();
+        assert!(e.message.contains("needs an output_dtype"), "{e}");
+        let y = eval("DequantizeLinear", 25, vec![("output_dtype", Attr::Int(1))], &[Some(&x), Some(&s)]).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[2., -6.]);
+        let x = Tensor::vector(vec![4f32, 7., -300.]);
+        let y = eval("QuantizeLinear", 25, vec![("output_dtype", Attr::Int(3))], &[Some(&x), Some(&s)]).unwrap();
+        assert_eq!(y[0].as_slice::<i8>().unwrap(), &[2, 4, -128]);
+        // A float8e8m0 input is not a quantized type.
+        let x = Tensor::vector(vec![F8E8M0(127)]);
+        assert!(eval("DequantizeLinear", 25, vec![], &[Some(&x), Some(&Tensor::scalar(1f32))]).is_err());
+    }
+
+    #[test]
     fn dynamic_quantize_matches_onnx_reference() {
         // ONNX test_dynamicquantizelinear: scale 5 / 255, zp 153.
         let x = Tensor::vector(vec![0f32, 2., -3., -2.5, 1.34, 0.5]);
@@ -385,9 +516,12 @@ mod tests {
         let s = Tensor::vector(vec![1f32, 2.]);
         let e = eval("QuantizeLinear", 13, vec![], &[Some(&x), Some(&s)]).unwrap_err();
         assert!(e.message.contains("neither per tensor"), "{e}");
-        let e = build("QuantizeLinear", 21, vec![("output_dtype", Attr::Int(17))], 1).unwrap_err();
+        let e = build("QuantizeLinear", 21, vec![("output_dtype", Attr::Int(27))], 1).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::Unsupported);
-        assert!(e.message.contains("float8e4m3fn"), "{e}");
+        assert!(e.message.contains("float6e2m3"), "{e}");
+        // int2 arrived in opset 25.
+        let e = build("QuantizeLinear", 24, vec![("output_dtype", Attr::Int(26))], 1).unwrap_err();
+        assert!(e.message.contains("output_dtype int2 is not supported"), "{e}");
         let zp = Tensor::scalar(0i8);
         let attrs = vec![("output_dtype", Attr::Int(2))];
         assert!(eval("QuantizeLinear", 21, attrs, &[Some(&x), Some(&Tensor::scalar(1f32)), Some(&zp)]).is_err());
