@@ -94,7 +94,7 @@ impl Rounding {
         }
     }
 
-    fn apply(self, x: f64) -> f64 {
+    pub fn apply(self, x: f64) -> f64 {
         match self {
             Rounding::Exact => x,
             Rounding::F32 => x as f32 as f64,

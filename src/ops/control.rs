@@ -25,14 +25,14 @@ pub const MAX_LOOP_ITERATIONS: i64 = 1 << 24;
 /// A graph attribute ready to run: inferred and optimised on its own (its captured constants fold
 /// like local ones), plus which node input carries each value it captures.
 #[derive(Debug)]
-struct Body {
+pub(crate) struct Body {
     runner: GraphRunner,
     /// For each of the graph's `captures`, the index of the node input that carries it.
     capture_inputs: Vec<usize>,
 }
 
 impl Body {
-    fn build(ctx: &BuildCtx, attr: &str) -> Result<Body> {
+    pub(crate) fn build(ctx: &BuildCtx, attr: &str) -> Result<Body> {
         let graph = ctx.attrs.req_graph(attr)?;
         let names = subgraph_captures(ctx.attrs);
         let capture_inputs = graph
@@ -62,11 +62,11 @@ impl Body {
         self.runner.graph()
     }
 
-    fn num_inputs(&self) -> usize {
+    pub(crate) fn num_inputs(&self) -> usize {
         self.graph().inputs.len()
     }
 
-    fn num_outputs(&self) -> usize {
+    pub(crate) fn num_outputs(&self) -> usize {
         self.graph().outputs.len()
     }
 
@@ -76,7 +76,7 @@ impl Body {
     }
 
     /// Runs the graph on `inputs`, taking its captured values from the node's inputs.
-    fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    pub(crate) fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let captures: Vec<&Tensor> =
             self.capture_inputs.iter().map(|&i| input(node_inputs, i)).collect::<Result<_>>()?;
         self.runner.run(inputs, &captures)
