@@ -94,7 +94,7 @@ impl Rounding {
         }
     }
 
-    fn apply(self, x: f64) -> f64 {
+    pub fn apply(self, x: f64) -> f64 {
         match self {
             Rounding::Exact => x,
             Rounding::F32 => x as f32 as f64,
@@ -105,7 +105,7 @@ impl Rounding {
 
     /// Softmax of one row with each step rounded. Narrow types' sums accumulate in f32, except
     /// bfloat16's, which round after every addition.
-    fn softmax(self, row: &mut [f64]) {
+    pub fn softmax(self, row: &mut [f64]) {
         if matches!(self, Rounding::Exact | Rounding::F32) {
             softmax_in_place(row);
             row.iter_mut().for_each(|x| *x = self.apply(*x));

@@ -25,14 +25,14 @@ pub const MAX_LOOP_ITERATIONS: i64 = 1 << 24;
 /// A graph attribute ready to run: inferred and optimised on its own (its captured constants fold
 /// like local ones), plus which node input carries each value it captures.
 #[derive(Debug)]
-pub(super) struct Body {
+pub(crate) struct Body {
     runner: GraphRunner,
     /// For each of the graph's `captures`, the index of the node input that carries it.
     capture_inputs: Vec<usize>,
 }
 
 impl Body {
-    pub(super) fn build(ctx: &BuildCtx, attr: &str) -> Result<Body> {
+    pub(crate) fn build(ctx: &BuildCtx, attr: &str) -> Result<Body> {
         let graph = ctx.attrs.req_graph(attr)?;
         let names = subgraph_captures(ctx.attrs);
         let capture_inputs = graph
@@ -62,11 +62,11 @@ impl Body {
         self.runner.graph()
     }
 
-    pub(super) fn num_inputs(&self) -> usize {
+    pub(crate) fn num_inputs(&self) -> usize {
         self.graph().inputs.len()
     }
 
-    pub(super) fn num_outputs(&self) -> usize {
+    pub(crate) fn num_outputs(&self) -> usize {
         self.graph().outputs.len()
     }
 
@@ -83,7 +83,7 @@ impl Body {
     }
 
     /// [`Body::run_data`] for tensors only.
-    pub(super) fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    pub(crate) fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let inputs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
         let node_inputs: Vec<Option<DataRef>> = node_inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
         self.run_data(&inputs, &node_inputs)?.into_iter().map(Data::into_tensor).collect()

@@ -3,6 +3,7 @@
 //! Before opset 13 the input is coerced to 2-D at `axis` (default 1) and each row of the flattened
 //! trailing dims is normalised as one; from 13 only the single `axis` (default -1) is.
 
+use super::attention::Rounding;
 use super::{input, same_as_input, BuildCtx, Op, Registry};
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::try_vec;
@@ -66,13 +67,14 @@ impl Softmax {
         let src = x.as_slice::<T>()?;
         let mut out = try_vec(src.len(), T::zero())?;
         let mut lane = try_vec(n, 0f64)?;
+        let round = Rounding::of(x.dtype());
         for o in 0..outer {
             for i in 0..inner {
                 let base = o * n * inner + i;
                 for (k, v) in lane.iter_mut().enumerate() {
                     *v = src[base + k * inner].to_f64();
                 }
-                self.normalize_lane(&mut lane);
+                self.normalize_lane(&mut lane, round);
                 for (k, v) in lane.iter().enumerate() {
                     out[base + k * inner] = T::from_f64(*v);
                 }
@@ -82,10 +84,12 @@ impl Softmax {
     }
 
     /// Normalises one lane in place; subtracting the max first keeps every exponent <= 0.
-    fn normalize_lane(&self, lane: &mut [f64]) {
+    /// Softmax rounds each step to the input type (`round`), as a kernel computing in float16 or
+    /// bfloat16 does; the reference's results differ by an ulp otherwise.
+    fn normalize_lane(&self, lane: &mut [f64], round: Rounding) {
         let max = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         match self.kind {
-            Kind::Softmax => softmax_in_place(lane),
+            Kind::Softmax => round.softmax(lane),
             Kind::LogSoftmax => {
                 let log_sum = lane.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
                 lane.iter_mut().for_each(|v| *v = *v - max - log_sum);
@@ -134,7 +138,7 @@ mod tests {
     use crate::ir::{Attr, DType};
     use crate::ops::activation::test_util::{assert_close, build};
     use crate::ErrorKind;
-    use half::f16;
+    use half::{bf16, f16};
 
     fn build_op(op_type: &str, opset: i64, axis: Option<i64>) -> Box<dyn Op> {
         build(op_type, opset, axis.map(|a| ("axis", Attr::Int(a))).into_iter().collect(), 1).unwrap()
@@ -196,6 +200,19 @@ mod tests {
         assert_eq!(y[0].as_slice::<f16>().unwrap(), &[f16::from_f32(0.5), f16::from_f32(0.5)]);
         let empty = Tensor::new(vec![0, 3], Vec::<f32>::new()).unwrap();
         assert!(run(build_op("LogSoftmax", 13, None).as_ref(), &empty).is_empty());
+    }
+
+    // onnx.reference computes bfloat16 softmax step by step in bfloat16: these are its values,
+    // where rounding once from exact arithmetic would give 0.12451172, 0.15820313 and 0.08300781
+    // for elements 1, 3 and 4.
+    #[test]
+    #[allow(clippy::excessive_precision)] // exact bfloat16 values, written out in full
+    fn bfloat16_rounds_each_step() {
+        let x = [0.1259765625f32, -0.1318359375, 0.640625, 0.10498046875, -0.53515625, 0.361328125];
+        let x = Tensor::vector(x.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>());
+        let y = build_op("Softmax", 13, None).eval(&[Some(&x)]).unwrap();
+        let y: Vec<f32> = y[0].as_slice::<bf16>().unwrap().iter().map(|v| v.to_f32()).collect();
+        assert_eq!(y, [0.1611328125, 0.1240234375, 0.26953125, 0.1572265625, 0.08349609375, 0.2041015625]);
     }
 
     #[test]
