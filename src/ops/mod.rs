@@ -26,6 +26,7 @@ pub mod gather;
 pub mod logic;
 pub mod loss;
 pub mod matmul;
+pub mod ml;
 pub mod nms;
 pub mod norm;
 pub mod pool;
@@ -39,8 +40,12 @@ pub mod rotary;
 pub mod scatter;
 pub mod slice;
 pub mod softmax;
+pub mod string;
+pub mod tfidf;
 pub mod topk;
+pub mod training;
 pub mod transpose;
+pub mod tree_ensemble;
 pub mod unary;
 
 /// An operator with its attributes already parsed.
@@ -148,6 +153,7 @@ pub fn registry() -> &'static Registry {
         logic::register(&mut r);
         loss::register(&mut r);
         matmul::register(&mut r);
+        ml::register(&mut r);
         nms::register(&mut r);
         norm::register(&mut r);
         pool::register(&mut r);
@@ -161,8 +167,12 @@ pub fn registry() -> &'static Registry {
         scatter::register(&mut r);
         slice::register(&mut r);
         softmax::register(&mut r);
+        string::register(&mut r);
+        tfidf::register(&mut r);
         topk::register(&mut r);
+        training::register(&mut r);
         transpose::register(&mut r);
+        tree_ensemble::register(&mut r);
         unary::register(&mut r);
         r
     })
