@@ -36,6 +36,7 @@ pub mod linear_attention;
 pub mod logic;
 pub mod loss;
 pub mod matmul;
+pub mod ml;
 pub mod nms;
 pub mod norm;
 pub mod optional;
@@ -54,8 +55,12 @@ pub mod sequence;
 pub mod slice;
 pub mod softmax;
 pub mod spectral;
+pub mod string;
+pub mod tfidf;
 pub mod topk;
+pub mod training;
 pub mod transpose;
+pub mod tree_ensemble;
 pub mod unary;
 pub mod unique;
 
@@ -213,6 +218,7 @@ pub fn registry() -> &'static Registry {
         logic::register(&mut r);
         loss::register(&mut r);
         matmul::register(&mut r);
+        ml::register(&mut r);
         nms::register(&mut r);
         norm::register(&mut r);
         optional::register(&mut r);
@@ -231,8 +237,12 @@ pub fn registry() -> &'static Registry {
         slice::register(&mut r);
         softmax::register(&mut r);
         spectral::register(&mut r);
+        string::register(&mut r);
+        tfidf::register(&mut r);
         topk::register(&mut r);
+        training::register(&mut r);
         transpose::register(&mut r);
+        tree_ensemble::register(&mut r);
         unary::register(&mut r);
         unique::register(&mut r);
         r
