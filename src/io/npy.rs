@@ -85,24 +85,12 @@ pub fn to_npy(t: &Tensor) -> Result<Vec<u8>> {
 }
 
 fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    Ok(match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        TensorData::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-        TensorData::U8(v) => v.clone(),
-        TensorData::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&x| x as u8).collect(),
-        TensorData::String(_) => bail!(Unsupported, "strings have no raw byte form"),
-        data => dispatch!(t.dtype(); T => T::slice(data).unwrap_or_default().iter().map(|v| v.to_bits()).collect();
-            narrow; else => bail!(Unsupported, "{} has no raw byte form", t.dtype())),
-    })
+    // numpy has no 4- or 2-bit types: narrow elements are written one code per byte.
+    if t.dtype().is_narrow() {
+        return dispatch!(t.dtype(); T => Ok(T::slice(t.data()).unwrap_or_default().iter().map(|v| v.to_bits()).collect());
+            narrow; else => bail!(Unsupported, "{} has no raw byte form", t.dtype()));
+    }
+    crate::ir::bytes::to_le_bytes(t)
 }
 
 /// Parses `.npy` bytes. Every size is checked against the bytes present before allocating.

@@ -3,6 +3,7 @@
 //! protobuf.
 
 pub mod attr;
+pub mod bytes;
 pub mod data;
 pub mod dtype;
 pub mod graph;

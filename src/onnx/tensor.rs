@@ -5,10 +5,10 @@
 
 use super::model::{value_type, OptionalProto, SequenceProto, TensorProto, DATA_LOCATION_EXTERNAL};
 use crate::error::ResultExt;
-use crate::ir::narrow::unpack;
-use crate::ir::tensor::{checked_len, Elem, TensorData};
+use crate::ir::bytes;
+use crate::ir::tensor::{checked_len, TensorData};
 use crate::ir::{DType, Data, Sequence, Tensor, ValueKind};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, err, Result};
 use half::{bf16, f16};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -73,59 +73,15 @@ fn raw_len(dtype: DType, n: usize) -> Result<usize> {
     if dtype == DType::String {
         bail!(InvalidModel, "string tensors keep their data in string_data, not raw or external data");
     }
-    // checked_len capped n * size at MAX_TENSOR_BYTES, so this cannot overflow. 4- and 2-bit
-    // types are packed, lowest bits first, the last byte padded.
-    Ok((n * dtype.packed_bits()).div_ceil(8))
+    bytes::byte_len(dtype, n)
 }
 
-/// Collects exactly `n` items without aborting the process if memory is short.
-fn collect_exact<T>(n: usize, items: impl Iterator<Item = T>) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
-    v.extend(items.take(n));
-    Ok(v)
-}
-
-fn le<const N: usize>(chunk: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(chunk);
-    a
-}
-
-fn from_raw(dtype: DType, n: usize, shape: &[usize], bytes: &[u8]) -> Result<TensorData> {
+fn from_raw(dtype: DType, n: usize, shape: &[usize], raw: &[u8]) -> Result<TensorData> {
     let expected = raw_len(dtype, n)?;
-    if bytes.len() != expected {
-        bail!(InvalidModel, "raw data has {} bytes, shape {shape:?} of {dtype} needs {expected}", bytes.len());
+    if raw.len() != expected {
+        bail!(InvalidModel, "raw data has {} bytes, shape {shape:?} of {dtype} needs {expected}", raw.len());
     }
-    macro_rules! le_values {
-        ($t:ty, $size:literal, $wrap:expr) => {
-            $wrap(collect_exact(n, bytes.chunks_exact($size).map(|c| <$t>::from_le_bytes(le::<$size>(c))))?)
-        };
-    }
-    Ok(match dtype {
-        DType::F32 => le_values!(f32, 4, TensorData::F32),
-        DType::F64 => le_values!(f64, 8, TensorData::F64),
-        DType::F16 => {
-            TensorData::F16(collect_exact(n, bytes.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes(le(c)))))?)
-        }
-        DType::BF16 => TensorData::BF16(collect_exact(
-            n,
-            bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes(le(c)))),
-        )?),
-        DType::U8 => TensorData::U8(collect_exact(n, bytes.iter().copied())?),
-        DType::I8 => TensorData::I8(collect_exact(n, bytes.iter().map(|&b| b as i8))?),
-        DType::Bool => TensorData::Bool(collect_exact(n, bytes.iter().map(|&b| b != 0))?),
-        DType::U16 => le_values!(u16, 2, TensorData::U16),
-        DType::I16 => le_values!(i16, 2, TensorData::I16),
-        DType::I32 => le_values!(i32, 4, TensorData::I32),
-        DType::U32 => le_values!(u32, 4, TensorData::U32),
-        DType::I64 => le_values!(i64, 8, TensorData::I64),
-        DType::U64 => le_values!(u64, 8, TensorData::U64),
-        DType::String => bail!(InvalidModel, "string tensors cannot use raw data"),
-        narrow => dispatch!(narrow; T => T::wrap(unpack::<T>(bytes, n)
-            .ok_or_else(|| err!(ResourceLimit, "cannot allocate {n} elements"))?);
-            narrow; else => bail!(Unsupported, "data type {narrow} has no raw form")),
-    })
+    bytes::from_le_bytes(dtype, n, raw)
 }
 
 /// The typed field ONNX stores a dtype in when `raw_data` is not used.

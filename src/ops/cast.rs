@@ -1,4 +1,5 @@
-//! Cast and CastLike: element type conversion between every numeric type, bool, and string.
+//! Cast and CastLike: element type conversion between every numeric type, bool, and string;
+//! BitCast: the same bits read as another type of the same width.
 //!
 //! Numbers convert with C-like semantics ([`Tensor::cast_numeric`]). Strings follow the ONNX
 //! reference (numpy): floats print as their shortest round-trip decimal (`0.47892547`, `1e+20`,
@@ -8,7 +9,7 @@
 
 use super::{input, BuildCtx, Op, Registry};
 use crate::ir::narrow::{RoundMode, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0};
-use crate::ir::{DType, Fact, Scalar, Tensor};
+use crate::ir::{bytes, DType, Fact, Scalar, Tensor};
 use crate::{bail, dispatch, Result};
 use half::{bf16, f16};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub fn register(r: &mut Registry) {
     r.add("Cast", build_cast);
     r.add("CastLike", |ctx| Ok(Box::new(Cast { to: None, rounding: rounding(ctx)? })));
+    r.add("BitCast", |ctx| Ok(Box::new(BitCast { to: target_dtype(ctx.attrs.req_int("to")?)? })));
 }
 
 /// Inference computes the value of a cast of a constant this small (shape arithmetic such as
@@ -228,6 +230,38 @@ fn parse<T: Scalar>(s: &str) -> Result<T> {
     }
 }
 
+/// BitCast (opset 26): reinterprets the little-endian bytes of each element as `to`.
+#[derive(Debug)]
+pub struct BitCast {
+    to: DType,
+}
+
+impl BitCast {
+    fn check(&self, from: DType) -> Result<()> {
+        if from == DType::String || self.to == DType::String || from.packed_bits() != self.to.packed_bits() {
+            bail!(InvalidModel, "BitCast needs two non-string types of one bit width, got {from} to {}", self.to);
+        }
+        Ok(())
+    }
+}
+
+impl Op for BitCast {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let x = input(inputs, 0)?;
+        if let Some(from) = x.dtype {
+            self.check(from)?;
+        }
+        Ok(vec![Fact { dtype: Some(self.to), shape: x.shape.clone(), value: None }])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        self.check(x.dtype())?;
+        let data = bytes::from_le_bytes(self.to, x.len(), &bytes::to_le_bytes(x)?)?;
+        Ok(vec![Tensor::from_data(x.shape().to_vec(), data)?])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,5 +456,27 @@ mod tests {
         let shape = Fact::constant(Arc::new(Tensor::vector(vec![2i64, 3])));
         let facts = op.infer(&[Some(&shape)]).unwrap();
         assert_eq!(facts[0].value.as_ref().unwrap().as_slice::<f32>().unwrap(), &[2.0, 3.0]);
+    }
+
+    #[test]
+    fn bitcast_keeps_the_bits() {
+        let op = build("BitCast", 26, vec![("to", Attr::Int(6))], 1).unwrap();
+        let x = Tensor::vector(vec![1.0f32, -2.5]);
+        let y = op.eval(&[Some(&x)]).unwrap().remove(0);
+        // 1.0f32 = 0x3f800000, -2.5f32 = 0xc0200000
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[0x3f80_0000, 0xc020_0000u32 as i32]);
+        let op = build("BitCast", 26, vec![("to", Attr::Int(2))], 1).unwrap();
+        let y = op.eval(&[Some(&Tensor::vector(vec![-1i8, 5]))]).unwrap().remove(0);
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[255, 5]);
+    }
+
+    #[test]
+    fn bitcast_refuses_other_widths_and_strings() {
+        let op = build("BitCast", 26, vec![("to", Attr::Int(7))], 1).unwrap();
+        let err = op.eval(&[Some(&Tensor::vector(vec![1.0f32]))]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidModel);
+        assert!(err.to_string().contains("bit width"), "{err}");
+        let op = build("BitCast", 26, vec![("to", Attr::Int(8))], 1).unwrap();
+        assert!(op.eval(&[Some(&Tensor::vector(vec![1u8]))]).is_err());
     }
 }
