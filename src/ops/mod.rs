@@ -123,10 +123,20 @@ pub trait Op: Debug + Send + Sync {
     }
 }
 
-/// The error of a sequence or optional op's [`Op::eval`]: such ops run through [`Op::eval_data`].
-pub fn needs_eval_data(op: &str) -> crate::Error {
-    err!(Runtime, "{op} works on sequences or optionals and runs through eval_data, not eval")
+/// The two methods every sequence/optional op writes alike: `eval` refuses (these ops run through
+/// `eval_data`), and `tensors_only` is false so that constant folding leaves them alone.
+macro_rules! runs_on_data {
+    ($op:literal) => {
+        fn eval(&self, _: &[Option<&crate::ir::Tensor>]) -> crate::Result<Vec<crate::ir::Tensor>> {
+            Err(crate::err!(Runtime, "{} works on sequences or optionals and runs through eval_data, not eval", $op))
+        }
+
+        fn tensors_only(&self) -> bool {
+            false
+        }
+    };
 }
+pub(crate) use runs_on_data;
 
 /// Input `i`, which must be present.
 pub fn input<'a, T>(inputs: &[Option<&'a T>], i: usize) -> Result<&'a T> {

@@ -3,7 +3,7 @@
 //! have no input at all (which counts as empty); earlier opsets are read the same way, since that
 //! only accepts more models.
 
-use super::{input, needs_eval_data, opt_input, Op, Registry};
+use super::{input, opt_input, runs_on_data, Op, Registry};
 use crate::ir::{Attr, DType, Data, Fact, Tensor};
 use crate::{bail, Result};
 
@@ -37,13 +37,7 @@ impl Op for OptionalOp {
         }])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("Optional"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("Optional");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         if let Some(Data::Optional(_)) = opt_input(inputs, 0) {
@@ -61,13 +55,7 @@ impl Op for OptionalHasElement {
         Ok(vec![Fact::concrete(DType::Bool, &[])])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("OptionalHasElement"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("OptionalHasElement");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let present = match opt_input(inputs, 0) {
@@ -87,13 +75,7 @@ impl Op for OptionalGetElement {
         Ok(vec![Fact { dtype: f.dtype, shape: f.shape.clone(), value: None }])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("OptionalGetElement"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("OptionalGetElement");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         Ok(vec![match input(inputs, 0)? {

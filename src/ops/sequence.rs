@@ -3,7 +3,7 @@
 //! run through [`Op::eval_data`]; positions come from data and are bounds-checked by [`Sequence`].
 
 use super::control::{value_input, Body};
-use super::{input, needs_eval_data, opt_input, BuildCtx, Op, Registry};
+use super::{input, opt_input, runs_on_data, BuildCtx, Op, Registry};
 use crate::error::ResultExt;
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::checked_len;
@@ -82,13 +82,7 @@ impl Op for SequenceConstruct {
         Ok(vec![seq_fact(inputs.iter().flatten().find_map(|f| f.dtype))])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceConstruct"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceConstruct");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let items = (0..inputs.len()).map(|i| tensor_input(inputs, i).cloned()).collect::<Result<Vec<_>>>()?;
@@ -107,13 +101,7 @@ impl Op for SequenceEmpty {
         Ok(vec![seq_fact(Some(self.dtype))])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceEmpty"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceEmpty");
 
     fn eval_data(&self, _: &[Option<&Data>]) -> Result<Vec<Data>> {
         Ok(vec![Data::Sequence(Sequence::empty(self.dtype))])
@@ -128,13 +116,7 @@ impl Op for SequenceAt {
         Ok(vec![seq_fact(input(inputs, 0)?.dtype)])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceAt"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceAt");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let seq = seq_input(inputs, 0)?;
@@ -151,13 +133,7 @@ impl Op for SequenceInsert {
         Ok(vec![seq_fact(input(inputs, 0)?.dtype.or(opt_input(inputs, 1).and_then(|f| f.dtype)))])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceInsert"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceInsert");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let mut seq = seq_input(inputs, 0)?.clone();
@@ -175,13 +151,7 @@ impl Op for SequenceErase {
         Ok(vec![seq_fact(input(inputs, 0)?.dtype)])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceErase"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceErase");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let mut seq = seq_input(inputs, 0)?.clone();
@@ -198,13 +168,7 @@ impl Op for SequenceLength {
         Ok(vec![Fact::concrete(DType::I64, &[])])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceLength"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceLength");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         Ok(vec![Data::Tensor(Tensor::scalar(seq_input(inputs, 0)?.len() as i64))])
@@ -281,13 +245,7 @@ impl Op for SplitToSequence {
         Ok(vec![seq_fact(input(inputs, 0)?.dtype)])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SplitToSequence"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SplitToSequence");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let x = tensor_input(inputs, 0)?;
@@ -317,13 +275,7 @@ impl Op for ConcatFromSequence {
         Ok(vec![seq_fact(input(inputs, 0)?.dtype)])
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("ConcatFromSequence"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("ConcatFromSequence");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let seq = seq_input(inputs, 0)?;
@@ -376,13 +328,7 @@ impl Op for SequenceMap {
         Ok((0..self.body.num_outputs()).map(|k| seq_fact(self.body.output_fact(k).dtype)).collect())
     }
 
-    fn eval(&self, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        Err(needs_eval_data("SequenceMap"))
-    }
-
-    fn tensors_only(&self) -> bool {
-        false
-    }
+    runs_on_data!("SequenceMap");
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let refs: Vec<Option<DataRef>> = inputs.iter().map(|d| d.map(DataRef::Data)).collect();
