@@ -476,6 +476,19 @@ pub(crate) mod test_util {
         }
     }
 
+    /// Builds a sequence/optional op at opset 18 and runs it on `inputs`, checking that it runs
+    /// through `eval_data` only; returns its first output.
+    pub fn run_data_op(
+        op_type: &str,
+        attrs: Vec<(&str, Attr)>,
+        inputs: &[Option<&crate::ir::Data>],
+    ) -> Result<crate::ir::Data> {
+        let op = build(op_type, 18, attrs, 1)?;
+        assert!(!op.tensors_only());
+        assert!(op.eval(&[]).is_err(), "{op_type} must run through eval_data only");
+        Ok(op.eval_data(inputs)?.remove(0))
+    }
+
     pub fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
         for (g, w) in got.iter().zip(want) {

@@ -90,15 +90,8 @@ impl Op for OptionalGetElement {
 mod tests {
     use super::*;
     use crate::ir::{Sequence, ValueKind};
-    use crate::ops::activation::test_util::build;
+    use crate::ops::activation::test_util::{build, run_data_op as run};
     use crate::ErrorKind;
-
-    fn run(op_type: &str, attrs: Vec<(&str, Attr)>, inputs: &[Option<&Data>]) -> Result<Data> {
-        let op = build(op_type, 18, attrs, 1)?;
-        assert!(!op.tensors_only());
-        assert!(op.eval(&[]).is_err(), "{op_type} must run through eval_data only");
-        Ok(op.eval_data(inputs)?.remove(0))
-    }
 
     #[test]
     fn optional_wraps_and_get_element_unwraps() {

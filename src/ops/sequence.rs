@@ -372,15 +372,8 @@ impl Op for SequenceMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::activation::test_util::build;
+    use crate::ops::activation::test_util::{build, run_data_op as run};
     use crate::ErrorKind;
-
-    fn run(op_type: &str, attrs: Vec<(&str, Attr)>, inputs: &[Option<&Data>]) -> Result<Data> {
-        let op = build(op_type, 18, attrs, 1)?;
-        assert!(!op.tensors_only());
-        assert!(op.eval(&[]).is_err(), "{op_type} must run through eval_data only");
-        Ok(op.eval_data(inputs)?.remove(0))
-    }
 
     fn f32s(t: &Tensor) -> Vec<f32> {
         t.as_slice::<f32>().unwrap().to_vec()
