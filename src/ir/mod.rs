@@ -8,6 +8,7 @@ pub mod data;
 pub mod dtype;
 pub mod graph;
 pub mod infer;
+pub mod limits;
 pub mod narrow;
 pub mod shape;
 pub mod tensor;

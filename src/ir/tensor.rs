@@ -2,13 +2,10 @@
 //! [`Elem`] trait (`as_slice::<f32>()`), and pick a Rust type for a [`DType`] with [`dispatch!`].
 
 use super::dtype::DType;
+use super::limits;
 use super::narrow::{RoundMode, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 use crate::{bail, err, Result};
 use half::{bf16, f16};
-
-/// The largest tensor this runtime will allocate (in bytes): a guard so that a hostile model cannot
-/// make the process abort on an impossible allocation.
-pub const MAX_TENSOR_BYTES: usize = 16 << 30;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
@@ -331,24 +328,21 @@ pub struct Tensor {
     data: TensorData,
 }
 
-/// Number of elements of a shape, or an error if it overflows or passes [`MAX_TENSOR_BYTES`].
+/// Number of elements of a shape, or an error if it overflows or passes the tensor size limit
+/// ([`limits::max_tensor_bytes`]).
 pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
     let mut n: usize = 1;
     for &d in shape {
         n = n.checked_mul(d).ok_or_else(|| err!(ResourceLimit, "tensor shape {shape:?} overflows"))?;
     }
-    let bytes = n.saturating_mul(dtype.size().max(1));
-    if bytes > MAX_TENSOR_BYTES {
-        bail!(
-            ResourceLimit,
-            "tensor of shape {shape:?} ({dtype}) needs {bytes} bytes, over the limit of {MAX_TENSOR_BYTES}"
-        );
-    }
+    limits::check_alloc(n, dtype.size(), &format!("tensor of shape {shape:?} ({dtype})"))?;
     Ok(n)
 }
 
-/// Allocates a vector for `n` elements without aborting the process if memory is short.
+/// Allocates a vector for `n` elements, checked against the tensor size limit first, without
+/// aborting the process if memory is short.
 pub fn try_vec<T: Clone>(n: usize, fill: T) -> Result<Vec<T>> {
+    limits::check_alloc(n, std::mem::size_of::<T>(), "buffer")?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
     v.resize(n, fill);

@@ -1,0 +1,70 @@
+//! Resource limits that protect the process from hostile models and inputs. A small file must not
+//! be able to ask for memory that no machine has: every allocation whose size comes from the model
+//! or the inputs is checked against [`max_tensor_bytes`] *before* it is made, and fails with a
+//! `ResourceLimit` error instead of reaching Rust's allocation-failure abort (which `catch_unwind`
+//! cannot catch).
+//!
+//! The limit belongs to the session that runs (`SessionOptions::max_tensor_bytes`); it reaches the
+//! kernels as a thread-local set for the duration of a load or a run with [`with_max_tensor_bytes`],
+//! so that no op signature has to carry it.
+
+use crate::{bail, Result};
+use std::cell::Cell;
+
+/// The default limit on one tensor (or one scratch buffer): 4 GiB, well under a workstation's
+/// memory and above any single weight of the models this runtime targets.
+pub const DEFAULT_MAX_TENSOR_BYTES: usize = 4 << 30;
+
+thread_local! {
+    static MAX_TENSOR_BYTES: Cell<usize> = const { Cell::new(DEFAULT_MAX_TENSOR_BYTES) };
+}
+
+/// The limit in force on this thread.
+pub fn max_tensor_bytes() -> usize {
+    MAX_TENSOR_BYTES.with(|c| c.get())
+}
+
+/// Runs `f` with `limit` as this thread's tensor size limit, restoring the previous one afterwards
+/// (also when `f` panics).
+pub fn with_max_tensor_bytes<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MAX_TENSOR_BYTES.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(MAX_TENSOR_BYTES.with(|c| c.replace(limit)));
+    f()
+}
+
+/// Checks that `count` items of `item_bytes` bytes each fit under the limit; `what` names the
+/// buffer in the error (e.g. "TfIdfVectorizer n-gram table").
+pub fn check_alloc(count: usize, item_bytes: usize, what: &str) -> Result<()> {
+    let limit = max_tensor_bytes();
+    match count.checked_mul(item_bytes.max(1)) {
+        Some(bytes) if bytes <= limit => Ok(()),
+        Some(bytes) => bail!(ResourceLimit, "{what} needs {bytes} bytes, over the limit of {limit} bytes"),
+        None => bail!(ResourceLimit, "{what} of {count} items overflows the address space"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn the_limit_is_scoped_and_restored() {
+        assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
+        with_max_tensor_bytes(100, || {
+            assert!(check_alloc(25, 4, "x").is_ok());
+            let e = check_alloc(26, 4, "scratch").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::ResourceLimit);
+            assert!(e.message.contains("scratch needs 104 bytes"), "{e}");
+        });
+        assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
+        let _ = std::panic::catch_unwind(|| with_max_tensor_bytes(1, || panic!("kernel bug")));
+        assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
+        assert_eq!(check_alloc(usize::MAX, 2, "x").unwrap_err().kind, ErrorKind::ResourceLimit);
+    }
+}
