@@ -67,6 +67,20 @@ impl<T> ResultExt<T> for Result<T> {
     }
 }
 
+/// Runs `f`, turning a panic inside it into a `Runtime` error: a kernel bug, at load (constant
+/// folding runs kernels) or at run time, must come back as an error and never take the host
+/// process down.
+pub fn catch_panics<T>(doing: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(Error::new(ErrorKind::Runtime, format!("internal error (panic) while {doing}: {msg}")))
+    })
+}
+
 /// `bail!(Kind, "fmt", args)` returns an error of that kind from the current function.
 #[macro_export]
 macro_rules! bail {

@@ -24,7 +24,7 @@ mod session;
 pub use backend::Device;
 pub use error::{Error, ErrorKind, Result};
 pub use ir::{DType, Data, Dim, Sequence, Tensor, ValueKind};
-pub use session::{IoInfo, Model, Session, SessionOptions};
+pub use session::{IoInfo, LoadOptions, Model, Session, SessionOptions};
 
 /// The library version, `MAJOR.MINOR.PATCH`.
 pub fn version() -> &'static str {

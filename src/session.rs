@@ -2,13 +2,16 @@
 //! compiled for one device, runnable from many threads at once.
 
 use crate::backend::{backend_for, Device, Plan};
+use crate::error::catch_panics;
 use crate::ir::infer::infer_facts;
+use crate::ir::limits::{with_max_tensor_bytes, DEFAULT_MAX_TENSOR_BYTES};
+use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Dim, Fact, Graph, Tensor, ValueKind};
 use crate::onnx::{import_model, ImportedModel};
 use crate::passes::{default_passes, optimize};
 use crate::{bail, Result};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Name, kind, dtype and shape of a model input or output, as far as they are known before running.
@@ -29,28 +32,78 @@ pub struct Model {
     graph: Arc<Graph>,
     /// The graph as imported (before folding), for statistics.
     imported: ImportedModel,
+    /// The tensor size limit it was loaded under, kept for [`Model::with_dims`].
+    max_tensor_bytes: usize,
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The only directory external data files may be read from. `None` with [`Model::load`] means
+    /// the model file's directory; with the `from_bytes` constructors it means the model may have
+    /// no external data. Locations that leave this directory (`..`, absolute paths, symlinks out)
+    /// are refused.
+    pub external_data_dir: Option<PathBuf>,
+    /// The largest tensor, in bytes, that loading may decode or compute while folding constants.
+    pub max_tensor_bytes: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions { external_data_dir: None, max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES }
+    }
 }
 
 impl Model {
-    /// Loads a `.onnx` file; external data files are looked up next to it.
+    /// Loads a `.onnx` file; external data files are read from its directory.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Model::load_with(path, &LoadOptions::default())
+    }
+
+    /// Loads a `.onnx` file with options; external data files are read from
+    /// `options.external_data_dir`, or else from the file's directory.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
-        import_model(&bytes, path.parent())
-            .and_then(Model::build)
-            .map_err(|e| e.context(format!("model {}", path.display())))
+        let dir = options.external_data_dir.as_deref().or(path.parent());
+        // `Path::parent` of a bare file name is the empty path, which means the current directory.
+        let dir = dir.map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+        Model::decode(&bytes, dir, options.max_tensor_bytes).map_err(|e| e.context(format!("model {}", path.display())))
     }
 
-    /// Loads a model from bytes. External data files, if any, are looked up in the current directory.
+    /// Loads a model from bytes. It may not have external data: nothing is read from the file
+    /// system (use [`Model::from_bytes_with_dir`] for that).
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
-        Model::build(import_model(bytes, None)?)
+        Model::from_bytes_with(bytes, &LoadOptions::default())
     }
 
-    fn build(imported: ImportedModel) -> Result<Model> {
+    /// Loads a model from bytes, reading its external data files from `dir` and nowhere else.
+    pub fn from_bytes_with_dir(bytes: &[u8], dir: impl AsRef<Path>) -> Result<Model> {
+        let options = LoadOptions { external_data_dir: Some(dir.as_ref().to_path_buf()), ..LoadOptions::default() };
+        Model::from_bytes_with(bytes, &options)
+    }
+
+    /// Loads a model from bytes with options.
+    pub fn from_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Model> {
+        Model::decode(bytes, options.external_data_dir.as_deref(), options.max_tensor_bytes)
+    }
+
+    fn decode(bytes: &[u8], external_data_dir: Option<&Path>, max_tensor_bytes: usize) -> Result<Model> {
+        let imported = with_max_tensor_bytes(max_tensor_bytes, || import_model(bytes, external_data_dir))?;
+        Model::build(imported, max_tensor_bytes)
+    }
+
+    /// Infers facts and optimises, under the tensor size limit and a panic guard: constant
+    /// folding runs kernels at load time.
+    fn build(imported: ImportedModel, max_tensor_bytes: usize) -> Result<Model> {
         let mut graph = imported.graph.clone();
-        infer_facts(&mut graph)?;
-        optimize(&mut graph, &default_passes())?;
-        Ok(Model { graph: Arc::new(graph), imported })
+        with_max_tensor_bytes(max_tensor_bytes, || {
+            catch_panics("loading the model", || {
+                infer_facts(&mut graph)?;
+                optimize(&mut graph, &default_passes())
+            })
+        })?;
+        Ok(Model { graph: Arc::new(graph), imported, max_tensor_bytes })
     }
 
     /// A copy of this model with named symbolic dims fixed to sizes (e.g. `batch=8`), so that
@@ -68,7 +121,7 @@ impl Model {
                 }
             }
         }
-        Model::build(imported)
+        Model::build(imported, self.max_tensor_bytes)
     }
 
     pub fn graph(&self) -> &Graph {
@@ -99,11 +152,14 @@ pub struct SessionOptions {
     pub device: Device,
     /// Worker threads for the CPU; 0 means one per core.
     pub threads: usize,
+    /// The largest tensor or scratch buffer, in bytes, that a run may allocate; a run that would
+    /// need more fails with a `ResourceLimit` error naming the node.
+    pub max_tensor_bytes: usize,
 }
 
 impl Default for SessionOptions {
     fn default() -> SessionOptions {
-        SessionOptions { device: Device::Auto, threads: 0 }
+        SessionOptions { device: Device::Auto, threads: 0, max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES }
     }
 }
 
@@ -112,6 +168,7 @@ impl Default for SessionOptions {
 pub struct Session {
     model: Model,
     plan: Box<dyn Plan>,
+    max_tensor_bytes: usize,
 }
 
 impl Session {
@@ -122,7 +179,7 @@ impl Session {
         };
         let backend = backend_for(options.device, threads)?;
         let plan = backend.compile(model.graph.clone())?;
-        Ok(Session { model, plan })
+        Ok(Session { model, plan, max_tensor_bytes: options.max_tensor_bytes })
     }
 
     pub fn model(&self) -> &Model {
@@ -179,8 +236,10 @@ impl Session {
     }
 
     fn run_refs(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
-        self.check_inputs(inputs)?;
-        self.plan.run(inputs)
+        with_max_tensor_bytes(self.max_tensor_bytes, || {
+            self.check_inputs(inputs)?;
+            catch_panics("running", || self.plan.run(inputs))
+        })
     }
 
     /// The outputs of a tensor-only run; an output of another kind is an error that names it.
@@ -243,6 +302,8 @@ fn check_data_input(name: &str, kind: &ValueKind, fact: &Fact, d: &Data) -> Resu
 }
 
 fn check_input<'a>(name: &str, fact: &'a Fact, t: &Tensor, symbols: &mut HashMap<&'a str, usize>) -> Result<()> {
+    // The caller made the tensor under the default limit; this session's limit may be lower.
+    checked_len(t.shape(), t.dtype()).map_err(|e| e.context(format!("input '{name}'")))?;
     if let Some(dt) = fact.dtype {
         if dt != t.dtype() {
             bail!(InvalidInput, "input '{name}' must be {dt}, got {}", t.dtype());
@@ -303,7 +364,11 @@ mod tests {
             .msg(12, value("n", tensor_type(7)))
             .msg(12, value("pieces", seq_type(1)));
         let bytes = Enc::new().int(1, 8).msg(7, g).msg(8, Enc::new().int(2, 18)).finish();
-        Session::new(Model::from_bytes(&bytes).unwrap(), &SessionOptions { device: Device::Cpu, threads: 1 }).unwrap()
+        Session::new(
+            Model::from_bytes(&bytes).unwrap(),
+            &SessionOptions { device: Device::Cpu, threads: 1, ..SessionOptions::default() },
+        )
+        .unwrap()
     }
 
     #[test]

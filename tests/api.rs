@@ -88,7 +88,7 @@ fn one_session_runs_on_many_threads() {
 fn unknown_device_is_an_error() {
     assert!("tpu".parse::<crx580::Device>().is_err());
     let model = Model::load(digits_dir().join("digits.onnx")).unwrap();
-    let opts = SessionOptions { device: crx580::Device::OpenCl, threads: 1 };
+    let opts = SessionOptions { device: crx580::Device::OpenCl, threads: 1, ..SessionOptions::default() };
     let e = Session::new(model, &opts).err().expect("no OpenCL in this build");
     assert_eq!(e.kind, ErrorKind::Unsupported);
 }

@@ -329,14 +329,24 @@ pub struct Tensor {
 }
 
 /// Number of elements of a shape, or an error if it overflows or passes the tensor size limit
-/// ([`limits::max_tensor_bytes`]).
+/// ([`limits::max_tensor_bytes`]). An empty tensor holds nothing, but its other dims still size
+/// loops and per-dim buffers in kernels (a `[0, 2^40]` tensor has 2^40 rows of nothing): its
+/// span, the product of its dims with each 0 counted as 1, must fit under the limit too.
 pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
-    let mut n: usize = 1;
+    let mut span: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d).ok_or_else(|| err!(ResourceLimit, "tensor shape {shape:?} overflows"))?;
+        span = span.checked_mul(d.max(1)).ok_or_else(|| err!(ResourceLimit, "tensor shape {shape:?} overflows"))?;
     }
-    limits::check_alloc(n, dtype.size(), &format!("tensor of shape {shape:?} ({dtype})"))?;
-    Ok(n)
+    let empty = shape.contains(&0);
+    if empty && limits::check_alloc(span, dtype.size(), "").is_err() {
+        bail!(
+            ResourceLimit,
+            "empty tensor of shape {shape:?} ({dtype}) spans {span} elements, over the limit of {} bytes",
+            limits::max_tensor_bytes()
+        );
+    }
+    limits::check_alloc(span, dtype.size(), &format!("tensor of shape {shape:?} ({dtype})"))?;
+    Ok(if empty { 0 } else { span })
 }
 
 /// Allocates a vector for `n` elements, checked against the tensor size limit first, without

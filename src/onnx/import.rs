@@ -354,13 +354,13 @@ fn declared_type(t: &TypeProto) -> Result<(ValueKind, Fact)> {
         Some(dims) => Some(
             dims.iter()
                 .map(|d| match d {
-                    Dimension::Value(v) => usize::try_from(*v)
-                        .map(Dim::Known)
-                        .map_err(|_| err!(InvalidModel, "negative dim {v} in the declared shape")),
-                    Dimension::Param(p) if !p.is_empty() => Ok(Dim::Symbol(p.clone())),
-                    _ => Ok(Dim::Unknown),
+                    // paddle2onnx and others write -1 for a dynamic dim; onnxruntime reads any
+                    // negative declared dim as unknown, and so do we.
+                    Dimension::Value(v) => usize::try_from(*v).map_or(Dim::Unknown, Dim::Known),
+                    Dimension::Param(p) if !p.is_empty() => Dim::Symbol(p.clone()),
+                    _ => Dim::Unknown,
                 })
-                .collect::<Result<Vec<Dim>>>()?,
+                .collect::<Vec<Dim>>(),
         ),
     };
     Ok((ValueKind::Tensor, Fact { dtype: DType::from_onnx_code(tt.elem_type), shape, value: None }))
@@ -646,14 +646,13 @@ mod tests {
     }
 
     #[test]
-    fn negative_declared_dims_are_errors() {
-        let g = Enc::new().msg(11, value_info("x", 1, &[2, -3])).msg(12, Enc::new().str(1, "x"));
+    fn negative_declared_dims_are_dynamic() {
+        // paddle2onnx declares dynamic dims as -1.
+        let g = Enc::new().msg(11, value_info("x", 1, &[-1, 3, -3])).msg(12, value_info("x", 1, &[-1, 3, -1]));
         let bytes = Enc::new().msg(7, g).msg(8, Enc::new().int(2, 13)).finish();
-        let e = import(&bytes).unwrap_err();
-        assert_eq!(
-            (e.kind, e.message.as_str()),
-            (ErrorKind::InvalidModel, "graph input 'x': negative dim -3 in the declared shape")
-        );
+        let m = import(&bytes).unwrap();
+        let x = &m.graph.values[m.graph.inputs[0]];
+        assert_eq!(x.fact.shape, Some(vec![Dim::Unknown, Dim::Known(3), Dim::Unknown]));
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn from_typed(t: &TensorProto, dtype: DType, n: usize, shape: &[usize]) -> Resul
 }
 
 /// Checks that an external data location stays inside the model's directory: relative, and no `..`
-/// that climbs out of it. Symlinks are followed on purpose (model caches link data files).
+/// that climbs out of it. (Symlinks are checked once the file exists, in [`resolve_inside`].)
 fn safe_relative_path(location: &str) -> Result<PathBuf> {
     let path = Path::new(location);
     if location.is_empty() {
@@ -178,6 +178,19 @@ fn safe_relative_path(location: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// `base/relative`, with every symlink resolved, if it exists and stays inside `base`: a link that
+/// points out of the model's directory (to /etc, to another user's files) is refused.
+fn resolve_inside(base: &Path, relative: &Path, location: &str) -> Result<PathBuf> {
+    let io = |p: &Path, e: std::io::Error| err!(Io, "cannot read external data file {}: {e}", p.display());
+    let joined = base.join(relative);
+    let real_base = base.canonicalize().map_err(|e| io(base, e))?;
+    let real = joined.canonicalize().map_err(|e| io(&joined, e))?;
+    if !real.starts_with(&real_base) {
+        bail!(InvalidModel, "external data location '{location}' links out of the model directory");
+    }
+    Ok(real)
+}
+
 fn parse_size(key: &str, value: &str) -> Result<u64> {
     value.trim().parse::<u64>().map_err(|_| err!(InvalidModel, "external data {key} '{value}' is not a byte count"))
 }
@@ -197,7 +210,14 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, expected: usize) -> R
     let Some(location) = location else {
         bail!(InvalidModel, "external data has no location");
     };
-    let path = base_dir.unwrap_or(Path::new(".")).join(safe_relative_path(location)?);
+    let Some(base_dir) = base_dir else {
+        bail!(
+            InvalidModel,
+            "the tensor's data is in external file '{location}', and no directory was given to read it from \
+             (load the model from its file, or name the directory: Model::from_bytes_with_dir)"
+        )
+    };
+    let path = resolve_inside(base_dir, &safe_relative_path(location)?, location)?;
     if let Some(length) = length {
         if length != expected as u64 {
             bail!(InvalidModel, "external data length {length} does not match the {expected} bytes its shape needs");
@@ -224,7 +244,7 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, expected: usize) -> R
 }
 
 /// Decodes a serialized TensorProto (a `.pb` test data file) into a tensor and its stored name.
-/// External data in such a file is looked up in the current directory.
+/// It may not refer to external data: nothing is read from the file system.
 pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(Tensor, Option<String>)> {
     let proto = crate::onnx::model::decode_tensor(bytes)?;
     let name = (!proto.name.is_empty()).then(|| proto.name.clone());
@@ -374,8 +394,8 @@ mod tests {
     #[test]
     fn huge_declared_shapes_fail_fast_without_allocating() {
         let start = Instant::now();
-        // 10 GiB of float32 declared, 4 bytes present.
-        let mut t = proto(1, &[10 << 28]);
+        // 2 GiB of float32 declared (under the limit), 4 bytes present.
+        let mut t = proto(1, &[1 << 29]);
         t.raw_data = Some(&[0; 4]);
         let e = tensor_from_proto(&t, None).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
@@ -478,6 +498,31 @@ mod tests {
     }
 
     #[test]
+    fn external_data_needs_a_directory_and_stays_inside_it() {
+        let dir = TempDir::new("ext-links");
+        let outside = TempDir::new("ext-outside");
+        std::fs::write(outside.0.join("secret.bin"), [1u8; 8]).unwrap();
+        std::fs::write(dir.0.join("w.bin"), [2u8; 8]).unwrap();
+        std::os::unix::fs::symlink(outside.0.join("secret.bin"), dir.0.join("out.bin")).unwrap();
+        std::os::unix::fs::symlink(&outside.0, dir.0.join("outdir")).unwrap();
+        std::os::unix::fs::symlink(dir.0.join("w.bin"), dir.0.join("in.bin")).unwrap();
+        let read = |location: &str, base: Option<&Path>| {
+            let mut t = proto(2, &[8]);
+            t.data_location = DATA_LOCATION_EXTERNAL;
+            t.external_data = external(location, &[]);
+            tensor_from_proto(&t, base)
+        };
+        let e = read("w.bin", None).unwrap_err();
+        assert!(e.message.contains("no directory was given"), "{e}");
+        for link in ["out.bin", "outdir/secret.bin"] {
+            let e = read(link, Some(&dir.0)).unwrap_err();
+            assert!(e.message.contains("links out of the model directory"), "{link}: {e}");
+        }
+        // A link that stays inside is fine.
+        assert_eq!(read("in.bin", Some(&dir.0)).unwrap().as_slice::<u8>().unwrap(), &[2u8; 8]);
+    }
+
+    #[test]
     fn external_data_is_checked_before_reading() {
         let dir = TempDir::new("ext-bad");
         std::fs::write(dir.0.join("w.bin"), [0u8; 16]).unwrap();
@@ -505,8 +550,9 @@ mod tests {
         );
         check(&[2], external("w.bin", &[("offset", "-1")]), InvalidModel, "offset '-1' is not a byte count");
         check(&[2], external("w.bin", &[("offset", "18446744073709551615")]), InvalidModel, "has 16 bytes");
-        // 10 GiB declared against a 16-byte file.
-        check(&[10 << 28], external("w.bin", &[]), InvalidModel, "has 16 bytes");
+        // 1 GiB declared against a 16-byte file, and 16 GiB, over the size limit.
+        check(&[1 << 28], external("w.bin", &[]), InvalidModel, "has 16 bytes");
+        check(&[1 << 32], external("w.bin", &[]), ResourceLimit, "over the limit");
         check(&[2], external("missing.bin", &[]), Io, "cannot read external data file");
         // The proto's external data keys are enough even without data_location.
         let mut t = proto(1, &[4]);

@@ -7,6 +7,7 @@
 //! `axes` given as an attribute or an input, and folding small constants during inference.
 
 use super::{input, opt_input, BuildCtx, Op, Registry};
+use crate::ir::limits::{max_tensor_bytes, with_max_tensor_bytes};
 use crate::ir::shape::normalize_axis;
 use crate::ir::{DType, Dim, Fact, Tensor};
 use crate::{bail, err, Result};
@@ -108,6 +109,9 @@ pub(crate) fn normalize_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<
 /// Constants up to this many elements are computed during inference.
 const FOLD_LIMIT: usize = 1 << 12;
 
+/// The most one such computation may allocate, scratch included.
+const FOLD_SCRATCH_BYTES: usize = 16 << 20;
+
 /// When every input is a small constant and every output is small, runs `op` so that the output
 /// facts carry their values: later nodes' inference (Reshape's target shape, say) can then use them.
 pub(crate) fn fold_small(op: &dyn Op, inputs: &[Option<&Fact>], facts: Vec<Fact>) -> Result<Vec<Fact>> {
@@ -121,7 +125,13 @@ pub(crate) fn fold_small(op: &dyn Op, inputs: &[Option<&Fact>], facts: Vec<Fact>
         return Ok(facts);
     }
     let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
-    Ok(op.eval(&tensors)?.into_iter().map(|t| Fact::constant(Arc::new(t))).collect())
+    // Scratch that an attribute asks for counts too: a small fold may not allocate much either,
+    // and one that would is left to run time, where the session's limit decides.
+    match with_max_tensor_bytes(FOLD_SCRATCH_BYTES.min(max_tensor_bytes()), || op.eval(&tensors)) {
+        Ok(outputs) => Ok(outputs.into_iter().map(|t| Fact::constant(Arc::new(t))).collect()),
+        Err(e) if e.kind == crate::ErrorKind::ResourceLimit => Ok(facts),
+        Err(e) => Err(e),
+    }
 }
 
 /// The product of some dims: known when all are, the symbol when it is the only dim that is not

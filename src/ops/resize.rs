@@ -7,6 +7,7 @@
 
 use super::reshape::{const_ints, normalize_axes, numel};
 use super::{input, opt_input, BuildCtx, Op, Registry};
+use crate::ir::limits::check_alloc;
 use crate::ir::tensor::{checked_len, try_vec};
 use crate::ir::{Dim, Fact, Scalar, Tensor};
 use crate::{bail, dispatch, Result};
@@ -373,6 +374,8 @@ impl Resize {
         let stretch = if self.antialias { p.scale.min(1.0) } else { 1.0 };
         let first = (-radius / stretch).floor() + 1.0;
         let window = (2.0 - 2.0 * first) as usize;
+        // Every output position holds `window` taps: a tiny antialiasing scale makes that huge.
+        check_alloc(p.out.saturating_mul(window), std::mem::size_of::<(usize, f64)>(), "Resize filter taps")?;
         for o in 0..p.out {
             let x = self.source_coord(o, len, p);
             if self.coord == Coord::TfCropAndResize && !(0.0..=last).contains(&x) {
@@ -410,6 +413,10 @@ impl Resize {
         self.set_roi(&mut plans, t.roi.as_deref())?;
         let out_shape: Vec<usize> = plans.iter().map(|p| p.out).collect();
         checked_len(&out_shape, x.dtype())?;
+        if x.is_empty() {
+            // Nothing to interpolate; the dims of an empty tensor (one may be 2^40) size no filter.
+            return Tensor::zeros(x.dtype(), out_shape);
+        }
         let mut data = x.to_f64_vec()?;
         for (axis, p) in plans.iter().enumerate() {
             let identity = p.scale == 1.0 && p.out == shape[axis] && p.roi == (0.0, 1.0);

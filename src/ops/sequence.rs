@@ -3,8 +3,10 @@
 //! run through [`Op::eval_data`]; positions come from data and are bounds-checked by [`Sequence`].
 
 use super::control::{value_input, Body};
+use super::reshape::numel;
 use super::{input, opt_input, runs_on_data, BuildCtx, Op, Registry};
 use crate::error::ResultExt;
+use crate::ir::limits::check_alloc;
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::checked_len;
 use crate::ir::{Attr, Attributes, DType, Data, DataRef, Fact, Sequence, Tensor};
@@ -184,8 +186,11 @@ struct SplitToSequence {
 impl SplitToSequence {
     /// The length of each piece along an axis of size `dim`: `split` is one chunk length (the
     /// last piece may be shorter) or every piece's length; without it, pieces of length 1.
-    fn lengths(dim: usize, split: Option<&Tensor>) -> Result<Vec<usize>> {
-        let Some(split) = split else { return Ok(vec![1; dim]) };
+    fn lengths(dim: usize, rank: usize, split: Option<&Tensor>) -> Result<Vec<usize>> {
+        let Some(split) = split else {
+            check_pieces(dim, rank)?;
+            return Ok(vec![1; dim]);
+        };
         if !matches!(split.dtype(), DType::I32 | DType::I64) {
             bail!(InvalidInput, "split must be int32 or int64, got {}", split.dtype());
         }
@@ -193,6 +198,7 @@ impl SplitToSequence {
         if split.rank() == 0 {
             let chunk = usize::try_from(values[0]).ok().filter(|&c| c > 0);
             let Some(chunk) = chunk else { bail!(InvalidInput, "split {} must be positive", values[0]) };
+            check_pieces(dim / chunk + 1, rank)?;
             let mut lengths = vec![chunk; dim / chunk];
             if dim % chunk != 0 {
                 lengths.push(dim % chunk);
@@ -213,12 +219,19 @@ impl SplitToSequence {
     }
 }
 
+/// Checks that a sequence of `count` tensors of rank `rank` fits under the size limit: the pieces
+/// of an empty tensor hold no data, but a dim of 2^40 would still make 2^40 of them.
+fn check_pieces(count: usize, rank: usize) -> Result<()> {
+    let piece_bytes = std::mem::size_of::<Tensor>() + rank * std::mem::size_of::<usize>();
+    check_alloc(count, piece_bytes, "the sequence's tensors")
+}
+
 /// `x` cut along `axis` into consecutive pieces of the given lengths (which add up to the dim).
 fn split_along(x: &Tensor, axis: usize, lengths: &[usize]) -> Result<Vec<Tensor>> {
     let shape = x.shape();
+    check_pieces(lengths.len(), shape.len())?;
     let dim = shape[axis];
-    let outer: usize = shape[..axis].iter().product();
-    let inner: usize = shape[axis + 1..].iter().product();
+    let (outer, inner) = (numel(&shape[..axis]), numel(&shape[axis + 1..]));
     let mut pieces = Vec::with_capacity(lengths.len());
     let mut start = 0;
     for &len in lengths {
@@ -251,7 +264,7 @@ impl Op for SplitToSequence {
         let x = tensor_input(inputs, 0)?;
         let split = opt_input(inputs, 1).map(|d| d.as_tensor()).transpose()?;
         let axis = normalize_axis(self.axis, x.rank())?;
-        let lengths = Self::lengths(x.shape()[axis], split)?;
+        let lengths = Self::lengths(x.shape()[axis], x.rank(), split)?;
         let mut pieces = split_along(x, axis, &lengths)?;
         if split.is_none() && !self.keepdims {
             let mut shape = x.shape().to_vec();

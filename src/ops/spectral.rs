@@ -3,7 +3,7 @@
 //! imaginary); a trailing dim of 1 is a real signal. Transforms run in f64 through [`super::fft`].
 
 use super::fft::{Complex, Fft};
-use super::reshape::{const_ints, fact_of, fold_small, lanes, scalar_int};
+use super::reshape::{const_ints, fact_of, fold_small, lanes, scalar_int, with_capacity};
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::tensor::{checked_len, try_vec};
 use crate::ir::{DType, Dim, Fact, Scalar, Tensor};
@@ -444,9 +444,11 @@ impl MelWeightMatrix {
     fn weights(&self, mel_bins: usize, dft_length: usize, sample_rate: usize, low: f64, high: f64) -> Result<Vec<f64>> {
         let spectrogram_bins = dft_length / 2 + 1;
         let (low_mel, high_mel) = (hz_to_mel(low), hz_to_mel(high));
-        let edges = mel_bins + 2;
+        // Check the output's size before anything is sized by num_mel_bins (2^40, say).
+        let len = checked_len(&[spectrogram_bins, mel_bins], self.dtype)?;
+        let edges = mel_bins.saturating_add(2);
         let step = (high_mel - low_mel) / edges as f64;
-        let mut bin_of_edge = Vec::with_capacity(edges);
+        let mut bin_of_edge = with_capacity(edges)?;
         for e in 0..edges {
             let hz = mel_to_hz(e as f64 * step + low_mel);
             let bin = ((dft_length as f64 + 1.0) * hz / sample_rate as f64).floor();
@@ -459,7 +461,7 @@ impl MelWeightMatrix {
             }
             bin_of_edge.push(bin as usize);
         }
-        let mut out = try_vec(checked_len(&[spectrogram_bins, mel_bins], self.dtype)?, 0.0)?;
+        let mut out = try_vec(len, 0.0)?;
         for band in 0..mel_bins {
             let (lo, center, hi) = (bin_of_edge[band], bin_of_edge[band + 1], bin_of_edge[band + 2]);
             if center == lo {

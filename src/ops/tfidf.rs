@@ -112,6 +112,9 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
             bail!(InvalidModel, "TfIdfVectorizer has {} weights for {output_size} outputs", w.len());
         }
     }
+    // No n-gram is longer than the pool's levels: a larger max_gram_length (2^40, say) would only
+    // size buffers and loops for grams that cannot match.
+    let max_gram = max_gram.min(counts.len());
     Ok(Box::new(TfIdfVectorizer { weighting, min_gram, max_gram, max_skip, tokens, ngrams, output_size, weights }))
 }
 
@@ -133,7 +136,9 @@ impl TfIdfVectorizer {
     /// Adds one row's n-gram counts to `freq` (one entry per output column).
     fn count_row(&self, row: &[i64], freq: &mut [u64], gram: &mut Vec<i64>) {
         let mut min_n = self.min_gram;
-        for skip in 0..=self.max_skip {
+        // A skip past the row's end leaves only unigrams, which the first pass counted: looping
+        // further (to a max_skip_count of 2^62, say) would change nothing.
+        for skip in 0..=self.max_skip.min(row.len()) {
             let step = skip + 1;
             for start in 0..row.len() {
                 gram.clear();
@@ -261,6 +266,22 @@ mod tests {
         assert_eq!(values(&run(a.clone(), pool.clone(), &x).unwrap()), [1., 4., 6., 0., 10., 6.]);
         a[0] = ("mode", Attr::String("IDF".into()));
         assert_eq!(values(&run(a, pool, &x).unwrap()), [1., 2., 3., 0., 5., 6.]);
+    }
+
+    #[test]
+    fn huge_gram_lengths_and_skips_cost_nothing() {
+        // Found by reading the code: 2^40 aborted on a capacity, 2^61 overflowed, 2^62 skips hung.
+        let x = Tensor::vector(ROW.to_vec());
+        let want = values(&run(attrs("TF", 1, 2, 5), Attr::Ints(POOL.to_vec()), &x).unwrap());
+        for (max, skip) in [(1 << 40, 5), (1 << 61, 5), (2, 1 << 62), (i64::MAX, i64::MAX)] {
+            let got = run(attrs("TF", 1, max, skip), Attr::Ints(POOL.to_vec()), &x).unwrap();
+            let expected = if skip == 5 {
+                want.clone()
+            } else {
+                values(&run(attrs("TF", 1, max.min(2), 12), Attr::Ints(POOL.to_vec()), &x).unwrap())
+            };
+            assert_eq!(values(&got), expected, "max_gram_length {max}, max_skip_count {skip}");
+        }
     }
 
     #[test]

@@ -143,15 +143,7 @@ struct CpuPlan {
 
 impl Plan for CpuPlan {
     fn run(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
-        // A kernel bug must come back as an error, never take the host process down.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.runner.run(inputs, &[]))).unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(err!(Runtime, "internal error (panic) while running: {msg}"))
-        })
+        self.runner.run(inputs, &[])
     }
 }
 

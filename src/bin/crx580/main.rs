@@ -5,7 +5,7 @@ mod json;
 
 use clap::{Args, Parser, Subcommand};
 use crx580::ir::{Dim, Tensor};
-use crx580::{bail, err, Device, Model, Result, Session, SessionOptions};
+use crx580::{bail, err, Device, LoadOptions, Model, Result, Session, SessionOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -37,12 +37,55 @@ struct DeviceArgs {
     /// CPU worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 impl DeviceArgs {
     fn session_options(&self) -> Result<SessionOptions> {
-        Ok(SessionOptions { device: self.device.parse::<Device>()?, threads: self.threads })
+        let max_tensor_bytes = self.limits.max_tensor_bytes()?;
+        Ok(SessionOptions { device: self.device.parse::<Device>()?, threads: self.threads, max_tensor_bytes })
     }
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// The largest tensor the model may make, at load or run time (bytes, or with K, M or G).
+    #[arg(long, value_name = "SIZE", default_value = "4G")]
+    max_memory: String,
+}
+
+impl LimitArgs {
+    fn max_tensor_bytes(&self) -> Result<usize> {
+        parse_size(&self.max_memory)
+    }
+
+    fn load(&self, path: &Path) -> Result<Model> {
+        Model::load_with(path, &LoadOptions { max_tensor_bytes: self.max_tensor_bytes()?, ..LoadOptions::default() })
+    }
+}
+
+/// `4096`, `64K`, `512M` or `4G` (powers of 1024) as bytes.
+fn parse_size(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => bail!(InvalidInput, "--max-memory '{s}': unknown unit (use K, M, G or T)"),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| err!(InvalidInput, "--max-memory '{s}' is not a positive size such as 512M or 4G"))
 }
 
 #[derive(Args)]
@@ -65,6 +108,8 @@ struct InfoArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Args)]
@@ -112,7 +157,7 @@ fn run(a: RunArgs) -> Result<()> {
     let Some(model_path) = &a.model else {
         return demo::run_demo(&options);
     };
-    let model = Model::load(model_path)?;
+    let model = a.device.limits.load(model_path)?;
     let inputs = read_inputs(&model, &a.inputs)?;
     let session = Session::new(model, &options)?;
     let refs: Vec<&Tensor> = inputs.iter().collect();
@@ -182,7 +227,7 @@ fn summarize(t: &Tensor) -> String {
 }
 
 fn info(a: InfoArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    let model = a.limits.load(&a.model)?;
     let imp = model.imported();
     let params = imp.graph.parameter_count();
     let hist = imp.graph.op_histogram();
@@ -226,7 +271,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     let options = a.device.session_options()?;
     let t0 = Instant::now();
-    let mut model = Model::load(&a.model)?;
+    let mut model = a.device.limits.load(&a.model)?;
     if !dims.is_empty() {
         model = model.with_dims(&dims)?;
     }
@@ -309,4 +354,20 @@ fn peak_rss_mb() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
+        for bad in ["", "0", "G", "4X", "-1", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }
