@@ -349,20 +349,17 @@ fn declared_type(t: &TypeProto) -> Result<(ValueKind, Fact)> {
         }
         _ => return Ok((ValueKind::Tensor, Fact::unknown())),
     };
-    let shape = match &tt.shape {
-        None => None,
-        Some(dims) => Some(
-            dims.iter()
-                .map(|d| match d {
-                    // paddle2onnx and others write -1 for a dynamic dim; onnxruntime reads any
-                    // negative declared dim as unknown, and so do we.
-                    Dimension::Value(v) => usize::try_from(*v).map_or(Dim::Unknown, Dim::Known),
-                    Dimension::Param(p) if !p.is_empty() => Dim::Symbol(p.clone()),
-                    _ => Dim::Unknown,
-                })
-                .collect::<Vec<Dim>>(),
-        ),
-    };
+    let shape = tt.shape.as_ref().map(|dims| {
+        dims.iter()
+            .map(|d| match d {
+                // paddle2onnx and others write -1 for a dynamic dim; onnxruntime reads any negative
+                // declared dim as unknown, and so do we.
+                Dimension::Value(v) => usize::try_from(*v).map_or(Dim::Unknown, Dim::Known),
+                Dimension::Param(p) if !p.is_empty() => Dim::Symbol(p.clone()),
+                _ => Dim::Unknown,
+            })
+            .collect::<Vec<Dim>>()
+    });
     Ok((ValueKind::Tensor, Fact { dtype: DType::from_onnx_code(tt.elem_type), shape, value: None }))
 }
 
