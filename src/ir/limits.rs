@@ -43,7 +43,7 @@ pub fn check_alloc(count: usize, item_bytes: usize, what: &str) -> Result<()> {
     let limit = max_tensor_bytes();
     match count.checked_mul(item_bytes.max(1)) {
         Some(bytes) if bytes <= limit => Ok(()),
-        Some(bytes) => bail!(ResourceLimit, "{what} needs {bytes} bytes, over the limit of {limit} bytes"),
+        Some(bytes) => bail!(ResourceLimit, "{what} would take {bytes} bytes, over the limit of {limit} bytes"),
         None => bail!(ResourceLimit, "{what} of {count} items overflows the address space"),
     }
 }
@@ -60,7 +60,7 @@ mod tests {
             assert!(check_alloc(25, 4, "x").is_ok());
             let e = check_alloc(26, 4, "scratch").unwrap_err();
             assert_eq!(e.kind, ErrorKind::ResourceLimit);
-            assert!(e.message.contains("scratch needs 104 bytes"), "{e}");
+            assert!(e.message.contains("scratch would take 104 bytes"), "{e}");
         });
         assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
         let _ = std::panic::catch_unwind(|| with_max_tensor_bytes(1, || panic!("kernel bug")));

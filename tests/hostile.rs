@@ -1,0 +1,74 @@
+//! Hostile models (tests/models/hostile, made by gen_hostile.py): each asks, from a few hundred
+//! bytes, for memory or time that no machine has. Every one must load and run with a clear error
+//! (or a correct, cheap result), and the whole test must stay small in memory: the process's peak
+//! resident set is checked at the end (the only other test here is tiny).
+
+use crx580::ir::Dim;
+use crx580::{ErrorKind, Model, Session, SessionOptions, Tensor};
+use std::path::{Path, PathBuf};
+
+fn case(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/hostile").join(format!("{name}.onnx"))
+}
+
+fn session(name: &str) -> Session {
+    let model = Model::load(case(name)).unwrap_or_else(|e| panic!("{name} should load: {e}"));
+    Session::new(model, &SessionOptions::default()).unwrap()
+}
+
+/// Runs `name` (no inputs) and expects a `ResourceLimit` error whose message names `place`.
+fn expect_limit(name: &str, place: &str) {
+    let e = session(name).run(&[]).expect_err(name);
+    assert_eq!(e.kind, ErrorKind::ResourceLimit, "{name}: {e}");
+    assert!(e.message.contains(place), "{name}: the error should name {place}: {e}");
+}
+
+/// Peak resident set of this process in MiB (VmHWM), from /proc.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+#[test]
+fn hostile_models_fail_cleanly_and_stay_small() {
+    // ConstantOfShape of 2^28 floats: not folded at load, refused under a smaller session limit.
+    let model = Model::load(case("constant_of_shape_1gib")).unwrap();
+    assert_eq!(model.graph().nodes.len(), 1, "the 1 GiB constant must be left to run time");
+    let small = SessionOptions { max_tensor_bytes: 64 << 20, ..SessionOptions::default() };
+    let e = Session::new(model, &small).unwrap().run(&[]).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ResourceLimit, "{e}");
+    assert!(e.message.contains("ConstantOfShape") && e.message.contains("over the limit of 67108864"), "{e}");
+
+    // TfIdfVectorizer with 2^40 / 2^61 gram lengths and 2^62 skips: runs, cheaply and correctly.
+    let row = Tensor::vector(vec![1i64, 1, 3, 3, 3, 7, 8, 6, 7, 5, 6, 8]);
+    for name in ["tfidf_gram_2_40", "tfidf_gram_2_61", "tfidf_skip_2_62"] {
+        let y = session(name).run(&[("x", &row)]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = std::fs::read(case(name).with_extension("expected.npy")).unwrap();
+        let expected = crx580::io::npy::from_npy(&expected).unwrap();
+        assert_eq!(y[0], expected, "{name}");
+    }
+
+    // Dims of empty tensors: a [0, 2^40] tensor made at run time, or declared as an initializer.
+    expect_limit("resize_antialias_empty_2_40", "empty tensor of shape [0, 1099511627776]");
+    let e = Model::load(case("empty_initializer_2_40")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ResourceLimit, "{e}");
+    assert!(e.message.contains("initializer 'x'") || e.message.contains("'x'"), "{e}");
+
+    // 2^40 mel bins, and 2^27 pieces of an empty tensor.
+    expect_limit("mel_weight_matrix_2_40", "MelWeightMatrix");
+    expect_limit("split_to_sequence_empty_2_27", "SplitToSequence");
+
+    let peak = peak_rss_mib();
+    assert!(peak < 512, "peak resident set {peak} MiB: some bomb was materialised");
+}
+
+#[test]
+fn negative_declared_dims_are_dynamic() {
+    // paddle2onnx writes -1 for dynamic dims; onnxruntime runs such models, and so must we.
+    let s = session("paddle_negative_dims");
+    assert_eq!(s.model().inputs()[0].shape, Some(vec![Dim::Unknown, Dim::Known(3), Dim::Unknown]));
+    let x = Tensor::new(vec![2, 3, 1], vec![-1f32, 2., -3., 4., -5., 6.]).unwrap();
+    let y = s.run(&[("x", &x)]).unwrap();
+    assert_eq!(y[0].as_slice::<f32>().unwrap(), &[0., 2., 0., 4., 0., 6.]);
+}
