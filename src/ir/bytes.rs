@@ -78,8 +78,7 @@ pub fn from_le_bytes(dtype: DType, n: usize, bytes: &[u8]) -> Result<TensorData>
 
 /// Collects exactly `n` items without aborting the process if memory is short.
 fn collect_exact<T>(n: usize, items: impl Iterator<Item = T>) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    let mut v = crate::ir::limits::with_capacity(n)?;
     v.extend(items.take(n));
     Ok(v)
 }

@@ -48,6 +48,15 @@ pub fn check_alloc(count: usize, item_bytes: usize, what: &str) -> Result<()> {
     }
 }
 
+/// An empty vector with room for `n` items, checked against the limit first and then reserved
+/// without aborting if memory is short: every model-sized buffer is made here or by [`check_alloc`].
+pub fn with_capacity<T>(n: usize) -> Result<Vec<T>> {
+    check_alloc(n, std::mem::size_of::<T>(), "buffer")?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| crate::err!(ResourceLimit, "cannot allocate {n} items: out of memory"))?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,8 +346,7 @@ pub fn unpack<T: NarrowBits>(bytes: &[u8], n: usize) -> Option<Vec<T>> {
         return None;
     }
     let mask = ((1u16 << T::BITS) - 1) as u8;
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).ok()?;
+    let mut out = crate::ir::limits::with_capacity(n).ok()?;
     out.extend(
         bytes
             .iter()

@@ -352,9 +352,7 @@ pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
 /// Allocates a vector for `n` elements, checked against the tensor size limit first, without
 /// aborting the process if memory is short.
 pub fn try_vec<T: Clone>(n: usize, fill: T) -> Result<Vec<T>> {
-    limits::check_alloc(n, std::mem::size_of::<T>(), "buffer")?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    let mut v = limits::with_capacity(n)?;
     v.resize(n, fill);
     Ok(v)
 }

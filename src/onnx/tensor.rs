@@ -233,8 +233,7 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, expected: usize) -> R
             path.display()
         );
     }
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(expected).map_err(|_| err!(ResourceLimit, "cannot allocate {expected} bytes"))?;
+    let mut bytes = crate::ir::limits::with_capacity(expected)?;
     file.seek(SeekFrom::Start(offset)).map_err(open_error)?;
     (&mut file).take(expected as u64).read_to_end(&mut bytes).map_err(open_error)?;
     if bytes.len() != expected {

@@ -54,8 +54,7 @@ pub fn binary<A: Elem, B: Elem, O: Elem>(a: &Tensor, b: &Tensor, f: impl Fn(&A, 
     let out_shape = broadcast_shapes(a.shape(), b.shape())?;
     let (xa, xb) = (a.as_slice::<A>()?, b.as_slice::<B>()?);
     let n = crate::ir::tensor::checked_len(&out_shape, O::DTYPE)?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| crate::err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    let mut out = crate::ir::limits::with_capacity(n)?;
     for_each_index([a.shape(), b.shape()], &out_shape, |_, [i, j]| out.push(f(&xa[i], &xb[j])));
     Tensor::new(out_shape, out)
 }
@@ -70,8 +69,7 @@ pub fn ternary<A: Elem, B: Elem, C: Elem, O: Elem>(
     let out_shape = broadcast_shapes(&broadcast_shapes(a.shape(), b.shape())?, c.shape())?;
     let (xa, xb, xc) = (a.as_slice::<A>()?, b.as_slice::<B>()?, c.as_slice::<C>()?);
     let n = crate::ir::tensor::checked_len(&out_shape, O::DTYPE)?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| crate::err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    let mut out = crate::ir::limits::with_capacity(n)?;
     for_each_index([a.shape(), b.shape(), c.shape()], &out_shape, |_, [i, j, k]| out.push(f(&xa[i], &xb[j], &xc[k])));
     Tensor::new(out_shape, out)
 }

@@ -157,8 +157,7 @@ pub(super) fn stack(parts: &[Tensor], axis: usize, reverse: bool) -> Result<Tens
     }
     dispatch!(first.dtype(); T => {
         let slices = parts.iter().map(|p| p.as_slice::<T>()).collect::<Result<Vec<&[T]>>>()?;
-        let mut data: Vec<T> = Vec::new();
-        data.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
+        let mut data: Vec<T> = crate::ir::limits::with_capacity(n)?;
         for o in 0..outer {
             for t in 0..slices.len() {
                 let s = slices[if reverse { slices.len() - 1 - t } else { t }];

@@ -194,6 +194,7 @@ impl Bluestein {
     fn run(&self, data: &mut [Complex], scratch: &mut Vec<Complex>) -> Result<()> {
         let m = self.kernel.len();
         scratch.clear();
+        crate::ir::limits::check_alloc(m, std::mem::size_of::<Complex>(), "Bluestein FFT scratch")?;
         scratch.try_reserve(m).map_err(|_| crate::err!(ResourceLimit, "cannot allocate {m} elements"))?;
         scratch.extend(data.iter().zip(&self.chirp).map(|(&x, &w)| x.mul(w)));
         scratch.resize(m, Complex::ZERO);

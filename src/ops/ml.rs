@@ -4,7 +4,7 @@
 use super::{input, BuildCtx, Op, Registry};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Dim, Elem, Fact, Scalar, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch, Result};
 use std::collections::HashMap;
 
 pub const ML: &str = "ai.onnx.ml";
@@ -61,8 +61,7 @@ impl Op for ArrayFeatureExtractor {
 /// `x[..., indices]` over rows of `last` elements, with `indices` already checked against `last`.
 fn pick_columns<T: Elem>(x: &Tensor, indices: &[usize], last: usize, shape: Vec<usize>) -> Result<Tensor> {
     let n = checked_len(&shape, x.dtype())?;
-    let mut out: Vec<T> = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
+    let mut out: Vec<T> = crate::ir::limits::with_capacity(n)?;
     for row in x.as_slice::<T>()?.chunks_exact(last.max(1)) {
         out.extend(indices.iter().map(|&i| row[i].clone()));
     }

@@ -119,8 +119,7 @@ fn pool_planes<T, O>(
         .collect();
     let in_plane: usize = g.iter().map(|a| a.input).product();
     let len = checked_len(out_shape, DType::F64)?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| err!(ResourceLimit, "cannot allocate {len} pooling results"))?;
+    let mut out = crate::ir::limits::with_capacity(len)?;
     let planes: usize = out_shape[..2].iter().product();
     for plane in 0..planes {
         let src = &x[plane * in_plane..(plane + 1) * in_plane];

@@ -179,14 +179,7 @@ pub(crate) fn lanes(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
 }
 
-/// An empty vector with room for `n` elements, checked against the tensor size limit, or an error
-/// instead of an abort if memory is short.
-pub(crate) fn with_capacity<T>(n: usize) -> Result<Vec<T>> {
-    crate::ir::limits::check_alloc(n, std::mem::size_of::<T>(), "buffer")?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| err!(ResourceLimit, "cannot allocate {n} elements"))?;
-    Ok(v)
-}
+pub(crate) use crate::ir::limits::with_capacity;
 
 pub(crate) fn known_dims(shape: &[usize]) -> Vec<Dim> {
     shape.iter().map(|&d| Dim::Known(d)).collect()

@@ -194,9 +194,7 @@ impl Op for StringNormalizer {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
         let leading_one = self.check_shape(x.rank(), x.shape().first().copied())?;
-        let mut out: Vec<String> = vec![];
-        out.try_reserve_exact(x.len())
-            .map_err(|_| crate::err!(ResourceLimit, "cannot allocate {} strings", x.len()))?;
+        let mut out: Vec<String> = crate::ir::limits::with_capacity(x.len())?;
         for s in x.as_slice::<String>()? {
             if self.is_stopword(s) {
                 continue;
