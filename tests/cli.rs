@@ -120,3 +120,17 @@ fn errors_are_one_line_and_name_the_input() {
     let o = crx580(&["run", model.to_str().unwrap(), "--device", "tpu"]);
     assert!(stderr(&o).contains("unknown device 'tpu'"), "{}", stderr(&o));
 }
+
+#[test]
+fn max_memory_limits_what_a_model_may_allocate() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/hostile/constant_of_shape_1gib.onnx");
+    let o = crx580(&["run", model.to_str().unwrap(), "--max-memory", "64M"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.starts_with("crx580: error: node (ConstantOfShape): tensor of shape [268435456]"), "{err}");
+    assert!(err.contains("over the limit of 67108864 bytes"), "{err}");
+    let o = crx580(&["info", model.to_str().unwrap(), "--max-memory", "lots"]);
+    assert!(stderr(&o).contains("--max-memory 'lots'"), "{}", stderr(&o));
+    // The demo runs under a small limit too: its tensors are tiny.
+    assert!(crx580(&["run", "--max-memory", "1M"]).status.success());
+}
