@@ -59,6 +59,11 @@ fn hostile_models_fail_cleanly_and_stay_small() {
     expect_limit("mel_weight_matrix_2_40", "MelWeightMatrix");
     expect_limit("split_to_sequence_empty_2_27", "SplitToSequence");
 
+    // Window attributes of 2^40: the output is refused before any per-position table is made.
+    for name in ["maxpool_pads_2_40", "conv_dilations_2_40", "conv_transpose_strides_2_40"] {
+        expect_limit(name, "overflows");
+    }
+
     let peak = peak_rss_mib();
     assert!(peak < 512, "peak resident set {peak} MiB: some bomb was materialised");
 }

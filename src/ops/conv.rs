@@ -3,6 +3,7 @@
 
 use super::matmul::{gemm, MatElem};
 use super::real::{from_real, to_real, wants_f64, Real};
+use super::reshape::numel;
 use super::window::{three_axes, Axis, WindowAttrs};
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::tensor::{checked_len, try_vec};
@@ -278,13 +279,14 @@ pub(super) fn conv_forward<T: MatElem>(
         bail!(Shape, "{op}: {maps} output channels do not split into {group} groups");
     }
     let (c_per_group, m_per_group) = (channels / group, maps / group);
-    let in_plane: usize = xs[2..].iter().product();
-    let out_plane: usize = axes.iter().map(|a| a.output).product();
-    let taps: usize = kernel.iter().product();
-
+    // The output's size is checked before any product of its dims (huge pads or dilations).
     let mut out_shape = vec![batch, maps];
     out_shape.extend(axes.iter().map(|a| a.output));
     let mut y = try_vec(checked_len(&out_shape, T::DTYPE)?, T::zero())?;
+    let in_plane: usize = xs[2..].iter().product();
+    let out_plane = numel(&out_shape[2..]);
+    let taps: usize = kernel.iter().product();
+
     let pointwise = is_pointwise(&g);
     let col_len = if pointwise { 0 } else { checked_len(&[c_per_group, taps, out_plane], T::DTYPE)? };
     let mut col = try_vec(col_len, T::zero())?;

@@ -4,6 +4,7 @@
 use super::conv::{add_bias, col2im, float_dtype, ConvAttrs};
 use super::matmul::{gemm, MatElem};
 use super::real::{from_real, to_real, Real};
+use super::reshape::numel;
 use super::window::{sizes_attr, three_axes, Axis};
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::tensor::{checked_len, try_vec};
@@ -104,15 +105,16 @@ impl ConvTranspose {
         let g = three_axes(&axes)?;
         let group = self.attrs.group;
         let (batch, channels, m_per_group) = (xs[0], xs[1], ws[1]);
-        let maps = m_per_group * group;
+        let maps = m_per_group.saturating_mul(group);
         let c_per_group = channels / group;
-        let in_plane: usize = xs[2..].iter().product();
-        let out_plane: usize = axes.iter().map(|a| a.input).product();
-        let taps: usize = kernel.iter().product();
-
+        // The output's size is checked before any product of its dims (huge strides or an
+        // output_shape of 2^40).
         let mut out_shape = vec![batch, maps];
         out_shape.extend(axes.iter().map(|a| a.input));
         let mut y = try_vec(checked_len(&out_shape, x.dtype())?, R::zero())?;
+        let in_plane: usize = xs[2..].iter().product();
+        let out_plane = numel(&out_shape[2..]);
+        let taps: usize = kernel.iter().product();
         let (xv, wv) = (to_real::<R>(x)?, to_real::<R>(w)?);
         let col_rows = m_per_group * taps;
         let mut col = try_vec(checked_len(&[col_rows, in_plane], x.dtype())?, R::zero())?;

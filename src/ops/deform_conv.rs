@@ -284,8 +284,9 @@ impl Op for Col2Im {
 
 fn run_col2im<R: Real>(x: &Tensor, axes: &[BlockAxis]) -> Result<Tensor> {
     let xs = x.shape();
-    let taps: usize = axes.iter().map(|a| a.block).product();
-    let blocks: usize = axes.iter().map(|a| a.count).product();
+    // Saturating: a huge image_shape cannot match the input's block count anyway.
+    let taps = axes.iter().fold(1usize, |n, a| n.saturating_mul(a.block));
+    let blocks = axes.iter().fold(1usize, |n, a| n.saturating_mul(a.count));
     if xs.len() != 3 || xs[1] % taps != 0 || xs[2] != blocks {
         bail!(
             Shape,

@@ -105,6 +105,9 @@ fn pool_planes<T, O>(
     out_shape: &[usize],
     mut f: impl FnMut(usize, &[T], &Window) -> O,
 ) -> Result<Vec<O>> {
+    // The output's size bounds every per-position table below: check it first (pads of 2^40 make
+    // 2^40 output positions).
+    let len = checked_len(out_shape, DType::F64)?;
     // Per axis and output position: (taps inside the input, taps inside the padded input).
     let ranges: Vec<Vec<((usize, usize), usize)>> = g
         .iter()
@@ -118,7 +121,6 @@ fn pool_planes<T, O>(
         })
         .collect();
     let in_plane: usize = g.iter().map(|a| a.input).product();
-    let len = checked_len(out_shape, DType::F64)?;
     let mut out = crate::ir::limits::with_capacity(len)?;
     let planes: usize = out_shape[..2].iter().product();
     for plane in 0..planes {

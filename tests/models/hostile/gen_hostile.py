@@ -118,6 +118,37 @@ save(
     [ints("shape", [1 << 27, 0])],
 )
 
+# Window attributes: pads, dilations and strides of 2^40 on a 4x4 image make output positions (and
+# per-position tables) that no machine holds; found by a scan of window ops (MaxPool aborted,
+# Conv and ConvTranspose overflowed).
+image = numpy_helper.from_array(np.ones((1, 1, 4, 4), dtype=np.float32), "x")
+kernel = numpy_helper.from_array(np.ones((1, 1, 2, 2), dtype=np.float32), "w")
+H = 1 << 40
+save(
+    "maxpool_pads_2_40",
+    [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[H, H], pads=[H, H, H, H])],
+    [],
+    [out("y")],
+    [image],
+    opset=12,
+)
+save(
+    "conv_dilations_2_40",
+    [helper.make_node("Conv", ["x", "w"], ["y"], dilations=[H, H], pads=[H, H, H, H])],
+    [],
+    [out("y")],
+    [image, kernel],
+    opset=11,
+)
+save(
+    "conv_transpose_strides_2_40",
+    [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[H, H])],
+    [],
+    [out("y")],
+    [image, kernel],
+    opset=11,
+)
+
 # paddle2onnx's dynamic dims: -1 in the declared input and output shapes.
 save(
     "paddle_negative_dims",
