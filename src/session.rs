@@ -4,7 +4,7 @@
 use crate::backend::{backend_for, Device, Plan};
 use crate::error::catch_panics;
 use crate::ir::infer::infer_facts;
-use crate::ir::limits::{with_max_tensor_bytes, DEFAULT_MAX_TENSOR_BYTES};
+use crate::ir::limits::{with_max_tensor_bytes, with_time_limit, DEFAULT_MAX_TENSOR_BYTES};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Dim, Fact, Graph, Tensor, ValueKind};
 use crate::onnx::{import_model, ImportedModel};
@@ -13,6 +13,7 @@ use crate::{bail, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Name, kind, dtype and shape of a model input or output, as far as they are known before running.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,11 +156,19 @@ pub struct SessionOptions {
     /// The largest tensor or scratch buffer, in bytes, that a run may allocate; a run that would
     /// need more fails with a `ResourceLimit` error naming the node.
     pub max_tensor_bytes: usize,
+    /// How long one run may take; a run past it stops at the next node (or loop iteration) with a
+    /// `ResourceLimit` error. `None`: no limit.
+    pub max_run_time: Option<Duration>,
 }
 
 impl Default for SessionOptions {
     fn default() -> SessionOptions {
-        SessionOptions { device: Device::Auto, threads: 0, max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES }
+        SessionOptions {
+            device: Device::Auto,
+            threads: 0,
+            max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
+            max_run_time: None,
+        }
     }
 }
 
@@ -169,6 +178,7 @@ pub struct Session {
     model: Model,
     plan: Box<dyn Plan>,
     max_tensor_bytes: usize,
+    max_run_time: Option<Duration>,
 }
 
 impl Session {
@@ -179,7 +189,7 @@ impl Session {
         };
         let backend = backend_for(options.device, threads)?;
         let plan = backend.compile(model.graph.clone())?;
-        Ok(Session { model, plan, max_tensor_bytes: options.max_tensor_bytes })
+        Ok(Session { model, plan, max_tensor_bytes: options.max_tensor_bytes, max_run_time: options.max_run_time })
     }
 
     pub fn model(&self) -> &Model {
@@ -238,7 +248,7 @@ impl Session {
     fn run_refs(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
         with_max_tensor_bytes(self.max_tensor_bytes, || {
             self.check_inputs(inputs)?;
-            catch_panics("running", || self.plan.run(inputs))
+            with_time_limit(self.max_run_time, || catch_panics("running", || self.plan.run(inputs)))
         })
     }
 

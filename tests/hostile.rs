@@ -1,11 +1,12 @@
 //! Hostile models (tests/models/hostile, made by gen_hostile.py): each asks, from a few hundred
 //! bytes, for memory or time that no machine has. Every one must load and run with a clear error
 //! (or a correct, cheap result), and the whole test must stay small in memory: the process's peak
-//! resident set is checked at the end (the only other test here is tiny).
+//! resident set is checked at the end (the other tests here are tiny).
 
 use crx580::ir::Dim;
 use crx580::{ErrorKind, Model, Session, SessionOptions, Tensor};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 fn case(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/hostile").join(format!("{name}.onnx"))
@@ -66,6 +67,17 @@ fn hostile_models_fail_cleanly_and_stay_small() {
 
     let peak = peak_rss_mib();
     assert!(peak < 512, "peak resident set {peak} MiB: some bomb was materialised");
+}
+
+#[test]
+fn a_time_limit_stops_an_endless_loop() {
+    let model = Model::load(case("loop_2_62")).unwrap();
+    let options = SessionOptions { max_run_time: Some(Duration::from_millis(200)), ..SessionOptions::default() };
+    let start = Instant::now();
+    let e = Session::new(model, &options).unwrap().run(&[]).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ResourceLimit, "{e}");
+    assert!(e.message.contains("time limit of 200 ms") && e.message.contains("Loop"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(10), "stopped after {:?}", start.elapsed());
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 use crate::{bail, Result};
 use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 /// The default limit on one tensor (or one scratch buffer): 4 GiB, well under a workstation's
 /// memory and above any single weight of the models this runtime targets.
@@ -17,6 +18,8 @@ pub const DEFAULT_MAX_TENSOR_BYTES: usize = 4 << 30;
 
 thread_local! {
     static MAX_TENSOR_BYTES: Cell<usize> = const { Cell::new(DEFAULT_MAX_TENSOR_BYTES) };
+    /// When the current run must stop, and the time limit it came from (for the message).
+    static DEADLINE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
 /// The limit in force on this thread.
@@ -35,6 +38,42 @@ pub fn with_max_tensor_bytes<R>(limit: usize, f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(MAX_TENSOR_BYTES.with(|c| c.replace(limit)));
     f()
+}
+
+/// Runs `f` with a deadline `limit` from now (or the enclosing one, if that is sooner), restoring
+/// the previous one afterwards.
+/// Graph runners call [`check_deadline`] between nodes, so that a Loop of 2^24 iterations or a long
+/// chain of nodes cannot hold a server thread for minutes.
+pub fn with_time_limit<R>(limit: Option<Duration>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<(Instant, Duration)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.with(|c| c.set(self.0));
+        }
+    }
+    let outer = DEADLINE.with(|c| c.get());
+    let inner = limit.map(|l| (Instant::now().checked_add(l).unwrap_or_else(far_future), l));
+    // A limit inside a limited run only tightens it.
+    let deadline = match (outer, inner) {
+        (Some(o), Some(i)) => Some(if i.0 < o.0 { i } else { o }),
+        (o, i) => i.or(o),
+    };
+    let _restore = Restore(DEADLINE.with(|c| c.replace(deadline)));
+    f()
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// A `ResourceLimit` error once the current run has passed its time limit.
+pub fn check_deadline() -> Result<()> {
+    match DEADLINE.with(|c| c.get()) {
+        Some((deadline, limit)) if Instant::now() > deadline => {
+            bail!(ResourceLimit, "the run passed its time limit of {} ms", limit.as_millis())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks that `count` items of `item_bytes` bytes each fit under the limit; `what` names the
@@ -75,5 +114,23 @@ mod tests {
         let _ = std::panic::catch_unwind(|| with_max_tensor_bytes(1, || panic!("kernel bug")));
         assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
         assert_eq!(check_alloc(usize::MAX, 2, "x").unwrap_err().kind, ErrorKind::ResourceLimit);
+    }
+
+    #[test]
+    fn the_deadline_is_scoped_and_restored() {
+        assert!(check_deadline().is_ok());
+        with_time_limit(Some(Duration::ZERO), || {
+            std::thread::sleep(Duration::from_millis(2));
+            let e = check_deadline().unwrap_err();
+            assert_eq!(
+                (e.kind, e.message.as_str()),
+                (ErrorKind::ResourceLimit, "the run passed its time limit of 0 ms")
+            );
+            // An inner, looser limit does not lift the outer one.
+            with_time_limit(None, || assert!(check_deadline().is_err()));
+            with_time_limit(Some(Duration::from_secs(60)), || assert!(check_deadline().is_err()));
+        });
+        assert!(check_deadline().is_ok());
+        with_time_limit(Some(Duration::MAX), || assert!(check_deadline().is_ok()));
     }
 }

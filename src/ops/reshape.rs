@@ -7,7 +7,7 @@
 //! `axes` given as an attribute or an input, and folding small constants during inference.
 
 use super::{input, opt_input, BuildCtx, Op, Registry};
-use crate::ir::limits::{max_tensor_bytes, with_max_tensor_bytes};
+use crate::ir::limits::{max_tensor_bytes, with_max_tensor_bytes, with_time_limit};
 use crate::ir::shape::normalize_axis;
 use crate::ir::{DType, Dim, Fact, Tensor};
 use crate::{bail, err, Result};
@@ -109,8 +109,10 @@ pub(crate) fn normalize_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<
 /// Constants up to this many elements are computed during inference.
 const FOLD_LIMIT: usize = 1 << 12;
 
-/// The most one such computation may allocate, scratch included.
+/// The most one such computation may allocate, scratch included, and the longest it may take (a
+/// Loop with a scalar output can still run 2^24 iterations).
 const FOLD_SCRATCH_BYTES: usize = 16 << 20;
+const FOLD_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// When every input is a small constant and every output is small, runs `op` so that the output
 /// facts carry their values: later nodes' inference (Reshape's target shape, say) can then use them.
@@ -127,7 +129,8 @@ pub(crate) fn fold_small(op: &dyn Op, inputs: &[Option<&Fact>], facts: Vec<Fact>
     let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
     // Scratch that an attribute asks for counts too: a small fold may not allocate much either,
     // and one that would is left to run time, where the session's limit decides.
-    match with_max_tensor_bytes(FOLD_SCRATCH_BYTES.min(max_tensor_bytes()), || op.eval(&tensors)) {
+    let eval = || with_time_limit(Some(FOLD_TIME), || op.eval(&tensors));
+    match with_max_tensor_bytes(FOLD_SCRATCH_BYTES.min(max_tensor_bytes()), eval) {
         Ok(outputs) => Ok(outputs.into_iter().map(|t| Fact::constant(Arc::new(t))).collect()),
         Err(e) if e.kind == crate::ErrorKind::ResourceLimit => Ok(facts),
         Err(e) => Err(e),

@@ -3,12 +3,28 @@
 //! of a statically shaped tensor) become constants too.
 
 use super::Pass;
-use crate::ir::limits::{max_tensor_bytes, with_max_tensor_bytes};
+use crate::ir::limits::{max_tensor_bytes, with_max_tensor_bytes, with_time_limit};
 use crate::ir::{Fact, Graph, Tensor};
 use crate::{ErrorKind, Result};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub struct ConstFold;
+pub struct ConstFold {
+    /// When folding stops for this load (see [`FOLD_TIME_BUDGET`]); the pass runs many rounds.
+    budget_end: Instant,
+}
+
+impl ConstFold {
+    pub fn new() -> ConstFold {
+        ConstFold { budget_end: Instant::now() + FOLD_TIME_BUDGET }
+    }
+}
+
+impl Default for ConstFold {
+    fn default() -> ConstFold {
+        ConstFold::new()
+    }
+}
 
 /// Folding must not blow memory up: outputs larger than this many bytes, and larger than the
 /// node's constant inputs, stay computed at run time (a ConstantOfShape of a big shape, say), where
@@ -18,6 +34,10 @@ const MAX_FOLDED_BYTES: usize = 64 << 20;
 /// And all the bytes that folding adds to the model (outputs beyond the inputs they replace) stay
 /// under this, so that many medium-sized folds cannot add up to a bomb either.
 const MAX_FOLDED_GROWTH: usize = 256 << 20;
+
+/// And folding takes at most this long for one load, all rounds together: a constant Loop of 2^24 iterations is left
+/// to run time, where the session's time limit applies. Folding or not never changes results.
+const FOLD_TIME_BUDGET: Duration = Duration::from_secs(2);
 
 impl Pass for ConstFold {
     fn name(&self) -> &'static str {
@@ -56,7 +76,9 @@ impl Pass for ConstFold {
             // Kernels check their allocations against the limit in force, so an output bigger than
             // inference knew stops early instead of being made and thrown away.
             let limit = allowed.min(max_tensor_bytes());
-            let outputs = match with_max_tensor_bytes(limit, || node.op.eval(&inputs)) {
+            let time_left = self.budget_end.saturating_duration_since(Instant::now());
+            let fold = || with_time_limit(Some(time_left), || node.op.eval(&inputs));
+            let outputs = match with_max_tensor_bytes(limit, fold) {
                 Ok(outputs) => outputs,
                 Err(e) if e.kind == ErrorKind::ResourceLimit => {
                     keep.push(node);

@@ -15,7 +15,7 @@ pub trait Pass {
 
 /// The passes every model goes through, in order.
 pub fn default_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(const_fold::ConstFold), Box::new(dce::DeadNodes)]
+    vec![Box::new(const_fold::ConstFold::new()), Box::new(dce::DeadNodes)]
 }
 
 /// Runs `passes` to a fixed point (bounded, so a pass that always reports a change cannot hang).

@@ -76,6 +76,7 @@ impl GraphRunner {
             slots[id] = Some(Slot::Borrowed(d));
         }
         for (i, node) in g.nodes.iter().enumerate() {
+            crate::ir::limits::check_deadline().context(|| node.describe())?;
             let args: Vec<Option<DataRef>> =
                 node.inputs.iter().map(|inp| inp.map(|v| computed(g, &slots, v)).transpose()).collect::<Result<_>>()?;
             let outs = node.op.eval_refs(&args).context(|| node.describe())?;

@@ -37,14 +37,28 @@ struct DeviceArgs {
     /// CPU worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Stop a run that takes longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    max_time: Option<f64>,
     #[command(flatten)]
     limits: LimitArgs,
 }
 
 impl DeviceArgs {
     fn session_options(&self) -> Result<SessionOptions> {
-        let max_tensor_bytes = self.limits.max_tensor_bytes()?;
-        Ok(SessionOptions { device: self.device.parse::<Device>()?, threads: self.threads, max_tensor_bytes })
+        let max_run_time = match self.max_time {
+            None => None,
+            Some(s) => Some(
+                std::time::Duration::try_from_secs_f64(s)
+                    .map_err(|_| err!(InvalidInput, "--max-time {s} is not a number of seconds"))?,
+            ),
+        };
+        Ok(SessionOptions {
+            device: self.device.parse::<Device>()?,
+            threads: self.threads,
+            max_tensor_bytes: self.limits.max_tensor_bytes()?,
+            max_run_time,
+        })
     }
 }
 

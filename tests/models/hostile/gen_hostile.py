@@ -149,6 +149,34 @@ save(
     opset=11,
 )
 
+# Time: a Loop whose trip count is 2^62 and whose condition stays true; only a time limit (or the
+# 2^24-iteration cap, minutes later) stops it.
+body = helper.make_graph(
+    [
+        helper.make_node("Identity", ["cond"], ["cond_out"]),
+        helper.make_node("Add", ["v", "one"], ["v_out"]),
+    ],
+    "count",
+    [
+        helper.make_tensor_value_info("i", TensorProto.INT64, []),
+        helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v", TensorProto.INT64, []),
+    ],
+    [
+        helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v_out", TensorProto.INT64, []),
+    ],
+    initializer=[ints("one", 1)],
+)
+save(
+    "loop_2_62",
+    [helper.make_node("Loop", ["trips", "go", "v0"], ["v"], body=body)],
+    [],
+    [out("v", TensorProto.INT64)],
+    [ints("trips", 1 << 62), numpy_helper.from_array(np.array(True), "go"), ints("v0", 0)],
+    opset=13,
+)
+
 # paddle2onnx's dynamic dims: -1 in the declared input and output shapes.
 save(
     "paddle_negative_dims",
