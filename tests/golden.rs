@@ -22,3 +22,25 @@ fn golden_models_match_onnxruntime() {
         .collect();
     assert!(failures.is_empty(), "golden models failed:\n{}", failures.join("\n"));
 }
+
+/// `int64_passthrough` claims to check int64 values a double cannot hold: its expected outputs must
+/// have them, and a result one off in the last bit must fail.
+#[test]
+fn the_int64_golden_holds_values_beyond_a_double() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden/int64_passthrough");
+    let sets = common::data_sets(&dir);
+    assert!(!sets.is_empty(), "no data sets in {} (python tests/models/gen_models.py)", dir.display());
+    for set in sets {
+        let (_, expected) = common::read_data_set(&set).unwrap();
+        let ids = &expected[0];
+        let values = ids.as_slice::<i64>().unwrap();
+        let inexact: Vec<i64> = values.iter().copied().filter(|&v| v as f64 as i128 != v as i128).collect();
+        assert!(inexact.contains(&((1 << 53) + 1)) && inexact.contains(&i64::MAX), "{}: {values:?}", set.display());
+        for (k, _) in values.iter().enumerate().filter(|(_, v)| inexact.contains(v)) {
+            let mut off = values.to_vec();
+            off[k] ^= 1;
+            let off = crx580::ir::Tensor::new(ids.shape().to_vec(), off).unwrap();
+            assert!(common::compare(&off, ids, 1e-3, 1e-4).is_err(), "{}: element {k} one off passed", set.display());
+        }
+    }
+}

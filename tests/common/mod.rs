@@ -8,8 +8,16 @@ use crx580::{IoInfo, Model, Session, SessionOptions};
 use std::path::{Path, PathBuf};
 
 /// Closeness test: `|actual - expected| <= atol + rtol * |expected|`, NaN matches NaN; integers,
-/// bools and strings must be equal.
+/// bools and strings must be equal. Integers are compared as integers (never through f64, which
+/// cannot tell 2^53 from 2^53 + 1), and float8/float4 exactly by value (they come from a single
+/// rounding).
 pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
+    compare_scaled(actual, expected, rtol, &|_| atol)
+}
+
+/// [`compare`] with the absolute tolerance chosen per element: `atol(i)` for element `i` (flat,
+/// C order).
+pub fn compare_scaled(actual: &Tensor, expected: &Tensor, rtol: f64, atol: &dyn Fn(usize) -> f64) -> Result<(), String> {
     if actual.dtype() != expected.dtype() {
         return Err(format!("dtype {} != expected {}", actual.dtype(), expected.dtype()));
     }
@@ -19,20 +27,49 @@ pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Resu
     if actual.dtype() == DType::String {
         return if actual == expected { Ok(()) } else { Err("strings differ".into()) };
     }
+    if let (Some(a), Some(e)) = (integer_values(actual), integer_values(expected)) {
+        return match a.iter().zip(&e).position(|(x, y)| x != y) {
+            None => Ok(()),
+            Some(i) => Err(format!("element {i}: got {}, expected {}", a[i], e[i])),
+        };
+    }
     let (a, e) = (actual.to_f64_vec().map_err(|e| e.to_string())?, expected.to_f64_vec().map_err(|e| e.to_string())?);
-    // float8/float4 results are compared exactly too (NaN matching NaN): they come from a single rounding.
-    let exact = !actual.dtype().is_float() && !actual.dtype().is_narrow_float();
+    let exact = actual.dtype().is_narrow_float();
     for (i, (&x, &y)) in a.iter().zip(&e).enumerate() {
         let ok = if exact {
             x == y || (x.is_nan() && y.is_nan())
         } else {
-            (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs()
+            (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol(i) + rtol * y.abs()
         };
         if !ok {
             return Err(format!("element {i}: got {x}, expected {y}"));
         }
     }
     Ok(())
+}
+
+/// The elements of an integer or bool tensor as exact integers; `None` for other dtypes.
+pub fn integer_values(t: &Tensor) -> Option<Vec<i128>> {
+    use crx580::ir::narrow::{I2, I4, U2, U4};
+    fn all<T: crx580::ir::Elem + Copy>(t: &Tensor, f: impl Fn(T) -> i128) -> Option<Vec<i128>> {
+        t.as_slice::<T>().ok().map(|s| s.iter().map(|&v| f(v)).collect())
+    }
+    match t.dtype() {
+        DType::I8 => all(t, |v: i8| v.into()),
+        DType::I16 => all(t, |v: i16| v.into()),
+        DType::I32 => all(t, |v: i32| v.into()),
+        DType::I64 => all(t, |v: i64| v.into()),
+        DType::U8 => all(t, |v: u8| v.into()),
+        DType::U16 => all(t, |v: u16| v.into()),
+        DType::U32 => all(t, |v: u32| v.into()),
+        DType::U64 => all(t, |v: u64| v.into()),
+        DType::Bool => all(t, |v: bool| v.into()),
+        DType::I4 => all(t, |v: I4| v.to_i64().into()),
+        DType::U4 => all(t, |v: U4| v.to_i64().into()),
+        DType::I2 => all(t, |v: I2| v.to_i64().into()),
+        DType::U2 => all(t, |v: U2| v.to_i64().into()),
+        _ => None,
+    }
 }
 
 /// A generated test folder (node cases, model zoo): `$env_dir` or `target/<default>`. `None`, after
