@@ -31,3 +31,36 @@ fn floats_are_compared_within_the_tolerance() {
     let got = Tensor::vector(vec![1.0f32, 0.0, -100.0]);
     assert!(common::compare(&got, &want, 1e-3, 1e-4).is_err(), "a number for NaN");
 }
+
+/// Detector rows `[x, y, w, h, score]` with coordinates near 640: the scores' tolerance is their
+/// own column's (max(1, 0.9) * 1e-4), not the whole tensor's (640 * 1e-4 = 0.064).
+fn detections(score_error: f32) -> (Tensor, Tensor) {
+    let want: Vec<f32> = [[612.0, 630.5, 120.0, 88.0, 0.91], [14.25, 640.0, 33.0, 17.5, 0.02]].concat();
+    let mut got = want.clone();
+    got[4] += score_error;
+    (Tensor::new(vec![1, 2, 5], got).unwrap(), Tensor::new(vec![1, 2, 5], want).unwrap())
+}
+
+#[test]
+fn the_zoo_tolerance_is_per_component() {
+    let (got, want) = detections(0.06);
+    let e = common::compare_zoo(&got, &want, Some(2)).unwrap_err();
+    assert!(e.starts_with("element 4: got 0.97"), "{e}");
+    // The same rows laid out as YOLOv8 writes them, `[1, 5, boxes]`: components along axis 1.
+    let transpose = |t: &Tensor| {
+        let v = t.as_slice::<f32>().unwrap();
+        Tensor::new(vec![1, 5, 2], (0..10).map(|i| v[(i % 2) * 5 + i / 2]).collect()).unwrap()
+    };
+    assert!(common::compare_zoo(&transpose(&got), &transpose(&want), Some(1)).is_err());
+    // Within the column's own tolerance, and a coordinate off by less than 640's: both pass.
+    let (got, want) = detections(8e-4);
+    let ratio = common::compare_zoo(&got, &want, Some(2)).unwrap();
+    assert!((0.7..1.0).contains(&ratio), "worst error / allowed = {ratio}");
+    let mut coords = want.as_slice::<f32>().unwrap().to_vec();
+    coords[1] += 0.6;
+    assert!(common::compare_zoo(&Tensor::new(vec![1, 2, 5], coords).unwrap(), &want, Some(2)).is_ok());
+    // Without a component axis the output is one component (the old rule); integers are exact.
+    assert!(common::compare_zoo(&detections(0.06).0, &detections(0.06).1, None).is_ok());
+    assert!(common::compare_zoo(&Tensor::scalar(640.05f32), &Tensor::scalar(640.0f32), None).is_ok());
+    assert!(common::compare_zoo(&Tensor::vector(vec![5i64]), &Tensor::vector(vec![6i64]), None).is_err());
+}

@@ -192,3 +192,61 @@ pub fn run_case(case: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The model zoo's tolerance (tests/zoo.rs): `|got - ref| <= ZOO_RTOL*|ref| + ZOO_ATOL*scale`, where
+/// `scale` is `max(1, max|ref|)` over the element's component. An output of one kind of quantity
+/// (logits, a probability map, hidden states) is one component, so an element near zero is allowed
+/// an error in proportion to the magnitudes it was computed with. An output that packs quantities of
+/// different kinds along an axis (a detector's box coordinates in pixels, ~640, beside its 0-1
+/// scores) has one component per index on that axis: otherwise the scores could be off by
+/// 640 * ZOO_ATOL.
+pub const ZOO_RTOL: f64 = 1e-3;
+pub const ZOO_ATOL: f64 = 1e-4;
+
+/// `max(1, max|ref|)` per index along `axis` of `want` (over all of `want` when `axis` is `None`),
+/// and how to find an element's component: element `i` (flat, C order) has index
+/// `(i / stride) % scales.len()`.
+pub struct ComponentScale {
+    scales: Vec<f64>,
+    stride: usize,
+}
+
+impl ComponentScale {
+    pub fn new(want: &Tensor, axis: Option<usize>) -> Result<ComponentScale, String> {
+        let shape = want.shape();
+        let (dim, stride) = match axis {
+            None => (1, 1),
+            Some(a) if a < shape.len() => (shape[a], shape[a + 1..].iter().product::<usize>().max(1)),
+            Some(a) => return Err(format!("component axis {a} of a rank-{} output", shape.len())),
+        };
+        let mut scales = vec![1f64; dim];
+        for (i, v) in want.to_f64_vec().map_err(|e| e.to_string())?.iter().enumerate() {
+            let s = &mut scales[(i / stride) % dim];
+            *s = s.max(v.abs());
+        }
+        Ok(ComponentScale { scales, stride })
+    }
+
+    pub fn at(&self, i: usize) -> f64 {
+        self.scales[(i / self.stride) % self.scales.len()]
+    }
+}
+
+/// Compares one zoo output by the zoo's rule, with components along `axis` (`None`: the whole output
+/// is one); integers exactly. `Ok` carries the worst ratio of error to allowed error, how close it
+/// came to failing.
+pub fn compare_zoo(got: &Tensor, want: &Tensor, axis: Option<usize>) -> Result<f64, String> {
+    if !want.dtype().is_float() {
+        return compare(got, want, 0.0, 0.0).map(|()| 0.0);
+    }
+    let scale = ComponentScale::new(want, axis)?;
+    let atol = |i: usize| ZOO_ATOL * scale.at(i);
+    compare_scaled(got, want, ZOO_RTOL, &atol)?;
+    let (g, w) = (got.to_f64_vec().map_err(|e| e.to_string())?, want.to_f64_vec().map_err(|e| e.to_string())?);
+    Ok(g.iter()
+        .zip(&w)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b && !(a.is_nan() && b.is_nan()))
+        .map(|(i, (a, b))| (a - b).abs() / (ZOO_RTOL * b.abs() + atol(i)))
+        .fold(0.0, f64::max))
+}
