@@ -54,6 +54,19 @@ fn main() {
     };
     let filter = common::name_filter();
     let cases = common::cases_in(&dir, filter.as_deref());
+    // Every model the generator makes (and the filter selects) must be there.
+    let zoo_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/zoo");
+    let missing: Vec<String> = common::python_list(&zoo_src.join("gen_zoo.py"), "FAMILIES")
+        .iter()
+        .flat_map(|family| common::generator_models(&zoo_src.join(format!("{family}.py"))))
+        .filter(|name| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .filter(|name| !dir.join(name).join("model.onnx").exists())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("zoo models missing from {}: {}", dir.display(), missing.join(", "));
+        eprintln!("generate them with: python tests/models/zoo/gen_zoo.py --out {}", dir.display());
+        std::process::exit(1);
+    }
     if cases.is_empty() {
         eprintln!("no zoo models in {} match {filter:?}", dir.display());
         std::process::exit(1);

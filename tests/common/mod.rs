@@ -250,3 +250,29 @@ pub fn compare_zoo(got: &Tensor, want: &Tensor, axis: Option<usize>) -> Result<f
         .map(|(i, (a, b))| (a - b).abs() / (ZOO_RTOL * b.abs() + atol(i)))
         .fold(0.0, f64::max))
 }
+
+/// The case names a Python generator makes: the function names in its `MODELS = [...]` list (each
+/// function's name is its case's name; see tests/models/gen_models.py `generate`).
+pub fn generator_models(py: &Path) -> Vec<String> {
+    python_list(py, "MODELS")
+}
+
+/// The items of a one-level Python list of names or string literals, `VAR = [...]` at the start of a
+/// line in `py`, with quotes taken off.
+pub fn python_list(py: &Path, var: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(py).unwrap_or_else(|e| panic!("{}: {e}", py.display()));
+    let head = format!("\n{var} = [");
+    let start = text.find(&head).unwrap_or_else(|| panic!("{} has no `{var} = [...]` list", py.display())) + head.len();
+    let end = start + text[start..].find(']').unwrap_or_else(|| panic!("{}: {var} has no `]`", py.display()));
+    let items: Vec<String> = text[start..end]
+        .split(',')
+        .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(
+        items.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')),
+        "{}: {var} is not a plain list of names: {items:?}",
+        py.display()
+    );
+    items
+}
