@@ -73,16 +73,24 @@ pub fn integer_values(t: &Tensor) -> Option<Vec<i128>> {
 }
 
 /// A generated test folder (node cases, model zoo): `$env_dir` or `target/<default>`. `None`, after
-/// saying so loudly, when it has not been generated; with `$require=1` (as in CI) that exits 1.
+/// saying so loudly (even under the test harness), when it has not been generated; with
+/// `$require=1` (as in CI) that exits 1.
 pub fn generated_dir(env_dir: &str, default: &str, require: &str, what: &str, generator: &str) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var(env_dir).map(PathBuf::from).unwrap_or_else(|_| root.join("target").join(default));
     if dir.join("VERSION").exists() {
         return Some(dir);
     }
-    eprintln!("\n!!! {what} NOT RUN: nothing generated in {}", dir.display());
-    eprintln!("!!! generate it with: python {generator} --out {}", dir.display());
-    eprintln!("!!! (bash tests/run.sh does this for you)\n");
+    // Written to the process's stderr directly, not with eprintln!, which the test harness captures
+    // and hides when the test passes.
+    use std::io::Write;
+    let _ = write!(
+        std::io::stderr(),
+        "\n!!! {what} NOT RUN: nothing generated in {}\n!!! generate it with: python {generator} --out {}\n\
+         !!! (bash tests/run.sh does this for you; {require}=1 makes this a failure)\n\n",
+        dir.display(),
+        dir.display()
+    );
     if std::env::var(require).is_ok_and(|v| v == "1") {
         std::process::exit(1);
     }
