@@ -30,6 +30,11 @@ fn main() {
     };
     let filter = common::name_filter();
     let cases = common::cases_in(&dir, filter.as_deref());
+    if cases.is_empty() {
+        eprintln!("no node test cases in {} match {filter:?}", dir.display());
+        eprintln!("regenerate them with: python tests/conformance/gen_node_tests.py --out {}", dir.display());
+        std::process::exit(1);
+    }
 
     let manifest_text = std::fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
     let listed: BTreeSet<String> = manifest_text
@@ -91,6 +96,9 @@ fn main() {
         }
         for m in &missing {
             eprintln!("  - {m}: case not found in {}", dir.display());
+        }
+        if !missing.is_empty() {
+            eprintln!("regenerate the cases with: python tests/conformance/gen_node_tests.py --out {}", dir.display());
         }
         std::process::exit(1);
     }
