@@ -157,7 +157,8 @@ fn cast_model(casts: &[(&str, &str, u64)], n: u64) -> Vec<u8> {
     let mut graph = vec![];
     for (x, y, elem) in casts {
         let to = [bytes_field(1, b"to"), int_field(20, 2), int_field(3, *elem)].concat();
-        let node = [bytes_field(1, x.as_bytes()), bytes_field(2, y.as_bytes()), bytes_field(4, b"Cast"), bytes_field(5, &to)];
+        let node =
+            [bytes_field(1, x.as_bytes()), bytes_field(2, y.as_bytes()), bytes_field(4, b"Cast"), bytes_field(5, &to)];
         graph.extend(bytes_field(1, &node.concat()));
     }
     graph.extend(bytes_field(2, b"casts"));
@@ -193,7 +194,14 @@ fn run_writes_4_bit_outputs_as_8_bit_values() {
     crx580::io::write_npy(&dir.join("b.npy"), &b).unwrap();
     let out = dir.join("out");
     let (a, b) = (dir.join("a.npy"), dir.join("b.npy"));
-    let o = crx580(&["run", model.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap(), "--output-dir", out.to_str().unwrap()]);
+    let o = crx580(&[
+        "run",
+        model.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(npy_descr(&out.join("output_0.npy")), "|i1");
     let ints = crx580::io::read_tensor_file(&out.join("output_0.npy")).unwrap().0;

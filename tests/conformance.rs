@@ -149,7 +149,8 @@ fn run_all(cases: &[PathBuf]) -> Vec<(String, Result<(), String>)> {
                 CASE_PANIC.with(|p| *p.borrow_mut() = Some(None));
                 let r = std::panic::catch_unwind(|| common::run_case(case, RTOL, ATOL));
                 let message = CASE_PANIC.with(|p| p.borrow_mut().take().flatten());
-                let r = r.unwrap_or_else(|_| Err(format!("panicked: {}", message.unwrap_or_else(|| "(no message)".into()))));
+                let r = r
+                    .unwrap_or_else(|_| Err(format!("panicked: {}", message.unwrap_or_else(|| "(no message)".into()))));
                 results.lock().unwrap().push((name, r));
             });
         }

@@ -215,7 +215,8 @@ fn onnx_node_test_files_decode() {
         return;
     };
     let cases = common::cases_in(&root, None);
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/node.txt")).unwrap();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/node.txt")).unwrap();
     let missing: Vec<&str> = manifest
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -252,6 +253,11 @@ fn onnx_node_test_files_decode() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} node test models fail to decode or import:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} node test models fail to decode or import:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{} node test models decode, {imported} import; {tensors} data files decode as tensors", cases.len());
 }

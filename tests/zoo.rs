@@ -120,7 +120,11 @@ fn run_case(case: &Path) -> Result<f64, String> {
         for (k, (o, e)) in outputs.iter().zip(&expected).enumerate() {
             let axis = component_axis(&name, &output_names[k]);
             let ratio = common::compare_zoo(o, e, axis).map_err(|m| {
-                format!("{}/output {k} ({}): {m}", set.file_name().unwrap_or_default().to_string_lossy(), output_names[k])
+                format!(
+                    "{}/output {k} ({}): {m}",
+                    set.file_name().unwrap_or_default().to_string_lossy(),
+                    output_names[k]
+                )
             })?;
             worst = worst.max(ratio);
         }

@@ -17,7 +17,12 @@ pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Resu
 
 /// [`compare`] with the absolute tolerance chosen per element: `atol(i)` for element `i` (flat,
 /// C order).
-pub fn compare_scaled(actual: &Tensor, expected: &Tensor, rtol: f64, atol: &dyn Fn(usize) -> f64) -> Result<(), String> {
+pub fn compare_scaled(
+    actual: &Tensor,
+    expected: &Tensor,
+    rtol: f64,
+    atol: &dyn Fn(usize) -> f64,
+) -> Result<(), String> {
     if actual.dtype() != expected.dtype() {
         return Err(format!("dtype {} != expected {}", actual.dtype(), expected.dtype()));
     }
