@@ -134,3 +134,93 @@ fn max_memory_limits_what_a_model_may_allocate() {
     // The demo runs under a small limit too: its tensors are tiny.
     assert!(crx580(&["run", "--max-memory", "1M"]).status.success());
 }
+
+/// Protobuf encoding, enough to write a small ONNX model by hand.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn int_field(field: u64, v: u64) -> Vec<u8> {
+    let mut out = vec![];
+    varint(field << 3, &mut out);
+    varint(v, &mut out);
+    out
+}
+
+fn bytes_field(field: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    varint((field << 3) | 2, &mut out);
+    varint(payload.len() as u64, &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// ValueInfoProto: a tensor named `name` of ONNX element type `elem`, 1-D of length `n`.
+fn tensor_value(name: &str, elem: u64, n: u64) -> Vec<u8> {
+    let shape = bytes_field(2, &bytes_field(1, &int_field(1, n)));
+    let tensor_type = [int_field(1, elem), shape].concat();
+    [bytes_field(1, name.as_bytes()), bytes_field(2, &bytes_field(1, &tensor_type))].concat()
+}
+
+/// An opset-21 model: `y = Cast(x, to=elem)` for each (x, y, elem), float32 inputs of length `n`.
+fn cast_model(casts: &[(&str, &str, u64)], n: u64) -> Vec<u8> {
+    let mut graph = vec![];
+    for (x, y, elem) in casts {
+        let to = [bytes_field(1, b"to"), int_field(20, 2), int_field(3, *elem)].concat();
+        let node =
+            [bytes_field(1, x.as_bytes()), bytes_field(2, y.as_bytes()), bytes_field(4, b"Cast"), bytes_field(5, &to)];
+        graph.extend(bytes_field(1, &node.concat()));
+    }
+    graph.extend(bytes_field(2, b"casts"));
+    for (x, _, _) in casts {
+        graph.extend(bytes_field(11, &tensor_value(x, 1, n)));
+    }
+    for (_, y, elem) in casts {
+        graph.extend(bytes_field(12, &tensor_value(y, *elem, n)));
+    }
+    [int_field(1, 10), bytes_field(7, &graph), bytes_field(8, &int_field(2, 21))].concat()
+}
+
+/// The `'descr'` of a `.npy` file's header.
+fn npy_descr(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).into_owned();
+    let at = header.find("'descr': '").expect("a descr") + "'descr': '".len();
+    header[at..].split('\'').next().unwrap().to_string()
+}
+
+/// numpy has no 4-bit types: int4 outputs are written as sign-extended int8 values and uint4 as
+/// uint8 values (README, `crx580 run`), so that `np.load` gives the right numbers.
+#[test]
+fn run_writes_4_bit_outputs_as_8_bit_values() {
+    const INT4: u64 = 22;
+    const UINT4: u64 = 21;
+    let dir = temp_dir("int4");
+    let model = dir.join("casts.onnx");
+    std::fs::write(&model, cast_model(&[("a", "a_int4", INT4), ("b", "b_uint4", UINT4)], 5)).unwrap();
+    let a = crx580::ir::Tensor::vector(vec![-8.0f32, -1.0, 0.0, 3.0, 7.0]);
+    let b = crx580::ir::Tensor::vector(vec![0.0f32, 1.0, 8.0, 9.0, 15.0]);
+    crx580::io::write_npy(&dir.join("a.npy"), &a).unwrap();
+    crx580::io::write_npy(&dir.join("b.npy"), &b).unwrap();
+    let out = dir.join("out");
+    let (a, b) = (dir.join("a.npy"), dir.join("b.npy"));
+    let o = crx580(&[
+        "run",
+        model.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(npy_descr(&out.join("output_0.npy")), "|i1");
+    let ints = crx580::io::read_tensor_file(&out.join("output_0.npy")).unwrap().0;
+    assert_eq!((ints.shape(), ints.as_slice::<i8>().unwrap()), (&[5][..], &[-8i8, -1, 0, 3, 7][..]));
+    assert_eq!(npy_descr(&out.join("output_1.npy")), "|u1");
+    let uints = crx580::io::read_tensor_file(&out.join("output_1.npy")).unwrap().0;
+    assert_eq!(uints.as_slice::<u8>().unwrap(), &[0u8, 1, 8, 9, 15]);
+}

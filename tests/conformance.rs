@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,6 +30,11 @@ fn main() {
     };
     let filter = common::name_filter();
     let cases = common::cases_in(&dir, filter.as_deref());
+    if cases.is_empty() {
+        eprintln!("no node test cases in {} match {filter:?}", dir.display());
+        eprintln!("regenerate them with: python tests/conformance/gen_node_tests.py --out {}", dir.display());
+        std::process::exit(1);
+    }
 
     let manifest_text = std::fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
     let listed: BTreeSet<String> = manifest_text
@@ -48,8 +54,10 @@ fn main() {
             Err(msg) => {
                 if listed.contains(name) {
                     regressions.push(format!("{name}: {msg}"));
-                }
-                if std::env::var("CRX580_VERBOSE").is_ok() {
+                } else if msg.starts_with("panicked") {
+                    // Not enforced, but a panic is a bug to see, not a missing feature.
+                    eprintln!("PANIC (case not on the list) {name}: {msg}");
+                } else if std::env::var("CRX580_VERBOSE").is_ok() {
                     eprintln!("FAIL {name}: {msg}");
                 }
             }
@@ -89,16 +97,45 @@ fn main() {
         for m in &missing {
             eprintln!("  - {m}: case not found in {}", dir.display());
         }
+        if !missing.is_empty() {
+            eprintln!("regenerate the cases with: python tests/conformance/gen_node_tests.py --out {}", dir.display());
+        }
         std::process::exit(1);
     }
 }
 
-/// Runs the cases on all cores; each case's panics are caught and reported as failures.
+thread_local! {
+    /// Set while this thread runs a case: the panic hook keeps the message here instead of printing it.
+    static CASE_PANIC: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+/// Runs the cases on all cores. A case that panics fails with the panic's message and place, which
+/// the report prints beside the case name (the hook keeps them rather than printing them from the
+/// worker thread, where they would be interleaved and nameless); panics outside a case print as usual.
 fn run_all(cases: &[PathBuf]) -> Vec<(String, Result<(), String>)> {
     let next = Mutex::new(0usize);
     let results = Mutex::new(Vec::with_capacity(cases.len()));
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    std::panic::set_hook(Box::new(|_| {}));
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let kept = CASE_PANIC.with(|p| match &mut *p.borrow_mut() {
+            Some(slot) => {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+                *slot = Some(format!("{msg}{place}"));
+                true
+            }
+            None => false,
+        });
+        if !kept {
+            default_hook(info);
+        }
+    }));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -109,12 +146,16 @@ fn run_all(cases: &[PathBuf]) -> Vec<(String, Result<(), String>)> {
                 };
                 let Some(case) = cases.get(i) else { break };
                 let name = case.file_name().unwrap().to_string_lossy().to_string();
-                let r = std::panic::catch_unwind(|| common::run_case(case, RTOL, ATOL))
-                    .unwrap_or_else(|_| Err("panicked".into()));
+                CASE_PANIC.with(|p| *p.borrow_mut() = Some(None));
+                let r = std::panic::catch_unwind(|| common::run_case(case, RTOL, ATOL));
+                let message = CASE_PANIC.with(|p| p.borrow_mut().take().flatten());
+                let r = r
+                    .unwrap_or_else(|_| Err(format!("panicked: {}", message.unwrap_or_else(|| "(no message)".into()))));
                 results.lock().unwrap().push((name, r));
             });
         }
     });
+    let _ = std::panic::take_hook();
     let mut r = results.into_inner().unwrap();
     r.sort_by(|a, b| a.0.cmp(&b.0));
     r

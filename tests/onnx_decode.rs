@@ -2,6 +2,8 @@
 //! tests/models/decode/gen.py) and on hostile ones: truncated, corrupted, deeply nested, or
 //! declaring far more data than they hold.
 
+mod common;
+
 use crx580::ir::{DType, Dim, Graph};
 use crx580::onnx::import_model;
 use crx580::onnx::model::{decode_model, decode_tensor};
@@ -199,33 +201,67 @@ fn a_huge_declared_tensor_in_a_tiny_file_fails_fast() {
     assert!(start.elapsed().as_secs() < 1);
 }
 
-/// Every model and tensor file of the ONNX node tests, where they are installed: decoding must
-/// succeed, and import may only fail for lack of an operator or dtype, never call a valid model
-/// invalid.
+/// Every model and tensor file of the ONNX node tests (generated into `$CRX580_NODE_TESTS` by
+/// tests/conformance/gen_node_tests.py, as for tests/conformance.rs): every model must decode, and
+/// import may only fail for lack of an operator or dtype, never call a valid model invalid; every
+/// data file must decode as a tensor or fail cleanly (sequences and optionals are other messages).
+/// Every case on tests/conformance/node.txt must be among them. Without the generated cases this
+/// says so loudly, and with `CRX580_REQUIRE_NODE_TESTS=1` (as in CI) fails.
 #[test]
 fn onnx_node_test_files_decode() {
-    let root = Path::new("/tmp/nodetests");
-    let Ok(entries) = std::fs::read_dir(root) else {
-        eprintln!("skipped: {} is not there", root.display());
+    let Some(root) = common::generated_dir(
+        "CRX580_NODE_TESTS",
+        "onnx-node-tests",
+        "CRX580_REQUIRE_NODE_TESTS",
+        "ONNX node test decoding",
+        "tests/conformance/gen_node_tests.py",
+    ) else {
         return;
     };
-    let mut models = 0;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else { continue };
-        models += 1;
-        let model = decode_model(&bytes).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        assert!(model.graph.is_some(), "{}", dir.display());
-        if let Err(e) = import_model(&bytes, Some(&dir)) {
-            assert_eq!(e.kind, ErrorKind::Unsupported, "{}: {e}", dir.display());
+    let cases = common::cases_in(&root, None);
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/node.txt")).unwrap();
+    let missing: Vec<&str> = manifest
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|n| !n.is_empty() && !root.join(n).join("model.onnx").exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} cases of tests/conformance/node.txt are not in {} (regenerate: python tests/conformance/gen_node_tests.py --out {}): {}",
+        missing.len(),
+        root.display(),
+        root.display(),
+        missing.join(", ")
+    );
+    let (mut imported, mut tensors) = (0, 0);
+    let mut failures = vec![];
+    for dir in &cases {
+        let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+        match decode_model(&bytes) {
+            Ok(model) if model.graph.is_some() => {}
+            Ok(_) => failures.push(format!("{}: no graph", dir.display())),
+            Err(e) => failures.push(format!("{}: {e}", dir.display())),
         }
-        for set in std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().is_dir()) {
-            for pb in std::fs::read_dir(set.path()).unwrap().flatten() {
-                // Sequences and optionals are other messages; decoding them as tensors must not panic.
+        match import_model(&bytes, Some(dir)) {
+            Ok(_) => imported += 1,
+            Err(e) if e.kind == ErrorKind::Unsupported => {}
+            Err(e) => failures.push(format!("{}: import: {e}", dir.display())),
+        }
+        for set in common::data_sets(dir) {
+            for pb in std::fs::read_dir(&set).unwrap().flatten() {
                 let bytes = std::fs::read(pb.path()).unwrap();
-                let _ = decode_tensor(&bytes).map(|t| tensor_from_proto(&t, None));
+                if decode_tensor(&bytes).map(|t| tensor_from_proto(&t, None)).is_ok_and(|t| t.is_ok()) {
+                    tensors += 1;
+                }
             }
         }
     }
-    eprintln!("decoded {models} node test models");
+    assert!(
+        failures.is_empty(),
+        "{} node test models fail to decode or import:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    println!("{} node test models decode, {imported} import; {tensors} data files decode as tensors", cases.len());
 }

@@ -1,8 +1,11 @@
-//! The numpy `.npy` format (versions 1-3), little-endian, C order. bfloat16 has no numpy dtype: it is
-//! written as its raw `uint16` bits, and the narrow types (float8, float4, 4- and 2-bit integers) as
-//! their codes, one `uint8` per element.
+//! The numpy `.npy` format (versions 1-3), little-endian, C order. numpy has no bfloat16, float8,
+//! float4, 4-bit or 2-bit types, so those are written as the numpy type a reader gets correct numbers
+//! or exact bits from: bfloat16 as its raw bits (`<u2`), float8 (every variant) and float4e2m1 as
+//! their bit codes, one per byte (`|u1`), int4 and int2 as their values sign-extended to `int8`
+//! (`|i1`), uint4 and uint2 as their values in `uint8` (`|u1`). Reading a `.npy` never gives one of
+//! these types back: `<u2` reads as uint16, `|u1` as uint8, `|i1` as int8.
 
-use crate::ir::narrow::NarrowBits;
+use crate::ir::narrow::{NarrowBits, I2, I4};
 use crate::ir::{DType, Elem, Tensor, TensorData};
 use crate::{bail, dispatch, err, Result};
 use half::{bf16, f16};
@@ -24,6 +27,7 @@ fn descr(dtype: DType) -> Option<&'static str> {
         DType::U64 => "<u8",
         DType::Bool => "|b1",
         DType::String => return None,
+        DType::I4 | DType::I2 => "|i1",
         d if d.is_narrow() => "|u1",
         _ => return None,
     })
@@ -33,7 +37,8 @@ fn dtype_of_descr(d: &str) -> Result<DType> {
     // '=' and '<' both mean little-endian on the machines we support; '|' is "not applicable".
     let norm = d.replace(['=', '|'], "<");
     for dt in crate::ir::dtype::DType::ALL {
-        if dt == DType::BF16 {
+        // These share their descr with a numpy type, which is what the file holds.
+        if dt == DType::BF16 || dt.is_narrow() {
             continue;
         }
         if descr(dt).map(|s| s.replace('|', "<")) == Some(norm.clone()) {
@@ -85,7 +90,13 @@ pub fn to_npy(t: &Tensor) -> Result<Vec<u8>> {
 }
 
 fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    // numpy has no 4- or 2-bit types: narrow elements are written one code per byte.
+    // numpy has no 4- or 2-bit types: integers are written as int8/uint8 values, floats as their
+    // codes, one per byte.
+    match t.dtype() {
+        DType::I4 => return Ok(t.as_slice::<I4>()?.iter().map(|v| v.to_i64() as i8 as u8).collect()),
+        DType::I2 => return Ok(t.as_slice::<I2>()?.iter().map(|v| v.to_i64() as i8 as u8).collect()),
+        _ => {}
+    }
     if t.dtype().is_narrow() {
         return dispatch!(t.dtype(); T => Ok(T::slice(t.data()).unwrap_or_default().iter().map(|v| v.to_bits()).collect());
             narrow; else => bail!(Unsupported, "{} has no raw byte form", t.dtype()));
@@ -213,13 +224,38 @@ mod tests {
     }
 
     #[test]
-    fn narrow_types_are_written_as_their_codes() {
-        use crate::ir::narrow::{F8E4M3FN, I4};
-        let t = Tensor::vector(vec![I4(-1), I4(3), I4(-8)]);
-        let back = from_npy(&to_npy(&t).unwrap()).unwrap();
-        assert_eq!(back.as_slice::<u8>().unwrap(), &[0x0f, 0x03, 0x08]);
-        let t = Tensor::vector(vec![F8E4M3FN(0x7e)]);
-        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u8>().unwrap(), &[0x7e]);
+    fn narrow_types_are_written_as_numpy_reads_them() {
+        use crate::ir::narrow::{F4E2M1, F8E4M3FN, F8E8M0, U2, U4};
+        let descr_of = |t: &Tensor| {
+            let bytes = to_npy(t).unwrap();
+            let header = String::from_utf8_lossy(&bytes[10..]).to_string();
+            header_field(&header, "descr").unwrap().trim().trim_matches('\'').to_string()
+        };
+        // Signed narrow integers: their values, sign-extended to int8.
+        let t = Tensor::vector(vec![I4(-1), I4(3), I4(-8), I4(7)]);
+        assert_eq!(descr_of(&t), "|i1");
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<i8>().unwrap(), &[-1, 3, -8, 7]);
+        let t = Tensor::vector(vec![I2(-2), I2(1), I2(-1)]);
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<i8>().unwrap(), &[-2, 1, -1]);
+        // Unsigned ones: their values as uint8.
+        let t = Tensor::vector(vec![U4(15), U4(0), U4(9)]);
+        assert_eq!(descr_of(&t), "|u1");
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u8>().unwrap(), &[15, 0, 9]);
+        let t = Tensor::vector(vec![U2(3), U2(2)]);
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u8>().unwrap(), &[3, 2]);
+        // Narrow floats: their bit codes as uint8; bfloat16: its bits as uint16.
+        let codes = [
+            (Tensor::vector(vec![F8E4M3FN(0x7e), F8E4M3FN(0x80)]), [0x7e, 0x80]),
+            (Tensor::vector(vec![F4E2M1(0x0f), F4E2M1(0x01)]), [0x0f, 0x01]),
+            (Tensor::vector(vec![F8E8M0(0x7f), F8E8M0(0xff)]), [0x7f, 0xff]),
+        ];
+        for (t, code) in codes {
+            assert_eq!(descr_of(&t), "|u1", "{}", t.dtype());
+            assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u8>().unwrap(), &code, "{}", t.dtype());
+        }
+        let t = Tensor::vector(vec![bf16::from_f32(-1.5)]);
+        assert_eq!(descr_of(&t), "<u2");
+        assert_eq!(from_npy(&to_npy(&t).unwrap()).unwrap().as_slice::<u16>().unwrap(), &[0xbfc0]);
     }
 
     #[test]

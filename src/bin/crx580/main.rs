@@ -108,7 +108,9 @@ struct RunArgs {
     model: Option<PathBuf>,
     /// Inputs as PATH or NAME=PATH (.npy, or ONNX TensorProto .pb); bare PATHs bind in input order.
     inputs: Vec<String>,
-    /// Write output k as DIR/output_<k>.npy instead of printing a summary.
+    /// Write output k as DIR/output_<k>.npy instead of printing a summary. Types numpy lacks:
+    /// bfloat16 as its uint16 bits, float8/float4 as uint8 bit codes, int4/int2 as int8 values,
+    /// uint4/uint2 as uint8 values.
     #[arg(long)]
     output_dir: Option<PathBuf>,
     #[command(flatten)]
