@@ -11,7 +11,8 @@ use std::path::Path;
 #[test]
 fn every_input_the_fuzzers_found_is_handled() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 4] = [
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 4] = [
         ("load_model", harness::load_model),
         ("load_and_run", harness::load_and_run),
         ("read_npy", harness::read_npy),
