@@ -1,6 +1,6 @@
 //! Every input that once crashed, aborted, hung or blew up memory in a fuzz target (fuzz/regressions/
-//! <target>/, minimised by `cargo fuzz tmin`, plus the window-op models found by
-//! fuzz/regressions/scan_window_ops.py), replayed through the same code as the fuzz targets
+//! <target>/, minimised by `cargo fuzz tmin`, plus the window-op models that
+//! tests/models/hostile/gen_bomb_scan.py found), replayed through the same code as the fuzz targets
 //! (fuzz/harness.rs) on the stable toolchain: each must now return, without a panic.
 
 #[path = "../fuzz/harness.rs"]

@@ -3,8 +3,10 @@
 //! (or a correct, cheap result), and the whole test must stay small in memory: the process's peak
 //! resident set is checked at the end (the other tests here are tiny).
 
+mod common;
+
 use crx580::ir::Dim;
-use crx580::{ErrorKind, Model, Session, SessionOptions, Tensor};
+use crx580::{ErrorKind, LoadOptions, Model, Session, SessionOptions, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -66,7 +68,54 @@ fn hostile_models_fail_cleanly_and_stay_small() {
     }
 
     let peak = peak_rss_mib();
-    assert!(peak < 512, "peak resident set {peak} MiB: some bomb was materialised");
+    assert!(peak < 1024, "peak resident set {peak} MiB: some bomb was materialised");
+}
+
+/// Every model of the bomb scan (tests/models/hostile/gen_bomb_scan.py: each op with a size-like
+/// attribute or input at 2^40) loads and runs to a result or a clear error under small limits:
+/// never a panic (reported as an internal error), an abort, or a hang.
+#[test]
+fn every_bomb_scan_model_ends_cleanly() {
+    let Some(dir) = common::generated_dir(
+        "CRX580_BOMB_SCAN",
+        "bomb-scan",
+        "CRX580_REQUIRE_BOMB_SCAN",
+        "the bomb scan",
+        "tests/models/hostile/gen_bomb_scan.py",
+    ) else {
+        return;
+    };
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    models.sort();
+    assert!(models.len() >= 70, "expected the bomb scan's models in {}, found {}", dir.display(), models.len());
+    let limit = 256 << 20;
+    let load = LoadOptions { max_tensor_bytes: limit, ..LoadOptions::default() };
+    let run = SessionOptions {
+        max_tensor_bytes: limit,
+        max_run_time: Some(Duration::from_secs(10)),
+        ..SessionOptions::default()
+    };
+    let mut problems = vec![];
+    for m in &models {
+        let start = Instant::now();
+        let result = Model::load_with(m, &load).and_then(|model| Session::new(model, &run)).and_then(|s| s.run(&[]));
+        let name = m.file_stem().unwrap().to_string_lossy();
+        match result {
+            Err(e) if e.message.contains("internal error") => problems.push(format!("{name}: {e}")),
+            _ if start.elapsed() > Duration::from_secs(20) => {
+                problems.push(format!("{name}: took {:?}", start.elapsed()))
+            }
+            _ => {}
+        }
+    }
+    assert!(problems.is_empty(), "bomb-scan models that did not end cleanly:\n{}", problems.join("\n"));
+    let peak = peak_rss_mib();
+    assert!(peak < 1024, "peak resident set {peak} MiB over the bomb scan");
 }
 
 #[test]

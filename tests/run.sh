@@ -28,6 +28,15 @@ if [ "$(cat "$zoo_dir/VERSION" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" tests/models/zoo/gen_zoo.py --out "$zoo_dir"
 fi
 
+# The bomb scan: a tiny hostile model per op with a size-like attribute at 2^40 (~2 s).
+scan_dir=${CRX580_BOMB_SCAN:-target/bomb-scan}
+want=$("$venv/bin/python" tests/models/hostile/gen_bomb_scan.py --hash --out "$scan_dir")
+if [ "$(cat "$scan_dir/VERSION" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$scan_dir"
+    "$venv/bin/python" tests/models/hostile/gen_bomb_scan.py --out "$scan_dir"
+fi
+
+export CRX580_BOMB_SCAN="$scan_dir" CRX580_REQUIRE_BOMB_SCAN=1
 export CRX580_NODE_TESTS="$node_dir" CRX580_REQUIRE_NODE_TESTS=1
 export CRX580_ZOO="$zoo_dir" CRX580_REQUIRE_ZOO=1
 cargo test --all-targets
