@@ -90,8 +90,8 @@ impl Model {
     }
 
     fn decode(bytes: &[u8], external_data_dir: Option<&Path>, max_tensor_bytes: usize) -> Result<Model> {
-        let imported = with_max_tensor_bytes(max_tensor_bytes, || import_model(bytes, external_data_dir))?;
-        Model::build(imported, max_tensor_bytes)
+        let import = || catch_panics("decoding the model", || import_model(bytes, external_data_dir));
+        Model::build(with_max_tensor_bytes(max_tensor_bytes, import)?, max_tensor_bytes)
     }
 
     /// Infers facts and optimises, under the tensor size limit and a panic guard: constant
