@@ -337,15 +337,17 @@ pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
     for &d in shape {
         span = span.checked_mul(d.max(1)).ok_or_else(|| err!(ResourceLimit, "tensor shape {shape:?} overflows"))?;
     }
+    // A string element costs its `String` even when empty (a '<U0' .npy holds no bytes at all).
+    let item_bytes = if dtype == DType::String { std::mem::size_of::<String>() } else { dtype.size() };
     let empty = shape.contains(&0);
-    if empty && limits::check_alloc(span, dtype.size(), "").is_err() {
+    if empty && limits::check_alloc(span, item_bytes, "").is_err() {
         bail!(
             ResourceLimit,
             "empty tensor of shape {shape:?} ({dtype}) spans {span} elements, over the limit of {} bytes",
             limits::max_tensor_bytes()
         );
     }
-    limits::check_alloc(span, dtype.size(), &format!("tensor of shape {shape:?} ({dtype})"))?;
+    limits::check_alloc(span, item_bytes, &format!("tensor of shape {shape:?} ({dtype})"))?;
     Ok(if empty { 0 } else { span })
 }
 
@@ -512,6 +514,22 @@ fn convert<S: Scalar, D: Scalar>(v: S) -> D {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_count_against_the_limit_by_what_they_cost() {
+        use crate::ErrorKind::ResourceLimit;
+        limits::with_max_tensor_bytes(4096, || {
+            assert_eq!(checked_len(&[1024], DType::F32).unwrap(), 1024);
+            assert_eq!(checked_len(&[1025], DType::F32).unwrap_err().kind, ResourceLimit);
+            // Empty tensors by their span, strings by their `String` (found by fuzzing: a '<U0'
+            // .npy of 64M empty strings holds no bytes but takes 1.5 GB).
+            assert_eq!(checked_len(&[0, 1024], DType::F32).unwrap(), 0);
+            let e = checked_len(&[0, 1025], DType::F32).unwrap_err();
+            assert!(e.message.contains("spans 1025 elements"), "{e}");
+            assert!(checked_len(&[4096 / std::mem::size_of::<String>()], DType::String).is_ok());
+            assert_eq!(checked_len(&[4096], DType::String).unwrap_err().kind, ResourceLimit);
+        });
+    }
 
     #[test]
     fn new_checks_element_count() {
