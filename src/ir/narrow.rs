@@ -277,11 +277,14 @@ impl NarrowBits for F8E8M0 {
     }
 }
 
-/// Converts a float to an integer the way ml_dtypes (so the ONNX reference) does for its narrow
-/// integers: truncate through a 32-bit int, where NaN and out of range give `i32::MIN`.
-fn trunc_i32(v: f64) -> i64 {
-    if v > -2_147_483_649.0 && v < 2_147_483_648.0 {
-        v.trunc() as i64
+/// Converts a float to an integer for a narrow integer type, as ONNX's 4-bit types note
+/// (onnx/docs/technical/int4.md, "Cast") says: round to the nearest integer, ties to even; the
+/// caller then keeps the low bits. NaN, infinities and values beyond 32 bits give `i32::MIN`
+/// (low bits all zero), as onnxruntime's conversion does.
+fn round_i32(v: f64) -> i64 {
+    let r = v.round_ties_even();
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
+        r as i64
     } else {
         i64::from(i32::MIN)
     }
@@ -301,9 +304,9 @@ macro_rules! narrow_int {
             pub fn wrapping(v: i64) -> Self {
                 Self::from_bits(v as u8)
             }
-            /// Truncates toward zero, then wraps.
+            /// Rounds to nearest (ties to even), then wraps: out of range values are not clamped.
             pub fn from_f64(v: f64) -> Self {
-                Self::wrapping(trunc_i32(v))
+                Self::wrapping(round_i32(v))
             }
             pub fn to_i64(self) -> i64 {
                 // Read through the bits so that an out-of-range field still gives an in-range value.
@@ -487,22 +490,33 @@ mod tests {
         assert_eq!(got, [1.0, 2.0, f32::from_bits(0x0040_0000), f32::MIN_POSITIVE]);
     }
 
+    /// Float to narrow int rounds to nearest even and keeps the low bits (ONNX's int4.md). Not
+    /// ml_dtypes, which truncates, and then wraps (0.6) or gives 0 out of range (0.7).
     #[test]
-    fn narrow_ints_wrap_like_ml_dtypes() {
-        // np.arange(-9, 16).astype(np.float32).astype(ml_dtypes.int4).astype(np.int8)
+    fn narrow_ints_round_to_even_then_wrap() {
+        // In range and integral: what every reference agrees on (ONNX's test_cast_FLOAT_to_INT4
+        // inputs np.arange(-9, 16) as ml_dtypes 0.6 and onnxruntime 1.32 convert them).
         let got: Vec<i64> = (-9..16).map(|v| I4::from_f64(v as f64).to_i64()).collect();
         let want = [7, -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1];
         assert_eq!(got, want);
         let got: Vec<i64> = (-9..16).map(|v| U4::from_f64(v as f64).to_i64()).collect();
         let want = [7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         assert_eq!(got, want);
-        // np.arange(-3, 4).astype(np.float32).astype(ml_dtypes.int2 / uint2)
         assert_eq!((-3..4).map(|v| I2::from_f64(v as f64).to_i64()).collect::<Vec<_>>(), [1, -2, -1, 0, 1, -2, -1]);
         assert_eq!((-3..4).map(|v| U2::from_f64(v as f64).to_i64()).collect::<Vec<_>>(), [1, 2, 3, 0, 1, 2, 3]);
-        // [2.5, 3.5, -2.5, 7.9, 8.5, -8.6, nan, inf, -inf, 1e10] -> int4 bits (view np.uint8)
-        let x = [2.5, 3.5, -2.5, 7.9, 8.5, -8.6, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e10];
-        assert_eq!(x.map(|v| I4::from_f64(v).to_bits()), [2, 3, 14, 7, 8, 8, 0, 0, 0, 0]);
-        // np.array([3, 5, -7, 300], np.int32).astype(uint4 / int2)
+        // Out of range and fractional (no ties), as onnxruntime 1.32's Cast gives them: rounded, then
+        // wrapped, never clamped; NaN, infinities and values beyond 32 bits give 0.
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        let x = [-1e10, -20.0, -9.0, -8.6, -8.0, 7.6, 7.9, 8.0, 15.6, 16.0, 100.0, nan, inf, -inf];
+        assert_eq!(x.map(|v| I4::from_f64(v).to_i64()), [0, -4, 7, 7, -8, -8, -8, -8, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(x.map(|v| U4::from_f64(v).to_i64()), [0, 12, 7, 7, 8, 8, 8, 8, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(x.map(|v| I2::from_f64(v).to_i64()), [0, 0, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(x.map(|v| U2::from_f64(v).to_i64()), [0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // Ties go to even (the spec); onnxruntime 1.32 rounds them away from zero instead
+        // (-8.5 -> 7, -2.5 -> -3, 0.5 -> 1, 2.5 -> 3, 8.5 -> -7).
+        let ties = [-8.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 7.5, 8.5];
+        assert_eq!(ties.map(|v| I4::from_f64(v).to_i64()), [-8, -2, -2, 0, 0, 2, 2, 4, -8, -8]);
+        // Integers wrap: np.array([3, 5, -7, 300], np.int32).astype(uint4 / int2), and onnxruntime.
         assert_eq!([3, 5, -7, 300].map(|v| U4::wrapping(v).to_i64()), [3, 5, 9, 12]);
         assert_eq!([3, 5, -7, 300].map(|v| I2::wrapping(v).to_i64()), [-1, 1, 1, 0]);
         assert_eq!((I4::MIN, I4::MAX, U2::MIN, U2::MAX, I2::MIN, I2::MAX), (-8, 7, 0, 3, -2, 1));

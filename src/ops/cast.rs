@@ -1,7 +1,9 @@
 //! Cast and CastLike: element type conversion between every numeric type, bool, and string;
 //! BitCast: the same bits read as another type of the same width.
 //!
-//! Numbers convert with C-like semantics ([`Tensor::cast_numeric`]). Strings follow the ONNX
+//! Numbers convert with C-like semantics ([`Tensor::cast_numeric`]); floats to the 4- and 2-bit
+//! integers round to nearest even and then wrap, as ONNX's int4 note says (see `ir::narrow`; out
+//! of range the Cast spec leaves float to int undefined, and onnxruntime wraps too). Strings follow the ONNX
 //! reference (numpy): floats print as their shortest round-trip decimal (`0.47892547`, `1e+20`,
 //! `nan`, `-inf`), and parsing accepts what C's `strtod` would, including `INF` and `NaN`.
 //! The float8 targets honour `saturate` (opset 19) and float8e8m0 also `round_mode` (opset 24);
@@ -348,12 +350,22 @@ mod tests {
             vec![("to", Attr::Int(24)), ("saturate", Attr::Int(0)), ("round_mode", Attr::String("nearest".into()))];
         let y = build("Cast", 25, attrs, 1).unwrap().eval(&[Some(&x)]).unwrap().remove(0);
         assert_eq!(y.as_slice::<F8E8M0>().unwrap(), &[124, 127, 130].map(F8E8M0));
-        // np.arange(-9, 16).astype(np.float32).astype(ml_dtypes.int4): truncation, then wrapping.
-        let x = Tensor::vector(vec![-9f32, -8.5, 7.9, 8.0, 15.0]);
+        // Floats to int4 round to nearest even, then wrap (-8.5 is a tie: -8); onnxruntime 1.32 gives
+        // the same for the others, from float and from float16, by Cast and by CastLike.
+        let x = Tensor::vector(vec![-9f32, -8.5, -8.6, 7.9, 8.0, 15.0, 100.0, 1e10]);
+        let want = [7, -8, 7, -8, -8, -1, 4, 0].map(I4);
         let y = cast_op(22).unwrap().eval(&[Some(&x)]).unwrap().remove(0);
-        assert_eq!(y.as_slice::<I4>().unwrap(), &[I4(7), I4(-8), I4(7), I4(-8), I4(-1)]);
-        // int4 widens with its sign; uint2 from int64 keeps the low bits.
-        assert_eq!(cast(&y, DType::I8).unwrap().as_slice::<i8>().unwrap(), &[7, -8, 7, -8, -1]);
+        assert_eq!(y.as_slice::<I4>().unwrap(), &want);
+        let x16 = cast(&x, DType::F16).unwrap();
+        let like = Tensor::vector(vec![I4(0)]);
+        let y16 = build("CastLike", 21, vec![], 1).unwrap().eval(&[Some(&x16), Some(&like)]).unwrap().remove(0);
+        // 1e10 is infinity in float16, which gives 0 as well.
+        assert_eq!(y16.as_slice::<I4>().unwrap(), &want);
+        // int4 widens with its sign; integers to narrow ints keep the low bits (onnxruntime 1.32:
+        // int32 [300, -300, -9, 16] -> int4 [-4, 4, 7, 0]).
+        assert_eq!(cast(&y, DType::I8).unwrap().as_slice::<i8>().unwrap(), &[7, -8, 7, -8, -8, -1, 4, 0]);
+        let y = cast(&Tensor::vector(vec![300i32, -300, -9, 16]), DType::I4).unwrap();
+        assert_eq!(y.as_slice::<I4>().unwrap(), &[-4, 4, 7, 0].map(I4));
         let y = cast(&Tensor::vector(vec![5i64, -1, 1 << 40]), DType::U2).unwrap();
         assert_eq!(y.as_slice::<U2>().unwrap(), &[U2(1), U2(3), U2(0)]);
     }

@@ -443,6 +443,22 @@ mod tests {
         assert_eq!(got, &[5., 10., 40.]);
     }
 
+    /// QuantizeLinear saturates where Cast to the same type wraps; both round ties to even. The
+    /// QuantizeLinear rows are onnxruntime 1.32's (scale 1, opset 21); its Cast agrees with the
+    /// Cast row except at the ties -8.5, -2.5, 0.5, 2.5, which it rounds away from zero.
+    #[test]
+    fn quantize_to_narrow_ints_saturates_unlike_cast() {
+        let x = Tensor::vector(vec![-100f32, -17., -8.5, -2.5, 0.5, 2.5, 7.5, 15., 31., 100.]);
+        let s = Tensor::scalar(1f32);
+        let q = |zp: Tensor| eval("QuantizeLinear", 21, vec![], &[Some(&x), Some(&s), Some(&zp)]).unwrap().remove(0);
+        let i4 = q(Tensor::scalar(I4(0)));
+        assert_eq!(i4.as_slice::<I4>().unwrap(), &[-8, -8, -8, -2, 0, 2, 7, 7, 7, 7].map(I4));
+        assert_eq!(q(Tensor::scalar(I4(1))).as_slice::<I4>().unwrap(), &[-8, -8, -7, -1, 1, 3, 7, 7, 7, 7].map(I4));
+        assert_eq!(q(Tensor::scalar(U4(0))).as_slice::<U4>().unwrap(), &[0, 0, 0, 0, 0, 2, 8, 15, 15, 15].map(U4));
+        let cast = crate::ops::cast::cast(&x, DType::I4).unwrap();
+        assert_eq!(cast.as_slice::<I4>().unwrap(), &[-4, -1, -8, -2, 0, 2, -8, -1, -1, 4].map(I4));
+    }
+
     #[test]
     fn quantize_to_narrow_types() {
         // ONNX test_quantizelinear_int4: per axis 0, scales [2, 3, 4], zero points 1 (int4).
