@@ -138,7 +138,8 @@ pub fn from_npy(bytes: &[u8]) -> Result<Tensor> {
     let n = crate::ir::tensor::checked_len(&shape, dtype)?;
     if dtype == DType::String {
         let width: usize = descr[2..].parse().map_err(|_| err!(InvalidInput, "bad .npy string dtype {descr}"))?;
-        let need = n.checked_mul(width * 4).filter(|&b| b <= body.len());
+        // A width of 2^62 characters must not overflow: it is only ever longer than the file.
+        let need = width.checked_mul(4).and_then(|w| n.checked_mul(w)).filter(|&b| b <= body.len());
         need.ok_or_else(|| err!(InvalidInput, ".npy data is shorter than its shape {shape:?} needs"))?;
         let strings = (0..n)
             .map(|i| {
