@@ -20,7 +20,7 @@ bash fuzz/seed.sh
 
 targets=(load_model read_npy read_pb load_and_run)
 # Inputs per target: each target's speed on a 2-core machine times about 40 s.
-declare -A runs=([load_model]=100000 [read_npy]=2000000 [read_pb]=300000 [load_and_run]=30000)
+declare -A runs=([load_model]=100000 [read_npy]=1000000 [read_pb]=300000 [load_and_run]=30000)
 cargo "+$NIGHTLY" fuzz build
 mkdir -p fuzz/logs
 for t in "${targets[@]}"; do
