@@ -76,12 +76,20 @@ pub fn check_deadline() -> Result<()> {
     }
 }
 
+/// Whether `count` items of `item_bytes` bytes each fit under the limit: [`check_alloc`] without
+/// building an error, for hot paths that make their own message only when it fails.
+pub fn fits(count: usize, item_bytes: usize) -> bool {
+    count.checked_mul(item_bytes.max(1)).is_some_and(|bytes| bytes <= max_tensor_bytes())
+}
+
 /// Checks that `count` items of `item_bytes` bytes each fit under the limit; `what` names the
 /// buffer in the error (e.g. "TfIdfVectorizer n-gram table").
 pub fn check_alloc(count: usize, item_bytes: usize, what: &str) -> Result<()> {
+    if fits(count, item_bytes) {
+        return Ok(());
+    }
     let limit = max_tensor_bytes();
     match count.checked_mul(item_bytes.max(1)) {
-        Some(bytes) if bytes <= limit => Ok(()),
         Some(bytes) => bail!(ResourceLimit, "{what} would take {bytes} bytes, over the limit of {limit} bytes"),
         None => bail!(ResourceLimit, "{what} of {count} items overflows the address space"),
     }

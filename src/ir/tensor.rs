@@ -340,7 +340,11 @@ pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
     // A string element costs its `String` even when empty (a '<U0' .npy holds no bytes at all).
     let item_bytes = if dtype == DType::String { std::mem::size_of::<String>() } else { dtype.size() };
     let empty = shape.contains(&0);
-    if empty && limits::check_alloc(span, item_bytes, "").is_err() {
+    if limits::fits(span, item_bytes) {
+        return Ok(if empty { 0 } else { span });
+    }
+    // Every tensor passes here: the message is only built when the check fails.
+    if empty {
         bail!(
             ResourceLimit,
             "empty tensor of shape {shape:?} ({dtype}) spans {span} elements, over the limit of {} bytes",
@@ -348,7 +352,7 @@ pub fn checked_len(shape: &[usize], dtype: DType) -> Result<usize> {
         );
     }
     limits::check_alloc(span, item_bytes, &format!("tensor of shape {shape:?} ({dtype})"))?;
-    Ok(if empty { 0 } else { span })
+    Ok(span)
 }
 
 /// Allocates a vector for `n` elements, checked against the tensor size limit first, without
