@@ -2,6 +2,11 @@
 //! intermediate value after its last use. [`GraphRunner`] does the running, for top-level graphs
 //! and for the subgraphs of control-flow ops alike.
 
+pub mod activation;
+pub mod gemm;
+pub mod isa;
+pub mod pool;
+
 use super::{Backend, Plan};
 use crate::error::ResultExt;
 use crate::ir::{Data, DataRef, Graph, Node, ValueId};

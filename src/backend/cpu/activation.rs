@@ -1,0 +1,228 @@
+//! Elementwise activations applied in place: the fused epilogue of GEMM and convolution, and the
+//! kernels of the standalone activation ops. exp and erf are polynomial approximations accurate
+//! to a few ulp (well inside the conformance tolerances), written branch-free so the compiler
+//! vectorises them; each slice function is compiled once per instruction set and chosen by
+//! [`isa`](super::isa::isa).
+
+use super::isa::{isa, Isa};
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    /// Clip (and Relu6): min(max(x, lo), hi).
+    Clip(f32, f32),
+    LeakyRelu(f32),
+    Sigmoid,
+    /// x * sigmoid(x), also called Swish.
+    Silu,
+    /// max(0, min(1, alpha * x + beta)).
+    HardSigmoid(f32, f32),
+    /// x * HardSigmoid(x) with alpha 1/6, beta 0.5.
+    HardSwish,
+    Tanh,
+    /// x * Phi(x) with the exact erf.
+    Gelu,
+    /// The tanh approximation of Gelu.
+    GeluTanh,
+}
+
+impl Activation {
+    /// Applies the activation to every element of `x`.
+    pub fn apply(self, x: &mut [f32]) {
+        if self == Activation::None || x.is_empty() {
+            return;
+        }
+        match isa() {
+            // SAFETY: isa() only names instruction sets this CPU supports.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { apply_avx512(self, x) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { apply_avx2(self, x) },
+            _ => apply_portable(self, x),
+        }
+    }
+
+    /// The activation of one value (the same arithmetic as [`Activation::apply`]).
+    #[inline(always)]
+    pub fn eval(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Clip(lo, hi) => v.max(lo).min(hi),
+            Activation::LeakyRelu(a) => {
+                if v < 0.0 {
+                    v * a
+                } else {
+                    v
+                }
+            }
+            Activation::Sigmoid => sigmoid(v),
+            Activation::Silu => v * sigmoid(v),
+            Activation::HardSigmoid(a, b) => (a * v + b).max(0.0).min(1.0),
+            Activation::HardSwish => v * (v * (1.0 / 6.0) + 0.5).max(0.0).min(1.0),
+            Activation::Tanh => tanh(v),
+            Activation::Gelu => 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::GeluTanh => {
+                let inner = 0.797_884_6 * (v + 0.044_715 * v * v * v);
+                0.5 * v * (1.0 + tanh(inner))
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn apply_generic(act: Activation, x: &mut [f32]) {
+    // One loop per variant, so each inner loop is a straight vectorisable body.
+    macro_rules! each {
+        ($a:expr) => {
+            for v in x.iter_mut() {
+                *v = $a.eval(*v);
+            }
+        };
+    }
+    match act {
+        Activation::None => {}
+        Activation::Relu => each!(Activation::Relu),
+        Activation::Clip(lo, hi) => each!(Activation::Clip(lo, hi)),
+        Activation::LeakyRelu(a) => each!(Activation::LeakyRelu(a)),
+        Activation::Sigmoid => each!(Activation::Sigmoid),
+        Activation::Silu => each!(Activation::Silu),
+        Activation::HardSigmoid(a, b) => each!(Activation::HardSigmoid(a, b)),
+        Activation::HardSwish => each!(Activation::HardSwish),
+        Activation::Tanh => each!(Activation::Tanh),
+        Activation::Gelu => each!(Activation::Gelu),
+        Activation::GeluTanh => each!(Activation::GeluTanh),
+    }
+}
+
+fn apply_portable(act: Activation, x: &mut [f32]) {
+    apply_generic(act, x)
+}
+
+/// # Safety
+/// Needs AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn apply_avx512(act: Activation, x: &mut [f32]) {
+    apply_generic(act, x)
+}
+
+/// # Safety
+/// Needs AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn apply_avx2(act: Activation, x: &mut [f32]) {
+    apply_generic(act, x)
+}
+
+/// e^x for f32 (Cephes' expf polynomial after reducing by powers of two); relative error about
+/// 2e-7, saturating below -87.3 and above 88.7.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.336_54, 88.722_83);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    // x - n ln2 in two parts for precision.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    // 2^n built in the exponent bits, as 2^(n-1) * 2 so that n = 128 stays finite.
+    let bits = ((n as i32 + 126).clamp(0, 254) as u32) << 23;
+    e * f32::from_bits(bits) * 2.0
+}
+
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh through e^{-2|x|}, keeping the sign; exact to ~2 ulp near 0 by the x - x^3/3 branch-free
+/// blend below |x| < 0.004.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let e = exp(-2.0 * a);
+    let t = (1.0 - e) / (1.0 + e);
+    let small = a * (1.0 - a * a * (1.0 / 3.0));
+    let t = if a < 0.004 { small } else { t };
+    t.copysign(x)
+}
+
+/// erf(x), Abramowitz and Stegun 7.1.26 (absolute error under 1.5e-7).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let y = t * (0.254_829_6 + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let r = 1.0 - y * exp(-a * a);
+    r.copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(got: f32, want: f64, tol: f64) -> bool {
+        ((got as f64) - want).abs() <= tol * (1.0 + want.abs())
+    }
+
+    #[test]
+    fn approximations_match_libm() {
+        let mut x = -30.0f32;
+        while x < 30.0 {
+            let xd = x as f64;
+            assert!(close(exp(x), xd.exp(), 1e-6), "exp({x}) = {} vs {}", exp(x), xd.exp());
+            assert!(close(tanh(x), xd.tanh(), 1e-6), "tanh({x})");
+            assert!(close(sigmoid(x), 1.0 / (1.0 + (-xd).exp()), 1e-6), "sigmoid({x})");
+            x += 0.013;
+        }
+        for x in [-4.0f32, -1.0, -0.3, -1e-3, 0.0, 1e-5, 0.5, 2.0, 5.0] {
+            let want = libm_erf(x as f64);
+            assert!((erf(x) as f64 - want).abs() < 3e-7, "erf({x}) = {} vs {want}", erf(x));
+        }
+        assert!(exp(-100.0) < 1.2e-38);
+        assert!(exp(100.0) > 3e38);
+    }
+
+    /// erf by its Taylor series (|x| <= 5 converges fine in f64).
+    fn libm_erf(x: f64) -> f64 {
+        let (mut term, mut sum, mut n) = (x, x, 0.0);
+        while term.abs() > 1e-17 {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn every_isa_gives_the_scalar_result() {
+        let acts = [
+            Activation::Relu,
+            Activation::Clip(0.0, 6.0),
+            Activation::LeakyRelu(0.1),
+            Activation::Sigmoid,
+            Activation::Silu,
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Tanh,
+            Activation::Gelu,
+            Activation::GeluTanh,
+        ];
+        let xs: Vec<f32> = (0..301).map(|i| (i as f32 - 150.0) * 0.07).collect();
+        for act in acts {
+            let want: Vec<f32> = xs.iter().map(|&v| act.eval(v)).collect();
+            let mut got = xs.clone();
+            act.apply(&mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{act:?}: {g} vs {w}");
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! f32 GEMM: `C = A · B` (m x k by k x n, C row-major with row stride `ldc`) with packing, cache
+//! blocking, a tile grid spread over the thread pool, and a fused epilogue (bias, activation).
+//!
+//! The loop nest follows BLIS/MLAS: per task (a tile of C), per `KC` slice of k, the B panels of
+//! the tile's columns are packed (NR columns each, k-major) and the A panels of its rows (MR rows
+//! each), then the micro-kernel runs on every MR x NR block. Constant operands (weights) are packed
+//! once at prepare time ([`PackedA`], [`PackedB`]); a packed panel holds all of k, so a `KC` slice
+//! of it is contiguous and no repacking happens at run time.
+
+mod micro;
+
+pub use micro::{micro_for, Micro};
+
+use super::activation::Activation;
+use super::pool::ThreadPool;
+use std::cell::RefCell;
+
+/// Depth of one k slice: a B micro-panel (KC x NR floats) stays in L1 while A panels stream by.
+const KC: usize = 256;
+/// Rows of one task's tile.
+const MC: usize = 128;
+/// Columns of one task's tile.
+const NC: usize = 512;
+
+/// A strided f32 matrix: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl MatRef<'_> {
+    /// A row-major matrix with `cols` columns.
+    pub fn row_major(data: &[f32], cols: usize) -> MatRef<'_> {
+        MatRef { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &[f32], cols: usize) -> MatRef<'_> {
+        MatRef { data, rs: 1, cs: cols }
+    }
+}
+
+/// Something that can write B panels: k-major, `nr` columns from column `n0`, rows `k0..k0+kc`,
+/// zero past the matrix's `n` columns. Convolutions implement it to read the image directly
+/// (an implicit im2col) instead of building the column matrix.
+pub trait PackB: Sync {
+    fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]);
+}
+
+impl PackB for MatRef<'_> {
+    fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]) {
+        let valid = nr.min(n - n0);
+        for (k, row) in out.chunks_exact_mut(nr).take(kc).enumerate() {
+            let base = (k0 + k) * self.rs + n0 * self.cs;
+            if self.cs == 1 {
+                row[..valid].copy_from_slice(&self.data[base..base + valid]);
+            } else {
+                for (j, v) in row[..valid].iter_mut().enumerate() {
+                    *v = self.data[base + j * self.cs];
+                }
+            }
+            row[valid..].fill(0.0);
+        }
+    }
+}
+
+/// Writes one A panel: `mr` rows from row `m0` (zero past `m`), columns `k0..k0+kc`, k-major.
+fn pack_a(a: &MatRef, m0: usize, mr: usize, m: usize, k0: usize, kc: usize, out: &mut [f32]) {
+    let valid = mr.min(m - m0);
+    for r in 0..mr {
+        if r < valid {
+            let base = (m0 + r) * a.rs + k0 * a.cs;
+            for k in 0..kc {
+                out[k * mr + r] = a.data[base + k * a.cs];
+            }
+        } else {
+            for k in 0..kc {
+                out[k * mr + r] = 0.0;
+            }
+        }
+    }
+}
+
+/// A constant left operand packed once into MR-row panels over all of k.
+#[derive(Debug, Clone)]
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    mr: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    pub fn new(a: MatRef, m: usize, k: usize, micro: &Micro) -> PackedA {
+        let mr = micro.mr;
+        let panels = m.div_ceil(mr);
+        let mut data = vec![0f32; panels * mr * k];
+        for (p, out) in data.chunks_exact_mut((mr * k).max(1)).enumerate().take(panels) {
+            pack_a(&a, p * mr, mr, m, 0, k, out);
+        }
+        PackedA { m, k, mr, data }
+    }
+
+    /// Rows `kc` from `k0` of panel `p`.
+    fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
+        let start = p * self.mr * self.k + k0 * self.mr;
+        &self.data[start..start + kc * self.mr]
+    }
+}
+
+/// A constant right operand packed once into NR-column panels over all of k.
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    n: usize,
+    k: usize,
+    nr: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    pub fn new(b: &dyn PackB, k: usize, n: usize, micro: &Micro) -> PackedB {
+        let nr = micro.nr;
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0f32; panels * nr * k];
+        for (p, out) in data.chunks_exact_mut((nr * k).max(1)).enumerate().take(panels) {
+            b.pack_b(0, k, p * nr, nr, n, out);
+        }
+        PackedB { n, k, nr, data }
+    }
+
+    fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
+        let start = p * self.nr * self.k + k0 * self.nr;
+        &self.data[start..start + kc * self.nr]
+    }
+
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+pub enum Lhs<'a> {
+    Packed(&'a PackedA),
+    Plain(MatRef<'a>),
+}
+
+pub enum Rhs<'a> {
+    Packed(&'a PackedB),
+    Source(&'a dyn PackB),
+}
+
+/// What is added to the product, per row (a conv's output channel) or per column (a MatMul's
+/// output feature); then the activation.
+#[derive(Clone, Copy, Default)]
+pub enum Bias<'a> {
+    #[default]
+    None,
+    PerRow(&'a [f32]),
+    PerCol(&'a [f32]),
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Bias<'a>,
+    pub act: Activation,
+}
+
+impl Epilogue<'_> {
+    fn is_identity(&self) -> bool {
+        matches!(self.bias, Bias::None) && self.act == Activation::None
+    }
+
+    /// Applies to rows `m0..m0+rows`, columns `n0..n0+cols` of C.
+    fn apply(&self, c: *mut f32, ldc: usize, m0: usize, rows: usize, n0: usize, cols: usize) {
+        for r in 0..rows {
+            // SAFETY: the caller owns this tile of C (rows x cols at row stride ldc).
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
+            match self.bias {
+                Bias::None => {}
+                Bias::PerRow(b) => {
+                    let v = b[m0 + r];
+                    row.iter_mut().for_each(|x| *x += v);
+                }
+                Bias::PerCol(b) => row.iter_mut().zip(&b[n0..n0 + cols]).for_each(|(x, v)| *x += v),
+            }
+            self.act.apply(row);
+        }
+    }
+}
+
+/// One product: C (m x n) = A (m x k) · B (k x n), then the epilogue.
+pub struct Problem<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Lhs<'a>,
+    pub b: Rhs<'a>,
+    pub epilogue: Epilogue<'a>,
+}
+
+/// A raw pointer to C shared by tasks that write disjoint tiles of it.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+// SAFETY: tasks write disjoint tiles (see `run_batch`).
+unsafe impl Send for CPtr {}
+unsafe impl Sync for CPtr {}
+
+thread_local! {
+    /// Packing buffers of this thread, kept between calls so steady-state runs do not allocate.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs one product; see [`run_batch`].
+pub fn run(pool: &ThreadPool, micro: &Micro, p: &Problem, c: &mut [f32], ldc: usize) {
+    run_batch(pool, micro, 1, &|_| Problem { a: p.a.reborrow(), b: p.b.reborrow(), ..*p }, c, 0, ldc);
+}
+
+impl Lhs<'_> {
+    fn reborrow(&self) -> Lhs<'_> {
+        match self {
+            Lhs::Packed(p) => Lhs::Packed(p),
+            Lhs::Plain(m) => Lhs::Plain(*m),
+        }
+    }
+}
+
+impl Rhs<'_> {
+    fn reborrow(&self) -> Rhs<'_> {
+        match self {
+            Rhs::Packed(p) => Rhs::Packed(p),
+            Rhs::Source(s) => Rhs::Source(*s),
+        }
+    }
+}
+
+/// Runs `count` products of the same shape, product `i` writing C at `c[i * c_stride..]` with row
+/// stride `ldc`. The tiles of all products are spread over the pool together, so many small
+/// products (attention heads) keep every thread busy.
+pub fn run_batch<'a>(
+    pool: &ThreadPool,
+    micro: &Micro,
+    count: usize,
+    problem: &(dyn Fn(usize) -> Problem<'a> + Sync),
+    c: &mut [f32],
+    c_stride: usize,
+    ldc: usize,
+) {
+    if count == 0 {
+        return;
+    }
+    let shape = problem(0);
+    let (m, n, k) = (shape.m, shape.n, shape.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (count - 1) * c_stride + (m - 1) * ldc + n, "C is too small for the product");
+    let (mut mt, mut nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
+    // Smaller tiles until every thread has a couple of tasks (or tiles reach one micro-block).
+    let want = pool.threads() * 2;
+    loop {
+        let tasks = count * m.div_ceil(mt) * n.div_ceil(nt);
+        if tasks >= want || pool.threads() == 1 {
+            break;
+        }
+        if nt > micro.nr && nt >= mt {
+            nt = (nt / 2).div_ceil(micro.nr) * micro.nr;
+        } else if mt > micro.mr {
+            mt = (mt / 2).div_ceil(micro.mr) * micro.mr;
+        } else {
+            break;
+        }
+    }
+    let (tm, tn) = (m.div_ceil(mt), n.div_ceil(nt));
+    let cptr = CPtr(c.as_mut_ptr());
+    pool.parallel_for(count * tm * tn, &|t| {
+        let (i, rest) = (t / (tm * tn), t % (tm * tn));
+        let (m0, n0) = ((rest / tn) * mt, (rest % tn) * nt);
+        let p = problem(i);
+        let cp = cptr;
+        // SAFETY: each task writes only its own tile of its own product's C.
+        let c_tile = unsafe { cp.0.add(i * c_stride + m0 * ldc + n0) };
+        tile(micro, &p, m0, mt.min(m - m0), n0, nt.min(n - n0), c_tile, ldc);
+    });
+    let _ = k;
+}
+
+/// One task: rows `m0..m0+mc`, columns `n0..n0+nc` of C, whose top-left element is `c`.
+#[allow(clippy::too_many_arguments)]
+fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, c: *mut f32, ldc: usize) {
+    let (mr, nr) = (micro.mr, micro.nr);
+    let (mp, np) = (mc.div_ceil(mr), nc.div_ceil(nr));
+    if p.k == 0 {
+        for r in 0..mc {
+            // SAFETY: the tile belongs to this task.
+            unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nc) }.fill(0.0);
+        }
+        p.epilogue.apply(c, ldc, m0, mc, n0, nc);
+        return;
+    }
+    SCRATCH.with(|s| {
+        let mut guard = s.try_borrow_mut();
+        let mut local = (Vec::new(), Vec::new());
+        let (abuf, bbuf) = match guard.as_deref_mut() {
+            Ok((a, b)) => (a, b),
+            Err(_) => (&mut local.0, &mut local.1),
+        };
+        let kc_max = KC.min(p.k);
+        if matches!(p.a, Lhs::Plain(_)) && abuf.len() < mp * mr * kc_max {
+            abuf.resize(mp * mr * kc_max, 0.0);
+        }
+        if matches!(p.b, Rhs::Source(_)) && bbuf.len() < np * nr * kc_max {
+            bbuf.resize(np * nr * kc_max, 0.0);
+        }
+        let mut edge = [0f32; 16 * 64];
+        for k0 in (0..p.k).step_by(KC) {
+            let kc = KC.min(p.k - k0);
+            if let Rhs::Source(src) = &p.b {
+                for j in 0..np {
+                    src.pack_b(k0, kc, n0 + j * nr, nr, p.n, &mut bbuf[j * nr * kc..(j + 1) * nr * kc]);
+                }
+            }
+            if let Lhs::Plain(a) = &p.a {
+                for i in 0..mp {
+                    pack_a(a, m0 + i * mr, mr, p.m, k0, kc, &mut abuf[i * mr * kc..(i + 1) * mr * kc]);
+                }
+            }
+            let accumulate = k0 > 0;
+            for j in 0..np {
+                let bp = match &p.b {
+                    Rhs::Packed(b) => b.panel((n0 / nr) + j, k0, kc),
+                    Rhs::Source(_) => &bbuf[j * nr * kc..(j + 1) * nr * kc],
+                };
+                let cols = nr.min(nc - j * nr);
+                for i in 0..mp {
+                    let ap = match &p.a {
+                        Lhs::Packed(a) => a.panel((m0 / mr) + i, k0, kc),
+                        Lhs::Plain(_) => &abuf[i * mr * kc..(i + 1) * mr * kc],
+                    };
+                    let rows = mr.min(mc - i * mr);
+                    // SAFETY: (i, j) is inside this task's tile.
+                    let cb = unsafe { c.add(i * mr * ldc + j * nr) };
+                    if rows == mr && cols == nr {
+                        // SAFETY: full panels and a full block of C; the ISA was checked at selection.
+                        unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), cb, ldc, accumulate) };
+                    } else {
+                        // A partial block goes through a full-size buffer.
+                        unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), edge.as_mut_ptr(), nr, false) };
+                        for r in 0..rows {
+                            let dst = unsafe { std::slice::from_raw_parts_mut(cb.add(r * ldc), cols) };
+                            let src = &edge[r * nr..r * nr + cols];
+                            if accumulate {
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                            } else {
+                                dst.copy_from_slice(src);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !p.epilogue.is_identity() {
+            p.epilogue.apply(c, ldc, m0, mc, n0, nc);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

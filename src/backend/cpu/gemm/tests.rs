@@ -1,0 +1,109 @@
+//! Every micro-kernel of this CPU against a plain triple loop, on shapes with edges in m, n and k.
+
+use super::*;
+use crate::backend::cpu::isa::Isa;
+
+fn lcg(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+fn naive(m: usize, n: usize, k: usize, a: &MatRef, b: &MatRef) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f64;
+            for p in 0..k {
+                s += a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64;
+            }
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
+
+#[test]
+fn products_match_the_triple_loop_on_every_isa() {
+    let shapes =
+        [(1, 1, 1), (3, 5, 7), (8, 32, 16), (13, 37, 300), (64, 100, 513), (130, 520, 20), (7, 1, 9), (5, 9, 0)];
+    for isa in Isa::available() {
+        let micro = micro_for(isa);
+        for threads in [1, 3] {
+            let pool = ThreadPool::new(threads);
+            for &(m, n, k) in &shapes {
+                let (av, bv) = (lcg(m as u64 * 31 + k as u64, m * k), lcg(n as u64 * 17 + k as u64, k * n));
+                for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                    let a = if ta { MatRef::transposed(&av, m) } else { MatRef::row_major(&av, k) };
+                    let b = if tb { MatRef::transposed(&bv, k) } else { MatRef::row_major(&bv, n) };
+                    let want = naive(m, n, k, &a, &b);
+                    let packed_a = PackedA::new(a, m, k, &micro);
+                    let packed_b = PackedB::new(&b, k, n, &micro);
+                    let lhs = [Lhs::Plain(a), Lhs::Packed(&packed_a)];
+                    let rhs = [Rhs::Source(&b), Rhs::Packed(&packed_b)];
+                    for l in &lhs {
+                        for r in &rhs {
+                            let mut c = vec![f32::NAN; m * n];
+                            let p =
+                                Problem { m, n, k, a: l.reborrow(), b: r.reborrow(), epilogue: Epilogue::default() };
+                            run(&pool, &micro, &p, &mut c, n);
+                            for (g, w) in c.iter().zip(&want) {
+                                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?} {m}x{n}x{k}: {g} vs {w}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn epilogue_adds_bias_then_activates_and_batches_write_their_own_c() {
+    let (m, n, k, count) = (10, 33, 17, 3);
+    let pool = ThreadPool::new(2);
+    for isa in Isa::available() {
+        let micro = micro_for(isa);
+        let av = lcg(1, count * m * k);
+        let bv = lcg(2, k * n);
+        let row_bias = lcg(3, m);
+        let col_bias = lcg(4, n);
+        for (bias, act) in [
+            (Bias::PerRow(&row_bias), Activation::Relu),
+            (Bias::PerCol(&col_bias), Activation::Sigmoid),
+            (Bias::None, Activation::Clip(-0.1, 0.1)),
+        ] {
+            let b = MatRef::row_major(&bv, n);
+            let mut c = vec![0f32; count * m * n];
+            let problem = |i: usize| Problem {
+                m,
+                n,
+                k,
+                a: Lhs::Plain(MatRef::row_major(&av[i * m * k..(i + 1) * m * k], k)),
+                b: Rhs::Source(&b),
+                epilogue: Epilogue { bias, act },
+            };
+            run_batch(&pool, &micro, count, &problem, &mut c, m * n, n);
+            for i in 0..count {
+                let a = MatRef::row_major(&av[i * m * k..(i + 1) * m * k], k);
+                let plain = naive(m, n, k, &a, &b);
+                for r in 0..m {
+                    for j in 0..n {
+                        let extra = match bias {
+                            Bias::PerRow(v) => v[r],
+                            Bias::PerCol(v) => v[j],
+                            Bias::None => 0.0,
+                        };
+                        let want = act.eval(plain[r * n + j] + extra);
+                        let got = c[i * m * n + r * n + j];
+                        assert!((got - want).abs() < 1e-5, "{isa:?} {act:?} ({i},{r},{j}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}

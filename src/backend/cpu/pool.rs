@@ -1,0 +1,227 @@
+//! A pool of worker threads made once per session, and `parallel_for` over it.
+//!
+//! Own code on std threads rather than crossbeam or rayon: kernels need only "run these n tasks
+//! and wait", the calling thread should work too (a pool of `threads` uses `threads - 1` workers),
+//! and a job borrows the caller's stack, which a plain `std::thread::scope` would give only by
+//! spawning threads on every call. One job runs at a time; a second `parallel_for` that finds the
+//! pool busy (another thread's `Session::run`, or a kernel nested in a task) runs its tasks on its
+//! own thread instead of waiting, so concurrent runs never deadlock or oversubscribe the cores.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
+use std::thread::JoinHandle;
+
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Held while a job runs: at most one job at a time.
+    busy: Mutex<()>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+struct State {
+    job: Option<Arc<Job>>,
+    /// Bumped for every new job, so a worker takes each job once.
+    generation: u64,
+    shutdown: bool,
+}
+
+/// One `parallel_for` call: tasks `0..count`, claimed through `next`.
+struct Job {
+    /// The caller's closure with its lifetime erased; see `parallel_for` for why that is sound.
+    task: *const (dyn Fn(usize) + Sync),
+    count: usize,
+    next: AtomicUsize,
+    finished: AtomicUsize,
+    panicked: AtomicBool,
+    done: (Mutex<bool>, Condvar),
+}
+
+// SAFETY: `task` points to a `Sync` closure, and is only called while `parallel_for` (which owns
+// the closure) waits for every claimed task to finish.
+unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// Claims and runs tasks until none are left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.count {
+                return;
+            }
+            // SAFETY: i < count, so the job is not finished and parallel_for still holds the closure.
+            let task = unsafe { &*self.task };
+            if catch_unwind(AssertUnwindSafe(|| task(i))).is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+            }
+            if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.count {
+                let (lock, cv) = &self.done;
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cv.notify_all();
+            }
+        }
+    }
+}
+
+impl ThreadPool {
+    /// A pool that runs jobs on `threads` threads: the caller plus `threads - 1` workers.
+    pub fn new(threads: usize) -> ThreadPool {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { job: None, generation: 0, shutdown: false }),
+            wake: Condvar::new(),
+        });
+        let workers = (1..threads.max(1))
+            .filter_map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("crx580-worker-{i}"))
+                    .spawn(move || worker_loop(&shared))
+                    .map_err(|e| log::warn!("cannot start worker thread {i}: {e}; running with fewer"))
+                    .ok()
+            })
+            .collect();
+        ThreadPool { shared, workers, busy: Mutex::new(()) }
+    }
+
+    /// Threads a job runs on (the caller included).
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `task(i)` for every `i` in `0..count`, spread over the pool, and returns when all are
+    /// done. A panic in a task is re-raised here after the others finish.
+    pub fn parallel_for(&self, count: usize, task: &(dyn Fn(usize) + Sync)) {
+        if count == 0 {
+            return;
+        }
+        let guard = match self.busy.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if count == 1 || self.workers.is_empty() || guard.is_none() {
+            (0..count).for_each(task);
+            return;
+        }
+        // SAFETY: the erased closure is called only for claimed tasks i < count, and this
+        // function does not return until all `count` tasks have finished, so no call outlives
+        // the borrow. Workers that wake late find `next >= count` and never call it.
+        let task: *const (dyn Fn(usize) + Sync + '_) = task;
+        let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(task) };
+        let job = Arc::new(Job {
+            task,
+            count,
+            next: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            done: (Mutex::new(false), Condvar::new()),
+        });
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.job = Some(job.clone());
+            state.generation += 1;
+            self.shared.wake.notify_all();
+        }
+        job.work();
+        let (lock, cv) = &job.done;
+        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(done);
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).job = None;
+        drop(guard);
+        if job.panicked.load(Ordering::Relaxed) {
+            panic!("a parallel task panicked");
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        let job = {
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            while !state.shutdown && (state.generation == seen || state.job.is_none()) {
+                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.shutdown {
+                return;
+            }
+            seen = state.generation;
+            state.job.clone()
+        };
+        if let Some(job) = job {
+            job.work();
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ThreadPool({} threads)", self.threads())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once_and_the_caller_waits() {
+        let pool = ThreadPool::new(3);
+        for count in [0, 1, 2, 7, 1000] {
+            let hits: Vec<AtomicUsize> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+            pool.parallel_for(count, &|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "count {count}");
+        }
+    }
+
+    #[test]
+    fn nested_and_concurrent_jobs_finish() {
+        let pool = Arc::new(ThreadPool::new(2));
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    pool.parallel_for(8, &|_| {
+                        pool.parallel_for(4, &|_| {
+                            total.fetch_add(1, Ordering::Relaxed);
+                        })
+                    })
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 4 * 8 * 4);
+    }
+
+    #[test]
+    fn a_panicking_task_is_reported_and_the_pool_lives_on() {
+        let pool = ThreadPool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| pool.parallel_for(4, &|i| assert!(i != 2, "task 2 fails"))));
+        assert!(r.is_err());
+        let n = AtomicUsize::new(0);
+        pool.parallel_for(5, &|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 5);
+    }
+}
