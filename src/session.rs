@@ -1,7 +1,9 @@
 //! The public API: a [`Model`] is a decoded, inferred and optimised graph; a [`Session`] is a model
 //! compiled for one device, runnable from many threads at once.
 
-use crate::backend::{backend_for, Device, Plan};
+use crate::backend::cpu::pool::ThreadPool;
+use crate::backend::plan::NodeTime;
+use crate::backend::{backends_for, compile, CompiledGraph, Device};
 use crate::error::catch_panics;
 use crate::ir::infer::infer_facts;
 use crate::ir::limits::{with_max_tensor_bytes, with_time_limit, DEFAULT_MAX_TENSOR_BYTES};
@@ -176,7 +178,9 @@ impl Default for SessionOptions {
 /// [`Session::run`] from as many threads as you like.
 pub struct Session {
     model: Model,
-    plan: Box<dyn Plan>,
+    compiled: CompiledGraph,
+    /// The worker threads of this session's CPU kernels, made once.
+    pool: ThreadPool,
     max_tensor_bytes: usize,
     max_run_time: Option<Duration>,
 }
@@ -187,9 +191,17 @@ impl Session {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let backend = backend_for(options.device, threads)?;
-        let plan = backend.compile(model.graph.clone())?;
-        Ok(Session { model, plan, max_tensor_bytes: options.max_tensor_bytes, max_run_time: options.max_run_time })
+        let backends = backends_for(options.device)?;
+        let compiled = with_max_tensor_bytes(model.max_tensor_bytes, || {
+            catch_panics("compiling the model", || compile(&model.graph, &backends))
+        })?;
+        Ok(Session {
+            model,
+            compiled,
+            pool: ThreadPool::new(threads),
+            max_tensor_bytes: options.max_tensor_bytes,
+            max_run_time: options.max_run_time,
+        })
     }
 
     pub fn model(&self) -> &Model {
@@ -245,10 +257,36 @@ impl Session {
         Ok(positional)
     }
 
+    /// Runs with one tensor per graph input (model order) and times every node: the outputs,
+    /// and per node its op type, kernel, backend and time, in run order.
+    pub fn run_profiled(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
+        let refs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
+        let mut times = Vec::new();
+        let outs = self.run_with(&refs, Some(&mut times))?;
+        Ok((self.tensors(outs)?, times))
+    }
+
+    /// Per node of the compiled graph (after fusion): op type, kernel name and backend.
+    pub fn kernels(&self) -> Vec<(String, &'static str, &'static str)> {
+        let g = self.compiled.graph();
+        g.nodes.iter().zip(self.compiled.kernel_names()).map(|(n, (k, b))| (n.op_type.clone(), k, b)).collect()
+    }
+
+    /// Worker threads of this session (the calling thread included).
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     fn run_refs(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
+        self.run_with(inputs, None)
+    }
+
+    fn run_with(&self, inputs: &[DataRef], profile: Option<&mut Vec<NodeTime>>) -> Result<Vec<Data>> {
         with_max_tensor_bytes(self.max_tensor_bytes, || {
             self.check_inputs(inputs)?;
-            with_time_limit(self.max_run_time, || catch_panics("running", || self.plan.run(inputs)))
+            with_time_limit(self.max_run_time, || {
+                catch_panics("running", || self.compiled.run(&self.pool, inputs, &[], profile))
+            })
         })
     }
 

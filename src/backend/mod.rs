@@ -1,12 +1,18 @@
-//! Backends. A backend answers two questions (ggml's `supports_op`): can you run this node, and run
-//! this compiled plan. The CPU backend runs everything; a later OpenCL backend takes the nodes it
-//! supports and leaves the rest to the CPU.
+//! Backends and the compile pipeline. A backend answers two questions (ggml's `supports_op`): can
+//! you run this node, and give me a kernel for it, prepared once per session (`prepare` sees the
+//! constant inputs, so weights are packed once). [`compile`] turns an optimised graph into a
+//! [`CompiledGraph`]: fusion passes, placement (each node claimed by the first backend that
+//! supports it; the CPU takes the rest), kernels prepared, and control-flow bodies optimised and
+//! compiled the same way.
 
-use crate::ir::{Data, DataRef, Graph, Node};
+use crate::ir::{Data, DataRef, Graph, GraphExec, Node};
 use crate::Result;
 use std::sync::Arc;
 
 pub mod cpu;
+pub mod plan;
+
+pub use plan::CompiledGraph;
 
 /// Where a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,24 +37,68 @@ impl std::str::FromStr for Device {
 
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Whether this backend can run `node` itself.
-    fn supports(&self, node: &Node) -> bool;
-    /// Prepares `graph` to run; the plan may be shared by many threads.
-    fn compile(&self, graph: Arc<Graph>) -> Result<Box<dyn Plan>>;
+    /// Whether this backend can run `node` of `graph` itself. Asked once, at placement time.
+    fn supports(&self, graph: &Graph, node: &Node) -> bool;
+    /// A kernel for `node`, prepared with what is known before running (facts, constant inputs).
+    fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>>;
 }
 
-/// A graph prepared to run on one backend.
-pub trait Plan: Send + Sync {
-    /// Runs with one value per graph input (graph input order); returns the graph outputs in order.
-    fn run(&self, inputs: &[DataRef]) -> Result<Vec<Data>>;
+/// A node's prepared kernel.
+pub trait Kernel: Send + Sync + std::fmt::Debug {
+    /// Runs on one run's inputs (one per node input; `None` for an omitted optional one).
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>>;
+    /// A short name for profiles: which kernel runs the node.
+    fn name(&self) -> &'static str;
 }
 
-/// The backend for a device in this build, or an error that says why there is none.
-pub fn backend_for(device: Device, threads: usize) -> Result<Box<dyn Backend>> {
+/// What a running kernel may use: the session's worker threads, and a runner for the subgraphs
+/// of control-flow ops (compiled with the graph).
+pub struct ExecCtx<'a> {
+    pub pool: &'a cpu::pool::ThreadPool,
+    pub graphs: &'a dyn GraphExec,
+}
+
+/// The backends a session's device gives, in the order they claim nodes: the CPU always last.
+pub fn backends_for(device: Device) -> Result<Vec<Arc<dyn Backend>>> {
     match device {
-        Device::Cpu | Device::Auto => Ok(Box::new(cpu::CpuBackend::new(threads))),
+        Device::Cpu | Device::Auto => Ok(vec![Arc::new(cpu::CpuBackend)]),
         Device::OpenCl => crate::bail!(Unsupported, "this build has no OpenCL backend yet; use --device cpu"),
     }
+}
+
+/// For each node of `graph`, the index in `backends` of the first backend that supports it; the
+/// last backend (the CPU) takes whatever no other claims.
+pub fn place(graph: &Graph, backends: &[Arc<dyn Backend>]) -> Vec<usize> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| backends.iter().position(|b| b.supports(graph, n)).unwrap_or(backends.len() - 1))
+        .collect()
+}
+
+/// Compiles an optimised graph for `backends`: fusion passes, placement, prepared kernels, and
+/// every control-flow body optimised and compiled likewise.
+pub fn compile(graph: &Graph, backends: &[Arc<dyn Backend>]) -> Result<CompiledGraph> {
+    let mut graph = graph.clone();
+    crate::passes::optimize(&mut graph, &crate::passes::fusion_passes())?;
+    let placement = place(&graph, backends);
+    let mut counts = vec![0usize; backends.len()];
+    placement.iter().for_each(|&b| counts[b] += 1);
+    let summary: Vec<String> = backends.iter().zip(&counts).map(|(b, n)| format!("{}: {n}", b.name())).collect();
+    log::debug!("placed {} nodes ({})", graph.nodes.len(), summary.join(", "));
+    CompiledGraph::new(Arc::new(graph), backends, &placement)
+}
+
+/// A body of a control-flow op, optimised on its own (its captured constants fold like local
+/// ones) and compiled. A body that cannot be optimised (a branch never taken may contradict the
+/// facts of what it captures) is compiled as it is.
+pub fn compile_subgraph(body: &Graph, backends: &[Arc<dyn Backend>]) -> Result<CompiledGraph> {
+    let mut g = body.clone();
+    if let Err(e) = crate::passes::optimize(&mut g, &crate::passes::default_passes()) {
+        log::debug!("a subgraph stays unoptimised: {e}");
+        g = body.clone();
+    }
+    compile(&g, backends)
 }
 
 /// Human-readable names of the devices this build can run on (`crx580 devices`).

@@ -219,7 +219,7 @@ mod tests {
         ];
         for t in ts {
             let bytes = to_npy(&t).unwrap();
-            assert!((bytes.len() - t.len() * t.dtype().size()) % 64 == 0 || t.dtype() == DType::String);
+            assert!((bytes.len() - t.len() * t.dtype().size()).is_multiple_of(64) || t.dtype() == DType::String);
             assert_eq!(from_npy(&bytes).unwrap(), t);
         }
     }

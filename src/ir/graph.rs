@@ -3,9 +3,9 @@
 
 use super::attr::Attributes;
 use super::data::ValueKind;
+use super::op::Op;
 use super::shape::Fact;
 use super::tensor::Tensor;
-use crate::ops::Op;
 use crate::{bail, Result};
 use std::collections::HashMap;
 use std::fmt;

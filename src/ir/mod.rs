@@ -1,6 +1,6 @@
 //! The graph IR: dtypes, shapes and facts, tensor storage, run-time values (tensors, sequences,
-//! optionals), attributes, the graph itself, and shape inference over it. Nothing here knows about
-//! protobuf.
+//! optionals), attributes, the op-definition trait, the graph itself, shape inference over it and
+//! the reference interpreter. Nothing here knows about protobuf or about the op families in `ops`.
 
 pub mod attr;
 pub mod bytes;
@@ -8,8 +8,10 @@ pub mod data;
 pub mod dtype;
 pub mod graph;
 pub mod infer;
+pub mod interp;
 pub mod limits;
 pub mod narrow;
+pub mod op;
 pub mod shape;
 pub mod tensor;
 
@@ -17,5 +19,6 @@ pub use attr::{Attr, Attributes};
 pub use data::{Data, DataRef, Sequence, ValueKind};
 pub use dtype::DType;
 pub use graph::{Graph, Node, Value, ValueId};
+pub use op::{GraphExec, Op};
 pub use shape::{Dim, Fact};
 pub use tensor::{Elem, Scalar, Tensor, TensorData};

@@ -64,7 +64,7 @@ pub fn map<T: Scalar>(x: &Tensor, f: impl Fn(T) -> T) -> Result<Tensor> {
 /// The formula of a one-input activation, with its attributes. Evaluated in f64 whatever the
 /// tensor's float type, so f16/bf16 get full precision before their final rounding.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Formula {
+pub enum Formula {
     LeakyRelu { alpha: f64 },
     Sigmoid,
     HardSigmoid { alpha: f64, beta: f64 },
@@ -221,8 +221,8 @@ fn build_float(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 
 #[derive(Debug)]
 pub struct FloatActivation {
-    op_type: String,
-    formula: Formula,
+    pub op_type: String,
+    pub formula: Formula,
 }
 
 impl Op for FloatActivation {
@@ -306,7 +306,7 @@ fn build_clip(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 #[derive(Debug)]
 pub struct Clip {
     /// Before opset 11 the bounds were float attributes; from 11 they are optional inputs.
-    attribute_bounds: Option<(f32, f32)>,
+    pub attribute_bounds: Option<(f32, f32)>,
 }
 
 /// Clip's optional bound input `i`, which must hold exactly one element of X's dtype.

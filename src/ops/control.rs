@@ -1,15 +1,15 @@
 //! Control flow: If and Loop, and the subgraph machinery they share with Scan (scan.rs) and
-//! SequenceMap (sequence.rs). Subgraphs are inferred and optimised once, when the op is
-//! built, and run with the CPU backend's [`GraphRunner`]. Outer values a subgraph captures arrive
-//! as trailing node inputs (the convention described at [`Op`]).
+//! SequenceMap (sequence.rs). Subgraphs are inferred once, when the op is built; they run through
+//! the [`GraphExec`] the runner passes to [`Op::eval_with`] (a backend optimises and compiles them
+//! with the graph that holds the op; the reference interpreter runs them as they are). Outer
+//! values a subgraph captures arrive as trailing node inputs (the convention described at [`Op`]).
 
 use super::{input, opt_input, subgraph_captures, BuildCtx, Op, Registry};
-use crate::backend::cpu::GraphRunner;
 use crate::error::ResultExt;
 use crate::ir::infer::infer_facts;
+use crate::ir::interp::Interpreter;
 use crate::ir::tensor::checked_len;
-use crate::ir::{Data, DataRef, Dim, Fact, Graph, Tensor, ValueKind};
-use crate::passes::{default_passes, optimize};
+use crate::ir::{Data, DataRef, Dim, Fact, Graph, GraphExec, Tensor, ValueKind};
 use crate::{bail, dispatch, err, Result};
 use std::sync::Arc;
 
@@ -22,11 +22,11 @@ pub fn register(r: &mut Registry) {
 /// from data could otherwise make it run, and grow its scan outputs, without bound.
 pub const MAX_LOOP_ITERATIONS: i64 = 1 << 24;
 
-/// A graph attribute ready to run: inferred and optimised on its own (its captured constants fold
-/// like local ones), plus which node input carries each value it captures.
+/// A graph attribute ready to run: inferred on its own, plus which node input carries each value
+/// it captures.
 #[derive(Debug)]
 pub(crate) struct Body {
-    runner: GraphRunner,
+    graph: Arc<Graph>,
     /// For each of the graph's `captures`, the index of the node input that carries it.
     capture_inputs: Vec<usize>,
 }
@@ -48,18 +48,22 @@ impl Body {
         // If that handles the 2-D and 3-D cases of one input, say): such a subgraph runs as
         // imported, and fails only if it ever runs.
         let mut prepared = Graph::clone(&graph);
-        let graph = match infer_facts(&mut prepared).and_then(|_| optimize(&mut prepared, &default_passes())) {
-            Ok(()) => prepared,
+        let graph = match infer_facts(&mut prepared) {
+            Ok(()) => Arc::new(prepared),
             Err(e) => {
-                log::debug!("subgraph '{attr}' stays unoptimised: {e}");
-                Graph::clone(&graph)
+                log::debug!("subgraph '{attr}' stays as imported: {e}");
+                graph.clone()
             }
         };
-        Ok(Body { runner: GraphRunner::new(Arc::new(graph)), capture_inputs })
+        Ok(Body { graph, capture_inputs })
     }
 
     fn graph(&self) -> &Graph {
-        self.runner.graph()
+        &self.graph
+    }
+
+    pub(crate) fn graph_arc(&self) -> &Arc<Graph> {
+        &self.graph
     }
 
     pub(crate) fn num_inputs(&self) -> usize {
@@ -75,18 +79,27 @@ impl Body {
         g.outputs.get(k).map_or_else(Fact::unknown, |&o| g.values[o].fact.clone())
     }
 
-    /// Runs the graph on `inputs`, taking its captured values from the node's inputs.
-    pub(super) fn run_data(&self, inputs: &[DataRef], node_inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+    /// Runs the graph on `inputs` with `exec`, taking its captured values from the node's inputs.
+    pub(super) fn run_data(
+        &self,
+        exec: &dyn GraphExec,
+        inputs: &[DataRef],
+        node_inputs: &[Option<DataRef>],
+    ) -> Result<Vec<Data>> {
         let captures: Vec<DataRef> =
             self.capture_inputs.iter().map(|&i| value_input(node_inputs, i)).collect::<Result<_>>()?;
-        self.runner.run(inputs, &captures)
+        exec.run_graph(&self.graph, inputs, &captures)
     }
 
     /// [`Body::run_data`] for tensors only.
-    pub(crate) fn run(&self, inputs: &[&Tensor], node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    pub(crate) fn run(
+        &self,
+        exec: &dyn GraphExec,
+        inputs: &[&Tensor],
+        node_inputs: &[Option<DataRef>],
+    ) -> Result<Vec<Tensor>> {
         let inputs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
-        let node_inputs: Vec<Option<DataRef>> = node_inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
-        self.run_data(&inputs, &node_inputs)?.into_iter().map(Data::into_tensor).collect()
+        self.run_data(exec, &inputs, node_inputs)?.into_iter().map(Data::into_tensor).collect()
     }
 
     /// Whether every input and output of the graph is declared a tensor, so that the op may be
@@ -248,13 +261,21 @@ impl Op for If {
     }
 
     fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        self.eval_with(inputs, &Interpreter)
+    }
+
+    fn eval_with(&self, inputs: &[Option<DataRef>], exec: &dyn GraphExec) -> Result<Vec<Data>> {
         let cond =
             value_input(inputs, 0)?.tensor().ok_or_else(|| err!(InvalidInput, "the condition must be a tensor"))?;
         if truth(cond, "the condition")? {
-            self.then_branch.run_data(&[], inputs).context(|| "then_branch")
+            self.then_branch.run_data(exec, &[], inputs).context(|| "then_branch")
         } else {
-            self.else_branch.run_data(&[], inputs).context(|| "else_branch")
+            self.else_branch.run_data(exec, &[], inputs).context(|| "else_branch")
         }
+    }
+
+    fn subgraphs(&self) -> Vec<&Arc<Graph>> {
+        vec![self.then_branch.graph_arc(), self.else_branch.graph_arc()]
     }
 }
 
@@ -326,8 +347,16 @@ impl Op for Loop {
         self.eval_refs(&inputs.iter().map(|d| d.map(DataRef::Data)).collect::<Vec<_>>())
     }
 
-    /// Loop-carried values may be sequences or optionals; scan outputs are tensors.
     fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        self.eval_with(inputs, &Interpreter)
+    }
+
+    fn subgraphs(&self) -> Vec<&Arc<Graph>> {
+        vec![self.body.graph_arc()]
+    }
+
+    /// Loop-carried values may be sequences or optionals; scan outputs are tensors.
+    fn eval_with(&self, inputs: &[Option<DataRef>], exec: &dyn GraphExec) -> Result<Vec<Data>> {
         let tensor_input = |i: usize, what: &str| -> Result<Option<&Tensor>> {
             match inputs.get(i).copied().flatten() {
                 None => Ok(None),
@@ -359,7 +388,8 @@ impl Op for Loop {
             let (iteration, cond_in) = (Tensor::scalar(i), Tensor::scalar(cond));
             let mut args = vec![DataRef::Tensor(&iteration), DataRef::Tensor(&cond_in)];
             args.extend(carried.iter().map(DataRef::Data));
-            let mut outs = self.body.run_data(&args, inputs).context(|| format!("body, iteration {i}"))?.into_iter();
+            let mut outs =
+                self.body.run_data(exec, &args, inputs).context(|| format!("body, iteration {i}"))?.into_iter();
             let cond_out = outs.next().ok_or_else(|| err!(InvalidModel, "the body gave no condition"))?;
             // Without a condition input, the body's condition is computed but ignored (spec).
             if cond_given {

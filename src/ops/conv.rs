@@ -16,7 +16,7 @@ pub fn register(r: &mut Registry) {
 
 /// Attributes Conv and ConvTranspose share.
 #[derive(Debug)]
-pub(super) struct ConvAttrs {
+pub struct ConvAttrs {
     pub window: WindowAttrs,
     pub group: usize,
 }
@@ -40,7 +40,7 @@ impl ConvAttrs {
         let spatial = x.len() - 2;
         self.window.check_rank(spatial)?;
         let w_channels = if per_group { w[1].checked_mul(self.group) } else { Some(w[0]) };
-        if w_channels != Some(x[1]) || x[1] % self.group != 0 {
+        if w_channels != Some(x[1]) || !x[1].is_multiple_of(self.group) {
             bail!(
                 Shape,
                 "{op}: X has {} channels but W of shape {w:?} with group {} expects {}",
@@ -232,7 +232,7 @@ fn is_pointwise(g: &[Axis; 3]) -> bool {
 
 #[derive(Debug)]
 pub struct Conv {
-    attrs: ConvAttrs,
+    pub attrs: ConvAttrs,
 }
 
 impl Op for Conv {

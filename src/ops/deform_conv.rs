@@ -287,7 +287,7 @@ fn run_col2im<R: Real>(x: &Tensor, axes: &[BlockAxis]) -> Result<Tensor> {
     // Saturating: a huge image_shape cannot match the input's block count anyway.
     let taps = axes.iter().fold(1usize, |n, a| n.saturating_mul(a.block));
     let blocks = axes.iter().fold(1usize, |n, a| n.saturating_mul(a.count));
-    if xs.len() != 3 || xs[1] % taps != 0 || xs[2] != blocks {
+    if xs.len() != 3 || !xs[1].is_multiple_of(taps) || xs[2] != blocks {
         bail!(
             Shape,
             "Col2Im: input of shape {xs:?} does not fit {taps} taps per block and {blocks} blocks (want [N, C*{taps}, {blocks}])"

@@ -13,7 +13,9 @@ use super::matmul::gemm;
 use super::real::{from_real, to_real, wants_f64};
 use super::softmax::softmax_in_place;
 use super::{input, BuildCtx, Op, Registry};
+use crate::ir::interp::Interpreter;
 use crate::ir::tensor::try_vec;
+use crate::ir::DataRef;
 use crate::ir::{DType, Fact, Tensor};
 use crate::{bail, Result};
 
@@ -79,7 +81,9 @@ impl FlexAttention {
         node_inputs: &[Option<&Tensor>],
     ) -> Result<Vec<f64>> {
         let t = from_real(dtype, shape.to_vec(), values)?;
-        let out = body.run(&[&t], node_inputs)?;
+        let node_inputs: Vec<Option<DataRef>> = node_inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
+        // The modifiers are small elementwise graphs: the reference interpreter runs them.
+        let out = body.run(&Interpreter, &[&t], &node_inputs)?;
         let Some(y) = out.first() else { bail!(Runtime, "FlexAttention {name} gave no output") };
         if y.shape() != shape {
             bail!(Shape, "FlexAttention {name} must keep the shape {shape:?}, it gave {:?}", y.shape());

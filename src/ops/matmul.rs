@@ -269,10 +269,10 @@ fn build_gemm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 /// `Y = alpha * op(A) · op(B) + beta * C`, with C broadcast to Y's shape (optional from opset 11).
 #[derive(Debug)]
 pub struct Gemm {
-    trans_a: bool,
-    trans_b: bool,
-    alpha: f64,
-    beta: f64,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f64,
+    pub beta: f64,
 }
 
 impl Op for Gemm {

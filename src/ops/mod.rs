@@ -2,9 +2,9 @@
 //! type inference, and the reference CPU kernel, with tests. The [`Registry`] maps an ONNX
 //! `(domain, op_type)` to a builder; `onnx::import` is the only caller that knows about ONNX.
 
-use crate::ir::{Attributes, Data, DataRef, Fact, Tensor};
+pub use crate::ir::op::Op;
+use crate::ir::{Attributes, Fact};
 use crate::{bail, err, Result};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
@@ -29,6 +29,7 @@ pub mod deform_conv;
 pub mod einsum;
 pub mod fft;
 pub mod flex_attention;
+pub mod fused;
 pub mod gather;
 pub mod grid_sample;
 pub mod linalg;
@@ -63,65 +64,6 @@ pub mod transpose;
 pub mod tree_ensemble;
 pub mod unary;
 pub mod unique;
-
-/// An operator with its attributes already parsed.
-///
-/// Inputs come as a slice with one entry per declared input; `None` is an optional input that was
-/// left out. Use [`input`] and [`opt_input`] to read them with good errors.
-///
-/// Ops with subgraph attributes (If, Loop, Scan) get, after their `BuildCtx::num_inputs` own
-/// inputs, one trailing input per outer value their subgraphs capture, in the order of
-/// [`subgraph_captures`]. Being real inputs, captured values stay alive through dead-node removal,
-/// order the node after their producers, and reach the op at run time like any other input.
-pub trait Op: Debug + Send + Sync {
-    /// Output facts (dtype, shape, and value when it can be computed without running) from input
-    /// facts. Unknown parts stay `None`; contradictions are errors.
-    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>>;
-
-    /// The reference CPU kernel.
-    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
-
-    /// False for ops whose result may change between runs (random generators): they are never folded.
-    fn is_deterministic(&self) -> bool {
-        true
-    }
-
-    /// False for ops that take or give sequences or optionals: they run through [`Op::eval_data`]
-    /// only, and constant folding (which makes tensor constants) leaves them alone.
-    fn tensors_only(&self) -> bool {
-        true
-    }
-
-    /// The kernel on run-time values of any kind. The default is for tensor ops: every input must
-    /// be a tensor, and [`Op::eval`] computes the result.
-    fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
-        let tensors = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                None => Ok(None),
-                Some(Data::Tensor(t)) => Ok(Some(t)),
-                Some(other) => bail!(InvalidInput, "input {i} must be a tensor, got {}", other.describe()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self.eval(&tensors)?.into_iter().map(Data::Tensor).collect())
-    }
-
-    /// What the graph runner calls: tensors borrowed from constants and callers are not copied on
-    /// the way to a tensor op. Ops that run subgraphs override this to pass values on unchanged.
-    fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        if self.tensors_only() {
-            let tensors: Option<Vec<Option<&Tensor>>> =
-                inputs.iter().map(|d| d.map_or(Some(None), |d| d.tensor().map(Some))).collect();
-            if let Some(tensors) = tensors {
-                return Ok(self.eval(&tensors)?.into_iter().map(Data::Tensor).collect());
-            }
-        }
-        let owned: Vec<Option<Cow<Data>>> = inputs.iter().map(|d| d.map(|d| d.to_data())).collect();
-        let refs: Vec<Option<&Data>> = owned.iter().map(|d| d.as_deref()).collect();
-        self.eval_data(&refs)
-    }
-}
 
 /// The two methods every sequence/optional op writes alike: `eval` refuses (these ops run through
 /// `eval_data`), and `tensors_only` is false so that constant folding leaves them alone.

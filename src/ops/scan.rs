@@ -5,8 +5,10 @@
 use super::control::{empty_scan_output, stack, with_dim, Body, ScanOutputs};
 use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::error::ResultExt;
-use crate::ir::{Dim, Fact, Tensor};
+use crate::ir::interp::Interpreter;
+use crate::ir::{Data, DataRef, Dim, Fact, Graph, GraphExec, Tensor};
 use crate::{bail, dispatch, err, Result};
+use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
     r.add("Scan", Scan::build);
@@ -110,7 +112,9 @@ impl Scan {
         scan_inputs: &[(&Tensor, usize, bool)],
         len: usize,
         node_inputs: &[Option<&Tensor>],
+        exec: &dyn GraphExec,
     ) -> Result<(Vec<Tensor>, ScanOutputs)> {
+        let node_refs: Vec<Option<DataRef>> = node_inputs.iter().map(|t| t.map(DataRef::Tensor)).collect();
         let mut scans = ScanOutputs::new(self.outputs.len());
         for t in 0..len {
             let slices = scan_inputs
@@ -118,7 +122,7 @@ impl Scan {
                 .map(|&(x, axis, reverse)| take_along(x, axis, if reverse { len - 1 - t } else { t }))
                 .collect::<Result<Vec<_>>>()?;
             let args: Vec<&Tensor> = states.iter().chain(&slices).collect();
-            let mut outs = self.body.run(&args, node_inputs).context(|| format!("body, step {t}"))?.into_iter();
+            let mut outs = self.body.run(exec, &args, &node_refs).context(|| format!("body, step {t}"))?.into_iter();
             states = outs.by_ref().take(self.states).collect();
             scans.push(outs)?;
         }
@@ -126,7 +130,7 @@ impl Scan {
     }
 
     /// Opset 9 on.
-    fn eval_unbatched(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    fn eval_unbatched(&self, inputs: &[Option<&Tensor>], exec: &dyn GraphExec) -> Result<Vec<Tensor>> {
         let states = (0..self.states).map(|k| input(inputs, k).cloned()).collect::<Result<Vec<_>>>()?;
         let mut scan_inputs = Vec::with_capacity(self.inputs.len());
         let mut len = None;
@@ -143,7 +147,7 @@ impl Scan {
             len = Some(n);
             scan_inputs.push((x, axis, a.reverse));
         }
-        let (mut out, scans) = self.steps(states, &scan_inputs, len.unwrap_or(0), inputs)?;
+        let (mut out, scans) = self.steps(states, &scan_inputs, len.unwrap_or(0), inputs, exec)?;
         for (k, (steps, a)) in scans.steps.iter().zip(&self.outputs).enumerate() {
             let fact = self.body.output_fact(self.states + k);
             let rank = steps.first().map(|s| s.rank()).or(fact.rank()).unwrap_or(0);
@@ -155,7 +159,7 @@ impl Scan {
 
     /// Opset 8: each batch entry is scanned on its own, over its `sequence_lens` steps; scan outputs
     /// are padded with zeros to the longest sequence.
-    fn eval_batched(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    fn eval_batched(&self, inputs: &[Option<&Tensor>], exec: &dyn GraphExec) -> Result<Vec<Tensor>> {
         let first = input(inputs, 1 + self.states)?;
         if first.rank() < 2 {
             bail!(InvalidInput, "scan inputs need a batch and a sequence axis, got shape {:?}", first.shape());
@@ -198,7 +202,7 @@ impl Scan {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let scan_inputs: Vec<_> = rows.iter().zip(&self.inputs).map(|(x, a)| (x, 0, a.reverse)).collect();
-            let (states, scans) = self.steps(states, &scan_inputs, len, inputs)?;
+            let (states, scans) = self.steps(states, &scan_inputs, len, inputs, exec)?;
             for (all, s) in final_states.iter_mut().zip(states) {
                 all.push(s);
             }
@@ -272,10 +276,32 @@ impl Op for Scan {
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        self.eval_tensors(inputs, &Interpreter)
+    }
+
+    fn eval_with(&self, inputs: &[Option<DataRef>], exec: &dyn GraphExec) -> Result<Vec<Data>> {
+        let tensors = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                None => Ok(None),
+                Some(d) => d.tensor().map(Some).ok_or_else(|| err!(InvalidInput, "input {i} must be a tensor")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.eval_tensors(&tensors, exec)?.into_iter().map(Data::Tensor).collect())
+    }
+
+    fn subgraphs(&self) -> Vec<&Arc<Graph>> {
+        vec![self.body.graph_arc()]
+    }
+}
+
+impl Scan {
+    fn eval_tensors(&self, inputs: &[Option<&Tensor>], exec: &dyn GraphExec) -> Result<Vec<Tensor>> {
         if self.batched {
-            self.eval_batched(inputs)
+            self.eval_batched(inputs, exec)
         } else {
-            self.eval_unbatched(inputs)
+            self.eval_unbatched(inputs, exec)
         }
     }
 }

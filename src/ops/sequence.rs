@@ -6,11 +6,13 @@ use super::control::{value_input, Body};
 use super::reshape::numel;
 use super::{input, opt_input, runs_on_data, BuildCtx, Op, Registry};
 use crate::error::ResultExt;
+use crate::ir::interp::Interpreter;
 use crate::ir::limits::check_alloc;
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::checked_len;
-use crate::ir::{Attr, Attributes, DType, Data, DataRef, Fact, Sequence, Tensor};
+use crate::ir::{Attr, Attributes, DType, Data, DataRef, Fact, Graph, GraphExec, Sequence, Tensor};
 use crate::{bail, dispatch, err, Result};
+use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
     r.add("SequenceConstruct", |_| Ok(Box::new(SequenceConstruct)));
@@ -200,7 +202,7 @@ impl SplitToSequence {
             let Some(chunk) = chunk else { bail!(InvalidInput, "split {} must be positive", values[0]) };
             check_pieces(dim / chunk + 1, rank)?;
             let mut lengths = vec![chunk; dim / chunk];
-            if dim % chunk != 0 {
+            if !dim.is_multiple_of(chunk) {
                 lengths.push(dim % chunk);
             }
             return Ok(lengths);
@@ -345,6 +347,17 @@ impl Op for SequenceMap {
 
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
         let refs: Vec<Option<DataRef>> = inputs.iter().map(|d| d.map(DataRef::Data)).collect();
+        self.eval_with(&refs, &Interpreter)
+    }
+
+    fn subgraphs(&self) -> Vec<&Arc<Graph>> {
+        vec![self.body.graph_arc()]
+    }
+
+    fn eval_with(&self, refs: &[Option<DataRef>], exec: &dyn GraphExec) -> Result<Vec<Data>> {
+        let owned: Vec<Option<std::borrow::Cow<Data>>> = refs.iter().map(|d| d.map(|d| d.to_data())).collect();
+        let inputs: Vec<Option<&Data>> = owned.iter().map(|d| d.as_deref()).collect();
+        let inputs = &inputs[..];
         let len = seq_input(inputs, 0)?.len();
         for i in 1..self.inputs {
             if let Data::Sequence(s) = input(inputs, i)? {
@@ -356,13 +369,14 @@ impl Op for SequenceMap {
         let mut outputs: Vec<Vec<Tensor>> = vec![Vec::with_capacity(len); self.body.num_outputs()];
         for step in 0..len {
             let args = (0..self.inputs)
-                .map(|i| match value_input(&refs, i)? {
+                .map(|i| match value_input(refs, i)? {
                     DataRef::Data(Data::Sequence(s)) => Ok(DataRef::Tensor(&s.items()[step])),
                     DataRef::Data(d @ Data::Tensor(_)) => Ok(DataRef::Data(d)),
+                    DataRef::Tensor(t) => Ok(DataRef::Tensor(t)),
                     other => bail!(InvalidInput, "input {i} must be a sequence or a tensor, got {}", other.describe()),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let outs = self.body.run_data(&args, &refs).context(|| format!("body, element {step}"))?;
+            let outs = self.body.run_data(exec, &args, refs).context(|| format!("body, element {step}"))?;
             for (k, (out, d)) in outputs.iter_mut().zip(outs).enumerate() {
                 out.push(d.into_tensor().context(|| format!("body output {k}"))?);
             }

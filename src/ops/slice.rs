@@ -283,7 +283,7 @@ impl Split {
         if n == 0 {
             bail!(InvalidModel, "Split has no outputs");
         }
-        if dim % n == 0 {
+        if dim.is_multiple_of(n) {
             return Ok(vec![dim / n; n]);
         }
         let chunk = dim.div_ceil(n);

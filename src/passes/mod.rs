@@ -18,6 +18,12 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
     vec![Box::new(const_fold::ConstFold::new()), Box::new(dce::DeadNodes)]
 }
 
+/// The passes a backend runs when it compiles a graph: fusions into the forms its kernels run
+/// in one go.
+pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
+    vec![]
+}
+
 /// Runs `passes` to a fixed point (bounded, so a pass that always reports a change cannot hang).
 pub fn optimize(graph: &mut Graph, passes: &[Box<dyn Pass>]) -> Result<()> {
     for _round in 0..16 {

@@ -1,4 +1,4 @@
-//! Elementwise activations applied in place: the fused epilogue of GEMM and convolution, and the
+//! Elementwise activations ([`Activation`], described in `ops::fused`) applied in place: the fused epilogue of GEMM and convolution, and the
 //! kernels of the standalone activation ops. exp and erf are polynomial approximations accurate
 //! to a few ulp (well inside the conformance tolerances), written branch-free so the compiler
 //! vectorises them; each slice function is compiled once per instruction set and chosen by
@@ -6,31 +6,17 @@
 
 use super::isa::{isa, Isa};
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum Activation {
-    #[default]
-    None,
-    Relu,
-    /// Clip (and Relu6): min(max(x, lo), hi).
-    Clip(f32, f32),
-    LeakyRelu(f32),
-    Sigmoid,
-    /// x * sigmoid(x), also called Swish.
-    Silu,
-    /// max(0, min(1, alpha * x + beta)).
-    HardSigmoid(f32, f32),
-    /// x * HardSigmoid(x) with alpha 1/6, beta 0.5.
-    HardSwish,
-    Tanh,
-    /// x * Phi(x) with the exact erf.
-    Gelu,
-    /// The tanh approximation of Gelu.
-    GeluTanh,
+pub use crate::ops::fused::Activation;
+
+/// The vectorised forms of [`Activation`].
+pub trait ActivationExt {
+    fn apply(self, x: &mut [f32]);
+    fn eval(self, v: f32) -> f32;
 }
 
-impl Activation {
+impl ActivationExt for Activation {
     /// Applies the activation to every element of `x`.
-    pub fn apply(self, x: &mut [f32]) {
+    fn apply(self, x: &mut [f32]) {
         if self == Activation::None || x.is_empty() {
             return;
         }
@@ -46,7 +32,7 @@ impl Activation {
 
     /// The activation of one value (the same arithmetic as [`Activation::apply`]).
     #[inline(always)]
-    pub fn eval(self, v: f32) -> f32 {
+    fn eval(self, v: f32) -> f32 {
         match self {
             Activation::None => v,
             Activation::Relu => v.max(0.0),
@@ -60,8 +46,8 @@ impl Activation {
             }
             Activation::Sigmoid => sigmoid(v),
             Activation::Silu => v * sigmoid(v),
-            Activation::HardSigmoid(a, b) => (a * v + b).max(0.0).min(1.0),
-            Activation::HardSwish => v * (v * (1.0 / 6.0) + 0.5).max(0.0).min(1.0),
+            Activation::HardSigmoid(a, b) => (a * v + b).clamp(0.0, 1.0),
+            Activation::HardSwish => v * (v * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
             Activation::Tanh => tanh(v),
             Activation::Gelu => 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)),
             Activation::GeluTanh => {

@@ -1,159 +1,80 @@
-//! The CPU backend: runs each node's reference kernel in topological order, freeing every
-//! intermediate value after its last use. [`GraphRunner`] does the running, for top-level graphs
-//! and for the subgraphs of control-flow ops alike.
+//! The CPU backend: runs every node. Nodes with a fast kernel (convolution, matrix products,
+//! activations, in f32) get one prepared at compile time, with weights packed once; every other
+//! node runs its op's reference kernel. Fast kernels fall back to the reference kernel at run
+//! time for inputs they do not handle (other dtypes, unusual broadcasts), so they never refuse
+//! what the reference runs.
 
 pub mod activation;
+pub mod conv;
 pub mod gemm;
 pub mod isa;
+pub mod matmul;
 pub mod pool;
+pub mod unary;
 
-use super::{Backend, Plan};
-use crate::error::ResultExt;
-use crate::ir::{Data, DataRef, Graph, Node, ValueId};
-use crate::{bail, err, Result};
+use super::{Backend, ExecCtx, Kernel};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::Result;
 use std::sync::Arc;
 
-pub struct CpuBackend {
-    /// Requested worker threads; the reference kernels are single-threaded for now, and the fast
-    /// CPU kernels of a later issue use this.
-    pub threads: usize,
-}
-
-impl CpuBackend {
-    pub fn new(threads: usize) -> CpuBackend {
-        CpuBackend { threads }
-    }
-}
+pub struct CpuBackend;
 
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn supports(&self, _node: &Node) -> bool {
+    fn supports(&self, _graph: &Graph, _node: &Node) -> bool {
         true
     }
 
-    fn compile(&self, graph: Arc<Graph>) -> Result<Box<dyn Plan>> {
-        Ok(Box::new(CpuPlan { runner: GraphRunner::new(graph) }))
+    fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
+        if let Some(k) = conv::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = matmul::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = unary::prepare(graph, node) {
+            return Ok(k);
+        }
+        Ok(Box::new(Reference { op: node.op.clone() }))
     }
 }
 
-/// A graph prepared to run many times (a loop body runs once per iteration): the graph plus, for
-/// each value, the index of the last node that reads it, so that intermediates are freed early.
+/// A node run by its op's reference kernel.
 #[derive(Debug)]
-pub struct GraphRunner {
-    graph: Arc<Graph>,
-    last_use: Vec<usize>,
+pub struct Reference {
+    pub op: Arc<dyn Op>,
 }
 
-impl GraphRunner {
-    pub fn new(graph: Arc<Graph>) -> GraphRunner {
-        // Graph outputs live to the end.
-        let mut last_use = vec![0usize; graph.values.len()];
-        for (i, n) in graph.nodes.iter().enumerate() {
-            for &v in n.inputs.iter().flatten() {
-                last_use[v] = i;
-            }
-        }
-        for &o in &graph.outputs {
-            last_use[o] = usize::MAX;
-        }
-        GraphRunner { graph, last_use }
+impl Kernel for Reference {
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        self.op.eval_with(inputs, ctx.graphs)
     }
 
-    pub fn graph(&self) -> &Graph {
-        &self.graph
-    }
-
-    /// Runs with one value per graph input and one per captured value (in `graph.captures`
-    /// order); returns the graph outputs in order.
-    pub fn run(&self, inputs: &[DataRef], captures: &[DataRef]) -> Result<Vec<Data>> {
-        let g = &*self.graph;
-        if inputs.len() != g.inputs.len() {
-            bail!(InvalidInput, "the graph takes {} inputs, got {}", g.inputs.len(), inputs.len());
-        }
-        if captures.len() != g.captures.len() {
-            bail!(Runtime, "the graph captures {} outer values, got {}", g.captures.len(), captures.len());
-        }
-        let mut slots: Vec<Option<Slot>> = (0..g.values.len()).map(|_| None).collect();
-        for (&id, &d) in g.inputs.iter().zip(inputs).chain(g.captures.iter().zip(captures)) {
-            slots[id] = Some(Slot::Borrowed(d));
-        }
-        for (i, node) in g.nodes.iter().enumerate() {
-            crate::ir::limits::check_deadline().context(|| node.describe())?;
-            let args: Vec<Option<DataRef>> =
-                node.inputs.iter().map(|inp| inp.map(|v| computed(g, &slots, v)).transpose()).collect::<Result<_>>()?;
-            let outs = node.op.eval_refs(&args).context(|| node.describe())?;
-            if outs.len() < node.outputs.len() {
-                bail!(Runtime, "{} gave {} outputs, expected {}", node.describe(), outs.len(), node.outputs.len());
-            }
-            for (&id, d) in node.outputs.iter().zip(outs) {
-                slots[id] = Some(Slot::Owned(d));
-            }
-            for &v in node.inputs.iter().flatten() {
-                if self.last_use[v] == i {
-                    slots[v] = None;
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(g.outputs.len());
-        for (k, &o) in g.outputs.iter().enumerate() {
-            // The last mention of an output moves it out; an earlier duplicate copies it.
-            let d = match slots[o].take() {
-                Some(s) if g.outputs[k + 1..].contains(&o) => {
-                    let copy = s.as_ref().to_owned();
-                    slots[o] = Some(s);
-                    copy
-                }
-                Some(Slot::Owned(d)) => d,
-                Some(Slot::Borrowed(d)) => d.to_owned(),
-                None => match g.values[o].constant() {
-                    Some(c) => Data::Tensor(c.as_ref().clone()),
-                    None => bail!(Runtime, "graph output '{}' was not computed", g.values[o].name),
-                },
-            };
-            results.push(d);
-        }
-        Ok(results)
+    fn name(&self) -> &'static str {
+        "reference"
     }
 }
 
-/// A value of the current run: borrowed from the caller (or the enclosing graph), or computed.
-enum Slot<'a> {
-    Borrowed(DataRef<'a>),
-    Owned(Data),
+/// Input `i` as an f32 tensor, if it is one.
+pub(crate) fn f32_input<'a>(inputs: &[Option<DataRef<'a>>], i: usize) -> Option<&'a Tensor> {
+    inputs.get(i).copied().flatten().and_then(|d| d.tensor()).filter(|t| t.dtype() == DType::F32)
 }
 
-impl Slot<'_> {
-    fn as_ref(&self) -> DataRef<'_> {
-        match self {
-            Slot::Borrowed(d) => *d,
-            Slot::Owned(d) => DataRef::Data(d),
-        }
-    }
+/// Whether value `v` of `graph` is declared f32 (or not declared at all, which a run checks).
+pub(crate) fn maybe_f32(graph: &Graph, v: Option<usize>) -> bool {
+    v.is_some_and(|v| graph.values[v].fact.dtype.is_none_or(|d| d == DType::F32))
 }
 
-/// The value `v`: given or computed this run, or a constant of the graph.
-fn computed<'a>(g: &'a Graph, slots: &'a [Option<Slot>], v: ValueId) -> Result<DataRef<'a>> {
-    match (&slots[v], g.values[v].constant()) {
-        (Some(s), _) => Ok(s.as_ref()),
-        (None, Some(c)) => Ok(DataRef::Tensor(c.as_ref())),
-        (None, None) => Err(err!(Runtime, "value '{}' was not computed", g.values[v].name)),
-    }
+/// The constant f32 input `i` of `node`, if it has one.
+pub(crate) fn const_f32<'g>(graph: &'g Graph, node: &Node, i: usize) -> Option<&'g Tensor> {
+    let v = (*node.inputs.get(i)?)?;
+    graph.values[v].constant().map(|t| &**t).filter(|t| t.dtype() == DType::F32)
 }
 
-struct CpuPlan {
-    runner: GraphRunner,
-}
-
-impl Plan for CpuPlan {
-    fn run(&self, inputs: &[DataRef]) -> Result<Vec<Data>> {
-        self.runner.run(inputs, &[])
-    }
-}
-
-/// `cpu: <model name> (<n> threads)` from /proc/cpuinfo where available.
+/// `cpu: <model name> (<n> threads)` from /proc/cpuinfo where available, with the kernels' ISA.
 pub fn describe_cpu() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -164,5 +85,5 @@ pub fn describe_cpu() -> String {
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("cpu: {model} ({threads} hardware threads)")
+    format!("cpu: {model} ({threads} hardware threads, {} kernels)", isa::isa().name())
 }

@@ -11,7 +11,7 @@ mod micro;
 
 pub use micro::{micro_for, Micro};
 
-use super::activation::Activation;
+use super::activation::{Activation, ActivationExt};
 use super::pool::ThreadPool;
 use std::cell::RefCell;
 
@@ -102,6 +102,10 @@ impl PackedA {
         PackedA { m, k, mr, data }
     }
 
+    pub fn dims(&self) -> (usize, usize) {
+        (self.m, self.k)
+    }
+
     /// Rows `kc` from `k0` of panel `p`.
     fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
         let start = p * self.mr * self.k + k0 * self.mr;
@@ -146,7 +150,19 @@ pub enum Lhs<'a> {
 
 pub enum Rhs<'a> {
     Packed(&'a PackedB),
+    Plain(MatRef<'a>),
     Source(&'a dyn PackB),
+}
+
+impl Rhs<'_> {
+    /// What packs this operand per run (`None` when it is packed already).
+    fn source(&self) -> Option<&dyn PackB> {
+        match self {
+            Rhs::Packed(_) => None,
+            Rhs::Plain(m) => Some(m),
+            Rhs::Source(s) => Some(*s),
+        }
+    }
 }
 
 /// What is added to the product, per row (a conv's output channel) or per column (a MatMul's
@@ -228,6 +244,7 @@ impl Rhs<'_> {
     fn reborrow(&self) -> Rhs<'_> {
         match self {
             Rhs::Packed(p) => Rhs::Packed(p),
+            Rhs::Plain(m) => Rhs::Plain(*m),
             Rhs::Source(s) => Rhs::Source(*s),
         }
     }
@@ -308,13 +325,13 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
         if matches!(p.a, Lhs::Plain(_)) && abuf.len() < mp * mr * kc_max {
             abuf.resize(mp * mr * kc_max, 0.0);
         }
-        if matches!(p.b, Rhs::Source(_)) && bbuf.len() < np * nr * kc_max {
+        if p.b.source().is_some() && bbuf.len() < np * nr * kc_max {
             bbuf.resize(np * nr * kc_max, 0.0);
         }
         let mut edge = [0f32; 16 * 64];
         for k0 in (0..p.k).step_by(KC) {
             let kc = KC.min(p.k - k0);
-            if let Rhs::Source(src) = &p.b {
+            if let Some(src) = p.b.source() {
                 for j in 0..np {
                     src.pack_b(k0, kc, n0 + j * nr, nr, p.n, &mut bbuf[j * nr * kc..(j + 1) * nr * kc]);
                 }
@@ -328,7 +345,7 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
             for j in 0..np {
                 let bp = match &p.b {
                     Rhs::Packed(b) => b.panel((n0 / nr) + j, k0, kc),
-                    Rhs::Source(_) => &bbuf[j * nr * kc..(j + 1) * nr * kc],
+                    Rhs::Plain(_) | Rhs::Source(_) => &bbuf[j * nr * kc..(j + 1) * nr * kc],
                 };
                 let cols = nr.min(nc - j * nr);
                 for i in 0..mp {

@@ -1,0 +1,321 @@
+//! 2-D convolution in f32: weights packed once per group at prepare time; at run time each
+//! (image, group) is one GEMM of the packed weights with the image read through an implicit
+//! im2col (the packing routine reads pixels straight from the input; no column matrix), or the
+//! image itself for 1x1 stride-1 convolutions. Depthwise convolutions have their own direct
+//! kernel. Bias and activation are applied as the output is written.
+
+use super::activation::{Activation, ActivationExt};
+use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
+use super::isa::isa;
+use super::{const_f32, f32_input, maybe_f32, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::tensor::checked_len;
+use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::conv::Conv;
+use crate::ops::fused::FusedConv;
+use crate::ops::window::Axis;
+use crate::Result;
+use std::sync::Arc;
+
+/// A prepared kernel for a Conv (or FusedConv) node whose weights (and bias, if any) are
+/// constant f32 with 2 spatial axes; `None` for any other node.
+pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
+    let (conv, act) = if let Some(f) = node.op.downcast_ref::<FusedConv>() {
+        (f.conv(), f.act)
+    } else if let Some(c) = node.op.downcast_ref::<Conv>() {
+        (c, Activation::None)
+    } else {
+        return Ok(None);
+    };
+    let Some(w) = const_f32(graph, node, 1) else { return Ok(None) };
+    let bias = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(_) => match const_f32(graph, node, 2) {
+            Some(b) => Some(b.as_slice::<f32>()?.to_vec()),
+            None => return Ok(None),
+        },
+    };
+    let ws = w.shape();
+    let group = conv.attrs.group;
+    if ws.len() != 4 || !maybe_f32(graph, node.inputs.first().copied().flatten()) || ws[0] % group != 0 {
+        return Ok(None);
+    }
+    if bias.as_ref().is_some_and(|b| b.len() != ws[0]) {
+        return Ok(None);
+    }
+    let (m, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let mg = m / group;
+    let k = cg * kh * kw;
+    let wv = w.as_slice::<f32>()?;
+    let micro = gemm::micro_for(isa());
+    let depthwise = cg == 1 && mg == 1 && group > 1;
+    let packed = if depthwise {
+        Vec::new()
+    } else {
+        (0..group)
+            .map(|g| PackedA::new(MatRef::row_major(&wv[g * mg * k..(g + 1) * mg * k], k), mg, k, &micro))
+            .collect()
+    };
+    Ok(Some(Box::new(ConvKernel {
+        op: node.op.clone(),
+        weights_shape: [m, cg, kh, kw],
+        group,
+        packed,
+        depthwise_weights: if depthwise { wv.to_vec() } else { Vec::new() },
+        bias,
+        act,
+        micro,
+    })))
+}
+
+#[derive(Debug)]
+struct ConvKernel {
+    /// The node's op: for the geometry, and the reference kernel for inputs this one does not take.
+    op: Arc<dyn Op>,
+    weights_shape: [usize; 4],
+    group: usize,
+    /// Per group, the weights as an (M/group) x (C/group * kh * kw) left operand.
+    packed: Vec<PackedA>,
+    /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
+    depthwise_weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    act: Activation,
+    micro: gemm::Micro,
+}
+
+impl std::fmt::Debug for gemm::Micro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Micro({}x{})", self.mr, self.nr)
+    }
+}
+
+/// The geometry of one run.
+#[derive(Clone, Copy)]
+struct Geometry {
+    channels: usize,
+    h: Axis,
+    w: Axis,
+}
+
+impl ConvKernel {
+    fn conv(&self) -> &Conv {
+        self.op
+            .downcast_ref::<Conv>()
+            .or_else(|| self.op.downcast_ref::<FusedConv>().map(|f| f.conv()))
+            .expect("a conv")
+    }
+
+    fn geometry(&self, x: &Tensor) -> Result<Option<Geometry>> {
+        let xs = x.shape();
+        let [_, cg, kh, kw] = self.weights_shape;
+        if xs.len() != 4 || xs[1] != cg * self.group {
+            return Ok(None);
+        }
+        let window = &self.conv().attrs.window;
+        if window.kernel_shape.as_ref().is_some_and(|k| k[..] != [kh, kw]) {
+            return Ok(None);
+        }
+        let h = window.forward_axis(0, xs[2], kh)?;
+        let w = window.forward_axis(1, xs[3], kw)?;
+        Ok(Some(Geometry { channels: xs[1], h, w }))
+    }
+}
+
+impl Kernel for ConvKernel {
+    fn name(&self) -> &'static str {
+        if self.packed.is_empty() {
+            "conv-depthwise"
+        } else {
+            "conv-gemm"
+        }
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let geometry = match f32_input(inputs, 0) {
+            Some(x) => self.geometry(x)?,
+            None => None,
+        };
+        let (Some(x), Some(geo)) = (f32_input(inputs, 0), geometry) else {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        };
+        let [m, _, _, _] = self.weights_shape;
+        let batch = x.shape()[0];
+        let out_shape = vec![batch, m, geo.h.output, geo.w.output];
+        let mut y = vec![0f32; checked_len(&out_shape, crate::ir::DType::F32)?];
+        if self.packed.is_empty() {
+            self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, &mut y);
+        } else {
+            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, &mut y);
+        }
+        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+    }
+}
+
+impl ConvKernel {
+    fn gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, y: &mut [f32]) {
+        let [m, cg, kh, kw] = self.weights_shape;
+        let (group, mg) = (self.group, m / self.group);
+        let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
+        let pointwise = kh == 1
+            && kw == 1
+            && [geo.h, geo.w].iter().all(|a| a.stride == 1 && a.pad_begin == 0 && a.output == a.input);
+        let sources: Vec<Im2col> = (0..batch * group)
+            .map(|i| {
+                let (n, g) = (i / group, i % group);
+                let start = (n * geo.channels + g * cg) * in_plane;
+                Im2col { x: &x[start..start + cg * in_plane], kh, kw, h: geo.h, w: geo.w }
+            })
+            .collect();
+        let plain: Vec<MatRef> = sources.iter().map(|s| MatRef::row_major(s.x, in_plane)).collect();
+        let problem = |i: usize| {
+            let g = i % group;
+            Problem {
+                m: mg,
+                n: out_plane,
+                k: cg * kh * kw,
+                a: Lhs::Packed(&self.packed[g]),
+                b: if pointwise { Rhs::Source(&plain[i]) } else { Rhs::Source(&sources[i]) },
+                epilogue: Epilogue {
+                    bias: self.bias.as_ref().map_or(Bias::None, |b| Bias::PerRow(&b[g * mg..(g + 1) * mg])),
+                    act: self.act,
+                },
+            }
+        };
+        gemm::run_batch(ctx.pool, &self.micro, batch * group, &problem, y, mg * out_plane, out_plane);
+    }
+
+    /// One filter per channel: each output plane is a sum of shifted, scaled input rows.
+    fn depthwise(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, y: &mut [f32]) {
+        let [m, _, kh, kw] = self.weights_shape;
+        let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
+        let planes = batch * m;
+        let out = SharedOut(y.as_mut_ptr());
+        ctx.pool.parallel_for(planes, &|p| {
+            let c = p % m;
+            let input = &x[p * in_plane..(p + 1) * in_plane];
+            let o = out;
+            // SAFETY: each task writes only its own output plane.
+            let plane = unsafe { std::slice::from_raw_parts_mut(o.0.add(p * out_plane), out_plane) };
+            let filter = &self.depthwise_weights[c * kh * kw..(c + 1) * kh * kw];
+            plane.fill(self.bias.as_ref().map_or(0.0, |b| b[c]));
+            depthwise_plane(input, filter, geo.h, geo.w, plane);
+            self.act.apply(plane);
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint planes.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// The output positions `o` of axis `a` whose input `o * stride + k * dilation - pad_begin` is
+/// inside the input, as a range.
+fn valid_outputs(a: &Axis, k: usize) -> std::ops::Range<usize> {
+    let shift = k * a.dilation;
+    // o * stride + shift >= pad_begin
+    let lo = a.pad_begin.saturating_sub(shift).div_ceil(a.stride);
+    // o * stride + shift < input + pad_begin
+    let limit = a.input + a.pad_begin;
+    let hi = if limit > shift { (limit - shift - 1) / a.stride + 1 } else { 0 };
+    lo.min(a.output)..hi.min(a.output).max(lo.min(a.output))
+}
+
+fn depthwise_plane(input: &[f32], filter: &[f32], h: Axis, w: Axis, out: &mut [f32]) {
+    match super::isa::isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx512 | super::isa::Isa::Avx2 => unsafe { depthwise_plane_avx2(input, filter, h, w, out) },
+        _ => depthwise_plane_generic(input, filter, h, w, out),
+    }
+}
+
+/// # Safety
+/// Needs AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_plane_avx2(input: &[f32], filter: &[f32], h: Axis, w: Axis, out: &mut [f32]) {
+    depthwise_plane_generic(input, filter, h, w, out)
+}
+
+#[inline(always)]
+fn depthwise_plane_generic(input: &[f32], filter: &[f32], h: Axis, w: Axis, out: &mut [f32]) {
+    let (iw, ow) = (w.input, w.output);
+    for ky in 0..h.kernel {
+        for oy in valid_outputs(&h, ky) {
+            let iy = oy * h.stride + ky * h.dilation - h.pad_begin;
+            let in_row = &input[iy * iw..(iy + 1) * iw];
+            let out_row = &mut out[oy * ow..(oy + 1) * ow];
+            for kx in 0..w.kernel {
+                let wv = filter[ky * w.kernel + kx];
+                let xs = valid_outputs(&w, kx);
+                if xs.is_empty() {
+                    continue;
+                }
+                let first = xs.start * w.stride + kx * w.dilation - w.pad_begin;
+                if w.stride == 1 {
+                    let src = &in_row[first..first + xs.len()];
+                    out_row[xs].iter_mut().zip(src).for_each(|(o, &v)| *o += wv * v);
+                } else {
+                    for (j, o) in out_row[xs].iter_mut().enumerate() {
+                        *o += wv * in_row[first + j * w.stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The column matrix of one (image, group) as a B operand: row `k` is input channel
+/// `k / (kh * kw)` shifted by tap `k % (kh * kw)`; column `n` is output pixel `n`.
+struct Im2col<'a> {
+    x: &'a [f32],
+    kh: usize,
+    kw: usize,
+    h: Axis,
+    w: Axis,
+}
+
+impl PackB for Im2col<'_> {
+    fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]) {
+        let (ih, iw, ow) = (self.h.input, self.w.input, self.w.output);
+        let valid = nr.min(n - n0);
+        for (kk, row) in out.chunks_exact_mut(nr).take(kc).enumerate() {
+            let k = k0 + kk;
+            let (c, tap) = (k / (self.kh * self.kw), k % (self.kh * self.kw));
+            let (ky, kx) = (tap / self.kw, tap % self.kw);
+            let plane = &self.x[c * ih * iw..(c + 1) * ih * iw];
+            let xs = valid_outputs(&self.w, kx);
+            let (mut j, mut pos) = (0, n0);
+            while j < valid {
+                let (oy, ox) = (pos / ow, pos % ow);
+                let run = (ow - ox).min(valid - j);
+                let seg = &mut row[j..j + run];
+                let iy = (oy * self.h.stride + ky * self.h.dilation).wrapping_sub(self.h.pad_begin);
+                if iy >= ih {
+                    seg.fill(0.0);
+                } else {
+                    let in_row = &plane[iy * iw..(iy + 1) * iw];
+                    // Zeros left of the input, the covered pixels, zeros right of it.
+                    let (lo, hi) =
+                        (xs.start.clamp(ox, ox + run), xs.end.clamp(ox, ox + run).max(xs.start.clamp(ox, ox + run)));
+                    seg[..lo - ox].fill(0.0);
+                    seg[hi - ox..].fill(0.0);
+                    if hi > lo {
+                        let first = lo * self.w.stride + kx * self.w.dilation - self.w.pad_begin;
+                        let dst = &mut seg[lo - ox..hi - ox];
+                        if self.w.stride == 1 {
+                            dst.copy_from_slice(&in_row[first..first + (hi - lo)]);
+                        } else {
+                            dst.iter_mut().enumerate().for_each(|(t, v)| *v = in_row[first + t * self.w.stride]);
+                        }
+                    }
+                }
+                j += run;
+                pos += run;
+            }
+            row[valid..].fill(0.0);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A compiled graph: one prepared kernel per node (from the backend that claimed it), the value
+//! lifetimes, and the compiled bodies of control-flow ops. Runs are independent, so one compiled
+//! graph serves many threads at once.
+
+use super::{compile_subgraph, Backend, ExecCtx, Kernel};
+use crate::error::ResultExt;
+use crate::ir::interp::{bind, computed, last_uses, take_outputs, Slot};
+use crate::ir::{Data, DataRef, Graph, GraphExec};
+use crate::{bail, err, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct CompiledGraph {
+    graph: Arc<Graph>,
+    kernels: Vec<Box<dyn Kernel>>,
+    /// Per node, the name of the backend that runs it.
+    placed_on: Vec<&'static str>,
+    last_use: Vec<usize>,
+    /// Compiled bodies of control-flow ops, by the address of the body graph the op holds.
+    subgraphs: HashMap<usize, CompiledGraph>,
+}
+
+/// Time spent per node in one profiled run.
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    pub node: String,
+    pub op_type: String,
+    pub kernel: &'static str,
+    pub backend: &'static str,
+    pub time: Duration,
+}
+
+impl CompiledGraph {
+    pub fn new(graph: Arc<Graph>, backends: &[Arc<dyn Backend>], placement: &[usize]) -> Result<CompiledGraph> {
+        let mut kernels = Vec::with_capacity(graph.nodes.len());
+        let mut subgraphs = HashMap::new();
+        for (node, &b) in graph.nodes.iter().zip(placement) {
+            for body in node.op.subgraphs() {
+                let compiled =
+                    compile_subgraph(body, backends).context(|| format!("a subgraph of {}", node.describe()))?;
+                subgraphs.insert(Arc::as_ptr(body) as usize, compiled);
+            }
+            kernels.push(backends[b].prepare(&graph, node).context(|| node.describe())?);
+        }
+        let placed_on = placement.iter().map(|&b| backends[b].name()).collect();
+        let last_use = last_uses(&graph);
+        Ok(CompiledGraph { graph, kernels, placed_on, last_use, subgraphs })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Per node: its kernel's name and the backend that runs it.
+    pub fn kernel_names(&self) -> Vec<(&'static str, &'static str)> {
+        self.kernels.iter().map(|k| k.name()).zip(self.placed_on.iter().copied()).collect()
+    }
+
+    /// Runs with one value per graph input and one per captured value; returns the graph
+    /// outputs in order. With `profile`, each node's time is pushed to it.
+    pub fn run(
+        &self,
+        pool: &super::cpu::pool::ThreadPool,
+        inputs: &[DataRef],
+        captures: &[DataRef],
+        mut profile: Option<&mut Vec<NodeTime>>,
+    ) -> Result<Vec<Data>> {
+        let g = &*self.graph;
+        let exec = SubgraphRunner { plan: self, pool };
+        let ctx = ExecCtx { pool, graphs: &exec };
+        let mut slots = bind(g, inputs, captures)?;
+        for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
+            crate::ir::limits::check_deadline().context(|| node.describe())?;
+            let args: Vec<Option<DataRef>> =
+                node.inputs.iter().map(|inp| inp.map(|v| computed(g, &slots, v)).transpose()).collect::<Result<_>>()?;
+            let start = profile.as_ref().map(|_| Instant::now());
+            let outs = kernel.run(&ctx, &args).context(|| node.describe())?;
+            if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
+                p.push(NodeTime {
+                    node: node.name.clone(),
+                    op_type: node.op_type.clone(),
+                    kernel: kernel.name(),
+                    backend: self.placed_on[i],
+                    time: start.elapsed(),
+                });
+            }
+            if outs.len() < node.outputs.len() {
+                bail!(Runtime, "{} gave {} outputs, expected {}", node.describe(), outs.len(), node.outputs.len());
+            }
+            for (&id, d) in node.outputs.iter().zip(outs) {
+                slots[id] = Some(Slot::Owned(d));
+            }
+            for &v in node.inputs.iter().flatten() {
+                if self.last_use[v] == i {
+                    slots[v] = None;
+                }
+            }
+        }
+        take_outputs(g, &mut slots)
+    }
+}
+
+/// Runs control-flow bodies with their compiled plans.
+struct SubgraphRunner<'a> {
+    plan: &'a CompiledGraph,
+    pool: &'a super::cpu::pool::ThreadPool,
+}
+
+impl GraphExec for SubgraphRunner<'_> {
+    fn run_graph(&self, graph: &Arc<Graph>, inputs: &[DataRef], captures: &[DataRef]) -> Result<Vec<Data>> {
+        let compiled = self
+            .plan
+            .subgraphs
+            .get(&(Arc::as_ptr(graph) as usize))
+            .ok_or_else(|| err!(Runtime, "a subgraph was not compiled with its graph"))?;
+        compiled.run(self.pool, inputs, captures, None)
+    }
+}

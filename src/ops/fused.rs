@@ -1,0 +1,171 @@
+//! Ops that fusion passes make (never found in ONNX files): a convolution or matrix product with
+//! its bias and activation applied in the same kernel. Their reference kernels run the original
+//! op and then the activation in f64, so the fused forms stay checked against the same oracle.
+
+use super::conv::Conv;
+use super::matmul::MatMul;
+use super::{input, opt_input, Op};
+use crate::ir::{Fact, Tensor};
+use crate::{bail, Result};
+use std::sync::Arc;
+
+/// An elementwise activation that a kernel can apply to its output as it writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    /// Clip (and Relu6): min(max(x, lo), hi).
+    Clip(f32, f32),
+    LeakyRelu(f32),
+    Sigmoid,
+    /// x * sigmoid(x), also called Swish.
+    Silu,
+    /// max(0, min(1, alpha * x + beta)).
+    HardSigmoid(f32, f32),
+    /// x * max(0, min(1, x / 6 + 1 / 2)).
+    HardSwish,
+    Tanh,
+    /// x * Phi(x) with the exact erf.
+    Gelu,
+    /// The tanh approximation of Gelu.
+    GeluTanh,
+}
+
+impl Activation {
+    /// The reference value, computed in f64.
+    pub fn reference(self, x: f64) -> f64 {
+        let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Clip(lo, hi) => x.max(lo as f64).min(hi as f64),
+            Activation::LeakyRelu(a) => {
+                if x < 0.0 {
+                    x * a as f64
+                } else {
+                    x
+                }
+            }
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Silu => x * sigmoid(x),
+            Activation::HardSigmoid(a, b) => (a as f64 * x + b as f64).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+            Activation::GeluTanh => {
+                let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
+        }
+    }
+
+    fn apply_reference(self, t: Tensor) -> Result<Tensor> {
+        if self == Activation::None {
+            return Ok(t);
+        }
+        let shape = t.shape().to_vec();
+        let values: Vec<f32> = t.into_vec::<f32>()?.into_iter().map(|v| self.reference(v as f64) as f32).collect();
+        Tensor::new(shape, values)
+    }
+}
+
+/// erf in f64 (W. J. Cody's rational approximations are overkill here: the series and the
+/// continued fraction meet at |x| = 3 with ~1e-15 error).
+fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 3.0 {
+        let (mut term, mut sum, mut n) = (a, a, 0.0);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc by its continued fraction.
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (a + f);
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * (a + f))
+    };
+    r.copysign(x)
+}
+
+/// Conv followed by an activation (the bias stays Conv's optional input 2).
+#[derive(Debug)]
+pub struct FusedConv {
+    /// The original Conv op.
+    pub conv: Arc<dyn Op>,
+    pub act: Activation,
+}
+
+impl FusedConv {
+    pub fn conv(&self) -> &Conv {
+        self.conv.downcast_ref::<Conv>().expect("FusedConv holds a Conv")
+    }
+}
+
+impl Op for FusedConv {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        self.conv.infer(inputs)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let y = self.conv.eval(inputs)?.remove(0);
+        Ok(vec![self.act.apply_reference(y)?])
+    }
+}
+
+/// MatMul (B 2-D) plus a bias along the last axis, then an activation: what MatMul + Add (+ an
+/// activation) becomes. Inputs: A, B, bias (optional, shape [N]).
+#[derive(Debug)]
+pub struct FusedMatMul {
+    pub act: Activation,
+}
+
+impl Op for FusedMatMul {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        MatMul.infer(&inputs[..2.min(inputs.len())])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+        let y = MatMul.eval(&[Some(a), Some(b)])?.remove(0);
+        let y = match opt_input(inputs, 2) {
+            None => y,
+            Some(bias) => {
+                let n = *y.shape().last().unwrap_or(&1);
+                let bv = bias.as_slice::<f32>()?;
+                if bv.len() != n {
+                    bail!(Shape, "the fused bias has {} elements, the product's last axis {n}", bv.len());
+                }
+                let shape = y.shape().to_vec();
+                let mut v = y.into_vec::<f32>()?;
+                v.chunks_exact_mut(n.max(1)).for_each(|row| row.iter_mut().zip(bv).for_each(|(x, b)| *x += b));
+                Tensor::new(shape, v)?
+            }
+        };
+        Ok(vec![self.act.apply_reference(y)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.5, 0.999_593_047_982_555),
+            (3.5, 0.999_999_256_901_628),
+        ] {
+            assert!((erf(x) - want).abs() < 1e-12, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1e-12);
+        }
+    }
+}
