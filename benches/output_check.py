@@ -6,9 +6,13 @@ model, so that a fast wrong engine cannot post a good ratio.
   quantities of different magnitude along an axis (a detector's box coordinates beside its scores)
   names that axis in the model's `component_axes`, and each index along it is its own component.
   NaN must meet NaN, infinities must match.
-- dynamically quantised models ("quantized"): every float within `max_steps` quantisation steps of
-  onnxruntime's, a step being `(max(ref, 0) - min(ref, 0)) / 255` (README.md, "Matching
-  onnxruntime": one float an ulp apart in front of a DynamicQuantizeLinear moves a code by one).
+- dynamically quantised models ("quantized"): floats within `max_steps` quantisation steps of
+  onnxruntime's at most and `mean_steps` on average, a step being `(max(ref, 0) - min(ref, 0)) / 255`
+  (README.md, "Matching onnxruntime": one float an ulp apart in front of a DynamicQuantizeLinear
+  moves a code by one, and the change travels on). Through six quantised layers these flips add
+  up: onnxruntime's own optimised and unoptimised sessions differ by up to 5.1 steps (1.0 on
+  average) on the MiniLM's pooler output, so this rule catches a broken engine, not a subtly
+  wrong one; tests/dynamic_quant.rs and the conformance suite hold the int8 ops to exact rules.
 - integer and bool outputs: exactly equal.
 """
 
@@ -56,14 +60,16 @@ def compare_output(got: np.ndarray, ref: np.ndarray, check: dict, name: str) -> 
     if special:
         return special, ""
     finite = np.isfinite(ref)
-    diff = np.where(finite, np.abs(got - ref), 0.0)
+    diff = np.zeros_like(ref)
+    diff[finite] = np.abs(got[finite] - ref[finite])
     if check.get("kind") == "quantized":
         step = (max(ref[finite].max(initial=0.0), 0.0) - min(ref[finite].min(initial=0.0), 0.0)) / 255.0 or 1.0 / 255
-        steps = float(diff.max(initial=0.0) / step)
-        limit = float(check["max_steps"])
-        if steps > limit:
-            return f"off by {steps:.2f} quantisation steps (limit {limit:g}; step {step:.3g})", ""
-        return None, f"max {steps:.3f} steps"
+        steps = diff / step
+        worst, mean = float(steps.max(initial=0.0)), float(steps.mean()) if steps.size else 0.0
+        if worst > check["max_steps"] or mean > check["mean_steps"]:
+            return (f"off by {worst:.2f} quantisation steps at most, {mean:.3f} on average (limits "
+                    f"{check['max_steps']:g} and {check['mean_steps']:g}; a step is {step:.3g})"), ""
+        return None, f"max {worst:.2f} steps, mean {mean:.3f}"
     axis = check.get("component_axes", {}).get(name)
     bound = RTOL * np.abs(ref) + ATOL * _component_scale(ref, axis)
     ratio = diff / bound

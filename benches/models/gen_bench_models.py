@@ -62,7 +62,7 @@ class Bench:
     name: str
     build: Callable[[], tuple[onnx.ModelProto, dict]]
     # How compare.py checks crx580's outputs against onnxruntime's: "float" (rtol/atol, integers
-    # exact) or "quantized" (within max_steps quantisation steps; see benches/README.md).
+    # exact) or "quantized" (within quantisation steps); the rules are in benches/output_check.py.
     check: dict = field(default_factory=lambda: {"kind": "float"})
 
 
@@ -98,7 +98,9 @@ BENCHES = [
     Bench("dbnet_mv3", first_feed(detectors.dbnet_mv3)),
     Bench("crnn_mv3", first_feed(ocr.crnn_mv3)),
     Bench("minilm_l6", first_feed(transformers.bert_l6_decomposed)),
-    Bench("minilm_l6_int8", minilm_int8, {"kind": "quantized", "max_steps": 4}),
+    # onnxruntime's optimised and unoptimised sessions differ by up to 5.1 steps, 1.0 on average
+    # (the pooler output): the limits leave twice that (benches/output_check.py).
+    Bench("minilm_l6_int8", minilm_int8, {"kind": "quantized", "max_steps": 12, "mean_steps": 2}),
     Bench("vad", first_feed(audio.vad)),
 ]
 NAMES = [b.name for b in BENCHES]

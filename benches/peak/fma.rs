@@ -1,0 +1,140 @@
+//! Peak fp32 FMA throughput: independent chains of fused multiply-adds, enough of them (12) to
+//! cover the FMA latency times the number of FMA pipes on current cores (4 cycles x 2 pipes on
+//! Zen 4 and Intel cores), so the loop is bound by throughput, not latency. The widest kernel the
+//! CPU has is chosen at run time.
+
+/// Independent accumulators per kernel.
+const CHAINS: usize = 12;
+
+#[derive(Clone, Copy)]
+pub enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    /// Separate multiply and add, as vectorised by the compiler: not a peak, a floor.
+    Portable,
+}
+
+impl Kernel {
+    pub fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2Fma;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                return Kernel::Neon;
+            }
+        }
+        Kernel::Portable
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "AVX-512 FMA, 16 lanes",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => "AVX2 FMA, 8 lanes",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "NEON FMA, 4 lanes",
+            Kernel::Portable => "portable mul+add, no FMA",
+        }
+    }
+
+    /// Runs `iters` rounds of the chains on one thread; returns the flops done.
+    fn flops(self, iters: u64) -> f64 {
+        let (lanes, sum) = match self {
+            // SAFETY: `best` picked these kernels only after detecting their target features.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => (16, unsafe { x86::avx512(iters) }),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => (8, unsafe { x86::avx2(iters) }),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => (4, unsafe { neon(iters) }),
+            Kernel::Portable => (8, portable(iters)),
+        };
+        assert!(sum.is_finite(), "FMA chains diverged");
+        (iters * (CHAINS * lanes * 2) as u64) as f64
+    }
+
+    /// The flops of `iters` rounds run on each of `threads` threads at once.
+    pub fn flops_on_threads(self, threads: usize, iters: u64) -> f64 {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(move || self.flops(iters))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+}
+
+/// x <- x * M + C stays near C / (1 - M) = 0.1 forever: no overflow, no denormals.
+const M: f32 = 0.999;
+const C: f32 = 1e-4;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{C, CHAINS, M};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(iters: u64) -> f32 {
+        let (m, c) = (_mm512_set1_ps(M), _mm512_set1_ps(C));
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, m, c);
+            }
+        }
+        let mut out = [0f32; 16];
+        _mm512_storeu_ps(out.as_mut_ptr(), acc.iter().fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a)));
+        std::hint::black_box(out.iter().sum())
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(iters: u64) -> f32 {
+        let (m, c) = (_mm256_set1_ps(M), _mm256_set1_ps(C));
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, m, c);
+            }
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc.iter().fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a)));
+        std::hint::black_box(out.iter().sum())
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn neon(iters: u64) -> f32 {
+    use std::arch::aarch64::*;
+    let (m, c) = (vdupq_n_f32(M), vdupq_n_f32(C));
+    let mut acc = [vdupq_n_f32(1.0); CHAINS];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = vfmaq_f32(c, *a, m);
+        }
+    }
+    std::hint::black_box(acc.iter().map(|&a| vaddvq_f32(a)).sum())
+}
+
+fn portable(iters: u64) -> f32 {
+    let mut acc = [[1f32; 8]; CHAINS];
+    for _ in 0..iters {
+        for chain in acc.iter_mut() {
+            for x in chain.iter_mut() {
+                *x = *x * M + C;
+            }
+        }
+    }
+    std::hint::black_box(acc.iter().flatten().sum())
+}
