@@ -131,17 +131,17 @@ def model_files(models_dir: str, meta: dict) -> tuple[str, list[str]]:
 
 
 def check_outputs(binary: str, models_dir: str, meta: dict, threads: int, timeout: float) -> tuple[list[str], dict]:
-    """crx580's outputs against onnxruntime's; (errors, one-run time estimates in ms per engine)."""
+    """crx580's outputs against onnxruntime's; (errors, one-run time estimates in ms per engine:
+    crx580's is the whole `run` command, load included, so it errs on the side of fewer runs)."""
     model, inputs = model_files(models_dir, meta)
     with tempfile.TemporaryDirectory() as tmp:
         crx_dir, ort_dir = os.path.join(tmp, "crx580"), os.path.join(tmp, "ort")
         t = time.perf_counter()
         run_cmd([binary, "run", model, *inputs, "--threads", str(threads), "--output-dir", crx_dir], timeout)
         crx_ms = (time.perf_counter() - t) * 1e3
-        t = time.perf_counter()
-        run_cmd([sys.executable, os.path.join(BENCHES, "ort_runner.py"), "outputs", model, *inputs,
-                 "--threads", str(threads), "--out", ort_dir], timeout)
-        ort_ms = (time.perf_counter() - t) * 1e3
+        out = run_cmd([sys.executable, os.path.join(BENCHES, "ort_runner.py"), "outputs", model, *inputs,
+                       "--threads", str(threads), "--out", ort_dir], timeout)
+        ort_ms = last_json_line(out, "ort_runner.py outputs")["run_ms"]
         errors, notes = [], []
         for k, name in enumerate(meta["outputs"]):
             ref_path, got_path = os.path.join(ort_dir, f"output_{k}.npy"), os.path.join(crx_dir, f"output_{k}.npy")
@@ -262,12 +262,14 @@ def parse_args(argv=None):
     ap.add_argument("--models", help="comma-separated model names (default: all)")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--rounds", type=int, help="alternating rounds per engine (default 3; --quick 1)")
-    ap.add_argument("--runs", type=int, help="most timed runs per measurement (default 20; --quick 2)")
+    ap.add_argument("--runs", type=int, help="most timed runs per measurement (default 1000; --quick 20)")
     ap.add_argument("--min-runs", type=int, help="fewest timed runs per measurement (default 3; --quick 1)")
     ap.add_argument("--warmup", type=int, help="untimed runs before each measurement (default 2; --quick 1)")
-    ap.add_argument("--budget", type=float, default=2.0,
-                    help="seconds of timed runs to aim for per measurement (default 2), within --min-runs..--runs")
-    ap.add_argument("--quick", action="store_true", help="one round of few runs: a smoke, not a measurement")
+    ap.add_argument("--budget", type=float,
+                    help="seconds of timed runs to aim for per measurement, within --min-runs..--runs "
+                         "(default 2; --quick 0.25)")
+    ap.add_argument("--quick", action="store_true",
+                    help="one round, a quarter second of runs (one for slow models): a smoke, not a measurement")
     ap.add_argument("--binary", help="the crx580 binary (default: build target/release/crx580)")
     ap.add_argument("--models-dir", default=os.path.join(ROOT, "target", "bench-models"),
                     help="where the benchmark models are (generated when missing or stale)")
@@ -276,11 +278,14 @@ def parse_args(argv=None):
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = ap.parse_args(argv)
     quick = args.quick
-    for name, full, smoke in [("rounds", 3, 1), ("runs", 20, 2), ("min_runs", 3, 1), ("warmup", 2, 1)]:
+    for name, full, smoke in [("rounds", 3, 1), ("runs", 1000, 20), ("min_runs", 3, 1), ("warmup", 2, 1),
+                              ("budget", 2.0, 0.25)]:
         if getattr(args, name) is None:
             setattr(args, name, smoke if quick else full)
-    if min(args.rounds, args.runs, args.min_runs) < 1 or args.warmup < 0 or args.min_runs > args.runs:
-        ap.error("--rounds, --runs and --min-runs must be at least 1, --warmup at least 0, --min-runs <= --runs")
+    if min(args.rounds, args.runs, args.min_runs) < 1 or args.warmup < 0 or args.min_runs > args.runs \
+            or not args.budget > 0:
+        ap.error("--rounds, --runs and --min-runs must be at least 1, --warmup at least 0, --min-runs <= --runs, "
+                 "--budget above 0")
     try:
         args.thread_list = [int(t) for t in args.threads.split(",")]
     except ValueError:

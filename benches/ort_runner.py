@@ -4,10 +4,11 @@ its peak RSS is its own.
 
     ort_runner.py time MODEL INPUT.npy... --threads N --runs R --warmup W
         prints one JSON line: median_ms, p90_ms, min_ms, runs, load_ms (session creation),
-        peak_rss_mb (ru_maxrss at the end), base_rss_mb (after imports and inputs, before the
+        peak_rss_mb (VmHWM at the end), base_rss_mb (after imports and inputs, before the
         session: the Python interpreter's share of the peak)
     ort_runner.py outputs MODEL INPUT.npy... --threads N --out DIR
-        writes output k (graph order) as DIR/output_<k>.npy
+        writes output k (graph order) as DIR/output_<k>.npy and prints {"run_ms": ...}, the time
+        of that one run (compare.py sizes its measurements by it)
 
 The session is what a latency-minded user makes: all graph optimisations, intra_op_num_threads N,
 inter_op 1, sequential execution. Runs go through an IOBinding with the inputs bound once, so that
@@ -28,7 +29,16 @@ import onnxruntime as ort
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    """The peak resident set of this process: VmHWM, as crx580's bench reports it. Not ru_maxrss:
+    Linux carries that across exec, so it would include compare.py's own footprint at the fork."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB; no /proc: best effort
 
 
 def make_session(model: str, threads: int) -> ort.InferenceSession:
@@ -75,10 +85,14 @@ def time_runs(args, inputs) -> dict:
 
 def write_outputs(args, inputs) -> None:
     sess = make_session(args.model, args.threads)
-    outs = sess.run(None, feeds_for(sess, inputs))
+    feeds = feeds_for(sess, inputs)
+    t = time.perf_counter()
+    outs = sess.run(None, feeds)
+    run_ms = (time.perf_counter() - t) * 1e3
     os.makedirs(args.out, exist_ok=True)
     for k, v in enumerate(outs):
         np.save(os.path.join(args.out, f"output_{k}.npy"), np.asarray(v))
+    print(json.dumps({"run_ms": run_ms}))
 
 
 def main() -> int:

@@ -1,7 +1,9 @@
 //! Peak fp32 FMA throughput: independent chains of fused multiply-adds, enough of them (12) to
 //! cover the FMA latency times the number of FMA pipes on current cores (4 cycles x 2 pipes on
-//! Zen 4 and Intel cores), so the loop is bound by throughput, not latency. The widest kernel the
-//! CPU has is chosen at run time.
+//! Zen 4 and Intel cores), so the loop is bound by throughput, not latency. Every kernel the CPU
+//! can run is measured (detected at run time); the peak is the best of them. (Zen 4 runs a 512-bit
+//! FMA as two 256-bit halves, so AVX-512 and AVX2 reach the same peak there; cores with two
+//! 512-bit FMA units double it.)
 
 /// Independent accumulators per kernel.
 const CHAINS: usize = 12;
@@ -19,23 +21,26 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub fn best() -> Kernel {
+    /// The kernels this CPU can run, widest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut kernels = vec![];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
+                kernels.push(Kernel::Avx512);
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Kernel::Avx2Fma;
+                kernels.push(Kernel::Avx2Fma);
             }
         }
         #[cfg(target_arch = "aarch64")]
         {
             if std::arch::is_aarch64_feature_detected!("neon") {
-                return Kernel::Neon;
+                kernels.push(Kernel::Neon);
             }
         }
-        Kernel::Portable
+        kernels.push(Kernel::Portable);
+        kernels
     }
 
     pub fn name(self) -> &'static str {
@@ -53,7 +58,7 @@ impl Kernel {
     /// Runs `iters` rounds of the chains on one thread; returns the flops done.
     fn flops(self, iters: u64) -> f64 {
         let (lanes, sum) = match self {
-            // SAFETY: `best` picked these kernels only after detecting their target features.
+            // SAFETY: `available` lists these kernels only after detecting their target features.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => (16, unsafe { x86::avx512(iters) }),
             #[cfg(target_arch = "x86_64")]
