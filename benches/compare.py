@@ -8,7 +8,7 @@ each measurement a fresh process: `crx580 bench --json`, or benches/ort_runner.p
 of each engine's round medians, and prints latency, the ratio crx580/onnxruntime, peak RSS and load
 time, with the geometric mean of the ratio per thread count and the worst model.
 
-    /work/main/.venv/bin/python benches/compare.py               # all models, threads 1 and 2
+    .venv/bin/python benches/compare.py                          # all models, threads 1 and 2
     python benches/compare.py --quick --models vad,crnn_mv3      # a smoke (CI)
     python benches/compare.py --markdown --json target/bench.json
 
@@ -208,8 +208,11 @@ def summarise(rows: list[dict]) -> list[dict]:
         sel = [r for r in rows if r["threads"] == threads]
         geo = math.exp(sum(math.log(r["ratio"]) for r in sel) / len(sel))
         worst = max(sel, key=lambda r: r["ratio"])
+        # Issue 13 also asks for peak RSS and load time no higher than onnxruntime's on every model.
+        above = {k: [r["model"] for r in sel if r["crx580"][k] > r["onnxruntime"][k]] for k in ("peak_rss_mb", "load_ms")}
         out.append({"threads": threads, "geomean_ratio": geo, "worst_model": worst["model"],
-                    "worst_ratio": worst["ratio"], "models": len(sel)})
+                    "worst_ratio": worst["ratio"], "models": len(sel), "rss_above_ort": above["peak_rss_mb"],
+                    "load_above_ort": above["load_ms"]})
     return out
 
 
@@ -226,8 +229,12 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def summary_lines(summary: list[dict]) -> list[str]:
+    def models(names):
+        return ", ".join(names) if names else "none"
+
     return [f"threads {s['threads']}: geometric mean ratio {s['geomean_ratio']:.2f} over {s['models']} models; "
-            f"worst {s['worst_model']} at {s['worst_ratio']:.2f}" for s in summary]
+            f"worst {s['worst_model']} at {s['worst_ratio']:.2f}; crx580's peak RSS above onnxruntime's: "
+            f"{models(s['rss_above_ort'])}; load time above: {models(s['load_above_ort'])}" for s in summary]
 
 
 def print_text(rows, summary) -> None:
@@ -276,6 +283,7 @@ def parse_args(argv=None):
     ap.add_argument("--timeout", type=float, default=900, help="seconds one measurement may take (default 900)")
     ap.add_argument("--json", metavar="OUT", help="write every measurement, the summary and the machine to OUT")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    ap.add_argument("--report", metavar="JSON", help="print the table of an earlier --json OUT again; run nothing")
     args = ap.parse_args(argv)
     quick = args.quick
     for name, full, smoke in [("rounds", 3, 1), ("runs", 1000, 20), ("min_runs", 3, 1), ("warmup", 2, 1),
@@ -301,8 +309,22 @@ def parse_args(argv=None):
     return args
 
 
+def report(args) -> int:
+    with open(args.report) as f:
+        saved = json.load(f)
+    rows, info = saved["rows"], saved["machine"]
+    summary = summarise(rows)
+    args.command_line, args.elapsed_s = saved["command"], saved["elapsed_s"]
+    print_text(rows, summary)
+    if args.markdown:
+        print("\n" + markdown(rows, summary, info, args))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report(args)
     start = time.time()
     try:
         binary = ensure_binary(args)

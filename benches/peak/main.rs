@@ -42,7 +42,7 @@ fn main() {
         println!("fp32 FMA peak, {threads} threads: {all:.1} GFLOP/s ({})", kernel.name());
     }
     let mut arrays = triad::Arrays::new(triad_len);
-    let mib = triad_len * 8 >> 20;
+    let mib = (triad_len * 8) >> 20;
     let mut triad_rates = vec![];
     for t in 1..=threads {
         let rate = best_rate(repeats, || arrays.triad(t)) / 1e9;
