@@ -42,11 +42,12 @@ fn main() {
         println!("fp32 FMA peak, {threads} threads: {all:.1} GFLOP/s ({})", kernel.name());
     }
     let mut arrays = triad::Arrays::new(triad_len);
-    let mib = (triad_len * 8) >> 20;
+    let kib = (triad_len * 8) >> 10;
+    let size = if kib >= 1024 { format!("{} MiB", kib >> 10) } else { format!("{kib} KiB") };
     let mut triad_rates = vec![];
     for t in 1..=threads {
         let rate = best_rate(repeats, || arrays.triad(t)) / 1e9;
-        println!("triad a = b + s*c (f64, 3 x {mib} MiB), {t} thread(s): {rate:.1} GB/s");
+        println!("triad a = b + s*c (f64, 3 x {size}), {t} thread(s): {rate:.1} GB/s");
         triad_rates.push(rate);
     }
     arrays.verify(repeats * threads);
