@@ -1,0 +1,64 @@
+//! The machine's peaks, the yardsticks of the engine's kernels (issue 13): one core's fp32 FMA
+//! throughput (GEMM is held to 80% of it) and a STREAM-style triad bandwidth on 1 and 2 threads
+//! (bandwidth-bound kernels are held to 70% of it).
+//!
+//! `cargo bench --bench peak` measures and prints GFLOP/s and GB/s. Without `--bench` (as
+//! `cargo test --all-targets` runs it) it does a short smoke of the same code on tiny sizes.
+
+mod fma;
+mod triad;
+
+use std::time::Instant;
+
+/// The best of `repeats` timings of `f` (it returns the amount of work it did), in work per second.
+fn best_rate(repeats: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            let work = f();
+            work / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    // Short repeats (~10 ms each), many of them: on a shared machine the best one is a window
+    // in which nothing else ran on the core.
+    let (fma_iters, triad_len, repeats) = if measuring { (2_000_000, 1 << 23, 60) } else { (10_000, 1 << 12, 2) };
+
+    let mut peak = (0.0, fma::Kernel::Portable);
+    for kernel in fma::Kernel::available() {
+        let rate = best_rate(repeats, || kernel.flops_on_threads(1, fma_iters)) / 1e9;
+        println!("fp32 FMA, 1 core, {}: {rate:.1} GFLOP/s", kernel.name());
+        if rate > peak.0 {
+            peak = (rate, kernel);
+        }
+    }
+    let (one, kernel) = peak;
+    println!("fp32 FMA peak, 1 core: {one:.1} GFLOP/s ({})", kernel.name());
+    if threads > 1 {
+        let all = best_rate(repeats, || kernel.flops_on_threads(threads, fma_iters)) / 1e9;
+        println!("fp32 FMA peak, {threads} threads: {all:.1} GFLOP/s ({})", kernel.name());
+    }
+    let mut arrays = triad::Arrays::new(triad_len);
+    let kib = (triad_len * 8) >> 10;
+    let size = if kib >= 1024 { format!("{} MiB", kib >> 10) } else { format!("{kib} KiB") };
+    let mut triad_rates = vec![];
+    for t in 1..=threads {
+        let rate = best_rate(repeats, || arrays.triad(t)) / 1e9;
+        println!("triad a = b + s*c (f64, 3 x {size}), {t} thread(s): {rate:.1} GB/s");
+        triad_rates.push(rate);
+    }
+    arrays.verify(repeats * threads);
+    println!(
+        "targets (issue 13): GEMM at 1 thread >= {:.1} GFLOP/s (80%), bandwidth-bound kernels >= {:.1} GB/s at 1 thread (70%)",
+        0.8 * one,
+        0.7 * triad_rates[0]
+    );
+    if !measuring {
+        assert!(one > 0.0 && triad_rates.iter().all(|&r| r > 0.0));
+        println!("(a smoke on tiny sizes: `cargo bench --bench peak` measures)");
+    }
+}
