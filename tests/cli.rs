@@ -2,6 +2,8 @@
 //! and one-line errors with a non-zero exit. The modules under tests/cli_tests/ cover input shapes,
 //! closed pipes, `info`'s statistics, images, completions and man pages.
 
+#[path = "cli_tests/docs.rs"]
+mod docs;
 #[path = "cli_tests/images.rs"]
 mod images;
 #[path = "cli_tests/info.rs"]

@@ -6,7 +6,9 @@ use crate::out::outln;
 use crate::shapes::{concrete_shapes, shape_string, ShapeArgs};
 use crate::{json, load_input, read_inputs, DeviceArgs};
 use clap::Args;
-use crx580::{err, Model, Result, Session, Tensor};
+use crx580::ir::limits::with_max_tensor_bytes;
+use crx580::ir::tensor::checked_len;
+use crx580::{err, DType, Model, Result, Session, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,13 +75,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let shaped = a.shapes.apply(a.device.limits.load(&a.model)?)?;
     let load_model_ms = t0.elapsed().as_secs_f64() * 1e3;
     let infos = shaped.model.inputs();
+    let max_bytes = a.device.limits.max_tensor_bytes()?;
     let inputs = if a.inputs.is_empty() {
-        random_inputs(&shaped.model, &concrete_shapes(&shaped)?)?
+        let shapes = concrete_shapes(&shaped)?;
+        with_max_tensor_bytes(max_bytes, || random_inputs(&shaped.model, &shapes))?
     } else {
         if !a.shapes.shapes.is_empty() {
             crate::out::note!("crx580: note: --shape only sizes made-up inputs and the model's dims; input files keep their own shapes");
         }
-        let max_bytes = a.device.limits.max_tensor_bytes()?;
         read_inputs(&shaped.model, &a.inputs, |p, i| load_input(p, i, &ImageArgs::default(), max_bytes))?
     };
     let t1 = Instant::now();
@@ -155,7 +158,8 @@ fn progress_bar(total: u64) -> ProgressBar {
 }
 
 /// Random inputs of the given shapes: floats uniform in [0, 1), integers 0, bools false (zeros are
-/// valid indices and sizes for any model).
+/// valid indices and sizes for any model). Each is checked against the tensor size limit before
+/// it is allocated.
 fn random_inputs(model: &Model, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
@@ -173,12 +177,17 @@ fn random_inputs(model: &Model, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
                 return Err(err!(InvalidInput, "input '{}' is a {}: give it as a file", info.name, info.kind));
             }
             let dtype = info.dtype.ok_or_else(|| err!(InvalidInput, "input '{}' has no declared dtype", info.name))?;
-            let zeros = Tensor::zeros(dtype, shape.clone())?;
             if !dtype.is_float() {
-                return Ok(zeros);
+                return Tensor::zeros(dtype, shape.clone());
             }
-            let v: Vec<f64> = (0..zeros.len()).map(|_| next()).collect();
-            Tensor::new(shape.clone(), v)?.cast_numeric(dtype)
+            let len = checked_len(shape, DType::F32)?;
+            let v: Vec<f32> = (0..len).map(|_| next() as f32).collect();
+            let t = Tensor::new(shape.clone(), v)?;
+            if dtype == DType::F32 {
+                Ok(t)
+            } else {
+                t.cast_numeric(dtype)
+            }
         })
         .collect()
 }

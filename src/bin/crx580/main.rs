@@ -178,13 +178,16 @@ pub fn read_inputs(
         .collect()
 }
 
-/// A `.npy` or `.pb` tensor file, or a PNG or JPEG image made into a tensor for `input`.
+/// A `.npy` or `.pb` tensor file, or a PNG or JPEG image made into a tensor for `input`, under the
+/// `--max-memory` limit.
 pub fn load_input(path: &Path, input: &IoInfo, images: &image::ImageArgs, max_bytes: usize) -> Result<Tensor> {
-    if image::is_image(&path.to_string_lossy()) {
-        image::image_tensor(path, input, images, max_bytes)
-    } else {
-        Ok(crx580::io::read_tensor_file(path)?.0)
-    }
+    crx580::ir::limits::with_max_tensor_bytes(max_bytes, || {
+        if image::is_image(&path.to_string_lossy()) {
+            image::image_tensor(path, input, images, max_bytes)
+        } else {
+            Ok(crx580::io::read_tensor_file(path)?.0)
+        }
+    })
 }
 
 /// `min=.. max=.. mean=..` plus the first values, for a quick look at an output.
