@@ -14,6 +14,10 @@ mod onnx_writer;
 mod pipes;
 #[path = "cli_tests/shapes.rs"]
 mod shapes;
+#[path = "cli_tests/zoo.rs"]
+mod zoo;
+
+mod common;
 
 use onnx_writer::*;
 use std::path::{Path, PathBuf};

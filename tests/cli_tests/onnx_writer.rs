@@ -94,28 +94,24 @@ pub fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Vec<u8>]) -> V
     n
 }
 
-/// TensorProto with float values (raw little-endian bytes).
-pub fn float_tensor(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
+/// TensorProto of element type `elem` holding `raw` (little-endian bytes).
+fn raw_tensor(name: &str, dims: &[u64], elem: u64, raw: Vec<u8>) -> Vec<u8> {
     let mut t = vec![];
     for &d in dims {
         t.extend(int_field(1, d));
     }
-    t.extend(int_field(2, FLOAT));
+    t.extend(int_field(2, elem));
     t.extend(bytes_field(8, name.as_bytes()));
-    t.extend(bytes_field(9, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+    t.extend(bytes_field(9, &raw));
     t
 }
 
-/// TensorProto with int64 values.
+pub fn float_tensor(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
+    raw_tensor(name, dims, FLOAT, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
 pub fn int64_tensor(name: &str, dims: &[u64], values: &[i64]) -> Vec<u8> {
-    let mut t = vec![];
-    for &d in dims {
-        t.extend(int_field(1, d));
-    }
-    t.extend(int_field(2, INT64));
-    t.extend(bytes_field(8, name.as_bytes()));
-    t.extend(bytes_field(9, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
-    t
+    raw_tensor(name, dims, INT64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// A ModelProto at the given default-domain opset.

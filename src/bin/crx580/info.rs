@@ -7,6 +7,7 @@ use crate::shapes::{shape_string, ShapeArgs, Shaped};
 use crate::{json, LimitArgs};
 use clap::Args;
 use crx580::backend::backend_for;
+use crx580::ir::attr::Attr;
 use crx580::ir::Graph;
 use crx580::{DType, Device, IoInfo, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -68,13 +69,20 @@ pub fn summarize(shaped: &Shaped) -> Summary {
     }
 }
 
-/// Constants that a node or the graph output uses (as `Graph::parameter_count`), by dtype.
+/// Constants that a node or the graph output uses (initializers, as `Graph::parameter_count`
+/// counts them) and the tensors of `Constant` nodes (TensorFlow exports keep weights there), by dtype.
 fn parameters(g: &Graph) -> Vec<ParamGroup> {
     let used: HashSet<usize> =
         g.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()).chain(g.outputs.iter().copied()).collect();
+    let initializers = g.values.iter().enumerate().filter(|(i, _)| used.contains(i)).filter_map(|(_, v)| v.constant());
+    let constant_nodes = g.nodes.iter().filter(|n| n.op_type == "Constant" && n.domain.is_empty()).filter_map(|n| {
+        match n.attrs.get("value") {
+            Some(Attr::Tensor(t)) => Some(t),
+            _ => None,
+        }
+    });
     let mut by_dtype: BTreeMap<&'static str, ParamGroup> = BTreeMap::new();
-    for (i, v) in g.values.iter().enumerate() {
-        let Some(t) = v.constant().filter(|_| used.contains(&i)) else { continue };
+    for t in initializers.chain(constant_nodes) {
         let dtype = t.dtype();
         let g = by_dtype.entry(dtype.name()).or_insert(ParamGroup { dtype, count: 0, bytes: 0 });
         g.count += t.len() as u64;
