@@ -160,6 +160,11 @@ fn jpeg_and_symbolic_sizes_decode_too() {
     }
     let o = crx580(&["run", m.to_str().unwrap(), jpg.to_str().unwrap(), "--size", "5x7", "--layout", "nchw"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Dims without names take their size from --shape: the picture is resized to 7 wide, 5 high.
+    let unnamed = identity_model(&dir, "unnamed.onnx", FLOAT, &[D::N(1), D::N(3), D::U, D::U]);
+    let o = crx580(&["run", unnamed.to_str().unwrap(), jpg.to_str().unwrap(), "--shape", "x=1x3x5x7"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("y: float32 [1, 3, 5, 7] "), "{}", stdout(&o));
 }
 
 #[test]

@@ -83,7 +83,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         if !a.shapes.shapes.is_empty() {
             crate::out::note!("crx580: note: --shape only sizes made-up inputs and the model's dims; input files keep their own shapes");
         }
-        read_inputs(&shaped.model, &a.inputs, |p, i| load_input(p, i, &ImageArgs::default(), max_bytes))?
+        read_inputs(&shaped, &a.inputs, |p, i| load_input(p, i, &ImageArgs::default(), max_bytes))?
     };
     let t1 = Instant::now();
     let session = Session::new(shaped.model, &options)?;

@@ -55,12 +55,8 @@ pub struct Summary {
 
 pub fn summarize(shaped: &Shaped) -> Summary {
     let model = &shaped.model;
-    let mut inputs = model.inputs();
-    for i in &mut inputs {
-        i.shape = shaped.declared(i);
-    }
     Summary {
-        inputs,
+        inputs: shaped.inputs(),
         outputs: model.outputs(),
         ops: model.imported().graph.op_histogram(),
         params: parameters(&model.imported().graph),

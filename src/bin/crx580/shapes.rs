@@ -33,6 +33,15 @@ impl Shaped {
             None => info.shape.clone(),
         }
     }
+
+    /// The model's inputs with the shapes [`Shaped::declared`] gives.
+    pub fn inputs(&self) -> Vec<IoInfo> {
+        let mut inputs = self.model.inputs();
+        for info in &mut inputs {
+            info.shape = self.declared(info);
+        }
+        inputs
+    }
 }
 
 impl ShapeArgs {
@@ -161,8 +170,8 @@ pub fn concrete_shapes(shaped: &Shaped) -> Result<Vec<Vec<usize>>> {
     let mut shapes = vec![];
     let mut missing = vec![];
     let mut batch_notes = vec![];
-    for info in shaped.model.inputs() {
-        let Some(declared) = shaped.declared(&info) else {
+    for info in shaped.inputs() {
+        let Some(declared) = info.shape.clone() else {
             missing.push(format!("input '{}' has an unknown rank", info.name));
             shapes.push(vec![]);
             continue;
