@@ -44,9 +44,14 @@ fn distinct_png(path: &Path) -> Vec<u8> {
     raw
 }
 
-fn output(dir: &Path) -> Vec<f32> {
-    let t = crx580::io::read_tensor_file(&dir.join("output_0.npy")).unwrap().0;
-    t.to_f64_vec().unwrap().into_iter().map(|v| v as f32).collect()
+/// `crx580 run MODEL PICTURE EXTRA... --output-dir OUT`, and its first output.
+fn through(model: &Path, picture: &Path, extra: &[&str], out: &Path) -> crx580::Tensor {
+    let mut args =
+        vec!["run", model.to_str().unwrap(), picture.to_str().unwrap(), "--output-dir", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = crx580(&args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    crx580::io::read_tensor_file(&out.join("output_0.npy")).unwrap().0
 }
 
 #[test]
@@ -56,39 +61,16 @@ fn nhwc_and_nchw_layouts_place_each_pixel() {
     let raw = distinct_png(&png);
     // NHWC by its shape (channels last): the output is the image's bytes in order.
     let nhwc = identity_model(&dir, "nhwc.onnx", FLOAT, &[D::N(1), D::N(2), D::N(3), D::N(3)]);
-    let out = dir.join("nhwc");
-    let o = crx580(&[
-        "run",
-        nhwc.to_str().unwrap(),
-        png.to_str().unwrap(),
-        "--preprocess",
-        "none",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(output(&out), raw.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    let got = through(&nhwc, &png, &["--preprocess", "none"], &dir.join("nhwc"));
+    assert_eq!(got.to_f64_vec().unwrap(), raw.iter().map(|&v| v as f64).collect::<Vec<_>>());
     // NCHW (channels second): channel c of pixel p is raw[p * 3 + c], at c * 6 + p.
     let nchw = identity_model(&dir, "nchw.onnx", FLOAT, &[D::S("N"), D::N(3), D::N(2), D::N(3)]);
-    let out = dir.join("nchw");
-    let o = crx580(&[
-        "run",
-        nchw.to_str().unwrap(),
-        png.to_str().unwrap(),
-        "--preprocess",
-        "scale01",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let got = through(&nchw, &png, &["--preprocess", "scale01"], &dir.join("nchw"));
     let want: Vec<f32> = (0..18).map(|i| raw[(i % 6) * 3 + i / 6] as f32 / 255.0).collect();
-    assert_eq!(output(&out), want);
+    assert_eq!(got.as_slice::<f32>().unwrap(), &want[..]);
     // uint8 inputs take the raw bytes.
     let u8_model = identity_model(&dir, "u8.onnx", UINT8, &[D::N(1), D::N(2), D::N(3), D::N(3)]);
-    let out = dir.join("u8");
-    let o = crx580(&["run", u8_model.to_str().unwrap(), png.to_str().unwrap(), "--output-dir", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t = crx580::io::read_tensor_file(&out.join("output_0.npy")).unwrap().0;
+    let t = through(&u8_model, &png, &[], &dir.join("u8"));
     assert_eq!(t.as_slice::<u8>().unwrap(), &raw[..]);
 }
 
@@ -141,20 +123,9 @@ fn jpeg_and_symbolic_sizes_decode_too() {
     let dir = temp_dir("img-jpeg");
     let jpg = dir.join("solid.jpg");
     image::RgbImage::from_pixel(16, 16, image::Rgb([200, 50, 10])).save(&jpg).unwrap();
-    // H and W unnamed in the model: the image keeps its own 16x16, or takes --size.
+    // H and W not fixed by the model: the image keeps its own 16x16, or takes --size.
     let m = channel_mean_model(&dir, &[D::N(1), D::N(3), D::S("H"), D::S("W")]);
-    let out = dir.join("out");
-    let o = crx580(&[
-        "run",
-        m.to_str().unwrap(),
-        jpg.to_str().unwrap(),
-        "--preprocess",
-        "none",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let scores = output(&out);
+    let scores = through(&m, &jpg, &["--preprocess", "none"], &dir.join("out")).into_vec::<f32>().unwrap();
     for (got, want) in scores.iter().zip([200.0f32, 50.0, 10.0]) {
         assert!((got - want).abs() <= 4.0, "JPEG is lossy but close: {scores:?}");
     }
