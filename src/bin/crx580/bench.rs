@@ -29,11 +29,11 @@ pub struct BenchArgs {
     /// Untimed runs between the cold first run and the timed runs.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=MAX_RUNS as u64))]
     warmup: u64,
-    #[command(flatten)]
-    shapes: ShapeArgs,
     /// Print one JSON line with the timings.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    shapes: ShapeArgs,
     #[command(flatten)]
     device: DeviceArgs,
 }

@@ -9,6 +9,7 @@ use image::imageops::FilterType;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Default)]
+#[command(next_help_heading = "Pictures (.png, .jpg inputs)")]
 pub struct ImageArgs {
     /// How pixels become numbers: imagenet ([0,1], minus the ImageNet mean, over its std, per RGB
     /// channel), scale01 ([0,1]) or none (0..255). Default: imagenet for RGB inputs, scale01 for

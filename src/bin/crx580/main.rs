@@ -41,6 +41,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Device")]
 pub struct DeviceArgs {
     /// Where to run: cpu, opencl or auto.
     #[arg(long, default_value = "auto")]
@@ -48,11 +49,12 @@ pub struct DeviceArgs {
     /// CPU worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    // max_time comes after the flattened limits so that clap lists it under their heading.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Stop a run that takes longer than this many seconds.
     #[arg(long, value_name = "SECONDS")]
     max_time: Option<f64>,
-    #[command(flatten)]
-    pub limits: LimitArgs,
 }
 
 impl DeviceArgs {
@@ -74,6 +76,7 @@ impl DeviceArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// The largest tensor the model may make, at load or run time (bytes, or with K, M or G).
     #[arg(long, value_name = "SIZE", default_value = "4G")]

@@ -18,7 +18,7 @@ pub struct RunArgs {
     /// Write output k as DIR/output_<k>.npy instead of printing a summary. Types numpy lacks:
     /// bfloat16 as its uint16 bits, float8/float4 as uint8 bit codes, int4/int2 as int8 values,
     /// uint4/uint2 as uint8 values.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
     #[command(flatten)]
     images: ImageArgs,

@@ -8,6 +8,7 @@ use crx580::{bail, err, Dim, IoInfo, Model, Result};
 use std::collections::HashMap;
 
 #[derive(Args, Default)]
+#[command(next_help_heading = "Input shapes")]
 pub struct ShapeArgs {
     /// An input's shape by input name, e.g. --shape images=1x3x640x640 (repeatable).
     #[arg(long = "shape", value_name = "NAME=DxDx...")]
