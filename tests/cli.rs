@@ -1,6 +1,25 @@
 //! The `crx580` command line contract: run (demo, inputs, --output-dir), info, bench --json, devices,
-//! and one-line errors with a non-zero exit.
+//! and one-line errors with a non-zero exit. The modules under tests/cli_tests/ cover input shapes,
+//! closed pipes, `info`'s statistics, images, completions and man pages.
 
+#[path = "cli_tests/docs.rs"]
+mod docs;
+#[path = "cli_tests/images.rs"]
+mod images;
+#[path = "cli_tests/info.rs"]
+mod info;
+#[path = "cli_tests/onnx_writer.rs"]
+mod onnx_writer;
+#[path = "cli_tests/pipes.rs"]
+mod pipes;
+#[path = "cli_tests/shapes.rs"]
+mod shapes;
+#[path = "cli_tests/zoo.rs"]
+mod zoo;
+
+mod common;
+
+use onnx_writer::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -135,37 +154,6 @@ fn max_memory_limits_what_a_model_may_allocate() {
     assert!(crx580(&["run", "--max-memory", "1M"]).status.success());
 }
 
-/// Protobuf encoding, enough to write a small ONNX model by hand.
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn int_field(field: u64, v: u64) -> Vec<u8> {
-    let mut out = vec![];
-    varint(field << 3, &mut out);
-    varint(v, &mut out);
-    out
-}
-
-fn bytes_field(field: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![];
-    varint((field << 3) | 2, &mut out);
-    varint(payload.len() as u64, &mut out);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// ValueInfoProto: a tensor named `name` of ONNX element type `elem`, 1-D of length `n`.
-fn tensor_value(name: &str, elem: u64, n: u64) -> Vec<u8> {
-    let shape = bytes_field(2, &bytes_field(1, &int_field(1, n)));
-    let tensor_type = [int_field(1, elem), shape].concat();
-    [bytes_field(1, name.as_bytes()), bytes_field(2, &bytes_field(1, &tensor_type))].concat()
-}
-
 /// An opset-21 model: `y = Cast(x, to=elem)` for each (x, y, elem), float32 inputs of length `n`.
 fn cast_model(casts: &[(&str, &str, u64)], n: u64) -> Vec<u8> {
     let mut graph = vec![];
@@ -177,10 +165,10 @@ fn cast_model(casts: &[(&str, &str, u64)], n: u64) -> Vec<u8> {
     }
     graph.extend(bytes_field(2, b"casts"));
     for (x, _, _) in casts {
-        graph.extend(bytes_field(11, &tensor_value(x, 1, n)));
+        graph.extend(bytes_field(11, &tensor_value(x, FLOAT, Some(&[D::N(n)]))));
     }
     for (_, y, elem) in casts {
-        graph.extend(bytes_field(12, &tensor_value(y, *elem, n)));
+        graph.extend(bytes_field(12, &tensor_value(y, *elem, Some(&[D::N(n)]))));
     }
     [int_field(1, 10), bytes_field(7, &graph), bytes_field(8, &int_field(2, 21))].concat()
 }

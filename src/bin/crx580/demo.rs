@@ -1,6 +1,7 @@
 //! The built-in demo: a small convolutional digit classifier trained (by
 //! examples/digits/train_digits.py) on scikit-learn's 8x8 digits, run on held-out images.
 
+use crate::out::outln;
 use crx580::io::npy::from_npy;
 use crx580::{Model, Result, Session, SessionOptions};
 
@@ -19,12 +20,14 @@ pub fn run_demo(options: &SessionOptions) -> Result<()> {
     let names = session.model().outputs();
     let k = names.iter().position(|o| o.name == "probabilities").unwrap_or(0);
     let probs = outputs.get(k).ok_or_else(|| crx580::err!(Runtime, "the demo model gave no outputs"))?;
-    let classes = probs.shape()[1];
     let p = probs.as_slice::<f32>()?;
-    println!("crx580 demo: a convolutional digit classifier (examples/digits) on {} held-out 8x8 images", labels.len());
-    println!();
+    let classes = probs.shape().get(1).copied().filter(|&c| c > 0 && p.len() == c * labels.len());
+    let classes =
+        classes.ok_or_else(|| crx580::err!(Runtime, "the demo model gave scores of shape {:?}", probs.shape()))?;
+    outln!("crx580 demo: a convolutional digit classifier (examples/digits) on {} held-out 8x8 images", labels.len());
+    outln!();
     let pixels = images.as_slice::<f32>()?;
-    draw(&pixels[..DRAWN.min(labels.len()) * 64]);
+    draw(&pixels[..(DRAWN.min(labels.len()) * 64).min(pixels.len())]);
     let mut correct = 0;
     for (i, &label) in labels.iter().enumerate() {
         let row = &p[i * classes..(i + 1) * classes];
@@ -32,14 +35,14 @@ pub fn run_demo(options: &SessionOptions) -> Result<()> {
         let ok = pred as i64 == label;
         correct += ok as usize;
         if i < DRAWN || !ok {
-            println!(
+            outln!(
                 "image {i:2}: label {label}, predicted {pred} (score {conf:.3}){}",
                 if ok { "" } else { "  <- wrong" }
             );
         }
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "accuracy: {correct}/{} = {:.1}% on {}",
         labels.len(),
         100.0 * correct as f64 / labels.len() as f64,
@@ -65,7 +68,7 @@ fn draw(pixels: &[f32]) {
             }
             line.push_str("    ");
         }
-        println!("  {line}");
+        outln!("  {line}");
     }
-    println!();
+    outln!();
 }
