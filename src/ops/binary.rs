@@ -193,6 +193,11 @@ pub struct Align {
 }
 
 impl Align {
+    /// Whether this is numpy broadcasting (no legacy axis).
+    pub fn is_numpy(&self) -> bool {
+        self.axis.is_none()
+    }
+
     pub fn from_ctx(c: &BuildCtx) -> Result<Align> {
         if c.opset >= 7 || c.attrs.int_or("broadcast", 0)? == 0 {
             return Ok(Align::default());
@@ -292,7 +297,7 @@ fn is_number(dt: DType) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Add,
     Sub,
     Mul,
@@ -331,9 +336,9 @@ impl Kind {
 
 /// A two-input op whose inputs and output share one dtype.
 #[derive(Debug)]
-struct Binary {
-    kind: Kind,
-    align: Align,
+pub struct Binary {
+    pub kind: Kind,
+    pub align: Align,
 }
 
 impl Binary {

@@ -2,10 +2,11 @@
 //! its bias and activation applied in the same kernel. Their reference kernels run the original
 //! op and then the activation in f64, so the fused forms stay checked against the same oracle.
 
+use super::activation::{Clip, FloatActivation, Formula, Relu};
 use super::conv::Conv;
 use super::matmul::MatMul;
 use super::{input, opt_input, Op};
-use crate::ir::{Fact, Tensor};
+use crate::ir::{Fact, Graph, Node, Tensor};
 use crate::{bail, Result};
 use std::sync::Arc;
 
@@ -91,6 +92,39 @@ fn erf(x: f64) -> f64 {
         1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * (a + f))
     };
     r.copysign(x)
+}
+
+/// The activation `node` computes, if it is one a fused kernel can apply.
+pub fn activation_of(graph: &Graph, node: &Node) -> Option<Activation> {
+    let op = &node.op;
+    if op.is::<Relu>() {
+        return Some(Activation::Relu);
+    }
+    if let Some(f) = op.downcast_ref::<FloatActivation>() {
+        return match f.formula {
+            Formula::Sigmoid => Some(Activation::Sigmoid),
+            Formula::Tanh => Some(Activation::Tanh),
+            Formula::LeakyRelu { alpha } => Some(Activation::LeakyRelu(alpha as f32)),
+            Formula::HardSigmoid { alpha, beta } => Some(Activation::HardSigmoid(alpha as f32, beta as f32)),
+            Formula::HardSwish => Some(Activation::HardSwish),
+            Formula::Gelu => Some(Activation::Gelu),
+            Formula::GeluTanh => Some(Activation::GeluTanh),
+            _ => None,
+        };
+    }
+    if let Some(c) = op.downcast_ref::<Clip>() {
+        if let Some((lo, hi)) = c.attribute_bounds {
+            return Some(Activation::Clip(lo, hi));
+        }
+        let bound = |i: usize, default: f32| match node.inputs.get(i).copied().flatten() {
+            None => Some(default),
+            Some(v) => {
+                graph.values[v].constant().filter(|t| t.len() == 1).and_then(|t| t.as_slice::<f32>().ok().map(|s| s[0]))
+            }
+        };
+        return Some(Activation::Clip(bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?));
+    }
+    None
 }
 
 /// Conv followed by an activation (the bias stays Conv's optional input 2).

@@ -6,6 +6,7 @@ use crate::Result;
 
 pub mod const_fold;
 pub mod dce;
+pub mod fuse;
 
 pub trait Pass {
     fn name(&self) -> &'static str;
@@ -21,7 +22,7 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
 /// The passes a backend runs when it compiles a graph: fusions into the forms its kernels run
 /// in one go.
 pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
-    vec![]
+    vec![Box::new(fuse::FuseActivation)]
 }
 
 /// Runs `passes` to a fixed point (bounded, so a pass that always reports a change cannot hang).

@@ -12,6 +12,9 @@ pub mod matmul;
 pub mod pool;
 pub mod unary;
 
+#[cfg(test)]
+mod tests;
+
 use super::{Backend, ExecCtx, Kernel};
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::Result;

@@ -5,45 +5,12 @@ use super::activation::{Activation, ActivationExt};
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
-use crate::ops::activation::{Clip, FloatActivation, Formula, Relu};
+use crate::ops::fused::activation_of;
 use crate::Result;
 use std::sync::Arc;
 
 /// Elements per task: large enough to amortise a task, small enough to split work on two cores.
 const CHUNK: usize = 16 * 1024;
-
-/// The activation `node` computes, if it is one a fused kernel can apply.
-pub fn activation_of(graph: &Graph, node: &Node) -> Option<Activation> {
-    let op = &node.op;
-    if op.is::<Relu>() {
-        return Some(Activation::Relu);
-    }
-    if let Some(f) = op.downcast_ref::<FloatActivation>() {
-        return match f.formula {
-            Formula::Sigmoid => Some(Activation::Sigmoid),
-            Formula::Tanh => Some(Activation::Tanh),
-            Formula::LeakyRelu { alpha } => Some(Activation::LeakyRelu(alpha as f32)),
-            Formula::HardSigmoid { alpha, beta } => Some(Activation::HardSigmoid(alpha as f32, beta as f32)),
-            Formula::HardSwish => Some(Activation::HardSwish),
-            Formula::Gelu => Some(Activation::Gelu),
-            Formula::GeluTanh => Some(Activation::GeluTanh),
-            _ => None,
-        };
-    }
-    if let Some(c) = op.downcast_ref::<Clip>() {
-        if let Some((lo, hi)) = c.attribute_bounds {
-            return Some(Activation::Clip(lo, hi));
-        }
-        let bound = |i: usize, default: f32| match node.inputs.get(i).copied().flatten() {
-            None => Some(default),
-            Some(v) => {
-                graph.values[v].constant().filter(|t| t.len() == 1).and_then(|t| t.as_slice::<f32>().ok().map(|s| s[0]))
-            }
-        };
-        return Some(Activation::Clip(bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?));
-    }
-    None
-}
 
 pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
     if !maybe_f32(graph, node.inputs.first().copied().flatten()) {

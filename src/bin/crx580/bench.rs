@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Print one JSON line with the timings.
     #[arg(long)]
     json: bool,
+    /// After timing, profile the warm runs: time per op type (`--profile`), or per node too
+    /// (`--profile=nodes`).
+    #[arg(long, value_name = "WHAT", num_args = 0..=1, default_missing_value = "ops", value_parser = ["ops", "nodes"])]
+    profile: Option<String>,
     #[command(flatten)]
     shapes: ShapeArgs,
     #[command(flatten)]
@@ -121,6 +125,50 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         outln!("{}", json::bench(&report));
     } else {
         print_report(&a.model, &report);
+    }
+    if let Some(what) = &a.profile {
+        print_profile(&session, &refs, runs, what == "nodes")?;
+    }
+    Ok(())
+}
+
+/// Runs `runs` profiled runs and prints the mean time per op type (with the kernels that ran it),
+/// and per node with `per_node`.
+fn print_profile(session: &Session, inputs: &[&Tensor], runs: usize, per_node: bool) -> Result<()> {
+    use std::collections::BTreeMap;
+    let mut per_op: BTreeMap<String, (f64, usize, Vec<&'static str>)> = BTreeMap::new();
+    let mut nodes: Vec<(String, String, &'static str, f64)> = Vec::new();
+    for r in 0..runs {
+        let (_, times) = session.run_profiled(inputs)?;
+        for (i, t) in times.iter().enumerate() {
+            let ms = t.time.as_secs_f64() * 1e3 / runs as f64;
+            let e = per_op.entry(t.op_type.clone()).or_default();
+            e.0 += ms;
+            if r == 0 {
+                e.1 += 1;
+                if !e.2.contains(&t.kernel) {
+                    e.2.push(t.kernel);
+                }
+                nodes.push((t.node.clone(), t.op_type.clone(), t.kernel, 0.0));
+            }
+            if let Some(n) = nodes.get_mut(i) {
+                n.3 += ms;
+            }
+        }
+    }
+    let total: f64 = per_op.values().map(|v| v.0).sum();
+    let mut ops: Vec<_> = per_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    outln!("profile: mean of {runs} runs on {} threads, {total:.3} ms in nodes", session.threads());
+    outln!("  {:<24} {:>6} {:>10} {:>6}  kernels", "op type", "nodes", "ms", "%");
+    for (op, (ms, count, kernels)) in &ops {
+        outln!("  {op:<24} {count:>6} {ms:>10.3} {:>5.1}%  {}", 100.0 * ms / total.max(1e-9), kernels.join(", "));
+    }
+    if per_node {
+        outln!("  {:<40} {:<18} {:<16} {:>10}", "node", "op type", "kernel", "ms");
+        for (name, op, kernel, ms) in &nodes {
+            outln!("  {name:<40} {op:<18} {kernel:<16} {ms:>10.3}");
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::out::outln;
 use crate::shapes::{shape_string, ShapeArgs, Shaped};
 use crate::{json, LimitArgs};
 use clap::Args;
-use crx580::backend::backend_for;
+use crx580::backend::backends_for;
 use crx580::ir::attr::Attr;
 use crx580::ir::Graph;
 use crx580::{DType, Device, IoInfo, Result};
@@ -97,8 +97,9 @@ fn device_plan(g: &Graph, device: Device) -> DevicePlan {
         Device::OpenCl => "opencl",
         _ => "cpu",
     };
-    let backend = match backend_for(device, 1) {
-        Ok(b) => b,
+    // The device's own backend: the first of its list (the CPU comes last, taking the rest).
+    let backend = match backends_for(device) {
+        Ok(mut b) => b.remove(0),
         Err(e) => {
             return DevicePlan { device: name, available: Err(e.message), nodes: 0, runs: vec![], leaves: vec![] }
         }
@@ -106,7 +107,7 @@ fn device_plan(g: &Graph, device: Device) -> DevicePlan {
     let (mut runs, mut leaves) = (BTreeMap::new(), BTreeMap::new());
     let mut nodes = 0;
     for n in &g.nodes {
-        if backend.supports(n) {
+        if backend.supports(g, n) {
             nodes += 1;
             runs.insert(flops::op_key(n), ());
         } else {

@@ -1,0 +1,205 @@
+//! Every fast CPU kernel against the reference kernels (the oracle), one table of single-node
+//! graphs, run through the whole compile path (fusion, placement, prepare) with 1 and 3 threads.
+
+use crate::backend::cpu::pool::ThreadPool;
+use crate::backend::{backends_for, compile, Device};
+use crate::ir::infer::infer_facts;
+use crate::ir::interp::Interpreter;
+use crate::ir::{Attr, Attributes, DataRef, Dim, Fact, Graph, Node, Op, Tensor};
+use crate::ops::fused::{Activation, FusedConv, FusedMatMul};
+use crate::ops::{registry, BuildCtx};
+use std::sync::Arc;
+
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(seed: u64, shape: &[usize]) -> Tensor {
+    Tensor::new(shape.to_vec(), values(seed, shape.iter().product())).unwrap()
+}
+
+fn build(op_type: &str, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
+    let ctx = BuildCtx { op_type, domain: "", opset: 18, attrs: &attrs, num_inputs, num_outputs: 1 };
+    Arc::from(registry().get("", op_type).unwrap()(&ctx).unwrap())
+}
+
+/// An input of the node: fed at run time, or a constant of the graph.
+enum In {
+    Fed(Tensor),
+    Const(Tensor),
+}
+
+/// Runs `op` on `inputs` compiled (the fast kernels) and with the reference interpreter, and
+/// checks they agree; returns the kernel name that ran.
+fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
+    let mut g = Graph::default();
+    let mut ids = vec![];
+    let mut fed = vec![];
+    for (i, inp) in inputs.iter().enumerate() {
+        let id = match inp {
+            In::Fed(t) => {
+                let dims = t.shape().iter().map(|&d| Dim::Known(d)).collect();
+                let id = g.add_value(format!("x{i}"), Fact::new(t.dtype(), dims));
+                g.inputs.push(id);
+                fed.push(t);
+                id
+            }
+            In::Const(t) => g.add_value(format!("c{i}"), Fact::constant(Arc::new(t.clone()))),
+        };
+        ids.push(Some(id));
+    }
+    let y = g.add_value("y", Fact::unknown());
+    g.outputs = vec![y];
+    g.nodes.push(Node {
+        name: name.into(),
+        domain: String::new(),
+        op_type: name.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: ids,
+        outputs: vec![y],
+    });
+    infer_facts(&mut g).unwrap();
+    let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
+    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
+    let kernel = compiled.kernel_names()[0].0;
+    for threads in [1, 3] {
+        let pool = ThreadPool::new(threads);
+        let got = compiled.run(&pool, &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        let (g, w) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+        let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * scale + 1e-5 * b.abs(), "{name} ({kernel}) element {i}: {a} vs {b}");
+        }
+    }
+    kernel
+}
+
+fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+#[test]
+fn convolutions_match_the_reference() {
+    type Case = (&'static str, [usize; 4], [usize; 4], Vec<(&'static str, Attr)>, bool, &'static str);
+    let cases: Vec<Case> = vec![
+        ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, "conv-gemm"),
+        ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        (
+            "3x3 stride 2 dilation 2",
+            [1, 4, 13, 12],
+            [7, 4, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("dilations", ints(&[2, 2])), ("pads", ints(&[2, 1, 0, 2]))],
+            false,
+            "conv-gemm",
+        ),
+        ("1x1 stride 2", [1, 6, 9, 9], [4, 6, 1, 1], vec![("strides", ints(&[2, 2]))], true, "conv-gemm"),
+        (
+            "grouped",
+            [1, 4, 6, 6],
+            [6, 2, 3, 3],
+            vec![("group", Attr::Int(2)), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            "conv-gemm",
+        ),
+        (
+            "depthwise stride 2",
+            [2, 6, 7, 8],
+            [6, 1, 3, 3],
+            vec![("group", Attr::Int(6)), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            "conv-depthwise",
+        ),
+        (
+            "depthwise 5x5",
+            [1, 3, 10, 9],
+            [3, 1, 5, 5],
+            vec![("group", Attr::Int(3)), ("pads", ints(&[2, 2, 2, 2]))],
+            false,
+            "conv-depthwise",
+        ),
+        (
+            "same upper",
+            [1, 3, 8, 5],
+            [2, 3, 4, 2],
+            vec![("auto_pad", Attr::String("SAME_UPPER".into())), ("strides", ints(&[2, 1]))],
+            true,
+            "conv-gemm",
+        ),
+        ("wide k", [1, 40, 6, 6], [9, 40, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+    ];
+    for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
+        let seed = i as u64 * 10;
+        let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+        if bias {
+            inputs.push(In::Const(tensor(seed + 2, &[ws[0]])));
+        }
+        let n = inputs.len();
+        let conv = build("Conv", attrs, n);
+        assert_eq!(check(name, conv.clone(), inputs), kernel, "{name}");
+        for act in [Activation::Relu, Activation::Silu, Activation::HardSwish, Activation::Clip(-0.2, 0.3)] {
+            let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+            if bias {
+                inputs.push(In::Const(tensor(seed + 2, &[ws[0]])));
+            }
+            check(name, Arc::new(FusedConv { conv: conv.clone(), act }), inputs);
+        }
+    }
+}
+
+#[test]
+fn matrix_products_match_the_reference() {
+    let mm = || build("MatMul", vec![], 2);
+    assert_eq!(
+        check("matmul const", mm(), vec![In::Fed(tensor(1, &[2, 3, 4, 5])), In::Const(tensor(2, &[5, 6]))]),
+        "matmul-packed"
+    );
+    assert_eq!(
+        check("matmul vector", mm(), vec![In::Fed(tensor(3, &[5])), In::Const(tensor(4, &[5, 6]))]),
+        "matmul-packed"
+    );
+    assert_eq!(
+        check("matmul dynamic", mm(), vec![In::Fed(tensor(5, &[3, 40])), In::Fed(tensor(6, &[40, 70]))]),
+        "matmul"
+    );
+    check("matmul broadcast", mm(), vec![In::Fed(tensor(7, &[2, 1, 4, 5])), In::Fed(tensor(8, &[3, 5, 6]))]);
+    check("matmul 1-d b", mm(), vec![In::Fed(tensor(9, &[3, 4, 5])), In::Fed(tensor(10, &[5]))]);
+    for act in [Activation::None, Activation::Gelu, Activation::Relu] {
+        let fused = Arc::new(FusedMatMul { act });
+        let inputs =
+            vec![In::Fed(tensor(11, &[2, 7, 33])), In::Const(tensor(12, &[33, 20])), In::Const(tensor(13, &[20]))];
+        assert_eq!(check("fused matmul", fused, inputs), "matmul-packed");
+    }
+    for (ta, tb) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let gemm =
+            build("Gemm", vec![("transA", Attr::Int(ta)), ("transB", Attr::Int(tb)), ("beta", Attr::Float(0.5))], 3);
+        let a = if ta == 1 { [9, 4] } else { [4, 9] };
+        let b = if tb == 1 { [11, 9] } else { [9, 11] };
+        let inputs = vec![In::Fed(tensor(14, &a)), In::Const(tensor(15, &b)), In::Const(tensor(16, &[11]))];
+        assert_eq!(check("gemm", gemm, inputs), "matmul-packed");
+    }
+    // A C that is a full matrix is the reference's.
+    let gemm = build("Gemm", vec![], 3);
+    let inputs = vec![In::Fed(tensor(17, &[4, 9])), In::Const(tensor(18, &[9, 11])), In::Const(tensor(19, &[4, 11]))];
+    assert_eq!(check("gemm full c", gemm, inputs), "reference");
+}
+
+#[test]
+fn activations_match_the_reference() {
+    let x = || In::Fed(Tensor::new(vec![3, 7001], values(3, 21003).into_iter().map(|v| v * 8.0).collect()).unwrap());
+    for op in ["Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid", "Gelu"] {
+        assert_eq!(check(op, build(op, vec![], 1), vec![x()]), "activation", "{op}");
+    }
+    let clip = build("Clip", vec![], 3);
+    let bounds = |v: f32| In::Const(Tensor::scalar(v));
+    assert_eq!(check("Clip", clip, vec![x(), bounds(-0.5), bounds(2.0)]), "activation");
+}
