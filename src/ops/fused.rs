@@ -5,6 +5,7 @@
 use super::activation::{Clip, FloatActivation, Formula, Relu};
 use super::conv::Conv;
 use super::matmul::MatMul;
+use super::unary::FloatFn;
 use super::{input, opt_input, Op};
 use crate::ir::{Fact, Graph, Node, Tensor};
 use crate::{bail, Result};
@@ -31,6 +32,10 @@ pub enum Activation {
     Gelu,
     /// The tanh approximation of Gelu.
     GeluTanh,
+    /// The elementwise functions of the ops of the same names (not activations, but run alike).
+    Erf,
+    Sqrt,
+    Exp,
 }
 
 impl Activation {
@@ -58,6 +63,9 @@ impl Activation {
                 let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 0.5 * x * (1.0 + inner.tanh())
             }
+            Activation::Erf => erf(x),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Exp => x.exp(),
         }
     }
 
@@ -109,6 +117,14 @@ pub fn activation_of(graph: &Graph, node: &Node) -> Option<Activation> {
             Formula::HardSwish => Some(Activation::HardSwish),
             Formula::Gelu => Some(Activation::Gelu),
             Formula::GeluTanh => Some(Activation::GeluTanh),
+            _ => None,
+        };
+    }
+    if let Some(f) = op.downcast_ref::<FloatFn>() {
+        return match f.name {
+            "Erf" => Some(Activation::Erf),
+            "Sqrt" => Some(Activation::Sqrt),
+            "Exp" => Some(Activation::Exp),
             _ => None,
         };
     }

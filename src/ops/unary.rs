@@ -99,8 +99,8 @@ pub(crate) fn map_fact(op: &str, x: &Fact, takes: impl Fn(DType) -> bool, out: O
 }
 
 /// A float function, with its f32 and f64 versions.
-struct FloatFn {
-    name: &'static str,
+pub struct FloatFn {
+    pub name: &'static str,
     f32: fn(f32) -> f32,
     f64: fn(f64) -> f64,
 }

@@ -54,6 +54,16 @@ impl ActivationExt for Activation {
                 let inner = 0.797_884_6 * (v + 0.044_715 * v * v * v);
                 0.5 * v * (1.0 + tanh(inner))
             }
+            Activation::Erf => erf(v),
+            Activation::Sqrt => v.sqrt(),
+            // exp saturates below f32::MAX; past ln(f32::MAX) the true value is infinite.
+            Activation::Exp => {
+                if v > 88.722_84 {
+                    f32::INFINITY
+                } else {
+                    exp(v)
+                }
+            }
         }
     }
 }
@@ -80,6 +90,9 @@ fn apply_generic(act: Activation, x: &mut [f32]) {
         Activation::Tanh => each!(Activation::Tanh),
         Activation::Gelu => each!(Activation::Gelu),
         Activation::GeluTanh => each!(Activation::GeluTanh),
+        Activation::Erf => each!(Activation::Erf),
+        Activation::Sqrt => each!(Activation::Sqrt),
+        Activation::Exp => each!(Activation::Exp),
     }
 }
 
@@ -200,6 +213,8 @@ mod tests {
             Activation::Tanh,
             Activation::Gelu,
             Activation::GeluTanh,
+            Activation::Erf,
+            Activation::Exp,
         ];
         let xs: Vec<f32> = (0..301).map(|i| (i as f32 - 150.0) * 0.07).collect();
         for act in acts {

@@ -1,10 +1,11 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel (convolution, matrix products,
-//! activations, in f32) get one prepared at compile time, with weights packed once; every other
+//! activations, elementwise arithmetic, in f32) get one prepared at compile time, with weights packed once; every other
 //! node runs its op's reference kernel. Fast kernels fall back to the reference kernel at run
 //! time for inputs they do not handle (other dtypes, unusual broadcasts), so they never refuse
 //! what the reference runs.
 
 pub mod activation;
+pub mod binary;
 pub mod conv;
 pub mod gemm;
 pub mod isa;
@@ -39,6 +40,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = unary::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = binary::prepare(graph, node) {
             return Ok(k);
         }
         Ok(Box::new(Reference { op: node.op.clone() }))

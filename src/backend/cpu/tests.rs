@@ -196,10 +196,32 @@ fn matrix_products_match_the_reference() {
 #[test]
 fn activations_match_the_reference() {
     let x = || In::Fed(Tensor::new(vec![3, 7001], values(3, 21003).into_iter().map(|v| v * 8.0).collect()).unwrap());
-    for op in ["Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid", "Gelu"] {
+    for op in ["Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid", "Gelu", "Erf", "Exp"] {
         assert_eq!(check(op, build(op, vec![], 1), vec![x()]), "activation", "{op}");
     }
     let clip = build("Clip", vec![], 3);
     let bounds = |v: f32| In::Const(Tensor::scalar(v));
     assert_eq!(check("Clip", clip, vec![x(), bounds(-0.5), bounds(2.0)]), "activation");
+}
+
+#[test]
+fn elementwise_arithmetic_matches_the_reference() {
+    let shapes: [(&[usize], &[usize]); 8] = [
+        (&[2, 3, 4, 5], &[2, 3, 4, 5]),
+        (&[2, 3, 4, 5], &[3, 1, 1]),
+        (&[2, 3, 4, 5], &[5]),
+        (&[2, 3, 4, 5], &[]),
+        (&[1], &[2, 3, 4, 5]),
+        (&[2, 1, 4, 1], &[1, 3, 1, 5]),
+        (&[4, 1], &[1, 4]),
+        (&[3, 70000], &[3, 1]),
+    ];
+    for op in ["Add", "Sub", "Mul", "Div"] {
+        for (i, (a, b)) in shapes.iter().enumerate() {
+            let inputs = vec![In::Fed(tensor(i as u64, a)), In::Fed(tensor(100 + i as u64, b))];
+            assert_eq!(check(op, build(op, vec![], 2), inputs), "binary", "{op} {a:?} {b:?}");
+            let inputs = vec![In::Fed(tensor(i as u64, a)), In::Const(tensor(100 + i as u64, b))];
+            check(op, build(op, vec![], 2), inputs);
+        }
+    }
 }
