@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The C ABI's checks (called by .ci/run; needs gcc, g++, valgrind, pkg-config, the pinned cbindgen,
+# Go, and the test venv that tests/run.sh makes):
+#   the header is fresh (a new cbindgen run gives the checked-in one), C99- and C++17-clean;
+#   libcrx580.so exports only crx_ symbols and has the ABI's soname; its stripped size <= 5 MB;
+#   tests/capi/test_capi.c passes plain, under valgrind memcheck, and with ASan+UBSan;
+#   the C, C++ and Go examples build and classify the demo images; the C++ and Go tests pass.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+venv=${CRX580_VENV:-.venv}
+out=$root/target/capi-tests
+prefix=$root/target/prefix
+CBINDGEN_VERSION=0.29.0
+mkdir -p "$out"
+step() { printf '\n== capi: %s\n' "$*"; }
+die() { echo "tests/capi/run.sh: $*" >&2; exit 1; }
+
+step "header is what cbindgen $CBINDGEN_VERSION generates"
+have=$(cbindgen --version 2>/dev/null || true)
+[ "$have" = "cbindgen $CBINDGEN_VERSION" ] || die "needs cbindgen $CBINDGEN_VERSION (have: '${have:-none}'): cargo install cbindgen --version $CBINDGEN_VERSION --locked"
+cbindgen --quiet --config cbindgen.toml --output "$out/crx580.h" src/capi/mod.rs
+diff -u include/crx580.h "$out/crx580.h" || die "include/crx580.h is stale: regenerate it with cbindgen --config cbindgen.toml --output include/crx580.h src/capi/mod.rs"
+
+step "headers compile as C99 and C++17"
+gcc -std=c99 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/crx580.h
+g++ -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/crx580.h
+g++ -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/crx580.hpp
+
+step "build and install into $prefix"
+make -s install PREFIX="$prefix"
+so=$prefix/lib/libcrx580.so
+export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
+export LD_LIBRARY_PATH=$prefix/lib
+
+step "exports and soname"
+abi=$(sed -n 's/^#define CRX_ABI_VERSION \([0-9]*\)/\1/p' include/crx580.h)
+soname=$(readelf -d "$so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ "$soname" = "libcrx580.so.$abi" ] || die "soname is '$soname', want libcrx580.so.$abi"
+exported=$(nm -D --defined-only "$so" | awk '{print $3}')
+others=$(echo "$exported" | grep -v '^crx_' || true)
+[ -z "$others" ] || die "libcrx580.so exports symbols without the crx_ prefix: $others"
+declared=$(grep -o '\bcrx_[a-z_0-9]*(' include/crx580.h | tr -d '(' | sort -u)
+[ "$(echo "$exported" | sort -u)" = "$declared" ] || die "exported symbols differ from the header's functions:
+$(diff <(echo "$exported" | sort -u) <(echo "$declared"))"
+size=$(stat -c %s "$(readlink -f "$so")")
+echo "libcrx580.so: soname $soname, $(echo "$exported" | wc -l) crx_ functions, $size bytes stripped"
+[ "$size" -le $((5 * 1024 * 1024)) ] || die "stripped libcrx580.so is $size bytes, over 5 MB"
+
+step "reference outputs (onnxruntime)"
+[ -x "$venv/bin/python" ] || die "needs the test venv at $venv: run bash tests/run.sh first"
+"$venv/bin/python" tests/capi/make_reference.py "$out"
+accuracy=$(cat "$out/accuracy.txt")
+test_args=(examples/digits/digits.onnx "$out/samples.f32" "$out/probabilities.f32")
+cflags="-std=c99 -O1 -g -Wall -Wextra -Werror -pedantic -pthread"
+
+step "C tests"
+gcc $cflags tests/capi/test_capi.c -o "$out/test_capi" $(pkg-config --cflags --libs crx580) -lm
+"$out/test_capi" "${test_args[@]}"
+
+step "C tests under valgrind memcheck"
+CRX_TEST_RUNS_PER_THREAD=4 valgrind -q --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite,indirect,possible --show-leak-kinds=definite,indirect,possible \
+    "$out/test_capi" "${test_args[@]}"
+
+step "C tests with AddressSanitizer and UndefinedBehaviorSanitizer"
+gcc $cflags -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+    tests/capi/test_capi.c -o "$out/test_capi_asan" $(pkg-config --cflags --libs crx580) -lm
+ASAN_OPTIONS=detect_leaks=1 "$out/test_capi_asan" "${test_args[@]}"
+
+step "C example"
+make -s -C examples/c digits PREFIX="$prefix"
+examples/c/digits examples/digits/digits.onnx examples/digits/samples.npy examples/digits/labels.npy | tee "$out/c_example.txt"
+grep -q "^accuracy: $accuracy " "$out/c_example.txt" || die "the C example's accuracy is not onnxruntime's $accuracy"
