@@ -72,3 +72,13 @@ step "C example"
 make -s -C examples/c digits PREFIX="$prefix"
 examples/c/digits examples/digits/digits.onnx examples/digits/samples.npy examples/digits/labels.npy | tee "$out/c_example.txt"
 grep -q "^accuracy: $accuracy " "$out/c_example.txt" || die "the C example's accuracy is not onnxruntime's $accuracy"
+
+step "C++ wrapper tests (C++17 and C++20) and example"
+for std in c++17 c++20; do
+    g++ -std=$std -O1 -g -Wall -Wextra -Werror -pedantic -pthread tests/capi/test_cpp.cpp -o "$out/test_cpp_$std" \
+        $(pkg-config --cflags --libs crx580)
+    "$out/test_cpp_$std" "${test_args[@]}"
+done
+make -s -C examples/cpp digits PREFIX="$prefix"
+examples/cpp/digits examples/digits/digits.onnx | tee "$out/cpp_example.txt"
+grep -q '^image 1: predicted' "$out/cpp_example.txt" || die "the C++ example printed no predictions"
