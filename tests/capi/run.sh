@@ -82,3 +82,14 @@ done
 make -s -C examples/cpp digits PREFIX="$prefix"
 examples/cpp/digits examples/digits/digits.onnx | tee "$out/cpp_example.txt"
 grep -q '^image 1: predicted' "$out/cpp_example.txt" || die "the C++ example printed no predictions"
+
+step "Go bindings (go test, plain and -tags debug) and example"
+command -v go >/dev/null || die "needs Go (Debian golang-go)"
+export CRX580_TEST_REFERENCE=$out GOPROXY=off GOFLAGS=-count=1
+(cd bindings/go && go vet ./... && go test ./... && go test -tags debug ./...)
+(cd examples/go && go build -o "$out/go_example" . )
+"$out/go_example" examples/digits/digits.onnx | tee "$out/go_example.txt"
+grep -q '^predicted' "$out/go_example.txt" || die "the Go example printed no prediction"
+
+echo
+echo "capi: all checks passed"
