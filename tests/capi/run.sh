@@ -86,6 +86,7 @@ grep -q '^image 1: predicted' "$out/cpp_example.txt" || die "the C++ example pri
 step "Go bindings (go test, plain and -tags debug) and example"
 command -v go >/dev/null || die "needs Go (Debian golang-go)"
 export CRX580_TEST_REFERENCE=$out GOPROXY=off GOFLAGS=-count=1
+export GOCACHE=${GOCACHE:-$root/target/go-cache} GOPATH=${GOPATH:-$root/target/go-path}
 (cd bindings/go && go vet ./... && go test ./... && go test -tags debug ./...)
 (cd examples/go && go build -o "$out/go_example" . )
 "$out/go_example" examples/digits/digits.onnx | tee "$out/go_example.txt"
