@@ -277,8 +277,9 @@ func cArray(n int) unsafe.Pointer {
 	return p
 }
 
-// Close frees the session now; runs in flight on other goroutines finish first. Calling it again
-// does nothing.
+// Close frees the session now; calling it again does nothing. Call it once no goroutine uses the
+// session any more (the library would let runs in flight finish, but Go's memory model does not
+// allow the handle to be cleared while other goroutines read it).
 func (s *Session) Close() {
 	if s.session != nil {
 		C.crx_session_free(s.session)

@@ -145,7 +145,8 @@ func Data[T Element](t *Tensor) ([]T, error) {
 	return out, err
 }
 
-// Close frees the tensor now; calling it again does nothing.
+// Close frees the tensor now; calling it again does nothing. Call it once no goroutine uses the
+// tensor any more.
 func (t *Tensor) Close() {
 	if t.tensor != nil {
 		C.crx_tensor_free(t.tensor)
