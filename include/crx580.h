@@ -5,7 +5,8 @@
  * - A fallible function returns a crx_status: CRX_OK (0) or a CRX_ERR_* code, and then
  *   crx_last_error_message() says why, in this thread. Out-parameters are written only on success.
  * - Every object has a maker (_load, _create) and a _free; _free(NULL) is a no-op, and so is freeing
- *   a handle twice. A freed or foreign handle passed anywhere else is CRX_ERR_INVALID_HANDLE.
+ *   a handle twice. A freed or foreign handle passed anywhere else is CRX_ERR_INVALID_HANDLE, as
+ *   long as no new object has since been given the same address (that much is not detectable).
  * - Strings in and out are UTF-8 and NUL-terminated. Strings and arrays the library hands out are
  *   owned by the object named in the function's comment: never free them.
  * - Options structs are filled by their crx_*_options_default() first, then edited; structs grow
