@@ -121,23 +121,21 @@ fn unsupported(dtype: DType) -> CallError {
 }
 
 /// The dtypes whose elements C can read and write in place.
-macro_rules! c_dtypes {
-    () => {
-        DType::F32
-            | DType::F64
-            | DType::F16
-            | DType::BF16
-            | DType::U8
-            | DType::I8
-            | DType::U16
-            | DType::I16
-            | DType::I32
-            | DType::I64
-            | DType::U32
-            | DType::U64
-            | DType::Bool
-    };
-}
+const C_DTYPES: [DType; 13] = [
+    DType::F32,
+    DType::F64,
+    DType::F16,
+    DType::BF16,
+    DType::U8,
+    DType::I8,
+    DType::U16,
+    DType::I16,
+    DType::I32,
+    DType::I64,
+    DType::U32,
+    DType::U64,
+    DType::Bool,
+];
 
 /// A tensor's elements as bytes, in place.
 fn tensor_bytes(t: &Tensor) -> CallResult<&[u8]> {
@@ -169,9 +167,10 @@ fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> CallResul
 pub fn c_dtype(code: crx_dtype) -> CallResult<DType> {
     let dtype = DType::from_onnx_code(code)
         .ok_or_else(|| CallError::invalid_argument(format!("dtype {code} is not a CRX_DTYPE_* code")))?;
-    match dtype {
-        c_dtypes!() => Ok(dtype),
-        _ => Err(unsupported(dtype)),
+    if C_DTYPES.contains(&dtype) {
+        Ok(dtype)
+    } else {
+        Err(unsupported(dtype))
     }
 }
 

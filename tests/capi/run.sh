@@ -80,6 +80,16 @@ make -s -C examples/c digits PREFIX="$prefix"
 examples/c/digits examples/digits/digits.onnx examples/digits/samples.npy examples/digits/labels.npy | tee "$out/c_example.txt"
 grep -q "^accuracy: $accuracy " "$out/c_example.txt" || die "the C example's accuracy is not onnxruntime's $accuracy"
 
+step "README's C and C++ programs (section Embedding) build and run"
+for lang in c cpp; do
+    awk -v lang="$lang" '/^## Embedding/ {on = 1} /^## Layout/ {on = 0}
+        on && $0 == "```" lang {code = 1; next} code && /^```$/ {code = 0} code' README.md > "$out/readme.$lang"
+    [ -s "$out/readme.$lang" ] || die "README.md's Embedding section has no $lang program"
+done
+gcc -std=c99 -Wall -Wextra -Werror -pedantic -x c "$out/readme.c" -o "$out/readme_c" $(pkg-config --cflags --libs crx580)
+g++ -std=c++17 -Wall -Wextra -Werror -x c++ "$out/readme.cpp" -o "$out/readme_cpp" $(pkg-config --cflags --libs crx580)
+"$out/readme_c" && "$out/readme_cpp"
+
 step "C++ wrapper tests (C++17 and C++20) and example"
 for std in c++17 c++20; do
     g++ -std=$std -O1 -g -Wall -Wextra -Werror -pedantic -pthread tests/capi/test_cpp.cpp -o "$out/test_cpp_$std" \
