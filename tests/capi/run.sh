@@ -80,6 +80,13 @@ make -s -C examples/c digits PREFIX="$prefix"
 examples/c/digits examples/digits/digits.onnx examples/digits/samples.npy examples/digits/labels.npy | tee "$out/c_example.txt"
 grep -q "^accuracy: $accuracy " "$out/c_example.txt" || die "the C example's accuracy is not onnxruntime's $accuracy"
 
+step "C example linked statically (libcrx580.a and crx580.pc's Libs.private)"
+gcc -std=c99 -pthread examples/c/digits.c -o "$out/digits_static" $(pkg-config --cflags crx580) \
+    "$prefix/lib/libcrx580.a" $(pkg-config --static --libs-only-l crx580 | sed 's/-lcrx580//')
+! ldd "$out/digits_static" | grep -q crx580 || die "the static example still needs libcrx580.so"
+LD_LIBRARY_PATH= "$out/digits_static" examples/digits/digits.onnx examples/digits/samples.npy \
+    examples/digits/labels.npy | grep -q "^accuracy: $accuracy " || die "the static C example's accuracy is not $accuracy"
+
 step "README's C and C++ programs (section Embedding) build and run"
 for lang in c cpp; do
     awk -v lang="$lang" '/^## Embedding/ {on = 1} /^## Layout/ {on = 0}
