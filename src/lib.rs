@@ -13,6 +13,7 @@
 //! give each node its semantics, `passes` simplify the graph, and a `backend` runs it.
 
 pub mod backend;
+pub mod capi;
 pub mod error;
 pub mod io;
 pub mod ir;
