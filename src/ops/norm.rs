@@ -149,13 +149,13 @@ fn build_batch_norm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 /// normalizes with the batch's own and also returns updated running statistics (opset 14+:
 /// running mean and var; before: running mean, var, then the batch mean and var).
 #[derive(Debug)]
-struct BatchNorm {
-    epsilon: f64,
-    momentum: f64,
-    training: bool,
+pub struct BatchNorm {
+    pub epsilon: f64,
+    pub momentum: f64,
+    pub training: bool,
     /// Opset < 9 `spatial = 0`: one parameter per channel and spatial position.
-    spatial: bool,
-    num_outputs: usize,
+    pub spatial: bool,
+    pub num_outputs: usize,
 }
 
 impl Op for BatchNorm {

@@ -1,14 +1,16 @@
-//! Fusions into the forms the kernels run in one pass over memory: Conv + activation becomes a
-//! FusedConv; MatMul (constant 2-D B) + Add of a constant per-column bias becomes a FusedMatMul,
-//! which then also takes a following activation. A producer fuses only when its output feeds
-//! nothing else and is not a graph output.
+//! Fusions into the forms the kernels run in one pass over memory: Conv + activation (SiLU's
+//! `x * sigmoid(x)` included) becomes a FusedConv; MatMul (constant 2-D B) + Add of a constant
+//! per-column bias becomes a FusedMatMul, which then also takes a following activation; an
+//! inference BatchNormalization after a Conv with constant weights is folded into them. A
+//! producer fuses only when its output feeds nothing else and is not a graph output.
 
 use super::Pass;
-use crate::ir::{Graph, Node, ValueId};
+use crate::ir::{DType, Fact, Graph, Node, Tensor, ValueId};
 use crate::ops::binary::{Binary, Kind};
 use crate::ops::conv::Conv;
 use crate::ops::fused::{activation_of, Activation, FusedConv, FusedMatMul};
 use crate::ops::matmul::MatMul;
+use crate::ops::norm::BatchNorm;
 use crate::Result;
 use std::sync::Arc;
 
@@ -23,14 +25,22 @@ impl Pass for FuseActivation {
         let mut changed = false;
         let mut i = 0;
         while i < graph.nodes.len() {
-            if let Some((consumer, replacement)) = fusion_at(graph, i) {
-                let outputs = graph.nodes[consumer].outputs.clone();
+            let fused = match silu_at(graph, i) {
+                Some(f) => Some(f),
+                None => fusion_at(graph, i).map(|(c, r)| (vec![c], r)),
+            };
+            if let Some((mut consumers, replacement)) = fused {
+                let last = *consumers.iter().max().expect("a fusion absorbs a node");
+                let outputs = graph.nodes[last].outputs.clone();
                 let producer = &mut graph.nodes[i];
                 producer.op = replacement.0;
                 producer.op_type = replacement.1.into();
                 producer.inputs.extend(replacement.2);
                 producer.outputs = outputs;
-                graph.nodes.remove(consumer);
+                consumers.sort_unstable();
+                for c in consumers.into_iter().rev() {
+                    graph.nodes.remove(c);
+                }
                 changed = true;
             } else {
                 i += 1;
@@ -78,6 +88,121 @@ fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
         return Some((c, (Arc::new(FusedMatMul { act }), "FusedMatMul", None)));
     }
     None
+}
+
+/// Conv (or FusedConv without activation) whose output feeds exactly `s = Sigmoid(y)` and
+/// `Mul(y, s)`: SiLU. Returns the two nodes to absorb (the Mul last in graph order gives the
+/// outputs) and the fused op.
+fn silu_at(graph: &Graph, i: usize) -> Option<(Vec<usize>, Replacement)> {
+    let node = &graph.nodes[i];
+    let conv = if node.op.is::<Conv>() {
+        node.op.clone()
+    } else {
+        let f = node.op.downcast_ref::<FusedConv>().filter(|f| f.act == Activation::None)?;
+        f.conv.clone()
+    };
+    let [y] = node.outputs[..] else { return None };
+    let users = |v: ValueId| -> Vec<usize> {
+        graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(k, _)| k).collect()
+    };
+    if graph.outputs.contains(&y) {
+        return None;
+    }
+    let [a, b] = users(y)[..] else { return None };
+    let is_sigmoid = |k: usize| activation_of(graph, &graph.nodes[k]) == Some(Activation::Sigmoid);
+    let (sig, mul) = if is_sigmoid(a) {
+        (a, b)
+    } else if is_sigmoid(b) {
+        (b, a)
+    } else {
+        return None;
+    };
+    let [s] = graph.nodes[sig].outputs[..] else { return None };
+    let mul_node = &graph.nodes[mul];
+    let is_mul = mul_node.op.downcast_ref::<Binary>().is_some_and(|m| matches!(m.kind, Kind::Mul));
+    let pair = matches!(mul_node.inputs[..], [Some(p), Some(q)] if (p == y && q == s) || (p == s && q == y));
+    if !is_mul || !pair || graph.outputs.contains(&s) || users(s) != [mul] || mul < sig {
+        return None;
+    }
+    Some((vec![sig, mul], (Arc::new(FusedConv { conv, act: Activation::Silu }), "FusedConv", None)))
+}
+
+/// Folds an inference BatchNormalization into the Conv before it: W' = W * s, B' = (B - mean) * s
+/// + beta with s = gamma / sqrt(var + eps), computed in f64.
+pub struct FoldBatchNorm;
+
+impl Pass for FoldBatchNorm {
+    fn name(&self) -> &'static str {
+        "fold-batch-norm"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let mut i = 0;
+        while i < graph.nodes.len() {
+            match fold_at(graph, i)? {
+                Some((bn, w, b)) => {
+                    let outputs = graph.nodes[bn].outputs.clone();
+                    let name = graph.nodes[i].name.clone();
+                    let w = graph.add_value(format!("{name}.folded_weight"), Fact::constant(Arc::new(w)));
+                    let b = graph.add_value(format!("{name}.folded_bias"), Fact::constant(Arc::new(b)));
+                    let conv = &mut graph.nodes[i];
+                    conv.inputs.truncate(1);
+                    conv.inputs.extend([Some(w), Some(b)]);
+                    conv.outputs = outputs;
+                    graph.nodes.remove(bn);
+                    changed = true;
+                }
+                None => i += 1,
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// The BatchNormalization node after Conv node `i`, with the folded weights and bias.
+fn fold_at(graph: &Graph, i: usize) -> Result<Option<(usize, Tensor, Tensor)>> {
+    let node = &graph.nodes[i];
+    if !node.op.is::<Conv>() {
+        return Ok(None);
+    }
+    let [y] = node.outputs[..] else { return Ok(None) };
+    let constant = |v: Option<&Option<ValueId>>| {
+        v.copied().flatten().and_then(|v| graph.values[v].constant()).filter(|t| t.dtype() == DType::F32)
+    };
+    let Some(w) = constant(node.inputs.get(1)) else { return Ok(None) };
+    let m = w.shape().first().copied().unwrap_or(0);
+    let bias = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(_) => match constant(node.inputs.get(2)) {
+            Some(b) if b.len() == m => Some(b),
+            _ => return Ok(None),
+        },
+    };
+    if graph.outputs.contains(&y) || w.rank() < 3 || m == 0 {
+        return Ok(None);
+    }
+    let mut users = graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(y)));
+    let (Some((k, bn_node)), None) = (users.next(), users.next()) else { return Ok(None) };
+    let Some(bn) = bn_node.op.downcast_ref::<BatchNorm>() else { return Ok(None) };
+    if bn.training || !bn.spatial || bn_node.outputs.len() != 1 || bn_node.inputs.first() != Some(&Some(y)) {
+        return Ok(None);
+    }
+    let stats: Option<Vec<&Tensor>> = (1..5).map(|j| constant(bn_node.inputs.get(j)).map(|t| &**t)).collect();
+    let Some(stats) = stats.filter(|s| s.iter().all(|t| t.len() == m)) else { return Ok(None) };
+    let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|j| stats[j].as_slice::<f32>());
+    let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
+    let per = w.len() / m;
+    let wv = w.as_slice::<f32>()?;
+    let mut folded_w = Vec::with_capacity(w.len());
+    let mut folded_b = Vec::with_capacity(m);
+    for c in 0..m {
+        let s = gamma[c] as f64 / (var[c] as f64 + bn.epsilon).sqrt();
+        folded_w.extend(wv[c * per..(c + 1) * per].iter().map(|&x| (x as f64 * s) as f32));
+        let b0 = bias.map_or(0.0, |b| b.as_slice::<f32>().map_or(0.0, |v| v[c] as f64));
+        folded_b.push(((b0 - mean[c] as f64) * s + beta[c] as f64) as f32);
+    }
+    Ok(Some((k, Tensor::new(w.shape().to_vec(), folded_w)?, Tensor::new(vec![m], folded_b)?)))
 }
 
 /// N of a MatMul whose B is a constant 2-D f32 matrix.

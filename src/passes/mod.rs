@@ -22,7 +22,7 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
 /// The passes a backend runs when it compiles a graph: fusions into the forms its kernels run
 /// in one go.
 pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(fuse::FuseActivation)]
+    vec![Box::new(fuse::FoldBatchNorm), Box::new(fuse::FuseActivation)]
 }
 
 /// Runs `passes` to a fixed point (bounded, so a pass that always reports a change cannot hang).

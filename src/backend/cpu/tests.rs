@@ -225,3 +225,47 @@ fn elementwise_arithmetic_matches_the_reference() {
         }
     }
 }
+
+/// Conv -> BatchNormalization -> x * sigmoid(x) compiles to one fused conv and matches the
+/// reference interpreter on the unfused graph.
+#[test]
+fn batch_norm_and_silu_fold_into_the_convolution() {
+    let mut g = Graph::default();
+    let xs = [1usize, 3, 8, 8];
+    let x = g.add_value("x", Fact::new(crate::ir::DType::F32, xs.iter().map(|&d| Dim::Known(d)).collect()));
+    g.inputs.push(x);
+    let c = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+    let w = c(&mut g, "w", tensor(1, &[4, 3, 3, 3]));
+    let b = c(&mut g, "b", tensor(2, &[4]));
+    let gamma = c(&mut g, "gamma", tensor(3, &[4]));
+    let beta = c(&mut g, "beta", tensor(4, &[4]));
+    let mean = c(&mut g, "mean", tensor(5, &[4]));
+    let var = c(&mut g, "var", Tensor::new(vec![4], vec![0.5f32, 1.0, 2.0, 0.25]).unwrap());
+    let [y, z, s, out] = ["y", "z", "s", "out"].map(|n| g.add_value(n, Fact::unknown()));
+    let node = |op: Arc<dyn Op>, name: &str, inputs: Vec<usize>, outputs: Vec<usize>| Node {
+        name: name.into(),
+        domain: String::new(),
+        op_type: name.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs,
+    };
+    g.nodes = vec![
+        node(build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 3), "Conv", vec![x, w, b], vec![y]),
+        node(build("BatchNormalization", vec![], 5), "BatchNormalization", vec![y, gamma, beta, mean, var], vec![z]),
+        node(build("Sigmoid", vec![], 1), "Sigmoid", vec![z], vec![s]),
+        node(build("Mul", vec![], 2), "Mul", vec![z, s], vec![out]),
+    ];
+    g.outputs = vec![out];
+    infer_facts(&mut g).unwrap();
+    let input = tensor(6, &xs);
+    let refs = [DataRef::Tensor(&input)];
+    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
+    assert_eq!(compiled.kernel_names(), vec![("conv-gemm", "cpu")]);
+    let got = compiled.run(&ThreadPool::new(2), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+    for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
