@@ -131,7 +131,7 @@ impl Formula {
 }
 
 /// Written in two halves so that neither exponential can overflow.
-fn sigmoid(x: f64) -> f64 {
+pub(crate) fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

@@ -221,7 +221,7 @@ impl GaussErf for f32 {
 
 /// erf to within a few ulps: a series with only positive terms below 2, a continued fraction for
 /// erfc from 2 to 6, and ±1 beyond, where erfc is under half an ulp of 1.
-fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     let a = x.abs();
     let magnitude = if a.is_nan() {
         return x;

@@ -96,4 +96,44 @@ mod tests {
         assert!(g.nodes.is_empty());
         assert_eq!(g.values[y].constant().unwrap().as_slice::<i64>().unwrap(), &[-1, -2]);
     }
+
+    #[test]
+    fn dynamic_reshape_subgraph_folds_at_load_time() {
+        use crate::ir::{Attr, Attributes};
+        // r = Reshape(y, Concat(Unsqueeze(Gather(Shape(x), 0), [0]), [-1])), as exporters write it.
+        let mut g = Graph::default();
+        let x = g.add_value("x", Fact::concrete(DType::F32, &[2, 3, 4]));
+        let y = g.add_value("y", Fact::concrete(DType::F32, &[6, 4]));
+        let konst = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+        let zero = konst(&mut g, "zero", Tensor::scalar(0i64));
+        let axes = konst(&mut g, "axes", Tensor::vector(vec![0i64]));
+        let rest = konst(&mut g, "rest", Tensor::vector(vec![-1i64]));
+        let node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
+            let out = g.add_value(format!("{op_type}_out"), Fact::unknown());
+            let op = build(op_type, 13, attrs, 1).unwrap();
+            g.nodes.push(Node {
+                name: String::new(),
+                domain: String::new(),
+                op_type: op_type.into(),
+                attrs: Attributes::default(),
+                op: Arc::from(op),
+                inputs: inputs.into_iter().map(Some).collect(),
+                outputs: vec![out],
+            });
+            out
+        };
+        let shape = node(&mut g, "Shape", vec![], vec![x]);
+        let first = node(&mut g, "Gather", vec![], vec![shape, zero]);
+        let first = node(&mut g, "Unsqueeze", vec![], vec![first, axes]);
+        let target = node(&mut g, "Concat", vec![("axis", Attr::Int(0))], vec![first, rest]);
+        let r = node(&mut g, "Reshape", vec![], vec![y, target]);
+        g.inputs = vec![x, y];
+        g.outputs = vec![r];
+        infer_facts(&mut g).unwrap();
+        assert_eq!(g.values[r].fact.concrete_shape(), Some(vec![2, 12]));
+        optimize(&mut g, &default_passes()).unwrap();
+        let left: Vec<&str> = g.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(left, ["Reshape"]);
+        assert_eq!(g.values[target].constant().unwrap().as_slice::<i64>().unwrap(), &[2, -1]);
+    }
 }

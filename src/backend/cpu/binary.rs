@@ -4,6 +4,7 @@
 //! vector-vector, vector-scalar or scalar-vector and vectorises.
 
 use super::isa::{isa, Isa};
+use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::shape::broadcast_shapes;
@@ -104,7 +105,7 @@ impl Kernel for BinaryKernel {
         };
         let rows_per_task = (CHUNK / inner.max(1)).max(1);
         let tasks = rows.div_ceil(rows_per_task);
-        let out = SharedOut(y.as_mut_ptr());
+        let out = SharedMut(y.as_mut_ptr());
         let arith = self.arith;
         ctx.pool.parallel_for(tasks, &|t| {
             let o = out;
@@ -126,12 +127,6 @@ impl Kernel for BinaryKernel {
         Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
     }
 }
-
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint rows.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// Strides (in elements) of an operand of shape `dims` broadcast to `out`: 0 along broadcast axes.
 fn aligned_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {

@@ -7,6 +7,7 @@
 use super::activation::{Activation, ActivationExt};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
+use super::pool::SharedMut;
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
@@ -81,12 +82,6 @@ struct ConvKernel {
     bias: Option<Vec<f32>>,
     act: Activation,
     micro: gemm::Micro,
-}
-
-impl std::fmt::Debug for gemm::Micro {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Micro({}x{})", self.mr, self.nr)
-    }
 }
 
 /// The geometry of one run.
@@ -166,7 +161,8 @@ impl ConvKernel {
                 Im2col { x: &x[start..start + cg * in_plane], kh, kw, h: geo.h, w: geo.w }
             })
             .collect();
-        let plain: Vec<MatRef> = sources.iter().map(|s| MatRef::row_major(s.x, in_plane)).collect();
+        let plain: Vec<MatRef> =
+            if pointwise { sources.iter().map(|s| MatRef::row_major(s.x, in_plane)).collect() } else { Vec::new() };
         let problem = |i: usize| {
             let g = i % group;
             Problem {
@@ -189,7 +185,7 @@ impl ConvKernel {
         let [m, _, kh, kw] = self.weights_shape;
         let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
         let planes = batch * m;
-        let out = SharedOut(y.as_mut_ptr());
+        let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(planes, &|p| {
             let c = p % m;
             let input = &x[p * in_plane..(p + 1) * in_plane];
@@ -203,12 +199,6 @@ impl ConvKernel {
         });
     }
 }
-
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint planes.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// The output positions `o` of axis `a` whose input `o * stride + k * dilation - pad_begin` is
 /// inside the input, as a range.

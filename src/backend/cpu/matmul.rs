@@ -13,6 +13,7 @@ use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::fused::FusedMatMul;
 use crate::ops::matmul::{Gemm, MatMul};
 use crate::Result;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
@@ -109,12 +110,12 @@ impl MatMulKernel {
         Epilogue { bias: if bias.is_empty() { Bias::None } else { Bias::PerCol(bias) }, act: self.act }
     }
 
-    /// The bias widened to `n` columns (a single value broadcasts).
-    fn bias_for(&self, n: usize) -> Option<Vec<f32>> {
+    /// The bias widened to `n` columns (a single value broadcasts); borrowed when it fits as is.
+    fn bias_for(&self, n: usize) -> Option<Cow<'_, [f32]>> {
         match &self.bias {
-            None => Some(Vec::new()),
-            Some(b) if b.len() == n => Some(b.clone()),
-            Some(b) if b.len() == 1 => Some(vec![b[0]; n]),
+            None => Some(Cow::Borrowed(&[])),
+            Some(b) if b.len() == n => Some(Cow::Borrowed(b)),
+            Some(b) if b.len() == 1 => Some(Cow::Owned(vec![b[0]; n])),
             Some(_) => None,
         }
     }

@@ -173,6 +173,14 @@ impl Drop for ThreadPool {
     }
 }
 
+/// A pointer into an output buffer that parallel tasks share, each writing its own disjoint part
+/// (a tile, a plane, a chunk). Whoever makes one promises that disjointness.
+#[derive(Clone, Copy)]
+pub struct SharedMut(pub *mut f32);
+// SAFETY: tasks write disjoint parts of the buffer, which outlives the parallel_for call.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ThreadPool({} threads)", self.threads())

@@ -2,6 +2,7 @@
 //! Clip with constant bounds): vectorised, in chunks spread over the pool.
 
 use super::activation::{Activation, ActivationExt};
+use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
@@ -34,13 +35,15 @@ impl Kernel for ActivationKernel {
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
         let Some(x) = f32_input(inputs, 0) else { return Reference { op: self.op.clone() }.run(ctx, inputs) };
         let mut y = x.as_slice::<f32>()?.to_vec();
-        let chunks: Vec<&mut [f32]> = y.chunks_mut(CHUNK).collect();
-        let cells: Vec<std::sync::Mutex<&mut [f32]>> = chunks.into_iter().map(std::sync::Mutex::new).collect();
-        ctx.pool.parallel_for(cells.len(), &|i| {
-            let mut c = cells[i].lock().unwrap_or_else(|e| e.into_inner());
-            self.act.apply(&mut c);
+        let len = y.len();
+        let out = SharedMut(y.as_mut_ptr());
+        ctx.pool.parallel_for(len.div_ceil(CHUNK), &|i| {
+            let o = out;
+            let start = i * CHUNK;
+            // SAFETY: each task applies the activation to its own chunk of y.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), CHUNK.min(len - start)) };
+            self.act.apply(chunk);
         });
-        drop(cells);
         Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
     }
 }

@@ -17,6 +17,12 @@ pub struct Micro {
     pub run: unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool),
 }
 
+impl std::fmt::Debug for Micro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Micro({}x{})", self.mr, self.nr)
+    }
+}
+
 /// The micro-kernel for `isa`.
 pub fn micro_for(isa: Isa) -> Micro {
     match isa {

@@ -12,7 +12,7 @@ mod micro;
 pub use micro::{micro_for, Micro};
 
 use super::activation::{Activation, ActivationExt};
-use super::pool::ThreadPool;
+use super::pool::{SharedMut, ThreadPool};
 use std::cell::RefCell;
 
 /// Depth of one k slice: a B micro-panel (KC x NR floats) stays in L1 while A panels stream by.
@@ -214,13 +214,6 @@ pub struct Problem<'a> {
     pub epilogue: Epilogue<'a>,
 }
 
-/// A raw pointer to C shared by tasks that write disjoint tiles of it.
-#[derive(Clone, Copy)]
-struct CPtr(*mut f32);
-// SAFETY: tasks write disjoint tiles (see `run_batch`).
-unsafe impl Send for CPtr {}
-unsafe impl Sync for CPtr {}
-
 thread_local! {
     /// Packing buffers of this thread, kept between calls so steady-state runs do not allocate.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -266,7 +259,7 @@ pub fn run_batch<'a>(
         return;
     }
     let shape = problem(0);
-    let (m, n, k) = (shape.m, shape.n, shape.k);
+    let (m, n) = (shape.m, shape.n);
     if m == 0 || n == 0 {
         return;
     }
@@ -288,7 +281,7 @@ pub fn run_batch<'a>(
         }
     }
     let (tm, tn) = (m.div_ceil(mt), n.div_ceil(nt));
-    let cptr = CPtr(c.as_mut_ptr());
+    let cptr = SharedMut(c.as_mut_ptr());
     pool.parallel_for(count * tm * tn, &|t| {
         let (i, rest) = (t / (tm * tn), t % (tm * tn));
         let (m0, n0) = ((rest / tn) * mt, (rest % tn) * nt);
@@ -298,7 +291,6 @@ pub fn run_batch<'a>(
         let c_tile = unsafe { cp.0.add(i * c_stride + m0 * ldc + n0) };
         tile(micro, &p, m0, mt.min(m - m0), n0, nt.min(n - n0), c_tile, ldc);
     });
-    let _ = k;
 }
 
 /// One task: rows `m0..m0+mc`, columns `n0..n0+nc` of C, whose top-left element is `c`.
