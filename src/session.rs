@@ -127,6 +127,35 @@ impl Model {
         Model::build(imported, self.max_tensor_bytes)
     }
 
+    /// A copy of this model with whole input shapes fixed by input name (e.g. `images` ->
+    /// `[1, 3, 640, 640]`), for inputs whose dims are unnamed or whose rank is unknown, which
+    /// [`Model::with_dims`] cannot reach. A shape must agree with the declaration: same rank, and
+    /// the same size where a dim is already known. Named dims given here are fixed in this input
+    /// only; use `with_dims` to fix a symbol everywhere it appears.
+    pub fn with_input_shapes(&self, shapes: &HashMap<String, Vec<usize>>) -> Result<Model> {
+        let mut imported = self.imported.clone();
+        let graph = &mut imported.graph;
+        for (name, dims) in shapes {
+            let id = graph.inputs.iter().copied().find(|&i| graph.values[i].name == *name).ok_or_else(|| {
+                let names: Vec<&str> = graph.inputs.iter().map(|&i| graph.values[i].name.as_str()).collect();
+                crate::err!(InvalidInput, "the model has no input '{name}' (its inputs: {})", names.join(", "))
+            })?;
+            let fact = &mut graph.values[id].fact;
+            if let Some(declared) = &fact.shape {
+                if declared.len() != dims.len() {
+                    crate::bail!(InvalidInput, "input '{name}' has rank {}, not {}", declared.len(), dims.len());
+                }
+                for (k, (d, &n)) in declared.iter().zip(dims).enumerate() {
+                    if matches!(d, Dim::Known(m) if *m != n) {
+                        crate::bail!(InvalidInput, "dim {k} of input '{name}' is fixed at {d} by the model, not {n}");
+                    }
+                }
+            }
+            fact.shape = Some(dims.iter().map(|&n| Dim::Known(n)).collect());
+        }
+        Model::build(imported, self.max_tensor_bytes)
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }

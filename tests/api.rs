@@ -102,3 +102,23 @@ fn computed_shapes_win_over_wrong_declarations() {
     assert_eq!(out.name, "output:0");
     assert_eq!(out.shape, Some(vec![Dim::Symbol("batch".into()), Dim::Known(4)]));
 }
+
+#[test]
+fn whole_input_shapes_fix_the_model_and_are_checked() {
+    let model = Model::load(digits_dir().join("digits.onnx")).unwrap();
+    let shapes = |dims: &[usize]| [("image".to_string(), dims.to_vec())].into_iter().collect();
+    let fixed = model.with_input_shapes(&shapes(&[3, 1, 8, 8])).unwrap();
+    assert_eq!(fixed.inputs()[0].shape, Some(vec![Dim::Known(3), Dim::Known(1), Dim::Known(8), Dim::Known(8)]));
+    assert_eq!(fixed.outputs()[0].shape, Some(vec![Dim::Known(3), Dim::Known(10)]));
+    for (dims, want) in [
+        (&[3, 1, 8][..], "input 'image' has rank 4, not 3"),
+        (&[3, 2, 8, 8][..], "dim 1 of input 'image' is fixed at 1 by the model, not 2"),
+    ] {
+        let e = model.with_input_shapes(&shapes(dims)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    let other = [("images".to_string(), vec![1])].into_iter().collect();
+    let e = model.with_input_shapes(&other).unwrap_err();
+    assert!(e.to_string().contains("the model has no input 'images' (its inputs: image)"), "{e}");
+}

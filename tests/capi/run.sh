@@ -29,8 +29,16 @@ g++ -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/crx5
 g++ -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/crx580.hpp
 
 step "build and install into $prefix"
-make -s install PREFIX="$prefix"
+make -s -C bindings/c install PREFIX="$prefix"
 so=$prefix/lib/libcrx580.so
+for f in bin/crx580 share/man/man1/crx580.1 share/man/man1/crx580-bench.1 \
+    share/bash-completion/completions/crx580 share/zsh/site-functions/_crx580 \
+    share/fish/vendor_completions.d/crx580.fish; do
+    [ -s "$prefix/$f" ] || die "make install did not install $f"
+done
+"$prefix/bin/crx580" --version | grep -q "^crx580 " || die "the installed crx580 does not run"
+grep -q -- "--shape" "$prefix/share/bash-completion/completions/crx580" || die "the bash completions lack --shape"
+grep -q '^\.TH crx580-bench 1' "$prefix/share/man/man1/crx580-bench.1" || die "crx580-bench.1 is not a man page"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 export LD_LIBRARY_PATH=$prefix/lib
 

@@ -112,6 +112,8 @@ fn info_shows_the_shapes_given() {
     let j = stdout(&o);
     assert!(j.contains("{\"name\":\"x\",\"dtype\":\"float32\",\"shape\":[1,3,8,6],\"kind\":\"tensor\"}"), "{j}");
     assert!(j.contains("{\"name\":\"t\",\"dtype\":\"float32\",\"shape\":[1,5],\"kind\":\"tensor\"}"), "{j}");
+    // The unnamed dim given by --shape reaches the model, so the output's shape is known too.
+    assert!(j.contains("{\"name\":\"y\",\"dtype\":\"float32\",\"shape\":[1,3,1,1],\"kind\":\"tensor\"}"), "{j}");
 }
 
 /// run: --shape fixes the model's dims, and an input file that disagrees is refused.

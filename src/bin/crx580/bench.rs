@@ -76,21 +76,21 @@ impl Report {
 pub fn bench(a: BenchArgs) -> Result<()> {
     let options = a.device.session_options()?;
     let t0 = Instant::now();
-    let shaped = a.shapes.apply(a.device.limits.load(&a.model)?)?;
+    let model = a.shapes.apply(a.device.limits.load(&a.model)?)?;
     let load_model_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let infos = shaped.model.inputs();
+    let infos = model.inputs();
     let max_bytes = a.device.limits.max_tensor_bytes()?;
     let inputs = if a.inputs.is_empty() {
-        let shapes = concrete_shapes(&shaped)?;
-        with_max_tensor_bytes(max_bytes, || random_inputs(&shaped.model, &shapes))?
+        let shapes = concrete_shapes(&model)?;
+        with_max_tensor_bytes(max_bytes, || random_inputs(&model, &shapes))?
     } else {
         if !a.shapes.shapes.is_empty() {
             crate::out::note!("crx580: note: --shape only sizes made-up inputs and the model's dims; input files keep their own shapes");
         }
-        read_inputs(&shaped, &a.inputs, |p, i| load_input(p, i, &ImageArgs::default(), max_bytes))?
+        read_inputs(&model, &a.inputs, |p, i| load_input(p, i, &ImageArgs::default(), max_bytes))?
     };
     let t1 = Instant::now();
-    let session = Session::new(shaped.model, &options)?;
+    let session = Session::new(model, &options)?;
     let load_ms = load_model_ms + t1.elapsed().as_secs_f64() * 1e3;
     let refs: Vec<&Tensor> = inputs.iter().collect();
 

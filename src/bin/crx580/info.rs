@@ -3,13 +3,13 @@
 
 use crate::flops::{self, OpFlops};
 use crate::out::outln;
-use crate::shapes::{shape_string, ShapeArgs, Shaped};
+use crate::shapes::{shape_string, ShapeArgs};
 use crate::{json, LimitArgs};
 use clap::Args;
 use crx580::backend::backends_for;
 use crx580::ir::attr::Attr;
 use crx580::ir::Graph;
-use crx580::{DType, Device, IoInfo, Result};
+use crx580::{DType, Device, IoInfo, Model, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -53,10 +53,9 @@ pub struct Summary {
     pub devices: Vec<DevicePlan>,
 }
 
-pub fn summarize(shaped: &Shaped) -> Summary {
-    let model = &shaped.model;
+pub fn summarize(model: &Model) -> Summary {
     Summary {
-        inputs: shaped.inputs(),
+        inputs: model.inputs(),
         outputs: model.outputs(),
         ops: model.imported().graph.op_histogram(),
         params: parameters(&model.imported().graph),
@@ -124,9 +123,9 @@ fn device_plan(g: &Graph, device: Device) -> DevicePlan {
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
-    let shaped = a.shapes.apply(a.limits.load(&a.model)?)?;
-    let s = summarize(&shaped);
-    let imp = shaped.model.imported();
+    let model = a.shapes.apply(a.limits.load(&a.model)?)?;
+    let s = summarize(&model);
+    let imp = model.imported();
     if a.json {
         outln!("{}", json::info(imp, &s));
         return Ok(());

@@ -14,7 +14,7 @@ mod shapes;
 use clap::{Args, Parser, Subcommand};
 use crx580::{bail, err, Device, IoInfo, LoadOptions, Model, Result, SessionOptions, Tensor};
 use out::{note, outln};
-use shapes::Shaped;
+
 use std::path::Path;
 
 #[derive(Parser)]
@@ -149,11 +149,11 @@ fn main() {
 /// Binds `PATH` / `NAME=PATH` arguments to the model's inputs, in model input order; `load` reads
 /// one file for one input (whose shape includes any `--shape` given for it).
 pub fn read_inputs(
-    shaped: &Shaped,
+    model: &Model,
     args: &[String],
     load: impl Fn(&Path, &IoInfo) -> Result<Tensor>,
 ) -> Result<Vec<Tensor>> {
-    let infos = shaped.inputs();
+    let infos = model.inputs();
     let mut bound: Vec<Option<Tensor>> = vec![None; infos.len()];
     let mut next_positional = 0;
     for arg in args {

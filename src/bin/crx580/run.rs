@@ -33,12 +33,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     let Some(model_path) = &a.model else {
         return demo::run_demo(&options);
     };
-    let shaped = a.shapes.apply(a.device.limits.load(model_path)?)?;
+    let model = a.shapes.apply(a.device.limits.load(model_path)?)?;
     let any_image = a.inputs.iter().any(|i| is_image(i));
     let labels = a.images.labels.as_deref().map(read_labels).transpose()?;
     let max_bytes = a.device.limits.max_tensor_bytes()?;
-    let inputs = read_inputs(&shaped, &a.inputs, |p, i| load_input(p, i, &a.images, max_bytes))?;
-    let session = Session::new(shaped.model, &options)?;
+    let inputs = read_inputs(&model, &a.inputs, |p, i| load_input(p, i, &a.images, max_bytes))?;
+    let session = Session::new(model, &options)?;
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let outputs = session.run_positional(&refs)?;
     let infos = session.model().outputs();

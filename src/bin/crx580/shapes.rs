@@ -18,44 +18,18 @@ pub struct ShapeArgs {
     pub dims: Vec<String>,
 }
 
-/// A model with the command line's shapes applied.
-pub struct Shaped {
-    pub model: Model,
-    /// Full shapes from `--shape` for inputs whose declaration has unnamed dims or no rank: the model
-    /// cannot carry those, so they only size made-up inputs.
-    pub overrides: HashMap<String, Vec<usize>>,
-}
-
-impl Shaped {
-    /// The shape an input is known to have: its `--shape` override or its (now fixed) declaration.
-    pub fn declared(&self, info: &IoInfo) -> Option<Vec<Dim>> {
-        match self.overrides.get(&info.name) {
-            Some(s) => Some(s.iter().map(|&n| Dim::Known(n)).collect()),
-            None => info.shape.clone(),
-        }
-    }
-
-    /// The model's inputs with the shapes [`Shaped::declared`] gives.
-    pub fn inputs(&self) -> Vec<IoInfo> {
-        let mut inputs = self.model.inputs();
-        for info in &mut inputs {
-            info.shape = self.declared(info);
-        }
-        inputs
-    }
-}
-
 impl ShapeArgs {
     pub fn is_empty(&self) -> bool {
         self.shapes.is_empty() && self.dims.is_empty()
     }
 
     /// Turns `--shape` into symbol sizes where the input's dims are named (so other inputs sharing
-    /// a name agree and shapes downstream become known), checks them against the declaration, and
-    /// fixes the symbols with [`Model::with_dims`].
-    pub fn apply(&self, model: Model) -> Result<Shaped> {
+    /// a name agree), checks them against the declaration, and fixes the symbols with
+    /// [`Model::with_dims`]; inputs with unnamed dims or no declared rank get their whole shape with
+    /// [`Model::with_input_shapes`]. Either way shapes downstream become known.
+    pub fn apply(&self, model: Model) -> Result<Model> {
         if self.is_empty() {
-            return Ok(Shaped { model, overrides: HashMap::new() });
+            return Ok(model);
         }
         let inputs = model.inputs();
         let mut symbols: HashMap<String, (usize, String)> = HashMap::new();
@@ -67,7 +41,7 @@ impl ShapeArgs {
             }
             set_symbol(&mut symbols, name, value, format!("--dim {d}"))?;
         }
-        let mut overrides = HashMap::new();
+        let mut whole = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         for s in &self.shapes {
             let (name, dims) = s
@@ -85,7 +59,7 @@ impl ShapeArgs {
                 bail!(InvalidInput, "--shape is given twice for input '{name}'");
             }
             let Some(declared) = &info.shape else {
-                overrides.insert(name.to_string(), dims);
+                whole.insert(name.to_string(), dims);
                 continue;
             };
             if declared.len() != dims.len() {
@@ -112,12 +86,16 @@ impl ShapeArgs {
                 }
             }
             if unnamed {
-                overrides.insert(name.to_string(), dims);
+                whole.insert(name.to_string(), dims);
             }
         }
         let sizes: HashMap<String, usize> = symbols.into_iter().map(|(k, (n, _))| (k, n)).collect();
         let model = if sizes.is_empty() { model } else { model.with_dims(&sizes)? };
-        Ok(Shaped { model, overrides })
+        if whole.is_empty() {
+            Ok(model)
+        } else {
+            model.with_input_shapes(&whole)
+        }
     }
 }
 
@@ -167,11 +145,11 @@ pub fn shape_string(shape: &[Dim]) -> String {
 /// Concrete shapes for made-up inputs. A leading dim of a rank >= 2 input (the batch) that is still
 /// unknown is 1, with a note; any other unknown dim is an error that names every such input and says
 /// how to set it, since a made-up size (say a 1x1 image) would time something meaningless.
-pub fn concrete_shapes(shaped: &Shaped) -> Result<Vec<Vec<usize>>> {
+pub fn concrete_shapes(model: &Model) -> Result<Vec<Vec<usize>>> {
     let mut shapes = vec![];
     let mut missing = vec![];
     let mut batch_notes = vec![];
-    for info in shaped.inputs() {
+    for info in model.inputs() {
         let Some(declared) = info.shape.clone() else {
             missing.push(format!("input '{}' has an unknown rank", info.name));
             shapes.push(vec![]);

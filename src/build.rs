@@ -5,7 +5,7 @@
 const ABI_VERSION: u32 = 1;
 
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/build.rs");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if os == "linux" || os == "android" || os.ends_with("bsd") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcrx580.so.{ABI_VERSION}");
