@@ -6,7 +6,7 @@
 //! these types back: `<u2` reads as uint16, `|u1` as uint8, `|i1` as int8.
 
 use crate::ir::narrow::{NarrowBits, I2, I4};
-use crate::ir::{DType, Elem, Tensor, TensorData};
+use crate::ir::{DType, Elem, Tensor};
 use crate::{bail, dispatch, err, Result};
 use half::{bf16, f16};
 
@@ -58,8 +58,9 @@ pub fn to_npy(t: &Tensor) -> Result<Vec<u8>> {
         1 => format!("({},)", shape[0]),
         _ => format!("({})", shape.join(", ")),
     };
-    let (descr, body) = match t.data() {
-        TensorData::String(v) => {
+    let (descr, body) = match t.dtype() {
+        DType::String => {
+            let v = t.as_slice::<String>()?;
             // Fixed-width UTF-32, as numpy's '<U' dtype.
             let width = v.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
             let mut body = Vec::with_capacity(v.len() * width * 4);
@@ -98,7 +99,7 @@ fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
         _ => {}
     }
     if t.dtype().is_narrow() {
-        return dispatch!(t.dtype(); T => Ok(T::slice(t.data()).unwrap_or_default().iter().map(|v| v.to_bits()).collect());
+        return dispatch!(t.dtype(); T => Ok(t.as_slice::<T>()?.iter().map(|v| v.to_bits()).collect());
             narrow; else => bail!(Unsupported, "{} has no raw byte form", t.dtype()));
     }
     crate::ir::bytes::to_le_bytes(t)

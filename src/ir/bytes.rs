@@ -19,24 +19,27 @@ pub fn byte_len(dtype: DType, n: usize) -> Result<usize> {
 
 /// The byte form of `t`.
 pub fn to_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    Ok(match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        TensorData::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-        TensorData::U8(v) => v.clone(),
-        TensorData::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&x| x as u8).collect(),
-        TensorData::String(_) => bail!(Unsupported, "strings have no raw byte form"),
-        data => dispatch!(t.dtype(); T => pack(T::slice(data).unwrap_or_default());
+    fn le<T: Elem, const N: usize>(t: &Tensor, bytes: fn(&T) -> [u8; N]) -> Result<Vec<u8>> {
+        Ok(t.as_slice::<T>()?.iter().flat_map(bytes).collect())
+    }
+    match t.dtype() {
+        DType::F32 => le(t, |x: &f32| x.to_le_bytes()),
+        DType::F64 => le(t, |x: &f64| x.to_le_bytes()),
+        DType::F16 => le(t, |x: &f16| x.to_bits().to_le_bytes()),
+        DType::BF16 => le(t, |x: &bf16| x.to_bits().to_le_bytes()),
+        DType::I8 => le(t, |&x: &i8| [x as u8]),
+        DType::U8 => Ok(t.as_slice::<u8>()?.to_vec()),
+        DType::I16 => le(t, |x: &i16| x.to_le_bytes()),
+        DType::U16 => le(t, |x: &u16| x.to_le_bytes()),
+        DType::I32 => le(t, |x: &i32| x.to_le_bytes()),
+        DType::U32 => le(t, |x: &u32| x.to_le_bytes()),
+        DType::I64 => le(t, |x: &i64| x.to_le_bytes()),
+        DType::U64 => le(t, |x: &u64| x.to_le_bytes()),
+        DType::Bool => le(t, |&x: &bool| [x as u8]),
+        DType::String => bail!(Unsupported, "strings have no raw byte form"),
+        narrow => dispatch!(narrow; T => Ok(pack(t.as_slice::<T>()?));
             narrow; else => bail!(Unsupported, "{} has no raw byte form", t.dtype())),
-    })
+    }
 }
 
 /// `n` elements of `dtype` from their byte form.

@@ -1,11 +1,13 @@
-//! Tensor storage: a concrete shape plus one typed vector. Kernels reach the elements through the
-//! [`Elem`] trait (`as_slice::<f32>()`), and pick a Rust type for a [`DType`] with [`dispatch!`].
+//! Tensors: a concrete shape over a run of elements in shared, typed storage. Kernels reach the
+//! elements through the [`Elem`] trait (`as_slice::<f32>()`), and pick a Rust type for a [`DType`]
+//! with [`dispatch!`].
 
 use super::dtype::DType;
 use super::limits;
 use super::narrow::{RoundMode, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 use crate::{bail, err, Result};
 use half::{bf16, f16};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
@@ -322,10 +324,81 @@ macro_rules! dispatch {
     };
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A tensor: a shape over `len` elements of shared storage, starting at `offset`. Clones share
+/// the storage, so Reshape, Squeeze, Unsqueeze, Flatten and Identity cost no copy, and a contiguous
+/// Slice is a [`Tensor::view`] into its input. Writing ([`Tensor::as_mut_slice`]) copies first
+/// when the storage is shared or bigger than the view (copy on write), so a view never changes
+/// what another tensor sees.
+#[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: TensorData,
+    storage: Arc<TensorData>,
+    offset: usize,
+    len: usize,
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
+            TensorData::U16(_) => DType::U16,
+            TensorData::I16(_) => DType::I16,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::String(_) => DType::String,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::F16(_) => DType::F16,
+            TensorData::F64(_) => DType::F64,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
+            TensorData::BF16(_) => DType::BF16,
+            TensorData::F8E4M3FN(_) => DType::F8E4M3FN,
+            TensorData::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
+            TensorData::F8E5M2(_) => DType::F8E5M2,
+            TensorData::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
+            TensorData::U4(_) => DType::U4,
+            TensorData::I4(_) => DType::I4,
+            TensorData::F4E2M1(_) => DType::F4E2M1,
+            TensorData::F8E8M0(_) => DType::F8E8M0,
+            TensorData::U2(_) => DType::U2,
+            TensorData::I2(_) => DType::I2,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        dispatch!(self.dtype(); T => T::slice(self).map_or(0, |s| s.len()); all; else => 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of elements `start..start + len`.
+    fn copy_range(&self, start: usize, len: usize) -> TensorData {
+        dispatch!(self.dtype(); T => T::wrap(T::slice(self).map_or(vec![], |s| s[start..start + len].to_vec()));
+            all; else => unreachable!())
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Tensor");
+        d.field("shape", &self.shape).field("dtype", &self.dtype());
+        dispatch!(self.dtype(); T => d.field("data", &self.as_slice::<T>().unwrap_or_default()); all; else => &mut d);
+        d.finish()
+    }
+}
+
+/// Equal shapes, dtypes and elements (NaN is unequal to itself, as for floats).
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape
+            && self.dtype() == other.dtype()
+            && dispatch!(self.dtype(); T => self.as_slice::<T>().ok() == other.as_slice::<T>().ok(); all; else => false)
+    }
 }
 
 /// Number of elements of a shape, or an error if it overflows or passes the tensor size limit
@@ -370,28 +443,33 @@ impl Tensor {
     }
 
     pub fn from_data(shape: Vec<usize>, data: TensorData) -> Result<Tensor> {
-        let t = Tensor { shape, data };
-        let n = checked_len(&t.shape, t.dtype())?;
-        if n != t.len() {
-            bail!(Shape, "shape {:?} needs {n} elements, data has {}", t.shape, t.len());
+        let n = checked_len(&shape, data.dtype())?;
+        if n != data.len() {
+            bail!(Shape, "shape {shape:?} needs {n} elements, data has {}", data.len());
         }
-        Ok(t)
+        Ok(Tensor::whole(shape, data))
+    }
+
+    /// A tensor over all of `data`, whose length the caller has checked against `shape`.
+    fn whole(shape: Vec<usize>, data: TensorData) -> Tensor {
+        let len = data.len();
+        Tensor { shape, storage: Arc::new(data), offset: 0, len }
     }
 
     pub fn scalar<T: Elem>(v: T) -> Tensor {
-        Tensor { shape: vec![], data: T::wrap(vec![v]) }
+        Tensor::whole(vec![], T::wrap(vec![v]))
     }
 
     /// A 1-D tensor.
     pub fn vector<T: Elem>(v: Vec<T>) -> Tensor {
-        Tensor { shape: vec![v.len()], data: T::wrap(v) }
+        Tensor::whole(vec![v.len()], T::wrap(v))
     }
 
     /// A tensor of the given dtype filled with zeros (false, "" for bool and string).
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_len(&shape, dtype)?;
         let data = dispatch!(dtype; T => T::wrap(try_vec(n, T::default())?); all; else => unreachable!());
-        Ok(Tensor { shape, data })
+        Ok(Tensor::whole(shape, data))
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -403,69 +481,84 @@ impl Tensor {
     }
 
     pub fn dtype(&self) -> DType {
-        match &self.data {
-            TensorData::F32(_) => DType::F32,
-            TensorData::U8(_) => DType::U8,
-            TensorData::I8(_) => DType::I8,
-            TensorData::U16(_) => DType::U16,
-            TensorData::I16(_) => DType::I16,
-            TensorData::I32(_) => DType::I32,
-            TensorData::I64(_) => DType::I64,
-            TensorData::String(_) => DType::String,
-            TensorData::Bool(_) => DType::Bool,
-            TensorData::F16(_) => DType::F16,
-            TensorData::F64(_) => DType::F64,
-            TensorData::U32(_) => DType::U32,
-            TensorData::U64(_) => DType::U64,
-            TensorData::BF16(_) => DType::BF16,
-            TensorData::F8E4M3FN(_) => DType::F8E4M3FN,
-            TensorData::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
-            TensorData::F8E5M2(_) => DType::F8E5M2,
-            TensorData::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
-            TensorData::U4(_) => DType::U4,
-            TensorData::I4(_) => DType::I4,
-            TensorData::F4E2M1(_) => DType::F4E2M1,
-            TensorData::F8E8M0(_) => DType::F8E8M0,
-            TensorData::U2(_) => DType::U2,
-            TensorData::I2(_) => DType::I2,
-        }
+        self.storage.dtype()
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        dispatch!(self.dtype(); T => T::slice(&self.data).map_or(0, |s| s.len()); all; else => 0)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    pub fn data(&self) -> &TensorData {
-        &self.data
+    /// Whether this tensor views all of its storage (no offset, nothing past its end).
+    fn is_whole(&self) -> bool {
+        self.offset == 0 && self.len == self.storage.len()
     }
 
+    /// Whether two tensors view the same storage (a view, a clone or a reshape of each other).
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// The elements as owned typed data: moved out when this tensor is their only owner and views
+    /// all of them, copied otherwise.
     pub fn into_data(self) -> TensorData {
-        self.data
+        if !self.is_whole() {
+            return self.storage.copy_range(self.offset, self.len);
+        }
+        Arc::try_unwrap(self.storage).unwrap_or_else(|shared| (*shared).clone())
+    }
+
+    fn dtype_error<T: Elem>(&self) -> crate::Error {
+        err!(Shape, "expected a {} tensor, got {}", T::DTYPE, self.dtype())
     }
 
     /// The elements as `&[T]`; an error names both dtypes when `T` is not this tensor's type.
     pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
-        T::slice(&self.data).ok_or_else(|| err!(Shape, "expected a {} tensor, got {}", T::DTYPE, self.dtype()))
+        let all = T::slice(&self.storage).ok_or_else(|| self.dtype_error::<T>())?;
+        Ok(&all[self.offset..self.offset + self.len])
     }
 
+    /// The elements to write: copies them first unless this tensor is their only owner and views
+    /// all of them.
     pub fn as_mut_slice<T: Elem>(&mut self) -> Result<&mut [T]> {
-        let dt = self.dtype();
-        T::slice_mut(&mut self.data).ok_or_else(|| err!(Shape, "expected a {} tensor, got {dt}", T::DTYPE))
+        if T::DTYPE != self.dtype() {
+            return Err(self.dtype_error::<T>());
+        }
+        if !self.is_whole() {
+            self.storage = Arc::new(self.storage.copy_range(self.offset, self.len));
+            self.offset = 0;
+        }
+        Ok(T::slice_mut(Arc::make_mut(&mut self.storage)).expect("dtype checked above"))
     }
 
     pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
-        let dt = self.dtype();
-        T::unwrap(self.data).ok_or_else(|| err!(Shape, "expected a {} tensor, got {dt}", T::DTYPE))
+        if T::DTYPE != self.dtype() {
+            return Err(self.dtype_error::<T>());
+        }
+        Ok(T::unwrap(self.into_data()).expect("dtype checked above"))
     }
 
-    /// Same elements, new shape (element counts must agree).
+    /// Same elements, new shape (element counts must agree); shares the storage.
     pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor> {
-        Tensor::from_data(shape, self.data)
+        let n = checked_len(&shape, self.dtype())?;
+        if n != self.len {
+            bail!(Shape, "shape {shape:?} needs {n} elements, the tensor has {}", self.len);
+        }
+        Ok(Tensor { shape, ..self })
+    }
+
+    /// The `shape`-sized run of this tensor's elements that starts at element `start`, sharing the
+    /// storage (a contiguous Slice, a batch item).
+    pub fn view(&self, shape: Vec<usize>, start: usize) -> Result<Tensor> {
+        let n = checked_len(&shape, self.dtype())?;
+        if start.checked_add(n).is_none_or(|end| end > self.len) {
+            bail!(Shape, "a view of {n} elements at {start} passes the end of a tensor of {}", self.len);
+        }
+        Ok(Tensor { shape, storage: self.storage.clone(), offset: self.offset + start, len: n })
     }
 
     /// The elements of an integer tensor widened to i64 (shape-like inputs such as Reshape's shape).
@@ -498,7 +591,7 @@ impl Tensor {
         }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
             | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
             else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()));
-        Ok(Tensor { shape: self.shape.clone(), data })
+        Ok(Tensor::whole(self.shape.clone(), data))
     }
 }
 
@@ -540,6 +633,39 @@ mod tests {
         assert!(Tensor::new(vec![2, 3], vec![0f32; 6]).is_ok());
         let e = Tensor::new(vec![2, 3], vec![0f32; 5]).unwrap_err();
         assert!(e.message.contains("needs 6 elements"), "{e}");
+    }
+
+    #[test]
+    fn views_share_storage_and_writes_copy_first() {
+        let x = Tensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+        let row = x.view(vec![3], 3).unwrap();
+        assert_eq!(row.as_slice::<f32>().unwrap(), &[3.0, 4.0, 5.0]);
+        assert!(row.shares_storage(&x));
+        let flat = x.clone().reshape(vec![6]).unwrap();
+        assert!(flat.shares_storage(&x));
+        assert_eq!(row.view(vec![1, 2], 1).unwrap().as_slice::<f32>().unwrap(), &[4.0, 5.0]);
+        assert!(x.view(vec![4], 3).unwrap_err().message.contains("passes the end"));
+        assert!(x.clone().reshape(vec![4]).is_err());
+
+        // Writing through a view or a clone never changes the other tensors.
+        let mut written = row.clone();
+        written.as_mut_slice::<f32>().unwrap()[0] = -1.0;
+        assert_eq!(written.as_slice::<f32>().unwrap(), &[-1.0, 4.0, 5.0]);
+        assert!(!written.shares_storage(&x));
+        assert_eq!(x.as_slice::<f32>().unwrap()[3], 3.0);
+        let mut flat = flat;
+        flat.as_mut_slice::<f32>().unwrap()[0] = 9.0;
+        assert_eq!(x.as_slice::<f32>().unwrap()[0], 0.0);
+        assert!(flat.as_mut_slice::<i64>().is_err());
+
+        // A sole owner of its whole storage writes and moves out in place.
+        let mut own = Tensor::vector(vec![1i64, 2, 3]);
+        let at = own.as_slice::<i64>().unwrap().as_ptr();
+        own.as_mut_slice::<i64>().unwrap()[1] = 7;
+        assert_eq!(own.as_slice::<i64>().unwrap().as_ptr(), at);
+        assert_eq!(own.into_vec::<i64>().unwrap(), [1, 7, 3]);
+        assert_eq!(row.into_vec::<f32>().unwrap(), [3.0, 4.0, 5.0]);
+        assert_eq!(x.view(vec![2], 1).unwrap(), Tensor::vector(vec![1.0f32, 2.0]));
     }
 
     #[test]

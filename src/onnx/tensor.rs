@@ -576,20 +576,23 @@ mod tests {
             assert_eq!(t.shape(), &dims[..], "{file}");
             let values: Vec<&str> =
                 if values.is_empty() && t.is_empty() { vec![] } else { values.split(' ').collect() };
-            let ours: Vec<String> = match t.data() {
-                TensorData::F32(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
-                TensorData::F64(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
-                TensorData::F16(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
-                TensorData::BF16(v) => v.iter().map(|x| format!("{:x}", x.to_bits())).collect(),
-                TensorData::String(v) => {
-                    v.iter().map(|s| s.bytes().map(|b| format!("{b:02x}")).collect::<String>()).collect()
-                }
-                TensorData::Bool(v) => v.iter().map(|&b| (b as u8).to_string()).collect(),
+            fn hex<T: crate::ir::Elem>(t: &Tensor, bits: fn(&T) -> u64) -> Vec<String> {
+                t.as_slice::<T>().unwrap().iter().map(|x| format!("{:x}", bits(x))).collect()
+            }
+            let ours: Vec<String> = match t.dtype() {
+                DType::F32 => hex(&t, |x: &f32| x.to_bits() as u64),
+                DType::F64 => hex(&t, |x: &f64| x.to_bits()),
+                DType::F16 => hex(&t, |x: &f16| x.to_bits() as u64),
+                DType::BF16 => hex(&t, |x: &bf16| x.to_bits() as u64),
+                DType::String => t
+                    .as_slice::<String>()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.bytes().map(|b| format!("{b:02x}")).collect::<String>())
+                    .collect(),
+                DType::Bool => t.as_slice::<bool>().unwrap().iter().map(|&b| (b as u8).to_string()).collect(),
+                DType::U64 => t.as_slice::<u64>().unwrap().iter().map(|x| x.to_string()).collect(),
                 _ => t.to_i64_vec().unwrap().iter().map(|v| v.to_string()).collect(),
-            };
-            let ours = match t.data() {
-                TensorData::U64(v) => v.iter().map(|x| x.to_string()).collect(),
-                _ => ours,
             };
             assert_eq!(ours, values, "{file}");
             checked += 1;

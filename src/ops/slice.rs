@@ -529,6 +529,33 @@ mod tests {
     }
 
     #[test]
+    fn contiguous_slices_share_their_input_and_others_copy() {
+        let x = Tensor::new(vec![4, 5], (0..20).collect::<Vec<i64>>()).unwrap();
+        let slice = |starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64]| {
+            let inputs = [v(starts), v(ends), v(axes), v(steps)];
+            run(
+                "Slice",
+                13,
+                vec![],
+                &[Some(&x), Some(&inputs[0]), Some(&inputs[1]), Some(&inputs[2]), Some(&inputs[3])],
+            )
+            .unwrap()
+        };
+        // Rows 1..3 (all columns), and one row's middle: one run each.
+        let rows = slice(&[1], &[3], &[0], &[1]);
+        assert_eq!((rows.shape(), i64s(&rows)), (&[2, 5][..], (5..15).collect::<Vec<_>>()));
+        assert!(rows.shares_storage(&x));
+        let part = slice(&[2, 1], &[3, 4], &[0, 1], &[1, 1]);
+        assert_eq!((part.shape(), i64s(&part)), (&[1, 3][..], vec![11, 12, 13]));
+        assert!(part.shares_storage(&x));
+        // Columns of several rows, and steps, are strided: copied.
+        let cols = slice(&[1], &[3], &[1], &[1]);
+        assert_eq!(i64s(&cols), [1, 2, 6, 7, 11, 12, 16, 17]);
+        assert!(!cols.shares_storage(&x));
+        assert!(!slice(&[0], &[4], &[0], &[2]).shares_storage(&x));
+    }
+
+    #[test]
     fn slices_with_steps_and_clamping() {
         let x = Tensor::new(vec![4, 5], (0..20).collect::<Vec<i64>>()).unwrap();
         // x[3:0:-2, ::-3] with INT_MIN as "to the start" -> [[19, 16], [9, 6]]

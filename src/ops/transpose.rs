@@ -94,8 +94,30 @@ pub(crate) fn copy_view(
     start: isize,
     strides: &[isize],
 ) -> Result<Tensor> {
+    if let Some(start) = contiguous_start(view, start, strides) {
+        return x.view(out_shape, start);
+    }
     dispatch!(x.dtype(); T => Tensor::new(out_shape, strided_copy::<T>(x.as_slice::<T>()?, view, start, strides)?);
         all; else => bail!(Unsupported, "cannot copy a {} tensor", x.dtype()))
+}
+
+/// Where a strided view starts when its elements are one row-major run (a Slice of leading rows, a
+/// Transpose that only moves dims of size 1): then it can share its input's storage.
+fn contiguous_start(view: &[usize], start: isize, strides: &[isize]) -> Option<usize> {
+    if view.contains(&0) {
+        return None;
+    }
+    let mut expected = 1isize;
+    for (&n, &stride) in view.iter().zip(strides).rev() {
+        if n == 1 {
+            continue;
+        }
+        if stride != expected {
+            return None;
+        }
+        expected = expected.checked_mul(n as isize)?;
+    }
+    usize::try_from(start).ok()
 }
 
 /// `x`'s elements, seen with shape `shape`, transposed by `perm`.
