@@ -119,11 +119,14 @@ pub fn activation_of(graph: &Graph, node: &Node) -> Option<Activation> {
     None
 }
 
-/// Conv followed by an activation (the bias stays Conv's optional input 2).
+/// Conv, then (with `residual`) the addition of a tensor of the output's shape, then an
+/// activation: what Conv (+ Add of a skip connection) (+ an activation) becomes. Inputs: Conv's
+/// X, W and optional bias, then the residual as input 3.
 #[derive(Debug)]
 pub struct FusedConv {
     /// The original Conv op.
     pub conv: Arc<dyn Op>,
+    pub residual: bool,
     pub act: Activation,
 }
 
@@ -135,11 +138,18 @@ impl FusedConv {
 
 impl Op for FusedConv {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
-        self.conv.infer(inputs)
+        self.conv.infer(&inputs[..3.min(inputs.len())])
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let y = self.conv.eval(inputs)?.remove(0);
+        let mut y = self.conv.eval(&inputs[..3.min(inputs.len())])?.remove(0);
+        if self.residual {
+            let r = input(inputs, 3)?;
+            if r.shape() != y.shape() {
+                bail!(Shape, "FusedConv: the residual has shape {:?}, the output {:?}", r.shape(), y.shape());
+            }
+            y.as_mut_slice::<f32>()?.iter_mut().zip(r.as_slice::<f32>()?).for_each(|(v, r)| *v += r);
+        }
         Ok(vec![self.act.apply_reference(y)?])
     }
 }

@@ -1,11 +1,11 @@
-//! Fusions into the forms the kernels run in one pass over memory: Conv + activation (SiLU's
-//! `x * sigmoid(x)` included) becomes a FusedConv; MatMul (constant 2-D B) + Add of a constant
+//! Fusions into the forms the kernels run in one pass over memory: Conv (+ Add of a skip
+//! connection) + activation (SiLU's `x * sigmoid(x)` included) becomes a FusedConv; MatMul (constant 2-D B) + Add of a constant
 //! per-column bias becomes a FusedMatMul, which then also takes a following activation; an
 //! inference BatchNormalization after a Conv with constant weights is folded into them. A
 //! producer fuses only when its output feeds nothing else and is not a graph output.
 
 use super::Pass;
-use crate::ir::{DType, Fact, Graph, Node, Tensor, ValueId};
+use crate::ir::{DType, Dim, Fact, Graph, Node, Tensor, ValueId};
 use crate::ops::binary::{Binary, Kind};
 use crate::ops::conv::Conv;
 use crate::ops::fused::{activation_of, Activation, FusedConv, FusedMatMul};
@@ -25,6 +25,20 @@ impl Pass for FuseActivation {
         let mut changed = false;
         let mut i = 0;
         while i < graph.nodes.len() {
+            if let Some((add, op, skip)) = residual_at(graph, i) {
+                // The fused node takes the Add's place: the skip tensor may be computed after the
+                // Conv, but always before the Add.
+                let mut fused = graph.nodes.remove(i);
+                let add = add - 1;
+                fused.outputs = graph.nodes[add].outputs.clone();
+                fused.inputs.resize(3, None);
+                fused.inputs.push(Some(skip));
+                fused.op = op;
+                fused.op_type = "FusedConv".into();
+                graph.nodes[add] = fused;
+                changed = true;
+                continue;
+            }
             let fused = match silu_at(graph, i) {
                 Some(f) => Some(f),
                 None => fusion_at(graph, i).map(|(c, r)| (vec![c], r)),
@@ -66,14 +80,16 @@ fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
     }
     if node.op.is::<Conv>() {
         let act = activation_of(graph, consumer).filter(|_| consumer.inputs[0] == Some(out))?;
-        return Some((c, (Arc::new(FusedConv { conv: node.op.clone(), act }), "FusedConv", None)));
+        let fused = FusedConv { conv: node.op.clone(), residual: false, act };
+        return Some((c, (Arc::new(fused), "FusedConv", None)));
     }
     if let Some(f) = node.op.downcast_ref::<FusedConv>() {
         if f.act != Activation::None {
             return None;
         }
         let act = activation_of(graph, consumer).filter(|_| consumer.inputs[0] == Some(out))?;
-        return Some((c, (Arc::new(FusedConv { conv: f.conv.clone(), act }), "FusedConv", None)));
+        let fused = FusedConv { conv: f.conv.clone(), residual: f.residual, act };
+        return Some((c, (Arc::new(fused), "FusedConv", None)));
     }
     if node.op.is::<MatMul>() {
         let n = constant_matrix_cols(graph, node)?;
@@ -95,11 +111,11 @@ fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
 /// outputs) and the fused op.
 fn silu_at(graph: &Graph, i: usize) -> Option<(Vec<usize>, Replacement)> {
     let node = &graph.nodes[i];
-    let conv = if node.op.is::<Conv>() {
-        node.op.clone()
+    let (conv, residual) = if node.op.is::<Conv>() {
+        (node.op.clone(), false)
     } else {
         let f = node.op.downcast_ref::<FusedConv>().filter(|f| f.act == Activation::None)?;
-        f.conv.clone()
+        (f.conv.clone(), f.residual)
     };
     let [y] = node.outputs[..] else { return None };
     let users = |v: ValueId| -> Vec<usize> {
@@ -124,7 +140,47 @@ fn silu_at(graph: &Graph, i: usize) -> Option<(Vec<usize>, Replacement)> {
     if !is_mul || !pair || graph.outputs.contains(&s) || users(s) != [mul] || mul < sig {
         return None;
     }
-    Some((vec![sig, mul], (Arc::new(FusedConv { conv, act: Activation::Silu }), "FusedConv", None)))
+    let fused = FusedConv { conv, residual, act: Activation::Silu };
+    Some((vec![sig, mul], (Arc::new(fused), "FusedConv", None)))
+}
+
+/// A Conv (or a FusedConv with neither residual nor activation yet) whose output feeds only an
+/// Add with an f32 tensor of the same known shape: a residual block's skip connection. Returns
+/// the Add's index, the fused op and the skip tensor.
+fn residual_at(graph: &Graph, i: usize) -> Option<(usize, Arc<dyn crate::ir::Op>, ValueId)> {
+    let node = &graph.nodes[i];
+    let conv = match node.op.downcast_ref::<FusedConv>() {
+        Some(f) if f.residual || f.act != Activation::None => return None,
+        Some(f) => f.conv.clone(),
+        None if node.op.is::<Conv>() => node.op.clone(),
+        None => return None,
+    };
+    let [out] = node.outputs[..] else { return None };
+    if graph.outputs.contains(&out) {
+        return None;
+    }
+    let mut consumers = graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(out)));
+    let (add, consumer) = consumers.next()?;
+    if consumers.next().is_some() || !consumer.op.downcast_ref::<Binary>().is_some_and(|b| matches!(b.kind, Kind::Add))
+    {
+        return None;
+    }
+    let skip = match consumer.inputs[..] {
+        [Some(a), Some(b)] if a == out && b != out => b,
+        [Some(a), Some(b)] if b == out && a != out => a,
+        _ => return None,
+    };
+    // Equal dims, named or known, so the Add cannot broadcast (named dims agree within a run).
+    let f32_shape = |v: ValueId| {
+        let fact = &graph.values[v].fact;
+        fact.shape.as_ref().filter(|s| fact.dtype == Some(DType::F32) && !s.contains(&Dim::Unknown))
+    };
+    let shape = f32_shape(out)?;
+    (f32_shape(skip)? == shape).then_some((
+        add,
+        Arc::new(FusedConv { conv, residual: true, act: Activation::None }),
+        skip,
+    ))
 }
 
 /// Folds an inference BatchNormalization into the Conv before it: W' = W * s, B' = (B - mean) * s

@@ -2,7 +2,8 @@
 //! (image, group) is one GEMM of the packed weights with the image read through an implicit
 //! im2col (the packing routine reads pixels straight from the input; no column matrix), or the
 //! image itself for 1x1 stride-1 convolutions. Depthwise convolutions have their own direct
-//! kernel. Bias and activation are applied as the output is written.
+//! kernel. Bias, a residual (skip connection) and the activation are applied as the output is
+//! written.
 
 use super::activation::{Activation, ActivationExt};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
@@ -21,10 +22,10 @@ use std::sync::Arc;
 /// A prepared kernel for a Conv (or FusedConv) node whose weights (and bias, if any) are
 /// constant f32 with 2 spatial axes; `None` for any other node.
 pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
-    let (conv, act) = if let Some(f) = node.op.downcast_ref::<FusedConv>() {
-        (f.conv(), f.act)
+    let (conv, residual, act) = if let Some(f) = node.op.downcast_ref::<FusedConv>() {
+        (f.conv(), f.residual, f.act)
     } else if let Some(c) = node.op.downcast_ref::<Conv>() {
-        (c, Activation::None)
+        (c, false, Activation::None)
     } else {
         return Ok(None);
     };
@@ -64,6 +65,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         packed,
         depthwise_weights: if depthwise { wv.to_vec() } else { Vec::new() },
         bias,
+        residual,
         act,
         micro,
     })))
@@ -80,6 +82,8 @@ struct ConvKernel {
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
     depthwise_weights: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// Whether input 3 (a tensor of the output's shape) is added before the activation.
+    residual: bool,
     act: Activation,
     micro: gemm::Micro,
 }
@@ -136,18 +140,23 @@ impl Kernel for ConvKernel {
         let [m, _, _, _] = self.weights_shape;
         let batch = x.shape()[0];
         let out_shape = vec![batch, m, geo.h.output, geo.w.output];
+        let residual = match (self.residual, f32_input(inputs, 3)) {
+            (false, _) => None,
+            (true, Some(r)) if r.shape() == out_shape => Some(r.as_slice::<f32>()?),
+            (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
+        };
         let mut y = vec![0f32; checked_len(&out_shape, crate::ir::DType::F32)?];
         if self.packed.is_empty() {
-            self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, &mut y);
+            self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
         } else {
-            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, &mut y);
+            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
         }
         Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
     }
 }
 
 impl ConvKernel {
-    fn gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, y: &mut [f32]) {
+    fn gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, residual: Option<&[f32]>, y: &mut [f32]) {
         let [m, cg, kh, kw] = self.weights_shape;
         let (group, mg) = (self.group, m / self.group);
         let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
@@ -173,6 +182,8 @@ impl ConvKernel {
                 b: if pointwise { Rhs::Source(&plain[i]) } else { Rhs::Source(&sources[i]) },
                 epilogue: Epilogue {
                     bias: self.bias.as_ref().map_or(Bias::None, |b| Bias::PerRow(&b[g * mg..(g + 1) * mg])),
+                    // Product i writes C at y[i * mg * out_plane..]; its residual is laid out alike.
+                    residual: residual.map(|r| &r[i * mg * out_plane..(i + 1) * mg * out_plane]),
                     act: self.act,
                 },
             }
@@ -181,7 +192,15 @@ impl ConvKernel {
     }
 
     /// One filter per channel: each output plane is a sum of shifted, scaled input rows.
-    fn depthwise(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, y: &mut [f32]) {
+    fn depthwise(
+        &self,
+        ctx: &ExecCtx,
+        x: &[f32],
+        batch: usize,
+        geo: Geometry,
+        residual: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
         let [m, _, kh, kw] = self.weights_shape;
         let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
         let planes = batch * m;
@@ -195,6 +214,9 @@ impl ConvKernel {
             let filter = &self.depthwise_weights[c * kh * kw..(c + 1) * kh * kw];
             plane.fill(self.bias.as_ref().map_or(0.0, |b| b[c]));
             depthwise_plane(input, filter, geo.h, geo.w, plane);
+            if let Some(r) = residual {
+                plane.iter_mut().zip(&r[p * out_plane..(p + 1) * out_plane]).for_each(|(v, r)| *v += r);
+            }
             self.act.apply(plane);
         });
     }

@@ -34,6 +34,8 @@ fn build(op_type: &str, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn 
 enum In {
     Fed(Tensor),
     Const(Tensor),
+    /// An optional input left out.
+    Absent,
 }
 
 /// Runs `op` on `inputs` compiled (the fast kernels) and with the reference interpreter, and
@@ -52,6 +54,10 @@ fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
                 id
             }
             In::Const(t) => g.add_value(format!("c{i}"), Fact::constant(Arc::new(t.clone()))),
+            In::Absent => {
+                ids.push(None);
+                continue;
+            }
         };
         ids.push(Some(id));
     }
@@ -151,9 +157,25 @@ fn convolutions_match_the_reference() {
             if bias {
                 inputs.push(In::Const(tensor(seed + 2, &[ws[0]])));
             }
-            check(name, Arc::new(FusedConv { conv: conv.clone(), act }), inputs);
+            check(name, Arc::new(FusedConv { conv: conv.clone(), residual: false, act }), inputs);
+        }
+        // With a skip connection: input 3 has the output's shape (bias slot empty or not).
+        let out = compile_shape(&conv, &xs, &ws);
+        for act in [Activation::None, Activation::Relu] {
+            let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+            inputs.push(if bias { In::Const(tensor(seed + 2, &[ws[0]])) } else { In::Absent });
+            inputs.push(In::Fed(tensor(seed + 3, &out)));
+            let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
+            assert_eq!(check(name, fused, inputs), kernel, "{name} with a residual");
         }
     }
+}
+
+/// The output shape of `conv` on an input of shape `xs` with weights of shape `ws`.
+fn compile_shape(conv: &Arc<dyn Op>, xs: &[usize], ws: &[usize]) -> Vec<usize> {
+    let fact = |s: &[usize]| Fact::new(crate::ir::DType::F32, s.iter().map(|&d| Dim::Known(d)).collect());
+    let facts = conv.infer(&[Some(&fact(xs)), Some(&fact(ws))]).unwrap();
+    facts[0].concrete_shape().unwrap()
 }
 
 #[test]
@@ -268,4 +290,48 @@ fn batch_norm_and_silu_fold_into_the_convolution() {
     for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
     }
+}
+
+/// ResNet's block tail: Conv -> Add(skip) -> Relu becomes one FusedConv, placed where the Add was,
+/// since the skip branch (here a second Conv listed after the first) runs later.
+#[test]
+fn a_skip_connection_and_relu_fuse_into_the_convolution() {
+    let mut g = Graph::default();
+    let xs = [1usize, 4, 6, 6];
+    let x = g.add_value("x", Fact::new(crate::ir::DType::F32, xs.iter().map(|&d| Dim::Known(d)).collect()));
+    g.inputs.push(x);
+    let c = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+    let w1 = c(&mut g, "w1", tensor(1, &[4, 4, 3, 3]));
+    let w2 = c(&mut g, "w2", tensor(2, &[4, 4, 1, 1]));
+    let b2 = c(&mut g, "b2", tensor(3, &[4]));
+    let [y, skip, sum, out] = ["y", "skip", "sum", "out"].map(|n| g.add_value(n, Fact::unknown()));
+    let node = |op: Arc<dyn Op>, name: &str, inputs: Vec<usize>, outputs: Vec<usize>| Node {
+        name: name.into(),
+        domain: String::new(),
+        op_type: name.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs,
+    };
+    g.nodes = vec![
+        node(build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2), "Conv", vec![x, w1], vec![y]),
+        node(build("Conv", vec![], 3), "Conv", vec![x, w2, b2], vec![skip]),
+        node(build("Add", vec![], 2), "Add", vec![skip, y], vec![sum]),
+        node(build("Relu", vec![], 1), "Relu", vec![sum], vec![out]),
+    ];
+    g.outputs = vec![out];
+    infer_facts(&mut g).unwrap();
+    let input = tensor(6, &xs);
+    let refs = [DataRef::Tensor(&input)];
+    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
+    assert_eq!(compiled.kernel_names(), vec![("conv-gemm", "cpu"), ("conv-gemm", "cpu")]);
+    for threads in [1, 3] {
+        let got = compiled.run(&ThreadPool::new(threads), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    assert!(want.as_slice::<f32>().unwrap().contains(&0.0), "the Relu clips something");
 }

@@ -175,15 +175,19 @@ pub enum Bias<'a> {
     PerCol(&'a [f32]),
 }
 
+/// What happens to each tile of C once its product is done: C + bias (+ residual), then the
+/// activation.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     pub bias: Bias<'a>,
+    /// A matrix laid out as C (same row stride) added after the bias: a skip connection.
+    pub residual: Option<&'a [f32]>,
     pub act: Activation,
 }
 
 impl Epilogue<'_> {
     fn is_identity(&self) -> bool {
-        matches!(self.bias, Bias::None) && self.act == Activation::None
+        matches!(self.bias, Bias::None) && self.residual.is_none() && self.act == Activation::None
     }
 
     /// Applies to rows `m0..m0+rows`, columns `n0..n0+cols` of C.
@@ -198,6 +202,10 @@ impl Epilogue<'_> {
                     row.iter_mut().for_each(|x| *x += v);
                 }
                 Bias::PerCol(b) => row.iter_mut().zip(&b[n0..n0 + cols]).for_each(|(x, v)| *x += v),
+            }
+            if let Some(res) = self.residual {
+                let start = (m0 + r) * ldc + n0;
+                row.iter_mut().zip(&res[start..start + cols]).for_each(|(x, v)| *x += v);
             }
             self.act.apply(row);
         }

@@ -85,7 +85,7 @@ fn epilogue_adds_bias_then_activates_and_batches_write_their_own_c() {
                 k,
                 a: Lhs::Plain(MatRef::row_major(&av[i * m * k..(i + 1) * m * k], k)),
                 b: Rhs::Source(&b),
-                epilogue: Epilogue { bias, act },
+                epilogue: Epilogue { bias, act, ..Epilogue::default() },
             };
             run_batch(&pool, &micro, count, &problem, &mut c, m * n, n);
             for i in 0..count {
