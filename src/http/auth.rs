@@ -118,9 +118,12 @@ impl RateLimit {
         let burst = if burst.is_empty() {
             rate.max(1.0)
         } else {
-            burst.trim().parse().ok().filter(|b: &f64| b.is_finite() && *b >= 1.0).ok_or_else(|| {
-                crate::err!(InvalidInput, "rate limit '{s}': BURST must be a number >= 1")
-            })?
+            burst
+                .trim()
+                .parse()
+                .ok()
+                .filter(|b: &f64| b.is_finite() && *b >= 1.0)
+                .ok_or_else(|| crate::err!(InvalidInput, "rate limit '{s}': BURST must be a number >= 1"))?
         };
         Ok(RateLimit { per_second: rate, burst })
     }
@@ -198,7 +201,14 @@ mod tests {
         assert_eq!(keys.role_of("admin-key-012345678"), None);
         assert_eq!(keys.role_of(""), None);
         assert!(Role::Admin > Role::User && Role::User > Role::Readonly);
-        for bad in ["", "k readonly", "long-enough-key-123 root", "long-enough-key-123", "a b c", "long-enough-key-123 user\nlong-enough-key-123 admin"] {
+        for bad in [
+            "",
+            "k readonly",
+            "long-enough-key-123 root",
+            "long-enough-key-123",
+            "a b c",
+            "long-enough-key-123 user\nlong-enough-key-123 admin",
+        ] {
             assert!(ApiKeys::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -58,7 +58,12 @@ pub struct Workers {
 
 impl Workers {
     /// `threads` workers, and room for `queue_capacity` waiting requests in all.
-    pub fn start(threads: usize, queue_capacity: usize, config: BatchConfig, metrics: Arc<Metrics>) -> crate::Result<Workers> {
+    pub fn start(
+        threads: usize,
+        queue_capacity: usize,
+        config: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> crate::Result<Workers> {
         let (send, receive) = mpsc::sync_channel::<Arc<Served>>(queue_capacity.max(1));
         let receive = Arc::new(Mutex::new(receive));
         let mut handles = Vec::new();
@@ -70,7 +75,12 @@ impl Workers {
                 .map_err(|e| crate::err!(Io, "cannot start a worker thread: {e}"))?;
             handles.push(handle);
         }
-        Ok(Workers { tickets: Mutex::new(Some(send)), threads: Mutex::new(handles), next_id: AtomicU64::new(0), metrics })
+        Ok(Workers {
+            tickets: Mutex::new(Some(send)),
+            threads: Mutex::new(handles),
+            next_id: AtomicU64::new(0),
+            metrics,
+        })
     }
 
     /// Runs `inputs` (model order, already checked) on `model` and waits for the outputs, at most
@@ -109,7 +119,9 @@ impl Workers {
         match answer.recv_timeout(wait) {
             Ok(outputs) => outputs,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(deadline_error()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ApiError::new(500, "the worker dropped the request (a bug)")),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(ApiError::new(500, "the worker dropped the request (a bug)"))
+            }
         }
     }
 

@@ -128,8 +128,7 @@ fn accept_loop(
 /// 503 to a connection over the cap, without reading its request.
 fn refuse(mut stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let r = Response::error(503, "the server has too many open connections; try again")
-        .with_header("Retry-After", "1");
+    let r = Response::error(503, "the server has too many open connections; try again").with_header("Retry-After", "1");
     let _ = stream.write_all(&super::wire::serialize(&r, false, true));
     linger(&stream);
 }
@@ -152,7 +151,12 @@ fn linger(stream: &TcpStream) {
     }
 }
 
-fn serve_connection(mut conn: Connection, limits: &WireLimits, handler: &dyn Fn(&Request) -> Response, stopping: &AtomicBool) {
+fn serve_connection(
+    mut conn: Connection,
+    limits: &WireLimits,
+    handler: &dyn Fn(&Request) -> Response,
+    stopping: &AtomicBool,
+) {
     while !stopping.load(Ordering::SeqCst) {
         match conn.read_request(limits) {
             Ok(request) => {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 /// Upper bounds in seconds of the latency buckets (a typical range from sub-millisecond models
 /// to multi-second ones).
-const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 /// How many recent requests the status page's percentiles and chart cover.
 const RECENT: usize = 512;
@@ -94,7 +95,12 @@ impl Metrics {
     /// One answered request; `model` is empty when the request named no loaded model (so that
     /// clients cannot grow the label set with made-up names).
     pub fn observe_request(&self, endpoint: &'static str, model: &str, status: u16, elapsed: Duration) {
-        *self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry((endpoint, model.to_string(), status)).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((endpoint, model.to_string(), status))
+            .or_default() += 1;
         let seconds = elapsed.as_secs_f64();
         self.latency
             .lock()
@@ -138,7 +144,12 @@ impl Metrics {
                 escape(model)
             );
         }
-        header(&mut text, "crx580_request_duration_seconds", "histogram", "Time from a request's arrival to its answer, by endpoint.");
+        header(
+            &mut text,
+            "crx580_request_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to its answer, by endpoint.",
+        );
         for (endpoint, h) in self.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             h.write(&mut text, "crx580_request_duration_seconds", &format!("endpoint=\"{endpoint}\""));
         }
@@ -146,10 +157,18 @@ impl Metrics {
         self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).write(&mut text, "crx580_batch_size", "");
         let gauges: [(&str, &str, f64); 5] = [
             ("crx580_in_flight_requests", "Requests being handled now.", self.in_flight.load(Ordering::Relaxed) as f64),
-            ("crx580_queue_depth", "Inference requests waiting for a worker.", self.queue_depth.load(Ordering::Relaxed) as f64),
+            (
+                "crx580_queue_depth",
+                "Inference requests waiting for a worker.",
+                self.queue_depth.load(Ordering::Relaxed) as f64,
+            ),
             ("crx580_models_loaded", "Models being served.", models_loaded as f64),
             ("crx580_uptime_seconds", "Seconds since the server started.", self.uptime().as_secs_f64()),
-            ("crx580_process_resident_memory_bytes", "Resident memory of the process (0 where unknown).", resident_bytes().unwrap_or(0) as f64),
+            (
+                "crx580_process_resident_memory_bytes",
+                "Resident memory of the process (0 where unknown).",
+                resident_bytes().unwrap_or(0) as f64,
+            ),
         ];
         for (name, help, v) in gauges {
             header(&mut text, name, "gauge", help);
@@ -157,9 +176,16 @@ impl Metrics {
         }
         header(&mut text, "crx580_model_load_failures_total", "counter", "Model loads that failed.");
         let _ = writeln!(text, "crx580_model_load_failures_total {}", self.load_failures.load(Ordering::Relaxed));
-        header(&mut text, "crx580_rate_limited_total", "counter", "Requests refused with 429, by the limit that refused them.");
-        let _ = writeln!(text, "crx580_rate_limited_total{{by=\"key\"}} {}", self.rate_limited_key.load(Ordering::Relaxed));
-        let _ = writeln!(text, "crx580_rate_limited_total{{by=\"ip\"}} {}", self.rate_limited_ip.load(Ordering::Relaxed));
+        header(
+            &mut text,
+            "crx580_rate_limited_total",
+            "counter",
+            "Requests refused with 429, by the limit that refused them.",
+        );
+        let _ =
+            writeln!(text, "crx580_rate_limited_total{{by=\"key\"}} {}", self.rate_limited_key.load(Ordering::Relaxed));
+        let _ =
+            writeln!(text, "crx580_rate_limited_total{{by=\"ip\"}} {}", self.rate_limited_ip.load(Ordering::Relaxed));
         text
     }
 }
@@ -181,7 +207,10 @@ mod tests {
         m.observe_request("predict", "a\"b", 200, Duration::from_millis(3));
         m.observe_request("predict", "a\"b", 200, Duration::from_secs(20));
         let text = m.render(1);
-        assert!(text.contains("crx580_requests_total{endpoint=\"predict\",model=\"a\\\"b\",status=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains("crx580_requests_total{endpoint=\"predict\",model=\"a\\\"b\",status=\"200\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("crx580_request_duration_seconds_bucket{endpoint=\"predict\",le=\"0.005\"} 1"));
         assert!(text.contains("crx580_request_duration_seconds_bucket{endpoint=\"predict\",le=\"10\"} 1"));
         assert!(text.contains("crx580_request_duration_seconds_bucket{endpoint=\"predict\",le=\"+Inf\"} 2"));

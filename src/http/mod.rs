@@ -149,7 +149,9 @@ impl Server {
     pub fn start(options: ServerOptions, models: Vec<(String, Model)>) -> Result<Server> {
         let repository = Repository::new(options.models_dir.as_deref(), options.load.clone(), options.session.clone())?;
         for (name, model) in models {
-            repository.insert(&name, model, None).map_err(|e| crate::err!(InvalidInput, "model '{name}': {}", e.message))?;
+            repository
+                .insert(&name, model, None)
+                .map_err(|e| crate::err!(InvalidInput, "model '{name}': {}", e.message))?;
         }
         let metrics = Arc::new(Metrics::default());
         let workers = match options.workers {
@@ -167,7 +169,8 @@ impl Server {
         });
         let handler_state = state.clone();
         let handler: listener::Handler = Arc::new(move |r: &Request| routes::handle(&handler_state, r));
-        let listener = Listener::bind(&state.options.addr, state.options.max_connections, state.options.wire.clone(), handler)?;
+        let listener =
+            Listener::bind(&state.options.addr, state.options.max_connections, state.options.wire.clone(), handler)?;
         Ok(Server { state, listener })
     }
 

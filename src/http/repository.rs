@@ -130,9 +130,13 @@ impl Repository {
         let models_dir = match models_dir {
             None => None,
             Some(d) => Some(
-                d.canonicalize()
-                    .map_err(|e| crate::err!(Io, "--models-dir {}: {e}", d.display()))
-                    .and_then(|c| if c.is_dir() { Ok(c) } else { Err(crate::err!(Io, "--models-dir {} is not a directory", d.display())) })?,
+                d.canonicalize().map_err(|e| crate::err!(Io, "--models-dir {}: {e}", d.display())).and_then(|c| {
+                    if c.is_dir() {
+                        Ok(c)
+                    } else {
+                        Err(crate::err!(Io, "--models-dir {} is not a directory", d.display()))
+                    }
+                })?,
             ),
         };
         Ok(Repository { models: RwLock::new(BTreeMap::new()), models_dir, load, session, loading: Mutex::new(()) })
@@ -186,7 +190,10 @@ impl Repository {
             Some(rel) => self.load_path(name, &rel),
             None => Err(ApiError::new(
                 404,
-                format!("no model file for '{name}' in the models directory (looked for {})", self.candidates(name).join(", ")),
+                format!(
+                    "no model file for '{name}' in the models directory (looked for {})",
+                    self.candidates(name).join(", ")
+                ),
             )),
         }
     }

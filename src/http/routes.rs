@@ -101,7 +101,8 @@ pub fn handle(state: &State, request: &Request) -> Response {
             (route.endpoint, model, response)
         }
         None => {
-            let allowed: Vec<&str> = ROUTES.iter().filter(|r| matches(r.pattern, path).is_some()).map(|r| r.method).collect();
+            let allowed: Vec<&str> =
+                ROUTES.iter().filter(|r| matches(r.pattern, path).is_some()).map(|r| r.method).collect();
             let response = if allowed.is_empty() {
                 Response::error(404, &format!("no route for {} {}", method, super::wire::printable(path)))
             } else {
@@ -140,7 +141,8 @@ fn admit(state: &State, request: &Request, route: &Route) -> Result<(), ApiError
         }
     }
     let too_many = |wait: u64| {
-        ApiError::new(429, format!("rate limit reached; try again in {wait} s")).with_header("Retry-After", wait.to_string())
+        ApiError::new(429, format!("rate limit reached; try again in {wait} s"))
+            .with_header("Retry-After", wait.to_string())
     };
     if let (Some(limiter), Some(key)) = (&state.key_limiter, presented.filter(|_| state.options.api_keys.is_some())) {
         if let Err(wait) = limiter.check(key) {
@@ -168,7 +170,10 @@ fn deadline(state: &State, request: &Request) -> Result<Instant, ApiError> {
             _ => {
                 return Err(ApiError::new(
                     400,
-                    format!("X-Request-Timeout-Ms '{}' is not a positive number of milliseconds", super::wire::printable(v)),
+                    format!(
+                        "X-Request-Timeout-Ms '{}' is not a positive number of milliseconds",
+                        super::wire::printable(v)
+                    ),
                 ))
             }
         },

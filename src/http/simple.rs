@@ -50,9 +50,9 @@ pub fn model(call: &Call) -> Result<Response, ApiError> {
 pub fn load(call: &Call) -> Result<Response, ApiError> {
     let body = json_object(&call.request.body)?;
     let text = |key: &str| {
-        body.get(key)
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::new(400, format!("the body needs a string '{key}' ({{\"name\": ..., \"path\": ...}})")))
+        body.get(key).and_then(Value::as_str).ok_or_else(|| {
+            ApiError::new(400, format!("the body needs a string '{key}' ({{\"name\": ..., \"path\": ...}})"))
+        })
     };
     let (name, path) = (text("name")?, text("path")?);
     let loaded = call.state.repository.load_path(name, path).inspect_err(|_| {
@@ -87,11 +87,14 @@ pub fn predict(call: &Call) -> Result<Response, ApiError> {
     for (input, data) in given {
         let info = model.inputs.iter().find(|i| i.name == *input).ok_or_else(|| {
             let names: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
-            ApiError::new(400, format!("the model has no input named '{}' (inputs: {})", printable(input), names.join(", ")))
+            ApiError::new(
+                400,
+                format!("the model has no input named '{}' (inputs: {})", printable(input), names.join(", ")),
+            )
         })?;
-        let dtype = info
-            .dtype
-            .ok_or_else(|| ApiError::new(400, format!("input '{input}' has no declared dtype; use /v2 and name its datatype")))?;
+        let dtype = info.dtype.ok_or_else(|| {
+            ApiError::new(400, format!("input '{input}' has no declared dtype; use /v2 and name its datatype"))
+        })?;
         let tensor = with_max_tensor_bytes(limit, || {
             nested_shape(input, data).and_then(|shape| tensor_from_json(input, dtype, shape, data))
         })
@@ -103,7 +106,10 @@ pub fn predict(call: &Call) -> Result<Response, ApiError> {
     let mut out = serde_json::Map::new();
     for (info, t) in model.outputs.iter().zip(&outputs) {
         let datatype = v2_datatype(t.dtype()).map(str::to_string).unwrap_or_else(|| t.dtype().to_string());
-        out.insert(info.name.clone(), json!({ "datatype": datatype, "shape": t.shape(), "data": tensor_to_json_nested(t) }));
+        out.insert(
+            info.name.clone(),
+            json!({ "datatype": datatype, "shape": t.shape(), "data": tensor_to_json_nested(t) }),
+        );
     }
     Ok(Response::json(200, &json!({ "model": model.name, "outputs": out })))
 }

@@ -11,7 +11,10 @@ const PAGE: &str = include_str!("status.html");
 pub fn page() -> Response {
     Response::new(200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec())
         // The page needs nothing from elsewhere; say so to the browser too.
-        .with_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+        .with_header(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        )
 }
 
 /// The `p`-th percentile (0..=100) of sorted values, nearest rank.

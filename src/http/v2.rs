@@ -9,7 +9,9 @@
 
 use super::repository::{check_name, Served};
 use super::routes::Call;
-use super::tensors::{dtype_from_v2, tensor_from_bytes, tensor_from_json, tensor_to_bytes, tensor_to_json_flat, v2_datatype};
+use super::tensors::{
+    dtype_from_v2, tensor_from_bytes, tensor_from_json, tensor_to_bytes, tensor_to_json_flat, v2_datatype,
+};
 use super::wire::{printable, Response};
 use super::{ApiError, State};
 use crate::ir::limits::with_max_tensor_bytes;
@@ -122,11 +124,9 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
     let (json_part, mut binary) = match call.request.header(BINARY_HEADER) {
         None => (&body[..], &[][..]),
         Some(v) => {
-            let n = v
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n <= body.len())
-                .ok_or_else(|| ApiError::new(400, format!("{BINARY_HEADER} '{}' is not a length within the body", printable(v))))?;
+            let n = v.parse::<usize>().ok().filter(|&n| n <= body.len()).ok_or_else(|| {
+                ApiError::new(400, format!("{BINARY_HEADER} '{}' is not a length within the body", printable(v)))
+            })?;
             body.split_at(n)
         }
     };
@@ -136,7 +136,9 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
     let timeout = match parameters.and_then(|p| p.get("timeout")) {
         None => None,
         Some(v) => Some(Duration::from_micros(
-            v.as_u64().filter(|&us| us > 0).ok_or_else(|| ApiError::new(400, "parameter 'timeout' must be a positive number of microseconds"))?,
+            v.as_u64()
+                .filter(|&us| us > 0)
+                .ok_or_else(|| ApiError::new(400, "parameter 'timeout' must be a positive number of microseconds"))?,
         )),
     };
     let Some(Value::Array(inputs)) = object.get("inputs") else {
@@ -144,10 +146,16 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
     };
     let mut named = Vec::with_capacity(inputs.len());
     for (k, input) in inputs.iter().enumerate() {
-        let name = input.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::new(400, format!("input {k} has no 'name'")))?;
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::new(400, format!("input {k} has no 'name'")))?;
         let info = model.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
             let names: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
-            ApiError::new(400, format!("the model has no input named '{}' (inputs: {})", printable(name), names.join(", ")))
+            ApiError::new(
+                400,
+                format!("the model has no input named '{}' (inputs: {})", printable(name), names.join(", ")),
+            )
         })?;
         if named.iter().any(|(n, _)| n == name) {
             return Err(ApiError::new(400, format!("input '{name}' is given twice")));
@@ -155,7 +163,9 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
         let shape = input
             .get("shape")
             .and_then(Value::as_array)
-            .and_then(|dims| dims.iter().map(|d| d.as_u64().and_then(|n| usize::try_from(n).ok())).collect::<Option<Vec<usize>>>())
+            .and_then(|dims| {
+                dims.iter().map(|d| d.as_u64().and_then(|n| usize::try_from(n).ok())).collect::<Option<Vec<usize>>>()
+            })
             .ok_or_else(|| ApiError::new(400, format!("input '{name}' needs a 'shape' of non-negative integers")))?;
         let datatype = input.get("datatype").and_then(Value::as_str).unwrap_or_default();
         let dtype = dtype_from_v2(datatype)
@@ -167,10 +177,9 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
         let binary_size = input.get("parameters").and_then(|p| p.get("binary_data_size"));
         let tensor = match (binary_size, input.get("data")) {
             (Some(size), _) => {
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| ApiError::new(400, format!("input '{name}': binary_data_size must be a byte count")))?;
+                let size = size.as_u64().and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+                    ApiError::new(400, format!("input '{name}': binary_data_size must be a byte count"))
+                })?;
                 if size > binary.len() {
                     return Err(ApiError::new(
                         400,
@@ -182,7 +191,9 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
                 tensor_from_bytes(name, dtype, shape, mine)
             }
             (None, Some(data)) => tensor_from_json(name, dtype, shape, data),
-            (None, None) => return Err(ApiError::new(400, format!("input '{name}' has neither 'data' nor binary data"))),
+            (None, None) => {
+                return Err(ApiError::new(400, format!("input '{name}' has neither 'data' nor binary data")))
+            }
         }
         .map_err(|m| ApiError::new(400, m))?;
         named.push((name.to_string(), tensor));
@@ -195,11 +206,18 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
         Some(Value::Array(wanted)) => {
             let mut outputs = Vec::new();
             for o in wanted {
-                let name = o.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::new(400, "a requested output has no 'name'"))?;
+                let name = o
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::new(400, "a requested output has no 'name'"))?;
                 if !model.outputs.iter().any(|i| i.name == name) {
                     return Err(ApiError::new(400, format!("the model has no output named '{}'", printable(name))));
                 }
-                let binary = o.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool).unwrap_or(binary_all);
+                let binary = o
+                    .get("parameters")
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(binary_all);
                 outputs.push((name.to_string(), binary));
             }
             outputs
@@ -209,14 +227,20 @@ fn parse_infer(call: &Call, model: &Served) -> Result<InferRequest, ApiError> {
     Ok(InferRequest { id: object.get("id").cloned(), inputs: named, outputs, timeout })
 }
 
-fn answer(model: &Served, id: Option<Value>, wanted: &[(String, bool)], outputs: Vec<Tensor>) -> Result<Response, ApiError> {
+fn answer(
+    model: &Served,
+    id: Option<Value>,
+    wanted: &[(String, bool)],
+    outputs: Vec<Tensor>,
+) -> Result<Response, ApiError> {
     let mut described = Vec::new();
     let mut binary = Vec::new();
     for (name, as_binary) in wanted {
         let k = model.outputs.iter().position(|o| o.name == *name).unwrap_or_default();
         let t = &outputs[k];
-        let datatype = v2_datatype(t.dtype())
-            .ok_or_else(|| ApiError::new(400, format!("output '{name}' is {}, which the protocol has no datatype for", t.dtype())))?;
+        let datatype = v2_datatype(t.dtype()).ok_or_else(|| {
+            ApiError::new(400, format!("output '{name}' is {}, which the protocol has no datatype for", t.dtype()))
+        })?;
         let mut o = json!({ "name": name, "datatype": datatype, "shape": t.shape() });
         if *as_binary {
             let bytes = tensor_to_bytes(t).map_err(|m| ApiError::new(500, m))?;

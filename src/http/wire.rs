@@ -201,7 +201,13 @@ impl Connection {
     }
 
     /// Writes a response; `close` adds `Connection: close`. HEAD responses carry no body.
-    pub fn write_response(&mut self, r: &Response, head_only: bool, close: bool, limits: &WireLimits) -> io::Result<()> {
+    pub fn write_response(
+        &mut self,
+        r: &Response,
+        head_only: bool,
+        close: bool,
+        limits: &WireLimits,
+    ) -> io::Result<()> {
         self.stream.set_write_timeout(Some(limits.write_timeout))?;
         self.stream.write_all(&serialize(r, head_only, close))?;
         self.stream.flush()
@@ -260,21 +266,14 @@ fn parse_head(head: &[u8], peer: IpAddr) -> Result<Request, String> {
             return Err("more than 100 headers".into());
         }
     }
-    let connection = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("connection")).map(|(_, v)| v.to_ascii_lowercase());
+    let connection =
+        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("connection")).map(|(_, v)| v.to_ascii_lowercase());
     let keep_alive = match connection.as_deref() {
         Some(v) if v.contains("close") => false,
         Some(v) if v.contains("keep-alive") => true,
         _ => keep_alive_default,
     };
-    Ok(Request {
-        method: method.into(),
-        path,
-        query: query.into(),
-        headers,
-        body: Vec::new(),
-        peer,
-        keep_alive,
-    })
+    Ok(Request { method: method.into(), path, query: query.into(), headers, body: Vec::new(), peer, keep_alive })
 }
 
 /// The body length from `Content-Length`; none means an empty body.

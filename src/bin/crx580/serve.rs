@@ -71,10 +71,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         models.push((name.to_string(), a.device.limits.load(path.as_ref())?));
     }
     let s = &a.server;
-    let request_timeout = Duration::try_from_secs_f64(s.request_timeout)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| err!(InvalidInput, "--request-timeout {} is not a positive number of seconds", s.request_timeout))?;
+    let request_timeout =
+        Duration::try_from_secs_f64(s.request_timeout).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+            err!(InvalidInput, "--request-timeout {} is not a positive number of seconds", s.request_timeout)
+        })?;
     let mut options = ServerOptions {
         addr: format!("{}:{}", a.host, a.port),
         workers: s.workers,
