@@ -15,6 +15,8 @@
 pub mod backend;
 pub mod capi;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod io;
 pub mod ir;
 pub mod onnx;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests, golden models against onnxruntime's outputs,
-# the ONNX node conformance suite (enforcing tests/conformance/node.txt), and the model zoo (whole
-# models generated with onnxruntime references).
+# the ONNX node conformance suite (enforcing tests/conformance/node.txt), the model zoo (whole
+# models generated with onnxruntime references), and the model server's protocol tests.
 # Sets up a Python venv (.venv, or $CRX580_VENV) with the pinned reference packages on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,3 +42,6 @@ export CRX580_NODE_TESTS="$node_dir" CRX580_REQUIRE_NODE_TESTS=1
 export CRX580_ZOO="$zoo_dir" CRX580_REQUIRE_ZOO=1
 cargo test --all-targets
 cargo test --doc
+# The model server against the protocol's Python client (tritonclient), openapi-spec-validator and
+# prometheus_client's parser (~5 s), on the crx580 binary that `cargo test` just built.
+"$venv/bin/python" tests/serve/test_serve.py target/debug/crx580

@@ -9,6 +9,7 @@ mod info;
 mod json;
 mod out;
 mod run;
+mod serve;
 mod shapes;
 
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     Info(info::InfoArgs),
     /// Time a model: load, the cold first run, warm percentiles, throughput, peak memory.
     Bench(bench::BenchArgs),
+    /// Serve models over HTTP: the Open Inference Protocol v2 (KServe, Triton clients) and simple
+    /// JSON endpoints, with metrics, an OpenAPI document and a status page.
+    Serve(serve::ServeArgs),
     /// List the devices this build can run on.
     Devices,
     /// Print a shell completion script, e.g. `crx580 completions bash > /etc/bash_completion.d/crx580`.
@@ -84,7 +88,7 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn max_tensor_bytes(&self) -> Result<usize> {
+    pub fn max_tensor_bytes(&self) -> Result<usize> {
         parse_size(&self.max_memory)
     }
 
@@ -94,7 +98,7 @@ impl LimitArgs {
 }
 
 /// `4096`, `64K`, `512M` or `4G` (powers of 1024) as bytes.
-fn parse_size(s: &str) -> Result<usize> {
+pub fn parse_size(s: &str) -> Result<usize> {
     let t = s.trim();
     let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => t.split_at(i),
@@ -132,6 +136,7 @@ fn main() {
         Command::Run(a) => run::run(a),
         Command::Info(a) => info::info(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Devices => {
             crx580::backend::list_devices().iter().for_each(|d| outln!("{d}"));
             Ok(())
