@@ -4,7 +4,7 @@
 
 use crate::ir::bytes::{from_le_bytes, to_le_bytes};
 use crate::ir::tensor::checked_len;
-use crate::ir::TensorData;
+use crate::ir::{Elem, TensorData};
 use crate::{DType, Tensor};
 use half::{bf16, f16};
 use serde_json::Value;
@@ -135,21 +135,26 @@ pub fn tensor_to_json_flat(t: &Tensor) -> Value {
     fn list<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
         Value::Array(v.iter().map(|&x| f(x)).collect())
     }
-    match t.data() {
-        TensorData::F32(v) => list(v, |x| Value::from(x as f64)),
-        TensorData::F64(v) => list(v, Value::from),
-        TensorData::F16(v) => list(v, |x| Value::from(x.to_f64())),
-        TensorData::BF16(v) => list(v, |x| Value::from(x.to_f64())),
-        TensorData::I8(v) => list(v, Value::from),
-        TensorData::I16(v) => list(v, Value::from),
-        TensorData::I32(v) => list(v, Value::from),
-        TensorData::I64(v) => list(v, Value::from),
-        TensorData::U8(v) => list(v, Value::from),
-        TensorData::U16(v) => list(v, Value::from),
-        TensorData::U32(v) => list(v, Value::from),
-        TensorData::U64(v) => list(v, Value::from),
-        TensorData::Bool(v) => list(v, Value::from),
-        TensorData::String(v) => Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect()),
+    fn of<T: Elem + Copy>(t: &Tensor, f: impl Fn(T) -> Value) -> Value {
+        t.as_slice::<T>().map_or(Value::Null, |v| list(v, f))
+    }
+    match t.dtype() {
+        DType::F32 => of(t, |x: f32| Value::from(x as f64)),
+        DType::F64 => of::<f64>(t, Value::from),
+        DType::F16 => of(t, |x: f16| Value::from(x.to_f64())),
+        DType::BF16 => of(t, |x: bf16| Value::from(x.to_f64())),
+        DType::I8 => of::<i8>(t, Value::from),
+        DType::I16 => of::<i16>(t, Value::from),
+        DType::I32 => of::<i32>(t, Value::from),
+        DType::I64 => of::<i64>(t, Value::from),
+        DType::U8 => of::<u8>(t, Value::from),
+        DType::U16 => of::<u16>(t, Value::from),
+        DType::U32 => of::<u32>(t, Value::from),
+        DType::U64 => of::<u64>(t, Value::from),
+        DType::Bool => of::<bool>(t, Value::from),
+        DType::String => t
+            .as_slice::<String>()
+            .map_or(Value::Null, |v| Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect())),
         // Types without a protocol name: their values as numbers where they have them.
         _ => t.to_f64_vec().map(|v| list(&v, Value::from)).unwrap_or(Value::Null),
     }
@@ -199,8 +204,9 @@ pub fn tensor_from_bytes(tensor: &str, dtype: DType, shape: Vec<usize>, bytes: &
 
 /// The binary form of a tensor (see [`tensor_from_bytes`]).
 pub fn tensor_to_bytes(t: &Tensor) -> Result<Vec<u8>, String> {
-    match t.data() {
-        TensorData::String(items) => {
+    match t.dtype() {
+        DType::String => {
+            let items = t.as_slice::<String>().map_err(|e| e.message)?;
             let mut out = Vec::new();
             for s in items {
                 let len = u32::try_from(s.len()).map_err(|_| "a string over 4 GiB".to_string())?;
