@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod capi;
+pub mod convert;
 pub mod error;
 pub mod io;
 pub mod ir;

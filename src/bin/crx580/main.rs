@@ -1,6 +1,7 @@
-//! The `crx580` command line: run, info, bench, devices, and its own completions and man page.
+//! The `crx580` command line: run, info, bench, convert, devices, and its own completions and man page.
 
 mod bench;
+mod convert;
 mod demo;
 mod docs;
 mod flops;
@@ -32,6 +33,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Time a model: load, the cold first run, warm percentiles, throughput, peak memory.
     Bench(bench::BenchArgs),
+    /// Convert a model to float16 or int8 (dynamic), with a measured accuracy report.
+    Convert(convert::ConvertArgs),
     /// List the devices this build can run on.
     Devices,
     /// Print a shell completion script, e.g. `crx580 completions bash > /etc/bash_completion.d/crx580`.
@@ -132,6 +135,7 @@ fn main() {
         Command::Run(a) => run::run(a),
         Command::Info(a) => info::info(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Convert(a) => convert::convert(a),
         Command::Devices => {
             crx580::backend::list_devices().iter().for_each(|d| outln!("{d}"));
             Ok(())
