@@ -48,13 +48,19 @@ def normalized(msg):
     return m
 
 
+def _is_repeated(field):
+    # protobuf 6 has is_repeated; older ones only label.
+    flag = getattr(field, "is_repeated", None)
+    return flag if flag is not None else field.label == field.LABEL_REPEATED
+
+
 def _clear_defaults(m):
     for field, value in m.ListFields():
         if field.type == field.TYPE_MESSAGE:
-            items = value if field.label == field.LABEL_REPEATED else [value]
+            items = value if _is_repeated(field) else [value]
             for v in items:
                 _clear_defaults(v)
-        elif field.label != field.LABEL_REPEATED and value == field.default_value:
+        elif not _is_repeated(field) and value == field.default_value:
             if m.DESCRIPTOR.name == "AttributeProto" and field.name in ("f", "i", "s"):
                 continue  # presence of an attribute value matters; we keep it
             m.ClearField(field.name)
@@ -106,6 +112,9 @@ def ort_run(path, feeds):
 
 
 def crx_run(crx, path, feeds, work):
+    os.makedirs(work, exist_ok=True)
+    for f in os.listdir(work):
+        os.remove(os.path.join(work, f))
     args = [crx, "run", path, "--output-dir", work]
     for name, value in feeds.items():
         f = os.path.join(work, f"in_{len(args)}.npy")
@@ -168,7 +177,6 @@ def main():
                 check(False, f"{label}: onnx.checker: {e}")
             got = ort_run(out, feeds)
             crx = crx_run(args.crx580, out, feeds, os.path.join(work, "run"))
-            os.makedirs(os.path.join(work, "run"), exist_ok=True)
             size = os.path.getsize(out) / os.path.getsize(path)
             line = f"  {label}: size {100 * size:.1f}%"
             for k, (want, have) in enumerate(zip(ref, got)):
