@@ -19,7 +19,10 @@ fn golden(name: &str) -> PathBuf {
 
 /// Converts a golden model with `convert`, then returns (relative max error, cosine) of each float
 /// output against the stored onnxruntime outputs, over all its data sets.
-fn converted_errors(name: &str, convert: impl Fn(&mut ModelProto, &crx580::convert::ValueTypes) -> Notes) -> Vec<(f64, f64)> {
+fn converted_errors(
+    name: &str,
+    convert: impl Fn(&mut ModelProto, &crx580::convert::ValueTypes) -> Notes,
+) -> Vec<(f64, f64)> {
     let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
     let types = value_types(&bytes).unwrap();
     let mut model = decode_model(&bytes).unwrap();

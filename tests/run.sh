@@ -42,3 +42,7 @@ export CRX580_NODE_TESTS="$node_dir" CRX580_REQUIRE_NODE_TESTS=1
 export CRX580_ZOO="$zoo_dir" CRX580_REQUIRE_ZOO=1
 cargo test --all-targets
 cargo test --doc
+# crx580 convert against onnx and onnxruntime: re-encoding, fp16 and int8-dynamic interop and
+# accuracy on golden and zoo models, and onnxruntime's quantize_dynamic side by side (~30 s).
+cargo build --release --bin crx580
+"$venv/bin/python" tests/convert/check_convert.py --crx580 target/release/crx580 --zoo "$zoo_dir" --out target/convert-check

@@ -92,7 +92,9 @@ fn accumulate(s: &mut Sums, want: &Tensor, got: &Tensor) -> Result<()> {
     if let [rows, cols] = *want.shape() {
         if cols > 1 {
             let argmax = |v: &[f64]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap_or(0);
-            let agree = (0..rows).filter(|r| argmax(&w[r * cols..(r + 1) * cols]) == argmax(&g[r * cols..(r + 1) * cols])).count();
+            let agree = (0..rows)
+                .filter(|r| argmax(&w[r * cols..(r + 1) * cols]) == argmax(&g[r * cols..(r + 1) * cols]))
+                .count();
             let (a, n) = s.top1.unwrap_or((0, 0));
             s.top1 = Some((a + agree, n + rows));
         }

@@ -5,7 +5,10 @@
 //! `x_scale * w_scale` bring the int32 result back to float. A Gemm's alpha is folded into its
 //! weight and `beta * C` is added after. Other nodes are left as they are.
 
-use super::edit::{attr_f, attr_i, cast, constant_initializers, drop_unused, f32_values, node, onnx_opset, tensor_f32, tensor_i8, Names};
+use super::edit::{
+    attr_f, attr_i, cast, constant_initializers, drop_unused, f32_values, node, onnx_opset, tensor_f32, tensor_i8,
+    Names,
+};
 use super::quant::quantize_int8_symmetric;
 use super::{Notes, ValueTypes};
 use crate::ir::DType;
@@ -36,9 +39,18 @@ enum Bias {
     Constant(Vec<usize>, Vec<f32>),
 }
 
-pub fn to_int8_dynamic(m: &mut ModelProto, types: &ValueTypes, opts: &DynamicOptions, tick: &mut dyn FnMut()) -> Result<Notes> {
+pub fn to_int8_dynamic(
+    m: &mut ModelProto,
+    types: &ValueTypes,
+    opts: &DynamicOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<Notes> {
     if onnx_opset(m) < 11 {
-        bail!(Unsupported, "int8-dynamic needs ONNX opset 11 or newer for DynamicQuantizeLinear (the model has {})", onnx_opset(m));
+        bail!(
+            Unsupported,
+            "int8-dynamic needs ONNX opset 11 or newer for DynamicQuantizeLinear (the model has {})",
+            onnx_opset(m)
+        );
     }
     let Some(g) = m.graph.as_mut() else { bail!(InvalidModel, "the model has no graph") };
     let weights = constant_initializers(g);
@@ -66,8 +78,18 @@ pub fn to_int8_dynamic(m: &mut ModelProto, types: &ValueTypes, opts: &DynamicOpt
         let [xq, xs, xz] = quantized
             .entry(plan.x.clone())
             .or_insert_with(|| {
-                let outs = [names.fresh(&plan.x, "_quantized"), names.fresh(&plan.x, "_scale"), names.fresh(&plan.x, "_zero_point")];
-                let dql = node("DynamicQuantizeLinear", names.fresh(&plan.x, "_QuantizeLinear"), &[&plan.x], &[&outs[0], &outs[1], &outs[2]], vec![]);
+                let outs = [
+                    names.fresh(&plan.x, "_quantized"),
+                    names.fresh(&plan.x, "_scale"),
+                    names.fresh(&plan.x, "_zero_point"),
+                ];
+                let dql = node(
+                    "DynamicQuantizeLinear",
+                    names.fresh(&plan.x, "_QuantizeLinear"),
+                    &[&plan.x],
+                    &[&outs[0], &outs[1], &outs[2]],
+                    vec![],
+                );
                 out.push(dql);
                 outs
             })
@@ -75,7 +97,8 @@ pub fn to_int8_dynamic(m: &mut ModelProto, types: &ValueTypes, opts: &DynamicOpt
         let (dims, values) = &plan.weight;
         let axis = opts.per_channel.then_some(1);
         let (q, scales) = quantize_int8_symmetric(values, dims, axis);
-        let (wq, ws, wz) = (names.fresh(&base, "_W_quantized"), names.fresh(&base, "_W_scale"), names.fresh(&base, "_W_zero_point"));
+        let (wq, ws, wz) =
+            (names.fresh(&base, "_W_quantized"), names.fresh(&base, "_W_scale"), names.fresh(&base, "_W_zero_point"));
         let sdims: Vec<usize> = if scales.len() > 1 { vec![scales.len()] } else { vec![] };
         new_inits.push(tensor_i8(&wq, dims, &q));
         new_inits.push(tensor_f32(&ws, &sdims, &scales));
@@ -91,7 +114,9 @@ pub fn to_int8_dynamic(m: &mut ModelProto, types: &ValueTypes, opts: &DynamicOpt
         out.push(node("Mul", names.fresh(&base, "_output_scale_mul"), &[&accf, &scale], &[&product], vec![]));
         match plan.bias {
             None => {}
-            Some(Bias::Value(c)) => out.push(node("Add", names.fresh(&base, "_bias_add"), &[&product, &c], &[y], vec![])),
+            Some(Bias::Value(c)) => {
+                out.push(node("Add", names.fresh(&base, "_bias_add"), &[&product, &c], &[y], vec![]))
+            }
             Some(Bias::Constant(cd, cv)) => {
                 let c = names.fresh(&base, "_bias");
                 new_inits.push(tensor_f32(&c, &cd, &cv));
@@ -115,7 +140,13 @@ fn label(n: &NodeProto) -> String {
 }
 
 /// `Ok(None)`: not a node this method handles; `Err(why)`: one it could handle but must not.
-fn plan(n: &NodeProto, types: &ValueTypes, weights: &HashMap<String, usize>, g: &GraphProto, opts: &DynamicOptions) -> std::result::Result<Option<Plan>, String> {
+fn plan(
+    n: &NodeProto,
+    types: &ValueTypes,
+    weights: &HashMap<String, usize>,
+    g: &GraphProto,
+    opts: &DynamicOptions,
+) -> std::result::Result<Option<Plan>, String> {
     let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
     if !std_domain || !matches!(n.op_type.as_str(), "MatMul" | "Gemm") {
         return Ok(None);

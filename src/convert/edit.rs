@@ -72,7 +72,13 @@ pub fn require_opset(m: &mut ModelProto, domain: &str, version: i64) {
     }
 }
 
-pub fn node<'a>(op: &str, name: String, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto<'a>>) -> NodeProto<'a> {
+pub fn node<'a>(
+    op: &str,
+    name: String,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<AttributeProto<'a>>,
+) -> NodeProto<'a> {
     NodeProto {
         op_type: op.into(),
         name,
@@ -152,7 +158,12 @@ pub fn f32_values(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
 /// listed as an input, as IR < 4 files do, is only a default that callers may override).
 pub fn constant_initializers(g: &GraphProto) -> HashMap<String, usize> {
     let inputs: HashSet<&str> = g.input.iter().map(|v| v.name.as_str()).collect();
-    g.initializer.iter().enumerate().filter(|(_, t)| !inputs.contains(t.name.as_str())).map(|(i, t)| (t.name.clone(), i)).collect()
+    g.initializer
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !inputs.contains(t.name.as_str()))
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect()
 }
 
 /// How many places read each value: node inputs, graph outputs, and subgraph captures.
@@ -184,7 +195,11 @@ pub fn drop_unused(g: &mut GraphProto) {
 /// Refuses models whose weights live in external files: the converted model is written as one file.
 pub fn refuse_external_data(g: &GraphProto) -> Result<()> {
     if let Some(t) = g.initializer.iter().find(|t| !t.external_data.is_empty() || t.data_location == 1) {
-        bail!(Unsupported, "initializer '{}' is stored in an external file; convert does not handle external data yet", t.name);
+        bail!(
+            Unsupported,
+            "initializer '{}' is stored in an external file; convert does not handle external data yet",
+            t.name
+        );
     }
     Ok(())
 }

@@ -4,15 +4,17 @@
 //!
 //! Kept in float32 by default: reductions, normalisation (BatchNormalization, LayerNormalization,
 //! ...), Softmax, Exp/Log/Pow and any op not on the list below; nodes named (or of an op type) in
-//! `keep_float`; and nodes with a float weight that float16 cannot hold (a magnitude above 65504,
-//! or values mostly below its precision). Every float32 value keeps its name; its
+//! `keep_float`; nodes with a float weight that float16 cannot hold (a magnitude above 65504, or
+//! values mostly below its precision); nodes reading values that can exceed float16's range
+//! (computed from constants beyond 65504, such as attention masks of -3.4e38); and nodes of QDQ
+//! regions. Every float32 value keeps its name; its
 //! float16 twin is `NAME_fp16`, so graph outputs, subgraph captures and float32 consumers see the
 //! original value.
 
 use super::edit::{cast, constant_initializers, drop_unused, f32_values, onnx_opset, tensor_f16, use_counts, Names};
 use super::{Notes, ValueTypes};
 use crate::ir::DType;
-use crate::onnx::model::{ModelProto, NodeProto};
+use crate::onnx::model::{GraphProto, ModelProto, NodeProto};
 use crate::{bail, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -32,11 +34,10 @@ fn half_inputs(op: &str) -> Option<&'static [usize]> {
         "Concat" | "Max" | "Min" | "Sum" | "Mean" => ALL,
         "Pad" => &[0, 2],
         "Where" => &[1, 2],
-        "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Elu" | "Gelu" | "Erf"
-        | "Neg" | "Abs" | "Mish" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool"
-        | "Reshape" | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" | "Split"
-        | "Expand" | "Tile" | "Identity" | "Dropout" | "Resize" | "Upsample" | "DepthToSpace"
-        | "SpaceToDepth" => &[0],
+        "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Elu" | "Gelu" | "Erf" | "Neg"
+        | "Abs" | "Mish" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" | "Reshape"
+        | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" | "Split" | "Expand" | "Tile"
+        | "Identity" | "Dropout" | "Resize" | "Upsample" | "DepthToSpace" | "SpaceToDepth" => &[0],
         _ => return None,
     })
 }
@@ -56,7 +57,10 @@ fn unfit_for_half(values: &[f32]) -> Option<String> {
         norm += f64::from(v) * f64::from(v);
     }
     if norm > 0.0 && (err / norm).sqrt() > 1e-3 {
-        return Some(format!("loses {:.2}% of its norm to float16 rounding (values below its precision)", 100.0 * (err / norm).sqrt()));
+        return Some(format!(
+            "loses {:.2}% of its norm to float16 rounding (values below its precision)",
+            100.0 * (err / norm).sqrt()
+        ));
     }
     None
 }
@@ -72,9 +76,19 @@ pub fn to_fp16(m: &mut ModelProto, types: &ValueTypes, opts: &Fp16Options, tick:
     let is_f32 = |name: &str| types.get(name) == Some(&DType::F32);
 
     // Decide per node, then which values any float32 reader needs.
+    let quantized = quantized_region(g);
+    let beyond_range = beyond_half_range(g, &weights)?;
     let mut half_nodes = vec![false; g.node.len()];
     for (k, n) in g.node.iter().enumerate() {
-        half_nodes[k] = decide(n, types, opts, &weights, g, &mut notes)?;
+        half_nodes[k] = if quantized.contains(&k) {
+            notes.kept.push(format!("{}: kept float32 (part of a quantized QDQ region)", label(n)));
+            false
+        } else if let Some(v) = n.input.iter().find(|i| beyond_range.contains(i.as_str())) {
+            notes.kept.push(format!("{}: kept float32 (reads '{v}', which can exceed float16's range)", label(n)));
+            false
+        } else {
+            decide(n, types, opts, &weights, g, &mut notes)?
+        };
     }
     let mut float_readers: HashMap<&str, usize> = HashMap::new();
     for (n, _) in g.node.iter().zip(&half_nodes).filter(|(_, h)| !**h) {
@@ -86,7 +100,8 @@ pub fn to_fp16(m: &mut ModelProto, types: &ValueTypes, opts: &Fp16Options, tick:
     let half_reads: HashMap<String, usize> = count_half_reads(&g.node, &half_nodes);
     for (name, uses) in use_counts(g) {
         // Reads that are not node inputs: graph outputs and subgraph captures.
-        let node_reads = float_readers.get(name.as_str()).copied().unwrap_or(0) + half_reads.get(&name).copied().unwrap_or(0);
+        let node_reads =
+            float_readers.get(name.as_str()).copied().unwrap_or(0) + half_reads.get(&name).copied().unwrap_or(0);
         if uses > node_reads {
             needs_float.insert(name);
         }
@@ -141,6 +156,80 @@ pub fn to_fp16(m: &mut ModelProto, types: &ValueTypes, opts: &Fp16Options, tick:
     Ok(notes)
 }
 
+/// Values that can exceed float16's range: constants beyond 65504 (attention masks of -3.4e38 are
+/// the usual case) and, following the graph, what nodes compute from them, up to an op that
+/// bounds its output (Softmax, Sigmoid, Tanh, normalisation, Clip, comparisons).
+fn beyond_half_range(g: &GraphProto, weights: &HashMap<String, usize>) -> Result<HashSet<String>> {
+    const BOUNDING: &[&str] = &[
+        "Softmax",
+        "LogSoftmax",
+        "Sigmoid",
+        "Tanh",
+        "LayerNormalization",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "Clip",
+        "Equal",
+        "Less",
+        "Greater",
+        "Not",
+        "Shape",
+        "Cast",
+    ];
+    let too_big = |t: &crate::onnx::model::TensorProto| -> Result<bool> {
+        Ok(t.data_type == DType::F32.onnx_code() && f32_values(t)?.1.iter().any(|v| v.abs() > 65504.0))
+    };
+    let mut out = HashSet::new();
+    for (name, &w) in weights {
+        if too_big(&g.initializer[w])? {
+            out.insert(name.clone());
+        }
+    }
+    for n in &g.node {
+        let constant_too_big = n.op_type == "Constant"
+            && n.attribute.iter().any(|a| {
+                a.t.as_ref().is_some_and(|t| too_big(t).unwrap_or(false)) || a.f.is_some_and(|f| f.abs() > 65504.0)
+            });
+        let reads_big = n.input.iter().any(|i| out.contains(i)) && !BOUNDING.contains(&n.op_type.as_str());
+        if constant_too_big || reads_big {
+            out.extend(n.output.iter().cloned());
+        }
+    }
+    Ok(out)
+}
+
+/// Nodes that read a DequantizeLinear output or feed a QuantizeLinear: their float values are the
+/// quantized graph's own, and rounding them to float16 first can move a quantized value by a step.
+fn quantized_region(g: &GraphProto) -> HashSet<usize> {
+    let dequantized: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let quantizing: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear")
+        .filter_map(|n| n.input.first().map(String::as_str))
+        .collect();
+    (0..g.node.len())
+        .filter(|&k| {
+            let n = &g.node[k];
+            n.input.iter().any(|i| dequantized.contains(i.as_str()))
+                || n.output.iter().any(|o| quantizing.contains(o.as_str()))
+        })
+        .collect()
+}
+
+fn label(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        n.op_type.clone()
+    } else {
+        format!("{} ({})", n.name, n.op_type)
+    }
+}
+
 fn count_half_reads(nodes: &[NodeProto], half: &[bool]) -> HashMap<String, usize> {
     let mut reads: HashMap<String, usize> = HashMap::new();
     for (n, _) in nodes.iter().zip(half).filter(|(_, h)| **h) {
@@ -157,10 +246,10 @@ fn decide(
     types: &ValueTypes,
     opts: &Fp16Options,
     weights: &HashMap<String, usize>,
-    g: &crate::onnx::model::GraphProto,
+    g: &GraphProto,
     notes: &mut Notes,
 ) -> Result<bool> {
-    let label = if n.name.is_empty() { n.op_type.clone() } else { format!("{} ({})", n.name, n.op_type) };
+    let label = label(n);
     let f32_in = n.input.iter().any(|i| types.get(i) == Some(&DType::F32));
     let f32_out = n.output.iter().any(|o| types.get(o) == Some(&DType::F32));
     if !f32_in && !f32_out {

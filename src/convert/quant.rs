@@ -15,7 +15,11 @@ pub fn quantize_int8_symmetric(values: &[f32], dims: &[usize], axis: Option<usiz
         max[c] = max[c].max(v.abs());
     }
     let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
-    let q = values.iter().enumerate().map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8).collect();
+    let q = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
     (q, scales)
 }
 

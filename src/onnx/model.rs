@@ -636,11 +636,13 @@ impl ValueInfoProto {
     fn decode(r: Reader<'_>) -> WResult<ValueInfoProto> {
         let mut m = ValueInfoProto::default();
         let mut unknown = vec![];
-        decode_fields_keeping(r, &[(1, "name"), (2, "type"), (3, "doc_string")], &mut unknown, |r, field, wt| match field {
-            1 => set(&mut m.name, r.string(wt)),
-            2 => set(&mut m.r#type, one_message(r, wt, "type", TypeProto::decode).map(Some)),
-            3 => set(&mut m.doc_string, r.string(wt)),
-            _ => Ok(false),
+        decode_fields_keeping(r, &[(1, "name"), (2, "type"), (3, "doc_string")], &mut unknown, |r, field, wt| {
+            match field {
+                1 => set(&mut m.name, r.string(wt)),
+                2 => set(&mut m.r#type, one_message(r, wt, "type", TypeProto::decode).map(Some)),
+                3 => set(&mut m.doc_string, r.string(wt)),
+                _ => Ok(false),
+            }
         })?;
         m.unknown = unknown.into_iter().map(<[u8]>::to_vec).collect();
         Ok(m)

@@ -145,7 +145,11 @@ fn every_committed_model_round_trips() {
         let bytes = std::fs::read(f).unwrap();
         // Hostile models include some that are meant not to decode; skip only those.
         if decode_model(&bytes).is_err() {
-            assert!(f.to_string_lossy().contains("hostile") || f.to_string_lossy().contains("decode"), "{}", f.display());
+            assert!(
+                f.to_string_lossy().contains("hostile") || f.to_string_lossy().contains("decode"),
+                "{}",
+                f.display()
+            );
             continue;
         }
         assert_round_trips(&bytes, &f.display().to_string());

@@ -33,10 +33,10 @@ ZOO_MODELS = ["mobilenet_v2", "dbnet_mv3", "minilm_l6"]
 FP16_MAX_REL = 1e-2  # the bound: fp16 output error within 1e-2 relative
 FP16_MIN_COS = 0.9999
 INT8_MIN_COS = 0.99
-# crx580 and onnxruntime running the same converted model. int8-dynamic is looser: the two
-# engines may round a DynamicQuantizeLinear input on a .5 boundary differently, and such a
-# one-step difference in an activation moves outputs by one quantization step.
-ENGINE_MAX_REL = {"fp16": 5e-3, "int8-dynamic": 5e-2}
+# crx580 and onnxruntime running the same fp16 model. For int8 the engines need not agree this
+# closely (onnxruntime's u8s8 MatMulInteger may saturate on AVX2, and the two may round a
+# DynamicQuantizeLinear value on a .5 boundary differently), so each is held to the bounds alone.
+FP16_ENGINES_REL = 5e-3
 
 
 def normalized(msg):
@@ -182,16 +182,19 @@ def main():
             for k, (want, have) in enumerate(zip(ref, got)):
                 if not np.issubdtype(want.dtype, np.floating):
                     continue
-                rel, cos = agreement(want, have)
-                engines_rel, _ = agreement(have, crx[k])
-                t1 = top1(want, have)
-                line += f" | out{k}: rel {rel:.2e} cos {cos:.6f}" + (f" top1 {100 * t1:.0f}%" if t1 is not None else "")
-                line += f" crx580-vs-ort rel {engines_rel:.1e}"
-                check(engines_rel <= ENGINE_MAX_REL[target], f"{label}: crx580 and onnxruntime differ on output {k} by {engines_rel:.2e}")
+                # Both engines run the converted model; each must meet the bounds against the
+                # float model (onnxruntime's run of the original).
+                for engine, out_k in (("ort", have), ("crx580", crx[k])):
+                    rel, cos = agreement(want, out_k)
+                    t1 = top1(want, out_k)
+                    line += f" | out{k} {engine}: rel {rel:.2e} cos {cos:.6f}" + (f" top1 {100 * t1:.0f}%" if t1 is not None else "")
+                    if target == "fp16":
+                        check(rel <= FP16_MAX_REL and cos >= FP16_MIN_COS, f"{label} {engine}: output {k} rel {rel:.2e} cos {cos:.6f}")
+                    else:
+                        check(cos >= INT8_MIN_COS, f"{label} {engine}: output {k} cos {cos:.6f}")
                 if target == "fp16":
-                    check(rel <= FP16_MAX_REL and cos >= FP16_MIN_COS, f"{label}: output {k} rel {rel:.2e} cos {cos:.6f}")
-                else:
-                    check(cos >= INT8_MIN_COS, f"{label}: output {k} cos {cos:.6f}")
+                    engines_rel, _ = agreement(have, crx[k])
+                    check(engines_rel <= FP16_ENGINES_REL, f"{label}: crx580 and onnxruntime differ on output {k} by {engines_rel:.2e}")
             if target == "int8-dynamic":
                 theirs = os.path.join(work, f"{name}.ortq{'.pc' if extra else ''}.onnx")
                 quantize_dynamic(path, theirs, weight_type=QuantType.QInt8, per_channel=bool(extra), op_types_to_quantize=["MatMul", "Gemm"])
@@ -199,7 +202,7 @@ def main():
                 for k, (want, have, their) in enumerate(zip(ref, got, ort_q)):
                     if not np.issubdtype(want.dtype, np.floating):
                         continue
-                    (rel, cos), (trel, tcos) = agreement(want, have), agreement(want, their)
+                    (_, cos), (trel, tcos) = agreement(want, have), agreement(want, their)
                     line += f" | ort quantize_dynamic out{k}: rel {trel:.2e} cos {tcos:.6f} size {100 * os.path.getsize(theirs) / os.path.getsize(path):.1f}%"
                     # Match or beat: allow noise of a tenth of their error in cosine distance.
                     check(1 - cos <= 1.1 * (1 - tcos) + 1e-6, f"{label}: cos {cos:.6f} worse than quantize_dynamic's {tcos:.6f}")

@@ -61,7 +61,8 @@ pub struct ConvertArgs {
 pub fn convert(a: ConvertArgs) -> Result<()> {
     let bytes = std::fs::read(&a.input).map_err(|e| err!(Io, "cannot read {}: {e}", a.input.display()))?;
     let mut model = decode_model(&bytes).map_err(|e| e.context(a.input.display()))?;
-    let graph = model.graph.as_ref().ok_or_else(|| err!(InvalidModel, "{}: the model has no graph", a.input.display()))?;
+    let graph =
+        model.graph.as_ref().ok_or_else(|| err!(InvalidModel, "{}: the model has no graph", a.input.display()))?;
     refuse_external_data(graph)?;
     let nodes = graph.node.len() as u64;
     let types = value_types(&bytes).map_err(|e| e.context(a.input.display()))?;
@@ -78,7 +79,8 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     bar.finish_and_clear();
     let out = encode_model(&model);
     // Never write a model crx580 cannot load.
-    Model::from_bytes(&out).map_err(|e| err!(Runtime, "the converted model does not load (a bug; please report it): {}", e.message))?;
+    Model::from_bytes(&out)
+        .map_err(|e| err!(Runtime, "the converted model does not load (a bug; please report it): {}", e.message))?;
     std::fs::write(&a.output, &out).map_err(|e| err!(Io, "cannot write {}: {e}", a.output.display()))?;
     outln!("{}: {} nodes converted, {} -> {} bytes", a.output.display(), notes.converted, bytes.len(), out.len());
     for line in notes.summary(20) {
@@ -104,14 +106,24 @@ fn report(a: &ConvertArgs, original: &[u8], converted: &[u8]) -> Result<()> {
     let agreements = compare(&reference, &candidate, &sets, &mut || bar.inc(1))?;
     bar.finish_and_clear();
     let (before, after) = (latency_ms(&reference, &sets[0], 5)?, latency_ms(&candidate, &sets[0], 5)?);
-    outln!("size      {:>12} -> {:>12} bytes ({:.1}%)", original.len(), converted.len(), 100.0 * converted.len() as f64 / original.len() as f64);
+    outln!(
+        "size      {:>12} -> {:>12} bytes ({:.1}%)",
+        original.len(),
+        converted.len(),
+        100.0 * converted.len() as f64 / original.len() as f64
+    );
     outln!("latency   {before:>12.3} -> {after:>12.3} ms (crx580, median of 5, first input set)");
     outln!("agreement over {} input sets:", sets.len());
     for g in agreements {
-        let top1 = g.top1.map(|(k, n)| format!(" top-1 {k}/{n} ({:.2}%)", 100.0 * k as f64 / n as f64)).unwrap_or_default();
+        let top1 =
+            g.top1.map(|(k, n)| format!(" top-1 {k}/{n} ({:.2}%)", 100.0 * k as f64 / n as f64)).unwrap_or_default();
         outln!(
             "  {}: max abs {:.3e}, mean abs {:.3e}, max rel {:.3e}, cosine {:.6}{top1}",
-            g.output, g.max_abs, g.mean_abs, g.max_rel, g.cosine
+            g.output,
+            g.max_abs,
+            g.mean_abs,
+            g.max_rel,
+            g.cosine
         );
     }
     Ok(())
@@ -141,10 +153,12 @@ fn generated_sets(infos: &[IoInfo], shapes: &[Vec<usize>], count: usize) -> Resu
                 .iter()
                 .zip(shapes)
                 .map(|(info, shape)| {
-                    let dtype = info.dtype.ok_or_else(|| err!(InvalidInput, "input '{}' has no declared dtype", info.name))?;
+                    let dtype =
+                        info.dtype.ok_or_else(|| err!(InvalidInput, "input '{}' has no declared dtype", info.name))?;
                     let t = if dtype.is_float() {
                         let len: usize = shape.iter().product();
-                        Tensor::new(shape.clone(), (0..len).map(|_| next() as f32).collect::<Vec<f32>>())?.cast_numeric(dtype)?
+                        Tensor::new(shape.clone(), (0..len).map(|_| next() as f32).collect::<Vec<f32>>())?
+                            .cast_numeric(dtype)?
                     } else {
                         Tensor::zeros(dtype, shape.clone())?
                     };
@@ -171,7 +185,13 @@ fn file_sets(infos: &[IoInfo], paths: &[PathBuf]) -> Result<Vec<Vec<(String, Ten
             for info in infos {
                 let file = dir.join(format!("{}.npy", info.name));
                 if !file.exists() {
-                    bail!(InvalidInput, "{}: no {}.npy for input '{}' (a model with several inputs takes a directory per input set)", dir.display(), info.name, info.name);
+                    bail!(
+                        InvalidInput,
+                        "{}: no {}.npy for input '{}' (a model with several inputs takes a directory per input set)",
+                        dir.display(),
+                        info.name,
+                        info.name
+                    );
                 }
                 set.push((info.name.clone(), fits(crx580::io::read_tensor_file(&file)?.0, info, &file)?));
             }
@@ -179,7 +199,11 @@ fn file_sets(infos: &[IoInfo], paths: &[PathBuf]) -> Result<Vec<Vec<(String, Ten
         }
     }
     if sets.is_empty() {
-        bail!(InvalidInput, "no .npy or .pb files in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            InvalidInput,
+            "no .npy or .pb files in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(sets)
 }
@@ -227,7 +251,14 @@ fn split_batch(t: Tensor, info: &IoInfo) -> Vec<Tensor> {
 fn fits(t: Tensor, info: &IoInfo, file: &Path) -> Result<Tensor> {
     if let Some(d) = info.dtype {
         if t.dtype() != d {
-            bail!(InvalidInput, "{}: {:?} data for input '{}', which takes {:?}", file.display(), t.dtype(), info.name, d);
+            bail!(
+                InvalidInput,
+                "{}: {:?} data for input '{}', which takes {:?}",
+                file.display(),
+                t.dtype(),
+                info.name,
+                d
+            );
         }
     }
     if let Some(shape) = &info.shape {
@@ -235,7 +266,14 @@ fn fits(t: Tensor, info: &IoInfo, file: &Path) -> Result<Tensor> {
             && shape.iter().zip(t.shape()).all(|(d, &n)| !matches!(d, Dim::Known(k) if *k != n));
         if !ok {
             let want: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            bail!(InvalidInput, "{}: shape {:?} does not fit input '{}' of shape [{}]", file.display(), t.shape(), info.name, want.join(", "));
+            bail!(
+                InvalidInput,
+                "{}: shape {:?} does not fit input '{}' of shape [{}]",
+                file.display(),
+                t.shape(),
+                info.name,
+                want.join(", ")
+            );
         }
     }
     Ok(t)
