@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod capi;
+pub mod convert;
 pub mod error;
 #[cfg(feature = "http")]
 pub mod http;

@@ -6,5 +6,6 @@ pub mod import;
 pub mod model;
 pub mod tensor;
 pub mod wire;
+pub mod write;
 
 pub use import::{import_model, ImportedModel};

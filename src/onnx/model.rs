@@ -1,9 +1,13 @@
 //! The ONNX messages crx580 reads, as plain structs, with their decoders. Field numbers follow
-//! `onnx.proto` (onnx 1.23). Fields we have no use for are skipped; big byte fields (`raw_data`)
-//! borrow from the input instead of being copied.
+//! `onnx.proto` (onnx 1.23). Big byte fields (`raw_data`) borrow from the input instead of being
+//! copied. Fields we have no use for are kept as raw bytes (`unknown`) in the messages that
+//! `write.rs` re-encodes, so that a decoded model is written back without losing them; only
+//! `denotation` (of types and dims) and unknown fields of the small messages (opset ids,
+//! string pairs, types) are dropped.
 
 use super::wire::{At, Reader, WResult, WireType};
 use crate::Result;
+use std::borrow::Cow;
 
 /// Decodes a `.onnx` file's bytes.
 pub fn decode_model(bytes: &[u8]) -> Result<ModelProto<'_>> {
@@ -36,8 +40,11 @@ pub struct ModelProto<'a> {
     pub doc_string: String,
     pub graph: Option<GraphProto<'a>>,
     pub metadata_props: Vec<StringStringEntryProto>,
-    /// Model-local functions, kept only by name so that import can say why their uses fail.
+    /// Model-local functions, kept only by name (and as bytes, for the writer) so that import can
+    /// say why their uses fail.
     pub functions: Vec<FunctionProto>,
+    /// Fields not decoded (e.g. `training_info`), each with its key, in file order.
+    pub unknown: Vec<&'a [u8]>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,11 +59,13 @@ pub struct StringStringEntryProto {
     pub value: String,
 }
 
-/// Only what identifies a function; its body is skipped.
+/// Only what identifies a function; its body is kept undecoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FunctionProto {
     pub name: String,
     pub domain: String,
+    /// The whole encoded message, for the writer.
+    pub encoded: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,6 +78,8 @@ pub struct GraphProto<'a> {
     pub input: Vec<ValueInfoProto>,
     pub output: Vec<ValueInfoProto>,
     pub value_info: Vec<ValueInfoProto>,
+    /// Fields not decoded (e.g. `quantization_annotation`), each with its key.
+    pub unknown: Vec<&'a [u8]>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,6 +91,8 @@ pub struct NodeProto<'a> {
     pub domain: String,
     pub attribute: Vec<AttributeProto<'a>>,
     pub doc_string: String,
+    /// Fields not decoded (e.g. `overload`, `metadata_props`), each with its key.
+    pub unknown: Vec<&'a [u8]>,
 }
 
 /// `AttributeProto.AttributeType` codes.
@@ -124,6 +137,8 @@ pub struct AttributeProto<'a> {
     pub graphs: Vec<GraphProto<'a>>,
     pub sparse_tensors: Vec<SparseTensorProto<'a>>,
     pub type_protos: Vec<TypeProto>,
+    /// Fields not decoded, each with its key.
+    pub unknown: Vec<&'a [u8]>,
 }
 
 /// `TensorProto.DataLocation.EXTERNAL`.
@@ -142,11 +157,14 @@ pub struct TensorProto<'a> {
     pub int64_data: Vec<i64>,
     pub name: String,
     pub doc_string: String,
-    pub raw_data: Option<&'a [u8]>,
+    /// Borrowed from the file when decoded; owned when made by a conversion.
+    pub raw_data: Option<Cow<'a, [u8]>>,
     pub external_data: Vec<StringStringEntryProto>,
     pub data_location: i32,
     pub double_data: Vec<f64>,
     pub uint64_data: Vec<u64>,
+    /// Fields not decoded (the `segment`, if any), each with its key.
+    pub unknown: Vec<&'a [u8]>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -161,6 +179,8 @@ pub struct ValueInfoProto {
     pub name: String,
     pub r#type: Option<TypeProto>,
     pub doc_string: String,
+    /// Fields not decoded (e.g. `metadata_props`), each with its key, copied.
+    pub unknown: Vec<Vec<u8>>,
 }
 
 /// `TypeProto`'s `value` oneof (its `denotation` is dropped).
@@ -237,14 +257,26 @@ pub enum Dimension {
 /// Runs `field` for every field of a message. `field` returns false for fields it does not know,
 /// which are then skipped. An error that no inner decoder has placed yet gets the field's name.
 fn decode_fields<'a>(
+    r: Reader<'a>,
+    names: &[(u32, &str)],
+    field: impl FnMut(&mut Reader<'a>, u32, WireType) -> WResult<bool>,
+) -> WResult<()> {
+    decode_fields_keeping(r, names, &mut vec![], field)
+}
+
+/// [`decode_fields`] that also collects the bytes of each skipped field (key included) in `unknown`.
+fn decode_fields_keeping<'a>(
     mut r: Reader<'a>,
     names: &[(u32, &str)],
+    unknown: &mut Vec<&'a [u8]>,
     mut field: impl FnMut(&mut Reader<'a>, u32, WireType) -> WResult<bool>,
 ) -> WResult<()> {
-    while let Some((number, wt)) = r.next_field()? {
+    loop {
+        let key_at = r.position();
+        let Some((number, wt)) = r.next_field()? else { break };
         let result = match field(&mut r, number, wt) {
             Ok(true) => Ok(()),
-            Ok(false) => r.skip(number, wt),
+            Ok(false) => r.skip(number, wt).map(|()| unknown.push(r.since(key_at))),
             Err(e) => Err(e),
         };
         result.map_err(|e| {
@@ -316,7 +348,8 @@ impl<'a> ModelProto<'a> {
             (25, "functions"),
         ];
         let mut m = ModelProto::default();
-        decode_fields(r, NAMES, |r, field, wt| match field {
+        let mut unknown = vec![];
+        decode_fields_keeping(r, NAMES, &mut unknown, |r, field, wt| match field {
             1 => set(&mut m.ir_version, r.int64(wt)),
             2 => set(&mut m.producer_name, r.string(wt)),
             3 => set(&mut m.producer_version, r.string(wt)),
@@ -329,6 +362,7 @@ impl<'a> ModelProto<'a> {
             25 => push_message(r, wt, &mut m.functions, "functions", FunctionProto::decode),
             _ => Ok(false),
         })?;
+        m.unknown = unknown;
         Ok(m)
     }
 }
@@ -359,7 +393,7 @@ impl StringStringEntryProto {
 
 impl FunctionProto {
     fn decode(r: Reader<'_>) -> WResult<FunctionProto> {
-        let mut m = FunctionProto::default();
+        let mut m = FunctionProto { encoded: r.rest().to_vec(), ..FunctionProto::default() };
         decode_fields(r, &[(1, "name"), (10, "domain")], |r, field, wt| match field {
             1 => set(&mut m.name, r.string(wt)),
             10 => set(&mut m.domain, r.string(wt)),
@@ -382,7 +416,8 @@ impl<'a> GraphProto<'a> {
             (15, "sparse_initializer"),
         ];
         let mut m = GraphProto::default();
-        decode_fields(r, NAMES, |r, field, wt| match field {
+        let mut unknown = vec![];
+        decode_fields_keeping(r, NAMES, &mut unknown, |r, field, wt| match field {
             1 => push_message(r, wt, &mut m.node, "node", NodeProto::decode),
             2 => set(&mut m.name, r.string(wt)),
             5 => push_message(r, wt, &mut m.initializer, "initializer", TensorProto::decode),
@@ -393,6 +428,7 @@ impl<'a> GraphProto<'a> {
             15 => push_message(r, wt, &mut m.sparse_initializer, "sparse_initializer", SparseTensorProto::decode),
             _ => Ok(false),
         })?;
+        m.unknown = unknown;
         Ok(m)
     }
 }
@@ -409,7 +445,8 @@ impl<'a> NodeProto<'a> {
             (7, "domain"),
         ];
         let mut m = NodeProto::default();
-        decode_fields(r, NAMES, |r, field, wt| match field {
+        let mut unknown = vec![];
+        decode_fields_keeping(r, NAMES, &mut unknown, |r, field, wt| match field {
             1 => push_string(r, wt, &mut m.input),
             2 => push_string(r, wt, &mut m.output),
             3 => set(&mut m.name, r.string(wt)),
@@ -419,6 +456,7 @@ impl<'a> NodeProto<'a> {
             7 => set(&mut m.domain, r.string(wt)),
             _ => Ok(false),
         })?;
+        m.unknown = unknown;
         Ok(m)
     }
 }
@@ -446,7 +484,8 @@ impl<'a> AttributeProto<'a> {
             (23, "sparse_tensors"),
         ];
         let mut m = AttributeProto::default();
-        decode_fields(r, NAMES, |r, field, wt| match field {
+        let mut unknown = vec![];
+        decode_fields_keeping(r, NAMES, &mut unknown, |r, field, wt| match field {
             1 => set(&mut m.name, r.string(wt)),
             2 => set(&mut m.f, r.float(wt).map(Some)),
             3 => set(&mut m.i, r.int64(wt).map(Some)),
@@ -467,6 +506,7 @@ impl<'a> AttributeProto<'a> {
             23 => push_message(r, wt, &mut m.sparse_tensors, "sparse_tensors", SparseTensorProto::decode),
             _ => Ok(false),
         })?;
+        m.unknown = unknown;
         Ok(m)
     }
 }
@@ -490,20 +530,21 @@ impl<'a> TensorProto<'a> {
             (14, "data_location"),
         ];
         let mut m = TensorProto::default();
-        decode_fields(r, NAMES, |r, field, wt| match field {
+        let mut unknown = vec![];
+        decode_fields_keeping(r, NAMES, &mut unknown, |r, field, wt| match field {
             1 => r.repeated_int64(wt, &mut m.dims).map(|_| true),
             2 => set(&mut m.data_type, r.int32(wt)),
             3 => {
-                r.message(wt)?;
+                // Not decoded, but kept (as an unknown field) for the writer.
                 m.has_segment = true;
-                Ok(true)
+                Ok(false)
             }
             4 => r.repeated_float(wt, &mut m.float_data).map(|_| true),
             5 => r.repeated_int32(wt, &mut m.int32_data).map(|_| true),
             6 => push_bytes(r, wt, &mut m.string_data),
             7 => r.repeated_int64(wt, &mut m.int64_data).map(|_| true),
             8 => set(&mut m.name, r.string(wt)),
-            9 => set(&mut m.raw_data, r.bytes(wt).map(Some)),
+            9 => set(&mut m.raw_data, r.bytes(wt).map(|b| Some(Cow::Borrowed(b)))),
             10 => r.repeated_double(wt, &mut m.double_data).map(|_| true),
             11 => r.repeated_uint64(wt, &mut m.uint64_data).map(|_| true),
             12 => set(&mut m.doc_string, r.string(wt)),
@@ -511,6 +552,7 @@ impl<'a> TensorProto<'a> {
             14 => set(&mut m.data_location, r.int32(wt)),
             _ => Ok(false),
         })?;
+        m.unknown = unknown;
         Ok(m)
     }
 }
@@ -593,12 +635,16 @@ impl<'a> OptionalProto<'a> {
 impl ValueInfoProto {
     fn decode(r: Reader<'_>) -> WResult<ValueInfoProto> {
         let mut m = ValueInfoProto::default();
-        decode_fields(r, &[(1, "name"), (2, "type"), (3, "doc_string")], |r, field, wt| match field {
-            1 => set(&mut m.name, r.string(wt)),
-            2 => set(&mut m.r#type, one_message(r, wt, "type", TypeProto::decode).map(Some)),
-            3 => set(&mut m.doc_string, r.string(wt)),
-            _ => Ok(false),
+        let mut unknown = vec![];
+        decode_fields_keeping(r, &[(1, "name"), (2, "type"), (3, "doc_string")], &mut unknown, |r, field, wt| {
+            match field {
+                1 => set(&mut m.name, r.string(wt)),
+                2 => set(&mut m.r#type, one_message(r, wt, "type", TypeProto::decode).map(Some)),
+                3 => set(&mut m.doc_string, r.string(wt)),
+                _ => Ok(false),
+            }
         })?;
+        m.unknown = unknown.into_iter().map(<[u8]>::to_vec).collect();
         Ok(m)
     }
 }

@@ -59,7 +59,8 @@ fn decodes_every_model_field() {
     assert_eq!((m.domain.as_str(), m.model_version, m.doc_string.as_str()), ("dom", 3, "model doc"));
     assert_eq!(m.opset_import, [OperatorSetIdProto { domain: String::new(), version: 17 }]);
     assert_eq!(m.metadata_props, [StringStringEntryProto { key: "k".into(), value: "v".into() }]);
-    assert_eq!(m.functions, [FunctionProto { name: "MyFn".into(), domain: "local".into() }]);
+    assert_eq!((m.functions[0].name.as_str(), m.functions[0].domain.as_str()), ("MyFn", "local"));
+    assert_eq!(m.functions.len(), 1);
     let g = m.graph.unwrap();
     assert_eq!((g.name.as_str(), g.doc_string.as_str()), ("main", "graph doc"));
     let n = &g.node[0];
@@ -112,7 +113,7 @@ fn decodes_every_tensor_field() {
     assert_eq!(t.string_data, [b"s\xff".to_vec()]);
     assert_eq!(t.int64_data, [i64::MIN]);
     assert_eq!((t.name.as_str(), t.doc_string.as_str()), ("t", "doc"));
-    assert_eq!(t.raw_data, Some(&[1u8, 2, 3][..]));
+    assert_eq!(t.raw_data.as_deref(), Some(&[1u8, 2, 3][..]));
     assert_eq!(t.double_data, [0.25]);
     assert_eq!(t.uint64_data, [u64::MAX]);
     assert_eq!(t.external_data[0].value, "w.bin");

@@ -60,7 +60,7 @@ fn convert(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     let data = if external {
         let bytes = read_external(t, base_dir, raw_len(dtype, n)?)?;
         from_raw(dtype, n, &shape, &bytes)?
-    } else if let Some(raw) = t.raw_data {
+    } else if let Some(raw) = t.raw_data.as_deref() {
         from_raw(dtype, n, &shape, raw)?
     } else {
         from_typed(t, dtype, n, &shape)?
@@ -366,7 +366,7 @@ mod tests {
     fn raw_data_wins_and_must_match_the_shape() {
         let raw = [0u8, 0, 128, 63, 0, 0, 0, 64];
         let mut t = proto(1, &[2]);
-        t.raw_data = Some(&raw);
+        t.raw_data = Some(raw[..].to_vec().into());
         t.float_data = vec![9.0];
         assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<f32>().unwrap(), &[1.0, 2.0]);
         t.dims = vec![3];
@@ -386,7 +386,7 @@ mod tests {
         let mut t = proto(8, &[2]);
         t.string_data = vec![b"a".to_vec()];
         assert!(tensor_from_proto(&t, None).unwrap_err().message.contains("string_data has 1 values"));
-        t.raw_data = Some(b"ab");
+        t.raw_data = Some(b"ab"[..].into());
         assert!(tensor_from_proto(&t, None).unwrap_err().message.contains("string_data, not raw"));
     }
 
@@ -395,7 +395,7 @@ mod tests {
         let start = Instant::now();
         // 2 GiB of float32 declared (under the limit), 4 bytes present.
         let mut t = proto(1, &[1 << 29]);
-        t.raw_data = Some(&[0; 4]);
+        t.raw_data = Some(vec![0u8; 4].into());
         let e = tensor_from_proto(&t, None).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
         t.raw_data = None;
@@ -440,14 +440,14 @@ mod tests {
         // The same as raw_data, and a wrong byte count for an odd element count.
         let raw = [16u8, 199, 8];
         t.int32_data.clear();
-        t.raw_data = Some(&raw);
+        t.raw_data = Some(raw[..].to_vec().into());
         assert_eq!(tensor_from_proto(&t, None).unwrap(), x);
         t.dims = vec![7];
         let e = tensor_from_proto(&t, None).unwrap_err();
         assert_eq!(e.message, "tensor 't': raw data has 3 bytes, shape [7] of int4 needs 4");
         // make_tensor("x", UINT4, [2, 2], [1, 15, 0, 9], raw=True).raw_data == b"\xf1\x90"
         let mut t = proto(21, &[2, 2]);
-        t.raw_data = Some(&[0xf1, 0x90]);
+        t.raw_data = Some(vec![0xf1u8, 0x90].into());
         assert_eq!(tensor_from_proto(&t, None).unwrap().as_slice::<U4>().unwrap(), &[1, 15, 0, 9].map(U4));
         // make_tensor("x", INT2, [3], [-2, 1, -1]).int32_data == [54]
         let mut t = proto(26, &[3]);
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(x.as_slice::<F8E4M3FN>().unwrap()[1].0, 254);
         // make_tensor("x", FLOAT4E2M1, [3], [0.5, -6, 3], raw=True).raw_data == b"\xf1\x05"
         let mut t = proto(23, &[3]);
-        t.raw_data = Some(&[0xf1, 0x05]);
+        t.raw_data = Some(vec![0xf1u8, 0x05].into());
         assert_eq!(tensor_from_proto(&t, None).unwrap().to_f64_vec().unwrap(), [0.5, -6.0, 3.0]);
     }
 

@@ -157,6 +157,16 @@ impl<'a> Reader<'a> {
         self.pos >= self.end
     }
 
+    /// The bytes from absolute offset `start` up to the cursor (a field just read, key included).
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        &self.data[start..self.pos]
+    }
+
+    /// The bytes of this message not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos..self.end]
+    }
+
     /// How many messages enclose this one.
     pub fn depth(&self) -> usize {
         self.depth

@@ -70,7 +70,8 @@ type Replacement = (Arc<dyn crate::ir::Op>, &'static str, Option<Option<ValueId>
 fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
     let node = &graph.nodes[i];
     let [out] = node.outputs[..] else { return None };
-    if graph.outputs.contains(&out) {
+    // The fused kernels compute in float32 only (a float16 Conv + Relu would fail at run time).
+    if graph.outputs.contains(&out) || graph.values[out].fact.dtype != Some(DType::F32) {
         return None;
     }
     let mut consumers = graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(out)));

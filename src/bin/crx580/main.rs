@@ -1,6 +1,7 @@
-//! The `crx580` command line: run, info, bench, devices, and its own completions and man page.
+//! The `crx580` command line: run, info, bench, convert, devices, and its own completions and man page.
 
 mod bench;
+mod convert;
 mod demo;
 mod docs;
 mod flops;
@@ -36,6 +37,8 @@ enum Command {
     /// Serve models over HTTP: the Open Inference Protocol v2 (KServe, Triton clients) and simple
     /// JSON endpoints, with metrics, an OpenAPI document and a status page.
     Serve(serve::ServeArgs),
+    /// Convert a model to float16 or int8 (dynamic), with a measured accuracy report.
+    Convert(convert::ConvertArgs),
     /// List the devices this build can run on.
     Devices,
     /// Print a shell completion script, e.g. `crx580 completions bash > /etc/bash_completion.d/crx580`.
@@ -137,6 +140,7 @@ fn main() {
         Command::Info(a) => info::info(a),
         Command::Bench(a) => bench::bench(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Convert(a) => convert::convert(a),
         Command::Devices => {
             crx580::backend::list_devices().iter().for_each(|d| outln!("{d}"));
             Ok(())

@@ -1,0 +1,300 @@
+//! float32 to float16: nodes of ops that are safe in half precision compute in float16, with their
+//! float weights stored as float16; everything else stays float32, with a Cast wherever a value
+//! crosses between the two. Graph inputs and outputs keep their float32 type.
+//!
+//! Kept in float32 by default: reductions, normalisation (BatchNormalization, LayerNormalization,
+//! ...), Softmax, Exp/Log/Pow and any op not on the list below; nodes named (or of an op type) in
+//! `keep_float`; nodes with a float weight that float16 cannot hold (a magnitude above 65504, or
+//! values mostly below its precision); nodes reading values that can exceed float16's range
+//! (computed from constants beyond 65504, such as attention masks of -3.4e38); and nodes of QDQ
+//! regions. Every float32 value keeps its name; its
+//! float16 twin is `NAME_fp16`, so graph outputs, subgraph captures and float32 consumers see the
+//! original value.
+
+use super::edit::{cast, constant_initializers, drop_unused, f32_values, onnx_opset, tensor_f16, use_counts, Names};
+use super::{Notes, ValueTypes};
+use crate::ir::DType;
+use crate::onnx::model::{GraphProto, ModelProto, NodeProto};
+use crate::{bail, Result};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, Default)]
+pub struct Fp16Options {
+    /// Node names or op types to keep in float32.
+    pub keep_float: Vec<String>,
+}
+
+/// Which inputs of an op carry its float type `T` (the others, such as shapes, indices and
+/// Resize's scales, keep theirs). `None` for ops that stay float32.
+fn half_inputs(op: &str) -> Option<&'static [usize]> {
+    const ALL: &[usize] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+    Some(match op {
+        "Conv" | "ConvTranspose" | "Gemm" | "Clip" => &[0, 1, 2],
+        "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "PRelu" => &[0, 1],
+        "Concat" | "Max" | "Min" | "Sum" | "Mean" => ALL,
+        "Pad" => &[0, 2],
+        "Where" => &[1, 2],
+        "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "HardSigmoid" | "HardSwish" | "Elu" | "Gelu" | "Erf" | "Neg"
+        | "Abs" | "Mish" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" | "Reshape"
+        | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" | "Split" | "Expand" | "Tile"
+        | "Identity" | "Dropout" | "Resize" | "Upsample" | "DepthToSpace" | "SpaceToDepth" => &[0],
+        _ => return None,
+    })
+}
+
+/// Why a float32 weight cannot be stored as float16, if it cannot: a magnitude beyond 65504, or
+/// a relative (L2) rounding error above 1e-3, which happens when the tensor's values sit mostly
+/// below float16's precision (tiny values among normal ones are harmless and are flushed).
+fn unfit_for_half(values: &[f32]) -> Option<String> {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max > 65504.0 {
+        return Some(format!("holds {max:e}, beyond float16's 65504"));
+    }
+    let (mut err, mut norm) = (0f64, 0f64);
+    for &v in values {
+        let d = f64::from(v) - f64::from(half::f16::from_f32(v).to_f32());
+        err += d * d;
+        norm += f64::from(v) * f64::from(v);
+    }
+    if norm > 0.0 && (err / norm).sqrt() > 1e-3 {
+        return Some(format!(
+            "loses {:.2}% of its norm to float16 rounding (values below its precision)",
+            100.0 * (err / norm).sqrt()
+        ));
+    }
+    None
+}
+
+/// Converts `m` in place; `tick` is called once per node. Returns what was kept in float32 and why.
+pub fn to_fp16(m: &mut ModelProto, types: &ValueTypes, opts: &Fp16Options, tick: &mut dyn FnMut()) -> Result<Notes> {
+    if onnx_opset(m) < 7 {
+        bail!(Unsupported, "float16 conversion needs ONNX opset 7 or newer (the model has {})", onnx_opset(m));
+    }
+    let Some(g) = m.graph.as_mut() else { bail!(InvalidModel, "the model has no graph") };
+    let mut notes = Notes::default();
+    let weights = constant_initializers(g);
+    let is_f32 = |name: &str| types.get(name) == Some(&DType::F32);
+
+    // Decide per node, then which values any float32 reader needs.
+    let quantized = quantized_region(g);
+    let beyond_range = beyond_half_range(g, &weights)?;
+    let mut half_nodes = vec![false; g.node.len()];
+    for (k, n) in g.node.iter().enumerate() {
+        half_nodes[k] = if quantized.contains(&k) {
+            notes.kept.push(format!("{}: kept float32 (part of a quantized QDQ region)", label(n)));
+            false
+        } else if let Some(v) = n.input.iter().find(|i| beyond_range.contains(i.as_str())) {
+            notes.kept.push(format!("{}: kept float32 (reads '{v}', which can exceed float16's range)", label(n)));
+            false
+        } else {
+            decide(n, types, opts, &weights, g, &mut notes)?
+        };
+    }
+    let mut float_readers: HashMap<&str, usize> = HashMap::new();
+    for (n, _) in g.node.iter().zip(&half_nodes).filter(|(_, h)| !**h) {
+        for i in &n.input {
+            *float_readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    let mut needs_float: HashSet<String> = float_readers.keys().map(|s| s.to_string()).collect();
+    let half_reads: HashMap<String, usize> = count_half_reads(&g.node, &half_nodes);
+    for (name, uses) in use_counts(g) {
+        // Reads that are not node inputs: graph outputs and subgraph captures.
+        let node_reads =
+            float_readers.get(name.as_str()).copied().unwrap_or(0) + half_reads.get(&name).copied().unwrap_or(0);
+        if uses > node_reads {
+            needs_float.insert(name);
+        }
+    }
+
+    let mut names = Names::of(g);
+    let mut half_of: HashMap<String, String> = HashMap::new();
+    let mut new_inits = vec![];
+    let mut out = Vec::with_capacity(g.node.len() * 2);
+    for (mut n, half) in std::mem::take(&mut g.node).into_iter().zip(half_nodes) {
+        tick();
+        if !half {
+            out.push(n);
+            continue;
+        }
+        let sel = half_inputs(&n.op_type).unwrap_or(&[]);
+        for (k, input) in n.input.iter_mut().enumerate() {
+            if !sel.contains(&k) || input.is_empty() || !is_f32(input) {
+                continue;
+            }
+            if let Some(h) = half_of.get(input.as_str()) {
+                *input = h.clone();
+                continue;
+            }
+            let h = names.fresh(input, "_fp16");
+            match weights.get(input.as_str()) {
+                Some(&w) => {
+                    let (dims, values) = f32_values(&g.initializer[w])?;
+                    new_inits.push(tensor_f16(&h, &dims, &values));
+                }
+                None => out.push(cast(names.fresh(input, "_to_fp16"), input, &h, DType::F16)),
+            }
+            half_of.insert(input.clone(), h.clone());
+            *input = h;
+        }
+        let mut casts_back = vec![];
+        for o in n.output.iter_mut().filter(|o| !o.is_empty() && is_f32(o)) {
+            let h = names.fresh(o, "_fp16");
+            if needs_float.contains(o.as_str()) {
+                casts_back.push(cast(names.fresh(o, "_to_fp32"), &h, o, DType::F32));
+            }
+            half_of.insert(o.clone(), h.clone());
+            *o = h;
+        }
+        notes.converted += 1;
+        out.push(n);
+        out.extend(casts_back);
+    }
+    g.node = out;
+    g.initializer.extend(new_inits);
+    drop_unused(g);
+    Ok(notes)
+}
+
+/// Values that can exceed float16's range: constants beyond 65504 (attention masks of -3.4e38 are
+/// the usual case) and, following the graph, what nodes compute from them, up to an op that
+/// bounds its output (Softmax, Sigmoid, Tanh, normalisation, Clip, comparisons).
+fn beyond_half_range(g: &GraphProto, weights: &HashMap<String, usize>) -> Result<HashSet<String>> {
+    const BOUNDING: &[&str] = &[
+        "Softmax",
+        "LogSoftmax",
+        "Sigmoid",
+        "Tanh",
+        "LayerNormalization",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "Clip",
+        "Equal",
+        "Less",
+        "Greater",
+        "Not",
+        "Shape",
+        "Cast",
+    ];
+    let too_big = |t: &crate::onnx::model::TensorProto| -> Result<bool> {
+        Ok(t.data_type == DType::F32.onnx_code() && f32_values(t)?.1.iter().any(|v| v.abs() > 65504.0))
+    };
+    let mut out = HashSet::new();
+    for (name, &w) in weights {
+        if too_big(&g.initializer[w])? {
+            out.insert(name.clone());
+        }
+    }
+    for n in &g.node {
+        let constant_too_big = n.op_type == "Constant"
+            && n.attribute.iter().any(|a| {
+                a.t.as_ref().is_some_and(|t| too_big(t).unwrap_or(false)) || a.f.is_some_and(|f| f.abs() > 65504.0)
+            });
+        let reads_big = n.input.iter().any(|i| out.contains(i)) && !BOUNDING.contains(&n.op_type.as_str());
+        if constant_too_big || reads_big {
+            out.extend(n.output.iter().cloned());
+        }
+    }
+    Ok(out)
+}
+
+/// Nodes that read a DequantizeLinear output or feed a QuantizeLinear: their float values are the
+/// quantized graph's own, and rounding them to float16 first can move a quantized value by a step.
+fn quantized_region(g: &GraphProto) -> HashSet<usize> {
+    let dequantized: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let quantizing: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear")
+        .filter_map(|n| n.input.first().map(String::as_str))
+        .collect();
+    (0..g.node.len())
+        .filter(|&k| {
+            let n = &g.node[k];
+            n.input.iter().any(|i| dequantized.contains(i.as_str()))
+                || n.output.iter().any(|o| quantizing.contains(o.as_str()))
+        })
+        .collect()
+}
+
+fn label(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        n.op_type.clone()
+    } else {
+        format!("{} ({})", n.name, n.op_type)
+    }
+}
+
+fn count_half_reads(nodes: &[NodeProto], half: &[bool]) -> HashMap<String, usize> {
+    let mut reads: HashMap<String, usize> = HashMap::new();
+    for (n, _) in nodes.iter().zip(half).filter(|(_, h)| **h) {
+        for i in &n.input {
+            *reads.entry(i.clone()).or_default() += 1;
+        }
+    }
+    reads
+}
+
+/// Whether node `n` computes in float16, noting why not where the reason is worth telling.
+fn decide(
+    n: &NodeProto,
+    types: &ValueTypes,
+    opts: &Fp16Options,
+    weights: &HashMap<String, usize>,
+    g: &GraphProto,
+    notes: &mut Notes,
+) -> Result<bool> {
+    let label = label(n);
+    let f32_in = n.input.iter().any(|i| types.get(i) == Some(&DType::F32));
+    let f32_out = n.output.iter().any(|o| types.get(o) == Some(&DType::F32));
+    if !f32_in && !f32_out {
+        return Ok(false);
+    }
+    if opts.keep_float.iter().any(|k| *k == n.name || *k == n.op_type) {
+        notes.kept.push(format!("{label}: kept float32 (--keep-float)"));
+        return Ok(false);
+    }
+    let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+    let Some(sel) = half_inputs(&n.op_type).filter(|_| std_domain) else {
+        notes.kept_ops.insert(n.op_type.clone());
+        return Ok(false);
+    };
+    for (k, i) in n.input.iter().enumerate().filter(|(k, i)| sel.contains(k) && !i.is_empty()) {
+        match types.get(i) {
+            Some(DType::F32) => {}
+            Some(_) => continue,
+            None => {
+                notes.kept.push(format!("{label}: kept float32 (the type of input {k} '{i}' is unknown)"));
+                return Ok(false);
+            }
+        }
+        if let Some(&w) = weights.get(i) {
+            if let Some(why) = unfit_for_half(&f32_values(&g.initializer[w])?.1) {
+                notes.kept.push(format!("{label}: kept float32 (weight '{i}' {why})"));
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_out_of_range_or_below_precision_are_refused() {
+        assert!(unfit_for_half(&[1.0, -2.5, 0.0]).is_none());
+        assert!(unfit_for_half(&[1e5]).unwrap().contains("65504"));
+        assert!(unfit_for_half(&[1e-7, 2e-7, 3e-7]).unwrap().contains("precision"));
+        // One tiny value among many normal ones is harmless.
+        let mut v = vec![0.5f32; 200];
+        v[0] = 1e-9;
+        assert!(unfit_for_half(&v).is_none());
+    }
+}

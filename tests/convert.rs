@@ -1,0 +1,121 @@
+//! `crx580::convert` on the golden models: the converted models load and run in crx580, and their
+//! outputs stay within bounds of onnxruntime's float outputs stored with each model (the
+//! reference, not our own float run). The interop side (onnx.checker, onnxruntime running the
+//! converted models, onnxruntime's own quantize_dynamic) is tests/convert/check_convert.py.
+
+mod common;
+
+use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
+use crx580::convert::fp16::{to_fp16, Fp16Options};
+use crx580::convert::{value_types, Notes};
+use crx580::onnx::model::{decode_model, ModelProto};
+use crx580::onnx::write::encode_model;
+use crx580::{Model, Session, SessionOptions, Tensor};
+use std::path::{Path, PathBuf};
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden").join(name)
+}
+
+/// Converts a golden model with `convert`, then returns (relative max error, cosine) of each float
+/// output against the stored onnxruntime outputs, over all its data sets.
+fn converted_errors(
+    name: &str,
+    convert: impl Fn(&mut ModelProto, &crx580::convert::ValueTypes) -> Notes,
+) -> Vec<(f64, f64)> {
+    let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
+    let types = value_types(&bytes).unwrap();
+    let mut model = decode_model(&bytes).unwrap();
+    let notes = convert(&mut model, &types);
+    assert!(notes.converted > 0, "{name}: nothing converted");
+    let out = encode_model(&model);
+    let session = Session::new(Model::from_bytes(&out).unwrap(), &SessionOptions::default()).unwrap();
+    let mut errors = vec![];
+    for set in common::data_sets(&golden(name)) {
+        let (inputs, expected) = common::read_data_set(&set).unwrap();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let got = session.run_positional(&refs).unwrap();
+        for (g, w) in got.iter().zip(&expected) {
+            let (g, w) = (g.to_f64_vec().unwrap(), w.to_f64_vec().unwrap());
+            let scale = w.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+            let max_err = g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+            let dot: f64 = g.iter().zip(&w).map(|(a, b)| a * b).sum();
+            let norms = g.iter().map(|a| a * a).sum::<f64>().sqrt() * w.iter().map(|a| a * a).sum::<f64>().sqrt();
+            errors.push((max_err / scale, if norms > 0.0 { dot / norms } else { 1.0 }));
+        }
+    }
+    errors
+}
+
+fn fp16(m: &mut ModelProto, t: &crx580::convert::ValueTypes) -> Notes {
+    to_fp16(m, t, &Fp16Options::default(), &mut || {}).unwrap()
+}
+
+fn dynamic(per_channel: bool) -> impl Fn(&mut ModelProto, &crx580::convert::ValueTypes) -> Notes {
+    move |m, t| to_int8_dynamic(m, t, &DynamicOptions { per_channel, ..DynamicOptions::default() }, &mut || {}).unwrap()
+}
+
+#[test]
+fn fp16_models_stay_within_one_percent_of_onnxruntime_float() {
+    for name in ["cnn_bn", "mlp", "digits", "attention_block", "attention_block_decomposed"] {
+        for (rel, cos) in converted_errors(name, fp16) {
+            assert!(rel < 1e-2 && cos > 0.9999, "{name}: fp16 relative error {rel:.2e}, cosine {cos:.6}");
+        }
+    }
+}
+
+#[test]
+fn int8_dynamic_models_keep_cosine_above_099() {
+    for name in ["mlp", "attention_block", "cnn_bn"] {
+        for per_channel in [false, true] {
+            for (rel, cos) in converted_errors(name, dynamic(per_channel)) {
+                assert!(cos > 0.99, "{name} per_channel={per_channel}: int8 cosine {cos:.6} (rel {rel:.2e})");
+            }
+        }
+    }
+}
+
+#[test]
+fn fp16_keeps_named_nodes_and_fragile_ops_in_float32() {
+    let bytes = std::fs::read(golden("cnn_bn").join("model.onnx")).unwrap();
+    let types = value_types(&bytes).unwrap();
+    let mut model = decode_model(&bytes).unwrap();
+    let first_conv = model.graph.as_ref().unwrap().node.iter().find(|n| n.op_type == "Conv").unwrap().name.clone();
+    let keep = if first_conv.is_empty() { "Conv".to_string() } else { first_conv.clone() };
+    let notes = to_fp16(&mut model, &types, &Fp16Options { keep_float: vec![keep] }, &mut || {}).unwrap();
+    assert!(notes.kept_ops.contains("BatchNormalization"), "{notes:?}");
+    assert!(notes.kept.iter().any(|k| k.contains("--keep-float")), "{notes:?}");
+    let g = model.graph.as_ref().unwrap();
+    // Inputs and outputs keep float32; the model still loads and runs.
+    let out = encode_model(&model);
+    let m = Model::from_bytes(&out).unwrap();
+    assert!(m.inputs().iter().chain(&m.outputs()).all(|i| i.dtype == Some(crx580::DType::F32)));
+    assert!(g.node.iter().any(|n| n.op_type == "Cast"));
+    let bn = g.node.iter().find(|n| n.op_type == "BatchNormalization").unwrap();
+    assert!(bn.input.iter().all(|i| !i.ends_with("_fp16")), "BatchNormalization reads float16: {:?}", bn.input);
+}
+
+#[test]
+fn int8_dynamic_refuses_old_opsets_clearly_and_leaves_other_ops_alone() {
+    let bytes = std::fs::read(golden("opset9_legacy").join("model.onnx")).unwrap();
+    let types = value_types(&bytes).unwrap();
+    let mut model = decode_model(&bytes).unwrap();
+    let e = to_int8_dynamic(&mut model, &types, &DynamicOptions::default(), &mut || {}).unwrap_err();
+    assert!(e.message.contains("opset 11"), "{}", e.message);
+    // A model with control flow and QDQ nodes: fp16 leaves what it cannot convert, and the result runs.
+    for name in ["if_nested", "qdq_cnn"] {
+        let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
+        let types = value_types(&bytes).unwrap();
+        let mut model = decode_model(&bytes).unwrap();
+        let notes = to_fp16(&mut model, &types, &Fp16Options::default(), &mut || {}).unwrap();
+        assert!(!notes.kept_ops.is_empty(), "{name}: {notes:?}");
+        let out = encode_model(&model);
+        let session = Session::new(Model::from_bytes(&out).unwrap(), &SessionOptions::default()).unwrap();
+        let set = &common::data_sets(&golden(name))[0];
+        let (inputs, expected) = common::read_data_set(set).unwrap();
+        let got = session.run_positional(&inputs.iter().collect::<Vec<_>>()).unwrap();
+        for (g, w) in got.iter().zip(&expected) {
+            common::compare(g, w, 2e-2, 2e-2).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
