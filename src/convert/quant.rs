@@ -1,5 +1,5 @@
-//! Quantization arithmetic shared by the int8 methods: symmetric int8 weights (per tensor or per
-//! channel along one axis) and asymmetric uint8 activation parameters from a float range.
+//! Quantization arithmetic for the int8 methods: symmetric int8 weights, per tensor or per channel
+//! along one axis.
 
 /// Symmetric int8 quantization of `values` (shape `dims`): one scale for the whole tensor, or one
 /// per index of `axis`. Scales are max|w| / 127 (1 for an all-zero channel); zero points are 0.
@@ -23,15 +23,6 @@ pub fn quantize_int8_symmetric(values: &[f32], dims: &[usize], axis: Option<usiz
     (q, scales)
 }
 
-/// uint8 scale and zero point covering `[lo, hi]` (widened to include 0, as onnxruntime does, so
-/// that zero padding is exact).
-pub fn uint8_params(lo: f32, hi: f32) -> (f32, u8) {
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-    let zero = (-lo / scale).round().clamp(0.0, 255.0) as u8;
-    (scale, zero)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,14 +40,5 @@ mod tests {
         // Per row (axis 0).
         let (_, s) = quantize_int8_symmetric(&w, &[2, 3], Some(0));
         assert_eq!(s, [2.0 / 127.0, 1.0 / 127.0]);
-    }
-
-    #[test]
-    fn uint8_ranges_include_zero() {
-        assert_eq!(uint8_params(0.0, 255.0), (1.0, 0));
-        let (s, z) = uint8_params(-1.0, 1.0);
-        assert!((s - 2.0 / 255.0).abs() < 1e-7 && z == 128);
-        assert_eq!(uint8_params(2.0, 4.0).1, 0);
-        assert_eq!(uint8_params(0.0, 0.0), (1.0, 0));
     }
 }
