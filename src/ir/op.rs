@@ -111,12 +111,12 @@ fn tensors_to_data(tensors: Vec<Tensor>) -> Vec<Data> {
     tensors.into_iter().map(Data::Tensor).collect()
 }
 
+/// An op's [`Op::eval_data`].
+type EvalData<'a> = dyn Fn(&[Option<&Data>]) -> Result<Vec<Data>> + 'a;
+
 /// Runs `eval_data` on owned copies of borrowed values (sequences, optionals).
 #[inline(never)]
-fn eval_owned(
-    inputs: &[Option<DataRef>],
-    eval_data: &dyn Fn(&[Option<&Data>]) -> Result<Vec<Data>>,
-) -> Result<Vec<Data>> {
+fn eval_owned(inputs: &[Option<DataRef>], eval_data: &EvalData) -> Result<Vec<Data>> {
     let owned: Vec<Option<Cow<Data>>> = inputs.iter().map(|d| d.map(|d| d.to_data())).collect();
     let refs: Vec<Option<&Data>> = owned.iter().map(|d| d.as_deref()).collect();
     eval_data(&refs)

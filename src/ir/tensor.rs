@@ -602,6 +602,9 @@ impl Tensor {
             return Ok(self.clone());
         }
         let from = self.dtype();
+        if from == DType::String || to == DType::String {
+            bail!(Unsupported, "cannot cast {from} to {to}");
+        }
         let src_int = from.is_int() || from.is_narrow_int() || from == DType::Bool;
         let data = if src_int && (to.is_int() || to.is_narrow_int()) {
             self.cast_via::<i64>(to)?
@@ -640,7 +643,7 @@ impl Tensor {
             Ok(())
         }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
             | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
-            else => bail!(Unsupported, "cannot cast {} to another dtype", self.dtype()))
+            else => bail!(Unsupported, "cannot cast {} to a number", self.dtype()))
     }
 }
 
@@ -742,5 +745,10 @@ mod tests {
         assert_eq!(t.cast_numeric(DType::Bool).unwrap().as_slice::<bool>().unwrap(), &[true, true, false]);
         let big = Tensor::vector(vec![u64::MAX]);
         assert_eq!(big.cast_numeric(DType::I64).unwrap().as_slice::<i64>().unwrap(), &[-1]);
+        // More than one chunk of the conversion, and the narrowing that wraps like C.
+        let many = Tensor::vector((0..1000i32).collect::<Vec<_>>());
+        let bytes = many.cast_numeric(DType::U8).unwrap();
+        assert!(bytes.as_slice::<u8>().unwrap().iter().enumerate().all(|(i, &b)| b == i as u8));
+        assert!(Tensor::vector(Vec::<String>::new()).cast_numeric(DType::F32).is_err());
     }
 }

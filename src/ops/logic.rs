@@ -179,6 +179,14 @@ mod tests {
         let (a, b) = (v(vec![f16::from_f32(-1.0)]), v(vec![f16::from_f32(0.5)]));
         assert_eq!(bools("Less", &a, &b), [true]);
         assert_eq!(bools("Equal", &v(vec![true, false]), &v(vec![true, true])), [true, false]);
+        // Zeros of both signs are equal; NaN against a number is unordered too.
+        let (a, b) = (v(vec![-0.0f64, f64::NAN, 1.0]), v(vec![0.0f64, 1.0, f64::NAN]));
+        assert_eq!(bools("Equal", &a, &b), [true, false, false]);
+        assert_eq!(bools("GreaterOrEqual", &a, &b), [true, false, false]);
+        let (a, b) = (v(vec![i64::MIN, i64::MAX]), v(vec![i64::MAX, i64::MAX - 1]));
+        assert_eq!(bools("Less", &a, &b), [true, false]);
+        let (a, b) = (v(vec!["b".to_string(), "a".into()]), v(vec!["a".to_string(), "a".into()]));
+        assert_eq!(bools("Equal", &a, &b), [false, true]);
     }
 
     #[test]
