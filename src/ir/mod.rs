@@ -14,6 +14,7 @@ pub mod narrow;
 pub mod op;
 pub mod shape;
 pub mod tensor;
+pub mod words;
 
 pub use attr::{Attr, Attributes};
 pub use data::{Data, DataRef, Sequence, ValueKind};

@@ -167,7 +167,12 @@ macro_rules! narrow_float {
     ($($(#[$doc:meta])* $name:ident: $format:expr, $bits:literal;)*) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default)]
+        #[repr(transparent)]
         pub struct $name(pub u8);
+
+        // SAFETY: one u8 behind repr(transparent): no padding, and every bit pattern is a value.
+        unsafe impl bytemuck::Zeroable for $name {}
+        unsafe impl bytemuck::Pod for $name {}
 
         impl $name {
             pub fn to_f32(self) -> f32 {
@@ -233,7 +238,12 @@ pub enum RoundMode {
 
 /// float8e8m0: an unsigned power of two 2^(e - 127) for e in 0..=254; 0xFF is NaN.
 #[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
+#[repr(transparent)]
 pub struct F8E8M0(pub u8);
+
+// SAFETY: one u8 behind repr(transparent): no padding, and every bit pattern is a value.
+unsafe impl bytemuck::Zeroable for F8E8M0 {}
+unsafe impl bytemuck::Pod for F8E8M0 {}
 
 impl F8E8M0 {
     pub fn to_f32(self) -> f32 {
@@ -294,7 +304,12 @@ macro_rules! narrow_int {
     ($($(#[$doc:meta])* $name:ident($inner:ty): $bits:literal, $signed:literal;)*) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(transparent)]
         pub struct $name(pub $inner);
+
+        // SAFETY: one byte behind repr(transparent): no padding, and every bit pattern is a value.
+        unsafe impl bytemuck::Zeroable for $name {}
+        unsafe impl bytemuck::Pod for $name {}
 
         impl $name {
             pub const MIN: i64 = if $signed { -(1 << ($bits - 1)) } else { 0 };

@@ -55,31 +55,18 @@ pub trait Op: Any + Debug + Send + Sync {
     /// The kernel on run-time values of any kind. The default is for tensor ops: every input must
     /// be a tensor, and [`Op::eval`] computes the result.
     fn eval_data(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>> {
-        let tensors = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                None => Ok(None),
-                Some(Data::Tensor(t)) => Ok(Some(t)),
-                Some(other) => bail!(InvalidInput, "input {i} must be a tensor, got {}", other.describe()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self.eval(&tensors)?.into_iter().map(Data::Tensor).collect())
+        Ok(tensors_to_data(self.eval(&data_to_tensors(inputs)?)?))
     }
 
     /// What the graph runner calls: tensors borrowed from constants and callers are not copied on
     /// the way to a tensor op. Ops that run subgraphs override this to pass values on unchanged.
     fn eval_refs(&self, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
         if self.tensors_only() {
-            let tensors: Option<Vec<Option<&Tensor>>> =
-                inputs.iter().map(|d| d.map_or(Some(None), |d| d.tensor().map(Some))).collect();
-            if let Some(tensors) = tensors {
-                return Ok(self.eval(&tensors)?.into_iter().map(Data::Tensor).collect());
+            if let Some(tensors) = refs_to_tensors(inputs) {
+                return Ok(tensors_to_data(self.eval(&tensors)?));
             }
         }
-        let owned: Vec<Option<Cow<Data>>> = inputs.iter().map(|d| d.map(|d| d.to_data())).collect();
-        let refs: Vec<Option<&Data>> = owned.iter().map(|d| d.as_deref()).collect();
-        self.eval_data(&refs)
+        eval_owned(inputs, &|refs| self.eval_data(refs))
     }
 
     /// What runners call: [`Op::eval_refs`], with `exec` to run subgraphs. Control-flow ops
@@ -94,6 +81,45 @@ pub trait Op: Any + Debug + Send + Sync {
     fn subgraphs(&self) -> Vec<&Arc<Graph>> {
         Vec::new()
     }
+}
+
+// The default methods' work lives in these functions, compiled once rather than once per op type
+// (the defaults are instantiated for each of the ~130 ops).
+
+/// The inputs of a tensor op, or an error naming the first input that is not a tensor.
+#[inline(never)]
+fn data_to_tensors<'a>(inputs: &[Option<&'a Data>]) -> Result<Vec<Option<&'a Tensor>>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            None => Ok(None),
+            Some(Data::Tensor(t)) => Ok(Some(t)),
+            Some(other) => bail!(InvalidInput, "input {i} must be a tensor, got {}", other.describe()),
+        })
+        .collect()
+}
+
+/// The inputs as tensors, when every given one is a tensor.
+#[inline(never)]
+fn refs_to_tensors<'a>(inputs: &[Option<DataRef<'a>>]) -> Option<Vec<Option<&'a Tensor>>> {
+    inputs.iter().map(|d| d.map_or(Some(None), |d| d.tensor().map(Some))).collect()
+}
+
+#[inline(never)]
+fn tensors_to_data(tensors: Vec<Tensor>) -> Vec<Data> {
+    tensors.into_iter().map(Data::Tensor).collect()
+}
+
+/// An op's [`Op::eval_data`].
+type EvalData<'a> = dyn Fn(&[Option<&Data>]) -> Result<Vec<Data>> + 'a;
+
+/// Runs `eval_data` on owned copies of borrowed values (sequences, optionals).
+#[inline(never)]
+fn eval_owned(inputs: &[Option<DataRef>], eval_data: &EvalData) -> Result<Vec<Data>> {
+    let owned: Vec<Option<Cow<Data>>> = inputs.iter().map(|d| d.map(|d| d.to_data())).collect();
+    let refs: Vec<Option<&Data>> = owned.iter().map(|d| d.as_deref()).collect();
+    eval_data(&refs)
 }
 
 impl dyn Op {

@@ -5,6 +5,7 @@
 use super::dtype::DType;
 use super::limits;
 use super::narrow::{RoundMode, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
+use super::words::Word;
 use crate::{bail, err, Result};
 use half::{bf16, f16};
 use std::sync::Arc;
@@ -535,6 +536,20 @@ impl Tensor {
         Ok(T::slice_mut(Arc::make_mut(&mut self.storage)).expect("dtype checked above"))
     }
 
+    /// The elements as plain words of their size, for kernels that only move them ([`Word`]).
+    pub fn as_words<W: Word>(&self) -> Result<&[W]> {
+        let all = W::view(&self.storage)
+            .ok_or_else(|| err!(Shape, "a {} tensor is not made of {} words", self.dtype(), W::DTYPE))?;
+        Ok(&all[self.offset..self.offset + self.len])
+    }
+
+    /// A tensor of `dtype` from words that were moved out of tensors of that dtype ([`Word`]).
+    pub fn from_words<W: Word>(dtype: DType, shape: Vec<usize>, words: Vec<W>) -> Result<Tensor> {
+        let data =
+            W::typed(dtype, words).ok_or_else(|| err!(Shape, "{} words cannot hold a {dtype} tensor", W::DTYPE))?;
+        Tensor::from_data(shape, data)
+    }
+
     pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());
@@ -578,33 +593,82 @@ impl Tensor {
 
     /// Converts every element to another dtype with C-like `as` semantics (floats to ints truncate,
     /// numbers to bool test != 0). Strings are handled by the Cast op, not here.
+    ///
+    /// Integers go through i64 (`as` casts both ways, so the bits of u64 survive and narrowing wraps
+    /// like C), anything involving a float goes through f64 (exact for every source but 64-bit
+    /// integers; narrow floats round once, saturating).
     pub fn cast_numeric(&self, to: DType) -> Result<Tensor> {
         if to == self.dtype() {
             return Ok(self.clone());
         }
-        let data = dispatch!(self.dtype(); S => {
-            let src = self.as_slice::<S>()?;
-            dispatch!(to; D => D::wrap(src.iter().map(|&v| convert::<S, D>(v)).collect());
-                F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
-                | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
-                else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()))
+        let from = self.dtype();
+        if from == DType::String || to == DType::String {
+            bail!(Unsupported, "cannot cast {from} to {to}");
+        }
+        let src_int = from.is_int() || from.is_narrow_int() || from == DType::Bool;
+        let data = if src_int && (to.is_int() || to.is_narrow_int()) {
+            self.cast_via::<i64>(to)?
+        } else {
+            self.cast_via::<f64>(to)?
+        };
+        Ok(Tensor::whole(self.shape.clone(), data))
+    }
+
+    /// Casts in chunks through `V`: each source dtype compiles one reader and each destination one
+    /// writer, rather than a loop for each of the ~500 pairs.
+    fn cast_via<V: Via>(&self, to: DType) -> Result<TensorData> {
+        const CHUNK: usize = 256;
+        let mut buf = [V::default(); CHUNK];
+        dispatch!(to; D => {
+            let mut out: Vec<D> = limits::with_capacity(self.len)?;
+            for start in (0..self.len).step_by(CHUNK) {
+                let chunk = &mut buf[..CHUNK.min(self.len - start)];
+                self.read_as(start, chunk)?;
+                out.extend(chunk.iter().map(|&v| v.to::<D>()));
+            }
+            Ok(D::wrap(out))
         }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
             | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
-            else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()));
-        Ok(Tensor::whole(self.shape.clone(), data))
+            else => bail!(Unsupported, "cannot cast {} to {to}", self.dtype()))
+    }
+
+    /// Elements `start..start + out.len()` converted to `V`.
+    #[inline(never)]
+    fn read_as<V: Via>(&self, start: usize, out: &mut [V]) -> Result<()> {
+        dispatch!(self.dtype(); S => {
+            let src = &self.as_slice::<S>()?[start..start + out.len()];
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = V::of(v);
+            }
+            Ok(())
+        }; F32 | F64 | F16 | BF16 | I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool
+            | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
+            else => bail!(Unsupported, "cannot cast {} to a number", self.dtype()))
     }
 }
 
-/// One element from type S to type D: integers go through i64 (`as` casts both ways, so the bits of
-/// u64 survive and narrowing wraps like C), anything involving a float goes through f64 (exact for
-/// every source but 64-bit integers; narrow floats round once, saturating).
-fn convert<S: Scalar, D: Scalar>(v: S) -> D {
-    let src_int = S::DTYPE.is_int() || S::DTYPE.is_narrow_int() || S::DTYPE == DType::Bool;
-    if src_int && (D::DTYPE.is_int() || D::DTYPE.is_narrow_int()) {
-        D::from_i64(v.to_i64())
-    } else {
-        // Scalar::from_f64 for bool tests != 0, so NaN becomes true as ONNX asks.
-        D::from_f64(v.to_f64())
+/// What [`Tensor::cast_numeric`] converts through: i64 between integers, f64 otherwise.
+trait Via: Copy + Default {
+    fn of<S: Scalar>(v: S) -> Self;
+    fn to<D: Scalar>(self) -> D;
+}
+
+impl Via for i64 {
+    fn of<S: Scalar>(v: S) -> i64 {
+        v.to_i64()
+    }
+    fn to<D: Scalar>(self) -> D {
+        D::from_i64(self)
+    }
+}
+
+impl Via for f64 {
+    fn of<S: Scalar>(v: S) -> f64 {
+        v.to_f64()
+    }
+    /// Scalar::from_f64 for bool tests != 0, so NaN becomes true as ONNX asks.
+    fn to<D: Scalar>(self) -> D {
+        D::from_f64(self)
     }
 }
 
@@ -681,5 +745,10 @@ mod tests {
         assert_eq!(t.cast_numeric(DType::Bool).unwrap().as_slice::<bool>().unwrap(), &[true, true, false]);
         let big = Tensor::vector(vec![u64::MAX]);
         assert_eq!(big.cast_numeric(DType::I64).unwrap().as_slice::<i64>().unwrap(), &[-1]);
+        // More than one chunk of the conversion, and the narrowing that wraps like C.
+        let many = Tensor::vector((0..1000i32).collect::<Vec<_>>());
+        let bytes = many.cast_numeric(DType::U8).unwrap();
+        assert!(bytes.as_slice::<u8>().unwrap().iter().enumerate().all(|(i, &b)| b == i as u8));
+        assert!(Tensor::vector(Vec::<String>::new()).cast_numeric(DType::F32).is_err());
     }
 }

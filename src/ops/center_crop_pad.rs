@@ -6,7 +6,7 @@ use super::slice::pad_fill;
 use super::{input, BuildCtx, Op, Registry};
 use crate::ir::tensor::checked_len;
 use crate::ir::{Dim, Fact, Tensor};
-use crate::{bail, dispatch, Result};
+use crate::{bail, dispatch_words, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("CenterCropPad", |ctx: &BuildCtx| Ok(Box::new(CenterCropPad { axes: ctx.attrs.ints("axes")? })));
@@ -70,11 +70,12 @@ impl Op for CenterCropPad {
             maps.push(map);
         }
         let block: Vec<usize> = (0..x.rank()).map(|d| numel(&out_shape[d + 1..])).collect();
-        dispatch!(x.dtype(); T => {
+        // Every dtype's zero (false, "") is the all-zero word.
+        dispatch_words!(x.dtype(); W => {
             let mut out = with_capacity(n)?;
-            pad_fill(x.as_slice::<T>()?, &maps, &block, 0, &T::default(), &mut out);
-            Ok(vec![Tensor::new(out_shape, out)?])
-        }; all; else => bail!(Unsupported, "CenterCropPad does not take {}", x.dtype()))
+            pad_fill(x.as_words::<W>()?, &maps, &block, 0, &W::default(), &mut out);
+            Ok(vec![Tensor::from_words(x.dtype(), out_shape, out)?])
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use crate::ir::infer::infer_facts;
 use crate::ir::interp::Interpreter;
 use crate::ir::tensor::checked_len;
 use crate::ir::{Data, DataRef, Dim, Fact, Graph, GraphExec, Tensor, ValueKind};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch_words, err, Result};
 use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
@@ -168,17 +168,17 @@ pub(super) fn stack(parts: &[Tensor], axis: usize, reverse: bool) -> Result<Tens
             );
         }
     }
-    dispatch!(first.dtype(); T => {
-        let slices = parts.iter().map(|p| p.as_slice::<T>()).collect::<Result<Vec<&[T]>>>()?;
-        let mut data: Vec<T> = crate::ir::limits::with_capacity(n)?;
+    dispatch_words!(first.dtype(); W => {
+        let slices = parts.iter().map(|p| p.as_words::<W>()).collect::<Result<Vec<&[W]>>>()?;
+        let mut data: Vec<W> = crate::ir::limits::with_capacity(n)?;
         for o in 0..outer {
             for t in 0..slices.len() {
                 let s = slices[if reverse { slices.len() - 1 - t } else { t }];
                 data.extend_from_slice(&s[o * inner..(o + 1) * inner]);
             }
         }
-        Tensor::new(out_shape, data)
-    }; all; else => bail!(Unsupported, "cannot stack {} tensors", first.dtype()))
+        Tensor::from_words(first.dtype(), out_shape, data)
+    })
 }
 
 /// A scan output of zero iterations: the body's declared element shape (unknown dims as 0) with a

@@ -9,7 +9,7 @@ use super::{input, opt_input, same_as_input, Op, Registry};
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::{checked_len, try_vec};
 use crate::ir::{DType, Dim, Elem, Fact, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch, dispatch_words, err, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("Gather", |ctx| Ok(Box::new(Gather { axis: ctx.attrs.int_or("axis", 0)? })));
@@ -102,16 +102,16 @@ fn take_along_axis(x: &Tensor, axis: usize, picks: &[usize], picks_shape: &[usiz
     if n == 0 {
         return Tensor::zeros(x.dtype(), out_shape);
     }
-    dispatch!(x.dtype(); T => {
-        let src = x.as_slice::<T>()?;
+    dispatch_words!(x.dtype(); W => {
+        let src = x.as_words::<W>()?;
         let mut out = with_capacity(n)?;
         for o in 0..outer {
             for &p in picks {
                 out.extend_from_slice(&src[(o * dim + p) * inner..][..inner]);
             }
         }
-        Tensor::new(out_shape, out)
-    }; all; else => bail!(Unsupported, "cannot gather from a {} tensor", x.dtype()))
+        Tensor::from_words(x.dtype(), out_shape, out)
+    })
 }
 
 /// Copies `len` elements from each offset in turn.
@@ -170,10 +170,10 @@ impl Op for GatherElements {
         let (data, indices) = (input(inputs, 0)?, input(inputs, 1)?);
         let axis = normalize_axis(self.axis, data.rank())?;
         let offsets = element_offsets("GatherElements", data.shape(), indices, axis)?;
-        dispatch!(data.dtype(); T => {
-            let out = copy_slices(data.as_slice::<T>()?, &offsets, 1, offsets.len())?;
-            Ok(vec![Tensor::new(indices.shape().to_vec(), out)?])
-        }; all; else => bail!(Unsupported, "GatherElements does not take {}", data.dtype()))
+        dispatch_words!(data.dtype(); W => {
+            let out = copy_slices(data.as_words::<W>()?, &offsets, 1, offsets.len())?;
+            Ok(vec![Tensor::from_words(data.dtype(), indices.shape().to_vec(), out)?])
+        })
     }
 }
 
@@ -205,10 +205,10 @@ impl Op for GatherND {
         let k = indices.shape().last().copied().unwrap_or(0);
         let out_shape = [lead, &data.shape()[self.batch_dims + k..]].concat();
         let n = checked_len(&out_shape, data.dtype())?;
-        dispatch!(data.dtype(); T => {
-            let out = copy_slices(data.as_slice::<T>()?, &offsets, len, n)?;
-            Ok(vec![Tensor::new(out_shape, out)?])
-        }; all; else => bail!(Unsupported, "GatherND does not take {}", data.dtype()))
+        dispatch_words!(data.dtype(); W => {
+            let out = copy_slices(data.as_words::<W>()?, &offsets, len, n)?;
+            Ok(vec![Tensor::from_words(data.dtype(), out_shape, out)?])
+        })
     }
 }
 
@@ -393,17 +393,18 @@ impl Op for Trilu {
                 diagonal <= k as i128
             }
         };
-        dispatch!(x.dtype(); T => {
-            let mut out = x.as_slice::<T>()?.to_vec();
+        // Every dtype's zero (false, "") is the all-zero word.
+        dispatch_words!(x.dtype(); W => {
+            let mut out = x.as_words::<W>()?.to_vec();
             for matrix in out.chunks_mut(rows.saturating_mul(cols).max(1)) {
                 for (at, v) in matrix.iter_mut().enumerate() {
                     if !keep(at / cols, at % cols) {
-                        *v = T::default();
+                        *v = W::default();
                     }
                 }
             }
-            Ok(vec![Tensor::new(x.shape().to_vec(), out)?])
-        }; all; else => bail!(Unsupported, "Trilu does not take {}", x.dtype()))
+            Ok(vec![Tensor::from_words(x.dtype(), x.shape().to_vec(), out)?])
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use super::unary::{map, map_fact};
 use super::{broadcast, input, BuildCtx, Op, Registry};
 use crate::ir::{DType, Elem, Fact, Tensor};
 use crate::{bail, dispatch, Result};
+use std::cmp::Ordering;
 
 pub fn register(r: &mut Registry) {
     r.add("Equal", |c| Predicate::build(c, Pred::Equal));
@@ -87,15 +88,28 @@ impl Op for Predicate {
     }
 }
 
+/// One closure for every comparison: each predicate is the set of orderings it accepts (a bit each
+/// for less, equal, greater; unordered NaN pairs accept none), so each dtype compiles one broadcast
+/// loop rather than five.
 fn compare<T: Elem + PartialOrd>(pred: Pred, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    match pred {
-        Pred::Equal => broadcast::binary(a, b, |x: &T, y: &T| x == y),
-        Pred::Less => broadcast::binary(a, b, |x: &T, y: &T| x < y),
-        Pred::Greater => broadcast::binary(a, b, |x: &T, y: &T| x > y),
-        Pred::LessOrEqual => broadcast::binary(a, b, |x: &T, y: &T| x <= y),
-        Pred::GreaterOrEqual => broadcast::binary(a, b, |x: &T, y: &T| x >= y),
+    let (less, equal, greater) = (1u8, 2u8, 4u8);
+    let accepts = match pred {
+        Pred::Equal => equal,
+        Pred::Less => less,
+        Pred::Greater => greater,
+        Pred::LessOrEqual => less | equal,
+        Pred::GreaterOrEqual => greater | equal,
         _ => bail!(Unsupported, "{} does not take {} inputs", pred.op_name(), T::DTYPE),
-    }
+    };
+    broadcast::binary(a, b, |x: &T, y: &T| {
+        let bit = match x.partial_cmp(y) {
+            Some(Ordering::Less) => less,
+            Some(Ordering::Equal) => equal,
+            Some(Ordering::Greater) => greater,
+            None => 0,
+        };
+        accepts & bit != 0
+    })
 }
 
 #[derive(Debug)]
@@ -165,6 +179,14 @@ mod tests {
         let (a, b) = (v(vec![f16::from_f32(-1.0)]), v(vec![f16::from_f32(0.5)]));
         assert_eq!(bools("Less", &a, &b), [true]);
         assert_eq!(bools("Equal", &v(vec![true, false]), &v(vec![true, true])), [true, false]);
+        // Zeros of both signs are equal; NaN against a number is unordered too.
+        let (a, b) = (v(vec![-0.0f64, f64::NAN, 1.0]), v(vec![0.0f64, 1.0, f64::NAN]));
+        assert_eq!(bools("Equal", &a, &b), [true, false, false]);
+        assert_eq!(bools("GreaterOrEqual", &a, &b), [true, false, false]);
+        let (a, b) = (v(vec![i64::MIN, i64::MAX]), v(vec![i64::MAX, i64::MAX - 1]));
+        assert_eq!(bools("Less", &a, &b), [true, false]);
+        let (a, b) = (v(vec!["b".to_string(), "a".into()]), v(vec!["a".to_string(), "a".into()]));
+        assert_eq!(bools("Equal", &a, &b), [false, true]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::error::ResultExt;
 use crate::ir::interp::Interpreter;
 use crate::ir::{Data, DataRef, Dim, Fact, Graph, GraphExec, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch_words, err, Result};
 use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
@@ -25,15 +25,15 @@ fn take_along(t: &Tensor, axis: usize, index: usize) -> Result<Tensor> {
     let inner: usize = shape[axis + 1..].iter().product();
     let mut out_shape = shape.to_vec();
     out_shape.remove(axis);
-    dispatch!(t.dtype(); T => {
-        let src = t.as_slice::<T>()?;
-        let mut data: Vec<T> = Vec::with_capacity(outer * inner);
+    dispatch_words!(t.dtype(); W => {
+        let src = t.as_words::<W>()?;
+        let mut data: Vec<W> = Vec::with_capacity(outer * inner);
         for o in 0..outer {
             let start = (o * len + index) * inner;
             data.extend_from_slice(&src[start..start + inner]);
         }
-        Tensor::new(out_shape, data)
-    }; all; else => bail!(Unsupported, "cannot slice {} tensors", t.dtype()))
+        Tensor::from_words(t.dtype(), out_shape, data)
+    })
 }
 
 /// Where one scan input or output runs: its axis (normalised at run time) and direction.

@@ -8,8 +8,9 @@ use super::reduce::Wide;
 use super::reshape::fold_small;
 use super::{input, same_as_input, BuildCtx, Op, Registry};
 use crate::ir::shape::normalize_axis;
+use crate::ir::words::Word;
 use crate::ir::{Elem, Fact, Scalar, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch, dispatch_words, err, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("ScatterElements", |ctx| build_scatter(ctx, false));
@@ -59,18 +60,16 @@ fn combine<T: Scalar, W: Wide>(r: Reduction, a: T, b: T) -> T {
     }
 }
 
-/// Copies `data` and applies `f(slot, update)` for update `u * len + j` at `offsets[u] + j`.
+/// Applies `f(slot, update)` for update `u * len + j` at slot `offsets[u] + j`.
 fn scatter_into<T: Elem>(
-    data: &Tensor,
-    updates: &Tensor,
+    slots: &mut [T],
+    updates: &[T],
     offsets: &[usize],
     len: usize,
     f: impl Fn(&mut T, &T),
-) -> Result<Tensor> {
-    let mut out = data.clone();
-    let slots = out.as_mut_slice::<T>()?;
+) -> Result<()> {
     let total = slots.len();
-    for (&off, chunk) in offsets.iter().zip(updates.as_slice::<T>()?.chunks(len.max(1))) {
+    for (&off, chunk) in offsets.iter().zip(updates.chunks(len.max(1))) {
         let target = slots.get_mut(off..off.saturating_add(len));
         for (slot, u) in
             target.ok_or_else(|| err!(Runtime, "slice at {off} leaves {total} elements"))?.iter_mut().zip(chunk)
@@ -78,11 +77,14 @@ fn scatter_into<T: Elem>(
             f(slot, u);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn assign<T: Elem>(slot: &mut T, update: &T) {
-    slot.clone_from(update);
+/// A copy of `data` with updates written over it (no reduction: only words move).
+fn assign<W: Word>(data: &Tensor, updates: &Tensor, offsets: &[usize], len: usize) -> Result<Tensor> {
+    let mut slots = data.as_words::<W>()?.to_vec();
+    scatter_into(&mut slots, updates.as_words::<W>()?, offsets, len, |s: &mut W, u| s.clone_from(u))?;
+    Tensor::from_words(data.dtype(), data.shape().to_vec(), slots)
 }
 
 impl Scatter {
@@ -96,11 +98,14 @@ impl Scatter {
 
     fn reduce<T: Scalar>(&self, data: &Tensor, updates: &Tensor, offsets: &[usize], len: usize) -> Result<Tensor> {
         let r = self.reduction;
+        let mut out = data.clone();
+        let (slots, updates) = (out.as_mut_slice::<T>()?, updates.as_slice::<T>()?);
         if T::DTYPE.is_float() {
-            scatter_into::<T>(data, updates, offsets, len, |s, &u| *s = combine::<T, f64>(r, *s, u))
+            scatter_into::<T>(slots, updates, offsets, len, |s, &u| *s = combine::<T, f64>(r, *s, u))?;
         } else {
-            scatter_into::<T>(data, updates, offsets, len, |s, &u| *s = combine::<T, i64>(r, *s, u))
+            scatter_into::<T>(slots, updates, offsets, len, |s, &u| *s = combine::<T, i64>(r, *s, u))?;
         }
+        Ok(out)
     }
 }
 
@@ -131,8 +136,7 @@ impl Op for Scatter {
             bail!(Shape, "{}: updates are {}, data is {}", self.name(), updates.dtype(), data.dtype());
         }
         let out = if self.reduction == Reduction::None {
-            dispatch!(data.dtype(); T => scatter_into::<T>(data, updates, &offsets, len, assign::<T>)?;
-                all; else => bail!(Unsupported, "{} does not take {}", self.name(), data.dtype()))
+            dispatch_words!(data.dtype(); W => assign::<W>(data, updates, &offsets, len)?)
         } else {
             dispatch!(data.dtype(); T => self.reduce::<T>(data, updates, &offsets, len)?;
                 F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool;
@@ -161,15 +165,14 @@ fn build_tensor_scatter(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 }
 
 impl TensorScatter {
-    fn run<T: Elem>(&self, cache: &Tensor, update: &Tensor, axis: usize, starts: &[i64]) -> Result<Tensor> {
+    fn run<W: Word>(&self, cache: &Tensor, update: &Tensor, axis: usize, starts: &[i64]) -> Result<Tensor> {
         let shape = cache.shape();
         let (max_len, seq_len) = (shape[axis], update.shape()[axis]);
         let inner: usize = shape[axis + 1..].iter().product();
         let per_batch: usize = shape[1..axis].iter().product();
         let outer: usize = shape[..axis].iter().product();
-        let src = update.as_slice::<T>()?;
-        let mut out = cache.clone();
-        let dst = out.as_mut_slice::<T>()?;
+        let src = update.as_words::<W>()?;
+        let mut dst = cache.as_words::<W>()?.to_vec();
         for o in 0..outer {
             let b = o / per_batch.max(1);
             let start = starts.get(b).copied().unwrap_or(0);
@@ -189,7 +192,7 @@ impl TensorScatter {
                 dst[to..to + inner].clone_from_slice(&src[from..from + inner]);
             }
         }
-        Ok(out)
+        Tensor::from_words(cache.dtype(), shape.to_vec(), dst)
     }
 }
 
@@ -226,8 +229,7 @@ impl Op for TensorScatter {
         if let Some((b, &w)) = starts.iter().enumerate().find(|(_, &w)| w < 0) {
             bail!(Runtime, "TensorScatter: write_indices[{b}] = {w} is negative");
         }
-        let y = dispatch!(cache.dtype(); T => self.run::<T>(cache, update, axis, &starts)?; all;
-            else => bail!(Unsupported, "TensorScatter does not take {}", cache.dtype()));
+        let y = dispatch_words!(cache.dtype(); W => self.run::<W>(cache, update, axis, &starts)?);
         Ok(vec![y])
     }
 }

@@ -11,7 +11,7 @@ use crate::ir::limits::check_alloc;
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::checked_len;
 use crate::ir::{Attr, Attributes, DType, Data, DataRef, Fact, Graph, GraphExec, Sequence, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch_words, err, Result};
 use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
@@ -240,15 +240,15 @@ fn split_along(x: &Tensor, axis: usize, lengths: &[usize]) -> Result<Vec<Tensor>
         let mut piece_shape = shape.to_vec();
         piece_shape[axis] = len;
         let n = checked_len(&piece_shape, x.dtype())?;
-        let piece = dispatch!(x.dtype(); T => {
-            let src = x.as_slice::<T>()?;
-            let mut data: Vec<T> = Vec::with_capacity(n);
+        let piece = dispatch_words!(x.dtype(); W => {
+            let src = x.as_words::<W>()?;
+            let mut data: Vec<W> = Vec::with_capacity(n);
             for o in 0..outer {
                 let from = (o * dim + start) * inner;
                 data.extend_from_slice(&src[from..from + len * inner]);
             }
-            Tensor::new(piece_shape, data)?
-        }; all; else => bail!(Unsupported, "cannot split {} tensors", x.dtype()));
+            Tensor::from_words(x.dtype(), piece_shape, data)?
+        });
         pieces.push(piece);
         start += len;
     }

@@ -6,7 +6,7 @@ use super::{input, opt_input, BuildCtx, Op, Registry};
 use crate::ir::shape::normalize_axis;
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Dim, Elem, Fact, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch_words, err, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("Slice", build_slice);
@@ -228,17 +228,20 @@ impl Op for Concat {
             return Ok(vec![Tensor::zeros(first.dtype(), out_shape)?]);
         }
         let (outer, _, inner) = lanes(first.shape(), axis);
-        dispatch!(first.dtype(); T => {
-            let mut out = with_capacity(checked_len(&out_shape, T::DTYPE)?)?;
-            let slices = xs.iter().map(|x| x.as_slice::<T>()).collect::<Result<Vec<_>>>()?;
+        if let Some(x) = xs.iter().find(|x| x.dtype() != first.dtype()) {
+            bail!(Shape, "Concat: inputs must have one dtype, got {} and {}", first.dtype(), x.dtype());
+        }
+        dispatch_words!(first.dtype(); W => {
+            let mut out = with_capacity(checked_len(&out_shape, first.dtype())?)?;
+            let slices = xs.iter().map(|x| x.as_words::<W>()).collect::<Result<Vec<_>>>()?;
             for o in 0..outer {
                 for (x, src) in xs.iter().zip(&slices) {
                     let chunk = x.shape()[axis].saturating_mul(inner);
                     take_range(&mut out, src, o * chunk, chunk)?;
                 }
             }
-            Ok(vec![Tensor::new(out_shape, out)?])
-        }; all; else => bail!(Unsupported, "Concat does not take {}", first.dtype()))
+            Ok(vec![Tensor::from_words(first.dtype(), out_shape, out)?])
+        })
     }
 }
 
@@ -333,8 +336,8 @@ impl Op for Split {
             return sizes.iter().map(|&s| Tensor::zeros(x.dtype(), shape_of(s))).collect();
         }
         let (outer, _, inner) = lanes(x.shape(), axis);
-        dispatch!(x.dtype(); T => {
-            let src = x.as_slice::<T>()?;
+        dispatch_words!(x.dtype(); W => {
+            let src = x.as_words::<W>()?;
             let mut offset = 0;
             sizes.iter().map(|&size| {
                 let mut out = with_capacity(numel(&[outer, size, inner]))?;
@@ -342,9 +345,9 @@ impl Op for Split {
                     take_range(&mut out, src, (o * dim + offset) * inner, size * inner)?;
                 }
                 offset += size;
-                Tensor::new(shape_of(size), out)
+                Tensor::from_words(x.dtype(), shape_of(size), out)
             }).collect()
-        }; all; else => bail!(Unsupported, "Split does not take {}", x.dtype()))
+        })
     }
 }
 
@@ -503,12 +506,15 @@ impl Op for Pad {
             maps.push(map);
         }
         let block: Vec<usize> = (0..x.rank()).map(|d| numel(&out_shape[d + 1..])).collect();
-        dispatch!(x.dtype(); T => {
-            let fill = fill.as_slice::<T>()?.first().cloned().unwrap_or_default();
+        if fill.dtype() != x.dtype() {
+            bail!(Shape, "Pad: constant_value is {}, the input {}", fill.dtype(), x.dtype());
+        }
+        dispatch_words!(x.dtype(); W => {
+            let fill = fill.as_words::<W>()?.first().cloned().unwrap_or_default();
             let mut out = with_capacity(n)?;
-            pad_fill(x.as_slice::<T>()?, &maps, &block, 0, &fill, &mut out);
-            Ok(vec![Tensor::new(out_shape, out)?])
-        }; all; else => bail!(Unsupported, "Pad does not take {}", x.dtype()))
+            pad_fill(x.as_words::<W>()?, &maps, &block, 0, &fill, &mut out);
+            Ok(vec![Tensor::from_words(x.dtype(), out_shape, out)?])
+        })
     }
 }
 

@@ -47,18 +47,18 @@ impl TopK {
         }
     }
 
-    fn top<T: Scalar>(&self, x: &Tensor, axis: usize, k: usize) -> Result<(Vec<T>, Vec<i64>)> {
-        let data = x.as_slice::<T>()?;
-        let (outer, dim, inner) = lanes(x.shape(), axis);
-        let n = numel(&[outer, k, inner]);
-        let (mut values, mut indices) = (try_vec(n, T::zero())?, try_vec(n, 0i64)?);
-        let mut lane: Vec<(T, usize)> = Vec::with_capacity(dim);
+    /// The positions along the axis of each lane's top `k`, ordered by `key(flat index)`. Keys are
+    /// f64 (exact for every dtype but the 64-bit integers) or i64, so two sorts serve all dtypes.
+    fn top<K: Scalar>(&self, shape: &[usize], axis: usize, k: usize, key: &dyn Fn(usize) -> K) -> Result<Vec<i64>> {
+        let (outer, dim, inner) = lanes(shape, axis);
+        let mut indices = try_vec(numel(&[outer, k, inner]), 0i64)?;
+        let mut lane: Vec<(K, usize)> = Vec::with_capacity(dim);
         for o in 0..outer {
             for i in 0..inner {
                 lane.clear();
-                lane.extend((0..dim).map(|j| (data[(o * dim + j) * inner + i], j)));
+                lane.extend((0..dim).map(|j| (key((o * dim + j) * inner + i), j)));
                 // Stable on the index: among equal values the lower index comes first.
-                let order = |a: &(T, usize), b: &(T, usize)| {
+                let order = |a: &(K, usize), b: &(K, usize)| {
                     let by_value = nan_last(&a.0, &b.0);
                     (if self.largest { by_value.reverse() } else { by_value }).then(a.1.cmp(&b.1))
                 };
@@ -66,12 +66,29 @@ impl TopK {
                     lane.select_nth_unstable_by(k, order);
                 }
                 lane[..k].sort_unstable_by(order);
-                for (r, &(v, j)) in lane[..k].iter().enumerate() {
-                    values[(o * k + r) * inner + i] = v;
+                for (r, &(_, j)) in lane[..k].iter().enumerate() {
                     indices[(o * k + r) * inner + i] = j as i64;
                 }
             }
         }
+        Ok(indices)
+    }
+
+    /// The top `k` values and their positions along the axis.
+    fn values_and_indices<T: Scalar>(&self, x: &Tensor, axis: usize, k: usize) -> Result<(Vec<T>, Vec<i64>)> {
+        let data = x.as_slice::<T>()?;
+        let indices = match T::DTYPE {
+            DType::I64 => self.top(x.shape(), axis, k, &|i| data[i].to_i64())?,
+            // Flipping the sign bit maps u64 onto i64 in order.
+            DType::U64 => self.top(x.shape(), axis, k, &|i| data[i].to_i64() ^ i64::MIN)?,
+            _ => self.top(x.shape(), axis, k, &|i| data[i].to_f64())?,
+        };
+        let (_, dim, inner) = lanes(x.shape(), axis);
+        let mut values = with_capacity(indices.len())?;
+        values.extend(indices.iter().enumerate().map(|(p, &j)| {
+            let (o, i) = (p / (k * inner), p % inner);
+            data[(o * dim + j as usize) * inner + i]
+        }));
         Ok((values, indices))
     }
 }
@@ -110,7 +127,7 @@ impl Op for TopK {
             return Ok(vec![Tensor::zeros(x.dtype(), shape.clone())?, Tensor::zeros(DType::I64, shape)?]);
         }
         dispatch!(x.dtype(); T => {
-            let (values, indices) = self.top::<T>(x, axis, k)?;
+            let (values, indices) = self.values_and_indices::<T>(x, axis, k)?;
             Ok(vec![Tensor::new(shape.clone(), values)?, Tensor::new(shape, indices)?])
         }; F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64;
             else => bail!(Unsupported, "TopK does not take {}", x.dtype()))

@@ -9,8 +9,9 @@ use super::reshape::{
 use super::{input, same_as_input, BuildCtx, Op, Registry};
 use crate::ir::shape::{broadcast_dims, broadcast_shapes, normalize_axis};
 use crate::ir::tensor::checked_len;
+use crate::ir::words::Word;
 use crate::ir::{Dim, Elem, Fact, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::{bail, dispatch_words, err, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("Transpose", |ctx| Ok(Box::new(Transpose { perm: ctx.attrs.ints("perm")? })));
@@ -97,8 +98,9 @@ pub(crate) fn copy_view(
     if let Some(start) = contiguous_start(view, start, strides) {
         return x.view(out_shape, start);
     }
-    dispatch!(x.dtype(); T => Tensor::new(out_shape, strided_copy::<T>(x.as_slice::<T>()?, view, start, strides)?);
-        all; else => bail!(Unsupported, "cannot copy a {} tensor", x.dtype()))
+    dispatch_words!(x.dtype(); W => {
+        Tensor::from_words(x.dtype(), out_shape, strided_copy::<W>(x.as_words::<W>()?, view, start, strides)?)
+    })
 }
 
 /// Where a strided view starts when its elements are one row-major run (a Slice of leading rows, a
@@ -384,7 +386,7 @@ fn build_reverse_sequence(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 }
 
 impl ReverseSequence {
-    fn run<T: Elem>(&self, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
+    fn run<W: Word>(&self, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
         let shape = x.shape();
         let inner = shape[2..].iter().product::<usize>();
         let (batch, time) = if self.batch_axis == 0 { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
@@ -392,15 +394,15 @@ impl ReverseSequence {
             let at = if self.batch_axis == 0 { b * time + t } else { t * batch + b };
             at * inner..(at + 1) * inner
         };
-        let data = x.as_slice::<T>()?;
-        let mut out = x.clone();
-        let y = out.as_mut_slice::<T>()?;
+        let data = x.as_words::<W>()?;
+        let mut y = with_capacity(data.len())?;
+        y.extend_from_slice(data);
         for (b, &len) in lens.iter().enumerate() {
             for t in 0..len {
                 y[block(b, t)].clone_from_slice(&data[block(b, len - 1 - t)]);
             }
         }
-        Ok(out)
+        Tensor::from_words(x.dtype(), shape.to_vec(), y)
     }
 }
 
@@ -429,8 +431,7 @@ impl Op for ReverseSequence {
                 })
             })
             .collect::<Result<Vec<usize>>>()?;
-        let y = dispatch!(x.dtype(); T => self.run::<T>(x, &lens)?; all;
-            else => bail!(Unsupported, "ReverseSequence does not take {}", x.dtype()));
+        let y = dispatch_words!(x.dtype(); W => self.run::<W>(x, &lens)?);
         Ok(vec![y])
     }
 }

@@ -37,7 +37,10 @@ struct Groups {
     inverse: Vec<i64>,
 }
 
-fn group(count: usize, sorted: bool, cmp: impl Fn(usize, usize) -> Ordering) -> Result<Groups> {
+/// `cmp` is a trait object so that one sort serves every dtype (a sort per element type and axis
+/// mode made Unique the library's largest kernel).
+#[inline(never)]
+fn group(count: usize, sorted: bool, cmp: &dyn Fn(usize, usize) -> Ordering) -> Result<Groups> {
     let mut order: Vec<usize> = with_capacity(count)?;
     order.extend(0..count);
     // Ties broken by position, so each class starts with its first occurrence.
@@ -73,7 +76,7 @@ impl Unique {
         let data = x.as_slice::<T>()?;
         let (y, groups) = match self.axis {
             None => {
-                let groups = group(data.len(), self.sorted, |a, b| compare(&data[a], &data[b]))?;
+                let groups = group(data.len(), self.sorted, &|a, b| compare(&data[a], &data[b]))?;
                 let values: Vec<T> = groups.first.iter().map(|&i| data[i].clone()).collect();
                 (Tensor::vector(values), groups)
             }
@@ -83,7 +86,7 @@ impl Unique {
                 // Slice `s` along the axis, element by element in row-major order.
                 let element = |s: usize, e: usize| &data[((e / inner) * dim + s) * inner + e % inner];
                 let slice_len = outer * inner;
-                let groups = group(dim, self.sorted, |a, b| {
+                let groups = group(dim, self.sorted, &|a, b| {
                     (0..slice_len)
                         .map(|e| compare(element(a, e), element(b, e)))
                         .find(|o| o.is_ne())
