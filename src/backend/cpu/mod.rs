@@ -10,7 +10,9 @@ pub mod conv;
 pub mod gemm;
 pub mod isa;
 pub mod matmul;
+pub mod matmul_integer;
 pub mod pool;
+pub mod quantize;
 pub mod unary;
 
 #[cfg(test)]
@@ -37,6 +39,12 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = matmul::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = matmul_integer::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = quantize::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = unary::prepare(graph, node) {
@@ -73,6 +81,12 @@ pub(crate) fn f32_input<'a>(inputs: &[Option<DataRef<'a>>], i: usize) -> Option<
 /// Whether value `v` of `graph` is declared f32 (or not declared at all, which a run checks).
 pub(crate) fn maybe_f32(graph: &Graph, v: Option<usize>) -> bool {
     v.is_some_and(|v| graph.values[v].fact.dtype.is_none_or(|d| d == DType::F32))
+}
+
+/// The constant input `i` of `node`, if it has one.
+pub(crate) fn constant<'g>(graph: &'g Graph, node: &Node, i: usize) -> Option<&'g Tensor> {
+    let v = (*node.inputs.get(i)?)?;
+    graph.values[v].constant().map(|t| &**t)
 }
 
 /// The constant f32 input `i` of `node`, if it has one.

@@ -175,11 +175,16 @@ impl Drop for ThreadPool {
 
 /// A pointer into an output buffer that parallel tasks share, each writing its own disjoint part
 /// (a tile, a plane, a chunk). Whoever makes one promises that disjointness.
-#[derive(Clone, Copy)]
-pub struct SharedMut(pub *mut f32);
+pub struct SharedMut<T = f32>(pub *mut T);
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
 // SAFETY: tasks write disjoint parts of the buffer, which outlives the parallel_for call.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -25,20 +25,41 @@ fn tensor(seed: u64, shape: &[usize]) -> Tensor {
 }
 
 fn build(op_type: &str, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    build_at(op_type, 18, attrs, num_inputs)
+}
+
+fn build_at(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    build_outputs(op_type, opset, attrs, num_inputs, 1)
+}
+
+fn build_outputs(
+    op_type: &str,
+    opset: i64,
+    attrs: Vec<(&str, Attr)>,
+    num_inputs: usize,
+    num_outputs: usize,
+) -> Arc<dyn Op> {
     let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
-    let ctx = BuildCtx { op_type, domain: "", opset: 18, attrs: &attrs, num_inputs, num_outputs: 1 };
+    let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs, num_outputs };
     Arc::from(registry().get("", op_type).unwrap()(&ctx).unwrap())
 }
 
-/// An input of the node: fed at run time, or a constant of the graph.
+/// An input of the node: fed at run time, a constant of the graph, or omitted.
 enum In {
     Fed(Tensor),
     Const(Tensor),
+    Absent,
 }
 
 /// Runs `op` on `inputs` compiled (the fast kernels) and with the reference interpreter, and
 /// checks they agree; returns the kernel name that ran.
 fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
+    check_outputs(name, op, inputs, 1)
+}
+
+/// [`check`] for a node with `outputs` outputs: every one must agree, f32 within the bound and
+/// any other type exactly.
+fn check_outputs(name: &str, op: Arc<dyn Op>, inputs: Vec<In>, outputs: usize) -> &'static str {
     let mut g = Graph::default();
     let mut ids = vec![];
     let mut fed = vec![];
@@ -52,11 +73,15 @@ fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
                 id
             }
             In::Const(t) => g.add_value(format!("c{i}"), Fact::constant(Arc::new(t.clone()))),
+            In::Absent => {
+                ids.push(None);
+                continue;
+            }
         };
         ids.push(Some(id));
     }
-    let y = g.add_value("y", Fact::unknown());
-    g.outputs = vec![y];
+    let ys: Vec<usize> = (0..outputs).map(|i| g.add_value(format!("y{i}"), Fact::unknown())).collect();
+    g.outputs = ys.clone();
     g.nodes.push(Node {
         name: name.into(),
         domain: String::new(),
@@ -64,21 +89,31 @@ fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
         attrs: Attributes::default(),
         op,
         inputs: ids,
-        outputs: vec![y],
+        outputs: ys,
     });
     infer_facts(&mut g).unwrap();
     let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
-    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let wants = Interpreter.run(&g, &refs, &[]).unwrap();
     let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
     let kernel = compiled.kernel_names()[0].0;
     for threads in [1, 3] {
         let pool = ThreadPool::new(threads);
-        let got = compiled.run(&pool, &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
-        assert_eq!(got.shape(), want.shape(), "{name}");
-        let (g, w) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
-        let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-        for (i, (a, b)) in g.iter().zip(w).enumerate() {
-            assert!((a - b).abs() <= 1e-5 * scale + 1e-5 * b.abs(), "{name} ({kernel}) element {i}: {a} vs {b}");
+        let gots = compiled.run(&pool, &refs, &[], None).unwrap();
+        assert_eq!(gots.len(), wants.len(), "{name}");
+        for (got, want) in gots.into_iter().zip(&wants) {
+            let (got, want) = (got.into_tensor().unwrap(), want.clone().into_tensor().unwrap());
+            assert_eq!((got.shape(), got.dtype()), (want.shape(), want.dtype()), "{name}");
+            if want.dtype() != crate::ir::DType::F32 {
+                let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+                assert!(g == w, "{name} ({kernel}) with {threads} threads: {g:?} vs {w:?}");
+                continue;
+            }
+            let (g, w) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+            let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * scale + 1e-5 * b.abs();
+                assert!(same, "{name} ({kernel}) element {i}: {a} vs {b}");
+            }
         }
     }
     kernel
@@ -267,5 +302,85 @@ fn batch_norm_and_silu_fold_into_the_convolution() {
     let got = compiled.run(&ThreadPool::new(2), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
     for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
+/// Bytes spread over the whole range of the type, extremes included.
+fn bytes<T: crate::ir::tensor::Elem>(seed: u64, shape: &[usize], of: fn(u8) -> T) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v: Vec<T> = values(seed, n).into_iter().map(|x| of(((x + 1.0) * 127.99) as u8)).collect();
+    if n >= 2 {
+        v[0] = of(0);
+        v[1] = of(255);
+    }
+    Tensor::new(shape.to_vec(), v).unwrap()
+}
+
+fn u8s(seed: u64, shape: &[usize]) -> Tensor {
+    bytes(seed, shape, |b| b)
+}
+
+fn i8s(seed: u64, shape: &[usize]) -> Tensor {
+    bytes(seed, shape, |b| b as i8)
+}
+
+#[test]
+fn integer_matrix_products_match_the_reference_exactly() {
+    let mm = || build("MatMulInteger", vec![], 4);
+    let mmi = |name: &str, inputs: Vec<In>| check(name, mm(), inputs);
+    // u8 A with a fed zero point, i8 B with a constant one (the dynamically quantised transformer).
+    let k = mmi(
+        "u8 x i8",
+        vec![
+            In::Fed(u8s(1, &[2, 5, 7])),
+            In::Const(i8s(2, &[7, 37])),
+            In::Fed(Tensor::scalar(131u8)),
+            In::Const(Tensor::scalar(-3i8)),
+        ],
+    );
+    assert_eq!(k, "matmul-integer");
+    // i8 A, u8 B with a zero point per column; k a multiple of four.
+    let zb = Tensor::vector(u8s(5, &[33]).as_slice::<u8>().unwrap().to_vec());
+    mmi(
+        "i8 x u8 per column",
+        vec![In::Fed(i8s(3, &[9, 16])), In::Const(u8s(4, &[16, 33])), In::Fed(Tensor::scalar(-7i8)), In::Const(zb)],
+    );
+    // u8 x u8 and i8 x i8 without zero points; a vector A; k = 1.
+    mmi("u8 x u8", vec![In::Fed(u8s(6, &[3, 11])), In::Const(u8s(7, &[11, 5]))]);
+    mmi("i8 x i8", vec![In::Fed(i8s(8, &[4, 6])), In::Const(i8s(9, &[6, 40]))]);
+    mmi("vector a", vec![In::Fed(u8s(10, &[13])), In::Const(i8s(11, &[13, 3]))]);
+    mmi("k = 1", vec![In::Fed(u8s(12, &[17, 1])), In::Const(i8s(13, &[1, 9])), In::Fed(Tensor::scalar(200u8))]);
+    // Large enough to be split over the pool, with edges in both m and n.
+    mmi(
+        "parallel",
+        vec![
+            In::Fed(u8s(14, &[3, 70, 130])),
+            In::Const(i8s(15, &[130, 70])),
+            In::Fed(Tensor::scalar(9u8)),
+            In::Const(Tensor::scalar(5i8)),
+        ],
+    );
+    // Falls back at run time: a zero point per row of A.
+    let za = Tensor::vector(u8s(16, &[6]).as_slice::<u8>().unwrap().to_vec());
+    mmi("row zero points", vec![In::Fed(u8s(17, &[6, 8])), In::Const(i8s(18, &[8, 4])), In::Fed(za)]);
+    // A B known only at run time is the reference's.
+    assert_eq!(mmi("dynamic b", vec![In::Fed(u8s(19, &[4, 8])), In::Fed(i8s(20, &[8, 4]))]), "reference");
+}
+
+#[test]
+fn dynamic_quantization_matches_the_reference_exactly() {
+    let dq = || build("DynamicQuantizeLinear", vec![], 1);
+    let scaled = |seed: u64, shape: &[usize], by: f32, shift: f32| {
+        let t = tensor(seed, shape);
+        Tensor::new(shape.to_vec(), t.as_slice::<f32>().unwrap().iter().map(|v| v * by + shift).collect()).unwrap()
+    };
+    for (name, x) in [
+        ("mixed signs", scaled(1, &[3, 7, 129], 4.0, 0.5)),
+        ("all positive", scaled(2, &[1000], 1.0, 2.0)),
+        ("all negative", scaled(3, &[5, 5], 3.0, -7.0)),
+        ("zeros", Tensor::new(vec![17], vec![0f32; 17]).unwrap()),
+        ("large", scaled(4, &[200_000], 10.0, 0.0)),
+    ] {
+        assert_eq!(check_outputs(name, dq(), vec![In::Fed(x)], 3), "dynamic-quantize", "{name}");
     }
 }
