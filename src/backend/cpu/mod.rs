@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod matmul_integer;
 pub mod pool;
 pub mod quantize;
+pub mod softmax;
 pub mod unary;
 
 #[cfg(test)]
@@ -45,6 +46,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = quantize::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = softmax::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = unary::prepare(graph, node) {

@@ -384,3 +384,28 @@ fn dynamic_quantization_matches_the_reference_exactly() {
         assert_eq!(check_outputs(name, dq(), vec![In::Fed(x)], 3), "dynamic-quantize", "{name}");
     }
 }
+
+#[test]
+fn softmax_matches_the_reference() {
+    let x = |seed: u64, shape: &[usize]| {
+        let t = tensor(seed, shape);
+        In::Fed(Tensor::new(shape.to_vec(), t.as_slice::<f32>().unwrap().iter().map(|v| v * 20.0).collect()).unwrap())
+    };
+    for op in ["Softmax", "LogSoftmax"] {
+        // The last axis: attention scores, an odd row length, rows split over the pool.
+        assert_eq!(check(op, build(op, vec![], 1), vec![x(1, &[2, 3, 17, 33])]), "softmax", "{op}");
+        check(op, build(op, vec![], 1), vec![x(2, &[300, 129])]);
+        check(op, build(op, vec![], 1), vec![x(3, &[5, 1])]);
+        // Opset 11 flattens the axes from `axis` on: still contiguous lanes.
+        check(op, build_at(op, 11, vec![("axis", Attr::Int(1))], 1), vec![x(4, &[3, 4, 5])]);
+        // A middle axis at opset 18 is strided: the reference runs it.
+        check(op, build(op, vec![("axis", Attr::Int(1))], 1), vec![x(5, &[3, 4, 5])]);
+    }
+    // Masked rows: -inf entries (zero after the softmax, within the bound).
+    let mut v = values(6, 40);
+    v[3] = f32::NEG_INFINITY;
+    v[17] = f32::NEG_INFINITY;
+    check("masked", build("Softmax", vec![], 1), vec![In::Fed(Tensor::new(vec![2, 20], v).unwrap())]);
+    // Hardmax is the reference's.
+    assert_eq!(check("Hardmax", build("Hardmax", vec![], 1), vec![x(7, &[4, 6])]), "reference");
+}
