@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod matmul_integer;
 pub mod pool;
 pub mod quantize;
+pub mod recurrent;
 pub mod softmax;
 pub mod unary;
 
@@ -46,6 +47,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = quantize::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = recurrent::prepare(graph, node)? {
             return Ok(k);
         }
         if let Some(k) = softmax::prepare(graph, node) {

@@ -409,3 +409,124 @@ fn softmax_matches_the_reference() {
     // Hardmax is the reference's.
     assert_eq!(check("Hardmax", build("Hardmax", vec![], 1), vec![x(7, &[4, 6])]), "reference");
 }
+
+#[test]
+fn recurrent_layers_match_the_reference() {
+    // (name, op, direction, hidden, [seq, batch, input], extra attributes, with B, with states, kernel)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        usize,
+        [usize; 3],
+        Vec<(&'static str, Attr)>,
+        bool,
+        bool,
+        &'static str,
+    );
+    let s = |v: &str| Attr::String(v.into());
+    let acts = |v: &[&str]| Attr::Strings(v.iter().map(|a| a.to_string()).collect());
+    let cases: Vec<Case> = vec![
+        ("lstm forward", "LSTM", "forward", 6, [7, 2, 5], vec![], true, true, "lstm"),
+        ("lstm bidirectional", "LSTM", "bidirectional", 5, [4, 1, 3], vec![], false, false, "lstm"),
+        ("lstm large", "LSTM", "bidirectional", 32, [20, 3, 16], vec![], true, true, "lstm"),
+        (
+            "lstm reverse clip",
+            "LSTM",
+            "reverse",
+            4,
+            [5, 2, 3],
+            vec![("clip", Attr::Float(0.7)), ("activations", acts(&["HardSigmoid", "Tanh", "Relu"]))],
+            true,
+            true,
+            "lstm",
+        ),
+        ("gru", "GRU", "forward", 6, [6, 2, 4], vec![], true, true, "gru"),
+        (
+            "gru linear before reset",
+            "GRU",
+            "bidirectional",
+            7,
+            [5, 3, 4],
+            vec![("linear_before_reset", Attr::Int(1))],
+            true,
+            true,
+            "gru",
+        ),
+        (
+            "gru large",
+            "GRU",
+            "bidirectional",
+            40,
+            [16, 2, 24],
+            vec![("linear_before_reset", Attr::Int(1))],
+            true,
+            false,
+            "gru",
+        ),
+        (
+            "gru softsign",
+            "GRU",
+            "forward",
+            3,
+            [3, 1, 2],
+            vec![("activations", acts(&["Softsign", "Tanh"]))],
+            true,
+            false,
+            "reference",
+        ),
+        (
+            "lstm input forget",
+            "LSTM",
+            "forward",
+            3,
+            [3, 1, 2],
+            vec![("input_forget", Attr::Int(1))],
+            true,
+            false,
+            "reference",
+        ),
+    ];
+    for (i, (name, op, direction, hidden, xs, attrs, bias, states, kernel)) in cases.into_iter().enumerate() {
+        let seed = 500 + i as u64 * 10;
+        let dirs = if direction == "bidirectional" { 2 } else { 1 };
+        let gates = if op == "LSTM" { 4 } else { 3 };
+        let outputs = if op == "LSTM" { 3 } else { 2 };
+        let mut attrs = attrs;
+        attrs.push(("direction", s(direction)));
+        attrs.push(("hidden_size", Attr::Int(hidden as i64)));
+        let mut inputs = vec![
+            In::Fed(tensor(seed, &xs)),
+            In::Const(tensor(seed + 1, &[dirs, gates * hidden, xs[2]])),
+            In::Const(tensor(seed + 2, &[dirs, gates * hidden, hidden])),
+            if bias { In::Const(tensor(seed + 3, &[dirs, 2 * gates * hidden])) } else { In::Absent },
+        ];
+        if states {
+            inputs.push(In::Fed(Tensor::new(vec![xs[1]], vec![xs[0] as i32; xs[1]]).unwrap()));
+            inputs.push(In::Fed(tensor(seed + 4, &[dirs, xs[1], hidden])));
+            if op == "LSTM" {
+                inputs.push(In::Fed(tensor(seed + 5, &[dirs, xs[1], hidden])));
+            }
+        }
+        let n = inputs.len();
+        let built = build_outputs(op, 18, attrs, n, outputs);
+        assert_eq!(check_outputs(name, built, inputs, outputs), kernel, "{name}");
+    }
+    // Shorter sequences fall back at run time; peepholes at prepare time; Y alone is fine.
+    let lstm = |outputs: usize, n: usize| build_outputs("LSTM", 18, vec![("hidden_size", Attr::Int(3))], n, outputs);
+    let base = |seed: u64| {
+        vec![
+            In::Fed(tensor(seed, &[4, 2, 2])),
+            In::Const(tensor(seed + 1, &[1, 12, 2])),
+            In::Const(tensor(seed + 2, &[1, 12, 3])),
+            In::Const(tensor(seed + 3, &[1, 24])),
+        ]
+    };
+    let mut short = base(600);
+    short.push(In::Fed(Tensor::new(vec![2], vec![4i32, 2]).unwrap()));
+    assert_eq!(check_outputs("short sequence", lstm(3, 5), short, 3), "lstm");
+    let mut peep = base(610);
+    peep.extend([In::Absent, In::Absent, In::Absent, In::Const(tensor(611, &[1, 9]))]);
+    assert_eq!(check_outputs("peepholes", lstm(3, 8), peep, 3), "reference");
+    assert_eq!(check_outputs("y only", lstm(1, 4), base(620), 1), "lstm");
+}
