@@ -1,8 +1,9 @@
-//! The CPU backend: runs every node. Nodes with a fast kernel (convolution, matrix products,
-//! activations, elementwise arithmetic, in f32) get one prepared at compile time, with weights packed once; every other
-//! node runs its op's reference kernel. Fast kernels fall back to the reference kernel at run
-//! time for inputs they do not handle (other dtypes, unusual broadcasts), so they never refuse
-//! what the reference runs.
+//! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
+//! with weights packed once: convolution, matrix products (f32 and integer), LSTM/GRU,
+//! activations, elementwise arithmetic, Pow by a constant, Softmax, ReduceMean over trailing
+//! axes, Transpose, DynamicQuantizeLinear. Every other node runs its op's reference kernel. Fast
+//! kernels fall back to the reference kernel at run time for inputs they do not handle (other
+//! dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
 pub mod activation;
 pub mod binary;
@@ -56,6 +57,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = unary::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = unary::prepare_pow(graph, node) {
             return Ok(k);
         }
         if let Some(k) = binary::prepare(graph, node) {

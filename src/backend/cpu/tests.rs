@@ -530,3 +530,23 @@ fn recurrent_layers_match_the_reference() {
     assert_eq!(check_outputs("peepholes", lstm(3, 8), peep, 3), "reference");
     assert_eq!(check_outputs("y only", lstm(1, 4), base(620), 1), "lstm");
 }
+
+#[test]
+fn pow_by_a_constant_matches_the_reference() {
+    let pow = || build("Pow", vec![], 2);
+    let x = || In::Fed(tensor(700, &[3, 7001]));
+    assert_eq!(check("square", pow(), vec![x(), In::Const(Tensor::scalar(2f32))]), "pow");
+    check("cube as [1]", pow(), vec![x(), In::Const(Tensor::vector(vec![3f32]))]);
+    check("integer exponent", pow(), vec![x(), In::Const(Tensor::scalar(2i64))]);
+    // A negative base to a fractional power is NaN in both.
+    check(
+        "fraction",
+        pow(),
+        vec![
+            In::Fed(tensor(701, &[40]).cast_numeric(crate::ir::DType::F32).unwrap()),
+            In::Const(Tensor::scalar(0.5f32)),
+        ],
+    );
+    check("scalar base", pow(), vec![In::Fed(Tensor::scalar(1.5f32)), In::Const(Tensor::vector(vec![2f32]))]);
+    assert_eq!(check("fed exponent", pow(), vec![x(), In::Fed(Tensor::scalar(2f32))]), "reference");
+}
