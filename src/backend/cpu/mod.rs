@@ -16,6 +16,7 @@ pub mod pool;
 pub mod quantize;
 pub mod recurrent;
 pub mod softmax;
+pub mod transpose;
 pub mod unary;
 
 #[cfg(test)]
@@ -51,6 +52,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = recurrent::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = transpose::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = softmax::prepare(graph, node) {

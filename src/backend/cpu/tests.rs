@@ -550,3 +550,26 @@ fn pow_by_a_constant_matches_the_reference() {
     check("scalar base", pow(), vec![In::Fed(Tensor::scalar(1.5f32)), In::Const(Tensor::vector(vec![2f32]))]);
     assert_eq!(check("fed exponent", pow(), vec![x(), In::Fed(Tensor::scalar(2f32))]), "reference");
 }
+
+#[test]
+fn transposes_match_the_reference() {
+    let cases: [(&[usize], Option<&[i64]>); 9] = [
+        (&[2, 5, 3, 4], Some(&[0, 2, 1, 3])),
+        (&[2, 5, 3, 4], Some(&[0, 2, 3, 1])),
+        (&[2, 5, 3, 4], Some(&[3, 2, 1, 0])),
+        (&[2, 5, 3, 4], None),
+        (&[70, 300], Some(&[1, 0])),
+        (&[1, 5, 1, 4], Some(&[2, 3, 0, 1])),
+        (&[3, 1, 4, 1, 5], Some(&[4, 0, 3, 2, 1])),
+        (&[7], Some(&[0])),
+        (&[6, 130, 41], Some(&[1, 0, 2])),
+    ];
+    for (i, (shape, perm)) in cases.into_iter().enumerate() {
+        let attrs = perm.map(|p| vec![("perm", ints(p))]).unwrap_or_default();
+        let name = format!("transpose {shape:?} {perm:?}");
+        assert_eq!(
+            check(&name, build("Transpose", attrs, 1), vec![In::Fed(tensor(800 + i as u64, shape))]),
+            "transpose"
+        );
+    }
+}
