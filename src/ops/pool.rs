@@ -310,11 +310,16 @@ fn lp_norm<R: Real>(p: f64, each: impl FnOnce(&mut dyn FnMut(R))) -> R {
 
 /// Pools over all spatial axes: output `[N, C, 1, ...]`.
 #[derive(Debug)]
-struct GlobalPool {
+pub struct GlobalPool {
     kind: Kind,
 }
 
 impl GlobalPool {
+    /// Whether this is GlobalAveragePool (for backends with a kernel for it).
+    pub fn is_average(&self) -> bool {
+        matches!(self.kind, Kind::Average { .. })
+    }
+
     fn name(&self) -> String {
         format!("Global{}", self.kind.name())
     }

@@ -15,6 +15,7 @@ pub mod matmul_integer;
 pub mod pool;
 pub mod quantize;
 pub mod recurrent;
+pub mod reduce;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
@@ -52,6 +53,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = recurrent::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = reduce::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = transpose::prepare(graph, node) {

@@ -573,3 +573,31 @@ fn transposes_match_the_reference() {
         );
     }
 }
+
+#[test]
+fn means_over_trailing_axes_match_the_reference() {
+    let axes = |a: &[i64]| In::Const(Tensor::vector(a.to_vec()));
+    let mean = |keep: i64| build("ReduceMean", vec![("keepdims", Attr::Int(keep))], 2);
+    let x = || In::Fed(tensor(900, &[2, 128, 37]));
+    assert_eq!(check("last axis", mean(1), vec![x(), axes(&[-1])]), "reduce-mean");
+    check("last axis dropped", mean(0), vec![x(), axes(&[2])]);
+    check("two trailing axes", mean(1), vec![x(), axes(&[1, 2])]);
+    check("all axes", mean(0), vec![x()]);
+    check("with a size-1 axis", mean(1), vec![In::Fed(tensor(901, &[3, 5, 1])), axes(&[1])]);
+    check("many rows", mean(1), vec![In::Fed(tensor(902, &[5000, 20])), axes(&[-1])]);
+    // A leading axis is strided: the reference runs it.
+    check("first axis", mean(1), vec![x(), axes(&[0])]);
+    // Opset 13 takes the axes as an attribute.
+    let old = build_at("ReduceMean", 13, vec![("axes", ints(&[-1]))], 1);
+    assert_eq!(check("attribute axes", old, vec![x()]), "reduce-mean");
+}
+
+#[test]
+fn global_average_pools_match_the_reference() {
+    let gap = || build("GlobalAveragePool", vec![], 1);
+    assert_eq!(check("gap", gap(), vec![In::Fed(tensor(1100, &[2, 24, 7, 9]))]), "global-average-pool");
+    check("gap 1-d", gap(), vec![In::Fed(tensor(1101, &[1, 5, 33]))]);
+    check("gap 3-d", gap(), vec![In::Fed(tensor(1102, &[1, 3, 4, 5, 6]))]);
+    check("gap many planes", gap(), vec![In::Fed(tensor(1103, &[1, 960, 7, 7]))]);
+    check("gap rank 2", gap(), vec![In::Fed(tensor(1104, &[3, 4]))]);
+}
