@@ -592,6 +592,25 @@ fn means_over_trailing_axes_match_the_reference() {
     assert_eq!(check("attribute axes", old, vec![x()]), "reduce-mean");
 }
 
+/// Products and convolutions large enough to be split over the pool (smaller ones run on the
+/// calling thread alone).
+#[test]
+fn work_split_over_the_pool_matches_the_reference() {
+    let mm = build("MatMul", vec![], 2);
+    assert_eq!(
+        check("split matmul", mm, vec![In::Fed(tensor(1000, &[300, 64])), In::Const(tensor(1001, &[64, 80]))]),
+        "matmul-packed"
+    );
+    let mm = build("MatMul", vec![], 2);
+    check("split batched matmul", mm, vec![In::Fed(tensor(1002, &[4, 70, 64])), In::Fed(tensor(1003, &[4, 64, 90]))]);
+    let dw = build("Conv", vec![("group", Attr::Int(32)), ("pads", ints(&[1, 1, 1, 1]))], 2);
+    let inputs = vec![In::Fed(tensor(1004, &[1, 32, 40, 40])), In::Const(tensor(1005, &[32, 1, 3, 3]))];
+    assert_eq!(check("split depthwise", dw, inputs), "conv-depthwise");
+    let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
+    let inputs = vec![In::Fed(tensor(1006, &[1, 16, 20, 20])), In::Const(tensor(1007, &[24, 16, 3, 3]))];
+    assert_eq!(check("split conv", conv, inputs), "conv-gemm");
+}
+
 #[test]
 fn global_average_pools_match_the_reference() {
     let gap = || build("GlobalAveragePool", vec![], 1);
