@@ -13,13 +13,17 @@
 //! B is packed once at prepare time into panels of [`NR`] columns, k in groups of four bytes
 //! (a 32-column group of four k rows is two 64-byte vectors); A is copied per run into rows padded
 //! to a multiple of four bytes, with its row sums.
+//!
+//! The same kernel runs FusedMatMulInteger (the product cast to f32, times a scalar scale, plus a
+//! per-column bias), writing floats directly with the unfused graph's f32 steps.
 
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
-use super::{constant, Reference};
+use super::{const_f32, constant, f32_input, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::fused::FusedMatMulInteger;
 use crate::ops::quant_conv::MatMulInteger;
 use crate::Result;
 use std::sync::Arc;
@@ -34,7 +38,8 @@ const MC: usize = 64;
 const SERIAL_WORK: usize = 1 << 18;
 
 pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
-    if !node.op.is::<MatMulInteger>() {
+    let fused = node.op.downcast_ref::<FusedMatMulInteger>();
+    if !node.op.is::<MatMulInteger>() && fused.is_none() {
         return Ok(None);
     }
     let Some(b) = constant(graph, node, 1) else { return Ok(None) };
@@ -42,6 +47,19 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         return Ok(None);
     }
     let (k, n) = (b.shape()[0], b.shape()[1]);
+    let to_float = match fused {
+        None => None,
+        Some(f) => {
+            let bias = match f.biased {
+                false => None,
+                true => match const_f32(graph, node, 5) {
+                    Some(t) if t.len() == n => Some(t.as_slice::<f32>()?.to_vec()),
+                    _ => return Ok(None),
+                },
+            };
+            Some(ToFloat { scaled: f.scaled, bias })
+        }
+    };
     let zb = match node.inputs.get(3).copied().flatten() {
         None => vec![0],
         Some(_) => match constant(graph, node, 3) {
@@ -57,8 +75,28 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let shift = if b.dtype() == DType::U8 { 128 } else { 0 };
     let bs: Vec<i8> = bv.iter().map(|&v| (v - shift) as i8).collect();
     let zb: Vec<i32> = (0..n).map(|j| zb[if zb.len() == 1 { 0 } else { j }] - shift).collect();
-    Ok(Some(Box::new(MatMulIntegerKernel { op: node.op.clone(), b: PackedB8::new(&bs, k, n), zb, micro: micro() })))
+    let b = PackedB8::new(&bs, k, n);
+    Ok(Some(Box::new(MatMulIntegerKernel { op: node.op.clone(), b, zb, micro: micro(), to_float })))
 }
+
+/// FusedMatMulInteger's steps after the product.
+#[derive(Debug)]
+struct ToFloat {
+    /// Multiplied by the scalar input 4.
+    scaled: bool,
+    /// Added per column.
+    bias: Option<Vec<f32>>,
+}
+
+/// Where the results go: int32 for MatMulInteger, f32 (scaled, biased) for the fused form.
+#[derive(Clone, Copy)]
+enum Out<'a> {
+    Int(SharedMut<i32>),
+    Float(SharedMut<f32>, f32, Option<&'a [f32]>),
+}
+// SAFETY: the pointers are SharedMut (tasks write disjoint blocks); the bias is shared read-only.
+unsafe impl Send for Out<'_> {}
+unsafe impl Sync for Out<'_> {}
 
 /// A u8/i8 tensor's values as i32; `None` for other types.
 fn widen(t: &Tensor) -> Option<Vec<i32>> {
@@ -190,6 +228,7 @@ struct MatMulIntegerKernel {
     /// B's zero point per column, in the int8 domain.
     zb: Vec<i32>,
     micro: Micro8,
+    to_float: Option<ToFloat>,
 }
 
 impl Kernel for MatMulIntegerKernel {
@@ -209,6 +248,13 @@ impl MatMulIntegerKernel {
     /// The product, or `None` for inputs the reference should handle (a zero point per row,
     /// mismatched types or shapes: the reference reports those).
     fn try_run(&self, pool: &ThreadPool, inputs: &[Option<DataRef>]) -> Result<Option<Tensor>> {
+        let scale = match &self.to_float {
+            Some(ToFloat { scaled: true, .. }) => match f32_input(inputs, 4).map(|t| t.as_slice::<f32>()) {
+                Some(Ok(&[s])) => s,
+                _ => return Ok(None),
+            },
+            _ => 1.0,
+        };
         let tensor = |i: usize| inputs.get(i).copied().flatten().and_then(|d| d.tensor());
         let Some(a) = tensor(0) else { return Ok(None) };
         let (k, n) = (self.b.k, self.b.n);
@@ -235,12 +281,25 @@ impl MatMulIntegerKernel {
         let m = a.len() / k.max(1);
         let mut out_shape = s[..s.len() - 1].to_vec();
         out_shape.push(n);
-        let mut y = vec![0i32; checked_len(&out_shape, DType::I32)?];
-        if m == 0 || n == 0 {
-            return Ok(Some(Tensor::new(out_shape, y)?));
-        }
-        if k == 0 {
-            return Ok(Some(Tensor::new(out_shape, y)?));
+        let len = checked_len(&out_shape, DType::I32)?;
+        let (mut yi, mut yf) = match self.to_float {
+            None => (vec![0i32; len], vec![]),
+            Some(_) => (vec![], vec![0f32; len]),
+        };
+        let out = match &self.to_float {
+            None => Out::Int(SharedMut(yi.as_mut_ptr())),
+            Some(f) => Out::Float(SharedMut(yf.as_mut_ptr()), scale, f.bias.as_deref()),
+        };
+        let done = |yi: Vec<i32>, yf: Vec<f32>| match self.to_float {
+            None => Tensor::new(out_shape.clone(), yi),
+            Some(_) => Tensor::new(out_shape.clone(), yf),
+        };
+        if m == 0 || n == 0 || k == 0 {
+            // An empty sum is 0; the fused form still scales and adds its bias.
+            if k == 0 {
+                write_block(out, 0, m, 0, n, n, |_, _| 0);
+            }
+            return Ok(Some(done(yi, yf)?));
         }
         // A rows padded to whole groups of four bytes, and their sums.
         let lda = k.div_ceil(4) * 4;
@@ -254,10 +313,8 @@ impl MatMulIntegerKernel {
         }
         let panels = n.div_ceil(NR);
         let blocks = m.div_ceil(MC);
-        let out = SharedMut(y.as_mut_ptr());
         let task = |t: usize| {
             let (blk, p) = (t / panels, t % panels);
-            let o = out;
             let bp = self.b.panel(p).as_ptr();
             let (j0, cols) = (p * NR, NR.min(n - p * NR));
             let mut acc = [[0i32; NR]; MR];
@@ -268,18 +325,15 @@ impl MatMulIntegerKernel {
                 // SAFETY: each row pointer has lda = kq * 4 bytes, the panel kq * NR * 4; the
                 // micro-kernel was chosen for this CPU.
                 unsafe { (self.micro)(lda / 4, &ptrs, bp, &mut acc) };
-                for (r, row) in acc.iter().enumerate().take(rows) {
-                    let i = i0 + r;
-                    // SAFETY: each task writes its own rows x columns block of y.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(i * n + j0), cols) };
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        let (zb, cs) = (self.zb[j0 + j], self.b.colsum[j0 + j]);
-                        *d = row[j]
-                            .wrapping_sub(za.wrapping_mul(cs))
-                            .wrapping_sub(zb.wrapping_mul(rowsum[i]))
-                            .wrapping_add((k as i32).wrapping_mul(za).wrapping_mul(zb));
-                    }
-                }
+                let value = |i: usize, j: usize| {
+                    let (zb, cs) = (self.zb[j], self.b.colsum[j]);
+                    acc[i - i0][j - j0]
+                        .wrapping_sub(za.wrapping_mul(cs))
+                        .wrapping_sub(zb.wrapping_mul(rowsum[i]))
+                        .wrapping_add((k as i32).wrapping_mul(za).wrapping_mul(zb))
+                };
+                // Each task writes its own rows x columns block.
+                write_block(out, i0, rows, j0, cols, n, value);
             }
         };
         if m * n * k < SERIAL_WORK {
@@ -287,7 +341,42 @@ impl MatMulIntegerKernel {
         } else {
             pool.parallel_for(blocks * panels, &task);
         }
-        Ok(Some(Tensor::new(out_shape, y)?))
+        Ok(Some(done(yi, yf)?))
+    }
+}
+
+/// Writes rows `i0..i0+rows`, columns `j0..j0+cols` of the output (row length `n`) from the
+/// exact sums `value(i, j)`: as they are, or as f32 times the scale plus the bias (the unfused
+/// graph's Cast, Mul and Add, in that order).
+#[inline(always)]
+fn write_block(
+    out: Out,
+    i0: usize,
+    rows: usize,
+    j0: usize,
+    cols: usize,
+    n: usize,
+    value: impl Fn(usize, usize) -> i32,
+) {
+    for i in i0..i0 + rows {
+        match out {
+            Out::Int(p) => {
+                // SAFETY: the caller owns this block of the output.
+                let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add(i * n + j0), cols) };
+                dst.iter_mut().enumerate().for_each(|(j, d)| *d = value(i, j0 + j));
+            }
+            Out::Float(p, scale, bias) => {
+                // SAFETY: as above.
+                let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add(i * n + j0), cols) };
+                for (j, d) in dst.iter_mut().enumerate() {
+                    let mut v = value(i, j0 + j) as f32 * scale;
+                    if let Some(b) = bias {
+                        v += b[j0 + j];
+                    }
+                    *d = v;
+                }
+            }
+        }
     }
 }
 

@@ -620,3 +620,63 @@ fn global_average_pools_match_the_reference() {
     check("gap many planes", gap(), vec![In::Fed(tensor(1103, &[1, 960, 7, 7]))]);
     check("gap rank 2", gap(), vec![In::Fed(tensor(1104, &[3, 4]))]);
 }
+
+/// MatMulInteger -> Cast -> Mul by the product of the scales -> Add of a bias (a dynamically
+/// quantised linear layer) compiles to one integer kernel writing floats, identical to the
+/// interpreter on the unfused graph; a scale computed only after the product stops the fusion.
+#[test]
+fn integer_product_cast_scale_and_bias_fuse() {
+    integer_chain(false);
+    integer_chain(true);
+}
+
+fn integer_chain(late_scale: bool) {
+    let mut g = Graph::default();
+    let fed = |g: &mut Graph, name: &str, dt: crate::ir::DType, dims: &[usize]| {
+        let id = g.add_value(name, Fact::new(dt, dims.iter().map(|&d| Dim::Known(d)).collect()));
+        g.inputs.push(id);
+        id
+    };
+    let a = fed(&mut g, "a", crate::ir::DType::U8, &[2, 9, 20]);
+    let za = fed(&mut g, "za", crate::ir::DType::U8, &[]);
+    let scale = fed(&mut g, "scale", crate::ir::DType::F32, &[]);
+    let c = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+    let b = c(&mut g, "b", i8s(1, &[20, 45]));
+    let zb = c(&mut g, "zb", Tensor::scalar(3i8));
+    let bias = c(&mut g, "bias", tensor(2, &[45]));
+    let two = c(&mut g, "two", Tensor::scalar(2f32));
+    let [p, f, s, out, sc] = ["p", "f", "s", "out", "sc"].map(|n| g.add_value(n, Fact::unknown()));
+    let node = |op: Arc<dyn Op>, name: &str, inputs: Vec<usize>, outputs: Vec<usize>| Node {
+        name: name.into(),
+        domain: String::new(),
+        op_type: name.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs,
+    };
+    g.nodes = vec![
+        node(build("MatMulInteger", vec![], 4), "MatMulInteger", vec![a, b, za, zb], vec![p]),
+        node(build("Cast", vec![("to", Attr::Int(1))], 1), "Cast", vec![p], vec![f]),
+        node(build("Mul", vec![], 2), "Mul", vec![f, if late_scale { sc } else { scale }], vec![s]),
+        node(build("Add", vec![], 2), "Add", vec![bias, s], vec![out]),
+    ];
+    if late_scale {
+        g.nodes.insert(2, node(build("Mul", vec![], 2), "Mul", vec![scale, two], vec![sc]));
+    }
+    g.outputs = vec![out];
+    infer_facts(&mut g).unwrap();
+    let (av, zav, sv) = (u8s(3, &[2, 9, 20]), Tensor::scalar(117u8), Tensor::scalar(0.0123f32));
+    let refs = [DataRef::Tensor(&av), DataRef::Tensor(&zav), DataRef::Tensor(&sv)];
+    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
+    let kernels: Vec<&str> = compiled.kernel_names().into_iter().map(|(k, _)| k).collect();
+    let want_kernels =
+        if late_scale { vec!["matmul-integer", "binary", "binary", "binary"] } else { vec!["matmul-integer"] };
+    assert_eq!(kernels, want_kernels);
+    for threads in [1, 3] {
+        let got = compiled.run(&ThreadPool::new(threads), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+        assert_eq!(got.shape(), want.shape());
+        assert_eq!(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+    }
+}
