@@ -1,9 +1,10 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
 //! with weights packed once: convolution, matrix products (f32 and integer), LSTM/GRU,
 //! activations, elementwise arithmetic, Pow by a constant, Softmax, ReduceMean over trailing
-//! axes, Transpose, DynamicQuantizeLinear. Every other node runs its op's reference kernel. Fast
-//! kernels fall back to the reference kernel at run time for inputs they do not handle (other
-//! dtypes, unusual broadcasts), so they never refuse what the reference runs.
+//! axes, GlobalAveragePool, MaxPool, Transpose, DynamicQuantizeLinear. Every other node runs its
+//! op's reference kernel. Fast kernels fall back to the reference kernel at run time for inputs
+//! they do not handle (other dtypes, unusual broadcasts), so they never refuse what the reference
+//! runs.
 
 pub mod activation;
 pub mod binary;
@@ -12,6 +13,7 @@ pub mod gemm;
 pub mod isa;
 pub mod matmul;
 pub mod matmul_integer;
+pub mod maxpool;
 pub mod pool;
 pub mod quantize;
 pub mod recurrent;
@@ -53,6 +55,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = recurrent::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = maxpool::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = reduce::prepare(graph, node) {

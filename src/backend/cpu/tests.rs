@@ -680,3 +680,45 @@ fn integer_chain(late_scale: bool) {
         assert_eq!(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
     }
 }
+
+#[test]
+fn max_pools_match_the_reference() {
+    type Case = (&'static str, Vec<usize>, Vec<(&'static str, Attr)>);
+    let cases: Vec<Case> = vec![
+        (
+            "3x3 stride 2 pad 1",
+            vec![1, 8, 15, 16],
+            vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+        ),
+        ("5x5 same (SPPF)", vec![1, 16, 20, 20], vec![("kernel_shape", ints(&[5, 5])), ("pads", ints(&[2, 2, 2, 2]))]),
+        ("2x2 stride 2", vec![2, 3, 9, 10], vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]),
+        ("2x1 stride (2, 1)", vec![1, 4, 8, 7], vec![("kernel_shape", ints(&[2, 1])), ("strides", ints(&[2, 1]))]),
+        (
+            "ceil mode",
+            vec![1, 2, 7, 7],
+            vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("ceil_mode", Attr::Int(1))],
+        ),
+        ("dilated", vec![1, 2, 11, 12], vec![("kernel_shape", ints(&[3, 2])), ("dilations", ints(&[2, 3]))]),
+        ("1-d", vec![1, 3, 17], vec![("kernel_shape", ints(&[4])), ("strides", ints(&[3])), ("pads", ints(&[2, 1]))]),
+        ("many planes", vec![4, 64, 24, 24], vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))]),
+    ];
+    for (i, (name, shape, attrs)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            check(name, build("MaxPool", attrs, 1), vec![In::Fed(tensor(1200 + i as u64, &shape))]),
+            "max-pool",
+            "{name}"
+        );
+    }
+    // NaN taps: skipped unless the whole window is NaN.
+    let mut v = values(1300, 2 * 36);
+    for i in [0, 1, 6, 7, 14, 20, 21, 22, 23, 40] {
+        v[i] = f32::NAN;
+    }
+    let attrs = vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
+    check("nan", build("MaxPool", attrs, 1), vec![In::Fed(Tensor::new(vec![1, 2, 6, 6], v).unwrap())]);
+    // 3-D pooling and the Indices output are the reference's.
+    let attrs = vec![("kernel_shape", ints(&[2, 2, 2]))];
+    check("3-d", build("MaxPool", attrs, 1), vec![In::Fed(tensor(1301, &[1, 2, 4, 4, 4]))]);
+    let with_indices = build_outputs("MaxPool", 18, vec![("kernel_shape", ints(&[2, 2]))], 1, 2);
+    assert_eq!(check_outputs("indices", with_indices, vec![In::Fed(tensor(1302, &[1, 2, 5, 5]))], 2), "reference");
+}
