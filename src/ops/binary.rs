@@ -403,8 +403,8 @@ impl Op for BitwiseNot {
 /// `base ^ exponent`; since opset 12 the exponent may have another numeric dtype. The result has the
 /// base's dtype, computed like numpy's `power(x, y).astype(x.dtype)`.
 #[derive(Debug)]
-struct Pow {
-    align: Align,
+pub struct Pow {
+    pub align: Align,
 }
 
 impl Op for Pow {

@@ -74,6 +74,13 @@ pub struct Cast {
     rounding: Rounding,
 }
 
+impl Cast {
+    /// The type Cast converts to (`None` for CastLike), for passes that fuse a cast.
+    pub fn target(&self) -> Option<DType> {
+        self.to
+    }
+}
+
 impl Op for Cast {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let x = input(inputs, 0)?;

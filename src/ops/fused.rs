@@ -1,13 +1,15 @@
 //! Ops that fusion passes make (never found in ONNX files): a convolution or matrix product with
-//! its bias and activation applied in the same kernel. Their reference kernels run the original
+//! its bias and activation applied in the same kernel, and an integer matrix product with its
+//! conversion to float, scale and bias. Their reference kernels run the original
 //! op and then the activation in f64, so the fused forms stay checked against the same oracle.
 
 use super::activation::{sigmoid, Clip, FloatActivation, Formula, Relu};
 use super::conv::Conv;
 use super::matmul::MatMul;
+use super::quant_conv::MatMulInteger;
 use super::unary::{erf, FloatFn};
 use super::{input, opt_input, Op};
-use crate::ir::{Fact, Graph, Node, Tensor};
+use crate::ir::{DType, Fact, Graph, Node, Tensor};
 use crate::{bail, Result};
 use std::sync::Arc;
 
@@ -184,5 +186,44 @@ impl Op for FusedMatMul {
             }
         };
         Ok(vec![self.act.apply_reference(y)?])
+    }
+}
+
+/// MatMulInteger whose int32 result is cast to float32, then (`scaled`) multiplied by a scalar
+/// and (`biased`) added a per-column bias: what a dynamically quantised linear layer's
+/// MatMulInteger -> Cast -> Mul -> Add becomes. Inputs: A, B, a_zero_point, b_zero_point (both
+/// optional), scale (f32 scalar), bias (f32 `[N]`). The reference takes the same f32 steps in the
+/// same order, so the fused kernel's results are identical to the unfused graph's.
+#[derive(Debug)]
+pub struct FusedMatMulInteger {
+    pub scaled: bool,
+    pub biased: bool,
+}
+
+impl Op for FusedMatMulInteger {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let mut facts = MatMulInteger.infer(&inputs[..4.min(inputs.len())])?;
+        facts[0].dtype = Some(DType::F32);
+        Ok(facts)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let y = MatMulInteger.eval(&inputs[..4.min(inputs.len())])?.remove(0);
+        let shape = y.shape().to_vec();
+        let mut v: Vec<f32> = y.as_slice::<i32>()?.iter().map(|&x| x as f32).collect();
+        if self.scaled {
+            let s = input(inputs, 4)?;
+            let [s] = s.as_slice::<f32>()?[..] else { bail!(Shape, "the fused scale has {} elements, not 1", s.len()) };
+            v.iter_mut().for_each(|x| *x *= s);
+        }
+        if self.biased {
+            let b = input(inputs, 5)?.as_slice::<f32>()?;
+            let n = *shape.last().unwrap_or(&1);
+            if b.len() != n {
+                bail!(Shape, "the fused bias has {} elements, the product's last axis {n}", b.len());
+            }
+            v.chunks_exact_mut(n.max(1)).for_each(|row| row.iter_mut().zip(b).for_each(|(x, b)| *x += b));
+        }
+        Ok(vec![Tensor::new(shape, v)?])
     }
 }

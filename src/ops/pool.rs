@@ -138,7 +138,7 @@ fn pool_planes<T, O>(
 }
 
 #[derive(Debug)]
-struct Pool {
+pub struct Pool {
     kind: Kind,
     window: WindowAttrs,
     /// MaxPool's optional second output.
@@ -157,6 +157,16 @@ impl Pool {
 
     fn kernel(&self) -> &[usize] {
         self.window.kernel_shape.as_deref().unwrap_or_default()
+    }
+
+    /// Whether this is MaxPool without its Indices output (for backends with a kernel for it).
+    pub fn is_plain_max(&self) -> bool {
+        matches!(self.kind, Kind::Max { .. }) && !self.with_indices
+    }
+
+    /// The window of every spatial axis (unit axes in front below 3-D) and the output shape.
+    pub fn windows(&self, x_shape: &[usize]) -> Result<([Axis; 3], Vec<usize>)> {
+        self.geometry(x_shape)
     }
 
     /// Resolves the window of every spatial axis of `x_shape` and the output shape.
@@ -310,11 +320,16 @@ fn lp_norm<R: Real>(p: f64, each: impl FnOnce(&mut dyn FnMut(R))) -> R {
 
 /// Pools over all spatial axes: output `[N, C, 1, ...]`.
 #[derive(Debug)]
-struct GlobalPool {
+pub struct GlobalPool {
     kind: Kind,
 }
 
 impl GlobalPool {
+    /// Whether this is GlobalAveragePool (for backends with a kernel for it).
+    pub fn is_average(&self) -> bool {
+        matches!(self.kind, Kind::Average { .. })
+    }
+
     fn name(&self) -> String {
         format!("Global{}", self.kind.name())
     }

@@ -176,6 +176,20 @@ fn build_reduce(ctx: &BuildCtx, kind: ReduceKind) -> Result<Box<dyn Op>> {
 }
 
 impl Reduce {
+    /// Whether this is ReduceMean (for backends with a kernel for it).
+    pub fn is_mean(&self) -> bool {
+        self.kind == ReduceKind::Mean
+    }
+
+    /// The reduced dims of an input of rank `rank` with the op's `inputs` (for the axes input),
+    /// or `None` when the op is the identity; and the output dims for `dims`.
+    pub fn reduced(&self, dims: &[usize], inputs: &[Option<&Tensor>]) -> Result<Option<(Vec<bool>, Vec<usize>)>> {
+        Ok(self.mask(dims.len(), self.axes.eval(inputs)?.as_deref())?.map(|m| {
+            let out = self.out_dims(dims, &m, 1);
+            (m, out)
+        }))
+    }
+
     /// Which dims are reduced, or `None` when the op is the identity (no axes and
     /// `noop_with_empty_axes`). Repeated axes are accepted.
     fn mask(&self, rank: usize, axes: Option<&[i64]>) -> Result<Option<Vec<bool>>> {

@@ -26,7 +26,7 @@ const INITIAL_C: usize = 6;
 const PEEPHOLES: usize = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Cell {
+pub(crate) enum Cell {
     Rnn,
     Gru { linear_before_reset: bool },
     Lstm { input_forget: bool },
@@ -61,7 +61,7 @@ impl Cell {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Activation {
+pub(crate) enum Activation {
     Relu,
     Tanh,
     Sigmoid,
@@ -132,14 +132,14 @@ fn parse_activations(names: &[String], alphas: &[f32], betas: &[f32]) -> Result<
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Direction {
+pub(crate) enum Direction {
     Forward,
     Reverse,
     Bidirectional,
 }
 
 impl Direction {
-    pub(super) fn count(self) -> usize {
+    pub(crate) fn count(self) -> usize {
         if self == Direction::Bidirectional {
             2
         } else {
@@ -148,22 +148,22 @@ impl Direction {
     }
 
     /// Whether direction index `d` walks the sequence from its end.
-    pub(super) fn is_reversed(self, d: usize) -> bool {
+    pub(crate) fn is_reversed(self, d: usize) -> bool {
         self == Direction::Reverse || d == 1
     }
 }
 
 #[derive(Debug)]
 pub struct Recurrent {
-    cell: Cell,
-    direction: Direction,
-    hidden_size: Option<usize>,
+    pub(crate) cell: Cell,
+    pub(crate) direction: Direction,
+    pub(crate) hidden_size: Option<usize>,
     /// Opset 14's `layout = 1`: X, states and outputs have the batch dimension first.
-    batch_first: bool,
-    clip: Option<f64>,
+    pub(crate) batch_first: bool,
+    pub(crate) clip: Option<f64>,
     /// `activations.len() / num_directions` functions per direction, forward direction first.
-    activations: Vec<Activation>,
-    num_outputs: usize,
+    pub(crate) activations: Vec<Activation>,
+    pub(crate) num_outputs: usize,
 }
 
 fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {

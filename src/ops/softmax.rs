@@ -17,7 +17,7 @@ pub fn register(r: &mut Registry) {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub enum Kind {
     Softmax,
     LogSoftmax,
     Hardmax,
@@ -37,7 +37,7 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
 
 #[derive(Debug)]
 pub struct Softmax {
-    kind: Kind,
+    pub kind: Kind,
     axis: i64,
     coerce_2d: bool,
 }
@@ -45,14 +45,14 @@ pub struct Softmax {
 /// The input seen as `[outer, n, inner]`: each of the `outer * inner` lanes of length `n`, with
 /// stride `inner`, is normalised on its own.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Lanes {
-    outer: usize,
-    n: usize,
-    inner: usize,
+pub struct Lanes {
+    pub outer: usize,
+    pub n: usize,
+    pub inner: usize,
 }
 
 impl Softmax {
-    fn lanes(&self, shape: &[usize]) -> Result<Lanes> {
+    pub fn lanes(&self, shape: &[usize]) -> Result<Lanes> {
         let axis = normalize_axis(self.axis, shape.len())?;
         let (before, after) = shape.split_at(axis);
         Ok(if self.coerce_2d {

@@ -140,7 +140,7 @@ pub struct Transpose {
 
 impl Transpose {
     /// The permutation for a given rank: the attribute, checked, or the reversed axes.
-    fn perm(&self, rank: usize) -> Result<Vec<usize>> {
+    pub fn perm(&self, rank: usize) -> Result<Vec<usize>> {
         let Some(perm) = &self.perm else { return Ok((0..rank).rev().collect()) };
         let mut seen = vec![false; rank];
         let mut out = Vec::with_capacity(rank);

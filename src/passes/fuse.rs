@@ -1,16 +1,20 @@
 //! Fusions into the forms the kernels run in one pass over memory: Conv (+ Add of a skip
 //! connection) + activation (SiLU's `x * sigmoid(x)` included) becomes a FusedConv; MatMul (constant 2-D B) + Add of a constant
 //! per-column bias becomes a FusedMatMul, which then also takes a following activation; an
-//! inference BatchNormalization after a Conv with constant weights is folded into them. A
-//! producer fuses only when its output feeds nothing else and is not a graph output.
+//! inference BatchNormalization after a Conv with constant weights is folded into them;
+//! MatMulInteger + Cast to float + Mul by a scalar + Add of a per-column bias becomes one
+//! FusedMatMulInteger. A producer fuses only when its output feeds nothing else and is not a
+//! graph output.
 
 use super::Pass;
 use crate::ir::{DType, Dim, Fact, Graph, Node, Tensor, ValueId};
 use crate::ops::binary::{Binary, Kind};
+use crate::ops::cast::Cast;
 use crate::ops::conv::Conv;
-use crate::ops::fused::{activation_of, Activation, FusedConv, FusedMatMul};
+use crate::ops::fused::{activation_of, Activation, FusedConv, FusedMatMul, FusedMatMulInteger};
 use crate::ops::matmul::MatMul;
 use crate::ops::norm::BatchNorm;
+use crate::ops::quant_conv::MatMulInteger;
 use crate::Result;
 use std::sync::Arc;
 
@@ -49,6 +53,10 @@ impl Pass for FuseActivation {
                 let producer = &mut graph.nodes[i];
                 producer.op = replacement.0;
                 producer.op_type = replacement.1.into();
+                if let Some(f) = producer.op.downcast_ref::<FusedMatMulInteger>() {
+                    // Fixed input slots: zero points at 2 and 3, the scale at 4, the bias at 5.
+                    producer.inputs.resize(if f.biased { 5 } else { 4 }, None);
+                }
                 producer.inputs.extend(replacement.2);
                 producer.outputs = outputs;
                 consumers.sort_unstable();
@@ -70,13 +78,19 @@ type Replacement = (Arc<dyn crate::ir::Op>, &'static str, Option<Option<ValueId>
 fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
     let node = &graph.nodes[i];
     let [out] = node.outputs[..] else { return None };
-    // The fused kernels compute in float32 only (a float16 Conv + Relu would fail at run time).
-    if graph.outputs.contains(&out) || graph.values[out].fact.dtype != Some(DType::F32) {
+    if graph.outputs.contains(&out) {
         return None;
     }
     let mut consumers = graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(out)));
     let (c, consumer) = consumers.next()?;
     if consumers.next().is_some() || consumer.inputs.iter().filter(|&&v| v == Some(out)).count() != 1 {
+        return None;
+    }
+    if let Some(fused) = integer_fusion_at(graph, i, consumer, out) {
+        return Some((c, fused));
+    }
+    // The float kernels below compute in float32 only (a float16 Conv + Relu would fail at run time).
+    if graph.values[out].fact.dtype != Some(DType::F32) {
         return None;
     }
     if node.op.is::<Conv>() {
@@ -105,6 +119,50 @@ fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
         return Some((c, (Arc::new(FusedMatMul { act }), "FusedMatMul", None)));
     }
     None
+}
+
+/// MatMulInteger's steps toward float: the Cast to f32, then a Mul by a scalar, then an Add of a
+/// per-column constant bias (each step only after the previous one). The scale and bias go to
+/// inputs 4 and 5, A's and B's zero points staying at 2 and 3.
+fn integer_fusion_at(graph: &Graph, i: usize, consumer: &Node, out: ValueId) -> Option<Replacement> {
+    let node = &graph.nodes[i];
+    let fused = |scaled, biased| -> Arc<dyn crate::ir::Op> { Arc::new(FusedMatMulInteger { scaled, biased }) };
+    if node.op.is::<MatMulInteger>() {
+        let cast = consumer.op.downcast_ref::<Cast>()?;
+        if cast.target() != Some(DType::F32) || node.inputs.len() > 4 {
+            return None;
+        }
+        // The caller pads the inputs to their fixed slots.
+        return Some((fused(false, false), "FusedMatMulInteger", None));
+    }
+    let f = node.op.downcast_ref::<FusedMatMulInteger>()?;
+    let op = consumer.op.downcast_ref::<Binary>().filter(|b| b.align.is_numpy())?;
+    let other = match consumer.inputs[..] {
+        [Some(a), Some(b)] if a == out => b,
+        [Some(a), Some(b)] if b == out => a,
+        _ => return None,
+    };
+    match op.kind {
+        Kind::Mul if !f.scaled && !f.biased => {
+            let fact = &graph.values[other].fact;
+            let scalar = fact.dtype == Some(DType::F32)
+                && fact
+                    .shape
+                    .as_ref()
+                    .is_some_and(|s| s.len() <= 1 && s.iter().all(|d| *d == crate::ir::Dim::Known(1)));
+            // The fused node runs where the product did: the scale must be ready by then.
+            let producer = graph.nodes.iter().position(|n| n.outputs.contains(&other));
+            (scalar && producer.is_none_or(|p| p < i))
+                .then(|| (fused(true, false), "FusedMatMulInteger", Some(Some(other))))
+        }
+        Kind::Add if !f.biased => {
+            let b = graph.values[node.inputs.get(1).copied().flatten()?].constant()?;
+            let n = *b.shape().get(1)?;
+            let bias = per_column_bias(graph, consumer, out, n)?;
+            Some((fused(f.scaled, true), "FusedMatMulInteger", Some(Some(bias))))
+        }
+        _ => None,
+    }
 }
 
 /// Conv (or FusedConv without activation) whose output feeds exactly `s = Sigmoid(y)` and

@@ -205,7 +205,7 @@ impl ConvKernel {
         let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
         let planes = batch * m;
         let out = SharedMut(y.as_mut_ptr());
-        ctx.pool.parallel_for(planes, &|p| {
+        ctx.pool.parallel_for_work(planes, out_plane * kh * kw, &|p| {
             let c = p % m;
             let input = &x[p * in_plane..(p + 1) * in_plane];
             let o = out;

@@ -1,8 +1,10 @@
-//! The CPU backend: runs every node. Nodes with a fast kernel (convolution, matrix products,
-//! activations, elementwise arithmetic, in f32) get one prepared at compile time, with weights packed once; every other
-//! node runs its op's reference kernel. Fast kernels fall back to the reference kernel at run
-//! time for inputs they do not handle (other dtypes, unusual broadcasts), so they never refuse
-//! what the reference runs.
+//! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
+//! with weights packed once: convolution, matrix products (f32 and integer), LSTM/GRU,
+//! activations, elementwise arithmetic, Pow by a constant, Softmax, ReduceMean over trailing
+//! axes, GlobalAveragePool, MaxPool, Transpose, DynamicQuantizeLinear. Every other node runs its
+//! op's reference kernel. Fast kernels fall back to the reference kernel at run time for inputs
+//! they do not handle (other dtypes, unusual broadcasts), so they never refuse what the reference
+//! runs.
 
 pub mod activation;
 pub mod binary;
@@ -10,7 +12,14 @@ pub mod conv;
 pub mod gemm;
 pub mod isa;
 pub mod matmul;
+pub mod matmul_integer;
+pub mod maxpool;
 pub mod pool;
+pub mod quantize;
+pub mod recurrent;
+pub mod reduce;
+pub mod softmax;
+pub mod transpose;
 pub mod unary;
 
 #[cfg(test)]
@@ -39,7 +48,31 @@ impl Backend for CpuBackend {
         if let Some(k) = matmul::prepare(graph, node)? {
             return Ok(k);
         }
+        if let Some(k) = matmul_integer::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = quantize::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = recurrent::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = maxpool::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = reduce::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = transpose::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = softmax::prepare(graph, node) {
+            return Ok(k);
+        }
         if let Some(k) = unary::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = unary::prepare_pow(graph, node) {
             return Ok(k);
         }
         if let Some(k) = binary::prepare(graph, node) {
@@ -73,6 +106,12 @@ pub(crate) fn f32_input<'a>(inputs: &[Option<DataRef<'a>>], i: usize) -> Option<
 /// Whether value `v` of `graph` is declared f32 (or not declared at all, which a run checks).
 pub(crate) fn maybe_f32(graph: &Graph, v: Option<usize>) -> bool {
     v.is_some_and(|v| graph.values[v].fact.dtype.is_none_or(|d| d == DType::F32))
+}
+
+/// The constant input `i` of `node`, if it has one.
+pub(crate) fn constant<'g>(graph: &'g Graph, node: &Node, i: usize) -> Option<&'g Tensor> {
+    let v = (*node.inputs.get(i)?)?;
+    graph.values[v].constant().map(|t| &**t)
 }
 
 /// The constant f32 input `i` of `node`, if it has one.

@@ -25,22 +25,41 @@ fn tensor(seed: u64, shape: &[usize]) -> Tensor {
 }
 
 fn build(op_type: &str, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    build_at(op_type, 18, attrs, num_inputs)
+}
+
+fn build_at(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    build_outputs(op_type, opset, attrs, num_inputs, 1)
+}
+
+fn build_outputs(
+    op_type: &str,
+    opset: i64,
+    attrs: Vec<(&str, Attr)>,
+    num_inputs: usize,
+    num_outputs: usize,
+) -> Arc<dyn Op> {
     let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
-    let ctx = BuildCtx { op_type, domain: "", opset: 18, attrs: &attrs, num_inputs, num_outputs: 1 };
+    let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs, num_outputs };
     Arc::from(registry().get("", op_type).unwrap()(&ctx).unwrap())
 }
 
-/// An input of the node: fed at run time, or a constant of the graph.
+/// An input of the node: fed at run time, a constant of the graph, or omitted.
 enum In {
     Fed(Tensor),
     Const(Tensor),
-    /// An optional input left out.
     Absent,
 }
 
 /// Runs `op` on `inputs` compiled (the fast kernels) and with the reference interpreter, and
 /// checks they agree; returns the kernel name that ran.
 fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
+    check_outputs(name, op, inputs, 1)
+}
+
+/// [`check`] for a node with `outputs` outputs: every one must agree, f32 within the bound and
+/// any other type exactly.
+fn check_outputs(name: &str, op: Arc<dyn Op>, inputs: Vec<In>, outputs: usize) -> &'static str {
     let mut g = Graph::default();
     let mut ids = vec![];
     let mut fed = vec![];
@@ -61,8 +80,8 @@ fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
         };
         ids.push(Some(id));
     }
-    let y = g.add_value("y", Fact::unknown());
-    g.outputs = vec![y];
+    let ys: Vec<usize> = (0..outputs).map(|i| g.add_value(format!("y{i}"), Fact::unknown())).collect();
+    g.outputs = ys.clone();
     g.nodes.push(Node {
         name: name.into(),
         domain: String::new(),
@@ -70,24 +89,70 @@ fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
         attrs: Attributes::default(),
         op,
         inputs: ids,
-        outputs: vec![y],
+        outputs: ys,
     });
     infer_facts(&mut g).unwrap();
     let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
-    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let wants = Interpreter.run(&g, &refs, &[]).unwrap();
     let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
     let kernel = compiled.kernel_names()[0].0;
     for threads in [1, 3] {
         let pool = ThreadPool::new(threads);
-        let got = compiled.run(&pool, &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
-        assert_eq!(got.shape(), want.shape(), "{name}");
-        let (g, w) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
-        let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-        for (i, (a, b)) in g.iter().zip(w).enumerate() {
-            assert!((a - b).abs() <= 1e-5 * scale + 1e-5 * b.abs(), "{name} ({kernel}) element {i}: {a} vs {b}");
+        let gots = compiled.run(&pool, &refs, &[], None).unwrap();
+        assert_eq!(gots.len(), wants.len(), "{name}");
+        for (got, want) in gots.into_iter().zip(&wants) {
+            let (got, want) = (got.into_tensor().unwrap(), want.clone().into_tensor().unwrap());
+            assert_eq!((got.shape(), got.dtype()), (want.shape(), want.dtype()), "{name}");
+            if want.dtype() != crate::ir::DType::F32 {
+                let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+                assert!(g == w, "{name} ({kernel}) with {threads} threads: {g:?} vs {w:?}");
+                continue;
+            }
+            let (g, w) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+            let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * scale + 1e-5 * b.abs();
+                assert!(same, "{name} ({kernel}) element {i}: {a} vs {b}");
+            }
         }
     }
     kernel
+}
+
+/// A node of a hand-built test graph, named after its op type.
+fn graph_node(op: Arc<dyn Op>, op_type: &str, inputs: Vec<usize>, outputs: Vec<usize>) -> Node {
+    Node {
+        name: op_type.into(),
+        domain: String::new(),
+        op_type: op_type.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs,
+    }
+}
+
+/// A constant of a hand-built test graph.
+fn graph_const(g: &mut Graph, name: &str, t: Tensor) -> usize {
+    g.add_value(name, Fact::constant(Arc::new(t)))
+}
+
+/// Infers `g`'s facts, compiles it (fusions included) and checks its first output against the
+/// interpreter on the unfused graph at 1 and 3 threads, within `tol` relative (0: exactly).
+/// Returns the kernels that ran and the interpreter's output.
+fn compile_and_compare(g: &mut Graph, inputs: &[&Tensor], tol: f32) -> (Vec<&'static str>, Tensor) {
+    infer_facts(g).unwrap();
+    let refs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
+    let want = Interpreter.run(g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let compiled = compile(g, &backends_for(Device::Cpu).unwrap()).unwrap();
+    for threads in [1, 3] {
+        let got = compiled.run(&ThreadPool::new(threads), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+        assert_eq!(got.shape(), want.shape());
+        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+            assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{a} vs {b} at {threads} threads");
+        }
+    }
+    (compiled.kernel_names().into_iter().map(|(k, _)| k).collect(), want)
 }
 
 fn ints(v: &[i64]) -> Attr {
@@ -256,7 +321,7 @@ fn batch_norm_and_silu_fold_into_the_convolution() {
     let xs = [1usize, 3, 8, 8];
     let x = g.add_value("x", Fact::new(crate::ir::DType::F32, xs.iter().map(|&d| Dim::Known(d)).collect()));
     g.inputs.push(x);
-    let c = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+    let c = graph_const;
     let w = c(&mut g, "w", tensor(1, &[4, 3, 3, 3]));
     let b = c(&mut g, "b", tensor(2, &[4]));
     let gamma = c(&mut g, "gamma", tensor(3, &[4]));
@@ -264,32 +329,420 @@ fn batch_norm_and_silu_fold_into_the_convolution() {
     let mean = c(&mut g, "mean", tensor(5, &[4]));
     let var = c(&mut g, "var", Tensor::new(vec![4], vec![0.5f32, 1.0, 2.0, 0.25]).unwrap());
     let [y, z, s, out] = ["y", "z", "s", "out"].map(|n| g.add_value(n, Fact::unknown()));
-    let node = |op: Arc<dyn Op>, name: &str, inputs: Vec<usize>, outputs: Vec<usize>| Node {
-        name: name.into(),
-        domain: String::new(),
-        op_type: name.into(),
-        attrs: Attributes::default(),
-        op,
-        inputs: inputs.into_iter().map(Some).collect(),
-        outputs,
-    };
     g.nodes = vec![
-        node(build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 3), "Conv", vec![x, w, b], vec![y]),
-        node(build("BatchNormalization", vec![], 5), "BatchNormalization", vec![y, gamma, beta, mean, var], vec![z]),
-        node(build("Sigmoid", vec![], 1), "Sigmoid", vec![z], vec![s]),
-        node(build("Mul", vec![], 2), "Mul", vec![z, s], vec![out]),
+        graph_node(build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 3), "Conv", vec![x, w, b], vec![y]),
+        graph_node(
+            build("BatchNormalization", vec![], 5),
+            "BatchNormalization",
+            vec![y, gamma, beta, mean, var],
+            vec![z],
+        ),
+        graph_node(build("Sigmoid", vec![], 1), "Sigmoid", vec![z], vec![s]),
+        graph_node(build("Mul", vec![], 2), "Mul", vec![z, s], vec![out]),
     ];
     g.outputs = vec![out];
-    infer_facts(&mut g).unwrap();
-    let input = tensor(6, &xs);
-    let refs = [DataRef::Tensor(&input)];
-    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
-    let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
-    assert_eq!(compiled.kernel_names(), vec![("conv-gemm", "cpu")]);
-    let got = compiled.run(&ThreadPool::new(2), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
-    for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
-        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    let (kernels, _) = compile_and_compare(&mut g, &[&tensor(6, &xs)], 1e-5);
+    assert_eq!(kernels, ["conv-gemm"]);
+}
+
+/// Bytes spread over the whole range of the type, extremes included.
+fn bytes<T: crate::ir::tensor::Elem>(seed: u64, shape: &[usize], of: fn(u8) -> T) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v: Vec<T> = values(seed, n).into_iter().map(|x| of(((x + 1.0) * 127.99) as u8)).collect();
+    if n >= 2 {
+        v[0] = of(0);
+        v[1] = of(255);
     }
+    Tensor::new(shape.to_vec(), v).unwrap()
+}
+
+fn u8s(seed: u64, shape: &[usize]) -> Tensor {
+    bytes(seed, shape, |b| b)
+}
+
+fn i8s(seed: u64, shape: &[usize]) -> Tensor {
+    bytes(seed, shape, |b| b as i8)
+}
+
+#[test]
+fn integer_matrix_products_match_the_reference_exactly() {
+    let mm = || build("MatMulInteger", vec![], 4);
+    let mmi = |name: &str, inputs: Vec<In>| check(name, mm(), inputs);
+    // u8 A with a fed zero point, i8 B with a constant one (the dynamically quantised transformer).
+    let k = mmi(
+        "u8 x i8",
+        vec![
+            In::Fed(u8s(1, &[2, 5, 7])),
+            In::Const(i8s(2, &[7, 37])),
+            In::Fed(Tensor::scalar(131u8)),
+            In::Const(Tensor::scalar(-3i8)),
+        ],
+    );
+    assert_eq!(k, "matmul-integer");
+    // i8 A, u8 B with a zero point per column; k a multiple of four.
+    let zb = Tensor::vector(u8s(5, &[33]).as_slice::<u8>().unwrap().to_vec());
+    mmi(
+        "i8 x u8 per column",
+        vec![In::Fed(i8s(3, &[9, 16])), In::Const(u8s(4, &[16, 33])), In::Fed(Tensor::scalar(-7i8)), In::Const(zb)],
+    );
+    // u8 x u8 and i8 x i8 without zero points; a vector A; k = 1.
+    mmi("u8 x u8", vec![In::Fed(u8s(6, &[3, 11])), In::Const(u8s(7, &[11, 5]))]);
+    mmi("i8 x i8", vec![In::Fed(i8s(8, &[4, 6])), In::Const(i8s(9, &[6, 40]))]);
+    mmi("vector a", vec![In::Fed(u8s(10, &[13])), In::Const(i8s(11, &[13, 3]))]);
+    mmi("k = 1", vec![In::Fed(u8s(12, &[17, 1])), In::Const(i8s(13, &[1, 9])), In::Fed(Tensor::scalar(200u8))]);
+    // Large enough to be split over the pool, with edges in both m and n.
+    mmi(
+        "parallel",
+        vec![
+            In::Fed(u8s(14, &[3, 70, 130])),
+            In::Const(i8s(15, &[130, 70])),
+            In::Fed(Tensor::scalar(9u8)),
+            In::Const(Tensor::scalar(5i8)),
+        ],
+    );
+    // Falls back at run time: a zero point per row of A.
+    let za = Tensor::vector(u8s(16, &[6]).as_slice::<u8>().unwrap().to_vec());
+    mmi("row zero points", vec![In::Fed(u8s(17, &[6, 8])), In::Const(i8s(18, &[8, 4])), In::Fed(za)]);
+    // A B known only at run time is the reference's.
+    assert_eq!(mmi("dynamic b", vec![In::Fed(u8s(19, &[4, 8])), In::Fed(i8s(20, &[8, 4]))]), "reference");
+}
+
+#[test]
+fn dynamic_quantization_matches_the_reference_exactly() {
+    let dq = || build("DynamicQuantizeLinear", vec![], 1);
+    let scaled = |seed: u64, shape: &[usize], by: f32, shift: f32| {
+        let t = tensor(seed, shape);
+        Tensor::new(shape.to_vec(), t.as_slice::<f32>().unwrap().iter().map(|v| v * by + shift).collect()).unwrap()
+    };
+    for (name, x) in [
+        ("mixed signs", scaled(1, &[3, 7, 129], 4.0, 0.5)),
+        ("all positive", scaled(2, &[1000], 1.0, 2.0)),
+        ("all negative", scaled(3, &[5, 5], 3.0, -7.0)),
+        ("zeros", Tensor::new(vec![17], vec![0f32; 17]).unwrap()),
+        ("large", scaled(4, &[200_000], 10.0, 0.0)),
+    ] {
+        assert_eq!(check_outputs(name, dq(), vec![In::Fed(x)], 3), "dynamic-quantize", "{name}");
+    }
+}
+
+#[test]
+fn softmax_matches_the_reference() {
+    let x = |seed: u64, shape: &[usize]| {
+        let t = tensor(seed, shape);
+        In::Fed(Tensor::new(shape.to_vec(), t.as_slice::<f32>().unwrap().iter().map(|v| v * 20.0).collect()).unwrap())
+    };
+    for op in ["Softmax", "LogSoftmax"] {
+        // The last axis: attention scores, an odd row length, rows split over the pool.
+        assert_eq!(check(op, build(op, vec![], 1), vec![x(1, &[2, 3, 17, 33])]), "softmax", "{op}");
+        check(op, build(op, vec![], 1), vec![x(2, &[300, 129])]);
+        check(op, build(op, vec![], 1), vec![x(3, &[5, 1])]);
+        // Opset 11 flattens the axes from `axis` on: still contiguous lanes.
+        check(op, build_at(op, 11, vec![("axis", Attr::Int(1))], 1), vec![x(4, &[3, 4, 5])]);
+        // A middle axis at opset 18 is strided: the reference runs it.
+        check(op, build(op, vec![("axis", Attr::Int(1))], 1), vec![x(5, &[3, 4, 5])]);
+    }
+    // Masked rows: -inf entries (zero after the softmax, within the bound).
+    let mut v = values(6, 40);
+    v[3] = f32::NEG_INFINITY;
+    v[17] = f32::NEG_INFINITY;
+    check("masked", build("Softmax", vec![], 1), vec![In::Fed(Tensor::new(vec![2, 20], v).unwrap())]);
+    // Hardmax is the reference's.
+    assert_eq!(check("Hardmax", build("Hardmax", vec![], 1), vec![x(7, &[4, 6])]), "reference");
+}
+
+#[test]
+fn recurrent_layers_match_the_reference() {
+    // (name, op, direction, hidden, [seq, batch, input], extra attributes, with B, with states, kernel)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        usize,
+        [usize; 3],
+        Vec<(&'static str, Attr)>,
+        bool,
+        bool,
+        &'static str,
+    );
+    let s = |v: &str| Attr::String(v.into());
+    let acts = |v: &[&str]| Attr::Strings(v.iter().map(|a| a.to_string()).collect());
+    let cases: Vec<Case> = vec![
+        ("lstm forward", "LSTM", "forward", 6, [7, 2, 5], vec![], true, true, "lstm"),
+        ("lstm bidirectional", "LSTM", "bidirectional", 5, [4, 1, 3], vec![], false, false, "lstm"),
+        ("lstm large", "LSTM", "bidirectional", 32, [20, 3, 16], vec![], true, true, "lstm"),
+        (
+            "lstm reverse clip",
+            "LSTM",
+            "reverse",
+            4,
+            [5, 2, 3],
+            vec![("clip", Attr::Float(0.7)), ("activations", acts(&["HardSigmoid", "Tanh", "Relu"]))],
+            true,
+            true,
+            "lstm",
+        ),
+        ("gru", "GRU", "forward", 6, [6, 2, 4], vec![], true, true, "gru"),
+        (
+            "gru linear before reset",
+            "GRU",
+            "bidirectional",
+            7,
+            [5, 3, 4],
+            vec![("linear_before_reset", Attr::Int(1))],
+            true,
+            true,
+            "gru",
+        ),
+        (
+            "gru large",
+            "GRU",
+            "bidirectional",
+            40,
+            [16, 2, 24],
+            vec![("linear_before_reset", Attr::Int(1))],
+            true,
+            false,
+            "gru",
+        ),
+        (
+            "gru softsign",
+            "GRU",
+            "forward",
+            3,
+            [3, 1, 2],
+            vec![("activations", acts(&["Softsign", "Tanh"]))],
+            true,
+            false,
+            "reference",
+        ),
+        (
+            "lstm input forget",
+            "LSTM",
+            "forward",
+            3,
+            [3, 1, 2],
+            vec![("input_forget", Attr::Int(1))],
+            true,
+            false,
+            "reference",
+        ),
+    ];
+    for (i, (name, op, direction, hidden, xs, attrs, bias, states, kernel)) in cases.into_iter().enumerate() {
+        let seed = 500 + i as u64 * 10;
+        let dirs = if direction == "bidirectional" { 2 } else { 1 };
+        let gates = if op == "LSTM" { 4 } else { 3 };
+        let outputs = if op == "LSTM" { 3 } else { 2 };
+        let mut attrs = attrs;
+        attrs.push(("direction", s(direction)));
+        attrs.push(("hidden_size", Attr::Int(hidden as i64)));
+        let mut inputs = vec![
+            In::Fed(tensor(seed, &xs)),
+            In::Const(tensor(seed + 1, &[dirs, gates * hidden, xs[2]])),
+            In::Const(tensor(seed + 2, &[dirs, gates * hidden, hidden])),
+            if bias { In::Const(tensor(seed + 3, &[dirs, 2 * gates * hidden])) } else { In::Absent },
+        ];
+        if states {
+            inputs.push(In::Fed(Tensor::new(vec![xs[1]], vec![xs[0] as i32; xs[1]]).unwrap()));
+            inputs.push(In::Fed(tensor(seed + 4, &[dirs, xs[1], hidden])));
+            if op == "LSTM" {
+                inputs.push(In::Fed(tensor(seed + 5, &[dirs, xs[1], hidden])));
+            }
+        }
+        let n = inputs.len();
+        let built = build_outputs(op, 18, attrs, n, outputs);
+        assert_eq!(check_outputs(name, built, inputs, outputs), kernel, "{name}");
+    }
+    // Shorter sequences fall back at run time; peepholes at prepare time; Y alone is fine.
+    let lstm = |outputs: usize, n: usize| build_outputs("LSTM", 18, vec![("hidden_size", Attr::Int(3))], n, outputs);
+    let base = |seed: u64| {
+        vec![
+            In::Fed(tensor(seed, &[4, 2, 2])),
+            In::Const(tensor(seed + 1, &[1, 12, 2])),
+            In::Const(tensor(seed + 2, &[1, 12, 3])),
+            In::Const(tensor(seed + 3, &[1, 24])),
+        ]
+    };
+    let mut short = base(600);
+    short.push(In::Fed(Tensor::new(vec![2], vec![4i32, 2]).unwrap()));
+    assert_eq!(check_outputs("short sequence", lstm(3, 5), short, 3), "lstm");
+    let mut peep = base(610);
+    peep.extend([In::Absent, In::Absent, In::Absent, In::Const(tensor(611, &[1, 9]))]);
+    assert_eq!(check_outputs("peepholes", lstm(3, 8), peep, 3), "reference");
+    assert_eq!(check_outputs("y only", lstm(1, 4), base(620), 1), "lstm");
+}
+
+#[test]
+fn pow_by_a_constant_matches_the_reference() {
+    let pow = || build("Pow", vec![], 2);
+    let x = || In::Fed(tensor(700, &[3, 7001]));
+    assert_eq!(check("square", pow(), vec![x(), In::Const(Tensor::scalar(2f32))]), "pow");
+    check("cube as [1]", pow(), vec![x(), In::Const(Tensor::vector(vec![3f32]))]);
+    check("integer exponent", pow(), vec![x(), In::Const(Tensor::scalar(2i64))]);
+    // A negative base to a fractional power is NaN in both.
+    check(
+        "fraction",
+        pow(),
+        vec![
+            In::Fed(tensor(701, &[40]).cast_numeric(crate::ir::DType::F32).unwrap()),
+            In::Const(Tensor::scalar(0.5f32)),
+        ],
+    );
+    check("scalar base", pow(), vec![In::Fed(Tensor::scalar(1.5f32)), In::Const(Tensor::vector(vec![2f32]))]);
+    assert_eq!(check("fed exponent", pow(), vec![x(), In::Fed(Tensor::scalar(2f32))]), "reference");
+}
+
+#[test]
+fn transposes_match_the_reference() {
+    let cases: [(&[usize], Option<&[i64]>); 9] = [
+        (&[2, 5, 3, 4], Some(&[0, 2, 1, 3])),
+        (&[2, 5, 3, 4], Some(&[0, 2, 3, 1])),
+        (&[2, 5, 3, 4], Some(&[3, 2, 1, 0])),
+        (&[2, 5, 3, 4], None),
+        (&[70, 300], Some(&[1, 0])),
+        (&[1, 5, 1, 4], Some(&[2, 3, 0, 1])),
+        (&[3, 1, 4, 1, 5], Some(&[4, 0, 3, 2, 1])),
+        (&[7], Some(&[0])),
+        (&[6, 130, 41], Some(&[1, 0, 2])),
+    ];
+    for (i, (shape, perm)) in cases.into_iter().enumerate() {
+        let attrs = perm.map(|p| vec![("perm", ints(p))]).unwrap_or_default();
+        let name = format!("transpose {shape:?} {perm:?}");
+        assert_eq!(
+            check(&name, build("Transpose", attrs, 1), vec![In::Fed(tensor(800 + i as u64, shape))]),
+            "transpose"
+        );
+    }
+}
+
+#[test]
+fn means_over_trailing_axes_match_the_reference() {
+    let axes = |a: &[i64]| In::Const(Tensor::vector(a.to_vec()));
+    let mean = |keep: i64| build("ReduceMean", vec![("keepdims", Attr::Int(keep))], 2);
+    let x = || In::Fed(tensor(900, &[2, 128, 37]));
+    assert_eq!(check("last axis", mean(1), vec![x(), axes(&[-1])]), "reduce-mean");
+    check("last axis dropped", mean(0), vec![x(), axes(&[2])]);
+    check("two trailing axes", mean(1), vec![x(), axes(&[1, 2])]);
+    check("all axes", mean(0), vec![x()]);
+    check("with a size-1 axis", mean(1), vec![In::Fed(tensor(901, &[3, 5, 1])), axes(&[1])]);
+    check("many rows", mean(1), vec![In::Fed(tensor(902, &[5000, 20])), axes(&[-1])]);
+    // A leading axis is strided: the reference runs it.
+    check("first axis", mean(1), vec![x(), axes(&[0])]);
+    // Opset 13 takes the axes as an attribute.
+    let old = build_at("ReduceMean", 13, vec![("axes", ints(&[-1]))], 1);
+    assert_eq!(check("attribute axes", old, vec![x()]), "reduce-mean");
+}
+
+/// Products and convolutions large enough to be split over the pool (smaller ones run on the
+/// calling thread alone).
+#[test]
+fn work_split_over_the_pool_matches_the_reference() {
+    let mm = build("MatMul", vec![], 2);
+    assert_eq!(
+        check("split matmul", mm, vec![In::Fed(tensor(1000, &[300, 64])), In::Const(tensor(1001, &[64, 80]))]),
+        "matmul-packed"
+    );
+    let mm = build("MatMul", vec![], 2);
+    check("split batched matmul", mm, vec![In::Fed(tensor(1002, &[4, 70, 64])), In::Fed(tensor(1003, &[4, 64, 90]))]);
+    let dw = build("Conv", vec![("group", Attr::Int(32)), ("pads", ints(&[1, 1, 1, 1]))], 2);
+    let inputs = vec![In::Fed(tensor(1004, &[1, 32, 40, 40])), In::Const(tensor(1005, &[32, 1, 3, 3]))];
+    assert_eq!(check("split depthwise", dw, inputs), "conv-depthwise");
+    let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
+    let inputs = vec![In::Fed(tensor(1006, &[1, 16, 20, 20])), In::Const(tensor(1007, &[24, 16, 3, 3]))];
+    assert_eq!(check("split conv", conv, inputs), "conv-gemm");
+}
+
+#[test]
+fn global_average_pools_match_the_reference() {
+    let gap = || build("GlobalAveragePool", vec![], 1);
+    assert_eq!(check("gap", gap(), vec![In::Fed(tensor(1100, &[2, 24, 7, 9]))]), "global-average-pool");
+    check("gap 1-d", gap(), vec![In::Fed(tensor(1101, &[1, 5, 33]))]);
+    check("gap 3-d", gap(), vec![In::Fed(tensor(1102, &[1, 3, 4, 5, 6]))]);
+    check("gap many planes", gap(), vec![In::Fed(tensor(1103, &[1, 960, 7, 7]))]);
+    check("gap rank 2", gap(), vec![In::Fed(tensor(1104, &[3, 4]))]);
+}
+
+/// MatMulInteger -> Cast -> Mul by the product of the scales -> Add of a bias (a dynamically
+/// quantised linear layer) compiles to one integer kernel writing floats, identical to the
+/// interpreter on the unfused graph; a scale computed only after the product stops the fusion.
+#[test]
+fn integer_product_cast_scale_and_bias_fuse() {
+    integer_chain(false);
+    integer_chain(true);
+}
+
+fn integer_chain(late_scale: bool) {
+    let mut g = Graph::default();
+    let fed = |g: &mut Graph, name: &str, dt: crate::ir::DType, dims: &[usize]| {
+        let id = g.add_value(name, Fact::new(dt, dims.iter().map(|&d| Dim::Known(d)).collect()));
+        g.inputs.push(id);
+        id
+    };
+    let a = fed(&mut g, "a", crate::ir::DType::U8, &[2, 9, 20]);
+    let za = fed(&mut g, "za", crate::ir::DType::U8, &[]);
+    let scale = fed(&mut g, "scale", crate::ir::DType::F32, &[]);
+    let c = graph_const;
+    let b = c(&mut g, "b", i8s(1, &[20, 45]));
+    let zb = c(&mut g, "zb", Tensor::scalar(3i8));
+    let bias = c(&mut g, "bias", tensor(2, &[45]));
+    let two = c(&mut g, "two", Tensor::scalar(2f32));
+    let [p, f, s, out, sc] = ["p", "f", "s", "out", "sc"].map(|n| g.add_value(n, Fact::unknown()));
+    g.nodes = vec![
+        graph_node(build("MatMulInteger", vec![], 4), "MatMulInteger", vec![a, b, za, zb], vec![p]),
+        graph_node(build("Cast", vec![("to", Attr::Int(1))], 1), "Cast", vec![p], vec![f]),
+        graph_node(build("Mul", vec![], 2), "Mul", vec![f, if late_scale { sc } else { scale }], vec![s]),
+        graph_node(build("Add", vec![], 2), "Add", vec![bias, s], vec![out]),
+    ];
+    if late_scale {
+        g.nodes.insert(2, graph_node(build("Mul", vec![], 2), "Mul", vec![scale, two], vec![sc]));
+    }
+    g.outputs = vec![out];
+    let (av, zav, sv) = (u8s(3, &[2, 9, 20]), Tensor::scalar(117u8), Tensor::scalar(0.0123f32));
+    let (kernels, _) = compile_and_compare(&mut g, &[&av, &zav, &sv], 0.0);
+    let want_kernels =
+        if late_scale { vec!["matmul-integer", "binary", "binary", "binary"] } else { vec!["matmul-integer"] };
+    assert_eq!(kernels, want_kernels);
+}
+
+#[test]
+fn max_pools_match_the_reference() {
+    type Case = (&'static str, Vec<usize>, Vec<(&'static str, Attr)>);
+    let cases: Vec<Case> = vec![
+        (
+            "3x3 stride 2 pad 1",
+            vec![1, 8, 15, 16],
+            vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+        ),
+        ("5x5 same (SPPF)", vec![1, 16, 20, 20], vec![("kernel_shape", ints(&[5, 5])), ("pads", ints(&[2, 2, 2, 2]))]),
+        ("2x2 stride 2", vec![2, 3, 9, 10], vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]),
+        ("2x1 stride (2, 1)", vec![1, 4, 8, 7], vec![("kernel_shape", ints(&[2, 1])), ("strides", ints(&[2, 1]))]),
+        (
+            "ceil mode",
+            vec![1, 2, 7, 7],
+            vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("ceil_mode", Attr::Int(1))],
+        ),
+        ("dilated", vec![1, 2, 11, 12], vec![("kernel_shape", ints(&[3, 2])), ("dilations", ints(&[2, 3]))]),
+        ("1-d", vec![1, 3, 17], vec![("kernel_shape", ints(&[4])), ("strides", ints(&[3])), ("pads", ints(&[2, 1]))]),
+        ("many planes", vec![4, 64, 24, 24], vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))]),
+    ];
+    for (i, (name, shape, attrs)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            check(name, build("MaxPool", attrs, 1), vec![In::Fed(tensor(1200 + i as u64, &shape))]),
+            "max-pool",
+            "{name}"
+        );
+    }
+    // NaN taps: skipped unless the whole window is NaN.
+    let mut v = values(1300, 2 * 36);
+    for i in [0, 1, 6, 7, 14, 20, 21, 22, 23, 40] {
+        v[i] = f32::NAN;
+    }
+    let attrs = vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
+    check("nan", build("MaxPool", attrs, 1), vec![In::Fed(Tensor::new(vec![1, 2, 6, 6], v).unwrap())]);
+    // 3-D pooling and the Indices output are the reference's.
+    let attrs = vec![("kernel_shape", ints(&[2, 2, 2]))];
+    check("3-d", build("MaxPool", attrs, 1), vec![In::Fed(tensor(1301, &[1, 2, 4, 4, 4]))]);
+    let with_indices = build_outputs("MaxPool", 18, vec![("kernel_shape", ints(&[2, 2]))], 1, 2);
+    assert_eq!(check_outputs("indices", with_indices, vec![In::Fed(tensor(1302, &[1, 2, 5, 5]))], 2), "reference");
 }
 
 /// ResNet's block tail: Conv -> Add(skip) -> Relu becomes one FusedConv, placed where the Add was,
@@ -300,38 +753,19 @@ fn a_skip_connection_and_relu_fuse_into_the_convolution() {
     let xs = [1usize, 4, 6, 6];
     let x = g.add_value("x", Fact::new(crate::ir::DType::F32, xs.iter().map(|&d| Dim::Known(d)).collect()));
     g.inputs.push(x);
-    let c = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
+    let c = graph_const;
     let w1 = c(&mut g, "w1", tensor(1, &[4, 4, 3, 3]));
     let w2 = c(&mut g, "w2", tensor(2, &[4, 4, 1, 1]));
     let b2 = c(&mut g, "b2", tensor(3, &[4]));
     let [y, skip, sum, out] = ["y", "skip", "sum", "out"].map(|n| g.add_value(n, Fact::unknown()));
-    let node = |op: Arc<dyn Op>, name: &str, inputs: Vec<usize>, outputs: Vec<usize>| Node {
-        name: name.into(),
-        domain: String::new(),
-        op_type: name.into(),
-        attrs: Attributes::default(),
-        op,
-        inputs: inputs.into_iter().map(Some).collect(),
-        outputs,
-    };
     g.nodes = vec![
-        node(build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2), "Conv", vec![x, w1], vec![y]),
-        node(build("Conv", vec![], 3), "Conv", vec![x, w2, b2], vec![skip]),
-        node(build("Add", vec![], 2), "Add", vec![skip, y], vec![sum]),
-        node(build("Relu", vec![], 1), "Relu", vec![sum], vec![out]),
+        graph_node(build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2), "Conv", vec![x, w1], vec![y]),
+        graph_node(build("Conv", vec![], 3), "Conv", vec![x, w2, b2], vec![skip]),
+        graph_node(build("Add", vec![], 2), "Add", vec![skip, y], vec![sum]),
+        graph_node(build("Relu", vec![], 1), "Relu", vec![sum], vec![out]),
     ];
     g.outputs = vec![out];
-    infer_facts(&mut g).unwrap();
-    let input = tensor(6, &xs);
-    let refs = [DataRef::Tensor(&input)];
-    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
-    let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
-    assert_eq!(compiled.kernel_names(), vec![("conv-gemm", "cpu"), ("conv-gemm", "cpu")]);
-    for threads in [1, 3] {
-        let got = compiled.run(&ThreadPool::new(threads), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
-        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
-        }
-    }
+    let (kernels, want) = compile_and_compare(&mut g, &[&tensor(6, &xs)], 1e-5);
+    assert_eq!(kernels, ["conv-gemm", "conv-gemm"]);
     assert!(want.as_slice::<f32>().unwrap().contains(&0.0), "the Relu clips something");
 }

@@ -1,11 +1,13 @@
 //! Standalone activations in f32 (Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid, HardSwish, Gelu,
-//! Clip with constant bounds): vectorised, in chunks spread over the pool.
+//! Clip with constant bounds) and Pow by a constant: vectorised, in chunks spread over the pool.
 
 use super::activation::{Activation, ActivationExt};
+use super::isa::{isa, Isa};
 use super::pool::SharedMut;
-use super::{f32_input, maybe_f32, Reference};
+use super::{constant, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::binary::Pow;
 use crate::ops::fused::activation_of;
 use crate::Result;
 use std::sync::Arc;
@@ -46,4 +48,71 @@ impl Kernel for ActivationKernel {
         });
         Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
     }
+}
+
+/// Pow with a constant scalar exponent (LayerNorm's decomposed `Pow(x - mean, 2)`): a square is
+/// a multiply; other exponents are f32 `powf`, as the reference computes f32 bases.
+pub fn prepare_pow(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    let pow = node.op.downcast_ref::<Pow>()?;
+    if !pow.align.is_numpy() || !maybe_f32(graph, node.inputs.first().copied().flatten()) {
+        return None;
+    }
+    let e = constant(graph, node, 1).filter(|t| t.len() == 1 && t.rank() <= 1)?;
+    let exponent = e.to_f64_vec().ok()?[0] as f32;
+    Some(Box::new(PowKernel { op: node.op.clone(), exponent, exponent_rank: e.rank() }))
+}
+
+#[derive(Debug)]
+struct PowKernel {
+    op: Arc<dyn Op>,
+    exponent: f32,
+    /// A `[1]` exponent makes a scalar base a vector.
+    exponent_rank: usize,
+}
+
+impl Kernel for PowKernel {
+    fn name(&self) -> &'static str {
+        "pow"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let Some(x) = f32_input(inputs, 0) else { return Reference { op: self.op.clone() }.run(ctx, inputs) };
+        let mut shape = x.shape().to_vec();
+        if shape.len() < self.exponent_rank {
+            shape = vec![1];
+        }
+        let mut y = x.as_slice::<f32>()?.to_vec();
+        let len = y.len();
+        let out = SharedMut(y.as_mut_ptr());
+        let e = self.exponent;
+        ctx.pool.parallel_for(len.div_ceil(CHUNK), &|i| {
+            let o = out;
+            let start = i * CHUNK;
+            // SAFETY: each task raises its own chunk of y.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), CHUNK.min(len - start)) };
+            if e == 2.0 {
+                square(chunk);
+            } else {
+                chunk.iter_mut().for_each(|v| *v = v.powf(e));
+            }
+        });
+        Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
+    }
+}
+
+fn square(x: &mut [f32]) {
+    match isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 => unsafe { square_avx2(x) },
+        _ => x.iter_mut().for_each(|v| *v *= *v),
+    }
+}
+
+/// # Safety
+/// Needs AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn square_avx2(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v *= *v)
 }

@@ -12,7 +12,7 @@ mod micro;
 pub use micro::{micro_for, Micro};
 
 use super::activation::{Activation, ActivationExt};
-use super::pool::{SharedMut, ThreadPool};
+use super::pool::{SharedMut, ThreadPool, MIN_PARALLEL_WORK};
 use std::cell::RefCell;
 
 /// Depth of one k slice: a B micro-panel (KC x NR floats) stays in L1 while A panels stream by.
@@ -275,9 +275,11 @@ pub fn run_batch<'a>(
     let (mut mt, mut nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
     // Smaller tiles until every thread has a couple of tasks (or tiles reach one micro-block).
     let want = pool.threads() * 2;
+    let work = count.saturating_mul(m).saturating_mul(n).saturating_mul(shape.k.max(1));
+    let serial = pool.threads() == 1 || work < MIN_PARALLEL_WORK;
     loop {
         let tasks = count * m.div_ceil(mt) * n.div_ceil(nt);
-        if tasks >= want || pool.threads() == 1 {
+        if tasks >= want || serial {
             break;
         }
         if nt > micro.nr && nt >= mt {
@@ -290,7 +292,7 @@ pub fn run_batch<'a>(
     }
     let (tm, tn) = (m.div_ceil(mt), n.div_ceil(nt));
     let cptr = SharedMut(c.as_mut_ptr());
-    pool.parallel_for(count * tm * tn, &|t| {
+    let run_tile = |t: usize| {
         let (i, rest) = (t / (tm * tn), t % (tm * tn));
         let (m0, n0) = ((rest / tn) * mt, (rest % tn) * nt);
         let p = problem(i);
@@ -298,7 +300,12 @@ pub fn run_batch<'a>(
         // SAFETY: each task writes only its own tile of its own product's C.
         let c_tile = unsafe { cp.0.add(i * c_stride + m0 * ldc + n0) };
         tile(micro, &p, m0, mt.min(m - m0), n0, nt.min(n - n0), c_tile, ldc);
-    });
+    };
+    if serial {
+        (0..count * tm * tn).for_each(run_tile);
+    } else {
+        pool.parallel_for(count * tm * tn, &run_tile);
+    }
 }
 
 /// One task: rows `m0..m0+mc`, columns `n0..n0+nc` of C, whose top-left element is `c`.

@@ -1,0 +1,123 @@
+//! MaxPool in f32 (1-D and 2-D, without the Indices output): for each output row, each kernel
+//! tap adds one strided row of the input to a running maximum over the outputs that tap reaches
+//! inside the input, so the inner loop is a plain vectorisable compare-and-select. Taps are
+//! visited in the reference's order with its NaN rule (a NaN is replaced unless every tap is
+//! NaN); an all-padding window gives -inf. Planes are spread over the pool.
+
+use super::isa::{isa, Isa};
+use super::pool::SharedMut;
+use super::{f32_input, maybe_f32, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::pool::Pool;
+use crate::ops::window::Axis;
+use crate::Result;
+use std::sync::Arc;
+
+pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    if !node.op.downcast_ref::<Pool>()?.is_plain_max() || !maybe_f32(graph, node.inputs.first().copied().flatten()) {
+        return None;
+    }
+    Some(Box::new(MaxPoolKernel { op: node.op.clone() }))
+}
+
+#[derive(Debug)]
+struct MaxPoolKernel {
+    op: Arc<dyn Op>,
+}
+
+impl Kernel for MaxPoolKernel {
+    fn name(&self) -> &'static str {
+        "max-pool"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let pool = self.op.downcast_ref::<Pool>().expect("prepared for a Pool");
+        let windows = f32_input(inputs, 0).and_then(|x| Some((x, pool.windows(x.shape()).ok()?)));
+        let Some((x, ([d, h, w], out_shape))) = windows else {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        };
+        // 3-D pooling runs the reference.
+        if (d.input, d.kernel, d.output) != (1, 1, 1) {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        }
+        let xv = x.as_slice::<f32>()?;
+        let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
+        let planes: usize = out_shape[..2].iter().product();
+        let mut y = vec![0f32; planes * out_plane];
+        let out = SharedMut(y.as_mut_ptr());
+        ctx.pool.parallel_for_work(planes, out_plane * h.kernel * w.kernel, &|p| {
+            let o = out;
+            // SAFETY: each task writes its own output plane.
+            let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(p * out_plane), out_plane) };
+            max_plane(&xv[p * in_plane..(p + 1) * in_plane], &h, &w, dst);
+        });
+        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+    }
+}
+
+fn max_plane(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
+    match isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 => unsafe { max_plane_avx2(x, h, w, out) },
+        _ => max_plane_generic(x, h, w, out),
+    }
+}
+
+/// # Safety
+/// Needs AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_plane_avx2(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
+    max_plane_generic(x, h, w, out)
+}
+
+#[inline(always)]
+fn max_plane_generic(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
+    // NaN until the first tap: the reference starts from its first tap, which any value replaces
+    // when it is NaN, exactly as `v > NaN || NaN != NaN` does.
+    out.fill(f32::NAN);
+    for kh in 0..h.kernel {
+        let (h_lo, h_hi) = h.outputs_reading_input(kh);
+        for oh in h_lo..h_hi {
+            let ih = h.input_position(oh, kh);
+            let row = &x[ih * w.input..(ih + 1) * w.input];
+            let dst = &mut out[oh * w.output..(oh + 1) * w.output];
+            for kw in 0..w.kernel {
+                let (lo, hi) = w.outputs_reading_input(kw);
+                if lo >= hi {
+                    continue;
+                }
+                let first = w.input_position(lo, kw);
+                let take = |b: &mut f32, v: f32| *b = if v > *b || b.is_nan() { v } else { *b };
+                if w.stride == 1 {
+                    dst[lo..hi].iter_mut().zip(&row[first..first + hi - lo]).for_each(|(b, &v)| take(b, v));
+                } else {
+                    dst[lo..hi].iter_mut().zip(row[first..].iter().step_by(w.stride)).for_each(|(b, &v)| take(b, v));
+                }
+            }
+        }
+    }
+    // Windows entirely in the padding (rare: pads as large as the kernel).
+    let (rows, cols) = (unreached(h), unreached(w));
+    if rows.iter().chain(&cols).any(|&e| e) {
+        for (oh, &row_empty) in rows.iter().enumerate() {
+            for (ow, &col_empty) in cols.iter().enumerate() {
+                if row_empty || col_empty {
+                    out[oh * w.output + ow] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
+/// For each output of axis `a`, whether none of its taps lands inside the input.
+fn unreached(a: &Axis) -> Vec<bool> {
+    let mut empty = vec![true; a.output];
+    for k in 0..a.kernel {
+        let (lo, hi) = a.outputs_reading_input(k);
+        empty[lo..hi].iter_mut().for_each(|e| *e = false);
+    }
+    empty
+}

@@ -1,0 +1,130 @@
+//! Softmax and LogSoftmax in f32 over contiguous lanes (the normalised axis is the last one, or
+//! the flattened trailing axes before opset 13): max, exponentials and sum, scale; vectorised
+//! with the fast exp, rows spread over the pool. Other layouts run the reference.
+
+use super::activation::exp;
+use super::isa::{isa, Isa};
+use super::pool::SharedMut;
+use super::{f32_input, maybe_f32, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::softmax::{Kind, Lanes, Softmax};
+use crate::Result;
+use std::sync::Arc;
+
+/// Elements per task.
+const CHUNK: usize = 16 * 1024;
+
+pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    let s = node.op.downcast_ref::<Softmax>()?;
+    if s.kind == Kind::Hardmax || !maybe_f32(graph, node.inputs.first().copied().flatten()) {
+        return None;
+    }
+    Some(Box::new(SoftmaxKernel { op: node.op.clone(), log: s.kind == Kind::LogSoftmax }))
+}
+
+#[derive(Debug)]
+struct SoftmaxKernel {
+    op: Arc<dyn Op>,
+    log: bool,
+}
+
+impl Kernel for SoftmaxKernel {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let softmax = self.op.downcast_ref::<Softmax>().expect("prepared for a Softmax");
+        let lanes = f32_input(inputs, 0).and_then(|x| Some((x, softmax.lanes(x.shape()).ok()?)));
+        let Some((x, Lanes { n, inner: 1, .. })) = lanes else {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        };
+        let mut y = x.as_slice::<f32>()?.to_vec();
+        let rows = y.len().checked_div(n).unwrap_or(0);
+        let per_task = (CHUNK / n.max(1)).max(1);
+        let out = SharedMut(y.as_mut_ptr());
+        let log = self.log;
+        ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
+            let o = out;
+            for r in t * per_task..((t + 1) * per_task).min(rows) {
+                // SAFETY: each task normalises its own rows of y.
+                let row = unsafe { std::slice::from_raw_parts_mut(o.0.add(r * n), n) };
+                normalize(row, log);
+            }
+        });
+        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+    }
+}
+
+fn normalize(row: &mut [f32], log: bool) {
+    match isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::normalize_avx512(row, log) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::normalize_avx2(row, log) },
+        _ => normalize_generic(row, log),
+    }
+}
+
+/// One lane in place; subtracting the max first keeps every exponent <= 0. Sums in 16 lanes of
+/// f32 (the reference sums in f64; the difference is far inside the tolerance).
+#[inline(always)]
+fn normalize_generic(row: &mut [f32], log: bool) {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = row.chunks_exact(16);
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        m[i] = m[i].max(v);
+    }
+    for c in chunks {
+        for i in 0..16 {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut s = [0f32; 16];
+    if log {
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                s[i] += exp(c[i] - max);
+            }
+        }
+        for (i, &v) in chunks.remainder().iter().enumerate() {
+            s[i] += exp(v - max);
+        }
+        let shift = max + s.iter().sum::<f32>().ln();
+        row.iter_mut().for_each(|v| *v -= shift);
+    } else {
+        let mut chunks = row.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                c[i] = exp(c[i] - max);
+                s[i] += c[i];
+            }
+        }
+        for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
+            *v = exp(*v - max);
+            s[i] += *v;
+        }
+        let inv = 1.0 / s.iter().sum::<f32>();
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    /// # Safety
+    /// Needs AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn normalize_avx512(row: &mut [f32], log: bool) {
+        super::normalize_generic(row, log)
+    }
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn normalize_avx2(row: &mut [f32], log: bool) {
+        super::normalize_generic(row, log)
+    }
+}
