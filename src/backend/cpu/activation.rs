@@ -4,7 +4,9 @@
 //! vectorises them; each slice function is compiled once per instruction set and chosen by
 //! [`isa`](super::isa::isa).
 
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 
 pub use crate::ops::fused::Activation;
 

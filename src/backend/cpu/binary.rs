@@ -3,7 +3,9 @@
 //! bias per channel, a scalar, a vector along the last axis), so the inner loop is always one of
 //! vector-vector, vector-scalar or scalar-vector and vectorises.
 
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
