@@ -17,7 +17,9 @@
 //! The same kernel runs FusedMatMulInteger (the product cast to f32, times a scalar scale, plus a
 //! per-column bias), writing floats directly with the unfused graph's f32 steps.
 
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::{SharedMut, ThreadPool};
 use super::{const_f32, constant, f32_input, Reference};
 use crate::backend::{ExecCtx, Kernel};

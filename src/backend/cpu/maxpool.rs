@@ -4,7 +4,9 @@
 //! visited in the reference's order with its NaN rule (a NaN is replaced unless every tap is
 //! NaN); an all-padding window gives -inf. Planes are spread over the pool.
 
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};

@@ -2,7 +2,9 @@
 //! (the reference folds one value at a time), with exactly the reference's arithmetic (a true
 //! division by the scale, ties to even), so the bytes are identical.
 
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};

@@ -11,7 +11,9 @@
 
 use super::activation::{Activation, ActivationExt};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackedB, Problem, Rhs};
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};

@@ -2,7 +2,9 @@
 //! GlobalAveragePool: one contiguous row per output value, summed in 16 lanes that vectorise;
 //! rows spread over the pool. Other axes run the reference.
 
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};

@@ -3,7 +3,9 @@
 //! with the fast exp, rows spread over the pool. Other layouts run the reference.
 
 use super::activation::exp;
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};

@@ -2,7 +2,9 @@
 //! Clip with constant bounds) and Pow by a constant: vectorised, in chunks spread over the pool.
 
 use super::activation::{Activation, ActivationExt};
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{constant, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
