@@ -10,7 +10,8 @@ use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::tensor::{checked_len, try_vec};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::pool::Pool;
 use crate::ops::window::Axis;
 use crate::Result;
@@ -44,11 +45,13 @@ impl Kernel for MaxPoolKernel {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         }
         let xv = x.as_slice::<f32>()?;
+        // Pads and strides come from the model: the output's size is checked against the tensor
+        // size limit before anything is multiplied or allocated.
+        let mut y = try_vec(checked_len(&out_shape, DType::F32)?, 0f32)?;
         let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
         let planes: usize = out_shape[..2].iter().product();
-        let mut y = vec![0f32; planes * out_plane];
         let out = SharedMut(y.as_mut_ptr());
-        ctx.pool.parallel_for_work(planes, out_plane * h.kernel * w.kernel, &|p| {
+        ctx.pool.parallel_for_work(planes, out_plane.saturating_mul(h.kernel).saturating_mul(w.kernel), &|p| {
             let o = out;
             // SAFETY: each task writes its own output plane.
             let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(p * out_plane), out_plane) };
