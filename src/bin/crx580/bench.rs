@@ -3,12 +3,12 @@
 
 use crate::image::ImageArgs;
 use crate::out::outln;
+use crate::random::{random_tensor, Uniform};
 use crate::shapes::{concrete_shapes, shape_string, ShapeArgs};
 use crate::{json, load_input, read_inputs, DeviceArgs};
 use clap::Args;
 use crx580::ir::limits::with_max_tensor_bytes;
-use crx580::ir::tensor::checked_len;
-use crx580::{err, DType, Model, Result, Session, Tensor};
+use crx580::{err, Model, Result, Session, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -205,17 +205,9 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-/// Random inputs of the given shapes: floats uniform in [0, 1), integers 0, bools false (zeros are
-/// valid indices and sizes for any model). Each is checked against the tensor size limit before
-/// it is allocated.
+/// Made-up inputs of the given shapes ([`random_tensor`]).
 fn random_inputs(model: &Model, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = Uniform::new(0x2545_f491_4f6c_dd1d);
     model
         .inputs()
         .into_iter()
@@ -225,17 +217,7 @@ fn random_inputs(model: &Model, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
                 return Err(err!(InvalidInput, "input '{}' is a {}: give it as a file", info.name, info.kind));
             }
             let dtype = info.dtype.ok_or_else(|| err!(InvalidInput, "input '{}' has no declared dtype", info.name))?;
-            if !dtype.is_float() {
-                return Tensor::zeros(dtype, shape.clone());
-            }
-            let len = checked_len(shape, DType::F32)?;
-            let v: Vec<f32> = (0..len).map(|_| next() as f32).collect();
-            let t = Tensor::new(shape.clone(), v)?;
-            if dtype == DType::F32 {
-                Ok(t)
-            } else {
-                t.cast_numeric(dtype)
-            }
+            random_tensor(dtype, shape, &mut rng)
         })
         .collect()
 }

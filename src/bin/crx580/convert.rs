@@ -3,6 +3,7 @@
 //! what the conversion cost: size, latency, and output agreement on the given or generated inputs.
 
 use crate::out::outln;
+use crate::random::{random_tensor, Uniform};
 use crate::shapes::{concrete_shapes, ShapeArgs};
 use crate::LimitArgs;
 use clap::{Args, ValueEnum};
@@ -140,13 +141,7 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
 /// `count` sets of random inputs: floats uniform in [0, 1), other types zero, each set from its own
 /// seed so that the sets differ.
 fn generated_sets(infos: &[IoInfo], shapes: &[Vec<usize>], count: usize) -> Result<Vec<Vec<(String, Tensor)>>> {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = Uniform::new(0x9e37_79b9_7f4a_7c15);
     (0..count.max(1))
         .map(|_| {
             infos
@@ -155,14 +150,7 @@ fn generated_sets(infos: &[IoInfo], shapes: &[Vec<usize>], count: usize) -> Resu
                 .map(|(info, shape)| {
                     let dtype =
                         info.dtype.ok_or_else(|| err!(InvalidInput, "input '{}' has no declared dtype", info.name))?;
-                    let t = if dtype.is_float() {
-                        let len: usize = shape.iter().product();
-                        Tensor::new(shape.clone(), (0..len).map(|_| next() as f32).collect::<Vec<f32>>())?
-                            .cast_numeric(dtype)?
-                    } else {
-                        Tensor::zeros(dtype, shape.clone())?
-                    };
-                    Ok((info.name.clone(), t))
+                    Ok((info.name.clone(), random_tensor(dtype, shape, &mut rng)?))
                 })
                 .collect()
         })

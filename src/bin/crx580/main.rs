@@ -9,6 +9,7 @@ mod image;
 mod info;
 mod json;
 mod out;
+mod random;
 mod run;
 mod serve;
 mod shapes;
