@@ -8,7 +8,7 @@ use crate::ir::interp::{bind, computed, last_uses, take_outputs, Slot};
 use crate::ir::{Data, DataRef, Graph, GraphExec};
 use crate::{bail, err, Result};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -22,7 +22,9 @@ pub struct CompiledGraph {
     subgraphs: HashMap<usize, CompiledGraph>,
 }
 
-/// Time spent per node in one profiled run.
+/// Time spent per node in one profiled run. Nodes of control-flow bodies are listed after the
+/// control-flow node that ran them, named `outer/inner` with a greater `depth`; each node's
+/// `time` is its own, without the body nodes listed for it, so the times add up to the run's.
 #[derive(Debug, Clone)]
 pub struct NodeTime {
     pub node: String,
@@ -30,6 +32,8 @@ pub struct NodeTime {
     pub kernel: &'static str,
     pub backend: &'static str,
     pub time: Duration,
+    /// 0 for a node of the top-level graph, 1 inside one control-flow body, and so on.
+    pub depth: usize,
 }
 
 impl CompiledGraph {
@@ -68,7 +72,7 @@ impl CompiledGraph {
         mut profile: Option<&mut Vec<NodeTime>>,
     ) -> Result<Vec<Data>> {
         let g = &*self.graph;
-        let exec = SubgraphRunner { plan: self, pool };
+        let exec = SubgraphRunner { plan: self, pool, profile: profile.is_some().then(|| Mutex::new(Vec::new())) };
         let ctx = ExecCtx { pool, graphs: &exec };
         let mut slots = bind(g, inputs, captures)?;
         for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
@@ -78,13 +82,22 @@ impl CompiledGraph {
             let start = profile.as_ref().map(|_| Instant::now());
             let outs = kernel.run(&ctx, &args).context(|| node.describe())?;
             if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
+                let elapsed = start.elapsed();
+                let nested = exec.take_profile();
+                let in_bodies: Duration = nested.iter().map(|t| t.time).sum();
                 p.push(NodeTime {
                     node: node.name.clone(),
                     op_type: node.op_type.clone(),
                     kernel: kernel.name(),
                     backend: self.placed_on[i],
-                    time: start.elapsed(),
+                    time: elapsed.saturating_sub(in_bodies),
+                    depth: 0,
                 });
+                p.extend(nested.into_iter().map(|t| NodeTime {
+                    node: format!("{}/{}", node.name, t.node),
+                    depth: t.depth + 1,
+                    ..t
+                }));
             }
             if outs.len() < node.outputs.len() {
                 bail!(Runtime, "{} gave {} outputs, expected {}", node.describe(), outs.len(), node.outputs.len());
@@ -102,10 +115,22 @@ impl CompiledGraph {
     }
 }
 
-/// Runs control-flow bodies with their compiled plans.
+/// Runs control-flow bodies with their compiled plans, collecting their node times when the run
+/// is profiled.
 struct SubgraphRunner<'a> {
     plan: &'a CompiledGraph,
     pool: &'a super::cpu::pool::ThreadPool,
+    profile: Option<Mutex<Vec<NodeTime>>>,
+}
+
+impl SubgraphRunner<'_> {
+    /// The body node times collected since the last call.
+    fn take_profile(&self) -> Vec<NodeTime> {
+        self.profile
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
 }
 
 impl GraphExec for SubgraphRunner<'_> {
@@ -115,6 +140,14 @@ impl GraphExec for SubgraphRunner<'_> {
             .subgraphs
             .get(&(Arc::as_ptr(graph) as usize))
             .ok_or_else(|| err!(Runtime, "a subgraph was not compiled with its graph"))?;
-        compiled.run(self.pool, inputs, captures, None)
+        match &self.profile {
+            Some(p) => {
+                let mut times = Vec::new();
+                let outs = compiled.run(self.pool, inputs, captures, Some(&mut times));
+                p.lock().unwrap_or_else(|e| e.into_inner()).extend(times);
+                outs
+            }
+            None => compiled.run(self.pool, inputs, captures, None),
+        }
     }
 }
