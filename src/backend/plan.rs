@@ -1,7 +1,9 @@
 //! A compiled graph: one prepared kernel per node (from the backend that claimed it), the value
-//! lifetimes, and the compiled bodies of control-flow ops. Runs are independent, so one compiled
-//! graph serves many threads at once.
+//! lifetimes, the buffers that dead values hand on to later kernels and runs, and the compiled
+//! bodies of control-flow ops. Runs are independent, so one compiled graph serves many threads
+//! at once.
 
+use super::buffers::BufferPool;
 use super::{compile_subgraph, Backend, ExecCtx, Kernel};
 use crate::error::ResultExt;
 use crate::ir::interp::{bind, computed, last_uses, take_outputs, Slot};
@@ -17,7 +19,11 @@ pub struct CompiledGraph {
     kernels: Vec<Box<dyn Kernel>>,
     /// Per node, the name of the backend that runs it.
     placed_on: Vec<&'static str>,
-    last_use: Vec<usize>,
+    /// Per value, the node after which it is dead: its last reader, or its writer when nothing
+    /// reads it; `usize::MAX` for graph outputs and values no node writes.
+    dies_after: Vec<usize>,
+    /// Storage of dead values, for later outputs.
+    buffers: BufferPool,
     /// Compiled bodies of control-flow ops, by the address of the body graph the op holds.
     subgraphs: HashMap<usize, CompiledGraph>,
 }
@@ -49,8 +55,9 @@ impl CompiledGraph {
             kernels.push(backends[b].prepare(&graph, node).context(|| node.describe())?);
         }
         let placed_on = placement.iter().map(|&b| backends[b].name()).collect();
-        let last_use = last_uses(&graph);
-        Ok(CompiledGraph { graph, kernels, placed_on, last_use, subgraphs })
+        let dies_after = dies_after(&graph);
+        let buffers = BufferPool::new(crate::ir::limits::max_tensor_bytes());
+        Ok(CompiledGraph { graph, kernels, placed_on, dies_after, buffers, subgraphs })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -73,7 +80,7 @@ impl CompiledGraph {
     ) -> Result<Vec<Data>> {
         let g = &*self.graph;
         let exec = SubgraphRunner { plan: self, pool, profile: profile.is_some().then(|| Mutex::new(Vec::new())) };
-        let ctx = ExecCtx { pool, graphs: &exec };
+        let ctx = ExecCtx { pool, buffers: &self.buffers, graphs: &exec };
         let mut slots = bind(g, inputs, captures)?;
         for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
             crate::ir::limits::check_deadline().context(|| node.describe())?;
@@ -105,14 +112,32 @@ impl CompiledGraph {
             for (&id, d) in node.outputs.iter().zip(outs) {
                 slots[id] = Some(Slot::Owned(d));
             }
-            for &v in node.inputs.iter().flatten() {
-                if self.last_use[v] == i {
-                    slots[v] = None;
+            for &v in node.inputs.iter().flatten().chain(&node.outputs) {
+                if self.dies_after[v] == i {
+                    if let Some(Slot::Owned(d)) = slots[v].take() {
+                        self.buffers.recycle(d);
+                    }
                 }
             }
         }
         take_outputs(g, &mut slots)
     }
+}
+
+/// Per value of `g`, the index of the node after which no node reads it (see
+/// [`CompiledGraph::dies_after`]).
+fn dies_after(g: &Graph) -> Vec<usize> {
+    let mut dies = last_uses(g);
+    let mut read = vec![false; g.values.len()];
+    g.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).for_each(|&v| read[v] = true);
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &v in &n.outputs {
+            if !read[v] && dies[v] != usize::MAX {
+                dies[v] = i;
+            }
+        }
+    }
+    dies
 }
 
 /// Runs control-flow bodies with their compiled plans, collecting their node times when the run

@@ -550,6 +550,16 @@ impl Tensor {
         Tensor::from_data(shape, data)
     }
 
+    /// The elements as a `Vec`, without copying: `None` when this tensor is not a `T` tensor,
+    /// shares its storage, or views only part of it (a buffer pool takes back only what it can
+    /// reuse whole).
+    pub fn into_unique_vec<T: Elem>(self) -> Option<Vec<T>> {
+        if T::DTYPE != self.dtype() || !self.is_whole() {
+            return None;
+        }
+        Arc::try_unwrap(self.storage).ok().and_then(T::unwrap)
+    }
+
     pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());

@@ -158,7 +158,7 @@ impl Kernel for ConvKernel {
             (true, Some(r)) if r.shape() == out_shape => Some(r.as_slice::<f32>()?),
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
-        let mut y = vec![0f32; checked_len(&out_shape, crate::ir::DType::F32)?];
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, crate::ir::DType::F32)?)?;
         if self.packed.is_empty() {
             self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
         } else {
