@@ -437,10 +437,9 @@ crx_status crx_tensor_create(crx_dtype dtype,
 // Lifetime: the caller keeps the buffer alive, and does not change it, until `crx_tensor_free`
 // (and until every run using the tensor has returned). `crx_tensor_data` returns `data` itself.
 //
-// Today a run still copies a borrowed input once, inside the library, because the engine keeps
-// tensor elements in memory it owns: a borrowed tensor saves the copy at creation, not at the
-// run. Runs will read the buffer in place once the engine's tensors become views, with the same
-// rules above, so code written to them keeps working.
+// Runs read the buffer in place (no copy), except for CRX_DTYPE_BOOL tensors, which a run copies
+// once since C may store any byte in them. An output that is the input itself (an Identity or
+// Reshape of it) is copied out before the run returns, so outputs never point into the buffer.
 //
 // # Safety
 // As for `crx_tensor_create`, and the lifetime rule above.

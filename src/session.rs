@@ -313,9 +313,12 @@ impl Session {
     fn run_with(&self, inputs: &[DataRef], profile: Option<&mut Vec<NodeTime>>) -> Result<Vec<Data>> {
         with_max_tensor_bytes(self.max_tensor_bytes, || {
             self.check_inputs(inputs)?;
-            with_time_limit(self.max_run_time, || {
+            let outputs = with_time_limit(self.max_run_time, || {
                 catch_panics("running", || self.compiled.run(&self.pool, inputs, &[], profile))
-            })
+            })?;
+            // An output may view an input (Identity, Reshape): one in lent memory must not
+            // outlive the run.
+            outputs.into_iter().map(Data::detached).collect()
         })
     }
 
@@ -482,6 +485,35 @@ mod tests {
         assert_eq!(e.message, "input 's' must hold float32 tensors, got a sequence of int64");
         let e = s.run_data_positional(&[&Data::Optional(None), &Data::Tensor(x)]).unwrap_err();
         assert_eq!(e.message, "input 's' must be sequence, got an empty optional");
+    }
+
+    /// A tensor over lent memory is read in place, and an output that is that input itself comes
+    /// back in memory of its own.
+    #[test]
+    fn lent_inputs_are_read_in_place_and_outputs_never_point_into_them() {
+        let g = Enc::new()
+            .msg(1, Enc::new().str(4, "Identity").str(1, "x").str(2, "same"))
+            .msg(1, Enc::new().str(4, "Neg").str(1, "x").str(2, "neg"))
+            .msg(11, value("x", tensor_type(1)))
+            .msg(12, value("same", tensor_type(1)))
+            .msg(12, value("neg", tensor_type(1)));
+        let bytes = Enc::new().int(1, 8).msg(7, g).msg(8, Enc::new().int(2, 18)).finish();
+        let s = Session::new(Model::from_bytes(&bytes).unwrap(), &SessionOptions::default()).unwrap();
+        let mut buffer = vec![1f32, 2., 3.];
+        let ptr = std::ptr::NonNull::new(buffer.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: `buffer` outlives `x` and is not changed while `x` exists.
+        let x = unsafe { Tensor::borrowed(DType::F32, vec![3], ptr).unwrap() };
+        assert_eq!(x.as_slice::<f32>().unwrap().as_ptr(), buffer.as_ptr(), "read in place");
+        let out = s.run(&[("x", &x)]).unwrap();
+        drop(x);
+        assert_ne!(out[0].as_slice::<f32>().unwrap().as_ptr(), buffer.as_ptr());
+        buffer.iter_mut().for_each(|v| *v = 0.0);
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[1., 2., 3.]);
+        assert_eq!(out[1].as_slice::<f32>().unwrap(), &[-1., -2., -3.]);
+        let bools = [1u8];
+        let p = std::ptr::NonNull::new(bools.as_ptr().cast_mut()).unwrap();
+        // SAFETY: refused before anything reads it.
+        assert!(unsafe { Tensor::borrowed(DType::Bool, vec![1], p) }.is_err());
     }
 
     #[test]

@@ -103,12 +103,17 @@ impl TensorEntry {
         }
     }
 
-    /// The tensor to run with. A borrowed tensor is copied here, once per run: today's engine
-    /// keeps tensor elements in vectors it owns. When tensors become views over shared buffers,
-    /// this copy goes away.
+    /// The tensor to run with. A borrowed tensor of numbers is read in place (the session copies
+    /// any output that views it before returning); booleans, whose bytes C may give as any
+    /// value, and empty tensors are copied.
     pub fn tensor(&self) -> CallResult<Cow<'_, Tensor>> {
         match &self.elements {
             Elements::Owned(t) => Ok(Cow::Borrowed(t)),
+            Elements::Borrowed { shape, dtype, data, bytes } if dtype.is_plain_number() && *bytes > 0 => {
+                // SAFETY: the caller keeps the buffer alive and unchanged while the tensor is used
+                // (crx_tensor_create_borrowed), checked aligned and `bytes` long at creation.
+                Ok(Cow::Owned(unsafe { Tensor::borrowed(*dtype, shape.clone(), data.0)? }))
+            }
             Elements::Borrowed { shape, dtype, .. } => {
                 Ok(Cow::Owned(tensor_from_bytes(*dtype, shape.clone(), self.bytes()?)?))
             }
@@ -238,10 +243,9 @@ pub unsafe extern "C" fn crx_tensor_create(
 /// Lifetime: the caller keeps the buffer alive, and does not change it, until `crx_tensor_free`
 /// (and until every run using the tensor has returned). `crx_tensor_data` returns `data` itself.
 ///
-/// Today a run still copies a borrowed input once, inside the library, because the engine keeps
-/// tensor elements in memory it owns: a borrowed tensor saves the copy at creation, not at the
-/// run. Runs will read the buffer in place once the engine's tensors become views, with the same
-/// rules above, so code written to them keeps working.
+/// Runs read the buffer in place (no copy), except for CRX_DTYPE_BOOL tensors, which a run copies
+/// once since C may store any byte in them. An output that is the input itself (an Identity or
+/// Reshape of it) is copied out before the run returns, so outputs never point into the buffer.
 ///
 /// # Safety
 /// As for `crx_tensor_create`, and the lifetime rule above.

@@ -117,6 +117,20 @@ impl fmt::Display for ValueKind {
 }
 
 impl Data {
+    /// This value with every tensor in it copied out of lent memory ([`Tensor::detached`]).
+    pub fn detached(self) -> Result<Data> {
+        Ok(match self {
+            Data::Tensor(t) => Data::Tensor(t.detached()?),
+            Data::Sequence(s) => {
+                let dtype = s.elem_dtype();
+                let items = s.into_items().into_iter().map(Tensor::detached).collect::<Result<_>>()?;
+                Data::Sequence(Sequence { elem_dtype: dtype, items })
+            }
+            Data::Optional(Some(d)) => Data::Optional(Some(Box::new(d.detached()?))),
+            Data::Optional(None) => Data::Optional(None),
+        })
+    }
+
     pub fn as_tensor(&self) -> Result<&Tensor> {
         match self {
             Data::Tensor(t) => Ok(t),

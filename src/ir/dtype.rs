@@ -115,6 +115,13 @@ impl DType {
         }
     }
 
+    /// Numbers whose every bit pattern is a valid value, stored as whole bytes: what caller memory
+    /// can be read as in place.
+    pub fn is_plain_number(self) -> bool {
+        use DType::*;
+        matches!(self, F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64)
+    }
+
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
     }

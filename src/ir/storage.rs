@@ -1,4 +1,5 @@
-//! What tensors' elements live in: host memory, a copy on a device (a GPU buffer), or both.
+//! What tensors' elements live in: host memory, a copy on a device (a GPU buffer), or both; or
+//! memory a caller lends for the length of a run (the C ABI's borrowed tensors), read in place.
 //!
 //! A tensor made on the host has its elements there from the start. A device backend may attach
 //! a copy it uploaded ([`Storage::attach_device`]), so that later nodes on that device (and later
@@ -8,9 +9,10 @@
 //! downcasts [`DeviceBuffer::as_any`] to its own type.
 
 use super::dtype::DType;
-use super::tensor::TensorData;
+use super::tensor::{Elem, TensorData};
 use crate::Result;
 use std::any::Any;
+use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
 /// A tensor's elements in a device's memory, owned by the backend that made it.
@@ -28,20 +30,74 @@ pub trait DeviceBuffer: Send + Sync + std::fmt::Debug {
 pub struct Storage {
     dtype: DType,
     len: usize,
-    /// Filled from the start for host tensors; on first host read for device-made ones.
+    /// Filled from the start for host tensors; on first host read for device-made ones, and on
+    /// the first read that needs owned elements for borrowed ones.
     host: OnceLock<TensorData>,
+    /// Caller memory that reads go to in place.
+    borrowed: Option<Lent>,
     device: OnceLock<Arc<dyn DeviceBuffer>>,
+}
+
+/// `bytes` bytes of caller memory at `ptr`, which the caller keeps alive and unchanged while any
+/// tensor over it is in use (see [`Storage::borrowed`]); shared between threads only for reads.
+#[derive(Debug)]
+struct Lent {
+    ptr: NonNull<u8>,
+    bytes: usize,
+}
+
+// SAFETY: the memory is only read, and the lender keeps it alive and unchanged (Storage::borrowed).
+unsafe impl Send for Lent {}
+unsafe impl Sync for Lent {}
+
+impl Lent {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the lender guarantees `bytes` readable bytes at `ptr` (Storage::borrowed).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.bytes) }
+    }
 }
 
 impl Storage {
     pub fn host(data: TensorData) -> Storage {
         let (dtype, len) = (data.dtype(), data.len());
-        Storage { dtype, len, host: OnceLock::from(data), device: OnceLock::new() }
+        Storage { dtype, len, host: OnceLock::from(data), borrowed: None, device: OnceLock::new() }
     }
 
     /// Elements that exist only on a device so far.
     pub fn on_device(dtype: DType, len: usize, buffer: Arc<dyn DeviceBuffer>) -> Storage {
-        Storage { dtype, len, host: OnceLock::new(), device: OnceLock::from(buffer) }
+        Storage { dtype, len, host: OnceLock::new(), borrowed: None, device: OnceLock::from(buffer) }
+    }
+
+    /// `len` elements of `dtype` in caller memory at `ptr`, read in place. Only plain number
+    /// types (any bit pattern valid) can be lent; others are refused.
+    ///
+    /// # Safety
+    /// `ptr` points to `len * dtype.size()` readable bytes, aligned for `dtype`, that stay alive
+    /// and unchanged while this storage (or any tensor over it) exists. A session copies its
+    /// outputs out of lent memory before returning them ([`Storage::is_borrowed`]).
+    pub unsafe fn borrowed(dtype: DType, len: usize, ptr: NonNull<u8>) -> Result<Storage> {
+        if !dtype.is_plain_number() {
+            crate::bail!(Unsupported, "{dtype} elements cannot be lent in place");
+        }
+        let bytes = len
+            .checked_mul(dtype.size())
+            .ok_or_else(|| crate::err!(ResourceLimit, "{len} {dtype} elements overflow"))?;
+        let lent = Lent { ptr, bytes };
+        Ok(Storage { dtype, len, host: OnceLock::new(), borrowed: Some(lent), device: OnceLock::new() })
+    }
+
+    /// Whether the elements are caller memory read in place.
+    pub fn is_borrowed(&self) -> bool {
+        self.borrowed.is_some()
+    }
+
+    /// The elements as `&[T]` (`None` when `T` is not their type), in place for every form of
+    /// storage but a device-only one, which downloads first.
+    pub fn slice<T: Elem>(&self) -> Result<Option<&[T]>> {
+        match (&self.borrowed, self.host.get()) {
+            (Some(lent), None) if T::DTYPE == self.dtype => Ok(T::from_plain_bytes(lent.bytes())),
+            _ => Ok(T::slice(self.data()?)),
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -61,6 +117,10 @@ impl Storage {
     pub fn data(&self) -> Result<&TensorData> {
         if let Some(d) = self.host.get() {
             return Ok(d);
+        }
+        if let Some(lent) = &self.borrowed {
+            let copy = TensorData::from_plain_bytes(self.dtype, lent.bytes())?;
+            return Ok(self.host.get_or_init(|| copy));
         }
         let Some(buffer) = self.device.get() else {
             crate::bail!(Runtime, "a tensor's elements are neither on the host nor on a device");
@@ -102,6 +162,7 @@ impl Storage {
     pub fn data_mut(&mut self) -> Result<&mut TensorData> {
         self.data()?;
         self.device = OnceLock::new();
+        self.borrowed = None;
         Ok(self.host.get_mut().expect("downloaded above"))
     }
 

@@ -46,6 +46,58 @@ pub trait Elem: Clone + Default + PartialEq + std::fmt::Debug + Send + Sync + 's
     fn slice_mut(data: &mut TensorData) -> Option<&mut [Self]>;
     fn wrap(v: Vec<Self>) -> TensorData;
     fn unwrap(data: TensorData) -> Option<Vec<Self>>;
+    /// Elements read in place from raw bytes: plain number types (any bits valid) whose bytes
+    /// are aligned and whole; `None` otherwise and for every other type.
+    fn from_plain_bytes(bytes: &[u8]) -> Option<&[Self]>;
+}
+
+/// `bytemuck`'s checked cast for plain number types, `None` for the rest.
+macro_rules! plain_cast {
+    (String, $b:expr) => {
+        None
+    };
+    (Bool, $b:expr) => {
+        None
+    };
+    (F32, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (F64, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (F16, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (BF16, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (U8, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (I8, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (U16, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (I16, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (U32, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (I32, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (U64, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    (I64, $b:expr) => {
+        bytemuck::try_cast_slice($b).ok()
+    };
+    ($other:ident, $b:expr) => {
+        None
+    };
 }
 
 macro_rules! impl_elem {
@@ -61,6 +113,9 @@ macro_rules! impl_elem {
             fn wrap(v: Vec<Self>) -> TensorData { TensorData::$v(v) }
             fn unwrap(data: TensorData) -> Option<Vec<Self>> {
                 match data { TensorData::$v(v) => Some(v), _ => None }
+            }
+            fn from_plain_bytes(_bytes: &[u8]) -> Option<&[Self]> {
+                plain_cast!($v, _bytes)
             }
         }
     )*};
@@ -378,8 +433,19 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Elements of a plain number `dtype` copied from their bytes (lent memory made owned).
+    pub fn from_plain_bytes(dtype: DType, bytes: &[u8]) -> Result<TensorData> {
+        dispatch!(dtype; T => {
+            let src = T::from_plain_bytes(bytes)
+                .ok_or_else(|| err!(InvalidInput, "{} bytes are not whole, aligned {dtype} elements", bytes.len()))?;
+            let mut v = limits::with_capacity(src.len())?;
+            v.extend_from_slice(src);
+            Ok(T::wrap(v))
+        }; all; else => bail!(Unsupported, "{dtype} elements cannot be read from bytes"))
+    }
+
     /// A copy of elements `start..start + len`.
-    fn copy_range(&self, start: usize, len: usize) -> TensorData {
+    pub(crate) fn copy_range(&self, start: usize, len: usize) -> TensorData {
         dispatch!(self.dtype(); T => T::wrap(T::slice(self).map_or(vec![], |s| s[start..start + len].to_vec()));
             all; else => unreachable!())
     }
@@ -530,6 +596,33 @@ impl Tensor {
         Ok(Tensor { shape, storage: Arc::new(Storage::on_device(dtype, len, buffer)), offset: 0, len })
     }
 
+    /// A tensor over `len(shape)` elements of `dtype` in caller memory at `ptr`, read in place
+    /// (the C ABI's borrowed tensors). Plain number dtypes only.
+    ///
+    /// # Safety
+    /// As for [`Storage::borrowed`]: the memory stays alive and unchanged while the tensor, or
+    /// any view or clone of it, exists. Sessions copy outputs out of lent memory
+    /// ([`Tensor::detached`]) before returning them, so only the run itself must be covered.
+    pub unsafe fn borrowed(dtype: DType, shape: Vec<usize>, ptr: std::ptr::NonNull<u8>) -> Result<Tensor> {
+        let len = checked_len(&shape, dtype)?;
+        if ptr.as_ptr().addr() % dtype.size().max(1) != 0 {
+            bail!(InvalidInput, "lent memory at {:p} is not aligned for {dtype}", ptr.as_ptr());
+        }
+        // SAFETY: passed on to the caller of this function.
+        let storage = unsafe { Storage::borrowed(dtype, len, ptr)? };
+        Ok(Tensor { shape, storage: Arc::new(storage), offset: 0, len })
+    }
+
+    /// This tensor, copied into memory of its own when its elements are lent (so it may outlive
+    /// the lender's promise); itself otherwise.
+    pub fn detached(self) -> Result<Tensor> {
+        if !self.storage.is_borrowed() {
+            return Ok(self);
+        }
+        let copy = self.storage.data()?.copy_range(self.offset, self.len);
+        Ok(Tensor { shape: self.shape, storage: Arc::new(Storage::host(copy)), offset: 0, len: self.len })
+    }
+
     /// The storage this tensor views (with [`Tensor::offset`]): device backends attach and find
     /// their copies there.
     pub fn storage(&self) -> &Arc<Storage> {
@@ -547,7 +640,7 @@ impl Tensor {
 
     /// The elements as `&[T]`; an error names both dtypes when `T` is not this tensor's type.
     pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
-        let all = T::slice(self.storage.data()?).ok_or_else(|| self.dtype_error::<T>())?;
+        let all = self.storage.slice::<T>()?.ok_or_else(|| self.dtype_error::<T>())?;
         Ok(&all[self.offset..self.offset + self.len])
     }
 
@@ -584,7 +677,7 @@ impl Tensor {
     /// shares its storage, or views only part of it (a buffer pool takes back only what it can
     /// reuse whole).
     pub fn into_unique_vec<T: Elem>(self) -> Option<Vec<T>> {
-        if T::DTYPE != self.dtype() || !self.is_whole() {
+        if T::DTYPE != self.dtype() || !self.is_whole() || self.storage.is_borrowed() {
             return None;
         }
         Arc::try_unwrap(self.storage).ok()?.into_data().ok().and_then(T::unwrap)
