@@ -605,7 +605,7 @@ impl Tensor {
     /// ([`Tensor::detached`]) before returning them, so only the run itself must be covered.
     pub unsafe fn borrowed(dtype: DType, shape: Vec<usize>, ptr: std::ptr::NonNull<u8>) -> Result<Tensor> {
         let len = checked_len(&shape, dtype)?;
-        if ptr.as_ptr().addr() % dtype.size().max(1) != 0 {
+        if !ptr.as_ptr().addr().is_multiple_of(dtype.size().max(1)) {
             bail!(InvalidInput, "lent memory at {:p} is not aligned for {dtype}", ptr.as_ptr());
         }
         // SAFETY: passed on to the caller of this function.
