@@ -10,6 +10,8 @@ use crate::Result;
 use std::sync::Arc;
 
 pub mod cpu;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod plan;
 
 pub use plan::CompiledGraph;
@@ -102,6 +104,13 @@ pub fn compile_subgraph(body: &Graph, backends: &[Arc<dyn Backend>]) -> Result<C
 }
 
 /// Human-readable names of the devices this build can run on (`crx580 devices`).
+/// OpenCL devices come after the CPU when an OpenCL platform can be loaded (none otherwise).
 pub fn list_devices() -> Vec<String> {
-    vec![cpu::describe_cpu()]
+    let mut out = vec![cpu::describe_cpu()];
+    #[cfg(feature = "opencl")]
+    match opencl::devices() {
+        Ok(devices) => out.extend(devices.iter().map(|d| d.describe())),
+        Err(e) => log::debug!("no OpenCL devices: {e}"),
+    }
+    out
 }
