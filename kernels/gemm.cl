@@ -41,7 +41,10 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define floatV CAT(float, VW)
-#define vloadV CAT(vload, VW)
+// A vector load at any float address: PoCL turns vloadN into N scalar loads, a dereference of
+// a vector type with float alignment into one unaligned vector load.
+typedef floatV __attribute__((aligned(4))) floatV_unaligned;
+#define LOADV(p) (*(const global floatV_unaligned *)(p))
 
 // The epilogue of one output element: alpha, the bias, the activation, the residual.
 inline void gemm_store(global float *C, int ldc, int m, int n, float acc, float alpha, float beta,
@@ -70,8 +73,9 @@ inline void gemm_store(global float *C, int ldc, int m, int n, float acc, float 
 
 #define NWI_V (VW * NV)
 
-// Global size: (ceil(N / (VW*NV)), ceil(M / MWI), batches); any local size.
-kernel void gemm(GEMM_ARGS) {
+// Global size: (ceil(N / (VW*NV)), ceil(M / MWI), batches); local size (1, 1, 1), so that PoCL runs
+// each work-item's vector code as written rather than looping over work-items.
+kernel __attribute__((reqd_work_group_size(1, 1, 1))) void gemm(GEMM_ARGS) {
     const int batch = get_global_id(2);
     const int n0 = get_global_id(0) * NWI_V;
     const int m0 = get_global_id(1) * MWI;
@@ -91,10 +95,10 @@ kernel void gemm(GEMM_ARGS) {
         const global float *b = B + n0;
         for (int k = 0; k < K; k++) {
             floatV bv[NV];
-            for (int j = 0; j < NV; j++) bv[j] = vloadV(0, b + j * VW);
+            for (int j = 0; j < NV; j++) bv[j] = LOADV(b + j * VW);
             for (int i = 0; i < MWI; i++) {
                 const float av = a[i * a_rs];
-                for (int j = 0; j < NV; j++) acc[i][j] = fma((floatV)(av), bv[j], acc[i][j]);
+                for (int j = 0; j < NV; j++) acc[i][j] = mad((floatV)(av), bv[j], acc[i][j]);
             }
             a += a_cs;
             b += ldb;

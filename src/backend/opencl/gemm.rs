@@ -188,7 +188,9 @@ impl Gemm {
         ];
         match self.params {
             GemmParams::Registers { mwi, vw, nv } => {
-                self.gemm.launch(&args, &[n.div_ceil(vw * nv), m.div_ceil(mwi), batch], None)
+                // One work-item per work-group: PoCL then runs the kernel's own vector code as
+                // written instead of looping over (and trying to re-vectorise) work-items.
+                self.gemm.launch(&args, &[n.div_ceil(vw * nv), m.div_ceil(mwi), batch], Some(&[1, 1, 1]))
             }
             GemmParams::Local { mwg, nwg, mwi, nwi, .. } => {
                 let (tdx, tdy) = (nwg / nwi, mwg / mwi);

@@ -11,22 +11,25 @@ use std::sync::{Arc, Mutex};
 
 /// The kernel files, embedded: each compiles on its own with its default macros.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("activation.cl", ACTIVATION),
+    ("activation.cl", include_str!("../../../kernels/activation.cl")),
     ("gemm.cl", include_str!("../../../kernels/gemm.cl")),
     ("elementwise.cl", include_str!("../../../kernels/elementwise.cl")),
 ];
 
-/// The activations (`kernels/activation.cl`), prepended to every other kernel file.
-const ACTIVATION: &str = include_str!("../../../kernels/activation.cl");
-
-/// The source the device compiles for kernel file `name`: the file after the activations.
+/// The source the device compiles for kernel file `name`: the file after the activations. With
+/// `CRX580_KERNELS_DIR` set (kernel development), the files are read from that directory instead.
 pub fn source(name: &str) -> Result<String> {
-    let text = SOURCES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
-        .ok_or_else(|| crate::err!(Runtime, "no kernel file {name}"))?;
-    Ok(if name == "activation.cl" { text.to_string() } else { format!("{ACTIVATION}\n{text}") })
+    let read = |n: &str| match std::env::var_os("CRX580_KERNELS_DIR") {
+        Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(n))
+            .map_err(|e| crate::err!(Io, "kernel file {n} in CRX580_KERNELS_DIR: {e}")),
+        None => SOURCES
+            .iter()
+            .find(|(f, _)| *f == n)
+            .map(|(_, s)| s.to_string())
+            .ok_or_else(|| crate::err!(Runtime, "no kernel file {n}")),
+    };
+    let text = read(name)?;
+    Ok(if name == "activation.cl" { text } else { format!("{}\n{text}", read("activation.cl")?) })
 }
 
 /// A built program on one context.
