@@ -106,6 +106,7 @@ pub fn compile_subgraph(body: &Graph, backends: &[Arc<dyn Backend>]) -> Result<C
 /// Human-readable names of the devices this build can run on (`crx580 devices`).
 /// OpenCL devices come after the CPU when an OpenCL platform can be loaded (none otherwise).
 pub fn list_devices() -> Vec<String> {
+    #[cfg_attr(not(feature = "opencl"), allow(unused_mut))]
     let mut out = vec![cpu::describe_cpu()];
     #[cfg(feature = "opencl")]
     match opencl::devices() {
