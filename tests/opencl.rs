@@ -3,6 +3,8 @@
 //! cache; and a host without libOpenCL. No test skips: without an OpenCL device they fail and say
 //! what to install.
 
+mod common;
+
 use crx580::backend::opencl::elementwise::{BinaryOp, Elementwise};
 use crx580::backend::opencl::gemm::{BiasLayout, Gemm, GemmCall};
 use crx580::backend::opencl::program::{Arg, Program, SOURCES};
@@ -265,4 +267,21 @@ fn without_libopencl_only_the_cpu_is_offered() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_crx580")).arg("devices").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with("opencl: ") && l.contains("compute units")), "{text}");
+}
+
+#[test]
+fn golden_models_on_opencl_match_onnxruntime() {
+    // MatMul, Gemm, FusedMatMul and f32 elementwise nodes run on the device, the rest on the CPU,
+    // against onnxruntime's outputs with the CPU's tolerance.
+    context(); // fails with the install hint when there is no device
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden");
+    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, ..Default::default() };
+    std::env::set_var("CRX580_CACHE_DIR", cache_dir());
+    let cases = common::cases_in(&dir, None);
+    assert!(cases.len() >= 20, "golden models missing from {}", dir.display());
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| common::run_case_with(c, &options, 1e-3, 1e-4).err().map(|e| format!("{}: {e}", c.display())))
+        .collect();
+    assert!(failures.is_empty(), "golden models failed on OpenCL:\n{}", failures.join("\n"));
 }

@@ -64,7 +64,12 @@ pub struct ExecCtx<'a> {
 pub fn backends_for(device: Device) -> Result<Vec<Arc<dyn Backend>>> {
     match device {
         Device::Cpu | Device::Auto => Ok(vec![Arc::new(cpu::CpuBackend)]),
-        Device::OpenCl => crate::bail!(Unsupported, "this build has no OpenCL backend yet; use --device cpu"),
+        #[cfg(feature = "opencl")]
+        Device::OpenCl => Ok(vec![Arc::new(opencl::OpenClBackend::new()?), Arc::new(cpu::CpuBackend)]),
+        #[cfg(not(feature = "opencl"))]
+        Device::OpenCl => {
+            crate::bail!(Unsupported, "this build has no OpenCL backend (the 'opencl' feature); use --device cpu")
+        }
     }
 }
 

@@ -72,6 +72,10 @@ impl Elementwise {
         })
     }
 
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// Enqueues out = act(a op b), with a and b broadcast (numpy rules) to `out_shape`.
     #[allow(clippy::too_many_arguments)]
     pub fn binary(

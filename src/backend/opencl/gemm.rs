@@ -96,6 +96,10 @@ impl Gemm {
         })
     }
 
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// Enqueues C = act(alpha * op(A) op(B) + beta * bias) + residual for every batch. C and the
     /// residual are `batch` row-major M x N matrices. Does not wait.
     pub fn run(

@@ -4,6 +4,7 @@
 //! per kernel file (`gemm`, `elementwise`).
 
 pub mod activation;
+pub mod backend;
 pub mod cache;
 pub mod context;
 pub mod device;
@@ -14,5 +15,6 @@ pub mod program;
 pub mod sys;
 pub mod tuning;
 
+pub use backend::OpenClBackend;
 pub use context::{Buffer, Context};
 pub use device::{devices, DeviceInfo};
