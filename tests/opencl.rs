@@ -285,3 +285,16 @@ fn golden_models_on_opencl_match_onnxruntime() {
         .collect();
     assert!(failures.is_empty(), "golden models failed on OpenCL:\n{}", failures.join("\n"));
 }
+
+#[test]
+fn info_shows_which_nodes_the_opencl_device_runs() {
+    context(); // fails with the install hint when there is no device
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden/attention_block/model.onnx");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crx580"))
+        .args(["info", model.to_str().unwrap()])
+        .env("CRX580_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("  opencl: runs 19 nodes: Add, Div, Erf, MatMul, Mul; leaves"), "{text}");
+}
