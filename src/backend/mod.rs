@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 pub mod buffers;
 pub mod cpu;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod plan;
 
 pub use plan::CompiledGraph;
@@ -65,7 +67,12 @@ pub struct ExecCtx<'a> {
 pub fn backends_for(device: Device) -> Result<Vec<Arc<dyn Backend>>> {
     match device {
         Device::Cpu | Device::Auto => Ok(vec![Arc::new(cpu::CpuBackend)]),
-        Device::OpenCl => crate::bail!(Unsupported, "this build has no OpenCL backend yet; use --device cpu"),
+        #[cfg(feature = "opencl")]
+        Device::OpenCl => Ok(vec![Arc::new(opencl::OpenClBackend::new()?), Arc::new(cpu::CpuBackend)]),
+        #[cfg(not(feature = "opencl"))]
+        Device::OpenCl => {
+            crate::bail!(Unsupported, "this build has no OpenCL backend (the 'opencl' feature); use --device cpu")
+        }
     }
 }
 
@@ -105,6 +112,14 @@ pub fn compile_subgraph(body: &Graph, backends: &[Arc<dyn Backend>]) -> Result<C
 }
 
 /// Human-readable names of the devices this build can run on (`crx580 devices`).
+/// OpenCL devices come after the CPU when an OpenCL platform can be loaded (none otherwise).
 pub fn list_devices() -> Vec<String> {
-    vec![cpu::describe_cpu()]
+    #[cfg_attr(not(feature = "opencl"), allow(unused_mut))]
+    let mut out = vec![cpu::describe_cpu()];
+    #[cfg(feature = "opencl")]
+    match opencl::devices() {
+        Ok(devices) => out.extend(devices.iter().map(|d| d.describe())),
+        Err(e) => log::debug!("no OpenCL devices: {e}"),
+    }
+    out
 }

@@ -185,8 +185,14 @@ pub fn read_data_set_as(set: &Path, inputs: &[IoInfo], outputs: &[IoInfo]) -> Re
 
 /// Loads and runs one case on every data set; `Err` says what failed.
 pub fn run_case(case: &Path, rtol: f64, atol: f64) -> Result<(), String> {
+    run_case_with(case, &SessionOptions::default(), rtol, atol)
+}
+
+/// [`run_case`] with a session made with `options` (another device).
+#[allow(dead_code)] // not every test target uses it
+pub fn run_case_with(case: &Path, options: &SessionOptions, rtol: f64, atol: f64) -> Result<(), String> {
     let model = Model::load(case.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
-    let session = Session::new(model, &SessionOptions::default()).map_err(|e| format!("session: {e}"))?;
+    let session = Session::new(model, options).map_err(|e| format!("session: {e}"))?;
     let sets = data_sets(case);
     if sets.is_empty() {
         return Err("no test_data_set_* folders".into());

@@ -1,0 +1,193 @@
+// GEMM: C[b] = act(alpha * A[b] x B[b] + beta * bias[b]) + residual[b], for every batch b.
+// A (M x K) is read through run-time strides (a_rs per row, a_cs per column), so a transposed A
+// costs nothing; B (K x N) must be row-major with row stride ldb (the host transposes a transposed
+// B once, with `transpose` below). bias is read through strides too (a scalar, a row, a column or
+// a full matrix: ONNX Gemm's C broadcasts); residual is a full M x N matrix. A batch stride of 0
+// broadcasts that operand (shared weights).
+//
+// Two tilings, chosen by USE_LOCAL (the tuning table in src/backend/opencl/tuning.rs sets it):
+// - USE_LOCAL=0 (CPU-like devices such as PoCL): no local memory; each work-item computes an
+//   MWI x (VW*NV) block in registers with VW-wide vectors along N. PoCL runs a kernel with an inner
+//   loop one work-item at a time, so explicit vectors and register blocks are what make it fast.
+// - USE_LOCAL=1 (GPUs such as GCN): work-groups of (NWG/NWI) x (MWG/MWI) work-items share
+//   KWG-deep tiles of A and B in local memory; each work-item computes MWI x NWI outputs strided
+//   across the tile, so neighbouring work-items read neighbouring local words (no bank conflicts).
+
+#ifndef USE_LOCAL
+#define USE_LOCAL 0
+#endif
+#ifndef MWI
+#define MWI 4 // rows of C per work-item
+#endif
+#ifndef VW
+#define VW 8 // vector width along N (2, 4, 8 or 16), USE_LOCAL=0
+#endif
+#ifndef NV
+#define NV 1 // vectors per row of a work-item's block, USE_LOCAL=0
+#endif
+#ifndef NWI
+#define NWI 4 // columns of C per work-item, USE_LOCAL=1
+#endif
+#ifndef MWG
+#define MWG 32 // rows of C per work-group, USE_LOCAL=1
+#endif
+#ifndef NWG
+#define NWG 32 // columns of C per work-group, USE_LOCAL=1
+#endif
+#ifndef KWG
+#define KWG 16 // depth of the local tiles, USE_LOCAL=1
+#endif
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define floatV CAT(float, VW)
+// A vector load at any float address: PoCL turns vloadN into N scalar loads, a dereference of
+// a vector type with float alignment into one unaligned vector load.
+typedef floatV __attribute__((aligned(4))) floatV_unaligned;
+#define LOADV(p) (*(const global floatV_unaligned *)(p))
+
+// The epilogue of one output element: alpha, the bias, the activation, the residual.
+inline void gemm_store(global float *C, int ldc, int m, int n, float acc, float alpha, float beta,
+                       const global float *bias, int bias_rs, int bias_cs, int has_bias,
+                       const global float *res, int ldr, int has_res, int act, float act_a, float act_b) {
+    float v = alpha * acc;
+    if (has_bias) v += beta * bias[m * bias_rs + n * bias_cs];
+    v = crx_activate(v, act, act_a, act_b);
+    if (has_res) v += res[m * ldr + n];
+    C[m * ldc + n] = v;
+}
+
+#define GEMM_ARGS                                                                                  \
+    const int M, const int N, const int K, const global float *A, const int a_rs, const int a_cs,  \
+        const int a_bs, const global float *B, const int ldb, const int b_bs, global float *C,     \
+        const int ldc, const int c_bs, const float alpha, const float beta,                        \
+        const global float *bias, const int bias_rs, const int bias_cs, const int bias_bs,         \
+        const int has_bias, const global float *res, const int ldr, const int r_bs,                \
+        const int has_res, const int act, const float act_a, const float act_b
+
+#define STORE(m, n, v)                                                                              \
+    gemm_store(C, ldc, m, n, v, alpha, beta, bias, bias_rs, bias_cs, has_bias, res, ldr, has_res,  \
+               act, act_a, act_b)
+
+#if USE_LOCAL == 0
+
+#define NWI_V (VW * NV)
+
+// Global size: (ceil(N / (VW*NV)), ceil(M / MWI), batches); local size (1, 1, 1), so that PoCL runs
+// each work-item's vector code as written rather than looping over work-items.
+kernel __attribute__((reqd_work_group_size(1, 1, 1))) void gemm(GEMM_ARGS) {
+    const int batch = get_global_id(2);
+    const int n0 = get_global_id(0) * NWI_V;
+    const int m0 = get_global_id(1) * MWI;
+    if (m0 >= M || n0 >= N) return;
+    A += batch * a_bs;
+    B += batch * b_bs;
+    C += batch * c_bs;
+    bias += batch * bias_bs;
+    res += batch * r_bs;
+
+    if (m0 + MWI <= M && n0 + NWI_V <= N) {
+        // A whole block: vector loads of B, one broadcast A value per row.
+        floatV acc[MWI][NV];
+        for (int i = 0; i < MWI; i++)
+            for (int j = 0; j < NV; j++) acc[i][j] = (floatV)(0.0f);
+        const global float *a = A + m0 * a_rs;
+        const global float *b = B + n0;
+        for (int k = 0; k < K; k++) {
+            floatV bv[NV];
+            for (int j = 0; j < NV; j++) bv[j] = LOADV(b + j * VW);
+            for (int i = 0; i < MWI; i++) {
+                const float av = a[i * a_rs];
+                for (int j = 0; j < NV; j++) acc[i][j] = mad((floatV)(av), bv[j], acc[i][j]);
+            }
+            a += a_cs;
+            b += ldb;
+        }
+        for (int i = 0; i < MWI; i++)
+            for (int j = 0; j < NV; j++) {
+                union { floatV v; float s[VW]; } u;
+                u.v = acc[i][j];
+                for (int e = 0; e < VW; e++) STORE(m0 + i, n0 + j * VW + e, u.s[e]);
+            }
+    } else {
+        // A block cut by the edge of C: scalar, with bounds.
+        const int mi = min(MWI, M - m0);
+        const int ni = min(NWI_V, N - n0);
+        float acc[MWI][NWI_V];
+        for (int i = 0; i < MWI; i++)
+            for (int j = 0; j < NWI_V; j++) acc[i][j] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            for (int i = 0; i < mi; i++) {
+                const float av = A[(m0 + i) * a_rs + k * a_cs];
+                for (int j = 0; j < ni; j++) acc[i][j] = fma(av, B[k * ldb + n0 + j], acc[i][j]);
+            }
+        }
+        for (int i = 0; i < mi; i++)
+            for (int j = 0; j < ni; j++) STORE(m0 + i, n0 + j, acc[i][j]);
+    }
+}
+
+#else
+
+#define TDX (NWG / NWI) // work-items along N
+#define TDY (MWG / MWI) // work-items along M
+#define WGS (TDX * TDY)
+
+// Global size: (ceil(N / NWG) * TDX, ceil(M / MWG) * TDY, batches); local size (TDX, TDY, 1).
+kernel __attribute__((reqd_work_group_size(TDX, TDY, 1))) void gemm(GEMM_ARGS) {
+    local float As[KWG][MWG + 1]; // +1: no bank conflicts on the transposed store
+    local float Bs[KWG][NWG + 1];
+    const int batch = get_global_id(2);
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int lid = ty * TDX + tx;
+    const int n_base = get_group_id(0) * NWG, m_base = get_group_id(1) * MWG;
+    A += batch * a_bs;
+    B += batch * b_bs;
+    C += batch * c_bs;
+    bias += batch * bias_bs;
+    res += batch * r_bs;
+
+    float acc[MWI][NWI];
+    for (int i = 0; i < MWI; i++)
+        for (int j = 0; j < NWI; j++) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += KWG) {
+        for (int idx = lid; idx < MWG * KWG; idx += WGS) {
+            const int m = idx / KWG, k = idx % KWG;
+            const int gm = m_base + m, gk = k0 + k;
+            As[k][m] = (gm < M && gk < K) ? A[gm * a_rs + gk * a_cs] : 0.0f;
+        }
+        for (int idx = lid; idx < NWG * KWG; idx += WGS) {
+            const int k = idx / NWG, n = idx % NWG;
+            const int gn = n_base + n, gk = k0 + k;
+            Bs[k][n] = (gn < N && gk < K) ? B[gk * ldb + gn] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int k = 0; k < KWG; k++) {
+            float bv[NWI];
+            for (int j = 0; j < NWI; j++) bv[j] = Bs[k][tx + j * TDX];
+            for (int i = 0; i < MWI; i++) {
+                const float av = As[k][ty + i * TDY];
+                for (int j = 0; j < NWI; j++) acc[i][j] = fma(av, bv[j], acc[i][j]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < MWI; i++) {
+        const int m = m_base + ty + i * TDY;
+        for (int j = 0; j < NWI; j++) {
+            const int n = n_base + tx + j * TDX;
+            if (m < M && n < N) STORE(m, n, acc[i][j]);
+        }
+    }
+}
+
+#endif
+
+// out[b][c][r] = in[b][r][c] for a batch of rows x cols matrices (B^T for a transposed B).
+kernel void transpose(const int rows, const int cols, const global float *in, global float *out) {
+    const int c = get_global_id(0), r = get_global_id(1), b = get_global_id(2);
+    if (r >= rows || c >= cols) return;
+    const int plane = rows * cols;
+    out[b * plane + c * rows + r] = in[b * plane + r * cols + c];
+}

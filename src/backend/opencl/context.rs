@@ -1,0 +1,202 @@
+//! A context and an in-order command queue on one device, and device buffers with upload and
+//! download. One `Context` per session device; everything made from it holds an `Arc` to it, so
+//! the queue outlives every buffer and program.
+
+use super::device::DeviceInfo;
+use super::loader::{api, check, Api};
+use super::sys::*;
+use crate::Result;
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct Context {
+    pub(crate) api: &'static Api,
+    pub device: DeviceInfo,
+    pub(crate) context: cl_context,
+    pub(crate) queue: cl_command_queue,
+    /// Where compiled program binaries are kept (`cache.rs`); `None` caches nothing.
+    pub cache_dir: Option<PathBuf>,
+}
+
+// SAFETY: OpenCL contexts and queues may be used from any thread (OpenCL 1.2, appendix A.2).
+unsafe impl Send for Context {}
+unsafe impl Sync for Context {}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "opencl::Context({})", self.device.name)
+    }
+}
+
+impl Context {
+    /// A context and queue on `device`, caching program binaries in `cache_dir` (see
+    /// [`super::cache::default_dir`] for the usual choice).
+    pub fn new(device: DeviceInfo, cache_dir: Option<PathBuf>) -> Result<Arc<Context>> {
+        let api = api()?;
+        let mut code = 0;
+        // SAFETY: one valid device id; no properties, no callback.
+        let context =
+            unsafe { (api.clCreateContext)(std::ptr::null(), 1, &device.id.0, None, std::ptr::null_mut(), &mut code) };
+        check(code, "clCreateContext")?;
+        // SAFETY: a context just made on this device; in-order, no profiling.
+        let queue = unsafe { (api.clCreateCommandQueue)(context, device.id.0, 0, &mut code) };
+        if let Err(e) = check(code, "clCreateCommandQueue") {
+            unsafe { (api.clReleaseContext)(context) };
+            return Err(e);
+        }
+        Ok(Arc::new(Context { api, device, context, queue, cache_dir }))
+    }
+
+    /// The first device of the first platform that has one, preferring GPUs.
+    pub fn first_device() -> Result<DeviceInfo> {
+        let mut all = super::device::devices()?;
+        all.sort_by_key(|d| !d.is_gpu);
+        all.into_iter().next().ok_or_else(|| {
+            crate::err!(
+                Unsupported,
+                "no OpenCL device found: install an OpenCL driver (e.g. pocl-opencl-icd for the CPU)"
+            )
+        })
+    }
+
+    /// Waits until every command queued so far has finished.
+    pub fn finish(&self) -> Result<()> {
+        // SAFETY: our own queue.
+        check(unsafe { (self.api.clFinish)(self.queue) }, "clFinish")
+    }
+
+    /// A device buffer of `len` elements of `T`, contents undefined.
+    pub fn alloc<T: bytemuck::Pod>(self: &Arc<Self>, len: usize) -> Result<Buffer> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| crate::err!(ResourceLimit, "a device buffer of {len} elements overflows"))?;
+        if bytes as u64 > self.device.max_alloc {
+            crate::bail!(
+                ResourceLimit,
+                "a device buffer of {bytes} bytes is larger than {}'s largest allocation ({} bytes)",
+                self.device.name,
+                self.device.max_alloc
+            );
+        }
+        let mut code = 0;
+        // OpenCL refuses size 0; an empty tensor gets a one-byte buffer it never reads.
+        // SAFETY: no host pointer; the size is checked above.
+        let mem = unsafe {
+            (self.api.clCreateBuffer)(self.context, CL_MEM_READ_WRITE, bytes.max(1), std::ptr::null_mut(), &mut code)
+        };
+        check(code, "clCreateBuffer")?;
+        Ok(Buffer { ctx: self.clone(), mem, bytes })
+    }
+
+    /// A device buffer holding a copy of `data`.
+    pub fn upload<T: bytemuck::Pod>(self: &Arc<Self>, data: &[T]) -> Result<Buffer> {
+        let buf = self.alloc::<T>(data.len())?;
+        buf.write(data)?;
+        Ok(buf)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: our own handles, released once; every Buffer/Program holds an Arc, so none is alive.
+        unsafe {
+            (self.api.clReleaseCommandQueue)(self.queue);
+            (self.api.clReleaseContext)(self.context);
+        }
+    }
+}
+
+/// A device memory object of a known byte size.
+pub struct Buffer {
+    ctx: Arc<Context>,
+    pub(crate) mem: cl_mem,
+    bytes: usize,
+}
+
+// SAFETY: memory objects may be used from any thread; writes and reads go through the in-order queue.
+unsafe impl Send for Buffer {}
+unsafe impl Sync for Buffer {}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "opencl::Buffer({} bytes)", self.bytes)
+    }
+}
+
+impl Buffer {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Copies `data` into the start of the buffer (blocking).
+    pub fn write<T: bytemuck::Pod>(&self, data: &[T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(data);
+        self.check_fits(bytes)?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let c = &self.ctx;
+        // SAFETY: blocking write of `bytes` from a live slice into a buffer at least that large.
+        let code = unsafe {
+            (c.api.clEnqueueWriteBuffer)(
+                c.queue,
+                self.mem,
+                CL_TRUE,
+                0,
+                bytes,
+                data.as_ptr() as *const c_void,
+                0,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        check(code, "clEnqueueWriteBuffer")
+    }
+
+    /// Copies the start of the buffer into `out` (blocking: waits for the kernels before it).
+    pub fn read<T: bytemuck::Pod>(&self, out: &mut [T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(out);
+        self.check_fits(bytes)?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let c = &self.ctx;
+        // SAFETY: blocking read of `bytes` into a live, exclusively borrowed slice.
+        let code = unsafe {
+            (c.api.clEnqueueReadBuffer)(
+                c.queue,
+                self.mem,
+                CL_TRUE,
+                0,
+                bytes,
+                out.as_mut_ptr() as *mut c_void,
+                0,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        check(code, "clEnqueueReadBuffer")
+    }
+
+    /// The buffer's first `len` elements, copied to the host.
+    pub fn to_vec<T: bytemuck::Pod>(&self, len: usize) -> Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); len];
+        self.read(&mut v)?;
+        Ok(v)
+    }
+
+    fn check_fits(&self, bytes: usize) -> Result<()> {
+        if bytes > self.bytes {
+            crate::bail!(Runtime, "a transfer of {bytes} bytes does not fit a device buffer of {}", self.bytes);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: our own memory object, released once.
+        unsafe { (self.ctx.api.clReleaseMemObject)(self.mem) };
+    }
+}
