@@ -293,9 +293,10 @@ impl PackB for Im2col<'_> {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]) {
         let (ih, iw, ow) = (self.h.input, self.w.input, self.w.output);
         let valid = nr.min(n - n0);
-        for (kk, row) in out.chunks_exact_mut(nr).take(kc).enumerate() {
-            let k = k0 + kk;
-            let (c, tap) = (k / (self.kh * self.kw), k % (self.kh * self.kw));
+        let taps = self.kh * self.kw;
+        // Row k is channel k / taps at tap k % taps; both advance by counting, not dividing.
+        let (mut c, mut tap) = (k0 / taps, k0 % taps);
+        for row in out.chunks_exact_mut(nr).take(kc) {
             let (ky, kx) = (tap / self.kw, tap % self.kw);
             let plane = &self.x[c * ih * iw..(c + 1) * ih * iw];
             let xs = valid_outputs(&self.w, kx);
@@ -310,15 +311,15 @@ impl PackB for Im2col<'_> {
                 } else {
                     let in_row = &plane[iy * iw..(iy + 1) * iw];
                     // Zeros left of the input, the covered pixels, zeros right of it.
-                    let (lo, hi) =
-                        (xs.start.clamp(ox, ox + run), xs.end.clamp(ox, ox + run).max(xs.start.clamp(ox, ox + run)));
+                    let lo = xs.start.clamp(ox, ox + run);
+                    let hi = xs.end.clamp(ox, ox + run).max(lo);
                     seg[..lo - ox].fill(0.0);
                     seg[hi - ox..].fill(0.0);
                     if hi > lo {
                         let first = lo * self.w.stride + kx * self.w.dilation - self.w.pad_begin;
                         let dst = &mut seg[lo - ox..hi - ox];
                         if self.w.stride == 1 {
-                            dst.copy_from_slice(&in_row[first..first + (hi - lo)]);
+                            copy_short(dst, &in_row[first..first + (hi - lo)]);
                         } else {
                             dst.iter_mut().enumerate().for_each(|(t, v)| *v = in_row[first + t * self.w.stride]);
                         }
@@ -328,6 +329,28 @@ impl PackB for Im2col<'_> {
                 pos += run;
             }
             row[valid..].fill(0.0);
+            tap += 1;
+            if tap == taps {
+                tap = 0;
+                c += 1;
+            }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of a panel row: whole 16-float blocks as fixed-size
+/// copies the compiler keeps inline (a `memcpy` call per run of 32 floats costs more than the copy).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    const BLOCK: usize = 16;
+    let mut d = dst.chunks_exact_mut(BLOCK);
+    let mut s = src.chunks_exact(BLOCK);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; BLOCK] = s.try_into().expect("a block");
+        let d: &mut [f32; BLOCK] = d.try_into().expect("a block");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }

@@ -22,6 +22,8 @@ const KC: usize = 192;
 /// Rows of one task's tile: MC x KC of A (288 KiB) stays in the 1 MiB L2. Convolutions have up to
 /// a few hundred output channels, so one tile takes them all and each B panel is packed once.
 const MC: usize = 384;
+/// Columns of C the epilogue is applied to at a time, once their products are complete.
+const EPILOGUE_COLS: usize = 256;
 /// Columns of one task's tile.
 const NC: usize = 512;
 
@@ -384,12 +386,16 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         }
                     }
                 }
-                // The epilogue runs on each column strip as its product completes, while it is
-                // still in cache.
-                if last && !p.epilogue.is_identity() {
-                    // SAFETY: the strip is inside this task's tile.
-                    let strip = unsafe { c.add(j * nr) };
-                    p.epilogue.apply(strip, ldc, m0, mc, n0 + j * nr, cols);
+                // The epilogue runs on groups of column strips as their products complete, while
+                // they are still in cache; groups rather than single strips, so that its rows are
+                // long enough for the vector loops.
+                let strips = (EPILOGUE_COLS / nr).max(1);
+                if last && !p.epilogue.is_identity() && ((j + 1) % strips == 0 || j + 1 == np) {
+                    let first = j / strips * strips;
+                    let width = (j * nr + cols) - first * nr;
+                    // SAFETY: the strips are inside this task's tile.
+                    let group = unsafe { c.add(first * nr) };
+                    p.epilogue.apply(group, ldc, m0, mc, n0 + first * nr, width);
                 }
             }
         }
