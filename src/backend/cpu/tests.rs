@@ -218,6 +218,11 @@ fn convolutions_match_the_reference() {
             true,
             "conv-gemm",
         ),
+        // Output rows so narrow that a panel spans more of them than the packing's table holds.
+        ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        // A kernel wider than the packing's table, and a stride of 3.
+        ("1x9 kernel", [1, 2, 5, 12], [3, 2, 1, 9], vec![("pads", ints(&[0, 4, 0, 4]))], false, "conv-gemm"),
+        ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, "conv-gemm"),
         // More output channels than one tile's rows.
         ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, "conv-gemm"),
     ];
