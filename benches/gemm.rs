@@ -1,19 +1,55 @@
 //! GEMM throughput on conv-like shapes at 1 thread (and at every thread count the machine has),
-//! for each micro-kernel this CPU runs: `cargo bench --bench gemm`. The weights side is packed
-//! once, as the engine does at prepare time; the other side is packed per run.
-//! Compare with the FMA peak from `cargo bench --bench peak`.
+//! for each micro-kernel this CPU runs: `cargo bench --bench gemm [ISA]` (e.g. `avx512`: only that
+//! kernel). The weights side is packed once, as the engine does at prepare time; the other side is
+//! packed per run. The first line per kernel is the micro-kernel alone on cache-resident panels:
+//! the ceiling for the rest. Compare with the FMA peak from `cargo bench --bench peak`.
+//! Every figure is the best of several windows, so one quiet window on a shared machine suffices.
 
-use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, PackedA, Problem, Rhs};
+use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, PackedA, Problem, Rhs};
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
 use std::time::Instant;
 
+/// Best seconds per call of `f` over `windows` windows of `reps` calls.
+fn best_time(windows: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..windows {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
+/// The micro-kernel alone: one MR x NR block over k = 256 from panels in L1, C in L1.
+fn micro_only(micro: &Micro) -> f64 {
+    let kc = 256;
+    let a = vec![0.01f32; kc * micro.mr];
+    let b = vec![0.02f32; kc * micro.nr];
+    let mut c = vec![0f32; micro.mr * micro.nr];
+    let reps = 1_000;
+    let secs = best_time(100, reps, || {
+        // SAFETY: the panels hold kc * mr and kc * nr floats, C mr x nr; micro_for picks a kernel
+        // this CPU runs.
+        unsafe { (micro.run)(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), micro.nr, true) };
+    });
+    std::hint::black_box(&c);
+    2.0 * (kc * micro.mr * micro.nr) as f64 / secs / 1e9
+}
+
 fn main() {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     // (M, N, K) as the issue states them: M output pixels, N output channels, K = Cin * taps.
     let shapes = [(3136, 64, 576), (784, 128, 1152), (196, 256, 2304), (128, 384, 384)];
     let max_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     for isa in Isa::available() {
+        if !filter.is_empty() && !filter.iter().any(|f| f == isa.name()) {
+            continue;
+        }
         let micro = micro_for(isa);
+        println!("{:<9} micro-kernel {}x{} alone: {:7.1} GFLOP/s", isa.name(), micro.mr, micro.nr, micro_only(&micro));
         for threads in [1, max_threads] {
             let pool = ThreadPool::new(threads);
             for &(pixels, channels, k) in &shapes {
@@ -27,15 +63,8 @@ fn main() {
                 let p = Problem { m, n, k, a: Lhs::Packed(&packed), b: Rhs::Source(&b), epilogue: Epilogue::default() };
                 run(&pool, &micro, &p, &mut c, n);
                 let flops = 2.0 * (m * n * k) as f64;
-                let reps = ((2e9 / flops) as usize).max(3);
-                let mut best = f64::MAX;
-                for _ in 0..5 {
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        run(&pool, &micro, &p, &mut c, n);
-                    }
-                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-                }
+                let reps = ((0.05e9 / flops) as usize).max(1);
+                let best = best_time(80, reps, || run(&pool, &micro, &p, &mut c, n));
                 println!(
                     "{:<9} threads {threads}  M,N,K = {pixels:>4},{channels:>3},{k:>4}: {:7.1} GFLOP/s",
                     isa.name(),

@@ -306,41 +306,145 @@ impl PackB for Im2col<'_> {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]) {
         let (ih, iw, ow) = (self.h.input, self.w.input, self.w.output);
         let valid = nr.min(n - n0);
-        for (kk, row) in out.chunks_exact_mut(nr).take(kc).enumerate() {
-            let k = k0 + kk;
-            let (c, tap) = (k / (self.kh * self.kw), k % (self.kh * self.kw));
+        // The panel's columns as runs along output rows, (first column, oy, ox, length): the same
+        // for every k, so found once.
+        let mut runs = [(0usize, 0usize, 0usize, 0usize); MAX_RUNS];
+        let mut count = 0;
+        let (mut j, mut pos) = (0, n0);
+        while j < valid {
+            let (oy, ox) = (pos / ow, pos % ow);
+            let len = (ow - ox).min(valid - j);
+            if count == MAX_RUNS {
+                // Very narrow outputs: more runs than the table holds; the general loop below.
+                return self.pack_b_rows(k0, kc, n0, nr, valid, out);
+            }
+            runs[count] = (j, oy, ox, len);
+            count += 1;
+            j += len;
+            pos += len;
+        }
+        // The output columns inside the input per kernel column, for the usual small kernels.
+        let mut inside: [std::ops::Range<usize>; MAX_KW] = Default::default();
+        if self.kw > MAX_KW {
+            return self.pack_b_rows(k0, kc, n0, nr, valid, out);
+        }
+        for (kx, r) in inside.iter_mut().enumerate().take(self.kw) {
+            *r = valid_outputs(&self.w, kx);
+        }
+        let taps = self.kh * self.kw;
+        // Row k is channel k / taps at tap (ky, kx); all advance by counting, not dividing.
+        let (mut c, tap) = (k0 / taps, k0 % taps);
+        let (mut ky, mut kx) = (tap / self.kw, tap % self.kw);
+        for row in out.chunks_exact_mut(nr).take(kc) {
+            let plane = &self.x[c * ih * iw..(c + 1) * ih * iw];
+            for &(j, oy, ox, len) in &runs[..count] {
+                self.pack_run(plane, ky, kx, &inside[kx], oy, ox, &mut row[j..j + len]);
+            }
+            row[valid..].fill(0.0);
+            kx += 1;
+            if kx == self.kw {
+                kx = 0;
+                ky += 1;
+                if ky == self.kh {
+                    ky = 0;
+                    c += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The most runs (output rows) one panel's columns are found on before packing falls back to
+/// finding them per k.
+const MAX_RUNS: usize = 8;
+/// The widest kernel whose per-column ranges the fast packing keeps in a table.
+const MAX_KW: usize = 8;
+
+impl Im2col<'_> {
+    /// The general packing: runs found again for every k.
+    fn pack_b_rows(&self, k0: usize, kc: usize, n0: usize, nr: usize, valid: usize, out: &mut [f32]) {
+        let (ih, iw, ow) = (self.h.input, self.w.input, self.w.output);
+        let taps = self.kh * self.kw;
+        let (mut c, mut tap) = (k0 / taps, k0 % taps);
+        for row in out.chunks_exact_mut(nr).take(kc) {
             let (ky, kx) = (tap / self.kw, tap % self.kw);
             let plane = &self.x[c * ih * iw..(c + 1) * ih * iw];
             let xs = valid_outputs(&self.w, kx);
             let (mut j, mut pos) = (0, n0);
             while j < valid {
                 let (oy, ox) = (pos / ow, pos % ow);
-                let run = (ow - ox).min(valid - j);
-                let seg = &mut row[j..j + run];
-                let iy = (oy * self.h.stride + ky * self.h.dilation).wrapping_sub(self.h.pad_begin);
-                if iy >= ih {
-                    seg.fill(0.0);
-                } else {
-                    let in_row = &plane[iy * iw..(iy + 1) * iw];
-                    // Zeros left of the input, the covered pixels, zeros right of it.
-                    let (lo, hi) =
-                        (xs.start.clamp(ox, ox + run), xs.end.clamp(ox, ox + run).max(xs.start.clamp(ox, ox + run)));
-                    seg[..lo - ox].fill(0.0);
-                    seg[hi - ox..].fill(0.0);
-                    if hi > lo {
-                        let first = lo * self.w.stride + kx * self.w.dilation - self.w.pad_begin;
-                        let dst = &mut seg[lo - ox..hi - ox];
-                        if self.w.stride == 1 {
-                            dst.copy_from_slice(&in_row[first..first + (hi - lo)]);
-                        } else {
-                            dst.iter_mut().enumerate().for_each(|(t, v)| *v = in_row[first + t * self.w.stride]);
-                        }
-                    }
-                }
-                j += run;
-                pos += run;
+                let len = (ow - ox).min(valid - j);
+                self.pack_run(plane, ky, kx, &xs, oy, ox, &mut row[j..j + len]);
+                j += len;
+                pos += len;
             }
             row[valid..].fill(0.0);
+            tap += 1;
+            if tap == taps {
+                tap = 0;
+                c += 1;
+            }
         }
+    }
+
+    /// Output pixels `ox..ox + seg.len()` of output row `oy` at tap (ky, kx) of one input plane:
+    /// zeros where the tap falls in the padding, input pixels elsewhere. `xs`: the output columns
+    /// whose tap kx is inside the input.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn pack_run(
+        &self,
+        plane: &[f32],
+        ky: usize,
+        kx: usize,
+        xs: &std::ops::Range<usize>,
+        oy: usize,
+        ox: usize,
+        seg: &mut [f32],
+    ) {
+        let (ih, iw) = (self.h.input, self.w.input);
+        let run = seg.len();
+        let iy = (oy * self.h.stride + ky * self.h.dilation).wrapping_sub(self.h.pad_begin);
+        if iy >= ih {
+            seg.fill(0.0);
+            return;
+        }
+        let in_row = &plane[iy * iw..(iy + 1) * iw];
+        // Zeros left of the input, the covered pixels, zeros right of it.
+        let lo = xs.start.clamp(ox, ox + run);
+        let hi = xs.end.clamp(ox, ox + run).max(lo);
+        seg[..lo - ox].fill(0.0);
+        seg[hi - ox..].fill(0.0);
+        if hi > lo {
+            let first = lo * self.w.stride + kx * self.w.dilation - self.w.pad_begin;
+            let dst = &mut seg[lo - ox..hi - ox];
+            if self.w.stride == 1 {
+                copy_short(dst, &in_row[first..first + (hi - lo)]);
+            } else {
+                let src = &in_row[first..];
+                if self.w.stride == 2 && src.len() >= 2 * dst.len() {
+                    dst.iter_mut().zip(src.chunks_exact(2)).for_each(|(v, pair)| *v = pair[0]);
+                } else {
+                    dst.iter_mut().zip(src.iter().step_by(self.w.stride)).for_each(|(v, s)| *v = *s);
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of a panel row: whole 16-float blocks as fixed-size
+/// copies the compiler keeps inline (a `memcpy` call per run of 32 floats costs more than the copy).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    const BLOCK: usize = 16;
+    let mut d = dst.chunks_exact_mut(BLOCK);
+    let mut s = src.chunks_exact(BLOCK);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; BLOCK] = s.try_into().expect("a block");
+        let d: &mut [f32; BLOCK] = d.try_into().expect("a block");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }

@@ -207,6 +207,24 @@ fn convolutions_match_the_reference() {
             "conv-gemm",
         ),
         ("wide k", [1, 40, 6, 6], [9, 40, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        // Past the GEMM's blocking: k in two slices, an output plane over several column tiles and
+        // epilogue groups with a ragged end, channels not a multiple of the micro-kernel's rows.
+        ("large plane", [1, 24, 23, 37], [20, 24, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        (
+            "large plane stride 2",
+            [1, 5, 40, 41],
+            [9, 5, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 0, 1, 1]))],
+            true,
+            "conv-gemm",
+        ),
+        // Output rows so narrow that a panel spans more of them than the packing's table holds.
+        ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        // A kernel wider than the packing's table, and a stride of 3.
+        ("1x9 kernel", [1, 2, 5, 12], [3, 2, 1, 9], vec![("pads", ints(&[0, 4, 0, 4]))], false, "conv-gemm"),
+        ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, "conv-gemm"),
+        // More output channels than one tile's rows.
+        ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, "conv-gemm"),
     ];
     for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
         let seed = i as u64 * 10;

@@ -15,10 +15,15 @@ use super::activation::{Activation, ActivationExt};
 use super::pool::{SharedMut, ThreadPool, MIN_PARALLEL_WORK};
 use std::cell::RefCell;
 
-/// Depth of one k slice: a B micro-panel (KC x NR floats) stays in L1 while A panels stream by.
-const KC: usize = 256;
-/// Rows of one task's tile.
-const MC: usize = 128;
+/// Most depth of one k slice: a B micro-panel (KC x NR floats, 24 KiB for AVX-512's 32 columns)
+/// stays in Zen 4's 32 KiB L1d while A panels stream by from L2. k is cut into equal slices of at
+/// most this (576 = 3 x 192, not 2 x 256 + 64).
+const KC: usize = 192;
+/// Rows of one task's tile: MC x KC of A (288 KiB) stays in the 1 MiB L2. Convolutions have up to
+/// a few hundred output channels, so one tile takes them all and each B panel is packed once.
+const MC: usize = 384;
+/// Columns of C the epilogue is applied to at a time, once their products are complete.
+const EPILOGUE_COLS: usize = 256;
 /// Columns of one task's tile.
 const NC: usize = 512;
 
@@ -328,21 +333,17 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
             Ok((a, b)) => (a, b),
             Err(_) => (&mut local.0, &mut local.1),
         };
-        let kc_max = KC.min(p.k);
+        let kc_max = p.k.div_ceil(p.k.div_ceil(KC));
         if matches!(p.a, Lhs::Plain(_)) && abuf.len() < mp * mr * kc_max {
             abuf.resize(mp * mr * kc_max, 0.0);
         }
-        if p.b.source().is_some() && bbuf.len() < np * nr * kc_max {
-            bbuf.resize(np * nr * kc_max, 0.0);
+        if p.b.source().is_some() && bbuf.len() < nr * kc_max {
+            bbuf.resize(nr * kc_max, 0.0);
         }
         let mut edge = [0f32; 16 * 64];
-        for k0 in (0..p.k).step_by(KC) {
-            let kc = KC.min(p.k - k0);
-            if let Some(src) = p.b.source() {
-                for j in 0..np {
-                    src.pack_b(k0, kc, n0 + j * nr, nr, p.n, &mut bbuf[j * nr * kc..(j + 1) * nr * kc]);
-                }
-            }
+        for k0 in (0..p.k).step_by(kc_max) {
+            let kc = kc_max.min(p.k - k0);
+            let last = k0 + kc == p.k;
             if let Lhs::Plain(a) = &p.a {
                 for i in 0..mp {
                     pack_a(a, m0 + i * mr, mr, p.m, k0, kc, &mut abuf[i * mr * kc..(i + 1) * mr * kc]);
@@ -350,9 +351,14 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
             }
             let accumulate = k0 > 0;
             for j in 0..np {
+                // A B panel is packed just before the A panels stream past it, so it is in L1.
                 let bp = match &p.b {
                     Rhs::Packed(b) => b.panel((n0 / nr) + j, k0, kc),
-                    Rhs::Plain(_) | Rhs::Source(_) => &bbuf[j * nr * kc..(j + 1) * nr * kc],
+                    Rhs::Plain(_) | Rhs::Source(_) => {
+                        let src = p.b.source().expect("an unpacked operand");
+                        src.pack_b(k0, kc, n0 + j * nr, nr, p.n, &mut bbuf[..nr * kc]);
+                        &bbuf[..nr * kc]
+                    }
                 };
                 let cols = nr.min(nc - j * nr);
                 for i in 0..mp {
@@ -380,10 +386,18 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         }
                     }
                 }
+                // The epilogue runs on groups of column strips as their products complete, while
+                // they are still in cache; groups rather than single strips, so that its rows are
+                // long enough for the vector loops.
+                let strips = (EPILOGUE_COLS / nr).max(1);
+                if last && !p.epilogue.is_identity() && ((j + 1) % strips == 0 || j + 1 == np) {
+                    let first = j / strips * strips;
+                    let width = (j * nr + cols) - first * nr;
+                    // SAFETY: the strips are inside this task's tile.
+                    let group = unsafe { c.add(first * nr) };
+                    p.epilogue.apply(group, ldc, m0, mc, n0 + first * nr, width);
+                }
             }
-        }
-        if !p.epilogue.is_identity() {
-            p.epilogue.apply(c, ldc, m0, mc, n0, nc);
         }
     });
 }
