@@ -1,7 +1,8 @@
 //! Model conversion: rewrites of a decoded ONNX model into smaller or faster standard ONNX, written
 //! back with `onnx::write`. One file per method: `fp16` (float16 compute with float32 islands),
 //! `dynamic` (int8 MatMul/Gemm in onnxruntime's `quantize_dynamic` form), `qdq` (static int8 in
-//! onnxruntime's `quantize_static` QDQ form, with ranges from `calibrate`); `accuracy` measures
+//! onnxruntime's `quantize_static` QDQ form, with ranges from `calibrate`), `prune` (magnitude
+//! pruning, combinable with the others); `accuracy` measures
 //! what a conversion cost. Calibration and accuracy run models through the public
 //! [`Session`](crate::Session) API.
 
@@ -11,6 +12,7 @@ pub mod dynamic;
 pub mod edit;
 pub mod fp16;
 pub mod opset;
+pub mod prune;
 pub mod qdq;
 pub mod quant;
 

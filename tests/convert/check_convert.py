@@ -9,7 +9,8 @@ quantize_dynamic on the same model and inputs: ours may not be clearly worse.
 `--to int8-static` (static_checks.py) is checked the same way on calibration data written as .npy
 batches: the digits demo on scikit-learn's held-out split (accuracy and top-1 agreement), zoo
 models on synthetic-but-structured images, and an opset-9 ResNet-class graph; each side by side
-with onnxruntime's quantize_static on the same batches.
+with onnxruntime's quantize_static on the same batches. `--prune` (prune_checks.py): each pattern
+on the digits demo, alone and with int8-static.
 
 Usage: python tests/convert/check_convert.py --crx580 target/release/crx580 [--zoo DIR] [--out DIR]
 Prints one line per model and conversion; exits non-zero on any failure.
@@ -28,7 +29,8 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import static_checks  # noqa: E402 - this folder's modules, after its path is known
+import prune_checks  # noqa: E402 - this folder's modules, after its path is known
+import static_checks  # noqa: E402
 from runs import agreement, crx_run, ort_run, top1  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -179,6 +181,7 @@ def main():
                     check(1 - cos <= 1.1 * (1 - tcos) + 1e-6, f"{label}: cos {cos:.6f} worse than quantize_dynamic's {tcos:.6f}")
             print(line)
     static_checks.run_all(args.crx580, args.zoo, work, check)
+    prune_checks.run_all(args.crx580, work, check)
     if failures:
         print(f"{len(failures)} failures", file=sys.stderr)
         sys.exit(1)

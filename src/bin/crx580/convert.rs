@@ -12,6 +12,7 @@ use crx580::convert::accuracy::{compare, latency_ms};
 use crx580::convert::calibrate::{calibrate, Method};
 use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
 use crx580::convert::fp16::{to_fp16, Fp16Options};
+use crx580::convert::prune::{prune, Pattern};
 use crx580::convert::qdq::{tensors_to_calibrate, to_int8_static, ActivationType, StaticOptions};
 use crx580::convert::{edit::refuse_external_data, value_types, Notes};
 use crx580::onnx::model::decode_model;
@@ -44,6 +45,17 @@ enum CalibrationMethod {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrunePattern {
+    /// The smallest weights of each layer, wherever they are.
+    Unstructured,
+    /// 2 of every 4 consecutive weights along the input dimension (always 50%).
+    #[value(name = "2:4")]
+    TwoOfFour,
+    /// Whole output channels, those of smallest L2 norm.
+    Channel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ActType {
     Int8,
     Uint8,
@@ -58,7 +70,7 @@ pub struct ConvertArgs {
     /// What to convert to.
     #[arg(long, value_enum)]
     to: Target,
-    /// Node names or op types to leave in float32, e.g. --keep-float Softmax,/head/Conv.
+    /// Node names or op types to leave in float32 (and unpruned), e.g. --keep-float Softmax,/head/Conv.
     #[arg(long, value_name = "NODE,...", value_delimiter = ',')]
     keep_float: Vec<String>,
     /// int8: one weight scale per output channel instead of one per tensor (int8-static moves the
@@ -79,6 +91,14 @@ pub struct ConvertArgs {
     /// int8-static: the type of quantized activations (int8 is onnxruntime's default).
     #[arg(long, value_enum, default_value = "int8")]
     activation_type: ActType,
+    /// Prune Conv/ConvTranspose/Gemm/MatMul weights by magnitude to this sparsity (0..1) before
+    /// converting, printing each layer's sparsity. The model stays dense (zeros stored); crx580's
+    /// CPU backend has no sparse kernels, so this alone does not make it faster.
+    #[arg(long, value_name = "SPARSITY")]
+    prune: Option<f64>,
+    /// How --prune chooses the weights to zero.
+    #[arg(long, value_enum, default_value = "unstructured")]
+    prune_pattern: PrunePattern,
     /// Measure the conversion: file sizes, crx580 latency of both models, and output agreement.
     #[arg(long)]
     report: bool,
@@ -105,6 +125,37 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     refuse_external_data(graph)?;
     let nodes = graph.node.len() as u64;
     let types = value_types(&bytes).map_err(|e| e.context(a.input.display()))?;
+    // Pruning comes first, so that calibration sees the pruned weights.
+    let pruned_bytes = match a.prune {
+        Some(sparsity) => {
+            let pattern = match a.prune_pattern {
+                PrunePattern::Unstructured => Pattern::Unstructured,
+                PrunePattern::TwoOfFour => Pattern::TwoOfFour,
+                PrunePattern::Channel => Pattern::Channel,
+            };
+            let layers = prune(&mut model, sparsity, pattern, &a.keep_float)?;
+            let (mut zeros, mut total) = (0, 0);
+            for l in &layers {
+                outln!(
+                    "pruned {} ({}): {:.1}% zeros ({:.1}% before), {} weights",
+                    l.node,
+                    l.weight,
+                    100.0 * l.zeros_after as f64 / l.elements as f64,
+                    100.0 * l.zeros_before as f64 / l.elements as f64,
+                    l.elements
+                );
+                (zeros, total) = (zeros + l.zeros_after, total + l.elements);
+            }
+            outln!(
+                "pruned {} layers: {:.1}% of their {total} weights are zero",
+                layers.len(),
+                100.0 * zeros as f64 / total.max(1) as f64
+            );
+            Some(encode_model(&model))
+        }
+        None => None,
+    };
+    let model_bytes = pruned_bytes.as_deref().unwrap_or(&bytes);
     if a.to != Target::Int8Static && !a.calibrate.is_empty() {
         bail!(InvalidInput, "--calibrate is for --to int8-static");
     }
@@ -130,7 +181,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         let runs = calibration.len() * if method == Method::MinMax { 1 } else { 2 };
         let bar = progress_bar(runs as u64, "calibration runs");
         let options = SessionOptions { max_tensor_bytes: a.limits.max_tensor_bytes()?, ..SessionOptions::default() };
-        let r = calibrate(&bytes, &tensors, &calibration, method, &options, &mut || bar.inc(1))?;
+        let r = calibrate(model_bytes, &tensors, &calibration, method, &options, &mut || bar.inc(1))?;
         bar.finish_and_clear();
         r
     } else {
