@@ -9,6 +9,7 @@ mod common;
 use crx580::convert::calibrate::{calibrate, Batch, Method};
 use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
 use crx580::convert::fp16::{to_fp16, Fp16Options};
+use crx580::convert::prune::{prune, Pattern};
 use crx580::convert::qdq::{tensors_to_calibrate, to_int8_static, ActivationType, StaticOptions};
 use crx580::convert::{value_types, Notes};
 use crx580::onnx::model::{decode_model, ModelProto};
@@ -231,4 +232,26 @@ fn int8_static_raises_old_opsets_only_when_safe() {
     let opts = StaticOptions { per_channel: true, ..StaticOptions::default() };
     static_int8("mlp", opts, Method::MinMax)(&mut model, &types);
     assert_eq!(crx580::convert::edit::onnx_opset(&model), 13);
+}
+
+#[test]
+fn pruning_reaches_the_sparsity_asked_and_the_model_still_runs() {
+    let bytes = std::fs::read(golden("cnn_bn").join("model.onnx")).unwrap();
+    for (pattern, sparsity) in [(Pattern::Unstructured, 0.3), (Pattern::TwoOfFour, 0.5), (Pattern::Channel, 0.25)] {
+        let mut model = decode_model(&bytes).unwrap();
+        let layers = prune(&mut model, sparsity, pattern, &[]).unwrap();
+        assert_eq!(layers.len(), 3, "{pattern:?}: two Convs and a Gemm");
+        for l in &layers {
+            let frac = l.zeros_after as f64 / l.elements as f64;
+            // Rows of 9 weights (3x3 depthwise) hold 4 zeros under 2:4, and 5 channels cannot lose 25%.
+            assert!((frac - sparsity).abs() <= 0.06, "{pattern:?} {}: {frac:.3}", l.node);
+        }
+        let session = Session::new(Model::from_bytes(&encode_model(&model)).unwrap(), &SessionOptions::default()).unwrap();
+        let set = &common::data_sets(&golden("cnn_bn"))[0];
+        let (inputs, _) = common::read_data_set(set).unwrap();
+        assert!(session.run_positional(&inputs.iter().collect::<Vec<_>>()).is_ok());
+    }
+    let mut model = decode_model(&bytes).unwrap();
+    assert!(prune(&mut model, 0.3, Pattern::TwoOfFour, &[]).unwrap_err().message.contains("0.5"));
+    assert!(prune(&mut model, 1.0, Pattern::Unstructured, &[]).is_err());
 }
