@@ -246,7 +246,8 @@ fn pruning_reaches_the_sparsity_asked_and_the_model_still_runs() {
             // Rows of 9 weights (3x3 depthwise) hold 4 zeros under 2:4, and 5 channels cannot lose 25%.
             assert!((frac - sparsity).abs() <= 0.06, "{pattern:?} {}: {frac:.3}", l.node);
         }
-        let session = Session::new(Model::from_bytes(&encode_model(&model)).unwrap(), &SessionOptions::default()).unwrap();
+        let session =
+            Session::new(Model::from_bytes(&encode_model(&model)).unwrap(), &SessionOptions::default()).unwrap();
         let set = &common::data_sets(&golden("cnn_bn"))[0];
         let (inputs, _) = common::read_data_set(set).unwrap();
         assert!(session.run_positional(&inputs.iter().collect::<Vec<_>>()).is_ok());

@@ -230,12 +230,12 @@ fn calibration_sets(a: &ConvertArgs) -> Result<Vec<InputSet>> {
 fn report(a: &ConvertArgs, original: &[u8], converted: &[u8], calibration: Vec<InputSet>) -> Result<()> {
     let options = SessionOptions { max_tensor_bytes: a.limits.max_tensor_bytes()?, ..SessionOptions::default() };
     let model = a.shapes.apply(a.limits.load(&a.input)?)?;
-    let sets = if !a.data.is_empty() {
-        file_sets(&model.inputs(), &a.data)?
+    let (sets, source) = if !a.data.is_empty() {
+        (file_sets(&model.inputs(), &a.data)?, "--data")
     } else if !calibration.is_empty() {
-        calibration
+        (calibration, "the calibration batches; --data gives held-out ones")
     } else {
-        generated_sets(&model.inputs(), &concrete_shapes(&model)?, a.samples)?
+        (generated_sets(&model.inputs(), &concrete_shapes(&model)?, a.samples)?, "random inputs")
     };
     let reference = Session::new(model, &options)?;
     let candidate = Session::new(Model::from_bytes(converted)?, &options)?;
@@ -250,7 +250,7 @@ fn report(a: &ConvertArgs, original: &[u8], converted: &[u8], calibration: Vec<I
         100.0 * converted.len() as f64 / original.len() as f64
     );
     outln!("latency   {before:>12.3} -> {after:>12.3} ms (crx580, median of 5, first input set)");
-    outln!("agreement over {} input sets:", sets.len());
+    outln!("agreement over {} input sets ({source}):", sets.len());
     for g in agreements {
         let top1 =
             g.top1.map(|(k, n)| format!(" top-1 {k}/{n} ({:.2}%)", 100.0 * k as f64 / n as f64)).unwrap_or_default();
