@@ -11,7 +11,7 @@
 //! per tensor, and a model that cannot reach 10 is refused, each with the reason.
 
 use super::edit::{
-    attr_i, attr_int, constant_initializers, drop_unused, f32_values, node, tensor_f32, tensor_i32, tensor_i8,
+    attr_i, attr_int, constant_initializers, drop_unused, f32_values, label, node, tensor_f32, tensor_i32, tensor_i8,
     tensor_u8, Names,
 };
 use super::opset::raise_opset;
@@ -249,11 +249,7 @@ pub fn to_int8_static(
     for (k, mut n) in std::mem::take(&mut g.node).into_iter().enumerate() {
         tick();
         let Some(r) = plan.roles.get(&k) else {
-            rename_inputs(&mut n, &act);
-            let pairs: Vec<NodeProto> =
-                n.output.iter().filter(|o| act.contains_key(*o)).flat_map(|o| act[o].pair(o, &mut names)).collect();
-            out.push(n);
-            out.extend(pairs);
+            push_with_pairs(n, &act, &mut names, &mut out);
             continue;
         };
         let label = label(&n);
@@ -321,14 +317,10 @@ pub fn to_int8_static(
                 }
             }
         }
-        rename_inputs(&mut n, &act);
         if r.weight.is_none() {
             notes.converted += 1;
         }
-        let pairs: Vec<NodeProto> =
-            n.output.iter().filter(|o| act.contains_key(*o)).flat_map(|o| act[o].pair(o, &mut names)).collect();
-        out.push(n);
-        out.extend(pairs);
+        push_with_pairs(n, &act, &mut names, &mut out);
     }
     g.node = out;
     g.initializer.extend(new_inits);
@@ -367,13 +359,23 @@ impl ActQ {
     }
 }
 
-/// Node inputs that are quantized activations read the dequantized value instead.
-fn rename_inputs(n: &mut NodeProto, act: &HashMap<String, ActQ>) {
+/// Emits `n` reading the dequantized value of each quantized activation it reads, followed by the
+/// Q/DQ pair of each quantized activation it makes.
+fn push_with_pairs<'a>(
+    mut n: NodeProto<'a>,
+    act: &HashMap<String, ActQ>,
+    names: &mut Names,
+    out: &mut Vec<NodeProto<'a>>,
+) {
     for i in n.input.iter_mut() {
         if let Some(q) = act.get(i.as_str()) {
             *i = q.dequantized.clone();
         }
     }
+    let pairs: Vec<NodeProto> =
+        n.output.iter().filter(|o| act.contains_key(*o)).flat_map(|o| act[o].pair(o, names)).collect();
+    out.push(n);
+    out.extend(pairs);
 }
 
 /// A 1-D float bias as int32 with scale `x_scale * w_scale[c]` per output channel (one scale when
@@ -401,14 +403,6 @@ fn quantize_bias(
         q.push(x as i32);
     }
     Ok((q, scales))
-}
-
-fn label(n: &NodeProto) -> String {
-    if n.name.is_empty() {
-        n.op_type.clone()
-    } else {
-        format!("{} ({})", n.name, n.op_type)
-    }
 }
 
 #[cfg(test)]

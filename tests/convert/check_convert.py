@@ -31,7 +31,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prune_checks  # noqa: E402 - this folder's modules, after its path is known
 import static_checks  # noqa: E402
-from runs import agreement, crx_run, ort_run, top1  # noqa: E402
+from runs import agreement, converted, crx_run, ort_run, top1  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
@@ -141,13 +141,8 @@ def main():
             label = f"{name} {target}{' per-channel' if extra else ''}"
             out = os.path.join(work, f"{name}.{target}{'.pc' if extra else ''}.onnx")
             r = subprocess.run([args.crx580, "convert", path, out, "--to", target, *extra], capture_output=True, text=True)
-            if r.returncode != 0:
-                check(False, f"{label}: convert failed: {r.stderr.strip()}")
+            if not converted(check, label, r, out):
                 continue
-            try:
-                onnx.checker.check_model(onnx.load(out))
-            except Exception as e:  # noqa: BLE001 - any checker complaint is a failure
-                check(False, f"{label}: onnx.checker: {e}")
             got = ort_run(out, feeds)
             crx = crx_run(args.crx580, out, feeds, os.path.join(work, "run"))
             size = os.path.getsize(out) / os.path.getsize(path)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runs import agreement, crx_run, ort_run
+from runs import agreement, converted, crx_run, ort_run
 from static_checks import ROOT, digits_split, write_batches
 
 
@@ -48,13 +48,8 @@ def run_all(crx, work, check):
             if to == "int8-static":
                 args += ["--calibrate", calib]
             r = subprocess.run(args, capture_output=True, text=True)
-            if r.returncode != 0:
-                check(False, f"{label}: convert failed: {r.stderr.strip()}")
+            if not converted(check, label, r, out):
                 continue
-            try:
-                onnx.checker.check_model(onnx.load(out))
-            except Exception as e:  # noqa: BLE001 - any checker complaint is a failure
-                check(False, f"{label}: onnx.checker: {e}")
             if to == "copy":
                 # The CLI's per-layer report against the zeros onnx finds in the written weights.
                 for name, w in pruned_weights(out).items():

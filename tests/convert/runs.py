@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 
@@ -43,3 +44,16 @@ def crx_run(crx, path, feeds, work):
         outs.append(np.load(os.path.join(work, f"output_{k}.npy")))
         k += 1
     return outs
+
+
+def converted(check, label, result, out):
+    """Whether `crx580 convert` (its CompletedProcess `result`) wrote `out`; a failure or an
+    onnx.checker complaint about the model is reported through `check`."""
+    if result.returncode != 0:
+        check(False, f"{label}: convert failed: {result.stderr.strip()}")
+        return False
+    try:
+        onnx.checker.check_model(onnx.load(out))
+    except Exception as e:  # noqa: BLE001 - any checker complaint is a failure
+        check(False, f"{label}: onnx.checker: {e}")
+    return True

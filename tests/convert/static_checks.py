@@ -22,7 +22,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
 
-from runs import agreement, crx_run, ort_run, top1
+from runs import agreement, converted, crx_run, ort_run, top1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
@@ -187,14 +187,9 @@ def run_case(crx, work, check, name, path, calib, evals, labels=None, modes=None
         label = f"{name} int8-static {method}{' per-channel' if per_channel else ''}"
         out = os.path.join(work, f"{name}.static.{method}{'.pc' if per_channel else ''}.onnx")
         r = convert(crx, path, out, calib_dir, extra, report=True)
-        if r.returncode != 0:
-            check(False, f"{label}: convert failed: {r.stderr.strip()}")
+        if not converted(check, label, r, out):
             continue
         lat = re.search(r"latency\s+([\d.]+) ->\s+([\d.]+) ms", r.stdout)
-        try:
-            onnx.checker.check_model(onnx.load(out))
-        except Exception as e:  # noqa: BLE001 - any checker complaint is a failure
-            check(False, f"{label}: onnx.checker: {e}")
         got = {"ort": [ort_run(out, f)[0] for f in feeds],
                "crx580": [crx_run(crx, out, f, os.path.join(work, "run"))[0] for f in feeds]}
         theirs, why = ort_quantize(path, os.path.join(work, f"{name}.ortstatic.{method}{'.pc' if per_channel else ''}.onnx"),
