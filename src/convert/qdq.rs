@@ -109,9 +109,13 @@ fn plan(g: &GraphProto, types: &ValueTypes, opts: &StaticOptions, notes: &mut No
             notes.kept.push(format!("{label}: kept float (--keep-float)"));
             continue;
         }
-        if types.get(&n.input[0]) != Some(&DType::F32) {
-            notes.kept.push(format!("{label}: kept float (input '{}' is not known to be float32)", n.input[0]));
-            continue;
+        match types.get(&n.input[0]) {
+            Some(DType::F32) => {}
+            Some(_) => continue, // integer work such as shape arithmetic: nothing to quantize
+            None => {
+                notes.kept.push(format!("{label}: kept float (the type of input '{}' is unknown)", n.input[0]));
+                continue;
+            }
         }
         if let Some((w, _)) = r.weight {
             if g.initializer[weights[&n.input[w]]].data_type != DType::F32.onnx_code() {

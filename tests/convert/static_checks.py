@@ -1,6 +1,6 @@
 """`crx580 convert --to int8-static` against onnx and onnxruntime (called by check_convert.py).
 
-Cases: the digits demo (examples/digits) calibrated on scikit-learn digits' training images and
+Cases: a two-input model calibrated from a directory of batch directories; the digits demo (examples/digits) calibrated on scikit-learn digits' training images and
 scored on the held-out split with labels; the golden CNN and MLP on their test inputs; zoo models
 (a classifier and the DBNet text detector) on synthetic-but-structured images (colour gradients,
 shapes, noise, ImageNet normalisation); and an opset-9 ResNet-class graph built here, for which
@@ -243,8 +243,33 @@ def check_bad_input(crx, work, check):
     print("int8-static bad input: clear errors")
 
 
+def check_multi_input(crx, work, check):
+    """A two-input model calibrated from a directory of batch directories, each holding NAME.npy."""
+    case = os.path.join(GOLDEN, "dbnet_upsample")
+    feeds, names = {}, [i.name for i in onnx.load(os.path.join(case, "model.onnx")).graph.input]
+    for k, name in enumerate(names):
+        t = onnx.TensorProto()
+        with open(os.path.join(case, "test_data_set_0", f"input_{k}.pb"), "rb") as f:
+            t.ParseFromString(f.read())
+        feeds[name] = numpy_helper.to_array(t)
+    calib = os.path.join(work, "multi.calib")
+    for b, factor in enumerate([0.8, 1.0, 1.2]):
+        os.makedirs(os.path.join(calib, f"batch_{b}"), exist_ok=True)
+        for name, x in feeds.items():
+            np.save(os.path.join(calib, f"batch_{b}", f"{name}.npy"), (x * factor).astype(np.float32))
+    out = os.path.join(work, "multi.static.onnx")
+    label = "dbnet_upsample (two inputs) int8-static"
+    if converted(check, label, convert(crx, os.path.join(case, "model.onnx"), out, calib, ["--per-channel"]), out):
+        ref = ort_run(os.path.join(case, "model.onnx"), feeds)[0]
+        for engine, got in (("ort", ort_run(out, feeds)[0]), ("crx580", crx_run(crx, out, feeds, os.path.join(work, "run"))[0])):
+            _, cos = agreement(ref, got)
+            check(cos >= STATIC_MIN_COS, f"{label} {engine}: cosine {cos:.6f}")
+            print(f"  {label} {engine}: cosine {cos:.6f}")
+
+
 def run_all(crx, zoo, work, check):
     check_bad_input(crx, work, check)
+    check_multi_input(crx, work, check)
     # The digits demo on real held-out data with labels.
     xtr, _, xte, yte = digits_split()
     digits = os.path.join(ROOT, "examples", "digits", "digits.onnx")
