@@ -1,7 +1,8 @@
 """`crx580 convert --to int8-static` against onnx and onnxruntime (called by check_convert.py).
 
-Cases: a two-input model calibrated from a directory of batch directories; the digits demo (examples/digits) calibrated on scikit-learn digits' training images and
-scored on the held-out split with labels; the golden CNN and MLP on their test inputs; zoo models
+Cases: the digits demo (examples/digits) calibrated on scikit-learn digits' training images and
+scored on the held-out split with labels; the golden CNN and MLP on their test inputs; a two-input
+golden model calibrated from a directory of batch directories; zoo models
 (a classifier and the DBNet text detector) on synthetic-but-structured images (colour gradients,
 shapes, noise, ImageNet normalisation); and an opset-9 ResNet-class graph built here, for which
 per-channel QDQ needs opset 13. Every converted model must pass onnx.checker, run in onnxruntime
