@@ -1,12 +1,16 @@
 //! `crx580::convert` on the golden models: the converted models load and run in crx580, and their
 //! outputs stay within bounds of onnxruntime's float outputs stored with each model (the
-//! reference, not our own float run). The interop side (onnx.checker, onnxruntime running the
+//! reference, not our own float run). int8-static is calibrated on copies of each model's test
+//! inputs scaled by a seeded factor per element. The interop side (onnx.checker, onnxruntime running the
 //! converted models, onnxruntime's own quantize_dynamic) is tests/convert/check_convert.py.
 
 mod common;
 
+use crx580::convert::calibrate::{calibrate, Batch, Method};
 use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
 use crx580::convert::fp16::{to_fp16, Fp16Options};
+use crx580::convert::prune::{prune, Pattern};
+use crx580::convert::qdq::{tensors_to_calibrate, to_int8_static, ActivationType, StaticOptions};
 use crx580::convert::{value_types, Notes};
 use crx580::onnx::model::{decode_model, ModelProto};
 use crx580::onnx::write::encode_model;
@@ -118,4 +122,137 @@ fn int8_dynamic_refuses_old_opsets_clearly_and_leaves_other_ops_alone() {
             common::compare(g, w, 2e-2, 2e-2).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
+}
+
+/// Calibration batches for a one-input golden model: its test inputs, each element scaled by a
+/// factor in [0.8, 1.2) from a fixed xorshift stream.
+fn calibration_batches(name: &str, count: usize) -> Vec<Batch> {
+    let model = Model::load(golden(name).join("model.onnx")).unwrap();
+    let input = model.inputs()[0].name.clone();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut batches = vec![];
+    for set in common::data_sets(&golden(name)).iter().cycle().take(count) {
+        let x = common::read_data_set(set).unwrap().0.remove(0);
+        let values: Vec<f32> = x
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                v * (0.8 + 0.4 * (state >> 40) as f32 / (1u64 << 24) as f32)
+            })
+            .collect();
+        batches.push(vec![(input.clone(), Tensor::new(x.shape().to_vec(), values).unwrap())]);
+    }
+    batches
+}
+
+fn static_int8(
+    name: &str,
+    opts: StaticOptions,
+    method: Method,
+) -> impl Fn(&mut ModelProto, &crx580::convert::ValueTypes) -> Notes {
+    let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
+    let batches = calibration_batches(name, 4);
+    move |m, t| {
+        let tensors = tensors_to_calibrate(m, t, &opts).unwrap();
+        assert!(!tensors.is_empty());
+        let ranges = calibrate(&bytes, &tensors, &batches, method, &SessionOptions::default(), &mut || {}).unwrap();
+        assert_eq!(ranges.len(), tensors.len());
+        to_int8_static(m, t, &ranges, &opts, &mut || {}).unwrap()
+    }
+}
+
+#[test]
+fn int8_static_models_keep_cosine_above_099_with_every_method() {
+    for name in ["cnn_bn", "mlp", "digits"] {
+        for per_channel in [false, true] {
+            for activation_type in [ActivationType::Int8, ActivationType::Uint8] {
+                for method in [Method::MinMax, Method::Percentile(99.999), Method::Entropy] {
+                    let opts = StaticOptions { per_channel, activation_type, keep_float: vec![] };
+                    for (rel, cos) in converted_errors(name, static_int8(name, opts, method)) {
+                        assert!(
+                            cos > 0.99,
+                            "{name} per_channel={per_channel} {activation_type:?} {method:?}: cosine {cos:.6} (rel {rel:.2e})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_static_writes_qdq_pairs_per_channel_weights_and_int32_biases() {
+    let bytes = std::fs::read(golden("cnn_bn").join("model.onnx")).unwrap();
+    let types = value_types(&bytes).unwrap();
+    let mut model = decode_model(&bytes).unwrap();
+    let opts = StaticOptions { per_channel: true, keep_float: vec!["Gemm".into()], ..StaticOptions::default() };
+    let notes = static_int8("cnn_bn", opts, Method::MinMax)(&mut model, &types);
+    assert!(notes.kept.iter().any(|k| k.contains("--keep-float")), "{notes:?}");
+    assert!(notes.kept_ops.contains("BatchNormalization"), "{notes:?}");
+    let g = model.graph.as_ref().unwrap();
+    let producer = |v: &str| g.node.iter().find(|n| n.output.iter().any(|o| o == v));
+    let init = |v: &str| g.initializer.iter().find(|t| t.name == v);
+    for conv in g.node.iter().filter(|n| n.op_type == "Conv") {
+        // Activation through Q -> DQ, weight and bias through DQ of int8 / int32 initializers.
+        let x = producer(&conv.input[0]).unwrap();
+        assert_eq!(x.op_type, "DequantizeLinear");
+        assert_eq!(producer(&x.input[0]).unwrap().op_type, "QuantizeLinear");
+        let w = producer(&conv.input[1]).unwrap();
+        assert_eq!(w.op_type, "DequantizeLinear");
+        assert_eq!(init(&w.input[0]).unwrap().data_type, crx580::DType::I8.onnx_code());
+        assert_eq!(init(&w.input[1]).unwrap().dims.len(), 1, "per-channel weight scales");
+        assert!(w.attribute.iter().any(|a| a.name == "axis" && a.i == Some(0)));
+        if let Some(b) = conv.input.get(2) {
+            let b = producer(b).unwrap();
+            assert_eq!(init(&b.input[0]).unwrap().data_type, crx580::DType::I32.onnx_code());
+        }
+    }
+    // --keep-float Gemm: its weight is read in float, straight from the initializer.
+    let gemm = g.node.iter().find(|n| n.op_type == "Gemm").unwrap();
+    assert!(init(&gemm.input[1]).is_some());
+}
+
+#[test]
+fn int8_static_raises_old_opsets_only_when_safe() {
+    // opset9_legacy has Slice, Squeeze, Clip and Dropout, which changed meaning by opset 10-13:
+    // the model cannot simply be relabelled, so int8-static refuses and names them.
+    let bytes = std::fs::read(golden("opset9_legacy").join("model.onnx")).unwrap();
+    let types = value_types(&bytes).unwrap();
+    let mut model = decode_model(&bytes).unwrap();
+    let e = to_int8_static(&mut model, &types, &Default::default(), &StaticOptions::default(), &mut || {}).unwrap_err();
+    assert!(e.message.contains("opset 10") && e.message.contains("Slice"), "{}", e.message);
+    // An opset-13 model with per-channel weights stays at 13; mlp converts without opset change.
+    let bytes = std::fs::read(golden("mlp").join("model.onnx")).unwrap();
+    let types = value_types(&bytes).unwrap();
+    let mut model = decode_model(&bytes).unwrap();
+    let opts = StaticOptions { per_channel: true, ..StaticOptions::default() };
+    static_int8("mlp", opts, Method::MinMax)(&mut model, &types);
+    assert_eq!(crx580::convert::edit::onnx_opset(&model), 13);
+}
+
+#[test]
+fn pruning_reaches_the_sparsity_asked_and_the_model_still_runs() {
+    let bytes = std::fs::read(golden("cnn_bn").join("model.onnx")).unwrap();
+    for (pattern, sparsity) in [(Pattern::Unstructured, 0.3), (Pattern::TwoOfFour, 0.5), (Pattern::Channel, 0.25)] {
+        let mut model = decode_model(&bytes).unwrap();
+        let layers = prune(&mut model, sparsity, pattern, &[]).unwrap();
+        assert_eq!(layers.len(), 3, "{pattern:?}: two Convs and a Gemm");
+        for l in &layers {
+            let frac = l.zeros_after as f64 / l.elements as f64;
+            // Rows of 9 weights (3x3 depthwise) hold 4 zeros under 2:4, and 5 channels cannot lose 25%.
+            assert!((frac - sparsity).abs() <= 0.06, "{pattern:?} {}: {frac:.3}", l.node);
+        }
+        let session =
+            Session::new(Model::from_bytes(&encode_model(&model)).unwrap(), &SessionOptions::default()).unwrap();
+        let set = &common::data_sets(&golden("cnn_bn"))[0];
+        let (inputs, _) = common::read_data_set(set).unwrap();
+        assert!(session.run_positional(&inputs.iter().collect::<Vec<_>>()).is_ok());
+    }
+    let mut model = decode_model(&bytes).unwrap();
+    assert!(prune(&mut model, 0.3, Pattern::TwoOfFour, &[]).unwrap_err().message.contains("0.5"));
+    assert!(prune(&mut model, 1.0, Pattern::Unstructured, &[]).is_err());
 }

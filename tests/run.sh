@@ -45,7 +45,9 @@ cargo test --doc
 # The model server against the protocol's Python client (tritonclient), openapi-spec-validator and
 # prometheus_client's parser (~5 s), on the crx580 binary that `cargo test` just built.
 "$venv/bin/python" tests/serve/test_serve.py target/debug/crx580
-# crx580 convert against onnx and onnxruntime: re-encoding, fp16 and int8-dynamic interop and
-# accuracy on golden and zoo models, and onnxruntime's quantize_dynamic side by side (~30 s).
+# crx580 convert against onnx and onnxruntime: re-encoding, fp16, int8-dynamic and int8-static
+# interop and accuracy on golden and zoo models (int8-static also on the digits demo's held-out
+# split and an opset-9 ResNet-class graph), onnxruntime's quantize_dynamic and quantize_static
+# side by side (~2 min).
 cargo build --release --bin crx580
 "$venv/bin/python" tests/convert/check_convert.py --crx580 target/release/crx580 --zoo "$zoo_dir" --out target/convert-check

@@ -6,8 +6,8 @@
 //! weight and `beta * C` is added after. Other nodes are left as they are.
 
 use super::edit::{
-    attr_f, attr_i, cast, constant_initializers, drop_unused, f32_values, node, onnx_opset, tensor_f32, tensor_i8,
-    Names,
+    attr_f, attr_i, cast, constant_initializers, drop_unused, f32_values, label, node, onnx_opset, tensor_f32,
+    tensor_i8, Names,
 };
 use super::quant::quantize_int8_symmetric;
 use super::{Notes, ValueTypes};
@@ -129,14 +129,6 @@ pub fn to_int8_dynamic(
     g.initializer.extend(new_inits);
     drop_unused(g);
     Ok(notes)
-}
-
-fn label(n: &NodeProto) -> String {
-    if n.name.is_empty() {
-        n.op_type.clone()
-    } else {
-        format!("{} ({})", n.name, n.op_type)
-    }
 }
 
 /// `Ok(None)`: not a node this method handles; `Err(why)`: one it could handle but must not.

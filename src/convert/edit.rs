@@ -109,6 +109,15 @@ pub fn attr_f(n: &NodeProto, name: &str, default: f32) -> f32 {
     find_attr(n, name).and_then(|a| a.f).unwrap_or(default)
 }
 
+/// A node's name and op type, for notes ("/head/Conv (Conv)"), or the op type of a nameless one.
+pub fn label(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        n.op_type.clone()
+    } else {
+        format!("{} ({})", n.name, n.op_type)
+    }
+}
+
 /// A Cast node to `to`.
 pub fn cast<'a>(name: String, from: &str, to_value: &str, to: DType) -> NodeProto<'a> {
     node("Cast", name, &[from], &[to_value], vec![attr_int("to", i64::from(to.onnx_code()))])

@@ -11,7 +11,9 @@
 //! float16 twin is `NAME_fp16`, so graph outputs, subgraph captures and float32 consumers see the
 //! original value.
 
-use super::edit::{cast, constant_initializers, drop_unused, f32_values, onnx_opset, tensor_f16, use_counts, Names};
+use super::edit::{
+    cast, constant_initializers, drop_unused, f32_values, label, onnx_opset, tensor_f16, use_counts, Names,
+};
 use super::{Notes, ValueTypes};
 use crate::ir::DType;
 use crate::onnx::model::{GraphProto, ModelProto, NodeProto};
@@ -220,14 +222,6 @@ fn quantized_region(g: &GraphProto) -> HashSet<usize> {
                 || n.output.iter().any(|o| quantizing.contains(o.as_str()))
         })
         .collect()
-}
-
-fn label(n: &NodeProto) -> String {
-    if n.name.is_empty() {
-        n.op_type.clone()
-    } else {
-        format!("{} ({})", n.name, n.op_type)
-    }
 }
 
 fn count_half_reads(nodes: &[NodeProto], half: &[bool]) -> HashMap<String, usize> {

@@ -6,6 +6,12 @@ and run in onnxruntime and in crx580 (which must agree with each other), and sta
 bounds of the float model as onnxruntime runs it. int8-dynamic is compared with onnxruntime's own
 quantize_dynamic on the same model and inputs: ours may not be clearly worse.
 
+`--to int8-static` (static_checks.py) is checked the same way on calibration data written as .npy
+batches: the digits demo on scikit-learn's held-out split (accuracy and top-1 agreement), zoo
+models on synthetic-but-structured images, and an opset-9 ResNet-class graph; each side by side
+with onnxruntime's quantize_static on the same batches. `--prune` (prune_checks.py): each pattern
+on the digits demo, alone and with int8-static.
+
 Usage: python tests/convert/check_convert.py --crx580 target/release/crx580 [--zoo DIR] [--out DIR]
 Prints one line per model and conversion; exits non-zero on any failure.
 """
@@ -21,6 +27,11 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import prune_checks  # noqa: E402 - this folder's modules, after its path is known
+import static_checks  # noqa: E402
+from runs import agreement, converted, crx_run, ort_run, top1  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
@@ -90,44 +101,6 @@ def inputs_for(path, sess):
     return feeds
 
 
-def agreement(ref, new):
-    ref, new = np.asarray(ref, np.float64).ravel(), np.asarray(new, np.float64).ravel()
-    err = np.abs(ref - new)
-    scale = np.abs(ref).max() or 1.0
-    denom = np.linalg.norm(ref) * np.linalg.norm(new)
-    cos = float(ref @ new / denom) if denom > 0 else float(np.array_equal(ref, new))
-    return float(err.max()) / scale, cos
-
-
-def top1(ref, new):
-    if ref.ndim == 2 and ref.shape[1] > 1:
-        return float(np.mean(ref.argmax(1) == new.argmax(1)))
-    return None
-
-
-def ort_run(path, feeds):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
-def crx_run(crx, path, feeds, work):
-    os.makedirs(work, exist_ok=True)
-    for f in os.listdir(work):
-        os.remove(os.path.join(work, f))
-    args = [crx, "run", path, "--output-dir", work]
-    for name, value in feeds.items():
-        f = os.path.join(work, f"in_{len(args)}.npy")
-        np.save(f, value)
-        args.append(f"{name}={f}")
-    subprocess.run(args, check=True, capture_output=True)
-    outs, k = [], 0
-    while os.path.exists(os.path.join(work, f"output_{k}.npy")):
-        outs.append(np.load(os.path.join(work, f"output_{k}.npy")))
-        k += 1
-    return outs
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crx580", required=True)
@@ -168,13 +141,8 @@ def main():
             label = f"{name} {target}{' per-channel' if extra else ''}"
             out = os.path.join(work, f"{name}.{target}{'.pc' if extra else ''}.onnx")
             r = subprocess.run([args.crx580, "convert", path, out, "--to", target, *extra], capture_output=True, text=True)
-            if r.returncode != 0:
-                check(False, f"{label}: convert failed: {r.stderr.strip()}")
+            if not converted(check, label, r, out):
                 continue
-            try:
-                onnx.checker.check_model(onnx.load(out))
-            except Exception as e:  # noqa: BLE001 - any checker complaint is a failure
-                check(False, f"{label}: onnx.checker: {e}")
             got = ort_run(out, feeds)
             crx = crx_run(args.crx580, out, feeds, os.path.join(work, "run"))
             size = os.path.getsize(out) / os.path.getsize(path)
@@ -207,6 +175,8 @@ def main():
                     # Match or beat: allow noise of a tenth of their error in cosine distance.
                     check(1 - cos <= 1.1 * (1 - tcos) + 1e-6, f"{label}: cos {cos:.6f} worse than quantize_dynamic's {tcos:.6f}")
             print(line)
+    static_checks.run_all(args.crx580, args.zoo, work, check)
+    prune_checks.run_all(args.crx580, work, check)
     if failures:
         print(f"{len(failures)} failures", file=sys.stderr)
         sys.exit(1)

@@ -1,21 +1,25 @@
-//! `crx580 convert`: rewrites a model into float16 or dynamic int8 (or re-encodes it unchanged
-//! with `--to copy`), checks that crx580 loads the result, writes it, and with `--report` measures
-//! what the conversion cost: size, latency, and output agreement on the given or generated inputs.
+//! `crx580 convert`: rewrites a model into float16, dynamic int8 or static (QDQ) int8 calibrated on
+//! the user's data (or re-encodes it unchanged with `--to copy`), checks that crx580 loads the
+//! result, writes it, and with `--report` measures what the conversion cost: size, latency, and
+//! output agreement on the given, calibration or generated inputs.
 
+use crate::input_sets::{file_sets, generated_sets, InputSet};
 use crate::out::outln;
-use crate::random::{random_tensor, Uniform};
 use crate::shapes::{concrete_shapes, ShapeArgs};
 use crate::LimitArgs;
 use clap::{Args, ValueEnum};
 use crx580::convert::accuracy::{compare, latency_ms};
+use crx580::convert::calibrate::{calibrate, Method};
 use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
 use crx580::convert::fp16::{to_fp16, Fp16Options};
+use crx580::convert::prune::{prune, Pattern};
+use crx580::convert::qdq::{tensors_to_calibrate, to_int8_static, ActivationType, StaticOptions};
 use crx580::convert::{edit::refuse_external_data, value_types, Notes};
 use crx580::onnx::model::decode_model;
 use crx580::onnx::write::encode_model;
-use crx580::{bail, err, Dim, IoInfo, Model, Result, Session, SessionOptions, Tensor};
+use crx580::{bail, err, Model, Result, Session, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -23,8 +27,38 @@ enum Target {
     Fp16,
     /// int8 MatMul/Gemm with activations quantized at run time (onnxruntime's quantize_dynamic form).
     Int8Dynamic,
+    /// int8 QDQ (QuantizeLinear/DequantizeLinear around Conv, MatMul, Gemm, Add, pools and
+    /// activations) with ranges calibrated on --calibrate data (onnxruntime's quantize_static form).
+    Int8Static,
     /// No change: decode and re-encode (checks the writer).
     Copy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CalibrationMethod {
+    /// The smallest and largest value seen.
+    Minmax,
+    /// Cut (100 - --percentile)/2 percent of the values off each end.
+    Percentile,
+    /// The symmetric range of least KL divergence (TensorRT's method).
+    Entropy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrunePattern {
+    /// The smallest weights of each layer, wherever they are.
+    Unstructured,
+    /// 2 of every 4 consecutive weights along the input dimension (always 50%).
+    #[value(name = "2:4")]
+    TwoOfFour,
+    /// Whole output channels, those of smallest L2 norm.
+    Channel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ActType {
+    Int8,
+    Uint8,
 }
 
 #[derive(Args)]
@@ -36,18 +70,42 @@ pub struct ConvertArgs {
     /// What to convert to.
     #[arg(long, value_enum)]
     to: Target,
-    /// Node names or op types to leave in float32, e.g. --keep-float Softmax,/head/Conv.
+    /// Node names or op types to leave in float32 (and unpruned), e.g. --keep-float Softmax,/head/Conv.
     #[arg(long, value_name = "NODE,...", value_delimiter = ',')]
     keep_float: Vec<String>,
-    /// int8: one weight scale per output channel instead of one per tensor.
+    /// int8: one weight scale per output channel instead of one per tensor (int8-static moves the
+    /// model to opset 13 for this where that is safe, and says so where not).
     #[arg(long)]
     per_channel: bool,
+    /// int8-static calibration batches: .npy/.pb files or directories of them, laid out as --data
+    /// is (one file per batch for a one-input model; a directory per batch holding NAME.npy per
+    /// input for several inputs, or a directory of such directories).
+    #[arg(long, value_name = "DIR_OR_NPY", num_args = 1..)]
+    calibrate: Vec<PathBuf>,
+    /// int8-static: how a tensor's range is chosen from its calibration values.
+    #[arg(long, value_enum, default_value = "minmax")]
+    method: CalibrationMethod,
+    /// int8-static with --method percentile: the percentage of values kept inside the range.
+    #[arg(long, default_value_t = 99.999)]
+    percentile: f64,
+    /// int8-static: the type of quantized activations (int8 is onnxruntime's default).
+    #[arg(long, value_enum, default_value = "int8")]
+    activation_type: ActType,
+    /// Prune Conv/ConvTranspose/Gemm/MatMul weights by magnitude to this sparsity (0..1) before
+    /// converting, printing each layer's sparsity. The model stays dense (zeros stored); crx580's
+    /// CPU backend has no sparse kernels, so this alone does not make it faster.
+    #[arg(long, value_name = "SPARSITY")]
+    prune: Option<f64>,
+    /// How --prune chooses the weights to zero.
+    #[arg(long, value_enum, default_value = "unstructured")]
+    prune_pattern: PrunePattern,
     /// Measure the conversion: file sizes, crx580 latency of both models, and output agreement.
     #[arg(long)]
     report: bool,
     /// Inputs for --report: .npy or .pb files, or directories of them. A single-input model takes
     /// each file as one input set; a model with several inputs takes a directory per set holding
-    /// NAME.npy for each input. Without these, --report makes --samples sets of random inputs.
+    /// NAME.npy for each input. Without these, --report uses the --calibrate batches, or makes
+    /// --samples sets of random inputs.
     #[arg(long = "data", value_name = "PATH")]
     data: Vec<PathBuf>,
     /// How many random input sets --report makes when no --data is given.
@@ -67,6 +125,68 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     refuse_external_data(graph)?;
     let nodes = graph.node.len() as u64;
     let types = value_types(&bytes).map_err(|e| e.context(a.input.display()))?;
+    // Pruning comes first, so that calibration sees the pruned weights.
+    let pruned_bytes = match a.prune {
+        Some(sparsity) => {
+            let pattern = match a.prune_pattern {
+                PrunePattern::Unstructured => Pattern::Unstructured,
+                PrunePattern::TwoOfFour => Pattern::TwoOfFour,
+                PrunePattern::Channel => Pattern::Channel,
+            };
+            let layers = prune(&mut model, sparsity, pattern, &a.keep_float)?;
+            let (mut zeros, mut total) = (0, 0);
+            for l in &layers {
+                outln!(
+                    "pruned {} ({}): {:.1}% zeros ({:.1}% before), {} weights",
+                    l.node,
+                    l.weight,
+                    100.0 * l.zeros_after as f64 / l.elements as f64,
+                    100.0 * l.zeros_before as f64 / l.elements as f64,
+                    l.elements
+                );
+                (zeros, total) = (zeros + l.zeros_after, total + l.elements);
+            }
+            outln!(
+                "pruned {} layers: {:.1}% of their {total} weights are zero",
+                layers.len(),
+                100.0 * zeros as f64 / total.max(1) as f64
+            );
+            Some(encode_model(&model))
+        }
+        None => None,
+    };
+    let model_bytes = pruned_bytes.as_deref().unwrap_or(&bytes);
+    if a.to != Target::Int8Static && !a.calibrate.is_empty() {
+        bail!(InvalidInput, "--calibrate is for --to int8-static");
+    }
+    let calibration = if a.to == Target::Int8Static { calibration_sets(&a)? } else { vec![] };
+    let static_opts = StaticOptions {
+        per_channel: a.per_channel,
+        activation_type: match a.activation_type {
+            ActType::Int8 => ActivationType::Int8,
+            ActType::Uint8 => ActivationType::Uint8,
+        },
+        keep_float: a.keep_float.clone(),
+    };
+    let ranges = if a.to == Target::Int8Static {
+        let tensors = tensors_to_calibrate(&model, &types, &static_opts)?;
+        let method = match a.method {
+            CalibrationMethod::Minmax => Method::MinMax,
+            CalibrationMethod::Percentile if a.percentile > 0.0 && a.percentile <= 100.0 => {
+                Method::Percentile(a.percentile)
+            }
+            CalibrationMethod::Percentile => bail!(InvalidInput, "--percentile {} is not in (0, 100]", a.percentile),
+            CalibrationMethod::Entropy => Method::Entropy,
+        };
+        let runs = calibration.len() * if method == Method::MinMax { 1 } else { 2 };
+        let bar = progress_bar(runs as u64, "calibration runs");
+        let options = SessionOptions { max_tensor_bytes: a.limits.max_tensor_bytes()?, ..SessionOptions::default() };
+        let r = calibrate(model_bytes, &tensors, &calibration, method, &options, &mut || bar.inc(1))?;
+        bar.finish_and_clear();
+        r
+    } else {
+        Default::default()
+    };
     let bar = progress_bar(nodes, "nodes");
     let mut tick = || bar.inc(1);
     let notes = match a.to {
@@ -75,6 +195,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
             let opts = DynamicOptions { per_channel: a.per_channel, keep_float: a.keep_float.clone() };
             to_int8_dynamic(&mut model, &types, &opts, &mut tick)?
         }
+        Target::Int8Static => to_int8_static(&mut model, &types, &ranges, &static_opts, &mut tick)?,
         Target::Copy => Notes::default(),
     };
     bar.finish_and_clear();
@@ -88,18 +209,33 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         outln!("  {line}");
     }
     if a.report {
-        report(&a, &bytes, &out)?;
+        report(&a, &bytes, &out, calibration)?;
     }
     Ok(())
 }
 
-fn report(a: &ConvertArgs, original: &[u8], converted: &[u8]) -> Result<()> {
+/// The --calibrate batches, checked against the model's inputs (with --shape applied).
+fn calibration_sets(a: &ConvertArgs) -> Result<Vec<InputSet>> {
+    if a.calibrate.is_empty() {
+        bail!(
+            InvalidInput,
+            "--to int8-static needs calibration data: --calibrate DIR_OR_NPY... (.npy batches of real inputs; \
+             see `crx580 convert --help`)"
+        );
+    }
+    let model = a.shapes.apply(a.limits.load(&a.input)?)?;
+    file_sets(&model.inputs(), &a.calibrate)
+}
+
+fn report(a: &ConvertArgs, original: &[u8], converted: &[u8], calibration: Vec<InputSet>) -> Result<()> {
     let options = SessionOptions { max_tensor_bytes: a.limits.max_tensor_bytes()?, ..SessionOptions::default() };
     let model = a.shapes.apply(a.limits.load(&a.input)?)?;
-    let sets = if a.data.is_empty() {
-        generated_sets(&model.inputs(), &concrete_shapes(&model)?, a.samples)?
+    let (sets, source) = if !a.data.is_empty() {
+        (file_sets(&model.inputs(), &a.data)?, "--data")
+    } else if !calibration.is_empty() {
+        (calibration, "the calibration batches; --data gives held-out ones")
     } else {
-        file_sets(&model.inputs(), &a.data)?
+        (generated_sets(&model.inputs(), &concrete_shapes(&model)?, a.samples)?, "random inputs")
     };
     let reference = Session::new(model, &options)?;
     let candidate = Session::new(Model::from_bytes(converted)?, &options)?;
@@ -114,7 +250,7 @@ fn report(a: &ConvertArgs, original: &[u8], converted: &[u8]) -> Result<()> {
         100.0 * converted.len() as f64 / original.len() as f64
     );
     outln!("latency   {before:>12.3} -> {after:>12.3} ms (crx580, median of 5, first input set)");
-    outln!("agreement over {} input sets:", sets.len());
+    outln!("agreement over {} input sets ({source}):", sets.len());
     for g in agreements {
         let top1 =
             g.top1.map(|(k, n)| format!(" top-1 {k}/{n} ({:.2}%)", 100.0 * k as f64 / n as f64)).unwrap_or_default();
@@ -136,133 +272,4 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-/// `count` sets of random inputs: floats uniform in [0, 1), other types zero, each set from its own
-/// seed so that the sets differ.
-fn generated_sets(infos: &[IoInfo], shapes: &[Vec<usize>], count: usize) -> Result<Vec<Vec<(String, Tensor)>>> {
-    let mut rng = Uniform::new(0x9e37_79b9_7f4a_7c15);
-    (0..count.max(1))
-        .map(|_| {
-            infos
-                .iter()
-                .zip(shapes)
-                .map(|(info, shape)| {
-                    let dtype =
-                        info.dtype.ok_or_else(|| err!(InvalidInput, "input '{}' has no declared dtype", info.name))?;
-                    Ok((info.name.clone(), random_tensor(dtype, shape, &mut rng)?))
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Input sets from files (see `--data`), each checked against the model's declared inputs.
-fn file_sets(infos: &[IoInfo], paths: &[PathBuf]) -> Result<Vec<Vec<(String, Tensor)>>> {
-    let mut sets = vec![];
-    if let [info] = infos {
-        for file in tensor_files(paths)? {
-            let t = crx580::io::read_tensor_file(&file)?.0;
-            for t in split_batch(t, info) {
-                sets.push(vec![(info.name.clone(), fits(t, info, &file)?)]);
-            }
-        }
-    } else {
-        for dir in paths {
-            let mut set = vec![];
-            for info in infos {
-                let file = dir.join(format!("{}.npy", info.name));
-                if !file.exists() {
-                    bail!(
-                        InvalidInput,
-                        "{}: no {}.npy for input '{}' (a model with several inputs takes a directory per input set)",
-                        dir.display(),
-                        info.name,
-                        info.name
-                    );
-                }
-                set.push((info.name.clone(), fits(crx580::io::read_tensor_file(&file)?.0, info, &file)?));
-            }
-            sets.push(set);
-        }
-    }
-    if sets.is_empty() {
-        bail!(
-            InvalidInput,
-            "no .npy or .pb files in {}",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    Ok(sets)
-}
-
-/// Files given, and the .npy/.pb files of directories given, sorted by name.
-fn tensor_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = vec![];
-    for p in paths {
-        if p.is_dir() {
-            let entries = std::fs::read_dir(p).map_err(|e| err!(Io, "cannot read {}: {e}", p.display()))?;
-            let mut found: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| f.extension().is_some_and(|x| x == "npy" || x == "pb"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    Ok(files)
-}
-
-/// A file holding several samples for an input of fixed batch 1 gives one set per sample.
-fn split_batch(t: Tensor, info: &IoInfo) -> Vec<Tensor> {
-    let Some(shape) = &info.shape else { return vec![t] };
-    let n = t.shape().first().copied().unwrap_or(1);
-    if shape.first() != Some(&Dim::Known(1)) || t.rank() != shape.len() || n <= 1 {
-        return vec![t];
-    }
-    let Ok(values) = t.to_f64_vec() else { return vec![t] };
-    let row = values.len() / n;
-    let mut one = t.shape().to_vec();
-    one[0] = 1;
-    (0..n)
-        .filter_map(|i| {
-            let v: Vec<f32> = values[i * row..(i + 1) * row].iter().map(|&x| x as f32).collect();
-            Tensor::new(one.clone(), v).and_then(|x| x.cast_numeric(t.dtype())).ok()
-        })
-        .collect()
-}
-
-/// Checks a tensor's dtype and shape against the input it is for.
-fn fits(t: Tensor, info: &IoInfo, file: &Path) -> Result<Tensor> {
-    if let Some(d) = info.dtype {
-        if t.dtype() != d {
-            bail!(
-                InvalidInput,
-                "{}: {:?} data for input '{}', which takes {:?}",
-                file.display(),
-                t.dtype(),
-                info.name,
-                d
-            );
-        }
-    }
-    if let Some(shape) = &info.shape {
-        let ok = shape.len() == t.rank()
-            && shape.iter().zip(t.shape()).all(|(d, &n)| !matches!(d, Dim::Known(k) if *k != n));
-        if !ok {
-            let want: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            bail!(
-                InvalidInput,
-                "{}: shape {:?} does not fit input '{}' of shape [{}]",
-                file.display(),
-                t.shape(),
-                info.name,
-                want.join(", ")
-            );
-        }
-    }
-    Ok(t)
 }

@@ -7,6 +7,7 @@ mod docs;
 mod flops;
 mod image;
 mod info;
+mod input_sets;
 mod json;
 mod out;
 mod random;
@@ -38,7 +39,8 @@ enum Command {
     /// Serve models over HTTP: the Open Inference Protocol v2 (KServe, Triton clients) and simple
     /// JSON endpoints, with metrics, an OpenAPI document and a status page.
     Serve(serve::ServeArgs),
-    /// Convert a model to float16 or int8 (dynamic), with a measured accuracy report.
+    /// Convert a model to float16 or int8 (dynamic, or static QDQ calibrated on your data), or prune
+    /// it, with a measured accuracy report.
     Convert(convert::ConvertArgs),
     /// List the devices this build can run on.
     Devices,
