@@ -1,0 +1,117 @@
+//! ConvTranspose in f32 with constant weights: per image and group, `col = W^T · X` on the fast
+//! GEMM (W^T packed once at prepare time), then col2im scatters each output channel's columns
+//! onto its plane (channels spread over the pool), starting from the bias. The geometry (strides,
+//! pads, dilations, output_padding, output_shape, auto_pad) comes from the op, so every attribute
+//! means what the reference means. Other dtypes, or an X that does not match the weights, run
+//! the reference.
+
+use super::activation::Activation;
+use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackedA, Problem, Rhs};
+use super::isa::isa;
+use super::pool::SharedMut;
+use super::{const_f32, f32_input, maybe_f32, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::tensor::{checked_len, try_vec};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::conv::col2im;
+use crate::ops::conv_transpose::ConvTranspose;
+use crate::ops::window::three_axes;
+use crate::Result;
+use std::sync::Arc;
+
+pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
+    let Some(op) = node.op.downcast_ref::<ConvTranspose>() else { return Ok(None) };
+    if !maybe_f32(graph, node.inputs.first().copied().flatten()) {
+        return Ok(None);
+    }
+    let Some(w) = const_f32(graph, node, 1).filter(|w| w.rank() >= 3 && !w.is_empty()) else { return Ok(None) };
+    let bias = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(_) => match const_f32(graph, node, 2) {
+            Some(b) => Some(b.as_slice::<f32>()?.to_vec()),
+            None => return Ok(None),
+        },
+    };
+    let (ws, group) = (w.shape(), op.group());
+    if ws[0] % group != 0 {
+        return Ok(None);
+    }
+    // W is [C, M / group, taps...]: per group a (C / group) x (M / group * taps) matrix, whose
+    // transpose maps each input pixel to the output taps it feeds.
+    let (c_per_group, col_rows) = (ws[0] / group, w.len() / ws[0]);
+    let micro = gemm::micro_for(isa());
+    let wv = w.as_slice::<f32>()?;
+    let packed = (0..group)
+        .map(|g| {
+            let slice = &wv[g * c_per_group * col_rows..(g + 1) * c_per_group * col_rows];
+            PackedA::new(MatRef::transposed(slice, col_rows), col_rows, c_per_group, &micro)
+        })
+        .collect();
+    Ok(Some(Box::new(ConvTransposeKernel { op: node.op.clone(), w_shape: ws.to_vec(), packed, bias, micro })))
+}
+
+#[derive(Debug)]
+struct ConvTransposeKernel {
+    op: Arc<dyn Op>,
+    w_shape: Vec<usize>,
+    /// W^T per group.
+    packed: Vec<PackedA>,
+    bias: Option<Vec<f32>>,
+    micro: gemm::Micro,
+}
+
+impl Kernel for ConvTransposeKernel {
+    fn name(&self) -> &'static str {
+        "conv-transpose"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let Some(x) = f32_input(inputs, 0) else { return Reference { op: self.op.clone() }.run(ctx, inputs) };
+        let op = self.op.downcast_ref::<ConvTranspose>().expect("prepared for a ConvTranspose");
+        let (xs, ws) = (x.shape(), &self.w_shape[..]);
+        let (group, axes) = op.geometry(xs, ws)?;
+        let (batch, channels, m_per_group) = (xs[0], xs[1], ws[1]);
+        let maps = m_per_group * group;
+        if self.bias.as_ref().is_some_and(|b| b.len() != maps) || channels != ws[0] {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        }
+        let g = three_axes(&axes)?;
+        let mut out_shape = vec![batch, maps];
+        out_shape.extend(axes.iter().map(|a| a.input));
+        let mut y = try_vec(checked_len(&out_shape, DType::F32)?, 0f32)?;
+        let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
+        let taps: usize = ws[2..].iter().product();
+        let (c_per_group, col_rows) = (channels / group, m_per_group * taps);
+        let mut col = try_vec(checked_len(&[col_rows, in_plane], DType::F32)?, 0f32)?;
+        let xv = x.as_slice::<f32>()?;
+        if let Some(b) = &self.bias {
+            y.chunks_exact_mut(out_plane.max(1)).enumerate().for_each(|(i, p)| p.fill(b[i % maps]));
+        }
+        for n in 0..batch {
+            for (grp, a) in self.packed.iter().enumerate() {
+                let x_start = (n * channels + grp * c_per_group) * in_plane;
+                let x_group = &xv[x_start..x_start + c_per_group * in_plane];
+                let epilogue = Epilogue { bias: Bias::None, residual: None, act: Activation::None };
+                let p = Problem {
+                    m: col_rows,
+                    n: in_plane,
+                    k: c_per_group,
+                    a: Lhs::Packed(a),
+                    b: Rhs::Plain(MatRef::row_major(x_group, in_plane)),
+                    epilogue,
+                };
+                gemm::run(ctx.pool, &self.micro, &p, &mut col, in_plane);
+                let y_start = (n * maps + grp * m_per_group) * out_plane;
+                let out = SharedMut(y[y_start..].as_mut_ptr());
+                let col = &col;
+                ctx.pool.parallel_for_work(m_per_group, taps * in_plane, &|m| {
+                    let o = out;
+                    // SAFETY: each task scatters into its own output channel's plane.
+                    let plane = unsafe { std::slice::from_raw_parts_mut(o.0.add(m * out_plane), out_plane) };
+                    col2im(&col[m * taps * in_plane..(m + 1) * taps * in_plane], 1, &g, plane);
+                });
+            }
+        }
+        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+    }
+}
