@@ -1,6 +1,6 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
 //! with weights packed once: convolution, ConvTranspose, matrix products (f32 and integer),
-//! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax,
+//! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize,
 //! DynamicQuantizeLinear. Every other node runs its op's reference kernel. Fast kernels fall back
 //! to the reference kernel at run time for inputs they do not handle (other dtypes, unusual
@@ -12,6 +12,7 @@ pub mod conv;
 pub mod conv_transpose;
 pub mod gemm;
 pub mod isa;
+pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_integer;
 pub mod maxpool;
@@ -26,6 +27,8 @@ pub mod unary;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_transformer;
 #[cfg(test)]
 mod tests_upsample;
 
@@ -71,6 +74,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = transpose::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = layer_norm::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = resize::prepare(graph, node) {
