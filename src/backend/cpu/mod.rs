@@ -2,14 +2,15 @@
 //! with weights packed once: convolution, ConvTranspose, matrix products (f32 and integer),
 //! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize,
-//! DynamicQuantizeLinear. Every other node runs its op's reference kernel. Fast kernels fall back
-//! to the reference kernel at run time for inputs they do not handle (other dtypes, unusual
-//! broadcasts), so they never refuse what the reference runs.
+//! DynamicQuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
+//! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
+//! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
 pub mod activation;
 pub mod binary;
 pub mod conv;
 pub mod conv_transpose;
+pub mod dequantize;
 pub mod gemm;
 pub mod isa;
 pub mod layer_norm;
@@ -59,6 +60,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = matmul_integer::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = dequantize::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = quantize::prepare(graph, node) {

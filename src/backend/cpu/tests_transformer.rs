@@ -58,3 +58,29 @@ fn written_out_gelu_fuses_into_the_matrix_product() {
     let (kernels, _) = compile_and_compare(&mut g, &[&tensor(3, &[5, 16])], 1e-5);
     assert_eq!(kernels, ["matmul-packed"]);
 }
+
+#[test]
+fn per_tensor_dequantization_matches_the_reference() {
+    use super::tests::build_at;
+    let bytes = |signed: bool| {
+        let v: Vec<u8> = (0..1000u32).map(|i| (i * 37 % 256) as u8).collect();
+        if signed {
+            Tensor::new(vec![10, 100], v.into_iter().map(|b| b as i8).collect::<Vec<i8>>()).unwrap()
+        } else {
+            Tensor::new(vec![10, 100], v).unwrap()
+        }
+    };
+    for signed in [false, true] {
+        let zp = if signed { Tensor::scalar(-3i8) } else { Tensor::scalar(131u8) };
+        let op = build_at("DequantizeLinear", 21, vec![], 3);
+        let inputs = vec![In::Fed(bytes(signed)), In::Const(Tensor::scalar(0.037f32)), In::Const(zp)];
+        assert_eq!(check("DequantizeLinear", op.clone(), inputs), "dequantize");
+        let inputs = vec![In::Fed(bytes(signed)), In::Const(Tensor::scalar(0.5f32)), In::Absent];
+        check("DequantizeLinear without a zero point", op, inputs);
+    }
+    // Per-axis scales run the reference.
+    let op = build_at("DequantizeLinear", 21, vec![("axis", crate::ir::Attr::Int(0))], 3);
+    let scales = Tensor::vector((0..10).map(|i| 0.1 + i as f32).collect::<Vec<f32>>());
+    let zps = Tensor::vector(vec![7u8; 10]);
+    check("per-axis DequantizeLinear", op, vec![In::Fed(bytes(false)), In::Const(scales), In::Const(zps)]);
+}
