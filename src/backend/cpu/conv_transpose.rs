@@ -15,7 +15,7 @@ use crate::ir::tensor::{checked_len, try_vec};
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::conv::col2im;
 use crate::ops::conv_transpose::ConvTranspose;
-use crate::ops::window::three_axes;
+use crate::ops::window::{three_axes, Axis};
 use crate::Result;
 use std::sync::Arc;
 
@@ -66,7 +66,10 @@ impl Kernel for ConvTransposeKernel {
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        let Some(x) = f32_input(inputs, 0) else { return Reference { op: self.op.clone() }.run(ctx, inputs) };
+        let x = match f32_input(inputs, 0) {
+            Some(x) if !x.is_empty() => x,
+            _ => return Reference { op: self.op.clone() }.run(ctx, inputs),
+        };
         let op = self.op.downcast_ref::<ConvTranspose>().expect("prepared for a ConvTranspose");
         let (xs, ws) = (x.shape(), &self.w_shape[..]);
         let (group, axes) = op.geometry(xs, ws)?;
@@ -82,11 +85,20 @@ impl Kernel for ConvTransposeKernel {
         let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
         let taps: usize = ws[2..].iter().product();
         let (c_per_group, col_rows) = (channels / group, m_per_group * taps);
-        let mut col = try_vec(checked_len(&[col_rows, in_plane], DType::F32)?, 0f32)?;
         let xv = x.as_slice::<f32>()?;
         if let Some(b) = &self.bias {
             y.chunks_exact_mut(out_plane.max(1)).enumerate().for_each(|(i, p)| p.fill(b[i % maps]));
         }
+        let disjoint =
+            |a: &Axis| a.kernel == a.stride && a.dilation == 1 && a.pad_begin == 0 && a.input >= a.output * a.stride;
+        if axes.len() <= 2 && g.iter().all(disjoint) {
+            // Each input pixel feeds its own block of outputs (output_padding or a larger
+            // output_shape only adds bias-only rows and columns at the end): no overlap to add up.
+            let dims = Tiling { g: &g, c_per_group, m_per_group, maps, in_plane, out_plane };
+            self.tiled(ctx, &dims, xv, &mut y)?;
+            return Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)]);
+        }
+        let mut col = try_vec(checked_len(&[col_rows, in_plane], DType::F32)?, 0f32)?;
         for n in 0..batch {
             for (grp, a) in self.packed.iter().enumerate() {
                 let x_start = (n * channels + grp * c_per_group) * in_plane;
@@ -113,5 +125,86 @@ impl Kernel for ConvTransposeKernel {
             }
         }
         Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+    }
+}
+
+/// The sizes of a ConvTranspose whose taps never overlap (kernel = stride, no dilation, no pads
+/// that trim): the output is the bias plus, per input pixel, its own block of taps.
+struct Tiling<'a> {
+    /// The spatial axes, forward view, the unused leading ones unit axes.
+    g: &'a [Axis; 3],
+    c_per_group: usize,
+    m_per_group: usize,
+    maps: usize,
+    in_plane: usize,
+    out_plane: usize,
+}
+
+/// Input pixels per tile: its column block (all channel taps) stays in L2.
+const TILE_PIXELS: usize = 2048;
+
+impl ConvTransposeKernel {
+    /// Per tile of whole input rows, `col = W^T · X` into a small buffer, then each column
+    /// written straight to its output position (plus the bias already in `y`). Tiles write
+    /// disjoint output rows, so they run in parallel.
+    fn tiled(&self, ctx: &ExecCtx, t: &Tiling, xv: &[f32], y: &mut [f32]) -> Result<()> {
+        let [_, h, w] = t.g;
+        let (in_w, rows) = (w.output, h.output);
+        let taps = h.kernel * w.kernel;
+        let col_rows = t.m_per_group * taps;
+        let rows_per_tile = (TILE_PIXELS / in_w.max(1)).clamp(1, rows.max(1));
+        let tiles = rows.div_ceil(rows_per_tile);
+        let batch = y.len().checked_div(t.maps * t.out_plane).unwrap_or(0);
+        let groups = self.packed.len();
+        let out = SharedMut(y.as_mut_ptr());
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let work = rows_per_tile * in_w * col_rows * t.c_per_group;
+        ctx.pool.parallel_for_work(batch * groups * tiles, work, &|task| {
+            let (image, rest) = (task / (groups * tiles), task % (groups * tiles));
+            let (grp, tile) = (rest / tiles, rest % tiles);
+            let (r0, r1) = (tile * rows_per_tile, ((tile + 1) * rows_per_tile).min(rows));
+            let n = (r1 - r0) * in_w;
+            let Ok(mut col) = try_vec(col_rows * n, 0f32) else {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            };
+            let channels = t.c_per_group * groups;
+            let x_start = (image * channels + grp * t.c_per_group) * t.in_plane + r0 * in_w;
+            // X's rows r0..r1 of each channel: a k x n matrix with row stride in_plane.
+            let b = MatRef { data: &xv[x_start..], rs: t.in_plane, cs: 1 };
+            let epilogue = Epilogue { bias: Bias::None, residual: None, act: Activation::None };
+            let p = Problem {
+                m: col_rows,
+                n,
+                k: t.c_per_group,
+                a: Lhs::Packed(&self.packed[grp]),
+                b: Rhs::Plain(b),
+                epilogue,
+            };
+            gemm::run(ctx.pool, &self.micro, &p, &mut col, n);
+            let o = out;
+            for m in 0..t.m_per_group {
+                let plane = (image * t.maps + grp * t.m_per_group + m) * t.out_plane;
+                for ky in 0..h.kernel {
+                    for kx in 0..w.kernel {
+                        let src = &col[(m * taps + ky * w.kernel + kx) * n..][..n];
+                        for (r, line) in src.chunks_exact(in_w).enumerate() {
+                            let oy = (r0 + r) * h.stride + ky;
+                            let row = plane + oy * w.input;
+                            for (ix, &v) in line.iter().enumerate() {
+                                // SAFETY: output rows r0 * stride..r1 * stride of this image
+                                // and group belong to this task alone; the index is inside y
+                                // (oy < h.input and ix * stride + kx < w.input).
+                                unsafe { *o.0.add(row + ix * w.stride + kx) += v };
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        if failed.into_inner() {
+            crate::bail!(ResourceLimit, "ConvTranspose: no memory for a tile of columns");
+        }
+        Ok(())
     }
 }

@@ -222,3 +222,21 @@ fn batch_norm_folds_into_the_transposed_convolution() {
     // A second user of the ConvTranspose's output needs it before the normalisation.
     assert_eq!(transposed_then_batch_norm(1, true), ["conv-transpose", "reference", "binary"]);
 }
+
+#[test]
+fn transposed_convolutions_without_overlap_match_the_reference() {
+    // Kernel = stride: every input pixel owns its block of outputs (the tiled path), with
+    // trailing bias-only rows from output_padding or output_shape, groups, 1-D, and tiles of
+    // many rows (a 70-pixel-wide image spans several tiles).
+    let s2 = || ("strides", ints(&[2, 2]));
+    conv_transpose(vec![s2()], &[2, 5, 33, 70], &[5, 3, 2, 2], true);
+    conv_transpose(vec![("strides", ints(&[3, 2]))], &[1, 3, 4, 5], &[3, 2, 3, 2], false);
+    conv_transpose(vec![s2(), ("output_padding", ints(&[1, 1]))], &[1, 2, 3, 4], &[2, 2, 2, 2], true);
+    conv_transpose(vec![s2(), ("output_shape", ints(&[9, 10]))], &[1, 2, 3, 4], &[2, 2, 2, 2], true);
+    // output_shape smaller than the taps reach trims them: the general path.
+    conv_transpose(vec![s2(), ("output_shape", ints(&[5, 7]))], &[1, 2, 3, 4], &[2, 2, 2, 2], true);
+    conv_transpose(vec![s2(), ("group", Attr::Int(2))], &[1, 4, 5, 3], &[4, 2, 2, 2], true);
+    conv_transpose(vec![("strides", ints(&[4]))], &[2, 3, 9], &[3, 2, 4], true);
+    // The same geometry through pads does overlap-free trimming the general path handles.
+    conv_transpose(vec![s2(), ("pads", ints(&[1, 0, 1, 0]))], &[1, 2, 4, 4], &[2, 2, 2, 2], true);
+}
