@@ -9,6 +9,7 @@ use crate::ir::{Data, DataRef, Graph, GraphExec, Node};
 use crate::Result;
 use std::sync::Arc;
 
+pub mod buffers;
 pub mod cpu;
 pub mod plan;
 
@@ -51,10 +52,12 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
 }
 
-/// What a running kernel may use: the session's worker threads, and a runner for the subgraphs
-/// of control-flow ops (compiled with the graph).
+/// What a running kernel may use: the session's worker threads, the plan's recycled buffers
+/// (take output buffers from them), and a runner for the subgraphs of control-flow ops (compiled
+/// with the graph).
 pub struct ExecCtx<'a> {
     pub pool: &'a cpu::pool::ThreadPool,
+    pub buffers: &'a buffers::BufferPool,
     pub graphs: &'a dyn GraphExec,
 }
 

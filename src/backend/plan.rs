@@ -1,14 +1,16 @@
 //! A compiled graph: one prepared kernel per node (from the backend that claimed it), the value
-//! lifetimes, and the compiled bodies of control-flow ops. Runs are independent, so one compiled
-//! graph serves many threads at once.
+//! lifetimes, the buffers that dead values hand on to later kernels and runs, and the compiled
+//! bodies of control-flow ops. Runs are independent, so one compiled graph serves many threads
+//! at once.
 
+use super::buffers::BufferPool;
 use super::{compile_subgraph, Backend, ExecCtx, Kernel};
 use crate::error::ResultExt;
 use crate::ir::interp::{bind, computed, last_uses, take_outputs, Slot};
 use crate::ir::{Data, DataRef, Graph, GraphExec};
 use crate::{bail, err, Result};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -17,12 +19,18 @@ pub struct CompiledGraph {
     kernels: Vec<Box<dyn Kernel>>,
     /// Per node, the name of the backend that runs it.
     placed_on: Vec<&'static str>,
-    last_use: Vec<usize>,
+    /// Per value, the node after which it is dead: its last reader, or its writer when nothing
+    /// reads it; `usize::MAX` for graph outputs and values no node writes.
+    dies_after: Vec<usize>,
+    /// Storage of dead values, for later outputs.
+    buffers: BufferPool,
     /// Compiled bodies of control-flow ops, by the address of the body graph the op holds.
     subgraphs: HashMap<usize, CompiledGraph>,
 }
 
-/// Time spent per node in one profiled run.
+/// Time spent per node in one profiled run. Nodes of control-flow bodies are listed after the
+/// control-flow node that ran them, named `outer/inner` with a greater `depth`; each node's
+/// `time` is its own, without the body nodes listed for it, so the times add up to the run's.
 #[derive(Debug, Clone)]
 pub struct NodeTime {
     pub node: String,
@@ -30,6 +38,8 @@ pub struct NodeTime {
     pub kernel: &'static str,
     pub backend: &'static str,
     pub time: Duration,
+    /// 0 for a node of the top-level graph, 1 inside one control-flow body, and so on.
+    pub depth: usize,
 }
 
 impl CompiledGraph {
@@ -45,8 +55,9 @@ impl CompiledGraph {
             kernels.push(backends[b].prepare(&graph, node).context(|| node.describe())?);
         }
         let placed_on = placement.iter().map(|&b| backends[b].name()).collect();
-        let last_use = last_uses(&graph);
-        Ok(CompiledGraph { graph, kernels, placed_on, last_use, subgraphs })
+        let dies_after = dies_after(&graph);
+        let buffers = BufferPool::new(crate::ir::limits::max_tensor_bytes());
+        Ok(CompiledGraph { graph, kernels, placed_on, dies_after, buffers, subgraphs })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -68,8 +79,8 @@ impl CompiledGraph {
         mut profile: Option<&mut Vec<NodeTime>>,
     ) -> Result<Vec<Data>> {
         let g = &*self.graph;
-        let exec = SubgraphRunner { plan: self, pool };
-        let ctx = ExecCtx { pool, graphs: &exec };
+        let exec = SubgraphRunner { plan: self, pool, profile: profile.is_some().then(|| Mutex::new(Vec::new())) };
+        let ctx = ExecCtx { pool, buffers: &self.buffers, graphs: &exec };
         let mut slots = bind(g, inputs, captures)?;
         for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
             crate::ir::limits::check_deadline().context(|| node.describe())?;
@@ -78,13 +89,22 @@ impl CompiledGraph {
             let start = profile.as_ref().map(|_| Instant::now());
             let outs = kernel.run(&ctx, &args).context(|| node.describe())?;
             if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
+                let elapsed = start.elapsed();
+                let nested = exec.take_profile();
+                let in_bodies: Duration = nested.iter().map(|t| t.time).sum();
                 p.push(NodeTime {
                     node: node.name.clone(),
                     op_type: node.op_type.clone(),
                     kernel: kernel.name(),
                     backend: self.placed_on[i],
-                    time: start.elapsed(),
+                    time: elapsed.saturating_sub(in_bodies),
+                    depth: 0,
                 });
+                p.extend(nested.into_iter().map(|t| NodeTime {
+                    node: format!("{}/{}", node.name, t.node),
+                    depth: t.depth + 1,
+                    ..t
+                }));
             }
             if outs.len() < node.outputs.len() {
                 bail!(Runtime, "{} gave {} outputs, expected {}", node.describe(), outs.len(), node.outputs.len());
@@ -92,9 +112,11 @@ impl CompiledGraph {
             for (&id, d) in node.outputs.iter().zip(outs) {
                 slots[id] = Some(Slot::Owned(d));
             }
-            for &v in node.inputs.iter().flatten() {
-                if self.last_use[v] == i {
-                    slots[v] = None;
+            for &v in node.inputs.iter().flatten().chain(&node.outputs) {
+                if self.dies_after[v] == i {
+                    if let Some(Slot::Owned(d)) = slots[v].take() {
+                        self.buffers.recycle(d);
+                    }
                 }
             }
         }
@@ -102,10 +124,38 @@ impl CompiledGraph {
     }
 }
 
-/// Runs control-flow bodies with their compiled plans.
+/// Per value of `g`, the index of the node after which no node reads it (see
+/// [`CompiledGraph::dies_after`]).
+fn dies_after(g: &Graph) -> Vec<usize> {
+    let mut dies = last_uses(g);
+    let mut read = vec![false; g.values.len()];
+    g.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).for_each(|&v| read[v] = true);
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &v in &n.outputs {
+            if !read[v] && dies[v] != usize::MAX {
+                dies[v] = i;
+            }
+        }
+    }
+    dies
+}
+
+/// Runs control-flow bodies with their compiled plans, collecting their node times when the run
+/// is profiled.
 struct SubgraphRunner<'a> {
     plan: &'a CompiledGraph,
     pool: &'a super::cpu::pool::ThreadPool,
+    profile: Option<Mutex<Vec<NodeTime>>>,
+}
+
+impl SubgraphRunner<'_> {
+    /// The body node times collected since the last call.
+    fn take_profile(&self) -> Vec<NodeTime> {
+        self.profile
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
 }
 
 impl GraphExec for SubgraphRunner<'_> {
@@ -115,6 +165,14 @@ impl GraphExec for SubgraphRunner<'_> {
             .subgraphs
             .get(&(Arc::as_ptr(graph) as usize))
             .ok_or_else(|| err!(Runtime, "a subgraph was not compiled with its graph"))?;
-        compiled.run(self.pool, inputs, captures, None)
+        match &self.profile {
+            Some(p) => {
+                let mut times = Vec::new();
+                let outs = compiled.run(self.pool, inputs, captures, Some(&mut times));
+                p.lock().unwrap_or_else(|e| e.into_inner()).extend(times);
+                outs
+            }
+            None => compiled.run(self.pool, inputs, captures, None),
+        }
     }
 }

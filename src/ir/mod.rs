@@ -13,6 +13,7 @@ pub mod limits;
 pub mod narrow;
 pub mod op;
 pub mod shape;
+pub mod storage;
 pub mod tensor;
 pub mod words;
 
@@ -22,4 +23,5 @@ pub use dtype::DType;
 pub use graph::{Graph, Node, Value, ValueId};
 pub use op::{GraphExec, Op};
 pub use shape::{Dim, Fact};
+pub use storage::{DeviceBuffer, Storage};
 pub use tensor::{Elem, Scalar, Tensor, TensorData};

@@ -5,6 +5,7 @@
 use super::dtype::DType;
 use super::limits;
 use super::narrow::{RoundMode, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
+use super::storage::{DeviceBuffer, Storage};
 use super::words::Word;
 use crate::{bail, err, Result};
 use half::{bf16, f16};
@@ -333,7 +334,7 @@ macro_rules! dispatch {
 #[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
-    storage: Arc<TensorData>,
+    storage: Arc<Storage>,
     offset: usize,
     len: usize,
 }
@@ -388,7 +389,13 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("Tensor");
         d.field("shape", &self.shape).field("dtype", &self.dtype());
-        dispatch!(self.dtype(); T => d.field("data", &self.as_slice::<T>().unwrap_or_default()); all; else => &mut d);
+        // Formatting never downloads: a tensor only on a device says where it is.
+        match self.storage.device_buffer() {
+            Some(b) if !self.storage.is_on_host() => d.field("on", &b.device()),
+            _ => {
+                dispatch!(self.dtype(); T => d.field("data", &self.as_slice::<T>().unwrap_or_default()); all; else => &mut d)
+            }
+        };
         d.finish()
     }
 }
@@ -454,7 +461,7 @@ impl Tensor {
     /// A tensor over all of `data`, whose length the caller has checked against `shape`.
     fn whole(shape: Vec<usize>, data: TensorData) -> Tensor {
         let len = data.len();
-        Tensor { shape, storage: Arc::new(data), offset: 0, len }
+        Tensor { shape, storage: Arc::new(Storage::host(data)), offset: 0, len }
     }
 
     pub fn scalar<T: Elem>(v: T) -> Tensor {
@@ -506,11 +513,32 @@ impl Tensor {
 
     /// The elements as owned typed data: moved out when this tensor is their only owner and views
     /// all of them, copied otherwise.
-    pub fn into_data(self) -> TensorData {
+    pub fn into_data(self) -> Result<TensorData> {
         if !self.is_whole() {
-            return self.storage.copy_range(self.offset, self.len);
+            return Ok(self.storage.data()?.copy_range(self.offset, self.len));
         }
-        Arc::try_unwrap(self.storage).unwrap_or_else(|shared| (*shared).clone())
+        match Arc::try_unwrap(self.storage) {
+            Ok(own) => own.into_data(),
+            Err(shared) => Ok(shared.data()?.clone()),
+        }
+    }
+
+    /// A tensor whose elements a device backend made and holds (`len` of `dtype`, row-major for
+    /// `shape`); the host gets them on its first read.
+    pub fn on_device(dtype: DType, shape: Vec<usize>, buffer: Arc<dyn DeviceBuffer>) -> Result<Tensor> {
+        let len = checked_len(&shape, dtype)?;
+        Ok(Tensor { shape, storage: Arc::new(Storage::on_device(dtype, len, buffer)), offset: 0, len })
+    }
+
+    /// The storage this tensor views (with [`Tensor::offset`]): device backends attach and find
+    /// their copies there.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Where this tensor's elements start in its storage, in elements.
+    pub fn offset(&self) -> usize {
+        self.offset
     }
 
     fn dtype_error<T: Elem>(&self) -> crate::Error {
@@ -519,7 +547,7 @@ impl Tensor {
 
     /// The elements as `&[T]`; an error names both dtypes when `T` is not this tensor's type.
     pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
-        let all = T::slice(&self.storage).ok_or_else(|| self.dtype_error::<T>())?;
+        let all = T::slice(self.storage.data()?).ok_or_else(|| self.dtype_error::<T>())?;
         Ok(&all[self.offset..self.offset + self.len])
     }
 
@@ -529,16 +557,18 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());
         }
-        if !self.is_whole() {
-            self.storage = Arc::new(self.storage.copy_range(self.offset, self.len));
+        if !self.is_whole() || Arc::get_mut(&mut self.storage).is_none() {
+            let copy = self.storage.data()?.copy_range(self.offset, self.len);
+            self.storage = Arc::new(Storage::host(copy));
             self.offset = 0;
         }
-        Ok(T::slice_mut(Arc::make_mut(&mut self.storage)).expect("dtype checked above"))
+        let own = Arc::get_mut(&mut self.storage).expect("made the sole owner above");
+        Ok(T::slice_mut(own.data_mut()?).expect("dtype checked above"))
     }
 
     /// The elements as plain words of their size, for kernels that only move them ([`Word`]).
     pub fn as_words<W: Word>(&self) -> Result<&[W]> {
-        let all = W::view(&self.storage)
+        let all = W::view(self.storage.data()?)
             .ok_or_else(|| err!(Shape, "a {} tensor is not made of {} words", self.dtype(), W::DTYPE))?;
         Ok(&all[self.offset..self.offset + self.len])
     }
@@ -550,11 +580,21 @@ impl Tensor {
         Tensor::from_data(shape, data)
     }
 
+    /// The elements as a `Vec`, without copying: `None` when this tensor is not a `T` tensor,
+    /// shares its storage, or views only part of it (a buffer pool takes back only what it can
+    /// reuse whole).
+    pub fn into_unique_vec<T: Elem>(self) -> Option<Vec<T>> {
+        if T::DTYPE != self.dtype() || !self.is_whole() {
+            return None;
+        }
+        Arc::try_unwrap(self.storage).ok()?.into_data().ok().and_then(T::unwrap)
+    }
+
     pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());
         }
-        Ok(T::unwrap(self.into_data()).expect("dtype checked above"))
+        Ok(T::unwrap(self.into_data()?).expect("dtype checked above"))
     }
 
     /// Same elements, new shape (element counts must agree); shares the storage.

@@ -67,7 +67,7 @@ impl Kernel for BinaryKernel {
         let Ok(shape) = broadcast_shapes(a.shape(), b.shape()) else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
-        let mut y = vec![0f32; checked_len(&shape, DType::F32)?];
+        let mut y = ctx.buffers.zeroed(checked_len(&shape, DType::F32)?)?;
         let (av, bv) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let sa = aligned_strides(a.shape(), &shape);
         let sb = aligned_strides(b.shape(), &shape);

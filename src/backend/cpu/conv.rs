@@ -37,9 +37,13 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
             None => return Ok(None),
         },
     };
-    let ws = w.shape();
+    // A 1-D convolution runs as a 2-D one over a unit height.
+    let ws: Vec<usize> = match w.shape() {
+        &[m, c, k] => vec![m, c, 1, k],
+        s => s.to_vec(),
+    };
     let group = conv.attrs.group;
-    if ws.len() != 4 || !maybe_f32(graph, node.inputs.first().copied().flatten()) || ws[0] % group != 0 {
+    if ws.len() != 4 || !maybe_f32(graph, node.inputs.first().copied().flatten()) || !ws[0].is_multiple_of(group) {
         return Ok(None);
     }
     if bias.as_ref().is_some_and(|b| b.len() != ws[0]) {
@@ -104,18 +108,24 @@ impl ConvKernel {
             .expect("a conv")
     }
 
+    /// The run's geometry; a 1-D input (N, C, L) is seen as (N, C, 1, L).
     fn geometry(&self, x: &Tensor) -> Result<Option<Geometry>> {
         let xs = x.shape();
         let [_, cg, kh, kw] = self.weights_shape;
-        if xs.len() != 4 || xs[1] != cg * self.group {
+        let one_d = xs.len() == 3 && kh == 1;
+        if !(xs.len() == 4 || one_d) || xs[1] != cg * self.group {
             return Ok(None);
         }
         let window = &self.conv().attrs.window;
-        if window.kernel_shape.as_ref().is_some_and(|k| k[..] != [kh, kw]) {
+        let kernel: &[usize] = if one_d { &[kw] } else { &[kh, kw] };
+        if window.kernel_shape.as_ref().is_some_and(|k| k[..] != *kernel) {
             return Ok(None);
         }
-        let h = window.forward_axis(0, xs[2], kh)?;
-        let w = window.forward_axis(1, xs[3], kw)?;
+        let (h, w) = if one_d {
+            (Axis::UNIT, window.forward_axis(0, xs[2], kw)?)
+        } else {
+            (window.forward_axis(0, xs[2], kh)?, window.forward_axis(1, xs[3], kw)?)
+        };
         Ok(Some(Geometry { channels: xs[1], h, w }))
     }
 }
@@ -139,13 +149,16 @@ impl Kernel for ConvKernel {
         };
         let [m, _, _, _] = self.weights_shape;
         let batch = x.shape()[0];
-        let out_shape = vec![batch, m, geo.h.output, geo.w.output];
+        let mut out_shape = vec![batch, m, geo.h.output, geo.w.output];
+        if x.rank() == 3 {
+            out_shape.remove(2);
+        }
         let residual = match (self.residual, f32_input(inputs, 3)) {
             (false, _) => None,
             (true, Some(r)) if r.shape() == out_shape => Some(r.as_slice::<f32>()?),
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
-        let mut y = vec![0f32; checked_len(&out_shape, crate::ir::DType::F32)?];
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, crate::ir::DType::F32)?)?;
         if self.packed.is_empty() {
             self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
         } else {

@@ -134,7 +134,7 @@ impl MatMulKernel {
         }
         let mut out_shape: Vec<usize> = if self.trans_a { vec![m] } else { s[..s.len() - 1].to_vec() };
         out_shape.push(n);
-        let mut y = vec![0f32; checked_len(&out_shape, DType::F32)?];
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
         let av = a.as_slice::<f32>()?;
         let lhs = if self.trans_a { MatRef::transposed(av, m) } else { MatRef::row_major(av, k) };
         let p = Problem { m, n, k, a: Lhs::Plain(lhs), b: Rhs::Packed(pb), epilogue: self.epilogue(&bias) };
@@ -159,7 +159,7 @@ impl MatMulKernel {
         let count: usize = batch_shape.iter().product();
         let mut out_shape = batch_shape.clone();
         out_shape.extend([m, n]);
-        let mut y = vec![0f32; checked_len(&out_shape, DType::F32)?];
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
         let (av, bv) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let a_offsets = batch_offsets(&batch_shape, &sa[..ra - 2], m * k);
         let b_offsets = batch_offsets(&batch_shape, &sb[..rb - 2], k * n);

@@ -10,7 +10,7 @@ use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::tensor::{checked_len, try_vec};
+use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::pool::Pool;
 use crate::ops::window::Axis;
@@ -47,15 +47,17 @@ impl Kernel for MaxPoolKernel {
         let xv = x.as_slice::<f32>()?;
         // Pads and strides come from the model: the output's size is checked against the tensor
         // size limit before anything is multiplied or allocated.
-        let mut y = try_vec(checked_len(&out_shape, DType::F32)?, 0f32)?;
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
         let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
         let planes: usize = out_shape[..2].iter().product();
         let out = SharedMut(y.as_mut_ptr());
+        let unreached = Unreached::of(&h, &w);
         ctx.pool.parallel_for_work(planes, out_plane.saturating_mul(h.kernel).saturating_mul(w.kernel), &|p| {
             let o = out;
             // SAFETY: each task writes its own output plane.
             let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(p * out_plane), out_plane) };
             max_plane(&xv[p * in_plane..(p + 1) * in_plane], &h, &w, dst);
+            unreached.fill(dst);
         });
         Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
     }
@@ -104,13 +106,29 @@ fn max_plane_generic(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
             }
         }
     }
-    // Windows entirely in the padding (rare: pads as large as the kernel).
-    let (rows, cols) = (unreached(h), unreached(w));
-    if rows.iter().chain(&cols).any(|&e| e) {
-        for (oh, &row_empty) in rows.iter().enumerate() {
-            for (ow, &col_empty) in cols.iter().enumerate() {
+}
+
+/// Windows entirely in the padding (rare: pads as large as the kernel), found once per run.
+struct Unreached {
+    /// Per output row, and per output column: whether none of its taps lands inside the input.
+    rows: Vec<bool>,
+    cols: Vec<bool>,
+}
+
+impl Unreached {
+    fn of(h: &Axis, w: &Axis) -> Unreached {
+        Unreached { rows: unreached(h), cols: unreached(w) }
+    }
+
+    /// Sets the outputs whose window is all padding to -inf, as the reference does.
+    fn fill(&self, out: &mut [f32]) {
+        if !self.rows.iter().chain(&self.cols).any(|&e| e) {
+            return;
+        }
+        for (oh, &row_empty) in self.rows.iter().enumerate() {
+            for (ow, &col_empty) in self.cols.iter().enumerate() {
                 if row_empty || col_empty {
-                    out[oh * w.output + ow] = f32::NEG_INFINITY;
+                    out[oh * self.cols.len() + ow] = f32::NEG_INFINITY;
                 }
             }
         }

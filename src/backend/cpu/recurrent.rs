@@ -212,7 +212,7 @@ impl RecurrentKernel {
             };
             gemm::run(ctx.pool, &self.micro, &p, &mut xw[d * steps * rows..(d + 1) * steps * rows], rows);
         }
-        let mut y = vec![0f32; checked_len(&[seq, dirs, batch, hidden], DType::F32)?];
+        let mut y = ctx.buffers.zeroed(checked_len(&[seq, dirs, batch, hidden], DType::F32)?)?;
         let (yp, hp, cp, xp) = (
             SharedMut(y.as_mut_ptr()),
             SharedMut(h.as_mut_ptr()),

@@ -63,7 +63,7 @@ impl Kernel for MeanKernel {
         }
         let xv = x.as_slice::<f32>()?;
         let rows = xv.len() / n;
-        let mut y = vec![0f32; rows];
+        let mut y = ctx.buffers.zeroed(rows)?;
         let per_task = (CHUNK / n).max(1);
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {

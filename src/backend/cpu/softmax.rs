@@ -42,7 +42,7 @@ impl Kernel for SoftmaxKernel {
         let Some((x, Lanes { n, inner: 1, .. })) = lanes else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
-        let mut y = x.as_slice::<f32>()?.to_vec();
+        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
         let rows = y.len().checked_div(n).unwrap_or(0);
         let per_task = (CHUNK / n.max(1)).max(1);
         let out = SharedMut(y.as_mut_ptr());

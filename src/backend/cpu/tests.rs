@@ -236,6 +236,28 @@ fn convolutions_match_the_reference() {
     }
 }
 
+/// 1-D convolutions (audio front ends, VAD models) run on the 2-D kernels over a unit height.
+#[test]
+fn one_d_convolutions_match_the_reference() {
+    type Case = (&'static str, [usize; 3], [usize; 3], Vec<(&'static str, Attr)>, &'static str);
+    let cases: Vec<Case> = vec![
+        ("k3 stride 2", [1, 4, 33], [6, 4, 3], vec![("strides", ints(&[2])), ("pads", ints(&[1, 2]))], "conv-gemm"),
+        ("pointwise", [2, 5, 17], [3, 5, 1], vec![], "conv-gemm"),
+        ("dilated", [1, 3, 20], [4, 3, 3], vec![("dilations", ints(&[3]))], "conv-gemm"),
+        ("depthwise", [1, 6, 25], [6, 1, 5], vec![("group", Attr::Int(6)), ("pads", ints(&[2, 2]))], "conv-depthwise"),
+    ];
+    for (i, (name, xs, ws, attrs, kernel)) in cases.into_iter().enumerate() {
+        let seed = 500 + i as u64 * 10;
+        let inputs = || {
+            vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws)), In::Const(tensor(seed + 2, &[ws[0]]))]
+        };
+        let conv = build("Conv", attrs, 3);
+        assert_eq!(check(name, conv.clone(), inputs()), kernel, "{name}");
+        let fused = Arc::new(FusedConv { conv, residual: false, act: Activation::Relu });
+        assert_eq!(check(name, fused, inputs()), kernel, "{name} + relu");
+    }
+}
+
 /// The output shape of `conv` on an input of shape `xs` with weights of shape `ws`.
 fn compile_shape(conv: &Arc<dyn Op>, xs: &[usize], ws: &[usize]) -> Vec<usize> {
     let fact = |s: &[usize]| Fact::new(crate::ir::DType::F32, s.iter().map(|&d| Dim::Known(d)).collect());

@@ -38,7 +38,7 @@ impl Kernel for ActivationKernel {
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
         let Some(x) = f32_input(inputs, 0) else { return Reference { op: self.op.clone() }.run(ctx, inputs) };
-        let mut y = x.as_slice::<f32>()?.to_vec();
+        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(len.div_ceil(CHUNK), &|i| {
@@ -83,7 +83,7 @@ impl Kernel for PowKernel {
         if shape.len() < self.exponent_rank {
             shape = vec![1];
         }
-        let mut y = x.as_slice::<f32>()?.to_vec();
+        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         let e = self.exponent;

@@ -133,27 +133,30 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 }
 
 /// Runs `runs` profiled runs and prints the mean time per op type (with the kernels that ran it),
-/// and per node with `per_node`.
+/// and per node with `per_node`. Nodes inside control-flow bodies count as their own op types and
+/// are listed under the node that ran them; a body node that runs many times (a Loop's) shows its
+/// total per run.
 fn print_profile(session: &Session, inputs: &[&Tensor], runs: usize, per_node: bool) -> Result<()> {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashMap};
     let mut per_op: BTreeMap<String, (f64, usize, Vec<&'static str>)> = BTreeMap::new();
-    let mut nodes: Vec<(String, String, &'static str, f64)> = Vec::new();
-    for r in 0..runs {
+    // Per node name, in first-run order: op type, kernel, depth, ms.
+    let mut nodes: Vec<(String, String, &'static str, usize, f64)> = Vec::new();
+    let mut node_index: HashMap<String, usize> = HashMap::new();
+    for _ in 0..runs {
         let (_, times) = session.run_profiled(inputs)?;
-        for (i, t) in times.iter().enumerate() {
+        for t in &times {
             let ms = t.time.as_secs_f64() * 1e3 / runs as f64;
             let e = per_op.entry(t.op_type.clone()).or_default();
             e.0 += ms;
-            if r == 0 {
+            if !e.2.contains(&t.kernel) {
+                e.2.push(t.kernel);
+            }
+            let i = *node_index.entry(t.node.clone()).or_insert_with(|| {
                 e.1 += 1;
-                if !e.2.contains(&t.kernel) {
-                    e.2.push(t.kernel);
-                }
-                nodes.push((t.node.clone(), t.op_type.clone(), t.kernel, 0.0));
-            }
-            if let Some(n) = nodes.get_mut(i) {
-                n.3 += ms;
-            }
+                nodes.push((t.node.clone(), t.op_type.clone(), t.kernel, t.depth, 0.0));
+                nodes.len() - 1
+            });
+            nodes[i].4 += ms;
         }
     }
     let total: f64 = per_op.values().map(|v| v.0).sum();
@@ -166,7 +169,8 @@ fn print_profile(session: &Session, inputs: &[&Tensor], runs: usize, per_node: b
     }
     if per_node {
         outln!("  {:<40} {:<18} {:<16} {:>10}", "node", "op type", "kernel", "ms");
-        for (name, op, kernel, ms) in &nodes {
+        for (name, op, kernel, depth, ms) in &nodes {
+            let name = format!("{}{name}", "  ".repeat(*depth));
             outln!("  {name:<40} {op:<18} {kernel:<16} {ms:>10.3}");
         }
     }

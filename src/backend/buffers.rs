@@ -1,0 +1,161 @@
+//! Recycled f32 buffers: the memory side of a compiled plan. When a run's value dies (its last
+//! reader has run) and nothing else shares its storage, its buffer comes back here; kernels take
+//! their output buffers from here. After the first run of a shape, a run's intermediate tensors
+//! cost no heap allocation: the same buffers go round (tested with a counting allocator in
+//! `tests/allocations.rs`). Only f32 is recycled: the fast kernels' outputs are f32, and other
+//! dtypes are rare and small in the models that matter.
+//!
+//! The pool is shared by the runs of one session (a mutex held only to push or pop), and bounded:
+//! at most [`MAX_BUFFERS`] buffers and `max_bytes` bytes are kept; what does not fit is freed.
+
+use crate::ir::tensor::try_vec;
+use crate::ir::{DType, Data, Tensor};
+use crate::Result;
+use std::sync::Mutex;
+
+/// Most buffers kept. A plan's live set is rarely more than a few dozen values.
+pub const MAX_BUFFERS: usize = 256;
+
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Mutex<Free>,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Free {
+    /// Sorted by capacity, so that `take` finds the smallest that fits.
+    buffers: Vec<Vec<f32>>,
+    bytes: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps at most `max_bytes` of buffers between uses.
+    pub fn new(max_bytes: usize) -> BufferPool {
+        BufferPool { free: Mutex::new(Free::default()), max_bytes }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
+        // A panic while holding the lock leaves a list of plain vectors: still consistent.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `n` zeros: a recycled buffer when one fits (and wastes at most three quarters of itself),
+    /// else a new one, checked against the tensor size limit.
+    pub fn zeroed(&self, n: usize) -> Result<Vec<f32>> {
+        if let Some(mut v) = self.take(n) {
+            v.clear();
+            v.resize(n, 0.0);
+            return Ok(v);
+        }
+        try_vec(n, 0f32)
+    }
+
+    /// A copy of `src` in a recycled buffer when one fits (kernels that work in place on a copy
+    /// of their input).
+    pub fn copied(&self, src: &[f32]) -> Result<Vec<f32>> {
+        if let Some(mut v) = self.take(src.len()) {
+            v.clear();
+            v.extend_from_slice(src);
+            return Ok(v);
+        }
+        let mut v = crate::ir::limits::with_capacity(src.len())?;
+        v.extend_from_slice(src);
+        Ok(v)
+    }
+
+    fn take(&self, n: usize) -> Option<Vec<f32>> {
+        if n == 0 {
+            return None;
+        }
+        let mut free = self.lock();
+        let i = free.buffers.partition_point(|b| b.capacity() < n);
+        if free.buffers.get(i).is_none_or(|b| b.capacity() / 4 > n) {
+            return None;
+        }
+        let v = free.buffers.remove(i);
+        free.bytes -= v.capacity() * 4;
+        Some(v)
+    }
+
+    /// Keeps `v` for a later [`BufferPool::zeroed`], if the pool has room.
+    pub fn give(&self, v: Vec<f32>) {
+        let bytes = v.capacity() * 4;
+        if bytes == 0 {
+            return;
+        }
+        let mut free = self.lock();
+        if free.buffers.len() >= MAX_BUFFERS || free.bytes + bytes > self.max_bytes {
+            return;
+        }
+        let i = free.buffers.partition_point(|b| b.capacity() < v.capacity());
+        free.buffers.insert(i, v);
+        free.bytes += bytes;
+    }
+
+    /// Takes back the storage of a dead value when it is an f32 tensor that nothing else shares.
+    pub fn recycle(&self, d: Data) {
+        if let Data::Tensor(t) = d {
+            if t.dtype() == DType::F32 {
+                if let Some(v) = t.into_unique_vec::<f32>() {
+                    self.give(v);
+                }
+            }
+        }
+    }
+
+    /// An f32 tensor of `shape` over a buffer from [`BufferPool::zeroed`], filled by `fill`.
+    pub fn tensor(&self, shape: Vec<usize>, fill: impl FnOnce(&mut [f32])) -> Result<Tensor> {
+        let n = crate::ir::tensor::checked_len(&shape, DType::F32)?;
+        let mut v = self.zeroed(n)?;
+        fill(&mut v);
+        Tensor::new(shape, v)
+    }
+
+    /// Bytes kept now.
+    pub fn kept_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_zeroed_and_best_fitting() {
+        let pool = BufferPool::new(1 << 20);
+        let mut a = pool.zeroed(100).unwrap();
+        a.iter_mut().for_each(|x| *x = 7.0);
+        let a_ptr = a.as_ptr();
+        pool.give(a);
+        pool.give(vec![1.0; 1000]);
+        assert_eq!(pool.kept_bytes(), 1100 * 4);
+        // 90 fits in the 100-buffer (the smallest that fits), which comes back zeroed.
+        let b = pool.zeroed(90).unwrap();
+        assert_eq!((b.as_ptr(), b.len()), (a_ptr, 90));
+        assert!(b.iter().all(|&x| x == 0.0));
+        // 10 would waste most of the 1000-buffer: a new one is made.
+        assert_eq!(pool.zeroed(10).unwrap().capacity(), 10);
+        assert_eq!(pool.kept_bytes(), 1000 * 4);
+    }
+
+    #[test]
+    fn the_pool_is_bounded_and_keeps_only_unshared_f32_storage() {
+        let pool = BufferPool::new(4096);
+        pool.give(vec![0.0; 2048]);
+        assert_eq!(pool.kept_bytes(), 0, "over the byte bound: freed");
+        let t = Tensor::new(vec![4], vec![1f32; 4]).unwrap();
+        let view = t.clone();
+        pool.recycle(Data::Tensor(t));
+        assert_eq!(pool.kept_bytes(), 0, "shared with a live view: not taken");
+        pool.recycle(Data::Tensor(view));
+        assert_eq!(pool.kept_bytes(), 16);
+        pool.recycle(Data::Tensor(Tensor::new(vec![4], vec![1i64; 4]).unwrap()));
+        assert_eq!(pool.kept_bytes(), 16);
+        for _ in 0..MAX_BUFFERS + 5 {
+            pool.give(vec![0.0; 1]);
+        }
+        assert_eq!(pool.lock().buffers.len(), MAX_BUFFERS);
+    }
+}
