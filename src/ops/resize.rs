@@ -410,7 +410,7 @@ impl Resize {
     /// What [`Resize::eval`] does to a non-empty input of `shape` given these inputs, for
     /// backend kernels that resample themselves: the output shape and, for each axis that
     /// changes (in order), the taps of its output positions. Errors as `eval` does.
-    pub fn resampling(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<(Vec<usize>, Vec<(usize, Taps)>)> {
+    pub fn resampling(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<(Vec<usize>, Vec<AxisTaps>)> {
         let t = self.targets(inputs)?;
         let mut plans = self.plan(shape, &t)?;
         self.set_roi(&mut plans, t.roi.as_deref())?;
@@ -468,6 +468,9 @@ fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
         Some(v)
     }
 }
+
+/// A resampled axis and the taps of its output positions.
+pub type AxisTaps = (usize, Taps);
 
 /// Source taps per output position: `starts[o]..starts[o + 1]` index `index` and `weight`; an
 /// extrapolated position has no taps and takes `fill[o]`.

@@ -156,9 +156,7 @@ fn layer_norm_at(graph: &Graph, i: usize) -> Option<Found> {
     let eps = constant(graph, binary_with(&graph.nodes[add_eps], Kind::Add, var, None)?)?;
     let epsilon = *eps.as_slice::<f32>().ok().filter(|s| s.len() == 1 && eps.rank() <= 1)?.first()?;
     let (_, sqrt) = only_feeds(graph, add_eps)?;
-    if !graph.nodes[sqrt].op.downcast_ref::<FloatFn>().is_some_and(|f| f.name == "Sqrt") {
-        return None;
-    }
+    graph.nodes[sqrt].op.downcast_ref::<FloatFn>().filter(|f| f.name == "Sqrt")?;
     let (std, div_by) = only_feeds(graph, sqrt)?;
     if div_by != div || binary_with(&graph.nodes[div], Kind::Div, d, Some(true))? != std {
         return None;

@@ -11,7 +11,7 @@ use super::isa::isa;
 use super::pool::SharedMut;
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::tensor::{checked_len, try_vec};
+use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::conv::col2im;
 use crate::ops::conv_transpose::ConvTranspose;
@@ -81,7 +81,7 @@ impl Kernel for ConvTransposeKernel {
         let g = three_axes(&axes)?;
         let mut out_shape = vec![batch, maps];
         out_shape.extend(axes.iter().map(|a| a.input));
-        let mut y = try_vec(checked_len(&out_shape, DType::F32)?, 0f32)?;
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
         let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
         let taps: usize = ws[2..].iter().product();
         let (c_per_group, col_rows) = (channels / group, m_per_group * taps);
@@ -98,7 +98,7 @@ impl Kernel for ConvTransposeKernel {
             self.tiled(ctx, &dims, xv, &mut y)?;
             return Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)]);
         }
-        let mut col = try_vec(checked_len(&[col_rows, in_plane], DType::F32)?, 0f32)?;
+        let mut col = ctx.buffers.zeroed(checked_len(&[col_rows, in_plane], DType::F32)?)?;
         for n in 0..batch {
             for (grp, a) in self.packed.iter().enumerate() {
                 let x_start = (n * channels + grp * c_per_group) * in_plane;
@@ -124,6 +124,7 @@ impl Kernel for ConvTransposeKernel {
                 });
             }
         }
+        ctx.buffers.give(col);
         Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
     }
 }
@@ -164,7 +165,7 @@ impl ConvTransposeKernel {
             let (grp, tile) = (rest / tiles, rest % tiles);
             let (r0, r1) = (tile * rows_per_tile, ((tile + 1) * rows_per_tile).min(rows));
             let n = (r1 - r0) * in_w;
-            let Ok(mut col) = try_vec(col_rows * n, 0f32) else {
+            let Ok(mut col) = ctx.buffers.zeroed(col_rows * n) else {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 return;
             };
@@ -186,25 +187,42 @@ impl ConvTransposeKernel {
             for m in 0..t.m_per_group {
                 let plane = (image * t.maps + grp * t.m_per_group + m) * t.out_plane;
                 for ky in 0..h.kernel {
-                    for kx in 0..w.kernel {
-                        let src = &col[(m * taps + ky * w.kernel + kx) * n..][..n];
-                        for (r, line) in src.chunks_exact(in_w).enumerate() {
-                            let oy = (r0 + r) * h.stride + ky;
-                            let row = plane + oy * w.input;
-                            for (ix, &v) in line.iter().enumerate() {
-                                // SAFETY: output rows r0 * stride..r1 * stride of this image
-                                // and group belong to this task alone; the index is inside y
-                                // (oy < h.input and ix * stride + kx < w.input).
-                                unsafe { *o.0.add(row + ix * w.stride + kx) += v };
-                            }
-                        }
+                    // The columns of taps (ky, 0..kw) of channel m.
+                    let first = (m * taps + ky * w.kernel) * n;
+                    let block = &col[first..first + w.kernel * n];
+                    for r in 0..r1 - r0 {
+                        let oy = (r0 + r) * h.stride + ky;
+                        // SAFETY: output rows r0 * stride..r1 * stride of this image and group
+                        // belong to this task alone, and oy < h.input, in_w * stride <= w.input.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(o.0.add(plane + oy * w.input), in_w * w.stride) };
+                        scatter_row(row, block, n, r * in_w, in_w, w.kernel);
                     }
                 }
             }
+            ctx.buffers.give(col);
         });
         if failed.into_inner() {
             crate::bail!(ResourceLimit, "ConvTranspose: no memory for a tile of columns");
         }
         Ok(())
+    }
+}
+
+/// Adds one output row of a tile: `row[x * kw + kx] += block[kx * n + start + x]` for the
+/// row's `in_w` input pixels and `kw` taps, written in order.
+fn scatter_row(row: &mut [f32], block: &[f32], n: usize, start: usize, in_w: usize, kw: usize) {
+    if kw == 2 {
+        let (a, b) = (&block[start..start + in_w], &block[n + start..n + start + in_w]);
+        for ((pair, &p), &q) in row.chunks_exact_mut(2).zip(a).zip(b) {
+            pair[0] += p;
+            pair[1] += q;
+        }
+        return;
+    }
+    for (x, out) in row.chunks_exact_mut(kw).take(in_w).enumerate() {
+        for (kx, v) in out.iter_mut().enumerate() {
+            *v += block[kx * n + start + x];
+        }
     }
 }

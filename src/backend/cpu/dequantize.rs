@@ -55,7 +55,7 @@ impl Kernel for DequantizeKernel {
         } else {
             x.as_slice::<u8>()?
         };
-        let mut y = vec![0f32; bytes.len()];
+        let mut y = ctx.buffers.zeroed(bytes.len())?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(len.div_ceil(CHUNK), &|t| {

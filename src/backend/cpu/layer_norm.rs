@@ -43,7 +43,7 @@ impl Kernel for LayerNormKernel {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         }
         let (s, b) = (scale.as_slice::<f32>()?, bias.as_slice::<f32>()?);
-        let mut y = x.as_slice::<f32>()?.to_vec();
+        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
         let rows = y.len() / n;
         let per_task = (CHUNK / n).max(1);
         let out = SharedMut(y.as_mut_ptr());

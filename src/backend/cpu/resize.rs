@@ -11,7 +11,6 @@
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::tensor::try_vec;
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::resize::{Resize, Taps};
 use crate::Result;
@@ -50,10 +49,11 @@ impl Kernel for ResizeKernel {
         let y = if axes.iter().all(|(_, t)| is_nearest(t)) {
             gather(ctx, xv, x.shape(), &out_shape, &axes)?
         } else {
-            let mut data = xv.to_vec();
+            let mut data = ctx.buffers.copied(xv)?;
             let mut shape = x.shape().to_vec();
             for (axis, taps) in &axes {
-                data = resample_axis(ctx, &data, &shape, *axis, taps)?;
+                let next = resample_axis(ctx, &data, &shape, *axis, taps)?;
+                ctx.buffers.give(std::mem::replace(&mut data, next));
                 shape[*axis] = taps.fill.len();
             }
             data
@@ -85,7 +85,7 @@ fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: 
     let row_len = out_shape[r - 1];
     let last = &index[r - 1];
     let last_identity = last.len() == shape[r - 1] && last.iter().enumerate().all(|(i, &s)| i == s);
-    let mut y = try_vec(out_shape.iter().product(), 0f32)?;
+    let mut y = ctx.buffers.zeroed(out_shape.iter().product())?;
     let rows = y.len().checked_div(row_len).unwrap_or(0);
     let per_task = (CHUNK / row_len.max(1)).max(1);
     let out = SharedMut(y.as_mut_ptr());
@@ -123,7 +123,7 @@ fn resample_axis(ctx: &ExecCtx, data: &[f32], shape: &[usize], axis: usize, taps
     let inner: usize = shape[axis + 1..].iter().product();
     let out_len = taps.fill.len();
     let weight: Vec<f32> = taps.weight.iter().map(|&w| w as f32).collect();
-    let mut y = try_vec(outer.saturating_mul(out_len).saturating_mul(inner), 0f32)?;
+    let mut y = ctx.buffers.zeroed(outer.saturating_mul(out_len).saturating_mul(inner))?;
     // One row: one output position of one outer index, `inner` values long.
     let rows = outer * out_len;
     let per_task = (CHUNK / inner.max(1)).max(1);
@@ -139,12 +139,13 @@ fn resample_axis(ctx: &ExecCtx, data: &[f32], shape: &[usize], axis: usize, taps
                 continue;
             }
             let src = &data[b * len * inner..(b + 1) * len * inner];
+            let span = taps.starts[p]..taps.starts[p + 1];
+            let row_taps = taps.index[span.clone()].iter().zip(&weight[span]);
             if inner == 1 {
-                dst[0] = (taps.starts[p]..taps.starts[p + 1]).map(|k| weight[k] * src[taps.index[k]]).sum();
+                dst[0] = row_taps.map(|(&i, &w)| w * src[i]).sum();
                 continue;
             }
-            for k in taps.starts[p]..taps.starts[p + 1] {
-                let (i, w) = (taps.index[k], weight[k]);
+            for (&i, &w) in row_taps {
                 dst.iter_mut().zip(&src[i * inner..(i + 1) * inner]).for_each(|(d, &s)| *d += w * s);
             }
         }
