@@ -214,7 +214,7 @@ pub(super) fn im2col<R: Scalar>(x: &[R], channels: usize, g: &[Axis; 3], col: &m
 
 /// The adjoint of [`im2col`]: adds each column-matrix entry back onto the input position it was
 /// read from (what ConvTranspose needs).
-pub(super) fn col2im<R: Real>(col: &[R], channels: usize, g: &[Axis; 3], x: &mut [R]) {
+pub(crate) fn col2im<R: Real>(col: &[R], channels: usize, g: &[Axis; 3], x: &mut [R]) {
     for_each_row(g, channels, |span| {
         if let Some((start, lo, hi)) = span.input {
             let row = &col[span.col + lo..span.col + hi];

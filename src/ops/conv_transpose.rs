@@ -95,6 +95,21 @@ impl Op for ConvTranspose {
 }
 
 impl ConvTranspose {
+    pub fn group(&self) -> usize {
+        self.attrs.group
+    }
+
+    /// The group count and the spatial axes (in the forward view col2im takes) of a run on X and
+    /// W of these shapes, checked as `eval` checks them: for backend kernels.
+    pub fn geometry(&self, xs: &[usize], ws: &[usize]) -> Result<(usize, Vec<Axis>)> {
+        let kernel = self.attrs.check("ConvTranspose", xs, ws, false)?;
+        let spatial = kernel.len();
+        self.check_output_padding(spatial)?;
+        let axes =
+            kernel.iter().enumerate().map(|(i, &k)| self.axis(i, spatial, xs[i + 2], k)).collect::<Result<_>>()?;
+        Ok((self.attrs.group, axes))
+    }
+
     fn run<R: Real + MatElem>(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         let (xs, ws) = (x.shape(), w.shape());
         let kernel = self.attrs.check("ConvTranspose", xs, ws, false)?;

@@ -227,3 +227,38 @@ impl Op for FusedMatMulInteger {
         Ok(vec![Tensor::new(shape, v)?])
     }
 }
+
+/// Layer normalisation over the last axis as exporters write it out (ReduceMean, Sub, Pow 2,
+/// ReduceMean, Add epsilon, Sqrt, Div, Mul by a per-column scale, Add a per-column bias):
+/// `(x - mean) / sqrt(mean((x - mean)^2) + epsilon) * scale + bias`. Inputs: X, scale and bias
+/// (both `[N]` for a last axis of N). The reference computes each row in f64.
+#[derive(Debug)]
+pub struct FusedLayerNorm {
+    pub epsilon: f32,
+}
+
+impl Op for FusedLayerNorm {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        let x = input(inputs, 0)?;
+        Ok(vec![Fact { dtype: x.dtype, shape: x.shape.clone(), value: None }])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (x, scale, bias) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
+        let n = *x.shape().last().ok_or_else(|| crate::err!(Shape, "FusedLayerNorm needs X of rank 1 or more"))?;
+        let (s, b) = (scale.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        if s.len() != n || b.len() != n {
+            bail!(Shape, "FusedLayerNorm: scale and bias have {} and {} values, X's last axis {n}", s.len(), b.len());
+        }
+        let mut y = x.as_slice::<f32>()?.to_vec();
+        for row in y.chunks_exact_mut(n.max(1)) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (var + self.epsilon as f64).sqrt();
+            for ((v, &s), &b) in row.iter_mut().zip(s).zip(b) {
+                *v = ((*v as f64 - mean) * inv * s as f64 + b as f64) as f32;
+            }
+        }
+        Ok(vec![Tensor::new(x.shape().to_vec(), y)?])
+    }
+}

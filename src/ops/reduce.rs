@@ -350,17 +350,20 @@ impl ArgReduce {
             // The first NaN wins, as numpy's argmax/argmin.
             strictly || (v != v && best == best) || (self.select_last_index && v == best)
         };
-        let mut out = Vec::with_capacity(outer * inner);
+        let mut out = vec![0i64; outer * inner];
+        // Lanes side by side, the axis walked row by row: each row is read in order (a lane of
+        // a wide inner axis read one value per row misses the cache on every step).
         for o in 0..outer {
-            for i in 0..inner {
-                let at = |k: usize| data[(o * dim + k) * inner + i];
-                let mut best = 0;
-                for k in 1..dim {
-                    if better(at(k), at(best)) {
-                        best = k;
+            let block = &data[o * dim * inner..(o + 1) * dim * inner];
+            let mut best: Vec<T> = block[..inner].to_vec();
+            let index = &mut out[o * inner..(o + 1) * inner];
+            for (k, row) in block.chunks_exact(inner).enumerate().skip(1) {
+                for ((b, i), &v) in best.iter_mut().zip(index.iter_mut()).zip(row) {
+                    if better(v, *b) {
+                        *b = v;
+                        *i = k as i64;
                     }
                 }
-                out.push(best as i64);
             }
         }
         out

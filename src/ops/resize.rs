@@ -407,6 +407,25 @@ impl Resize {
         Ok(taps)
     }
 
+    /// What [`Resize::eval`] does to a non-empty input of `shape` given these inputs, for
+    /// backend kernels that resample themselves: the output shape and, for each axis that
+    /// changes (in order), the taps of its output positions. Errors as `eval` does.
+    pub fn resampling(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<(Vec<usize>, Vec<AxisTaps>)> {
+        let t = self.targets(inputs)?;
+        let mut plans = self.plan(shape, &t)?;
+        self.set_roi(&mut plans, t.roi.as_deref())?;
+        let out_shape: Vec<usize> = plans.iter().map(|p| p.out).collect();
+        checked_len(&out_shape, crate::ir::DType::F32)?;
+        let mut axes = vec![];
+        for (axis, p) in plans.iter().enumerate() {
+            let identity = p.scale == 1.0 && p.out == shape[axis] && p.roi == (0.0, 1.0);
+            if !identity && shape[axis] > 0 {
+                axes.push((axis, self.taps(shape[axis], p)?));
+            }
+        }
+        Ok((out_shape, axes))
+    }
+
     fn run(&self, x: &Tensor, t: &Targets) -> Result<Tensor> {
         let mut shape = x.shape().to_vec();
         let mut plans = self.plan(&shape, t)?;
@@ -450,14 +469,17 @@ fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     }
 }
 
+/// A resampled axis and the taps of its output positions.
+pub type AxisTaps = (usize, Taps);
+
 /// Source taps per output position: `starts[o]..starts[o + 1]` index `index` and `weight`; an
 /// extrapolated position has no taps and takes `fill[o]`.
 #[derive(Debug, Default)]
-struct Taps {
-    starts: Vec<usize>,
-    index: Vec<usize>,
-    weight: Vec<f64>,
-    fill: Vec<Option<f64>>,
+pub struct Taps {
+    pub starts: Vec<usize>,
+    pub index: Vec<usize>,
+    pub weight: Vec<f64>,
+    pub fill: Vec<Option<f64>>,
 }
 
 impl Taps {

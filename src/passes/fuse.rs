@@ -1,7 +1,8 @@
 //! Fusions into the forms the kernels run in one pass over memory: Conv (+ Add of a skip
 //! connection) + activation (SiLU's `x * sigmoid(x)` included) becomes a FusedConv; MatMul (constant 2-D B) + Add of a constant
 //! per-column bias becomes a FusedMatMul, which then also takes a following activation; an
-//! inference BatchNormalization after a Conv with constant weights is folded into them;
+//! inference BatchNormalization after a Conv or ConvTranspose with constant weights is folded
+//! into them;
 //! MatMulInteger + Cast to float + Mul by a scalar + Add of a per-column bias becomes one
 //! FusedMatMulInteger. A producer fuses only when its output feeds nothing else and is not a
 //! graph output.
@@ -11,6 +12,7 @@ use crate::ir::{DType, Dim, Fact, Graph, Node, Tensor, ValueId};
 use crate::ops::binary::{Binary, Kind};
 use crate::ops::cast::Cast;
 use crate::ops::conv::Conv;
+use crate::ops::conv_transpose::ConvTranspose;
 use crate::ops::fused::{activation_of, Activation, FusedConv, FusedMatMul, FusedMatMulInteger};
 use crate::ops::matmul::MatMul;
 use crate::ops::norm::BatchNorm;
@@ -242,8 +244,9 @@ fn residual_at(graph: &Graph, i: usize) -> Option<(usize, Arc<dyn crate::ir::Op>
     ))
 }
 
-/// Folds an inference BatchNormalization into the Conv before it: W' = W * s, B' = (B - mean) * s
-/// + beta with s = gamma / sqrt(var + eps), computed in f64.
+/// Folds an inference BatchNormalization into the Conv or ConvTranspose before it: W' = W * s
+/// (per output channel), B' = (B - mean) * s + beta with s = gamma / sqrt(var + eps), computed in
+/// f64.
 pub struct FoldBatchNorm;
 
 impl Pass for FoldBatchNorm {
@@ -275,10 +278,12 @@ impl Pass for FoldBatchNorm {
     }
 }
 
-/// The BatchNormalization node after Conv node `i`, with the folded weights and bias.
+/// The BatchNormalization node after Conv or ConvTranspose node `i`, with the folded weights and
+/// bias.
 fn fold_at(graph: &Graph, i: usize) -> Result<Option<(usize, Tensor, Tensor)>> {
     let node = &graph.nodes[i];
-    if !node.op.is::<Conv>() {
+    let transposed = node.op.is::<ConvTranspose>();
+    if !node.op.is::<Conv>() && !transposed {
         return Ok(None);
     }
     let [y] = node.outputs[..] else { return Ok(None) };
@@ -286,15 +291,7 @@ fn fold_at(graph: &Graph, i: usize) -> Result<Option<(usize, Tensor, Tensor)>> {
         v.copied().flatten().and_then(|v| graph.values[v].constant()).filter(|t| t.dtype() == DType::F32)
     };
     let Some(w) = constant(node.inputs.get(1)) else { return Ok(None) };
-    let m = w.shape().first().copied().unwrap_or(0);
-    let bias = match node.inputs.get(2).copied().flatten() {
-        None => None,
-        Some(_) => match constant(node.inputs.get(2)) {
-            Some(b) if b.len() == m => Some(b),
-            _ => return Ok(None),
-        },
-    };
-    if graph.outputs.contains(&y) || w.rank() < 3 || m == 0 {
+    if graph.outputs.contains(&y) || w.rank() < 3 || w.is_empty() {
         return Ok(None);
     }
     let mut users = graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(y)));
@@ -303,19 +300,41 @@ fn fold_at(graph: &Graph, i: usize) -> Result<Option<(usize, Tensor, Tensor)>> {
     if bn.training || !bn.spatial || bn_node.outputs.len() != 1 || bn_node.inputs.first() != Some(&Some(y)) {
         return Ok(None);
     }
+    // Output channels: W's first dim for Conv; for ConvTranspose (W is [C, M / group, k...]) the
+    // statistics' length, which must be a whole number of groups that divide C.
+    let m = if transposed { constant(bn_node.inputs.get(1)).map_or(0, |t| t.len()) } else { w.shape()[0] };
+    let (ws, inner) = (w.shape(), w.shape()[2..].iter().product::<usize>());
+    let group = if transposed { m.checked_div(ws[1]).unwrap_or(0) } else { 1 };
+    if m == 0 || (transposed && (group == 0 || group * ws[1] != m || ws[0] % group != 0)) {
+        return Ok(None);
+    }
+    // The output channel weight element `e` feeds.
+    let channel_of = |e: usize| {
+        if transposed {
+            let (c, j) = (e / (ws[1] * inner), (e / inner) % ws[1]);
+            (c / (ws[0] / group)) * ws[1] + j
+        } else {
+            e / (w.len() / m)
+        }
+    };
+    let bias = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(_) => match constant(node.inputs.get(2)) {
+            Some(b) if b.len() == m => Some(b),
+            _ => return Ok(None),
+        },
+    };
     let stats: Option<Vec<&Tensor>> = (1..5).map(|j| constant(bn_node.inputs.get(j)).map(|t| &**t)).collect();
     let Some(stats) = stats.filter(|s| s.iter().all(|t| t.len() == m)) else { return Ok(None) };
     let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|j| stats[j].as_slice::<f32>());
     let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
-    let per = w.len() / m;
+    let scale: Vec<f64> = (0..m).map(|c| gamma[c] as f64 / (var[c] as f64 + bn.epsilon).sqrt()).collect();
     let wv = w.as_slice::<f32>()?;
-    let mut folded_w = Vec::with_capacity(w.len());
+    let folded_w: Vec<f32> = wv.iter().enumerate().map(|(e, &x)| (x as f64 * scale[channel_of(e)]) as f32).collect();
     let mut folded_b = Vec::with_capacity(m);
     for c in 0..m {
-        let s = gamma[c] as f64 / (var[c] as f64 + bn.epsilon).sqrt();
-        folded_w.extend(wv[c * per..(c + 1) * per].iter().map(|&x| (x as f64 * s) as f32));
         let b0 = bias.map_or(0.0, |b| b.as_slice::<f32>().map_or(0.0, |v| v[c] as f64));
-        folded_b.push(((b0 - mean[c] as f64) * s + beta[c] as f64) as f32);
+        folded_b.push(((b0 - mean[c] as f64) * scale[c] + beta[c] as f64) as f32);
     }
     Ok(Some((k, Tensor::new(w.shape().to_vec(), folded_w)?, Tensor::new(vec![m], folded_b)?)))
 }

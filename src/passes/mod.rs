@@ -7,6 +7,8 @@ use crate::Result;
 pub mod const_fold;
 pub mod dce;
 pub mod fuse;
+pub mod gelu;
+pub mod layer_norm;
 
 pub trait Pass {
     fn name(&self) -> &'static str;
@@ -22,7 +24,12 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
 /// The passes a backend runs when it compiles a graph: fusions into the forms its kernels run
 /// in one go.
 pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(fuse::FoldBatchNorm), Box::new(fuse::FuseActivation)]
+    vec![
+        Box::new(fuse::FoldBatchNorm),
+        Box::new(gelu::FuseGelu),
+        Box::new(layer_norm::FuseLayerNorm),
+        Box::new(fuse::FuseActivation),
+    ]
 }
 
 /// Runs `passes` to a fixed point (bounded, so a pass that always reports a change cannot hang).

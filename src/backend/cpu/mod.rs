@@ -1,16 +1,19 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
-//! with weights packed once: convolution, matrix products (f32 and integer), LSTM/GRU,
-//! activations, elementwise arithmetic, Pow by a constant, Softmax, ReduceMean over trailing
-//! axes, GlobalAveragePool, MaxPool, Transpose, DynamicQuantizeLinear. Every other node runs its
-//! op's reference kernel. Fast kernels fall back to the reference kernel at run time for inputs
-//! they do not handle (other dtypes, unusual broadcasts), so they never refuse what the reference
-//! runs.
+//! with weights packed once: convolution, ConvTranspose, matrix products (f32 and integer),
+//! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
+//! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize,
+//! DynamicQuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
+//! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
+//! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
 pub mod activation;
 pub mod binary;
 pub mod conv;
+pub mod conv_transpose;
+pub mod dequantize;
 pub mod gemm;
 pub mod isa;
+pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_integer;
 pub mod maxpool;
@@ -18,12 +21,17 @@ pub mod pool;
 pub mod quantize;
 pub mod recurrent;
 pub mod reduce;
+pub mod resize;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_transformer;
+#[cfg(test)]
+mod tests_upsample;
 
 use super::{Backend, ExecCtx, Kernel};
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
@@ -45,10 +53,16 @@ impl Backend for CpuBackend {
         if let Some(k) = conv::prepare(graph, node)? {
             return Ok(k);
         }
+        if let Some(k) = conv_transpose::prepare(graph, node)? {
+            return Ok(k);
+        }
         if let Some(k) = matmul::prepare(graph, node)? {
             return Ok(k);
         }
         if let Some(k) = matmul_integer::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = dequantize::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = quantize::prepare(graph, node) {
@@ -64,6 +78,12 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = transpose::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = layer_norm::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = resize::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = softmax::prepare(graph, node) {

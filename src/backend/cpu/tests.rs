@@ -10,7 +10,7 @@ use crate::ops::fused::{Activation, FusedConv, FusedMatMul};
 use crate::ops::{registry, BuildCtx};
 use std::sync::Arc;
 
-fn values(seed: u64, n: usize) -> Vec<f32> {
+pub(super) fn values(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
     (0..n)
         .map(|_| {
@@ -20,15 +20,15 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn tensor(seed: u64, shape: &[usize]) -> Tensor {
+pub(super) fn tensor(seed: u64, shape: &[usize]) -> Tensor {
     Tensor::new(shape.to_vec(), values(seed, shape.iter().product())).unwrap()
 }
 
-fn build(op_type: &str, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+pub(super) fn build(op_type: &str, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
     build_at(op_type, 18, attrs, num_inputs)
 }
 
-fn build_at(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+pub(super) fn build_at(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
     build_outputs(op_type, opset, attrs, num_inputs, 1)
 }
 
@@ -45,7 +45,7 @@ fn build_outputs(
 }
 
 /// An input of the node: fed at run time, a constant of the graph, or omitted.
-enum In {
+pub(super) enum In {
     Fed(Tensor),
     Const(Tensor),
     Absent,
@@ -53,7 +53,7 @@ enum In {
 
 /// Runs `op` on `inputs` compiled (the fast kernels) and with the reference interpreter, and
 /// checks they agree; returns the kernel name that ran.
-fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
+pub(super) fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static str {
     check_outputs(name, op, inputs, 1)
 }
 
@@ -120,7 +120,7 @@ fn check_outputs(name: &str, op: Arc<dyn Op>, inputs: Vec<In>, outputs: usize) -
 }
 
 /// A node of a hand-built test graph, named after its op type.
-fn graph_node(op: Arc<dyn Op>, op_type: &str, inputs: Vec<usize>, outputs: Vec<usize>) -> Node {
+pub(super) fn graph_node(op: Arc<dyn Op>, op_type: &str, inputs: Vec<usize>, outputs: Vec<usize>) -> Node {
     Node {
         name: op_type.into(),
         domain: String::new(),
@@ -133,14 +133,14 @@ fn graph_node(op: Arc<dyn Op>, op_type: &str, inputs: Vec<usize>, outputs: Vec<u
 }
 
 /// A constant of a hand-built test graph.
-fn graph_const(g: &mut Graph, name: &str, t: Tensor) -> usize {
+pub(super) fn graph_const(g: &mut Graph, name: &str, t: Tensor) -> usize {
     g.add_value(name, Fact::constant(Arc::new(t)))
 }
 
 /// Infers `g`'s facts, compiles it (fusions included) and checks its first output against the
 /// interpreter on the unfused graph at 1 and 3 threads, within `tol` relative (0: exactly).
 /// Returns the kernels that ran and the interpreter's output.
-fn compile_and_compare(g: &mut Graph, inputs: &[&Tensor], tol: f32) -> (Vec<&'static str>, Tensor) {
+pub(super) fn compile_and_compare(g: &mut Graph, inputs: &[&Tensor], tol: f32) -> (Vec<&'static str>, Tensor) {
     infer_facts(g).unwrap();
     let refs: Vec<DataRef> = inputs.iter().map(|&t| DataRef::Tensor(t)).collect();
     let want = Interpreter.run(g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
@@ -155,7 +155,7 @@ fn compile_and_compare(g: &mut Graph, inputs: &[&Tensor], tol: f32) -> (Vec<&'st
     (compiled.kernel_names().into_iter().map(|(k, _)| k).collect(), want)
 }
 
-fn ints(v: &[i64]) -> Attr {
+pub(super) fn ints(v: &[i64]) -> Attr {
     Attr::Ints(v.to_vec())
 }
 

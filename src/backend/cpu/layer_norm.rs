@@ -1,0 +1,104 @@
+//! FusedLayerNorm (layer normalisation over the last axis) in f32: per row, the mean, then the
+//! variance about it (two passes, as the written-out graph computes it), then
+//! `(x - mean) * inv_std * scale + bias`; rows spread over the pool. Sums run in 16 f32 lanes;
+//! the reference works in f64, far inside the tolerance for rows of thousands of values.
+
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
+use super::pool::SharedMut;
+use super::{f32_input, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::fused::FusedLayerNorm;
+use crate::Result;
+use std::sync::Arc;
+
+/// Elements per task.
+const CHUNK: usize = 16 * 1024;
+
+pub fn prepare(_graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    let f = node.op.downcast_ref::<FusedLayerNorm>()?;
+    Some(Box::new(LayerNormKernel { op: node.op.clone(), epsilon: f.epsilon }))
+}
+
+#[derive(Debug)]
+struct LayerNormKernel {
+    op: Arc<dyn Op>,
+    epsilon: f32,
+}
+
+impl Kernel for LayerNormKernel {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let (Some(x), Some(scale), Some(bias)) = (f32_input(inputs, 0), f32_input(inputs, 1), f32_input(inputs, 2))
+        else {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        };
+        let n = x.shape().last().copied().unwrap_or(0);
+        if n == 0 || scale.len() != n || bias.len() != n {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        }
+        let (s, b) = (scale.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
+        let rows = y.len() / n;
+        let per_task = (CHUNK / n).max(1);
+        let out = SharedMut(y.as_mut_ptr());
+        let eps = self.epsilon;
+        ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
+            let o = out;
+            for r in t * per_task..((t + 1) * per_task).min(rows) {
+                // SAFETY: each task normalises its own rows of y.
+                let row = unsafe { std::slice::from_raw_parts_mut(o.0.add(r * n), n) };
+                normalize(row, s, b, eps);
+            }
+        });
+        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+    }
+}
+
+fn normalize(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
+    match isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 => unsafe { normalize_avx2(row, s, b, eps) },
+        _ => normalize_generic(row, s, b, eps),
+    }
+}
+
+/// # Safety
+/// Needs AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn normalize_avx2(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
+    normalize_generic(row, s, b, eps)
+}
+
+#[inline(always)]
+fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = row.chunks_exact(16);
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        acc[i] += f(v);
+    }
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn normalize_generic(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = lanes_sum(row, |v| v) / n;
+    let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, &s), &b) in row.iter_mut().zip(s).zip(b) {
+        *v = (*v - mean) * inv * s + b;
+    }
+}

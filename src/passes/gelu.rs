@@ -1,0 +1,184 @@
+//! Recognises Gelu written out as exporters of BERT-style models write it,
+//! `Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)` (the two Muls in either order, `Div` by sqrt 2
+//! or `Mul` by 1/sqrt 2), and replaces the five nodes with one Gelu node, which the activation
+//! fusion then folds into the matrix product before it.
+
+use super::Pass;
+use crate::ir::{DType, Graph, Node, ValueId};
+use crate::ops::activation::{FloatActivation, Formula};
+use crate::ops::binary::{Binary, Kind};
+use crate::ops::unary::FloatFn;
+use crate::Result;
+use std::sync::Arc;
+
+pub struct FuseGelu;
+
+impl Pass for FuseGelu {
+    fn name(&self) -> &'static str {
+        "fuse-gelu"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let mut i = 0;
+        while i < graph.nodes.len() {
+            let Some((x, mut absorbed)) = gelu_at(graph, i) else {
+                i += 1;
+                continue;
+            };
+            // The Gelu node takes the last node's place: x is ready by then.
+            let last = absorbed.pop().expect("a Gelu chain has five nodes");
+            let node = &mut graph.nodes[last];
+            node.op = Arc::new(FloatActivation { op_type: "Gelu".into(), formula: Formula::Gelu });
+            node.op_type = "Gelu".into();
+            node.domain = String::new();
+            node.inputs = vec![Some(x)];
+            absorbed.sort_unstable();
+            for k in absorbed.into_iter().rev() {
+                graph.nodes.remove(k);
+            }
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+/// The nodes that use value `v`.
+fn users(graph: &Graph, v: ValueId) -> Vec<usize> {
+    graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(k, _)| k).collect()
+}
+
+/// Node `k`'s single output, if only node `next` reads it (once) and it is not a graph output.
+fn only_feeds(graph: &Graph, k: usize) -> Option<(ValueId, usize)> {
+    let [out] = graph.nodes[k].outputs[..] else { return None };
+    let [next] = users(graph, out)[..] else { return None };
+    let once = graph.nodes[next].inputs.iter().filter(|&&v| v == Some(out)).count() == 1;
+    (once && !graph.outputs.contains(&out)).then_some((out, next))
+}
+
+/// A numpy-broadcasting binary node of `kind` with inputs `v` and another; returns the other.
+fn binary_with(node: &Node, kind: Kind, v: ValueId) -> Option<ValueId> {
+    node.op.downcast_ref::<Binary>().filter(|b| b.kind == kind && b.align.is_numpy())?;
+    match node.inputs[..] {
+        [Some(p), Some(q)] if p == v && q != v => Some(q),
+        [Some(p), Some(q)] if q == v && p != v => Some(p),
+        _ => None,
+    }
+}
+
+/// Whether `v` is a constant f32 scalar (rank 0 or [1], so it broadcasts to any rank >= 1)
+/// within 1e-6 of `want`.
+fn scalar(graph: &Graph, v: ValueId, want: f32) -> bool {
+    let Some(t) = graph.values[v].constant() else { return false };
+    t.dtype() == DType::F32
+        && t.rank() <= 1
+        && t.as_slice::<f32>().is_ok_and(|s| s.len() == 1 && (s[0] - want).abs() <= 1e-6)
+}
+
+/// If node `i` starts a written-out Gelu of an f32 `x` of rank >= 1: x and the chain's nodes in
+/// graph order (the last one gives the output).
+fn gelu_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)> {
+    let node = &graph.nodes[i];
+    let x = node.inputs.first().copied().flatten()?;
+    let fact = &graph.values[x].fact;
+    if fact.dtype != Some(DType::F32) || fact.shape.as_ref().is_none_or(|s| s.is_empty()) {
+        return None;
+    }
+    let scaled = match binary_with(node, Kind::Div, x) {
+        Some(c) => scalar(graph, c, std::f32::consts::SQRT_2),
+        None => binary_with(node, Kind::Mul, x).is_some_and(|c| scalar(graph, c, std::f32::consts::FRAC_1_SQRT_2)),
+    };
+    if !scaled || node.inputs[0] != Some(x) {
+        return None;
+    }
+    let (_, erf) = only_feeds(graph, i)?;
+    graph.nodes[erf].op.downcast_ref::<FloatFn>().filter(|f| f.name == "Erf")?;
+    let (e, add) = only_feeds(graph, erf)?;
+    let one = binary_with(&graph.nodes[add], Kind::Add, e)?;
+    if !scalar(graph, one, 1.0) {
+        return None;
+    }
+    let (a, first) = only_feeds(graph, add)?;
+    let other = binary_with(&graph.nodes[first], Kind::Mul, a)?;
+    let (m, second) = only_feeds(graph, first)?;
+    let rest = binary_with(&graph.nodes[second], Kind::Mul, m)?;
+    // x and 0.5, one to each Mul.
+    let halves = (other == x && scalar(graph, rest, 0.5)) || (rest == x && scalar(graph, other, 0.5));
+    let ordered = i < erf && erf < add && add < first && first < second;
+    (halves && ordered).then(|| (x, vec![i, erf, add, first, second]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::infer::infer_facts;
+    use crate::ir::interp::Interpreter;
+    use crate::ir::{Attributes, DataRef, Fact, Tensor};
+    use crate::ops::activation::test_util::build;
+
+    /// x -> (Div by `divisor`) -> Erf -> Add `one` -> Mul x -> Mul 0.5 (or 0.5 first with
+    /// `half_first`); with `leak`, Erf's output is also a graph output.
+    fn chain(divisor: f32, one: f32, half_first: bool, leak: bool) -> (Graph, usize) {
+        let mut g = Graph::default();
+        let x = g.add_value("x", Fact::concrete(DType::F32, &[2, 5]));
+        g.inputs = vec![x];
+        let konst = |g: &mut Graph, name: &str, v: f32| g.add_value(name, Fact::constant(Arc::new(Tensor::scalar(v))));
+        let (d, o, h) = (konst(&mut g, "d", divisor), konst(&mut g, "one", one), konst(&mut g, "half", 0.5));
+        let node = |g: &mut Graph, op_type: &str, inputs: Vec<usize>| {
+            let out = g.add_value(format!("{op_type}{}", g.nodes.len()), Fact::unknown());
+            g.nodes.push(Node {
+                name: String::new(),
+                domain: String::new(),
+                op_type: op_type.into(),
+                attrs: Attributes::default(),
+                op: Arc::from(build(op_type, 13, vec![], 1).unwrap()),
+                inputs: inputs.into_iter().map(Some).collect(),
+                outputs: vec![out],
+            });
+            out
+        };
+        let q = node(&mut g, "Div", vec![x, d]);
+        let e = node(&mut g, "Erf", vec![q]);
+        let a = node(&mut g, "Add", vec![o, e]);
+        let y = if half_first {
+            let m = node(&mut g, "Mul", vec![a, h]);
+            node(&mut g, "Mul", vec![x, m])
+        } else {
+            let m = node(&mut g, "Mul", vec![x, a]);
+            node(&mut g, "Mul", vec![m, h])
+        };
+        g.outputs = if leak { vec![y, e] } else { vec![y] };
+        infer_facts(&mut g).unwrap();
+        (g, x)
+    }
+
+    fn fuse(mut g: Graph) -> Vec<String> {
+        let x = Tensor::new(vec![2, 5], (0..10).map(|i| i as f32 * 0.7 - 3.1).collect::<Vec<f32>>()).unwrap();
+        let want = Interpreter.run(&g, &[DataRef::Tensor(&x)], &[]).unwrap();
+        FuseGelu.run(&mut g).unwrap();
+        let got = Interpreter.run(&g, &[DataRef::Tensor(&x)], &[]).unwrap();
+        for (got, want) in got.into_iter().zip(want) {
+            let (got, want) = (got.into_tensor().unwrap(), want.into_tensor().unwrap());
+            for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+                assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+            }
+        }
+        g.nodes.iter().map(|n| n.op_type.clone()).collect()
+    }
+
+    #[test]
+    fn written_out_gelu_becomes_one_node() {
+        assert_eq!(fuse(chain(std::f32::consts::SQRT_2, 1.0, false, false).0), ["Gelu"]);
+        // As exporters print it, and with the two Muls the other way round.
+        let printed: f32 = "1.4142135".parse().unwrap();
+        assert_eq!(fuse(chain(printed, 1.0, true, false).0), ["Gelu"]);
+    }
+
+    #[test]
+    fn other_chains_are_left_alone() {
+        let all = ["Div", "Erf", "Add", "Mul", "Mul"];
+        assert_eq!(fuse(chain(2.0, 1.0, false, false).0), all, "another divisor");
+        assert_eq!(fuse(chain(std::f32::consts::SQRT_2, 2.0, false, false).0), all, "another offset");
+        assert_eq!(fuse(chain(std::f32::consts::SQRT_2, 1.0, false, true).0), all, "Erf's output is needed");
+    }
+}
