@@ -81,6 +81,7 @@ impl CompiledGraph {
         let g = &*self.graph;
         let exec = SubgraphRunner { plan: self, pool, profile: profile.is_some().then(|| Mutex::new(Vec::new())) };
         let ctx = ExecCtx { pool, buffers: &self.buffers, graphs: &exec };
+        self.buffers.start_run();
         let mut slots = bind(g, inputs, captures)?;
         for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
             crate::ir::limits::check_deadline().context(|| node.describe())?;

@@ -169,6 +169,13 @@ pub struct Concat {
     axis: i64,
 }
 
+impl Concat {
+    /// The axis as given (it may count from the end).
+    pub fn axis(&self) -> i64 {
+        self.axis
+    }
+}
+
 impl Op for Concat {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let facts: Vec<&Fact> = inputs.iter().flatten().copied().collect();
@@ -336,6 +343,18 @@ impl Op for Split {
             return sizes.iter().map(|&s| Tensor::zeros(x.dtype(), shape_of(s))).collect();
         }
         let (outer, _, inner) = lanes(x.shape(), axis);
+        if outer == 1 {
+            // Each output is one run of the input: a view, no copy.
+            let mut start = 0;
+            return sizes
+                .iter()
+                .map(|&size| {
+                    let t = x.view(shape_of(size), start * inner);
+                    start += size;
+                    t
+                })
+                .collect();
+        }
         dispatch_words!(x.dtype(); W => {
             let src = x.as_words::<W>()?;
             let mut offset = 0;

@@ -1,13 +1,14 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
 //! with weights packed once: convolution, ConvTranspose, matrix products (f32 and integer),
 //! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
-//! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize,
+//! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
 //! DynamicQuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
 //! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
 //! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
 pub mod activation;
 pub mod binary;
+pub mod concat;
 pub mod conv;
 pub mod conv_transpose;
 pub mod dequantize;
@@ -96,6 +97,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = binary::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = concat::prepare(graph, node) {
             return Ok(k);
         }
         Ok(Box::new(Reference { op: node.op.clone() }))

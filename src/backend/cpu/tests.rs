@@ -809,3 +809,32 @@ fn a_skip_connection_and_relu_fuse_into_the_convolution() {
     assert_eq!(kernels, ["conv-gemm", "conv-gemm"]);
     assert!(want.as_slice::<f32>().unwrap().contains(&0.0), "the Relu clips something");
 }
+
+#[test]
+fn concats_match_the_reference() {
+    let cases: Vec<(i64, Vec<Vec<usize>>)> = vec![
+        (1, vec![vec![1, 3, 4, 5], vec![1, 2, 4, 5], vec![1, 1, 4, 5]]),
+        (-1, vec![vec![2, 3, 4], vec![2, 3, 1]]),
+        (0, vec![vec![2, 3], vec![5, 3], vec![0, 3]]),
+        (2, vec![vec![2, 2, 0], vec![2, 2, 3]]),
+    ];
+    for (i, (axis, shapes)) in cases.into_iter().enumerate() {
+        let name = format!("concat axis {axis} {shapes:?}");
+        let inputs =
+            shapes.iter().enumerate().map(|(k, s)| In::Fed(tensor(900 + 10 * i as u64 + k as u64, s))).collect();
+        let op = build("Concat", vec![("axis", Attr::Int(axis))], shapes.len());
+        assert_eq!(check(&name, op, inputs), "concat", "{name}");
+    }
+}
+
+/// A Split of the outermost non-unit axis gives views of its input, not copies.
+#[test]
+fn splits_of_one_run_are_views() {
+    let op = build_outputs("Split", 18, vec![("axis", Attr::Int(1)), ("num_outputs", Attr::Int(2))], 1, 2);
+    let x = tensor(3, &[1, 4, 3]);
+    let outs = op.eval(&[Some(&x)]).unwrap();
+    assert_eq!(outs[1].as_slice::<f32>().unwrap(), &x.as_slice::<f32>().unwrap()[6..]);
+    assert!(outs.iter().all(|o| o.shares_storage(&x)));
+    let outs = op.eval(&[Some(&tensor(3, &[2, 4, 3]))]).unwrap();
+    assert_eq!(outs[0].shape(), &[2, 2, 3]);
+}

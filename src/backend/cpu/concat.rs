@@ -1,0 +1,73 @@
+//! Concat in f32 into a buffer from the plan's pool: per outer index, each input's run along the
+//! axis is copied in turn. Other dtypes, and inputs the reference would refuse, go to the
+//! reference kernel (which also makes the error messages).
+
+use super::{maybe_f32, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::shape::normalize_axis;
+use crate::ir::tensor::checked_len;
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::slice::Concat;
+use crate::Result;
+use std::sync::Arc;
+
+pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    let c = node.op.downcast_ref::<Concat>()?;
+    if node.inputs.is_empty() || !node.inputs.iter().all(|&v| v.is_some() && maybe_f32(graph, v)) {
+        return None;
+    }
+    Some(Box::new(ConcatKernel { op: node.op.clone(), axis: c.axis() }))
+}
+
+#[derive(Debug)]
+struct ConcatKernel {
+    op: Arc<dyn Op>,
+    axis: i64,
+}
+
+impl ConcatKernel {
+    /// The inputs, the axis and the output shape, when every input is an f32 tensor of one rank
+    /// that agrees with the first outside the axis.
+    fn layout<'a>(&self, inputs: &[Option<DataRef<'a>>]) -> Option<(Vec<&'a Tensor>, usize, Vec<usize>)> {
+        let xs: Vec<&Tensor> = inputs.iter().map(|d| d.and_then(|d| d.tensor())).collect::<Option<_>>()?;
+        let first = xs.first()?;
+        let axis = normalize_axis(self.axis, first.rank()).ok()?;
+        let mut shape = first.shape().to_vec();
+        shape[axis] = 0;
+        for x in &xs {
+            let same = x.dtype() == DType::F32
+                && x.rank() == first.rank()
+                && x.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == axis || a == b);
+            if !same {
+                return None;
+            }
+            shape[axis] = shape[axis].checked_add(x.shape()[axis])?;
+        }
+        Some((xs, axis, shape))
+    }
+}
+
+impl Kernel for ConcatKernel {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let Some((xs, axis, shape)) = self.layout(inputs) else {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        };
+        let mut y = ctx.buffers.zeroed(checked_len(&shape, DType::F32)?)?;
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let srcs = xs.iter().map(|x| x.as_slice::<f32>()).collect::<Result<Vec<_>>>()?;
+        let mut at = 0;
+        for o in 0..outer {
+            for (x, src) in xs.iter().zip(&srcs) {
+                let run = x.shape()[axis] * inner;
+                y[at..at + run].copy_from_slice(&src[o * run..(o + 1) * run]);
+                at += run;
+            }
+        }
+        Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
+    }
+}
