@@ -3,10 +3,11 @@
 //! or `Mul` by 1/sqrt 2), and replaces the five nodes with one Gelu node, which the activation
 //! fusion then folds into the matrix product before it.
 
+use super::chain::{binary_with, only_feeds, replace_chain};
 use super::Pass;
-use crate::ir::{DType, Graph, Node, ValueId};
+use crate::ir::{DType, Graph, ValueId};
 use crate::ops::activation::{FloatActivation, Formula};
-use crate::ops::binary::{Binary, Kind};
+use crate::ops::binary::Kind;
 use crate::ops::unary::FloatFn;
 use crate::Result;
 use std::sync::Arc;
@@ -22,47 +23,15 @@ impl Pass for FuseGelu {
         let mut changed = false;
         let mut i = 0;
         while i < graph.nodes.len() {
-            let Some((x, mut absorbed)) = gelu_at(graph, i) else {
+            let Some((x, absorbed)) = gelu_at(graph, i) else {
                 i += 1;
                 continue;
             };
-            // The Gelu node takes the last node's place: x is ready by then.
-            let last = absorbed.pop().expect("a Gelu chain has five nodes");
-            let node = &mut graph.nodes[last];
-            node.op = Arc::new(FloatActivation { op_type: "Gelu".into(), formula: Formula::Gelu });
-            node.op_type = "Gelu".into();
-            node.domain = String::new();
-            node.inputs = vec![Some(x)];
-            absorbed.sort_unstable();
-            for k in absorbed.into_iter().rev() {
-                graph.nodes.remove(k);
-            }
+            let gelu = Arc::new(FloatActivation { op_type: "Gelu".into(), formula: Formula::Gelu });
+            replace_chain(graph, absorbed, gelu, "Gelu", vec![x]);
             changed = true;
         }
         Ok(changed)
-    }
-}
-
-/// The nodes that use value `v`.
-fn users(graph: &Graph, v: ValueId) -> Vec<usize> {
-    graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(k, _)| k).collect()
-}
-
-/// Node `k`'s single output, if only node `next` reads it (once) and it is not a graph output.
-fn only_feeds(graph: &Graph, k: usize) -> Option<(ValueId, usize)> {
-    let [out] = graph.nodes[k].outputs[..] else { return None };
-    let [next] = users(graph, out)[..] else { return None };
-    let once = graph.nodes[next].inputs.iter().filter(|&&v| v == Some(out)).count() == 1;
-    (once && !graph.outputs.contains(&out)).then_some((out, next))
-}
-
-/// A numpy-broadcasting binary node of `kind` with inputs `v` and another; returns the other.
-fn binary_with(node: &Node, kind: Kind, v: ValueId) -> Option<ValueId> {
-    node.op.downcast_ref::<Binary>().filter(|b| b.kind == kind && b.align.is_numpy())?;
-    match node.inputs[..] {
-        [Some(p), Some(q)] if p == v && q != v => Some(q),
-        [Some(p), Some(q)] if q == v && p != v => Some(p),
-        _ => None,
     }
 }
 
@@ -84,9 +53,11 @@ fn gelu_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)> {
     if fact.dtype != Some(DType::F32) || fact.shape.as_ref().is_none_or(|s| s.is_empty()) {
         return None;
     }
-    let scaled = match binary_with(node, Kind::Div, x) {
+    let scaled = match binary_with(node, Kind::Div, x, None) {
         Some(c) => scalar(graph, c, std::f32::consts::SQRT_2),
-        None => binary_with(node, Kind::Mul, x).is_some_and(|c| scalar(graph, c, std::f32::consts::FRAC_1_SQRT_2)),
+        None => {
+            binary_with(node, Kind::Mul, x, None).is_some_and(|c| scalar(graph, c, std::f32::consts::FRAC_1_SQRT_2))
+        }
     };
     if !scaled || node.inputs[0] != Some(x) {
         return None;
@@ -94,14 +65,14 @@ fn gelu_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)> {
     let (_, erf) = only_feeds(graph, i)?;
     graph.nodes[erf].op.downcast_ref::<FloatFn>().filter(|f| f.name == "Erf")?;
     let (e, add) = only_feeds(graph, erf)?;
-    let one = binary_with(&graph.nodes[add], Kind::Add, e)?;
+    let one = binary_with(&graph.nodes[add], Kind::Add, e, None)?;
     if !scalar(graph, one, 1.0) {
         return None;
     }
     let (a, first) = only_feeds(graph, add)?;
-    let other = binary_with(&graph.nodes[first], Kind::Mul, a)?;
+    let other = binary_with(&graph.nodes[first], Kind::Mul, a, None)?;
     let (m, second) = only_feeds(graph, first)?;
-    let rest = binary_with(&graph.nodes[second], Kind::Mul, m)?;
+    let rest = binary_with(&graph.nodes[second], Kind::Mul, m, None)?;
     // x and 0.5, one to each Mul.
     let halves = (other == x && scalar(graph, rest, 0.5)) || (rest == x && scalar(graph, other, 0.5));
     let ordered = i < erf && erf < add && add < first && first < second;
@@ -113,6 +84,7 @@ mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
     use crate::ir::interp::Interpreter;
+    use crate::ir::Node;
     use crate::ir::{Attributes, DataRef, Fact, Tensor};
     use crate::ops::activation::test_util::build;
 

@@ -4,9 +4,10 @@
 //! `d = Sub(x, ReduceMean(x))`, both means over the last axis keeping it, scale and bias constant
 //! f32 vectors along that axis, and replaces the nine nodes with one FusedLayerNorm.
 
+use super::chain::{binary_with, only_feeds, output_users, replace_chain};
 use super::Pass;
-use crate::ir::{DType, Graph, Node, Tensor, ValueId};
-use crate::ops::binary::{Binary, Kind, Pow};
+use crate::ir::{DType, Graph, Tensor, ValueId};
+use crate::ops::binary::{Kind, Pow};
 use crate::ops::fused::FusedLayerNorm;
 use crate::ops::reduce::Reduce;
 use crate::ops::unary::FloatFn;
@@ -28,18 +29,8 @@ impl Pass for FuseLayerNorm {
                 i += 1;
                 continue;
             };
-            // The fused node takes the last node's place: x, scale and bias are ready by then.
-            let mut absorbed = found.nodes;
-            let last = absorbed.pop().expect("a layer norm chain has nine nodes");
-            let node = &mut graph.nodes[last];
-            node.op = Arc::new(FusedLayerNorm { epsilon: found.epsilon });
-            node.op_type = "FusedLayerNorm".into();
-            node.domain = String::new();
-            node.inputs = vec![Some(found.x), Some(found.scale), Some(found.bias)];
-            absorbed.sort_unstable();
-            for k in absorbed.into_iter().rev() {
-                graph.nodes.remove(k);
-            }
+            let fused = Arc::new(FusedLayerNorm { epsilon: found.epsilon });
+            replace_chain(graph, found.nodes, fused, "FusedLayerNorm", vec![found.x, found.scale, found.bias]);
             changed = true;
         }
         Ok(changed)
@@ -53,36 +44,6 @@ struct Found {
     epsilon: f32,
     /// The chain's nodes, the one giving the output last.
     nodes: Vec<usize>,
-}
-
-/// The nodes that use value `v`.
-fn users(graph: &Graph, v: ValueId) -> Vec<usize> {
-    graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(k, _)| k).collect()
-}
-
-/// Node `k`'s single output and its users, if it is not a graph output.
-fn output_users(graph: &Graph, k: usize) -> Option<(ValueId, Vec<usize>)> {
-    let [out] = graph.nodes[k].outputs[..] else { return None };
-    (!graph.outputs.contains(&out)).then(|| (out, users(graph, out)))
-}
-
-/// Node `k`'s single output, if only node `next` reads it and it is not a graph output.
-fn only_feeds(graph: &Graph, k: usize) -> Option<(ValueId, usize)> {
-    match output_users(graph, k)? {
-        (out, u) if u.len() == 1 => Some((out, u[0])),
-        _ => None,
-    }
-}
-
-/// A numpy-broadcasting binary node of `kind` whose input `first` is `v` (either input for
-/// `first = None`); returns the other input.
-fn binary_with(node: &Node, kind: Kind, v: ValueId, first: Option<bool>) -> Option<ValueId> {
-    node.op.downcast_ref::<Binary>().filter(|b| b.kind == kind && b.align.is_numpy())?;
-    match (&node.inputs[..], first) {
-        (&[Some(p), Some(q)], Some(true) | None) if p == v && q != v => Some(q),
-        (&[Some(p), Some(q)], Some(false) | None) if q == v && p != v => Some(p),
-        _ => None,
-    }
 }
 
 fn constant(graph: &Graph, v: ValueId) -> Option<&Tensor> {
@@ -175,6 +136,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
     use crate::ir::interp::Interpreter;
+    use crate::ir::Node;
     use crate::ir::{Attr, Attributes, DataRef, Fact};
     use crate::ops::activation::test_util::build;
 

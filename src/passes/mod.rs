@@ -4,6 +4,7 @@
 use crate::ir::Graph;
 use crate::Result;
 
+pub mod chain;
 pub mod const_fold;
 pub mod dce;
 pub mod fuse;

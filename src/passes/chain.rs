@@ -1,0 +1,52 @@
+//! What the passes that recognise written-out chains (Gelu, LayerNorm) share: walking from a
+//! node to the one node that reads it, matching binary nodes, and replacing a matched chain with
+//! one node.
+
+use crate::ir::{Graph, Node, Op, ValueId};
+use crate::ops::binary::{Binary, Kind};
+use std::sync::Arc;
+
+/// The nodes that use value `v`.
+pub fn users(graph: &Graph, v: ValueId) -> Vec<usize> {
+    graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(k, _)| k).collect()
+}
+
+/// Node `k`'s single output and its users, if it is not a graph output.
+pub fn output_users(graph: &Graph, k: usize) -> Option<(ValueId, Vec<usize>)> {
+    let [out] = graph.nodes[k].outputs[..] else { return None };
+    (!graph.outputs.contains(&out)).then(|| (out, users(graph, out)))
+}
+
+/// Node `k`'s single output, if only node `next` reads it (once) and it is not a graph output.
+pub fn only_feeds(graph: &Graph, k: usize) -> Option<(ValueId, usize)> {
+    let (out, users) = output_users(graph, k)?;
+    let [next] = users[..] else { return None };
+    let once = graph.nodes[next].inputs.iter().filter(|&&v| v == Some(out)).count() == 1;
+    once.then_some((out, next))
+}
+
+/// A numpy-broadcasting binary node of `kind` with `v` as one input (as the first with
+/// `first = Some(true)`, the second with `Some(false)`, either with `None`); returns the other.
+pub fn binary_with(node: &Node, kind: Kind, v: ValueId, first: Option<bool>) -> Option<ValueId> {
+    node.op.downcast_ref::<Binary>().filter(|b| b.kind == kind && b.align.is_numpy())?;
+    match (&node.inputs[..], first) {
+        (&[Some(p), Some(q)], Some(true) | None) if p == v && q != v => Some(q),
+        (&[Some(p), Some(q)], Some(false) | None) if q == v && p != v => Some(p),
+        _ => None,
+    }
+}
+
+/// Replaces the chain `nodes` (indices; the last one's output is the chain's) with one node of
+/// `op` on `inputs`, at the last node's place: its inputs are ready by then.
+pub fn replace_chain(graph: &mut Graph, mut nodes: Vec<usize>, op: Arc<dyn Op>, op_type: &str, inputs: Vec<ValueId>) {
+    let last = nodes.pop().expect("a chain has nodes");
+    let node = &mut graph.nodes[last];
+    node.op = op;
+    node.op_type = op_type.into();
+    node.domain = String::new();
+    node.inputs = inputs.into_iter().map(Some).collect();
+    nodes.sort_unstable();
+    for k in nodes.into_iter().rev() {
+        graph.nodes.remove(k);
+    }
+}
