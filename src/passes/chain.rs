@@ -38,7 +38,7 @@ pub fn binary_with(node: &Node, kind: Kind, v: ValueId, first: Option<bool>) -> 
 
 /// Replaces the chain `nodes` (indices; the last one's output is the chain's) with one node of
 /// `op` on `inputs`, at the last node's place: its inputs are ready by then.
-pub fn replace_chain(graph: &mut Graph, mut nodes: Vec<usize>, op: Arc<dyn Op>, op_type: &str, inputs: Vec<ValueId>) {
+fn replace_chain(graph: &mut Graph, mut nodes: Vec<usize>, op: Arc<dyn Op>, op_type: &str, inputs: Vec<ValueId>) {
     let last = nodes.pop().expect("a chain has nodes");
     let node = &mut graph.nodes[last];
     node.op = op;
@@ -49,4 +49,29 @@ pub fn replace_chain(graph: &mut Graph, mut nodes: Vec<usize>, op: Arc<dyn Op>, 
     for k in nodes.into_iter().rev() {
         graph.nodes.remove(k);
     }
+}
+
+/// A chain found at a node: the nodes it covers (its output node last), and the node to put in
+/// their place.
+pub struct Chain {
+    pub nodes: Vec<usize>,
+    pub op: Arc<dyn Op>,
+    pub op_type: &'static str,
+    pub inputs: Vec<ValueId>,
+}
+
+/// Replaces every chain `find` recognises, starting at each node in turn; whether any was.
+pub fn replace_chains(graph: &mut Graph, find: impl Fn(&Graph, usize) -> Option<Chain>) -> bool {
+    let mut changed = false;
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        match find(graph, i) {
+            Some(c) => {
+                replace_chain(graph, c.nodes, c.op, c.op_type, c.inputs);
+                changed = true;
+            }
+            None => i += 1,
+        }
+    }
+    changed
 }

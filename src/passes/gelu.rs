@@ -3,7 +3,7 @@
 //! or `Mul` by 1/sqrt 2), and replaces the five nodes with one Gelu node, which the activation
 //! fusion then folds into the matrix product before it.
 
-use super::chain::{binary_with, only_feeds, replace_chain};
+use super::chain::{binary_with, only_feeds, replace_chains, Chain};
 use super::Pass;
 use crate::ir::{DType, Graph, ValueId};
 use crate::ops::activation::{FloatActivation, Formula};
@@ -20,18 +20,11 @@ impl Pass for FuseGelu {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool> {
-        let mut changed = false;
-        let mut i = 0;
-        while i < graph.nodes.len() {
-            let Some((x, absorbed)) = gelu_at(graph, i) else {
-                i += 1;
-                continue;
-            };
-            let gelu = Arc::new(FloatActivation { op_type: "Gelu".into(), formula: Formula::Gelu });
-            replace_chain(graph, absorbed, gelu, "Gelu", vec![x]);
-            changed = true;
-        }
-        Ok(changed)
+        Ok(replace_chains(graph, |g, i| {
+            let (x, nodes) = gelu_at(g, i)?;
+            let op = Arc::new(FloatActivation { op_type: "Gelu".into(), formula: Formula::Gelu });
+            Some(Chain { nodes, op, op_type: "Gelu", inputs: vec![x] })
+        }))
     }
 }
 

@@ -4,7 +4,7 @@
 //! `d = Sub(x, ReduceMean(x))`, both means over the last axis keeping it, scale and bias constant
 //! f32 vectors along that axis, and replaces the nine nodes with one FusedLayerNorm.
 
-use super::chain::{binary_with, only_feeds, output_users, replace_chain};
+use super::chain::{binary_with, only_feeds, output_users, replace_chains, Chain};
 use super::Pass;
 use crate::ir::{DType, Graph, Tensor, ValueId};
 use crate::ops::binary::{Kind, Pow};
@@ -22,18 +22,11 @@ impl Pass for FuseLayerNorm {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool> {
-        let mut changed = false;
-        let mut i = 0;
-        while i < graph.nodes.len() {
-            let Some(found) = layer_norm_at(graph, i) else {
-                i += 1;
-                continue;
-            };
-            let fused = Arc::new(FusedLayerNorm { epsilon: found.epsilon });
-            replace_chain(graph, found.nodes, fused, "FusedLayerNorm", vec![found.x, found.scale, found.bias]);
-            changed = true;
-        }
-        Ok(changed)
+        Ok(replace_chains(graph, |g, i| {
+            let f = layer_norm_at(g, i)?;
+            let op = Arc::new(FusedLayerNorm { epsilon: f.epsilon });
+            Some(Chain { nodes: f.nodes, op, op_type: "FusedLayerNorm", inputs: vec![f.x, f.scale, f.bias] })
+        }))
     }
 }
 
