@@ -8,7 +8,7 @@
 //! own thread instead of waiting, so concurrent runs never deadlock or oversubscribe the cores.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::thread::JoinHandle;
 
@@ -17,6 +17,11 @@ use std::thread::JoinHandle;
 pub const MIN_PARALLEL_WORK: usize = 1 << 18;
 /// The least work one task of a split job should carry.
 const MIN_TASK_WORK: usize = 1 << 16;
+/// How long an idle worker, and a caller waiting for the last task, spin before they sleep. A run
+/// hands the pool one job per node, microseconds apart: a sleeping thread takes tens of
+/// microseconds to wake (more on a VM), a spinning one a fraction of one. Short, so an idle
+/// session costs no CPU.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -28,6 +33,8 @@ pub struct ThreadPool {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// `State::generation`, readable without the lock by spinning workers.
+    published: AtomicU64,
 }
 
 struct State {
@@ -81,6 +88,7 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             state: Mutex::new(State { job: None, generation: 0, shutdown: false }),
             wake: Condvar::new(),
+            published: AtomicU64::new(0),
         });
         let workers = (1..threads.max(1))
             .filter_map(|i| {
@@ -149,9 +157,11 @@ impl ThreadPool {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.job = Some(job.clone());
             state.generation += 1;
+            self.shared.published.store(state.generation, Ordering::Release);
             self.shared.wake.notify_all();
         }
         job.work();
+        spin_until(|| job.finished.load(Ordering::Acquire) == count);
         let (lock, cv) = &job.done;
         let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
         while !*done {
@@ -166,9 +176,26 @@ impl ThreadPool {
     }
 }
 
+/// Spins for at most [`SPIN`] until `ready` holds, yielding the core between checks so that on a
+/// machine with more runnable threads than cores the spinner gives way instead of taking the
+/// time the thread it waits for needs.
+fn spin_until(ready: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+        std::thread::yield_now();
+        if start.elapsed() > SPIN {
+            return;
+        }
+    }
+}
+
 fn worker_loop(shared: &Shared) {
     let mut seen = 0u64;
     loop {
+        spin_until(|| shared.published.load(Ordering::Acquire) != seen);
         let job = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while !state.shutdown && (state.generation == seen || state.job.is_none()) {
