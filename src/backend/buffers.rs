@@ -13,7 +13,7 @@
 //! once held 420 MB for YOLOv8n, whose live tensors never exceed 50 MB).
 
 use crate::ir::tensor::try_vec;
-use crate::ir::{DType, Data, Tensor};
+use crate::ir::{DType, Data};
 use crate::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -131,14 +131,6 @@ impl BufferPool {
         }
     }
 
-    /// An f32 tensor of `shape` over a buffer from [`BufferPool::zeroed`], filled by `fill`.
-    pub fn tensor(&self, shape: Vec<usize>, fill: impl FnOnce(&mut [f32])) -> Result<Tensor> {
-        let n = crate::ir::tensor::checked_len(&shape, DType::F32)?;
-        let mut v = self.zeroed(n)?;
-        fill(&mut v);
-        Tensor::new(shape, v)
-    }
-
     /// Bytes kept now.
     pub fn kept_bytes(&self) -> usize {
         self.lock().bytes
@@ -148,6 +140,7 @@ impl BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::Tensor;
 
     #[test]
     fn buffers_come_back_zeroed_and_best_fitting() {

@@ -10,6 +10,7 @@
 
 use super::dtype::DType;
 use super::tensor::{Elem, TensorData};
+use super::words::Word;
 use crate::Result;
 use std::any::Any;
 use std::ptr::NonNull;
@@ -31,7 +32,7 @@ pub struct Storage {
     dtype: DType,
     len: usize,
     /// Filled from the start for host tensors; on first host read for device-made ones, and on
-    /// the first read that needs owned elements for borrowed ones.
+    /// the first read that needs owned elements (a write, `into_data`) for borrowed ones.
     host: OnceLock<TensorData>,
     /// Caller memory that reads go to in place.
     borrowed: Option<Lent>,
@@ -86,6 +87,18 @@ impl Storage {
         Ok(Storage { dtype, len, host: OnceLock::new(), borrowed: Some(lent), device: OnceLock::new() })
     }
 
+    /// The elements as words of their width ([`Word`]), in place like [`Storage::slice`].
+    pub fn words<W: Word>(&self) -> Result<Option<&[W]>> {
+        match (&self.borrowed, self.host.get()) {
+            // Lent elements are plain numbers: words of their width read them, no other type does.
+            (Some(lent), None) => {
+                let fits = W::DTYPE != DType::String && W::DTYPE.size() == self.dtype.size();
+                Ok(if fits { W::from_plain_bytes(lent.bytes()) } else { None })
+            }
+            _ => Ok(W::view(self.data()?)),
+        }
+    }
+
     /// Whether the elements are caller memory read in place.
     pub fn is_borrowed(&self) -> bool {
         self.borrowed.is_some()
@@ -95,7 +108,7 @@ impl Storage {
     /// storage but a device-only one, which downloads first.
     pub fn slice<T: Elem>(&self) -> Result<Option<&[T]>> {
         match (&self.borrowed, self.host.get()) {
-            (Some(lent), None) if T::DTYPE == self.dtype => Ok(T::from_plain_bytes(lent.bytes())),
+            (Some(lent), None) => Ok(if T::DTYPE == self.dtype { T::from_plain_bytes(lent.bytes()) } else { None }),
             _ => Ok(T::slice(self.data()?)),
         }
     }
@@ -228,6 +241,23 @@ mod tests {
         assert!(t.storage().device_buffer().is_some());
         assert_eq!(t.into_vec::<f32>().unwrap()[0], 1.0);
         assert!(Tensor::on_device(DType::F32, vec![1 << 40, 1 << 40], fake).is_err());
+    }
+
+    /// Lent memory is read in place as typed elements and as words alike (the data-movement
+    /// kernels read words).
+    #[test]
+    fn lent_memory_is_read_in_place_as_elements_and_as_words() {
+        use crate::ir::Tensor;
+        let buffer = [1.5f32, -2.0, 3.25];
+        let ptr = NonNull::new(buffer.as_ptr().cast_mut().cast::<u8>()).unwrap();
+        // SAFETY: `buffer` outlives `t` and does not change while `t` exists.
+        let t = unsafe { Tensor::borrowed(DType::F32, vec![3], ptr).unwrap() };
+        assert_eq!(t.as_slice::<f32>().unwrap().as_ptr(), buffer.as_ptr());
+        let words = t.as_words::<u32>().unwrap();
+        assert_eq!(words.as_ptr().cast::<f32>(), buffer.as_ptr());
+        assert_eq!(words[0], 1.5f32.to_bits());
+        assert!(t.as_words::<u64>().is_err());
+        assert!(!t.storage().is_on_host(), "nothing was copied");
     }
 
     #[test]

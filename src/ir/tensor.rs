@@ -661,7 +661,9 @@ impl Tensor {
 
     /// The elements as plain words of their size, for kernels that only move them ([`Word`]).
     pub fn as_words<W: Word>(&self) -> Result<&[W]> {
-        let all = W::view(self.storage.data()?)
+        let all = self
+            .storage
+            .words::<W>()?
             .ok_or_else(|| err!(Shape, "a {} tensor is not made of {} words", self.dtype(), W::DTYPE))?;
         Ok(&all[self.offset..self.offset + self.len])
     }

@@ -7,7 +7,7 @@
 
 use super::elementwise::{BinaryOp, Elementwise};
 use super::gemm::{BiasLayout, Gemm, GemmCall};
-use super::Context;
+use super::{Buffer, Context};
 use crate::backend::cpu::{f32_input, maybe_f32, Reference};
 use crate::backend::{Backend, ExecCtx, Kernel};
 use crate::ir::shape::broadcast_shapes;
@@ -241,7 +241,7 @@ impl Kernel for MatMulKernel {
         let len = call.batch * call.m * call.n;
         let out = dev.alloc::<f32>(len)?;
         self.gemm.run(&call, &da, &db, dc.as_ref().map(|(buf, l)| (buf, *l)), None, &out)?;
-        Ok(vec![Data::Tensor(Tensor::new(shape, out.to_vec::<f32>(len)?)?)])
+        download(ctx, &out, shape, len)
     }
 }
 
@@ -296,6 +296,13 @@ impl Kernel for ElementwiseKernel {
             }
         };
         let len = shape.iter().product();
-        Ok(vec![Data::Tensor(Tensor::new(shape, out.to_vec::<f32>(len)?)?)])
+        download(ctx, &out, shape, len)
     }
+}
+
+/// A device result copied into an f32 tensor over a buffer from the plan's pool.
+fn download(ctx: &ExecCtx, out: &Buffer, shape: Vec<usize>, len: usize) -> Result<Vec<Data>> {
+    let mut y = ctx.buffers.zeroed(len)?;
+    out.read(&mut y)?;
+    Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
 }
