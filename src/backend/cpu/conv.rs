@@ -6,6 +6,7 @@
 //! written.
 
 use super::activation::{Activation, ActivationExt};
+use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
 use super::pool::SharedMut;
@@ -68,6 +69,8 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         group,
         packed,
         depthwise_weights: if depthwise { wv.to_vec() } else { Vec::new() },
+        weights: w.clone(),
+        narrow: NarrowWeights::default(),
         bias,
         residual,
         act,
@@ -85,6 +88,11 @@ struct ConvKernel {
     packed: Vec<PackedA>,
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
     depthwise_weights: Vec<f32>,
+    /// The weights tensor (sharing the graph's constant, not a copy), for packings made on first
+    /// use.
+    weights: Tensor,
+    /// The weights packed for outputs of very few pixels (see [`super::conv_narrow`]).
+    narrow: NarrowWeights,
     bias: Option<Vec<f32>>,
     /// Whether input 3 (a tensor of the output's shape) is added before the activation.
     residual: bool,
@@ -176,6 +184,9 @@ impl ConvKernel {
         let pointwise = kh == 1
             && kw == 1
             && [geo.h, geo.w].iter().all(|a| a.stride == 1 && a.pad_begin == 0 && a.output == a.input);
+        if residual.is_none() && prefers_transposed(&self.micro, out_plane) {
+            return self.narrow_gemm(ctx, x, batch, geo, y);
+        }
         let sources: Vec<Im2col> = (0..batch * group)
             .map(|i| {
                 let (n, g) = (i / group, i % group);
@@ -202,6 +213,27 @@ impl ConvKernel {
             }
         };
         gemm::run_batch(ctx.pool, &self.micro, batch * group, &problem, y, mg * out_plane, out_plane);
+    }
+
+    /// Each (image, group) as a transposed product: for outputs of very few pixels.
+    fn narrow_gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, y: &mut [f32]) {
+        let [m, cg, kh, kw] = self.weights_shape;
+        let (group, mg) = (self.group, m / self.group);
+        let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
+        let weights = self.weights.as_slice::<f32>().expect("prepared from f32 weights");
+        for (i, out) in y.chunks_exact_mut(mg * out_plane).enumerate().take(batch * group) {
+            let (n, g) = (i / group, i % group);
+            let start = (n * geo.channels + g * cg) * in_plane;
+            let product = NarrowProduct {
+                cols: Im2col { x: &x[start..start + cg * in_plane], kh, kw, h: geo.h, w: geo.w },
+                channels: mg,
+                pixels: out_plane,
+                k: cg * kh * kw,
+                bias: self.bias.as_ref().map(|b| &b[g * mg..(g + 1) * mg]),
+                act: self.act,
+            };
+            self.narrow.run(ctx.pool, &self.micro, weights, group, g, &product, out);
+        }
     }
 
     /// One filter per channel: each output plane is a sum of shifted, scaled input rows.
@@ -294,12 +326,12 @@ fn depthwise_plane_generic(input: &[f32], filter: &[f32], h: Axis, w: Axis, out:
 
 /// The column matrix of one (image, group) as a B operand: row `k` is input channel
 /// `k / (kh * kw)` shifted by tap `k % (kh * kw)`; column `n` is output pixel `n`.
-struct Im2col<'a> {
-    x: &'a [f32],
-    kh: usize,
-    kw: usize,
-    h: Axis,
-    w: Axis,
+pub(super) struct Im2col<'a> {
+    pub x: &'a [f32],
+    pub kh: usize,
+    pub kw: usize,
+    pub h: Axis,
+    pub w: Axis,
 }
 
 impl PackB for Im2col<'_> {

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod binary;
 pub mod concat;
 pub mod conv;
+mod conv_narrow;
 pub mod conv_transpose;
 pub mod dequantize;
 pub mod gemm;

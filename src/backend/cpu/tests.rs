@@ -263,7 +263,26 @@ fn one_d_convolutions_match_the_reference() {
         ("pointwise", [2, 5, 17], [3, 5, 1], vec![], "conv-gemm"),
         ("dilated", [1, 3, 20], [4, 3, 3], vec![("dilations", ints(&[3]))], "conv-gemm"),
         ("depthwise", [1, 6, 25], [6, 1, 5], vec![("group", Attr::Int(6)), ("pads", ints(&[2, 2]))], "conv-depthwise"),
+        // Outputs of a handful of pixels take the transposed product (conv_narrow.rs).
+        ("stft frames", [2, 1, 600], [20, 1, 256], vec![("strides", ints(&[128]))], "conv-gemm"),
+        ("few frames", [1, 9, 6], [13, 9, 3], vec![("pads", ints(&[0, 1]))], "conv-gemm"),
+        (
+            "few frames grouped",
+            [1, 8, 5],
+            [6, 4, 3],
+            vec![("group", Attr::Int(2)), ("pads", ints(&[1, 1]))],
+            "conv-gemm",
+        ),
     ];
+    // On x86 those three cases (3, 5 and 5 output pixels) do take the transposed product.
+    #[cfg(target_arch = "x86_64")]
+    if matches!(
+        crate::backend::cpu::isa::isa(),
+        crate::backend::cpu::isa::Isa::Avx512 | crate::backend::cpu::isa::Isa::Avx2
+    ) {
+        let micro = crate::backend::cpu::gemm::micro_for(crate::backend::cpu::isa::isa());
+        assert!([3, 5].iter().all(|&p| super::conv_narrow::prefers_transposed(&micro, p)));
+    }
     for (i, (name, xs, ws, attrs, kernel)) in cases.into_iter().enumerate() {
         let seed = 500 + i as u64 * 10;
         let inputs = || {
