@@ -458,6 +458,11 @@ pub(super) fn pad_fill<T: Clone>(
         out.push(src[base].clone());
         return;
     };
+    if rest.is_empty() {
+        // The last axis: elements, not a call per element.
+        out.extend(map.iter().map(|m| m.map_or(fill, |m| &src[base.wrapping_add(m)]).clone()));
+        return;
+    }
     for m in map {
         match m {
             Some(m) => pad_fill(src, rest, &block[1..], base.wrapping_add(*m), fill, out),
