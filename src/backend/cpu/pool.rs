@@ -11,17 +11,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Multiply-adds (or comparable element steps) below which a job runs on the calling thread:
 /// waking a worker costs tens of microseconds on a busy machine.
 pub const MIN_PARALLEL_WORK: usize = 1 << 18;
 /// The least work one task of a split job should carry.
 const MIN_TASK_WORK: usize = 1 << 16;
-/// How long an idle worker, and a caller waiting for the last task, spin before they sleep. A run
-/// hands the pool one job per node, microseconds apart: a sleeping thread takes tens of
-/// microseconds to wake (more on a VM), a spinning one a fraction of one. Short, so an idle
-/// session costs no CPU.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// How long an idle worker, and a caller waiting for the last task, spin before they sleep
+/// (unless the pool is made without spinning). A run hands the pool one job per node,
+/// microseconds apart: a sleeping thread takes tens of microseconds to wake (more on a VM), a
+/// spinning one a fraction of one. Short, so an idle session costs no CPU.
+pub const SPIN: Duration = Duration::from_micros(50);
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -35,6 +36,8 @@ struct Shared {
     wake: Condvar,
     /// `State::generation`, readable without the lock by spinning workers.
     published: AtomicU64,
+    /// How long waiting threads spin before they sleep ([`SPIN`], or zero).
+    spin: Duration,
 }
 
 struct State {
@@ -83,12 +86,20 @@ impl Job {
 }
 
 impl ThreadPool {
-    /// A pool that runs jobs on `threads` threads: the caller plus `threads - 1` workers.
+    /// A pool that runs jobs on `threads` threads: the caller plus `threads - 1` workers, which
+    /// spin for [`SPIN`] before they sleep.
     pub fn new(threads: usize) -> ThreadPool {
+        ThreadPool::with_spin(threads, SPIN)
+    }
+
+    /// A pool whose waiting threads spin for `spin` before they sleep: zero for a pool that
+    /// never burns CPU waiting (many sessions sharing few cores), at some cost in latency.
+    pub fn with_spin(threads: usize, spin: Duration) -> ThreadPool {
         let shared = Arc::new(Shared {
             state: Mutex::new(State { job: None, generation: 0, shutdown: false }),
             wake: Condvar::new(),
             published: AtomicU64::new(0),
+            spin,
         });
         let workers = (1..threads.max(1))
             .filter_map(|i| {
@@ -161,7 +172,7 @@ impl ThreadPool {
             self.shared.wake.notify_all();
         }
         job.work();
-        spin_until(|| job.finished.load(Ordering::Acquire) == count);
+        spin_until(self.shared.spin, || job.finished.load(Ordering::Acquire) == count);
         let (lock, cv) = &job.done;
         let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
         while !*done {
@@ -176,17 +187,20 @@ impl ThreadPool {
     }
 }
 
-/// Spins for at most [`SPIN`] until `ready` holds, yielding the core between checks so that on a
+/// Spins for at most `spin` until `ready` holds, yielding the core between checks so that on a
 /// machine with more runnable threads than cores the spinner gives way instead of taking the
 /// time the thread it waits for needs.
-fn spin_until(ready: impl Fn() -> bool) {
+fn spin_until(spin: Duration, ready: impl Fn() -> bool) {
+    if spin.is_zero() {
+        return;
+    }
     let start = std::time::Instant::now();
     while !ready() {
         for _ in 0..32 {
             std::hint::spin_loop();
         }
         std::thread::yield_now();
-        if start.elapsed() > SPIN {
+        if start.elapsed() > spin {
             return;
         }
     }
@@ -195,7 +209,7 @@ fn spin_until(ready: impl Fn() -> bool) {
 fn worker_loop(shared: &Shared) {
     let mut seen = 0u64;
     loop {
-        spin_until(|| shared.published.load(Ordering::Acquire) != seen);
+        spin_until(shared.spin, || shared.published.load(Ordering::Acquire) != seen);
         let job = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while !state.shutdown && (state.generation == seen || state.job.is_none()) {
@@ -248,13 +262,15 @@ mod tests {
 
     #[test]
     fn every_task_runs_once_and_the_caller_waits() {
-        let pool = ThreadPool::new(3);
-        for count in [0, 1, 2, 7, 1000] {
-            let hits: Vec<AtomicUsize> = (0..count).map(|_| AtomicUsize::new(0)).collect();
-            pool.parallel_for(count, &|i| {
-                hits[i].fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "count {count}");
+        // With and without spinning: both ways of waiting must see every task finished.
+        for pool in [ThreadPool::new(3), ThreadPool::with_spin(3, Duration::ZERO)] {
+            for count in [0, 1, 2, 7, 1000] {
+                let hits: Vec<AtomicUsize> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+                pool.parallel_for(count, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "count {count}");
+            }
         }
     }
 

@@ -59,6 +59,10 @@ pub struct DeviceArgs {
     /// CPU worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Idle worker threads sleep at once instead of spinning for 50 us (less CPU burned when
+    /// many processes share few cores; node hand-offs get slower).
+    #[arg(long)]
+    no_spin: bool,
     // max_time comes after the flattened limits so that clap lists it under their heading.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -81,6 +85,7 @@ impl DeviceArgs {
             threads: self.threads,
             max_tensor_bytes: self.limits.max_tensor_bytes()?,
             max_run_time,
+            spin: !self.no_spin,
         })
     }
 }
