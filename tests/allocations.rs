@@ -58,6 +58,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The counters are global: tests that count take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct PerRun {
     large: usize,
     large_bytes: usize,
@@ -95,6 +98,7 @@ const MODELS: &[(&str, &[usize])] = &[("cnn_bn", &[64, 3, 16, 16]), ("mlp", &[40
 
 #[test]
 fn steady_state_runs_allocate_no_intermediate_tensors() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden");
     let mut failures = vec![];
     for (name, shape) in MODELS {
@@ -137,4 +141,37 @@ fn steady_state_runs_allocate_no_intermediate_tensors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A server batching requests runs one session on a few batch sizes, interleaved. Each input-shape
+/// signature keeps its own buffers (a bounded number of signatures), so switching between them
+/// costs no more tensor-sized allocation than running one shape: one per output.
+#[test]
+fn interleaved_input_shapes_reuse_their_own_buffers() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden");
+    let model = Model::load(golden.join("cnn_bn").join("model.onnx")).unwrap();
+    let input = |batch: usize| {
+        let n = batch * 3 * 16 * 16;
+        Tensor::new(vec![batch, 3, 16, 16], (0..n).map(|i| (i % 13) as f32 / 13.0).collect::<Vec<f32>>()).unwrap()
+    };
+    // Every intermediate tensor of both is tensor-sized; the outputs (10 classes) are not.
+    let (big, small) = (input(64), input(16));
+    let session =
+        Session::new(model, &SessionOptions { device: Device::Cpu, threads: 1, ..SessionOptions::default() }).unwrap();
+    let run_both = || {
+        drop(session.run_positional(&[&big]).unwrap());
+        drop(session.run_positional(&[&small]).unwrap());
+    };
+    for _ in 0..3 {
+        run_both();
+    }
+    LARGE_COUNT.store(0, Relaxed);
+    COUNTING.store(true, Relaxed);
+    for _ in 0..5 {
+        run_both();
+    }
+    COUNTING.store(false, Relaxed);
+    let per_pair = LARGE_COUNT.load(Relaxed) as f64 / 5.0;
+    assert!(per_pair == 0.0, "{per_pair} tensor-sized allocations per pair of runs");
 }

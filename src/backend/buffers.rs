@@ -5,7 +5,9 @@
 //! `tests/allocations.rs`). Only f32 is recycled: the fast kernels' outputs are f32, and other
 //! dtypes are rare and small in the models that matter.
 //!
-//! The pool is shared by the runs of one session (a mutex held only to push or pop), and bounded:
+//! A compiled graph keeps one pool per input-shape signature (a few, least recently used first
+//! out: see `plan.rs`). A pool is shared by the runs of that shape (a mutex held only to push or
+//! pop), and bounded:
 //! at most [`MAX_BUFFERS`] buffers and `max_bytes` bytes are kept; what does not fit is freed.
 //! A buffer that a whole run leaves untaken is freed at the start of the next one
 //! ([`BufferPool::start_run`]): reference kernels make their own outputs, which come back here

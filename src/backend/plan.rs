@@ -22,8 +22,8 @@ pub struct CompiledGraph {
     /// Per value, the node after which it is dead: its last reader, or its writer when nothing
     /// reads it; `usize::MAX` for graph outputs and values no node writes.
     dies_after: Vec<usize>,
-    /// Storage of dead values, for later outputs.
-    buffers: BufferPool,
+    /// Storage of dead values, for later outputs: one pool per input-shape signature.
+    pools: ShapePools,
     /// Compiled bodies of control-flow ops, by the address of the body graph the op holds.
     subgraphs: HashMap<usize, CompiledGraph>,
 }
@@ -56,8 +56,8 @@ impl CompiledGraph {
         }
         let placed_on = placement.iter().map(|&b| backends[b].name()).collect();
         let dies_after = dies_after(&graph);
-        let buffers = BufferPool::new(crate::ir::limits::max_tensor_bytes());
-        Ok(CompiledGraph { graph, kernels, placed_on, dies_after, buffers, subgraphs })
+        let pools = ShapePools::default();
+        Ok(CompiledGraph { graph, kernels, placed_on, dies_after, pools, subgraphs })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -80,8 +80,9 @@ impl CompiledGraph {
     ) -> Result<Vec<Data>> {
         let g = &*self.graph;
         let exec = SubgraphRunner { plan: self, pool, profile: profile.is_some().then(|| Mutex::new(Vec::new())) };
-        let ctx = ExecCtx { pool, buffers: &self.buffers, graphs: &exec };
-        self.buffers.start_run();
+        let buffers = self.pools.for_inputs(inputs, captures);
+        let ctx = ExecCtx { pool, buffers: &buffers, graphs: &exec };
+        buffers.start_run();
         let mut slots = bind(g, inputs, captures)?;
         for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
             crate::ir::limits::check_deadline().context(|| node.describe())?;
@@ -116,13 +117,61 @@ impl CompiledGraph {
             for &v in node.inputs.iter().flatten().chain(&node.outputs) {
                 if self.dies_after[v] == i {
                     if let Some(Slot::Owned(d)) = slots[v].take() {
-                        self.buffers.recycle(d);
+                        buffers.recycle(d);
                     }
                 }
             }
         }
         take_outputs(g, &mut slots)
     }
+}
+
+/// Most input-shape signatures whose buffers a compiled graph keeps at once: a server that batches
+/// requests runs a few batch sizes, interleaved.
+const MAX_SIGNATURES: usize = 4;
+
+/// The recycled buffers of a compiled graph, one pool per input-shape signature (the dtypes and
+/// shapes of its inputs), so that runs of one shape do not free the buffers another shape's runs
+/// will ask for. The least recently used signature's pool goes when a fifth one comes.
+#[derive(Debug, Default)]
+struct ShapePools {
+    /// Most recently used last.
+    pools: Mutex<Vec<(Vec<usize>, Arc<BufferPool>)>>,
+}
+
+impl ShapePools {
+    fn for_inputs(&self, inputs: &[DataRef], captures: &[DataRef]) -> Arc<BufferPool> {
+        let signature = signature(inputs.iter().chain(captures));
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let found = pools.iter().position(|(s, _)| *s == signature);
+        let entry = match found {
+            Some(i) => pools.remove(i),
+            None => {
+                if pools.len() == MAX_SIGNATURES {
+                    pools.remove(0);
+                }
+                (signature, Arc::new(BufferPool::new(crate::ir::limits::max_tensor_bytes())))
+            }
+        };
+        let pool = entry.1.clone();
+        pools.push(entry);
+        pool
+    }
+}
+
+/// Each input's dtype, rank and dims, one after another (non-tensor values count by kind only).
+fn signature<'a>(values: impl Iterator<Item = &'a DataRef<'a>>) -> Vec<usize> {
+    let mut s = Vec::new();
+    for v in values {
+        match v.tensor() {
+            Some(t) => {
+                s.extend([t.dtype() as usize, t.rank()]);
+                s.extend_from_slice(t.shape());
+            }
+            None => s.push(usize::MAX),
+        }
+    }
+    s
 }
 
 /// Per value of `g`, the index of the node after which no node reads it (see
