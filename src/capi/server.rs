@@ -5,9 +5,9 @@
 //! The functions exist in every build so that the ABI does not depend on cargo features; a library
 //! built without the `http` feature answers `CRX_ERR_UNSUPPORTED`.
 
-use super::boundary::{read_options, write_struct, CallError, CallResult};
+use super::boundary::{write_struct, CallError, CallResult};
 use super::crx_status;
-use super::handles::{lookup, register, release};
+use super::handles::{lookup, release};
 use super::model::{crx_model, utf8};
 use super::session::crx_session_options;
 use std::ffi::c_char;
@@ -131,7 +131,7 @@ unsafe fn server_options(options: *const crx_server_options) -> CallResult<crate
     let o = if options.is_null() {
         default_server_options()
     } else {
-        read_options(options, default_server_options(), SERVER_OPTIONS_V1_SIZE)?
+        super::boundary::read_options(options, default_server_options(), SERVER_OPTIONS_V1_SIZE)?
     };
     let host = if o.host.is_null() { "127.0.0.1" } else { utf8(o.host, "options->host")? };
     let ip: std::net::IpAddr = host
@@ -206,7 +206,7 @@ unsafe fn start(
     server: *mut *mut crx_server,
 ) -> CallResult {
     let started = crate::http::Server::start(server_options(options)?, named)?;
-    *server = register(ServerEntry { server: started });
+    *server = super::handles::register(ServerEntry { server: started });
     Ok(())
 }
 
