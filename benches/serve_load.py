@@ -11,8 +11,12 @@ onnxruntime, one intra-op thread) on the same model and drives both with the sam
 alternating the two in ROUNDS rounds of SECONDS each (so that a machine shared with other work
 loads both alike), and times onnxruntime's direct run of the same input as its library baseline.
 
+With --client wrk the same mix is sent by wrk (Debian `wrk`, a C load generator: the Python
+client threads share the GIL and the cores with the servers and cap the rate), cycling through the
+five requests; wrk reports latency over all of them together.
+
 Usage: python benches/serve_load.py [--bin target/release/crx580] [--clients 4] [--seconds 10]
-           [--compare-fastapi --rounds 3]
+           [--compare-fastapi --rounds 3] [--client python|wrk]
 Standard library only (plus numpy; onnxruntime, FastAPI and uvicorn for the comparison), so it runs
 from the test venv.
 """
@@ -22,10 +26,13 @@ import http.client
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -90,6 +97,37 @@ def load(address, seconds, clients, mix):
     return results, time.perf_counter() - started
 
 
+def lua_string(data):
+    """A Lua string literal of any bytes."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'\\"' else f"\\{b:03d}" for b in data) + '"'
+
+
+def wrk_load(address, seconds, clients, mix, script_dir):
+    """Runs wrk against one server; returns its requests, errors, requests/s and p50/p99 in ms."""
+    # Formatted in init, once wrk knows the Host header (at load time requests would lack it).
+    lines = ["local requests", "init = function(args)", "requests = {"]
+    for _, method, path, body, headers in mix:
+        header_table = ", ".join(f"[{lua_string(k.encode())}] = {lua_string(v.encode())}" for k, v in headers.items())
+        lines.append(f"  wrk.format({lua_string(method.encode())}, {lua_string(path.encode())}, {{{header_table}}}, "
+                     f"{lua_string(body) if body else 'nil'}),")
+    lines += ["}", "end", "local i = 0", "request = function() i = i % #requests + 1; return requests[i] end"]
+    script = os.path.join(script_dir, "mix.lua")
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s", "--latency", "-s", script,
+                          f"http://{address[0]}:{address[1]}/"], capture_output=True, text=True, check=True).stdout
+
+    def ms(text):
+        value, unit = re.match(r"([0-9.]+)(us|ms|s)", text).groups()
+        return float(value) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {"requests": requests, "errors": errors, "rate": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+            "p50": ms(re.search(r"\s50%\s+(\S+)", out).group(1)), "p99": ms(re.search(r"\s99%\s+(\S+)", out).group(1))}
+
+
 def same_answers(addresses, rows):
     """Both servers give the same probabilities for one /predict (they serve the same model)."""
     x = [[random.uniform(-1, 1) for _ in range(16)] for _ in range(rows)]
@@ -146,9 +184,11 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--compare-fastapi", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--client", choices=["python", "wrk"], default="python")
     args = ap.parse_args()
     servers = {"crx580": start([args.bin, "serve", "--port", "0", "--model", f"mlp={MLP}", "--threads", "1",
                                 "--workers", str(args.workers)])}
+    script_dir = tempfile.mkdtemp(prefix="crx580-load-")
     try:
         if args.compare_fastapi:
             servers["fastapi+onnxruntime"] = start(
@@ -156,18 +196,32 @@ def main():
                  "--name", "mlp", "--port", "0", "--threads", "1"])
             same_answers([address for _, address in servers.values()], args.rows)
         mix = requests_for(args.rows)
-        results = {name: ([], 0.0) for name in servers}
+        results = {name: [] for name in servers}
         names = list(servers)
         for r in range(args.rounds):
             # Alternate which server goes first, so that neither always follows the same one.
             for name in (names if r % 2 == 0 else names[::-1]):
-                got, elapsed = load(servers[name][1], args.seconds, args.clients, mix)
-                results[name] = (results[name][0] + got, results[name][1] + elapsed)
+                if args.client == "wrk":
+                    results[name].append(wrk_load(servers[name][1], int(args.seconds), args.clients, mix, script_dir))
+                else:
+                    results[name].append(load(servers[name][1], args.seconds, args.clients, mix))
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=10)
-    errors = sum(report(name, got, elapsed, args.clients) for name, (got, elapsed) in results.items())
+        shutil.rmtree(script_dir, ignore_errors=True)
+    errors = 0
+    for name, rounds in results.items():
+        if args.client == "wrk":
+            errors += sum(r["errors"] for r in rounds)
+            print(f"\n{name} (wrk, {args.clients} connections), per round: requests/s "
+                  + ", ".join(f"{r['rate']:.0f}" for r in rounds) + "; p50 ms "
+                  + ", ".join(f"{r['p50']:.3f}" for r in rounds) + "; p99 ms "
+                  + ", ".join(f"{r['p99']:.3f}" for r in rounds)
+                  + f"; errors {sum(r['errors'] for r in rounds)} of {sum(r['requests'] for r in rounds)}")
+        else:
+            got = [x for r, _ in rounds for x in r]
+            errors += report(name, got, sum(e for _, e in rounds), args.clients)
     bench = subprocess.run([args.bin, "bench", MLP, "--shape", f"x={args.rows}x16", "--runs", "2000",
                             "--threads", "1", "--json"], capture_output=True, text=True, check=True)
     direct = json.loads(bench.stdout)
