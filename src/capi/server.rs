@@ -250,3 +250,47 @@ pub unsafe extern "C" fn crx_server_port(server: *const crx_server, port: *mut u
 pub unsafe extern "C" fn crx_server_stop(server: *mut crx_server) {
     ffi_boundary!("crx_server_stop", non_null: [], { release(server, "server") });
 }
+
+#[cfg(all(test, feature = "http"))]
+mod tests {
+    use super::*;
+    use crate::capi::{crx_model_free, crx_model_load, crx_status_name, CRX_ERR_INVALID_HANDLE, CRX_OK};
+    use std::ffi::{CStr, CString};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::ptr::{null, null_mut};
+
+    fn status(s: crx_status) -> &'static str {
+        unsafe { CStr::from_ptr(crx_status_name(s)) }.to_str().unwrap()
+    }
+
+    #[test]
+    fn a_server_on_a_loaded_model_answers_then_stops() {
+        let path = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/golden/mlp/model.onnx")).unwrap();
+        let mut model = null_mut();
+        assert_eq!(status(unsafe { crx_model_load(path.as_ptr(), null(), &mut model) }), "CRX_OK");
+        let name = CString::new("mlp").unwrap();
+        let (models, names) = ([model.cast_const()], [name.as_ptr()]);
+        let mut options = default_server_options();
+        options.struct_size = 8;
+        let mut server = null_mut();
+        let s = unsafe { crx_server_start(models.as_ptr(), names.as_ptr(), 1, &options, &mut server) };
+        assert_eq!((status(s), server.is_null()), ("CRX_ERR_INVALID_ARGUMENT", true));
+        let s = unsafe { crx_server_start(models.as_ptr(), names.as_ptr(), 1, null(), &mut server) };
+        assert_eq!(s, CRX_OK);
+        unsafe { crx_model_free(model) }; // the server has its own session
+        let mut port = 0u16;
+        assert_eq!(unsafe { crx_server_port(server, &mut port) }, CRX_OK);
+
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"GET /v2/models/mlp HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"probs\""), "{answer}");
+
+        unsafe { crx_server_stop(server) };
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after crx_server_stop");
+        assert_eq!(unsafe { crx_server_port(server, &mut port) }, CRX_ERR_INVALID_HANDLE);
+        unsafe { crx_server_stop(server) };
+    }
+}
