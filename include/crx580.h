@@ -41,6 +41,10 @@
 // threads at once, and freeing it does not affect sessions made from it.
 typedef struct crx_model crx_model;
 
+// A running HTTP server. Made by `crx_server_start`, stopped and freed by `crx_server_stop`.
+// The handle may be shared across threads.
+typedef struct crx_server crx_server;
+
 // A model ready to run on one device. Made by `crx_session_create`, freed by `crx_session_free`.
 // Thread-safe: any number of threads may call `crx_session_run` on one session at once. Freeing it
 // while runs are in flight is allowed: they finish first.
@@ -128,6 +132,40 @@ typedef struct crx_session_options {
     // copied during the call); NULL (the default) means none. The CPU backend ignores it.
     const char *cache_dir;
 } crx_session_options;
+
+// How a server listens and runs. Fill it with `crx_server_options_default`, then change fields.
+// Append-only, like every options struct.
+typedef struct crx_server_options {
+    // `sizeof(crx_server_options)` as the caller was compiled; set by
+    // `crx_server_options_default`.
+    size_t struct_size;
+    // The IPv4 or IPv6 address to listen on (UTF-8, read during the call; not a host name, so
+    // that starting never waits on a resolver); NULL (the default) means "127.0.0.1", loopback
+    // only. "0.0.0.0" listens on every interface.
+    const char *host;
+    // The TCP port; 0 (the default) lets the system pick a free one (see `crx_server_port`).
+    uint16_t port;
+    // Inference worker threads; 0 (the default) means one per core.
+    uint32_t workers;
+    // Requests for one model are stacked along dim 0 up to this many rows when the model allows
+    // it; 0 or 1 (the default) means no batching.
+    uint32_t max_batch;
+    // How long a batch waits for more requests, in milliseconds. Default 0.
+    uint32_t batch_delay_ms;
+    // A request's deadline when it names none, in milliseconds; 0 means the default (60 s).
+    uint64_t request_timeout_ms;
+    // The largest request body in bytes; 0 means the default (16 MiB).
+    uint64_t max_body_bytes;
+    // The only folder models may be loaded from over HTTP (UTF-8, copied during the call); NULL
+    // (the default) refuses loading at run time.
+    const char *models_dir;
+    // A file of API keys, one `KEY ROLE` a line (README, "Serving over HTTP"), read during the
+    // call; NULL (the default) means no key is needed.
+    const char *api_keys_file;
+    // How the server's sessions are made (device, threads, limits); NULL (the default) means
+    // `crx_session_options_default`'s. Read during the call.
+    const struct crx_session_options *session;
+} crx_server_options;
 
 #define CRX_OK 0
 
@@ -267,8 +305,8 @@ crx_status crx_device_count(size_t *count);
 crx_status crx_device_name(size_t index,
                            const char **name);
 
-// How many handles (models, sessions, tensors) are live in this process: a diagnostic for tests
-// and leak hunts (a handle never freed is not a leak that valgrind can see).
+// How many handles (models, sessions, tensors, servers) are live in this process: a diagnostic for
+// tests and leak hunts (a handle never freed is not a leak that valgrind can see).
 size_t crx_live_handle_count(void);
 
 // Why the last failing `crx_` call on this thread failed, as UTF-8 text naming the function and
@@ -351,6 +389,46 @@ crx_status crx_model_output_info(const struct crx_model *model,
                                  size_t index,
                                  struct crx_value_info *info,
                                  size_t struct_size);
+
+// Fills `*options` with the defaults. `struct_size` is `sizeof(crx_server_options)` as the caller
+// was compiled (it is stored in `options->struct_size`).
+//
+// # Safety
+// `options` must be NULL or point to `struct_size` writable bytes.
+crx_status crx_server_options_default(struct crx_server_options *options,
+                                      size_t struct_size);
+
+// Starts an HTTP server on `count` loaded models, served under `names[i]` (UTF-8, distinct,
+// copied during the call); `options` may be NULL for the defaults (127.0.0.1, a free port). The
+// server makes its own sessions from the models, so the caller may free the model handles once
+// this returns. It runs on threads of its own until `crx_server_stop`. On success `*server` is a
+// new handle; on error (a bad name, an address in use, a model that cannot be compiled, or a
+// build without the `http` feature: `CRX_ERR_UNSUPPORTED`) it is untouched.
+//
+// # Safety
+// `models` and `names` must point to `count` readable pointers (they may be NULL when `count` is
+// 0); `options` NULL or filled by `crx_server_options_default`; `server` must point to writable
+// memory.
+crx_status crx_server_start(const struct crx_model *const *models,
+                            const char *const *names,
+                            size_t count,
+                            const struct crx_server_options *options,
+                            struct crx_server **server);
+
+// Writes the TCP port the server listens on to `*port` (the one the system chose when
+// `options->port` was 0).
+//
+// # Safety
+// `port` must be NULL or point to writable memory.
+crx_status crx_server_port(const struct crx_server *server,
+                           uint16_t *port);
+
+// Stops a server and frees it: no new connection is accepted, the requests in progress are
+// answered, then the call returns. NULL is a no-op; so is a handle already stopped.
+//
+// # Safety
+// `server` must be NULL or a handle from this library.
+void crx_server_stop(struct crx_server *server);
 
 // Fills `*options` with the defaults. `struct_size` is `sizeof(crx_session_options)` as the
 // caller was compiled (it is stored in `options->struct_size`).

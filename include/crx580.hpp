@@ -7,7 +7,7 @@
  *   std::vector<crx580::Tensor> out = session.run({{"image", x}});
  *   crx580::View<float> probs = out[1].view<float>();   // std::span<const float> in C++20
  *
- * Handles are move-only RAII objects (Model, Session, Tensor): each frees its C handle once. Every
+ * Handles are move-only RAII objects (Model, Session, Tensor, Server): each frees its C handle once. Every
  * failing call throws crx580::Error, which carries the crx_status and the library's message.
  * Thread-safety is the C API's: models, sessions and tensors may be shared between threads.
  */
@@ -255,6 +255,49 @@ public:
 private:
     std::size_t output_count_ = 0;
     detail::Owned<crx_session, crx_session_free> handle_;
+};
+
+/* crx_server_options with its defaults; edit the fields of `raw` or use the setters. */
+struct ServerOptions {
+    crx_server_options raw;
+    ServerOptions() { detail::check(crx_server_options_default(&raw, sizeof raw)); }
+    ServerOptions &port(uint16_t p) { raw.port = p; return *this; }
+    ServerOptions &workers(uint32_t n) { raw.workers = n; return *this; }
+    /* `options` must outlive the constructor call only (it is read there). */
+    ServerOptions &session(const SessionOptions &options) { raw.session = &options.raw; return *this; }
+};
+
+/* A named model for Server: crx580::Server server({{"digits", model}}). */
+struct NamedModel {
+    std::string name;
+    std::reference_wrapper<const Model> model;
+};
+
+/* An HTTP model server on loaded models (crx_server_start); stopped when destroyed. The host and
+ * other strings in `options` are read during the constructor. */
+class Server {
+public:
+    explicit Server(const std::vector<NamedModel> &models, const ServerOptions &options = ServerOptions()) {
+        std::vector<const char *> names;
+        std::vector<const crx_model *> handles;
+        for (const NamedModel &m : models) {
+            names.push_back(m.name.c_str());
+            handles.push_back(m.model.get().get());
+        }
+        crx_server *s = nullptr;
+        detail::check(crx_server_start(handles.data(), names.data(), models.size(), &options.raw, &s));
+        handle_.reset(s);
+    }
+    uint16_t port() const {
+        uint16_t p = 0;
+        detail::check(crx_server_port(handle_.get(), &p));
+        return p;
+    }
+    /* Stops now (the destructor would otherwise). */
+    void stop() noexcept { handle_.reset(); }
+
+private:
+    detail::Owned<crx_server, crx_server_stop> handle_;
 };
 
 /* The loaded library's version, "MAJOR.MINOR.PATCH". */

@@ -190,6 +190,13 @@ fn simple_endpoints_answer() {
     assert!(get(addr, "/nowhere").error(404).contains("no route"));
     let a = call(addr, "PUT", "/health", &[], b"");
     assert_eq!((a.status, a.header("allow")), (405, Some("GET")));
+    // A route written out in full wins over /models/{name}: /models/load is not a model's name.
+    let a = call(addr, "GET", "/models/load", &[], b"");
+    assert_eq!((a.status, a.header("allow")), (405, Some("POST")));
+    assert_eq!(call(addr, "DELETE", "/models/load", &[], b"").status, 405);
+    // The repository index's 'ready' is a boolean or absent.
+    assert_eq!(post(addr, "/v2/repository/index", &json!({ "ready": true })).json()[0]["name"], "mlp");
+    assert!(post(addr, "/v2/repository/index", &json!({ "ready": {} })).error(400).contains("'ready'"));
 }
 
 #[test]

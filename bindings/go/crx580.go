@@ -149,18 +149,26 @@ func LoadBytes(model []byte, opts *Options) (*Session, error) {
 	return newSession(m, opts)
 }
 
-// newSession makes a session from a model handle, which it frees.
-func newSession(model *C.crx_model, opts *Options) (*Session, error) {
-	defer C.crx_model_free(model)
-	var o C.crx_session_options
-	if err := call(func() C.crx_status { return C.crx_session_options_default(&o, C.sizeof_crx_session_options) }); err != nil {
-		return nil, err
+// sessionOptions fills o with the library's defaults, then opts' fields (nil: none).
+func sessionOptions(o *C.crx_session_options, opts *Options) error {
+	if err := call(func() C.crx_status { return C.crx_session_options_default(o, C.sizeof_crx_session_options) }); err != nil {
+		return err
 	}
 	if opts != nil {
 		o.device = C.crx_device(opts.Device)
 		o.threads = C.uint32_t(opts.Threads)
 		o.max_tensor_bytes = C.uint64_t(opts.MaxTensorBytes)
 		o.max_run_time_ms = C.uint64_t(opts.MaxRunTime.Milliseconds())
+	}
+	return nil
+}
+
+// newSession makes a session from a model handle, which it frees.
+func newSession(model *C.crx_model, opts *Options) (*Session, error) {
+	defer C.crx_model_free(model)
+	var o C.crx_session_options
+	if err := sessionOptions(&o, opts); err != nil {
+		return nil, err
 	}
 	s := &Session{}
 	var err error

@@ -1,9 +1,13 @@
 package crx580
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -226,5 +230,57 @@ func TestFinalizersFreeWhatIsDropped(t *testing.T) {
 	}
 	if n := liveHandles(); n > before {
 		t.Fatalf("%d handles still live after GC, %d before", n, before)
+	}
+}
+
+func TestServeAnswersOverHTTP(t *testing.T) {
+	server, err := Serve(map[string]string{"digits": modelPath},
+		&ServerOptions{Workers: 1, Session: &Options{Device: DeviceCPU, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	port, err := server.Port()
+	if err != nil || port == 0 {
+		t.Fatalf("port %d, %v", port, err)
+	}
+	samples, want := reference(t, "samples.f32"), reference(t, "probabilities.f32")
+	body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{
+		{"name": "image", "shape": []int{1, 1, 8, 8}, "datatype": "FP32", "data": samples[:64]}}})
+	url := fmt.Sprintf("http://127.0.0.1:%d/v2/models/digits/infer", port)
+	r, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		Outputs []struct {
+			Name string
+			Data []float32
+		}
+	}
+	err = json.NewDecoder(r.Body).Decode(&answer)
+	r.Body.Close()
+	if err != nil || r.StatusCode != 200 || len(answer.Outputs) != 2 || answer.Outputs[1].Name != "probabilities" {
+		t.Fatalf("status %d, %v, %+v", r.StatusCode, err, answer)
+	}
+	for i, p := range answer.Outputs[1].Data {
+		if d := math.Abs(float64(p - want[i])); d > 1e-5 {
+			t.Fatalf("probability %d over HTTP is %g, onnxruntime's %g", i, p, want[i])
+		}
+	}
+
+	_, err = Serve(map[string]string{"digits": modelPath}, &ServerOptions{Port: port})
+	var e *Error
+	if !errors.As(err, &e) || e.Status != StatusIO {
+		t.Fatalf("a second server on port %d: %v", port, err)
+	}
+	_, err = Serve(map[string]string{"digits": modelPath}, &ServerOptions{Host: "localhost"})
+	if !errors.As(err, &e) || e.Status != StatusInvalidArgument || !strings.Contains(e.Message, "not an IP address") {
+		t.Fatalf("a host name: %v", err)
+	}
+	server.Close()
+	server.Close()
+	if _, err := http.Get(url); err == nil {
+		t.Fatal("the server still answers after Close")
 	}
 }

@@ -13,6 +13,7 @@
 
 use super::boundary::{CallError, CallResult, CRX_ERR_INVALID_HANDLE};
 use super::model::{crx_model, ModelEntry};
+use super::server::{crx_server, ServerEntry};
 use super::session::{crx_session, SessionEntry};
 use super::tensor::{crx_tensor, TensorEntry};
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub(crate) enum Object {
     Model(Arc<ModelEntry>),
     Session(Arc<SessionEntry>),
     Tensor(Arc<TensorEntry>),
+    Server(Arc<ServerEntry>),
 }
 
 impl Object {
@@ -30,6 +32,7 @@ impl Object {
             Object::Model(_) => "crx_model",
             Object::Session(_) => "crx_session",
             Object::Tensor(_) => "crx_tensor",
+            Object::Server(_) => "crx_server",
         }
     }
 }
@@ -63,6 +66,7 @@ macro_rules! handle {
 handle!(crx_model, ModelEntry, Model, "crx_model");
 handle!(crx_session, SessionEntry, Session, "crx_session");
 handle!(crx_tensor, TensorEntry, Tensor, "crx_tensor");
+handle!(crx_server, ServerEntry, Server, "crx_server");
 
 static LIVE: LazyLock<RwLock<HashMap<usize, Object>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
 

@@ -7,7 +7,8 @@
 //!
 //! The files: `boundary` (statuses, last error, the macro), `handles` (the registry), `model`
 //! (loading, input/output descriptions), `session` (options, running), `tensor` (tensors made from
-//! caller memory and the outputs), and here the version and device queries.
+//! caller memory and the outputs), `server` (the HTTP model server on loaded models), and here the
+//! version and device queries.
 //!
 //! Names are C's (`crx_model`, `crx_status`), so the Rust naming lints are off in this module.
 #![allow(non_camel_case_types)]
@@ -16,11 +17,13 @@
 pub mod boundary;
 pub mod handles;
 pub mod model;
+pub mod server;
 pub mod session;
 pub mod tensor;
 
 pub use boundary::*;
 pub use model::*;
+pub use server::*;
 pub use session::*;
 pub use tensor::*;
 
@@ -84,8 +87,8 @@ pub unsafe extern "C" fn crx_device_name(index: usize, name: *mut *const c_char)
     })
 }
 
-/// How many handles (models, sessions, tensors) are live in this process: a diagnostic for tests
-/// and leak hunts (a handle never freed is not a leak that valgrind can see).
+/// How many handles (models, sessions, tensors, servers) are live in this process: a diagnostic for
+/// tests and leak hunts (a handle never freed is not a leak that valgrind can see).
 #[no_mangle]
 pub extern "C" fn crx_live_handle_count() -> usize {
     handles::live_count()

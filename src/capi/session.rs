@@ -85,7 +85,7 @@ pub unsafe extern "C" fn crx_session_options_default(
     })
 }
 
-unsafe fn session_options(options: *const crx_session_options) -> CallResult<SessionOptions> {
+pub(crate) unsafe fn session_options(options: *const crx_session_options) -> CallResult<SessionOptions> {
     let o = if options.is_null() {
         default_session_options()
     } else {

@@ -90,7 +90,11 @@ pub fn handle(state: &State, request: &Request) -> Response {
         Some(p) if !p.is_empty() => p,
         _ => request.path.as_str(),
     };
-    let found = ROUTES.iter().find_map(|r| matches(r.pattern, path).filter(|_| r.method == method).map(|p| (r, p)));
+    // A route written out in full wins over a pattern that would also match (`/models/load` is not
+    // the model named "load"), for routing and for the 405's Allow list alike.
+    let literal = ROUTES.iter().any(|r| r.pattern == path);
+    let candidates = || ROUTES.iter().filter(move |r| !literal || r.pattern == path);
+    let found = candidates().find_map(|r| matches(r.pattern, path).filter(|_| r.method == method).map(|p| (r, p)));
     let (endpoint, model, response) = match found {
         Some((route, params)) => {
             let model = state.repository.get(&params.name).map(|m| m.name.clone()).unwrap_or_default();
@@ -102,7 +106,7 @@ pub fn handle(state: &State, request: &Request) -> Response {
         }
         None => {
             let allowed: Vec<&str> =
-                ROUTES.iter().filter(|r| matches(r.pattern, path).is_some()).map(|r| r.method).collect();
+                candidates().filter(|r| matches(r.pattern, path).is_some()).map(|r| r.method).collect();
             let response = if allowed.is_empty() {
                 Response::error(404, &format!("no route for {} {}", method, super::wire::printable(path)))
             } else {

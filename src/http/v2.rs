@@ -266,7 +266,10 @@ fn answer(
 
 pub fn repository_index(call: &Call) -> Result<Response, ApiError> {
     let body = json_object(&call.request.body)?;
-    let only_ready = body.get("ready").and_then(Value::as_bool).unwrap_or(false);
+    let only_ready = match body.get("ready") {
+        None => false,
+        Some(v) => v.as_bool().ok_or_else(|| ApiError::new(400, "'ready' must be true or false"))?,
+    };
     let entries: Vec<Value> = call
         .state
         .repository

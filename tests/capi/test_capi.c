@@ -1,16 +1,23 @@
 /*
  * The C ABI's promises, checked from C: every misuse gives an error status and a message (never a
  * crash), out-parameters stay untouched on error, _free(NULL) is a no-op, outputs match
- * onnxruntime's, and many threads running one session get the same outputs as one thread.
+ * onnxruntime's, and many threads running one session get the same outputs as one thread; an HTTP
+ * server started on a loaded model answers over a socket with onnxruntime's outputs, then stops.
  *
  * Usage: test_capi MODEL SAMPLES.f32 EXPECTED_PROBABILITIES.f32
  *   MODEL is examples/digits/digits.onnx; the raw float32 files are made by tests/capi/run.sh
  *   (the 32 sample images, and onnxruntime's probabilities for them).
  * Ends with "N passed, N failed"; exits non-zero when anything failed.
  */
+/* Sockets and strdup for the server test: POSIX, not C99. */
+#define _POSIX_C_SOURCE 200809L
 #include "crx580.h"
 
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -372,6 +379,124 @@ static void test_last_error_is_per_thread(void) {
     CHECK(crx_last_error_message() == NULL, "another thread's error leaked here: %s", crx_last_error_message());
 }
 
+/* One HTTP/1.1 request to 127.0.0.1:port with "Connection: close"; returns the whole answer
+ * (status line, headers, body) as a malloc'd string, or NULL when the connection fails. */
+static char *http_request(uint16_t port, const char *method, const char *path, const char *body) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return NULL;
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        return NULL;
+    }
+    size_t body_len = body ? strlen(body) : 0;
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, body_len);
+    if (write(fd, head, (size_t)n) != n || (body_len && write(fd, body, body_len) != (ssize_t)body_len)) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *answer = malloc(cap);
+    ssize_t got;
+    while ((got = read(fd, answer + len, cap - len - 1)) > 0) {
+        len += (size_t)got;
+        if (cap - len < 1024) answer = realloc(answer, cap *= 2);
+    }
+    close(fd);
+    answer[len] = '\0';
+    return answer;
+}
+
+static int status_is(const char *answer, const char *status) {
+    return answer && strncmp(answer, "HTTP/1.1 ", 9) == 0 && strncmp(answer + 9, status, 3) == 0;
+}
+
+/* A server on the loaded model: misuse is refused with a status, metadata and an OIP v2 JSON
+ * inference of one image come back over a socket (the probabilities equal onnxruntime's), a
+ * second server cannot take the same port, and after crx_server_stop nothing listens. */
+static void test_server(const crx_model *model, const crx_session *session, const float *samples,
+                        const float *expected) {
+    const crx_model *models[2] = {model, model};
+    const char *names[2] = {"digits", "digits"};
+    crx_server *server = SENTINEL;
+    EXPECT_ERROR(crx_server_start(models, names, 1, NULL, NULL), CRX_ERR_INVALID_ARGUMENT, "'server' is NULL");
+    EXPECT_ERROR(crx_server_start(models, NULL, 1, NULL, &server), CRX_ERR_INVALID_ARGUMENT, "'names' is NULL");
+    EXPECT_ERROR(crx_server_start(models, names, 2, NULL, &server), CRX_ERR_INVALID_ARGUMENT, "given twice");
+    const crx_model *not_a_model[1] = {(const crx_model *)session};
+    EXPECT_ERROR(crx_server_start(not_a_model, names, 1, NULL, &server), CRX_ERR_INVALID_HANDLE,
+                 "is a crx_session, not a crx_model");
+    crx_server_options options;
+    EXPECT_OK(crx_server_options_default(&options, sizeof options));
+    options.host = "not an address";
+    EXPECT_ERROR(crx_server_start(models, names, 1, &options, &server), CRX_ERR_INVALID_ARGUMENT, "not an IP address");
+    CHECK(server == SENTINEL, "server written on error");
+
+    crx_session_options session_options;
+    crx_session_options_default(&session_options, sizeof session_options);
+    session_options.device = CRX_DEVICE_CPU;
+    session_options.threads = 1;
+    crx_server_options_default(&options, sizeof options);
+    options.workers = 2;
+    options.session = &session_options;
+    EXPECT_OK(crx_server_start(models, names, 1, &options, &server));
+    if (server == SENTINEL) return;
+    uint16_t port = 0;
+    EXPECT_OK(crx_server_port(server, &port));
+    CHECK(port != 0, "no port");
+
+    char *answer = http_request(port, "GET", "/v2/health/ready", NULL);
+    CHECK(status_is(answer, "200"), "ready: %s", answer ? answer : "no connection");
+    free(answer);
+    answer = http_request(port, "GET", "/v2/models/digits", NULL);
+    CHECK(status_is(answer, "200") && strstr(answer, "\"probabilities\""), "metadata: %s", answer ? answer : "none");
+    free(answer);
+    answer = http_request(port, "GET", "/v2/models/nope", NULL);
+    CHECK(status_is(answer, "404") && strstr(answer, "\"error\""), "unknown model: %s", answer ? answer : "none");
+    free(answer);
+
+    char body[4096];
+    int n = snprintf(body, sizeof body,
+                     "{\"inputs\": [{\"name\": \"image\", \"shape\": [1, 1, 8, 8], \"datatype\": \"FP32\", \"data\": [");
+    for (int i = 0; i < 64; i++) n += snprintf(body + n, sizeof body - (size_t)n, "%s%.9g", i ? "," : "", samples[i]);
+    snprintf(body + n, sizeof body - (size_t)n, "]}], \"outputs\": [{\"name\": \"probabilities\"}]}");
+    answer = http_request(port, "POST", "/v2/models/digits/infer", body);
+    CHECK(status_is(answer, "200"), "infer: %s", answer ? answer : "no connection");
+    const char *data = answer ? strstr(answer, "\"data\":[") : NULL;
+    CHECK(data != NULL, "infer answer has no data: %s", answer ? answer : "none");
+    if (data) {
+        char *p = (char *)data + strlen("\"data\":[");
+        float worst = 0;
+        for (int c = 0; c < CLASSES; c++) {
+            float d = fabsf(strtof(p, &p) - expected[c]);
+            worst = d > worst ? d : worst;
+            p += *p == ',';
+        }
+        CHECK(worst <= 1e-5f, "HTTP probabilities differ from onnxruntime's by up to %g", worst);
+    }
+    free(answer);
+
+    crx_server *second = SENTINEL;
+    options.port = port;
+    CHECK(crx_server_start(models, names, 1, &options, &second) != CRX_OK, "a second server took port %u", port);
+    CHECK(second == SENTINEL, "server written on error");
+
+    crx_server_stop(server);
+    answer = http_request(port, "GET", "/v2/health/live", NULL);
+    CHECK(answer == NULL || answer[0] == '\0', "still answering after crx_server_stop: %s", answer);
+    free(answer);
+    EXPECT_ERROR(crx_server_port(server, &port), CRX_ERR_INVALID_HANDLE, "not a live crx_server");
+    crx_server_stop(server); /* twice: a no-op */
+    crx_server_stop(NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: %s MODEL SAMPLES.f32 EXPECTED_PROBABILITIES.f32\n", argv[0]);
@@ -395,6 +520,7 @@ int main(int argc, char **argv) {
         options.device = CRX_DEVICE_CPU;
         crx_session *session = NULL;
         EXPECT_OK(crx_session_create(model, &options, &session));
+        test_server(model, session, samples, expected);
         crx_model_free(model); /* the session does not need it */
         if (session) test_runs(session, samples, expected);
         crx_session_free(session);

@@ -94,6 +94,18 @@ int main(int argc, char **argv) {
         auto ints = crx580::Tensor::copy(std::vector<int64_t>(64, 0), {1, 1, 8, 8});
         expect_error([&] { session.run({{"image", ints}}); }, CRX_ERR_INVALID_INPUT, "must be float32");
 
+        // A server on the model: running, on a port of its own, refused on a taken one, stopped.
+        {
+            crx580::SessionOptions one_thread = crx580::SessionOptions().device(CRX_DEVICE_CPU).threads(1);
+            crx580::Server server({{"digits", model}}, crx580::ServerOptions().workers(1).session(one_thread));
+            CHECK(server.port() != 0);
+            expect_error([&] { crx580::Server taken({{"digits", model}}, crx580::ServerOptions().port(server.port())); },
+                         CRX_ERR_IO, "127.0.0.1");
+            expect_error([&] { crx580::Server twice({{"a", model}, {"a", model}}); }, CRX_ERR_INVALID_ARGUMENT, "given twice");
+            server.stop();
+            expect_error([&] { server.port(); }, CRX_ERR_INVALID_ARGUMENT, "'server' is NULL");
+        }
+
         // Moving transfers ownership: the moved-from handle is empty and frees nothing.
         crx580::Tensor moved = std::move(images);
         CHECK(!images && moved && moved.shape().size() == 4);

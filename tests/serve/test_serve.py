@@ -4,7 +4,17 @@
   JSON and binary inference checked against onnxruntime on the same model file, errors, the
   repository extension (index, load, unload);
 - openapi-spec-validator on GET /openapi.json;
-- prometheus_client's text parser on GET /metrics.
+- prometheus_client's text parser on GET /metrics;
+- headless Chromium (Debian `chromium`) on the status page at GET /: it renders the models and
+  figures from GET /stats, and logs no console error (a page with a deliberate error shows the check
+  can see one);
+- schemathesis on GET /openapi.json against a live server: a bounded property-based run (every
+  operation, positive and negative examples, stateful links) in which every answer must be non-5xx
+  and conform to the document (status, content type, headers, body schema);
+- the Grafana dashboard (examples/serving/grafana-dashboard.json): every metric it queries is in a
+  live scrape, and every query is valid PromQL (`promtool check rules`, Debian `prometheus`).
+
+Chromium and promtool are required: missing, the test fails and says what to install.
 
 Usage: python tests/serve/test_serve.py PATH/TO/crx580   (tests/run.sh runs it)
 Exits non-zero on the first failure; every check can fail.
@@ -12,6 +22,7 @@ Exits non-zero on the first failure; every check can fail.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +40,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
 MLP = os.path.join(GOLDEN, "mlp", "model.onnx")
 PASSTHROUGH = os.path.join(GOLDEN, "int64_passthrough", "model.onnx")
+DASHBOARD = os.path.join(ROOT, "examples", "serving", "grafana-dashboard.json")
+
+
+def require(tool, package):
+    path = shutil.which(tool)
+    if path is None:
+        raise SystemExit(f"tests/serve/test_serve.py: needs {tool}: apt-get install {package} (.ci/run installs it)")
+    return path
 
 
 def start_server(binary, models_dir):
@@ -140,6 +159,86 @@ def check_metrics(address):
     assert families["crx580_process_resident_memory_bytes"].samples[0].value > 0
 
 
+def headless_chromium(url):
+    """The DOM after 3 s of the page's virtual time, and the console lines Chromium logged."""
+    chromium = require("chromium", "chromium")
+    run = subprocess.run([chromium, "--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr", "--v=0",
+                          "--virtual-time-budget=3000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    return run.stdout, [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def check_status_page(address):
+    # The check itself first: a page with a console error and an uncaught exception is caught.
+    with tempfile.NamedTemporaryFile("w", suffix=".html", delete=False) as bad:
+        bad.write("<p id=a></p><script>console.error('logged'); a.textContent = 'ran'; nosuch();</script>")
+    try:
+        dom, console = headless_chromium("file://" + bad.name)
+    finally:
+        os.unlink(bad.name)
+    assert '<p id="a">ran</p>' in dom, dom
+    assert any("logged" in c for c in console) and any("Uncaught ReferenceError" in c for c in console), console
+    dom, console = headless_chromium(f"http://{address}/")
+    assert not console, console
+    assert "<tr><td>mlp</td><td>1</td><td>1</td><td>yes</td></tr>" in dom, dom
+    assert re.search(r'<p id="status" class="">updated ', dom), dom
+    assert re.search(r'<b id="p50">[0-9.]+ ms</b>', dom) and re.search(r'<span id="version">[0-9.]+</span>', dom), dom
+
+
+def check_grafana_dashboard(address):
+    dashboard = json.load(open(DASHBOARD))
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids repeat"
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    assert len(exprs) >= 10, exprs
+    scraped = {s.name for f in text_string_to_metric_families(get(f"http://{address}/metrics").decode())
+               for s in f.samples}
+    queried = {m for e in exprs for m in re.findall(r"\bcrx580_[a-z_]+", e)}
+    missing = queried - scraped
+    assert not missing, f"the dashboard queries metrics the server does not export: {sorted(missing)}"
+    # Every query parses as PromQL: promtool checks them as recording rules, with Grafana's
+    # variables given values.
+    promtool = require("promtool", "prometheus")
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": e.replace("$__rate_interval", "5m").replace("$instance", ".*")}
+        for i, e in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        json.dump(rules, f)  # JSON is YAML
+    try:
+        check = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def check_schemathesis(binary):
+    """A server of its own (the run unloads and loads models), with both models loadable."""
+    models_dir = tempfile.mkdtemp(prefix="crx580-schemathesis-")
+    shutil.copy(MLP, os.path.join(models_dir, "mlp.onnx"))
+    shutil.copy(PASSTHROUGH, os.path.join(models_dir, "passthrough.onnx"))
+    proc, address = start_server(binary, models_dir)
+    try:
+        schemathesis = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+        run = subprocess.run(
+            [schemathesis, "--no-color", "--config-file", os.path.join(ROOT, "tests", "serve", "schemathesis.toml"),
+             "run", f"http://{address}/openapi.json", "--checks", "all", "--max-examples", "15", "--seed", "580",
+             "--workers", "1", "--generation-database", "none", "--request-timeout", "30",
+             "--report-dir", os.path.join(models_dir, "report")],
+            cwd=models_dir,  # its cache (.schemathesis/) goes there, not into the work tree
+            capture_output=True, text=True, timeout=240)
+        assert proc.poll() is None, "the server died under schemathesis"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(models_dir, ignore_errors=True)
+    summary = run.stdout[run.stdout.rfind("SUMMARY"):]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    cases = re.search(r"(\d+) generated", summary)
+    assert cases and int(cases.group(1)) >= 200, summary
+    print(f"serve: schemathesis: {cases.group(1)} generated test cases, no failure")
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "crx580")
     models_dir = tempfile.mkdtemp(prefix="crx580-serve-")
@@ -152,12 +251,15 @@ def main():
         check_repository(client)
         check_openapi(address)
         check_metrics(address)
+        check_grafana_dashboard(address)
+        check_status_page(address)
         client.close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(models_dir, ignore_errors=True)
-    print("serve: tritonclient, OpenAPI and Prometheus checks passed")
+    check_schemathesis(binary)
+    print("serve: tritonclient, OpenAPI, Prometheus, Grafana, status page and schemathesis checks passed")
 
 
 if __name__ == "__main__":
