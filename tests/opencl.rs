@@ -5,12 +5,19 @@
 
 mod common;
 
+use crx580::backend::cpu::pool::ThreadPool;
+use crx580::backend::cpu::CpuBackend;
 use crx580::backend::opencl::elementwise::{BinaryOp, Elementwise};
 use crx580::backend::opencl::gemm::{BiasLayout, Gemm, GemmCall};
 use crx580::backend::opencl::program::{Arg, Program, SOURCES};
 use crx580::backend::opencl::tuning::GemmParams;
-use crx580::backend::opencl::Context;
-use crx580::ops::fused::Activation;
+use crx580::backend::opencl::{Context, OpenClBackend};
+use crx580::backend::{compile, Backend, CompiledGraph};
+use crx580::ir::infer::infer_facts;
+use crx580::ir::interp::Interpreter;
+use crx580::ir::{Attr, Attributes, DataRef, Dim, Fact, Graph, Node, Op};
+use crx580::ops::fused::{Activation, FusedConv, FusedLayerNorm};
+use crx580::ops::{registry, BuildCtx};
 use crx580::Tensor;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -275,8 +282,8 @@ fn golden_models_on_opencl_match_onnxruntime() {
     // against onnxruntime's outputs with the CPU's tolerance.
     context(); // fails with the install hint when there is no device
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden");
-    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, ..Default::default() };
-    std::env::set_var("CRX580_CACHE_DIR", cache_dir());
+    let device_options = crx580::backend::DeviceOptions { cache_dir: Some(cache_dir()), ..Default::default() };
+    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, device_options, ..Default::default() };
     let cases = common::cases_in(&dir, None);
     assert!(cases.len() >= 20, "golden models missing from {}", dir.display());
     let failures: Vec<String> = cases
@@ -296,5 +303,278 @@ fn info_shows_which_nodes_the_opencl_device_runs() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("  opencl: runs 19 nodes: Add, Div, Erf, MatMul, Mul; leaves"), "{text}");
+    assert!(text.contains("  opencl: runs 20 nodes: Add, Div, Erf, MatMul, Mul, Softmax; leaves"), "{text}");
+}
+
+/// A plan of `graph` for the device of `ctx`, the CPU taking the rest.
+fn compile_on(ctx: &Arc<Context>, graph: &Graph) -> CompiledGraph {
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(OpenClBackend::on(ctx.clone())), Arc::new(CpuBackend)];
+    compile(graph, &backends).unwrap()
+}
+
+/// A context of its own (its transfer counts are this test's alone), sharing the program cache.
+fn own_context(half_storage: bool) -> Arc<Context> {
+    Context::with_storage(context().device.clone(), Some(cache_dir()), half_storage).unwrap()
+}
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden").join(name)
+}
+
+/// Runs golden model `name` twice on a plan for `ctx`; checks the outputs against onnxruntime's
+/// and that a run uploads only the graph inputs and downloads only the outputs, when read.
+/// Returns (device nodes, total nodes).
+fn run_resident(ctx: &Arc<Context>, name: &str, rtol: f64, atol: f64) -> (usize, usize) {
+    let case = golden(name);
+    let model = crx580::Model::load(case.join("model.onnx")).unwrap();
+    let plan = compile_on(ctx, model.graph());
+    let placed = plan.kernel_names();
+    let on_device = placed.iter().filter(|(_, b)| *b == "opencl").count();
+    let set = common::data_sets(&case).remove(0);
+    let (inputs, want) = common::read_data_set(&set).unwrap();
+    let pool = ThreadPool::new(2);
+    for run in 0..2 {
+        // Fresh input tensors each run: a tensor read again keeps its device copy (no upload).
+        let fresh: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| Tensor::new(t.shape().to_vec(), t.as_slice::<f32>().unwrap().to_vec()).unwrap())
+            .collect();
+        let refs: Vec<DataRef> = fresh.iter().map(DataRef::Tensor).collect();
+        let before = ctx.transfers();
+        let outs = plan.run(&pool, &refs, &[], None).unwrap();
+        let ran = ctx.transfers();
+        assert_eq!(ran.uploads - before.uploads, inputs.len() as u64, "{name} run {run}: uploads {ran:?}");
+        assert_eq!(ran.downloads, before.downloads, "{name} run {run}: nothing comes back until it is read");
+        for (k, (o, w)) in outs.iter().zip(&want).enumerate() {
+            common::compare(o.as_tensor().unwrap(), w, rtol, atol).unwrap_or_else(|e| panic!("{name} output {k}: {e}"));
+        }
+        let read = ctx.transfers();
+        assert_eq!(read.downloads - ran.downloads, want.len() as u64, "{name} run {run}: one download per output");
+    }
+    (on_device, placed.len())
+}
+
+#[test]
+fn chains_of_device_nodes_transfer_only_inputs_and_outputs() {
+    let ctx = own_context(false);
+    // mlp: MatMul, Add, Relu, Softmax, all on the device. cnn_bn: Conv, BatchNorm, Relu, MaxPool,
+    // GlobalAveragePool and Gemm on the device around a Flatten on the CPU (a view: no transfer).
+    let (mlp_device, mlp_total) = run_resident(&ctx, "mlp", 1e-3, 1e-4);
+    assert_eq!(mlp_device, mlp_total, "every mlp node runs on the device");
+    let (cnn_device, cnn_total) = run_resident(&ctx, "cnn_bn", 1e-3, 1e-4);
+    assert!(cnn_device + 1 >= cnn_total, "only Flatten stays on the CPU: {cnn_device} of {cnn_total}");
+    let t = ctx.transfers();
+    eprintln!("transfers after 2 runs of mlp and cnn_bn: {t:?}");
+}
+
+#[test]
+fn half_storage_halves_device_memory_and_stays_close_to_onnxruntime() {
+    let ctx = own_context(true);
+    let (device, _) = run_resident(&ctx, "mlp", 2e-2, 2e-3);
+    assert!(device > 0);
+    let t = ctx.transfers();
+    assert!(t.uploads > 0 && t.upload_bytes > 0);
+    // Weights and inputs cross as halves: 2 bytes per element. The mlp's tensors are small, so
+    // compare with the f32 context's byte count for the same work.
+    let f32_ctx = own_context(false);
+    run_resident(&f32_ctx, "mlp", 1e-3, 1e-4);
+    let t32 = f32_ctx.transfers();
+    assert_eq!(t.upload_bytes * 2, t32.upload_bytes, "half storage uploads half the bytes");
+    assert_eq!(t.download_bytes * 2, t32.download_bytes);
+    run_resident(&ctx, "cnn_bn", 2e-2, 2e-2);
+}
+
+/// An input of a one-node graph: fed at run time or a constant.
+enum In {
+    Fed(Tensor),
+    Const(Tensor),
+    Absent,
+}
+
+fn op(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
+    let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs, num_outputs: 1 };
+    Arc::from(registry().get("", op_type).unwrap()(&ctx).unwrap())
+}
+
+fn t(seed: u64, shape: &[usize]) -> Tensor {
+    Tensor::new(shape.to_vec(), random(shape.iter().product(), seed)).unwrap()
+}
+
+fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+/// Runs one node on the device (it must be placed there) and with the reference interpreter.
+fn check_node(name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: f32) {
+    let mut g = Graph::default();
+    let (mut ids, mut fed) = (vec![], vec![]);
+    for (i, inp) in inputs.iter().enumerate() {
+        let id = match inp {
+            In::Fed(t) => {
+                let id = g.add_value(
+                    format!("x{i}"),
+                    Fact::new(t.dtype(), t.shape().iter().map(|&d| Dim::Known(d)).collect()),
+                );
+                g.inputs.push(id);
+                fed.push(t);
+                id
+            }
+            In::Const(t) => g.add_value(format!("c{i}"), Fact::constant(Arc::new(t.clone()))),
+            In::Absent => {
+                ids.push(None);
+                continue;
+            }
+        };
+        ids.push(Some(id));
+    }
+    let y = g.add_value("y", Fact::unknown());
+    g.outputs = vec![y];
+    g.nodes.push(Node {
+        name: name.into(),
+        domain: String::new(),
+        op_type: op_type.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: ids,
+        outputs: vec![y],
+    });
+    infer_facts(&mut g).unwrap();
+    let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
+    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let ctx = context();
+    let plan = compile_on(&ctx, &g);
+    assert_eq!(plan.kernel_names()[0].1, "opencl", "{name}: not placed on the device");
+    let got = plan.run(&ThreadPool::new(1), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+    assert_eq!(got.shape(), want.shape(), "{name}");
+    assert!(got.storage().device_buffer().is_some(), "{name}: the output is the device's");
+    assert_close(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap(), tol, name);
+}
+
+#[test]
+fn convolutions_match_the_reference() {
+    type Case = (&'static str, Vec<usize>, Vec<usize>, Vec<(&'static str, Attr)>);
+    let cases: Vec<Case> = vec![
+        ("3x3 pad 1", vec![2, 3, 11, 13], vec![5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))]),
+        ("1x1", vec![1, 7, 9, 5], vec![11, 7, 1, 1], vec![]),
+        ("1x1 stride 2", vec![1, 4, 9, 7], vec![6, 4, 1, 1], vec![("strides", ints(&[2, 2]))]),
+        (
+            "5x3 stride 2 dilation 2",
+            vec![1, 3, 17, 15],
+            vec![4, 3, 5, 3],
+            vec![("strides", ints(&[2, 1])), ("dilations", ints(&[2, 2])), ("pads", ints(&[2, 1, 0, 3]))],
+        ),
+        (
+            "depthwise",
+            vec![2, 6, 10, 9],
+            vec![6, 1, 3, 3],
+            vec![("group", Attr::Int(6)), ("pads", ints(&[1, 1, 1, 1]))],
+        ),
+        (
+            "depthwise stride 2",
+            vec![1, 5, 13, 11],
+            vec![5, 1, 3, 3],
+            vec![("group", Attr::Int(5)), ("strides", ints(&[2, 2])), ("auto_pad", Attr::String("SAME_UPPER".into()))],
+        ),
+        ("grouped", vec![1, 6, 7, 8], vec![9, 2, 3, 3], vec![("group", Attr::Int(3))]),
+        ("1-D", vec![2, 4, 29], vec![3, 4, 5], vec![("pads", ints(&[2, 2]))]),
+    ];
+    for (i, (name, xs, ws, attrs)) in cases.into_iter().enumerate() {
+        let seed = 1000 + i as u64 * 10;
+        let conv = op("Conv", 18, attrs, 3);
+        let with = |bias: bool| {
+            let mut v = vec![In::Fed(t(seed, &xs)), In::Const(t(seed + 1, &ws))];
+            if bias {
+                v.push(In::Const(t(seed + 2, &[ws[0]])));
+            }
+            v
+        };
+        check_node(name, "Conv", conv.clone(), with(true), 1e-4);
+        check_node(name, "Conv", conv.clone(), with(false), 1e-4);
+        for act in [Activation::Relu, Activation::HardSwish] {
+            let fused = Arc::new(FusedConv { conv: conv.clone(), residual: false, act });
+            check_node(&format!("{name} + {act:?}"), "FusedConv", fused, with(true), 1e-4);
+        }
+        // A skip connection: the output's shape, added before the activation.
+        let want = conv.eval(&[Some(&t(seed, &xs)), Some(&t(seed + 1, &ws))]).unwrap().remove(0);
+        for act in [Activation::None, Activation::Relu] {
+            // Without a bias the slot before the residual is empty.
+            let mut inputs = with(act == Activation::None);
+            if act != Activation::None {
+                inputs.push(In::Absent);
+            }
+            inputs.push(In::Fed(t(seed + 3, want.shape())));
+            let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
+            check_node(&format!("{name} + residual + {act:?}"), "FusedConv", fused, inputs, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn pooling_matches_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let max = |attrs| op("MaxPool", 18, attrs, 1);
+    check_node(
+        "max 3x3 s2 pad 1",
+        "MaxPool",
+        max(vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))]),
+        vec![x(1, &[2, 3, 13, 11])],
+        0.0,
+    );
+    check_node(
+        "max 2x2 ceil",
+        "MaxPool",
+        max(vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2])), ("ceil_mode", Attr::Int(1))]),
+        vec![x(2, &[1, 5, 9, 7])],
+        0.0,
+    );
+    check_node(
+        "max dilated 1-D",
+        "MaxPool",
+        max(vec![("kernel_shape", ints(&[3])), ("dilations", ints(&[2]))]),
+        vec![x(3, &[2, 3, 17])],
+        0.0,
+    );
+    let avg = op("AveragePool", 18, vec![("kernel_shape", ints(&[3, 2])), ("strides", ints(&[2, 1]))], 1);
+    check_node("avg 3x2 s(2,1)", "AveragePool", avg, vec![x(4, &[2, 3, 11, 9])], 1e-5);
+    check_node(
+        "global avg",
+        "GlobalAveragePool",
+        op("GlobalAveragePool", 18, vec![], 1),
+        vec![x(5, &[3, 7, 5, 9])],
+        1e-5,
+    );
+    check_node("global max", "GlobalMaxPool", op("GlobalMaxPool", 18, vec![], 1), vec![x(6, &[2, 5, 13])], 0.0);
+}
+
+#[test]
+fn normalisations_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    for (axis, shape) in [(-1i64, vec![3, 37]), (1, vec![2, 5, 7]), (0, vec![9, 4])] {
+        for kind in ["Softmax", "LogSoftmax"] {
+            let o = op(kind, 13, vec![("axis", Attr::Int(axis))], 1);
+            check_node(&format!("{kind} axis {axis} {shape:?}"), kind, o, vec![x(7, &shape)], 1e-5);
+        }
+    }
+    let legacy = op("Softmax", 11, vec![("axis", Attr::Int(1))], 1);
+    check_node("Softmax opset 11 (2-D coerced)", "Softmax", legacy, vec![x(8, &[2, 3, 5])], 1e-5);
+    let c = 7;
+    let positive: Vec<f32> = random(c, 9).iter().map(|v| v.abs() + 0.1).collect();
+    let bn = op("BatchNormalization", 15, vec![("epsilon", Attr::Float(1e-3))], 5);
+    let params = vec![
+        x(10, &[2, c, 5, 3]),
+        In::Const(t(11, &[c])),
+        In::Const(t(12, &[c])),
+        In::Const(t(13, &[c])),
+        In::Const(Tensor::new(vec![c], positive).unwrap()),
+    ];
+    check_node("BatchNormalization", "BatchNormalization", bn, params, 1e-4);
+    let ln = Arc::new(FusedLayerNorm { epsilon: 1e-5 });
+    check_node(
+        "FusedLayerNorm",
+        "FusedLayerNorm",
+        ln,
+        vec![x(14, &[3, 5, 33]), In::Const(t(15, &[33])), In::Const(t(16, &[33]))],
+        1e-4,
+    );
 }
