@@ -228,3 +228,12 @@ func TestFinalizersFreeWhatIsDropped(t *testing.T) {
 		t.Fatalf("%d handles still live after GC, %d before", n, before)
 	}
 }
+
+// The OpenCL options load on the CPU too, which ignores them.
+func TestOpenCLOptionsAreIgnoredOnTheCPU(t *testing.T) {
+	s, err := Load(modelPath, &Options{Device: DeviceCPU, FP16Storage: true, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
