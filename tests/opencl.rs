@@ -578,3 +578,34 @@ fn normalisations_match_the_reference() {
         1e-4,
     );
 }
+
+/// `crx580 bench --json` says how many nodes the device runs; `--device auto` does not pick a
+/// CPU OpenCL platform such as PoCL (no GPU here), and `--device opencl` does.
+#[test]
+fn bench_counts_device_nodes_and_auto_prefers_the_native_cpu_to_pocl() {
+    let ctx = context();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/digits/digits.onnx");
+    let bench = |device: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crx580"))
+            .args(["bench", model.to_str().unwrap(), "--runs", "2", "--warmup", "0", "--json", "--device", device])
+            .args(["--cache-dir", cache_dir().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let number = |key: &str| -> usize {
+            let at =
+                text.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} missing in {text}")) + key.len() + 3;
+            text[at..].split([',', '}']).next().unwrap().parse().unwrap()
+        };
+        (number("device_nodes"), number("total_nodes"))
+    };
+    let (on_device, total) = bench("opencl");
+    assert!(total >= 5 && on_device + 1 >= total, "digits: {on_device} of {total} nodes on the device");
+    let (auto_device, auto_total) = bench("auto");
+    if ctx.device.is_gpu {
+        assert_eq!(auto_device, on_device, "auto picks the GPU");
+    } else {
+        assert_eq!((auto_device, auto_total), (0, total), "auto keeps the native CPU over {}", ctx.device.name);
+    }
+}

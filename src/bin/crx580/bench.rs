@@ -51,6 +51,9 @@ pub struct Report {
     pub warmup: usize,
     pub peak_rss_mb: f64,
     pub inputs: Vec<(String, Vec<usize>)>,
+    /// Nodes (after fusion) a device backend runs, and all nodes.
+    pub device_nodes: usize,
+    pub total_nodes: usize,
 }
 
 impl Report {
@@ -93,6 +96,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let session = Session::new(model, &options)?;
     let load_ms = load_model_ms + t1.elapsed().as_secs_f64() * 1e3;
     let refs: Vec<&Tensor> = inputs.iter().collect();
+    let kernels = session.kernels();
 
     let (runs, warmup) = (a.runs as usize, a.warmup as usize);
     let progress = progress_bar((1 + warmup + runs) as u64);
@@ -120,6 +124,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         warmup,
         peak_rss_mb: peak_rss_mb(),
         inputs: infos.iter().zip(&inputs).map(|(i, t)| (i.name.clone(), t.shape().to_vec())).collect(),
+        device_nodes: kernels.iter().filter(|(_, _, backend)| *backend != "cpu").count(),
+        total_nodes: kernels.len(),
     };
     if a.json {
         outln!("{}", json::bench(&report));
@@ -250,6 +256,8 @@ mod tests {
             warmup: 0,
             peak_rss_mb: 0.0,
             inputs: vec![],
+            device_nodes: 0,
+            total_nodes: 0,
         };
         // numpy.percentile([1, 2, 3, 4], [50, 90, 99]) == [2.5, 3.7, 3.97]
         assert_eq!(r.percentile(50.0), 2.5);
