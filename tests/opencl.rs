@@ -609,3 +609,54 @@ fn bench_counts_device_nodes_and_auto_prefers_the_native_cpu_to_pocl() {
         assert_eq!((auto_device, auto_total), (0, total), "auto keeps the native CPU over {}", ctx.device.name);
     }
 }
+
+/// The zoo's convolutional families (tests/models/zoo, made by tests/run.sh) with their Conv,
+/// pooling, norm and elementwise nodes on the device, against onnxruntime with the zoo's
+/// tolerance. PoCL runs them in seconds; the program cache keeps compiles out of reruns.
+#[test]
+fn zoo_conv_families_on_opencl_match_onnxruntime() {
+    context();
+    let dir = std::env::var_os("CRX580_ZOO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/model-zoo"));
+    let device_options = crx580::backend::DeviceOptions { cache_dir: Some(cache_dir()), ..Default::default() };
+    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, device_options, ..Default::default() };
+    let mut failures = vec![];
+    for name in ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "crnn_mv3"] {
+        let case = dir.join(name);
+        assert!(
+            case.join("model.onnx").exists(),
+            "zoo model {name} missing from {}: run python tests/models/zoo/gen_zoo.py --out {0} (tests/run.sh does)",
+            dir.display()
+        );
+        let session = crx580::Session::new(crx580::Model::load(case.join("model.onnx")).unwrap(), &options).unwrap();
+        let kernels = session.kernels();
+        let on_device = kernels.iter().filter(|k| k.2 == "opencl").count();
+        let heavy_on_cpu: Vec<&str> = kernels
+            .iter()
+            .filter(|k| {
+                k.2 == "cpu"
+                    && ["Conv", "FusedConv", "MaxPool", "GlobalAveragePool", "MatMul", "Gemm"].contains(&k.0.as_str())
+            })
+            .map(|k| k.0.as_str())
+            .collect();
+        assert!(heavy_on_cpu.is_empty(), "{name}: heavy nodes left on the CPU: {heavy_on_cpu:?}");
+        let started = std::time::Instant::now();
+        for set in common::data_sets(&case) {
+            let (inputs, want) = common::read_data_set(&set).unwrap();
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let got = session.run_positional(&refs).unwrap();
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                if let Err(e) = common::compare_zoo(g, w, None) {
+                    failures.push(format!("{name} output {k}: {e}"));
+                }
+            }
+        }
+        eprintln!(
+            "zoo {name}: {on_device} of {} nodes on the device, {:.2}s",
+            kernels.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
