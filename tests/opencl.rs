@@ -407,6 +407,11 @@ fn ints(v: &[i64]) -> Attr {
 
 /// Runs one node on the device (it must be placed there) and with the reference interpreter.
 fn check_node(name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: f32) {
+    check_node_on(&context(), name, op_type, op, inputs, tol)
+}
+
+/// [`check_node`] on the device of `ctx` (float16 storage or not).
+fn check_node_on(ctx: &Arc<Context>, name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: f32) {
     let mut g = Graph::default();
     let (mut ids, mut fed) = (vec![], vec![]);
     for (i, inp) in inputs.iter().enumerate() {
@@ -442,8 +447,7 @@ fn check_node(name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: 
     infer_facts(&mut g).unwrap();
     let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
     let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
-    let ctx = context();
-    let plan = compile_on(&ctx, &g);
+    let plan = compile_on(ctx, &g);
     assert_eq!(plan.kernel_names()[0].1, "opencl", "{name}: not placed on the device");
     let got = plan.run(&ThreadPool::new(1), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
     assert_eq!(got.shape(), want.shape(), "{name}");
@@ -659,4 +663,26 @@ fn zoo_conv_families_on_opencl_match_onnxruntime() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Conv (both paths), pooling and the norms with float16 storage: within float16 rounding of
+/// the reference (inputs in [-1, 1), so about 1e-3 relative per stored value).
+#[test]
+fn kernels_with_half_storage_match_the_reference_within_half_rounding() {
+    let ctx = own_context(true);
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let conv = op("Conv", 18, vec![("pads", ints(&[1, 1, 1, 1]))], 3);
+    let inputs = vec![x(1, &[1, 5, 9, 11]), In::Const(t(2, &[7, 5, 3, 3])), In::Const(t(3, &[7]))];
+    check_node_on(&ctx, "half conv 3x3", "Conv", conv, inputs, 2e-2);
+    let dw = op("Conv", 18, vec![("group", Attr::Int(4)), ("strides", ints(&[2, 2]))], 2);
+    check_node_on(&ctx, "half depthwise", "Conv", dw, vec![x(4, &[2, 4, 9, 8]), In::Const(t(5, &[4, 1, 3, 3]))], 2e-2);
+    let max = op("MaxPool", 18, vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))], 1);
+    check_node_on(&ctx, "half max pool", "MaxPool", max, vec![x(6, &[1, 3, 7, 9])], 2e-3);
+    let gap = op("GlobalAveragePool", 18, vec![], 1);
+    check_node_on(&ctx, "half global average", "GlobalAveragePool", gap, vec![x(7, &[2, 3, 5, 5])], 2e-3);
+    let sm = op("Softmax", 13, vec![("axis", Attr::Int(-1))], 1);
+    check_node_on(&ctx, "half softmax", "Softmax", sm, vec![x(8, &[4, 19])], 5e-3);
+    let ln = Arc::new(FusedLayerNorm { epsilon: 1e-5 });
+    let inputs = vec![x(9, &[3, 21]), In::Const(t(10, &[21])), In::Const(t(11, &[21]))];
+    check_node_on(&ctx, "half layer norm", "FusedLayerNorm", ln, inputs, 2e-2);
 }
