@@ -303,7 +303,7 @@ fn info_shows_which_nodes_the_opencl_device_runs() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("  opencl: runs 20 nodes: Add, Div, Erf, MatMul, Mul, Softmax; leaves"), "{text}");
+    assert!(text.contains("  opencl: runs 24 nodes: Add, Div, Erf, MatMul, Mul, Softmax, Transpose; leaves"), "{text}");
 }
 
 /// A plan of `graph` for the device of `ctx`, the CPU taking the rest.
@@ -685,4 +685,27 @@ fn kernels_with_half_storage_match_the_reference_within_half_rounding() {
     let ln = Arc::new(FusedLayerNorm { epsilon: 1e-5 });
     let inputs = vec![x(9, &[3, 21]), In::Const(t(10, &[21])), In::Const(t(11, &[21]))];
     check_node_on(&ctx, "half layer norm", "FusedLayerNorm", ln, inputs, 2e-2);
+}
+
+#[test]
+fn transpose_and_concat_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    for (perm, shape) in
+        [(vec![1, 0], vec![7, 13]), (vec![0, 2, 1, 3], vec![2, 3, 5, 7]), (vec![3, 1, 0, 2], vec![3, 4, 5, 6])]
+    {
+        let o = op("Transpose", 13, vec![("perm", ints(&perm))], 1);
+        check_node(&format!("Transpose {perm:?} of {shape:?}"), "Transpose", o, vec![x(20, &shape)], 0.0);
+    }
+    let default = op("Transpose", 13, vec![], 1);
+    check_node("Transpose reversing 5 axes", "Transpose", default, vec![x(21, &[2, 3, 1, 4, 5])], 0.0);
+    let concat = |axis: i64, n| op("Concat", 13, vec![("axis", Attr::Int(axis))], n);
+    check_node(
+        "Concat axis 1",
+        "Concat",
+        concat(1, 3),
+        vec![x(22, &[2, 3, 5]), x(23, &[2, 1, 5]), x(24, &[2, 4, 5])],
+        0.0,
+    );
+    check_node("Concat axis -1", "Concat", concat(-1, 2), vec![x(25, &[3, 7]), In::Const(t(26, &[3, 2]))], 0.0);
+    check_node("Concat axis 0 with an empty input", "Concat", concat(0, 2), vec![x(27, &[0, 4]), x(28, &[3, 4])], 0.0);
 }

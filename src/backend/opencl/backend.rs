@@ -1,7 +1,8 @@
 //! `OpenClBackend`: which nodes the device takes, and their prepared kernels. It claims f32
 //! MatMul, Gemm, FusedMatMul, elementwise arithmetic and activations (gemm.cl, elementwise.cl),
 //! Conv/FusedConv (conv.cl with gemm.cl), MaxPool, AveragePool without padding, global pooling
-//! (pool.cl), Softmax/LogSoftmax, inference BatchNormalization and the fused LayerNorm (norm.cl).
+//! (pool.cl), Softmax/LogSoftmax, inference BatchNormalization and the fused LayerNorm (norm.cl),
+//! Transpose and Concat (movement.cl).
 //! Tensors stay on the device between these nodes (`resident.rs`); weights are uploaded once, at
 //! prepare. A run that meets inputs a kernel does not take (another dtype, shapes it has no
 //! path for) runs the reference kernel instead, so the answer is always right.
@@ -9,6 +10,7 @@
 use super::conv::{self, ConvProgram};
 use super::elementwise::{BinaryOp, Elementwise};
 use super::gemm::{BiasLayout, Gemm, GemmCall};
+use super::movement::{self, MovementProgram};
 use super::norm::{self, NormProgram};
 use super::pool::{self, PoolProgram};
 use super::resident::{self, ClTensor};
@@ -33,6 +35,7 @@ pub struct OpenClBackend {
     conv: OnceLock<Arc<ConvProgram>>,
     pool: OnceLock<Arc<PoolProgram>>,
     norm: OnceLock<Arc<NormProgram>>,
+    movement: OnceLock<Arc<MovementProgram>>,
 }
 
 /// The backend's part of the session options.
@@ -71,6 +74,7 @@ impl OpenClBackend {
             conv: OnceLock::new(),
             pool: OnceLock::new(),
             norm: OnceLock::new(),
+            movement: OnceLock::new(),
         }
     }
 
@@ -96,6 +100,10 @@ impl OpenClBackend {
 
     fn norm(&self) -> Result<Arc<NormProgram>> {
         get(&self.norm, || NormProgram::new(&self.ctx))
+    }
+
+    fn movement(&self) -> Result<Arc<MovementProgram>> {
+        get(&self.movement, || MovementProgram::new(&self.ctx))
     }
 
     /// Uploads the node's constant f32 inputs now (attached to their storage, so every run and
@@ -145,7 +153,8 @@ impl Backend for OpenClBackend {
         if op.is::<MatMul>() || op.is::<FusedMatMul>() || op.is::<GemmOp>() {
             return f32_inputs(node.inputs.len());
         }
-        if conv::claims(graph, node) || pool::claims(node) || norm::claims(graph, node) {
+        if conv::claims(graph, node) || pool::claims(node) || norm::claims(graph, node) || movement::claims(graph, node)
+        {
             return f32_inputs(1);
         }
         match elementwise_of(graph, node) {
@@ -166,6 +175,9 @@ impl Backend for OpenClBackend {
         }
         if norm::claims(graph, node) {
             return norm::prepare(node, self.norm()?);
+        }
+        if movement::claims(graph, node) {
+            return movement::prepare(node, self.movement()?);
         }
         let matmul = |act, fused_bias, gemm_attrs| -> Result<Box<dyn Kernel>> {
             Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs }))

@@ -2,7 +2,7 @@
 //! queue per device with buffers (`context`), programs built from `kernels/*.cl` with an on-disk
 //! binary cache (`program`, `cache`), per-device kernel parameters (`tuning`), tensors that stay
 //! on the device between nodes (`resident`), and one launcher per kernel file (`gemm`,
-//! `elementwise`, `conv`, `pool`, `norm`; `activation` and `storage.cl` are their prelude).
+//! `elementwise`, `conv`, `pool`, `norm`, `movement`; `activation` and `storage.cl` are their prelude).
 
 pub mod activation;
 pub mod backend;
@@ -13,6 +13,7 @@ pub mod device;
 pub mod elementwise;
 pub mod gemm;
 pub mod loader;
+pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod program;

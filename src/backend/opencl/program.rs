@@ -18,6 +18,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("conv.cl", include_str!("../../../kernels/conv.cl")),
     ("pool.cl", include_str!("../../../kernels/pool.cl")),
     ("norm.cl", include_str!("../../../kernels/norm.cl")),
+    ("movement.cl", include_str!("../../../kernels/movement.cl")),
 ];
 
 /// The files every other kernel file is compiled after: element storage and the activations.
