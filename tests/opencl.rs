@@ -709,3 +709,38 @@ fn transpose_and_concat_match_the_reference() {
     check_node("Concat axis -1", "Concat", concat(-1, 2), vec![x(25, &[3, 7]), In::Const(t(26, &[3, 2]))], 0.0);
     check_node("Concat axis 0 with an empty input", "Concat", concat(0, 2), vec![x(27, &[0, 4]), x(28, &[3, 4])], 0.0);
 }
+
+/// `CRX580_OPENCL_CHECK=1` compares every device node with the reference kernel: a correct
+/// kernel passes, and a sabotaged one (Add computing a - b, through `CRX580_KERNELS_DIR`) fails
+/// the run naming the node.
+#[test]
+fn the_check_option_names_the_first_node_that_differs() {
+    context();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let case = root.join("tests/models/golden/attention_block");
+    let bad = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sabotaged-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&bad).unwrap();
+    for (file, text) in SOURCES {
+        let text = if *file == "elementwise.cl" {
+            text.replace("case 0: return a + b;", "case 0: return a - b;")
+        } else {
+            text.to_string()
+        };
+        std::fs::write(bad.join(file), text).unwrap();
+    }
+    let run = |kernels: Option<&PathBuf>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crx580"));
+        cmd.arg("run").arg(case.join("model.onnx")).arg(case.join("test_data_set_0/input_0.pb"));
+        cmd.args(["--device", "opencl", "--cache-dir", cache_dir().to_str().unwrap()]).env("CRX580_OPENCL_CHECK", "1");
+        if let Some(k) = kernels {
+            cmd.env("CRX580_KERNELS_DIR", k);
+        }
+        cmd.output().unwrap()
+    };
+    let good = run(None);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let broken = run(Some(&bad));
+    let text = String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success() && text.contains("CRX580_OPENCL_CHECK: output 0 of node (Add) differs"), "{text}");
+    std::fs::remove_dir_all(&bad).unwrap();
+}

@@ -165,6 +165,16 @@ impl Backend for OpenClBackend {
     }
 
     fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
+        let kernel = self.prepare_kernel(graph, node)?;
+        if std::env::var_os("CRX580_OPENCL_CHECK").is_some_and(|v| !v.is_empty() && v != "0") {
+            return Ok(Box::new(Checked { kernel, op: node.op.clone(), node: node.describe() }));
+        }
+        Ok(kernel)
+    }
+}
+
+impl OpenClBackend {
+    fn prepare_kernel(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
         self.upload_weights(graph, node)?;
         let op = node.op.clone();
         if conv::claims(graph, node) {
@@ -195,6 +205,44 @@ impl Backend for OpenClBackend {
             Some(kind) => Ok(Box::new(ElementwiseKernel { op, ew: self.elementwise()?, kind })),
             None => crate::bail!(Unsupported, "the OpenCL backend has no kernel for {}", node.op_type),
         }
+    }
+}
+
+/// A device kernel checked against the reference kernel on every run (`CRX580_OPENCL_CHECK=1`, a
+/// debugging aid): the first node whose outputs differ fails the run with its name and the
+/// largest difference.
+#[derive(Debug)]
+struct Checked {
+    kernel: Box<dyn Kernel>,
+    op: Arc<dyn Op>,
+    node: String,
+}
+
+impl Kernel for Checked {
+    fn name(&self) -> &'static str {
+        self.kernel.name()
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let got = self.kernel.run(ctx, inputs)?;
+        let want = Reference { op: self.op.clone() }.run(ctx, inputs)?;
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let (Ok(g), Ok(w)) = (g.as_tensor(), w.as_tensor()) else { continue };
+            let (Ok(gv), Ok(wv)) = (g.as_slice::<f32>(), w.as_slice::<f32>()) else { continue };
+            let worst = gv.iter().zip(wv).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
+            if g.shape() != w.shape() || !(worst <= 1e-3) {
+                crate::bail!(
+                    Runtime,
+                    "CRX580_OPENCL_CHECK: output {k} of {} differs from the reference kernel's (shape {:?} vs {:?}, \
+                     largest relative difference {worst})",
+                    self.node,
+                    g.shape(),
+                    w.shape()
+                );
+            }
+        }
+        log::debug!("CRX580_OPENCL_CHECK: {} matches the reference", self.node);
+        Ok(got)
     }
 }
 
