@@ -230,7 +230,7 @@ impl Kernel for Checked {
             let (Ok(g), Ok(w)) = (g.as_tensor(), w.as_tensor()) else { continue };
             let (Ok(gv), Ok(wv)) = (g.as_slice::<f32>(), w.as_slice::<f32>()) else { continue };
             let worst = gv.iter().zip(wv).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
-            if g.shape() != w.shape() || !(worst <= 1e-3) {
+            if g.shape() != w.shape() || worst.is_nan() || worst > 1e-3 {
                 crate::bail!(
                     Runtime,
                     "CRX580_OPENCL_CHECK: output {k} of {} differs from the reference kernel's (shape {:?} vs {:?}, \
