@@ -125,11 +125,15 @@ typedef struct crx_session_options {
     // How long one run may take, in milliseconds; a run past it stops with
     // `CRX_ERR_RESOURCE_LIMIT`. 0 (the default) means no limit.
     uint64_t max_run_time_ms;
-    // Non-zero: keep float weights in float16 on the device. Not implemented by this build:
-    // non-zero fails with `CRX_ERR_UNSUPPORTED`. Default 0.
+    // Non-zero: an OpenCL device stores float32 tensors (weights and activations) as float16,
+    // halving their memory and bandwidth; kernels still compute in float32, so results differ
+    // from float32 storage by float16 rounding (about 1e-3 relative). The CPU backend ignores
+    // it: its tensors stay float32. Default 0.
     int32_t fp16_storage;
-    // Directory where a GPU backend keeps its tuning results and compiled programs (UTF-8,
-    // copied during the call); NULL (the default) means none. The CPU backend ignores it.
+    // Directory where the OpenCL backend keeps its compiled programs (UTF-8, copied during the
+    // call; created when missing). NULL (the default): the `CRX580_CACHE_DIR` environment
+    // variable, else `$XDG_CACHE_HOME/crx580/opencl` or `~/.cache/crx580/opencl`. The CPU backend
+    // ignores it.
     const char *cache_dir;
 } crx_session_options;
 
@@ -215,12 +219,14 @@ typedef struct crx_server_options {
 // C ABI yet.
 #define CRX_VALUE_OPTIONAL 3
 
-// The best device this build can use (the CPU for now).
+// An OpenCL GPU when one is present, else the CPU (a CPU OpenCL platform such as PoCL is not
+// preferred over the native CPU backend).
 #define CRX_DEVICE_AUTO 0
 
 #define CRX_DEVICE_CPU 1
 
-// An OpenCL GPU; this build has no OpenCL backend yet, so sessions asking for it fail with
+// The first OpenCL device (GPUs first); nodes it has no kernel for run on the CPU. Without an
+// OpenCL driver (or in a build without the OpenCL backend) sessions asking for it fail with
 // `CRX_ERR_UNSUPPORTED`.
 #define CRX_DEVICE_OPENCL 2
 

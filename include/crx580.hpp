@@ -219,6 +219,19 @@ struct SessionOptions {
     SessionOptions &threads(uint32_t n) { raw.threads = n; return *this; }
     SessionOptions &max_tensor_bytes(uint64_t n) { raw.max_tensor_bytes = n; return *this; }
     SessionOptions &max_run_time_ms(uint64_t ms) { raw.max_run_time_ms = ms; return *this; }
+    /* float16 tensors on an OpenCL device (computed in float32); the CPU ignores it. */
+    SessionOptions &fp16_storage(bool on) { raw.fp16_storage = on ? 1 : 0; return *this; }
+    /* Where the OpenCL backend caches compiled programs; kept here, passed at session creation. */
+    SessionOptions &cache_dir(std::string dir) { cache_dir_ = std::move(dir); return *this; }
+    /* `raw` with the cache directory pointing into this object (valid while it lives unchanged). */
+    crx_session_options resolved() const {
+        crx_session_options o = raw;
+        o.cache_dir = cache_dir_.empty() ? raw.cache_dir : cache_dir_.c_str();
+        return o;
+    }
+
+private:
+    std::string cache_dir_;
 };
 
 /* A named input for Session::run: session.run({{"image", tensor}}). */
@@ -232,7 +245,8 @@ public:
     explicit Session(const Model &model, const SessionOptions &options = SessionOptions()) {
         crx_session *s = nullptr;
         detail::check(crx_model_output_count(model.get(), &output_count_));
-        detail::check(crx_session_create(model.get(), &options.raw, &s));
+        const crx_session_options raw = options.resolved();
+        detail::check(crx_session_create(model.get(), &raw, &s));
         handle_.reset(s);
     }
     /* Runs with named inputs; the outputs in the model's order. Thread-safe. */

@@ -23,17 +23,18 @@ inline float crx_binary(int op, float a, float b) {
 }
 
 // out[i] = act(a[i] op b[i]) for i < n: both inputs have the output's shape.
-kernel void binary_flat(const int n, const global float *a, const global float *b, global float *out,
-                        const int op, const int act, const float act_a, const float act_b) {
+kernel void binary_flat(const int n, const global store_t *a, const global store_t *b,
+                        global store_t *out, const int op, const int act, const float act_a,
+                        const float act_b) {
     const int i = get_global_id(0);
-    if (i < n) out[i] = crx_activate(crx_binary(op, a[i], b[i]), act, act_a, act_b);
+    if (i < n) ST(out, i, crx_activate(crx_binary(op, LD(a, i), LD(b, i)), act, act_a, act_b));
 }
 
 // Broadcasting: `meta` holds the output's dims, then a's and b's element strides per output
 // dimension (0 where that input is broadcast), MAX_RANK each, outermost first, padded with
 // dims of 1 in front.
-kernel void binary_broadcast(const int n, const global float *a, const global float *b,
-                             global float *out, const global int *meta, const int op, const int act,
+kernel void binary_broadcast(const int n, const global store_t *a, const global store_t *b,
+                             global store_t *out, const global int *meta, const int op, const int act,
                              const float act_a, const float act_b) {
     const int i = get_global_id(0);
     if (i >= n) return;
@@ -45,12 +46,12 @@ kernel void binary_broadcast(const int n, const global float *a, const global fl
         ia += coord * meta[MAX_RANK + d];
         ib += coord * meta[2 * MAX_RANK + d];
     }
-    out[i] = crx_activate(crx_binary(op, a[ia], b[ib]), act, act_a, act_b);
+    ST(out, i, crx_activate(crx_binary(op, LD(a, ia), LD(b, ib)), act, act_a, act_b));
 }
 
 // out[i] = act(x[i]).
-kernel void unary(const int n, const global float *x, global float *out, const int act,
+kernel void unary(const int n, const global store_t *x, global store_t *out, const int act,
                   const float act_a, const float act_b) {
     const int i = get_global_id(0);
-    if (i < n) out[i] = crx_activate(x[i], act, act_a, act_b);
+    if (i < n) ST(out, i, crx_activate(LD(x, i), act, act_a, act_b));
 }

@@ -41,28 +41,33 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define floatV CAT(float, VW)
-// A vector load at any float address: PoCL turns vloadN into N scalar loads, a dereference of
-// a vector type with float alignment into one unaligned vector load.
+// A vector load at any element address: PoCL turns vloadN into N scalar loads, a dereference of
+// a vector type with float alignment into one unaligned vector load. Half storage (storage.cl)
+// loads with vload_halfN.
+#if HALF_STORAGE
+#define LOADV(p) CAT(vload_half, VW)(0, (p))
+#else
 typedef floatV __attribute__((aligned(4))) floatV_unaligned;
 #define LOADV(p) (*(const global floatV_unaligned *)(p))
+#endif
 
 // The epilogue of one output element: alpha, the bias, the activation, the residual.
-inline void gemm_store(global float *C, int ldc, int m, int n, float acc, float alpha, float beta,
-                       const global float *bias, int bias_rs, int bias_cs, int has_bias,
-                       const global float *res, int ldr, int has_res, int act, float act_a, float act_b) {
+inline void gemm_store(global store_t *C, int ldc, int m, int n, float acc, float alpha, float beta,
+                       const global store_t *bias, int bias_rs, int bias_cs, int has_bias,
+                       const global store_t *res, int ldr, int has_res, int act, float act_a, float act_b) {
     float v = alpha * acc;
-    if (has_bias) v += beta * bias[m * bias_rs + n * bias_cs];
+    if (has_bias) v += beta * LD(bias, m * bias_rs + n * bias_cs);
     v = crx_activate(v, act, act_a, act_b);
-    if (has_res) v += res[m * ldr + n];
-    C[m * ldc + n] = v;
+    if (has_res) v += LD(res, m * ldr + n);
+    ST(C, m * ldc + n, v);
 }
 
 #define GEMM_ARGS                                                                                  \
-    const int M, const int N, const int K, const global float *A, const int a_rs, const int a_cs,  \
-        const int a_bs, const global float *B, const int ldb, const int b_bs, global float *C,     \
-        const int ldc, const int c_bs, const float alpha, const float beta,                        \
-        const global float *bias, const int bias_rs, const int bias_cs, const int bias_bs,         \
-        const int has_bias, const global float *res, const int ldr, const int r_bs,                \
+    const int M, const int N, const int K, const global store_t *A, const int a_rs,                \
+        const int a_cs, const int a_bs, const global store_t *B, const int ldb, const int b_bs,    \
+        global store_t *C, const int ldc, const int c_bs, const float alpha, const float beta,     \
+        const global store_t *bias, const int bias_rs, const int bias_cs, const int bias_bs,       \
+        const int has_bias, const global store_t *res, const int ldr, const int r_bs,                \
         const int has_res, const int act, const float act_a, const float act_b
 
 #define STORE(m, n, v)                                                                              \
@@ -91,13 +96,13 @@ kernel __attribute__((reqd_work_group_size(1, 1, 1))) void gemm(GEMM_ARGS) {
         floatV acc[MWI][NV];
         for (int i = 0; i < MWI; i++)
             for (int j = 0; j < NV; j++) acc[i][j] = (floatV)(0.0f);
-        const global float *a = A + m0 * a_rs;
-        const global float *b = B + n0;
+        const global store_t *a = A + m0 * a_rs;
+        const global store_t *b = B + n0;
         for (int k = 0; k < K; k++) {
             floatV bv[NV];
             for (int j = 0; j < NV; j++) bv[j] = LOADV(b + j * VW);
             for (int i = 0; i < MWI; i++) {
-                const float av = a[i * a_rs];
+                const float av = LD(a, i * a_rs);
                 for (int j = 0; j < NV; j++) acc[i][j] = mad((floatV)(av), bv[j], acc[i][j]);
             }
             a += a_cs;
@@ -118,8 +123,8 @@ kernel __attribute__((reqd_work_group_size(1, 1, 1))) void gemm(GEMM_ARGS) {
             for (int j = 0; j < NWI_V; j++) acc[i][j] = 0.0f;
         for (int k = 0; k < K; k++) {
             for (int i = 0; i < mi; i++) {
-                const float av = A[(m0 + i) * a_rs + k * a_cs];
-                for (int j = 0; j < ni; j++) acc[i][j] = fma(av, B[k * ldb + n0 + j], acc[i][j]);
+                const float av = LD(A, (m0 + i) * a_rs + k * a_cs);
+                for (int j = 0; j < ni; j++) acc[i][j] = fma(av, LD(B, k * ldb + n0 + j), acc[i][j]);
             }
         }
         for (int i = 0; i < mi; i++)
@@ -155,12 +160,12 @@ kernel __attribute__((reqd_work_group_size(TDX, TDY, 1))) void gemm(GEMM_ARGS) {
         for (int idx = lid; idx < MWG * KWG; idx += WGS) {
             const int m = idx / KWG, k = idx % KWG;
             const int gm = m_base + m, gk = k0 + k;
-            As[k][m] = (gm < M && gk < K) ? A[gm * a_rs + gk * a_cs] : 0.0f;
+            As[k][m] = (gm < M && gk < K) ? LD(A, gm * a_rs + gk * a_cs) : 0.0f;
         }
         for (int idx = lid; idx < NWG * KWG; idx += WGS) {
             const int k = idx / NWG, n = idx % NWG;
             const int gn = n_base + n, gk = k0 + k;
-            Bs[k][n] = (gn < N && gk < K) ? B[gk * ldb + gn] : 0.0f;
+            Bs[k][n] = (gn < N && gk < K) ? LD(B, gk * ldb + gn) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int k = 0; k < KWG; k++) {
@@ -185,9 +190,9 @@ kernel __attribute__((reqd_work_group_size(TDX, TDY, 1))) void gemm(GEMM_ARGS) {
 #endif
 
 // out[b][c][r] = in[b][r][c] for a batch of rows x cols matrices (B^T for a transposed B).
-kernel void transpose(const int rows, const int cols, const global float *in, global float *out) {
+kernel void transpose(const int rows, const int cols, const global store_t *in, global store_t *out) {
     const int c = get_global_id(0), r = get_global_id(1), b = get_global_id(2);
     if (r >= rows || c >= cols) return;
     const int plane = rows * cols;
-    out[b * plane + c * rows + r] = in[b * plane + r * cols + c];
+    ST(out, b * plane + c * rows + r, LD(in, b * plane + r * cols + c));
 }

@@ -3,7 +3,7 @@
 
 use crate::backend::cpu::pool::{ThreadPool, SPIN};
 use crate::backend::plan::NodeTime;
-use crate::backend::{backends_for, compile, CompiledGraph, Device};
+use crate::backend::{backends_with, compile, CompiledGraph, Device, DeviceOptions};
 use crate::error::catch_panics;
 use crate::ir::infer::infer_facts;
 use crate::ir::limits::{with_max_tensor_bytes, with_time_limit, DEFAULT_MAX_TENSOR_BYTES};
@@ -194,6 +194,8 @@ pub struct SessionOptions {
     /// sleep: node hand-offs then take a fraction of a microsecond instead of tens, at the cost
     /// of a little CPU around each run. Turn it off when many sessions share few cores.
     pub spin: bool,
+    /// The OpenCL device's storage format and program cache (the CPU ignores them).
+    pub device_options: DeviceOptions,
 }
 
 impl Default for SessionOptions {
@@ -204,6 +206,7 @@ impl Default for SessionOptions {
             max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
             max_run_time: None,
             spin: true,
+            device_options: DeviceOptions::default(),
         }
     }
 }
@@ -225,7 +228,7 @@ impl Session {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let backends = backends_for(options.device)?;
+        let backends = backends_with(options.device, &options.device_options)?;
         let compiled = with_max_tensor_bytes(model.max_tensor_bytes, || {
             catch_panics("compiling the model", || compile(&model.graph, &backends))
         })?;

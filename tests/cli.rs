@@ -111,7 +111,7 @@ fn bench_prints_one_json_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     let j = stdout(&o);
     assert_eq!(j.trim().lines().count(), 1, "{j}");
-    for key in ["median_ms", "p90_ms", "min_ms", "\"runs\":3", "load_ms", "peak_rss_mb"] {
+    for key in ["median_ms", "p90_ms", "min_ms", "\"runs\":3", "load_ms", "peak_rss_mb", "\"total_nodes\":"] {
         assert!(j.contains(key), "{key} missing in {j}");
     }
 }

@@ -5,12 +5,19 @@
 
 mod common;
 
+use crx580::backend::cpu::pool::ThreadPool;
+use crx580::backend::cpu::CpuBackend;
 use crx580::backend::opencl::elementwise::{BinaryOp, Elementwise};
 use crx580::backend::opencl::gemm::{BiasLayout, Gemm, GemmCall};
 use crx580::backend::opencl::program::{Arg, Program, SOURCES};
 use crx580::backend::opencl::tuning::GemmParams;
-use crx580::backend::opencl::Context;
-use crx580::ops::fused::Activation;
+use crx580::backend::opencl::{Context, OpenClBackend};
+use crx580::backend::{compile, Backend, CompiledGraph};
+use crx580::ir::infer::infer_facts;
+use crx580::ir::interp::Interpreter;
+use crx580::ir::{Attr, Attributes, DataRef, Dim, Fact, Graph, Node, Op};
+use crx580::ops::fused::{Activation, FusedConv, FusedLayerNorm};
+use crx580::ops::{registry, BuildCtx};
 use crx580::Tensor;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -275,8 +282,8 @@ fn golden_models_on_opencl_match_onnxruntime() {
     // against onnxruntime's outputs with the CPU's tolerance.
     context(); // fails with the install hint when there is no device
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden");
-    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, ..Default::default() };
-    std::env::set_var("CRX580_CACHE_DIR", cache_dir());
+    let device_options = crx580::backend::DeviceOptions { cache_dir: Some(cache_dir()), ..Default::default() };
+    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, device_options, ..Default::default() };
     let cases = common::cases_in(&dir, None);
     assert!(cases.len() >= 20, "golden models missing from {}", dir.display());
     let failures: Vec<String> = cases
@@ -296,5 +303,444 @@ fn info_shows_which_nodes_the_opencl_device_runs() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("  opencl: runs 19 nodes: Add, Div, Erf, MatMul, Mul; leaves"), "{text}");
+    assert!(text.contains("  opencl: runs 24 nodes: Add, Div, Erf, MatMul, Mul, Softmax, Transpose; leaves"), "{text}");
+}
+
+/// A plan of `graph` for the device of `ctx`, the CPU taking the rest.
+fn compile_on(ctx: &Arc<Context>, graph: &Graph) -> CompiledGraph {
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(OpenClBackend::on(ctx.clone())), Arc::new(CpuBackend)];
+    compile(graph, &backends).unwrap()
+}
+
+/// A context of its own (its transfer counts are this test's alone), sharing the program cache.
+fn own_context(half_storage: bool) -> Arc<Context> {
+    Context::with_storage(context().device.clone(), Some(cache_dir()), half_storage).unwrap()
+}
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden").join(name)
+}
+
+/// Runs golden model `name` twice on a plan for `ctx`; checks the outputs against onnxruntime's
+/// and that a run uploads only the graph inputs and downloads only the outputs, when read.
+/// Returns (device nodes, total nodes).
+fn run_resident(ctx: &Arc<Context>, name: &str, rtol: f64, atol: f64) -> (usize, usize) {
+    let case = golden(name);
+    let model = crx580::Model::load(case.join("model.onnx")).unwrap();
+    let plan = compile_on(ctx, model.graph());
+    let placed = plan.kernel_names();
+    let on_device = placed.iter().filter(|(_, b)| *b == "opencl").count();
+    let set = common::data_sets(&case).remove(0);
+    let (inputs, want) = common::read_data_set(&set).unwrap();
+    let pool = ThreadPool::new(2);
+    for run in 0..2 {
+        // Fresh input tensors each run: a tensor read again keeps its device copy (no upload).
+        let fresh: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| Tensor::new(t.shape().to_vec(), t.as_slice::<f32>().unwrap().to_vec()).unwrap())
+            .collect();
+        let refs: Vec<DataRef> = fresh.iter().map(DataRef::Tensor).collect();
+        let before = ctx.transfers();
+        let outs = plan.run(&pool, &refs, &[], None).unwrap();
+        let ran = ctx.transfers();
+        assert_eq!(ran.uploads - before.uploads, inputs.len() as u64, "{name} run {run}: uploads {ran:?}");
+        assert_eq!(ran.downloads, before.downloads, "{name} run {run}: nothing comes back until it is read");
+        for (k, (o, w)) in outs.iter().zip(&want).enumerate() {
+            common::compare(o.as_tensor().unwrap(), w, rtol, atol).unwrap_or_else(|e| panic!("{name} output {k}: {e}"));
+        }
+        let read = ctx.transfers();
+        assert_eq!(read.downloads - ran.downloads, want.len() as u64, "{name} run {run}: one download per output");
+    }
+    (on_device, placed.len())
+}
+
+#[test]
+fn chains_of_device_nodes_transfer_only_inputs_and_outputs() {
+    let ctx = own_context(false);
+    // mlp: MatMul, Add, Relu, Softmax, all on the device. cnn_bn: Conv, BatchNorm, Relu, MaxPool,
+    // GlobalAveragePool and Gemm on the device around a Flatten on the CPU (a view: no transfer).
+    let (mlp_device, mlp_total) = run_resident(&ctx, "mlp", 1e-3, 1e-4);
+    assert_eq!(mlp_device, mlp_total, "every mlp node runs on the device");
+    let (cnn_device, cnn_total) = run_resident(&ctx, "cnn_bn", 1e-3, 1e-4);
+    assert!(cnn_device + 1 >= cnn_total, "only Flatten stays on the CPU: {cnn_device} of {cnn_total}");
+    let t = ctx.transfers();
+    eprintln!("transfers after 2 runs of mlp and cnn_bn: {t:?}");
+}
+
+#[test]
+fn half_storage_halves_device_memory_and_stays_close_to_onnxruntime() {
+    let ctx = own_context(true);
+    let (device, _) = run_resident(&ctx, "mlp", 2e-2, 2e-3);
+    assert!(device > 0);
+    let t = ctx.transfers();
+    assert!(t.uploads > 0 && t.upload_bytes > 0);
+    // Weights and inputs cross as halves: 2 bytes per element. The mlp's tensors are small, so
+    // compare with the f32 context's byte count for the same work.
+    let f32_ctx = own_context(false);
+    run_resident(&f32_ctx, "mlp", 1e-3, 1e-4);
+    let t32 = f32_ctx.transfers();
+    assert_eq!(t.upload_bytes * 2, t32.upload_bytes, "half storage uploads half the bytes");
+    assert_eq!(t.download_bytes * 2, t32.download_bytes);
+    run_resident(&ctx, "cnn_bn", 2e-2, 2e-2);
+}
+
+/// An input of a one-node graph: fed at run time or a constant.
+enum In {
+    Fed(Tensor),
+    Const(Tensor),
+    Absent,
+}
+
+fn op(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
+    let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs, num_outputs: 1 };
+    Arc::from(registry().get("", op_type).unwrap()(&ctx).unwrap())
+}
+
+fn t(seed: u64, shape: &[usize]) -> Tensor {
+    Tensor::new(shape.to_vec(), random(shape.iter().product(), seed)).unwrap()
+}
+
+fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+/// Runs one node on the device (it must be placed there) and with the reference interpreter.
+fn check_node(name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: f32) {
+    check_node_on(&context(), name, op_type, op, inputs, tol)
+}
+
+/// [`check_node`] on the device of `ctx` (float16 storage or not).
+fn check_node_on(ctx: &Arc<Context>, name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: f32) {
+    let mut g = Graph::default();
+    let (mut ids, mut fed) = (vec![], vec![]);
+    for (i, inp) in inputs.iter().enumerate() {
+        let id = match inp {
+            In::Fed(t) => {
+                let id = g.add_value(
+                    format!("x{i}"),
+                    Fact::new(t.dtype(), t.shape().iter().map(|&d| Dim::Known(d)).collect()),
+                );
+                g.inputs.push(id);
+                fed.push(t);
+                id
+            }
+            In::Const(t) => g.add_value(format!("c{i}"), Fact::constant(Arc::new(t.clone()))),
+            In::Absent => {
+                ids.push(None);
+                continue;
+            }
+        };
+        ids.push(Some(id));
+    }
+    let y = g.add_value("y", Fact::unknown());
+    g.outputs = vec![y];
+    g.nodes.push(Node {
+        name: name.into(),
+        domain: String::new(),
+        op_type: op_type.into(),
+        attrs: Attributes::default(),
+        op,
+        inputs: ids,
+        outputs: vec![y],
+    });
+    infer_facts(&mut g).unwrap();
+    let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
+    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let plan = compile_on(ctx, &g);
+    assert_eq!(plan.kernel_names()[0].1, "opencl", "{name}: not placed on the device");
+    let got = plan.run(&ThreadPool::new(1), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+    assert_eq!(got.shape(), want.shape(), "{name}");
+    assert!(got.storage().device_buffer().is_some(), "{name}: the output is the device's");
+    assert_close(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap(), tol, name);
+}
+
+#[test]
+fn convolutions_match_the_reference() {
+    type Case = (&'static str, Vec<usize>, Vec<usize>, Vec<(&'static str, Attr)>);
+    let cases: Vec<Case> = vec![
+        ("3x3 pad 1", vec![2, 3, 11, 13], vec![5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))]),
+        ("1x1", vec![1, 7, 9, 5], vec![11, 7, 1, 1], vec![]),
+        ("1x1 stride 2", vec![1, 4, 9, 7], vec![6, 4, 1, 1], vec![("strides", ints(&[2, 2]))]),
+        (
+            "5x3 stride 2 dilation 2",
+            vec![1, 3, 17, 15],
+            vec![4, 3, 5, 3],
+            vec![("strides", ints(&[2, 1])), ("dilations", ints(&[2, 2])), ("pads", ints(&[2, 1, 0, 3]))],
+        ),
+        (
+            "depthwise",
+            vec![2, 6, 10, 9],
+            vec![6, 1, 3, 3],
+            vec![("group", Attr::Int(6)), ("pads", ints(&[1, 1, 1, 1]))],
+        ),
+        (
+            "depthwise stride 2",
+            vec![1, 5, 13, 11],
+            vec![5, 1, 3, 3],
+            vec![("group", Attr::Int(5)), ("strides", ints(&[2, 2])), ("auto_pad", Attr::String("SAME_UPPER".into()))],
+        ),
+        ("grouped", vec![1, 6, 7, 8], vec![9, 2, 3, 3], vec![("group", Attr::Int(3))]),
+        ("1-D", vec![2, 4, 29], vec![3, 4, 5], vec![("pads", ints(&[2, 2]))]),
+    ];
+    for (i, (name, xs, ws, attrs)) in cases.into_iter().enumerate() {
+        let seed = 1000 + i as u64 * 10;
+        let conv = op("Conv", 18, attrs, 3);
+        let with = |bias: bool| {
+            let mut v = vec![In::Fed(t(seed, &xs)), In::Const(t(seed + 1, &ws))];
+            if bias {
+                v.push(In::Const(t(seed + 2, &[ws[0]])));
+            }
+            v
+        };
+        check_node(name, "Conv", conv.clone(), with(true), 1e-4);
+        check_node(name, "Conv", conv.clone(), with(false), 1e-4);
+        for act in [Activation::Relu, Activation::HardSwish] {
+            let fused = Arc::new(FusedConv { conv: conv.clone(), residual: false, act });
+            check_node(&format!("{name} + {act:?}"), "FusedConv", fused, with(true), 1e-4);
+        }
+        // A skip connection: the output's shape, added before the activation.
+        let want = conv.eval(&[Some(&t(seed, &xs)), Some(&t(seed + 1, &ws))]).unwrap().remove(0);
+        for act in [Activation::None, Activation::Relu] {
+            // Without a bias the slot before the residual is empty.
+            let mut inputs = with(act == Activation::None);
+            if act != Activation::None {
+                inputs.push(In::Absent);
+            }
+            inputs.push(In::Fed(t(seed + 3, want.shape())));
+            let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
+            check_node(&format!("{name} + residual + {act:?}"), "FusedConv", fused, inputs, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn pooling_matches_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let max = |attrs| op("MaxPool", 18, attrs, 1);
+    check_node(
+        "max 3x3 s2 pad 1",
+        "MaxPool",
+        max(vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))]),
+        vec![x(1, &[2, 3, 13, 11])],
+        0.0,
+    );
+    check_node(
+        "max 2x2 ceil",
+        "MaxPool",
+        max(vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2])), ("ceil_mode", Attr::Int(1))]),
+        vec![x(2, &[1, 5, 9, 7])],
+        0.0,
+    );
+    check_node(
+        "max dilated 1-D",
+        "MaxPool",
+        max(vec![("kernel_shape", ints(&[3])), ("dilations", ints(&[2]))]),
+        vec![x(3, &[2, 3, 17])],
+        0.0,
+    );
+    let avg = op("AveragePool", 18, vec![("kernel_shape", ints(&[3, 2])), ("strides", ints(&[2, 1]))], 1);
+    check_node("avg 3x2 s(2,1)", "AveragePool", avg, vec![x(4, &[2, 3, 11, 9])], 1e-5);
+    check_node(
+        "global avg",
+        "GlobalAveragePool",
+        op("GlobalAveragePool", 18, vec![], 1),
+        vec![x(5, &[3, 7, 5, 9])],
+        1e-5,
+    );
+    check_node("global max", "GlobalMaxPool", op("GlobalMaxPool", 18, vec![], 1), vec![x(6, &[2, 5, 13])], 0.0);
+}
+
+#[test]
+fn normalisations_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    for (axis, shape) in [(-1i64, vec![3, 37]), (1, vec![2, 5, 7]), (0, vec![9, 4])] {
+        for kind in ["Softmax", "LogSoftmax"] {
+            let o = op(kind, 13, vec![("axis", Attr::Int(axis))], 1);
+            check_node(&format!("{kind} axis {axis} {shape:?}"), kind, o, vec![x(7, &shape)], 1e-5);
+        }
+    }
+    let legacy = op("Softmax", 11, vec![("axis", Attr::Int(1))], 1);
+    check_node("Softmax opset 11 (2-D coerced)", "Softmax", legacy, vec![x(8, &[2, 3, 5])], 1e-5);
+    let c = 7;
+    let positive: Vec<f32> = random(c, 9).iter().map(|v| v.abs() + 0.1).collect();
+    let bn = op("BatchNormalization", 15, vec![("epsilon", Attr::Float(1e-3))], 5);
+    let params = vec![
+        x(10, &[2, c, 5, 3]),
+        In::Const(t(11, &[c])),
+        In::Const(t(12, &[c])),
+        In::Const(t(13, &[c])),
+        In::Const(Tensor::new(vec![c], positive).unwrap()),
+    ];
+    check_node("BatchNormalization", "BatchNormalization", bn, params, 1e-4);
+    let ln = Arc::new(FusedLayerNorm { epsilon: 1e-5 });
+    check_node(
+        "FusedLayerNorm",
+        "FusedLayerNorm",
+        ln,
+        vec![x(14, &[3, 5, 33]), In::Const(t(15, &[33])), In::Const(t(16, &[33]))],
+        1e-4,
+    );
+}
+
+/// `crx580 bench --json` says how many nodes the device runs; `--device auto` does not pick a
+/// CPU OpenCL platform such as PoCL (no GPU here), and `--device opencl` does.
+#[test]
+fn bench_counts_device_nodes_and_auto_prefers_the_native_cpu_to_pocl() {
+    let ctx = context();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/digits/digits.onnx");
+    let bench = |device: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crx580"))
+            .args(["bench", model.to_str().unwrap(), "--runs", "2", "--warmup", "0", "--json", "--device", device])
+            .args(["--cache-dir", cache_dir().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let number = |key: &str| -> usize {
+            let at =
+                text.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} missing in {text}")) + key.len() + 3;
+            text[at..].split([',', '}']).next().unwrap().parse().unwrap()
+        };
+        (number("device_nodes"), number("total_nodes"))
+    };
+    let (on_device, total) = bench("opencl");
+    assert!(total >= 5 && on_device + 1 >= total, "digits: {on_device} of {total} nodes on the device");
+    let (auto_device, auto_total) = bench("auto");
+    if ctx.device.is_gpu {
+        assert_eq!(auto_device, on_device, "auto picks the GPU");
+    } else {
+        assert_eq!((auto_device, auto_total), (0, total), "auto keeps the native CPU over {}", ctx.device.name);
+    }
+}
+
+/// The zoo's convolutional families (tests/models/zoo, made by tests/run.sh) with their Conv,
+/// pooling, norm and elementwise nodes on the device, against onnxruntime with the zoo's
+/// tolerance. PoCL runs them in seconds; the program cache keeps compiles out of reruns.
+#[test]
+fn zoo_conv_families_on_opencl_match_onnxruntime() {
+    context();
+    let dir = std::env::var_os("CRX580_ZOO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/model-zoo"));
+    let device_options = crx580::backend::DeviceOptions { cache_dir: Some(cache_dir()), ..Default::default() };
+    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, device_options, ..Default::default() };
+    let mut failures = vec![];
+    for name in ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "crnn_mv3"] {
+        let case = dir.join(name);
+        assert!(
+            case.join("model.onnx").exists(),
+            "zoo model {name} missing from {}: run python tests/models/zoo/gen_zoo.py --out {0} (tests/run.sh does)",
+            dir.display()
+        );
+        let session = crx580::Session::new(crx580::Model::load(case.join("model.onnx")).unwrap(), &options).unwrap();
+        let kernels = session.kernels();
+        let on_device = kernels.iter().filter(|k| k.2 == "opencl").count();
+        let heavy_on_cpu: Vec<&str> = kernels
+            .iter()
+            .filter(|k| {
+                k.2 == "cpu"
+                    && ["Conv", "FusedConv", "MaxPool", "GlobalAveragePool", "MatMul", "Gemm"].contains(&k.0.as_str())
+            })
+            .map(|k| k.0.as_str())
+            .collect();
+        assert!(heavy_on_cpu.is_empty(), "{name}: heavy nodes left on the CPU: {heavy_on_cpu:?}");
+        let started = std::time::Instant::now();
+        for set in common::data_sets(&case) {
+            let (inputs, want) = common::read_data_set(&set).unwrap();
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let got = session.run_positional(&refs).unwrap();
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                if let Err(e) = common::compare_zoo(g, w, None) {
+                    failures.push(format!("{name} output {k}: {e}"));
+                }
+            }
+        }
+        eprintln!(
+            "zoo {name}: {on_device} of {} nodes on the device, {:.2}s",
+            kernels.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Conv (both paths), pooling and the norms with float16 storage: within float16 rounding of
+/// the reference (inputs in [-1, 1), so about 1e-3 relative per stored value).
+#[test]
+fn kernels_with_half_storage_match_the_reference_within_half_rounding() {
+    let ctx = own_context(true);
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let conv = op("Conv", 18, vec![("pads", ints(&[1, 1, 1, 1]))], 3);
+    let inputs = vec![x(1, &[1, 5, 9, 11]), In::Const(t(2, &[7, 5, 3, 3])), In::Const(t(3, &[7]))];
+    check_node_on(&ctx, "half conv 3x3", "Conv", conv, inputs, 2e-2);
+    let dw = op("Conv", 18, vec![("group", Attr::Int(4)), ("strides", ints(&[2, 2]))], 2);
+    check_node_on(&ctx, "half depthwise", "Conv", dw, vec![x(4, &[2, 4, 9, 8]), In::Const(t(5, &[4, 1, 3, 3]))], 2e-2);
+    let max = op("MaxPool", 18, vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))], 1);
+    check_node_on(&ctx, "half max pool", "MaxPool", max, vec![x(6, &[1, 3, 7, 9])], 2e-3);
+    let gap = op("GlobalAveragePool", 18, vec![], 1);
+    check_node_on(&ctx, "half global average", "GlobalAveragePool", gap, vec![x(7, &[2, 3, 5, 5])], 2e-3);
+    let sm = op("Softmax", 13, vec![("axis", Attr::Int(-1))], 1);
+    check_node_on(&ctx, "half softmax", "Softmax", sm, vec![x(8, &[4, 19])], 5e-3);
+    let ln = Arc::new(FusedLayerNorm { epsilon: 1e-5 });
+    let inputs = vec![x(9, &[3, 21]), In::Const(t(10, &[21])), In::Const(t(11, &[21]))];
+    check_node_on(&ctx, "half layer norm", "FusedLayerNorm", ln, inputs, 2e-2);
+}
+
+#[test]
+fn transpose_and_concat_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    for (perm, shape) in
+        [(vec![1, 0], vec![7, 13]), (vec![0, 2, 1, 3], vec![2, 3, 5, 7]), (vec![3, 1, 0, 2], vec![3, 4, 5, 6])]
+    {
+        let o = op("Transpose", 13, vec![("perm", ints(&perm))], 1);
+        check_node(&format!("Transpose {perm:?} of {shape:?}"), "Transpose", o, vec![x(20, &shape)], 0.0);
+    }
+    let default = op("Transpose", 13, vec![], 1);
+    check_node("Transpose reversing 5 axes", "Transpose", default, vec![x(21, &[2, 3, 1, 4, 5])], 0.0);
+    let concat = |axis: i64, n| op("Concat", 13, vec![("axis", Attr::Int(axis))], n);
+    check_node(
+        "Concat axis 1",
+        "Concat",
+        concat(1, 3),
+        vec![x(22, &[2, 3, 5]), x(23, &[2, 1, 5]), x(24, &[2, 4, 5])],
+        0.0,
+    );
+    check_node("Concat axis -1", "Concat", concat(-1, 2), vec![x(25, &[3, 7]), In::Const(t(26, &[3, 2]))], 0.0);
+    check_node("Concat axis 0 with an empty input", "Concat", concat(0, 2), vec![x(27, &[0, 4]), x(28, &[3, 4])], 0.0);
+}
+
+/// `CRX580_OPENCL_CHECK=1` compares every device node with the reference kernel: a correct
+/// kernel passes, and a sabotaged one (Add computing a - b, through `CRX580_KERNELS_DIR`) fails
+/// the run naming the node.
+#[test]
+fn the_check_option_names_the_first_node_that_differs() {
+    context();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let case = root.join("tests/models/golden/attention_block");
+    let bad = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sabotaged-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&bad).unwrap();
+    for (file, text) in SOURCES {
+        let text = if *file == "elementwise.cl" {
+            text.replace("case 0: return a + b;", "case 0: return a - b;")
+        } else {
+            text.to_string()
+        };
+        std::fs::write(bad.join(file), text).unwrap();
+    }
+    let run = |kernels: Option<&PathBuf>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crx580"));
+        cmd.arg("run").arg(case.join("model.onnx")).arg(case.join("test_data_set_0/input_0.pb"));
+        cmd.args(["--device", "opencl", "--cache-dir", cache_dir().to_str().unwrap()]).env("CRX580_OPENCL_CHECK", "1");
+        if let Some(k) = kernels {
+            cmd.env("CRX580_KERNELS_DIR", k);
+        }
+        cmd.output().unwrap()
+    };
+    let good = run(None);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let broken = run(Some(&bad));
+    let text = String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success() && text.contains("CRX580_OPENCL_CHECK: output 0 of node (Add) differs"), "{text}");
+    std::fs::remove_dir_all(&bad).unwrap();
 }

@@ -103,6 +103,12 @@ type Options struct {
 	Threads        int           // CPU worker threads; 0: one per core
 	MaxTensorBytes uint64        // largest tensor a load or run may make; 0: the default (4 GiB)
 	MaxRunTime     time.Duration // longest run; 0: no limit
+	// FP16Storage stores float32 tensors as float16 on an OpenCL device (computed in float32);
+	// the CPU ignores it.
+	FP16Storage bool
+	// CacheDir is where the OpenCL backend caches compiled programs; "": CRX580_CACHE_DIR, else
+	// the user's cache directory.
+	CacheDir string
 }
 
 // ValueInfo describes a model input or output.
@@ -159,6 +165,14 @@ func sessionOptions(o *C.crx_session_options, opts *Options) error {
 		o.threads = C.uint32_t(opts.Threads)
 		o.max_tensor_bytes = C.uint64_t(opts.MaxTensorBytes)
 		o.max_run_time_ms = C.uint64_t(opts.MaxRunTime.Milliseconds())
+		if opts.FP16Storage {
+			o.fp16_storage = 1
+		}
+		if opts.CacheDir != "" {
+			dir := C.CString(opts.CacheDir) // copied by crx_session_create
+			defer C.free(unsafe.Pointer(dir))
+			o.cache_dir = dir
+		}
 	}
 	return nil
 }

@@ -284,3 +284,12 @@ func TestServeAnswersOverHTTP(t *testing.T) {
 		t.Fatal("the server still answers after Close")
 	}
 }
+
+// The OpenCL options load on the CPU too, which ignores them.
+func TestOpenCLOptionsAreIgnoredOnTheCPU(t *testing.T) {
+	s, err := Load(modelPath, &Options{Device: DeviceCPU, FP16Storage: true, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}

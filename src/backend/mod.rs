@@ -22,7 +22,8 @@ pub use plan::CompiledGraph;
 pub enum Device {
     Cpu,
     OpenCl,
-    /// The best device this build can use (the CPU for now).
+    /// An OpenCL GPU when one is present, else the CPU (a CPU OpenCL platform such as PoCL is
+    /// never preferred over the native CPU backend).
     Auto,
 }
 
@@ -63,12 +64,46 @@ pub struct ExecCtx<'a> {
     pub graphs: &'a dyn GraphExec,
 }
 
+/// Device settings of a session beyond the device itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// Tensors on an OpenCL device are stored as float16 (and computed in f32). The CPU backend
+    /// keeps f32 and ignores this.
+    pub fp16_storage: bool,
+    /// Where the OpenCL backend caches compiled programs; `None`: `CRX580_CACHE_DIR`, else the
+    /// user's cache directory.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
 /// The backends a session's device gives, in the order they claim nodes: the CPU always last.
 pub fn backends_for(device: Device) -> Result<Vec<Arc<dyn Backend>>> {
+    backends_with(device, &DeviceOptions::default())
+}
+
+/// Whether an OpenCL GPU is present (what [`Device::Auto`] picks when it is).
+pub fn gpu_present() -> bool {
+    #[cfg(feature = "opencl")]
+    if let Ok(devices) = opencl::devices() {
+        return devices.iter().any(|d| d.is_gpu);
+    }
+    false
+}
+
+/// [`backends_for`] with the device settings of `options`.
+#[cfg_attr(not(feature = "opencl"), allow(unused_variables))]
+pub fn backends_with(device: Device, options: &DeviceOptions) -> Result<Vec<Arc<dyn Backend>>> {
+    let device = match device {
+        Device::Auto if gpu_present() => Device::OpenCl,
+        Device::Auto => Device::Cpu,
+        d => d,
+    };
     match device {
         Device::Cpu | Device::Auto => Ok(vec![Arc::new(cpu::CpuBackend)]),
         #[cfg(feature = "opencl")]
-        Device::OpenCl => Ok(vec![Arc::new(opencl::OpenClBackend::new()?), Arc::new(cpu::CpuBackend)]),
+        Device::OpenCl => {
+            let cl = opencl::OpenClOptions { half_storage: options.fp16_storage, cache_dir: options.cache_dir.clone() };
+            Ok(vec![Arc::new(opencl::OpenClBackend::new(&cl)?), Arc::new(cpu::CpuBackend)])
+        }
         #[cfg(not(feature = "opencl"))]
         Device::OpenCl => {
             crate::bail!(Unsupported, "this build has no OpenCL backend (the 'opencl' feature); use --device cpu")

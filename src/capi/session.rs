@@ -1,7 +1,7 @@
 //! Sessions: a model compiled for a device (`crx_session_create`), run with named inputs
 //! (`crx_session_run`, `crx_session_run_into`).
 
-use super::boundary::{read_options, write_struct, CallError, CallResult, CRX_ERR_UNSUPPORTED};
+use super::boundary::{read_options, write_struct, CallError, CallResult};
 use super::crx_status;
 use super::handles::{lookup, register, release};
 use super::model::{crx_model, utf8};
@@ -20,10 +20,12 @@ pub struct crx_session {
 
 /// Which device a session runs on.
 pub type crx_device = i32;
-/// The best device this build can use (the CPU for now).
+/// An OpenCL GPU when one is present, else the CPU (a CPU OpenCL platform such as PoCL is not
+/// preferred over the native CPU backend).
 pub const CRX_DEVICE_AUTO: crx_device = 0;
 pub const CRX_DEVICE_CPU: crx_device = 1;
-/// An OpenCL GPU; this build has no OpenCL backend yet, so sessions asking for it fail with
+/// The first OpenCL device (GPUs first); nodes it has no kernel for run on the CPU. Without an
+/// OpenCL driver (or in a build without the OpenCL backend) sessions asking for it fail with
 /// `CRX_ERR_UNSUPPORTED`.
 pub const CRX_DEVICE_OPENCL: crx_device = 2;
 
@@ -46,11 +48,15 @@ pub struct crx_session_options {
     /// How long one run may take, in milliseconds; a run past it stops with
     /// `CRX_ERR_RESOURCE_LIMIT`. 0 (the default) means no limit.
     pub max_run_time_ms: u64,
-    /// Non-zero: keep float weights in float16 on the device. Not implemented by this build:
-    /// non-zero fails with `CRX_ERR_UNSUPPORTED`. Default 0.
+    /// Non-zero: an OpenCL device stores float32 tensors (weights and activations) as float16,
+    /// halving their memory and bandwidth; kernels still compute in float32, so results differ
+    /// from float32 storage by float16 rounding (about 1e-3 relative). The CPU backend ignores
+    /// it: its tensors stay float32. Default 0.
     pub fp16_storage: i32,
-    /// Directory where a GPU backend keeps its tuning results and compiled programs (UTF-8,
-    /// copied during the call); NULL (the default) means none. The CPU backend ignores it.
+    /// Directory where the OpenCL backend keeps its compiled programs (UTF-8, copied during the
+    /// call; created when missing). NULL (the default): the `CRX580_CACHE_DIR` environment
+    /// variable, else `$XDG_CACHE_HOME/crx580/opencl` or `~/.cache/crx580/opencl`. The CPU backend
+    /// ignores it.
     pub cache_dir: *const c_char,
 }
 
@@ -97,14 +103,11 @@ pub(crate) unsafe fn session_options(options: *const crx_session_options) -> Cal
         CRX_DEVICE_OPENCL => Device::OpenCl,
         d => return Err(CallError::invalid_argument(format!("options->device is {d}, not a CRX_DEVICE_* code"))),
     };
-    if o.fp16_storage != 0 {
-        return Err(CallError::new(CRX_ERR_UNSUPPORTED, "options->fp16_storage: this build has no float16 storage"));
-    }
-    if !o.cache_dir.is_null() {
-        // Checked now so that a bad string fails here, not when a GPU backend reads it.
-        utf8(o.cache_dir, "options->cache_dir")?;
-    }
     let mut session = SessionOptions { device, threads: o.threads as usize, ..SessionOptions::default() };
+    session.device_options.fp16_storage = o.fp16_storage != 0;
+    if !o.cache_dir.is_null() {
+        session.device_options.cache_dir = Some(utf8(o.cache_dir, "options->cache_dir")?.into());
+    }
     if o.max_tensor_bytes != 0 {
         session.max_tensor_bytes = usize::try_from(o.max_tensor_bytes).unwrap_or(usize::MAX);
     }

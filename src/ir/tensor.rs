@@ -679,7 +679,8 @@ impl Tensor {
     /// shares its storage, or views only part of it (a buffer pool takes back only what it can
     /// reuse whole).
     pub fn into_unique_vec<T: Elem>(self) -> Option<Vec<T>> {
-        if T::DTYPE != self.dtype() || !self.is_whole() || self.storage.is_borrowed() {
+        // Elements only on a device are not downloaded to be recycled.
+        if T::DTYPE != self.dtype() || !self.is_whole() || self.storage.is_borrowed() || !self.storage.is_on_host() {
             return None;
         }
         Arc::try_unwrap(self.storage).ok()?.into_data().ok().and_then(T::unwrap)

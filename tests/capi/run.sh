@@ -73,6 +73,10 @@ step "C tests"
 gcc $cflags tests/capi/test_capi.c -o "$out/test_capi" $(pkg-config --cflags --libs crx580) -lm
 "$out/test_capi" "${test_args[@]}"
 
+step "C tests on the OpenCL device (PoCL in CI): fp16_storage and cache_dir"
+rm -rf "$out/opencl-cache"
+env -u CRX580_OPENCL_LIB "$out/test_capi" "${test_args[@]}" "$out/opencl-cache"
+
 step "C tests under valgrind memcheck"
 # On the unstripped library, so that reports have stacks (and the suppressions can match them).
 mkdir -p "$out/unstripped"

@@ -4,9 +4,11 @@
  * onnxruntime's, and many threads running one session get the same outputs as one thread; an HTTP
  * server started on a loaded model answers over a socket with onnxruntime's outputs, then stops.
  *
- * Usage: test_capi MODEL SAMPLES.f32 EXPECTED_PROBABILITIES.f32
+ * Usage: test_capi MODEL SAMPLES.f32 EXPECTED_PROBABILITIES.f32 [OPENCL_CACHE_DIR]
  *   MODEL is examples/digits/digits.onnx; the raw float32 files are made by tests/capi/run.sh
- *   (the 32 sample images, and onnxruntime's probabilities for them).
+ *   (the 32 sample images, and onnxruntime's probabilities for them). With OPENCL_CACHE_DIR (an
+ *   empty or missing directory) it also runs the model on the OpenCL device with the fp16_storage
+ *   and cache_dir options, which must then work (run.sh does so with PoCL).
  * Ends with "N passed, N failed"; exits non-zero when anything failed.
  */
 /* Sockets and strdup for the server test: POSIX, not C99. */
@@ -202,7 +204,8 @@ static void test_model_info(const crx_model *model) {
     CHECK(memcmp(&info, &untouched, sizeof info) == 0, "info written on error");
 }
 
-static void test_session_options(const crx_model *model) {
+/* `opencl`: whether an OpenCL device is present (run.sh runs once without, once with PoCL). */
+static void test_session_options(const crx_model *model, int opencl) {
     crx_session_options options;
     crx_session *session = SENTINEL;
     EXPECT_ERROR(crx_session_options_default(&options, 3), CRX_ERR_INVALID_ARGUMENT, "struct_size");
@@ -212,10 +215,23 @@ static void test_session_options(const crx_model *model) {
     options.device = 42;
     EXPECT_ERROR(crx_session_create(model, &options, &session), CRX_ERR_INVALID_ARGUMENT, "device");
     options.device = CRX_DEVICE_OPENCL;
-    EXPECT_ERROR(crx_session_create(model, &options, &session), CRX_ERR_UNSUPPORTED, "OpenCL");
+    if (opencl) {
+        EXPECT_OK(crx_session_create(model, &options, &session));
+        crx_session_free(session);
+        session = SENTINEL;
+    } else {
+        EXPECT_ERROR(crx_session_create(model, &options, &session), CRX_ERR_UNSUPPORTED, "OpenCL");
+    }
     options.device = CRX_DEVICE_CPU;
+    /* The CPU ignores fp16_storage and cache_dir (it keeps float32; it compiles no programs). */
     options.fp16_storage = 1;
-    EXPECT_ERROR(crx_session_create(model, &options, &session), CRX_ERR_UNSUPPORTED, "fp16_storage");
+    options.cache_dir = "/nonexistent/crx580-capi-cache";
+    EXPECT_OK(crx_session_create(model, &options, &session));
+    crx_session_free(session);
+    session = SENTINEL;
+    options.cache_dir = "\xff\xfe not UTF-8";
+    EXPECT_ERROR(crx_session_create(model, &options, &session), CRX_ERR_INVALID_ARGUMENT, "cache_dir");
+    options.cache_dir = NULL;
     options.fp16_storage = 0;
     options.struct_size = 8;
     EXPECT_ERROR(crx_session_create(model, &options, &session), CRX_ERR_INVALID_ARGUMENT, "struct_size");
@@ -282,6 +298,44 @@ static void run_once(const crx_session *session, const crx_tensor *images, float
     if (out[1]) EXPECT_OK(crx_tensor_copy_to(out[1], probs, IMAGES * CLASSES * sizeof(float), NULL));
     crx_tensor_free(out[0]);
     crx_tensor_free(out[1]);
+}
+
+/* The largest difference between two sets of probabilities. */
+static float worst_difference(const float *a, const float *b) {
+    float worst = 0;
+    for (int i = 0; i < IMAGES * CLASSES; i++) worst = fmaxf(worst, fabsf(a[i] - b[i]));
+    return worst;
+}
+
+/* On the OpenCL device, with float32 and then float16 storage and programs cached in
+ * `cache_dir`: the outputs match onnxruntime's (float16 within its rounding), the cache directory
+ * is made and filled, and a second session with float16 storage compiles nothing new. */
+static void test_opencl(const crx_model *model, const float *samples, const float *expected,
+                        const char *cache_dir) {
+    int64_t shape[4] = {IMAGES, 1, 8, 8};
+    crx_tensor *images = NULL;
+    EXPECT_OK(crx_tensor_create(CRX_DTYPE_FLOAT32, shape, 4, samples, IMAGES * 64 * sizeof(float), &images));
+    for (int fp16 = 0; fp16 <= 1; fp16++) {
+        crx_session_options options;
+        crx_session_options_default(&options, sizeof options);
+        options.device = CRX_DEVICE_OPENCL;
+        options.fp16_storage = fp16;
+        options.cache_dir = cache_dir;
+        crx_session *session = NULL;
+        EXPECT_OK(crx_session_create(model, &options, &session));
+        if (!session) continue;
+        float probs[IMAGES * CLASSES] = {0};
+        run_once(session, images, probs);
+        float worst = worst_difference(probs, expected);
+        float bound = fp16 ? 1e-2f : 1e-4f;
+        CHECK(worst <= bound, "OpenCL, fp16_storage %d: probabilities differ from onnxruntime's by %g (bound %g)",
+              fp16, worst, bound);
+        crx_session_free(session);
+    }
+    crx_tensor_free(images);
+    char probe[4096];
+    snprintf(probe, sizeof probe, "ls -A '%s' | grep -q '\\.bin$'", cache_dir);
+    CHECK(system(probe) == 0, "no compiled program was cached in %s", cache_dir);
 }
 
 struct worker {
@@ -498,8 +552,8 @@ static void test_server(const crx_model *model, const crx_session *session, cons
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s MODEL SAMPLES.f32 EXPECTED_PROBABILITIES.f32\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s MODEL SAMPLES.f32 EXPECTED_PROBABILITIES.f32 [OPENCL_CACHE_DIR]\n", argv[0]);
         return 2;
     }
     float *samples = read_floats(argv[2], IMAGES * 64);
@@ -514,7 +568,8 @@ int main(int argc, char **argv) {
     EXPECT_OK(crx_model_load(argv[1], NULL, &model));
     if (model) {
         test_model_info(model);
-        test_session_options(model);
+        test_session_options(model, argc == 5);
+        if (argc == 5) test_opencl(model, samples, expected, argv[4]);
         crx_session_options options;
         crx_session_options_default(&options, sizeof options);
         options.device = CRX_DEVICE_CPU;

@@ -1,58 +1,120 @@
-//! `OpenClBackend`: claims MatMul, Gemm, FusedMatMul and f32 elementwise nodes (Add, Sub, Mul,
-//! Div with broadcasting; the fused activations) and runs them with the kernels of gemm.cl and
-//! elementwise.cl. For now each node uploads its inputs and downloads its output (correct, not
-//! fast): device-resident tensors come with the engine's device storage. A run that meets inputs
-//! the kernels do not take (another dtype, a 1-D MatMul operand, batch dims that broadcast
-//! partially) runs the reference kernel instead, so the answer is always right.
+//! `OpenClBackend`: which nodes the device takes, and their prepared kernels. It claims f32
+//! MatMul, Gemm, FusedMatMul, elementwise arithmetic and activations (gemm.cl, elementwise.cl),
+//! Conv/FusedConv (conv.cl with gemm.cl), MaxPool, AveragePool without padding, global pooling
+//! (pool.cl), Softmax/LogSoftmax, inference BatchNormalization and the fused LayerNorm (norm.cl),
+//! Transpose and Concat (movement.cl).
+//! Tensors stay on the device between these nodes (`resident.rs`); weights are uploaded once, at
+//! prepare. A run that meets inputs a kernel does not take (another dtype, shapes it has no
+//! path for) runs the reference kernel instead, so the answer is always right.
 
+use super::conv::{self, ConvProgram};
 use super::elementwise::{BinaryOp, Elementwise};
 use super::gemm::{BiasLayout, Gemm, GemmCall};
-use super::{Buffer, Context};
+use super::movement::{self, MovementProgram};
+use super::norm::{self, NormProgram};
+use super::pool::{self, PoolProgram};
+use super::resident::{self, ClTensor};
+use super::Context;
 use crate::backend::cpu::{f32_input, maybe_f32, Reference};
 use crate::backend::{Backend, ExecCtx, Kernel};
 use crate::ir::shape::broadcast_shapes;
-use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{Data, DataRef, Graph, Node, Op};
 use crate::ops::binary::{Binary, Kind};
 use crate::ops::fused::{activation_of, Activation, FusedMatMul};
 use crate::ops::matmul::{Gemm as GemmOp, MatMul};
 use crate::Result;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-/// The OpenCL backend of one session: a context on the chosen device and its programs, built on
-/// first use (and then taken from the disk cache).
+/// The OpenCL backend of one session: a context on the chosen device and its programs, each
+/// built on first use (and then taken from the disk cache).
 pub struct OpenClBackend {
     ctx: Arc<Context>,
     gemm: OnceLock<Arc<Gemm>>,
     elementwise: OnceLock<Arc<Elementwise>>,
+    conv: OnceLock<Arc<ConvProgram>>,
+    pool: OnceLock<Arc<PoolProgram>>,
+    norm: OnceLock<Arc<NormProgram>>,
+    movement: OnceLock<Arc<MovementProgram>>,
+}
+
+/// The backend's part of the session options.
+#[derive(Debug, Clone, Default)]
+pub struct OpenClOptions {
+    /// Tensors on the device as float16 (computed in f32).
+    pub half_storage: bool,
+    /// Where compiled programs are cached; `None`: [`super::cache::default_dir`].
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The program in `slot`, built by `make` on first use.
+fn get<T>(slot: &OnceLock<Arc<T>>, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+    if let Some(p) = slot.get() {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(make()?);
+    Ok(slot.get_or_init(|| p).clone())
 }
 
 impl OpenClBackend {
-    /// The backend on the first OpenCL device (GPUs first), caching programs in the default cache
-    /// directory.
-    pub fn new() -> Result<OpenClBackend> {
+    /// The backend on the first OpenCL device (GPUs first).
+    pub fn new(options: &OpenClOptions) -> Result<OpenClBackend> {
         let device = Context::first_device()?;
         log::debug!("OpenCL device: {}", device.describe());
-        Ok(OpenClBackend {
-            ctx: Context::new(device, super::cache::default_dir())?,
+        let cache_dir = options.cache_dir.clone().or_else(super::cache::default_dir);
+        Ok(OpenClBackend::on(Context::with_storage(device, cache_dir, options.half_storage)?))
+    }
+
+    /// The backend on an existing context (tests count its transfers).
+    pub fn on(ctx: Arc<Context>) -> OpenClBackend {
+        OpenClBackend {
+            ctx,
             gemm: OnceLock::new(),
             elementwise: OnceLock::new(),
-        })
+            conv: OnceLock::new(),
+            pool: OnceLock::new(),
+            norm: OnceLock::new(),
+            movement: OnceLock::new(),
+        }
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
     }
 
     fn gemm(&self) -> Result<Arc<Gemm>> {
-        if let Some(g) = self.gemm.get() {
-            return Ok(g.clone());
-        }
-        let g = Arc::new(Gemm::new(&self.ctx)?);
-        Ok(self.gemm.get_or_init(|| g).clone())
+        get(&self.gemm, || Gemm::new(&self.ctx))
     }
 
     fn elementwise(&self) -> Result<Arc<Elementwise>> {
-        if let Some(e) = self.elementwise.get() {
-            return Ok(e.clone());
+        get(&self.elementwise, || Elementwise::new(&self.ctx))
+    }
+
+    fn conv(&self) -> Result<Arc<ConvProgram>> {
+        get(&self.conv, || ConvProgram::new(&self.ctx))
+    }
+
+    fn pool(&self) -> Result<Arc<PoolProgram>> {
+        get(&self.pool, || PoolProgram::new(&self.ctx))
+    }
+
+    fn norm(&self) -> Result<Arc<NormProgram>> {
+        get(&self.norm, || NormProgram::new(&self.ctx))
+    }
+
+    fn movement(&self) -> Result<Arc<MovementProgram>> {
+        get(&self.movement, || MovementProgram::new(&self.ctx))
+    }
+
+    /// Uploads the node's constant f32 inputs now (attached to their storage, so every run and
+    /// every node reading them finds them on the device).
+    fn upload_weights(&self, graph: &Graph, node: &Node) -> Result<()> {
+        for v in node.inputs.iter().flatten() {
+            if let Some(c) = graph.values[*v].constant().filter(|c| c.dtype() == crate::DType::F32) {
+                resident::input(&self.ctx, c)?;
+            }
         }
-        let e = Arc::new(Elementwise::new(&self.ctx)?);
-        Ok(self.elementwise.get_or_init(|| e).clone())
+        Ok(())
     }
 }
 
@@ -91,6 +153,10 @@ impl Backend for OpenClBackend {
         if op.is::<MatMul>() || op.is::<FusedMatMul>() || op.is::<GemmOp>() {
             return f32_inputs(node.inputs.len());
         }
+        if conv::claims(graph, node) || pool::claims(node) || norm::claims(graph, node) || movement::claims(graph, node)
+        {
+            return f32_inputs(1);
+        }
         match elementwise_of(graph, node) {
             Some(Elementwise1::Binary(_)) => f32_inputs(2),
             Some(Elementwise1::Unary(_)) => f32_inputs(1),
@@ -99,40 +165,96 @@ impl Backend for OpenClBackend {
     }
 
     fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
+        let kernel = self.prepare_kernel(graph, node)?;
+        if std::env::var_os("CRX580_OPENCL_CHECK").is_some_and(|v| !v.is_empty() && v != "0") {
+            return Ok(Box::new(Checked { kernel, op: node.op.clone(), node: node.describe() }));
+        }
+        Ok(kernel)
+    }
+}
+
+impl OpenClBackend {
+    fn prepare_kernel(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
+        self.upload_weights(graph, node)?;
         let op = node.op.clone();
+        if conv::claims(graph, node) {
+            return conv::prepare(graph, node, self.conv()?, self.gemm()?, self.elementwise()?);
+        }
+        if pool::claims(node) {
+            return pool::prepare(node, self.pool()?);
+        }
+        if norm::claims(graph, node) {
+            return norm::prepare(node, self.norm()?);
+        }
+        if movement::claims(graph, node) {
+            return movement::prepare(node, self.movement()?);
+        }
+        let matmul = |act, fused_bias, gemm_attrs| -> Result<Box<dyn Kernel>> {
+            Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs }))
+        };
         if let Some(f) = node.op.downcast_ref::<FusedMatMul>() {
-            return Ok(Box::new(MatMulKernel {
-                op,
-                gemm: self.gemm()?,
-                act: f.act,
-                fused_bias: true,
-                gemm_attrs: None,
-            }));
+            return matmul(f.act, true, None);
         }
         if node.op.is::<MatMul>() {
-            return Ok(Box::new(MatMulKernel {
-                op,
-                gemm: self.gemm()?,
-                act: Activation::None,
-                fused_bias: false,
-                gemm_attrs: None,
-            }));
+            return matmul(Activation::None, false, None);
         }
         if let Some(g) = node.op.downcast_ref::<GemmOp>() {
-            let attrs = (g.trans_a, g.trans_b, g.alpha as f32, g.beta as f32);
-            return Ok(Box::new(MatMulKernel {
-                op,
-                gemm: self.gemm()?,
-                act: Activation::None,
-                fused_bias: false,
-                gemm_attrs: Some(attrs),
-            }));
+            return matmul(Activation::None, false, Some((g.trans_a, g.trans_b, g.alpha as f32, g.beta as f32)));
         }
         match elementwise_of(graph, node) {
             Some(kind) => Ok(Box::new(ElementwiseKernel { op, ew: self.elementwise()?, kind })),
             None => crate::bail!(Unsupported, "the OpenCL backend has no kernel for {}", node.op_type),
         }
     }
+}
+
+/// A device kernel checked against the reference kernel on every run (`CRX580_OPENCL_CHECK=1`, a
+/// debugging aid): the first node whose outputs differ fails the run with its name and the
+/// largest difference.
+#[derive(Debug)]
+struct Checked {
+    kernel: Box<dyn Kernel>,
+    op: Arc<dyn Op>,
+    node: String,
+}
+
+impl Kernel for Checked {
+    fn name(&self) -> &'static str {
+        self.kernel.name()
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let got = self.kernel.run(ctx, inputs)?;
+        let want = Reference { op: self.op.clone() }.run(ctx, inputs)?;
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let (Ok(g), Ok(w)) = (g.as_tensor(), w.as_tensor()) else { continue };
+            let (Ok(gv), Ok(wv)) = (g.as_slice::<f32>(), w.as_slice::<f32>()) else { continue };
+            let worst = gv.iter().zip(wv).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
+            if g.shape() != w.shape() || worst.is_nan() || worst > 1e-3 {
+                crate::bail!(
+                    Runtime,
+                    "CRX580_OPENCL_CHECK: output {k} of {} differs from the reference kernel's (shape {:?} vs {:?}, \
+                     largest relative difference {worst})",
+                    self.node,
+                    g.shape(),
+                    w.shape()
+                );
+            }
+        }
+        log::debug!("CRX580_OPENCL_CHECK: {} matches the reference", self.node);
+        Ok(got)
+    }
+}
+
+/// The reference kernel of `op` on `inputs`, for inputs a device kernel does not take.
+pub(super) fn reference(op: &Arc<dyn Op>, what: &str, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+    log::debug!("{what}: inputs its OpenCL kernel does not take; the reference kernel runs");
+    Reference { op: op.clone() }.run(ctx, inputs)
+}
+
+/// A short name of an op for messages: its type name.
+pub(super) fn op_name(op: &Arc<dyn Op>) -> String {
+    format!("{op:?}").split([' ', '{', '(']).next().unwrap_or_default().to_string()
 }
 
 /// MatMul (numpy batching), FusedMatMul (bias per column, activation) and Gemm.
@@ -206,42 +328,33 @@ impl MatMulKernel {
     }
 }
 
-impl MatMulKernel {
-    fn op_name(&self) -> String {
-        format!("{:?}", self.op).split([' ', '{', '(']).next().unwrap_or_default().to_string()
-    }
-}
-
 impl Kernel for MatMulKernel {
     fn name(&self) -> &'static str {
         "opencl-gemm"
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        let reference = || {
-            log::debug!("{}: inputs its OpenCL kernel does not take; the reference kernel runs", self.op_name());
-            Reference { op: self.op.clone() }.run(ctx, inputs)
-        };
+        let fallback = || reference(&self.op, &op_name(&self.op), ctx, inputs);
         let (Some(a), Some(b)) = (f32_input(inputs, 0), f32_input(inputs, 1)) else {
-            return reference();
+            return fallback();
         };
         let c = f32_input(inputs, 2);
         if inputs.get(2).copied().flatten().is_some() && c.is_none() {
-            return reference();
+            return fallback();
         }
         let Some((call, shape, bias_layout)) = self.plan(a.shape(), b.shape(), c.map(|c| c.shape())) else {
-            return reference();
+            return fallback();
         };
         let dev = self.gemm.context();
-        let (da, db) = (dev.upload(a.as_slice::<f32>()?)?, dev.upload(b.as_slice::<f32>()?)?);
+        let (da, db) = (resident::input(dev, a)?, resident::input(dev, b)?);
         let dc = match (c, bias_layout) {
-            (Some(c), Some(l)) => Some((dev.upload(c.as_slice::<f32>()?)?, l)),
+            (Some(c), Some(l)) => Some((resident::input(dev, c)?, l)),
             _ => None,
         };
-        let len = call.batch * call.m * call.n;
-        let out = dev.alloc::<f32>(len)?;
-        self.gemm.run(&call, &da, &db, dc.as_ref().map(|(buf, l)| (buf, *l)), None, &out)?;
-        download(ctx, &out, shape, len)
+        let out = ClTensor::alloc(dev, call.batch * call.m * call.n)?;
+        let bias = dc.as_ref().map(|(buf, l)| (buf.buffer(), *l));
+        self.gemm.run(&call, da.buffer(), db.buffer(), bias, None, out.buffer())?;
+        Ok(vec![out.into_data(shape)?])
     }
 }
 
@@ -252,57 +365,48 @@ struct ElementwiseKernel {
     kind: Elementwise1,
 }
 
-impl ElementwiseKernel {
-    fn op_name(&self) -> String {
-        format!("{:?}", self.kind)
-    }
-}
-
 impl Kernel for ElementwiseKernel {
     fn name(&self) -> &'static str {
         "opencl-elementwise"
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        let reference = || {
-            log::debug!("{}: inputs its OpenCL kernel does not take; the reference kernel runs", self.op_name());
-            Reference { op: self.op.clone() }.run(ctx, inputs)
-        };
+        let fallback = || reference(&self.op, &format!("{:?}", self.kind), ctx, inputs);
         let dev = self.ew.context();
         let Some(x) = f32_input(inputs, 0) else {
-            return reference();
+            return fallback();
         };
-        let (shape, out) = match self.kind {
+        match self.kind {
             Elementwise1::Binary(op) => {
                 let Some(y) = f32_input(inputs, 1) else {
-                    return reference();
+                    return fallback();
                 };
                 let Ok(shape) = broadcast_shapes(x.shape(), y.shape()) else {
-                    return reference();
+                    return fallback();
                 };
                 if shape.len() > super::elementwise::MAX_RANK {
-                    return reference();
+                    return fallback();
                 }
-                let (dx, dy) = (dev.upload(x.as_slice::<f32>()?)?, dev.upload(y.as_slice::<f32>()?)?);
-                let out = dev.alloc::<f32>(shape.iter().product())?;
-                self.ew.binary(op, &dx, x.shape(), &dy, y.shape(), &out, &shape, Activation::None)?;
-                (shape, out)
+                let (dx, dy) = (resident::input(dev, x)?, resident::input(dev, y)?);
+                let out = ClTensor::alloc(dev, shape.iter().product())?;
+                self.ew.binary(
+                    op,
+                    dx.buffer(),
+                    x.shape(),
+                    dy.buffer(),
+                    y.shape(),
+                    out.buffer(),
+                    &shape,
+                    Activation::None,
+                )?;
+                Ok(vec![out.into_data(shape)?])
             }
             Elementwise1::Unary(act) => {
-                let dx = dev.upload(x.as_slice::<f32>()?)?;
-                let out = dev.alloc::<f32>(x.len())?;
-                self.ew.unary(&dx, &out, x.len(), act)?;
-                (x.shape().to_vec(), out)
+                let dx = resident::input(dev, x)?;
+                let out = ClTensor::alloc(dev, x.len())?;
+                self.ew.unary(dx.buffer(), out.buffer(), x.len(), act)?;
+                Ok(vec![out.into_data(x.shape().to_vec())?])
             }
-        };
-        let len = shape.iter().product();
-        download(ctx, &out, shape, len)
+        }
     }
-}
-
-/// A device result copied into an f32 tensor over a buffer from the plan's pool.
-fn download(ctx: &ExecCtx, out: &Buffer, shape: Vec<usize>, len: usize) -> Result<Vec<Data>> {
-    let mut y = ctx.buffers.zeroed(len)?;
-    out.read(&mut y)?;
-    Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
 }

@@ -8,6 +8,7 @@ use super::sys::*;
 use crate::Result;
 use std::ffi::c_void;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct Context {
@@ -17,6 +18,20 @@ pub struct Context {
     pub(crate) queue: cl_command_queue,
     /// Where compiled program binaries are kept (`cache.rs`); `None` caches nothing.
     pub cache_dir: Option<PathBuf>,
+    /// Whether tensors on this device are stored as float16 (`kernels/storage.cl`): every
+    /// program is built with `-DHALF_STORAGE=1` and kernels compute in f32.
+    pub half_storage: bool,
+    transfers: [AtomicU64; 4],
+}
+
+/// Tensor transfers between the host and one context's device so far (`resident.rs` counts
+/// them): what a device-resident chain of nodes must not add to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Transfers {
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    pub downloads: u64,
+    pub download_bytes: u64,
 }
 
 // SAFETY: OpenCL contexts and queues may be used from any thread (OpenCL 1.2, appendix A.2).
@@ -33,6 +48,11 @@ impl Context {
     /// A context and queue on `device`, caching program binaries in `cache_dir` (see
     /// [`super::cache::default_dir`] for the usual choice).
     pub fn new(device: DeviceInfo, cache_dir: Option<PathBuf>) -> Result<Arc<Context>> {
+        Context::with_storage(device, cache_dir, false)
+    }
+
+    /// [`Context::new`] with tensors stored as float16 on the device when `half_storage`.
+    pub fn with_storage(device: DeviceInfo, cache_dir: Option<PathBuf>, half_storage: bool) -> Result<Arc<Context>> {
         let api = api()?;
         let mut code = 0;
         // SAFETY: one valid device id; no properties, no callback.
@@ -45,7 +65,33 @@ impl Context {
             unsafe { (api.clReleaseContext)(context) };
             return Err(e);
         }
-        Ok(Arc::new(Context { api, device, context, queue, cache_dir }))
+        let transfers = Default::default();
+        Ok(Arc::new(Context { api, device, context, queue, cache_dir, half_storage, transfers }))
+    }
+
+    /// The tensor transfers counted so far.
+    pub fn transfers(&self) -> Transfers {
+        let [a, b, c, d] = self.transfers.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Transfers { uploads: a, upload_bytes: b, downloads: c, download_bytes: d }
+    }
+
+    pub(crate) fn count_upload(&self, bytes: usize) {
+        self.transfers[0].fetch_add(1, Ordering::Relaxed);
+        self.transfers[1].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_download(&self, bytes: usize) {
+        self.transfers[2].fetch_add(1, Ordering::Relaxed);
+        self.transfers[3].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes per stored f32 element: 2 with float16 storage.
+    pub fn element_bytes(&self) -> usize {
+        if self.half_storage {
+            2
+        } else {
+            4
+        }
     }
 
     /// The first device of the first platform that has one, preferring GPUs.
@@ -177,6 +223,38 @@ impl Buffer {
             )
         };
         check(code, "clEnqueueReadBuffer")
+    }
+
+    /// A new buffer holding `bytes` bytes of this one from byte `offset` (copied on the device).
+    pub fn copy_range(&self, offset: usize, bytes: usize) -> Result<Buffer> {
+        if offset.checked_add(bytes).is_none_or(|end| end > self.bytes) {
+            crate::bail!(Runtime, "bytes {offset}..+{bytes} pass the end of a device buffer of {}", self.bytes);
+        }
+        let out = self.ctx.alloc::<u8>(bytes)?;
+        if bytes == 0 {
+            return Ok(out);
+        }
+        let c = &self.ctx;
+        // SAFETY: both ranges lie inside their buffers (checked above); in-order queue, no events.
+        let code = unsafe {
+            (c.api.clEnqueueCopyBuffer)(
+                c.queue,
+                self.mem,
+                out.mem,
+                offset,
+                0,
+                bytes,
+                0,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        check(code, "clEnqueueCopyBuffer")?;
+        Ok(out)
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
     }
 
     /// The buffer's first `len` elements, copied to the host.

@@ -92,7 +92,8 @@ impl Elementwise {
         let n = checked_len(out_shape)?;
         let (code, act_a, act_b) = activation::args(act);
         let tail = [Arg::I32(op as i32), Arg::I32(code), Arg::F32(act_a), Arg::F32(act_b)];
-        if out.bytes() < n * 4 || a.bytes() < checked_len(a_shape)? * 4 || b.bytes() < checked_len(b_shape)? * 4 {
+        let eb = self.ctx.element_bytes();
+        if out.bytes() < n * eb || a.bytes() < checked_len(a_shape)? * eb || b.bytes() < checked_len(b_shape)? * eb {
             crate::bail!(Runtime, "elementwise {op:?}: a buffer is smaller than its shape");
         }
         if a_shape == out_shape && b_shape == out_shape {
@@ -109,7 +110,8 @@ impl Elementwise {
 
     /// Enqueues out = act(x) over `len` elements.
     pub fn unary(&self, x: &Buffer, out: &Buffer, len: usize, act: Activation) -> Result<()> {
-        if len > i32::MAX as usize || x.bytes() < len * 4 || out.bytes() < len * 4 {
+        let eb = self.ctx.element_bytes();
+        if len > i32::MAX as usize || x.bytes() < len * eb || out.bytes() < len * eb {
             crate::bail!(
                 Runtime,
                 "elementwise {act:?} over {len} elements: a buffer is too small or the tensor too large"

@@ -121,13 +121,14 @@ impl Gemm {
                 "GEMM {m}x{n}x{k} (batch {batch}) is too large for the OpenCL kernel's 32-bit indices"
             );
         }
+        let eb = self.ctx.element_bytes();
         let need = |buf: &Buffer, elems: usize, what: &str| -> Result<()> {
-            if buf.bytes() < elems * 4 {
+            if buf.bytes() < elems * eb {
                 crate::bail!(
                     Runtime,
                     "GEMM {m}x{n}x{k}: the {what} buffer holds {} bytes, {} needed",
                     buf.bytes(),
-                    elems * 4
+                    elems * eb
                 );
             }
             Ok(())

@@ -12,11 +12,19 @@ use std::sync::{Arc, Mutex};
 /// The kernel files, embedded: each compiles on its own with its default macros.
 pub const SOURCES: &[(&str, &str)] = &[
     ("activation.cl", include_str!("../../../kernels/activation.cl")),
+    ("storage.cl", include_str!("../../../kernels/storage.cl")),
     ("gemm.cl", include_str!("../../../kernels/gemm.cl")),
     ("elementwise.cl", include_str!("../../../kernels/elementwise.cl")),
+    ("conv.cl", include_str!("../../../kernels/conv.cl")),
+    ("pool.cl", include_str!("../../../kernels/pool.cl")),
+    ("norm.cl", include_str!("../../../kernels/norm.cl")),
+    ("movement.cl", include_str!("../../../kernels/movement.cl")),
 ];
 
-/// The source the device compiles for kernel file `name`: the file after the activations. With
+/// The files every other kernel file is compiled after: element storage and the activations.
+const PRELUDE: &[&str] = &["storage.cl", "activation.cl"];
+
+/// The source the device compiles for kernel file `name`: the file after the prelude. With
 /// `CRX580_KERNELS_DIR` set (kernel development), the files are read from that directory instead.
 pub fn source(name: &str) -> Result<String> {
     let read = |n: &str| match std::env::var_os("CRX580_KERNELS_DIR") {
@@ -28,8 +36,13 @@ pub fn source(name: &str) -> Result<String> {
             .map(|(_, s)| s.to_string())
             .ok_or_else(|| crate::err!(Runtime, "no kernel file {n}")),
     };
-    let text = read(name)?;
-    Ok(if name == "activation.cl" { text } else { format!("{}\n{text}", read("activation.cl")?) })
+    let mut text = String::new();
+    for file in PRELUDE.iter().filter(|&&f| f != name) {
+        text.push_str(&read(file)?);
+        text.push('\n');
+    }
+    text.push_str(&read(name)?);
+    Ok(text)
 }
 
 /// A built program on one context.
@@ -65,7 +78,11 @@ impl Program {
     /// else from source (and then stored in the cache; a cache that cannot be written is logged).
     pub fn build(ctx: &Arc<Context>, file: &str, defines: &[(&str, String)]) -> Result<Arc<Program>> {
         let source = source(file)?;
-        let options = options(defines);
+        let mut defines = defines.to_vec();
+        if ctx.half_storage {
+            defines.push(("HALF_STORAGE", "1".to_string()));
+        }
+        let options = options(&defines);
         let key = cache::Key::new(file, &ctx.device.name, &ctx.device.driver_version, &source, &options);
         if let Some(dir) = &ctx.cache_dir {
             if let Some(binary) = cache::load(dir, &key) {

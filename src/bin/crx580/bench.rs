@@ -51,6 +51,9 @@ pub struct Report {
     pub warmup: usize,
     pub peak_rss_mb: f64,
     pub inputs: Vec<(String, Vec<usize>)>,
+    /// Nodes (after fusion) a device backend runs, and all nodes.
+    pub device_nodes: usize,
+    pub total_nodes: usize,
 }
 
 impl Report {
@@ -73,6 +76,15 @@ impl Report {
     }
 }
 
+/// One run whose outputs are on the host when it returns: a device backend's outputs stay on the
+/// device until read (and its kernels may still be queued), so a run is timed to the read.
+fn run_to_host(session: &Session, refs: &[&Tensor]) -> Result<()> {
+    for t in session.run_positional(refs)? {
+        t.storage().data()?;
+    }
+    Ok(())
+}
+
 pub fn bench(a: BenchArgs) -> Result<()> {
     let options = a.device.session_options()?;
     let t0 = Instant::now();
@@ -93,21 +105,22 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let session = Session::new(model, &options)?;
     let load_ms = load_model_ms + t1.elapsed().as_secs_f64() * 1e3;
     let refs: Vec<&Tensor> = inputs.iter().collect();
+    let kernels = session.kernels();
 
     let (runs, warmup) = (a.runs as usize, a.warmup as usize);
     let progress = progress_bar((1 + warmup + runs) as u64);
     let t = Instant::now();
-    session.run_positional(&refs)?;
+    run_to_host(&session, &refs)?;
     let cold_ms = t.elapsed().as_secs_f64() * 1e3;
     progress.inc(1);
     for _ in 0..warmup {
-        session.run_positional(&refs)?;
+        run_to_host(&session, &refs)?;
         progress.inc(1);
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        session.run_positional(&refs)?;
+        run_to_host(&session, &refs)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         progress.inc(1);
     }
@@ -120,6 +133,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         warmup,
         peak_rss_mb: peak_rss_mb(),
         inputs: infos.iter().zip(&inputs).map(|(i, t)| (i.name.clone(), t.shape().to_vec())).collect(),
+        device_nodes: kernels.iter().filter(|(_, _, backend)| *backend != "cpu").count(),
+        total_nodes: kernels.len(),
     };
     if a.json {
         outln!("{}", json::bench(&report));
@@ -250,6 +265,8 @@ mod tests {
             warmup: 0,
             peak_rss_mb: 0.0,
             inputs: vec![],
+            device_nodes: 0,
+            total_nodes: 0,
         };
         // numpy.percentile([1, 2, 3, 4], [50, 90, 99]) == [2.5, 3.7, 3.97]
         assert_eq!(r.percentile(50.0), 2.5);

@@ -67,7 +67,7 @@ pub fn bench(r: &Report) -> String {
         .collect();
     let (p50, p90, p99) = (r.percentile(50.0), r.percentile(90.0), r.percentile(99.0));
     format!(
-        "{{\"median_ms\":{p50:.4},\"p50_ms\":{p50:.4},\"p90_ms\":{p90:.4},\"p99_ms\":{p99:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"mean_ms\":{:.4},\"cold_ms\":{:.4},\"runs\":{},\"warmup\":{},\"throughput_per_s\":{:.3},\"load_ms\":{:.3},\"peak_rss_mb\":{:.1},\"inputs\":{{{}}}}}",
+        "{{\"median_ms\":{p50:.4},\"p50_ms\":{p50:.4},\"p90_ms\":{p90:.4},\"p99_ms\":{p99:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"mean_ms\":{:.4},\"cold_ms\":{:.4},\"runs\":{},\"warmup\":{},\"throughput_per_s\":{:.3},\"load_ms\":{:.3},\"peak_rss_mb\":{:.1},\"device_nodes\":{},\"total_nodes\":{},\"inputs\":{{{}}}}}",
         r.times[0],
         r.times[r.times.len() - 1],
         r.mean(),
@@ -77,6 +77,8 @@ pub fn bench(r: &Report) -> String {
         r.throughput(),
         r.load_ms,
         r.peak_rss_mb,
+        r.device_nodes,
+        r.total_nodes,
         inputs.join(",")
     )
 }

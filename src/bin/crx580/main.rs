@@ -63,6 +63,13 @@ pub struct DeviceArgs {
     /// many processes share few cores; node hand-offs get slower).
     #[arg(long)]
     no_spin: bool,
+    /// Store tensors on the OpenCL device as float16 (computed in f32; the CPU ignores it).
+    #[arg(long)]
+    fp16_storage: bool,
+    /// Where the OpenCL backend caches compiled programs (default: CRX580_CACHE_DIR, else
+    /// ~/.cache/crx580/opencl).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<std::path::PathBuf>,
     // max_time comes after the flattened limits so that clap lists it under their heading.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -86,6 +93,10 @@ impl DeviceArgs {
             max_tensor_bytes: self.limits.max_tensor_bytes()?,
             max_run_time,
             spin: !self.no_spin,
+            device_options: crx580::backend::DeviceOptions {
+                fp16_storage: self.fp16_storage,
+                cache_dir: self.cache_dir.clone(),
+            },
         })
     }
 }

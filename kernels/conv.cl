@@ -1,0 +1,57 @@
+// Convolution of NCHW tensors (a 1-D convolution is a 2-D one of height 1). Two paths, chosen by
+// the host (src/backend/opencl/conv.rs):
+// - group 1: `im2col` lays each image's receptive fields out as a (C*KH*KW) x (OH*OW) matrix,
+//   then gemm.cl multiplies the weights (M x C*KH*KW) by it with the bias, residual and
+//   activation in its epilogue. A 1x1, stride-1, unpadded convolution skips im2col: the image
+//   already is that matrix.
+// - grouped and depthwise: `conv_direct`, one work-item per output element, summing its window.
+// Both loop-free in the index math PoCL vectorises across work-items where it can.
+
+// col[n][(c * KH + ky) * KW + kx][oy * OW + ox] = x[n][c][iy][ix], 0 where the tap is in padding.
+// Global size: (OH * OW, C * KH * KW, N).
+kernel void im2col(const global store_t *x, global store_t *col, const int C, const int H, const int W,
+                   const int KH, const int KW, const int OH, const int OW, const int sh, const int sw,
+                   const int dh, const int dw, const int ph, const int pw) {
+    const int p = get_global_id(0), row = get_global_id(1), n = get_global_id(2);
+    const int ohw = OH * OW;
+    if (p >= ohw) return;
+    const int oy = p / OW, ox = p % OW;
+    const int c = row / (KH * KW), r = row % (KH * KW);
+    const int ky = r / KW, kx = r % KW;
+    const int iy = oy * sh + ky * dh - ph, ix = ox * sw + kx * dw - pw;
+    float v = 0.0f;
+    if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = LD(x, ((n * C + c) * H + iy) * W + ix);
+    ST(col, (n * (C * KH * KW) + row) * ohw + p, v);
+}
+
+// y = act(conv(x, w) + bias + residual) for G groups of C/G input and M/G output channels each.
+// Global size: (OW, OH, N * M).
+kernel void conv_direct(const global store_t *x, const global store_t *w, const global store_t *bias,
+                        const int has_bias, const global store_t *res, const int has_res,
+                        global store_t *y, const int C, const int H, const int W, const int M,
+                        const int G, const int KH, const int KW, const int OH, const int OW,
+                        const int sh, const int sw, const int dh, const int dw, const int ph,
+                        const int pw, const int act, const float act_a, const float act_b) {
+    const int ox = get_global_id(0), oy = get_global_id(1), nm = get_global_id(2);
+    if (ox >= OW || oy >= OH) return;
+    const int n = nm / M, m = nm % M;
+    const int cg = C / G, g = m / (M / G);
+    float acc = 0.0f;
+    for (int c = 0; c < cg; c++) {
+        const int xc = (n * C + g * cg + c) * H * W;
+        const int wc = (m * cg + c) * KH * KW;
+        for (int ky = 0; ky < KH; ky++) {
+            const int iy = oy * sh + ky * dh - ph;
+            if (iy < 0 || iy >= H) continue;
+            for (int kx = 0; kx < KW; kx++) {
+                const int ix = ox * sw + kx * dw - pw;
+                if (ix < 0 || ix >= W) continue;
+                acc = fma(LD(x, xc + iy * W + ix), LD(w, wc + ky * KW + kx), acc);
+            }
+        }
+    }
+    const int out = (nm * OH + oy) * OW + ox;
+    if (has_bias) acc += LD(bias, m);
+    if (has_res) acc += LD(res, out);
+    ST(y, out, crx_activate(acc, act, act_a, act_b));
+}
