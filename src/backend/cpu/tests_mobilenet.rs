@@ -1,10 +1,11 @@
 //! MobileNet-family kernels and fusions against the reference (the oracle): the depthwise kernel
 //! on random shapes (odd sizes, 1x1 to 7x7 and non-square kernels, strides 1-3, dilation,
 //! asymmetric and oversized padding, planes big enough to take several bands and rows wide enough
-//! for the wide tiles, with bias, residual and activations fused)).
+//! for the wide tiles, with bias, residual and activations fused), and written-out HardSwish folded
+//! into the convolution before it.
 
-use super::tests::{build, check, compile_shape, ints, tensor, In};
-use crate::ir::Attr;
+use super::tests::{build, check, compile_and_compare, compile_shape, graph_const, graph_node, ints, tensor, In};
+use crate::ir::{Attr, DType, Fact, Graph, Tensor};
 use crate::ops::fused::{Activation, FusedConv};
 use std::sync::Arc;
 
@@ -79,3 +80,49 @@ fn depthwise_convolutions_match_the_reference_on_random_shapes() {
     }
 }
 
+/// MobileNetV3's blocks: a depthwise Conv -> BatchNormalization -> `x * Clip(x + 3, 0, 6) / 6`, and
+/// a pointwise Conv -> `x * HardSigmoid(x, 1/6, 0.5)`, each compile to one fused conv.
+#[test]
+fn written_out_hard_swish_folds_into_the_convolution() {
+    let mut g = Graph::default();
+    let xs = [1usize, 6, 9, 11];
+    let x = g.add_value("x", Fact::concrete(DType::F32, &xs));
+    g.inputs.push(x);
+    let c = graph_const;
+    let w = c(&mut g, "w", tensor(1, &[6, 1, 3, 3]));
+    let stats: Vec<usize> = (0..4).map(|i| c(&mut g, &format!("bn{i}"), tensor(2 + i, &[6]))).collect();
+    let var = c(&mut g, "var", Tensor::new(vec![6], vec![0.5f32, 1.0, 2.0, 0.25, 1.5, 0.75]).unwrap());
+    let scalar = |g: &mut Graph, v: f32| graph_const(g, &format!("k{v}"), Tensor::scalar(v));
+    let (three, zero, six) = (scalar(&mut g, 3.0), scalar(&mut g, 0.0), scalar(&mut g, 6.0));
+    let w2 = c(&mut g, "w2", tensor(7, &[5, 6, 1, 1]));
+    let names = ["y", "z", "a", "clipped", "m", "h", "p", "gate", "out"];
+    let [y, z, a, clipped, m, h, p, gate, out] = names.map(|n| g.add_value(n, Fact::unknown()));
+    let dw = vec![("group", Attr::Int(6)), ("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))];
+    let hard_sigmoid = vec![("alpha", Attr::Float(1.0 / 6.0)), ("beta", Attr::Float(0.5))];
+    g.nodes = vec![
+        graph_node(build("Conv", dw, 2), "Conv", vec![x, w], vec![y]),
+        graph_node(
+            build("BatchNormalization", vec![], 5),
+            "BatchNormalization",
+            vec![y, stats[0], stats[1], stats[2], var],
+            vec![z],
+        ),
+        graph_node(build("Add", vec![], 2), "Add", vec![z, three], vec![a]),
+        graph_node(build("Clip", vec![], 3), "Clip", vec![a, zero, six], vec![clipped]),
+        graph_node(build("Mul", vec![], 2), "Mul", vec![z, clipped], vec![m]),
+        graph_node(build("Div", vec![], 2), "Div", vec![m, six], vec![h]),
+        graph_node(build("Conv", vec![], 2), "Conv", vec![h, w2], vec![p]),
+        graph_node(build("HardSigmoid", hard_sigmoid, 1), "HardSigmoid", vec![p], vec![gate]),
+        graph_node(build("Mul", vec![], 2), "Mul", vec![gate, p], vec![out]),
+    ];
+    g.outputs = vec![out];
+    let x = Tensor::new(
+        xs.to_vec(),
+        tensor(8, &xs).as_slice::<f32>().unwrap().iter().map(|v| v * 8.0).collect::<Vec<f32>>(),
+    )
+    .unwrap();
+    let (kernels, want) = compile_and_compare(&mut g, &[&x], 1e-5);
+    assert_eq!(kernels, ["conv-depthwise", "conv-gemm"]);
+    let v = want.as_slice::<f32>().unwrap();
+    assert!(v.iter().any(|&v| v == 0.0) && v.iter().any(|&v| v < 0.0), "both bends of HardSwish are reached");
+}
