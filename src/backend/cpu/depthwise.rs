@@ -29,8 +29,10 @@ pub struct Depthwise<'a> {
     pub w: Axis,
 }
 
-/// Output pixels per tile of the main loop, and of the narrow tiles that finish a row.
-const NARROW: usize = 8;
+/// Output columns are computed in whole tiles of 8 (past the row's end too).
+const COLUMN_STEP: usize = 8;
+/// The most output rows one tile covers (past the band's end too).
+const MAX_TILE_ROWS: usize = 8;
 /// Floats of input rows one band copies: a band's scratch stays in the L2 cache.
 const BAND_FLOATS: usize = 16 * 1024;
 
@@ -54,7 +56,7 @@ struct Layout {
 impl Layout {
     fn new(h: &Axis, w: &Axis) -> Layout {
         let reach = (w.kernel - 1) * w.dilation;
-        let phase_len = w.output.next_multiple_of(NARROW) + reach / w.stride;
+        let phase_len = w.output.next_multiple_of(COLUMN_STEP) + reach / w.stride;
         let row_len = phase_len * w.stride;
         let span = (h.kernel - 1) * h.dilation + 1;
         let rows_fit = (BAND_FLOATS / row_len.max(1)).saturating_sub(span);
@@ -96,7 +98,7 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
         };
         SCRATCH.with(|s| {
             let mut scratch = s.borrow_mut();
-            let need = layout.rows(&h, layout.band) * layout.row_len + NARROW;
+            let need = layout.rows(&h, layout.band.next_multiple_of(MAX_TILE_ROWS)) * layout.row_len;
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
@@ -146,6 +148,7 @@ impl PlaneJob<'_> {
                 let dst = &mut phase[lo..hi];
                 match w.stride {
                     1 => dst.copy_from_slice(&src[start..start + dst.len()]),
+                    2 => every_other(dst, &src[start..]),
                     s => dst.iter_mut().zip(src[start..].iter().step_by(s)).for_each(|(d, v)| *d = *v),
                 }
             }
@@ -170,76 +173,84 @@ impl PlaneJob<'_> {
             let shift = kx * w.dilation;
             *off = ky * h.dilation * l.row_len + (shift % w.stride) * l.phase_len + shift / w.stride;
         }
-        let rows = Rows { scratch, offsets, filter: self.filter, bias: self.bias };
-        for oy in oy0..oy1 {
-            let base = (oy - oy0) * h.stride * l.row_len;
-            let out = &mut y[oy * w.output..(oy + 1) * w.output];
-            let residual = self.residual.map(|r| &r[oy * w.output..(oy + 1) * w.output]);
-            rows.row(base, out, residual);
-        }
+        let tiles = Tiles {
+            scratch,
+            offsets,
+            filter: self.filter,
+            bias: self.bias,
+            row_step: h.stride * l.row_len,
+            ow: w.output,
+            residual: self.residual,
+        };
+        tiles.rows(oy0, oy1, y);
     }
 }
 
-/// What every output row of a band reads.
-struct Rows<'a> {
+/// What every output tile of a band reads. A tile is `R` output rows by `T` columns with its
+/// accumulators in registers. On x86 the tiles are written with AVX2 intrinsics (8-float vectors,
+/// up to 8 per tile: R rows of T/8 vectors), so that narrow planes still keep several independent
+/// sums going (7x7 planes: one tile of 8 rows of 8); the compiler did not keep multi-row tiles
+/// written as nested arrays in registers. Elsewhere one row per tile, autovectorised.
+struct Tiles<'a> {
     scratch: &'a [f32],
     offsets: &'a [usize],
     filter: &'a [f32],
     bias: f32,
+    /// Scratch floats from one output row's first padded row to the next one's.
+    row_step: usize,
+    ow: usize,
+    residual: Option<&'a [f32]>,
 }
 
-impl Rows<'_> {
-    fn row(&self, base: usize, out: &mut [f32], residual: Option<&[f32]>) {
+impl Tiles<'_> {
+    fn rows(&self, oy0: usize, oy1: usize, y: &mut [f32]) {
         match isa() {
-            // SAFETY: isa() names only instruction sets this CPU runs.
+            // SAFETY: isa() names only instruction sets this CPU runs; AVX-512 implies AVX2.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.row_avx512(base, out, residual) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.row_avx2(base, out, residual) },
+            Isa::Avx512 | Isa::Avx2 => unsafe { x86::rows(self, oy0, oy1, y) },
             // aarch64 always has fused multiply-add.
             #[cfg(target_arch = "aarch64")]
-            _ => self.row_generic::<32, true>(base, out, residual),
+            _ => self.rows_generic::<true>(oy0, oy1, y),
             #[cfg(not(target_arch = "aarch64"))]
-            _ => self.row_generic::<32, false>(base, out, residual),
+            _ => self.rows_generic::<false>(oy0, oy1, y),
         }
     }
 
-    /// # Safety
-    /// Needs AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn row_avx512(&self, base: usize, out: &mut [f32], residual: Option<&[f32]>) {
-        self.row_generic::<64, true>(base, out, residual)
-    }
-
-    /// # Safety
-    /// Needs AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_avx2(&self, base: usize, out: &mut [f32], residual: Option<&[f32]>) {
-        self.row_generic::<32, true>(base, out, residual)
-    }
-
-    /// One output row: tiles of `WIDE` pixels, then tiles of [`NARROW`] (the scratch holds whole
-    /// narrow tiles past the row's end; their extra lanes are computed and dropped).
+    /// Columns of 32, then the rest of the row in one tile as wide as it (rounded up to 8). The
+    /// scratch holds whole tiles past the row's end; their extra lanes are computed and dropped.
     #[inline(always)]
-    fn row_generic<const WIDE: usize, const FMA: bool>(&self, base: usize, out: &mut [f32], residual: Option<&[f32]>) {
-        let ow = out.len();
+    fn rows_generic<const FMA: bool>(&self, oy0: usize, oy1: usize, y: &mut [f32]) {
         let mut ox = 0;
-        while ox + WIDE <= ow {
-            let acc = self.tile::<WIDE, FMA>(base + ox);
-            store(&acc, &mut out[ox..ox + WIDE], residual.map(|r| &r[ox..ox + WIDE]));
-            ox += WIDE;
+        while ox + 32 <= self.ow {
+            self.column::<32, FMA>(oy0, oy1, ox, y);
+            ox += 32;
         }
-        while ox < ow {
-            let n = NARROW.min(ow - ox);
-            let acc = self.tile::<NARROW, FMA>(base + ox);
-            store(&acc[..n], &mut out[ox..ox + n], residual.map(|r| &r[ox..ox + n]));
-            ox += NARROW;
+        match (self.ow - ox).div_ceil(8) {
+            0 => {}
+            1 => self.column::<8, FMA>(oy0, oy1, ox, y),
+            2 => self.column::<16, FMA>(oy0, oy1, ox, y),
+            3 => self.column::<24, FMA>(oy0, oy1, ox, y),
+            _ => self.column::<32, FMA>(oy0, oy1, ox, y),
         }
     }
 
-    /// `T` output pixels starting at scratch position `at`: the sum over taps, in registers.
+    /// Output columns `ox..ox + T` (those of them inside the row) of rows `oy0..oy1`.
+    #[inline(always)]
+    fn column<const T: usize, const FMA: bool>(&self, oy0: usize, oy1: usize, ox: usize, y: &mut [f32]) {
+        let n = T.min(self.ow - ox);
+        for oy in oy0..oy1 {
+            let acc = self.tile::<T, FMA>((oy - oy0) * self.row_step + ox);
+            let at = oy * self.ow + ox;
+            let out = &mut y[at..at + n];
+            match self.residual {
+                None => out.copy_from_slice(&acc[..n]),
+                Some(res) => out.iter_mut().zip(&acc[..n]).zip(&res[at..at + n]).for_each(|((o, a), r)| *o = a + r),
+            }
+        }
+    }
+
+    /// The `T` outputs whose first reads with the first tap are at scratch position `at`: the
+    /// sums over all taps, in registers.
     #[inline(always)]
     fn tile<const T: usize, const FMA: bool>(&self, at: usize) -> [f32; T] {
         let mut acc = [self.bias; T];
@@ -253,10 +264,96 @@ impl Rows<'_> {
     }
 }
 
-#[inline(always)]
-fn store(acc: &[f32], out: &mut [f32], residual: Option<&[f32]>) {
-    match residual {
-        None => out.copy_from_slice(acc),
-        Some(r) => out.iter_mut().zip(acc).zip(r).for_each(|((o, a), r)| *o = a + r),
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Tiles;
+    use std::arch::x86_64::*;
+
+    /// [`Tiles::rows`] in AVX2: columns of 64 (8 vectors, one row), then the rest of the row as
+    /// R rows of V vectors, R * V <= 8.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rows(t: &Tiles, oy0: usize, oy1: usize, y: &mut [f32]) {
+        let mut ox = 0;
+        while ox + 64 <= t.ow {
+            column::<8, 1>(t, oy0, oy1, ox, y);
+            ox += 64;
+        }
+        match (t.ow - ox).div_ceil(8) {
+            0 => {}
+            1 => column::<1, 8>(t, oy0, oy1, ox, y),
+            2 => column::<2, 4>(t, oy0, oy1, ox, y),
+            3 => column::<3, 2>(t, oy0, oy1, ox, y),
+            4 => column::<4, 2>(t, oy0, oy1, ox, y),
+            5 => column::<5, 1>(t, oy0, oy1, ox, y),
+            6 => column::<6, 1>(t, oy0, oy1, ox, y),
+            _ => column::<7, 1>(t, oy0, oy1, ox, y),
+        }
+    }
+
+    /// Output columns `ox..ox + 8V` (those inside the row) of rows `oy0..oy1`, R rows at a time
+    /// (the scratch holds whole tiles past the band's last row: those rows are dropped).
+    #[inline(always)]
+    unsafe fn column<const V: usize, const R: usize>(t: &Tiles, oy0: usize, oy1: usize, ox: usize, y: &mut [f32]) {
+        let reach = t.offsets.iter().max().copied().unwrap_or(0) + 8 * V;
+        for oy in (oy0..oy1).step_by(R) {
+            let at = (oy - oy0) * t.row_step + ox;
+            // Every read of the tile is inside the scratch.
+            assert!(at + (R - 1) * t.row_step + reach <= t.scratch.len(), "depthwise tile past its scratch");
+            // SAFETY: the reads are in bounds (checked above); AVX2 and FMA as the caller promised.
+            let acc = unsafe { tile::<V, R>(t, at) };
+            for (r, acc) in acc.iter().enumerate().take(oy1 - oy) {
+                let row = (oy + r) * t.ow;
+                for (v, &sum) in acc.iter().enumerate() {
+                    let first = ox + 8 * v;
+                    if first >= t.ow {
+                        break;
+                    }
+                    let n = 8.min(t.ow - first);
+                    let mut lanes = [0f32; 8];
+                    // SAFETY: `lanes` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+                    let out = &mut y[row + first..row + first + n];
+                    match t.residual {
+                        None => out.copy_from_slice(&lanes[..n]),
+                        Some(res) => {
+                            let res = &res[row + first..row + first + n];
+                            out.iter_mut().zip(&lanes).zip(res).for_each(|((o, a), r)| *o = a + r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sums over all taps of R rows of V vectors, the first read at scratch position `at`.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; every read (`at + r * row_step + offset + 8V` for r < R) in bounds.
+    #[inline(always)]
+    unsafe fn tile<const V: usize, const R: usize>(t: &Tiles, at: usize) -> [[__m256; V]; R] {
+        let mut acc = [[_mm256_set1_ps(t.bias); V]; R];
+        let base = t.scratch.as_ptr().add(at);
+        for (&off, &wt) in t.offsets.iter().zip(t.filter) {
+            let w = _mm256_set1_ps(wt);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let src = base.add(r * t.row_step + off);
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(src.add(8 * v)), *a);
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// `dst[j] = src[2 * j]`, in a form the compiler vectorises (`step_by` does not).
+fn every_other(dst: &mut [f32], src: &[f32]) {
+    let pairs = (src.len() / 2).min(dst.len());
+    dst[..pairs].iter_mut().zip(src.chunks_exact(2)).for_each(|(d, p)| *d = p[0]);
+    if let Some(d) = dst.get_mut(pairs) {
+        *d = src[2 * pairs];
     }
 }
