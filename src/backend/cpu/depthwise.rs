@@ -9,7 +9,9 @@
 //! kernels pad the same way; the phase split is what lets stride 2 run as fast as stride 1).
 
 use super::activation::{Activation, ActivationExt};
-use super::isa::{isa, Isa};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
 use std::cell::RefCell;
