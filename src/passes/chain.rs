@@ -2,7 +2,7 @@
 //! node to the one node that reads it, matching binary nodes, and replacing a matched chain with
 //! one node.
 
-use crate::ir::{Graph, Node, Op, ValueId};
+use crate::ir::{DType, Graph, Node, Op, ValueId};
 use crate::ops::binary::{Binary, Kind};
 use std::sync::Arc;
 
@@ -34,6 +34,22 @@ pub fn binary_with(node: &Node, kind: Kind, v: ValueId, first: Option<bool>) -> 
         (&[Some(p), Some(q)], Some(false) | None) if q == v && p != v => Some(p),
         _ => None,
     }
+}
+
+/// Whether `v` is a constant f32 scalar (rank 0 or [1], so it broadcasts to any rank >= 1)
+/// within 1e-6 of `want`.
+pub fn scalar(graph: &Graph, v: ValueId, want: f32) -> bool {
+    let Some(t) = graph.values[v].constant() else { return false };
+    t.dtype() == DType::F32
+        && t.rank() <= 1
+        && t.as_slice::<f32>().is_ok_and(|s| s.len() == 1 && (s[0] - want).abs() <= 1e-6)
+}
+
+/// Whether `v` is an f32 value of known rank >= 1 (so a scalar constant broadcast against it keeps
+/// its shape).
+pub fn float_tensor(graph: &Graph, v: ValueId) -> bool {
+    let fact = &graph.values[v].fact;
+    fact.dtype == Some(DType::F32) && fact.shape.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 /// Replaces the chain `nodes` (indices; the last one's output is the chain's) with one node of

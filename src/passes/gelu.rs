@@ -3,9 +3,9 @@
 //! or `Mul` by 1/sqrt 2), and replaces the five nodes with one Gelu node, which the activation
 //! fusion then folds into the matrix product before it.
 
-use super::chain::{binary_with, only_feeds, replace_chains, Chain};
+use super::chain::{binary_with, float_tensor, only_feeds, replace_chains, scalar, Chain};
 use super::Pass;
-use crate::ir::{DType, Graph, ValueId};
+use crate::ir::{Graph, ValueId};
 use crate::ops::activation::{FloatActivation, Formula};
 use crate::ops::binary::Kind;
 use crate::ops::unary::FloatFn;
@@ -28,22 +28,12 @@ impl Pass for FuseGelu {
     }
 }
 
-/// Whether `v` is a constant f32 scalar (rank 0 or [1], so it broadcasts to any rank >= 1)
-/// within 1e-6 of `want`.
-fn scalar(graph: &Graph, v: ValueId, want: f32) -> bool {
-    let Some(t) = graph.values[v].constant() else { return false };
-    t.dtype() == DType::F32
-        && t.rank() <= 1
-        && t.as_slice::<f32>().is_ok_and(|s| s.len() == 1 && (s[0] - want).abs() <= 1e-6)
-}
-
 /// If node `i` starts a written-out Gelu of an f32 `x` of rank >= 1: x and the chain's nodes in
 /// graph order (the last one gives the output).
 fn gelu_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)> {
     let node = &graph.nodes[i];
     let x = node.inputs.first().copied().flatten()?;
-    let fact = &graph.values[x].fact;
-    if fact.dtype != Some(DType::F32) || fact.shape.as_ref().is_none_or(|s| s.is_empty()) {
+    if !float_tensor(graph, x) {
         return None;
     }
     let scaled = match binary_with(node, Kind::Div, x, None) {
@@ -77,8 +67,8 @@ mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
     use crate::ir::interp::Interpreter;
-    use crate::ir::Node;
     use crate::ir::{Attributes, DataRef, Fact, Tensor};
+    use crate::ir::{DType, Node};
     use crate::ops::activation::test_util::build;
 
     /// x -> (Div by `divisor`) -> Erf -> Add `one` -> Mul x -> Mul 0.5 (or 0.5 first with

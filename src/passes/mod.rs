@@ -9,6 +9,7 @@ pub mod const_fold;
 pub mod dce;
 pub mod fuse;
 pub mod gelu;
+pub mod hard_swish;
 pub mod layer_norm;
 
 pub trait Pass {
@@ -28,6 +29,7 @@ pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(fuse::FoldBatchNorm),
         Box::new(gelu::FuseGelu),
+        Box::new(hard_swish::FuseHardSwish),
         Box::new(layer_norm::FuseLayerNorm),
         Box::new(fuse::FuseActivation),
     ]

@@ -5,11 +5,11 @@
 //! kernel. Bias, a residual (skip connection) and the activation are applied as the output is
 //! written.
 
-use super::activation::{Activation, ActivationExt};
+use super::activation::Activation;
 use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
+use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
-use super::pool::SharedMut;
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
@@ -236,7 +236,7 @@ impl ConvKernel {
         }
     }
 
-    /// One filter per channel: each output plane is a sum of shifted, scaled input rows.
+    /// One filter per channel: the depthwise kernel.
     fn depthwise(
         &self,
         ctx: &ExecCtx,
@@ -246,24 +246,18 @@ impl ConvKernel {
         residual: Option<&[f32]>,
         y: &mut [f32],
     ) {
-        let [m, _, kh, kw] = self.weights_shape;
-        let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
-        let planes = batch * m;
-        let out = SharedMut(y.as_mut_ptr());
-        ctx.pool.parallel_for_work(planes, out_plane * kh * kw, &|p| {
-            let c = p % m;
-            let input = &x[p * in_plane..(p + 1) * in_plane];
-            let o = out;
-            // SAFETY: each task writes only its own output plane.
-            let plane = unsafe { std::slice::from_raw_parts_mut(o.0.add(p * out_plane), out_plane) };
-            let filter = &self.depthwise_weights[c * kh * kw..(c + 1) * kh * kw];
-            plane.fill(self.bias.as_ref().map_or(0.0, |b| b[c]));
-            depthwise_plane(input, filter, geo.h, geo.w, plane);
-            if let Some(r) = residual {
-                plane.iter_mut().zip(&r[p * out_plane..(p + 1) * out_plane]).for_each(|(v, r)| *v += r);
-            }
-            self.act.apply(plane);
-        });
+        let [m, _, _, _] = self.weights_shape;
+        let problem = Depthwise {
+            x,
+            weights: &self.depthwise_weights,
+            bias: self.bias.as_deref(),
+            residual,
+            act: self.act,
+            channels: m,
+            h: geo.h,
+            w: geo.w,
+        };
+        depthwise::run(ctx.pool, &problem, batch * m, y);
     }
 }
 
@@ -277,51 +271,6 @@ fn valid_outputs(a: &Axis, k: usize) -> std::ops::Range<usize> {
     let limit = a.input + a.pad_begin;
     let hi = if limit > shift { (limit - shift - 1) / a.stride + 1 } else { 0 };
     lo.min(a.output)..hi.min(a.output).max(lo.min(a.output))
-}
-
-fn depthwise_plane(input: &[f32], filter: &[f32], h: Axis, w: Axis, out: &mut [f32]) {
-    match super::isa::isa() {
-        // SAFETY: isa() names only instruction sets this CPU runs.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx512 | super::isa::Isa::Avx2 => unsafe { depthwise_plane_avx2(input, filter, h, w, out) },
-        _ => depthwise_plane_generic(input, filter, h, w, out),
-    }
-}
-
-/// # Safety
-/// Needs AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_plane_avx2(input: &[f32], filter: &[f32], h: Axis, w: Axis, out: &mut [f32]) {
-    depthwise_plane_generic(input, filter, h, w, out)
-}
-
-#[inline(always)]
-fn depthwise_plane_generic(input: &[f32], filter: &[f32], h: Axis, w: Axis, out: &mut [f32]) {
-    let (iw, ow) = (w.input, w.output);
-    for ky in 0..h.kernel {
-        for oy in valid_outputs(&h, ky) {
-            let iy = oy * h.stride + ky * h.dilation - h.pad_begin;
-            let in_row = &input[iy * iw..(iy + 1) * iw];
-            let out_row = &mut out[oy * ow..(oy + 1) * ow];
-            for kx in 0..w.kernel {
-                let wv = filter[ky * w.kernel + kx];
-                let xs = valid_outputs(&w, kx);
-                if xs.is_empty() {
-                    continue;
-                }
-                let first = xs.start * w.stride + kx * w.dilation - w.pad_begin;
-                if w.stride == 1 {
-                    let src = &in_row[first..first + xs.len()];
-                    out_row[xs].iter_mut().zip(src).for_each(|(o, &v)| *o += wv * v);
-                } else {
-                    for (j, o) in out_row[xs].iter_mut().enumerate() {
-                        *o += wv * in_row[first + j * w.stride];
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The column matrix of one (image, group) as a B operand: row `k` is input channel

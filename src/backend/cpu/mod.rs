@@ -12,6 +12,7 @@ pub mod concat;
 pub mod conv;
 mod conv_narrow;
 pub mod conv_transpose;
+pub mod depthwise;
 pub mod dequantize;
 pub mod gemm;
 pub mod isa;
@@ -30,6 +31,8 @@ pub mod unary;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mobilenet;
 #[cfg(test)]
 mod tests_transformer;
 #[cfg(test)]

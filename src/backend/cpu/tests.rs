@@ -296,7 +296,7 @@ fn one_d_convolutions_match_the_reference() {
 }
 
 /// The output shape of `conv` on an input of shape `xs` with weights of shape `ws`.
-fn compile_shape(conv: &Arc<dyn Op>, xs: &[usize], ws: &[usize]) -> Vec<usize> {
+pub(super) fn compile_shape(conv: &Arc<dyn Op>, xs: &[usize], ws: &[usize]) -> Vec<usize> {
     let fact = |s: &[usize]| Fact::new(crate::ir::DType::F32, s.iter().map(|&d| Dim::Known(d)).collect());
     let facts = conv.infer(&[Some(&fact(xs)), Some(&fact(ws))]).unwrap();
     facts[0].concrete_shape().unwrap()
