@@ -27,6 +27,7 @@ pub mod resize;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
+pub mod winograd;
 
 #[cfg(test)]
 mod tests;
