@@ -11,8 +11,10 @@
 //! panel), so small planes (14x14, a handful of tiles) still fill the micro-kernel.
 
 use super::activation::{Activation, ActivationExt};
-use super::gemm::{self, Epilogue, Lhs, MatRef, Micro, PackedB, PanelsRef, Problem, Rhs};
-use super::isa::{isa, Isa};
+use super::gemm::{self, Epilogue, Lhs, Micro, PackedB, PanelsRef, Problem, Rhs};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
 use std::cell::RefCell;
@@ -52,15 +54,26 @@ pub struct Winograd {
     micro: Micro,
 }
 
-/// G of F(4x4, 3x3): the weight transform `U = G g Gᵀ` per (output, input) channel pair.
-const G: [[f64; 3]; ALPHA] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
+/// G x for one column (or row) of 3 weights: the 1-D step of the weight transform `U = G g Gᵀ`
+/// (G of F(4x4, 3x3)).
+#[inline(always)]
+fn filter_1d([a, b, c]: [f64; 3]) -> [f64; ALPHA] {
+    [a / 4.0, -(a + b + c) / 6.0, -(a - b + c) / 6.0, a / 24.0 + b / 12.0 + c / 6.0, a / 24.0 - b / 12.0 + c / 6.0, c]
+}
+
+/// `G g Gᵀ` of one 3x3 filter (row-major), point by point; in f64, so it adds no rounding.
+fn transform_filter(g: &[f32]) -> [f32; POINTS] {
+    let g = |i: usize| g[i] as f64;
+    let cols: [[f64; ALPHA]; 3] = std::array::from_fn(|j| filter_1d([g(j), g(3 + j), g(6 + j)]));
+    let mut u = [0f32; POINTS];
+    for i in 0..ALPHA {
+        let row = filter_1d([cols[0][i], cols[1][i], cols[2][i]]);
+        for (j, v) in row.into_iter().enumerate() {
+            u[i * ALPHA + j] = v as f32;
+        }
+    }
+    u
+}
 
 thread_local! {
     /// One block's transformed input and products, kept per thread between runs so steady-state
@@ -84,27 +97,25 @@ impl Winograd {
     /// `w`: the weights, M x C x 3 x 3.
     pub fn new(w: &[f32], m: usize, c: usize, micro: &Micro) -> Winograd {
         assert!(micro.mr <= LANES, "a micro-kernel taller than the input transform's lanes");
-        let mut u = vec![0f32; POINTS * c * m];
-        // Output channels innermost, so each point's matrix is written row by row.
+        let mut u: Vec<PackedB> = (0..POINTS).map(|_| PackedB::zeroed(c, m, micro)).collect();
+        // One panel row (NR output channels of one input channel) of all 36 operands at a time,
+        // each then written whole: 36 scattered stores per filter made loading slow.
+        let nr = micro.nr;
+        let mut rows = vec![0f32; POINTS * nr];
         for ci in 0..c {
-            for mo in 0..m {
-                let g = &w[(mo * c + ci) * 9..(mo * c + ci + 1) * 9];
-                // G g (6x3), then (G g) Gᵀ (6x6), in f64 so the transform adds no rounding.
-                let mut gg = [[0f64; 3]; ALPHA];
-                for (i, row) in gg.iter_mut().enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = (0..3).map(|k| G[i][k] * g[k * 3 + j] as f64).sum();
+            for panel in 0..m.div_ceil(nr) {
+                rows.fill(0.0);
+                for (j, mo) in (panel * nr..m.min((panel + 1) * nr)).enumerate() {
+                    let t = transform_filter(&w[(mo * c + ci) * 9..(mo * c + ci + 1) * 9]);
+                    for (p, v) in t.into_iter().enumerate() {
+                        rows[p * nr + j] = v;
                     }
                 }
-                for i in 0..ALPHA {
-                    for j in 0..ALPHA {
-                        let v: f64 = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
-                        u[((i * ALPHA + j) * c + ci) * m + mo] = v as f32;
-                    }
+                for (u, row) in u.iter_mut().zip(rows.chunks_exact(nr)) {
+                    u.panel_row_mut(panel, ci).copy_from_slice(row);
                 }
             }
         }
-        let u = u.chunks_exact(c * m).map(|p| PackedB::new(&MatRef::row_major(p, m), c, m, micro)).collect();
         Winograd { c, m, u, micro: *micro }
     }
 
@@ -347,6 +358,9 @@ unsafe fn transform_output_avx2(r: &Run, t: &Tiles, m: usize, first: usize, coun
 /// Turns the products of tiles `first..first + count` (36 matrices of tiles x M in `o`) into
 /// their output pixels, plus bias and residual, through the activation, into `y`: the task owns
 /// those tiles' pixels of every output plane.
+// The loops walk matrix coordinates that address several arrays at once (the products, the
+// transposed tile, the output planes); indices read more plainly than zipped iterators.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn transform_output_generic(r: &Run, tiles: &Tiles, m: usize, first: usize, count: usize, o: &[f32], y: SharedMut) {
     let (oh, ow) = (r.h.output, r.w.output);

@@ -138,6 +138,21 @@ impl PackedB {
         PackedB { n, k, nr, data }
     }
 
+    /// A k x n operand of zeros, for callers that compute the elements themselves and write them
+    /// in place with [`panel_row_mut`](Self::panel_row_mut) (no row-major copy to pack from).
+    pub fn zeroed(k: usize, n: usize, micro: &Micro) -> PackedB {
+        let nr = micro.nr;
+        PackedB { n, k, nr, data: vec![0f32; n.div_ceil(nr) * nr * k] }
+    }
+
+    /// Columns `p * nr..(p + 1) * nr` of row `i` (zero past `n`, to be left so), where `nr` is the
+    /// micro-kernel's width.
+    pub fn panel_row_mut(&mut self, p: usize, i: usize) -> &mut [f32] {
+        assert!(i < self.k && p < self.n.div_ceil(self.nr), "row {i} of panel {p} is outside the operand");
+        let start = p * self.nr * self.k + i * self.nr;
+        &mut self.data[start..start + self.nr]
+    }
+
     fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
         let start = p * self.nr * self.k + k0 * self.nr;
         &self.data[start..start + kc * self.nr]
