@@ -10,6 +10,7 @@ use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
 use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
+use super::winograd::{self, Winograd};
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
@@ -56,7 +57,8 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let wv = w.as_slice::<f32>()?;
     let micro = gemm::micro_for(isa());
     let depthwise = cg == 1 && mg == 1 && group > 1;
-    let packed = if depthwise {
+    let winograd = winograd_for(graph, node, conv, &ws).then(|| Winograd::new(wv, m, cg, &micro));
+    let packed = if depthwise || winograd.is_some() {
         Vec::new()
     } else {
         (0..group)
@@ -68,6 +70,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         weights_shape: [m, cg, kh, kw],
         group,
         packed,
+        winograd,
         depthwise_weights: if depthwise { wv.to_vec() } else { Vec::new() },
         weights: w.clone(),
         narrow: NarrowWeights::default(),
@@ -78,6 +81,26 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     })))
 }
 
+/// Whether `node` (weights of shape `ws`) runs by Winograd: a 3x3 window of stride 1 without
+/// dilation over one group, with the channels and (if the input's shape is known) the plane
+/// size where it beats the GEMM.
+fn winograd_for(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> bool {
+    let window = &conv.attrs.window;
+    let plain = (0..2).all(|a| window.stride(a) == 1 && window.dilation(a) == 1);
+    if !(ws[2..] == [3, 3] && conv.attrs.group == 1 && plain) {
+        return false;
+    }
+    let input = node.inputs.first().copied().flatten();
+    // The plane's size, if known (the batch may be symbolic).
+    let shape = input.and_then(|v| graph.values[v].fact.shape.as_ref());
+    let tiles = shape.filter(|s| s.len() == 4).and_then(|s| {
+        let h = window.forward_axis(0, s[2].known()?, 3).ok()?;
+        let w = window.forward_axis(1, s[3].known()?, 3).ok()?;
+        Some(h.output.div_ceil(4) * w.output.div_ceil(4))
+    });
+    winograd::wins(ws[1], ws[0], tiles)
+}
+
 #[derive(Debug)]
 struct ConvKernel {
     /// The node's op: for the geometry, and the reference kernel for inputs this one does not take.
@@ -86,6 +109,9 @@ struct ConvKernel {
     group: usize,
     /// Per group, the weights as an (M/group) x (C/group * kh * kw) left operand.
     packed: Vec<PackedA>,
+    /// For 3x3 stride-1 convolutions where Winograd wins: the transformed weights (`packed` is
+    /// empty then).
+    winograd: Option<Winograd>,
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
     depthwise_weights: Vec<f32>,
     /// The weights tensor (sharing the graph's constant, not a copy), for packings made on first
@@ -140,7 +166,9 @@ impl ConvKernel {
 
 impl Kernel for ConvKernel {
     fn name(&self) -> &'static str {
-        if self.packed.is_empty() {
+        if self.winograd.is_some() {
+            "conv-winograd"
+        } else if self.packed.is_empty() {
             "conv-depthwise"
         } else {
             "conv-gemm"
@@ -167,7 +195,11 @@ impl Kernel for ConvKernel {
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
         let mut y = ctx.buffers.zeroed(checked_len(&out_shape, crate::ir::DType::F32)?)?;
-        if self.packed.is_empty() {
+        if let Some(wg) = &self.winograd {
+            let (bias, act) = (self.bias.as_deref(), self.act);
+            let run = winograd::Run { x: x.as_slice::<f32>()?, batch, h: geo.h, w: geo.w, bias, residual, act };
+            wg.run(ctx.pool, &run, &mut y);
+        } else if self.packed.is_empty() {
             self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
         } else {
             self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);

@@ -1,5 +1,6 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
-//! with weights packed once: convolution, ConvTranspose, matrix products (f32 and integer),
+//! with weights packed once: convolution (implicit-im2col GEMM; Winograd F(4x4, 3x3) for 3x3
+//! stride-1 layers where it wins; depthwise), ConvTranspose, matrix products (f32 and integer),
 //! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
 //! DynamicQuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
@@ -28,6 +29,7 @@ pub mod resize;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
+pub mod winograd;
 
 #[cfg(test)]
 mod tests;

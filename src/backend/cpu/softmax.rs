@@ -1,6 +1,7 @@
 //! Softmax and LogSoftmax in f32 over contiguous lanes (the normalised axis is the last one, or
 //! the flattened trailing axes before opset 13): max, exponentials and sum, scale; vectorised
-//! with the fast exp, rows spread over the pool. Other layouts run the reference.
+//! with the fast exp, rows spread over the pool. A normalised axis that is not the last (YOLOv8's
+//! distribution head: 16 bins over 4 x 8400 boxes) is vectorised across the lanes beside it.
 
 use super::activation::exp;
 use super::isa::isa;
@@ -39,10 +40,14 @@ impl Kernel for SoftmaxKernel {
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
         let softmax = self.op.downcast_ref::<Softmax>().expect("prepared for a Softmax");
         let lanes = f32_input(inputs, 0).and_then(|x| Some((x, softmax.lanes(x.shape()).ok()?)));
-        let Some((x, Lanes { n, inner: 1, .. })) = lanes else {
+        let Some((x, Lanes { n, inner, .. })) = lanes else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
         let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
+        if inner > 1 {
+            self.strided(ctx, &mut y, n, inner);
+            return Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)]);
+        }
         let rows = y.len().checked_div(n).unwrap_or(0);
         let per_task = (CHUNK / n.max(1)).max(1);
         let out = SharedMut(y.as_mut_ptr());
@@ -56,6 +61,73 @@ impl Kernel for SoftmaxKernel {
             }
         });
         Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+    }
+}
+
+impl SoftmaxKernel {
+    /// Lanes of stride `inner` > 1: per block of `n` rows of `inner` values, column chunks
+    /// normalised together, so each step is a vector over neighbouring lanes.
+    fn strided(&self, ctx: &ExecCtx, y: &mut [f32], n: usize, inner: usize) {
+        let block = n * inner;
+        let outer = y.len().checked_div(block).unwrap_or(0);
+        let chunks = inner.div_ceil(STRIDED_COLS);
+        let out = SharedMut(y.as_mut_ptr());
+        let log = self.log;
+        ctx.pool.parallel_for_work(outer * chunks, n * STRIDED_COLS * 8, &|t| {
+            let (b, c0) = (t / chunks, t % chunks * STRIDED_COLS);
+            let o = out;
+            // SAFETY: each task normalises its own columns of its own block of y.
+            let rows = unsafe { std::slice::from_raw_parts_mut(o.0.add(b * block), block) };
+            normalize_columns(rows, inner, c0, STRIDED_COLS.min(inner - c0), log);
+        });
+    }
+}
+
+/// Columns of one task in the strided case: a few vectors wide.
+const STRIDED_COLS: usize = 64;
+
+fn normalize_columns(rows: &mut [f32], inner: usize, c0: usize, width: usize, log: bool) {
+    match isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::normalize_columns_avx512(rows, inner, c0, width, log) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::normalize_columns_avx2(rows, inner, c0, width, log) },
+        _ => normalize_columns_generic(rows, inner, c0, width, log),
+    }
+}
+
+/// Normalises columns `c0..c0 + width` of `rows` (row stride `inner`) each on its own, as
+/// [`normalize_generic`] does a row.
+#[inline(always)]
+fn normalize_columns_generic(rows: &mut [f32], inner: usize, c0: usize, width: usize, log: bool) {
+    let mut max = [f32::NEG_INFINITY; STRIDED_COLS];
+    let mut sum = [0f32; STRIDED_COLS];
+    for row in rows.chunks_exact(inner) {
+        max[..width].iter_mut().zip(&row[c0..c0 + width]).for_each(|(m, &v)| *m = m.max(v));
+    }
+    for row in rows.chunks_exact_mut(inner) {
+        let row = &mut row[c0..c0 + width];
+        for ((v, s), m) in row.iter_mut().zip(&mut sum).zip(&max) {
+            let e = exp(*v - m);
+            *s += e;
+            if !log {
+                *v = e;
+            }
+        }
+    }
+    if log {
+        let mut shift = [0f32; STRIDED_COLS];
+        shift[..width].iter_mut().zip(&max).zip(&sum).for_each(|((t, m), s)| *t = m + s.ln());
+        for row in rows.chunks_exact_mut(inner) {
+            row[c0..c0 + width].iter_mut().zip(&shift).for_each(|(v, t)| *v -= t);
+        }
+    } else {
+        let mut inv = [0f32; STRIDED_COLS];
+        inv[..width].iter_mut().zip(&sum).for_each(|(i, s)| *i = 1.0 / s);
+        for row in rows.chunks_exact_mut(inner) {
+            row[c0..c0 + width].iter_mut().zip(&inv).for_each(|(v, i)| *v *= i);
+        }
     }
 }
 
@@ -128,5 +200,17 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn normalize_avx2(row: &mut [f32], log: bool) {
         super::normalize_generic(row, log)
+    }
+    /// # Safety
+    /// Needs AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn normalize_columns_avx512(rows: &mut [f32], inner: usize, c0: usize, width: usize, log: bool) {
+        super::normalize_columns_generic(rows, inner, c0, width, log)
+    }
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn normalize_columns_avx2(rows: &mut [f32], inner: usize, c0: usize, width: usize, log: bool) {
+        super::normalize_columns_generic(rows, inner, c0, width, log)
     }
 }

@@ -138,6 +138,21 @@ impl PackedB {
         PackedB { n, k, nr, data }
     }
 
+    /// A k x n operand of zeros, for callers that compute the elements themselves and write them
+    /// in place with [`panel_row_mut`](Self::panel_row_mut) (no row-major copy to pack from).
+    pub fn zeroed(k: usize, n: usize, micro: &Micro) -> PackedB {
+        let nr = micro.nr;
+        PackedB { n, k, nr, data: vec![0f32; n.div_ceil(nr) * nr * k] }
+    }
+
+    /// Columns `p * nr..(p + 1) * nr` of row `i` (zero past `n`, to be left so), where `nr` is the
+    /// micro-kernel's width.
+    pub fn panel_row_mut(&mut self, p: usize, i: usize) -> &mut [f32] {
+        assert!(i < self.k && p < self.n.div_ceil(self.nr), "row {i} of panel {p} is outside the operand");
+        let start = p * self.nr * self.k + i * self.nr;
+        &mut self.data[start..start + self.nr]
+    }
+
     fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
         let start = p * self.nr * self.k + k0 * self.nr;
         &self.data[start..start + kc * self.nr]
@@ -148,9 +163,28 @@ impl PackedB {
     }
 }
 
+/// A left operand already laid out as [`PackedA`] holds it (MR-row panels over all of k, the
+/// rows past `m` zero), borrowed: for kernels that write their A operand into panels themselves
+/// at run time (the Winograd convolution's transformed tiles), so it is not packed again.
+#[derive(Clone, Copy)]
+pub struct PanelsRef<'a> {
+    pub m: usize,
+    pub k: usize,
+    pub data: &'a [f32],
+}
+
+impl PanelsRef<'_> {
+    /// Rows `kc` from `k0` of panel `p`, for panels of `mr` rows.
+    fn panel(&self, p: usize, mr: usize, k0: usize, kc: usize) -> &[f32] {
+        let start = p * mr * self.k + k0 * mr;
+        &self.data[start..start + kc * mr]
+    }
+}
+
 pub enum Lhs<'a> {
     Packed(&'a PackedA),
     Plain(MatRef<'a>),
+    Panels(PanelsRef<'a>),
 }
 
 pub enum Rhs<'a> {
@@ -242,6 +276,7 @@ impl Lhs<'_> {
         match self {
             Lhs::Packed(p) => Lhs::Packed(p),
             Lhs::Plain(m) => Lhs::Plain(*m),
+            Lhs::Panels(p) => Lhs::Panels(*p),
         }
     }
 }
@@ -313,6 +348,27 @@ pub fn run_batch<'a>(
     }
 }
 
+/// Runs one product on the calling thread alone: for kernels that spread their own work over the
+/// pool and call the GEMM from inside a task. With [`Lhs::Panels`], `p.a.data` must hold
+/// `p.m.div_ceil(micro.mr)` panels.
+pub fn run_serial(micro: &Micro, p: &Problem, c: &mut [f32], ldc: usize) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    assert!(c.len() >= (p.m - 1) * ldc + p.n, "C is too small for the product");
+    if let Lhs::Panels(a) = &p.a {
+        assert!(a.data.len() >= p.m.div_ceil(micro.mr) * micro.mr * p.k, "A's panels are too short");
+    }
+    let (mt, nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
+    for m0 in (0..p.m).step_by(mt) {
+        for n0 in (0..p.n).step_by(nt) {
+            // SAFETY: (m0, n0) is inside C, which this call borrows whole.
+            let c_tile = unsafe { c.as_mut_ptr().add(m0 * ldc + n0) };
+            tile(micro, p, m0, mt.min(p.m - m0), n0, nt.min(p.n - n0), c_tile, ldc);
+        }
+    }
+}
+
 /// One task: rows `m0..m0+mc`, columns `n0..n0+nc` of C, whose top-left element is `c`.
 #[allow(clippy::too_many_arguments)]
 fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, c: *mut f32, ldc: usize) {
@@ -365,6 +421,7 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                     let ap = match &p.a {
                         Lhs::Packed(a) => a.panel((m0 / mr) + i, k0, kc),
                         Lhs::Plain(_) => &abuf[i * mr * kc..(i + 1) * mr * kc],
+                        Lhs::Panels(a) => a.panel((m0 / mr) + i, mr, k0, kc),
                     };
                     let rows = mr.min(mc - i * mr);
                     // SAFETY: (i, j) is inside this task's tile.
