@@ -2,7 +2,7 @@
 //! with weights packed once: convolution, ConvTranspose, matrix products (f32 and integer),
 //! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
-//! DynamicQuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
+//! DynamicQuantizeLinear, QuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
 //! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
 //! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
@@ -14,6 +14,7 @@ mod conv_narrow;
 pub mod conv_transpose;
 pub mod dequantize;
 pub mod gemm;
+pub mod gemm_i8;
 pub mod isa;
 pub mod layer_norm;
 pub mod matmul;
@@ -21,6 +22,7 @@ pub mod matmul_integer;
 pub mod maxpool;
 pub mod pool;
 pub mod quantize;
+pub mod quantize_linear;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
@@ -30,6 +32,8 @@ pub mod unary;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_int8;
 #[cfg(test)]
 mod tests_transformer;
 #[cfg(test)]
@@ -68,6 +72,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = quantize::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = quantize_linear::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = recurrent::prepare(graph, node)? {
