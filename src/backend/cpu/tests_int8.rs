@@ -110,3 +110,70 @@ fn fused_integer_products_are_exact_at_extreme_zero_points() {
         }
     }
 }
+
+/// A QDQ MatMul as `convert --to int8-static` writes it (QuantizeLinear -> DequantizeLinear on
+/// the activations, int8 weights behind a DequantizeLinear, a bias Add) runs on the integer
+/// kernel after the load-time passes, and agrees with the float QDQ graph to float rounding.
+#[test]
+fn qdq_matmuls_run_on_the_integer_kernel() {
+    use crate::backend::cpu::pool::ThreadPool;
+    use crate::backend::{backends_for, compile, Device};
+    use crate::ir::infer::infer_facts;
+    use crate::ir::interp::Interpreter;
+    use crate::ir::DataRef;
+    for (signed, (m, k, n)) in [(true, (2, 3, 5)), (false, (128, 96, 70)), (true, (33, 384, 40))] {
+        let mut g = Graph::default();
+        let x = g.add_value("x", Fact::new(DType::F32, vec![Dim::Known(1), Dim::Known(m), Dim::Known(k)]));
+        g.inputs.push(x);
+        let (zx, zw) = if signed {
+            (Tensor::scalar(-7i8), Tensor::scalar(0i8))
+        } else {
+            (Tensor::scalar(250u8), Tensor::scalar(3u8))
+        };
+        let wq: Tensor = if signed {
+            Tensor::new(vec![k, n], (0..k * n).map(|i| ((i * 61 + 5) % 256) as u8 as i8).collect::<Vec<i8>>()).unwrap()
+        } else {
+            Tensor::new(vec![k, n], (0..k * n).map(|i| ((i * 61 + 5) % 256) as u8).collect::<Vec<u8>>()).unwrap()
+        };
+        let c = graph_const;
+        let (sx, zx, sw, zw) = (
+            c(&mut g, "sx", Tensor::scalar(0.013f32)),
+            c(&mut g, "zx", zx),
+            c(&mut g, "sw", Tensor::scalar(0.0021f32)),
+            c(&mut g, "zw", zw),
+        );
+        let w = c(&mut g, "w", wq);
+        let bias = c(&mut g, "bias", tensor(9, &[n]));
+        let [xq, xd, wd, p, out] = ["xq", "xd", "wd", "p", "out"].map(|v| g.add_value(v, Fact::unknown()));
+        let (q, dq) = (|| build_at("QuantizeLinear", 13, vec![], 3), || build_at("DequantizeLinear", 13, vec![], 3));
+        g.nodes = vec![
+            graph_node(q(), "QuantizeLinear", vec![x, sx, zx], vec![xq]),
+            graph_node(dq(), "DequantizeLinear", vec![xq, sx, zx], vec![xd]),
+            graph_node(dq(), "DequantizeLinear", vec![w, sw, zw], vec![wd]),
+            graph_node(build("MatMul", vec![], 2), "MatMul", vec![xd, wd], vec![p]),
+            graph_node(build("Add", vec![], 2), "Add", vec![p, bias], vec![out]),
+        ];
+        g.outputs = vec![out];
+        infer_facts(&mut g).unwrap();
+        let xv = Tensor::new(
+            vec![1, m, k],
+            tensor(3, &[m * k]).as_slice::<f32>().unwrap().iter().map(|v| v * 2.0).collect::<Vec<f32>>(),
+        )
+        .unwrap();
+        let refs = [DataRef::Tensor(&xv)];
+        let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+        let mut opt = g.clone();
+        crate::passes::optimize(&mut opt, &crate::passes::default_passes()).unwrap();
+        infer_facts(&mut opt).unwrap();
+        let compiled = compile(&opt, &backends_for(Device::Cpu).unwrap()).unwrap();
+        let kernels: Vec<&str> = compiled.kernel_names().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kernels, ["quantize-linear", "matmul-integer"], "{m}x{k}x{n}");
+        let got = compiled.run(&ThreadPool::new(2), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+        assert_eq!(got.shape(), want.shape());
+        let (got, want) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+        let scale = want.iter().fold(1f32, |s, v| s.max(v.abs()));
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * scale, "{m}x{k}x{n} element {i}: {a} vs {b}");
+        }
+    }
+}
