@@ -146,7 +146,25 @@ mod x86 {
     /// Needs AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn range_avx512(x: &[f32]) -> (f32, f32) {
-        super::range(x)
+        // Four pairs of accumulators, so that the min/max latencies overlap; `min(v, acc)` keeps
+        // acc when v is NaN (the second operand wins), as the reference skips NaN.
+        let body = x.len() / 64 * 64;
+        let (lo, hi) = unsafe {
+            let mut lo = [_mm512_setzero_ps(); 4];
+            let mut hi = [_mm512_setzero_ps(); 4];
+            for i in (0..body).step_by(64) {
+                for u in 0..4 {
+                    let v = _mm512_loadu_ps(x.as_ptr().add(i + 16 * u));
+                    lo[u] = _mm512_min_ps(v, lo[u]);
+                    hi[u] = _mm512_max_ps(v, hi[u]);
+                }
+            }
+            let lo = _mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3]));
+            let hi = _mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3]));
+            (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
+        };
+        let (tl, th) = super::range(&x[body..]);
+        (lo.min(tl), hi.max(th))
     }
     /// # Safety
     /// Needs AVX2.

@@ -186,26 +186,65 @@ unsafe fn block_portable(
     cols: &Columns,
     target: Target,
 ) {
-    unsafe { block(micro, a, rows, b, p, cols, target) }
+    unsafe { block(micro, finish_row, a, rows, b, p, cols, target) }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{block, Columns, Lhs, Micro8, PackedB8, Target};
+    use super::{block, finish_row, Columns, Lhs, Micro8, PackedB8, RowOut, Target, NR};
+    use std::arch::x86_64::*;
     use std::ops::Range;
 
     /// # Safety
     /// See [`block`]; needs AVX-512F/BW.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub unsafe fn block_avx512(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
-        unsafe { block(m, a, r, b, p, c, t) }
+        unsafe { block(m, finish_row_avx512, a, r, b, p, c, t) }
+    }
+
+    /// [`super::finish_row`] in two halves of sixteen lanes, the partial last panel through
+    /// masked stores.
+    ///
+    /// # Safety
+    /// See [`super::FinishRow`]; needs AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish_row_avx512(
+        sums: &[i32; NR],
+        offset: &[i32; NR],
+        zb: &[i32; NR],
+        rowsum: i32,
+        width: usize,
+        out: RowOut,
+    ) {
+        let mask: u32 = if width >= NR { !0 } else { (1u32 << width) - 1 };
+        unsafe {
+            let rs = _mm512_set1_epi32(rowsum);
+            for h in 0..2 {
+                let lanes = (mask >> (16 * h)) as u16;
+                let at = |p: *const i32| _mm512_loadu_si512(p.add(16 * h) as *const __m512i);
+                let v = _mm512_sub_epi32(
+                    _mm512_add_epi32(at(sums.as_ptr()), at(offset.as_ptr())),
+                    _mm512_mullo_epi32(at(zb.as_ptr()), rs),
+                );
+                match out {
+                    RowOut::Int(y) => _mm512_mask_storeu_epi32(y.0.add(16 * h), lanes, v),
+                    RowOut::Float(y, scale, bias) => {
+                        let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale.as_ptr().add(16 * h)));
+                        if let Some(bias) = bias {
+                            f = _mm512_add_ps(f, _mm512_loadu_ps(bias.as_ptr().add(16 * h)));
+                        }
+                        _mm512_mask_storeu_ps(y.0.add(16 * h), lanes, f);
+                    }
+                }
+            }
+        }
     }
 
     /// # Safety
     /// See [`block`]; needs AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn block_avx2(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
-        unsafe { block(m, a, r, b, p, c, t) }
+        unsafe { block(m, finish_row, a, r, b, p, c, t) }
     }
 }
 
@@ -214,8 +253,10 @@ mod x86 {
 /// # Safety
 /// The sizes [`run`] asserts; nobody else writes this block of the output; the CPU runs `micro`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn block(
     micro: Micro8,
+    finish: FinishRow,
     a: &Lhs,
     rows: std::ops::Range<usize>,
     b: &PackedB8,
@@ -237,34 +278,60 @@ unsafe fn block(
         unsafe { (micro.run)(a.lda / 4, &ptrs, bp, &mut acc) };
         for (r, sums) in acc.iter().enumerate().take(count) {
             let i = i0 + r;
-            let rowsum = a.rowsum[i];
-            let mut v = [0i32; NR];
+            let row = match target {
+                Target::Int(y) => RowOut::Int(SharedMut(y.0.wrapping_add(i * n + j0))),
+                Target::Float(y, scale, bias) => RowOut::Float(
+                    SharedMut(y.0.wrapping_add(i * n + j0)),
+                    scale[j0..j0 + NR].try_into().expect("a panel's columns"),
+                    bias.map(|b| b[j0..j0 + NR].try_into().expect("a panel's columns")),
+                ),
+            };
+            // SAFETY: this task owns row i, columns j0..j0 + width of the output.
+            unsafe { (finish)(sums, &offset, &zb, a.rowsum[i], width, row) };
+        }
+    }
+}
+
+/// One row of the output, from column j0 on: int32, or f32 with the panel's scales and biases.
+#[derive(Clone, Copy)]
+enum RowOut<'a> {
+    Int(SharedMut<i32>),
+    Float(SharedMut<f32>, &'a [f32; NR], Option<&'a [f32; NR]>),
+}
+
+/// The epilogue for one row of a tile: `sums + offset - zb * rowsum`, to int32 or through the
+/// float steps, the first `width` values written.
+///
+/// # Safety
+/// The row pointer is valid for `width` values and nobody else writes them; the CPU runs the
+/// instruction set the function is for.
+type FinishRow = unsafe fn(&[i32; NR], &[i32; NR], &[i32; NR], i32, usize, RowOut);
+
+/// # Safety
+/// See [`FinishRow`].
+#[inline(always)]
+unsafe fn finish_row(sums: &[i32; NR], offset: &[i32; NR], zb: &[i32; NR], rowsum: i32, width: usize, out: RowOut) {
+    let mut v = [0i32; NR];
+    for j in 0..NR {
+        v[j] = sums[j].wrapping_add(offset[j]).wrapping_sub(zb[j].wrapping_mul(rowsum));
+    }
+    match out {
+        RowOut::Int(y) => {
+            // SAFETY: the caller's promise.
+            unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&v[..width]);
+        }
+        RowOut::Float(y, scale, bias) => {
+            let mut f = [0f32; NR];
             for j in 0..NR {
-                v[j] = sums[j].wrapping_add(offset[j]).wrapping_sub(zb[j].wrapping_mul(rowsum));
+                f[j] = v[j] as f32 * scale[j];
             }
-            match target {
-                Target::Int(y) => {
-                    // SAFETY: this task owns row i, columns j0..j0 + width of the output.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + j0), width) };
-                    dst.copy_from_slice(&v[..width]);
-                }
-                Target::Float(y, scale, bias) => {
-                    let scale: &[f32; NR] = scale[j0..j0 + NR].try_into().expect("a panel's columns");
-                    let mut f = [0f32; NR];
-                    for j in 0..NR {
-                        f[j] = v[j] as f32 * scale[j];
-                    }
-                    if let Some(bias) = bias {
-                        let bias: &[f32; NR] = bias[j0..j0 + NR].try_into().expect("a panel's columns");
-                        for j in 0..NR {
-                            f[j] += bias[j];
-                        }
-                    }
-                    // SAFETY: as above.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + j0), width) };
-                    dst.copy_from_slice(&f[..width]);
+            if let Some(bias) = bias {
+                for j in 0..NR {
+                    f[j] += bias[j];
                 }
             }
+            // SAFETY: the caller's promise.
+            unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&f[..width]);
         }
     }
 }
