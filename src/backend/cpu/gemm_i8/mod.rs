@@ -121,7 +121,7 @@ pub fn run(
     out: Out,
 ) {
     let (k, n) = (b.k, b.n);
-    assert!(a.lda % 4 == 0 && a.lda >= k && a.data.len() >= m * a.lda && a.rowsum.len() >= m);
+    assert!(a.lda.is_multiple_of(4) && a.lda >= k && a.data.len() >= m * a.lda && a.rowsum.len() >= m);
     assert!(zb.len() == b.padded_n() && offset.len() == b.padded_n());
     match &out {
         Out::Int(y) => assert!(y.len() >= m * n),
