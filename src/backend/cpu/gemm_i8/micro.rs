@@ -28,9 +28,10 @@ pub fn micro_for(isa: Isa) -> Micro8 {
     }
 }
 
-/// Plain Rust: every product widened to i32. Per group of four k the panel's bytes are first
-/// turned k-major (`bt[t][j]`), so the row loops run over contiguous columns and vectorise
-/// (NEON on aarch64, SSE2 elsewhere).
+/// Plain Rust. Per group of four k the panel's bytes are first turned k-major (`bt[t][j]`), so
+/// the row loops run over contiguous columns and vectorise: a u8 x s8 product fits an i16
+/// exactly (-32640..=32385), so it is an i16 multiply widened into the i32 sum (NEON's `smlal`,
+/// SSE2's `pmullw`; SSE2 has no 32-bit multiply).
 ///
 /// # Safety
 /// See [`Micro8::run`].
@@ -39,18 +40,18 @@ pub unsafe fn portable_8x32(kq: usize, a: &[*const u8; MR], b: *const i8, out: &
     let b = unsafe { std::slice::from_raw_parts(b, kq * NR * 4) };
     let rows: [&[u8]; MR] = std::array::from_fn(|r| unsafe { std::slice::from_raw_parts(a[r], kq * 4) });
     let mut acc = [[0i32; NR]; MR];
-    let mut bt = [[0i32; NR]; 4];
+    let mut bt = [[0i16; NR]; 4];
     for (q, bq) in b.chunks_exact(NR * 4).enumerate() {
         for (j, bj) in bq.chunks_exact(4).enumerate() {
             for t in 0..4 {
-                bt[t][j] = bj[t] as i32;
+                bt[t][j] = bj[t] as i16;
             }
         }
         for (acc, row) in acc.iter_mut().zip(&rows) {
             for (t, bt) in bt.iter().enumerate() {
-                let av = row[q * 4 + t] as i32;
+                let av = row[q * 4 + t] as i16;
                 for j in 0..NR {
-                    acc[j] = acc[j].wrapping_add(av * bt[j]);
+                    acc[j] = acc[j].wrapping_add((av * bt[j]) as i32);
                 }
             }
         }
