@@ -214,18 +214,19 @@ fn quant_types(opset: i64) -> Vec<DType> {
 /// `y = saturate(round_half_even(x / y_scale) + y_zero_point)`.
 #[derive(Debug)]
 pub struct QuantizeLinear {
-    axis: i64,
-    block_size: usize,
+    pub(crate) axis: i64,
+    pub(crate) block_size: usize,
     output_dtype: Option<DType>,
     /// The float type the division is done in; by default y_scale's type.
-    precision: Option<DType>,
+    pub(crate) precision: Option<DType>,
     /// Float8 outputs only: out of range values become the largest finite value rather than
     /// infinity or NaN. Integer outputs always saturate.
     saturate: bool,
 }
 
 impl QuantizeLinear {
-    fn output_dtype(&self, zp: Option<DType>) -> Result<DType> {
+    /// The output type for a zero point of type `zp` (or none).
+    pub(crate) fn output_dtype(&self, zp: Option<DType>) -> Result<DType> {
         match (zp, self.output_dtype) {
             (Some(z), Some(o)) if z != o => {
                 bail!(Shape, "QuantizeLinear: output_dtype {o} differs from the zero point's type {z}")

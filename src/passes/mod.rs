@@ -11,6 +11,7 @@ pub mod fuse;
 pub mod gelu;
 pub mod hard_swish;
 pub mod layer_norm;
+pub mod qdq;
 
 pub trait Pass {
     fn name(&self) -> &'static str;
@@ -18,9 +19,15 @@ pub trait Pass {
     fn run(&self, graph: &mut Graph) -> Result<bool>;
 }
 
-/// The passes every model goes through, in order.
+/// The passes every model goes through, in order. QDQ products are recognised before constant
+/// folding turns their weights' DequantizeLinear into float weights.
 pub fn default_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(const_fold::ConstFold::new()), Box::new(dce::DeadNodes)]
+    vec![
+        Box::new(qdq::FuseQdqMatMul),
+        Box::new(dce::DeadNodes),
+        Box::new(const_fold::ConstFold::new()),
+        Box::new(dce::DeadNodes),
+    ]
 }
 
 /// The passes a backend runs when it compiles a graph: fusions into the forms its kernels run

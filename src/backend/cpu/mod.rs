@@ -3,7 +3,7 @@
 //! stride-1 layers where it wins; depthwise), ConvTranspose, matrix products (f32 and integer),
 //! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
-//! DynamicQuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
+//! DynamicQuantizeLinear, QuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
 //! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
 //! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
@@ -16,6 +16,7 @@ pub mod conv_transpose;
 pub mod depthwise;
 pub mod dequantize;
 pub mod gemm;
+pub mod gemm_i8;
 pub mod isa;
 pub mod layer_norm;
 pub mod matmul;
@@ -23,6 +24,7 @@ pub mod matmul_integer;
 pub mod maxpool;
 pub mod pool;
 pub mod quantize;
+pub mod quantize_linear;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
@@ -35,6 +37,8 @@ pub mod winograd;
 mod tests;
 #[cfg(test)]
 mod tests_mobilenet;
+#[cfg(test)]
+mod tests_int8;
 #[cfg(test)]
 mod tests_transformer;
 #[cfg(test)]
@@ -73,6 +77,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = quantize::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = quantize_linear::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = recurrent::prepare(graph, node)? {

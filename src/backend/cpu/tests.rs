@@ -503,6 +503,13 @@ fn dynamic_quantization_matches_the_reference_exactly() {
         ("all negative", scaled(3, &[5, 5], 3.0, -7.0)),
         ("zeros", Tensor::new(vec![17], vec![0f32; 17]).unwrap()),
         ("large", scaled(4, &[200_000], 10.0, 0.0)),
+        ("odd tail", scaled(5, &[16 * 5 + 7], 0.3, 0.1)),
+        ("nan", {
+            let mut v = scaled(6, &[40], 2.0, 0.0).as_slice::<f32>().unwrap().to_vec();
+            v[3] = f32::NAN;
+            v[33] = f32::NAN;
+            Tensor::new(vec![40], v).unwrap()
+        }),
     ] {
         assert_eq!(check_outputs(name, dq(), vec![In::Fed(x)], 3), "dynamic-quantize", "{name}");
     }

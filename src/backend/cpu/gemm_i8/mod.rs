@@ -1,0 +1,345 @@
+//! Integer GEMM: uint8 A (m x k, rows of `lda` bytes) times a packed int8 B (k x n) in exact,
+//! wrapping int32 arithmetic, with the zero points applied through row and column sums and an
+//! epilogue to int32 or to f32 (`sum as f32 * scale[j]`, then `+ bias[j]`) fused in.
+//!
+//! `sum_k (a - za)(b - zb_j) = sum_k a*b - za * colsum_j - zb_j * rowsum_i + k * za * zb_j`
+//!
+//! The micro-kernels (micro.rs, one per instruction set) only sum raw byte products; the terms
+//! in `za` are one per column (computed once per run) and those in `zb_j * rowsum_i` one per
+//! element of the epilogue, never inside the k loop. Callers bring their operands into this
+//! u8 x s8 domain: an int8 A is flipped to uint8 (`a ^ 0x80 = a + 128`, zero point + 128), a
+//! uint8 B to int8 (`b - 128`, zero point - 128); the differences `a - za`, `b - zb` are the same.
+//!
+//! B is packed once (by whoever owns the constant weights) into panels of [`NR`] columns, k in
+//! groups of four bytes: a group of four k rows of a panel is 128 bytes, two AVX-512 vectors.
+
+mod micro;
+#[cfg(test)]
+mod tests;
+
+pub use micro::{micro_for, Micro8};
+
+use super::isa::Isa;
+use super::pool::{SharedMut, ThreadPool};
+
+/// Columns of a packed B panel.
+pub const NR: usize = 32;
+/// Rows of one micro-kernel call.
+pub const MR: usize = 8;
+/// Rows of one task: its A rows (64 x k bytes) stay in L2 while the panel (k x 32 bytes) stays
+/// in L1.
+const MC: usize = 64;
+/// Multiply-adds below which a product runs on the calling thread alone.
+const SERIAL_WORK: usize = 1 << 18;
+
+/// B (k x n, int8) in panels of NR columns: for each group of four k, NR x 4 bytes, column-major
+/// within the group; zero past k and n. With the column sums over k.
+#[derive(Debug)]
+pub struct PackedB8 {
+    pub k: usize,
+    pub n: usize,
+    data: Vec<i8>,
+    colsum: Vec<i32>,
+}
+
+impl PackedB8 {
+    /// Packs `b`, row-major k x n.
+    pub fn new(b: &[i8], k: usize, n: usize) -> PackedB8 {
+        PackedB8::from_fn(k, n, |kk, j| b[kk * n + j])
+    }
+
+    /// Packs the k x n matrix whose element (kk, j) is `at(kk, j)`.
+    pub fn from_fn(k: usize, n: usize, at: impl Fn(usize, usize) -> i8) -> PackedB8 {
+        let (kq, panels) = (k.div_ceil(4), n.div_ceil(NR));
+        let mut data = vec![0i8; panels * kq * NR * 4];
+        let mut colsum = vec![0i32; n];
+        for p in 0..panels {
+            for kk in 0..k {
+                for j in 0..NR.min(n - p * NR) {
+                    let v = at(kk, p * NR + j);
+                    data[(p * kq + kk / 4) * NR * 4 + j * 4 + kk % 4] = v;
+                    colsum[p * NR + j] = colsum[p * NR + j].wrapping_add(v as i32);
+                }
+            }
+        }
+        PackedB8 { k, n, data, colsum }
+    }
+
+    fn panel(&self, p: usize) -> &[i8] {
+        let len = self.k.div_ceil(4) * NR * 4;
+        &self.data[p * len..(p + 1) * len]
+    }
+
+    /// Columns rounded up to whole panels: the length of the per-column slices [`run`] takes.
+    pub fn padded_n(&self) -> usize {
+        self.n.div_ceil(NR) * NR
+    }
+}
+
+/// A in the uint8 domain: `m` rows of `lda` bytes (`lda` a multiple of four, zero past k), and
+/// each row's sum over k.
+pub struct Lhs<'a> {
+    pub data: &'a [u8],
+    pub lda: usize,
+    pub rowsum: &'a [i32],
+}
+
+/// Where the results go, row-major with `n` columns.
+pub enum Out<'a> {
+    Int(&'a mut [i32]),
+    /// `sum as f32 * scale[j]`, then `+ bias[j]` where there is a bias: the graph's Cast, Mul
+    /// and Add, in that order, so the floats are the unfused graph's. Both have
+    /// [`PackedB8::padded_n`] values.
+    Float {
+        y: &'a mut [f32],
+        scale: &'a [f32],
+        bias: Option<&'a [f32]>,
+    },
+}
+
+/// The epilogue's per-column data, padded to whole panels.
+struct Columns<'a> {
+    /// `k * za * zb_j - za * colsum_j`.
+    offset: &'a [i32],
+    /// `zb_j`, multiplied by each row sum.
+    zb: &'a [i32],
+}
+
+/// `y = (A - za)(B - zb)` with `zb` per column (`zb.len() == b.padded_n()`, in the int8 domain)
+/// and `za` for all of A (in the uint8 domain), written to `out`. `offset` is scratch of
+/// `b.padded_n()` values.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    pool: &ThreadPool,
+    micro: Micro8,
+    a: &Lhs,
+    m: usize,
+    b: &PackedB8,
+    za: i32,
+    zb: &[i32],
+    offset: &mut [i32],
+    out: Out,
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(a.lda.is_multiple_of(4) && a.lda >= k && a.data.len() >= m * a.lda && a.rowsum.len() >= m);
+    assert!(zb.len() == b.padded_n() && offset.len() == b.padded_n());
+    match &out {
+        Out::Int(y) => assert!(y.len() >= m * n),
+        Out::Float { y, scale, bias } => {
+            assert!(y.len() >= m * n && scale.len() == b.padded_n() && bias.is_none_or(|b| b.len() == scale.len()))
+        }
+    }
+    for (j, o) in offset.iter_mut().enumerate() {
+        let cs = b.colsum.get(j).copied().unwrap_or(0);
+        *o = (k as i32).wrapping_mul(za).wrapping_mul(zb[j]).wrapping_sub(za.wrapping_mul(cs));
+    }
+    let cols = Columns { offset, zb };
+    let target = match out {
+        Out::Int(y) => Target::Int(SharedMut(y.as_mut_ptr())),
+        Out::Float { y, scale, bias } => Target::Float(SharedMut(y.as_mut_ptr()), scale, bias),
+    };
+    let panels = n.div_ceil(NR);
+    let blocks = m.div_ceil(MC);
+    let block = block_fn(micro.isa);
+    let task = |t: usize| {
+        let (blk, p) = (t / panels, t % panels);
+        let rows = blk * MC..((blk + 1) * MC).min(m);
+        // SAFETY: the asserts above give every size `block` reads and writes; tasks write
+        // disjoint blocks of the output; the micro-kernel was chosen for this CPU.
+        unsafe { block(micro, a, rows, b, p, &cols, target) };
+    };
+    if m * n * k < SERIAL_WORK {
+        (0..blocks * panels).for_each(task);
+    } else {
+        pool.parallel_for(blocks * panels, &task);
+    }
+}
+
+/// The output as the tasks see it.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Int(SharedMut<i32>),
+    Float(SharedMut<f32>, &'a [f32], Option<&'a [f32]>),
+}
+
+type BlockFn = unsafe fn(Micro8, &Lhs, std::ops::Range<usize>, &PackedB8, usize, &Columns, Target);
+
+/// The block loop compiled for `isa`, so that its epilogue is vectorised for it.
+fn block_fn(isa: Isa) -> BlockFn {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::block_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::block_avx2,
+        _ => block_portable,
+    }
+}
+
+/// # Safety
+/// See [`block`].
+unsafe fn block_portable(
+    micro: Micro8,
+    a: &Lhs,
+    rows: std::ops::Range<usize>,
+    b: &PackedB8,
+    p: usize,
+    cols: &Columns,
+    target: Target,
+) {
+    unsafe { block(micro, finish_row, a, rows, b, p, cols, target) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{block, finish_row, Columns, Lhs, Micro8, PackedB8, RowOut, Target, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// # Safety
+    /// See [`block`]; needs AVX-512F/BW.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub unsafe fn block_avx512(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
+        unsafe { block(m, finish_row_avx512, a, r, b, p, c, t) }
+    }
+
+    /// [`super::finish_row`] in two halves of sixteen lanes, the partial last panel through
+    /// masked stores.
+    ///
+    /// # Safety
+    /// See [`super::FinishRow`]; needs AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish_row_avx512(
+        sums: &[i32; NR],
+        offset: &[i32; NR],
+        zb: &[i32; NR],
+        rowsum: i32,
+        width: usize,
+        out: RowOut,
+    ) {
+        let mask: u32 = if width >= NR { !0 } else { (1u32 << width) - 1 };
+        unsafe {
+            let rs = _mm512_set1_epi32(rowsum);
+            for h in 0..2 {
+                let lanes = (mask >> (16 * h)) as u16;
+                let at = |p: *const i32| _mm512_loadu_si512(p.add(16 * h) as *const __m512i);
+                let v = _mm512_sub_epi32(
+                    _mm512_add_epi32(at(sums.as_ptr()), at(offset.as_ptr())),
+                    _mm512_mullo_epi32(at(zb.as_ptr()), rs),
+                );
+                match out {
+                    RowOut::Int(y) => _mm512_mask_storeu_epi32(y.0.add(16 * h), lanes, v),
+                    RowOut::Float(y, scale, bias) => {
+                        let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale.as_ptr().add(16 * h)));
+                        if let Some(bias) = bias {
+                            f = _mm512_add_ps(f, _mm512_loadu_ps(bias.as_ptr().add(16 * h)));
+                        }
+                        _mm512_mask_storeu_ps(y.0.add(16 * h), lanes, f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// See [`block`]; needs AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_avx2(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
+        unsafe { block(m, finish_row, a, r, b, p, c, t) }
+    }
+}
+
+/// Rows `rows` of A times panel `p` of B, through the epilogue into the output.
+///
+/// # Safety
+/// The sizes [`run`] asserts; nobody else writes this block of the output; the CPU runs `micro`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    micro: Micro8,
+    finish: FinishRow,
+    a: &Lhs,
+    rows: std::ops::Range<usize>,
+    b: &PackedB8,
+    p: usize,
+    cols: &Columns,
+    target: Target,
+) {
+    let n = b.n;
+    let (j0, width) = (p * NR, NR.min(n - p * NR));
+    let bp = b.panel(p).as_ptr();
+    let panel = |s: &[i32]| -> [i32; NR] { s[j0..j0 + NR].try_into().expect("a panel's columns") };
+    let (offset, zb) = (panel(cols.offset), panel(cols.zb));
+    let mut acc = [[0i32; NR]; MR];
+    for i0 in rows.clone().step_by(MR) {
+        let count = MR.min(rows.end - i0);
+        // Rows past the block repeat its last one; their sums are not written.
+        let ptrs: [*const u8; MR] = std::array::from_fn(|r| a.data[(i0 + r.min(count - 1)) * a.lda..].as_ptr());
+        // SAFETY: each row pointer has lda = kq * 4 bytes, the panel kq * NR * 4.
+        unsafe { (micro.run)(a.lda / 4, &ptrs, bp, &mut acc) };
+        for (r, sums) in acc.iter().enumerate().take(count) {
+            let i = i0 + r;
+            let row = match target {
+                Target::Int(y) => RowOut::Int(SharedMut(y.0.wrapping_add(i * n + j0))),
+                Target::Float(y, scale, bias) => RowOut::Float(
+                    SharedMut(y.0.wrapping_add(i * n + j0)),
+                    scale[j0..j0 + NR].try_into().expect("a panel's columns"),
+                    bias.map(|b| b[j0..j0 + NR].try_into().expect("a panel's columns")),
+                ),
+            };
+            // SAFETY: this task owns row i, columns j0..j0 + width of the output.
+            unsafe { (finish)(sums, &offset, &zb, a.rowsum[i], width, row) };
+        }
+    }
+}
+
+/// One row of the output, from column j0 on: int32, or f32 with the panel's scales and biases.
+#[derive(Clone, Copy)]
+enum RowOut<'a> {
+    Int(SharedMut<i32>),
+    Float(SharedMut<f32>, &'a [f32; NR], Option<&'a [f32; NR]>),
+}
+
+/// The epilogue for one row of a tile: `sums + offset - zb * rowsum`, to int32 or through the
+/// float steps, the first `width` values written.
+///
+/// # Safety
+/// The row pointer is valid for `width` values and nobody else writes them; the CPU runs the
+/// instruction set the function is for.
+type FinishRow = unsafe fn(&[i32; NR], &[i32; NR], &[i32; NR], i32, usize, RowOut);
+
+/// # Safety
+/// See [`FinishRow`].
+#[inline(always)]
+unsafe fn finish_row(sums: &[i32; NR], offset: &[i32; NR], zb: &[i32; NR], rowsum: i32, width: usize, out: RowOut) {
+    let mut v = [0i32; NR];
+    for j in 0..NR {
+        v[j] = sums[j].wrapping_add(offset[j]).wrapping_sub(zb[j].wrapping_mul(rowsum));
+    }
+    match out {
+        RowOut::Int(y) => {
+            // SAFETY: the caller's promise.
+            unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&v[..width]);
+        }
+        RowOut::Float(y, scale, bias) => {
+            let mut f = [0f32; NR];
+            for j in 0..NR {
+                f[j] = v[j] as f32 * scale[j];
+            }
+            if let Some(bias) = bias {
+                for j in 0..NR {
+                    f[j] += bias[j];
+                }
+            }
+            // SAFETY: the caller's promise.
+            unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&f[..width]);
+        }
+    }
+}
+
+/// The sum of each row of `a` (`m` rows of `lda` bytes), wrapping like the reference.
+pub fn row_sums(a: &[u8], lda: usize, rowsum: &mut [i32]) {
+    for (row, s) in a.chunks_exact(lda.max(1)).zip(rowsum.iter_mut()) {
+        // Partial sums in u32 lanes (no overflow below 16M bytes a row), then wrapped to i32.
+        *s = row.iter().fold(0u32, |acc, &v| acc.wrapping_add(v as u32)) as i32;
+    }
+}

@@ -1,0 +1,128 @@
+//! Every integer micro-kernel and block loop this CPU runs against a plain triple loop, on odd
+//! sizes and zero points at the ends of their ranges (the single-node tables in `cpu::tests`
+//! reach only the one instruction set `isa()` picks).
+
+use super::micro::portable_8x32;
+use super::*;
+
+fn available() -> Vec<Micro8> {
+    let mut out: Vec<Micro8> = Isa::available().into_iter().map(micro_for).collect();
+    out.dedup_by_key(|m| m.isa);
+    out
+}
+
+/// Deterministic bytes covering 0..=255, with the extremes first.
+fn bytes(seed: usize, n: usize) -> Vec<u8> {
+    let mut s = seed as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    let mut v: Vec<u8> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect();
+    v.iter_mut().zip([0u8, 255, 255, 0, 128, 127]).for_each(|(d, x)| *d = x);
+    v
+}
+
+#[test]
+fn every_micro_kernel_agrees() {
+    let kq = 37;
+    let a = bytes(1, MR * kq * 4);
+    let b: Vec<i8> = bytes(2, kq * NR * 4).into_iter().map(|v| v as i8).collect();
+    let ptrs: [*const u8; MR] = std::array::from_fn(|r| a[r * kq * 4..].as_ptr());
+    let mut want = [[0i32; NR]; MR];
+    // SAFETY: the rows and the panel have the sizes the kernels read.
+    unsafe { portable_8x32(kq, &ptrs, b.as_ptr(), &mut want) };
+    // The first element by hand.
+    let first: i32 = (0..kq * 4).map(|t| a[t] as i32 * b[(t / 4) * NR * 4 + t % 4] as i32).sum();
+    assert_eq!(want[0][0], first);
+    for micro in available() {
+        let mut got = [[0i32; NR]; MR];
+        // SAFETY: as above; only kernels this CPU runs are listed.
+        unsafe { (micro.run)(kq, &ptrs, b.as_ptr(), &mut got) };
+        assert_eq!(got, want, "{:?}", micro.isa);
+    }
+}
+
+/// A 255 x 127 row of the worst sign everywhere: the sums `vpmaddubsw` would saturate.
+#[test]
+fn extreme_products_do_not_saturate() {
+    let (m, k, n) = (3, 64, 5);
+    for (av, bv) in [(255u8, 127i8), (255, -128), (0, -128)] {
+        let a = vec![av; m * k];
+        let b = vec![bv; k * n];
+        for micro in available() {
+            let got = product(micro, &a, m, k, &b, n, 0, &[0; 5]);
+            assert!(got.iter().all(|&v| v == k as i32 * av as i32 * bv as i32), "{:?} {av} x {bv}", micro.isa);
+        }
+    }
+}
+
+/// `(A - za)(B - zb)` through [`run`], int32 out.
+#[allow(clippy::too_many_arguments)]
+fn product(micro: Micro8, a: &[u8], m: usize, k: usize, b: &[i8], n: usize, za: i32, zb: &[i32]) -> Vec<i32> {
+    let packed = PackedB8::new(b, k, n);
+    let lda = k.div_ceil(4) * 4;
+    let mut ap = vec![0u8; m * lda];
+    ap.chunks_exact_mut(lda).zip(a.chunks_exact(k)).for_each(|(d, s)| d[..k].copy_from_slice(s));
+    let mut rowsum = vec![0; m];
+    row_sums(&ap, lda, &mut rowsum);
+    let mut zbp = zb.to_vec();
+    zbp.resize(packed.padded_n(), 0);
+    let mut offset = vec![0; packed.padded_n()];
+    let mut y = vec![0; m * n];
+    let pool = ThreadPool::new(3);
+    run(&pool, micro, &Lhs { data: &ap, lda, rowsum: &rowsum }, m, &packed, za, &zbp, &mut offset, Out::Int(&mut y));
+    y
+}
+
+#[test]
+fn products_match_a_plain_loop() {
+    // Odd sizes on every side, one large enough for the pool; zero points at their ends.
+    for (case, &(m, k, n)) in
+        [(1, 1, 1), (7, 5, 33), (9, 16, 32), (70, 130, 70), (13, 384, 65), (128, 96, 40)].iter().enumerate()
+    {
+        let a = bytes(case, m * k);
+        let b: Vec<i8> = bytes(case + 100, k * n).into_iter().map(|v| v as i8).collect();
+        for (za, zb_of) in [(0, 0), (255, -128), (128, 127), (3, -5)] {
+            let zb: Vec<i32> = (0..n).map(|j| if j % 3 == 1 { -zb_of } else { zb_of }.clamp(-128, 127)).collect();
+            let want: Vec<i32> = (0..m * n)
+                .map(|e| {
+                    let (i, j) = (e / n, e % n);
+                    (0..k).map(|t| (a[i * k + t] as i32 - za) * (b[t * n + j] as i32 - zb[j])).sum()
+                })
+                .collect();
+            for micro in available() {
+                let got = product(micro, &a, m, k, &b, n, za, &zb);
+                assert_eq!(got, want, "{:?} {m}x{k}x{n} za {za} zb {zb_of}", micro.isa);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_float_epilogue_scales_then_adds_the_bias() {
+    let (m, k, n) = (11, 20, 37);
+    let a = bytes(7, m * k);
+    let b: Vec<i8> = bytes(8, k * n).into_iter().map(|v| v as i8).collect();
+    let packed = PackedB8::new(&b, k, n);
+    let mut rowsum = vec![0; m];
+    let lda = k;
+    row_sums(&a, lda, &mut rowsum);
+    let pn = packed.padded_n();
+    let scale: Vec<f32> = (0..pn).map(|j| 0.01 + j as f32 * 1e-3).collect();
+    let bias: Vec<f32> = (0..pn).map(|j| j as f32 * 0.37 - 3.0).collect();
+    let (za, zb) = (200, vec![-7; pn]);
+    let ints = product(micro_for(Isa::Portable), &a, m, k, &b, n, za, &zb[..n]);
+    for micro in available() {
+        let mut y = vec![0f32; m * n];
+        let mut offset = vec![0; pn];
+        let pool = ThreadPool::new(1);
+        let out = Out::Float { y: &mut y, scale: &scale, bias: Some(&bias) };
+        run(&pool, micro, &Lhs { data: &a, lda, rowsum: &rowsum }, m, &packed, za, &zb, &mut offset, out);
+        for (e, (&got, &int)) in y.iter().zip(&ints).enumerate() {
+            let j = e % n;
+            assert_eq!(got.to_bits(), (int as f32 * scale[j] + bias[j]).to_bits(), "{:?} at {e}", micro.isa);
+        }
+    }
+}
