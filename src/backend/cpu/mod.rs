@@ -36,9 +36,9 @@ pub mod winograd;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_mobilenet;
-#[cfg(test)]
 mod tests_int8;
+#[cfg(test)]
+mod tests_mobilenet;
 #[cfg(test)]
 mod tests_transformer;
 #[cfg(test)]
