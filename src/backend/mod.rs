@@ -80,13 +80,17 @@ pub fn backends_for(device: Device) -> Result<Vec<Arc<dyn Backend>>> {
     backends_with(device, &DeviceOptions::default())
 }
 
-/// Whether an OpenCL GPU is present (what [`Device::Auto`] picks when it is).
+/// Whether an OpenCL GPU is present (what [`Device::Auto`] picks when it is). Asked once per
+/// process: sessions are made often (and from many threads), a GPU rarely comes and goes.
 pub fn gpu_present() -> bool {
-    #[cfg(feature = "opencl")]
-    if let Ok(devices) = opencl::devices() {
-        return devices.iter().any(|d| d.is_gpu);
-    }
-    false
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        #[cfg(feature = "opencl")]
+        if let Ok(devices) = opencl::devices() {
+            return devices.iter().any(|d| d.is_gpu);
+        }
+        false
+    })
 }
 
 /// [`backends_for`] with the device settings of `options`.

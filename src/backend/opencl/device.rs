@@ -66,6 +66,10 @@ impl DeviceInfo {
 /// Every device of every platform the ICD loader knows; an error when OpenCL cannot be loaded.
 /// A platform that reports no devices (or fails) is skipped with a debug log.
 pub fn devices() -> Result<Vec<DeviceInfo>> {
+    // One enumeration at a time: PoCL 2.10 crashed (in clGetDeviceInfo) when sessions on several
+    // threads enumerated at once.
+    static ENUMERATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = ENUMERATING.lock().unwrap_or_else(|e| e.into_inner());
     let api = api()?;
     let mut out = Vec::new();
     for platform in platforms(api)? {
