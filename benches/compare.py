@@ -175,7 +175,9 @@ def measure(engine: str, binary: str, models_dir: str, meta: dict, threads: int,
             timeout: float) -> dict:
     model, inputs = model_files(models_dir, meta)
     if engine == "crx580":
-        cmd = [binary, "bench", model, *inputs, "--threads", str(threads), "--runs", str(runs),
+        # The CPU backend against onnxruntime's CPU provider: `--device cpu`, so that the load time
+        # does not include `auto`'s once-per-process probe for an OpenCL GPU (PoCL: ~25 ms).
+        cmd = [binary, "bench", model, *inputs, "--device", "cpu", "--threads", str(threads), "--runs", str(runs),
                "--warmup", str(warmup), "--json"]
     else:
         cmd = [sys.executable, os.path.join(BENCHES, "ort_runner.py"), "time", model, *inputs,
