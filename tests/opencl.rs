@@ -744,3 +744,17 @@ fn the_check_option_names_the_first_node_that_differs() {
     assert!(!broken.status.success() && text.contains("CRX580_OPENCL_CHECK: output 0 of node (Add) differs"), "{text}");
     std::fs::remove_dir_all(&bad).unwrap();
 }
+
+#[test]
+fn device_memory_is_counted_while_a_session_holds_weights_on_the_device() {
+    // The server's crx580_device_memory_bytes gauge reads this counter.
+    context();
+    let model = crx580::Model::load(golden("mlp").join("model.onnx")).unwrap();
+    let device_options = crx580::backend::DeviceOptions { cache_dir: Some(cache_dir()), ..Default::default() };
+    let options = crx580::SessionOptions { device: crx580::Device::OpenCl, device_options, ..Default::default() };
+    let session = crx580::Session::new(model, &options).unwrap();
+    // mlp's weights (16x32 + 32x24 + 24x10 floats and biases) live on the device now.
+    let held = crx580::backend::device_memory_bytes().expect("a build with OpenCL counts device memory");
+    assert!(held >= (16 * 32 + 32 * 24 + 24 * 10) * 4, "{held} bytes of device memory counted");
+    drop(session);
+}

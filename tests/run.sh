@@ -42,8 +42,9 @@ export CRX580_NODE_TESTS="$node_dir" CRX580_REQUIRE_NODE_TESTS=1
 export CRX580_ZOO="$zoo_dir" CRX580_REQUIRE_ZOO=1
 cargo test --all-targets
 cargo test --doc
-# The model server against the protocol's Python client (tritonclient), openapi-spec-validator and
-# prometheus_client's parser (~5 s), on the crx580 binary that `cargo test` just built.
+# The model server against the protocol's Python client (tritonclient), openapi-spec-validator,
+# prometheus_client's parser, schemathesis, headless Chromium (the status page) and the Grafana
+# dashboard's queries (~20-40 s), on the crx580 binary that `cargo test` just built.
 "$venv/bin/python" tests/serve/test_serve.py target/debug/crx580
 # crx580 convert against onnx and onnxruntime: re-encoding, fp16, int8-dynamic and int8-static
 # interop and accuracy on golden and zoo models (int8-static also on the digits demo's held-out

@@ -80,6 +80,15 @@ pub fn backends_for(device: Device) -> Result<Vec<Arc<dyn Backend>>> {
     backends_with(device, &DeviceOptions::default())
 }
 
+/// Bytes of device (OpenCL) buffers this process holds now; `None` in a build without a device
+/// backend.
+pub fn device_memory_bytes() -> Option<u64> {
+    #[cfg(feature = "opencl")]
+    return Some(opencl::context::device_bytes());
+    #[cfg(not(feature = "opencl"))]
+    None
+}
+
 /// Whether an OpenCL GPU is present (what [`Device::Auto`] picks when it is). Asked once per
 /// process: sessions are made often (and from many threads), a GPU rarely comes and goes.
 pub fn gpu_present() -> bool {

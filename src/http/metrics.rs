@@ -155,7 +155,7 @@ impl Metrics {
         }
         header(&mut text, "crx580_batch_size", "histogram", "Requests per model run.");
         self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).write(&mut text, "crx580_batch_size", "");
-        let gauges: [(&str, &str, f64); 5] = [
+        let gauges: [(&str, &str, f64); 6] = [
             ("crx580_in_flight_requests", "Requests being handled now.", self.in_flight.load(Ordering::Relaxed) as f64),
             (
                 "crx580_queue_depth",
@@ -168,6 +168,11 @@ impl Metrics {
                 "crx580_process_resident_memory_bytes",
                 "Resident memory of the process (0 where unknown).",
                 resident_bytes().unwrap_or(0) as f64,
+            ),
+            (
+                "crx580_device_memory_bytes",
+                "Bytes of OpenCL device buffers the process holds (0 on the CPU and in builds without OpenCL).",
+                crate::backend::device_memory_bytes().unwrap_or(0) as f64,
             ),
         ];
         for (name, help, v) in gauges {

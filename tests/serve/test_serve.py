@@ -148,6 +148,7 @@ def check_metrics(address):
     families = {f.name: f for f in text_string_to_metric_families(get(f"http://{address}/metrics").decode())}
     for name in ["crx580_requests", "crx580_request_duration_seconds", "crx580_batch_size", "crx580_in_flight_requests",
                  "crx580_queue_depth", "crx580_models_loaded", "crx580_process_resident_memory_bytes",
+                 "crx580_device_memory_bytes",
                  "crx580_model_load_failures", "crx580_rate_limited"]:
         assert name in families, (name, sorted(families))
     infers = [s for s in families["crx580_requests"].samples

@@ -132,6 +132,7 @@ impl Context {
             (self.api.clCreateBuffer)(self.context, CL_MEM_READ_WRITE, bytes.max(1), std::ptr::null_mut(), &mut code)
         };
         check(code, "clCreateBuffer")?;
+        DEVICE_BYTES.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Buffer { ctx: self.clone(), mem, bytes })
     }
 
@@ -276,5 +277,15 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         // SAFETY: our own memory object, released once.
         unsafe { (self.ctx.api.clReleaseMemObject)(self.mem) };
+        DEVICE_BYTES.fetch_sub(self.bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Bytes of OpenCL buffers this process holds now, over every context (the server's
+/// `crx580_device_memory_bytes`).
+static DEVICE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`DEVICE_BYTES`].
+pub fn device_bytes() -> u64 {
+    DEVICE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
