@@ -8,20 +8,10 @@
 use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, PackedA, Problem, Rhs};
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
-use std::time::Instant;
 
-/// Best seconds per call of `f` over `windows` windows of `reps` calls.
-fn best_time(windows: usize, reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..windows {
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-    }
-    best
-}
+#[path = "timing.rs"]
+mod timing;
+use timing::best_time;
 
 /// The micro-kernel alone: one MR x NR block over k = 256 from panels in L1, C in L1.
 fn micro_only(micro: &Micro) -> f64 {

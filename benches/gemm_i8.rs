@@ -9,19 +9,10 @@
 use crx580::backend::cpu::gemm_i8::{micro_for, row_sums, run, Lhs, Out, PackedB8, MR, NR};
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
-use std::time::Instant;
 
-fn best_time(windows: usize, reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..windows {
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-    }
-    best
-}
+#[path = "timing.rs"]
+mod timing;
+use timing::best_time;
 
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();

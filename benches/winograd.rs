@@ -11,20 +11,10 @@ use crx580::backend::cpu::isa::isa;
 use crx580::backend::cpu::pool::ThreadPool;
 use crx580::backend::cpu::winograd::{self, Winograd};
 use crx580::ops::window::Axis;
-use std::time::Instant;
 
-/// Best seconds per call of `f` over `windows` windows of `reps` calls.
-fn best_time(windows: usize, reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..windows {
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-    }
-    best
-}
+#[path = "timing.rs"]
+mod timing;
+use timing::best_time;
 
 fn main() {
     let micro = micro_for(isa());
