@@ -9,7 +9,7 @@ use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, P
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
 
-#[path = "timing.rs"]
+#[path = "support/timing.rs"]
 mod timing;
 use timing::best_time;
 

@@ -10,7 +10,7 @@ use crx580::backend::cpu::gemm_i8::{micro_for, row_sums, run, Lhs, Out, PackedB8
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
 
-#[path = "timing.rs"]
+#[path = "support/timing.rs"]
 mod timing;
 use timing::best_time;
 

@@ -12,7 +12,7 @@ use crx580::backend::cpu::pool::ThreadPool;
 use crx580::backend::cpu::winograd::{self, Winograd};
 use crx580::ops::window::Axis;
 
-#[path = "timing.rs"]
+#[path = "support/timing.rs"]
 mod timing;
 use timing::best_time;
 

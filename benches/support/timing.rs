@@ -1,5 +1,6 @@
 //! What the micro-benchmarks share: timing a call by its best window, so that one quiet window
-//! on a shared machine suffices. Included by each bench with `#[path = "timing.rs"] mod timing;`.
+//! on a shared machine suffices. Each bench includes it with `#[path = "support/timing.rs"]
+//! mod timing;` (a folder without a main.rs, so cargo does not take it for a bench of its own).
 
 use std::time::Instant;
 
