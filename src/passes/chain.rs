@@ -91,3 +91,27 @@ pub fn replace_chains(graph: &mut Graph, find: impl Fn(&Graph, usize) -> Option<
     }
     changed
 }
+
+/// Test support for the fusion passes: runs `pass` on `g`, checks the graph still computes what it
+/// did on input `x` (each output within `atol + rtol * |want|`), and returns the node types left.
+#[cfg(test)]
+pub(super) fn run_and_compare(
+    mut g: Graph,
+    pass: &dyn super::Pass,
+    x: &crate::ir::Tensor,
+    atol: f32,
+    rtol: f32,
+) -> Vec<String> {
+    use crate::ir::interp::Interpreter;
+    use crate::ir::DataRef;
+    let want = Interpreter.run(&g, &[DataRef::Tensor(x)], &[]).unwrap();
+    pass.run(&mut g).unwrap();
+    let got = Interpreter.run(&g, &[DataRef::Tensor(x)], &[]).unwrap();
+    for (got, want) in got.into_iter().zip(want) {
+        let (got, want) = (got.into_tensor().unwrap(), want.into_tensor().unwrap());
+        for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
+            assert!((a - b).abs() <= atol + rtol * b.abs(), "{a} vs {b}");
+        }
+    }
+    g.nodes.iter().map(|n| n.op_type.clone()).collect()
+}

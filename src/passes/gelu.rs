@@ -66,8 +66,7 @@ fn gelu_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)> {
 mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
-    use crate::ir::interp::Interpreter;
-    use crate::ir::{Attributes, DataRef, Fact, Tensor};
+    use crate::ir::{Attributes, Fact, Tensor};
     use crate::ir::{DType, Node};
     use crate::ops::activation::test_util::build;
 
@@ -107,18 +106,9 @@ mod tests {
         (g, x)
     }
 
-    fn fuse(mut g: Graph) -> Vec<String> {
+    fn fuse(g: Graph) -> Vec<String> {
         let x = Tensor::new(vec![2, 5], (0..10).map(|i| i as f32 * 0.7 - 3.1).collect::<Vec<f32>>()).unwrap();
-        let want = Interpreter.run(&g, &[DataRef::Tensor(&x)], &[]).unwrap();
-        FuseGelu.run(&mut g).unwrap();
-        let got = Interpreter.run(&g, &[DataRef::Tensor(&x)], &[]).unwrap();
-        for (got, want) in got.into_iter().zip(want) {
-            let (got, want) = (got.into_tensor().unwrap(), want.into_tensor().unwrap());
-            for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
-                assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
-            }
-        }
-        g.nodes.iter().map(|n| n.op_type.clone()).collect()
+        super::super::chain::run_and_compare(g, &FuseGelu, &x, 1e-6, 0.0)
     }
 
     #[test]

@@ -75,8 +75,7 @@ fn hard_sigmoid_form_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)
 mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
-    use crate::ir::interp::Interpreter;
-    use crate::ir::{Attr, Attributes, DType, DataRef, Fact, Node, Tensor};
+    use crate::ir::{Attr, Attributes, DType, Fact, Node, Tensor};
     use crate::ops::activation::test_util::build;
 
     /// How a test chain is written.
@@ -138,18 +137,9 @@ mod tests {
     }
 
     /// Runs the pass; checks the graph computes what it did; returns the node types left.
-    fn fuse(mut g: Graph) -> Vec<String> {
+    fn fuse(g: Graph) -> Vec<String> {
         let x = Tensor::new(vec![2, 3, 4], (0..24).map(|i| i as f32 * 0.45 - 5.2).collect::<Vec<f32>>()).unwrap();
-        let want = Interpreter.run(&g, &[DataRef::Tensor(&x)], &[]).unwrap();
-        FuseHardSwish.run(&mut g).unwrap();
-        let got = Interpreter.run(&g, &[DataRef::Tensor(&x)], &[]).unwrap();
-        for (got, want) in got.into_iter().zip(want) {
-            let (got, want) = (got.into_tensor().unwrap(), want.into_tensor().unwrap());
-            for (a, b) in got.as_slice::<f32>().unwrap().iter().zip(want.as_slice::<f32>().unwrap()) {
-                assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
-            }
-        }
-        g.nodes.iter().map(|n| n.op_type.clone()).collect()
+        super::super::chain::run_and_compare(g, &FuseHardSwish, &x, 1e-6, 1e-6)
     }
 
     #[test]
