@@ -293,3 +293,35 @@ func TestOpenCLOptionsAreIgnoredOnTheCPU(t *testing.T) {
 	}
 	s.Close()
 }
+
+// With an OpenCL platform present (CI has PoCL), a session on the OpenCL device matches
+// onnxruntime too, with plain and fp16 storage. tests/capi/run.sh runs this test alone with
+// CRX580_GO_OPENCL=1 and the real OpenCL loader; the other tests run with none, so this one says
+// loudly that it was not asked for.
+func TestOpenCLRunMatchesOnnxruntime(t *testing.T) {
+	if os.Getenv("CRX580_GO_OPENCL") != "1" {
+		t.Skip("NOT RUN: set CRX580_GO_OPENCL=1 with an OpenCL platform (tests/capi/run.sh does)")
+	}
+	want := reference(t, "probabilities.f32")
+	for _, fp16 := range []bool{false, true} {
+		s, err := Load(modelPath, &Options{Device: DeviceOpenCL, FP16Storage: fp16, CacheDir: t.TempDir()})
+		if err != nil {
+			t.Fatalf("fp16 storage %v: %v", fp16, err)
+		}
+		got := probabilities(t, s, images(t))
+		s.Close()
+		if len(got) != len(want) {
+			t.Fatalf("%d probabilities, want %d", len(got), len(want))
+		}
+		// fp16 storage rounds every stored tensor to 11 significant bits.
+		tol := 1e-4
+		if fp16 {
+			tol = 2e-2
+		}
+		for i := range got {
+			if d := math.Abs(float64(got[i] - want[i])); d > tol {
+				t.Fatalf("fp16 storage %v: probability %d is %g, onnxruntime's %g", fp16, i, got[i], want[i])
+			}
+		}
+	}
+}

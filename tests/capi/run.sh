@@ -127,6 +127,9 @@ command -v go >/dev/null || die "needs Go (Debian golang-go)"
 export CRX580_TEST_REFERENCE=$out GOPROXY=off GOFLAGS=-count=1
 export GOCACHE=${GOCACHE:-$root/target/go-cache} GOPATH=${GOPATH:-$root/target/go-path}
 (cd bindings/go && go vet ./... && go test ./... && go test -tags debug ./...)
+# The one Go test that needs a device, on the real OpenCL loader (PoCL in CI).
+(cd bindings/go && env -u CRX580_OPENCL_LIB CRX580_GO_OPENCL=1 go test -v -run '^TestOpenCLRunMatchesOnnxruntime$' ./... | tee "$out/go_opencl.txt")
+grep -q -- '--- PASS: TestOpenCLRunMatchesOnnxruntime' "$out/go_opencl.txt" || die "the Go OpenCL test did not pass"
 (cd examples/go && go build -o "$out/go_example" . )
 "$out/go_example" examples/digits/digits.onnx | tee "$out/go_example.txt"
 grep -q '^predicted' "$out/go_example.txt" || die "the Go example printed no prediction"
