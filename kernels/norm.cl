@@ -1,6 +1,6 @@
-// Normalisations: softmax and log-softmax along an axis, inference batch normalisation, and layer
-// normalisation over the last axis. Reductions run one lane per work-item (a lane is short next
-// to the tensor; PoCL runs each work-item's loop as written).
+// Normalisations: softmax and log-softmax along an axis, inference batch normalisation, layer (and
+// RMS) normalisation over the last axes, and instance normalisation. Reductions run one lane per
+// work-item (a lane is short next to the tensor; PoCL runs each work-item's loop as written).
 
 // The lane of (o, i) is x[o][0..n][i] with stride `inner`. `log_softmax` selects LogSoftmax.
 // Global size: (inner, outer).
@@ -34,21 +34,49 @@ kernel void batch_norm(const global store_t *x, global store_t *y, const global 
     ST(y, i, (LD(x, i) - LD(mean, c)) * s + LD(bias, c));
 }
 
-// Each row of n: (x - mean) / sqrt(mean((x - mean)^2) + eps) * scale + bias. Global size: (rows).
+// Each row of n: (x - mean) / sqrt(mean((x - mean)^2) + eps) * scale + bias; with `rms`
+// (RMSNormalization) x / sqrt(mean(x^2) + eps) * scale + bias. `has_bias` 0: no bias (its
+// argument is any buffer). Global size: (rows).
 kernel void layer_norm(const global store_t *x, global store_t *y, const global store_t *scale,
-                       const global store_t *bias, const int rows, const int n, const float eps) {
+                       const global store_t *bias, const int rows, const int n, const float eps,
+                       const int rms, const int has_bias) {
     const int r = get_global_id(0);
     if (r >= rows) return;
     const int base = r * n;
-    float sum = 0.0f;
-    for (int k = 0; k < n; k++) sum += LD(x, base + k);
-    const float mean = sum / (float)n;
+    float mean = 0.0f;
+    if (!rms) {
+        float sum = 0.0f;
+        for (int k = 0; k < n; k++) sum += LD(x, base + k);
+        mean = sum / (float)n;
+    }
     float sq = 0.0f;
     for (int k = 0; k < n; k++) {
         const float d = LD(x, base + k) - mean;
         sq += d * d;
     }
     const float inv = rsqrt(sq / (float)n + eps);
-    for (int k = 0; k < n; k++)
-        ST(y, base + k, (LD(x, base + k) - mean) * inv * LD(scale, k) + LD(bias, k));
+    for (int k = 0; k < n; k++) {
+        const float b = has_bias ? LD(bias, k) : 0.0f;
+        ST(y, base + k, (LD(x, base + k) - mean) * inv * LD(scale, k) + b);
+    }
+}
+
+// Instance normalisation of [N][C][len]: each plane (n, c) by its own mean and variance, then
+// scale[c] and bias[c]. Global size: (N * C).
+kernel void instance_norm(const global store_t *x, global store_t *y, const global store_t *scale,
+                          const global store_t *bias, const int planes, const int C, const int len,
+                          const float eps) {
+    const int p = get_global_id(0);
+    if (p >= planes) return;
+    const int base = p * len, c = p % C;
+    float sum = 0.0f;
+    for (int k = 0; k < len; k++) sum += LD(x, base + k);
+    const float mean = sum / (float)len;
+    float sq = 0.0f;
+    for (int k = 0; k < len; k++) {
+        const float d = LD(x, base + k) - mean;
+        sq += d * d;
+    }
+    const float s = rsqrt(sq / (float)len + eps) * LD(scale, c), b = LD(bias, c);
+    for (int k = 0; k < len; k++) ST(y, base + k, (LD(x, base + k) - mean) * s + b);
 }

@@ -303,7 +303,12 @@ fn info_shows_which_nodes_the_opencl_device_runs() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("  opencl: runs 24 nodes: Add, Div, Erf, MatMul, Mul, Softmax, Transpose; leaves"), "{text}");
+    assert!(
+        text.contains(
+            "  opencl: runs 26 nodes: Add, Div, Erf, LayerNormalization, MatMul, Mul, Softmax, Transpose; leaves"
+        ),
+        "{text}"
+    );
 }
 
 /// A plan of `graph` for the device of `ctx`, the CPU taking the rest.
@@ -392,8 +397,12 @@ enum In {
 }
 
 fn op(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> Arc<dyn Op> {
+    op_outputs(op_type, opset, attrs, num_inputs, 1)
+}
+
+fn op_outputs(op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize, outputs: usize) -> Arc<dyn Op> {
     let attrs = Attributes::new(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect());
-    let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs, num_outputs: 1 };
+    let ctx = BuildCtx { op_type, domain: "", opset, attrs: &attrs, num_inputs, num_outputs: outputs };
     Arc::from(registry().get("", op_type).unwrap()(&ctx).unwrap())
 }
 
@@ -412,6 +421,19 @@ fn check_node(name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: 
 
 /// [`check_node`] on the device of `ctx` (float16 storage or not).
 fn check_node_on(ctx: &Arc<Context>, name: &str, op_type: &str, op: Arc<dyn Op>, inputs: Vec<In>, tol: f32) {
+    check_outputs_on(ctx, name, op_type, op, inputs, 1, tol)
+}
+
+/// [`check_node_on`] for a node with `outputs` outputs, each compared.
+fn check_outputs_on(
+    ctx: &Arc<Context>,
+    name: &str,
+    op_type: &str,
+    op: Arc<dyn Op>,
+    inputs: Vec<In>,
+    outputs: usize,
+    tol: f32,
+) {
     let mut g = Graph::default();
     let (mut ids, mut fed) = (vec![], vec![]);
     for (i, inp) in inputs.iter().enumerate() {
@@ -433,8 +455,8 @@ fn check_node_on(ctx: &Arc<Context>, name: &str, op_type: &str, op: Arc<dyn Op>,
         };
         ids.push(Some(id));
     }
-    let y = g.add_value("y", Fact::unknown());
-    g.outputs = vec![y];
+    let ys: Vec<usize> = (0..outputs).map(|k| g.add_value(format!("y{k}"), Fact::unknown())).collect();
+    g.outputs = ys.clone();
     g.nodes.push(Node {
         name: name.into(),
         domain: String::new(),
@@ -442,17 +464,22 @@ fn check_node_on(ctx: &Arc<Context>, name: &str, op_type: &str, op: Arc<dyn Op>,
         attrs: Attributes::default(),
         op,
         inputs: ids,
-        outputs: vec![y],
+        outputs: ys,
     });
     infer_facts(&mut g).unwrap();
     let refs: Vec<DataRef> = fed.iter().map(|&t| DataRef::Tensor(t)).collect();
-    let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let want = Interpreter.run(&g, &refs, &[]).unwrap();
     let plan = compile_on(ctx, &g);
     assert_eq!(plan.kernel_names()[0].1, "opencl", "{name}: not placed on the device");
-    let got = plan.run(&ThreadPool::new(1), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
-    assert_eq!(got.shape(), want.shape(), "{name}");
-    assert!(got.storage().device_buffer().is_some(), "{name}: the output is the device's");
-    assert_close(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap(), tol, name);
+    let got = plan.run(&ThreadPool::new(1), &refs, &[], None).unwrap();
+    assert_eq!(got.len(), want.len(), "{name}: outputs");
+    for (k, (got, want)) in got.into_iter().zip(want).enumerate() {
+        let (got, want) = (got.into_tensor().unwrap(), want.into_tensor().unwrap());
+        let what = format!("{name} output {k}");
+        assert_eq!(got.shape(), want.shape(), "{what}");
+        assert!(got.storage().device_buffer().is_some(), "{what}: the output is the device's");
+        assert_close(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap(), tol, &what);
+    }
 }
 
 #[test]
@@ -757,4 +784,352 @@ fn device_memory_is_counted_while_a_session_holds_weights_on_the_device() {
     let held = crx580::backend::device_memory_bytes().expect("a build with OpenCL counts device memory");
     assert!(held >= (16 * 32 + 32 * 24 + 24 * 10) * 4, "{held} bytes of device memory counted");
     drop(session);
+}
+
+/// An i64 tensor, for the int inputs of Slice, Pad, Gather, Reduce* and Resize.
+fn i64s(shape: &[usize], values: &[i64]) -> Tensor {
+    Tensor::new(shape.to_vec(), values.to_vec()).unwrap()
+}
+
+fn vector(values: &[i64]) -> In {
+    In::Const(i64s(&[values.len()], values))
+}
+
+#[test]
+fn slice_split_pad_and_gather_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    // Slice-13: starts, ends, axes, steps as inputs; negative steps, clamped ends, negative axes.
+    let slice = || op("Slice", 13, vec![], 5);
+    let cases: [(&[usize], &[i64], &[i64], &[i64], &[i64]); 4] = [
+        (&[7, 13], &[1, 2], &[6, 11], &[0, 1], &[2, 3]),
+        (&[3, 5, 9], &[-1, 100], &[-100, 0], &[2, 1], &[-2, -1]),
+        (&[2, 3, 5, 7, 3], &[1, 0], &[4, 3], &[-2, 1], &[1, 2]),
+        (&[11], &[0], &[i64::MAX], &[0], &[5]),
+    ];
+    for (i, (shape, starts, ends, axes, steps)) in cases.into_iter().enumerate() {
+        let inputs = vec![x(30 + i as u64, shape), vector(starts), vector(ends), vector(axes), vector(steps)];
+        check_node(
+            &format!("Slice {shape:?} {starts:?}..{ends:?} axes {axes:?} steps {steps:?}"),
+            "Slice",
+            slice(),
+            inputs,
+            0.0,
+        );
+    }
+    // A slice fed by a runtime starts tensor (not a constant).
+    let inputs = vec![x(35, &[5, 6]), In::Fed(i64s(&[1], &[2])), vector(&[5]), vector(&[1])];
+    check_node("Slice with fed starts", "Slice", op("Slice", 13, vec![], 4), inputs, 0.0);
+
+    // Split: equal parts, given sizes (input), opset 18's uneven num_outputs.
+    let split = op_outputs("Split", 13, vec![("axis", Attr::Int(1))], 1, 3);
+    check_outputs_on(&context(), "Split 3 equal", "Split", split, vec![x(40, &[2, 9, 5])], 3, 0.0);
+    let split = op_outputs("Split", 13, vec![("axis", Attr::Int(-1))], 2, 3);
+    let inputs = vec![x(41, &[3, 4, 11]), vector(&[2, 0, 9])];
+    check_outputs_on(&context(), "Split sizes 2,0,9", "Split", split, inputs, 3, 0.0);
+    let split = op_outputs("Split", 18, vec![("axis", Attr::Int(0)), ("num_outputs", Attr::Int(2))], 1, 2);
+    check_outputs_on(&context(), "Split uneven", "Split", split, vec![x(42, &[7, 3])], 2, 0.0);
+
+    // Pad: every mode, negative pads (cropping), a fill value, an axes input (opset 18).
+    for (k, mode) in ["constant", "reflect", "edge", "wrap"].into_iter().enumerate() {
+        let pad = op("Pad", 13, vec![("mode", Attr::String(mode.into()))], 3);
+        let inputs = vec![
+            x(50 + k as u64, &[2, 3, 7, 5]),
+            vector(&[0, 1, 3, -1, 1, 0, 2, 4]),
+            In::Const(Tensor::scalar(0.5f32)),
+        ];
+        check_node(&format!("Pad {mode}"), "Pad", pad, inputs, 0.0);
+    }
+    let pad = op("Pad", 18, vec![("mode", Attr::String("reflect".into()))], 4);
+    let inputs = vec![x(55, &[3, 9]), vector(&[4, 2]), In::Absent, vector(&[-1])];
+    check_node("Pad reflect with axes", "Pad", pad, inputs, 0.0);
+    let legacy = op("Pad", 2, vec![("pads", ints(&[1, 0, 0, 2])), ("value", Attr::Float(-3.0))], 1);
+    check_node("Pad-2 with attributes", "Pad", legacy, vec![x(56, &[4, 3])], 0.0);
+
+    // Gather: axis 0 and 1, 2-D and scalar indices, negative indices, fed indices.
+    let gather = |axis: i64| op("Gather", 13, vec![("axis", Attr::Int(axis))], 2);
+    let inputs = vec![x(60, &[9, 5]), In::Const(i64s(&[2, 3], &[0, 8, -1, 3, 3, -9]))];
+    check_node("Gather axis 0", "Gather", gather(0), inputs, 0.0);
+    let inputs = vec![x(61, &[2, 7, 3]), In::Fed(i64s(&[4], &[6, 0, -2, 1]))];
+    check_node("Gather axis 1 fed indices", "Gather", gather(1), inputs, 0.0);
+    let inputs = vec![x(62, &[3, 5, 11]), In::Const(i64s(&[], &[-1]))];
+    check_node("Gather axis -1 scalar index", "Gather", gather(-1), inputs, 0.0);
+}
+
+#[test]
+fn reductions_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let kinds = [
+        "ReduceSum",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceSumSquare",
+    ];
+    let shapes: [(&[usize], &[i64]); 5] = [
+        (&[3, 37], &[-1]),
+        (&[5, 7, 9], &[0, 2]),
+        (&[2, 3, 5, 7], &[1]),
+        (&[4, 1, 6, 3, 5], &[1, 2, 4]),
+        (&[13, 3], &[]),
+    ];
+    for (k, kind) in kinds.iter().enumerate() {
+        for (i, (shape, axes)) in shapes.iter().enumerate() {
+            for keepdims in [0, 1] {
+                let o = op(kind, 18, vec![("keepdims", Attr::Int(keepdims))], 2);
+                let mut inputs = vec![x((k * 10 + i) as u64, shape)];
+                if !axes.is_empty() {
+                    inputs.push(vector(axes));
+                }
+                check_node(&format!("{kind} {shape:?} axes {axes:?} keepdims {keepdims}"), kind, o, inputs, 1e-5);
+            }
+        }
+    }
+    // ReduceLogSum needs positive sums; opset 13's axes attribute.
+    let positive: Vec<f32> = random(5 * 7, 3).iter().map(|v| v + 1.5).collect();
+    let o = op("ReduceLogSum", 13, vec![("axes", ints(&[0]))], 1);
+    check_node("ReduceLogSum", "ReduceLogSum", o, vec![In::Fed(Tensor::new(vec![5, 7], positive).unwrap())], 1e-5);
+    let o = op("ReduceMean", 13, vec![("axes", ints(&[2, 3]))], 1);
+    check_node("ReduceMean opset 13 spatial", "ReduceMean", o, vec![x(99, &[2, 3, 9, 11])], 1e-5);
+}
+
+#[test]
+fn resize_matches_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let scales = |v: &[f32]| In::Const(Tensor::new(vec![v.len()], v.to_vec()).unwrap());
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a [f32]>, Option<&'a [i64]>);
+    let cases: [Case; 8] = [
+        ("nearest", "asymmetric", "floor", Some(&[1.0, 1.0, 2.0, 3.0]), None),
+        ("nearest", "half_pixel", "round_prefer_floor", Some(&[1.0, 1.0, 0.6, 1.7]), None),
+        ("nearest", "align_corners", "round_prefer_ceil", None, Some(&[2, 3, 13, 4])),
+        ("linear", "half_pixel", "", Some(&[1.0, 1.0, 2.0, 2.0]), None),
+        ("linear", "align_corners", "", None, Some(&[2, 3, 7, 17])),
+        ("linear", "pytorch_half_pixel", "", Some(&[1.0, 1.0, 0.5, 1.3]), None),
+        ("linear", "asymmetric", "", Some(&[1.0, 1.5, 1.0, 2.5]), None),
+        ("cubic", "half_pixel", "", Some(&[1.0, 1.0, 1.6, 0.7]), None),
+    ];
+    for (i, (mode, coord, nearest, sc, sizes)) in cases.into_iter().enumerate() {
+        let mut attrs =
+            vec![("mode", Attr::String(mode.into())), ("coordinate_transformation_mode", Attr::String(coord.into()))];
+        if !nearest.is_empty() {
+            attrs.push(("nearest_mode", Attr::String(nearest.into())));
+        }
+        let mut inputs = vec![x(70 + i as u64, &[2, 3, 9, 7]), In::Absent];
+        match (sc, sizes) {
+            (Some(s), _) => inputs.push(scales(s)),
+            (None, Some(z)) => inputs.extend([In::Absent, vector(z)]),
+            _ => unreachable!(),
+        }
+        let o = op("Resize", 13, attrs, inputs.len());
+        check_node(&format!("Resize {mode} {coord} {nearest} {sc:?} {sizes:?}"), "Resize", o, inputs, 1e-5);
+    }
+    let up = op("Upsample", 9, vec![("mode", Attr::String("nearest".into()))], 2);
+    check_node("Upsample-9 nearest", "Upsample", up, vec![x(80, &[1, 2, 3, 5]), scales(&[1.0, 1.0, 2.0, 2.0])], 0.0);
+}
+
+#[test]
+fn instance_layer_and_rms_norms_match_the_reference() {
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let c = 5;
+    let inorm = op("InstanceNormalization", 6, vec![("epsilon", Attr::Float(1e-3))], 3);
+    let inputs = vec![x(90, &[2, c, 7, 9]), In::Const(t(91, &[c])), In::Const(t(92, &[c]))];
+    check_node("InstanceNormalization 2-D", "InstanceNormalization", inorm.clone(), inputs, 1e-4);
+    let inputs = vec![x(93, &[3, c, 13]), In::Const(t(94, &[c])), In::Const(t(95, &[c]))];
+    check_node("InstanceNormalization 1-D", "InstanceNormalization", inorm, inputs, 1e-4);
+    for (axis, shape, scale_shape, bias) in [
+        (-1i64, vec![3, 5, 33], vec![33], true),
+        (1, vec![2, 3, 7], vec![3, 7], false),
+        (-2, vec![4, 3, 5], vec![1, 3, 5], true),
+    ] {
+        let ln = op("LayerNormalization", 17, vec![("axis", Attr::Int(axis)), ("epsilon", Attr::Float(1e-4))], 3);
+        let mut inputs = vec![x(96, &shape), In::Const(t(97, &scale_shape))];
+        if bias {
+            inputs.push(In::Const(t(98, &scale_shape)));
+        }
+        check_node(
+            &format!("LayerNormalization axis {axis} {shape:?} bias {bias}"),
+            "LayerNormalization",
+            ln,
+            inputs,
+            1e-4,
+        );
+        let rms = op("RMSNormalization", 23, vec![("axis", Attr::Int(axis))], 2);
+        let inputs = vec![x(99, &shape), In::Const(t(100, &scale_shape))];
+        check_node(&format!("RMSNormalization axis {axis} {shape:?}"), "RMSNormalization", rms, inputs, 1e-4);
+    }
+}
+
+#[test]
+fn movement_reduce_resize_and_norms_with_half_storage_stay_within_half_rounding() {
+    let ctx = own_context(true);
+    let x = |seed, s: &[usize]| In::Fed(t(seed, s));
+    let inputs = vec![x(1, &[5, 8]), vector(&[1, 7]), vector(&[5, 0]), vector(&[0, 1]), vector(&[2, -3])];
+    check_node_on(&ctx, "half Slice", "Slice", op("Slice", 13, vec![], 5), inputs, 2e-3);
+    let pad = op("Pad", 13, vec![("mode", Attr::String("reflect".into()))], 2);
+    check_node_on(&ctx, "half Pad", "Pad", pad, vec![x(2, &[3, 7]), vector(&[1, 2, 2, 1])], 2e-3);
+    let gather = op("Gather", 13, vec![("axis", Attr::Int(1))], 2);
+    check_node_on(&ctx, "half Gather", "Gather", gather, vec![x(3, &[3, 7]), vector(&[6, 0, -1])], 2e-3);
+    let mean = op("ReduceMean", 18, vec![], 2);
+    check_node_on(&ctx, "half ReduceMean", "ReduceMean", mean, vec![x(4, &[3, 5, 7]), vector(&[1])], 5e-3);
+    let resize = op("Resize", 13, vec![("mode", Attr::String("linear".into()))], 3);
+    let inputs =
+        vec![x(5, &[1, 2, 5, 6]), In::Absent, In::Const(Tensor::new(vec![4], vec![1f32, 1.0, 2.0, 1.5]).unwrap())];
+    check_node_on(&ctx, "half Resize", "Resize", resize, inputs, 5e-3);
+    let inorm = op("InstanceNormalization", 6, vec![], 3);
+    let inputs = vec![x(6, &[2, 3, 5, 5]), In::Const(t(7, &[3])), In::Const(t(8, &[3]))];
+    check_node_on(&ctx, "half InstanceNormalization", "InstanceNormalization", inorm, inputs, 2e-2);
+    let split = op_outputs("Split", 13, vec![("axis", Attr::Int(1))], 1, 2);
+    check_outputs_on(&ctx, "half Split", "Split", split, vec![x(9, &[3, 8])], 2, 2e-3);
+}
+
+/// Device buffers are pooled per context: a model run again on the same shapes creates no
+/// buffers, and the idle ones stay bounded when every allocation has a new size.
+#[test]
+fn a_second_run_creates_no_device_buffers_and_the_pool_stays_bounded() {
+    let ctx = own_context(false);
+    for name in ["mlp", "cnn_bn"] {
+        let model = crx580::Model::load(golden(name).join("model.onnx")).unwrap();
+        let plan = compile_on(&ctx, model.graph());
+        let (inputs, want) = common::read_data_set(&common::data_sets(&golden(name)).remove(0)).unwrap();
+        let pool = ThreadPool::new(2);
+        let mut created = vec![];
+        for _ in 0..3 {
+            let fresh: Vec<Tensor> = inputs
+                .iter()
+                .map(|t| Tensor::new(t.shape().to_vec(), t.as_slice::<f32>().unwrap().to_vec()).unwrap())
+                .collect();
+            let refs: Vec<DataRef> = fresh.iter().map(DataRef::Tensor).collect();
+            let before = ctx.buffers_created();
+            let outs = plan.run(&pool, &refs, &[], None).unwrap();
+            for (o, w) in outs.iter().zip(&want) {
+                common::compare(o.as_tensor().unwrap(), w, 1e-3, 1e-4).unwrap();
+            }
+            drop(outs);
+            created.push(ctx.buffers_created() - before);
+        }
+        assert!(created[0] > 0, "{name}: the first run allocates");
+        assert_eq!(&created[1..], [0, 0], "{name}: buffers created per run {created:?}");
+        assert!(ctx.pooled_bytes() > 0, "{name}: the run's buffers wait in the pool");
+    }
+    // Sizes never seen again: the idle bytes stay under twice the peak in use plus the slack.
+    let ctx = own_context(false);
+    let mb = 1 << 20;
+    for i in 0..40 {
+        drop(ctx.alloc::<u8>(mb + i * 4096).unwrap());
+    }
+    assert_eq!(ctx.buffers_created(), 40);
+    let bound = 2 * (mb + 39 * 4096) + crx580::backend::opencl::context::POOL_SLACK;
+    assert!(ctx.pooled_bytes() > 0 && ctx.pooled_bytes() <= bound, "{} idle bytes", ctx.pooled_bytes());
+    drop(ctx.alloc::<u8>(mb + 39 * 4096).unwrap());
+    assert_eq!(ctx.buffers_created(), 40, "a size in the pool is reused");
+}
+
+/// The ONNX node tests the CPU passes (tests/conformance/node.txt) whose inputs and outputs are
+/// all f32 tensors, with every node the device claims placed on it (one backend for all cases, so
+/// each program loads once), against the expected outputs with the conformance runner's tolerance.
+#[test]
+fn node_conformance_cases_with_f32_inputs_and_outputs_pass_on_opencl() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir =
+        std::env::var_os("CRX580_NODE_TESTS").map(PathBuf::from).unwrap_or_else(|| root.join("target/onnx-node-tests"));
+    assert!(
+        dir.join("test_abs").exists(),
+        "the ONNX node tests are missing from {}: run python tests/conformance/gen_node_tests.py --out {0} (tests/run.sh does)",
+        dir.display()
+    );
+    let listed: Vec<String> = std::fs::read_to_string(root.join("tests/conformance/node.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(OpenClBackend::on(own_context(false))), Arc::new(CpuBackend)];
+    let f32_tensors = |io: &[crx580::IoInfo]| {
+        io.iter().all(|i| matches!(i.kind, crx580::ir::ValueKind::Tensor) && i.dtype == Some(crx580::DType::F32))
+    };
+    let started = std::time::Instant::now();
+    let run = |name: &String| -> Option<Result<usize, String>> {
+        let case = dir.join(name);
+        let model = crx580::Model::load(case.join("model.onnx")).ok()?;
+        if !f32_tensors(&model.inputs()) || !f32_tensors(&model.outputs()) {
+            return None;
+        }
+        let plan = match compile(model.graph(), &backends) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(format!("{name}: compile: {e}"))),
+        };
+        let on_device = plan.kernel_names().iter().filter(|(_, b)| *b == "opencl").count();
+        let pool = ThreadPool::new(1);
+        for set in common::data_sets(&case) {
+            let (inputs, want) = match common::read_data_set(&set) {
+                Ok(d) => d,
+                Err(e) => return Some(Err(format!("{name}: {e}"))),
+            };
+            let refs: Vec<DataRef> = inputs.iter().map(DataRef::Tensor).collect();
+            let got = match plan.run(&pool, &refs, &[], None) {
+                Ok(g) => g,
+                Err(e) => return Some(Err(format!("{name}: run: {e}"))),
+            };
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                if let Err(e) = g.as_tensor().map_err(|e| e.to_string()).and_then(|g| common::compare(g, w, 1e-3, 1e-5))
+                {
+                    return Some(Err(format!("{name} output {k} ({on_device} device nodes): {e}")));
+                }
+            }
+        }
+        Some(Ok(on_device))
+    };
+    let results: Vec<(String, Option<Result<usize, String>>)> = std::thread::scope(|s| {
+        let halves: Vec<_> = listed
+            .chunks(listed.len().div_ceil(2).max(1))
+            .map(|part| s.spawn(|| part.iter().map(|n| (n.clone(), run(n))).collect::<Vec<_>>()))
+            .collect();
+        halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let ran: Vec<&Result<usize, String>> = results.iter().filter_map(|r| r.1.as_ref()).collect();
+    let with_device = ran.iter().filter(|r| matches!(r, Ok(n) if *n > 0)).count();
+    let failures: Vec<&String> = ran.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!(
+        "node tests on OpenCL: {} f32 cases of {} listed, {with_device} with device nodes, {} failed, {:.1}s",
+        ran.len(),
+        listed.len(),
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ran.len() >= 200 && with_device >= 100, "too few cases ran: {} ({with_device} on the device)", ran.len());
+    assert!(
+        failures.is_empty(),
+        "{} cases fail on OpenCL:\n{}",
+        failures.len(),
+        failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn average_pool_with_padding_matches_the_reference() {
+    for (i, count_include_pad) in [0i64, 1].into_iter().enumerate() {
+        for ceil in [0i64, 1] {
+            let attrs = vec![
+                ("kernel_shape", ints(&[3, 3])),
+                ("strides", ints(&[2, 2])),
+                ("pads", ints(&[1, 1, 1, 2])),
+                ("count_include_pad", Attr::Int(count_include_pad)),
+                ("ceil_mode", Attr::Int(ceil)),
+            ];
+            let avg = op("AveragePool", 19, attrs, 1);
+            let name = format!("AveragePool pads count_include_pad {count_include_pad} ceil {ceil}");
+            check_node(&name, "AveragePool", avg, vec![In::Fed(t(110 + i as u64, &[2, 3, 10, 9]))], 1e-5);
+        }
+    }
+    let attrs = vec![("kernel_shape", ints(&[4])), ("pads", ints(&[2, 1])), ("count_include_pad", Attr::Int(1))];
+    check_node(
+        "AveragePool 1-D",
+        "AveragePool",
+        op("AveragePool", 19, attrs, 1),
+        vec![In::Fed(t(115, &[2, 3, 13]))],
+        1e-5,
+    );
 }

@@ -132,6 +132,13 @@ pub struct Gather {
     axis: i64,
 }
 
+impl Gather {
+    /// The axis as given (it may count from the end).
+    pub fn axis(&self) -> i64 {
+        self.axis
+    }
+}
+
 impl Op for Gather {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let (data, indices) = (input(inputs, 0)?, input(inputs, 1)?);

@@ -231,8 +231,15 @@ impl BatchNorm {
 
 /// InstanceNormalization: normalizes each (image, channel) plane over its spatial positions.
 #[derive(Debug)]
-struct InstanceNorm {
+pub struct InstanceNorm {
     epsilon: f64,
+}
+
+impl InstanceNorm {
+    /// The epsilon added to each plane's variance (for backends with a kernel for it).
+    pub fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
 }
 
 impl Op for InstanceNorm {
@@ -282,12 +289,21 @@ fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> Result<Box<dyn Op>> {
 /// normalized axes set to 1, in the `stash_type` dtype. With `rms` it is RMSNormalization (opset
 /// 23): divides by the root mean square instead, without centering.
 #[derive(Debug)]
-struct LayerNorm {
+pub struct LayerNorm {
     axis: i64,
     epsilon: f64,
     stash: DType,
     num_outputs: usize,
     rms: bool,
+}
+
+impl LayerNorm {
+    /// For backends with a kernel for it: (axis as given, epsilon, whether it is RMSNormalization)
+    /// when the node has only its first output (no Mean / InvStdDev) and keeps f32 or f64 statistics.
+    pub fn single_output(&self) -> Option<(i64, f64, bool)> {
+        let f32_stats = matches!(self.stash, DType::F32 | DType::F64);
+        (self.num_outputs == 1 && f32_stats).then_some((self.axis, self.epsilon, self.rms))
+    }
 }
 
 impl Op for LayerNorm {

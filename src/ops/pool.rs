@@ -164,6 +164,15 @@ impl Pool {
         matches!(self.kind, Kind::Max { .. }) && !self.with_indices
     }
 
+    /// For AveragePool, whether taps in the padding count in the divisor (`count_include_pad`);
+    /// `None` for the other pools (for backends with a kernel for it).
+    pub fn average_counts_padding(&self) -> Option<bool> {
+        match self.kind {
+            Kind::Average { count_include_pad } => Some(count_include_pad),
+            _ => None,
+        }
+    }
+
     /// The window of every spatial axis (unit axes in front below 3-D) and the output shape.
     pub fn windows(&self, x_shape: &[usize]) -> Result<([Axis; 3], Vec<usize>)> {
         self.geometry(x_shape)

@@ -126,7 +126,7 @@ pub(crate) fn fold<T: Copy, A: Copy>(
 // Reduce*
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum ReduceKind {
+pub enum ReduceKind {
     Sum,
     Mean,
     Max,
@@ -176,6 +176,11 @@ fn build_reduce(ctx: &BuildCtx, kind: ReduceKind) -> Result<Box<dyn Op>> {
 }
 
 impl Reduce {
+    /// Which reduction this is (for backends with kernels for some).
+    pub fn kind(&self) -> ReduceKind {
+        self.kind
+    }
+
     /// Whether this is ReduceMean (for backends with a kernel for it).
     pub fn is_mean(&self) -> bool {
         self.kind == ReduceKind::Mean

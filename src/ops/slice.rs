@@ -125,6 +125,28 @@ impl Slice {
     }
 }
 
+impl Slice {
+    /// What the slice of an input of `shape` reads, given the op's `inputs` (starts, ends, axes,
+    /// steps): the output shape, the flat offset of its first element and the input stride of
+    /// each output axis (negative for negative steps). For backend kernels that slice themselves.
+    pub fn view(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<(Vec<usize>, isize, Vec<isize>)> {
+        let values = |a: &IntsArg| a.eval(inputs).map(Some);
+        let slices =
+            self.slices(shape.len(), values)?.ok_or_else(|| err!(InvalidModel, "Slice needs starts and ends"))?;
+        let mut view = shape.to_vec();
+        let mut strides: Vec<isize> = strides(shape).into_iter().map(|s| s as isize).collect();
+        let mut start = 0isize;
+        for s in slices {
+            let (first, count) = s.range(view[s.axis]);
+            start = start.wrapping_add((first as isize).wrapping_mul(strides[s.axis]));
+            view[s.axis] = count;
+            // A huge step only ever reaches one element; its stride is then irrelevant.
+            strides[s.axis] = if count > 1 { strides[s.axis].wrapping_mul(s.step as isize) } else { 0 };
+        }
+        Ok((view, start, strides))
+    }
+}
+
 impl Op for Slice {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let x = input(inputs, 0)?;
@@ -145,18 +167,7 @@ impl Op for Slice {
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        let values = |a: &IntsArg| a.eval(inputs).map(Some);
-        let slices = self.slices(x.rank(), values)?.ok_or_else(|| err!(InvalidModel, "Slice needs starts and ends"))?;
-        let mut view = x.shape().to_vec();
-        let mut strides: Vec<isize> = strides(x.shape()).into_iter().map(|s| s as isize).collect();
-        let mut start = 0isize;
-        for s in slices {
-            let (first, count) = s.range(view[s.axis]);
-            start = start.wrapping_add((first as isize).wrapping_mul(strides[s.axis]));
-            view[s.axis] = count;
-            // A huge step only ever reaches one element; its stride is then irrelevant.
-            strides[s.axis] = if count > 1 { strides[s.axis].wrapping_mul(s.step as isize) } else { 0 };
-        }
+        let (view, start, strides) = self.view(x.shape(), inputs)?;
         Ok(vec![copy_view(x, view.clone(), &view, start, &strides)?])
     }
 }
@@ -306,6 +317,15 @@ impl Split {
     }
 }
 
+impl Split {
+    /// The axis of an input of `shape` and the size of each output along it, given the op's
+    /// `inputs` (the split sizes). For backend kernels that split themselves.
+    pub fn pieces(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<(usize, Vec<usize>)> {
+        let axis = normalize_axis(self.axis, shape.len())?;
+        Ok((axis, self.sizes(shape[axis], self.split.eval(inputs)?.as_deref())?))
+    }
+}
+
 impl Op for Split {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let x = input(inputs, 0)?;
@@ -374,7 +394,7 @@ impl Op for Split {
 // Pad
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum PadMode {
+pub enum PadMode {
     Constant,
     Reflect,
     Edge,
@@ -420,6 +440,22 @@ impl Pad {
             out[a] = (pads[i], pads[i + axes.len()]);
         }
         Ok(out)
+    }
+
+    /// The padding of an f32 input of rank `rank` given the op's `inputs`: the mode, (begin, end)
+    /// per axis and the fill value. For backend kernels that pad themselves.
+    pub fn geometry(&self, rank: usize, inputs: &[Option<&Tensor>]) -> Result<(PadMode, Vec<(i64, i64)>, f32)> {
+        let (pads, fill) = match &self.legacy {
+            Some((p, v)) => (p.clone(), *v),
+            None => {
+                let fill = match opt_input(inputs, 2).filter(|v| !v.is_empty()) {
+                    Some(v) => v.cast_numeric(DType::F32)?.as_slice::<f32>()?[0],
+                    None => 0.0,
+                };
+                (input(inputs, 1)?.to_i64_vec()?, fill)
+            }
+        };
+        Ok((self.mode, self.per_axis(rank, &pads, self.axes.eval(inputs)?.as_deref())?, fill))
     }
 
     fn out_dim(dim: usize, (begin, end): (i64, i64)) -> Result<usize> {

@@ -1,8 +1,10 @@
 //! `OpenClBackend`: which nodes the device takes, and their prepared kernels. It claims f32
 //! MatMul, Gemm, FusedMatMul, elementwise arithmetic and activations (gemm.cl, elementwise.cl),
 //! Conv/FusedConv (conv.cl with gemm.cl), MaxPool, AveragePool without padding, global pooling
-//! (pool.cl), Softmax/LogSoftmax, inference BatchNormalization and the fused LayerNorm (norm.cl),
-//! Transpose and Concat (movement.cl).
+//! (pool.cl), Softmax/LogSoftmax, inference BatchNormalization, InstanceNormalization,
+//! LayerNormalization/RMSNormalization and the fused LayerNorm (norm.cl), the Reduce* ops
+//! (reduce.cl), Resize/Upsample (resize.cl), Transpose, Slice, Split, Concat, Pad and Gather
+//! (movement.cl).
 //! Tensors stay on the device between these nodes (`resident.rs`); weights are uploaded once, at
 //! prepare. A run that meets inputs a kernel does not take (another dtype, shapes it has no
 //! path for) runs the reference kernel instead, so the answer is always right.
@@ -13,12 +15,14 @@ use super::gemm::{BiasLayout, Gemm, GemmCall};
 use super::movement::{self, MovementProgram};
 use super::norm::{self, NormProgram};
 use super::pool::{self, PoolProgram};
+use super::reduce::{self, ReduceProgram};
 use super::resident::{self, ClTensor};
+use super::resize::{self, ResizeProgram};
 use super::Context;
 use crate::backend::cpu::{f32_input, maybe_f32, Reference};
 use crate::backend::{Backend, ExecCtx, Kernel};
 use crate::ir::shape::broadcast_shapes;
-use crate::ir::{Data, DataRef, Graph, Node, Op};
+use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::binary::{Binary, Kind};
 use crate::ops::fused::{activation_of, Activation, FusedMatMul};
 use crate::ops::matmul::{Gemm as GemmOp, MatMul};
@@ -36,6 +40,8 @@ pub struct OpenClBackend {
     pool: OnceLock<Arc<PoolProgram>>,
     norm: OnceLock<Arc<NormProgram>>,
     movement: OnceLock<Arc<MovementProgram>>,
+    reduce: OnceLock<Arc<ReduceProgram>>,
+    resize: OnceLock<Arc<ResizeProgram>>,
 }
 
 /// The backend's part of the session options.
@@ -75,6 +81,8 @@ impl OpenClBackend {
             pool: OnceLock::new(),
             norm: OnceLock::new(),
             movement: OnceLock::new(),
+            reduce: OnceLock::new(),
+            resize: OnceLock::new(),
         }
     }
 
@@ -104,6 +112,14 @@ impl OpenClBackend {
 
     fn movement(&self) -> Result<Arc<MovementProgram>> {
         get(&self.movement, || MovementProgram::new(&self.ctx))
+    }
+
+    fn reduce(&self) -> Result<Arc<ReduceProgram>> {
+        get(&self.reduce, || ReduceProgram::new(&self.ctx))
+    }
+
+    fn resize(&self) -> Result<Arc<ResizeProgram>> {
+        get(&self.resize, || ResizeProgram::new(&self.ctx))
     }
 
     /// Uploads the node's constant f32 inputs now (attached to their storage, so every run and
@@ -153,8 +169,13 @@ impl Backend for OpenClBackend {
         if op.is::<MatMul>() || op.is::<FusedMatMul>() || op.is::<GemmOp>() {
             return f32_inputs(node.inputs.len());
         }
-        if conv::claims(graph, node) || pool::claims(node) || norm::claims(graph, node) || movement::claims(graph, node)
-        {
+        let claimed = conv::claims(graph, node)
+            || pool::claims(node)
+            || norm::claims(graph, node)
+            || movement::claims(graph, node)
+            || reduce::claims(node)
+            || resize::claims(node);
+        if claimed {
             return f32_inputs(1);
         }
         match elementwise_of(graph, node) {
@@ -188,6 +209,12 @@ impl OpenClBackend {
         }
         if movement::claims(graph, node) {
             return movement::prepare(node, self.movement()?);
+        }
+        if reduce::claims(node) {
+            return reduce::prepare(node, self.reduce()?);
+        }
+        if resize::claims(node) {
+            return resize::prepare(node, self.resize()?);
         }
         let matmul = |act, fused_bias, gemm_attrs| -> Result<Box<dyn Kernel>> {
             Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs }))
@@ -250,6 +277,12 @@ impl Kernel for Checked {
 pub(super) fn reference(op: &Arc<dyn Op>, what: &str, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
     log::debug!("{what}: inputs its OpenCL kernel does not take; the reference kernel runs");
     Reference { op: op.clone() }.run(ctx, inputs)
+}
+
+/// The inputs as tensors (host or device) for an op's accessors, which read only the small
+/// host inputs (axes, starts, scales...); `None` when one is not a tensor.
+pub(super) fn tensors<'a>(inputs: &[Option<DataRef<'a>>]) -> Option<Vec<Option<&'a Tensor>>> {
+    inputs.iter().map(|d| d.map_or(Some(None), |d| d.tensor().map(Some))).collect()
 }
 
 /// A short name of an op for messages: its type name.

@@ -1,15 +1,26 @@
 //! A context and an in-order command queue on one device, and device buffers with upload and
 //! download. One `Context` per session device; everything made from it holds an `Arc` to it, so
 //! the queue outlives every buffer and program.
+//!
+//! Buffers are pooled: a dropped buffer goes back to its context, and the next allocation of the
+//! same byte size takes it instead of calling clCreateBuffer, so a model run again on the same
+//! shapes creates no buffers (one in-order queue: a reused buffer is written only after every
+//! command queued before). The idle buffers are bounded by twice the most bytes ever in use at
+//! once plus [`POOL_SLACK`]; past that the oldest are released, so a stream of new shapes does not
+//! grow the pool without end.
 
 use super::device::DeviceInfo;
 use super::loader::{api, check, Api};
 use super::sys::*;
 use crate::Result;
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Idle bytes the pool may keep beyond twice the peak in use.
+pub const POOL_SLACK: usize = 16 << 20;
 
 pub struct Context {
     pub(crate) api: &'static Api,
@@ -22,7 +33,22 @@ pub struct Context {
     /// program is built with `-DHALF_STORAGE=1` and kernels compute in f32.
     pub half_storage: bool,
     transfers: [AtomicU64; 4],
+    /// clCreateBuffer calls so far.
+    created: AtomicU64,
+    pool: Mutex<Pool>,
 }
+
+/// The buffers of a context that nothing uses now, oldest first, and the bytes in use.
+#[derive(Default)]
+struct Pool {
+    idle: VecDeque<(usize, cl_mem)>,
+    idle_bytes: usize,
+    in_use: usize,
+    peak_in_use: usize,
+}
+
+// SAFETY: the memory objects are only handed out under the context's mutex.
+unsafe impl Send for Pool {}
 
 /// Tensor transfers between the host and one context's device so far (`resident.rs` counts
 /// them): what a device-resident chain of nodes must not add to.
@@ -65,8 +91,19 @@ impl Context {
             unsafe { (api.clReleaseContext)(context) };
             return Err(e);
         }
-        let transfers = Default::default();
-        Ok(Arc::new(Context { api, device, context, queue, cache_dir, half_storage, transfers }))
+        let (transfers, created, pool) = Default::default();
+        Ok(Arc::new(Context { api, device, context, queue, cache_dir, half_storage, transfers, created, pool }))
+    }
+
+    /// How many device buffers this context has created (clCreateBuffer) so far; pooled
+    /// buffers that are reused do not count.
+    pub fn buffers_created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of idle buffers the pool holds for reuse.
+    pub fn pooled_bytes(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).idle_bytes
     }
 
     /// The tensor transfers counted so far.
@@ -125,15 +162,47 @@ impl Context {
                 self.device.max_alloc
             );
         }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.in_use += bytes;
+        pool.peak_in_use = pool.peak_in_use.max(pool.in_use);
+        if let Some(at) = pool.idle.iter().rposition(|&(b, _)| b == bytes) {
+            let (_, mem) = pool.idle.remove(at).expect("found above");
+            pool.idle_bytes -= bytes;
+            return Ok(Buffer { ctx: self.clone(), mem, bytes });
+        }
         let mut code = 0;
         // OpenCL refuses size 0; an empty tensor gets a one-byte buffer it never reads.
         // SAFETY: no host pointer; the size is checked above.
         let mem = unsafe {
             (self.api.clCreateBuffer)(self.context, CL_MEM_READ_WRITE, bytes.max(1), std::ptr::null_mut(), &mut code)
         };
-        check(code, "clCreateBuffer")?;
-        DEVICE_BYTES.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = check(code, "clCreateBuffer") {
+            pool.in_use -= bytes;
+            return Err(e);
+        }
+        self.created.fetch_add(1, Ordering::Relaxed);
+        DEVICE_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(Buffer { ctx: self.clone(), mem, bytes })
+    }
+
+    /// Takes back a buffer nothing uses any more; releases the oldest idle ones past the bound.
+    fn recycle(&self, mem: cl_mem, bytes: usize) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.in_use -= bytes;
+        pool.idle.push_back((bytes, mem));
+        pool.idle_bytes += bytes;
+        let bound = pool.peak_in_use.saturating_mul(2).saturating_add(POOL_SLACK);
+        while pool.idle_bytes > bound {
+            let Some((b, m)) = pool.idle.pop_front() else { break };
+            pool.idle_bytes -= b;
+            self.release(m, b);
+        }
+    }
+
+    fn release(&self, mem: cl_mem, bytes: usize) {
+        // SAFETY: a memory object of this context that nothing holds, released once.
+        unsafe { (self.api.clReleaseMemObject)(mem) };
+        DEVICE_BYTES.fetch_sub(bytes as u64, Ordering::Relaxed);
     }
 
     /// A device buffer holding a copy of `data`.
@@ -146,6 +215,10 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).idle);
+        for (bytes, mem) in idle {
+            self.release(mem, bytes);
+        }
         // SAFETY: our own handles, released once; every Buffer/Program holds an Arc, so none is alive.
         unsafe {
             (self.api.clReleaseCommandQueue)(self.queue);
@@ -275,14 +348,12 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        // SAFETY: our own memory object, released once.
-        unsafe { (self.ctx.api.clReleaseMemObject)(self.mem) };
-        DEVICE_BYTES.fetch_sub(self.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.recycle(self.mem, self.bytes);
     }
 }
 
-/// Bytes of OpenCL buffers this process holds now, over every context (the server's
-/// `crx580_device_memory_bytes`).
+/// Bytes of OpenCL buffers this process holds now, over every context, in use or idle in a
+/// context's pool (the server's `crx580_device_memory_bytes`).
 static DEVICE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// See [`DEVICE_BYTES`].

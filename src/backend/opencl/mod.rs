@@ -2,7 +2,8 @@
 //! queue per device with buffers (`context`), programs built from `kernels/*.cl` with an on-disk
 //! binary cache (`program`, `cache`), per-device kernel parameters (`tuning`), tensors that stay
 //! on the device between nodes (`resident`), and one launcher per kernel file (`gemm`,
-//! `elementwise`, `conv`, `pool`, `norm`, `movement`; `activation` and `storage.cl` are their prelude).
+//! `elementwise`, `conv`, `pool`, `norm`, `movement`, `reduce`, `resize`; `activation` and
+//! `storage.cl` are their prelude).
 
 pub mod activation;
 pub mod backend;
@@ -17,7 +18,9 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod program;
+pub mod reduce;
 pub mod resident;
+pub mod resize;
 pub mod sys;
 pub mod tuning;
 

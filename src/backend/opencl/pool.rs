@@ -1,6 +1,6 @@
 //! The launcher of `kernels/pool.cl` and the device kernels of MaxPool (without its Indices
-//! output), AveragePool whose windows all lie inside the input (then `count_include_pad` cannot
-//! matter), GlobalAveragePool and GlobalMaxPool, over 1 or 2 spatial axes.
+//! output), AveragePool (padding counted in the divisor or not, as `count_include_pad` says),
+//! GlobalAveragePool and GlobalMaxPool, over 1 or 2 spatial axes.
 
 use super::backend::{op_name, reference};
 use super::context::Context;
@@ -10,7 +10,6 @@ use crate::backend::cpu::f32_input;
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Node, Op};
 use crate::ops::pool::{GlobalPool, Pool};
-use crate::ops::window::Axis;
 use crate::Result;
 use std::sync::Arc;
 
@@ -71,13 +70,6 @@ struct PoolKernel {
     program: Arc<PoolProgram>,
 }
 
-/// Whether every window of `a` lies inside the input (no tap in padding).
-fn inside(a: &Axis) -> bool {
-    a.pad_begin == 0
-        && a.pad_end == 0
-        && (a.output == 0 || (a.output - 1) * a.stride + (a.kernel - 1) * a.dilation < a.input)
-}
-
 impl Kernel for PoolKernel {
     fn name(&self) -> &'static str {
         "opencl-pool"
@@ -122,9 +114,7 @@ impl Kernel for PoolKernel {
                 };
                 let (h, w) = (axes[1], axes[2]);
                 let avg = self.which == Which::Average;
-                if avg && !(inside(&h) && inside(&w)) {
-                    return fallback();
-                }
+                let count_pad = pool.average_counts_padding().unwrap_or(false);
                 let dx = resident::input(dev, x)?;
                 let y = ClTensor::alloc(dev, out_shape.iter().product())?;
                 let i = |v: usize| Arg::I32(v as i32);
@@ -144,6 +134,9 @@ impl Kernel for PoolKernel {
                     i(h.pad_begin),
                     i(w.pad_begin),
                     Arg::I32(avg as i32),
+                    Arg::I32(count_pad as i32),
+                    i(h.pad_end),
+                    i(w.pad_end),
                 ];
                 self.program.pool2d.launch(&args, &[w.output, h.output, planes], None)?;
                 Ok(vec![y.into_data(out_shape)?])

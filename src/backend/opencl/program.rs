@@ -19,6 +19,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("pool.cl", include_str!("../../../kernels/pool.cl")),
     ("norm.cl", include_str!("../../../kernels/norm.cl")),
     ("movement.cl", include_str!("../../../kernels/movement.cl")),
+    ("reduce.cl", include_str!("../../../kernels/reduce.cl")),
+    ("resize.cl", include_str!("../../../kernels/resize.cl")),
 ];
 
 /// The files every other kernel file is compiled after: element storage and the activations.
