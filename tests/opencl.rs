@@ -641,9 +641,10 @@ fn bench_counts_device_nodes_and_auto_prefers_the_native_cpu_to_pocl() {
     }
 }
 
-/// The zoo's convolutional families (tests/models/zoo, made by tests/run.sh) with their Conv,
-/// pooling, norm and elementwise nodes on the device, against onnxruntime with the zoo's
-/// tolerance. PoCL runs them in seconds; the program cache keeps compiles out of reruns.
+/// The zoo's convolutional families, a detector and a transformer (tests/models/zoo, made by
+/// tests/run.sh) with their Conv, GEMM, pooling, norm, resize, data movement and elementwise nodes
+/// on the device, against onnxruntime with the zoo's tolerance. PoCL runs them in seconds; the
+/// program cache keeps compiles out of reruns.
 #[test]
 fn zoo_conv_families_on_opencl_match_onnxruntime() {
     context();
@@ -653,7 +654,8 @@ fn zoo_conv_families_on_opencl_match_onnxruntime() {
     let device_options = crx580::backend::DeviceOptions { cache_dir: Some(cache_dir()), ..Default::default() };
     let options = crx580::SessionOptions { device: crx580::Device::OpenCl, device_options, ..Default::default() };
     let mut failures = vec![];
-    for name in ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "crnn_mv3"] {
+    // yolov8n adds Resize, Split and Slice on the device; minilm_l6 Gather and LayerNormalization.
+    for name in ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "crnn_mv3", "yolov8n", "minilm_l6"] {
         let case = dir.join(name);
         assert!(
             case.join("model.onnx").exists(),
@@ -667,7 +669,20 @@ fn zoo_conv_families_on_opencl_match_onnxruntime() {
             .iter()
             .filter(|k| {
                 k.2 == "cpu"
-                    && ["Conv", "FusedConv", "MaxPool", "GlobalAveragePool", "MatMul", "Gemm"].contains(&k.0.as_str())
+                    && [
+                        "Conv",
+                        "FusedConv",
+                        "MaxPool",
+                        "AveragePool",
+                        "GlobalAveragePool",
+                        "MatMul",
+                        "Gemm",
+                        "BatchNormalization",
+                        "LayerNormalization",
+                        "Softmax",
+                        "Resize",
+                    ]
+                    .contains(&k.0.as_str())
             })
             .map(|k| k.0.as_str())
             .collect();
@@ -678,7 +693,9 @@ fn zoo_conv_families_on_opencl_match_onnxruntime() {
             let refs: Vec<&Tensor> = inputs.iter().collect();
             let got = session.run_positional(&refs).unwrap();
             for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                if let Err(e) = common::compare_zoo(g, w, None) {
+                // yolov8n's [1, 4 + classes, anchors]: pixel coordinates beside scores (tests/zoo.rs).
+                let axis = (name == "yolov8n").then_some(1);
+                if let Err(e) = common::compare_zoo(g, w, axis) {
                     failures.push(format!("{name} output {k}: {e}"));
                 }
             }

@@ -1,10 +1,10 @@
 //! `OpenClBackend`: which nodes the device takes, and their prepared kernels. It claims f32
-//! MatMul, Gemm, FusedMatMul, elementwise arithmetic and activations (gemm.cl, elementwise.cl),
-//! Conv/FusedConv (conv.cl with gemm.cl), MaxPool, AveragePool without padding, global pooling
-//! (pool.cl), Softmax/LogSoftmax, inference BatchNormalization, InstanceNormalization,
-//! LayerNormalization/RMSNormalization and the fused LayerNorm (norm.cl), the Reduce* ops
-//! (reduce.cl), Resize/Upsample (resize.cl), Transpose, Slice, Split, Concat, Pad and Gather
-//! (movement.cl).
+//! MatMul, Gemm, FusedMatMul, elementwise arithmetic (Pow with an f32 exponent too) and
+//! activations (gemm.cl, elementwise.cl), Conv/FusedConv (conv.cl with gemm.cl), MaxPool,
+//! AveragePool, global pooling (pool.cl), Softmax/LogSoftmax, inference BatchNormalization,
+//! InstanceNormalization, LayerNormalization/RMSNormalization and the fused LayerNorm (norm.cl),
+//! the Reduce* ops (reduce.cl), Resize/Upsample (resize.cl), Transpose, Slice, Split, Concat, Pad
+//! and Gather (movement.cl).
 //! Tensors stay on the device between these nodes (`resident.rs`); weights are uploaded once, at
 //! prepare. A run that meets inputs a kernel does not take (another dtype, shapes it has no
 //! path for) runs the reference kernel instead, so the answer is always right.
@@ -23,7 +23,7 @@ use crate::backend::cpu::{f32_input, maybe_f32, Reference};
 use crate::backend::{Backend, ExecCtx, Kernel};
 use crate::ir::shape::broadcast_shapes;
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
-use crate::ops::binary::{Binary, Kind};
+use crate::ops::binary::{Binary, Kind, Pow};
 use crate::ops::fused::{activation_of, Activation, FusedMatMul};
 use crate::ops::matmul::{Gemm as GemmOp, MatMul};
 use crate::Result;
@@ -145,6 +145,9 @@ fn elementwise_of(graph: &Graph, node: &Node) -> Option<Elementwise1> {
             _ => return None,
         };
         return b.align.is_numpy().then_some(Elementwise1::Binary(op));
+    }
+    if let Some(p) = node.op.downcast_ref::<Pow>() {
+        return p.align.is_numpy().then_some(Elementwise1::Binary(BinaryOp::Pow));
     }
     match activation_of(graph, node)? {
         Activation::None => None,
