@@ -817,7 +817,9 @@ fn slice_split_pad_and_gather_match_the_reference() {
     let x = |seed, s: &[usize]| In::Fed(t(seed, s));
     // Slice-13: starts, ends, axes, steps as inputs; negative steps, clamped ends, negative axes.
     let slice = || op("Slice", 13, vec![], 5);
-    let cases: [(&[usize], &[i64], &[i64], &[i64], &[i64]); 4] = [
+    // (shape, starts, ends, axes, steps)
+    type Case<'a> = (&'a [usize], &'a [i64], &'a [i64], &'a [i64], &'a [i64]);
+    let cases: [Case; 4] = [
         (&[7, 13], &[1, 2], &[6, 11], &[0, 1], &[2, 3]),
         (&[3, 5, 9], &[-1, 100], &[-100, 0], &[2, 1], &[-2, -1]),
         (&[2, 3, 5, 7, 3], &[1, 0], &[4, 3], &[-2, 1], &[1, 2]),

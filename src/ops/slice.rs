@@ -444,6 +444,7 @@ impl Pad {
 
     /// The padding of an f32 input of rank `rank` given the op's `inputs`: the mode, (begin, end)
     /// per axis and the fill value. For backend kernels that pad themselves.
+    #[allow(clippy::type_complexity)]
     pub fn geometry(&self, rank: usize, inputs: &[Option<&Tensor>]) -> Result<(PadMode, Vec<(i64, i64)>, f32)> {
         let (pads, fill) = match &self.legacy {
             Some((p, v)) => (p.clone(), *v),

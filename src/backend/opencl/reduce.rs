@@ -53,10 +53,13 @@ fn code(kind: ReduceKind) -> i32 {
     }
 }
 
-/// The kept and the reduced runs of a contiguous tensor of `shape` (outermost first), each
-/// (size, stride): neighbouring axes of one kind merge, axes of size 1 vanish.
-pub fn runs(shape: &[usize], reduced: &[bool]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
-    let (mut kept, mut gone): (Vec<(usize, usize)>, Vec<(usize, usize)>) = (vec![], vec![]);
+/// Axes that the kernel walks as one: (size, stride).
+type Run = (usize, usize);
+
+/// The kept and the reduced runs of a contiguous tensor of `shape` (outermost first): neighbouring
+/// axes of one kind merge, axes of size 1 vanish.
+pub fn runs(shape: &[usize], reduced: &[bool]) -> (Vec<Run>, Vec<Run>) {
+    let (mut kept, mut gone): (Vec<Run>, Vec<Run>) = (vec![], vec![]);
     let mut last: Option<bool> = None;
     let mut stride = 1;
     for (&d, &r) in shape.iter().zip(reduced).rev() {
@@ -99,7 +102,7 @@ impl Kernel for ReduceKernel {
         if x.is_empty() || count == 0 || x.len() > i32::MAX as usize || kept.len() > MAX_RUNS || gone.len() > MAX_RUNS {
             return fallback();
         }
-        let pad = |runs: &[(usize, usize)]| {
+        let pad = |runs: &[Run]| {
             let mut all = vec![(1usize, 0usize); MAX_RUNS - runs.len()];
             all.extend_from_slice(runs);
             all

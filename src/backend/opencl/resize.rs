@@ -39,6 +39,9 @@ pub fn prepare(node: &Node, program: Arc<ResizeProgram>) -> Result<Box<dyn Kerne
 /// sizes).
 type Key = (Vec<usize>, Vec<Option<Vec<f64>>>);
 
+/// The output shape and the tables of the axes that change, in order.
+type Plan = Arc<(Vec<usize>, Vec<AxisTable>)>;
+
 /// One resampled axis on the device: kernel tables in resize.cl's layout.
 #[derive(Debug)]
 struct AxisTable {
@@ -54,7 +57,7 @@ struct ResizeKernel {
     op: Arc<dyn Op>,
     program: Arc<ResizeProgram>,
     /// The tables of the last key (a model resizes one shape per node, run after run).
-    tables: Mutex<Option<(Key, Arc<(Vec<usize>, Vec<AxisTable>)>)>>,
+    tables: Mutex<Option<(Key, Plan)>>,
 }
 
 /// resize.cl's tables for `taps`: an extrapolated position becomes one tap of index -1 whose
@@ -89,7 +92,7 @@ fn table(ctx: &Arc<Context>, axis: usize, taps: &Taps) -> Result<Option<AxisTabl
 impl ResizeKernel {
     /// The output shape and tables for `x` and these inputs: the last ones when the key is the
     /// same, else computed (and kept). `None` when the reference should run.
-    fn tables(&self, x: &Tensor, ts: &[Option<&Tensor>]) -> Result<Option<Arc<(Vec<usize>, Vec<AxisTable>)>>> {
+    fn tables(&self, x: &Tensor, ts: &[Option<&Tensor>]) -> Result<Option<Plan>> {
         let values: Option<Vec<Option<Vec<f64>>>> =
             ts.iter().skip(1).map(|t| t.map(|t| t.to_f64_vec().ok()).map_or(Some(None), |v| v.map(Some))).collect();
         let Some(values) = values else { return Ok(None) };
