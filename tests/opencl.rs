@@ -1152,3 +1152,50 @@ fn average_pool_with_padding_matches_the_reference() {
         1e-5,
     );
 }
+
+/// RNN, GRU (linear_before_reset 1) and LSTM layers, every direction, with and without biases,
+/// initial states, peepholes, clip and input_forget; all outputs.
+#[test]
+fn recurrent_layers_match_the_reference() {
+    let (seq, batch, input, hidden) = (5, 3, 7, 9);
+    let dir = |d: &str| ("direction", Attr::String(d.into()));
+    let lbr = ("linear_before_reset", Attr::Int(1));
+    let hs = ("hidden_size", Attr::Int(hidden as i64));
+    type Case = (&'static str, usize, Vec<(&'static str, Attr)>, bool);
+    let cases: Vec<Case> = vec![
+        ("RNN", 1, vec![hs.clone(), dir("forward")], true),
+        ("RNN", 2, vec![hs.clone(), dir("bidirectional"), ("clip", Attr::Float(0.5))], false),
+        ("GRU", 1, vec![hs.clone(), dir("reverse"), lbr.clone()], true),
+        ("GRU", 2, vec![hs.clone(), dir("bidirectional"), lbr.clone()], false),
+        ("LSTM", 1, vec![hs.clone(), dir("forward")], true),
+        ("LSTM", 2, vec![hs.clone(), dir("bidirectional"), ("clip", Attr::Float(0.7))], true),
+        ("LSTM", 1, vec![hs.clone(), dir("reverse"), ("input_forget", Attr::Int(1))], false),
+    ];
+    for (k, (kind, dirs, attrs, full)) in cases.into_iter().enumerate() {
+        let gates = match kind {
+            "RNN" => 1,
+            "GRU" => 3,
+            _ => 4,
+        };
+        let lstm = kind == "LSTM";
+        let seed = 200 + 20 * k as u64;
+        let mut inputs = vec![
+            In::Fed(t(seed, &[seq, batch, input])),
+            In::Const(t(seed + 1, &[dirs, gates * hidden, input])),
+            In::Const(t(seed + 2, &[dirs, gates * hidden, hidden])),
+        ];
+        if full {
+            inputs.push(In::Const(t(seed + 3, &[dirs, 2 * gates * hidden])));
+            inputs.push(In::Const(i64s(&[batch], &vec![seq as i64; batch])));
+            inputs.push(In::Fed(t(seed + 4, &[dirs, batch, hidden])));
+            if lstm {
+                inputs.push(In::Fed(t(seed + 5, &[dirs, batch, hidden])));
+                inputs.push(In::Const(t(seed + 6, &[dirs, 3 * hidden])));
+            }
+        }
+        let outputs = if lstm { 3 } else { 2 };
+        let o = op_outputs(kind, 14, attrs, inputs.len(), outputs);
+        let name = format!("{kind} {dirs} direction(s), case {k}");
+        check_outputs_on(&context(), &name, kind, o, inputs, outputs, 1e-4);
+    }
+}

@@ -4,7 +4,7 @@
 //! AveragePool, global pooling (pool.cl), Softmax/LogSoftmax, inference BatchNormalization,
 //! InstanceNormalization, LayerNormalization/RMSNormalization and the fused LayerNorm (norm.cl),
 //! the Reduce* ops (reduce.cl), Resize/Upsample (resize.cl), Transpose, Slice, Split, Concat, Pad
-//! and Gather (movement.cl).
+//! and Gather (movement.cl), and RNN/GRU/LSTM layers with default activations (rnn.cl).
 //! Tensors stay on the device between these nodes (`resident.rs`); weights are uploaded once, at
 //! prepare. A run that meets inputs a kernel does not take (another dtype, shapes it has no
 //! path for) runs the reference kernel instead, so the answer is always right.
@@ -18,6 +18,7 @@ use super::pool::{self, PoolProgram};
 use super::reduce::{self, ReduceProgram};
 use super::resident::{self, ClTensor};
 use super::resize::{self, ResizeProgram};
+use super::rnn::{self, RnnProgram};
 use super::Context;
 use crate::backend::cpu::{f32_input, maybe_f32, Reference};
 use crate::backend::{Backend, ExecCtx, Kernel};
@@ -42,6 +43,7 @@ pub struct OpenClBackend {
     movement: OnceLock<Arc<MovementProgram>>,
     reduce: OnceLock<Arc<ReduceProgram>>,
     resize: OnceLock<Arc<ResizeProgram>>,
+    rnn: OnceLock<Arc<RnnProgram>>,
 }
 
 /// The backend's part of the session options.
@@ -83,6 +85,7 @@ impl OpenClBackend {
             movement: OnceLock::new(),
             reduce: OnceLock::new(),
             resize: OnceLock::new(),
+            rnn: OnceLock::new(),
         }
     }
 
@@ -120,6 +123,10 @@ impl OpenClBackend {
 
     fn resize(&self) -> Result<Arc<ResizeProgram>> {
         get(&self.resize, || ResizeProgram::new(&self.ctx))
+    }
+
+    fn rnn(&self) -> Result<Arc<RnnProgram>> {
+        get(&self.rnn, || RnnProgram::new(&self.ctx))
     }
 
     /// Uploads the node's constant f32 inputs now (attached to their storage, so every run and
@@ -177,7 +184,8 @@ impl Backend for OpenClBackend {
             || norm::claims(graph, node)
             || movement::claims(graph, node)
             || reduce::claims(node)
-            || resize::claims(node);
+            || resize::claims(node)
+            || rnn::claims(node);
         if claimed {
             return f32_inputs(1);
         }
@@ -218,6 +226,9 @@ impl OpenClBackend {
         }
         if resize::claims(node) {
             return resize::prepare(node, self.resize()?);
+        }
+        if rnn::claims(node) {
+            return rnn::prepare(node, self.rnn()?);
         }
         let matmul = |act, fused_bias, gemm_attrs| -> Result<Box<dyn Kernel>> {
             Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs }))

@@ -2,7 +2,7 @@
 //! queue per device with buffers (`context`), programs built from `kernels/*.cl` with an on-disk
 //! binary cache (`program`, `cache`), per-device kernel parameters (`tuning`), tensors that stay
 //! on the device between nodes (`resident`), and one launcher per kernel file (`gemm`,
-//! `elementwise`, `conv`, `pool`, `norm`, `movement`, `reduce`, `resize`; `activation` and
+//! `elementwise`, `conv`, `pool`, `norm`, `movement`, `reduce`, `resize`, `rnn`; `activation` and
 //! `storage.cl` are their prelude).
 
 pub mod activation;
@@ -21,6 +21,7 @@ pub mod program;
 pub mod reduce;
 pub mod resident;
 pub mod resize;
+pub mod rnn;
 pub mod sys;
 pub mod tuning;
 

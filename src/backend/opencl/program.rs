@@ -21,6 +21,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("movement.cl", include_str!("../../../kernels/movement.cl")),
     ("reduce.cl", include_str!("../../../kernels/reduce.cl")),
     ("resize.cl", include_str!("../../../kernels/resize.cl")),
+    ("rnn.cl", include_str!("../../../kernels/rnn.cl")),
 ];
 
 /// The files every other kernel file is compiled after: element storage and the activations.
