@@ -1153,7 +1153,7 @@ fn average_pool_with_padding_matches_the_reference() {
     );
 }
 
-/// RNN, GRU (linear_before_reset 1) and LSTM layers, every direction, with and without biases,
+/// RNN, GRU (both reset orders) and LSTM layers, every direction, with and without biases,
 /// initial states, peepholes, clip and input_forget; all outputs.
 #[test]
 fn recurrent_layers_match_the_reference() {
@@ -1167,6 +1167,8 @@ fn recurrent_layers_match_the_reference() {
         ("RNN", 2, vec![hs.clone(), dir("bidirectional"), ("clip", Attr::Float(0.5))], false),
         ("GRU", 1, vec![hs.clone(), dir("reverse"), lbr.clone()], true),
         ("GRU", 2, vec![hs.clone(), dir("bidirectional"), lbr.clone()], false),
+        ("GRU", 1, vec![hs.clone(), dir("forward"), ("clip", Attr::Float(0.6))], true),
+        ("GRU", 2, vec![hs.clone(), dir("bidirectional")], false),
         ("LSTM", 1, vec![hs.clone(), dir("forward")], true),
         ("LSTM", 2, vec![hs.clone(), dir("bidirectional"), ("clip", Attr::Float(0.7))], true),
         ("LSTM", 1, vec![hs.clone(), dir("reverse"), ("input_forget", Attr::Int(1))], false),

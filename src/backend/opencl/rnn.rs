@@ -1,7 +1,7 @@
-//! The launcher of `kernels/rnn.cl` and the device kernel of RNN, GRU (linear_before_reset = 1,
-//! as PyTorch exports it) and LSTM layers with the default activations, sequence-major layout and
-//! no per-entry sequence lengths (a sequence_lens input whose entries all equal the sequence
-//! length is taken): one launch per time step for every direction and batch entry at once.
+//! The launcher of `kernels/rnn.cl` and the device kernel of RNN, GRU and LSTM layers with the
+//! default activations, sequence-major layout and no per-entry sequence lengths (a sequence_lens
+//! input whose entries all equal the sequence length is taken): one launch per time step for every
+//! direction and batch entry at once (two for a GRU with linear_before_reset = 0).
 
 use super::backend::{op_name, reference};
 use super::context::Context;
@@ -18,12 +18,17 @@ use std::sync::Arc;
 pub struct RnnProgram {
     ctx: Arc<Context>,
     step: ClKernel,
+    gru_reset: ClKernel,
 }
 
 impl RnnProgram {
     pub fn new(ctx: &Arc<Context>) -> Result<RnnProgram> {
         let program = Program::build(ctx, "rnn.cl", &[])?;
-        Ok(RnnProgram { ctx: ctx.clone(), step: program.kernel("recurrent_step")? })
+        Ok(RnnProgram {
+            ctx: ctx.clone(),
+            step: program.kernel("recurrent_step")?,
+            gru_reset: program.kernel("gru_reset")?,
+        })
     }
 }
 
@@ -32,8 +37,7 @@ fn cell_code(r: &Recurrent) -> Option<i32> {
     use Activation::{Sigmoid, Tanh};
     let (code, acts): (i32, &[Activation]) = match r.cell {
         Cell::Rnn => (0, &[Tanh]),
-        Cell::Gru { linear_before_reset: true } => (1, &[Sigmoid, Tanh]),
-        Cell::Gru { linear_before_reset: false } => return None,
+        Cell::Gru { .. } => (1, &[Sigmoid, Tanh]),
         Cell::Lstm { .. } => (2, &[Sigmoid, Tanh, Tanh]),
     };
     let defaults = r.activations.chunks(acts.len()).all(|c| c == acts);
@@ -117,6 +121,8 @@ impl Kernel for RnnKernel {
         };
         let clip = r.clip.map_or(-1.0, |c| c as f32);
         let input_forget = matches!(r.cell, Cell::Lstm { input_forget: true });
+        let reset_first = matches!(r.cell, Cell::Gru { linear_before_reset: false });
+        let rh = if reset_first { Some(ClTensor::alloc(dev, dirs * batch * hidden)?) } else { None };
         let any = y.buffer(); // for parameters the kernel does not read
         let i = |v: usize| Arg::I32(v as i32);
         for k in 0..seq {
@@ -129,11 +135,34 @@ impl Kernel for RnnKernel {
                 (0, Some(initial)) => initial.buffer(),
                 _ => c.buffer(),
             };
+            let zero_h = Arg::I32((k == 0 && dh0.is_none()) as i32);
+            let has_b = Arg::I32(db.is_some() as i32);
+            let b_buf = db.as_ref().map_or(any, |b| b.buffer());
+            if let Some(rh) = &rh {
+                let args = [
+                    Arg::Buf(dx.buffer()),
+                    Arg::Buf(dw.buffer()),
+                    Arg::Buf(dr.buffer()),
+                    Arg::Buf(b_buf),
+                    Arg::Buf(h_in),
+                    Arg::Buf(rh.buffer()),
+                    i(seq),
+                    i(batch),
+                    i(input_size),
+                    i(hidden),
+                    i(k),
+                    Arg::I32(reversed),
+                    has_b,
+                    zero_h,
+                    Arg::F32(clip),
+                ];
+                self.program.gru_reset.launch(&args, &[hidden, batch, dirs], None)?;
+            }
             let args = [
                 Arg::Buf(dx.buffer()),
                 Arg::Buf(dw.buffer()),
                 Arg::Buf(dr.buffer()),
-                Arg::Buf(db.as_ref().map_or(any, |b| b.buffer())),
+                Arg::Buf(b_buf),
                 Arg::Buf(dp.as_ref().map_or(any, |p| p.buffer())),
                 Arg::Buf(h_in),
                 Arg::Buf(h_out),
@@ -147,12 +176,14 @@ impl Kernel for RnnKernel {
                 i(hidden),
                 i(k),
                 Arg::I32(reversed),
-                Arg::I32(db.is_some() as i32),
+                has_b,
                 Arg::I32(dp.is_some() as i32),
-                Arg::I32((k == 0 && dh0.is_none()) as i32),
+                zero_h,
                 Arg::I32((k == 0 && dc0.is_none()) as i32),
                 Arg::I32(input_forget as i32),
                 Arg::F32(clip),
+                Arg::Buf(rh.as_ref().map_or(any, |t| t.buffer())),
+                Arg::I32(reset_first as i32),
             ];
             self.program.step.launch(&args, &[hidden, batch, dirs], None)?;
         }
