@@ -79,6 +79,9 @@ impl CompiledGraph {
         mut profile: Option<&mut Vec<NodeTime>>,
     ) -> Result<Vec<Data>> {
         let g = &*self.graph;
+        // The workers spin between this run's parallel nodes instead of falling asleep in the
+        // serial ones between them.
+        let _engaged = pool.engage();
         let exec = SubgraphRunner { plan: self, pool, profile: profile.is_some().then(|| Mutex::new(Vec::new())) };
         let buffers = self.pools.for_inputs(inputs, captures);
         let ctx = ExecCtx { pool, buffers: &buffers, graphs: &exec };

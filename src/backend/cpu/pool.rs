@@ -6,6 +6,11 @@
 //! spawning threads on every call. One job runs at a time; a second `parallel_for` that finds the
 //! pool busy (another thread's `Session::run`, or a kernel nested in a task) runs its tasks on its
 //! own thread instead of waiting, so concurrent runs never deadlock or oversubscribe the cores.
+//!
+//! A hand-off to spinning workers makes no system call: a new job wakes the condition variable
+//! only when some worker sleeps on it, and a finished job wakes the caller only when it sleeps.
+//! While a run is in progress ([`ThreadPool::engage`]) the workers keep spinning between jobs, so
+//! the serial nodes between two parallel ones do not put them to sleep.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +41,11 @@ struct Shared {
     wake: Condvar,
     /// `State::generation`, readable without the lock by spinning workers.
     published: AtomicU64,
+    /// Workers asleep on `wake`; changed under `state`'s lock, so that a new job (published under
+    /// it) notifies only when someone sleeps.
+    sleeping: AtomicUsize,
+    /// Runs in progress that keep the workers spinning between jobs ([`ThreadPool::engage`]).
+    engaged: AtomicUsize,
     /// How long waiting threads spin before they sleep ([`SPIN`], or zero).
     spin: Duration,
 }
@@ -55,6 +65,8 @@ struct Job {
     next: AtomicUsize,
     finished: AtomicUsize,
     panicked: AtomicBool,
+    /// Whether the caller sleeps waiting for the last task (set under the lock), so that the
+    /// thread finishing it notifies only then.
     done: (Mutex<bool>, Condvar),
 }
 
@@ -77,9 +89,12 @@ impl Job {
                 self.panicked.store(true, Ordering::Relaxed);
             }
             if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.count {
+                // The caller checks `finished` under this lock before it sleeps, so either it
+                // sees the count complete or it is waiting here by the time the lock is ours.
                 let (lock, cv) = &self.done;
-                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                cv.notify_all();
+                if *lock.lock().unwrap_or_else(|e| e.into_inner()) {
+                    cv.notify_all();
+                }
             }
         }
     }
@@ -99,6 +114,8 @@ impl ThreadPool {
             state: Mutex::new(State { job: None, generation: 0, shutdown: false }),
             wake: Condvar::new(),
             published: AtomicU64::new(0),
+            sleeping: AtomicUsize::new(0),
+            engaged: AtomicUsize::new(0),
             spin,
         });
         let workers = (1..threads.max(1))
@@ -112,6 +129,23 @@ impl ThreadPool {
             })
             .collect();
         ThreadPool { shared, workers, busy: Mutex::new(()) }
+    }
+
+    /// Keeps the workers spinning between jobs until the guard drops, and wakes those asleep now,
+    /// so that they are spinning by the time the first parallel node comes: a run hands the pool
+    /// one job per node, and the serial nodes between two parallel ones (tens of microseconds
+    /// and more) would otherwise put the workers to sleep, and a sleeping worker takes tens of
+    /// microseconds to wake. A pool made without spinning ignores it. Engagements nest.
+    pub fn engage(&self) -> Engaged<'_> {
+        if self.workers.is_empty() || self.shared.spin.is_zero() {
+            return Engaged { shared: None };
+        }
+        self.shared.engaged.fetch_add(1, Ordering::SeqCst);
+        if self.shared.sleeping.load(Ordering::SeqCst) > 0 {
+            let _state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        Engaged { shared: Some(&self.shared) }
     }
 
     /// Threads a job runs on (the caller included).
@@ -169,16 +203,21 @@ impl ThreadPool {
             state.job = Some(job.clone());
             state.generation += 1;
             self.shared.published.store(state.generation, Ordering::Release);
-            self.shared.wake.notify_all();
+            if self.shared.sleeping.load(Ordering::SeqCst) > 0 {
+                self.shared.wake.notify_all();
+            }
         }
         job.work();
-        spin_until(self.shared.spin, || job.finished.load(Ordering::Acquire) == count);
-        let (lock, cv) = &job.done;
-        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while !*done {
-            done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+        let finished = || job.finished.load(Ordering::Acquire) == count;
+        spin_until(self.shared.spin, finished);
+        if !finished() {
+            let (lock, cv) = &job.done;
+            let mut waiting = lock.lock().unwrap_or_else(|e| e.into_inner());
+            *waiting = true;
+            while !finished() {
+                waiting = cv.wait(waiting).unwrap_or_else(|e| e.into_inner());
+            }
         }
-        drop(done);
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).job = None;
         drop(guard);
         if job.panicked.load(Ordering::Relaxed) {
@@ -209,15 +248,13 @@ fn spin_until(spin: Duration, ready: impl Fn() -> bool) {
 fn worker_loop(shared: &Shared) {
     let mut seen = 0u64;
     loop {
-        spin_until(shared.spin, || shared.published.load(Ordering::Acquire) != seen);
+        shared.wait_for_job(seen);
         let job = {
-            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            while !state.shutdown && (state.generation == seen || state.job.is_none()) {
-                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
+            let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.shutdown {
                 return;
             }
+            // A job that is over already has been taken away (`job` is None): wait for the next.
             seen = state.generation;
             state.job.clone()
         };
@@ -227,9 +264,58 @@ fn worker_loop(shared: &Shared) {
     }
 }
 
+impl Shared {
+    /// Returns once a job newer than generation `seen` is published, or the pool shuts down:
+    /// spins for `spin`, on and on while a run is engaged, then sleeps until notified.
+    fn wait_for_job(&self, seen: u64) {
+        let ready = || self.published.load(Ordering::Acquire) != seen;
+        loop {
+            spin_until(self.spin, ready);
+            if ready() {
+                return;
+            }
+            if self.engaged.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Counted before `engaged` is read again: `engage` bumps `engaged` before it reads
+            // `sleeping`, so one of the two sees the other (both SeqCst) and no worker sleeps
+            // through an engagement.
+            self.sleeping.fetch_add(1, Ordering::SeqCst);
+            while !state.shutdown && state.generation == seen && self.engaged.load(Ordering::SeqCst) == 0 {
+                state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            self.sleeping.fetch_sub(1, Ordering::SeqCst);
+            if state.shutdown || state.generation != seen {
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps the pool's workers spinning between jobs while it lives; see [`ThreadPool::engage`].
+pub struct Engaged<'a> {
+    shared: Option<&'a Shared>,
+}
+
+impl Drop for Engaged<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared {
+            shared.engaged.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.shutdown = true;
+            // Spinning workers see a new generation and come to the lock, where they find the
+            // shutdown.
+            state.generation += 1;
+            self.shared.published.store(state.generation, Ordering::Release);
+        }
         self.shared.wake.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -290,6 +376,46 @@ mod tests {
             }
         });
         assert_eq!(total.load(Ordering::Relaxed), 4 * 8 * 4);
+    }
+
+    /// Waits up to five seconds for `cond`: thread scheduling on a loaded machine is slow, not
+    /// wrong.
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let start = std::time::Instant::now();
+        while !cond() {
+            if start.elapsed() > Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn engaging_wakes_the_workers_and_keeps_them_spinning_until_released() {
+        let pool = ThreadPool::with_spin(3, Duration::from_micros(50));
+        let sleeping = || pool.shared.sleeping.load(Ordering::SeqCst);
+        assert!(eventually(|| sleeping() == 2), "idle workers fall asleep after their spin");
+        let run = pool.engage();
+        assert!(eventually(|| sleeping() == 0), "an engagement wakes the sleeping workers");
+        // They stay awake between jobs, and jobs still see every task.
+        for count in [2, 5, 64] {
+            std::thread::sleep(Duration::from_millis(2));
+            assert_eq!(sleeping(), 0, "a worker slept during the engagement");
+            let hits = AtomicUsize::new(0);
+            pool.parallel_for(count, &|_| {
+                hits.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(hits.load(Ordering::Relaxed), count);
+        }
+        drop(run);
+        assert!(eventually(|| sleeping() == 2), "released workers sleep again");
+        // A pool that never spins ignores engagements: its workers stay asleep.
+        let quiet = ThreadPool::with_spin(2, Duration::ZERO);
+        assert!(eventually(|| quiet.shared.sleeping.load(Ordering::SeqCst) == 1));
+        let _run = quiet.engage();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(quiet.shared.sleeping.load(Ordering::SeqCst), 1);
     }
 
     #[test]
