@@ -312,24 +312,14 @@ pub fn run_batch<'a>(
         return;
     }
     assert!(c.len() >= (count - 1) * c_stride + (m - 1) * ldc + n, "C is too small for the product");
-    let (mut mt, mut nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
-    // Smaller tiles until every thread has a couple of tasks (or tiles reach one micro-block).
-    let want = pool.threads() * 2;
     let work = count.saturating_mul(m).saturating_mul(n).saturating_mul(shape.k.max(1));
     let serial = pool.threads() == 1 || work < MIN_PARALLEL_WORK;
-    loop {
-        let tasks = count * m.div_ceil(mt) * n.div_ceil(nt);
-        if tasks >= want || serial {
-            break;
-        }
-        if nt > micro.nr && nt >= mt {
-            nt = (nt / 2).div_ceil(micro.nr) * micro.nr;
-        } else if mt > micro.mr {
-            mt = (mt / 2).div_ceil(micro.mr) * micro.mr;
-        } else {
-            break;
-        }
-    }
+    let (mt, nt) = if serial {
+        (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr)
+    } else {
+        let packs = Packs { a: matches!(shape.a, Lhs::Plain(_)), b: shape.b.source().is_some() };
+        split(micro, count, m, n, shape.k, pool.threads(), packs)
+    };
     let (tm, tn) = (m.div_ceil(mt), n.div_ceil(nt));
     let cptr = SharedMut(c.as_mut_ptr());
     let run_tile = |t: usize| {
@@ -346,6 +336,62 @@ pub fn run_batch<'a>(
     } else {
         pool.parallel_for(count * tm * tn, &run_tile);
     }
+}
+
+/// Multiply-adds that packing one element costs, roughly: a gather at about an element a cycle,
+/// against the micro-kernel's 16-32 multiply-adds a cycle.
+const PACK_COST: usize = 16;
+/// Multiply-adds that one task costs beyond its own: claiming it, and its panels' cold start.
+const TASK_COST: usize = 16 * 1024;
+/// Most tile counts per dimension tried beyond the fewest the cache blocking allows.
+const MAX_EXTRA_SPLITS: usize = 16;
+
+/// Which operands each task packs for itself: A when it is a plain matrix, B unless prepacked.
+#[derive(Clone, Copy)]
+struct Packs {
+    a: bool,
+    b: bool,
+}
+
+/// The tile of C one task computes, (rows, columns), when `count` products of m x n x k share
+/// `threads` threads: of the tile sizes within the cache blocks (at most [`MC`] x [`NC`], whole
+/// micro-blocks), the one whose tasks finish soonest, counting the rounds of tasks each thread
+/// runs (tasks claimed dynamically, near-equal by construction), the work of the widest task
+/// including its padding, and what each task packs. Halving tiles until every thread had two
+/// tasks left one thread with a third (ResNet-50's 2048 x 49 1x1 convs: 6 tiles of 384 rows for
+/// 5.3 tiles' work, so 3 against 2.3 on two threads); equal tiles in a multiple of the thread
+/// count do not. The dimension whose operand the tasks pack is split less: tiles side by side
+/// along it pack the same panels again (a conv's image columns when split by output channels).
+fn split(micro: &Micro, count: usize, m: usize, n: usize, k: usize, threads: usize, packs: Packs) -> (usize, usize) {
+    /// Per tile count tried along one dimension: the tile size (whole micro-blocks) and the
+    /// number of tiles that size gives.
+    fn sizes(len: usize, unit: usize, most: usize, extra: usize) -> ([(usize, usize); MAX_EXTRA_SPLITS + 1], usize) {
+        let mut out = [(0, 0); MAX_EXTRA_SPLITS + 1];
+        let fewest = len.div_ceil(most);
+        let tries = (extra + 1).min(len.div_ceil(unit) + 1 - fewest);
+        for (i, o) in out.iter_mut().enumerate().take(tries) {
+            let size = len.div_ceil(fewest + i).div_ceil(unit) * unit;
+            *o = (size, len.div_ceil(size));
+        }
+        (out, tries)
+    }
+    let extra = (4 * threads).min(MAX_EXTRA_SPLITS);
+    let (rows, rn) = sizes(m, micro.mr, MC.div_ceil(micro.mr) * micro.mr, extra);
+    let (cols, cn) = sizes(n, micro.nr, NC.div_ceil(micro.nr) * micro.nr, extra);
+    let k = k.max(1);
+    let mut best = (usize::MAX, rows[0].0, cols[0].0);
+    for &(mt, tm) in &rows[..rn] {
+        for &(nt, tn) in &cols[..cn] {
+            let packed = if packs.a { mt } else { 0 } + if packs.b { nt } else { 0 };
+            let task = mt * nt * k + PACK_COST * packed * k + TASK_COST;
+            let rounds = (count * tm * tn).div_ceil(threads);
+            let cost = rounds.saturating_mul(task);
+            if cost < best.0 {
+                best = (cost, mt, nt);
+            }
+        }
+    }
+    (best.1, best.2)
 }
 
 /// Runs one product on the calling thread alone: for kernels that spread their own work over the
