@@ -34,6 +34,9 @@ const CHANNELS: usize = 16;
 const BLOCK_FLOATS: usize = 128 * 1024;
 /// Most tiles of one block.
 const MAX_BLOCK_TILES: usize = 128;
+/// What one block costs beyond its tiles, in tiles, roughly: streaming the transformed weights
+/// through the cache again, and the task's hand-off.
+const BLOCK_COST_TILES: usize = 4;
 
 /// Whether a convolution of `c` input and `m` output channels (3x3, stride 1, no dilation, one
 /// group) over planes of `tiles` output tiles per image (if known) runs faster by Winograd than
@@ -119,12 +122,36 @@ impl Winograd {
         Winograd { c, m, u, micro: *micro }
     }
 
-    /// Tiles of one block: the transformed input (36 x tiles x C) and the products (36 x tiles x M)
-    /// within [`BLOCK_FLOATS`], a whole number of micro-kernel panels.
-    fn block_tiles(&self) -> usize {
+    /// Most tiles of one block: the transformed input (36 x tiles x C) and the products
+    /// (36 x tiles x M) within [`BLOCK_FLOATS`], a whole number of micro-kernel panels.
+    fn max_block_tiles(&self) -> usize {
         let mr = self.micro.mr;
         let fit = BLOCK_FLOATS / (POINTS * (self.c + self.m));
         (fit / mr * mr).clamp(mr, MAX_BLOCK_TILES / mr * mr)
+    }
+
+    /// Tiles of one block (one task) when `total` tiles share `threads` threads: on one thread
+    /// the largest block; on more, of the block sizes up to it (whole panels), the one whose
+    /// blocks finish soonest, counting each thread's rounds of blocks and what a block costs
+    /// beyond its tiles (the 36 transformed weight matrices stream past it again). The largest
+    /// block alone left YOLOv8n's 80x80 planes (400 tiles) in blocks of 112, 112, 112 and 64:
+    /// 224 tiles on one thread against 176 on the other.
+    fn block_tiles(&self, total: usize, threads: usize) -> usize {
+        let (most, mr) = (self.max_block_tiles(), self.micro.mr);
+        if threads == 1 {
+            return most;
+        }
+        let fewest = total.div_ceil(most).max(1);
+        let tries = (4 * threads).min(16).min(total.div_ceil(mr).saturating_sub(fewest));
+        let mut best = (usize::MAX, most);
+        for blocks in fewest..=fewest + tries {
+            let size = total.div_ceil(blocks).div_ceil(mr) * mr;
+            let cost = total.div_ceil(size).div_ceil(threads) * (size + BLOCK_COST_TILES);
+            if cost < best.0 {
+                best = (cost, size);
+            }
+        }
+        best.1
     }
 
     /// Convolves `r.x` (batch x C x H x W, 3x3 window of stride 1 as `r.h`, `r.w` describe) into
@@ -135,7 +162,7 @@ impl Winograd {
         assert_eq!(r.x.len(), r.batch * self.c * r.h.input * r.w.input, "the input's size");
         let tiles = Tiles { across: ow.div_ceil(TILE), per_image: oh.div_ceil(TILE) * ow.div_ceil(TILE) };
         let total = r.batch * tiles.per_image;
-        let block = self.block_tiles();
+        let block = self.block_tiles(total, pool.threads());
         let out = SharedMut(y.as_mut_ptr());
         let work = block * POINTS * self.c * self.m;
         pool.parallel_for_work(total.div_ceil(block), work, &|b| {
