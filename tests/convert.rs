@@ -426,3 +426,16 @@ fn fp16_io_makes_float_inputs_and_outputs_float16_and_keeps_their_names() {
         }
     }
 }
+
+#[test]
+fn int8_dynamic_keeps_recurrent_ops_float_with_a_note() {
+    for name in ["lstm_bidir_ocr", "gru_batch_first"] {
+        let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
+        let types = value_types(&bytes).unwrap();
+        let mut model = decode_model(&bytes).unwrap();
+        let notes = to_int8_dynamic(&mut model, &types, &DynamicOptions::default(), &mut || {}).unwrap();
+        assert_eq!(notes.converted, 0, "{name}");
+        assert!(notes.kept.iter().any(|k| k.contains("recurrent ops do not pay")), "{name}: {notes:?}");
+        assert_eq!(encode_model(&model), encode_model(&decode_model(&bytes).unwrap()), "{name}: model unchanged");
+    }
+}

@@ -188,7 +188,7 @@ fn half_io(g: &mut GraphProto, halves: &HashSet<String>, names: &mut Names, note
         // Float32 readers first (before the casts' readers read the input too).
         if g.node.iter().any(|n| n.input.contains(&x)) {
             let float = names.fresh(&x, "_fp32");
-            rename_reads(g, &[x.clone()], &float);
+            rename_reads(g, std::slice::from_ref(&x), &float);
             front.push(cast(names.fresh(&x, "_to_fp32"), &x, &float, DType::F32));
         }
         rename_reads(g, &casts, &x);
@@ -215,7 +215,7 @@ fn half_io(g: &mut GraphProto, halves: &HashSet<String>, names: &mut Names, note
             for o in g.node[p].output.iter_mut().filter(|o| **o == y) {
                 *o = float.clone();
             }
-            rename_reads(g, &[y.clone()], &float);
+            rename_reads(g, std::slice::from_ref(&y), &float);
             g.node.insert(p + 1, cast(names.fresh(&y, "_to_fp16"), &float, &y, DType::F16));
         }
         set_elem_type(&mut g.output[k], DType::F16);
