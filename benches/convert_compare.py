@@ -124,7 +124,7 @@ def measure(crx, work, original, path, evals, labels, classifier):
         runs["crx580"] = [crx_run(crx, path, f, os.path.join(work, "run"))[k] for f in evals]
         row["crx_ms"] = crx_latency_ms(crx, path, one, work)
     except subprocess.CalledProcessError as e:
-        row["crx_error"] = (e.stderr or b"").decode().strip().splitlines()[-1][:100]
+        row["crx580_error"] = (e.stderr or b"").decode().strip().splitlines()[-1][:100]
     for engine, outs in runs.items():
         have = np.concatenate([o.reshape(len(o), -1) for o in outs]).astype(np.float64)
         rel, cos = agreement(want, have)
