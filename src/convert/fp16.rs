@@ -1,6 +1,7 @@
 //! float32 to float16: nodes of ops that are safe in half precision compute in float16, with their
 //! float weights stored as float16; everything else stays float32, with a Cast wherever a value
-//! crosses between the two. Graph inputs and outputs keep their float32 type.
+//! crosses between the two. Graph inputs and outputs keep their float32 type, unless `half_io`
+//! asks for float16 there too.
 //!
 //! Kept in float32 by default: reductions, normalisation (BatchNormalization, LayerNormalization,
 //! ...), Softmax, Exp/Log/Pow and any op not on the list below; nodes named (or of an op type) in
