@@ -86,7 +86,9 @@ fn fp16_keeps_named_nodes_and_fragile_ops_in_float32() {
     let mut model = decode_model(&bytes).unwrap();
     let first_conv = model.graph.as_ref().unwrap().node.iter().find(|n| n.op_type == "Conv").unwrap().name.clone();
     let keep = if first_conv.is_empty() { "Conv".to_string() } else { first_conv.clone() };
-    let notes = to_fp16(&mut model, &types, &Fp16Options { keep_float: vec![keep] }, &mut || {}).unwrap();
+    let notes =
+        to_fp16(&mut model, &types, &Fp16Options { keep_float: vec![keep], ..Fp16Options::default() }, &mut || {})
+            .unwrap();
     assert!(notes.kept_ops.contains("BatchNormalization"), "{notes:?}");
     assert!(notes.kept.iter().any(|k| k.contains("--keep-float")), "{notes:?}");
     let g = model.graph.as_ref().unwrap();
@@ -255,4 +257,185 @@ fn pruning_reaches_the_sparsity_asked_and_the_model_still_runs() {
     let mut model = decode_model(&bytes).unwrap();
     assert!(prune(&mut model, 0.3, Pattern::TwoOfFour, &[]).unwrap_err().message.contains("0.5"));
     assert!(prune(&mut model, 1.0, Pattern::Unstructured, &[]).is_err());
+}
+
+/// A model where the default float16 rules fail: `h = x · W1` reaches ~1.6e5 (x in [0.5, 1), W1's
+/// entries ~20000, all within float16's range, so no weight rule fires), then `y = h * 1e-3 +
+/// 16384 - 16384` loses everything below float16's spacing of 16 at 16384; a second output
+/// `z = Relu(x · W2)` is harmless. Returns the model, its calibration batches and, per batch, `y`
+/// and `z` computed here in f64 (the reference).
+fn fp16_fragile_model() -> (Vec<u8>, Vec<Batch>, Vec<[Vec<f64>; 2]>) {
+    use crx580::convert::edit::{node, tensor_f32};
+    use crx580::onnx::model::{Dimension, GraphProto, OperatorSetIdProto, TensorTypeProto, TypeProto, ValueInfoProto};
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f64 / (1u64 << 24) as f64
+    };
+    let w1: Vec<f32> = (0..64).map(|_| (20000.0 * (0.9 + 0.2 * uniform())) as f32).collect();
+    let w2: Vec<f32> = (0..64).map(|_| (uniform() - 0.5) as f32).collect();
+    let info = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto::Tensor(TensorTypeProto {
+            elem_type: 1,
+            shape: Some(vec![Dimension::Value(4), Dimension::Value(8)]),
+        })),
+        ..ValueInfoProto::default()
+    };
+    let graph = GraphProto {
+        name: "fp16_fragile".into(),
+        node: vec![
+            node("MatMul", "big".into(), &["x", "w1"], &["h"], vec![]),
+            node("Mul", "scale".into(), &["h", "milli"], &["h2"], vec![]),
+            node("Add", "offset".into(), &["h2", "c"], &["h3"], vec![]),
+            node("Sub", "unoffset".into(), &["h3", "c"], &["y"], vec![]),
+            node("MatMul", "small".into(), &["x", "w2"], &["z0"], vec![]),
+            node("Relu", "relu".into(), &["z0"], &["z"], vec![]),
+        ],
+        initializer: vec![
+            tensor_f32("w1", &[8, 8], &w1),
+            tensor_f32("w2", &[8, 8], &w2),
+            tensor_f32("milli", &[], &[1e-3]),
+            tensor_f32("c", &[], &[16384.0]),
+        ],
+        input: vec![info("x")],
+        output: vec![info("y"), info("z")],
+        ..GraphProto::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..ModelProto::default()
+    };
+    let (mut batches, mut expected) = (vec![], vec![]);
+    for _ in 0..3 {
+        let x: Vec<f32> = (0..32).map(|_| (0.5 + 0.5 * uniform()) as f32).collect();
+        let product = |w: &[f32], r: usize, c: usize| {
+            (0..8).map(|k| f64::from(x[r * 8 + k]) * f64::from(w[k * 8 + c])).sum::<f64>()
+        };
+        let y = (0..32).map(|i| product(&w1, i / 8, i % 8) * 1e-3).collect();
+        let z = (0..32).map(|i| product(&w2, i / 8, i % 8).max(0.0)).collect();
+        batches.push(vec![("x".to_string(), Tensor::new(vec![4, 8], x).unwrap())]);
+        expected.push([y, z]);
+    }
+    (encode_model(&model), batches, expected)
+}
+
+/// The largest error of each output over all batches, relative to its largest reference value.
+fn relative_errors(model: &[u8], batches: &[Batch], expected: &[[Vec<f64>; 2]]) -> [f64; 2] {
+    let session = Session::new(Model::from_bytes(model).unwrap(), &SessionOptions::default()).unwrap();
+    let mut worst = [0f64; 2];
+    for (batch, want) in batches.iter().zip(expected) {
+        let got = session.run(&[("x", &batch[0].1)]).unwrap();
+        for k in 0..2 {
+            let g = got[k].to_f64_vec().unwrap();
+            let scale = want[k].iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err =
+                g.iter()
+                    .zip(&want[k])
+                    .fold(0f64, |m, (a, b)| if (a - b).is_nan() { f64::INFINITY } else { m.max((a - b).abs()) });
+            worst[k] = worst[k].max(err / scale);
+        }
+    }
+    worst
+}
+
+#[test]
+fn fp16_auto_keeps_overflowing_and_cancelling_nodes_float32() {
+    use crx580::convert::fp16_auto::{choose_float_islands, AutoOptions};
+    let (bytes, batches, expected) = fp16_fragile_model();
+    let types = value_types(&bytes).unwrap();
+    assert!(relative_errors(&bytes, &batches, &expected)[0] < 1e-4, "the float model itself");
+    // The default rules alone: h overflows float16 and y is lost.
+    let mut naive = decode_model(&bytes).unwrap();
+    to_fp16(&mut naive, &types, &Fp16Options::default(), &mut || {}).unwrap();
+    let naive_err = relative_errors(&encode_model(&naive), &batches, &expected);
+    assert!(naive_err[0] > 1.0, "the default fp16 rules should break y here: {naive_err:?}");
+    // Islands from the calibration batches.
+    let auto = AutoOptions { tolerance: 1e-2, ..AutoOptions::default() };
+    let mut runs = 0;
+    let choice = choose_float_islands(
+        &bytes,
+        &types,
+        &Fp16Options::default(),
+        &batches,
+        &auto,
+        &SessionOptions::default(),
+        &mut || runs += 1,
+    )
+    .unwrap();
+    assert!(choice.error_default > 1.0 && choice.error <= 1e-2, "{choice:?}");
+    let mut kept: Vec<usize> = choice.float_nodes.keys().copied().collect();
+    kept.sort();
+    // MatMul 'big' and Mul 'scale' touch h (by range); Add and Sub lose y's digits (by measurement);
+    // the second branch stays float16.
+    assert_eq!(kept, [0, 1, 2, 3], "{choice:?}");
+    assert_eq!((choice.by_range, choice.by_measurement), (2, 2), "{choice:?}");
+    assert!(runs >= 3 + choice.evaluations, "progress ticks: {runs}");
+    let mut model = decode_model(&bytes).unwrap();
+    let opts = Fp16Options { float_nodes: choice.float_nodes, ..Fp16Options::default() };
+    let notes = to_fp16(&mut model, &types, &opts, &mut || {}).unwrap();
+    assert_eq!(notes.converted, 2, "{notes:?}");
+    assert!(notes.kept.iter().any(|k| k.contains("big (MatMul)") && k.contains("65504")), "{notes:?}");
+    assert!(notes.kept.iter().any(|k| k.contains("offset (Add)") && k.contains("tolerance")), "{notes:?}");
+    let err = relative_errors(&encode_model(&model), &batches, &expected);
+    assert!(err[0] < 1e-3 && err[1] < 1e-2, "{err:?}");
+}
+
+#[test]
+fn fp16_io_makes_float_inputs_and_outputs_float16_and_keeps_their_names() {
+    for name in ["mlp", "cnn_bn"] {
+        let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
+        let types = value_types(&bytes).unwrap();
+        let mut model = decode_model(&bytes).unwrap();
+        let opts = Fp16Options { half_io: true, ..Fp16Options::default() };
+        to_fp16(&mut model, &types, &opts, &mut || {}).unwrap();
+        let converted = Model::from_bytes(&encode_model(&model)).unwrap();
+        let original = Model::from_bytes(&bytes).unwrap();
+        let io = |m: &Model| m.inputs().into_iter().chain(m.outputs()).map(|i| (i.name, i.dtype)).collect::<Vec<_>>();
+        for ((a, at), (b, bt)) in io(&original).into_iter().zip(io(&converted)) {
+            assert_eq!(a, b, "{name}: names kept");
+            let want = if at == Some(crx580::DType::F32) { Some(crx580::DType::F16) } else { at };
+            assert_eq!(bt, want, "{name}: '{a}'");
+        }
+        // Fed float16 copies of the test inputs, the outputs stay within 1e-2 of onnxruntime's float ones.
+        let session = Session::new(converted, &SessionOptions::default()).unwrap();
+        for set in common::data_sets(&golden(name)) {
+            let (inputs, expected) = common::read_data_set(&set).unwrap();
+            let half: Vec<Tensor> = inputs
+                .iter()
+                .map(|t| {
+                    if t.dtype() == crx580::DType::F32 {
+                        t.cast_numeric(crx580::DType::F16).unwrap()
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect();
+            let got = session.run_positional(&half.iter().collect::<Vec<_>>()).unwrap();
+            for (g, w) in got.iter().zip(&expected) {
+                assert_eq!(g.dtype(), crx580::DType::F16);
+                let (g, w) = (g.to_f64_vec().unwrap(), w.to_f64_vec().unwrap());
+                let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let err = g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err / scale < 1e-2, "{name}: relative error {:.2e}", err / scale);
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_dynamic_keeps_recurrent_ops_float_with_a_note() {
+    for name in ["lstm_bidir_ocr", "gru_batch_first"] {
+        let bytes = std::fs::read(golden(name).join("model.onnx")).unwrap();
+        let types = value_types(&bytes).unwrap();
+        let mut model = decode_model(&bytes).unwrap();
+        let notes = to_int8_dynamic(&mut model, &types, &DynamicOptions::default(), &mut || {}).unwrap();
+        assert_eq!(notes.converted, 0, "{name}");
+        assert!(notes.kept.iter().any(|k| k.contains("recurrent ops do not pay")), "{name}: {notes:?}");
+        assert_eq!(encode_model(&model), encode_model(&decode_model(&bytes).unwrap()), "{name}: model unchanged");
+    }
 }

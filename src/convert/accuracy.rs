@@ -31,46 +31,72 @@ struct Sums {
     top1: Option<(usize, usize)>,
 }
 
-/// Runs both sessions on every input set and compares their outputs, in graph-output order;
-/// `tick` is called after each set.
+/// Runs the reference on every input set and the candidate on the same sets as its inputs' types
+/// want them (`candidate_sets`: the same values, cast where the converted model takes float16),
+/// and compares their outputs, in graph-output order; `tick` is called after each set.
 pub fn compare(
     reference: &Session,
     candidate: &Session,
     input_sets: &[Vec<(String, Tensor)>],
+    candidate_sets: &[Vec<(String, Tensor)>],
     tick: &mut dyn FnMut(),
 ) -> Result<Vec<Agreement>> {
-    let names: Vec<String> = reference.model().outputs().into_iter().map(|o| o.name).collect();
-    let mut sums: Vec<Sums> = names.iter().map(|_| Sums::default()).collect();
-    for set in input_sets {
+    let mut comparison = Comparison::new(reference);
+    for (set, candidate_set) in input_sets.iter().zip(candidate_sets) {
         let inputs: Vec<(&str, &Tensor)> = set.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let want = reference.run(&inputs)?;
-        let got = candidate.run(&inputs)?;
+        let candidate_inputs: Vec<(&str, &Tensor)> = candidate_set.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        comparison.add(&reference.run(&inputs)?, &candidate.run(&candidate_inputs)?)?;
+        tick();
+    }
+    Ok(comparison.finish())
+}
+
+/// Agreement accumulated over input sets, one pair of output lists at a time (for callers that
+/// keep the reference outputs and compare several candidates with them).
+pub struct Comparison {
+    names: Vec<String>,
+    sums: Vec<Sums>,
+}
+
+impl Comparison {
+    /// An empty comparison for the outputs of `reference`'s model.
+    pub fn new(reference: &Session) -> Comparison {
+        let names: Vec<String> = reference.model().outputs().into_iter().map(|o| o.name).collect();
+        let sums = names.iter().map(|_| Sums::default()).collect();
+        Comparison { names, sums }
+    }
+
+    /// Adds one input set's outputs: the reference's and the candidate's, in graph-output order.
+    pub fn add(&mut self, want: &[Tensor], got: &[Tensor]) -> Result<()> {
         if want.len() != got.len() {
             bail!(Runtime, "the converted model has {} outputs, the original {}", got.len(), want.len());
         }
-        for ((w, g), s) in want.iter().zip(&got).zip(&mut sums) {
+        for ((w, g), s) in want.iter().zip(got).zip(&mut self.sums) {
             accumulate(s, w, g)?;
         }
-        tick();
+        Ok(())
     }
-    Ok(names
-        .into_iter()
-        .zip(sums)
-        .map(|(output, s)| Agreement {
-            output,
-            max_abs: s.max_abs,
-            mean_abs: s.sum_abs / s.count.max(1) as f64,
-            max_rel: if s.max_ref > 0.0 { s.max_abs / s.max_ref } else { s.max_abs },
-            cosine: if s.norm_ref > 0.0 && s.norm_new > 0.0 {
-                s.dot / (s.norm_ref.sqrt() * s.norm_new.sqrt())
-            } else if s.norm_ref == s.norm_new {
-                1.0
-            } else {
-                0.0
-            },
-            top1: s.top1,
-        })
-        .collect())
+
+    pub fn finish(self) -> Vec<Agreement> {
+        self.names
+            .into_iter()
+            .zip(self.sums)
+            .map(|(output, s)| Agreement {
+                output,
+                max_abs: s.max_abs,
+                mean_abs: s.sum_abs / s.count.max(1) as f64,
+                max_rel: if s.max_ref > 0.0 { s.max_abs / s.max_ref } else { s.max_abs },
+                cosine: if s.norm_ref > 0.0 && s.norm_new > 0.0 {
+                    s.dot / (s.norm_ref.sqrt() * s.norm_new.sqrt())
+                } else if s.norm_ref == s.norm_new {
+                    1.0
+                } else {
+                    0.0
+                },
+                top1: s.top1,
+            })
+            .collect()
+    }
 }
 
 fn accumulate(s: &mut Sums, want: &Tensor, got: &Tensor) -> Result<()> {

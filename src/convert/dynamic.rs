@@ -3,7 +3,8 @@
 //! and zero point computed per run), the weight is stored as symmetric int8 (per tensor, or per
 //! output column with `per_channel`), MatMulInteger multiplies, and Cast + Mul by
 //! `x_scale * w_scale` bring the int32 result back to float. A Gemm's alpha is folded into its
-//! weight and `beta * C` is added after. Other nodes are left as they are.
+//! weight and `beta * C` is added after. Other nodes are left as they are; LSTM, GRU and RNN
+//! stay float with a note (quantize_dynamic's DynamicQuantizeLSTM runs slower than float LSTM).
 
 use super::edit::{
     attr_f, attr_i, cast, constant_initializers, drop_unused, f32_values, label, node, onnx_opset, tensor_f32,
@@ -140,6 +141,14 @@ fn plan(
     opts: &DynamicOptions,
 ) -> std::result::Result<Option<Plan>, String> {
     let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+    if std_domain && matches!(n.op_type.as_str(), "LSTM" | "GRU" | "RNN") {
+        // Measured on the zoo's CRNN (benches/RESULTS.md): onnxruntime's DynamicQuantizeLSTM runs
+        // slower than its float LSTM (the recurrent step quantizes h every time step), and crx580
+        // runs it in a reference kernel; it saves only file size.
+        return Err(
+            "int8 recurrent ops do not pay: onnxruntime's DynamicQuantizeLSTM ran slower than float LSTM".into()
+        );
+    }
     if !std_domain || !matches!(n.op_type.as_str(), "MatMul" | "Gemm") {
         return Ok(None);
     }

@@ -1,6 +1,7 @@
 //! float32 to float16: nodes of ops that are safe in half precision compute in float16, with their
 //! float weights stored as float16; everything else stays float32, with a Cast wherever a value
-//! crosses between the two. Graph inputs and outputs keep their float32 type.
+//! crosses between the two. Graph inputs and outputs keep their float32 type, unless `half_io`
+//! asks for float16 there too.
 //!
 //! Kept in float32 by default: reductions, normalisation (BatchNormalization, LayerNormalization,
 //! ...), Softmax, Exp/Log/Pow and any op not on the list below; nodes named (or of an op type) in
@@ -12,11 +13,12 @@
 //! original value.
 
 use super::edit::{
-    cast, constant_initializers, drop_unused, f32_values, label, onnx_opset, tensor_f16, use_counts, Names,
+    cast, constant_initializers, drop_unused, f32_values, label, onnx_opset, subgraph_names, tensor_f16, use_counts,
+    Names,
 };
 use super::{Notes, ValueTypes};
 use crate::ir::DType;
-use crate::onnx::model::{GraphProto, ModelProto, NodeProto};
+use crate::onnx::model::{GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto};
 use crate::{bail, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -24,6 +26,12 @@ use std::collections::{HashMap, HashSet};
 pub struct Fp16Options {
     /// Node names or op types to keep in float32.
     pub keep_float: Vec<String>,
+    /// Nodes (by index in the graph's node list) to keep in float32, each with the reason told in
+    /// the notes: the float32 islands that `fp16_auto` chose from calibration data.
+    pub float_nodes: HashMap<usize, String>,
+    /// Graph inputs and outputs of type float32 become float16 too (onnxconverter-common's
+    /// default; by default they keep their types, its `keep_io_types=True`).
+    pub half_io: bool,
 }
 
 /// Which inputs of an op carry its float type `T` (the others, such as shapes, indices and
@@ -78,20 +86,7 @@ pub fn to_fp16(m: &mut ModelProto, types: &ValueTypes, opts: &Fp16Options, tick:
     let is_f32 = |name: &str| types.get(name) == Some(&DType::F32);
 
     // Decide per node, then which values any float32 reader needs.
-    let quantized = quantized_region(g);
-    let beyond_range = beyond_half_range(g, &weights)?;
-    let mut half_nodes = vec![false; g.node.len()];
-    for (k, n) in g.node.iter().enumerate() {
-        half_nodes[k] = if quantized.contains(&k) {
-            notes.kept.push(format!("{}: kept float32 (part of a quantized QDQ region)", label(n)));
-            false
-        } else if let Some(v) = n.input.iter().find(|i| beyond_range.contains(i.as_str())) {
-            notes.kept.push(format!("{}: kept float32 (reads '{v}', which can exceed float16's range)", label(n)));
-            false
-        } else {
-            decide(n, types, opts, &weights, g, &mut notes)?
-        };
-    }
+    let half_nodes = plan(g, types, opts, &weights, &mut notes)?;
     let mut float_readers: HashMap<&str, usize> = HashMap::new();
     for (n, _) in g.node.iter().zip(&half_nodes).filter(|(_, h)| !**h) {
         for i in &n.input {
@@ -154,8 +149,131 @@ pub fn to_fp16(m: &mut ModelProto, types: &ValueTypes, opts: &Fp16Options, tick:
     }
     g.node = out;
     g.initializer.extend(new_inits);
+    if opts.half_io {
+        let halves: HashSet<String> = half_of.into_values().collect();
+        half_io(g, &halves, &mut names, &mut notes);
+    }
     drop_unused(g);
     Ok(notes)
+}
+
+/// Makes the graph's float32 inputs and outputs float16, keeping their names: an input's
+/// Cast to float16 goes (its readers read the input itself) and float32 readers get a Cast from
+/// it; an output's value gets a new name and a Cast to float16 under the output's name, or, when
+/// it was a Cast from a float16 value read by nothing else, that Cast becomes an Identity.
+/// Values that subgraphs capture, or that are both input and output, keep their type.
+fn half_io(g: &mut GraphProto, halves: &HashSet<String>, names: &mut Names, notes: &mut Notes) {
+    let captured = subgraph_names(g);
+    let is_float =
+        |v: &ValueInfoProto| matches!(&v.r#type, Some(TypeProto::Tensor(t)) if t.elem_type == DType::F32.onnx_code());
+    let outputs: HashSet<String> = g.output.iter().map(|v| v.name.clone()).collect();
+    let inits: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+    let mut front = vec![];
+    for k in 0..g.input.len() {
+        let x = g.input[k].name.clone();
+        if !is_float(&g.input[k]) || inits.contains(&x) {
+            continue;
+        }
+        if captured.contains(&x) || outputs.contains(&x) {
+            notes.kept.push(format!("input '{x}': kept float32 (a subgraph or graph output reads it)"));
+            continue;
+        }
+        // Casts of the input to float16: their readers read the input itself.
+        let casts: Vec<String> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Cast" && n.input.first() == Some(&x) && casts_to(n, DType::F16))
+            .map(|n| n.output[0].clone())
+            .collect();
+        g.node.retain(|n| !(n.op_type == "Cast" && n.output.first().is_some_and(|o| casts.contains(o))));
+        // Float32 readers first (before the casts' readers read the input too).
+        if g.node.iter().any(|n| n.input.contains(&x)) {
+            let float = names.fresh(&x, "_fp32");
+            rename_reads(g, std::slice::from_ref(&x), &float);
+            front.push(cast(names.fresh(&x, "_to_fp32"), &x, &float, DType::F32));
+        }
+        rename_reads(g, &casts, &x);
+        set_elem_type(&mut g.input[k], DType::F16);
+    }
+    g.node.splice(0..0, front);
+    let inputs: HashSet<String> = g.input.iter().map(|v| v.name.clone()).collect();
+    for k in 0..g.output.len() {
+        let y = g.output[k].name.clone();
+        if !is_float(&g.output[k]) || inputs.contains(&y) || inits.contains(&y) || captured.contains(&y) {
+            continue;
+        }
+        let Some(p) = g.node.iter().position(|n| n.output.contains(&y)) else { continue };
+        let read_by_nodes = g.node.iter().any(|n| n.input.contains(&y));
+        let from_half = g.node[p].op_type == "Cast"
+            && casts_to(&g.node[p], DType::F32)
+            && g.node[p].input.first().is_some_and(|i| halves.contains(i));
+        if from_half && !read_by_nodes && g.output.iter().filter(|o| o.name == y).count() == 1 {
+            let n = &mut g.node[p];
+            n.op_type = "Identity".into();
+            n.attribute.clear();
+        } else {
+            let float = names.fresh(&y, "_fp32");
+            for o in g.node[p].output.iter_mut().filter(|o| **o == y) {
+                *o = float.clone();
+            }
+            rename_reads(g, std::slice::from_ref(&y), &float);
+            g.node.insert(p + 1, cast(names.fresh(&y, "_to_fp16"), &float, &y, DType::F16));
+        }
+        set_elem_type(&mut g.output[k], DType::F16);
+    }
+}
+
+fn casts_to(n: &NodeProto, to: DType) -> bool {
+    n.attribute.iter().any(|a| a.name == "to" && a.i == Some(i64::from(to.onnx_code())))
+}
+
+/// Node inputs reading any of `from` read `to` instead.
+fn rename_reads(g: &mut GraphProto, from: &[String], to: &str) {
+    for i in g.node.iter_mut().flat_map(|n| n.input.iter_mut()) {
+        if from.contains(i) {
+            *i = to.to_string();
+        }
+    }
+}
+
+fn set_elem_type(v: &mut ValueInfoProto, to: DType) {
+    if let Some(TypeProto::Tensor(t)) = &mut v.r#type {
+        t.elem_type = to.onnx_code();
+    }
+}
+
+/// Which nodes of the main graph compute in float16 under `opts` (the others stay float32).
+pub fn half_nodes(m: &ModelProto, types: &ValueTypes, opts: &Fp16Options) -> Result<Vec<bool>> {
+    let Some(g) = m.graph.as_ref() else { bail!(InvalidModel, "the model has no graph") };
+    plan(g, types, opts, &constant_initializers(g), &mut Notes::default())
+}
+
+/// Per node, whether it computes in float16, noting why not where the reason is worth telling.
+fn plan(
+    g: &GraphProto,
+    types: &ValueTypes,
+    opts: &Fp16Options,
+    weights: &HashMap<String, usize>,
+    notes: &mut Notes,
+) -> Result<Vec<bool>> {
+    let quantized = quantized_region(g);
+    let beyond_range = beyond_half_range(g, weights)?;
+    let mut half_nodes = vec![false; g.node.len()];
+    for (k, n) in g.node.iter().enumerate() {
+        half_nodes[k] = if let Some(why) = opts.float_nodes.get(&k) {
+            notes.kept.push(format!("{}: kept float32 ({why})", label(n)));
+            false
+        } else if quantized.contains(&k) {
+            notes.kept.push(format!("{}: kept float32 (part of a quantized QDQ region)", label(n)));
+            false
+        } else if let Some(v) = n.input.iter().find(|i| beyond_range.contains(i.as_str())) {
+            notes.kept.push(format!("{}: kept float32 (reads '{v}', which can exceed float16's range)", label(n)));
+            false
+        } else {
+            decide(n, types, opts, weights, g, notes)?
+        };
+    }
+    Ok(half_nodes)
 }
 
 /// Values that can exceed float16's range: constants beyond 65504 (attention masks of -3.4e38 are

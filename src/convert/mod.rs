@@ -1,16 +1,17 @@
 //! Model conversion: rewrites of a decoded ONNX model into smaller or faster standard ONNX, written
-//! back with `onnx::write`. One file per method: `fp16` (float16 compute with float32 islands),
-//! `dynamic` (int8 MatMul/Gemm in onnxruntime's `quantize_dynamic` form), `qdq` (static int8 in
-//! onnxruntime's `quantize_static` QDQ form, with ranges from `calibrate`), `prune` (magnitude
-//! pruning, combinable with the others); `accuracy` measures
-//! what a conversion cost. Calibration and accuracy run models through the public
-//! [`Session`](crate::Session) API.
+//! back with `onnx::write`. One file per method: `fp16` (float16 compute with float32 islands,
+//! which `fp16_auto` can choose from calibration data), `dynamic` (int8 MatMul/Gemm in
+//! onnxruntime's `quantize_dynamic` form), `qdq` (static int8 in onnxruntime's `quantize_static`
+//! QDQ form, with ranges from `calibrate`), `prune` (magnitude pruning, combinable with the
+//! others); `accuracy` measures what a conversion cost. Calibration and accuracy run models
+//! through the public [`Session`](crate::Session) API.
 
 pub mod accuracy;
 pub mod calibrate;
 pub mod dynamic;
 pub mod edit;
 pub mod fp16;
+pub mod fp16_auto;
 pub mod opset;
 pub mod prune;
 pub mod qdq;

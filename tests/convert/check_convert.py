@@ -9,8 +9,9 @@ quantize_dynamic on the same model and inputs: ours may not be clearly worse.
 `--to int8-static` (static_checks.py) is checked the same way on calibration data written as .npy
 batches: the digits demo on scikit-learn's held-out split (accuracy and top-1 agreement), zoo
 models on synthetic-but-structured images, and an opset-9 ResNet-class graph; each side by side
-with onnxruntime's quantize_static on the same batches. `--prune` (prune_checks.py): each pattern
-on the digits demo, alone and with int8-static.
+with onnxruntime's quantize_static on the same batches. `--to fp16 --calibrate`
+(fp16_checks.py): float32 islands chosen on a model the default rules break; `--fp16-io`. `--prune`
+(prune_checks.py): each pattern on the digits demo, alone and with int8-static.
 
 Usage: python tests/convert/check_convert.py --crx580 target/release/crx580 [--zoo DIR] [--out DIR]
 Prints one line per model and conversion; exits non-zero on any failure.
@@ -29,7 +30,8 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import prune_checks  # noqa: E402 - this folder's modules, after its path is known
+import fp16_checks  # noqa: E402 - this folder's modules, after its path is known
+import prune_checks  # noqa: E402
 import static_checks  # noqa: E402
 from runs import agreement, converted, crx_run, ort_run, top1  # noqa: E402
 
@@ -175,6 +177,7 @@ def main():
                     # Match or beat: allow noise of a tenth of their error in cosine distance.
                     check(1 - cos <= 1.1 * (1 - tcos) + 1e-6, f"{label}: cos {cos:.6f} worse than quantize_dynamic's {tcos:.6f}")
             print(line)
+    fp16_checks.run_all(args.crx580, work, check)
     static_checks.run_all(args.crx580, args.zoo, work, check)
     prune_checks.run_all(args.crx580, work, check)
     if failures:

@@ -1,5 +1,5 @@
-//! `crx580 convert`: rewrites a model into float16, dynamic int8 or static (QDQ) int8 calibrated on
-//! the user's data (or re-encodes it unchanged with `--to copy`), checks that crx580 loads the
+//! `crx580 convert`: rewrites a model into float16 (with float32 islands chosen on the user's data
+//! when given), dynamic int8 or static (QDQ) int8 calibrated on the user's data (or re-encodes it unchanged with `--to copy`), checks that crx580 loads the
 //! result, writes it, and with `--report` measures what the conversion cost: size, latency, and
 //! output agreement on the given, calibration or generated inputs.
 
@@ -12,6 +12,7 @@ use crx580::convert::accuracy::{compare, latency_ms};
 use crx580::convert::calibrate::{calibrate, Method};
 use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
 use crx580::convert::fp16::{to_fp16, Fp16Options};
+use crx580::convert::fp16_auto::{choose_float_islands, AutoOptions};
 use crx580::convert::prune::{prune, Pattern};
 use crx580::convert::qdq::{tensors_to_calibrate, to_int8_static, ActivationType, StaticOptions};
 use crx580::convert::{edit::refuse_external_data, value_types, Notes};
@@ -77,11 +78,21 @@ pub struct ConvertArgs {
     /// model to opset 13 for this where that is safe, and says so where not).
     #[arg(long)]
     per_channel: bool,
-    /// int8-static calibration batches: .npy/.pb files or directories of them, laid out as --data
-    /// is (one file per batch for a one-input model; a directory per batch holding NAME.npy per
-    /// input for several inputs, or a directory of such directories).
+    /// Calibration batches: .npy/.pb files or directories of them, laid out as --data is (one file
+    /// per batch for a one-input model; a directory per batch holding NAME.npy per input for
+    /// several inputs, or a directory of such directories). int8-static takes its ranges from
+    /// them; fp16 chooses its float32 islands on them (nodes whose values leave float16's range,
+    /// and nodes whose float16 conversion takes the outputs past --tolerance).
     #[arg(long, value_name = "DIR_OR_NPY", num_args = 1..)]
     calibrate: Vec<PathBuf>,
+    /// fp16: graph inputs and outputs of type float32 become float16 too (callers then feed and
+    /// read float16; onnxconverter-common's default). Without it they keep their types.
+    #[arg(long)]
+    fp16_io: bool,
+    /// fp16 with --calibrate: the largest output error accepted on the calibration batches, as
+    /// max |error| over the float model's largest |output|, per output.
+    #[arg(long, default_value_t = 1e-2)]
+    tolerance: f64,
     /// int8-static: how a tensor's range is chosen from its calibration values.
     #[arg(long, value_enum, default_value = "minmax")]
     method: CalibrationMethod,
@@ -156,10 +167,16 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         None => None,
     };
     let model_bytes = pruned_bytes.as_deref().unwrap_or(&bytes);
-    if a.to != Target::Int8Static && !a.calibrate.is_empty() {
-        bail!(InvalidInput, "--calibrate is for --to int8-static");
+    if !matches!(a.to, Target::Int8Static | Target::Fp16) && !a.calibrate.is_empty() {
+        bail!(InvalidInput, "--calibrate is for --to int8-static and --to fp16");
     }
-    let calibration = if a.to == Target::Int8Static { calibration_sets(&a)? } else { vec![] };
+    let calibration = match a.to {
+        Target::Int8Static => calibration_sets(&a)?,
+        Target::Fp16 if !a.calibrate.is_empty() => calibration_sets(&a)?,
+        _ => vec![],
+    };
+    let session_options =
+        SessionOptions { max_tensor_bytes: a.limits.max_tensor_bytes()?, ..SessionOptions::default() };
     let static_opts = StaticOptions {
         per_channel: a.per_channel,
         activation_type: match a.activation_type {
@@ -180,17 +197,56 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         };
         let runs = calibration.len() * if method == Method::MinMax { 1 } else { 2 };
         let bar = progress_bar(runs as u64, "calibration runs");
-        let options = SessionOptions { max_tensor_bytes: a.limits.max_tensor_bytes()?, ..SessionOptions::default() };
-        let r = calibrate(model_bytes, &tensors, &calibration, method, &options, &mut || bar.inc(1))?;
+        let r = calibrate(model_bytes, &tensors, &calibration, method, &session_options, &mut || bar.inc(1))?;
         bar.finish_and_clear();
         r
     } else {
         Default::default()
     };
+    if a.fp16_io && a.to != Target::Fp16 {
+        bail!(InvalidInput, "--fp16-io is for --to fp16");
+    }
+    let mut fp16_options = Fp16Options { keep_float: a.keep_float.clone(), ..Fp16Options::default() };
+    if a.to == Target::Fp16 && !calibration.is_empty() {
+        let auto = AutoOptions { tolerance: a.tolerance, ..AutoOptions::default() };
+        let bar = ProgressBar::new_spinner();
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {pos} runs (calibration batches, then converted models over them), {elapsed}",
+        ) {
+            bar.set_style(style);
+        }
+        let choice = choose_float_islands(
+            model_bytes,
+            &types,
+            &fp16_options,
+            &calibration,
+            &auto,
+            &session_options,
+            &mut || bar.inc(1),
+        )?;
+        bar.finish_and_clear();
+        outln!(
+            "fp16 auto: {} float32 islands from the {} calibration batches ({} by value range, {} by measurement, {} \
+             converted models run{}); relative output error {:.3e} with the default rules alone, {:.3e} with the \
+             islands (tolerance {:.0e})",
+            choice.by_range + choice.by_measurement,
+            calibration.len(),
+            choice.by_range,
+            choice.by_measurement,
+            choice.evaluations,
+            if choice.budget_ran_out { ", budget ran out" } else { "" },
+            choice.error_default,
+            choice.error,
+            a.tolerance
+        );
+        fp16_options.float_nodes = choice.float_nodes;
+    }
+    // After the islands are chosen: the choice compares runs on the caller's float32 inputs.
+    fp16_options.half_io = a.fp16_io;
     let bar = progress_bar(nodes, "nodes");
     let mut tick = || bar.inc(1);
     let notes = match a.to {
-        Target::Fp16 => to_fp16(&mut model, &types, &Fp16Options { keep_float: a.keep_float.clone() }, &mut tick)?,
+        Target::Fp16 => to_fp16(&mut model, &types, &fp16_options, &mut tick)?,
         Target::Int8Dynamic => {
             let opts = DynamicOptions { per_channel: a.per_channel, keep_float: a.keep_float.clone() };
             to_int8_dynamic(&mut model, &types, &opts, &mut tick)?
@@ -239,10 +295,23 @@ fn report(a: &ConvertArgs, original: &[u8], converted: &[u8], calibration: Vec<I
     };
     let reference = Session::new(model, &options)?;
     let candidate = Session::new(Model::from_bytes(converted)?, &options)?;
+    // The converted model's inputs may be float16 (--fp16-io): each set cast to its types.
+    let candidate_sets = sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .zip(candidate.model().inputs())
+                .map(|((name, t), info)| match info.dtype {
+                    Some(d) if d != t.dtype() => Ok((name.clone(), t.cast_numeric(d)?)),
+                    _ => Ok((name.clone(), t.clone())),
+                })
+                .collect::<Result<InputSet>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
     let bar = progress_bar(sets.len() as u64, "input sets");
-    let agreements = compare(&reference, &candidate, &sets, &mut || bar.inc(1))?;
+    let agreements = compare(&reference, &candidate, &sets, &candidate_sets, &mut || bar.inc(1))?;
     bar.finish_and_clear();
-    let (before, after) = (latency_ms(&reference, &sets[0], 5)?, latency_ms(&candidate, &sets[0], 5)?);
+    let (before, after) = (latency_ms(&reference, &sets[0], 5)?, latency_ms(&candidate, &candidate_sets[0], 5)?);
     outln!(
         "size      {:>12} -> {:>12} bytes ({:.1}%)",
         original.len(),

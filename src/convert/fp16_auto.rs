@@ -1,0 +1,239 @@
+//! float32 islands for `fp16` chosen from calibration data (what onnxconverter-common's
+//! `auto_mixed_precision` does by converting one node at a time, but in a few dozen runs):
+//!
+//! 1. Ranges: one run of the float model over the batches records every value a float16 node
+//!    would read or write; a node that meets a value beyond float16's range (with headroom for
+//!    unseen data) or entirely below its normal range stays float32.
+//! 2. Measurement: the model is converted with those islands and run on the batches; while its
+//!    outputs are further from the float model's than the tolerance (max error over the largest
+//!    reference magnitude, per output), a binary search over the float16 nodes in graph order
+//!    finds the first node whose conversion takes them past the tolerance, and that node stays
+//!    float32. Each island found this way costs about log2(nodes) runs.
+//!
+//! Past `max_evaluations`, every node from the last search's failing point on stays float32, which
+//! is known to be within the tolerance.
+
+use super::calibrate::{calibrate, Batch, Method};
+use super::edit::constant_initializers;
+use super::fp16::{half_nodes, to_fp16, Fp16Options};
+use super::ValueTypes;
+use crate::convert::accuracy::Comparison;
+use crate::ir::DType;
+use crate::onnx::model::{decode_model, ModelProto};
+use crate::onnx::write::encode_model;
+use crate::{bail, Model, Result, Session, SessionOptions, Tensor};
+use std::collections::{BTreeMap, HashMap};
+
+/// float16's largest finite value and smallest normal one.
+const HALF_MAX: f32 = 65504.0;
+const HALF_MIN_NORMAL: f32 = 6.103_515_6e-5;
+/// Values seen in calibration may grow on other data: a value within this factor of float16's
+/// largest keeps its nodes float32.
+const RANGE_HEADROOM: f32 = 2.0;
+
+#[derive(Debug, Clone)]
+pub struct AutoOptions {
+    /// The largest output error accepted, relative to the float model's largest output magnitude.
+    pub tolerance: f64,
+    /// The most converted models to run before settling (see the module docs).
+    pub max_evaluations: usize,
+}
+
+impl Default for AutoOptions {
+    fn default() -> Self {
+        AutoOptions { tolerance: 1e-2, max_evaluations: 200 }
+    }
+}
+
+/// The islands chosen and what they bought.
+#[derive(Debug, Clone)]
+pub struct AutoChoice {
+    /// Node index -> why it stays float32; pass as `Fp16Options::float_nodes`.
+    pub float_nodes: HashMap<usize, String>,
+    /// Islands chosen from value ranges, and by measurement.
+    pub by_range: usize,
+    pub by_measurement: usize,
+    /// The relative output error with only the default rules, and with the islands.
+    pub error_default: f64,
+    pub error: f64,
+    /// Converted models run.
+    pub evaluations: usize,
+    /// Whether `max_evaluations` ran out (the rest of the graph was then kept float32).
+    pub budget_ran_out: bool,
+}
+
+/// Chooses float32 islands for converting the model in `model_bytes` to float16 with `base`
+/// options, so that its outputs on `batches` stay within `auto.tolerance` of the float model's.
+/// `tick` is called after each calibration run and each converted model evaluated.
+pub fn choose_float_islands(
+    model_bytes: &[u8],
+    types: &ValueTypes,
+    base: &Fp16Options,
+    batches: &[Batch],
+    auto: &AutoOptions,
+    options: &SessionOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<AutoChoice> {
+    if batches.is_empty() {
+        bail!(InvalidInput, "no calibration batches");
+    }
+    if auto.tolerance.is_nan() || auto.tolerance <= 0.0 {
+        bail!(InvalidInput, "the tolerance must be above 0 (got {})", auto.tolerance);
+    }
+    let original = decode_model(model_bytes)?;
+    let half = half_nodes(&original, types, base)?;
+    let mut float_nodes = base.float_nodes.clone();
+    float_nodes.extend(range_islands(model_bytes, &original, types, &half, batches, options, tick)?);
+    let by_range = float_nodes.len() - base.float_nodes.len();
+
+    let reference = Session::new(Model::from_bytes(model_bytes)?, options)?;
+    let wants = batches.iter().map(|b| reference.run(&feed(b))).collect::<Result<Vec<_>>>()?;
+    let mut eval = Evaluator { original: &original, types, base, batches, wants, reference, options, runs: 0 };
+    let error_default = eval.error(&base.float_nodes, tick)?;
+    let mut error = if by_range == 0 { error_default } else { eval.error(&float_nodes, tick)? };
+    let mut by_measurement = 0;
+    let mut budget_ran_out = false;
+    while error > auto.tolerance {
+        let candidates: Vec<usize> = (0..half.len()).filter(|k| half[*k] && !float_nodes.contains_key(k)).collect();
+        if candidates.is_empty() {
+            break; // every node is float32 already: the error is not float16's
+        }
+        // Prefix `lo` of the candidates in float16 is within the tolerance (0: the float model),
+        // prefix `hi` is not.
+        let (mut lo, mut hi, mut error_hi) = (0, candidates.len(), error);
+        while hi - lo > 1 && eval.runs < auto.max_evaluations {
+            let mid = (lo + hi) / 2;
+            let e = eval.error(&with(&float_nodes, &candidates[mid..], "trial"), tick)?;
+            if e > auto.tolerance {
+                (hi, error_hi) = (mid, e);
+            } else {
+                lo = mid;
+            }
+        }
+        if hi - lo > 1 {
+            // Out of runs: from the last point within tolerance on,
+            // everything stays float32.
+            let why = format!(
+                "fp16 auto: past the run budget of {}, the rest of the graph stays float32",
+                auto.max_evaluations
+            );
+            for &k in &candidates[lo..] {
+                float_nodes.insert(k, why.clone());
+            }
+            by_measurement += candidates.len() - lo;
+            error = eval.error(&float_nodes, tick)?;
+            budget_ran_out = true;
+            break;
+        }
+        float_nodes.insert(
+            candidates[lo],
+            format!(
+                "fp16 auto: in float16 it takes the outputs' relative error to {error_hi:.2e}, past the tolerance {:.0e}",
+                auto.tolerance
+            ),
+        );
+        by_measurement += 1;
+        error = eval.error(&float_nodes, tick)?;
+    }
+    Ok(AutoChoice {
+        float_nodes,
+        by_range,
+        by_measurement,
+        error_default,
+        error,
+        evaluations: eval.runs,
+        budget_ran_out,
+    })
+}
+
+fn with(float_nodes: &HashMap<usize, String>, more: &[usize], why: &str) -> HashMap<usize, String> {
+    let mut all = float_nodes.clone();
+    all.extend(more.iter().map(|&k| (k, why.to_string())));
+    all
+}
+
+fn feed(batch: &Batch) -> Vec<(&str, &Tensor)> {
+    batch.iter().map(|(n, t)| (n.as_str(), t)).collect()
+}
+
+/// Nodes that would compute in float16 but read or write a value the calibration runs saw beyond
+/// float16's range (with headroom), or wholly below its normal range; each with the reason.
+fn range_islands(
+    model_bytes: &[u8],
+    m: &ModelProto,
+    types: &ValueTypes,
+    half: &[bool],
+    batches: &[Batch],
+    options: &SessionOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<HashMap<usize, String>> {
+    let Some(g) = m.graph.as_ref() else { bail!(InvalidModel, "the model has no graph") };
+    let weights = constant_initializers(g);
+    let values_of = |k: usize| {
+        let n = &g.node[k];
+        n.input.iter().chain(&n.output).filter(|v| {
+            !v.is_empty() && !weights.contains_key(v.as_str()) && types.get(v.as_str()) == Some(&DType::F32)
+        })
+    };
+    // BTreeMap: a stable order of observed tensors.
+    let observed: BTreeMap<&str, ()> =
+        (0..half.len()).filter(|&k| half[k]).flat_map(values_of).map(|v| (v.as_str(), ())).collect();
+    let tensors: Vec<String> = observed.keys().map(|s| s.to_string()).collect();
+    if tensors.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ranges = calibrate(model_bytes, &tensors, batches, Method::MinMax, options, tick)?;
+    let mut islands = HashMap::new();
+    for k in (0..half.len()).filter(|&k| half[k]) {
+        for v in values_of(k) {
+            let Some(&(lo, hi)) = ranges.get(v.as_str()) else { continue };
+            let largest = lo.abs().max(hi.abs());
+            let why = if largest > HALF_MAX / RANGE_HEADROOM {
+                format!(
+                    "fp16 auto: '{v}' reaches {largest:.3e} on the calibration data, near or beyond float16's 65504"
+                )
+            } else if largest > 0.0 && largest < HALF_MIN_NORMAL {
+                format!("fp16 auto: '{v}' stays below {largest:.3e}, under float16's normal range")
+            } else {
+                continue;
+            };
+            islands.insert(k, why);
+            break;
+        }
+    }
+    Ok(islands)
+}
+
+/// Runs converted models on the batches against the float model's outputs.
+struct Evaluator<'m, 'b> {
+    original: &'m ModelProto<'b>,
+    types: &'m ValueTypes,
+    base: &'m Fp16Options,
+    batches: &'m [Batch],
+    wants: Vec<Vec<Tensor>>,
+    reference: Session,
+    options: &'m SessionOptions,
+    runs: usize,
+}
+
+impl Evaluator<'_, '_> {
+    /// The largest relative output error of the model converted with `float_nodes` kept float32.
+    fn error(&mut self, float_nodes: &HashMap<usize, String>, tick: &mut dyn FnMut()) -> Result<f64> {
+        let mut m = self.original.clone();
+        let opts = Fp16Options { float_nodes: float_nodes.clone(), ..self.base.clone() };
+        to_fp16(&mut m, self.types, &opts, &mut || {})?;
+        let session = Session::new(Model::from_bytes(&encode_model(&m))?, self.options)?;
+        let mut comparison = Comparison::new(&self.reference);
+        for (batch, want) in self.batches.iter().zip(&self.wants) {
+            comparison.add(want, &session.run(&feed(batch))?)?;
+        }
+        self.runs += 1;
+        tick();
+        // NaN or infinite outputs count as infinitely wrong.
+        Ok(comparison
+            .finish()
+            .iter()
+            .map(|a| if a.max_rel.is_nan() { f64::INFINITY } else { a.max_rel })
+            .fold(0.0, f64::max))
+    }
+}
