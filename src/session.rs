@@ -190,9 +190,10 @@ pub struct SessionOptions {
     /// How long one run may take; a run past it stops at the next node (or loop iteration) with a
     /// `ResourceLimit` error. `None`: no limit.
     pub max_run_time: Option<Duration>,
-    /// Whether idle worker threads, and a run waiting for them, spin briefly (50 us) before they
-    /// sleep: node hand-offs then take a fraction of a microsecond instead of tens, at the cost
-    /// of a little CPU around each run. Turn it off when many sessions share few cores.
+    /// Whether worker threads spin while a run is in progress (and briefly, 50 us, after it)
+    /// instead of sleeping between nodes: node hand-offs then take a fraction of a microsecond
+    /// instead of tens, at the cost of the cores' time during a run. Turn it off when many
+    /// sessions share few cores.
     pub spin: bool,
     /// The OpenCL device's storage format and program cache (the CPU ignores them).
     pub device_options: DeviceOptions,
