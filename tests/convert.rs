@@ -439,3 +439,69 @@ fn int8_dynamic_keeps_recurrent_ops_float_with_a_note() {
         assert_eq!(encode_model(&model), encode_model(&decode_model(&bytes).unwrap()), "{name}: model unchanged");
     }
 }
+
+/// A chain of 24 Mul/Add nodes on values near 1: float16 rounds at every node, so no few nodes
+/// are to blame, and a tolerance below float16's precision cannot be met by islands. The search
+/// must say so after a few islands that do not halve the error, not keep the whole graph float32.
+#[test]
+fn fp16_auto_stops_when_the_error_is_spread_over_the_graph() {
+    use crx580::convert::edit::{node, tensor_f32};
+    use crx580::convert::fp16_auto::{choose_float_islands, AutoOptions, STALL_ISLANDS};
+    use crx580::onnx::model::{Dimension, GraphProto, OperatorSetIdProto, TensorTypeProto, TypeProto, ValueInfoProto};
+    const NODES: usize = 24;
+    let info = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto::Tensor(TensorTypeProto { elem_type: 1, shape: Some(vec![Dimension::Value(64)]) })),
+        ..ValueInfoProto::default()
+    };
+    let value = |i: usize| {
+        if i == 0 {
+            "x".to_string()
+        } else if i == NODES {
+            "y".to_string()
+        } else {
+            format!("v{i}")
+        }
+    };
+    let mut nodes = vec![];
+    let mut initializer = vec![];
+    for i in 0..NODES {
+        let (op, c) = if i % 2 == 0 { ("Mul", 1.0 + 0.01 * i as f32) } else { ("Add", 0.013 * i as f32) };
+        let name = format!("c{i}");
+        initializer.push(tensor_f32(&name, &[], &[c]));
+        nodes.push(node(op, format!("n{i}"), &[&value(i), &name], &[&value(i + 1)], vec![]));
+    }
+    let graph = GraphProto {
+        name: "rounding_chain".into(),
+        node: nodes,
+        initializer,
+        input: vec![info("x")],
+        output: vec![info("y")],
+        ..GraphProto::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..ModelProto::default()
+    };
+    let bytes = encode_model(&model);
+    let x: Vec<f32> = (0..64).map(|i| 0.5 + i as f32 / 128.0).collect();
+    let batches = vec![vec![("x".to_string(), Tensor::new(vec![64], x).unwrap())]];
+    let types = value_types(&bytes).unwrap();
+    let auto = AutoOptions { tolerance: 1e-7, ..AutoOptions::default() };
+    let choice = choose_float_islands(
+        &bytes,
+        &types,
+        &Fp16Options::default(),
+        &batches,
+        &auto,
+        &SessionOptions::default(),
+        &mut || {},
+    )
+    .unwrap();
+    assert!(choice.diffuse && !choice.budget_ran_out, "{choice:?}");
+    assert!(choice.error > auto.tolerance && choice.error <= choice.error_default, "{choice:?}");
+    assert!(choice.by_measurement < NODES / 2, "islands kept: {choice:?}");
+    assert!(choice.evaluations <= (STALL_ISLANDS + choice.by_measurement + 1) * 6, "{choice:?}");
+}

@@ -12,6 +12,11 @@
 //!
 //! Past `max_evaluations`, every node from the last search's failing point on stays float32, which
 //! is known to be within the tolerance.
+//!
+//! When [`STALL_ISLANDS`] islands in a row fail to halve the error, the error is float16's
+//! rounding spread over the whole graph rather than a few fragile nodes (DBNet-style detectors):
+//! more islands would keep nearly everything float32 to buy little. The search then stops, drops
+//! that streak of islands, and says the tolerance was not met ([`AutoChoice::diffuse`]).
 
 use super::calibrate::{calibrate, Batch, Method};
 use super::edit::constant_initializers;
@@ -30,6 +35,8 @@ const HALF_MIN_NORMAL: f32 = 6.103_515_6e-5;
 /// Values seen in calibration may grow on other data: a value within this factor of float16's
 /// largest keeps its nodes float32.
 const RANGE_HEADROOM: f32 = 2.0;
+/// Islands in a row that may fail to halve the error before the search stops (module docs).
+pub const STALL_ISLANDS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct AutoOptions {
@@ -60,6 +67,9 @@ pub struct AutoChoice {
     pub evaluations: usize,
     /// Whether `max_evaluations` ran out (the rest of the graph was then kept float32).
     pub budget_ran_out: bool,
+    /// Whether the search stopped because islands stopped halving the error: `error` is then
+    /// above the tolerance, spread over the graph.
+    pub diffuse: bool,
 }
 
 /// Chooses float32 islands for converting the model in `model_bytes` to float16 with `base`
@@ -93,6 +103,9 @@ pub fn choose_float_islands(
     let mut error = if by_range == 0 { error_default } else { eval.error(&float_nodes, tick)? };
     let mut by_measurement = 0;
     let mut budget_ran_out = false;
+    let mut diffuse = false;
+    // The islands, count and error when the error last halved.
+    let mut last_halving = (float_nodes.clone(), by_measurement, error);
     while error > auto.tolerance {
         let candidates: Vec<usize> = (0..half.len()).filter(|k| half[*k] && !float_nodes.contains_key(k)).collect();
         if candidates.is_empty() {
@@ -134,6 +147,13 @@ pub fn choose_float_islands(
         );
         by_measurement += 1;
         error = eval.error(&float_nodes, tick)?;
+        if error <= last_halving.2 / 2.0 {
+            last_halving = (float_nodes.clone(), by_measurement, error);
+        } else if by_measurement - last_halving.1 >= STALL_ISLANDS {
+            (float_nodes, by_measurement, error) = last_halving;
+            diffuse = true;
+            break;
+        }
     }
     Ok(AutoChoice {
         float_nodes,
@@ -143,6 +163,7 @@ pub fn choose_float_islands(
         error,
         evaluations: eval.runs,
         budget_ran_out,
+        diffuse,
     })
 }
 

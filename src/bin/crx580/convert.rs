@@ -239,6 +239,14 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
             choice.error,
             a.tolerance
         );
+        if choice.diffuse {
+            outln!(
+                "fp16 auto: the tolerance is not met: {} islands in a row did not halve the error, which is \
+                 float16 rounding spread over the graph; kept the islands that helped (raise --tolerance, or keep \
+                 the model float32)",
+                crx580::convert::fp16_auto::STALL_ISLANDS
+            );
+        }
         fp16_options.float_nodes = choice.float_nodes;
     }
     // After the islands are chosen: the choice compares runs on the caller's float32 inputs.
