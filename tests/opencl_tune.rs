@@ -176,3 +176,23 @@ fn a_candidate_with_wrong_answers_is_rejected() {
     }
     assert_eq!(report.winner, Some(small(2, 8, 1)));
 }
+
+#[test]
+fn the_tables_entry_passes_the_tuners_checks_on_resnet_edge_shapes() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    // A ResNet's late convolutions have N = OH*OW = 196 and 49: blocks cut by the edge of C,
+    // whose whole vectors and scalar rest the search checks against its CPU GEMM.
+    let ctx = Context::new(device(), Some(fresh_dir("edges"))).unwrap();
+    let table = table_params(&ctx.device).0;
+    let shapes = [(16, 49, 40), (24, 196, 33), (9, 83, 17), (8, 784, 9)];
+    let options = SearchOptions {
+        shapes: shapes
+            .iter()
+            .map(|&(m, n, k)| (GemmShape { batch: 2, shared_a: true, ..GemmShape::new(m, n, k) }, 1))
+            .collect(),
+        candidates: vec![table],
+        seconds_per_shape: 0.01,
+    };
+    let report = tune::search(&ctx, &options, &mut |_| {}).unwrap();
+    assert!(matches!(report.trials[0].outcome, Outcome::Timed { .. }), "{:?}", report.trials[0]);
+}
