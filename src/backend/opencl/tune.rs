@@ -311,7 +311,7 @@ pub fn save(ctx: &Context, report: &Report) -> Result<PathBuf> {
     let Some(dir) = &ctx.cache_dir else {
         crate::bail!(InvalidInput, "no cache directory to keep the tune file in (set CRX580_CACHE_DIR or --cache-dir)");
     };
-    let mut comments = vec![format!("written by crx580 {} ", crate::version())];
+    let mut comments = vec![format!("written by crx580 {}", crate::version())];
     if let Some(Outcome::Timed { seconds }) = report.trial(winner).map(|t| &t.outcome) {
         for ((shape, count), s) in report.shapes.iter().zip(seconds) {
             comments.push(format!("{shape} x{count}: {:.1} GFLOP/s", shape.flop() / s / 1e9));
