@@ -196,3 +196,27 @@ fn the_tables_entry_passes_the_tuners_checks_on_resnet_edge_shapes() {
     let report = tune::search(&ctx, &options, &mut |_| {}).unwrap();
     assert!(matches!(report.trials[0].outcome, Outcome::Timed { .. }), "{:?}", report.trials[0]);
 }
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_tune_command_saves_a_winner_and_reads_a_models_shapes() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = fresh_dir("cli");
+    let crx580 = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crx580")).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "crx580 {args:?} failed:\n{text}");
+        text
+    };
+    let cache = dir.to_str().unwrap();
+    let quick =
+        ["--params", "registers:2,4,1", "--params", "registers:2,5,1", "--seconds", "0.01", "--cache-dir", cache];
+    let text = crx580(&[&["tune", "--gemm", "--gemm-shape", "40,24,16"][..], &quick].concat());
+    assert!(text.contains("* registers:2,4,1") && text.contains("failed:"), "{text}");
+    assert!(text.contains("saved:") && tune_files(&dir) == 1, "{text}");
+    // A model: its convolutions' GEMM shapes (cnn_bn: 3x3 convolutions), nothing saved on a dry run.
+    std::fs::remove_file(tune_file(&dir, &device())).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/golden/cnn_bn/model.onnx");
+    let text = crx580(&[&["tune", model.to_str().unwrap(), "--dry-run"][..], &quick].concat());
+    assert!(text.contains("shape ") && text.contains("--dry-run") && tune_files(&dir) == 0, "{text}");
+}
