@@ -5,23 +5,33 @@
 //   activation in its epilogue. A 1x1, stride-1, unpadded convolution skips im2col: the image
 //   already is that matrix.
 // - grouped and depthwise: `conv_direct`, one work-item per output element, summing its window.
-// Both loop-free in the index math PoCL vectorises across work-items where it can.
+// im2col loops along an output row (its divisions once per row); conv_direct is loop-free in the
+// index math PoCL vectorises across work-items where it can.
 
 // col[n][(c * KH + ky) * KW + kx][oy * OW + ox] = x[n][c][iy][ix], 0 where the tap is in padding.
-// Global size: (OH * OW, C * KH * KW, N).
+// Global size: (OH, C * KH * KW, N): one output row of one tap per work-item, so the index math
+// (integer divisions, the cost of a one-element-per-work-item im2col on a CPU device) runs once
+// per OW elements, and the taps inside the image are one branch-free strided copy.
 kernel void im2col(const global store_t *x, global store_t *col, const int C, const int H, const int W,
                    const int KH, const int KW, const int OH, const int OW, const int sh, const int sw,
                    const int dh, const int dw, const int ph, const int pw) {
-    const int p = get_global_id(0), row = get_global_id(1), n = get_global_id(2);
-    const int ohw = OH * OW;
-    if (p >= ohw) return;
-    const int oy = p / OW, ox = p % OW;
+    const int oy = get_global_id(0), row = get_global_id(1), n = get_global_id(2);
+    if (oy >= OH) return;
     const int c = row / (KH * KW), r = row % (KH * KW);
     const int ky = r / KW, kx = r % KW;
-    const int iy = oy * sh + ky * dh - ph, ix = ox * sw + kx * dw - pw;
-    float v = 0.0f;
-    if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = LD(x, ((n * C + c) * H + iy) * W + ix);
-    ST(col, (n * (C * KH * KW) + row) * ohw + p, v);
+    const int iy = oy * sh + ky * dh - ph;
+    const int out = (n * (C * KH * KW) + row) * (OH * OW) + oy * OW;
+    // Output columns lo..hi read ix = ox * sw + off inside [0, W); the others are padding.
+    const int off = kx * dw - pw;
+    int lo = 0, hi = 0;
+    if (iy >= 0 && iy < H && W - 1 - off >= 0) {
+        lo = min(off < 0 ? (sw - 1 - off) / sw : 0, OW);
+        hi = clamp((W - 1 - off) / sw + 1, lo, OW);
+    }
+    const int in = ((n * C + c) * H + iy) * W + off;
+    for (int ox = 0; ox < lo; ox++) ST(col, out + ox, 0.0f);
+    for (int ox = lo; ox < hi; ox++) ST(col, out + ox, LD(x, in + ox * sw));
+    for (int ox = hi; ox < OW; ox++) ST(col, out + ox, 0.0f);
 }
 
 // y = act(conv(x, w) + bias + residual) for G groups of C/G input and M/G output channels each.

@@ -115,20 +115,41 @@ kernel __attribute__((reqd_work_group_size(1, 1, 1))) void gemm(GEMM_ARGS) {
                 for (int e = 0; e < VW; e++) STORE(m0 + i, n0 + j * VW + e, u.s[e]);
             }
     } else {
-        // A block cut by the edge of C: scalar, with bounds.
+        // A block cut by the edge of C (N = 49, 196, 784 in a ResNet): whole rows take one vector
+        // of columns at a time while VW columns are left, then the rest is scalar, with bounds.
         const int mi = min(MWI, M - m0);
         const int ni = min(NWI_V, N - n0);
+        int vec_done = 0;
+        if (mi == MWI) {
+            for (; vec_done + VW <= ni; vec_done += VW) {
+                floatV vacc[MWI];
+                for (int i = 0; i < MWI; i++) vacc[i] = (floatV)(0.0f);
+                const global store_t *a = A + m0 * a_rs;
+                const global store_t *b = B + n0 + vec_done;
+                for (int k = 0; k < K; k++) {
+                    const floatV bv = LOADV(b);
+                    for (int i = 0; i < MWI; i++) vacc[i] = mad((floatV)(LD(a, i * a_rs)), bv, vacc[i]);
+                    a += a_cs;
+                    b += ldb;
+                }
+                for (int i = 0; i < MWI; i++) {
+                    union { floatV v; float s[VW]; } u;
+                    u.v = vacc[i];
+                    for (int e = 0; e < VW; e++) STORE(m0 + i, n0 + vec_done + e, u.s[e]);
+                }
+            }
+        }
         float acc[MWI][NWI_V];
         for (int i = 0; i < MWI; i++)
             for (int j = 0; j < NWI_V; j++) acc[i][j] = 0.0f;
         for (int k = 0; k < K; k++) {
             for (int i = 0; i < mi; i++) {
                 const float av = LD(A, (m0 + i) * a_rs + k * a_cs);
-                for (int j = 0; j < ni; j++) acc[i][j] = fma(av, LD(B, k * ldb + n0 + j), acc[i][j]);
+                for (int j = vec_done; j < ni; j++) acc[i][j] = fma(av, LD(B, k * ldb + n0 + j), acc[i][j]);
             }
         }
         for (int i = 0; i < mi; i++)
-            for (int j = 0; j < ni; j++) STORE(m0 + i, n0 + j, acc[i][j]);
+            for (int j = vec_done; j < ni; j++) STORE(m0 + i, n0 + j, acc[i][j]);
     }
 }
 

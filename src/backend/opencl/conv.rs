@@ -147,7 +147,7 @@ impl ConvProgram {
             Arg::I32(ph),
             Arg::I32(pw),
         ];
-        self.im2col.launch(&args, &[ohw, rows, s.n], None)
+        self.im2col.launch(&args, &[s.h.output, rows, s.n], None)
     }
 }
 

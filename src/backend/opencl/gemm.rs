@@ -78,9 +78,10 @@ pub struct Gemm {
 }
 
 impl Gemm {
-    /// Builds gemm.cl with the tuning table's parameters for the context's device.
+    /// Builds gemm.cl with the parameters `tuning.rs` gives the context's device (a tune file in
+    /// the context's cache directory first, then the table).
     pub fn new(ctx: &Arc<Context>) -> Result<Gemm> {
-        let (params, entry) = gemm_params(&ctx.device)?;
+        let (params, entry) = gemm_params(&ctx.device, ctx.cache_dir.as_deref())?;
         log::debug!("GEMM parameters for {}: {params:?} ({entry})", ctx.device.name);
         Gemm::with_params(ctx, params)
     }

@@ -23,6 +23,7 @@ pub mod resident;
 pub mod resize;
 pub mod rnn;
 pub mod sys;
+pub mod tune;
 pub mod tuning;
 
 pub use backend::{OpenClBackend, OpenClOptions};

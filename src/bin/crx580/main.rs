@@ -14,6 +14,8 @@ mod random;
 mod run;
 mod serve;
 mod shapes;
+#[cfg(feature = "opencl")]
+mod tune;
 
 use clap::{Args, Parser, Subcommand};
 use crx580::{bail, err, Device, IoInfo, LoadOptions, Model, Result, SessionOptions, Tensor};
@@ -44,6 +46,11 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// List the devices this build can run on.
     Devices,
+    /// Search the OpenCL GEMM parameters on this machine's OpenCL device for a model's Conv,
+    /// MatMul and Gemm shapes (or --gemm's standard set), checking every candidate's results, and
+    /// keep the fastest in the device's tune file, which OpenCL sessions then use.
+    #[cfg(feature = "opencl")]
+    Tune(tune::TuneArgs),
     /// Print a shell completion script, e.g. `crx580 completions bash > /etc/bash_completion.d/crx580`.
     Completions(docs::CompletionArgs),
     /// Print the man page (roff), or write one page per subcommand into a directory.
@@ -164,6 +171,8 @@ fn main() {
             crx580::backend::list_devices().iter().for_each(|d| outln!("{d}"));
             Ok(())
         }
+        #[cfg(feature = "opencl")]
+        Command::Tune(a) => tune::tune(a),
         Command::Completions(a) => docs::completions(a),
         Command::Manpage(a) => docs::manpage(a),
     };
