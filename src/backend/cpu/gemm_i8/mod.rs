@@ -14,10 +14,12 @@
 //! groups of four bytes: a group of four k rows of a panel is 128 bytes, two AVX-512 vectors.
 
 mod micro;
+mod requant;
 #[cfg(test)]
 mod tests;
 
 pub use micro::{micro_for, Micro8};
+pub use requant::{requantize, Requant};
 
 use super::isa::Isa;
 use super::pool::{SharedMut, ThreadPool};
@@ -45,20 +47,41 @@ pub struct PackedB8 {
 impl PackedB8 {
     /// Packs `b`, row-major k x n.
     pub fn new(b: &[i8], k: usize, n: usize) -> PackedB8 {
-        PackedB8::from_fn(k, n, |kk, j| b[kk * n + j])
+        let bytes: &[u8] = bytemuck::cast_slice(b);
+        PackedB8::from_bytes(k, n, 0, |kk| &bytes[kk * n..])
     }
 
-    /// Packs the k x n matrix whose element (kk, j) is `at(kk, j)`.
-    pub fn from_fn(k: usize, n: usize, at: impl Fn(usize, usize) -> i8) -> PackedB8 {
+    /// Packs the k x n matrix whose row `kk` is the first n bytes of `row(kk)`, each read as
+    /// `(byte ^ flip) as i8`: a uint8 matrix (flip 0x80, the value minus 128) or an int8 one
+    /// (flip 0) in the int8 domain. For operands that change every run (a convolution's
+    /// input), so the loops run over whole rows of bytes.
+    pub fn from_bytes<'a>(k: usize, n: usize, flip: u8, row: impl Fn(usize) -> &'a [u8]) -> PackedB8 {
         let (kq, panels) = (k.div_ceil(4), n.div_ceil(NR));
         let mut data = vec![0i8; panels * kq * NR * 4];
         let mut colsum = vec![0i32; n];
-        for p in 0..panels {
-            for kk in 0..k {
-                for j in 0..NR.min(n - p * NR) {
-                    let v = at(kk, p * NR + j);
-                    data[(p * kq + kk / 4) * NR * 4 + j * 4 + kk % 4] = v;
-                    colsum[p * NR + j] = colsum[p * NR + j].wrapping_add(v as i32);
+        for q in 0..kq {
+            // The group's rows; those past k stay zero.
+            let count = 4.min(k - q * 4);
+            let rows: [&[u8]; 4] = std::array::from_fn(|t| if t < count { &row(q * 4 + t)[..n] } else { &[] });
+            for r in &rows[..count] {
+                for (s, &v) in colsum.iter_mut().zip(r.iter()) {
+                    *s = s.wrapping_add((v ^ flip) as i8 as i32);
+                }
+            }
+            for p in 0..panels {
+                let (j0, width) = (p * NR, NR.min(n - p * NR));
+                let group = &mut data[(p * kq + q) * NR * 4..][..NR * 4];
+                if count == 4 {
+                    let [r0, r1, r2, r3] = rows.map(|r| &r[j0..j0 + width]);
+                    for (j, d) in group.chunks_exact_mut(4).take(width).enumerate() {
+                        d.copy_from_slice(&[r0[j], r1[j], r2[j], r3[j]].map(|v| (v ^ flip) as i8));
+                    }
+                } else {
+                    for (t, r) in rows[..count].iter().enumerate() {
+                        for (j, &v) in r[j0..j0 + width].iter().enumerate() {
+                            group[j * 4 + t] = (v ^ flip) as i8;
+                        }
+                    }
                 }
             }
         }
