@@ -6,9 +6,10 @@
 //! quantised transformer's activations), else copied into padded uint8 rows, and the float
 //! epilogue writes the unfused graph's floats bit for bit.
 
-use super::gemm_i8::{self, requantize, Lhs, Micro8, Out, PackedB8, Requant};
+use super::gemm_i8::{self, Lhs, Micro8, Out, PackedB8, Requant};
+use super::int8::{bytes_of, bytes_tensor, or_reference, widen};
 use super::isa::isa;
-use super::{const_f32, constant, f32_input, Reference};
+use super::{const_f32, constant, f32_input};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
@@ -62,11 +63,8 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         },
     };
     // B in the int8 domain: a uint8 B and its zero point move down by 128.
-    let (bytes, flip, shift): (&[u8], u8, i32) = match b.dtype() {
-        DType::U8 => (b.as_slice::<u8>()?, 0x80, 128),
-        DType::I8 => (bytemuck::cast_slice(b.as_slice::<i8>()?), 0, 0),
-        _ => return Ok(None),
-    };
+    let Some(bytes) = bytes_of(b) else { return Ok(None) };
+    let (flip, shift) = if b.dtype() == DType::U8 { (0x80, 128) } else { (0, 0) };
     let b = PackedB8::from_bytes(k, n, flip, |kk| &bytes[kk * n..]);
     // Padded to whole panels with zeros, like B.
     let zb: Vec<i32> =
@@ -117,15 +115,6 @@ struct ToFloat {
     bias: Option<Vec<f32>>,
 }
 
-/// A u8/i8 tensor's values as i32; `None` for other types.
-fn widen(t: &Tensor) -> Option<Vec<i32>> {
-    match t.dtype() {
-        DType::U8 => Some(t.as_slice::<u8>().ok()?.iter().map(|&v| v as i32).collect()),
-        DType::I8 => Some(t.as_slice::<i8>().ok()?.iter().map(|&v| v as i32).collect()),
-        _ => None,
-    }
-}
-
 #[derive(Debug)]
 struct MatMulIntegerKernel {
     op: Arc<dyn Op>,
@@ -145,10 +134,7 @@ impl Kernel for MatMulIntegerKernel {
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        match self.try_run(ctx, inputs)? {
-            Some(y) => Ok(vec![Data::Tensor(y)]),
-            None => Reference { op: self.op.clone() }.run(ctx, inputs),
-        }
+        or_reference(self.try_run(ctx, inputs)?, &self.op, ctx, inputs)
     }
 }
 
@@ -181,11 +167,7 @@ impl MatMulIntegerKernel {
             Some(z) if z.dtype() == a.dtype() && z.len() == 1 => widen(z).map_or(0, |v| v[0]),
             Some(_) => return Ok(None),
         } + shift;
-        let bytes: &[u8] = match a.dtype() {
-            DType::U8 => a.as_slice::<u8>()?,
-            // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid.
-            _ => unsafe { std::mem::transmute::<&[i8], &[u8]>(a.as_slice::<i8>()?) },
-        };
+        let Some(bytes) = bytes_of(a) else { return Ok(None) };
         let m: usize = s[..s.len() - 1].iter().product();
         let mut out_shape = s[..s.len() - 1].to_vec();
         out_shape.push(n);
@@ -213,14 +195,11 @@ impl MatMulIntegerKernel {
                 Tensor::new(out_shape, y)?
             }
             Epilogue::Bytes { mult, out, dtype } => {
-                let mut sums = vec![0i32; len];
-                gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, Out::Int(&mut sums));
                 let mut y = vec![0u8; len];
-                requantize(&sums, 0, *mult, *out, &mut y);
-                match dtype {
-                    DType::I8 => Tensor::new(out_shape, y.into_iter().map(|v| v as i8).collect::<Vec<i8>>())?,
-                    _ => Tensor::new(out_shape, y)?,
-                }
+                let (mult, bias) = (vec![*mult; m], vec![0; m]);
+                let out = Out::Bytes { y: &mut y, mult: &mult, bias: &bias, q: *out };
+                gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, out);
+                bytes_tensor(out_shape, *dtype, y)?
             }
             Epilogue::Float(f) => {
                 let mut y = ctx.buffers.zeroed(len)?;

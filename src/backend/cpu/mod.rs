@@ -17,6 +17,7 @@ pub mod depthwise;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;
+mod int8;
 pub mod isa;
 pub mod layer_norm;
 pub mod matmul;

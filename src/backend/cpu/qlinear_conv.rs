@@ -6,16 +6,17 @@
 //! they are; any other goes through a uint8 im2col whose padding holds the input's zero point
 //! (so that it adds nothing). Output channels are rows of the product, so the result comes out
 //! in NCHW order: ConvInteger's int32 sums go straight to the output, QLinearConv's through the
-//! requantization (`gemm_i8::requantize`, the reference's rounding) with the bias added and
-//! one multiplier per output channel.
+//! GEMM's requantizing epilogue (`gemm_i8::Out::Bytes`, the reference's rounding) with the bias
+//! added and one multiplier per output channel.
 //!
 //! The GEMM takes one zero point for all of A: weights with a zero point per output channel
 //! that are not all equal stay on the reference kernel, as do scales or zero points given at
 //! run time rather than as constants.
 
-use super::gemm_i8::{self, requantize, Lhs, Micro8, Out, PackedB8, Requant};
+use super::constant;
+use super::gemm_i8::{self, Lhs, Micro8, Out, PackedB8, Requant};
+use super::int8::{bytes_of, bytes_tensor, or_reference, widen};
 use super::isa::isa;
-use super::{constant, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
@@ -152,15 +153,6 @@ fn requant_params(graph: &Graph, node: &Node, co: usize) -> Option<ToBytes> {
     Some(ToBytes { bias, mult, out, dtype })
 }
 
-/// A u8/i8 tensor's values as i32; `None` for other types.
-fn widen(t: &Tensor) -> Option<Vec<i32>> {
-    match t.dtype() {
-        DType::U8 => Some(t.as_slice::<u8>().ok()?.iter().map(|&v| v as i32).collect()),
-        DType::I8 => Some(t.as_slice::<i8>().ok()?.iter().map(|&v| v as i32).collect()),
-        _ => None,
-    }
-}
-
 #[derive(Debug)]
 struct QLinearConvKernel {
     op: Arc<dyn Op>,
@@ -192,10 +184,7 @@ impl Kernel for QLinearConvKernel {
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        match self.try_run(ctx, inputs)? {
-            Some(y) => Ok(vec![Data::Tensor(y)]),
-            None => Reference { op: self.op.clone() }.run(ctx, inputs),
-        }
+        or_reference(self.try_run(ctx, inputs)?, &self.op, ctx, inputs)
     }
 }
 
@@ -251,24 +240,23 @@ impl QLinearConvKernel {
             Some((_, z)) => z,
         };
         let Some(g) = self.geometry(x)? else { return Ok(None) };
-        let bytes: &[u8] = match x.dtype() {
-            DType::U8 => x.as_slice::<u8>()?,
-            _ => bytemuck::cast_slice(x.as_slice::<i8>()?),
-        };
+        let Some(bytes) = bytes_of(x) else { return Ok(None) };
         let group = self.attrs.group;
         let (cog, cg) = (self.co / group, g.channels / group);
         let (plane, pixels) = (g.h.input * g.w.input, g.h.output * g.w.output);
         let len = checked_len(&g.out_shape, DType::I32)?;
+        if len == 0 || self.k == 0 {
+            // Nothing to compute, or sums of nothing: the reference's plain loops.
+            return Ok(None);
+        }
         let pointwise =
             self.k == cg && [g.h, g.w].iter().all(|a| a.stride == 1 && a.pad_begin == 0 && a.output == a.input);
         // The zero point of X in the GEMM's int8 domain, for every column.
         let zb = vec![x_zero - if flip == 0 { 0 } else { 128 }; pixels.div_ceil(gemm_i8::NR) * gemm_i8::NR];
         let mut offset = vec![0i32; zb.len()];
-        let mut col = if pointwise { vec![] } else { vec![0u8; self.k * pixels] };
-        let mut sums = match (&self.requant, len) {
-            (Some(_), _) => vec![0i32; cog * pixels],
-            (None, len) => vec![0i32; len],
-        };
+        // The column matrix is bounded like a tensor of its size.
+        let mut col = if pointwise { vec![] } else { vec![0u8; checked_len(&[self.k, pixels], DType::U8)?] };
+        let mut sums = vec![0i32; if self.requant.is_none() { len } else { 0 }];
         let mut y = vec![0u8; if self.requant.is_some() { len } else { 0 }];
         for n in 0..g.images {
             for gi in 0..group {
@@ -287,25 +275,17 @@ impl QLinearConvKernel {
                     lda: self.lda,
                     rowsum: &self.rowsum[rows.clone()],
                 };
-                let out = match self.requant {
-                    Some(_) => &mut sums[..],
-                    None => &mut sums[(n * self.co + rows.start) * pixels..][..cog * pixels],
+                let at = (n * self.co + rows.start) * pixels..(n * self.co + rows.end) * pixels;
+                let out = match &self.requant {
+                    None => Out::Int(&mut sums[at]),
+                    Some(r) => Out::Bytes { y: &mut y[at], mult: &r.mult[rows.clone()], bias: &r.bias[rows], q: r.out },
                 };
-                gemm_i8::run(ctx.pool, self.micro, &a, cog, &b, self.w_zero, &zb, &mut offset, Out::Int(out));
-                if let Some(r) = &self.requant {
-                    let dst = &mut y[(n * self.co + rows.start) * pixels..][..cog * pixels];
-                    for ((c, acc), out) in rows.zip(sums.chunks_exact(pixels)).zip(dst.chunks_exact_mut(pixels)) {
-                        requantize(acc, r.bias[c], r.mult[c], r.out, out);
-                    }
-                }
+                gemm_i8::run(ctx.pool, self.micro, &a, cog, &b, self.w_zero, &zb, &mut offset, out);
             }
         }
         Ok(Some(match &self.requant {
             None => Tensor::new(g.out_shape, sums)?,
-            Some(r) if r.dtype == DType::I8 => {
-                Tensor::new(g.out_shape, y.into_iter().map(|v| v as i8).collect::<Vec<i8>>())?
-            }
-            Some(_) => Tensor::new(g.out_shape, y)?,
+            Some(r) => bytes_tensor(g.out_shape, r.dtype, y)?,
         }))
     }
 }

@@ -2,7 +2,6 @@
 //! MLAS) do it, `saturate(round_half_even((acc + bias) as f32 * multiplier) + zero_point)`,
 //! with the multiplier `x_scale * w_scale / y_scale` in f32.
 
-use crate::backend::cpu::isa::{isa, Isa};
 use crate::ir::DType;
 
 /// The output's zero point and the range it saturates to.
@@ -28,37 +27,9 @@ impl Requant {
 /// `out[i] = saturate(round_half_even((acc[i] + bias) as f32 * mult) + zero_point)`, stored as
 /// a byte (an int8 as its two's complement). `mult` must be finite: the product then rounds
 /// and clamps as the reference's (an overflow to infinity saturates), with no NaN to handle.
-pub fn requantize(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
-    debug_assert!(mult.is_finite());
-    match isa() {
-        // SAFETY: isa() names only instruction sets this CPU runs.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { requantize_avx512(acc, bias, mult, q, out) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { requantize_avx2(acc, bias, mult, q, out) },
-        _ => requantize_portable(acc, bias, mult, q, out),
-    }
-}
-
-/// # Safety
-/// Needs AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-unsafe fn requantize_avx512(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
-    requantize_portable(acc, bias, mult, q, out)
-}
-
-/// # Safety
-/// Needs AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn requantize_avx2(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
-    requantize_portable(acc, bias, mult, q, out)
-}
-
-/// The loop the instruction-set versions compile for their vectors.
+/// Inlined into the GEMM's epilogue, which compiles it for each instruction set's vectors.
 #[inline(always)]
-fn requantize_portable(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
+pub(super) fn requantize_lanes(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
     // Clamped before the zero point is added: the bounds are integers, so this is the
     // reference's clamp after it, and the value fits an i32 on the way.
     let (lo, hi) = ((q.lo - q.zero_point) as f32, (q.hi - q.zero_point) as f32);
@@ -78,12 +49,12 @@ mod tests {
         // 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> 0, -1.5 -> -2, then + 10; far values saturate.
         let acc = [1, 3, 5, -1, -3, 1000, -1000, i32::MAX];
         let mut out = [0u8; 8];
-        requantize(&acc, 0, 0.5, q, &mut out);
+        requantize_lanes(&acc, 0, 0.5, q, &mut out);
         assert_eq!(out, [10, 12, 12, 10, 8, 255, 0, 255]);
         let q = Requant::new(DType::I8, -3).unwrap();
         let mut out = [0u8; 3];
         // The bias is added in wrapping i32 before the scaling.
-        requantize(&[100, -300, 7], 1, 1.0, q, &mut out);
+        requantize_lanes(&[100, -300, 7], 1, 1.0, q, &mut out);
         assert_eq!(out.map(|v| v as i8), [98, -128, 5]);
     }
 }
