@@ -273,7 +273,8 @@ fn int_bias(graph: &Graph, b: ValueId, scales: &[f32]) -> Option<Tensor> {
     let mut q = Vec::with_capacity(co);
     for (v, s) in values.iter().zip(scales) {
         let r = (f64::from(*v) / f64::from(*s)).round_ties_even();
-        if !(r.abs() <= f64::from(i32::MAX)) {
+        // NaN (a zero scale, a NaN bias) and values past int32 leave the Conv in float.
+        if r.is_nan() || r.abs() > f64::from(i32::MAX) {
             return None;
         }
         q.push(r as i32);
