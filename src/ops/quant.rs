@@ -305,6 +305,18 @@ pub struct DequantizeLinear {
     output_dtype: Option<DType>,
 }
 
+impl DequantizeLinear {
+    /// The axis a vector of scales lies along (possibly negative, as given).
+    pub fn axis(&self) -> i64 {
+        self.axis
+    }
+
+    /// Elements per scale along the axis; 0 for per-tensor or per-axis scales.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+}
+
 impl Op for DequantizeLinear {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         let (x, scale) = (input(inputs, 0)?, input(inputs, 1)?);

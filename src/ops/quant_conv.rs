@@ -131,7 +131,7 @@ fn conv_i32(
 /// Convolution of uint8/int8 tensors with zero points, giving the exact int32 sums.
 #[derive(Debug)]
 pub struct ConvInteger {
-    attrs: ConvAttrs,
+    pub attrs: ConvAttrs,
 }
 
 impl Op for ConvInteger {
@@ -151,7 +151,7 @@ impl Op for ConvInteger {
 /// y_zero_point, and an optional int32 bias quantized with scale x_scale * w_scale.
 #[derive(Debug)]
 pub struct QLinearConv {
-    attrs: ConvAttrs,
+    pub attrs: ConvAttrs,
 }
 
 impl Op for QLinearConv {

@@ -24,6 +24,7 @@ pub trait Pass {
 pub fn default_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(qdq::FuseQdqMatMul),
+        Box::new(qdq::FuseQdqConv),
         Box::new(dce::DeadNodes),
         Box::new(const_fold::ConstFold::new()),
         Box::new(dce::DeadNodes),

@@ -6,14 +6,23 @@
 //! each dequantized value and each partial sum; the integer form rounds once, so the two agree
 //! to float32 rounding (onnxruntime fuses the same pattern into QLinearMatMul).
 //!
-//! It runs before constant folding, which would otherwise turn the weights' DequantizeLinear into
-//! float weights; a following bias Add then fuses into the product as for dynamic quantization.
+//! Likewise a QDQ convolution, `QuantizeLinear(Conv(DequantizeLinear(xq), DequantizeLinear(wq),
+//! bias))`, possibly with a Relu or Clip before the QuantizeLinear, becomes
+//! `QLinearConv(xq, .., wq, .., y_scale, y_zero, bias_i32)` ([`FuseQdqConv`]), as onnxruntime
+//! fuses it: the integer sums requantized to the output once, instead of dequantized inputs,
+//! a float convolution and a quantization.
+//!
+//! Both run before constant folding, which would otherwise turn the weights' DequantizeLinear
+//! into float weights; a bias Add after a MatMul then fuses into the product as for dynamic
+//! quantization.
 
 use super::Pass;
-use crate::ir::{DType, Fact, Graph, Tensor, ValueId};
-use crate::ops::fused::FusedMatMulInteger;
+use crate::ir::{DType, Fact, Graph, Node, Tensor, ValueId};
+use crate::ops::conv::{Conv, ConvAttrs};
+use crate::ops::fused::{activation_of, Activation, FusedMatMulInteger};
 use crate::ops::matmul::MatMul;
-use crate::ops::quant::DequantizeLinear;
+use crate::ops::quant::{DequantizeLinear, QuantizeLinear};
+use crate::ops::quant_conv::QLinearConv;
 use crate::Result;
 use std::sync::Arc;
 
@@ -82,4 +91,193 @@ fn qdq_matmul_at(graph: &Graph, i: usize) -> Option<QdqMatMul> {
         return None;
     }
     Some(QdqMatMul { x, w, x_zero, w_zero, scale: x_scale * w_scale })
+}
+
+pub struct FuseQdqConv;
+
+impl Pass for FuseQdqConv {
+    fn name(&self) -> &'static str {
+        "fuse-qdq-conv"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        for i in 0..graph.nodes.len() {
+            let Some(q) = qdq_conv_at(graph, i) else { continue };
+            let bias = q.bias.map(|b| {
+                let name = format!("{}_bias_i32", graph.values[graph.nodes[i].outputs[0]].name);
+                graph.add_value(name, Fact::constant(Arc::new(b)))
+            });
+            // The QuantizeLinear becomes the whole; the Conv (and activation) it read from are
+            // left without readers for dead-node elimination.
+            let node = &mut graph.nodes[i];
+            node.op = Arc::new(QLinearConv { attrs: q.conv });
+            node.op_type = "QLinearConv".into();
+            node.domain = String::new();
+            node.attrs = q.conv_attrs;
+            let [x, w, y] = [q.x, q.w, q.y];
+            node.inputs =
+                vec![Some(x.q), Some(x.scale), x.zero, Some(w.q), Some(w.scale), w.zero, Some(y.scale), y.zero, bias];
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+/// One end of a QDQ pair: the quantized value, its scale and zero point (values of the graph).
+#[derive(Clone, Copy)]
+struct Quantized {
+    q: ValueId,
+    scale: ValueId,
+    zero: Option<ValueId>,
+}
+
+/// A QDQ Conv's integer form.
+struct QdqConv {
+    conv: ConvAttrs,
+    conv_attrs: crate::ir::Attributes,
+    x: Quantized,
+    w: Quantized,
+    y: Quantized,
+    /// The bias in int32 at scale `x_scale * w_scale[c]`.
+    bias: Option<Tensor>,
+}
+
+fn producer(graph: &Graph, v: ValueId) -> Option<&Node> {
+    graph.nodes.iter().find(|n| n.outputs.contains(&v))
+}
+
+/// Whether `v` is read by exactly one node input and is no graph output.
+fn read_once(graph: &Graph, v: ValueId) -> bool {
+    let reads: usize = graph.nodes.iter().map(|n| n.inputs.iter().filter(|&&i| i == Some(v)).count()).sum();
+    reads == 1 && !graph.outputs.contains(&v)
+}
+
+/// A constant f32 tensor's values.
+fn f32s(graph: &Graph, v: ValueId) -> Option<Vec<f32>> {
+    let t = graph.values[v].constant().filter(|t| t.dtype() == DType::F32)?;
+    Some(t.as_slice::<f32>().ok()?.to_vec())
+}
+
+/// The DequantizeLinear of uint8/int8 to f32 that makes `v`, with scales per tensor or (with
+/// `channels`, for weights) one per index of axis 0; its constant scales.
+fn dequantize_of(graph: &Graph, v: ValueId, channels: Option<usize>) -> Option<(Quantized, Vec<f32>)> {
+    let node = producer(graph, v)?;
+    let dq = node.op.downcast_ref::<DequantizeLinear>()?;
+    if graph.values[v].fact.dtype != Some(DType::F32) || dq.block_size() != 0 {
+        return None;
+    }
+    let (q, scale) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
+    let dtype = graph.values[q].fact.dtype.filter(|d| matches!(d, DType::U8 | DType::I8))?;
+    let scales = f32s(graph, scale)?;
+    let rank = graph.values[q].fact.shape.as_ref().map_or(0, |s| s.len()) as i64;
+    let per_axis0 = channels == Some(scales.len()) && (dq.axis() == 0 || dq.axis() == -rank);
+    if !(scales.len() == 1 || per_axis0) {
+        return None;
+    }
+    let zero = node.inputs.get(2).copied().flatten();
+    if let Some(z) = zero {
+        graph.values[z].constant().filter(|t| t.dtype() == dtype && t.len() == scales.len())?;
+    }
+    Some((Quantized { q, scale, zero }, scales))
+}
+
+fn qdq_conv_at(graph: &Graph, i: usize) -> Option<QdqConv> {
+    let quant = &graph.nodes[i];
+    quant.op.downcast_ref::<QuantizeLinear>()?;
+    let (y, y_scale) = (quant.inputs.first().copied().flatten()?, quant.inputs.get(1).copied().flatten()?);
+    // An output zero point says the type; scale and zero point one value each.
+    let y_zero = quant.inputs.get(2).copied().flatten()?;
+    let ys = f32s(graph, y_scale).filter(|s| s.len() == 1 && s[0] > 0.0)?[0];
+    let zt = graph.values[y_zero].constant().filter(|t| t.len() == 1)?;
+    let (lo, hi) = match zt.dtype() {
+        DType::U8 => (0f32, 255f32),
+        DType::I8 => (-128f32, 127f32),
+        _ => return None,
+    };
+    let yz = zt.to_i64_vec().ok()?[0] as f32;
+    let mut conv_node = producer(graph, y)?;
+    if !read_once(graph, y) {
+        return None;
+    }
+    // A Relu or Clip in between folds away when it clips nothing the quantization keeps:
+    // quantizing is monotone, so Q(clip(v, a, b)) = clamp(Q(v), Q(a), Q(b)), and that is Q(v)
+    // when Q(a) and Q(b) are at or past the ends of the output type.
+    if let Some(act) = activation_of(graph, conv_node) {
+        let (a, b) = match act {
+            Activation::Relu => (0f32, f32::INFINITY),
+            Activation::Clip(a, b) => (a, b),
+            _ => return None,
+        };
+        let quantize = |v: f32| (v / ys).round_ties_even() + yz;
+        if quantize(a) > lo || quantize(b) < hi {
+            return None;
+        }
+        let inner = conv_node.inputs.first().copied().flatten()?;
+        if !read_once(graph, inner) {
+            return None;
+        }
+        conv_node = producer(graph, inner)?;
+    }
+    let attrs = &conv_node.op.downcast_ref::<Conv>()?.attrs;
+    let conv = ConvAttrs { window: attrs.window.clone(), group: attrs.group };
+    // Grouped and depthwise convolutions stay on the float kernels, which have their own paths.
+    if conv.group != 1 {
+        return None;
+    }
+    let (xv, wv) = (conv_node.inputs.first().copied().flatten()?, conv_node.inputs.get(1).copied().flatten()?);
+    let wt = graph.values[wv].fact.shape.clone()?;
+    let co = wt.first()?.known()?;
+    let (x, xs) = dequantize_of(graph, xv, None)?;
+    let (w, ws) = dequantize_of(graph, wv, Some(co))?;
+    graph.values[w.q].constant()?;
+    if !matches!(graph.values[x.q].fact.shape.as_ref().map(|s| s.len()), Some(3 | 4)) {
+        return None;
+    }
+    // The bias at scale x_scale * w_scale[c]: a dequantized int32 at that very scale is taken
+    // as it is (as convert and onnxruntime's quantize_static write it); a float one is rounded.
+    let scales: Vec<f32> = (0..co).map(|c| xs[0] * ws[if ws.len() == 1 { 0 } else { c }]).collect();
+    let bias = match conv_node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(b) => Some(int_bias(graph, b, &scales)?),
+    };
+    Some(QdqConv {
+        conv,
+        conv_attrs: conv_node.attrs.clone(),
+        x,
+        w,
+        y: Quantized { q: graph.nodes[i].outputs[0], scale: y_scale, zero: Some(y_zero) },
+        bias,
+    })
+}
+
+/// Bias `b` as int32 at `scales` (one per output channel).
+fn int_bias(graph: &Graph, b: ValueId, scales: &[f32]) -> Option<Tensor> {
+    let co = scales.len();
+    if let Some(node) = producer(graph, b) {
+        let dq = node.op.downcast_ref::<DequantizeLinear>()?;
+        let q = graph.values[node.inputs.first().copied().flatten()?].constant()?;
+        let s = f32s(graph, node.inputs.get(1).copied().flatten()?)?;
+        let zero_free = match node.inputs.get(2).copied().flatten() {
+            None => true,
+            Some(z) => graph.values[z].constant()?.to_i64_vec().ok()?.iter().all(|&v| v == 0),
+        };
+        let same = s.len() == co && s.iter().zip(scales).all(|(a, b)| a == b)
+            || s.len() == 1 && scales.iter().all(|&v| v == s[0]);
+        if q.dtype() == DType::I32 && q.shape() == [co] && zero_free && same && dq.block_size() == 0 {
+            return Some(q.as_ref().clone());
+        }
+        return None;
+    }
+    let values = f32s(graph, b).filter(|v| v.len() == co)?;
+    let mut q = Vec::with_capacity(co);
+    for (v, s) in values.iter().zip(scales) {
+        let r = (f64::from(*v) / f64::from(*s)).round_ties_even();
+        // NaN (a zero scale, a NaN bias) and values past int32 leave the Conv in float.
+        if r.is_nan() || r.abs() > f64::from(i32::MAX) {
+            return None;
+        }
+        q.push(r as i32);
+    }
+    Tensor::new(vec![co], q).ok()
 }

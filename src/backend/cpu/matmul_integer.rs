@@ -1,33 +1,42 @@
-//! MatMulInteger (uint8/int8 A times a constant uint8/int8 B, with zero points) and
-//! FusedMatMulInteger (the product cast to f32, times a scalar scale, plus a per-column bias) on
-//! the integer GEMM (`gemm_i8`): B is brought into the int8 domain and packed once at prepare
+//! MatMulInteger (uint8/int8 A times a constant uint8/int8 B, with zero points),
+//! FusedMatMulInteger (the product cast to f32, times a scalar scale, plus a per-column bias) and
+//! QLinearMatMul (the product requantized to uint8/int8 with per-tensor scales, as the reference
+//! rounds) on the integer GEMM (`gemm_i8`): B is brought into the int8 domain and packed once at prepare
 //! time; per run, A is read in place when it is uint8 with k a multiple of four (a dynamically
 //! quantised transformer's activations), else copied into padded uint8 rows, and the float
 //! epilogue writes the unfused graph's floats bit for bit.
 
-use super::gemm_i8::{self, Lhs, Micro8, Out, PackedB8};
+use super::gemm_i8::{self, Lhs, Micro8, Out, PackedB8, Requant};
+use super::int8::{bytes_of, bytes_tensor, or_reference, widen};
 use super::isa::isa;
-use super::{const_f32, constant, f32_input, Reference};
+use super::{const_f32, constant, f32_input};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::fused::FusedMatMulInteger;
-use crate::ops::quant_conv::MatMulInteger;
+use crate::ops::quant_conv::{MatMulInteger, QLinearMatMul};
 use crate::Result;
 use std::sync::Arc;
 
 pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let fused = node.op.downcast_ref::<FusedMatMulInteger>();
-    if !node.op.is::<MatMulInteger>() && fused.is_none() {
+    let qlinear = node.op.is::<QLinearMatMul>();
+    if !node.op.is::<MatMulInteger>() && fused.is_none() && !qlinear {
         return Ok(None);
     }
-    let Some(b) = constant(graph, node, 1) else { return Ok(None) };
+    // QLinearMatMul keeps B and its zero point two places later, after A's scale and zero point.
+    let (b_at, zb_at) = if qlinear { (3, 5) } else { (1, 3) };
+    let Some(b) = constant(graph, node, b_at) else { return Ok(None) };
     if b.rank() != 2 {
         return Ok(None);
     }
     let (k, n) = (b.shape()[0], b.shape()[1]);
-    let to_float = match fused {
-        None => None,
+    let epilogue = match fused {
+        None if qlinear => match to_bytes(graph, node) {
+            Some(e) => e,
+            None => return Ok(None),
+        },
+        None => Epilogue::Int,
         Some(f) => {
             let bias = match f.biased {
                 false => None,
@@ -40,12 +49,12 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
                 b.resize(n.div_ceil(gemm_i8::NR) * gemm_i8::NR, 0.0);
                 b
             });
-            Some(ToFloat { scaled: f.scaled, bias })
+            Epilogue::Float(ToFloat { scaled: f.scaled, bias })
         }
     };
-    let zb = match node.inputs.get(3).copied().flatten() {
+    let zb = match node.inputs.get(zb_at).copied().flatten() {
         None => vec![0],
-        Some(_) => match constant(graph, node, 3) {
+        Some(_) => match constant(graph, node, zb_at) {
             Some(z) if z.dtype() == b.dtype() && (z.len() == 1 || (z.rank() == 1 && z.len() == n)) => match widen(z) {
                 Some(v) => v,
                 None => return Ok(None),
@@ -53,16 +62,48 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
             _ => return Ok(None),
         },
     };
-    let Some(bv) = widen(b) else { return Ok(None) };
     // B in the int8 domain: a uint8 B and its zero point move down by 128.
-    let shift = if b.dtype() == DType::U8 { 128 } else { 0 };
-    let bs: Vec<i8> = bv.iter().map(|&v| (v - shift) as i8).collect();
-    let b = PackedB8::new(&bs, k, n);
+    let Some(bytes) = bytes_of(b) else { return Ok(None) };
+    let (flip, shift) = if b.dtype() == DType::U8 { (0x80, 128) } else { (0, 0) };
+    let b = PackedB8::from_bytes(k, n, flip, |kk| &bytes[kk * n..]);
     // Padded to whole panels with zeros, like B.
     let zb: Vec<i32> =
         (0..b.padded_n()).map(|j| if j < n { zb[if zb.len() == 1 { 0 } else { j }] - shift } else { 0 }).collect();
     let micro = gemm_i8::micro_for(isa());
-    Ok(Some(Box::new(MatMulIntegerKernel { op: node.op.clone(), b, zb, micro, to_float })))
+    Ok(Some(Box::new(MatMulIntegerKernel { op: node.op.clone(), b, zb, micro, epilogue })))
+}
+
+/// What becomes of the int32 product.
+#[derive(Debug)]
+enum Epilogue {
+    /// MatMulInteger: the sums themselves.
+    Int,
+    Float(ToFloat),
+    /// QLinearMatMul: requantized with one multiplier.
+    Bytes {
+        mult: f32,
+        out: Requant,
+        dtype: DType,
+    },
+}
+
+/// QLinearMatMul's requantization, where its scales and the output zero point are constants
+/// of one value each (others run on the reference): the multiplier as the reference computes
+/// it, which must be finite.
+fn to_bytes(graph: &Graph, node: &Node) -> Option<Epilogue> {
+    let scalar = |i: usize| -> Option<f32> {
+        let t = const_f32(graph, node, i).filter(|t| t.len() == 1)?;
+        Some(t.as_slice::<f32>().ok()?[0])
+    };
+    let mult = scalar(1)? * scalar(4)? / scalar(6)?;
+    let (dtype, zero_point) = match node.inputs.get(7).copied().flatten() {
+        None => (graph.values[node.inputs[0]?].fact.dtype?, 0),
+        Some(_) => {
+            let z = constant(graph, node, 7).filter(|z| z.len() == 1)?;
+            (z.dtype(), widen(z)?[0])
+        }
+    };
+    Some(Epilogue::Bytes { mult: mult.is_finite().then_some(mult)?, out: Requant::new(dtype, zero_point)?, dtype })
 }
 
 /// FusedMatMulInteger's steps after the product.
@@ -74,15 +115,6 @@ struct ToFloat {
     bias: Option<Vec<f32>>,
 }
 
-/// A u8/i8 tensor's values as i32; `None` for other types.
-fn widen(t: &Tensor) -> Option<Vec<i32>> {
-    match t.dtype() {
-        DType::U8 => Some(t.as_slice::<u8>().ok()?.iter().map(|&v| v as i32).collect()),
-        DType::I8 => Some(t.as_slice::<i8>().ok()?.iter().map(|&v| v as i32).collect()),
-        _ => None,
-    }
-}
-
 #[derive(Debug)]
 struct MatMulIntegerKernel {
     op: Arc<dyn Op>,
@@ -90,19 +122,19 @@ struct MatMulIntegerKernel {
     /// B's zero point per column, in the int8 domain, padded to whole panels.
     zb: Vec<i32>,
     micro: Micro8,
-    to_float: Option<ToFloat>,
+    epilogue: Epilogue,
 }
 
 impl Kernel for MatMulIntegerKernel {
     fn name(&self) -> &'static str {
-        "matmul-integer"
+        match self.epilogue {
+            Epilogue::Bytes { .. } => "qlinear-matmul",
+            _ => "matmul-integer",
+        }
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        match self.try_run(ctx, inputs)? {
-            Some(y) => Ok(vec![Data::Tensor(y)]),
-            None => Reference { op: self.op.clone() }.run(ctx, inputs),
-        }
+        or_reference(self.try_run(ctx, inputs)?, &self.op, ctx, inputs)
     }
 }
 
@@ -110,8 +142,8 @@ impl MatMulIntegerKernel {
     /// The product, or `None` for inputs the reference should handle (a zero point per row,
     /// mismatched types or shapes: the reference reports those).
     fn try_run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Option<Tensor>> {
-        let scale = match &self.to_float {
-            Some(ToFloat { scaled: true, .. }) => match f32_input(inputs, 4).map(|t| t.as_slice::<f32>()) {
+        let scale = match &self.epilogue {
+            Epilogue::Float(ToFloat { scaled: true, .. }) => match f32_input(inputs, 4).map(|t| t.as_slice::<f32>()) {
                 Some(Ok(&[s])) => s,
                 _ => return Ok(None),
             },
@@ -135,11 +167,7 @@ impl MatMulIntegerKernel {
             Some(z) if z.dtype() == a.dtype() && z.len() == 1 => widen(z).map_or(0, |v| v[0]),
             Some(_) => return Ok(None),
         } + shift;
-        let bytes: &[u8] = match a.dtype() {
-            DType::U8 => a.as_slice::<u8>()?,
-            // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid.
-            _ => unsafe { std::mem::transmute::<&[i8], &[u8]>(a.as_slice::<i8>()?) },
-        };
+        let Some(bytes) = bytes_of(a) else { return Ok(None) };
         let m: usize = s[..s.len() - 1].iter().product();
         let mut out_shape = s[..s.len() - 1].to_vec();
         out_shape.push(n);
@@ -160,13 +188,20 @@ impl MatMulIntegerKernel {
         gemm_i8::row_sums(&data[..m * lda], lda, &mut rowsum);
         let lhs = Lhs { data, lda, rowsum: &rowsum };
         let mut offset = vec![0i32; self.b.padded_n()];
-        let y = match &self.to_float {
-            None => {
+        let y = match &self.epilogue {
+            Epilogue::Int => {
                 let mut y = vec![0i32; len];
                 gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, Out::Int(&mut y));
                 Tensor::new(out_shape, y)?
             }
-            Some(f) => {
+            Epilogue::Bytes { mult, out, dtype } => {
+                let mut y = vec![0u8; len];
+                let (mult, bias) = (vec![*mult; m], vec![0; m]);
+                let out = Out::Bytes { y: &mut y, mult: &mult, bias: &bias, q: *out };
+                gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, out);
+                bytes_tensor(out_shape, *dtype, y)?
+            }
+            Epilogue::Float(f) => {
                 let mut y = ctx.buffers.zeroed(len)?;
                 let scales = vec![scale; self.b.padded_n()];
                 let out = Out::Float { y: &mut y, scale: &scales, bias: f.bias.as_deref() };

@@ -17,12 +17,14 @@ pub mod depthwise;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;
+mod int8;
 pub mod isa;
 pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_integer;
 pub mod maxpool;
 pub mod pool;
+pub mod qlinear_conv;
 pub mod quantize;
 pub mod quantize_linear;
 pub mod recurrent;
@@ -39,6 +41,8 @@ mod tests;
 mod tests_int8;
 #[cfg(test)]
 mod tests_mobilenet;
+#[cfg(test)]
+mod tests_qlinear;
 #[cfg(test)]
 mod tests_transformer;
 #[cfg(test)]
@@ -71,6 +75,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = matmul_integer::prepare(graph, node)? {
+            return Ok(k);
+        }
+        if let Some(k) = qlinear_conv::prepare(graph, node)? {
             return Ok(k);
         }
         if let Some(k) = dequantize::prepare(graph, node) {

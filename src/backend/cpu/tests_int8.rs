@@ -116,11 +116,6 @@ fn fused_integer_products_are_exact_at_extreme_zero_points() {
 /// kernel after the load-time passes, and agrees with the float QDQ graph to float rounding.
 #[test]
 fn qdq_matmuls_run_on_the_integer_kernel() {
-    use crate::backend::cpu::pool::ThreadPool;
-    use crate::backend::{backends_for, compile, Device};
-    use crate::ir::infer::infer_facts;
-    use crate::ir::interp::Interpreter;
-    use crate::ir::DataRef;
     for (signed, (m, k, n)) in [(true, (2, 3, 5)), (false, (128, 96, 70)), (true, (33, 384, 40))] {
         let mut g = Graph::default();
         let x = g.add_value("x", Fact::new(DType::F32, vec![Dim::Known(1), Dim::Known(m), Dim::Known(k)]));
@@ -154,21 +149,13 @@ fn qdq_matmuls_run_on_the_integer_kernel() {
             graph_node(build("Add", vec![], 2), "Add", vec![p, bias], vec![out]),
         ];
         g.outputs = vec![out];
-        infer_facts(&mut g).unwrap();
         let xv = Tensor::new(
             vec![1, m, k],
             tensor(3, &[m * k]).as_slice::<f32>().unwrap().iter().map(|v| v * 2.0).collect::<Vec<f32>>(),
         )
         .unwrap();
-        let refs = [DataRef::Tensor(&xv)];
-        let want = Interpreter.run(&g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
-        let mut opt = g.clone();
-        crate::passes::optimize(&mut opt, &crate::passes::default_passes()).unwrap();
-        infer_facts(&mut opt).unwrap();
-        let compiled = compile(&opt, &backends_for(Device::Cpu).unwrap()).unwrap();
-        let kernels: Vec<&str> = compiled.kernel_names().into_iter().map(|(k, _)| k).collect();
+        let (want, kernels, got) = unfused_and_optimized(&mut g, &xv);
         assert_eq!(kernels, ["quantize-linear", "matmul-integer"], "{m}x{k}x{n}");
-        let got = compiled.run(&ThreadPool::new(2), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
         assert_eq!(got.shape(), want.shape());
         let (got, want) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
         let scale = want.iter().fold(1f32, |s, v| s.max(v.abs()));
@@ -176,4 +163,25 @@ fn qdq_matmuls_run_on_the_integer_kernel() {
             assert!((a - b).abs() <= 1e-5 * scale, "{m}x{k}x{n} element {i}: {a} vs {b}");
         }
     }
+}
+
+/// `g` (facts inferred here) run by the interpreter as it is, and compiled after the load-time
+/// passes (the QDQ fusions among them) on two threads: the interpreter's output, the kernels
+/// that ran, and the compiled graph's output.
+pub(super) fn unfused_and_optimized(g: &mut Graph, x: &Tensor) -> (Tensor, Vec<&'static str>, Tensor) {
+    use crate::backend::cpu::pool::ThreadPool;
+    use crate::backend::{backends_for, compile, Device};
+    use crate::ir::infer::infer_facts;
+    use crate::ir::interp::Interpreter;
+    use crate::ir::DataRef;
+    infer_facts(g).unwrap();
+    let refs = [DataRef::Tensor(x)];
+    let want = Interpreter.run(g, &refs, &[]).unwrap().remove(0).into_tensor().unwrap();
+    let mut opt = g.clone();
+    crate::passes::optimize(&mut opt, &crate::passes::default_passes()).unwrap();
+    infer_facts(&mut opt).unwrap();
+    let compiled = compile(&opt, &backends_for(Device::Cpu).unwrap()).unwrap();
+    let kernels = compiled.kernel_names().into_iter().map(|(k, _)| k).collect();
+    let got = compiled.run(&ThreadPool::new(2), &refs, &[], None).unwrap().remove(0).into_tensor().unwrap();
+    (want, kernels, got)
 }

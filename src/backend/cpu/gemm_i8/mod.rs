@@ -14,10 +14,12 @@
 //! groups of four bytes: a group of four k rows of a panel is 128 bytes, two AVX-512 vectors.
 
 mod micro;
+mod requant;
 #[cfg(test)]
 mod tests;
 
 pub use micro::{micro_for, Micro8};
+pub use requant::Requant;
 
 use super::isa::Isa;
 use super::pool::{SharedMut, ThreadPool};
@@ -45,20 +47,41 @@ pub struct PackedB8 {
 impl PackedB8 {
     /// Packs `b`, row-major k x n.
     pub fn new(b: &[i8], k: usize, n: usize) -> PackedB8 {
-        PackedB8::from_fn(k, n, |kk, j| b[kk * n + j])
+        let bytes: &[u8] = bytemuck::cast_slice(b);
+        PackedB8::from_bytes(k, n, 0, |kk| &bytes[kk * n..])
     }
 
-    /// Packs the k x n matrix whose element (kk, j) is `at(kk, j)`.
-    pub fn from_fn(k: usize, n: usize, at: impl Fn(usize, usize) -> i8) -> PackedB8 {
+    /// Packs the k x n matrix whose row `kk` is the first n bytes of `row(kk)`, each read as
+    /// `(byte ^ flip) as i8`: a uint8 matrix (flip 0x80, the value minus 128) or an int8 one
+    /// (flip 0) in the int8 domain. For operands that change every run (a convolution's
+    /// input), so the loops run over whole rows of bytes.
+    pub fn from_bytes<'a>(k: usize, n: usize, flip: u8, row: impl Fn(usize) -> &'a [u8]) -> PackedB8 {
         let (kq, panels) = (k.div_ceil(4), n.div_ceil(NR));
         let mut data = vec![0i8; panels * kq * NR * 4];
         let mut colsum = vec![0i32; n];
-        for p in 0..panels {
-            for kk in 0..k {
-                for j in 0..NR.min(n - p * NR) {
-                    let v = at(kk, p * NR + j);
-                    data[(p * kq + kk / 4) * NR * 4 + j * 4 + kk % 4] = v;
-                    colsum[p * NR + j] = colsum[p * NR + j].wrapping_add(v as i32);
+        for q in 0..kq {
+            // The group's rows; those past k stay zero.
+            let count = 4.min(k - q * 4);
+            let rows: [&[u8]; 4] = std::array::from_fn(|t| if t < count { &row(q * 4 + t)[..n] } else { &[] });
+            for r in &rows[..count] {
+                for (s, &v) in colsum.iter_mut().zip(r.iter()) {
+                    *s = s.wrapping_add((v ^ flip) as i8 as i32);
+                }
+            }
+            for p in 0..panels {
+                let (j0, width) = (p * NR, NR.min(n - p * NR));
+                let group = &mut data[(p * kq + q) * NR * 4..][..NR * 4];
+                if count == 4 {
+                    let [r0, r1, r2, r3] = rows.map(|r| &r[j0..j0 + width]);
+                    for (j, d) in group.chunks_exact_mut(4).take(width).enumerate() {
+                        d.copy_from_slice(&[r0[j], r1[j], r2[j], r3[j]].map(|v| (v ^ flip) as i8));
+                    }
+                } else {
+                    for (t, r) in rows[..count].iter().enumerate() {
+                        for (j, &v) in r[j0..j0 + width].iter().enumerate() {
+                            group[j * 4 + t] = (v ^ flip) as i8;
+                        }
+                    }
                 }
             }
         }
@@ -95,6 +118,14 @@ pub enum Out<'a> {
         scale: &'a [f32],
         bias: Option<&'a [f32]>,
     },
+    /// Requantized row by row: row i is `saturate(round_half_even((sum + bias[i]) as f32 * mult[i]) + q.zero_point)`, each `mult[i]` finite (a
+    /// convolution's output channels are rows). Both have at least m values.
+    Bytes {
+        y: &'a mut [u8],
+        mult: &'a [f32],
+        bias: &'a [i32],
+        q: Requant,
+    },
 }
 
 /// The epilogue's per-column data, padded to whole panels.
@@ -128,6 +159,7 @@ pub fn run(
         Out::Float { y, scale, bias } => {
             assert!(y.len() >= m * n && scale.len() == b.padded_n() && bias.is_none_or(|b| b.len() == scale.len()))
         }
+        Out::Bytes { y, mult, bias, .. } => assert!(y.len() >= m * n && mult.len() >= m && bias.len() >= m),
     }
     for (j, o) in offset.iter_mut().enumerate() {
         let cs = b.colsum.get(j).copied().unwrap_or(0);
@@ -137,6 +169,7 @@ pub fn run(
     let target = match out {
         Out::Int(y) => Target::Int(SharedMut(y.as_mut_ptr())),
         Out::Float { y, scale, bias } => Target::Float(SharedMut(y.as_mut_ptr()), scale, bias),
+        Out::Bytes { y, mult, bias, q } => Target::Bytes(SharedMut(y.as_mut_ptr()), mult, bias, q),
     };
     let panels = n.div_ceil(NR);
     let blocks = m.div_ceil(MC);
@@ -160,6 +193,7 @@ pub fn run(
 enum Target<'a> {
     Int(SharedMut<i32>),
     Float(SharedMut<f32>, &'a [f32], Option<&'a [f32]>),
+    Bytes(SharedMut<u8>, &'a [f32], &'a [i32], Requant),
 }
 
 type BlockFn = unsafe fn(Micro8, &Lhs, std::ops::Range<usize>, &PackedB8, usize, &Columns, Target);
@@ -197,7 +231,7 @@ mod x86 {
 
     /// # Safety
     /// See [`block`]; needs AVX-512F/BW.
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     pub unsafe fn block_avx512(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
         unsafe { block(m, finish_row_avx512, a, r, b, p, c, t) }
     }
@@ -206,8 +240,8 @@ mod x86 {
     /// masked stores.
     ///
     /// # Safety
-    /// See [`super::FinishRow`]; needs AVX-512F.
-    #[target_feature(enable = "avx512f")]
+    /// See [`super::FinishRow`]; needs AVX-512F/BW/VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn finish_row_avx512(
         sums: &[i32; NR],
         offset: &[i32; NR],
@@ -228,6 +262,21 @@ mod x86 {
                 );
                 match out {
                     RowOut::Int(y) => _mm512_mask_storeu_epi32(y.0.add(16 * h), lanes, v),
+                    RowOut::Bytes(y, mult, bias, q) => {
+                        // As requant::requantize_lanes: the bounds less the zero point, then it added.
+                        let f = _mm512_mul_ps(
+                            _mm512_cvtepi32_ps(_mm512_add_epi32(v, _mm512_set1_epi32(bias))),
+                            _mm512_set1_ps(mult),
+                        );
+                        let f = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+                        let f = _mm512_min_ps(
+                            _mm512_max_ps(f, _mm512_set1_ps((q.lo - q.zero_point) as f32)),
+                            _mm512_set1_ps((q.hi - q.zero_point) as f32),
+                        );
+                        let r = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.zero_point));
+                        // In -128..=255: the low byte is the uint8 or int8 value.
+                        _mm_mask_storeu_epi8(y.0.add(16 * h) as *mut i8, lanes, _mm512_cvtepi32_epi8(r));
+                    }
                     RowOut::Float(y, scale, bias) => {
                         let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale.as_ptr().add(16 * h)));
                         if let Some(bias) = bias {
@@ -285,6 +334,9 @@ unsafe fn block(
                     scale[j0..j0 + NR].try_into().expect("a panel's columns"),
                     bias.map(|b| b[j0..j0 + NR].try_into().expect("a panel's columns")),
                 ),
+                Target::Bytes(y, mult, bias, q) => {
+                    RowOut::Bytes(SharedMut(y.0.wrapping_add(i * n + j0)), mult[i], bias[i], q)
+                }
             };
             // SAFETY: this task owns row i, columns j0..j0 + width of the output.
             unsafe { (finish)(sums, &offset, &zb, a.rowsum[i], width, row) };
@@ -297,6 +349,8 @@ unsafe fn block(
 enum RowOut<'a> {
     Int(SharedMut<i32>),
     Float(SharedMut<f32>, &'a [f32; NR], Option<&'a [f32; NR]>),
+    /// The row's multiplier and bias.
+    Bytes(SharedMut<u8>, f32, i32, Requant),
 }
 
 /// The epilogue for one row of a tile: `sums + offset - zb * rowsum`, to int32 or through the
@@ -319,6 +373,12 @@ unsafe fn finish_row(sums: &[i32; NR], offset: &[i32; NR], zb: &[i32; NR], rowsu
         RowOut::Int(y) => {
             // SAFETY: the caller's promise.
             unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&v[..width]);
+        }
+        RowOut::Bytes(y, mult, bias, q) => {
+            // SAFETY: the caller's promise.
+            requant::requantize_lanes(&v[..width], bias, mult, q, unsafe {
+                std::slice::from_raw_parts_mut(y.0, width)
+            });
         }
         RowOut::Float(y, scale, bias) => {
             let mut f = [0f32; NR];

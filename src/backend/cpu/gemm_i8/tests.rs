@@ -4,6 +4,7 @@
 
 use super::micro::portable_8x32;
 use super::*;
+use crate::ir::DType;
 
 fn available() -> Vec<Micro8> {
     let mut out: Vec<Micro8> = Isa::available().into_iter().map(micro_for).collect();
@@ -123,6 +124,47 @@ fn the_float_epilogue_scales_then_adds_the_bias() {
         for (e, (&got, &int)) in y.iter().zip(&ints).enumerate() {
             let j = e % n;
             assert_eq!(got.to_bits(), (int as f32 * scale[j] + bias[j]).to_bits(), "{:?} at {e}", micro.isa);
+        }
+    }
+}
+
+/// The requantizing epilogue of every instruction set against the scalar formula on the int32
+/// sums, with ties (multiplier 0.5), saturation at both ends and partial panels.
+#[test]
+fn the_byte_epilogue_requantizes_each_row() {
+    let (m, k, n) = (11, 20, 45);
+    let a = bytes(9, m * k);
+    let b: Vec<i8> = bytes(10, k * n).into_iter().map(|v| v as i8).collect();
+    let packed = PackedB8::new(&b, k, n);
+    let mut rowsum = vec![0; m];
+    row_sums(&a, k, &mut rowsum);
+    let pn = packed.padded_n();
+    let (za, zb) = (131, vec![3; pn]);
+    let ints = product(micro_for(Isa::Portable), &a, m, k, &b, n, za, &zb[..n]);
+    let mult: Vec<f32> = (0..m).map(|i| if i % 3 == 0 { 0.5 } else { 0.003 + i as f32 * 1e-3 }).collect();
+    let bias: Vec<i32> = (0..m as i32).map(|i| i * 1001 - 5000).collect();
+    for q in [Requant::new(DType::U8, 7).unwrap(), Requant::new(DType::I8, -100).unwrap()] {
+        for micro in available() {
+            let mut y = vec![0u8; m * n];
+            let mut offset = vec![0; pn];
+            let out = Out::Bytes { y: &mut y, mult: &mult, bias: &bias, q };
+            run(
+                &ThreadPool::new(1),
+                micro,
+                &Lhs { data: &a, lda: k, rowsum: &rowsum },
+                m,
+                &packed,
+                za,
+                &zb,
+                &mut offset,
+                out,
+            );
+            for (e, (&got, &int)) in y.iter().zip(&ints).enumerate() {
+                let i = e / n;
+                let want = ((int + bias[i]) as f32 * mult[i]).round_ties_even() as i64 + q.zero_point as i64;
+                let want = want.clamp(q.lo as i64, q.hi as i64) as u8;
+                assert_eq!(got, want, "{:?} zero point {} at {e}", micro.isa, q.zero_point);
+            }
         }
     }
 }
