@@ -155,10 +155,13 @@ func LoadBytes(model []byte, opts *Options) (*Session, error) {
 	return newSession(m, opts)
 }
 
-// sessionOptions fills o with the library's defaults, then opts' fields (nil: none).
-func sessionOptions(o *C.crx_session_options, opts *Options) error {
+// sessionOptions fills o with the library's defaults, then opts' fields (nil: none). The C
+// strings o points to live until the caller calls the returned free, after the C call that
+// reads o.
+func sessionOptions(o *C.crx_session_options, opts *Options) (free func(), err error) {
+	free = func() {}
 	if err := call(func() C.crx_status { return C.crx_session_options_default(o, C.sizeof_crx_session_options) }); err != nil {
-		return err
+		return free, err
 	}
 	if opts != nil {
 		o.device = C.crx_device(opts.Device)
@@ -170,22 +173,23 @@ func sessionOptions(o *C.crx_session_options, opts *Options) error {
 		}
 		if opts.CacheDir != "" {
 			dir := C.CString(opts.CacheDir) // copied by crx_session_create
-			defer C.free(unsafe.Pointer(dir))
+			free = func() { C.free(unsafe.Pointer(dir)) }
 			o.cache_dir = dir
 		}
 	}
-	return nil
+	return free, nil
 }
 
 // newSession makes a session from a model handle, which it frees.
 func newSession(model *C.crx_model, opts *Options) (*Session, error) {
 	defer C.crx_model_free(model)
 	var o C.crx_session_options
-	if err := sessionOptions(&o, opts); err != nil {
+	freeOptions, err := sessionOptions(&o, opts)
+	defer freeOptions()
+	if err != nil {
 		return nil, err
 	}
 	s := &Session{}
-	var err error
 	if s.inputs, err = valueInfos(model, false); err != nil {
 		return nil, err
 	}

@@ -70,7 +70,9 @@ func Serve(models map[string]string, opts *ServerOptions) (*Server, error) {
 			// In C memory: the options struct handed to C must not point into Go memory.
 			session := (*C.crx_session_options)(C.calloc(1, C.sizeof_crx_session_options))
 			defer C.free(unsafe.Pointer(session))
-			if err := sessionOptions(session, opts.Session); err != nil {
+			freeOptions, err := sessionOptions(session, opts.Session)
+			defer freeOptions()
+			if err != nil {
 				return nil, err
 			}
 			o.session = session
