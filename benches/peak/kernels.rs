@@ -95,7 +95,7 @@ pub fn cases(channels: usize, side: usize) -> Vec<Case> {
     let (a, b) = (vec![1f32; len], vec![2f32; len]);
     let mut y = vec![0f32; len];
     out.push(Case {
-        name: format!("Add, 3 x {} MiB", len * 4 >> 20),
+        name: format!("Add, 3 x {} MiB", (len * 4) >> 20),
         run: Box::new(move || {
             binary::add(&a, &b, &mut y);
             assert_eq!(y[len / 2], 3.0);
