@@ -1,11 +1,13 @@
 //! The machine's peaks, the yardsticks of the engine's kernels (issue 13): one core's fp32 FMA
 //! throughput (GEMM is held to 80% of it) and a STREAM-style triad bandwidth on 1 and 2 threads
-//! (bandwidth-bound kernels are held to 70% of it).
+//! (bandwidth-bound kernels are held to 70% of it), then the engine's bandwidth-bound kernels
+//! (depthwise conv, max pooling, Add) in GB/s against the triad.
 //!
 //! `cargo bench --bench peak` measures and prints GFLOP/s and GB/s. Without `--bench` (as
 //! `cargo test --all-targets` runs it) it does a short smoke of the same code on tiny sizes.
 
 mod fma;
+mod kernels;
 mod triad;
 
 use std::time::Instant;
@@ -57,6 +59,23 @@ fn main() {
         0.8 * one,
         0.7 * triad_rates[0]
     );
+    // Tensors of 128 planes of 256x256 (32 MiB in, as much out): past the 32 MiB L3, as the
+    // triad's arrays are.
+    let (channels, side, kernel_repeats) = if measuring { (128, 256, 15) } else { (3, 9, 2) };
+    for mut case in kernels::cases(channels, side) {
+        let rate = best_rate(kernel_repeats, &mut case.run) / 1e9;
+        let share = 100.0 * rate / triad_rates[0];
+        println!("{}: {rate:.1} GB/s, {share:.0}% of the 1-thread triad", case.name);
+    }
+    if measuring {
+        println!("MobileNetV2's depthwise layers (in cache), 1 thread:");
+        for (channels, side, stride) in kernels::MOBILENET_V2 {
+            let mut case = kernels::depthwise_case(channels, side, stride);
+            let rate = best_rate(60, &mut case.run);
+            let bytes = (case.run)();
+            println!("  {}: {:.3} ms, {:.1} GB/s", case.name, 1e3 * bytes / rate, rate / 1e9);
+        }
+    }
     if !measuring {
         assert!(one > 0.0 && triad_rates.iter().all(|&r| r > 0.0));
         println!("(a smoke on tiny sizes: `cargo bench --bench peak` measures)");

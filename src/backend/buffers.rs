@@ -79,6 +79,26 @@ impl BufferPool {
         try_vec(n, 0f32)
     }
 
+    /// `n` floats for a kernel that writes every one of them before anything reads them: a
+    /// recycled buffer keeps its old contents, saving the zeroing pass, which for a
+    /// bandwidth-bound kernel (depthwise, a 1x1 conv over few channels) costs about as much memory
+    /// traffic as the kernel's own writes. Debug builds fill the buffer with NaN instead, so a
+    /// kernel that leaves an element unwritten fails its tests rather than leaking stale values.
+    pub fn for_overwrite(&self, n: usize) -> Result<Vec<f32>> {
+        let mut v = match self.take(n) {
+            Some(mut v) => {
+                // Only the part past the old length is written here.
+                v.resize(n, 0.0);
+                v
+            }
+            None => try_vec(n, 0f32)?,
+        };
+        if cfg!(debug_assertions) {
+            v.fill(f32::NAN);
+        }
+        Ok(v)
+    }
+
     /// A copy of `src` in a recycled buffer when one fits (kernels that work in place on a copy
     /// of their input).
     pub fn copied(&self, src: &[f32]) -> Result<Vec<f32>> {
@@ -161,6 +181,24 @@ mod tests {
         // 10 would waste most of the 1000-buffer: a new one is made.
         assert_eq!(pool.zeroed(10).unwrap().capacity(), 10);
         assert_eq!(pool.kept_bytes(), 1000 * 4);
+    }
+
+    #[test]
+    fn buffers_for_overwrite_skip_the_zeroing() {
+        let pool = BufferPool::new(1 << 20);
+        pool.start_run();
+        let big = vec![7.0f32; 100];
+        let ptr = big.as_ptr();
+        pool.give(big);
+        let v = pool.for_overwrite(90).unwrap();
+        assert_eq!((v.as_ptr(), v.len()), (ptr, 90), "the recycled buffer, cut to length");
+        // Debug builds poison it, so that tests catch a kernel that leaves an element unwritten.
+        assert!(v.iter().all(|x| if cfg!(debug_assertions) { x.is_nan() } else { *x == 7.0 }));
+        pool.give(v);
+        // Longer than the old length (but within the capacity): grows in place.
+        let w = pool.for_overwrite(100).unwrap();
+        assert_eq!((w.as_ptr(), w.len()), (ptr, 100));
+        assert_eq!(pool.for_overwrite(5).unwrap().len(), 5);
     }
 
     #[test]

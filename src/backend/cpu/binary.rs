@@ -67,7 +67,7 @@ impl Kernel for BinaryKernel {
         let Ok(shape) = broadcast_shapes(a.shape(), b.shape()) else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
-        let mut y = ctx.buffers.zeroed(checked_len(&shape, DType::F32)?)?;
+        let mut y = ctx.buffers.for_overwrite(checked_len(&shape, DType::F32)?)?;
         let (av, bv) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let sa = aligned_strides(a.shape(), &shape);
         let sb = aligned_strides(b.shape(), &shape);
@@ -105,25 +105,36 @@ impl Kernel for BinaryKernel {
             }
             (oa, ob)
         };
+        // A task is a group of short rows, or a piece of a long one (a same-shape Add is a single
+        // row: in pieces, two threads share it).
+        let pieces = inner.div_ceil(CHUNK).max(1);
         let rows_per_task = (CHUNK / inner.max(1)).max(1);
-        let tasks = rows.div_ceil(rows_per_task);
+        let tasks = if pieces > 1 { rows * pieces } else { rows.div_ceil(rows_per_task) };
         let out = SharedMut(y.as_mut_ptr());
         let arith = self.arith;
-        ctx.pool.parallel_for(tasks, &|t| {
+        let segment = |row: usize, from: usize, to: usize| {
             let o = out;
-            for row in t * rows_per_task..((t + 1) * rows_per_task).min(rows) {
-                let (oa, ob) = offsets(row);
-                // SAFETY: each task writes its own rows of y.
-                let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(row * inner), inner) };
-                let x = match row_a {
-                    Row::Whole => Operand::Slice(&av[oa..oa + inner]),
-                    Row::Repeat => Operand::Value(av[oa]),
-                };
-                let z = match row_b {
-                    Row::Whole => Operand::Slice(&bv[ob..ob + inner]),
-                    Row::Repeat => Operand::Value(bv[ob]),
-                };
-                apply(arith, x, z, dst);
+            let (oa, ob) = offsets(row);
+            // SAFETY: each task writes its own rows, or pieces of a row, of y.
+            let dst = unsafe { std::slice::from_raw_parts_mut(o.0.add(row * inner + from), to - from) };
+            let x = match row_a {
+                Row::Whole => Operand::Slice(&av[oa + from..oa + to]),
+                Row::Repeat => Operand::Value(av[oa]),
+            };
+            let z = match row_b {
+                Row::Whole => Operand::Slice(&bv[ob + from..ob + to]),
+                Row::Repeat => Operand::Value(bv[ob]),
+            };
+            apply(arith, x, z, dst);
+        };
+        ctx.pool.parallel_for(tasks, &|t| {
+            if pieces > 1 {
+                let (row, piece) = (t / pieces, t % pieces);
+                segment(row, piece * CHUNK, ((piece + 1) * CHUNK).min(inner));
+            } else {
+                for row in t * rows_per_task..((t + 1) * rows_per_task).min(rows) {
+                    segment(row, 0, inner);
+                }
             }
         });
         Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
@@ -146,6 +157,13 @@ fn aligned_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
 enum Operand<'a> {
     Slice(&'a [f32]),
     Value(f32),
+}
+
+/// `y = a + b` over equal-length slices on the calling thread: the kernel's inner loop, public
+/// for the bandwidth measurement in `benches/peak`.
+pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
+    assert!(a.len() == y.len() && b.len() == y.len(), "add: slices of different lengths");
+    apply(Arith::Add, Operand::Slice(a), Operand::Slice(b), y)
 }
 
 fn apply(arith: Arith, a: Operand, b: Operand, y: &mut [f32]) {

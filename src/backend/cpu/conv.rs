@@ -7,6 +7,7 @@
 
 use super::activation::Activation;
 use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
+use super::conv_pointwise::{self, Pointwise, PointwiseWeights};
 use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
@@ -65,8 +66,16 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
             .map(|g| PackedA::new(MatRef::row_major(&wv[g * mg * k..(g + 1) * mg * k], k), mg, k, &micro))
             .collect()
     };
+    // A 1x1 window whose every axis maps an input of 64 onto 64 outputs without padding is plain
+    // at any size.
+    let plain = (0..w.shape().len() - 2).all(|a| {
+        conv.attrs.window.forward_axis(a, 64, 1).is_ok_and(|ax| ax.stride == 1 && ax.pad_begin == 0 && ax.output == 64)
+    });
+    let pointwise = (kh == 1 && kw == 1 && group == 1 && plain && conv_pointwise::available(k))
+        .then(|| PointwiseWeights::new(wv, m, k));
     Ok(Some(Box::new(ConvKernel {
         op: node.op.clone(),
+        pointwise,
         weights_shape: [m, cg, kh, kw],
         group,
         packed,
@@ -112,6 +121,9 @@ struct ConvKernel {
     /// For 3x3 stride-1 convolutions where Winograd wins: the transformed weights (`packed` is
     /// empty then).
     winograd: Option<Winograd>,
+    /// For 1x1 convolutions over few input channels: the weights packed for
+    /// [`conv_pointwise`], which runs them when the geometry is plain (stride 1, no padding).
+    pointwise: Option<PointwiseWeights>,
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
     depthwise_weights: Vec<f32>,
     /// The weights tensor (sharing the graph's constant, not a copy), for packings made on first
@@ -166,7 +178,9 @@ impl ConvKernel {
 
 impl Kernel for ConvKernel {
     fn name(&self) -> &'static str {
-        if self.winograd.is_some() {
+        if self.pointwise.is_some() {
+            "conv-pointwise"
+        } else if self.winograd.is_some() {
             "conv-winograd"
         } else if self.packed.is_empty() {
             "conv-depthwise"
@@ -194,13 +208,26 @@ impl Kernel for ConvKernel {
             (true, Some(r)) if r.shape() == out_shape => Some(r.as_slice::<f32>()?),
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
-        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, crate::ir::DType::F32)?)?;
+        let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
         if let Some(wg) = &self.winograd {
             let (bias, act) = (self.bias.as_deref(), self.act);
             let run = winograd::Run { x: x.as_slice::<f32>()?, batch, h: geo.h, w: geo.w, bias, residual, act };
             wg.run(ctx.pool, &run, &mut y);
         } else if self.packed.is_empty() {
             self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
+        } else if let Some(pw) = self.pointwise.as_ref().filter(|_| plain_pointwise(&geo)) {
+            let (xv, pixels) = (x.as_slice::<f32>()?, geo.h.output * geo.w.output);
+            let [m, k, _, _] = self.weights_shape;
+            for (n, out) in y.chunks_exact_mut(m * pixels).enumerate().take(batch) {
+                let p = Pointwise {
+                    x: &xv[n * k * pixels..(n + 1) * k * pixels],
+                    pixels,
+                    bias: self.bias.as_deref(),
+                    residual: residual.map(|r| &r[n * m * pixels..(n + 1) * m * pixels]),
+                    act: self.act,
+                };
+                pw.run(ctx.pool, &p, out);
+            }
         } else {
             self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
         }
@@ -291,6 +318,11 @@ impl ConvKernel {
         };
         depthwise::run(ctx.pool, &problem, batch * m, y);
     }
+}
+
+/// Whether a 1x1 convolution's geometry is a plain product (stride 1, no padding).
+fn plain_pointwise(geo: &Geometry) -> bool {
+    [geo.h, geo.w].iter().all(|a| a.kernel == 1 && a.stride == 1 && a.pad_begin == 0 && a.output == a.input)
 }
 
 /// The output positions `o` of axis `a` whose input `o * stride + k * dilation - pad_begin` is

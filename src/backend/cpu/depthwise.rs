@@ -40,7 +40,32 @@ const BAND_FLOATS: usize = 16 * 1024;
 
 thread_local! {
     /// This thread's padded input rows, kept between calls so steady-state runs do not allocate.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { rows: Vec::new(), padded_for: None }) };
+}
+
+/// A thread's band scratch. Where the padding columns lie depends only on the width axis and the
+/// layout, so they are zeroed once and planes then copy only their input columns (small planes,
+/// 7x7 to 28x28, spent most of their time filling zeros).
+struct Scratch {
+    rows: Vec<f32>,
+    /// The width axis and row layout whose padding columns hold zeros in `rows`.
+    padded_for: Option<(Axis, usize, usize)>,
+}
+
+impl Scratch {
+    /// At least `len` floats whose padding columns for (`w`, `layout`) are zero.
+    fn prepare(&mut self, w: &Axis, layout: &Layout, len: usize) -> &mut [f32] {
+        let key = Some((*w, layout.phase_len, layout.row_len));
+        if self.padded_for != key {
+            // Once per layer and thread: all of it, since a later call may use more rows.
+            self.rows.fill(0.0);
+            self.padded_for = key;
+        }
+        if self.rows.len() < len {
+            self.rows.resize(len, 0.0);
+        }
+        &mut self.rows
+    }
 }
 
 /// How a band's scratch is laid out; the same for every plane of one call.
@@ -53,7 +78,14 @@ struct Layout {
     row_len: usize,
     /// Output rows per band.
     band: usize,
+    /// Per column phase (the first [`MAX_PHASES`]), the entries `lo..hi` that hold input columns
+    /// (the rest is padding).
+    spans: [(usize, usize); MAX_PHASES],
 }
+
+/// Column phases whose spans a layout keeps (strides up to 4); larger strides work them out per
+/// row.
+const MAX_PHASES: usize = 4;
 
 impl Layout {
     fn new(h: &Axis, w: &Axis) -> Layout {
@@ -63,7 +95,27 @@ impl Layout {
         let span = (h.kernel - 1) * h.dilation + 1;
         let rows_fit = (BAND_FLOATS / row_len.max(1)).saturating_sub(span);
         let band = (rows_fit / h.stride + 1).clamp(1, h.output.max(1));
-        Layout { phase_len, row_len, band }
+        let mut layout = Layout { phase_len, row_len, band, spans: [(0, 0); MAX_PHASES] };
+        for q in 0..MAX_PHASES.min(w.stride) {
+            layout.spans[q] = layout.find_span(w, q);
+        }
+        layout
+    }
+
+    /// Entry j of phase q is padded column `j * stride + q`, input column that - pad_begin: the
+    /// entries that are input columns.
+    fn find_span(&self, w: &Axis, q: usize) -> (usize, usize) {
+        let lo = w.pad_begin.saturating_sub(q).div_ceil(w.stride).min(self.phase_len);
+        let hi = (w.input + w.pad_begin).saturating_sub(q).div_ceil(w.stride).clamp(lo, self.phase_len);
+        (lo, hi)
+    }
+
+    fn span(&self, w: &Axis, q: usize) -> (usize, usize) {
+        if q < MAX_PHASES {
+            self.spans[q]
+        } else {
+            self.find_span(w, q)
+        }
     }
 
     /// Padded rows a band of `rows` output rows reads.
@@ -84,6 +136,23 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
     let layout = Layout::new(&h, &w);
     let out = SharedMut(y.as_mut_ptr());
     let taps = h.kernel * w.kernel;
+    let fused_act = tiles_fuse(p.act);
+    // Where each tap reads, relative to its output row's first padded row and the output column:
+    // the same for every plane.
+    let mut stack = [0usize; 64];
+    let mut heap = Vec::new();
+    let offsets: &mut [usize] = if taps <= stack.len() {
+        &mut stack[..taps]
+    } else {
+        heap.resize(taps, 0);
+        &mut heap
+    };
+    for (k, off) in offsets.iter_mut().enumerate() {
+        let (ky, kx) = (k / w.kernel, k % w.kernel);
+        let shift = kx * w.dilation;
+        *off = ky * h.dilation * layout.row_len + (shift % w.stride) * layout.phase_len + shift / w.stride;
+    }
+    let offsets = &*offsets;
     pool.parallel_for_work(planes, out_plane * taps, &|plane| {
         let o = out;
         // SAFETY: each task writes only its own output plane, inside `y` (checked above).
@@ -94,24 +163,35 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
             filter: &p.weights[c * taps..(c + 1) * taps],
             bias: p.bias.map_or(0.0, |b| b[c]),
             residual: p.residual.map(|r| &r[plane * out_plane..(plane + 1) * out_plane]),
+            act: p.act,
+            offsets,
             h,
             w,
             layout,
         };
         SCRATCH.with(|s| {
-            let mut scratch = s.borrow_mut();
+            let mut s = s.borrow_mut();
             let need = layout.rows(&h, layout.band.next_multiple_of(MAX_TILE_ROWS)) * layout.row_len;
-            if scratch.len() < need {
-                scratch.resize(need, 0.0);
-            }
+            let scratch = s.prepare(&w, &layout, need);
             for oy0 in (0..h.output).step_by(layout.band) {
                 let oy1 = (oy0 + layout.band).min(h.output);
-                job.fill_band(oy0, oy1, &mut scratch);
-                job.band(oy0, oy1, &scratch, y);
-                p.act.apply(&mut y[oy0 * w.output..oy1 * w.output]);
+                job.fill_band(oy0, oy1, scratch);
+                job.band(oy0, oy1, scratch, y);
+                if !fused_act {
+                    p.act.apply(&mut y[oy0 * w.output..oy1 * w.output]);
+                }
             }
         });
     });
+}
+
+/// Whether the tiles apply `act` as they write (else the band is passed over again).
+fn tiles_fuse(act: Activation) -> bool {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 => x86::fuses(act),
+        _ => act == Activation::None,
+    }
 }
 
 /// One plane's share of the problem.
@@ -120,13 +200,17 @@ struct PlaneJob<'a> {
     filter: &'a [f32],
     bias: f32,
     residual: Option<&'a [f32]>,
+    act: Activation,
+    offsets: &'a [usize],
     h: Axis,
     w: Axis,
     layout: Layout,
 }
 
 impl PlaneJob<'_> {
-    /// Copies the padded input rows that output rows `oy0..oy1` read into `scratch`, phase-split.
+    /// Copies the input rows that output rows `oy0..oy1` read into `scratch`, phase-split: rows
+    /// in the vertical padding are zeroed, and of the others only the input columns are written
+    /// (their padding columns are zero already: see [`Scratch`]).
     fn fill_band(&self, oy0: usize, oy1: usize, scratch: &mut [f32]) {
         let (h, w, l) = (&self.h, &self.w, &self.layout);
         let first = oy0 * h.stride;
@@ -138,18 +222,14 @@ impl PlaneJob<'_> {
             }
             let src = &self.x[iy * w.input..(iy + 1) * w.input];
             for (q, phase) in row.chunks_exact_mut(l.phase_len).enumerate() {
-                // Entry j of phase q is padded column j * stride + q, input column that - pad_begin.
-                let lo = w.pad_begin.saturating_sub(q).div_ceil(w.stride).min(l.phase_len);
-                let hi = (w.input + w.pad_begin).saturating_sub(q).div_ceil(w.stride).clamp(lo, l.phase_len);
-                phase[..lo].fill(0.0);
-                phase[hi..].fill(0.0);
+                let (lo, hi) = l.span(w, q);
                 if hi == lo {
                     continue;
                 }
                 let start = lo * w.stride + q - w.pad_begin;
                 let dst = &mut phase[lo..hi];
                 match w.stride {
-                    1 => dst.copy_from_slice(&src[start..start + dst.len()]),
+                    1 => copy_short(dst, &src[start..start + dst.len()]),
                     2 => every_other(dst, &src[start..]),
                     s => dst.iter_mut().zip(src[start..].iter().step_by(s)).for_each(|(d, v)| *d = *v),
                 }
@@ -159,30 +239,16 @@ impl PlaneJob<'_> {
 
     /// Output rows `oy0..oy1` from the band in `scratch`, without the activation.
     fn band(&self, oy0: usize, oy1: usize, scratch: &[f32], y: &mut [f32]) {
-        // Where each tap reads, relative to its output row's first padded row and the output column.
-        let taps = self.h.kernel * self.w.kernel;
-        let mut stack = [0usize; 64];
-        let mut heap = Vec::new();
-        let offsets: &mut [usize] = if taps <= stack.len() {
-            &mut stack[..taps]
-        } else {
-            heap.resize(taps, 0);
-            &mut heap
-        };
         let (h, w, l) = (&self.h, &self.w, &self.layout);
-        for (k, off) in offsets.iter_mut().enumerate() {
-            let (ky, kx) = (k / w.kernel, k % w.kernel);
-            let shift = kx * w.dilation;
-            *off = ky * h.dilation * l.row_len + (shift % w.stride) * l.phase_len + shift / w.stride;
-        }
         let tiles = Tiles {
             scratch,
-            offsets,
+            offsets: self.offsets,
             filter: self.filter,
             bias: self.bias,
             row_step: h.stride * l.row_len,
             ow: w.output,
             residual: self.residual,
+            act: self.act,
         };
         tiles.rows(oy0, oy1, y);
     }
@@ -202,6 +268,7 @@ struct Tiles<'a> {
     row_step: usize,
     ow: usize,
     residual: Option<&'a [f32]>,
+    act: Activation,
 }
 
 impl Tiles<'_> {
@@ -268,7 +335,7 @@ impl Tiles<'_> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Tiles;
+    use super::{Activation, Tiles};
     use std::arch::x86_64::*;
 
     /// [`Tiles::rows`] in AVX2: columns of 64 (8 vectors, one row), then the rest of the row as
@@ -314,20 +381,64 @@ mod x86 {
                         break;
                     }
                     let n = 8.min(t.ow - first);
-                    let mut lanes = [0f32; 8];
-                    // SAFETY: `lanes` holds 8 floats.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
                     let out = &mut y[row + first..row + first + n];
-                    match t.residual {
-                        None => out.copy_from_slice(&lanes[..n]),
-                        Some(res) => {
-                            let res = &res[row + first..row + first + n];
-                            out.iter_mut().zip(&lanes).zip(res).for_each(|((o, a), r)| *o = a + r);
-                        }
-                    }
+                    let res = t.residual.map(|res| &res[row + first..row + first + n]);
+                    // SAFETY: `out` and `res` hold n floats each; AVX2 as the caller promised.
+                    unsafe { store(sum, res, t.act, out) };
                 }
             }
         }
+    }
+
+    /// Writes the first `out.len()` (at most 8) lanes of `sum` + `res`, through the activation
+    /// when it is one [`vector_act`] knows (the caller applies any other afterwards).
+    ///
+    /// # Safety
+    /// Needs AVX2; `out.len() <= 8` and `res`, if any, as long as `out`.
+    #[inline(always)]
+    unsafe fn store(sum: __m256, res: Option<&[f32]>, act: Activation, out: &mut [f32]) {
+        let n = out.len();
+        if n == 8 {
+            let v = match res {
+                Some(r) => _mm256_add_ps(sum, _mm256_loadu_ps(r.as_ptr())),
+                None => sum,
+            };
+            _mm256_storeu_ps(out.as_mut_ptr(), vector_act(act, v));
+        } else {
+            // The row's last, partial vector: lanes past `n` are neither read nor written.
+            let mask = _mm256_loadu_si256(MASKS[8 - n..].as_ptr().cast());
+            let v = match res {
+                Some(r) => _mm256_add_ps(sum, _mm256_maskload_ps(r.as_ptr(), mask)),
+                None => sum,
+            };
+            _mm256_maskstore_ps(out.as_mut_ptr(), mask, vector_act(act, v));
+        }
+    }
+
+    /// `-1` (all bits) for the lanes a mask keeps: `MASKS[8 - n..]` keeps the first n of 8.
+    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// The activations MobileNets fuse into their depthwise convs, in registers, with the same
+    /// arithmetic (and NaN results) as [`super::ActivationExt::eval`]; any other is left to the caller.
+    #[inline(always)]
+    unsafe fn vector_act(act: Activation, v: __m256) -> __m256 {
+        // `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
+        match act {
+            Activation::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
+            Activation::Clip(lo, hi) => _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi)),
+            Activation::HardSwish => {
+                let gate = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.0 / 6.0)), _mm256_set1_ps(0.5));
+                // clamp(gate, 0, 1) keeps a NaN gate: min/max with the NaN as second operand.
+                let gate = _mm256_max_ps(_mm256_setzero_ps(), _mm256_min_ps(_mm256_set1_ps(1.0), gate));
+                _mm256_mul_ps(v, gate)
+            }
+            _ => v,
+        }
+    }
+
+    /// Whether [`vector_act`] applies `act` itself.
+    pub fn fuses(act: Activation) -> bool {
+        matches!(act, Activation::None | Activation::Relu | Activation::Clip(..) | Activation::HardSwish)
     }
 
     /// The sums over all taps of R rows of V vectors, the first read at scratch position `at`.
@@ -348,6 +459,22 @@ mod x86 {
             }
         }
         acc
+    }
+}
+
+/// `dst.copy_from_slice(src)` for a plane's short rows: whole blocks of 8 as fixed-size copies
+/// the compiler keeps inline (a `memcpy` call costs more than copying a 14-float row).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().expect("a block");
+        let d: &mut [f32; 8] = d.try_into().expect("a block");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }
 

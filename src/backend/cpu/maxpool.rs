@@ -47,7 +47,7 @@ impl Kernel for MaxPoolKernel {
         let xv = x.as_slice::<f32>()?;
         // Pads and strides come from the model: the output's size is checked against the tensor
         // size limit before anything is multiplied or allocated.
-        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
+        let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, DType::F32)?)?;
         let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
         let planes: usize = out_shape[..2].iter().product();
         let out = SharedMut(y.as_mut_ptr());
@@ -63,7 +63,9 @@ impl Kernel for MaxPoolKernel {
     }
 }
 
-fn max_plane(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
+/// One plane's max pooling (`x`: `h.input x w.input`, `out`: `h.output x w.output`), windows
+/// entirely in the padding left NaN; public for the bandwidth measurement in `benches/peak`.
+pub fn max_plane(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
     match isa() {
         // SAFETY: isa() names only instruction sets this CPU runs.
         #[cfg(target_arch = "x86_64")]
@@ -80,26 +82,50 @@ unsafe fn max_plane_avx2(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
     max_plane_generic(x, h, w, out)
 }
 
+/// Columns of each half of a stride-2 row split on the stack (rows up to 1024 wide).
+const SPLIT_MAX: usize = 512;
+
 #[inline(always)]
 fn max_plane_generic(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
     // NaN until the first tap: the reference starts from its first tap, which any value replaces
     // when it is NaN, exactly as `v > NaN || NaN != NaN` does.
     out.fill(f32::NAN);
+    // Stride 2: each input row is split into its even and odd columns first, so that every tap
+    // reads a contiguous run (a strided read does not vectorise).
+    let halves = w.stride == 2 && w.input <= 2 * SPLIT_MAX;
+    let mut split = [[0f32; SPLIT_MAX]; 2];
     for kh in 0..h.kernel {
         let (h_lo, h_hi) = h.outputs_reading_input(kh);
         for oh in h_lo..h_hi {
             let ih = h.input_position(oh, kh);
             let row = &x[ih * w.input..(ih + 1) * w.input];
             let dst = &mut out[oh * w.output..(oh + 1) * w.output];
+            if halves {
+                let [even, odd] = &mut split;
+                let pairs = w.input / 2;
+                for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+                    (*e, *o) = (p[0], p[1]);
+                }
+                if w.input % 2 == 1 {
+                    even[pairs] = row[w.input - 1];
+                }
+            }
             for kw in 0..w.kernel {
                 let (lo, hi) = w.outputs_reading_input(kw);
                 if lo >= hi {
                     continue;
                 }
                 let first = w.input_position(lo, kw);
-                let take = |b: &mut f32, v: f32| *b = if v > *b || b.is_nan() { v } else { *b };
+                // `f32::max` keeps the non-NaN operand: a NaN running maximum takes v, a NaN v is
+                // skipped, as the reference's `v > b || b is NaN` rule does (ties of +0 and -0 may
+                // keep either). Written as that condition, the compiler made the store
+                // conditional: a masked store per vector, 3x slower on AMD's cores.
+                let take = |b: &mut f32, v: f32| *b = b.max(v);
                 if w.stride == 1 {
                     dst[lo..hi].iter_mut().zip(&row[first..first + hi - lo]).for_each(|(b, &v)| take(b, v));
+                } else if halves {
+                    let half = &split[first % 2][first / 2..first / 2 + hi - lo];
+                    dst[lo..hi].iter_mut().zip(half).for_each(|(b, &v)| take(b, v));
                 } else {
                     dst[lo..hi].iter_mut().zip(row[first..].iter().step_by(w.stride)).for_each(|(b, &v)| take(b, v));
                 }

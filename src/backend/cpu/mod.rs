@@ -12,6 +12,7 @@ pub mod binary;
 pub mod concat;
 pub mod conv;
 mod conv_narrow;
+pub mod conv_pointwise;
 pub mod conv_transpose;
 pub mod depthwise;
 pub mod dequantize;

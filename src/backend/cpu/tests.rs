@@ -166,8 +166,10 @@ pub(super) fn ints(v: &[i64]) -> Attr {
 #[test]
 fn convolutions_match_the_reference() {
     type Case = (&'static str, [usize; 4], [usize; 4], Vec<(&'static str, Attr)>, bool, &'static str);
+    // Plain 1x1 convolutions over few channels run on their own kernel where it exists.
+    let pointwise = if super::conv_pointwise::available(8) { "conv-pointwise" } else { "conv-gemm" };
     let cases: Vec<Case> = vec![
-        ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, "conv-gemm"),
+        ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, pointwise),
         ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
         (
             "3x3 stride 2 dilation 2",
@@ -248,7 +250,7 @@ fn convolutions_match_the_reference() {
         ("1x9 kernel", [1, 2, 5, 12], [3, 2, 1, 9], vec![("pads", ints(&[0, 4, 0, 4]))], false, "conv-gemm"),
         ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, "conv-gemm"),
         // More output channels than one tile's rows.
-        ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, "conv-gemm"),
+        ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, pointwise),
     ];
     for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
         let seed = i as u64 * 10;
@@ -282,9 +284,10 @@ fn convolutions_match_the_reference() {
 #[test]
 fn one_d_convolutions_match_the_reference() {
     type Case = (&'static str, [usize; 3], [usize; 3], Vec<(&'static str, Attr)>, &'static str);
+    let pointwise = if super::conv_pointwise::available(5) { "conv-pointwise" } else { "conv-gemm" };
     let cases: Vec<Case> = vec![
         ("k3 stride 2", [1, 4, 33], [6, 4, 3], vec![("strides", ints(&[2])), ("pads", ints(&[1, 2]))], "conv-gemm"),
-        ("pointwise", [2, 5, 17], [3, 5, 1], vec![], "conv-gemm"),
+        ("pointwise", [2, 5, 17], [3, 5, 1], vec![], pointwise),
         ("dilated", [1, 3, 20], [4, 3, 3], vec![("dilations", ints(&[3]))], "conv-gemm"),
         ("depthwise", [1, 6, 25], [6, 1, 5], vec![("group", Attr::Int(6)), ("pads", ints(&[2, 2]))], "conv-depthwise"),
         // Outputs of a handful of pixels take the transposed product (conv_narrow.rs).
@@ -376,7 +379,7 @@ fn activations_match_the_reference() {
 
 #[test]
 fn elementwise_arithmetic_matches_the_reference() {
-    let shapes: [(&[usize], &[usize]); 8] = [
+    let shapes: [(&[usize], &[usize]); 10] = [
         (&[2, 3, 4, 5], &[2, 3, 4, 5]),
         (&[2, 3, 4, 5], &[3, 1, 1]),
         (&[2, 3, 4, 5], &[5]),
@@ -385,6 +388,9 @@ fn elementwise_arithmetic_matches_the_reference() {
         (&[2, 1, 4, 1], &[1, 3, 1, 5]),
         (&[4, 1], &[1, 4]),
         (&[3, 70000], &[3, 1]),
+        // Rows longer than a task: split into pieces.
+        (&[70001], &[70001]),
+        (&[2, 40001], &[40001]),
     ];
     for op in ["Add", "Sub", "Mul", "Div"] {
         for (i, (a, b)) in shapes.iter().enumerate() {
@@ -824,6 +830,19 @@ fn max_pools_match_the_reference() {
         ("dilated", vec![1, 2, 11, 12], vec![("kernel_shape", ints(&[3, 2])), ("dilations", ints(&[2, 3]))]),
         ("1-d", vec![1, 3, 17], vec![("kernel_shape", ints(&[4])), ("strides", ints(&[3])), ("pads", ints(&[2, 1]))]),
         ("many planes", vec![4, 64, 24, 24], vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))]),
+        // Stride 2 splits rows into even and odd halves (odd widths, dilation, taps in the padding),
+        // and keeps the strided path for rows past the split's 1024 columns.
+        (
+            "stride 2 dilated odd width",
+            vec![1, 3, 13, 29],
+            vec![
+                ("kernel_shape", ints(&[3, 3])),
+                ("strides", ints(&[2, 2])),
+                ("dilations", ints(&[2, 2])),
+                ("pads", ints(&[2, 1, 1, 2])),
+            ],
+        ),
+        ("stride 2 wide rows", vec![1, 2, 3, 1101], vec![("kernel_shape", ints(&[1, 3])), ("strides", ints(&[1, 2]))]),
     ];
     for (i, (name, shape, attrs)) in cases.into_iter().enumerate() {
         assert_eq!(
@@ -867,7 +886,8 @@ fn a_skip_connection_and_relu_fuse_into_the_convolution() {
     ];
     g.outputs = vec![out];
     let (kernels, want) = compile_and_compare(&mut g, &[&tensor(6, &xs)], 1e-5);
-    assert_eq!(kernels, ["conv-gemm", "conv-gemm"]);
+    let pointwise = if super::conv_pointwise::available(4) { "conv-pointwise" } else { "conv-gemm" };
+    assert_eq!(kernels, [pointwise, "conv-gemm"]);
     assert!(want.as_slice::<f32>().unwrap().contains(&0.0), "the Relu clips something");
 }
 

@@ -80,6 +80,58 @@ fn depthwise_convolutions_match_the_reference_on_random_shapes() {
     }
 }
 
+/// Plain 1x1 convolutions (MobileNets' expansions and projections) on random shapes: input
+/// channels across the pointwise kernel's limit, output channels that leave partial groups of 8,
+/// pixel counts that leave partial blocks of 48, batches, bias, residual and activations (fused
+/// in registers or applied after).
+#[test]
+fn pointwise_convolutions_match_the_reference_on_random_shapes() {
+    let mut dice = Dice(11);
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Clip(0.0, 6.0),
+        Activation::HardSwish,
+        Activation::Silu,
+        Activation::LeakyRelu(0.1),
+    ];
+    let mut pointwise_cases = 0;
+    for case in 0..40 {
+        let k = match dice.pick(4) {
+            0 => 1 + dice.pick(8),
+            1 => 60 + dice.pick(10),
+            _ => 8 + dice.pick(56),
+        };
+        let m = 1 + dice.pick(40);
+        let (h, w) = (1 + dice.pick(20), 1 + dice.pick(60));
+        let batch = 1 + dice.pick(2);
+        let xs = [batch, k, h, w];
+        let ws = [m, k, 1, 1];
+        let name = format!("case {case}: x {xs:?} w {ws:?}");
+        let seed = 5000 + case as u64 * 10;
+        let bias = dice.pick(3) != 0;
+        let residual = dice.pick(3) == 0;
+        let act = acts[dice.pick(acts.len())];
+        let conv = build("Conv", vec![], if bias { 3 } else { 2 });
+        let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+        if bias || residual {
+            inputs.push(if bias { In::Const(tensor(seed + 2, &[m])) } else { In::Absent });
+        }
+        if residual {
+            inputs.push(In::Fed(tensor(seed + 3, &[batch, m, h, w])));
+        }
+        let op = Arc::new(FusedConv { conv, residual, act });
+        let kernel = check(&name, op, inputs);
+        let want = if super::conv_pointwise::available(k) { "conv-pointwise" } else { "conv-gemm" };
+        assert_eq!(kernel, want, "{name}");
+        pointwise_cases += usize::from(kernel == "conv-pointwise");
+    }
+    // Where the kernel exists, the cases must have exercised it.
+    if super::conv_pointwise::available(1) {
+        assert!(pointwise_cases >= 20, "only {pointwise_cases} cases ran the pointwise kernel");
+    }
+}
+
 /// MobileNetV3's blocks: a depthwise Conv -> BatchNormalization -> `x * Clip(x + 3, 0, 6) / 6`, and
 /// a pointwise Conv -> `x * HardSigmoid(x, 1/6, 0.5)`, each compile to one fused conv.
 #[test]
@@ -122,7 +174,8 @@ fn written_out_hard_swish_folds_into_the_convolution() {
     )
     .unwrap();
     let (kernels, want) = compile_and_compare(&mut g, &[&x], 1e-5);
-    assert_eq!(kernels, ["conv-depthwise", "conv-gemm"]);
+    let pointwise = if super::conv_pointwise::available(6) { "conv-pointwise" } else { "conv-gemm" };
+    assert_eq!(kernels, ["conv-depthwise", pointwise]);
     let v = want.as_slice::<f32>().unwrap();
     assert!(v.contains(&0.0) && v.iter().any(|&v| v < 0.0), "both bends of HardSwish are reached");
 }

@@ -1,0 +1,230 @@
+//! 1x1 stride-1 convolutions over few input channels (MobileNets' expansions: 16 -> 96 channels at
+//! 112x112, 24 -> 144 at 56x56): memory-bound, since each output costs only K multiply-adds.
+//!
+//! The GEMM would pack the image into panels, write C, then pass over it again for the bias and
+//! the activation. Here nothing is packed at run time: a block of `PIXELS` pixels of all K input
+//! rows is read straight from the image (K x 48 floats, in L1 after the first group of output
+//! channels), every group of 8 output channels keeps its 8 x 48 sums in registers over all of K,
+//! and bias, residual and activation are applied in registers as each output is written, once.
+//! The weights are packed once at prepare time, k-major per group of 8 channels, so one
+//! broadcast reads each. AVX-512 only (the machine this was tuned on); elsewhere the GEMM runs.
+
+use super::activation::{Activation, ActivationExt};
+use super::isa::{isa, Isa};
+use super::pool::{SharedMut, ThreadPool};
+
+/// Output channels per register group.
+const ROWS: usize = 8;
+/// Pixels per block: three 16-float vectors.
+const PIXELS: usize = 48;
+/// The most input channels this kernel takes: a pixel block's inputs (K x 48 floats, 12 KiB)
+/// stay in L1 while every channel group reads them; with more, the GEMM's blocking wins.
+pub const MAX_K: usize = 64;
+
+/// Whether the kernel runs here for `k` input channels.
+pub fn available(k: usize) -> bool {
+    k <= MAX_K && isa() == Isa::Avx512
+}
+
+/// Weights of an M x K 1x1 convolution, packed for the kernel: per group of 8 output channels,
+/// for each k the 8 weights (zeros past M).
+#[derive(Debug)]
+pub struct PointwiseWeights {
+    m: usize,
+    k: usize,
+    packed: Vec<f32>,
+}
+
+impl PointwiseWeights {
+    /// Packs `w` (row-major M x K).
+    pub fn new(w: &[f32], m: usize, k: usize) -> PointwiseWeights {
+        assert_eq!(w.len(), m * k, "pointwise weights: M x K");
+        let groups = m.div_ceil(ROWS);
+        let mut packed = vec![0f32; groups * k * ROWS];
+        for (row, wr) in w.chunks_exact(k.max(1)).enumerate().take(m) {
+            let (g, r) = (row / ROWS, row % ROWS);
+            for (kk, &v) in wr.iter().enumerate() {
+                packed[(g * k + kk) * ROWS + r] = v;
+            }
+        }
+        PointwiseWeights { m, k, packed }
+    }
+}
+
+/// One run: `x` is K planes of `pixels`, `y` (and `residual`, if any) M planes of `pixels`.
+pub struct Pointwise<'a> {
+    pub x: &'a [f32],
+    pub pixels: usize,
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+/// Pixels per parallel task (whole blocks).
+const TASK_PIXELS: usize = 16 * PIXELS;
+
+impl PointwiseWeights {
+    /// Writes every element of `y`, spreading blocks of pixels over `pool`. The caller checked
+    /// [`available`].
+    pub fn run(&self, pool: &ThreadPool, p: &Pointwise, y: &mut [f32]) {
+        let (m, k, n) = (self.m, self.k, p.pixels);
+        assert!(p.x.len() >= k * n && y.len() >= m * n, "pointwise: buffers too small");
+        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.residual.is_none_or(|r| r.len() >= m * n));
+        assert!(isa() == Isa::Avx512, "pointwise: needs AVX-512");
+        if n == 0 || m == 0 {
+            return;
+        }
+        let out = SharedMut(y.as_mut_ptr());
+        // Tasks of pixel columns; small planes (14x14, 7x7: one column task) are also split
+        // across groups of output channels, so that two threads share them.
+        let columns = n.div_ceil(TASK_PIXELS);
+        let groups = m.div_ceil(ROWS);
+        let splits = (4 / columns).clamp(1, groups);
+        let per_split = groups.div_ceil(splits);
+        let work = TASK_PIXELS.min(n) * (per_split * ROWS).min(m) * k.max(1);
+        pool.parallel_for_work(columns * splits, work, &|t| {
+            let o = out;
+            let (c, split) = (t / splits, t % splits);
+            let (p0, p1) = (c * TASK_PIXELS, ((c + 1) * TASK_PIXELS).min(n));
+            let (g0, g1) = (split * per_split, ((split + 1) * per_split).min(groups));
+            // SAFETY: AVX-512 was checked above; each task writes only its own pixel columns
+            // p0..p1 of its output channels, inside y (checked above).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::columns(self, p, g0..g1, p0, p1, o.0)
+            };
+            if !fuses(p.act) {
+                for row in g0 * ROWS..(g1 * ROWS).min(m) {
+                    // SAFETY: as above, this task's columns of row `row`.
+                    let seg = unsafe { std::slice::from_raw_parts_mut(o.0.add(row * n + p0), p1 - p0) };
+                    p.act.apply(seg);
+                }
+            }
+        });
+    }
+}
+
+/// Whether the kernel applies `act` in registers (any other is applied afterwards).
+fn fuses(act: Activation) -> bool {
+    matches!(act, Activation::None | Activation::Relu | Activation::Clip(..) | Activation::HardSwish)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Activation, Pointwise, PointwiseWeights, PIXELS, ROWS};
+    use std::arch::x86_64::*;
+
+    /// The activations MobileNets fuse, with the arithmetic (and NaN results) of
+    /// [`super::ActivationExt::eval`]: `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
+    #[inline(always)]
+    unsafe fn act(a: Activation, v: __m512) -> __m512 {
+        match a {
+            Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+            Activation::Clip(lo, hi) => _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi)),
+            Activation::HardSwish => {
+                let gate = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0 / 6.0)), _mm512_set1_ps(0.5));
+                // clamp(gate, 0, 1) keeps a NaN gate: min/max with the NaN as second operand.
+                let gate = _mm512_max_ps(_mm512_setzero_ps(), _mm512_min_ps(_mm512_set1_ps(1.0), gate));
+                _mm512_mul_ps(v, gate)
+            }
+            _ => v,
+        }
+    }
+
+    /// Pixels `p0..p1` of the output channels of groups `groups` (of 8).
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `y` holds M rows of `p.pixels`, and the sizes were checked by the caller.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn columns(
+        w: &PointwiseWeights,
+        p: &Pointwise,
+        groups: std::ops::Range<usize>,
+        p0: usize,
+        p1: usize,
+        y: *mut f32,
+    ) {
+        let mut at = p0;
+        while at < p1 {
+            let width = PIXELS.min(p1 - at);
+            // Lanes of the block's three vectors inside the row.
+            let masks: [__mmask16; 3] = std::array::from_fn(|v| {
+                let lanes = width.saturating_sub(16 * v).min(16);
+                ((1u32 << lanes) - 1) as __mmask16
+            });
+            for g in groups.clone() {
+                let rows = ROWS.min(w.m - g * ROWS);
+                // SAFETY: as the caller promised; reads and writes stay inside the masks' lanes.
+                unsafe {
+                    match rows {
+                        8 => block::<8>(w, p, g, at, &masks, y),
+                        7 => block::<7>(w, p, g, at, &masks, y),
+                        6 => block::<6>(w, p, g, at, &masks, y),
+                        5 => block::<5>(w, p, g, at, &masks, y),
+                        4 => block::<4>(w, p, g, at, &masks, y),
+                        3 => block::<3>(w, p, g, at, &masks, y),
+                        2 => block::<2>(w, p, g, at, &masks, y),
+                        _ => block::<1>(w, p, g, at, &masks, y),
+                    }
+                }
+            }
+            at += width;
+        }
+    }
+
+    /// Output channels `8g..8g + R` at pixels `at..at + 48` (the masked lanes of them).
+    ///
+    /// # Safety
+    /// See [`columns`].
+    #[inline(always)]
+    unsafe fn block<const R: usize>(
+        w: &PointwiseWeights,
+        p: &Pointwise,
+        g: usize,
+        at: usize,
+        masks: &[__mmask16; 3],
+        y: *mut f32,
+    ) {
+        let n = p.pixels;
+        let full = masks[2] == 0xffff;
+        let m0 = g * ROWS;
+        let mut acc = [[_mm512_setzero_ps(); 3]; R];
+        if let Some(b) = p.bias {
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = [_mm512_set1_ps(b[m0 + r]); 3];
+            }
+        }
+        let wg = w.packed.as_ptr().add(g * w.k * ROWS);
+        let mut xk = p.x.as_ptr().add(at);
+        for kk in 0..w.k {
+            let xv: [__m512; 3] = if full {
+                [_mm512_loadu_ps(xk), _mm512_loadu_ps(xk.add(16)), _mm512_loadu_ps(xk.add(32))]
+            } else {
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], xk.add(16 * v)))
+            };
+            let wk = wg.add(kk * ROWS);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*wk.add(r));
+                for v in 0..3 {
+                    row[v] = _mm512_fmadd_ps(wv, xv[v], row[v]);
+                }
+            }
+            xk = xk.add(n);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let offset = (m0 + r) * n + at;
+            let dst = y.add(offset);
+            for (v, &sum) in row.iter().enumerate() {
+                let mask = masks[v];
+                if mask == 0 {
+                    break;
+                }
+                let sum = match p.residual {
+                    Some(res) => _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(offset + 16 * v))),
+                    None => sum,
+                };
+                _mm512_mask_storeu_ps(dst.add(16 * v), mask, act(p.act, sum));
+            }
+        }
+    }
+}
