@@ -243,12 +243,15 @@ impl QLinearConvKernel {
         let Some(bytes) = bytes_of(x) else { return Ok(None) };
         let group = self.attrs.group;
         let (cog, cg) = (self.co / group, g.channels / group);
-        let (plane, pixels) = (g.h.input * g.w.input, g.h.output * g.w.output);
         let len = checked_len(&g.out_shape, DType::I32)?;
-        if len == 0 || self.k == 0 {
+        // An empty input may name planes whose size overflows: the reference reports those.
+        let Some(plane) = g.h.input.checked_mul(g.w.input) else { return Ok(None) };
+        if len == 0 || self.k == 0 || plane == 0 {
             // Nothing to compute, or sums of nothing: the reference's plain loops.
             return Ok(None);
         }
+        // Within `len`, which checked_len bounded.
+        let pixels = g.h.output * g.w.output;
         let pointwise =
             self.k == cg && [g.h, g.w].iter().all(|a| a.stride == 1 && a.pad_begin == 0 && a.output == a.input);
         // The zero point of X in the GEMM's int8 domain, for every column.
