@@ -9,17 +9,22 @@
 //! ```
 //!
 //! The Div by a constant scalar may be a Mul or absent; the mask Add may be absent. Every
-//! intermediate must feed only the next step and not be a graph output.
+//! intermediate must feed only the next step and not be a graph output. The head merge's
+//! Transpose becomes a Reshape of the Attention output (a view), so the final Reshape, and the
+//! Shape that often computes its target, stay as they are. With named (symbolic) input dims the
+//! head split's target is computed from Shape at run time; the pass evaluates that subgraph with
+//! the names standing as sizes to see that it splits `[b, s, h*d]` into `[b, s, h, d]`.
 
-use super::chain::{binary_with, only_feeds, replace_chains, Chain};
+use super::chain::{binary_with, only_feeds};
 use super::Pass;
-use crate::ir::{DType, Dim, Graph, ValueId};
+use crate::ir::{Attributes, DType, Dim, Fact, Graph, Node, Tensor, ValueId};
 use crate::ops::attention::Attention;
 use crate::ops::binary::Kind;
 use crate::ops::matmul::MatMul;
 use crate::ops::reshape::Reshape;
 use crate::ops::softmax::{self, Softmax};
 use crate::ops::transpose::Transpose;
+use crate::ops::{registry, BuildCtx};
 use crate::Result;
 use std::sync::Arc;
 
@@ -31,14 +36,57 @@ impl Pass for FuseAttention {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<bool> {
-        Ok(replace_chains(graph, |g, i| {
-            let f = attention_at(g, i)?;
-            let op = Arc::new(Attention::multi_head(f.heads, f.scale));
-            let mut inputs = vec![f.q, f.k, f.v];
-            inputs.extend(f.mask);
-            Some(Chain { nodes: f.nodes, op, op_type: "Attention", inputs })
-        }))
+        let mut changed = false;
+        let mut i = 0;
+        while i < graph.nodes.len() {
+            match attention_at(graph, i) {
+                Some(f) => {
+                    replace(graph, f)?;
+                    changed = true;
+                }
+                None => i += 1,
+            }
+        }
+        Ok(changed)
     }
+}
+
+/// Replaces a found chain with the Attention node and a Reshape of its `[b, s, h*dv]` output
+/// to the `[b, s, h, dv]` the head merge gave (a view, no copy), so whatever read the merge
+/// (the final Reshape, a Shape computing its target) reads the same value still. Both take the
+/// merge's place: every input is ready by then.
+fn replace(graph: &mut Graph, f: Found) -> Result<()> {
+    let mut nodes = f.nodes;
+    let merge = nodes.pop().expect("a chain ends at its head merge");
+    let name = graph.nodes[merge].name.clone();
+    let y = graph.add_value(format!("{name}.attention"), f.out);
+    let target = Tensor::vector(vec![0i64, 0, f.heads as i64, f.dv as i64]);
+    let target = graph.add_value(format!("{name}.heads"), Fact::constant(Arc::new(target)));
+    let mut inputs = vec![Some(f.q), Some(f.k), Some(f.v)];
+    inputs.extend(f.mask.map(Some));
+    let attention = Node {
+        name: format!("{name}.attention"),
+        domain: String::new(),
+        op_type: "Attention".into(),
+        attrs: Attributes::default(),
+        op: Arc::new(Attention::multi_head(f.heads, f.scale)),
+        inputs,
+        outputs: vec![y],
+    };
+    let attrs = Attributes::default();
+    let ctx = BuildCtx { op_type: "Reshape", domain: "", opset: 13, attrs: &attrs, num_inputs: 2, num_outputs: 1 };
+    let reshape = registry().get("", "Reshape").expect("Reshape is registered")(&ctx)?;
+    let view = &mut graph.nodes[merge];
+    view.op = Arc::from(reshape);
+    view.op_type = "Reshape".into();
+    view.domain = String::new();
+    view.inputs = vec![Some(y), Some(target)];
+    graph.nodes.insert(merge, attention);
+    nodes.sort_unstable();
+    for k in nodes.into_iter().rev() {
+        graph.nodes.remove(k);
+    }
+    Ok(())
 }
 
 struct Found {
@@ -47,8 +95,12 @@ struct Found {
     v: ValueId,
     mask: Option<ValueId>,
     heads: usize,
+    /// Width of a value head.
+    dv: usize,
     scale: f64,
-    /// The chain's nodes, the final Reshape (which gives the output) last.
+    /// The Attention node's output, `[b, s, heads * dv]`.
+    out: Fact,
+    /// The chain's nodes, the head merge (a Transpose to `[b, s, h, dv]`) last.
     nodes: Vec<usize>,
 }
 
@@ -62,52 +114,130 @@ fn is_transpose(graph: &Graph, k: usize, perm: &[usize]) -> bool {
     graph.nodes[k].op.downcast_ref::<Transpose>().is_some_and(|t| t.perm(4).is_ok_and(|p| p == perm))
 }
 
+/// Sizes standing for named dims while a shape subgraph is evaluated (see [`probed`]); far above
+/// any real dim, so a result equal to one is that dim.
+const PROBE: usize = 1_000_003;
+
+/// A value's fact with named dims as [`PROBE`] sizes (`None` if a dim is unknown).
+fn symbolic(graph: &Graph, v: ValueId, names: &mut Vec<String>) -> Option<Fact> {
+    let fact = &graph.values[v].fact;
+    let dims = fact.shape.as_ref()?.iter().map(|d| match d {
+        Dim::Known(n) => Some(Dim::Known(*n)),
+        Dim::Symbol(s) => {
+            let k = names.iter().position(|n| n == s).unwrap_or_else(|| {
+                names.push(s.clone());
+                names.len() - 1
+            });
+            Some(Dim::Known(PROBE + 7 * k))
+        }
+        Dim::Unknown => None,
+    });
+    Some(Fact { dtype: fact.dtype, shape: Some(dims.collect::<Option<Vec<_>>>()?), value: None })
+}
+
+/// The fact of `v` inferred again with named dims standing as sizes, through the small subgraph
+/// that computes a Reshape target from Shape (`Concat(Unsqueeze(Gather(Shape(x), 0)), ...)`):
+/// with symbolic input dims the graph's own facts stop at Shape.
+fn probed(graph: &Graph, v: ValueId, names: &mut Vec<String>, depth: usize) -> Option<Fact> {
+    if let Some(t) = graph.values[v].constant() {
+        return Some(Fact::constant(t.clone()));
+    }
+    const SHAPE_OPS: [&str; 8] = ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Reshape"];
+    let p = match producer(graph, v) {
+        Some(p) if depth > 0 && SHAPE_OPS.contains(&graph.nodes[p].op_type.as_str()) => p,
+        _ => return symbolic(graph, v, names),
+    };
+    let node = &graph.nodes[p];
+    let mut inputs = Vec::with_capacity(node.inputs.len());
+    for i in &node.inputs {
+        inputs.push(match i {
+            Some(i) => Some(probed(graph, *i, names, depth - 1)?),
+            None => None,
+        });
+    }
+    let refs: Vec<Option<&Fact>> = inputs.iter().map(|f| f.as_ref()).collect();
+    let out = node.op.infer(&refs).ok()?;
+    out.into_iter().nth(node.outputs.iter().position(|&o| o == v)?)
+}
+
+/// The dims of `v` as [`probed`] finds them, [`PROBE`] sizes named again.
+fn probed_dims(graph: &Graph, v: ValueId) -> Option<Vec<Dim>> {
+    let mut names = vec![];
+    let fact = probed(graph, v, &mut names, 12)?;
+    let name = |n: usize| (n >= PROBE && (n - PROBE) % 7 == 0).then(|| names.get((n - PROBE) / 7).cloned()).flatten();
+    let dims = fact.shape?.into_iter().map(|d| match d {
+        Dim::Known(n) => name(n).map_or(Dim::Known(n), Dim::Symbol),
+        d => d,
+    });
+    Some(dims.collect())
+}
+
+/// Whether a dim is the same size whenever the graph runs (known, or a named dim).
+fn definite(d: &Dim) -> bool {
+    !matches!(d, Dim::Unknown)
+}
+
 /// The value a head split starts from: `x` `[b, s, h*d]` reshaped to `[b, s, h, d]` by node `r`
-/// (which feeds only node `next`). Returns x, the Reshape and (h, d).
-fn head_split(graph: &Graph, r: usize, next: usize) -> Option<(ValueId, usize, (usize, usize))> {
+/// (which feeds only node `next`). Returns x, its dims, the Reshape and (h, d).
+fn head_split(graph: &Graph, r: usize, next: usize) -> Option<Split> {
     let node = &graph.nodes[r];
     if !node.op.is::<Reshape>() || only_feeds(graph, r)?.1 != next {
         return None;
     }
     let x = node.inputs.first().copied().flatten()?;
     let xf = &graph.values[x].fact;
-    let (xs, ys) = (xf.shape.as_ref()?, graph.values[node.outputs[0]].fact.shape.as_ref()?);
+    let xs = xf.shape.clone()?;
+    let ys = probed_dims(graph, node.outputs[0])?;
     let (&[ref b, ref s, Dim::Known(hidden)], &[ref yb, ref ys, Dim::Known(h), Dim::Known(d)]) = (&xs[..], &ys[..])
     else {
         return None;
     };
-    let same = b == yb && s == ys && !matches!(b, Dim::Unknown) && !matches!(s, Dim::Unknown);
-    (xf.dtype == Some(DType::F32) && same && h * d == hidden && h > 0).then_some((x, r, (h, d)))
+    let same = b == yb && s == ys && definite(b) && definite(s);
+    (xf.dtype == Some(DType::F32) && same && h * d == hidden && h > 0).then(|| Split {
+        x,
+        dims: [b.clone(), s.clone()],
+        nodes: vec![r],
+        hd: (h, d),
+    })
+}
+
+/// A head split found: `x` with batch and sequence dims `dims`, the nodes from x to the heads,
+/// heads and head size.
+struct Split {
+    x: ValueId,
+    dims: [Dim; 2],
+    nodes: Vec<usize>,
+    hd: (usize, usize),
 }
 
 /// `[b, h, s, d]` heads of a value (node `user` reads them): Transpose 0213 of a head split.
-fn heads_of(graph: &Graph, v: ValueId, user: usize) -> Option<(ValueId, Vec<usize>, (usize, usize))> {
+fn heads_of(graph: &Graph, v: ValueId, user: usize) -> Option<Split> {
     let t = producer(graph, v)?;
     if !is_transpose(graph, t, &[0, 2, 1, 3]) || only_feeds(graph, t)?.1 != user {
         return None;
     }
-    let (x, r, hd) = head_split(graph, producer(graph, graph.nodes[t].inputs[0]?)?, t)?;
-    Some((x, vec![r, t], hd))
+    let mut split = head_split(graph, producer(graph, graph.nodes[t].inputs[0]?)?, t)?;
+    split.nodes.push(t);
+    Some(split)
 }
 
 /// `[b, h, d, s]` transposed heads of keys: Transpose 0231 of a head split, or Transpose 0132 of
 /// the `[b, h, s, d]` heads.
-fn key_heads_of(graph: &Graph, v: ValueId, user: usize) -> Option<(ValueId, Vec<usize>, (usize, usize))> {
+fn key_heads_of(graph: &Graph, v: ValueId, user: usize) -> Option<Split> {
     let t = producer(graph, v)?;
     if only_feeds(graph, t)?.1 != user {
         return None;
     }
     let input = graph.nodes[t].inputs.first().copied().flatten()?;
-    if is_transpose(graph, t, &[0, 2, 3, 1]) {
-        let (x, r, hd) = head_split(graph, producer(graph, input)?, t)?;
-        return Some((x, vec![r, t], hd));
-    }
-    if is_transpose(graph, t, &[0, 1, 3, 2]) {
-        let (x, mut nodes, hd) = heads_of(graph, input, t)?;
-        nodes.push(t);
-        return Some((x, nodes, hd));
-    }
-    None
+    let mut split = if is_transpose(graph, t, &[0, 2, 3, 1]) {
+        head_split(graph, producer(graph, input)?, t)?
+    } else if is_transpose(graph, t, &[0, 1, 3, 2]) {
+        heads_of(graph, input, t)?
+    } else {
+        return None;
+    };
+    split.nodes.push(t);
+    Some(split)
 }
 
 /// A constant f32 scalar (rank 0 or [1]).
@@ -125,6 +255,15 @@ fn softmax_over_last(graph: &Graph, k: usize) -> bool {
         && s.lanes(&[2, 3, 5, 7]).is_ok_and(|l| l == softmax::Lanes { outer: 30, n: 7, inner: 1 })
 }
 
+/// Whether a mask of dims `mask` broadcasts to scores `[b, h, sq, skv]` without widening them,
+/// covering every key (the Attention op masks the keys past a shorter mask's last axis).
+fn fits_scores(mask: &[Dim], scores: &[Dim; 4]) -> bool {
+    let one = Dim::Known(1);
+    mask.len() <= 4
+        && mask.last() == scores.last()
+        && mask.iter().rev().zip(scores.iter().rev()).all(|(m, s)| *m == one || (m == s && definite(m)))
+}
+
 /// The written-out attention whose scores product is node `i`, if it is one.
 fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
     let node = &graph.nodes[i];
@@ -132,16 +271,17 @@ fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
         return None;
     }
     let (qh, kh) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
-    let (q, q_nodes, (h, d)) = heads_of(graph, qh, i)?;
-    let (k, k_nodes, kd) = key_heads_of(graph, kh, i)?;
-    if kd != (h, d) {
+    let q = heads_of(graph, qh, i)?;
+    let k = key_heads_of(graph, kh, i)?;
+    let h = q.hd.0;
+    if k.hd != q.hd || k.dims[0] != q.dims[0] {
         return None;
     }
-    let mut nodes = q_nodes;
-    nodes.extend(k_nodes);
+    let scores_dims = [q.dims[0].clone(), Dim::Known(h), q.dims[1].clone(), k.dims[1].clone()];
+    let mut nodes = q.nodes.clone();
+    nodes.extend(&k.nodes);
     nodes.push(i);
     let (mut scores, mut next) = only_feeds(graph, i)?;
-    let scores_shape = graph.values[scores].fact.shape.clone()?;
     let mut scale = 1.0;
     if let Some(c) = binary_with(&graph.nodes[next], Kind::Div, scores, Some(true)).and_then(|c| scalar(graph, c)) {
         scale = 1.0 / c;
@@ -154,15 +294,8 @@ fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
     }
     let mut mask = None;
     if let Some(m) = binary_with(&graph.nodes[next], Kind::Add, scores, None) {
-        // The mask broadcasts to the scores without widening them, and covers every key (the
-        // Attention op masks the keys past a shorter mask's last axis).
         let mf = &graph.values[m].fact;
-        let ms = mf.shape.as_ref()?;
-        let out = graph.values[graph.nodes[next].outputs[0]].fact.shape.as_ref()?;
-        if mf.dtype != Some(DType::F32) || ms.is_empty() || ms.len() > 4 || *out != scores_shape {
-            return None;
-        }
-        if ms.last() != scores_shape.last() || matches!(ms.last(), Some(Dim::Unknown)) {
+        if mf.dtype != Some(DType::F32) || !mf.shape.as_ref().is_some_and(|s| fits_scores(s, &scores_dims)) {
             return None;
         }
         mask = Some(m);
@@ -178,28 +311,20 @@ fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
     if !pv_node.op.is::<MatMul>() || pv_node.inputs.first() != Some(&Some(probs)) {
         return None;
     }
-    let (v, v_nodes, (vh, dv)) = heads_of(graph, pv_node.inputs.get(1).copied().flatten()?, pv)?;
-    if vh != h {
+    let v = heads_of(graph, pv_node.inputs.get(1).copied().flatten()?, pv)?;
+    if v.hd.0 != h || v.dims != k.dims {
         return None;
     }
-    nodes.extend(v_nodes);
+    nodes.extend(&v.nodes);
     nodes.push(pv);
     let (_, merge) = only_feeds(graph, pv)?;
     if !is_transpose(graph, merge, &[0, 2, 1, 3]) {
         return None;
     }
-    let (_, reshape) = only_feeds(graph, merge)?;
-    if !graph.nodes[reshape].op.is::<Reshape>() {
-        return None;
-    }
-    // The heads merged back: [b, s, h*dv] with the queries' b and s.
-    let qs = graph.values[q].fact.shape.as_ref()?;
-    let ys = graph.values[graph.nodes[reshape].outputs[0]].fact.shape.as_ref()?;
-    if ys.len() != 3 || ys[..2] != qs[..2] || ys[2] != Dim::Known(h * dv) {
-        return None;
-    }
-    nodes.extend([merge, reshape]);
-    Some(Found { q, k, v, mask, heads: h, scale, nodes })
+    nodes.push(merge);
+    let [b, s] = q.dims;
+    let out = Fact::new(DType::F32, vec![b, s, Dim::Known(h * v.hd.1)]);
+    Some(Found { q: q.x, k: k.x, v: v.x, mask, heads: h, dv: v.hd.1, scale, out, nodes })
 }
 
 #[cfg(test)]
@@ -220,13 +345,22 @@ pub(crate) mod tests {
         WrongAxis,
         /// The probabilities are also a graph output.
         Leak,
+        /// x has named dims `[batch, seq, h*d]`; the Reshape targets are computed from Shape (as
+        /// exporters write them). Div by √d, no mask.
+        Named,
     }
 
     /// Self-attention of x `[1, s, h*d]` (projections are plain MatMuls by constants).
     pub(crate) fn graph(s: usize, h: usize, d: usize, variant: Variant) -> Graph {
         let mut g = Graph::default();
         let hidden = h * d;
-        let x = g.add_value("x", Fact::concrete(DType::F32, &[1, s, hidden]));
+        let named = variant == Variant::Named;
+        let x = if named {
+            let dims = vec![Dim::Symbol("batch".into()), Dim::Symbol("seq".into()), Dim::Known(hidden)];
+            g.add_value("x", Fact::new(DType::F32, dims))
+        } else {
+            g.add_value("x", Fact::concrete(DType::F32, &[1, s, hidden]))
+        };
         g.inputs = vec![x];
         let konst = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
         let node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
@@ -250,9 +384,26 @@ pub(crate) mod tests {
         let split = konst(&mut g, "split", Tensor::vector(vec![1i64, s as i64, h as i64, d as i64]));
         let merged = konst(&mut g, "merged", Tensor::vector(vec![1i64, s as i64, hidden as i64]));
         let perm = |p: &[i64]| vec![("perm", Attr::Ints(p.to_vec()))];
+        let zero = konst(&mut g, "zero", Tensor::scalar(0i64));
+        let one = konst(&mut g, "one", Tensor::scalar(1i64));
+        let axis0 = konst(&mut g, "axis0", Tensor::vector(vec![0i64]));
+        let two = konst(&mut g, "two", Tensor::vector(vec![2i64]));
+        let [h_, d_, hidden_] = [("h", h), ("d", d), ("hidden", hidden)]
+            .map(|(name, n)| konst(&mut g, name, Tensor::vector(vec![n as i64])));
+        let dim_of = |g: &mut Graph, v: usize, i: usize| {
+            let shape = node(g, "Shape", vec![], vec![v]);
+            let n = node(g, "Gather", vec![], vec![shape, i]);
+            node(g, "Unsqueeze", vec![], vec![n, axis0])
+        };
         let heads = |g: &mut Graph, seed: usize, p: &[i64]| {
             let w = weight(g, seed);
             let proj = node(g, "MatMul", vec![], vec![x, w]);
+            let split = if named {
+                let (b, s) = (dim_of(g, proj, zero), dim_of(g, proj, one));
+                node(g, "Concat", vec![("axis", Attr::Int(0))], vec![b, s, h_, d_])
+            } else {
+                split
+            };
             let r = node(g, "Reshape", vec![], vec![proj, split]);
             node(g, "Transpose", perm(p), vec![r])
         };
@@ -272,7 +423,7 @@ pub(crate) mod tests {
             let c = konst(&mut g, "c", Tensor::scalar((d as f32).sqrt()));
             node(&mut g, "Div", vec![], vec![scores, c])
         };
-        if variant != Variant::MulNoMask {
+        if variant != Variant::MulNoMask && !named {
             // The last two keys are padding.
             let m: Vec<f32> = (0..s).map(|j| if j + 2 >= s { -10000.0 } else { 0.0 }).collect();
             let mask = konst(&mut g, "mask", Tensor::new(vec![1, 1, 1, s], m).unwrap());
@@ -282,6 +433,13 @@ pub(crate) mod tests {
         let probs = node(&mut g, "Softmax", vec![("axis", Attr::Int(axis))], vec![logits]);
         let o = node(&mut g, "MatMul", vec![], vec![probs, v]);
         let o = node(&mut g, "Transpose", perm(&[0, 2, 1, 3]), vec![o]);
+        let merged = if named {
+            let shape = node(&mut g, "Shape", vec![], vec![o]);
+            let bs = node(&mut g, "Slice", vec![], vec![shape, axis0, two]);
+            node(&mut g, "Concat", vec![("axis", Attr::Int(0))], vec![bs, hidden_])
+        } else {
+            merged
+        };
         let y = node(&mut g, "Reshape", vec![], vec![o, merged]);
         g.outputs = if variant == Variant::Leak { vec![y, probs] } else { vec![y] };
         infer_facts(&mut g).unwrap();
@@ -299,8 +457,12 @@ pub(crate) mod tests {
         for (s, h, d) in [(7, 2, 4), (5, 1, 8), (16, 4, 8)] {
             for variant in [Variant::Exact, Variant::MulNoMask] {
                 let left = fuse(graph(s, h, d, variant), s, h * d);
-                assert_eq!(left, ["MatMul", "MatMul", "MatMul", "Attention"], "{variant:?} s={s} h={h} d={d}");
+                let want = ["MatMul", "MatMul", "MatMul", "Attention", "Reshape", "Reshape"];
+                assert_eq!(left, want, "{variant:?} s={s} h={h} d={d}");
             }
+            let left = fuse(graph(s, h, d, Variant::Named), s, h * d);
+            let count = |t: &str| left.iter().filter(|n| *n == t).count();
+            assert_eq!((count("Attention"), count("Softmax"), count("Transpose")), (1, 0, 0), "named dims: {left:?}");
         }
     }
 

@@ -40,6 +40,8 @@ pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
         Box::new(hard_swish::FuseHardSwish),
         Box::new(layer_norm::FuseLayerNorm),
         Box::new(attention::FuseAttention),
+        // What the fusions left unread (the shape subgraphs of split heads).
+        Box::new(dce::DeadNodes),
         Box::new(fuse::FuseActivation),
     ]
 }
