@@ -118,26 +118,29 @@ fn is_transpose(graph: &Graph, k: usize, perm: &[usize]) -> bool {
 /// any real dim, so a result equal to one is that dim.
 const PROBE: usize = 1_000_003;
 
-/// A value's fact with named dims as [`PROBE`] sizes (`None` if a dim is unknown).
+/// A value's fact with each named dim as a [`PROBE`] size, and each unknown dim as one of its
+/// own (`?<value>.<axis>`: whatever it is at run time, Shape of this value reads it).
 fn symbolic(graph: &Graph, v: ValueId, names: &mut Vec<String>) -> Option<Fact> {
     let fact = &graph.values[v].fact;
-    let dims = fact.shape.as_ref()?.iter().map(|d| match d {
-        Dim::Known(n) => Some(Dim::Known(*n)),
-        Dim::Symbol(s) => {
-            let k = names.iter().position(|n| n == s).unwrap_or_else(|| {
-                names.push(s.clone());
-                names.len() - 1
-            });
-            Some(Dim::Known(PROBE + 7 * k))
-        }
-        Dim::Unknown => None,
+    let mut probe = |name: String| {
+        let k = names.iter().position(|n| *n == name).unwrap_or_else(|| {
+            names.push(name);
+            names.len() - 1
+        });
+        Dim::Known(PROBE + 7 * k)
+    };
+    let dims = fact.shape.as_ref()?.iter().enumerate().map(|(axis, d)| match d {
+        Dim::Known(n) => Dim::Known(*n),
+        Dim::Symbol(s) => probe(s.clone()),
+        Dim::Unknown => probe(format!("?{v}.{axis}")),
     });
-    Some(Fact { dtype: fact.dtype, shape: Some(dims.collect::<Option<Vec<_>>>()?), value: None })
+    Some(Fact { dtype: fact.dtype, shape: Some(dims.collect()), value: None })
 }
 
-/// The fact of `v` inferred again with named dims standing as sizes, through the small subgraph
-/// that computes a Reshape target from Shape (`Concat(Unsqueeze(Gather(Shape(x), 0)), ...)`):
-/// with symbolic input dims the graph's own facts stop at Shape.
+/// The fact of `v` inferred again with dims standing as sizes (see [`symbolic`]), through the
+/// small subgraph that computes a Reshape target from Shape
+/// (`Concat(Unsqueeze(Gather(Shape(x), 0)), ...)`): with symbolic input dims the graph's own
+/// facts stop at Shape.
 fn probed(graph: &Graph, v: ValueId, names: &mut Vec<String>, depth: usize) -> Option<Fact> {
     if let Some(t) = graph.values[v].constant() {
         return Some(Fact::constant(t.clone()));
@@ -160,16 +163,21 @@ fn probed(graph: &Graph, v: ValueId, names: &mut Vec<String>, depth: usize) -> O
     out.into_iter().nth(node.outputs.iter().position(|&o| o == v)?)
 }
 
-/// The dims of `v` as [`probed`] finds them, [`PROBE`] sizes named again.
-fn probed_dims(graph: &Graph, v: ValueId) -> Option<Vec<Dim>> {
+/// The dims of `x` and of `y` as [`probed`] finds them, [`PROBE`] sizes named again: two dims
+/// are equal when they are the same size whenever the graph runs.
+fn probed_dims(graph: &Graph, x: ValueId, y: ValueId) -> Option<[Vec<Dim>; 2]> {
     let mut names = vec![];
-    let fact = probed(graph, v, &mut names, 12)?;
+    let facts = [probed(graph, x, &mut names, 0)?, probed(graph, y, &mut names, 12)?];
     let name = |n: usize| (n >= PROBE && (n - PROBE) % 7 == 0).then(|| names.get((n - PROBE) / 7).cloned()).flatten();
-    let dims = fact.shape?.into_iter().map(|d| match d {
-        Dim::Known(n) => name(n).map_or(Dim::Known(n), Dim::Symbol),
-        d => d,
-    });
-    Some(dims.collect())
+    let dims = |f: Fact| -> Option<Vec<Dim>> {
+        let dims = f.shape?.into_iter().map(|d| match d {
+            Dim::Known(n) => name(n).map_or(Dim::Known(n), Dim::Symbol),
+            d => d,
+        });
+        Some(dims.collect())
+    };
+    let [fx, fy] = facts;
+    Some([dims(fx)?, dims(fy)?])
 }
 
 /// Whether a dim is the same size whenever the graph runs (known, or a named dim).
@@ -186,16 +194,16 @@ fn head_split(graph: &Graph, r: usize, next: usize) -> Option<Split> {
     }
     let x = node.inputs.first().copied().flatten()?;
     let xf = &graph.values[x].fact;
-    let xs = xf.shape.clone()?;
-    let ys = probed_dims(graph, node.outputs[0])?;
+    let [xs, ys] = probed_dims(graph, x, node.outputs[0])?;
     let (&[ref b, ref s, Dim::Known(hidden)], &[ref yb, ref ys, Dim::Known(h), Dim::Known(d)]) = (&xs[..], &ys[..])
     else {
         return None;
     };
     let same = b == yb && s == ys && definite(b) && definite(s);
+    let [fb, fs] = [0, 1].map(|a| xf.shape.as_ref().map_or(Dim::Unknown, |s| s[a].clone()));
     (xf.dtype == Some(DType::F32) && same && h * d == hidden && h > 0).then(|| Split {
         x,
-        dims: [b.clone(), s.clone()],
+        dims: [fb, fs],
         nodes: vec![r],
         hd: (h, d),
     })
@@ -255,13 +263,15 @@ fn softmax_over_last(graph: &Graph, k: usize) -> bool {
         && s.lanes(&[2, 3, 5, 7]).is_ok_and(|l| l == softmax::Lanes { outer: 30, n: 7, inner: 1 })
 }
 
-/// Whether a mask of dims `mask` broadcasts to scores `[b, h, sq, skv]` without widening them,
-/// covering every key (the Attention op masks the keys past a shorter mask's last axis).
+/// Whether a mask of dims `mask` can be the Attention op's: at most 4-D, and over all the keys
+/// (the op masks the keys past a shorter mask's last axis where the Add would broadcast it). A
+/// last axis of 1 is refused; a named one is taken to be the keys' when their length is not known
+/// statically (exporters build it from the attention_mask input's sequence dim), and must be
+/// theirs when it is. Leading axes that do not broadcast are checked when the kernel runs.
 fn fits_scores(mask: &[Dim], scores: &[Dim; 4]) -> bool {
-    let one = Dim::Known(1);
-    mask.len() <= 4
-        && mask.last() == scores.last()
-        && mask.iter().rev().zip(scores.iter().rev()).all(|(m, s)| *m == one || (m == s && definite(m)))
+    let (Some(last), Some(keys)) = (mask.last(), scores.last()) else { return false };
+    let over_keys = if definite(keys) { last == keys } else { definite(last) && *last != Dim::Known(1) };
+    mask.len() <= 4 && over_keys
 }
 
 /// The written-out attention whose scores product is node `i`, if it is one.
@@ -274,7 +284,9 @@ fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
     let q = heads_of(graph, qh, i)?;
     let k = key_heads_of(graph, kh, i)?;
     let h = q.hd.0;
-    if k.hd != q.hd || k.dims[0] != q.dims[0] {
+    // Batch sizes and key/value lengths that differ make the kernel fall back to the reference
+    // Attention, which reports them.
+    if k.hd != q.hd {
         return None;
     }
     let scores_dims = [q.dims[0].clone(), Dim::Known(h), q.dims[1].clone(), k.dims[1].clone()];
@@ -312,7 +324,7 @@ fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
         return None;
     }
     let v = heads_of(graph, pv_node.inputs.get(1).copied().flatten()?, pv)?;
-    if v.hd.0 != h || v.dims != k.dims {
+    if v.hd.0 != h {
         return None;
     }
     nodes.extend(&v.nodes);
