@@ -168,7 +168,8 @@ fn probed(graph: &Graph, v: ValueId, names: &mut Vec<String>, depth: usize) -> O
 fn probed_dims(graph: &Graph, x: ValueId, y: ValueId) -> Option<[Vec<Dim>; 2]> {
     let mut names = vec![];
     let facts = [probed(graph, x, &mut names, 0)?, probed(graph, y, &mut names, 12)?];
-    let name = |n: usize| (n >= PROBE && (n - PROBE) % 7 == 0).then(|| names.get((n - PROBE) / 7).cloned()).flatten();
+    let name =
+        |n: usize| (n >= PROBE && (n - PROBE).is_multiple_of(7)).then(|| names.get((n - PROBE) / 7).cloned()).flatten();
     let dims = |f: Fact| -> Option<Vec<Dim>> {
         let dims = f.shape?.into_iter().map(|d| match d {
             Dim::Known(n) => name(n).map_or(Dim::Known(n), Dim::Symbol),
