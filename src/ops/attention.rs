@@ -219,7 +219,42 @@ struct Heads {
     dims: [usize; 4],
 }
 
+/// What a fast kernel needs of an [`Attention`] without softcap or sliding window (`None` from
+/// [`Attention::plain`] otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlainAttention {
+    pub scale: Option<f64>,
+    pub is_causal: bool,
+    pub q_num_heads: Option<usize>,
+    pub kv_num_heads: Option<usize>,
+}
+
 impl Attention {
+    /// Attention over 3-D inputs with `heads` query and key/value heads, scaled by `scale`: the
+    /// node the attention fusion pass writes.
+    pub fn multi_head(heads: usize, scale: f64) -> Attention {
+        Attention {
+            scale: Some(scale),
+            is_causal: false,
+            q_num_heads: Some(heads),
+            kv_num_heads: Some(heads),
+            softcap: 0.0,
+            capture: Capture::Scores,
+            left_window: -1,
+            right_window: -1,
+        }
+    }
+
+    pub fn plain(&self) -> Option<PlainAttention> {
+        let plain = self.softcap == 0.0 && self.left_window < 0 && self.right_window < 0;
+        plain.then_some(PlainAttention {
+            scale: self.scale,
+            is_causal: self.is_causal,
+            q_num_heads: self.q_num_heads,
+            kv_num_heads: self.kv_num_heads,
+        })
+    }
+
     fn heads(&self, t: &Tensor, name: &str, heads: Option<usize>) -> Result<Heads> {
         let values = to_real::<f64>(t)?.into_owned();
         match *t.shape() {

@@ -4,6 +4,7 @@
 use crate::ir::Graph;
 use crate::Result;
 
+pub mod attention;
 pub mod chain;
 pub mod const_fold;
 pub mod dce;
@@ -39,6 +40,9 @@ pub fn fusion_passes() -> Vec<Box<dyn Pass>> {
         Box::new(gelu::FuseGelu),
         Box::new(hard_swish::FuseHardSwish),
         Box::new(layer_norm::FuseLayerNorm),
+        Box::new(attention::FuseAttention),
+        // What the fusions left unread (the shape subgraphs of split heads).
+        Box::new(dce::DeadNodes),
         Box::new(fuse::FuseActivation),
     ]
 }

@@ -1,13 +1,14 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
 //! with weights packed once: convolution (implicit-im2col GEMM; Winograd F(4x4, 3x3) for 3x3
 //! stride-1 layers where it wins; depthwise), ConvTranspose, matrix products (f32 and integer),
-//! LSTM/GRU, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
+//! LSTM/GRU, Attention, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
 //! DynamicQuantizeLinear, QuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
 //! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
 //! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
 pub mod activation;
+pub mod attention;
 pub mod binary;
 pub mod concat;
 pub mod conv;
@@ -38,6 +39,8 @@ pub mod winograd;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_attention;
 #[cfg(test)]
 mod tests_int8;
 #[cfg(test)]
@@ -100,6 +103,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = transpose::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = attention::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = layer_norm::prepare(graph, node) {

@@ -1,0 +1,353 @@
+//! ONNX Attention in f32 as one fused kernel (what the attention fusion pass turns BERT-style
+//! written-out attention into). Per task (one head of one batch item, a block of query rows):
+//! the scores block Q·Kᵀ by the packed GEMM, scaled, masked and exponentiated in place while it
+//! is in cache, times V, each output row divided by its softmax sum and written straight into
+//! the output's layout. Q, K and V are read where they lie (3-D `[b, s, h*d]` or 4-D
+//! `[b, h, s, d]`) through strides, so the head split and merge cost no copies and no
+//! `[b, h, sq, skv]` tensor is ever materialised. Tasks are spread over the pool.
+//!
+//! Handled: 3-D or 4-D f32 Q/K/V, grouped-query heads, an f32 or boolean mask broadcasting to
+//! `[b, h, sq, skv]`, is_causal and an explicit or default scale. Past key/value caches,
+//! `nonpad_kv_seqlen`, softcap, sliding windows and the extra outputs run the reference kernel.
+
+use super::activation::exp;
+use super::gemm::{self, Epilogue, Lhs, MatRef, Problem, Rhs};
+use super::isa::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
+use super::pool::SharedMut;
+use super::{f32_input, maybe_f32, Reference};
+use crate::backend::{ExecCtx, Kernel};
+use crate::ir::tensor::checked_len;
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::attention::{Attention, PlainAttention};
+use crate::Result;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// Query rows per task: a 64 x skv block of scores stays in L2 for the sequence lengths of
+/// encoders (128 keys: 32 KiB).
+const QUERY_BLOCK: usize = 64;
+
+pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    let plain = node.op.downcast_ref::<Attention>()?.plain()?;
+    let extra_inputs = node.inputs.iter().skip(4).any(|i| i.is_some());
+    if extra_inputs || node.outputs.len() != 1 || !maybe_f32(graph, node.inputs.first().copied().flatten()) {
+        return None;
+    }
+    Some(Box::new(AttentionKernel { op: node.op.clone(), plain, micro: gemm::micro_for(isa()) }))
+}
+
+#[derive(Debug)]
+struct AttentionKernel {
+    op: Arc<dyn Op>,
+    plain: PlainAttention,
+    micro: gemm::Micro,
+}
+
+/// Where element (batch, head, position, feature) of Q, K, V or Y lies: strides of the first three
+/// (features are contiguous).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    batch: usize,
+    head: usize,
+    pos: usize,
+}
+
+impl Layout {
+    fn at(&self, b: usize, h: usize, s: usize) -> usize {
+        b * self.batch + h * self.head + s * self.pos
+    }
+}
+
+/// `[b, heads, seq, size]` of a 3-D (`heads` given) or 4-D tensor, with its layout.
+fn heads_of(shape: &[usize], heads: Option<usize>) -> Option<([usize; 4], Layout)> {
+    match *shape {
+        [b, h, s, d] => Some(([b, h, s, d], Layout { batch: h * s * d, head: s * d, pos: d })),
+        [b, s, hidden] => {
+            let h = heads.filter(|&h| h > 0 && hidden % h == 0)?;
+            Some(([b, h, s, hidden / h], Layout { batch: s * hidden, head: hidden / h, pos: hidden }))
+        }
+        _ => None,
+    }
+}
+
+/// The mask as additive f32 values with the strides that broadcast it to `[b, h, sq, skv]`;
+/// `len` keys along its last axis (keys past it are masked, as the op pads a short mask).
+struct Mask<'a> {
+    bias: std::borrow::Cow<'a, [f32]>,
+    strides: [usize; 4],
+    len: usize,
+}
+
+impl<'a> Mask<'a> {
+    fn new(t: &'a Tensor, target: [usize; 4]) -> Option<Mask<'a>> {
+        let shape = t.shape();
+        if shape.is_empty() || shape.len() > 4 {
+            return None;
+        }
+        let bias = match t.dtype() {
+            DType::F32 => std::borrow::Cow::Borrowed(t.as_slice::<f32>().ok()?),
+            DType::Bool => {
+                let keep = t.as_slice::<bool>().ok()?;
+                std::borrow::Cow::Owned(keep.iter().map(|&k| if k { 0.0 } else { f32::NEG_INFINITY }).collect())
+            }
+            _ => return None,
+        };
+        let padded: Vec<usize> = std::iter::repeat_n(1, 4 - shape.len()).chain(shape.iter().copied()).collect();
+        let len = padded[3];
+        if len > target[3] {
+            return None;
+        }
+        let mut strides = [0; 4];
+        let mut step = 1;
+        for axis in (0..4).rev() {
+            let broadcast = padded[axis] == 1 && axis < 3;
+            if !broadcast && axis < 3 && padded[axis] != target[axis] {
+                return None;
+            }
+            strides[axis] = if broadcast { 0 } else { step };
+            step *= padded[axis];
+        }
+        Some(Mask { bias, strides, len })
+    }
+}
+
+/// One run's problem, shared by its tasks.
+struct Problem3<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    lq: Layout,
+    lk: Layout,
+    lv: Layout,
+    ly: Layout,
+    /// Query heads per key/value head.
+    group: usize,
+    sq: usize,
+    skv: usize,
+    d: usize,
+    dv: usize,
+    scale: f32,
+    causal: bool,
+    mask: Option<Mask<'a>>,
+}
+
+thread_local! {
+    /// Scores and output scratch of this thread, kept between runs.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl Kernel for AttentionKernel {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        match self.fused(ctx, inputs)? {
+            Some(y) => Ok(vec![Data::Tensor(y)]),
+            None => Reference { op: self.op.clone() }.run(ctx, inputs),
+        }
+    }
+}
+
+impl AttentionKernel {
+    /// The output, or `None` for inputs the reference kernel must take (it also reports the
+    /// errors).
+    fn fused(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Option<Tensor>> {
+        let (Some(q), Some(k), Some(v)) = (f32_input(inputs, 0), f32_input(inputs, 1), f32_input(inputs, 2)) else {
+            return Ok(None);
+        };
+        if inputs.iter().skip(4).any(|i| i.is_some()) || q.rank() != k.rank() || q.rank() != v.rank() {
+            return Ok(None);
+        }
+        let p = self.plain;
+        let (Some((qd, lq)), Some((kd, lk)), Some((vd, lv))) = (
+            heads_of(q.shape(), p.q_num_heads),
+            heads_of(k.shape(), p.kv_num_heads),
+            heads_of(v.shape(), p.kv_num_heads),
+        ) else {
+            return Ok(None);
+        };
+        let [batch, hq, sq, d] = qd;
+        let [kb, hkv, skv, kdim] = kd;
+        let [vb, vh, vs, dv] = vd;
+        let fits = kb == batch && vb == batch && kdim == d && vh == hkv && vs == skv && hkv > 0 && hq % hkv == 0;
+        if !fits || skv == 0 {
+            return Ok(None);
+        }
+        let mask = match inputs.get(3).copied().flatten() {
+            None => None,
+            Some(m) => match m.tensor().and_then(|t| Mask::new(t, [batch, hq, sq, skv])) {
+                Some(m) => Some(m),
+                None => return Ok(None),
+            },
+        };
+        let (y_shape, ly) = if q.rank() == 3 {
+            (vec![batch, sq, hq * dv], Layout { batch: sq * hq * dv, head: dv, pos: hq * dv })
+        } else {
+            (vec![batch, hq, sq, dv], Layout { batch: hq * sq * dv, head: sq * dv, pos: dv })
+        };
+        let mut y = ctx.buffers.zeroed(checked_len(&y_shape, DType::F32)?)?;
+        if y.is_empty() {
+            return Ok(Some(Tensor::new(y_shape, y)?));
+        }
+        let scale = p.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32;
+        let problem = Problem3 {
+            q: q.as_slice::<f32>()?,
+            k: k.as_slice::<f32>()?,
+            v: v.as_slice::<f32>()?,
+            lq,
+            lk,
+            lv,
+            ly,
+            group: hq / hkv,
+            sq,
+            skv,
+            d,
+            dv,
+            scale,
+            causal: p.is_causal,
+            mask,
+        };
+        let blocks = sq.div_ceil(QUERY_BLOCK);
+        let out = SharedMut(y.as_mut_ptr());
+        let work = QUERY_BLOCK.min(sq) * skv * (d + dv);
+        ctx.pool.parallel_for_work(batch * hq * blocks, work, &|t| {
+            let (bh, blk) = (t / blocks, t % blocks);
+            let o = out;
+            self.block(&problem, bh / hq, bh % hq, blk * QUERY_BLOCK, o);
+        });
+        Ok(Some(Tensor::new(y_shape, y)?))
+    }
+
+    /// Query rows `i0..` (a block) of head `h` of batch item `b`, written into `y`.
+    fn block(&self, p: &Problem3, b: usize, h: usize, i0: usize, y: SharedMut) {
+        let rows = QUERY_BLOCK.min(p.sq - i0);
+        let (skv, dv) = (p.skv, p.dv);
+        let kvh = h / p.group;
+        SCRATCH.with(|s| {
+            let mut guard = s.try_borrow_mut();
+            let mut local = (Vec::new(), Vec::new());
+            let (scores, acc) = match guard.as_deref_mut() {
+                Ok((a, b)) => (a, b),
+                Err(_) => (&mut local.0, &mut local.1),
+            };
+            scores.resize(rows * skv, 0.0);
+            acc.resize(rows * dv, 0.0);
+            // scores = Q_block · Kᵀ: K rows are keys, so Kᵀ is K read with swapped strides.
+            let (q0, k0, v0) = (p.lq.at(b, h, i0), p.lk.at(b, kvh, 0), p.lv.at(b, kvh, 0));
+            let qm = MatRef { data: &p.q[q0..], rs: p.lq.pos, cs: 1 };
+            let kt = MatRef { data: &p.k[k0..], rs: 1, cs: p.lk.pos };
+            let product = Problem {
+                m: rows,
+                n: skv,
+                k: p.d,
+                a: Lhs::Plain(qm),
+                b: Rhs::Plain(kt),
+                epilogue: Epilogue::default(),
+            };
+            gemm::run_serial(&self.micro, &product, scores, skv);
+            let mut inv_sums = [0f32; QUERY_BLOCK];
+            for (r, row) in scores.chunks_exact_mut(skv).enumerate() {
+                let i = i0 + r;
+                // Keys past `limit` are masked: the causal mask, or a mask shorter than the keys.
+                let mut limit = if p.causal { (i + 1).min(skv) } else { skv };
+                // A mask's last axis is contiguous (only its leading axes broadcast).
+                let row_bias = p.mask.as_ref().map(|m| {
+                    limit = limit.min(m.len);
+                    let base = b * m.strides[0] + h * m.strides[1] + i * m.strides[2];
+                    &m.bias[base..base + limit]
+                });
+                inv_sums[r] = exponentiate(row, limit, p.scale, row_bias);
+            }
+            // acc = exp(scores) · V, then each row divided by its sum.
+            let vm = MatRef { data: &p.v[v0..], rs: p.lv.pos, cs: 1 };
+            let product = Problem {
+                m: rows,
+                n: dv,
+                k: skv,
+                a: Lhs::Plain(MatRef::row_major(scores, skv)),
+                b: Rhs::Plain(vm),
+                epilogue: Epilogue::default(),
+            };
+            gemm::run_serial(&self.micro, &product, acc, dv);
+            for (r, row) in acc.chunks_exact(dv).enumerate() {
+                let start = p.ly.at(b, h, i0 + r);
+                // SAFETY: the output row of this head and query belongs to this task alone
+                // (tasks split heads and query blocks), and lies inside y (the layout's bound).
+                let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(start), dv) };
+                let inv = inv_sums[r];
+                out.iter_mut().zip(row).for_each(|(o, &a)| *o = a * inv);
+            }
+        });
+    }
+}
+
+/// Turns a row of raw scores into unnormalised softmax weights in place: `x = s * scale + bias`
+/// over the first `limit` keys (the rest weigh 0), `exp(x - max)`. Returns 1 / the sum, or 0 for
+/// a row that attends nothing (all masked), whose output is then zeros as the op defines.
+fn exponentiate(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
+    match isa() {
+        // SAFETY: isa() names only instruction sets this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::exponentiate_avx512(row, limit, scale, bias) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::exponentiate_avx2(row, limit, scale, bias) },
+        _ => exponentiate_generic(row, limit, scale, bias),
+    }
+}
+
+#[inline(always)]
+fn exponentiate_generic(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
+    let (live, dead) = row.split_at_mut(limit);
+    dead.iter_mut().for_each(|x| *x = 0.0);
+    match bias {
+        Some(b) => live.iter_mut().zip(b).for_each(|(x, &b)| *x = *x * scale + b),
+        None => live.iter_mut().for_each(|x| *x *= scale),
+    }
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = live.chunks_exact(16);
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        m[i] = m[i].max(v);
+    }
+    for c in chunks {
+        for i in 0..16 {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if max == f32::NEG_INFINITY {
+        live.iter_mut().for_each(|x| *x = 0.0);
+        return 0.0;
+    }
+    let mut s = [0f32; 16];
+    let mut chunks = live.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            c[i] = exp(c[i] - max);
+            s[i] += c[i];
+        }
+    }
+    for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
+        *v = exp(*v - max);
+        s[i] += *v;
+    }
+    1.0 / s.iter().sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    /// # Safety
+    /// Needs AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn exponentiate_avx512(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
+        super::exponentiate_generic(row, limit, scale, bias)
+    }
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exponentiate_avx2(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
+        super::exponentiate_generic(row, limit, scale, bias)
+    }
+}
