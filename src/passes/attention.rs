@@ -344,8 +344,7 @@ fn attention_at(graph: &Graph, i: usize) -> Option<Found> {
 pub(crate) mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
-    use crate::ir::{Attr, Attributes, Fact, Node, Tensor};
-    use crate::ops::activation::test_util::build;
+    use crate::ir::{Attr, Fact, Tensor};
 
     /// How a test graph differs from the pattern.
     #[derive(Clone, Copy, PartialEq, Debug)]
@@ -376,19 +375,7 @@ pub(crate) mod tests {
         };
         g.inputs = vec![x];
         let konst = |g: &mut Graph, name: &str, t: Tensor| g.add_value(name, Fact::constant(Arc::new(t)));
-        let node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
-            let out = g.add_value(format!("{op_type}{}", g.nodes.len()), Fact::unknown());
-            g.nodes.push(Node {
-                name: String::new(),
-                domain: String::new(),
-                op_type: op_type.into(),
-                attrs: Attributes::default(),
-                op: Arc::from(build(op_type, 13, attrs, 1).unwrap()),
-                inputs: inputs.into_iter().map(Some).collect(),
-                outputs: vec![out],
-            });
-            out
-        };
+        let node = super::super::chain::push_node;
         let weight = |g: &mut Graph, seed: usize| {
             let w: Vec<f32> =
                 (0..hidden * hidden).map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.02).collect();

@@ -115,3 +115,25 @@ pub(super) fn run_and_compare(
     }
     g.nodes.iter().map(|n| n.op_type.clone()).collect()
 }
+
+/// Test support for the fusion passes: appends an opset-13 `op_type` node with `attrs` reading
+/// `inputs` to `g`; returns its one output.
+#[cfg(test)]
+pub(super) fn push_node(
+    g: &mut Graph,
+    op_type: &str,
+    attrs: Vec<(&str, crate::ir::Attr)>,
+    inputs: Vec<ValueId>,
+) -> ValueId {
+    let out = g.add_value(format!("{op_type}{}", g.nodes.len()), crate::ir::Fact::unknown());
+    g.nodes.push(Node {
+        name: String::new(),
+        domain: String::new(),
+        op_type: op_type.into(),
+        attrs: crate::ir::Attributes::default(),
+        op: Arc::from(crate::ops::activation::test_util::build(op_type, 13, attrs, 1).unwrap()),
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs: vec![out],
+    });
+    out
+}

@@ -66,9 +66,8 @@ fn gelu_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)> {
 mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
-    use crate::ir::{Attributes, Fact, Tensor};
-    use crate::ir::{DType, Node};
-    use crate::ops::activation::test_util::build;
+    use crate::ir::DType;
+    use crate::ir::{Fact, Tensor};
 
     /// x -> (Div by `divisor`) -> Erf -> Add `one` -> Mul x -> Mul 0.5 (or 0.5 first with
     /// `half_first`); with `leak`, Erf's output is also a graph output.
@@ -79,17 +78,7 @@ mod tests {
         let konst = |g: &mut Graph, name: &str, v: f32| g.add_value(name, Fact::constant(Arc::new(Tensor::scalar(v))));
         let (d, o, h) = (konst(&mut g, "d", divisor), konst(&mut g, "one", one), konst(&mut g, "half", 0.5));
         let node = |g: &mut Graph, op_type: &str, inputs: Vec<usize>| {
-            let out = g.add_value(format!("{op_type}{}", g.nodes.len()), Fact::unknown());
-            g.nodes.push(Node {
-                name: String::new(),
-                domain: String::new(),
-                op_type: op_type.into(),
-                attrs: Attributes::default(),
-                op: Arc::from(build(op_type, 13, vec![], 1).unwrap()),
-                inputs: inputs.into_iter().map(Some).collect(),
-                outputs: vec![out],
-            });
-            out
+            super::super::chain::push_node(g, op_type, vec![], inputs)
         };
         let q = node(&mut g, "Div", vec![x, d]);
         let e = node(&mut g, "Erf", vec![q]);

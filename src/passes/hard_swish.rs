@@ -75,8 +75,7 @@ fn hard_sigmoid_form_at(graph: &Graph, i: usize) -> Option<(ValueId, Vec<usize>)
 mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
-    use crate::ir::{Attr, Attributes, DType, Fact, Node, Tensor};
-    use crate::ops::activation::test_util::build;
+    use crate::ir::{Attr, DType, Fact, Tensor};
 
     /// How a test chain is written.
     #[derive(Clone, Copy)]
@@ -97,19 +96,7 @@ mod tests {
             let name = format!("c{}", g.values.len());
             g.add_value(name, Fact::constant(Arc::new(Tensor::scalar(v))))
         };
-        let node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
-            let out = g.add_value(format!("{op_type}{}", g.nodes.len()), Fact::unknown());
-            g.nodes.push(Node {
-                name: String::new(),
-                domain: String::new(),
-                op_type: op_type.into(),
-                attrs: Attributes::default(),
-                op: Arc::from(build(op_type, 13, attrs, 1).unwrap()),
-                inputs: inputs.into_iter().map(Some).collect(),
-                outputs: vec![out],
-            });
-            out
-        };
+        let node = super::super::chain::push_node;
         let (y, first) = match form {
             Form::Relu6 { shift, top, scale_first } => {
                 let (s, lo, hi, six) =

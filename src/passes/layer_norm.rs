@@ -128,9 +128,8 @@ fn layer_norm_at(graph: &Graph, i: usize) -> Option<Found> {
 pub(crate) mod tests {
     use super::*;
     use crate::ir::infer::infer_facts;
-    use crate::ir::Node;
-    use crate::ir::{Attr, Attributes, Fact};
-    use crate::ops::activation::test_util::build;
+
+    use crate::ir::{Attr, Fact};
 
     /// How a test chain differs from the pattern.
     #[derive(Clone, Copy, PartialEq)]
@@ -161,19 +160,7 @@ pub(crate) mod tests {
         };
         let scale = konst(&mut g, "scale", scale);
         let bias = konst(&mut g, "bias", Tensor::vector((0..8).map(|i| i as f32 * -0.2).collect::<Vec<f32>>()));
-        let node = |g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<usize>| {
-            let out = g.add_value(format!("{op_type}{}", g.nodes.len()), Fact::unknown());
-            g.nodes.push(Node {
-                name: String::new(),
-                domain: String::new(),
-                op_type: op_type.into(),
-                attrs: Attributes::default(),
-                op: Arc::from(build(op_type, 13, attrs, 1).unwrap()),
-                inputs: inputs.into_iter().map(Some).collect(),
-                outputs: vec![out],
-            });
-            out
-        };
+        let node = super::super::chain::push_node;
         let last = || vec![("axes", Attr::Ints(vec![-1]))];
         let first = if variant == Variant::FirstAxis { vec![("axes", Attr::Ints(vec![0]))] } else { last() };
         let mean = node(&mut g, "ReduceMean", first, vec![x]);
