@@ -1,4 +1,5 @@
-//! FusedLayerNorm (layer normalisation over the last axis) in f32: per row, the mean, then the
+//! FusedLayerNorm (layer normalisation over the last axis) and ONNX LayerNormalization (over the
+//! axes from `axis` on, bias optional, only its first output) in f32: per row, the mean, then the
 //! variance about it (two passes, as the written-out graph computes it), then
 //! `(x - mean) * inv_std * scale + bias`; rows spread over the pool. Sums run in 16 f32 lanes;
 //! the reference works in f64, far inside the tolerance for rows of thousands of values.
@@ -11,6 +12,7 @@ use super::{f32_input, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::fused::FusedLayerNorm;
+use crate::ops::norm::LayerNorm;
 use crate::Result;
 use std::sync::Arc;
 
@@ -18,14 +20,23 @@ use std::sync::Arc;
 const CHUNK: usize = 16 * 1024;
 
 pub fn prepare(_graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
-    let f = node.op.downcast_ref::<FusedLayerNorm>()?;
-    Some(Box::new(LayerNormKernel { op: node.op.clone(), epsilon: f.epsilon }))
+    let (epsilon, axis) = if let Some(f) = node.op.downcast_ref::<FusedLayerNorm>() {
+        (f.epsilon, None)
+    } else {
+        // RMSNormalization and the Mean/InvStdDev outputs stay on the reference.
+        let (axis, epsilon, false) = node.op.downcast_ref::<LayerNorm>()?.single_output()? else { return None };
+        (epsilon as f32, Some(axis))
+    };
+    Some(Box::new(LayerNormKernel { op: node.op.clone(), epsilon, axis }))
 }
 
 #[derive(Debug)]
 struct LayerNormKernel {
     op: Arc<dyn Op>,
     epsilon: f32,
+    /// LayerNormalization's first normalised axis (rows are everything before it, the bias is
+    /// optional); `None` for FusedLayerNorm (the last axis, a bias).
+    axis: Option<i64>,
 }
 
 impl Kernel for LayerNormKernel {
@@ -34,15 +45,21 @@ impl Kernel for LayerNormKernel {
     }
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
-        let (Some(x), Some(scale), Some(bias)) = (f32_input(inputs, 0), f32_input(inputs, 1), f32_input(inputs, 2))
-        else {
-            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        let reference = || Reference { op: self.op.clone() }.run(ctx, inputs);
+        let (Some(x), Some(scale)) = (f32_input(inputs, 0), f32_input(inputs, 1)) else { return reference() };
+        let bias = f32_input(inputs, 2);
+        let rank = x.rank() as i64;
+        let n = match self.axis {
+            None if bias.is_none() => return reference(),
+            None => x.shape().last().copied().unwrap_or(0),
+            Some(a) if (-rank..rank).contains(&a) => x.shape()[a.rem_euclid(rank.max(1)) as usize..].iter().product(),
+            Some(_) => return reference(), // the reference reports the axis
         };
-        let n = x.shape().last().copied().unwrap_or(0);
-        if n == 0 || scale.len() != n || bias.len() != n {
-            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        // Scale and bias broadcast to the normalised shape: the kernel takes them whole.
+        if n == 0 || scale.len() != n || bias.is_some_and(|b| b.len() != n) {
+            return reference();
         }
-        let (s, b) = (scale.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        let (s, b) = (scale.as_slice::<f32>()?, bias.map(|b| b.as_slice::<f32>()).transpose()?);
         let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
         let rows = y.len() / n;
         let per_task = (CHUNK / n).max(1);
@@ -60,7 +77,7 @@ impl Kernel for LayerNormKernel {
     }
 }
 
-fn normalize(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
+fn normalize(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
     match isa() {
         // SAFETY: isa() names only instruction sets this CPU runs.
         #[cfg(target_arch = "x86_64")]
@@ -73,7 +90,7 @@ fn normalize(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
 /// Needs AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_avx2(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
+unsafe fn normalize_avx2(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
     normalize_generic(row, s, b, eps)
 }
 
@@ -93,12 +110,21 @@ fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 #[inline(always)]
-fn normalize_generic(row: &mut [f32], s: &[f32], b: &[f32], eps: f32) {
+fn normalize_generic(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
     let n = row.len() as f32;
     let mean = lanes_sum(row, |v| v) / n;
     let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
-    for ((v, &s), &b) in row.iter_mut().zip(s).zip(b) {
-        *v = (*v - mean) * inv * s + b;
+    match b {
+        Some(b) => {
+            for ((v, &s), &b) in row.iter_mut().zip(s).zip(b) {
+                *v = (*v - mean) * inv * s + b;
+            }
+        }
+        None => {
+            for (v, &s) in row.iter_mut().zip(s) {
+                *v = (*v - mean) * inv * s;
+            }
+        }
     }
 }

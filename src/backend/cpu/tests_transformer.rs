@@ -23,6 +23,31 @@ fn fused_layer_norms_match_the_reference() {
 }
 
 #[test]
+fn onnx_layer_normalization_runs_on_the_layer_norm_kernel() {
+    use crate::ir::Attr;
+    // (shape, axis, with a bias)
+    for (shape, axis, bias) in [
+        (vec![3usize, 17], -1i64, true),
+        (vec![2, 5, 7], -1, false),
+        (vec![2, 5, 7], 1, true),
+        (vec![4, 3, 2, 9], -2, false),
+        (vec![0, 8], -1, true),
+    ] {
+        let axis_at = axis.rem_euclid(shape.len() as i64) as usize;
+        let normalised = &shape[axis_at..];
+        let op = build("LayerNormalization", vec![("axis", Attr::Int(axis)), ("epsilon", Attr::Float(1e-4))], 3);
+        let x = Tensor::new(
+            shape.clone(),
+            tensor(5, &shape).as_slice::<f32>().unwrap().iter().map(|v| v * 2.0 - 0.3).collect::<Vec<f32>>(),
+        )
+        .unwrap();
+        let mut inputs = vec![In::Fed(x), In::Const(tensor(6, normalised))];
+        inputs.push(if bias { In::Const(tensor(7, normalised)) } else { In::Absent });
+        assert_eq!(check("LayerNormalization", op, inputs), "layer-norm", "{shape:?} axis {axis} bias {bias}");
+    }
+}
+
+#[test]
 fn written_out_layer_norm_runs_as_one_kernel() {
     let mut g = chain(Variant::Exact);
     let (kernels, _) = compile_and_compare(&mut g, &[&tensor(4, &[3, 8])], 1e-5);
