@@ -16,6 +16,7 @@ use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
 use super::pool::SharedMut;
+use super::softmax::lanes_max;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
@@ -306,17 +307,7 @@ fn exponentiate_generic(row: &mut [f32], limit: usize, scale: f32, bias: Option<
         Some(b) => live.iter_mut().zip(b).for_each(|(x, &b)| *x = *x * scale + b),
         None => live.iter_mut().for_each(|x| *x *= scale),
     }
-    let mut m = [f32::NEG_INFINITY; 16];
-    let chunks = live.chunks_exact(16);
-    for (i, &v) in chunks.remainder().iter().enumerate() {
-        m[i] = m[i].max(v);
-    }
-    for c in chunks {
-        for i in 0..16 {
-            m[i] = m[i].max(c[i]);
-        }
-    }
-    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let max = lanes_max(live);
     if max == f32::NEG_INFINITY {
         live.iter_mut().for_each(|x| *x = 0.0);
         return 0.0;

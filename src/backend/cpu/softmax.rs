@@ -142,10 +142,9 @@ fn normalize(row: &mut [f32], log: bool) {
     }
 }
 
-/// One lane in place; subtracting the max first keeps every exponent <= 0. Sums in 16 lanes of
-/// f32 (the reference sums in f64; the difference is far inside the tolerance).
+/// The largest value of `row` (-inf for none), kept in 16 lanes that vectorise.
 #[inline(always)]
-fn normalize_generic(row: &mut [f32], log: bool) {
+pub(super) fn lanes_max(row: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 16];
     let chunks = row.chunks_exact(16);
     for (i, &v) in chunks.remainder().iter().enumerate() {
@@ -156,7 +155,14 @@ fn normalize_generic(row: &mut [f32], log: bool) {
             m[i] = m[i].max(c[i]);
         }
     }
-    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// One lane in place; subtracting the max first keeps every exponent <= 0. Sums in 16 lanes of
+/// f32 (the reference sums in f64; the difference is far inside the tolerance).
+#[inline(always)]
+fn normalize_generic(row: &mut [f32], log: bool) {
+    let max = lanes_max(row);
     let mut s = [0f32; 16];
     if log {
         let mut chunks = row.chunks_exact(16);
