@@ -259,6 +259,30 @@ fn pruning_reaches_the_sparsity_asked_and_the_model_still_runs() {
     assert!(prune(&mut model, 1.0, Pattern::Unstructured, &[]).is_err());
 }
 
+/// A graph input or output of f32 elements and fixed `dims`.
+fn f32_info(name: &str, dims: &[i64]) -> crx580::onnx::model::ValueInfoProto {
+    use crx580::onnx::model::{Dimension, TensorTypeProto, TypeProto, ValueInfoProto};
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto::Tensor(TensorTypeProto {
+            elem_type: 1,
+            shape: Some(dims.iter().map(|&d| Dimension::Value(d)).collect()),
+        })),
+        ..ValueInfoProto::default()
+    }
+}
+
+/// A model of `graph` at ONNX opset 13.
+fn opset13_model(graph: crx580::onnx::model::GraphProto<'_>) -> ModelProto<'_> {
+    use crx580::onnx::model::OperatorSetIdProto;
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..ModelProto::default()
+    }
+}
+
 /// A model where the default float16 rules fail: `h = x · W1` reaches ~1.6e5 (x in [0.5, 1), W1's
 /// entries ~20000, all within float16's range, so no weight rule fires), then `y = h * 1e-3 +
 /// 16384 - 16384` loses everything below float16's spacing of 16 at 16384; a second output
@@ -266,7 +290,7 @@ fn pruning_reaches_the_sparsity_asked_and_the_model_still_runs() {
 /// and `z` computed here in f64 (the reference).
 fn fp16_fragile_model() -> (Vec<u8>, Vec<Batch>, Vec<[Vec<f64>; 2]>) {
     use crx580::convert::edit::{node, tensor_f32};
-    use crx580::onnx::model::{Dimension, GraphProto, OperatorSetIdProto, TensorTypeProto, TypeProto, ValueInfoProto};
+    use crx580::onnx::model::GraphProto;
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut uniform = move || {
         state ^= state << 13;
@@ -276,14 +300,7 @@ fn fp16_fragile_model() -> (Vec<u8>, Vec<Batch>, Vec<[Vec<f64>; 2]>) {
     };
     let w1: Vec<f32> = (0..64).map(|_| (20000.0 * (0.9 + 0.2 * uniform())) as f32).collect();
     let w2: Vec<f32> = (0..64).map(|_| (uniform() - 0.5) as f32).collect();
-    let info = |name: &str| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto::Tensor(TensorTypeProto {
-            elem_type: 1,
-            shape: Some(vec![Dimension::Value(4), Dimension::Value(8)]),
-        })),
-        ..ValueInfoProto::default()
-    };
+    let info = |name: &str| f32_info(name, &[4, 8]);
     let graph = GraphProto {
         name: "fp16_fragile".into(),
         node: vec![
@@ -304,12 +321,7 @@ fn fp16_fragile_model() -> (Vec<u8>, Vec<Batch>, Vec<[Vec<f64>; 2]>) {
         output: vec![info("y"), info("z")],
         ..GraphProto::default()
     };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
-        graph: Some(graph),
-        ..ModelProto::default()
-    };
+    let model = opset13_model(graph);
     let (mut batches, mut expected) = (vec![], vec![]);
     for _ in 0..3 {
         let x: Vec<f32> = (0..32).map(|_| (0.5 + 0.5 * uniform()) as f32).collect();
@@ -447,13 +459,9 @@ fn int8_dynamic_keeps_recurrent_ops_float_with_a_note() {
 fn fp16_auto_stops_when_the_error_is_spread_over_the_graph() {
     use crx580::convert::edit::{node, tensor_f32};
     use crx580::convert::fp16_auto::{choose_float_islands, AutoOptions, STALL_ISLANDS};
-    use crx580::onnx::model::{Dimension, GraphProto, OperatorSetIdProto, TensorTypeProto, TypeProto, ValueInfoProto};
+    use crx580::onnx::model::GraphProto;
     const NODES: usize = 24;
-    let info = |name: &str| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto::Tensor(TensorTypeProto { elem_type: 1, shape: Some(vec![Dimension::Value(64)]) })),
-        ..ValueInfoProto::default()
-    };
+    let info = |name: &str| f32_info(name, &[64]);
     let value = |i: usize| {
         if i == 0 {
             "x".to_string()
@@ -479,12 +487,7 @@ fn fp16_auto_stops_when_the_error_is_spread_over_the_graph() {
         output: vec![info("y")],
         ..GraphProto::default()
     };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
-        graph: Some(graph),
-        ..ModelProto::default()
-    };
+    let model = opset13_model(graph);
     let bytes = encode_model(&model);
     let x: Vec<f32> = (0..64).map(|i| 0.5 + i as f32 / 128.0).collect();
     let batches = vec![vec![("x".to_string(), Tensor::new(vec![64], x).unwrap())]];
