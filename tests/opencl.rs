@@ -96,31 +96,62 @@ fn reference_gemm(
     out
 }
 
-/// Runs one call on the device and compares with the reference.
+/// A device buffer of `data` in the context's storage (halves with float16 storage).
+fn to_device(ctx: &Arc<Context>, data: &[f32]) -> crx580::backend::opencl::Buffer {
+    if ctx.half_storage {
+        ctx.upload(&data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect::<Vec<u16>>()).unwrap()
+    } else {
+        ctx.upload(data).unwrap()
+    }
+}
+
+fn from_device(buf: &crx580::backend::opencl::Buffer, len: usize) -> Vec<f32> {
+    if buf.context().half_storage {
+        buf.to_vec::<u16>(len).unwrap().into_iter().map(|h| half::f16::from_bits(h).to_f32()).collect()
+    } else {
+        buf.to_vec::<f32>(len).unwrap()
+    }
+}
+
+/// Runs one call on the device (the gemm's context: f32 or float16 storage) and compares with the
+/// reference. C starts as NaN, so an output element the kernel misses fails the comparison.
 fn check_gemm(gemm: &Gemm, call: GemmCall, with_bias: Option<BiasLayout>, with_residual: bool, seed: u64) {
-    let ctx = context();
+    let ctx = gemm.context().clone();
+    // With float16 storage the reference gets the same rounded inputs; the output is rounded once.
+    let rounded = |v: Vec<f32>| -> Vec<f32> {
+        if ctx.half_storage {
+            v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect()
+        } else {
+            v
+        }
+    };
     let a_len = call.m * call.k * if call.a_batched { call.batch } else { 1 };
     let b_len = call.k * call.n * if call.b_batched { call.batch } else { 1 };
-    let a = random(a_len, seed);
-    let b = random(b_len, seed + 1);
-    let bias = with_bias.map(|l| (random(call.batch * call.m * call.n, seed + 2), l));
-    let residual = with_residual.then(|| random(call.batch * call.m * call.n, seed + 3));
+    let a = rounded(random(a_len, seed));
+    let b = rounded(random(b_len, seed + 1));
+    let bias = with_bias.map(|l| (rounded(random(call.batch * call.m * call.n, seed + 2)), l));
+    let residual = with_residual.then(|| rounded(random(call.batch * call.m * call.n, seed + 3)));
     let want = reference_gemm(&call, &a, &b, bias.as_ref().map(|(v, l)| (v.as_slice(), *l)), residual.as_deref());
 
-    let (da, db) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
-    let dbias = bias.as_ref().map(|(v, l)| (ctx.upload(v).unwrap(), *l));
-    let dres = residual.as_ref().map(|r| ctx.upload(r).unwrap());
-    let dc = ctx.alloc::<f32>(call.batch * call.m * call.n).unwrap();
+    let (da, db) = (to_device(&ctx, &a), to_device(&ctx, &b));
+    let dbias = bias.as_ref().map(|(v, l)| (to_device(&ctx, v), *l));
+    let dres = residual.as_ref().map(|r| to_device(&ctx, r));
+    let dc = to_device(&ctx, &vec![f32::NAN; call.batch * call.m * call.n]);
     gemm.run(&call, &da, &db, dbias.as_ref().map(|(buf, l)| (buf, *l)), dres.as_ref(), &dc).unwrap();
-    let got = dc.to_vec::<f32>(want.len()).unwrap();
-    assert_close(&got, &want, 1e-4, &format!("{:?} {call:?}", gemm.params));
+    let got = from_device(&dc, want.len());
+    let tol = if ctx.half_storage { 4e-3 } else { 1e-4 };
+    assert_close(&got, &want, tol, &format!("{:?} {call:?}", gemm.params));
 }
 
 /// The cases every GEMM tiling must pass: tile multiples and odd sizes, transposes, batches with
 /// shared weights, each epilogue.
 fn gemm_cases(gemm: &Gemm) {
     let mut seed = 1;
-    for (m, n, k) in [(64, 64, 64), (1, 1, 1), (7, 13, 5), (33, 65, 17), (100, 37, 129), (3, 200, 9)] {
+    // Around the register blocks too: fewer rows than a block with 16-31 columns (vectors moved
+    // back inside C), a block's worth plus a few (blocks moved back over their neighbours).
+    let shapes =
+        [(64, 64, 64), (1, 1, 1), (7, 13, 5), (33, 65, 17), (100, 37, 129), (3, 200, 9), (5, 20, 7), (13, 35, 3)];
+    for (m, n, k) in shapes {
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
             let call = GemmCall { trans_a, trans_b, ..GemmCall::new(m, n, k) };
             check_gemm(gemm, call, None, false, seed);
@@ -149,6 +180,18 @@ fn gemm_cases(gemm: &Gemm) {
 #[test]
 fn gemm_with_the_devices_tuned_parameters_matches_the_reference() {
     gemm_cases(&Gemm::new(&context()).unwrap());
+}
+
+#[test]
+fn gemm_with_register_blocks_matches_the_reference() {
+    // The register-block kernel (PoCL's) at sizes around its blocks: the tuner's candidates, an odd
+    // block, and the table's entry with float16 storage (vload_half/vstore_half vectors).
+    for (mwi, vw, nv) in [(8, 16, 2), (12, 16, 2), (4, 8, 4), (5, 4, 3)] {
+        gemm_cases(&Gemm::with_params(&context(), GemmParams::Registers { mwi, vw, nv }).unwrap());
+    }
+    let ctx = context();
+    let half = Context::with_storage(ctx.device.clone(), Some(cache_dir()), true).unwrap();
+    gemm_cases(&Gemm::new(&half).unwrap());
 }
 
 #[test]

@@ -195,8 +195,9 @@ impl Gemm {
         match self.params {
             GemmParams::Registers { mwi, vw, nv } => {
                 // One work-item per work-group: PoCL then runs the kernel's own vector code as
-                // written instead of looping over (and trying to re-vectorise) work-items.
-                self.gemm.launch(&args, &[n.div_ceil(vw * nv), m.div_ceil(mwi), batch], Some(&[1, 1, 1]))
+                // written instead of looping over (and trying to re-vectorise) work-items. Blocks
+                // go down M first, so consecutive ones share their panel of B in cache.
+                self.gemm.launch(&args, &[m.div_ceil(mwi), n.div_ceil(vw * nv), batch], Some(&[1, 1, 1]))
             }
             GemmParams::Local { mwg, nwg, mwi, nwi, .. } => {
                 let (tdx, tdy) = (nwg / nwi, mwg / mwi);

@@ -64,7 +64,7 @@ pub fn standard_shapes() -> Vec<GemmShape> {
 pub fn candidates(device: &DeviceInfo) -> Vec<GemmParams> {
     let mut all = vec![table_params(device).0];
     if !device.is_gpu || is_pocl(device) {
-        for mwi in [4, 8] {
+        for mwi in [4, 8, 12] {
             for (vw, nv) in [(8, 2), (8, 4), (16, 1), (16, 2)] {
                 all.push(GemmParams::Registers { mwi, vw, nv });
             }
