@@ -36,12 +36,14 @@ kernel void im2col(const global store_t *x, global store_t *col, const int C, co
 
 // y = act(conv(x, w) + bias + residual) for G groups of C/G input and M/G output channels each.
 // Global size: (OW, OH, N * M).
+// The geometry arguments (C, H, W, KH, KW, OH, OW, strides, dilations, pads) come last, as in
+// im2col: the host passes the same list to both.
 kernel void conv_direct(const global store_t *x, const global store_t *w, const global store_t *bias,
                         const int has_bias, const global store_t *res, const int has_res,
-                        global store_t *y, const int C, const int H, const int W, const int M,
-                        const int G, const int KH, const int KW, const int OH, const int OW,
-                        const int sh, const int sw, const int dh, const int dw, const int ph,
-                        const int pw, const int act, const float act_a, const float act_b) {
+                        global store_t *y, const int M, const int G, const int act, const float act_a,
+                        const float act_b, const int C, const int H, const int W, const int KH,
+                        const int KW, const int OH, const int OW, const int sh, const int sw,
+                        const int dh, const int dw, const int ph, const int pw) {
     const int ox = get_global_id(0), oy = get_global_id(1), nm = get_global_id(2);
     if (ox >= OW || oy >= OH) return;
     const int n = nm / M, m = nm % M;

@@ -40,9 +40,12 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
-    fn ints(&self) -> [usize; 12] {
+    /// The arguments both kernels of conv.cl end with: C, H, W, KH, KW, OH, OW, the strides, the
+    /// dilations and the leading pads.
+    fn geometry_args(&self) -> [Arg<'static>; 13] {
         let (h, w) = (&self.h, &self.w);
         [
+            self.c,
             h.input,
             w.input,
             h.kernel,
@@ -56,6 +59,7 @@ impl ConvShape {
             h.pad_begin,
             w.pad_begin,
         ]
+        .map(|v| Arg::I32(v as i32))
     }
 
     pub fn out_len(&self) -> usize {
@@ -91,10 +95,8 @@ impl ConvProgram {
         act: Activation,
     ) -> Result<()> {
         check_len(s.out_len())?;
-        let [ih, iw, kh, kw, oh, ow, sh, sw, dh, dw, ph, pw] = s.ints().map(|v| v as i32);
         let (code, a, b) = super::activation::args(act);
-        let i = |v: usize| Arg::I32(v as i32);
-        let args = [
+        let head = [
             Arg::Buf(x),
             Arg::Buf(w),
             Arg::Buf(bias.unwrap_or(w)),
@@ -102,25 +104,13 @@ impl ConvProgram {
             Arg::Buf(residual.unwrap_or(y)),
             Arg::I32(residual.is_some() as i32),
             Arg::Buf(y),
-            i(s.c),
-            Arg::I32(ih),
-            Arg::I32(iw),
-            i(s.m),
-            i(s.group),
-            Arg::I32(kh),
-            Arg::I32(kw),
-            Arg::I32(oh),
-            Arg::I32(ow),
-            Arg::I32(sh),
-            Arg::I32(sw),
-            Arg::I32(dh),
-            Arg::I32(dw),
-            Arg::I32(ph),
-            Arg::I32(pw),
+            Arg::I32(s.m as i32),
+            Arg::I32(s.group as i32),
             Arg::I32(code),
             Arg::F32(a),
             Arg::F32(b),
         ];
+        let args: Vec<Arg> = head.into_iter().chain(s.geometry_args()).collect();
         self.direct.launch(&args, &[s.w.output, s.h.output, s.n * s.m], None)
     }
 
@@ -129,24 +119,7 @@ impl ConvProgram {
         let rows = s.c * s.h.kernel * s.w.kernel;
         let ohw = s.h.output * s.w.output;
         check_len(s.n * rows * ohw)?;
-        let [ih, iw, kh, kw, oh, ow, sh, sw, dh, dw, ph, pw] = s.ints().map(|v| v as i32);
-        let args = [
-            Arg::Buf(x),
-            Arg::Buf(col),
-            Arg::I32(s.c as i32),
-            Arg::I32(ih),
-            Arg::I32(iw),
-            Arg::I32(kh),
-            Arg::I32(kw),
-            Arg::I32(oh),
-            Arg::I32(ow),
-            Arg::I32(sh),
-            Arg::I32(sw),
-            Arg::I32(dh),
-            Arg::I32(dw),
-            Arg::I32(ph),
-            Arg::I32(pw),
-        ];
+        let args: Vec<Arg> = [Arg::Buf(x), Arg::Buf(col)].into_iter().chain(s.geometry_args()).collect();
         self.im2col.launch(&args, &[s.h.output, rows, s.n], None)
     }
 }
