@@ -152,10 +152,9 @@ fn a_candidate_with_wrong_answers_is_rejected() {
         let p = entry.unwrap().path();
         let mut text = std::fs::read_to_string(&p).unwrap();
         if p.file_name().unwrap() == "gemm.cl" {
-            let right = "acc[i][j] = mad((floatV)(av), bv[j], acc[i][j]);";
+            let right = "acc[i][j] = fma(av, bv[j], acc[i][j]);";
             assert!(text.contains(right), "gemm.cl changed: update this test's fault");
-            text = text
-                .replace(right, "acc[i][j] = mad((floatV)(av), bv[j], acc[i][j]) + (floatV)(MWI == 4 ? 0.01f : 0.0f);");
+            text = text.replace(right, "acc[i][j] = fma(av, bv[j], acc[i][j]) + (floatV)(MWI == 4 ? 0.01f : 0.0f);");
         }
         std::fs::write(kernels.join(p.file_name().unwrap()), text).unwrap();
     }
