@@ -898,6 +898,9 @@ fn concats_match_the_reference() {
         (-1, vec![vec![2, 3, 4], vec![2, 3, 1]]),
         (0, vec![vec![2, 3], vec![5, 3], vec![0, 3]]),
         (2, vec![vec![2, 2, 0], vec![2, 2, 3]]),
+        // Long runs cut into pieces over the pool, and many short runs grouped into tasks.
+        (1, vec![vec![1, 37, 71, 101], vec![1, 5, 71, 101], vec![1, 1, 71, 101]]),
+        (-1, vec![vec![3001, 31, 3], vec![3001, 31, 2]]),
     ];
     for (i, (axis, shapes)) in cases.into_iter().enumerate() {
         let name = format!("concat axis {axis} {shapes:?}");

@@ -4,11 +4,12 @@
 //! 36 multiplies per output block per (input, output) channel pair instead of 144.
 //!
 //! The weights are transformed once at prepare time into 36 packed C x M right operands. A run
-//! cuts the output tiles of all images into blocks sized for the L2 cache; per block (one task of
-//! the pool) the input tiles are transformed straight into the GEMM's A-panel layout, the 36
-//! products run on the GEMM micro-kernels, and the output transform adds the bias and residual and
-//! applies the activation as it writes the output. Tiles are the GEMM's rows (MR of them per
-//! panel), so small planes (14x14, a handful of tiles) still fill the micro-kernel.
+//! cuts the output tiles of all images into blocks sized for the L2 cache, and the output
+//! channels into chunks ([`Split`]); per (block, chunk), one task of the pool, the input tiles are
+//! transformed straight into the GEMM's A-panel layout, the 36 products for the chunk's channels
+//! run on the GEMM micro-kernels, and the output transform adds the bias and residual and applies
+//! the activation as it writes the output. Tiles are the GEMM's rows (MR of them per panel), so
+//! small planes (14x14, a handful of tiles) still fill the micro-kernel.
 
 use super::activation::{Activation, ActivationExt};
 use super::gemm::{self, Epilogue, Lhs, Micro, PackedB, PanelsRef, Problem, Rhs};
@@ -37,6 +38,15 @@ const MAX_BLOCK_TILES: usize = 128;
 /// What one block costs beyond its tiles, in tiles, roughly: streaming the transformed weights
 /// through the cache again, and the task's hand-off.
 const BLOCK_COST_TILES: usize = 4;
+
+/// How a run is cut into tasks: blocks of `tiles` output tiles (whole micro-kernel panels) by
+/// chunks of `channels` output channels (whole B panels). Every task transforms its block's input
+/// (all input channels), runs the 36 products for its channels, and transforms their outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub tiles: usize,
+    pub channels: usize,
+}
 
 /// Whether a convolution of `c` input and `m` output channels (3x3, stride 1, no dilation, one
 /// group) over planes of `tiles` output tiles per image (if known) runs faster by Winograd than
@@ -122,24 +132,34 @@ impl Winograd {
         Winograd { c, m, u, micro: *micro }
     }
 
-    /// Most tiles of one block: the transformed input (36 x tiles x C) and the products
-    /// (36 x tiles x M) within [`BLOCK_FLOATS`], a whole number of micro-kernel panels.
-    fn max_block_tiles(&self) -> usize {
+    /// Most tiles of one block whose products cover `channels` output channels: the transformed
+    /// input (36 x tiles x C) and the products (36 x tiles x channels) within `floats`, a whole
+    /// number of micro-kernel panels.
+    fn max_block_tiles(&self, channels: usize, floats: usize) -> usize {
         let mr = self.micro.mr;
-        let fit = BLOCK_FLOATS / (POINTS * (self.c + self.m));
+        let fit = floats / (POINTS * (self.c + channels));
         (fit / mr * mr).clamp(mr, MAX_BLOCK_TILES / mr * mr)
     }
 
-    /// Tiles of one block (one task) when `total` tiles share `threads` threads: on one thread
-    /// the largest block; on more, of the block sizes up to it (whole panels), the one whose
-    /// blocks finish soonest, counting each thread's rounds of blocks and what a block costs
-    /// beyond its tiles (the 36 transformed weight matrices stream past it again). The largest
-    /// block alone left YOLOv8n's 80x80 planes (400 tiles) in blocks of 112, 112, 112 and 64:
-    /// 224 tiles on one thread against 176 on the other.
-    fn block_tiles(&self, total: usize, threads: usize) -> usize {
-        let (most, mr) = (self.max_block_tiles(), self.micro.mr);
-        if threads == 1 {
-            return most;
+    /// How `total` output tiles are cut into tasks for `threads` threads. Blocks of tiles with
+    /// all channels: on one thread the largest block; on more, of the block sizes up to it (whole
+    /// panels), the one whose blocks finish soonest, counting each thread's rounds of blocks and
+    /// what a block costs beyond its tiles (the 36 transformed weight matrices stream past it
+    /// again). The largest block alone left YOLOv8n's 80x80 planes (400 tiles) in blocks of 112,
+    /// 112, 112 and 64: 224 tiles on one thread against 176 on the other.
+    ///
+    /// Where that leaves a thread a single block (ResNet-50's 14x14 planes of 256 channels: 16
+    /// tiles, two blocks of 8), every thread would stream all the transformed weights (9.4 MB)
+    /// for a few rows of products, bound by the shared L3, so two threads ran such layers hardly
+    /// faster than one. Then the output channels are cut into one chunk per thread instead, each
+    /// over all the tiles in one block (its buffers allowed twice the budget): each thread streams
+    /// its share of the weights, for twice the rows.
+    pub fn split(&self, total: usize, threads: usize) -> Split {
+        let (mr, nr) = (self.micro.mr, self.micro.nr);
+        let all = self.m.div_ceil(nr) * nr;
+        let most = self.max_block_tiles(all, BLOCK_FLOATS);
+        if threads <= 1 {
+            return Split { tiles: most, channels: all };
         }
         let fewest = total.div_ceil(most).max(1);
         let tries = (4 * threads).min(16).min(total.div_ceil(mr).saturating_sub(fewest));
@@ -151,30 +171,56 @@ impl Winograd {
                 best = (cost, size);
             }
         }
-        best.1
+        let tiles = Split { tiles: best.1, channels: all };
+        let chunk = self.m.div_ceil(threads).div_ceil(nr) * nr;
+        let whole = total.div_ceil(mr) * mr;
+        let chunked = Split { tiles: whole, channels: chunk };
+        let fits = whole <= self.max_block_tiles(chunk, 2 * BLOCK_FLOATS);
+        if total.div_ceil(tiles.tiles) <= threads && self.m.div_ceil(chunk) == threads && fits {
+            chunked
+        } else {
+            tiles
+        }
     }
 
     /// Convolves `r.x` (batch x C x H x W, 3x3 window of stride 1 as `r.h`, `r.w` describe) into
     /// `y` (batch x M x OH x OW).
     pub fn run(&self, pool: &ThreadPool, r: &Run, y: &mut [f32]) {
+        let total = r.batch * r.h.output.div_ceil(TILE) * r.w.output.div_ceil(TILE);
+        self.run_split(pool, r, y, self.split(total, pool.threads()));
+    }
+
+    /// [`run`](Self::run) cut into tasks as `split` says (whole panels of tiles and channels).
+    pub fn run_split(&self, pool: &ThreadPool, r: &Run, y: &mut [f32], split: Split) {
         let (oh, ow) = (r.h.output, r.w.output);
         assert_eq!(y.len(), r.batch * self.m * oh * ow, "the output's size");
         assert_eq!(r.x.len(), r.batch * self.c * r.h.input * r.w.input, "the input's size");
+        let (mr, nr) = (self.micro.mr, self.micro.nr);
+        assert!(
+            split.tiles > 0
+                && split.tiles.is_multiple_of(mr)
+                && split.channels > 0
+                && split.channels.is_multiple_of(nr),
+            "a split into whole panels"
+        );
         let tiles = Tiles { across: ow.div_ceil(TILE), per_image: oh.div_ceil(TILE) * ow.div_ceil(TILE) };
         let total = r.batch * tiles.per_image;
-        let block = self.block_tiles(total, pool.threads());
+        let (block, chunk) = (split.tiles, split.channels);
+        let (blocks, chunks) = (total.div_ceil(block), self.m.div_ceil(chunk));
         let out = SharedMut(y.as_mut_ptr());
-        let work = block * POINTS * self.c * self.m;
-        pool.parallel_for_work(total.div_ceil(block), work, &|b| {
+        let work = block * POINTS * self.c * chunk;
+        pool.parallel_for_work(blocks * chunks, work, &|task| {
+            let (b, q) = (task / chunks, task % chunks);
             let first = b * block;
             let count = block.min(total - first);
+            let channels = q * chunk..self.m.min((q + 1) * chunk);
+            let width = channels.len();
             SCRATCH.with(|s| {
                 let mut guard = s.borrow_mut();
                 let (v, o) = &mut *guard;
-                let mr = self.micro.mr;
                 let panel_floats = count.div_ceil(mr) * mr * self.c;
                 v.resize(v.len().max(POINTS * panel_floats), 0.0);
-                o.resize(o.len().max(POINTS * count * self.m), 0.0);
+                o.resize(o.len().max(POINTS * count * width), 0.0);
                 transform_input(r, &tiles, self.c, first, count, mr, v);
                 for (p, u) in self.u.iter().enumerate() {
                     let problem = Problem {
@@ -189,17 +235,23 @@ impl Winograd {
                         b: Rhs::Packed(u),
                         epilogue: Epilogue::default(),
                     };
-                    gemm::run_serial(
-                        &self.micro,
-                        &problem,
-                        &mut o[p * count * self.m..(p + 1) * count * self.m],
-                        self.m,
-                    );
+                    let products = &mut o[p * count * width..(p + 1) * count * width];
+                    gemm::run_serial_columns(&self.micro, &problem, channels.clone(), products, width);
                 }
-                transform_output(r, &tiles, self.m, first, count, o, out);
+                let products = Products { o, count, channels: channels.clone(), m: self.m };
+                transform_output(r, &tiles, &products, first, out);
             });
         });
     }
+}
+
+/// One task's products: per transform point, `count` tiles x `channels.len()` output channels,
+/// of `m` in all.
+struct Products<'a> {
+    o: &'a [f32],
+    count: usize,
+    channels: std::ops::Range<usize>,
+    m: usize,
 }
 
 /// How output tiles are numbered: across all images, row by row.
@@ -355,14 +407,14 @@ fn output_1d(s: &[Chans; ALPHA]) -> [Chans; TILE] {
     r
 }
 
-fn transform_output(r: &Run, tiles: &Tiles, m: usize, first: usize, count: usize, o: &[f32], y: SharedMut) {
+fn transform_output(r: &Run, tiles: &Tiles, p: &Products, first: usize, y: SharedMut) {
     match isa() {
         // SAFETY: isa() names only instruction sets this CPU runs.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { transform_output_avx512(r, tiles, m, first, count, o, y) },
+        Isa::Avx512 => unsafe { transform_output_avx512(r, tiles, p, first, y) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { transform_output_avx2(r, tiles, m, first, count, o, y) },
-        _ => transform_output_generic(r, tiles, m, first, count, o, y),
+        Isa::Avx2 => unsafe { transform_output_avx2(r, tiles, p, first, y) },
+        _ => transform_output_generic(r, tiles, p, first, y),
     }
 }
 
@@ -370,40 +422,42 @@ fn transform_output(r: &Run, tiles: &Tiles, m: usize, first: usize, count: usize
 /// Needs AVX-512F; see [`transform_output_generic`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn transform_output_avx512(r: &Run, t: &Tiles, m: usize, first: usize, count: usize, o: &[f32], y: SharedMut) {
-    transform_output_generic(r, t, m, first, count, o, y)
+unsafe fn transform_output_avx512(r: &Run, t: &Tiles, p: &Products, first: usize, y: SharedMut) {
+    transform_output_generic(r, t, p, first, y)
 }
 
 /// # Safety
 /// Needs AVX2 and FMA; see [`transform_output_generic`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_output_avx2(r: &Run, t: &Tiles, m: usize, first: usize, count: usize, o: &[f32], y: SharedMut) {
-    transform_output_generic(r, t, m, first, count, o, y)
+unsafe fn transform_output_avx2(r: &Run, t: &Tiles, p: &Products, first: usize, y: SharedMut) {
+    transform_output_generic(r, t, p, first, y)
 }
 
-/// Turns the products of tiles `first..first + count` (36 matrices of tiles x M in `o`) into
-/// their output pixels, plus bias and residual, through the activation, into `y`: the task owns
-/// those tiles' pixels of every output plane.
+/// Turns the products of tiles `first..first + p.count` into their output pixels of channels
+/// `p.channels`, plus bias and residual, through the activation, into `y`: the task owns those
+/// tiles' pixels of those output planes.
 // The loops walk matrix coordinates that address several arrays at once (the products, the
 // transposed tile, the output planes); indices read more plainly than zipped iterators.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn transform_output_generic(r: &Run, tiles: &Tiles, m: usize, first: usize, count: usize, o: &[f32], y: SharedMut) {
+fn transform_output_generic(r: &Run, tiles: &Tiles, p: &Products, first: usize, y: SharedMut) {
     let (oh, ow) = (r.h.output, r.w.output);
+    let (m, count, width) = (p.m, p.count, p.channels.len());
     let plane = oh * ow;
     for t in 0..count {
         let (n, oy, ox) = tiles.at(first + t);
         let (rows, cols) = (TILE.min(oh - oy), TILE.min(ow - ox));
-        for m0 in (0..m).step_by(CHANNELS) {
-            let lanes = CHANNELS.min(m - m0);
+        for m0 in p.channels.clone().step_by(CHANNELS) {
+            let lanes = CHANNELS.min(p.channels.end - m0);
+            let col = m0 - p.channels.start;
             // Aᵀ s A: columns first, then rows.
             let mut cols6 = [[[0f32; CHANNELS]; ALPHA]; TILE];
             for j in 0..ALPHA {
                 let mut s = [[0f32; CHANNELS]; ALPHA];
                 for (i, si) in s.iter_mut().enumerate() {
-                    let at = ((i * ALPHA + j) * count + t) * m + m0;
-                    copy_short(&mut si[..lanes], &o[at..at + lanes]);
+                    let at = ((i * ALPHA + j) * count + t) * width + col;
+                    copy_short(&mut si[..lanes], &p.o[at..at + lanes]);
                 }
                 for (i, v) in output_1d(&s).into_iter().enumerate() {
                     cols6[i][j] = v;
@@ -438,7 +492,7 @@ fn transform_output_generic(r: &Run, tiles: &Tiles, m: usize, first: usize, coun
                 for i in 0..rows {
                     for j in 0..cols {
                         // SAFETY: the pixel is inside the output (the tile is clipped to the plane,
-                        // the channel below m) and belongs to this task's tiles.
+                        // the channel below m) and belongs to this task's tiles and channels.
                         unsafe { *y.0.add(at(k, i, j)) = out[i * TILE + j][k] };
                     }
                 }
@@ -452,12 +506,32 @@ mod tests {
     use super::*;
     use crate::backend::cpu::gemm::micro_for;
 
+    /// Channel chunks only where blocks of tiles would leave each thread one block: ResNet-50's
+    /// 14x14 planes of 256 channels on two threads, not on one, not YOLOv8n's 80x80 planes.
+    #[test]
+    fn channels_are_chunked_only_for_few_tiles_per_thread() {
+        let micro = micro_for(isa());
+        let wide = Winograd::new(&vec![0.0; 256 * 256 * 9], 256, 256, &micro);
+        let all = 256usize.div_ceil(micro.nr) * micro.nr;
+        let (resnet, yolo) = (16, 400);
+        let two = wide.split(resnet, 2);
+        if two.channels < all {
+            assert_eq!(256usize.div_ceil(two.channels), 2, "{two:?}");
+            assert!(two.tiles >= resnet, "{two:?}: one block of all the tiles");
+        }
+        assert_eq!(wide.split(resnet, 1).channels, all);
+        let narrow = Winograd::new(&vec![0.0; 80 * 80 * 9], 80, 80, &micro);
+        assert_eq!(narrow.split(yolo, 2).channels, 80usize.div_ceil(micro.nr) * micro.nr);
+    }
+
     /// The transforms against a direct 3x3 convolution, on planes whose sizes are not multiples
     /// of the tile, with padding on every side and several blocks.
     #[test]
     fn matches_a_direct_convolution() {
         let micro = micro_for(isa());
-        for (c, m, ih, iw, pad) in [(3, 5, 9, 11, 1), (17, 33, 13, 7, 0), (8, 20, 30, 31, 2), (40, 3, 6, 6, 1)] {
+        for (c, m, ih, iw, pad) in
+            [(3, 5, 9, 11, 1), (17, 33, 13, 7, 0), (8, 20, 30, 31, 2), (40, 3, 6, 6, 1), (19, 71, 10, 9, 1)]
+        {
             let x = crate::backend::cpu::tests::values(1, 2 * c * ih * iw);
             let w = crate::backend::cpu::tests::values(2, m * c * 9);
             let bias = crate::backend::cpu::tests::values(3, m);
@@ -473,34 +547,47 @@ mod tests {
             let (h, wa) = (axis(ih), axis(iw));
             let (oh, ow) = (h.output, wa.output);
             let residual = crate::backend::cpu::tests::values(4, 2 * m * oh * ow);
-            let mut y = vec![f32::NAN; 2 * m * oh * ow];
             let run =
                 Run { x: &x, batch: 2, h, w: wa, bias: Some(&bias), residual: Some(&residual), act: Activation::Relu };
-            Winograd::new(&w, m, c, &micro).run(&ThreadPool::new(2), &run, &mut y);
-            for n in 0..2 {
-                for mo in 0..m {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let mut want = bias[mo] as f64;
-                            for ci in 0..c {
-                                for ky in 0..3 {
-                                    for kx in 0..3 {
-                                        let (iy, ix) =
-                                            ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
-                                        if iy >= 0 && ix >= 0 && (iy as usize) < ih && (ix as usize) < iw {
-                                            want += x[((n * c + ci) * ih + iy as usize) * iw + ix as usize] as f64
-                                                * w[((mo * c + ci) * 3 + ky) * 3 + kx] as f64;
+            let wg = Winograd::new(&w, m, c, &micro);
+            let total = 2 * oh.div_ceil(TILE) * ow.div_ceil(TILE);
+            // The chosen split, and tasks of one panel of tiles by one panel of channels (several
+            // of each where the shape has them), by all channels, by all tiles.
+            let (mr, nr) = (micro.mr, micro.nr);
+            let splits = [
+                wg.split(total, 2),
+                Split { tiles: mr, channels: nr },
+                Split { tiles: mr, channels: m.div_ceil(nr) * nr },
+                Split { tiles: total.div_ceil(mr) * mr, channels: nr },
+            ];
+            for split in splits {
+                let mut y = vec![f32::NAN; 2 * m * oh * ow];
+                wg.run_split(&ThreadPool::new(2), &run, &mut y, split);
+                for n in 0..2 {
+                    for mo in 0..m {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut want = bias[mo] as f64;
+                                for ci in 0..c {
+                                    for ky in 0..3 {
+                                        for kx in 0..3 {
+                                            let (iy, ix) =
+                                                ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
+                                            if iy >= 0 && ix >= 0 && (iy as usize) < ih && (ix as usize) < iw {
+                                                want += x[((n * c + ci) * ih + iy as usize) * iw + ix as usize] as f64
+                                                    * w[((mo * c + ci) * 3 + ky) * 3 + kx] as f64;
+                                            }
                                         }
                                     }
                                 }
+                                let at = ((n * m + mo) * oh + oy) * ow + ox;
+                                let want = (want + residual[at] as f64).max(0.0) as f32;
+                                let got = y[at];
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{c}x{m} {split:?} at {at}: {got} vs {want}"
+                                );
                             }
-                            let at = ((n * m + mo) * oh + oy) * ow + ox;
-                            let want = (want + residual[at] as f64).max(0.0) as f32;
-                            let got = y[at];
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{c}x{m} at {at}: {got} vs {want}"
-                            );
                         }
                     }
                 }

@@ -398,19 +398,28 @@ fn split(micro: &Micro, count: usize, m: usize, n: usize, k: usize, threads: usi
 /// pool and call the GEMM from inside a task. With [`Lhs::Panels`], `p.a.data` must hold
 /// `p.m.div_ceil(micro.mr)` panels.
 pub fn run_serial(micro: &Micro, p: &Problem, c: &mut [f32], ldc: usize) {
-    if p.m == 0 || p.n == 0 {
+    run_serial_columns(micro, p, 0..p.n, c, ldc)
+}
+
+/// [`run_serial`] for columns `cols` of the product alone, column `cols.start` written at C's
+/// column 0: for kernels that split a product's columns (a conv's output channels) over their
+/// own tasks. `cols.start` must be a multiple of the micro-kernel's NR (a whole B panel).
+pub fn run_serial_columns(micro: &Micro, p: &Problem, cols: std::ops::Range<usize>, c: &mut [f32], ldc: usize) {
+    let cols = cols.start..cols.end.min(p.n);
+    if p.m == 0 || cols.is_empty() {
         return;
     }
-    assert!(c.len() >= (p.m - 1) * ldc + p.n, "C is too small for the product");
+    assert!(cols.start.is_multiple_of(micro.nr), "columns from {} start inside a B panel", cols.start);
+    assert!(c.len() >= (p.m - 1) * ldc + cols.len(), "C is too small for the product");
     if let Lhs::Panels(a) = &p.a {
         assert!(a.data.len() >= p.m.div_ceil(micro.mr) * micro.mr * p.k, "A's panels are too short");
     }
     let (mt, nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
     for m0 in (0..p.m).step_by(mt) {
-        for n0 in (0..p.n).step_by(nt) {
-            // SAFETY: (m0, n0) is inside C, which this call borrows whole.
-            let c_tile = unsafe { c.as_mut_ptr().add(m0 * ldc + n0) };
-            tile(micro, p, m0, mt.min(p.m - m0), n0, nt.min(p.n - n0), c_tile, ldc);
+        for n0 in cols.clone().step_by(nt) {
+            // SAFETY: (m0, n0 - cols.start) is inside C, which this call borrows whole.
+            let c_tile = unsafe { c.as_mut_ptr().add(m0 * ldc + n0 - cols.start) };
+            tile(micro, p, m0, mt.min(p.m - m0), n0, nt.min(cols.end - n0), c_tile, ldc);
         }
     }
 }

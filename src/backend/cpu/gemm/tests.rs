@@ -194,3 +194,44 @@ fn split_gives_each_thread_an_equal_share() {
         }
     }
 }
+
+#[test]
+fn a_column_range_writes_those_columns_alone() {
+    // Ranges that start on a panel boundary and end inside one, past n, or at n; NaN around the
+    // range's columns in C catches a write outside it.
+    for isa in Isa::available() {
+        let micro = micro_for(isa);
+        let (m, n, k) = (11, 3 * micro.nr + 5, 23);
+        let (av, bv) = (lcg(5, m * k), lcg(6, k * n));
+        let (a, b) = (MatRef::row_major(&av, k), MatRef::row_major(&bv, n));
+        let want = naive(m, n, k, &a, &b);
+        let packed_b = PackedB::new(&b, k, n, &micro);
+        let col_bias = lcg(7, n);
+        let want_biased: Vec<f32> = want.iter().enumerate().map(|(i, w)| w + col_bias[i % n]).collect();
+        for cols in [0..micro.nr, micro.nr..2 * micro.nr + 3, 2 * micro.nr..n, micro.nr..n + 40] {
+            let p = Problem {
+                m,
+                n,
+                k,
+                a: Lhs::Plain(a),
+                b: Rhs::Packed(&packed_b),
+                epilogue: Epilogue { bias: Bias::PerCol(&col_bias), ..Epilogue::default() },
+            };
+            let width = cols.end.min(n) - cols.start;
+            let ldc = width + 2;
+            let mut c = vec![f32::NAN; m * ldc];
+            run_serial_columns(&micro, &p, cols.clone(), &mut c, ldc);
+            for i in 0..m {
+                for j in 0..ldc {
+                    let got = c[i * ldc + j];
+                    if j >= width {
+                        assert!(got.is_nan(), "{isa:?} {cols:?}: wrote column {j} past the range");
+                        continue;
+                    }
+                    let w = want_biased[i * n + cols.start + j];
+                    assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?} {cols:?} ({i}, {j}): {got} vs {w}");
+                }
+            }
+        }
+    }
+}
