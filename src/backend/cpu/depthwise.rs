@@ -125,13 +125,17 @@ impl Layout {
 }
 
 /// Runs the convolution into `y` (`planes` output planes of `h.output x w.output`), one task per
-/// plane spread over `pool`.
+/// plane spread over `pool`; small planes on AVX-512 go to [`super::depthwise_blocked`].
 pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
     let (h, w) = (p.h, p.w);
     let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
     assert!(p.x.len() >= planes * in_plane && y.len() >= planes * out_plane, "depthwise: buffers too small");
     if out_plane == 0 {
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::depthwise_blocked::suits(p) {
+        return super::depthwise_blocked::run(pool, p, planes, y);
     }
     let layout = Layout::new(&h, &w);
     let out = SharedMut(y.as_mut_ptr());

@@ -16,6 +16,8 @@ mod conv_narrow;
 pub mod conv_pointwise;
 pub mod conv_transpose;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_blocked;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;

@@ -1,0 +1,489 @@
+//! Depthwise convolution on small planes, 16 channels at a time in the lanes of AVX-512 vectors.
+//!
+//! On planes of 28x28 and less the per-plane kernel ([`super::depthwise`]) spends most of its
+//! time on per-plane work (padding a band, partial tiles, row ends) rather than on the taps.
+//! Here a block of 16 channels is transposed into a zero-padded `[rows][cols][16]` scratch, so a
+//! tap of an output pixel is one vector FMA for all 16 channels whatever the plane's width,
+//! stride or dilation; the sums go to a `[pixels][16]` scratch and are transposed back into the
+//! 16 output planes, with the residual and activation applied in the same pass. (onnxruntime
+//! keeps MobileNets in this blocked layout between layers, NCHWc; the graph here stays NCHW, so
+//! the two transposes are the price, 16x16 blocks in registers.)
+
+use super::activation::{Activation, ActivationExt};
+use super::depthwise::Depthwise;
+use super::isa::{isa, Isa};
+use super::pool::{SharedMut, ThreadPool};
+use crate::ops::window::Axis;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Channels per block: the lanes of one vector.
+const LANES: usize = 16;
+/// The largest input plane (in pixels) this kernel takes at stride 1, and at larger strides:
+/// chosen by measurement against the per-plane kernel (`cargo bench --bench peak`, MobileNetV2's
+/// 3x3 layers, one thread). At stride 1 this kernel ran 1.6-2.4x faster on planes of 7x7 to
+/// 28x28, 1.0-1.1x on 56x56 and 112x112, and 0.7-1.0x on 256x256; at stride 2, 2.9-4.3x faster
+/// on 14x14 and 28x28, 1.2-1.7x on 56x56 and 112x112 (the per-plane kernel's phase split costs
+/// more there than a skipped pixel here).
+const MAX_PLANE: [usize; 2] = [64 * 64, 128 * 128];
+
+/// Whether this kernel runs `p`: AVX-512 and small planes. For comparing the two kernels,
+/// `CRX580_DEPTHWISE=plane` leaves every plane to the per-plane kernel and `=blocked` gives every
+/// plane to this one.
+pub fn suits(p: &Depthwise) -> bool {
+    static CHOICE: OnceLock<Option<bool>> = OnceLock::new();
+    let choice = *CHOICE.get_or_init(|| match std::env::var("CRX580_DEPTHWISE").as_deref() {
+        Ok("plane") => Some(false),
+        Ok("blocked") => Some(true),
+        _ => None,
+    });
+    let small = p.h.input * p.w.input <= MAX_PLANE[usize::from(p.h.stride * p.w.stride > 1)];
+    isa() == Isa::Avx512 && choice.unwrap_or(small) && p.h.output * p.w.output > 0
+}
+
+/// The padded scratch's shape; the same for every block of one call.
+#[derive(Clone, Copy, PartialEq)]
+struct Padded {
+    h: Axis,
+    w: Axis,
+    /// Padded rows: every row a tap reads and every input row.
+    rows: usize,
+    /// Padded columns, likewise.
+    cols: usize,
+}
+
+impl Padded {
+    fn new(h: Axis, w: Axis) -> Padded {
+        let extent =
+            |a: &Axis| ((a.output - 1) * a.stride + (a.kernel - 1) * a.dilation + 1).max(a.pad_begin + a.input);
+        Padded { h, w, rows: extent(&h), cols: extent(&w) }
+    }
+
+    /// Floats of the input scratch.
+    fn input_len(&self) -> usize {
+        self.rows * self.cols * LANES
+    }
+
+    /// Floats of the output scratch: whole blocks of 16 pixels.
+    fn output_len(&self) -> usize {
+        (self.h.output * self.w.output).next_multiple_of(LANES) * LANES
+    }
+}
+
+thread_local! {
+    /// This thread's scratch, kept between calls so steady-state runs do not allocate.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { buf: Vec::new(), padded_for: None }) };
+}
+
+/// A thread's scratch: input block, output block, weights and bias, 64-byte aligned. The input
+/// block's padding depends only on the geometry, so it is zeroed once per geometry and blocks
+/// then write only the input pixels.
+struct Scratch {
+    buf: Vec<f32>,
+    /// The geometry whose padding holds zeros in the input block.
+    padded_for: Option<Padded>,
+}
+
+impl Scratch {
+    /// The scratch for `g` with `taps` filter taps: (input block, the rest), the input block's
+    /// padding zeroed.
+    fn prepare(&mut self, g: &Padded, taps: usize) -> (&mut [f32], &mut [f32]) {
+        let len = g.input_len() + g.output_len() + (taps + 1) * LANES;
+        if self.buf.len() < len + LANES {
+            // A new allocation moves the aligned start: the padding is laid again below.
+            self.buf = vec![0.0; len + LANES];
+            self.padded_for = None;
+        }
+        let skip = self.buf.as_ptr().align_offset(64).min(LANES - 1);
+        let (input, rest) = self.buf[skip..skip + len].split_at_mut(g.input_len());
+        if self.padded_for != Some(*g) {
+            // Debug builds fill what blocks are to write with NaN, so that a pixel they miss shows.
+            input.fill(if cfg!(debug_assertions) { f32::NAN } else { 0.0 });
+            let (top, left) = (g.h.pad_begin, g.w.pad_begin);
+            for (r, row) in input.chunks_exact_mut(g.cols * LANES).enumerate() {
+                if r < top || r >= top + g.h.input {
+                    row.fill(0.0);
+                } else {
+                    row[..left * LANES].fill(0.0);
+                    row[(left + g.w.input) * LANES..].fill(0.0);
+                }
+            }
+            self.padded_for = Some(*g);
+        }
+        if cfg!(debug_assertions) {
+            rest.fill(f32::NAN);
+        }
+        (input, rest)
+    }
+}
+
+/// Runs the convolution into `y` (`planes` output planes), one task per block of 16 channels of
+/// one image.
+pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
+    assert!(suits(p), "depthwise_blocked: needs AVX-512 and a small plane");
+    let (h, w) = (p.h, p.w);
+    let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
+    assert!(p.x.len() >= planes * in_plane && y.len() >= planes * out_plane, "depthwise: buffers too small");
+    assert!(planes.is_multiple_of(p.channels), "depthwise: planes are whole images");
+    let taps = h.kernel * w.kernel;
+    assert!(p.weights.len() >= p.channels * taps && p.bias.is_none_or(|b| b.len() >= p.channels));
+    assert!(p.residual.is_none_or(|r| r.len() >= planes * out_plane));
+    let g = Padded::new(h, w);
+    // Where each tap reads in the input block, relative to its output pixel's first read.
+    let offsets: Vec<usize> =
+        (0..taps).map(|k| ((k / w.kernel) * h.dilation * g.cols + (k % w.kernel) * w.dilation) * LANES).collect();
+    let per_image = p.channels.div_ceil(LANES);
+    let out = SharedMut(y.as_mut_ptr());
+    pool.parallel_for_work(planes / p.channels * per_image, out_plane * taps * LANES, &|b| {
+        let o = out;
+        let c0 = b % per_image * LANES;
+        let block = Block {
+            p,
+            g: &g,
+            offsets: &offsets,
+            plane0: b / per_image * p.channels + c0,
+            c0,
+            lanes: LANES.min(p.channels - c0),
+        };
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (input, rest) = s.prepare(&g, taps);
+            // SAFETY: AVX-512F is there (`suits`); the block writes only its own output planes,
+            // `plane0..plane0 + lanes`, inside `y` (checked above), and the scratch is sized
+            // for `g` by `prepare`.
+            unsafe { block.run(input, rest, o.0) };
+        });
+        if !fuses(p.act) {
+            for c in 0..block.lanes {
+                let at = (block.plane0 + c) * out_plane;
+                // SAFETY: this block's own plane, inside `y`, no longer borrowed by the kernel.
+                let plane = unsafe { std::slice::from_raw_parts_mut(o.0.add(at), out_plane) };
+                p.act.apply(plane);
+            }
+        }
+    });
+}
+
+/// Whether [`vector_act`] applies `act` itself (else the planes are passed over again).
+fn fuses(act: Activation) -> bool {
+    matches!(act, Activation::None | Activation::Relu | Activation::Clip(..) | Activation::HardSwish)
+}
+
+/// One block of up to 16 channels of one image.
+struct Block<'a> {
+    p: &'a Depthwise<'a>,
+    g: &'a Padded,
+    offsets: &'a [usize],
+    /// The block's first plane (image * channels + c0) and channel.
+    plane0: usize,
+    c0: usize,
+    /// Channels in the block (16 but in the last block of an image).
+    lanes: usize,
+}
+
+impl Block<'_> {
+    /// # Safety
+    /// Needs AVX-512F; `input` and `rest` as [`Scratch::prepare`] gives them for this block's
+    /// geometry; `y` holds the block's output planes.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(&self, input: &mut [f32], rest: &mut [f32], y: *mut f32) {
+        let (p, g) = (self.p, self.g);
+        let taps = self.offsets.len();
+        let (out, filter) = rest.split_at_mut(g.output_len());
+        assert!(input.len() >= g.input_len() && filter.len() >= (taps + 1) * LANES);
+        // The filter as one vector per tap (channels in lanes), then the bias; missing channels 0.
+        for l in 0..LANES {
+            let c = self.c0 + l;
+            for k in 0..taps {
+                filter[k * LANES + l] = if l < self.lanes { p.weights[c * taps + k] } else { 0.0 };
+            }
+            filter[taps * LANES + l] = match p.bias {
+                Some(b) if l < self.lanes => b[c],
+                _ => 0.0,
+            };
+        }
+        // SAFETY (the three steps): every pointer they form is inside the slice it came from;
+        // see each one's bounds notes.
+        unsafe {
+            self.transpose_in(input.as_mut_ptr());
+            self.taps(input.as_ptr(), filter.as_ptr(), out.as_mut_ptr());
+            self.transpose_out(out.as_ptr(), y);
+        }
+    }
+
+    /// Copies the block's input planes into the padded input block, pixel-major.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `input` holds [`Padded::input_len`] floats.
+    #[inline(always)]
+    unsafe fn transpose_in(&self, input: *mut f32) {
+        let (g, p) = (self.g, self.p);
+        let (ih, iw) = (g.h.input, g.w.input);
+        let plane = ih * iw;
+        let x = p.x.as_ptr().add(self.plane0 * plane);
+        let (mut iy, mut ix) = (0, 0);
+        for q in (0..plane).step_by(LANES) {
+            let n = LANES.min(plane - q);
+            let mask = lane_mask(n);
+            let mut r = [_mm512_setzero_ps(); LANES];
+            for (c, v) in r.iter_mut().enumerate().take(self.lanes) {
+                // Masked: lanes past the plane's end are not read (run() checked the planes).
+                *v = _mm512_maskz_loadu_ps(mask, x.add(c * plane + q));
+            }
+            transpose16(&mut r);
+            for v in r.iter().take(n) {
+                // iy < ih and ix < iw: inside the input block (Padded::new).
+                let at = ((iy + g.h.pad_begin) * g.cols + ix + g.w.pad_begin) * LANES;
+                _mm512_storeu_ps(input.add(at), *v);
+                ix += 1;
+                if ix == iw {
+                    ix = 0;
+                    iy += 1;
+                }
+            }
+        }
+    }
+
+    /// Every output pixel's sums over the taps, into `out` (pixel-major, bias included).
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `input`, `filter` and `out` as [`Block::run`] lays them.
+    #[inline(always)]
+    unsafe fn taps(&self, input: *const f32, filter: *const f32, out: *mut f32) {
+        let g = self.g;
+        let (oh, ow) = (g.h.output, g.w.output);
+        let step = g.w.stride * LANES;
+        // Reads stay inside the input block: the last output row and column read padded row
+        // (oh - 1) * stride + (kh - 1) * dilation < rows, and likewise for columns.
+        for oy in 0..oh {
+            let row = input.add(oy * g.h.stride * g.cols * LANES);
+            let dst = out.add(oy * ow * LANES);
+            let mut ox = 0;
+            while ox + 8 <= ow {
+                self.tile::<8>(row.add(ox * step), step, filter, dst.add(ox * LANES));
+                ox += 8;
+            }
+            if ox + 4 <= ow {
+                self.tile::<4>(row.add(ox * step), step, filter, dst.add(ox * LANES));
+                ox += 4;
+            }
+            if ox + 2 <= ow {
+                self.tile::<2>(row.add(ox * step), step, filter, dst.add(ox * LANES));
+                ox += 2;
+            }
+            if ox < ow {
+                self.tile::<1>(row.add(ox * step), step, filter, dst.add(ox * LANES));
+            }
+        }
+    }
+
+    /// `T` adjacent output pixels, their sums in registers over all taps.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `src + offset + t * step` (t < T) inside the input block for every tap.
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(&self, src: *const f32, step: usize, filter: *const f32, dst: *mut f32) {
+        let taps = self.offsets.len();
+        let mut acc = [_mm512_loadu_ps(filter.add(taps * LANES)); T];
+        for (k, &off) in self.offsets.iter().enumerate() {
+            let wt = _mm512_loadu_ps(filter.add(k * LANES));
+            for (t, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(_mm512_loadu_ps(src.add(off + t * step)), wt, *a);
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(dst.add(t * LANES), *a);
+        }
+    }
+
+    /// Transposes the sums back into the block's output planes, adding the residual and applying
+    /// the activation on the way.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `out` holds [`Padded::output_len`] floats, `y` the block's planes.
+    #[inline(always)]
+    unsafe fn transpose_out(&self, out: *const f32, y: *mut f32) {
+        let (g, p) = (self.g, self.p);
+        let plane = g.h.output * g.w.output;
+        for q in (0..plane).step_by(LANES) {
+            let n = LANES.min(plane - q);
+            let mask = lane_mask(n);
+            // Whole 16-pixel blocks: the output block is rounded up to them.
+            let mut r: [__m512; LANES] = std::array::from_fn(|j| _mm512_loadu_ps(out.add((q + j) * LANES)));
+            transpose16(&mut r);
+            for (c, &v) in r.iter().enumerate().take(self.lanes) {
+                let at = (self.plane0 + c) * plane + q;
+                let v = match p.residual {
+                    // Masked: lanes past the plane's end are neither read nor written.
+                    Some(res) => _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at))),
+                    None => v,
+                };
+                _mm512_mask_storeu_ps(y.add(at), mask, vector_act(p.act, v));
+            }
+        }
+    }
+}
+
+/// The first `n` (<= 16) lanes.
+#[inline(always)]
+fn lane_mask(n: usize) -> __mmask16 {
+    (((1u32 << n) - 1) & 0xffff) as __mmask16
+}
+
+/// The activations MobileNets fuse into their depthwise convs, in registers, with the same
+/// arithmetic (and NaN results) as [`ActivationExt::eval`]; any other is left to the caller.
+#[inline(always)]
+unsafe fn vector_act(act: Activation, v: __m512) -> __m512 {
+    // `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
+    match act {
+        Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+        Activation::Clip(lo, hi) => _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi)),
+        Activation::HardSwish => {
+            let gate = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0 / 6.0)), _mm512_set1_ps(0.5));
+            // clamp(gate, 0, 1) keeps a NaN gate: min/max with the NaN as second operand.
+            let gate = _mm512_max_ps(_mm512_setzero_ps(), _mm512_min_ps(_mm512_set1_ps(1.0), gate));
+            _mm512_mul_ps(v, gate)
+        }
+        _ => v,
+    }
+}
+
+/// Transposes a 16x16 block in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): 64 shuffles,
+/// interleaving 32-bit, 64-bit, then 128-bit pieces.
+#[inline(always)]
+unsafe fn transpose16(r: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let pd = _mm512_castps_pd;
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let (a, b) = (4 * i, 4 * i + 2);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[a]), pd(t[b])));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[a]), pd(t[b])));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[a + 1]), pd(t[b + 1])));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[a + 1]), pd(t[b + 1])));
+    }
+    // u[4i + k] holds rows 4i..4i+4, column k + 4 * (128-bit lane).
+    let mut v = [_mm512_setzero_ps(); 16];
+    for k in 0..4 {
+        v[k] = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+        v[4 + k] = _mm512_shuffle_f32x4::<0xdd>(u[k], u[4 + k]);
+        v[8 + k] = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+        v[12 + k] = _mm512_shuffle_f32x4::<0xdd>(u[8 + k], u[12 + k]);
+    }
+    for k in 0..8 {
+        r[k] = _mm512_shuffle_f32x4::<0x88>(v[k], v[8 + k]);
+        r[8 + k] = _mm512_shuffle_f32x4::<0xdd>(v[k], v[8 + k]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::tests::{build, check, compile_shape, ints, tensor, In};
+    use crate::ir::Attr;
+    use crate::ops::fused::FusedConv;
+    use std::sync::Arc;
+
+    #[test]
+    fn transpose16_swaps_rows_and_columns() {
+        if !Isa::Avx512.supported() {
+            eprintln!("transpose16: this CPU has no AVX-512, nothing to check");
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        let mut t = [0f32; 256];
+        // SAFETY: AVX-512F checked above; loads and stores stay inside `m` and `t`.
+        unsafe {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn go(m: &[f32], t: &mut [f32; 256]) {
+                let mut r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+                transpose16(&mut r);
+                for (i, v) in r.iter().enumerate() {
+                    _mm512_storeu_ps(t.as_mut_ptr().add(16 * i), *v);
+                }
+            }
+            go(&m, &mut t);
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(t[16 * i + j], m[16 * j + i], "({i}, {j})");
+            }
+        }
+    }
+
+    /// Channel counts around the block of 16, planes 1x1 to 30x30 (square and not), strides 1 and
+    /// 2 (and 3), dilation, asymmetric padding, bias, residual and activations (fused or
+    /// applied after), batches of 1 and 2: all against the reference op. Which kernel ran is
+    /// checked too (this one where the CPU has AVX-512).
+    #[test]
+    fn blocked_depthwise_matches_the_reference() {
+        use crate::ops::fused::Activation as Act;
+        let acts = [Act::None, Act::Relu, Act::Clip(0.0, 6.0), Act::HardSwish, Act::Silu];
+        let mut state = 99u64;
+        let mut pick = |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % n as u64) as usize
+        };
+        let (mut ran, mut blocked) = (0, 0);
+        for case in 0..48 {
+            let channels = [2, 5, 15, 16, 17, 31, 33, 40][case % 8];
+            let (ih, iw) = match case % 6 {
+                0 => (1, 1),
+                1 => (30, 30),
+                2 => (7, 7),
+                3 => (1 + pick(30), 1 + pick(30)),
+                4 => (14, 13),
+                _ => (2 + pick(8), 20 + pick(11)),
+            };
+            let (kh, kw) = [(3, 3), (3, 3), (5, 5), (1, 1), (3, 1), (2, 4)][pick(6)];
+            let s = [1, 1, 2, 2, 3][pick(5)];
+            let (dh, dw) = if pick(5) == 0 { (2, 1 + pick(2)) } else { (1, 1) };
+            let pads = [kh / 2, kw / 2, kh / 2, kw / 2].map(|p| if pick(4) == 0 { pick(3) } else { p });
+            let batch = 1 + pick(2);
+            let reach = |i: usize, k: usize, d: usize, p: usize| i + p > (k - 1) * d;
+            if !reach(ih, kh, dh, pads[0] + pads[2]) || !reach(iw, kw, dw, pads[1] + pads[3]) {
+                continue;
+            }
+            let xs = [batch, channels, ih, iw];
+            let ws = [channels, 1, kh, kw];
+            let attrs = vec![
+                ("group", Attr::Int(channels as i64)),
+                ("strides", ints(&[s as i64, s as i64])),
+                ("dilations", ints(&[dh as i64, dw as i64])),
+                ("pads", ints(&pads.map(|p| p as i64))),
+            ];
+            let name = format!("case {case}: x {xs:?} w {ws:?} stride {s} dilation {dh}x{dw} pads {pads:?}");
+            let seed = 7000 + case as u64 * 10;
+            let (bias, residual) = (pick(3) != 0, pick(3) == 0);
+            let act = acts[pick(acts.len())];
+            let conv = build("Conv", attrs, if bias { 3 } else { 2 });
+            let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+            if bias || residual {
+                inputs.push(if bias { In::Const(tensor(seed + 2, &[channels])) } else { In::Absent });
+            }
+            if residual {
+                inputs.push(In::Fed(tensor(seed + 3, &compile_shape(&conv, &xs, &ws))));
+            }
+            let op = Arc::new(FusedConv { conv, residual, act });
+            assert_eq!(check(&name, op, inputs), "conv-depthwise", "{name}");
+            ran += 1;
+            let axis =
+                |input: usize, kernel: usize, stride: usize, dilation: usize, pad_begin: usize, pad_end: usize| {
+                    let output = (input + pad_begin + pad_end - (kernel - 1) * dilation - 1) / stride + 1;
+                    Axis { input, kernel, stride, dilation, pad_begin, pad_end, output }
+                };
+            let (h, w) = (axis(ih, kh, s, dh, pads[0], pads[2]), axis(iw, kw, s, dw, pads[1], pads[3]));
+            let probe = Depthwise { x: &[], weights: &[], bias: None, residual: None, act, channels, h, w };
+            blocked += usize::from(suits(&probe));
+        }
+        assert!(ran >= 40, "only {ran} cases ran");
+        if isa() == Isa::Avx512 && std::env::var("CRX580_DEPTHWISE").as_deref() != Ok("plane") {
+            assert_eq!(blocked, ran, "cases the blocked kernel ran");
+        }
+    }
+}
