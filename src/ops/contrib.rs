@@ -450,7 +450,9 @@ impl Op for EmbedLayerNorm {
             }
             Ok(Some(t.to_i64_vec()?))
         };
-        let (word_table, _) = table(words, "word_embedding")?;
+        // An f32 vocabulary is read in place: converting all of it would cost more than the op.
+        let word_f32 = words.as_slice::<f32>().ok();
+        let word_table = if word_f32.is_some() { Vec::new() } else { table(words, "word_embedding")?.0 };
         let (position_table, position_rows) = table(positions, "position_embedding")?;
         let segment = match (opt_input(inputs, 1), opt_input(inputs, 4)) {
             (Some(ids), Some(t)) => {
@@ -484,7 +486,7 @@ impl Op for EmbedLayerNorm {
             } * hidden;
             let row = &mut sum[i * hidden..(i + 1) * hidden];
             for (j, v) in row.iter_mut().enumerate() {
-                *v = word_table[w + j] + position_table[p + j];
+                *v = word_f32.map_or_else(|| word_table[w + j], |t| f64::from(t[w + j])) + position_table[p + j];
             }
             if let Some((segment_ids, (segment_table, segment_rows))) = &segment {
                 let s = row_of(segment_ids[i], *segment_rows, "segment id")? * hidden;
