@@ -21,8 +21,10 @@ pub fn register(r: &mut Registry) {
         let alpha = ctx.attrs.float_or("alpha", 1.702)?;
         gelu_family(vec![("alpha", Attr::Float(alpha))], false)
     });
-    r.add_in(MS, "SkipLayerNormalization", build_skip_layer_norm);
+    r.add_in(MS, "SkipLayerNormalization", |ctx| build_skip_layer_norm(ctx, false));
+    r.add_in(MS, "SkipSimplifiedLayerNormalization", |ctx| build_skip_layer_norm(ctx, true));
     r.add_in(MS, "Attention", build_attention);
+    r.add_in(MS, "MultiHeadAttention", super::multi_head_attention::build);
     r.add_in(MS, "FusedConv", build_fused_conv);
     r.add_in(MS, "EmbedLayerNormalization", |ctx| {
         Ok(Box::new(EmbedLayerNorm { epsilon: f64::from(ctx.attrs.float_or("epsilon", 1e-12)?) }))
@@ -41,9 +43,22 @@ fn build_standard(op_type: &'static str, opset: i64, attrs: Vec<(&str, Attr)>) -
 
 /// `activation(x + bias)`, with `bias` (when the op takes one) broadcast along the last axis.
 #[derive(Debug)]
-struct BiasActivation {
+pub struct BiasActivation {
     activation: Box<dyn Op>,
-    takes_bias: bool,
+    pub takes_bias: bool,
+}
+
+impl BiasActivation {
+    /// The Gelu forms as a fused activation (QuickGelu's `x·σ(αx)` has none).
+    pub fn gelu(&self) -> Option<crate::ops::fused::Activation> {
+        use crate::ops::activation::{FloatActivation, Formula};
+        use crate::ops::fused::Activation;
+        match self.activation.downcast_ref::<FloatActivation>()?.formula {
+            Formula::Gelu => Some(Activation::Gelu),
+            Formula::GeluTanh => Some(Activation::GeluTanh),
+            _ => None,
+        }
+    }
 }
 
 /// Gelu variants map to ONNX Gelu (exact or tanh); QuickGelu `x·σ(αx)` is ONNX Swish.
@@ -80,15 +95,28 @@ impl Op for BiasActivation {
     }
 }
 
-/// `LayerNorm(input + skip + bias)` over the last axis; extra outputs are the mean, the inverse
-/// standard deviation, and the pre-normalisation sum.
+/// `LayerNorm(input + skip + bias)` over the last axis (inputs: input, skip, gamma, beta, bias);
+/// extra outputs are the mean, the inverse standard deviation, and the pre-normalisation sum.
+/// The simplified form is RMSNorm without beta (inputs: input, skip, gamma, bias) and no mean.
 #[derive(Debug)]
-struct SkipLayerNorm {
-    epsilon: f64,
+pub struct SkipLayerNorm {
+    pub epsilon: f64,
+    pub simplified: bool,
 }
 
-fn build_skip_layer_norm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
-    Ok(Box::new(SkipLayerNorm { epsilon: f64::from(ctx.attrs.float_or("epsilon", 1e-12)?) }))
+fn build_skip_layer_norm(ctx: &BuildCtx, simplified: bool) -> Result<Box<dyn Op>> {
+    Ok(Box::new(SkipLayerNorm { epsilon: f64::from(ctx.attrs.float_or("epsilon", 1e-12)?), simplified }))
+}
+
+impl SkipLayerNorm {
+    /// The input indices of beta and bias (beta: none in the simplified form).
+    pub fn beta_bias(&self) -> (Option<usize>, usize) {
+        if self.simplified {
+            (None, 3)
+        } else {
+            (Some(3), 4)
+        }
+    }
 }
 
 impl Op for SkipLayerNorm {
@@ -120,8 +148,9 @@ impl Op for SkipLayerNorm {
             }
         };
         let gamma = per_row(Some(gamma), "gamma")?.unwrap_or_default();
-        let beta = per_row(opt_input(inputs, 3), "beta")?;
-        let bias = per_row(opt_input(inputs, 4), "bias")?;
+        let (beta_at, bias_at) = self.beta_bias();
+        let beta = per_row(beta_at.and_then(|i| opt_input(inputs, i)), "beta")?;
+        let bias = per_row(opt_input(inputs, bias_at), "bias")?;
         // skip is [batch, seq, hidden] or a broadcastable [seq, hidden] / [1, seq, hidden].
         if skip.is_empty() || x.len() % skip.len() != 0 || skip.shape().last() != x.shape().last() {
             bail!(Shape, "SkipLayerNormalization skip shape {:?} does not fit input {:?}", skip.shape(), x.shape());
@@ -137,7 +166,7 @@ impl Op for SkipLayerNorm {
             for (j, v) in row.iter_mut().enumerate() {
                 *v = xs[r * width + j] + ss[skip_start + j] + bias.as_ref().map_or(0.0, |b| b[j]);
             }
-            let mean = row.iter().sum::<f64>() / width as f64;
+            let mean = if self.simplified { 0.0 } else { row.iter().sum::<f64>() / width as f64 };
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / width as f64;
             let inv_std = 1.0 / (var + self.epsilon).sqrt();
             for (j, o) in out[span].iter_mut().enumerate() {
@@ -162,12 +191,12 @@ impl Op for SkipLayerNorm {
 /// onnxruntime's fused self-attention: `X·W + bias` split into Q, K, V, then multi-head
 /// attention with an optional key mask and causal (`unidirectional`) masking.
 #[derive(Debug)]
-struct PackedAttention {
-    num_heads: usize,
-    causal: bool,
-    scale: Option<f64>,
-    mask_filter_value: f64,
-    qkv_sizes: Option<[usize; 3]>,
+pub struct PackedAttention {
+    pub num_heads: usize,
+    pub causal: bool,
+    pub scale: Option<f64>,
+    pub mask_filter_value: f64,
+    pub qkv_sizes: Option<[usize; 3]>,
 }
 
 fn build_attention(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
@@ -195,39 +224,43 @@ fn build_attention(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     }))
 }
 
-impl PackedAttention {
-    /// The additive key bias for batch `b`, query `i`, key `j` from `mask_index`: 1-D end
-    /// positions (`[batch]`) or end and start positions (`[2*batch]`), or a 0/1 mask of shape
-    /// `[batch, keys]` or `[batch, queries, keys]`.
-    fn mask_bias(&self, mask: Option<&[i64]>, shape: &[usize], dims: (usize, usize, usize)) -> Result<Vec<f64>> {
-        let (batch, seq, keys) = dims;
-        let mut bias = try_vec(batch * seq * keys, 0f64)?;
-        let filter = self.mask_filter_value;
-        for b in 0..batch {
-            for i in 0..seq {
-                for j in 0..keys {
-                    let keep = match (mask, shape) {
-                        (None, _) => true,
-                        (Some(m), [n]) if *n == batch => (j as i64) < m[b],
-                        (Some(m), [n]) if *n == 2 * batch => (j as i64) < m[b] && (j as i64) >= m[batch + b],
-                        (Some(m), [mb, mk]) if (*mb, *mk) == (batch, keys) => m[b * keys + j] > 0,
-                        (Some(m), [mb, ms, mk]) if (*mb, *ms, *mk) == (batch, seq, keys) => {
-                            m[(b * seq + i) * keys + j] > 0
-                        }
-                        _ => {
-                            bail!(Unsupported, "com.microsoft Attention mask_index of shape {shape:?} is not supported")
-                        }
-                    };
-                    let mut x = if keep { 0.0 } else { filter };
-                    if self.causal && j > i {
-                        x += filter;
+/// The additive key bias `[batch, queries, keys]` of onnxruntime's attention ops from a
+/// `mask_index` / `key_padding_mask`: 1-D end positions (`[batch]`) or end and start positions
+/// (`[2*batch]`), or a 0/1 mask of shape `[batch, keys]` or `[batch, queries, keys]`. Masked keys
+/// get `filter`; with `causal`, keys after the query's position (aligned to the last keys) get
+/// another `filter`.
+pub(crate) fn mask_bias(
+    mask: Option<(&[i64], &[usize])>,
+    dims: (usize, usize, usize),
+    filter: f64,
+    causal: bool,
+    op: &str,
+) -> Result<Vec<f64>> {
+    let (batch, seq, keys) = dims;
+    let past = keys.saturating_sub(seq);
+    let mut bias = try_vec(batch * seq * keys, 0f64)?;
+    for b in 0..batch {
+        for i in 0..seq {
+            for j in 0..keys {
+                let keep = match mask {
+                    None => true,
+                    Some((m, [n])) if *n == batch => (j as i64) < m[b],
+                    Some((m, [n])) if *n == 2 * batch => (j as i64) < m[b] && (j as i64) >= m[batch + b],
+                    Some((m, [mb, mk])) if (*mb, *mk) == (batch, keys) => m[b * keys + j] > 0,
+                    Some((m, [mb, ms, mk])) if (*mb, *ms, *mk) == (batch, seq, keys) => m[(b * seq + i) * keys + j] > 0,
+                    Some((_, shape)) => {
+                        bail!(Unsupported, "com.microsoft {op} mask of shape {shape:?} is not supported")
                     }
-                    bias[(b * seq + i) * keys + j] = x;
+                };
+                let mut x = if keep { 0.0 } else { filter };
+                if causal && j > i + past {
+                    x += filter;
                 }
+                bias[(b * seq + i) * keys + j] = x;
             }
         }
-        Ok(bias)
     }
+    Ok(bias)
 }
 
 impl Op for PackedAttention {
@@ -283,8 +316,8 @@ impl Op for PackedAttention {
         };
         let (q, k, v) = (split(0, qs)?, split(qs, ks)?, split(qs + ks, vs)?);
         let mask = opt_input(inputs, 3).map(|m| m.to_i64_vec()).transpose()?;
-        let mask_shape = opt_input(inputs, 3).map_or(&[][..], |m| m.shape());
-        let bias = self.mask_bias(mask.as_deref(), mask_shape, (batch, seq, seq))?;
+        let mask = mask.as_deref().zip(opt_input(inputs, 3).map(|m| m.shape()));
+        let bias = mask_bias(mask, (batch, seq, seq), self.mask_filter_value, self.causal, "Attention")?;
         let (d, dv) = (qs / h, vs / h);
         let scale = self.scale.unwrap_or(1.0 / (d as f64).sqrt());
         let dims = HeadDims { sq: seq, skv: seq, d, dv };
@@ -417,7 +450,9 @@ impl Op for EmbedLayerNorm {
             }
             Ok(Some(t.to_i64_vec()?))
         };
-        let (word_table, _) = table(words, "word_embedding")?;
+        // An f32 vocabulary is read in place: converting all of it would cost more than the op.
+        let word_f32 = words.as_slice::<f32>().ok();
+        let word_table = if word_f32.is_some() { Vec::new() } else { table(words, "word_embedding")?.0 };
         let (position_table, position_rows) = table(positions, "position_embedding")?;
         let segment = match (opt_input(inputs, 1), opt_input(inputs, 4)) {
             (Some(ids), Some(t)) => {
@@ -451,7 +486,7 @@ impl Op for EmbedLayerNorm {
             } * hidden;
             let row = &mut sum[i * hidden..(i + 1) * hidden];
             for (j, v) in row.iter_mut().enumerate() {
-                *v = word_table[w + j] + position_table[p + j];
+                *v = word_f32.map_or_else(|| word_table[w + j], |t| f64::from(t[w + j])) + position_table[p + j];
             }
             if let Some((segment_ids, (segment_table, segment_rows))) = &segment {
                 let s = row_of(segment_ids[i], *segment_rows, "segment id")? * hidden;

@@ -38,6 +38,7 @@ pub mod logic;
 pub mod loss;
 pub mod matmul;
 pub mod ml;
+pub mod multi_head_attention;
 pub mod nms;
 pub mod norm;
 pub mod optional;

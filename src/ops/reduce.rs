@@ -211,7 +211,7 @@ impl Reduce {
         }
     }
 
-    fn out_dims<D: Clone>(&self, dims: &[D], mask: &[bool], one: D) -> Vec<D> {
+    pub fn out_dims<D: Clone>(&self, dims: &[D], mask: &[bool], one: D) -> Vec<D> {
         let mut out = Vec::with_capacity(dims.len());
         for (d, &m) in dims.iter().zip(mask) {
             match (m, self.keepdims) {
@@ -321,10 +321,10 @@ fn sum_like<T: Scalar, W: Wide>(
 
 #[derive(Debug)]
 pub struct ArgReduce {
-    max: bool,
-    axis: i64,
-    keepdims: bool,
-    select_last_index: bool,
+    pub max: bool,
+    pub axis: i64,
+    pub keepdims: bool,
+    pub select_last_index: bool,
 }
 
 fn build_arg(ctx: &BuildCtx, max: bool) -> Result<Box<dyn Op>> {
@@ -337,7 +337,7 @@ fn build_arg(ctx: &BuildCtx, max: bool) -> Result<Box<dyn Op>> {
 }
 
 impl ArgReduce {
-    fn out_dims<D: Clone>(&self, dims: &[D], axis: usize, one: D) -> Vec<D> {
+    pub fn out_dims<D: Clone>(&self, dims: &[D], axis: usize, one: D) -> Vec<D> {
         let mut out = dims.to_vec();
         if self.keepdims {
             out[axis] = one;

@@ -22,6 +22,15 @@ Models:
                              without segments, with position_ids
     contrib_quant_matmul     DynamicQuantizeMatMul (int8 per-column, bias; uint8 with a zero
                              point) and MatMulIntegerToFloat (A zero point and bias; batched B)
+    contrib_multi_head_attention
+                             MultiHeadAttention: cross-attention with bias and a 0/1 key padding
+                             mask, an attention_bias per head, packed QKV with bias and key
+                             lengths, packed KV, causal packed QKV, K/V split into heads
+    contrib_attention_long   packed-QKV Attention over 70 positions (two query blocks of the fused
+                             kernel), odd widths, qkv_hidden_sizes with a narrower V, a per-query
+                             mask and end/start positions
+    contrib_skip_simplified  SkipSimplifiedLayerNormalization with bias and its outputs, and
+                             without bias on an odd width
 
 Usage:
     python tests/models/gen_contrib_models.py [--out DIR]
@@ -462,8 +471,153 @@ def _embed_ref(model, feeds):
 
 contrib_embed_layernorm.reference = _embed_ref
 
+def mha(q, k, v, n, key_keep=None, attention_bias=None, causal=False, filter_value=-10000.0):
+    """q [b, s, n*h], k [b, kv, n*h], v [b, kv, n*hv] (biases already added); key_keep [b, kv] or
+    [b, s, kv] bool; attention_bias broadcasting to [b, n, s, kv]."""
+    b, s, d = q.shape
+    kv = k.shape[1]
+    heads = lambda x, w: x.reshape(b, x.shape[1], n, w).transpose(0, 2, 1, 3)
+    qh, kh, vh = heads(q, d // n), heads(k, d // n), heads(v, v.shape[2] // n)
+    scores = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(d // n)
+    if key_keep is not None:
+        keep = key_keep[:, None, None, :] if key_keep.ndim == 2 else key_keep[:, None]
+        scores = scores + np.where(keep, 0.0, filter_value)
+    if attention_bias is not None:
+        scores = scores + attention_bias
+    if causal:
+        scores = scores + np.triu(np.full((s, kv), filter_value), 1)
+    return (softmax(scores) @ vh).transpose(0, 2, 1, 3).reshape(b, s, -1)
+
+
+def contrib_multi_head_attention():
+    rng = np.random.default_rng(19)
+    b, s, kv, n, h, hv = 2, 6, 9, 3, 4, 2
+    d, dv = n * h, n * hv
+    inits = [init("bias", f32(rng, 2 * d + dv, scale=0.2)), init("bias_qkv", f32(rng, 3 * d, scale=0.2)),
+             init("attn_bias", f32(rng, 1, n, s, kv))]
+    nodes = [
+        ms("MultiHeadAttention", ["Q", "K", "V", "bias", "mask"], ["y_cross"], num_heads=n),
+        ms("MultiHeadAttention", ["Q", "K", "V", "", "", "attn_bias"], ["y_attn_bias"], num_heads=n),
+        ms("MultiHeadAttention", ["QKV", "", "", "bias_qkv", "lengths"], ["y_packed"], num_heads=n),
+        ms("MultiHeadAttention", ["Q", "KV"], ["y_packed_kv"], num_heads=n),
+        ms("MultiHeadAttention", ["QKV"], ["y_causal"], num_heads=n, unidirectional=1),
+        ms("MultiHeadAttention", ["Q", "Kh", "Vh"], ["y_split_kv"], num_heads=n),
+    ]
+    inputs = [vi("Q", F, [b, s, d]), vi("K", F, [b, kv, d]), vi("V", F, [b, kv, dv]), vi("mask", I32, [b, kv]),
+              vi("QKV", F, [b, s, n, 3, h]), vi("lengths", I32, [b]), vi("KV", F, [b, kv, n, 2, h]),
+              vi("Kh", F, [b, n, kv, h]), vi("Vh", F, [b, n, kv, h])]
+    outs = [vi("y_cross", F, [b, s, dv]), vi("y_attn_bias", F, [b, s, dv]), vi("y_packed", F, [b, s, d]),
+            vi("y_packed_kv", F, [b, s, d]), vi("y_causal", F, [b, s, d]), vi("y_split_kv", F, [b, s, d])]
+    model = make_model(nodes, "contrib_multi_head_attention", inputs, outs, inits)
+    # onnxruntime's CPU kernel takes neither packed form: its reference unpacks them first
+    # (Split along the packing axis, Reshape to [b, seq, n*h]).
+    unpack = [helper.make_node("Split", ["QKV"], ["q5", "k5", "v5"], axis=3),
+              helper.make_node("Split", ["KV"], ["kk5", "kv5"], axis=3)]
+    flat = init("flat", np.array([0, 0, -1], np.int64))
+    unpack += [helper.make_node("Reshape", [f"{x}5", "flat"], [f"{x}_flat"]) for x in ["q", "k", "v", "kk", "kv"]]
+    ort_nodes = unpack + [
+        nodes[0], nodes[1],
+        ms("MultiHeadAttention", ["q_flat", "k_flat", "v_flat", "bias_qkv", "lengths"], ["y_packed"], num_heads=n),
+        ms("MultiHeadAttention", ["Q", "kk_flat", "kv_flat"], ["y_packed_kv"], num_heads=n),
+        ms("MultiHeadAttention", ["q_flat", "k_flat", "v_flat"], ["y_causal"], num_heads=n, unidirectional=1),
+        nodes[5],
+    ]
+    contrib_multi_head_attention.ort_model = make_model(ort_nodes, "contrib_multi_head_attention_ort", inputs, outs,
+                                                        inits + [flat])
+    feeds = {"Q": f32(rng, b, s, d), "K": f32(rng, b, kv, d), "V": f32(rng, b, kv, dv),
+             "mask": np.array([[1] * 9, [1, 1, 0, 1, 1, 1, 0, 0, 0]], np.int32),
+             "QKV": f32(rng, b, s, n, 3, h), "lengths": np.array([6, 4], np.int32), "KV": f32(rng, b, kv, n, 2, h),
+             "Kh": f32(rng, b, n, kv, h), "Vh": f32(rng, b, n, kv, h)}
+    return model, [feeds]
+
+
+def _mha_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    f = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    b, s, d = f["Q"].shape
+    n = 3
+    bias, bqkv = p["bias"], p["bias_qkv"]
+    q, k, v = f["Q"], f["K"], f["V"]
+    cross = mha(q + bias[:d], k + bias[d:2 * d], v + bias[2 * d:], n, f["mask"] > 0)
+    with_bias = mha(q, k, v, n, attention_bias=p["attn_bias"])
+    flat = lambda x: x.reshape(b, x.shape[1], -1)
+    qkv = f["QKV"]
+    pq, pk, pv = (flat(qkv[:, :, :, i]) for i in range(3))
+    lengths = np.arange(s)[None, :] < f["lengths"][:, None]
+    packed = mha(pq + bqkv[:d], pk + bqkv[d:2 * d], pv + bqkv[2 * d:], n, lengths)
+    packed_kv = mha(q, flat(f["KV"][:, :, :, 0]), flat(f["KV"][:, :, :, 1]), n)
+    causal = mha(pq, pk, pv, n, causal=True)
+    merge = lambda x: x.transpose(0, 2, 1, 3).reshape(b, x.shape[2], -1)
+    split_kv = mha(q, merge(f["Kh"]), merge(f["Vh"]), n)
+    return f32_out(cross, with_bias, packed, packed_kv, causal, split_kv)
+
+
+contrib_multi_head_attention.reference = _mha_ref
+
+
+def contrib_attention_long():
+    rng = np.random.default_rng(20)
+    b, s, hin, n = 2, 70, 10, 3
+    qs, vs = 12, 9
+    inits = [init("W", f32(rng, hin, 2 * qs + vs, scale=0.5)), init("B", f32(rng, 2 * qs + vs, scale=0.1))]
+    nodes = [
+        ms("Attention", ["X", "W", "B", "mask3d"], ["y_mask3d"], num_heads=n, qkv_hidden_sizes=[qs, qs, vs]),
+        ms("Attention", ["X", "W", "B", "spans"], ["y_spans"], num_heads=n, qkv_hidden_sizes=[qs, qs, vs]),
+    ]
+    inputs = [vi("X", F, [b, s, hin]), vi("mask3d", I32, [b, s, s]), vi("spans", I32, [2 * b])]
+    outs = [vi("y_mask3d", F, [b, s, vs]), vi("y_spans", F, [b, s, vs])]
+    model = make_model(nodes, "contrib_attention_long", inputs, outs, inits)
+    mask3d = (rng.random((b, s, s)) > 0.3).astype(np.int32)
+    feeds = {"X": f32(rng, b, s, hin), "mask3d": mask3d, "spans": np.array([70, 61, 0, 5], np.int32)}
+    return model, [feeds]
+
+
+def _attention_long_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x = feeds["X"].astype(np.float64)
+    qkv = x @ p["W"] + p["B"]
+    q, k, v = qkv[..., :12], qkv[..., 12:24], qkv[..., 24:]
+    keys = np.arange(x.shape[1])
+    ends, starts = feeds["spans"][:2], feeds["spans"][2:]
+    spans = (keys[None, :] < ends[:, None]) & (keys[None, :] >= starts[:, None])
+    return f32_out(mha(q, k, v, 3, feeds["mask3d"] > 0), mha(q, k, v, 3, spans))
+
+
+contrib_attention_long.reference = _attention_long_ref
+
+
+def contrib_skip_simplified():
+    rng = np.random.default_rng(21)
+    h, h2 = 8, 13
+    inits = [init("gamma", 1 + f32(rng, h, scale=0.2)), init("bias", f32(rng, h, scale=0.2)),
+             init("gamma2", 1 + f32(rng, h2, scale=0.2))]
+    nodes = [
+        ms("SkipSimplifiedLayerNormalization", ["X", "S", "gamma", "bias"], ["y", "", "inv_std", "sum"],
+           epsilon=1e-5),
+        ms("SkipSimplifiedLayerNormalization", ["X2", "S2", "gamma2"], ["y2"]),
+    ]
+    inputs = [vi("X", F, [2, 3, h]), vi("S", F, [2, 3, h]), vi("X2", F, [5, h2]), vi("S2", F, [5, h2])]
+    outs = [vi("y", F, [2, 3, h]), vi("inv_std", F, [2, 3, 1]), vi("sum", F, [2, 3, h]), vi("y2", F, [5, h2])]
+    model = make_model(nodes, "contrib_skip_simplified", inputs, outs, inits)
+    feeds = {"X": f32(rng, 2, 3, h), "S": f32(rng, 2, 3, h), "X2": f32(rng, 5, h2), "S2": f32(rng, 5, h2)}
+    return model, [feeds]
+
+
+def _skip_simplified_ref(model, feeds):
+    p = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    f = {k: v.astype(np.float64) for k, v in feeds.items()}
+    total = f["X"] + f["S"] + p["bias"]
+    inv = 1 / np.sqrt((total ** 2).mean(-1, keepdims=True) + 1e-5)
+    total2 = f["X2"] + f["S2"]
+    y2 = total2 / np.sqrt((total2 ** 2).mean(-1, keepdims=True) + 1e-12) * p["gamma2"]
+    return f32_out(total * inv * p["gamma"], inv, total, y2)
+
+
+contrib_skip_simplified.reference = _skip_simplified_ref
+
 MODELS = [contrib_gelu_family, contrib_skip_layernorm, contrib_attention_masks, contrib_fused_conv,
-          contrib_bert_block, contrib_dynamic_quantize_lstm, contrib_quant_matmul, contrib_embed_layernorm]
+          contrib_bert_block, contrib_dynamic_quantize_lstm, contrib_quant_matmul, contrib_embed_layernorm,
+          contrib_multi_head_attention, contrib_attention_long, contrib_skip_simplified]
 
 
 def main() -> int:

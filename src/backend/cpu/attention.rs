@@ -49,10 +49,10 @@ struct AttentionKernel {
 /// Where element (batch, head, position, feature) of Q, K, V or Y lies: strides of the first three
 /// (features are contiguous).
 #[derive(Debug, Clone, Copy)]
-struct Layout {
-    batch: usize,
-    head: usize,
-    pos: usize,
+pub(super) struct Layout {
+    pub batch: usize,
+    pub head: usize,
+    pub pos: usize,
 }
 
 impl Layout {
@@ -75,14 +75,14 @@ fn heads_of(shape: &[usize], heads: Option<usize>) -> Option<([usize; 4], Layout
 
 /// The mask as additive f32 values with the strides that broadcast it to `[b, h, sq, skv]`;
 /// `len` keys along its last axis (keys past it are masked, as the op pads a short mask).
-struct Mask<'a> {
-    bias: std::borrow::Cow<'a, [f32]>,
-    strides: [usize; 4],
-    len: usize,
+pub(super) struct Mask<'a> {
+    pub bias: std::borrow::Cow<'a, [f32]>,
+    pub strides: [usize; 4],
+    pub len: usize,
 }
 
 impl<'a> Mask<'a> {
-    fn new(t: &'a Tensor, target: [usize; 4]) -> Option<Mask<'a>> {
+    pub fn new(t: &'a Tensor, target: [usize; 4]) -> Option<Mask<'a>> {
         let shape = t.shape();
         if shape.is_empty() || shape.len() > 4 {
             return None;
@@ -114,24 +114,26 @@ impl<'a> Mask<'a> {
     }
 }
 
-/// One run's problem, shared by its tasks.
-struct Problem3<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    lq: Layout,
-    lk: Layout,
-    lv: Layout,
-    ly: Layout,
+/// One run's problem, shared by its tasks. Q, K and V start where their slices start (a packed
+/// tensor gives each a subslice).
+pub(super) struct Sdpa<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub lq: Layout,
+    pub lk: Layout,
+    pub lv: Layout,
+    pub ly: Layout,
     /// Query heads per key/value head.
-    group: usize,
-    sq: usize,
-    skv: usize,
-    d: usize,
-    dv: usize,
-    scale: f32,
-    causal: bool,
-    mask: Option<Mask<'a>>,
+    pub group: usize,
+    pub sq: usize,
+    pub skv: usize,
+    pub d: usize,
+    pub dv: usize,
+    pub scale: f32,
+    /// Keys after the query's position are masked (top-left aligned: `sq == skv` here).
+    pub causal: bool,
+    pub mask: Option<Mask<'a>>,
 }
 
 thread_local! {
@@ -194,7 +196,7 @@ impl AttentionKernel {
             return Ok(Some(Tensor::new(y_shape, y)?));
         }
         let scale = p.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32;
-        let problem = Problem3 {
+        let problem = Sdpa {
             q: q.as_slice::<f32>()?,
             k: k.as_slice::<f32>()?,
             v: v.as_slice::<f32>()?,
@@ -211,78 +213,78 @@ impl AttentionKernel {
             causal: p.is_causal,
             mask,
         };
-        let blocks = sq.div_ceil(QUERY_BLOCK);
-        let out = SharedMut(y.as_mut_ptr());
-        let work = QUERY_BLOCK.min(sq) * skv * (d + dv);
-        ctx.pool.parallel_for_work(batch * hq * blocks, work, &|t| {
-            let (bh, blk) = (t / blocks, t % blocks);
-            let o = out;
-            self.block(&problem, bh / hq, bh % hq, blk * QUERY_BLOCK, o);
-        });
+        attend(ctx, &self.micro, &problem, batch, hq, &mut y);
         Ok(Some(Tensor::new(y_shape, y)?))
     }
+}
 
-    /// Query rows `i0..` (a block) of head `h` of batch item `b`, written into `y`.
-    fn block(&self, p: &Problem3, b: usize, h: usize, i0: usize, y: SharedMut) {
-        let rows = QUERY_BLOCK.min(p.sq - i0);
-        let (skv, dv) = (p.skv, p.dv);
-        let kvh = h / p.group;
-        SCRATCH.with(|s| {
-            let mut guard = s.try_borrow_mut();
-            let mut local = (Vec::new(), Vec::new());
-            let (scores, acc) = match guard.as_deref_mut() {
-                Ok((a, b)) => (a, b),
-                Err(_) => (&mut local.0, &mut local.1),
-            };
-            scores.resize(rows * skv, 0.0);
-            acc.resize(rows * dv, 0.0);
-            // scores = Q_block · Kᵀ: K rows are keys, so Kᵀ is K read with swapped strides.
-            let (q0, k0, v0) = (p.lq.at(b, h, i0), p.lk.at(b, kvh, 0), p.lv.at(b, kvh, 0));
-            let qm = MatRef { data: &p.q[q0..], rs: p.lq.pos, cs: 1 };
-            let kt = MatRef { data: &p.k[k0..], rs: 1, cs: p.lk.pos };
-            let product = Problem {
-                m: rows,
-                n: skv,
-                k: p.d,
-                a: Lhs::Plain(qm),
-                b: Rhs::Plain(kt),
-                epilogue: Epilogue::default(),
-            };
-            gemm::run_serial(&self.micro, &product, scores, skv);
-            let mut inv_sums = [0f32; QUERY_BLOCK];
-            for (r, row) in scores.chunks_exact_mut(skv).enumerate() {
-                let i = i0 + r;
-                // Keys past `limit` are masked: the causal mask, or a mask shorter than the keys.
-                let mut limit = if p.causal { (i + 1).min(skv) } else { skv };
-                // A mask's last axis is contiguous (only its leading axes broadcast).
-                let row_bias = p.mask.as_ref().map(|m| {
-                    limit = limit.min(m.len);
-                    let base = b * m.strides[0] + h * m.strides[1] + i * m.strides[2];
-                    &m.bias[base..base + limit]
-                });
-                inv_sums[r] = exponentiate(row, limit, p.scale, row_bias);
-            }
-            // acc = exp(scores) · V, then each row divided by its sum.
-            let vm = MatRef { data: &p.v[v0..], rs: p.lv.pos, cs: 1 };
-            let product = Problem {
-                m: rows,
-                n: dv,
-                k: skv,
-                a: Lhs::Plain(MatRef::row_major(scores, skv)),
-                b: Rhs::Plain(vm),
-                epilogue: Epilogue::default(),
-            };
-            gemm::run_serial(&self.micro, &product, acc, dv);
-            for (r, row) in acc.chunks_exact(dv).enumerate() {
-                let start = p.ly.at(b, h, i0 + r);
-                // SAFETY: the output row of this head and query belongs to this task alone
-                // (tasks split heads and query blocks), and lies inside y (the layout's bound).
-                let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(start), dv) };
-                let inv = inv_sums[r];
-                out.iter_mut().zip(row).for_each(|(o, &a)| *o = a * inv);
-            }
-        });
-    }
+/// Runs `p` for `batch` items of `heads` query heads into `y` (laid out as `p.ly` says, every
+/// element written), tasks of a head and a block of queries spread over the pool.
+pub(super) fn attend(ctx: &ExecCtx, micro: &gemm::Micro, p: &Sdpa, batch: usize, heads: usize, y: &mut [f32]) {
+    let blocks = p.sq.div_ceil(QUERY_BLOCK);
+    let out = SharedMut(y.as_mut_ptr());
+    let work = QUERY_BLOCK.min(p.sq) * p.skv * (p.d + p.dv);
+    ctx.pool.parallel_for_work(batch * heads * blocks, work, &|t| {
+        let (bh, blk) = (t / blocks, t % blocks);
+        let o = out;
+        block(micro, p, bh / heads, bh % heads, blk * QUERY_BLOCK, o);
+    });
+}
+
+/// Query rows `i0..` (a block) of head `h` of batch item `b`, written into `y`.
+fn block(micro: &gemm::Micro, p: &Sdpa, b: usize, h: usize, i0: usize, y: SharedMut) {
+    let rows = QUERY_BLOCK.min(p.sq - i0);
+    let (skv, dv) = (p.skv, p.dv);
+    let kvh = h / p.group;
+    SCRATCH.with(|s| {
+        let mut guard = s.try_borrow_mut();
+        let mut local = (Vec::new(), Vec::new());
+        let (scores, acc) = match guard.as_deref_mut() {
+            Ok((a, b)) => (a, b),
+            Err(_) => (&mut local.0, &mut local.1),
+        };
+        scores.resize(rows * skv, 0.0);
+        acc.resize(rows * dv, 0.0);
+        // scores = Q_block · Kᵀ: K rows are keys, so Kᵀ is K read with swapped strides.
+        let (q0, k0, v0) = (p.lq.at(b, h, i0), p.lk.at(b, kvh, 0), p.lv.at(b, kvh, 0));
+        let qm = MatRef { data: &p.q[q0..], rs: p.lq.pos, cs: 1 };
+        let kt = MatRef { data: &p.k[k0..], rs: 1, cs: p.lk.pos };
+        let product =
+            Problem { m: rows, n: skv, k: p.d, a: Lhs::Plain(qm), b: Rhs::Plain(kt), epilogue: Epilogue::default() };
+        gemm::run_serial(micro, &product, scores, skv);
+        let mut inv_sums = [0f32; QUERY_BLOCK];
+        for (r, row) in scores.chunks_exact_mut(skv).enumerate() {
+            let i = i0 + r;
+            // Keys past `limit` are masked: the causal mask, or a mask shorter than the keys.
+            let mut limit = if p.causal { (i + 1).min(skv) } else { skv };
+            // A mask's last axis is contiguous (only its leading axes broadcast).
+            let row_bias = p.mask.as_ref().map(|m| {
+                limit = limit.min(m.len);
+                let base = b * m.strides[0] + h * m.strides[1] + i * m.strides[2];
+                &m.bias[base..base + limit]
+            });
+            inv_sums[r] = exponentiate(row, limit, p.scale, row_bias);
+        }
+        // acc = exp(scores) · V, then each row divided by its sum.
+        let vm = MatRef { data: &p.v[v0..], rs: p.lv.pos, cs: 1 };
+        let product = Problem {
+            m: rows,
+            n: dv,
+            k: skv,
+            a: Lhs::Plain(MatRef::row_major(scores, skv)),
+            b: Rhs::Plain(vm),
+            epilogue: Epilogue::default(),
+        };
+        gemm::run_serial(micro, &product, acc, dv);
+        for (r, row) in acc.chunks_exact(dv).enumerate() {
+            let start = p.ly.at(b, h, i0 + r);
+            // SAFETY: the output row of this head and query belongs to this task alone
+            // (tasks split heads and query blocks), and lies inside y (the layout's bound).
+            let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(start), dv) };
+            let inv = inv_sums[r];
+            out.iter_mut().zip(row).for_each(|(o, &a)| *o = a * inv);
+        }
+    });
 }
 
 /// Turns a row of raw scores into unnormalised softmax weights in place: `x = s * scale + bias`

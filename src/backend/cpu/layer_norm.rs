@@ -3,6 +3,10 @@
 //! variance about it (two passes, as the written-out graph computes it), then
 //! `(x - mean) * inv_std * scale + bias`; rows spread over the pool. Sums run in 16 f32 lanes;
 //! the reference works in f64, far inside the tolerance for rows of thousands of values.
+//!
+//! onnxruntime's SkipLayerNormalization (and its RMS form, SkipSimplifiedLayerNormalization)
+//! runs here too: each row's `input + skip + bias` is formed in the output row, in cache, then
+//! normalised in place, with the optional mean, inverse deviation and sum outputs.
 
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
@@ -11,6 +15,7 @@ use super::pool::SharedMut;
 use super::{f32_input, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ops::contrib::SkipLayerNorm;
 use crate::ops::fused::FusedLayerNorm;
 use crate::ops::norm::LayerNorm;
 use crate::Result;
@@ -20,6 +25,18 @@ use std::sync::Arc;
 const CHUNK: usize = 16 * 1024;
 
 pub fn prepare(_graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
+    if let Some(op) = node.op.downcast_ref::<SkipLayerNorm>() {
+        let (beta, bias) = op.beta_bias();
+        let kernel = SkipKernel {
+            op: node.op.clone(),
+            epsilon: op.epsilon as f32,
+            beta,
+            bias,
+            rms: op.simplified,
+            outputs: node.outputs.len(),
+        };
+        return Some(Box::new(kernel));
+    }
     let (epsilon, axis) = if let Some(f) = node.op.downcast_ref::<FusedLayerNorm>() {
         (f.epsilon, None)
     } else {
@@ -70,19 +87,108 @@ impl Kernel for LayerNormKernel {
             for r in t * per_task..((t + 1) * per_task).min(rows) {
                 // SAFETY: each task normalises its own rows of y.
                 let row = unsafe { std::slice::from_raw_parts_mut(o.0.add(r * n), n) };
-                normalize(row, s, b, eps);
+                normalize(row, s, b, eps, false);
             }
         });
         Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
     }
 }
 
-fn normalize(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
+/// SkipLayerNormalization / SkipSimplifiedLayerNormalization.
+#[derive(Debug)]
+struct SkipKernel {
+    op: Arc<dyn Op>,
+    epsilon: f32,
+    /// Input indices of beta (none in the simplified form) and bias.
+    beta: Option<usize>,
+    bias: usize,
+    rms: bool,
+    /// The node's outputs: the statistics and the sum are made only when it has them.
+    outputs: usize,
+}
+
+impl Kernel for SkipKernel {
+    fn name(&self) -> &'static str {
+        "skip-layer-norm"
+    }
+
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let reference = || Reference { op: self.op.clone() }.run(ctx, inputs);
+        let (Some(x), Some(skip), Some(gamma)) = (f32_input(inputs, 0), f32_input(inputs, 1), f32_input(inputs, 2))
+        else {
+            return reference();
+        };
+        let n = x.shape().last().copied().unwrap_or(0);
+        // An optional per-feature input: absent, or f32 of n values (else the reference decides).
+        let per_feature = |i: Option<usize>| match i.and_then(|i| inputs.get(i).copied().flatten()) {
+            None => Ok(None),
+            Some(_) => i.and_then(|i| f32_input(inputs, i)).filter(|t| t.len() == n).map(Some).ok_or(()),
+        };
+        let (Ok(beta), Ok(bias)) = (per_feature(self.beta), per_feature(Some(self.bias))) else { return reference() };
+        // skip: the input's shape, or fewer rows repeated (a [seq, hidden] skip over batches).
+        let fits = skip.shape().last() == Some(&n) && !skip.is_empty() && x.len() % skip.len() == 0;
+        if n == 0 || gamma.len() != n || !fits {
+            return reference();
+        }
+        let (xv, sv, g) = (x.as_slice::<f32>()?, skip.as_slice::<f32>()?, gamma.as_slice::<f32>()?);
+        let beta = beta.map(|t| t.as_slice::<f32>()).transpose()?;
+        let bias = bias.map(|t| t.as_slice::<f32>()).transpose()?;
+        let rows = xv.len() / n;
+        let outputs = self.outputs;
+        let mut y = ctx.buffers.for_overwrite(xv.len())?;
+        let mut sum = if outputs >= 4 { ctx.buffers.for_overwrite(xv.len())? } else { Vec::new() };
+        let (mut means, mut inv_stds) = (vec![0f32; rows], vec![0f32; rows]);
+        let per_task = (CHUNK / n).max(1);
+        let (out, sums) = (SharedMut(y.as_mut_ptr()), SharedMut(sum.as_mut_ptr()));
+        let (mean_out, inv_out) = (SharedMut(means.as_mut_ptr()), SharedMut(inv_stds.as_mut_ptr()));
+        let (eps, rms, keep_sum, skip_rows) = (self.epsilon, self.rms, !sum.is_empty(), sv.len() / n);
+        ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
+            let (o, so, mo, io) = (out, sums, mean_out, inv_out);
+            for r in t * per_task..((t + 1) * per_task).min(rows) {
+                // SAFETY: each task writes its own rows of y and sum and its own statistics.
+                let row = unsafe { std::slice::from_raw_parts_mut(o.0.add(r * n), n) };
+                let s = &sv[(r % skip_rows) * n..][..n];
+                add_rows(row, &xv[r * n..(r + 1) * n], s, bias);
+                if keep_sum {
+                    // SAFETY: as above.
+                    unsafe { std::slice::from_raw_parts_mut(so.0.add(r * n), n) }.copy_from_slice(row);
+                }
+                let (mean, inv) = normalize(row, g, beta, eps, rms);
+                // SAFETY: as above.
+                unsafe { (*mo.0.add(r), *io.0.add(r)) = (mean, inv) };
+            }
+        });
+        let shape = x.shape().to_vec();
+        let mut stat_shape = shape.clone();
+        *stat_shape.last_mut().expect("rank >= 1") = 1;
+        let mut result = vec![Data::Tensor(Tensor::new(shape.clone(), y)?)];
+        if outputs >= 2 {
+            result.push(Data::Tensor(Tensor::new(stat_shape.clone(), means)?));
+            result.push(Data::Tensor(Tensor::new(stat_shape, inv_stds)?));
+        }
+        if keep_sum {
+            result.push(Data::Tensor(Tensor::new(shape, sum)?));
+        }
+        Ok(result)
+    }
+}
+
+/// `row = x + skip (+ bias)`.
+#[inline(always)]
+fn add_rows(row: &mut [f32], x: &[f32], skip: &[f32], bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => row.iter_mut().zip(x).zip(skip).zip(b).for_each(|(((r, x), s), b)| *r = x + s + b),
+        None => row.iter_mut().zip(x).zip(skip).for_each(|((r, x), s)| *r = x + s),
+    }
+}
+
+/// Normalises `row` in place (by its RMS with `rms`, mean 0), returning its mean and 1/deviation.
+fn normalize(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32, rms: bool) -> (f32, f32) {
     match isa() {
         // SAFETY: isa() names only instruction sets this CPU runs.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2 => unsafe { normalize_avx2(row, s, b, eps) },
-        _ => normalize_generic(row, s, b, eps),
+        Isa::Avx512 | Isa::Avx2 => unsafe { normalize_avx2(row, s, b, eps, rms) },
+        _ => normalize_generic(row, s, b, eps, rms),
     }
 }
 
@@ -90,8 +196,8 @@ fn normalize(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
 /// Needs AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_avx2(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
-    normalize_generic(row, s, b, eps)
+unsafe fn normalize_avx2(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32, rms: bool) -> (f32, f32) {
+    normalize_generic(row, s, b, eps, rms)
 }
 
 #[inline(always)]
@@ -110,9 +216,9 @@ fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 #[inline(always)]
-fn normalize_generic(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
+fn normalize_generic(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32, rms: bool) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = lanes_sum(row, |v| v) / n;
+    let mean = if rms { 0.0 } else { lanes_sum(row, |v| v) / n };
     let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     match b {
@@ -127,4 +233,5 @@ fn normalize_generic(row: &mut [f32], s: &[f32], b: Option<&[f32]>, eps: f32) {
             }
         }
     }
+    (mean, inv)
 }

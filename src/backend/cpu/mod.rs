@@ -1,14 +1,17 @@
 //! The CPU backend: runs every node. Nodes with a fast kernel get one prepared at compile time,
 //! with weights packed once: convolution (implicit-im2col GEMM; Winograd F(4x4, 3x3) for 3x3
 //! stride-1 layers where it wins; depthwise), ConvTranspose, matrix products (f32 and integer),
-//! LSTM/GRU, Attention, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
+//! LSTM/GRU, Attention (ONNX and com.microsoft), SkipLayerNormalization, BiasGelu/FastGelu,
+//! ArgMax/ArgMin, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
 //! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
 //! DynamicQuantizeLinear, QuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
 //! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
 //! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
 
 pub mod activation;
+pub mod argmax;
 pub mod attention;
+pub mod attention_contrib;
 pub mod binary;
 pub mod concat;
 pub mod conv;
@@ -43,6 +46,8 @@ pub mod winograd;
 mod tests;
 #[cfg(test)]
 mod tests_attention;
+#[cfg(test)]
+mod tests_contrib;
 #[cfg(test)]
 mod tests_int8;
 #[cfg(test)]
@@ -108,6 +113,12 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = attention::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = attention_contrib::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = argmax::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = layer_norm::prepare(graph, node) {

@@ -59,7 +59,7 @@ pub(super) fn check(name: &str, op: Arc<dyn Op>, inputs: Vec<In>) -> &'static st
 
 /// [`check`] for a node with `outputs` outputs: every one must agree, f32 within the bound and
 /// any other type exactly.
-fn check_outputs(name: &str, op: Arc<dyn Op>, inputs: Vec<In>, outputs: usize) -> &'static str {
+pub(super) fn check_outputs(name: &str, op: Arc<dyn Op>, inputs: Vec<In>, outputs: usize) -> &'static str {
     let mut g = Graph::default();
     let mut ids = vec![];
     let mut fed = vec![];

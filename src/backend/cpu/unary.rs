@@ -1,5 +1,6 @@
 //! Standalone activations in f32 (Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid, HardSwish, Gelu,
 //! Clip with constant bounds) and Pow by a constant: vectorised, in chunks spread over the pool.
+//! onnxruntime's BiasGelu, FastGelu and Gelu run here too, the bias added to each row on the way.
 
 use super::activation::{Activation, ActivationExt};
 use super::isa::isa;
@@ -10,6 +11,7 @@ use super::{constant, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::binary::Pow;
+use crate::ops::contrib::BiasActivation;
 use crate::ops::fused::activation_of;
 use crate::Result;
 use std::sync::Arc;
@@ -21,14 +23,20 @@ pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
     if !maybe_f32(graph, node.inputs.first().copied().flatten()) {
         return None;
     }
+    if let Some(contrib) = node.op.downcast_ref::<BiasActivation>() {
+        let act = contrib.gelu()?;
+        return Some(Box::new(ActivationKernel { op: node.op.clone(), act, takes_bias: contrib.takes_bias }));
+    }
     let act = activation_of(graph, node)?;
-    Some(Box::new(ActivationKernel { op: node.op.clone(), act }))
+    Some(Box::new(ActivationKernel { op: node.op.clone(), act, takes_bias: false }))
 }
 
 #[derive(Debug)]
 struct ActivationKernel {
     op: Arc<dyn Op>,
     act: Activation,
+    /// Input 1, when given, is a bias along the last axis added before the activation.
+    takes_bias: bool,
 }
 
 impl Kernel for ActivationKernel {
@@ -38,6 +46,9 @@ impl Kernel for ActivationKernel {
 
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
         let Some(x) = f32_input(inputs, 0) else { return Reference { op: self.op.clone() }.run(ctx, inputs) };
+        if self.takes_bias && inputs.get(1).copied().flatten().is_some() {
+            return self.with_bias(ctx, x, inputs);
+        }
         let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
@@ -46,6 +57,32 @@ impl Kernel for ActivationKernel {
             let start = i * CHUNK;
             // SAFETY: each task applies the activation to its own chunk of y.
             let chunk = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), CHUNK.min(len - start)) };
+            self.act.apply(chunk);
+        });
+        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+    }
+}
+
+impl ActivationKernel {
+    /// `act(x + bias)` with the bias along the last axis, row by row.
+    fn with_bias(&self, ctx: &ExecCtx, x: &Tensor, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        let n = x.shape().last().copied().unwrap_or(0);
+        let Some(bias) = f32_input(inputs, 1).filter(|b| b.len() == n && n > 0) else {
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        };
+        let (xv, b) = (x.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        let mut y = ctx.buffers.for_overwrite(xv.len())?;
+        let rows = xv.len() / n;
+        let per_task = (CHUNK / n).max(1);
+        let out = SharedMut(y.as_mut_ptr());
+        ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
+            let o = out;
+            let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(rows));
+            // SAFETY: each task writes its own rows of y.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(o.0.add(r0 * n), (r1 - r0) * n) };
+            for (row, src) in chunk.chunks_exact_mut(n).zip(xv[r0 * n..r1 * n].chunks_exact(n)) {
+                row.iter_mut().zip(src).zip(b).for_each(|((y, x), b)| *y = x + b);
+            }
             self.act.apply(chunk);
         });
         Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
