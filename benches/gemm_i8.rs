@@ -53,7 +53,7 @@ fn main() {
                 let reps = ((0.02e9 / ops) as usize).max(1);
                 let best = best_time(60, reps, || {
                     let out = Out::Float { y: &mut y, scale: &scale, bias: None };
-                    run(&pool, micro, &lhs, m, &packed, 131, &zb, &mut offset, out)
+                    run(&pool, micro, &lhs, m, packed.view(), 131, &zb, &mut offset, out)
                 });
                 println!(
                     "{:<9} threads {threads}  M,N,K = {m:>4},{n:>4},{k:>4}: {:7.1} GOP/s",

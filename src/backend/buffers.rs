@@ -2,8 +2,9 @@
 //! reader has run) and nothing else shares its storage, its buffer comes back here; kernels take
 //! their output buffers from here. After the first run of a shape, a run's intermediate tensors
 //! cost no heap allocation: the same buffers go round (tested with a counting allocator in
-//! `tests/allocations.rs`). Only f32 is recycled: the fast kernels' outputs are f32, and other
-//! dtypes are rare and small in the models that matter.
+//! `tests/allocations.rs`). f32 buffers are recycled, and byte buffers (uint8/int8 tensors: a
+//! quantized model's activations) in a list of their own; other dtypes are rare and small in the
+//! models that matter.
 //!
 //! A compiled graph keeps one pool per input-shape signature (a few, least recently used first
 //! out: see `plan.rs`). A pool is shared by the runs of that shape (a mutex held only to push or
@@ -34,15 +35,34 @@ pub struct BufferPool {
 #[derive(Debug, Default)]
 struct Free {
     /// Sorted by capacity, so that `take` finds the smallest that fits.
-    buffers: Vec<Kept>,
+    buffers: Vec<Kept<f32>>,
+    /// Byte buffers, likewise.
+    byte_buffers: Vec<Kept<u8>>,
+    /// Of both lists.
     bytes: usize,
 }
 
 #[derive(Debug)]
-struct Kept {
-    buffer: Vec<f32>,
+struct Kept<T> {
+    buffer: Vec<T>,
     /// The run during which it came back.
     since_run: u64,
+}
+
+/// The smallest buffer in `list` (sorted by capacity) that holds `n` values and wastes at most
+/// three quarters of itself.
+fn take_from<T>(list: &mut Vec<Kept<T>>, n: usize) -> Option<Vec<T>> {
+    let i = list.partition_point(|k| k.buffer.capacity() < n);
+    if n == 0 || list.get(i).is_none_or(|k| k.buffer.capacity() / 4 > n) {
+        return None;
+    }
+    Some(list.remove(i).buffer)
+}
+
+/// Inserts `buffer` into `list`, keeping it sorted by capacity.
+fn insert_into<T>(list: &mut Vec<Kept<T>>, buffer: Vec<T>, since_run: u64) {
+    let i = list.partition_point(|k| k.buffer.capacity() < buffer.capacity());
+    list.insert(i, Kept { buffer, since_run });
 }
 
 impl BufferPool {
@@ -56,10 +76,12 @@ impl BufferPool {
     pub fn start_run(&self) {
         let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
         let mut free = self.lock();
-        let before = free.buffers.len();
+        let before = free.buffers.len() + free.byte_buffers.len();
         free.buffers.retain(|k| k.since_run + 2 > run);
-        if free.buffers.len() != before {
-            free.bytes = free.buffers.iter().map(|k| k.buffer.capacity() * 4).sum();
+        free.byte_buffers.retain(|k| k.since_run + 2 > run);
+        if free.buffers.len() + free.byte_buffers.len() != before {
+            free.bytes = free.buffers.iter().map(|k| k.buffer.capacity() * 4).sum::<usize>()
+                + free.byte_buffers.iter().map(|k| k.buffer.capacity()).sum::<usize>();
         }
     }
 
@@ -113,17 +135,33 @@ impl BufferPool {
     }
 
     fn take(&self, n: usize) -> Option<Vec<f32>> {
-        if n == 0 {
-            return None;
-        }
         let mut free = self.lock();
-        let i = free.buffers.partition_point(|k| k.buffer.capacity() < n);
-        if free.buffers.get(i).is_none_or(|k| k.buffer.capacity() / 4 > n) {
-            return None;
-        }
-        let v = free.buffers.remove(i).buffer;
+        let v = take_from(&mut free.buffers, n)?;
         free.bytes -= v.capacity() * 4;
         Some(v)
+    }
+
+    /// `n` bytes for a kernel that writes every one of them before anything reads them (a
+    /// quantized kernel's uint8/int8 output), recycled where one fits; debug builds fill them
+    /// with 0xA5 (as [`BufferPool::for_overwrite`] fills NaN).
+    pub fn bytes_for_overwrite(&self, n: usize) -> Result<Vec<u8>> {
+        let kept = {
+            let mut free = self.lock();
+            let v = take_from(&mut free.byte_buffers, n);
+            free.bytes -= v.as_ref().map_or(0, |v| v.capacity());
+            v
+        };
+        let mut v = match kept {
+            Some(mut v) => {
+                v.resize(n, 0);
+                v
+            }
+            None => try_vec(n, 0u8)?,
+        };
+        if cfg!(debug_assertions) {
+            v.fill(0xA5);
+        }
+        Ok(v)
     }
 
     /// Keeps `v` for a later [`BufferPool::zeroed`], if the pool has room.
@@ -133,23 +171,40 @@ impl BufferPool {
             return;
         }
         let mut free = self.lock();
-        if free.buffers.len() >= MAX_BUFFERS || free.bytes + bytes > self.max_bytes {
+        if free.buffers.len() + free.byte_buffers.len() >= MAX_BUFFERS || free.bytes + bytes > self.max_bytes {
             return;
         }
-        let i = free.buffers.partition_point(|k| k.buffer.capacity() < v.capacity());
         let since_run = self.runs.load(Ordering::Relaxed);
-        free.buffers.insert(i, Kept { buffer: v, since_run });
+        insert_into(&mut free.buffers, v, since_run);
         free.bytes += bytes;
     }
 
-    /// Takes back the storage of a dead value when it is an f32 tensor that nothing else shares.
+    /// Keeps byte buffer `v` for a later [`BufferPool::bytes_for_overwrite`], if the pool has room.
+    pub fn give_bytes(&self, v: Vec<u8>) {
+        let bytes = v.capacity();
+        let mut free = self.lock();
+        if bytes == 0
+            || free.buffers.len() + free.byte_buffers.len() >= MAX_BUFFERS
+            || free.bytes + bytes > self.max_bytes
+        {
+            return;
+        }
+        let since_run = self.runs.load(Ordering::Relaxed);
+        insert_into(&mut free.byte_buffers, v, since_run);
+        free.bytes += bytes;
+    }
+
+    /// Takes back the storage of a dead value when it is an f32, uint8 or int8 tensor that
+    /// nothing else shares.
     pub fn recycle(&self, d: Data) {
         if let Data::Tensor(t) = d {
-            if t.dtype() == DType::F32 {
-                if let Some(v) = t.into_unique_vec::<f32>() {
-                    self.give(v);
-                }
-            }
+            match t.dtype() {
+                DType::F32 => t.into_unique_vec::<f32>().map(|v| self.give(v)),
+                DType::U8 => t.into_unique_vec::<u8>().map(|v| self.give_bytes(v)),
+                // The same layout as u8.
+                DType::I8 => t.into_unique_vec::<i8>().map(|v| self.give_bytes(bytemuck::allocation::cast_vec(v))),
+                _ => None,
+            };
         }
     }
 
@@ -218,6 +273,24 @@ mod tests {
             pool.give(vec![0.0; 1]);
         }
         assert_eq!(pool.lock().buffers.len(), MAX_BUFFERS);
+    }
+
+    #[test]
+    fn byte_buffers_go_round_apart_from_floats() {
+        let pool = BufferPool::new(1 << 20);
+        pool.start_run();
+        let t = Tensor::new(vec![100], vec![3u8; 100]).unwrap();
+        let ptr = t.as_slice::<u8>().unwrap().as_ptr();
+        pool.recycle(Data::Tensor(t));
+        pool.recycle(Data::Tensor(Tensor::new(vec![200], vec![-1i8; 200]).unwrap()));
+        assert_eq!(pool.kept_bytes(), 300);
+        assert!(pool.zeroed(25).unwrap().capacity() == 25, "no f32 buffer from the byte list");
+        let v = pool.bytes_for_overwrite(90).unwrap();
+        assert_eq!((v.as_ptr(), v.len()), (ptr, 90), "the smallest that fits");
+        assert!(v.iter().all(|&b| b == if cfg!(debug_assertions) { 0xA5 } else { 3 }));
+        pool.start_run();
+        pool.start_run();
+        assert_eq!(pool.kept_bytes(), 0, "untaken for a whole run: freed");
     }
 
     #[test]

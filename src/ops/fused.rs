@@ -192,7 +192,7 @@ impl Op for FusedMatMul {
 /// MatMulInteger whose int32 result is cast to float32, then (`scaled`) multiplied by a scalar
 /// and (`biased`) added a per-column bias: what a dynamically quantised linear layer's
 /// MatMulInteger -> Cast -> Mul -> Add becomes. Inputs: A, B, a_zero_point, b_zero_point (both
-/// optional), scale (f32 scalar), bias (f32 `[N]`). The reference takes the same f32 steps in the
+/// optional), scale (f32 scalar, or `[N]` per column: a per-channel QDQ weight's), bias (f32 `[N]`). The reference takes the same f32 steps in the
 /// same order, so the fused kernel's results are identical to the unfused graph's.
 #[derive(Debug)]
 pub struct FusedMatMulInteger {
@@ -211,14 +211,20 @@ impl Op for FusedMatMulInteger {
         let y = MatMulInteger.eval(&inputs[..4.min(inputs.len())])?.remove(0);
         let shape = y.shape().to_vec();
         let mut v: Vec<f32> = y.as_slice::<i32>()?.iter().map(|&x| x as f32).collect();
+        let n = *shape.last().unwrap_or(&1);
         if self.scaled {
-            let s = input(inputs, 4)?;
-            let [s] = s.as_slice::<f32>()?[..] else { bail!(Shape, "the fused scale has {} elements, not 1", s.len()) };
-            v.iter_mut().for_each(|x| *x *= s);
+            let s = input(inputs, 4)?.as_slice::<f32>()?;
+            match s {
+                &[s] => v.iter_mut().for_each(|x| *x *= s),
+                // One per column (a per-channel QDQ weight's).
+                _ if s.len() == n => {
+                    v.chunks_exact_mut(n.max(1)).for_each(|row| row.iter_mut().zip(s).for_each(|(x, s)| *x *= s))
+                }
+                _ => bail!(Shape, "the fused scale has {} elements, not 1 or the product's last axis {n}", s.len()),
+            }
         }
         if self.biased {
             let b = input(inputs, 5)?.as_slice::<f32>()?;
-            let n = *shape.last().unwrap_or(&1);
             if b.len() != n {
                 bail!(Shape, "the fused bias has {} elements, the product's last axis {n}", b.len());
             }

@@ -1,8 +1,9 @@
 //! QDQ matrix products onto the integer GEMM: `MatMul(DequantizeLinear(xq), DequantizeLinear(wq))`
-//! with a constant 2-D int8/uint8 `wq` and per-tensor scales and zero points (what
-//! `crx580 convert --to int8-static` and onnxruntime's `quantize_static` write around a MatMul)
-//! becomes `FusedMatMulInteger(xq, wq, x_zero, w_zero, x_scale * w_scale)`: the exact integer
-//! sum of `(xq - x_zero)(wq - w_zero)`, times the product of the scales. The float graph rounds
+//! with a constant 2-D int8/uint8 `wq`, per-tensor scales and zero points for `xq` and per-tensor
+//! or per-column ones for `wq` (what `crx580 convert --to int8-static` and onnxruntime's
+//! `quantize_static`, with or without per_channel, write around a MatMul) becomes
+//! `FusedMatMulInteger(xq, wq, x_zero, w_zero, x_scale * w_scale)`: the exact integer sum of
+//! `(xq - x_zero)(wq - w_zero[j])`, times the product of the scales (one per column). The float graph rounds
 //! each dequantized value and each partial sum; the integer form rounds once, so the two agree
 //! to float32 rounding (onnxruntime fuses the same pattern into QLinearMatMul).
 //!
@@ -10,7 +11,7 @@
 //! bias))`, possibly with a Relu or Clip before the QuantizeLinear, becomes
 //! `QLinearConv(xq, .., wq, .., y_scale, y_zero, bias_i32)` ([`FuseQdqConv`]), as onnxruntime
 //! fuses it: the integer sums requantized to the output once, instead of dequantized inputs,
-//! a float convolution and a quantization.
+//! a float convolution and a quantization. Ungrouped convolutions only; grouped ones stay float.
 //!
 //! Both run before constant folding, which would otherwise turn the weights' DequantizeLinear
 //! into float weights; a bias Add after a MatMul then fuses into the product as for dynamic
@@ -39,7 +40,10 @@ impl Pass for FuseQdqMatMul {
             let Some(q) = qdq_matmul_at(graph, i) else { continue };
             let scale = graph.add_value(
                 format!("{}_integer_scale", graph.values[graph.nodes[i].outputs[0]].name),
-                Fact::constant(Arc::new(Tensor::scalar(q.scale))),
+                Fact::constant(Arc::new(match q.scale.len() {
+                    1 => Tensor::scalar(q.scale[0]),
+                    _ => Tensor::vector(q.scale),
+                })),
             );
             let node = &mut graph.nodes[i];
             node.op = Arc::new(FusedMatMulInteger { scaled: true, biased: false });
@@ -58,39 +62,47 @@ struct QdqMatMul {
     w: ValueId,
     x_zero: Option<ValueId>,
     w_zero: Option<ValueId>,
-    scale: f32,
+    /// `x_scale * w_scale`: one value, or one per column.
+    scale: Vec<f32>,
 }
 
-/// The quantized input, zero point and scale behind value `v`, if a per-tensor
-/// DequantizeLinear of uint8 or int8 to float32 makes it.
-fn dequantized(graph: &Graph, v: ValueId) -> Option<(ValueId, Option<ValueId>, f32)> {
+/// The quantized input, zero point and scales behind value `v`, if a DequantizeLinear of uint8
+/// or int8 to float32 makes it with one scale, or (with `per_column`, for a constant 2-D weight)
+/// one per column (axis 1).
+fn dequantized(graph: &Graph, v: ValueId, per_column: bool) -> Option<(ValueId, Option<ValueId>, Vec<f32>)> {
     let node = graph.nodes.iter().find(|n| n.outputs.contains(&v))?;
-    node.op.downcast_ref::<DequantizeLinear>()?;
-    if graph.values[v].fact.dtype != Some(DType::F32) {
+    let dq = node.op.downcast_ref::<DequantizeLinear>()?;
+    if graph.values[v].fact.dtype != Some(DType::F32) || dq.block_size() != 0 {
         return None;
     }
     let (q, s) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
     let dtype = graph.values[q].fact.dtype.filter(|d| matches!(d, DType::U8 | DType::I8))?;
-    let scale = graph.values[s].constant().filter(|t| t.dtype() == DType::F32 && t.len() == 1)?;
+    let scale = graph.values[s].constant().filter(|t| t.dtype() == DType::F32)?;
+    let columns = graph.values[q].constant().filter(|t| t.rank() == 2).map(|t| t.shape()[1]);
+    let per_column = per_column && columns == Some(scale.len()) && scale.rank() == 1 && matches!(dq.axis(), 1 | -1);
+    if !(scale.len() == 1 || per_column) {
+        return None;
+    }
     let zero = node.inputs.get(2).copied().flatten();
     if let Some(z) = zero {
-        graph.values[z].constant().filter(|t| t.dtype() == dtype && t.len() == 1)?;
+        graph.values[z].constant().filter(|t| t.dtype() == dtype && t.len() == scale.len())?;
     }
-    Some((q, zero, scale.as_slice::<f32>().ok()?[0]))
+    Some((q, zero, scale.as_slice::<f32>().ok()?.to_vec()))
 }
 
 fn qdq_matmul_at(graph: &Graph, i: usize) -> Option<QdqMatMul> {
     let node = &graph.nodes[i];
     node.op.downcast_ref::<MatMul>()?;
     let [Some(a), Some(b)] = node.inputs[..] else { return None };
-    let (x, x_zero, x_scale) = dequantized(graph, a)?;
-    let (w, w_zero, w_scale) = dequantized(graph, b)?;
+    let (x, x_zero, x_scale) = dequantized(graph, a, false)?;
+    let (w, w_zero, w_scale) = dequantized(graph, b, true)?;
     let wt = graph.values[w].constant()?;
     // The integer kernel takes a constant 2-D B and an A of rank 1 or more.
     if wt.rank() != 2 || graph.values[x].fact.shape.as_ref().is_none_or(|s| s.is_empty()) {
         return None;
     }
-    Some(QdqMatMul { x, w, x_zero, w_zero, scale: x_scale * w_scale })
+    let scale = w_scale.iter().map(|ws| x_scale[0] * ws).collect();
+    Some(QdqMatMul { x, w, x_zero, w_zero, scale })
 }
 
 pub struct FuseQdqConv;
@@ -221,13 +233,15 @@ fn qdq_conv_at(graph: &Graph, i: usize) -> Option<QdqConv> {
     }
     let attrs = &conv_node.op.downcast_ref::<Conv>()?.attrs;
     let conv = ConvAttrs { window: attrs.window.clone(), group: attrs.group };
-    // Grouped and depthwise convolutions stay on the float kernels, which have their own paths.
-    if conv.group != 1 {
-        return None;
-    }
     let (xv, wv) = (conv_node.inputs.first().copied().flatten()?, conv_node.inputs.get(1).copied().flatten()?);
     let wt = graph.values[wv].fact.shape.clone()?;
     let co = wt.first()?.known()?;
+    // Grouped and depthwise convolutions stay on the float kernels: the integer depthwise
+    // kernel (qlinear_depthwise.rs) is exact but not yet faster than the float one with its
+    // quantization steps (MobileNetV2 int8-static, measured).
+    if conv.group != 1 {
+        return None;
+    }
     let (x, xs) = dequantize_of(graph, xv, None)?;
     let (w, ws) = dequantize_of(graph, wv, Some(co))?;
     graph.values[w.q].constant()?;

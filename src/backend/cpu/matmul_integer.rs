@@ -32,7 +32,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     }
     let (k, n) = (b.shape()[0], b.shape()[1]);
     let epilogue = match fused {
-        None if qlinear => match to_bytes(graph, node) {
+        None if qlinear => match to_bytes(graph, node, n) {
             Some(e) => e,
             None => return Ok(None),
         },
@@ -49,7 +49,16 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
                 b.resize(n.div_ceil(gemm_i8::NR) * gemm_i8::NR, 0.0);
                 b
             });
-            Epilogue::Float(ToFloat { scaled: f.scaled, bias })
+            // Constant scales, one per column, are kept; a scalar one is read per run.
+            let column_scales = match const_f32(graph, node, 4) {
+                Some(t) if f.scaled && t.len() == n && n != 1 => {
+                    let mut s = t.as_slice::<f32>()?.to_vec();
+                    s.resize(n.div_ceil(gemm_i8::NR) * gemm_i8::NR, 0.0);
+                    Some(s)
+                }
+                _ => None,
+            };
+            Epilogue::Float(ToFloat { scaled: f.scaled, column_scales, bias })
         }
     };
     let zb = match node.inputs.get(zb_at).copied().flatten() {
@@ -79,23 +88,39 @@ enum Epilogue {
     /// MatMulInteger: the sums themselves.
     Int,
     Float(ToFloat),
-    /// QLinearMatMul: requantized with one multiplier.
+    /// QLinearMatMul: requantized with one multiplier, or one per column (B's scale per
+    /// column), padded to whole panels.
     Bytes {
         mult: f32,
+        columns: Option<Vec<f32>>,
         out: Requant,
         dtype: DType,
     },
 }
 
 /// QLinearMatMul's requantization, where its scales and the output zero point are constants
-/// of one value each (others run on the reference): the multiplier as the reference computes
-/// it, which must be finite.
-fn to_bytes(graph: &Graph, node: &Node) -> Option<Epilogue> {
+/// of one value each, B's scale possibly one per column (others run on the reference): the
+/// multipliers as the reference computes them, which must be finite.
+fn to_bytes(graph: &Graph, node: &Node, n: usize) -> Option<Epilogue> {
     let scalar = |i: usize| -> Option<f32> {
         let t = const_f32(graph, node, i).filter(|t| t.len() == 1)?;
         Some(t.as_slice::<f32>().ok()?[0])
     };
-    let mult = scalar(1)? * scalar(4)? / scalar(6)?;
+    let (a_scale, y_scale) = (scalar(1)?, scalar(6)?);
+    let b_scale = const_f32(graph, node, 4).filter(|t| t.len() == 1 || (t.rank() == 1 && t.len() == n))?;
+    let b_scale = b_scale.as_slice::<f32>().ok()?;
+    let columns = match b_scale.len() {
+        1 => None,
+        _ => {
+            let mut m: Vec<f32> = b_scale.iter().map(|s| a_scale * s / y_scale).collect();
+            if m.iter().any(|m| !m.is_finite()) {
+                return None;
+            }
+            m.resize(n.div_ceil(gemm_i8::NR) * gemm_i8::NR, 0.0);
+            Some(m)
+        }
+    };
+    let mult = a_scale * b_scale[0] / y_scale;
     let (dtype, zero_point) = match node.inputs.get(7).copied().flatten() {
         None => (graph.values[node.inputs[0]?].fact.dtype?, 0),
         Some(_) => {
@@ -103,14 +128,17 @@ fn to_bytes(graph: &Graph, node: &Node) -> Option<Epilogue> {
             (z.dtype(), widen(z)?[0])
         }
     };
-    Some(Epilogue::Bytes { mult: mult.is_finite().then_some(mult)?, out: Requant::new(dtype, zero_point)?, dtype })
+    let out = Requant::new(dtype, zero_point)?;
+    Some(Epilogue::Bytes { mult: mult.is_finite().then_some(mult)?, columns, out, dtype })
 }
 
 /// FusedMatMulInteger's steps after the product.
 #[derive(Debug)]
 struct ToFloat {
-    /// Multiplied by the scalar input 4.
+    /// Multiplied by input 4: a scalar given per run, or constant scales per column (padded to
+    /// whole panels).
     scaled: bool,
+    column_scales: Option<Vec<f32>>,
     /// Added per column; padded to whole panels.
     bias: Option<Vec<f32>>,
 }
@@ -143,6 +171,7 @@ impl MatMulIntegerKernel {
     /// mismatched types or shapes: the reference reports those).
     fn try_run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Option<Tensor>> {
         let scale = match &self.epilogue {
+            Epilogue::Float(ToFloat { column_scales: Some(_), .. }) => 1.0,
             Epilogue::Float(ToFloat { scaled: true, .. }) => match f32_input(inputs, 4).map(|t| t.as_slice::<f32>()) {
                 Some(Ok(&[s])) => s,
                 _ => return Ok(None),
@@ -191,21 +220,31 @@ impl MatMulIntegerKernel {
         let y = match &self.epilogue {
             Epilogue::Int => {
                 let mut y = vec![0i32; len];
-                gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, Out::Int(&mut y));
+                gemm_i8::run(ctx.pool, self.micro, &lhs, m, self.b.view(), za, &self.zb, &mut offset, Out::Int(&mut y));
                 Tensor::new(out_shape, y)?
             }
-            Epilogue::Bytes { mult, out, dtype } => {
-                let mut y = vec![0u8; len];
+            Epilogue::Bytes { mult, columns, out, dtype } => {
+                let mut y = ctx.buffers.bytes_for_overwrite(len)?;
                 let (mult, bias) = (vec![*mult; m], vec![0; m]);
-                let out = Out::Bytes { y: &mut y, mult: &mult, bias: &bias, q: *out };
-                gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, out);
+                let out = match columns {
+                    None => Out::Bytes { y: &mut y, mult: &mult, bias: &bias, q: *out },
+                    Some(columns) => Out::BytesByColumn { y: &mut y, mult: columns, q: *out },
+                };
+                gemm_i8::run(ctx.pool, self.micro, &lhs, m, self.b.view(), za, &self.zb, &mut offset, out);
                 bytes_tensor(out_shape, *dtype, y)?
             }
             Epilogue::Float(f) => {
                 let mut y = ctx.buffers.zeroed(len)?;
-                let scales = vec![scale; self.b.padded_n()];
-                let out = Out::Float { y: &mut y, scale: &scales, bias: f.bias.as_deref() };
-                gemm_i8::run(ctx.pool, self.micro, &lhs, m, &self.b, za, &self.zb, &mut offset, out);
+                let scales;
+                let scale = match &f.column_scales {
+                    Some(s) => s,
+                    None => {
+                        scales = vec![scale; self.b.padded_n()];
+                        &scales
+                    }
+                };
+                let out = Out::Float { y: &mut y, scale, bias: f.bias.as_deref() };
+                gemm_i8::run(ctx.pool, self.micro, &lhs, m, self.b.view(), za, &self.zb, &mut offset, out);
                 Tensor::new(out_shape, y)?
             }
         };

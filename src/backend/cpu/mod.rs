@@ -32,6 +32,7 @@ pub mod matmul_integer;
 pub mod maxpool;
 pub mod pool;
 pub mod qlinear_conv;
+pub mod qlinear_depthwise;
 pub mod quantize;
 pub mod quantize_linear;
 pub mod recurrent;

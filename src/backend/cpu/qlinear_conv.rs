@@ -14,9 +14,10 @@
 //! run time rather than as constants.
 
 use super::constant;
-use super::gemm_i8::{self, Lhs, Micro8, Out, PackedB8, Requant};
+use super::gemm_i8::{self, Lhs, Micro8, Out, PackedView, Requant};
 use super::int8::{bytes_of, bytes_tensor, or_reference, widen};
 use super::isa::isa;
+use super::qlinear_depthwise::{Planes, QDepthwise};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
@@ -53,12 +54,12 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     }
     let (kh, kw) = if ws.len() == 4 { (ws[2], ws[3]) } else { (1, ws[2]) };
     let k = ws[1] * kh * kw;
-    // One zero point for all weights: per tensor, or per channel with every value the same.
+    // The weights' zero point, per output channel.
     let wz = match optional(graph, node, slots.w_zero) {
-        Param::Absent => 0,
+        Param::Absent => vec![0; co],
         Param::Const(z) if z.dtype() == w.dtype() && (z.len() == 1 || z.len() == co) => match widen(z) {
-            Some(v) if v.iter().all(|&e| e == v[0]) => v[0],
-            _ => return Ok(None),
+            Some(v) => (0..co).map(|c| v[if v.len() == 1 { 0 } else { c }]).collect(),
+            None => return Ok(None),
         },
         _ => return Ok(None),
     };
@@ -67,6 +68,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         Param::Const(z) if z.len() == 1 && matches!(z.dtype(), DType::U8 | DType::I8) => Some(z),
         _ => return Ok(None),
     };
+    let x_zero = x_zero.map(|z| (z.dtype(), widen(z).map_or(0, |v| v[0])));
     let requant = match slots.w {
         3 => match requant_params(graph, node, co) {
             Some(r) => Some(r),
@@ -74,6 +76,34 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         },
         _ => None,
     };
+    // A depthwise QLinearConv: its own kernel, which takes a zero point per channel.
+    if let (Some(r), true) = (&requant, ws[1] == 1 && group == co && k > 0) {
+        let taps = wv.chunks_exact(k.max(1)).zip(&wz).flat_map(|(ch, &z)| ch.iter().map(move |&v| v - z)).collect();
+        let depthwise = QDepthwise {
+            channels: co,
+            kh,
+            kw,
+            taps,
+            bias: r.bias.clone(),
+            mult: r.mult.clone(),
+            out: r.out,
+            dtype: r.dtype,
+        };
+        return Ok(Some(Box::new(DepthwiseKernel {
+            op: node.op.clone(),
+            attrs: ConvAttrs { window: attrs.window.clone(), group },
+            kh,
+            kw,
+            x_zero,
+            depthwise,
+        })));
+    }
+    // The GEMM takes one zero point for all of A: per tensor, or per channel with every value
+    // the same.
+    if wz.iter().any(|&z| z != wz[0]) {
+        return Ok(None);
+    }
+    let wz = wz[0];
     // The weights in the uint8 domain, rows padded to whole groups of four.
     let shift = if w.dtype() == DType::I8 { 128 } else { 0 };
     let lda = k.div_ceil(4) * 4;
@@ -94,7 +124,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         k,
         lda,
         w_zero: wz + shift,
-        x_zero: x_zero.map(|z| (z.dtype(), widen(z).map_or(0, |v| v[0]))),
+        x_zero,
         requant,
         micro: gemm_i8::micro_for(isa()),
     })))
@@ -197,35 +227,78 @@ struct Geometry {
     out_shape: Vec<usize>,
 }
 
-impl QLinearConvKernel {
-    fn geometry(&self, x: &Tensor) -> Result<Option<Geometry>> {
-        let xs = x.shape();
-        let group = self.attrs.group;
-        let cg = self.k / (self.kh * self.kw).max(1);
-        let one_d = xs.len() == 3 && self.kh == 1;
-        if !(xs.len() == 4 || one_d) || xs[1] != cg * group || (xs.len() == 3) != one_d {
-            return Ok(None);
-        }
-        let window = &self.attrs.window;
-        let kernel: &[usize] = if one_d { &[self.kw] } else { &[self.kh, self.kw] };
-        if window.kernel_shape.as_ref().is_some_and(|k| k[..] != *kernel) {
-            return Ok(None);
-        }
-        // Errors (a window larger than the padded input) are the reference's to report.
-        let axes = if one_d {
-            window.forward_axis(0, xs[2], self.kw).map(|w| (Axis::UNIT, w))
-        } else {
-            window.forward_axis(0, xs[2], self.kh).and_then(|h| Ok((h, window.forward_axis(1, xs[3], self.kw)?)))
-        };
-        let Ok((h, w)) = axes else { return Ok(None) };
-        let mut out_shape = vec![xs[0], self.co];
-        if !one_d {
-            out_shape.push(h.output);
-        }
-        out_shape.push(w.output);
-        Ok(Some(Geometry { images: xs[0], channels: xs[1], h, w, out_shape }))
+/// The shapes of a run with input `x`, for a kernel of `co` output channels in `attrs.group`
+/// groups of `cg` input channels, kh x kw (kh 1 for a 1-D one); `None` where the reference
+/// should run (and report what is wrong).
+fn geometry(attrs: &ConvAttrs, co: usize, cg: usize, kh: usize, kw: usize, x: &Tensor) -> Option<Geometry> {
+    let xs = x.shape();
+    let one_d = xs.len() == 3 && kh == 1;
+    if !(xs.len() == 4 || one_d) || xs[1] != cg * attrs.group || (xs.len() == 3) != one_d {
+        return None;
+    }
+    let window = &attrs.window;
+    let kernel: &[usize] = if one_d { &[kw] } else { &[kh, kw] };
+    if window.kernel_shape.as_ref().is_some_and(|k| k[..] != *kernel) {
+        return None;
+    }
+    // Errors (a window larger than the padded input) are the reference's to report.
+    let (h, w) = if one_d {
+        (Axis::UNIT, window.forward_axis(0, xs[2], kw).ok()?)
+    } else {
+        (window.forward_axis(0, xs[2], kh).ok()?, window.forward_axis(1, xs[3], kw).ok()?)
+    };
+    let mut out_shape = vec![xs[0], co];
+    if !one_d {
+        out_shape.push(h.output);
+    }
+    out_shape.push(w.output);
+    Some(Geometry { images: xs[0], channels: xs[1], h, w, out_shape })
+}
+
+/// X's zero point as the kernels take it: the constant (0 where left out), if its type is x's.
+fn x_zero_for(x_zero: Option<(DType, i32)>, x: &Tensor) -> Option<i32> {
+    match x_zero {
+        None => Some(0),
+        Some((dtype, z)) => (dtype == x.dtype()).then_some(z),
+    }
+}
+
+/// A depthwise QLinearConv on [`QDepthwise`].
+#[derive(Debug)]
+struct DepthwiseKernel {
+    op: Arc<dyn Op>,
+    attrs: ConvAttrs,
+    kh: usize,
+    kw: usize,
+    x_zero: Option<(DType, i32)>,
+    depthwise: QDepthwise,
+}
+
+impl Kernel for DepthwiseKernel {
+    fn name(&self) -> &'static str {
+        "qlinear-depthwise"
     }
 
+    fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>> {
+        or_reference(self.try_run(ctx, inputs)?, &self.op, ctx, inputs)
+    }
+}
+
+impl DepthwiseKernel {
+    fn try_run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Option<Tensor>> {
+        let Some(x) = inputs.first().copied().flatten().and_then(|d| d.tensor()) else { return Ok(None) };
+        let Some(x_zero) = x_zero_for(self.x_zero, x) else { return Ok(None) };
+        let Some(g) = geometry(&self.attrs, self.depthwise.channels, 1, self.kh, self.kw, x) else { return Ok(None) };
+        // An empty output or input: the reference's plain loops.
+        if g.out_shape.contains(&0) || g.h.input == 0 || g.w.input == 0 {
+            return Ok(None);
+        }
+        let planes = Planes { images: g.images, h: g.h, w: g.w, out_shape: g.out_shape };
+        self.depthwise.run(ctx, x, x_zero, &planes)
+    }
+}
+
+impl QLinearConvKernel {
     /// The output, or `None` for inputs the reference should handle (and report).
     fn try_run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Option<Tensor>> {
         let Some(x) = inputs.first().copied().flatten().and_then(|d| d.tensor()) else { return Ok(None) };
@@ -234,12 +307,9 @@ impl QLinearConvKernel {
             DType::I8 => 0,
             _ => return Ok(None),
         };
-        let x_zero = match self.x_zero {
-            None => 0,
-            Some((dtype, _)) if dtype != x.dtype() => return Ok(None),
-            Some((_, z)) => z,
-        };
-        let Some(g) = self.geometry(x)? else { return Ok(None) };
+        let Some(x_zero) = x_zero_for(self.x_zero, x) else { return Ok(None) };
+        let cg = self.k / (self.kh * self.kw).max(1);
+        let Some(g) = geometry(&self.attrs, self.co, cg, self.kh, self.kw, x) else { return Ok(None) };
         let Some(bytes) = bytes_of(x) else { return Ok(None) };
         let group = self.attrs.group;
         let (cog, cg) = (self.co / group, g.channels / group);
@@ -254,23 +324,43 @@ impl QLinearConvKernel {
         let pixels = g.h.output * g.w.output;
         let pointwise =
             self.k == cg && [g.h, g.w].iter().all(|a| a.stride == 1 && a.pad_begin == 0 && a.output == a.input);
-        // The zero point of X in the GEMM's int8 domain, for every column.
-        let zb = vec![x_zero - if flip == 0 { 0 } else { 128 }; pixels.div_ceil(gemm_i8::NR) * gemm_i8::NR];
-        let mut offset = vec![0i32; zb.len()];
+        // Scratch from the plan's pool, one buffer cut in four (no allocation once the pool
+        // has buffers this size): the zero point of X in the GEMM's int8 domain for every
+        // column, the GEMM's column offsets, the packed input's column sums, then the column
+        // matrix (im2col) and the packed input, in bytes.
+        let padded = pixels.div_ceil(gemm_i8::NR) * gemm_i8::NR;
         // The column matrix is bounded like a tensor of its size.
-        let mut col = if pointwise { vec![] } else { vec![0u8; checked_len(&[self.k, pixels], DType::U8)?] };
-        let mut sums = vec![0i32; if self.requant.is_none() { len } else { 0 }];
-        let mut y = vec![0u8; if self.requant.is_some() { len } else { 0 }];
+        let col_len = if pointwise { 0 } else { checked_len(&[self.k, pixels], DType::U8)? };
+        let packed_len = PackedView::bytes_for(self.k, pixels);
+        let words = 3 * padded + (col_len + packed_len).div_ceil(4);
+        let mut scratch = ctx.buffers.for_overwrite(words)?;
+        let (ints, bytes_part) = bytemuck::cast_slice_mut::<f32, i32>(&mut scratch).split_at_mut(3 * padded);
+        let (zb, rest) = ints.split_at_mut(padded);
+        let (offset, colsum) = rest.split_at_mut(padded);
+        zb.fill(x_zero - if flip == 0 { 0 } else { 128 });
+        let (col, packed) = bytemuck::cast_slice_mut::<i32, u8>(bytes_part).split_at_mut(col_len);
+        let packed: &mut [i8] = bytemuck::cast_slice_mut(&mut packed[..packed_len]);
+        // ConvInteger's int32 sums in a pool buffer, handed on as the output.
+        let mut sums_buf = match self.requant {
+            None => ctx.buffers.for_overwrite(len)?,
+            Some(_) => vec![],
+        };
+        let sums: &mut [i32] = bytemuck::cast_slice_mut(&mut sums_buf[..]);
+        // QLinearConv's output, every byte written by the GEMM.
+        let mut y = match self.requant {
+            Some(_) => ctx.buffers.bytes_for_overwrite(len)?,
+            None => vec![],
+        };
         for n in 0..g.images {
             for gi in 0..group {
                 let x0 = (n * g.channels + gi * cg) * plane;
                 let input = &bytes[x0..x0 + cg * plane];
                 let b = if pointwise {
-                    PackedB8::from_bytes(self.k, pixels, flip, |c| &input[c * plane..])
+                    PackedView::pack_into(self.k, pixels, flip, |c| &input[c * plane..], packed, colsum)
                 } else {
                     let taps = Taps { kh: self.kh, kw: self.kw, h: g.h, w: g.w };
-                    taps.im2col(input, x_zero as u8, &mut col);
-                    PackedB8::from_bytes(self.k, pixels, flip, |r| &col[r * pixels..])
+                    taps.im2col(input, x_zero as u8, col);
+                    PackedView::pack_into(self.k, pixels, flip, |r| &col[r * pixels..], packed, colsum)
                 };
                 let rows = gi * cog..(gi + 1) * cog;
                 let a = Lhs {
@@ -283,11 +373,12 @@ impl QLinearConvKernel {
                     None => Out::Int(&mut sums[at]),
                     Some(r) => Out::Bytes { y: &mut y[at], mult: &r.mult[rows.clone()], bias: &r.bias[rows], q: r.out },
                 };
-                gemm_i8::run(ctx.pool, self.micro, &a, cog, &b, self.w_zero, &zb, &mut offset, out);
+                gemm_i8::run(ctx.pool, self.micro, &a, cog, b, self.w_zero, zb, offset, out);
             }
         }
+        ctx.buffers.give(scratch);
         Ok(Some(match &self.requant {
-            None => Tensor::new(g.out_shape, sums)?,
+            None => Tensor::new(g.out_shape, bytemuck::allocation::cast_vec::<f32, i32>(sums_buf))?,
             Some(r) => bytes_tensor(g.out_shape, r.dtype, y)?,
         }))
     }

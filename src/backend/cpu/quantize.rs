@@ -47,7 +47,7 @@ impl Kernel for DynamicQuantizeKernel {
         // The ONNX reference uses a range of 1 when X is all zeros, which keeps the scale finite.
         let scale = if hi == lo { 1f32 } else { hi - lo } / 255.0;
         let zero_point = (0.0 - lo / scale).clamp(0.0, 255.0).round_ties_even();
-        let mut y = vec![0u8; xv.len()];
+        let mut y = ctx.buffers.bytes_for_overwrite(xv.len())?;
         let out = SharedMut(y.as_mut_ptr());
         let task = |i: usize| {
             let o = out;

@@ -79,7 +79,7 @@ impl QuantizeLinearKernel {
             Some(z) => z.to_f64_vec()?.into_iter().map(|v| v as f32).collect(),
         };
         let (xv, sv) = (x.as_slice::<f32>()?, scale.as_slice::<f32>()?);
-        let mut y = vec![0u8; xv.len()];
+        let mut y = ctx.buffers.bytes_for_overwrite(xv.len())?;
         if inner == 0 {
             return Ok(Some(self.tensor(x.shape(), dtype, y)?));
         }

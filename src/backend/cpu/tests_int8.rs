@@ -113,10 +113,12 @@ fn fused_integer_products_are_exact_at_extreme_zero_points() {
 
 /// A QDQ MatMul as `convert --to int8-static` writes it (QuantizeLinear -> DequantizeLinear on
 /// the activations, int8 weights behind a DequantizeLinear, a bias Add) runs on the integer
-/// kernel after the load-time passes, and agrees with the float QDQ graph to float rounding.
+/// kernel after the load-time passes, and agrees with the float QDQ graph to float rounding;
+/// with per-tensor weights and with a scale and zero point per column (per_channel weights).
 #[test]
 fn qdq_matmuls_run_on_the_integer_kernel() {
-    for (signed, (m, k, n)) in [(true, (2, 3, 5)), (false, (128, 96, 70)), (true, (33, 384, 40))] {
+    let cases = [(true, (2, 3, 5)), (false, (128, 96, 70)), (true, (33, 384, 40))];
+    for (per_column, (signed, (m, k, n))) in [false, true].into_iter().flat_map(|p| cases.map(|c| (p, c))) {
         let mut g = Graph::default();
         let x = g.add_value("x", Fact::new(DType::F32, vec![Dim::Known(1), Dim::Known(m), Dim::Known(k)]));
         g.inputs.push(x);
@@ -130,21 +132,28 @@ fn qdq_matmuls_run_on_the_integer_kernel() {
         } else {
             Tensor::new(vec![k, n], (0..k * n).map(|i| ((i * 61 + 5) % 256) as u8).collect::<Vec<u8>>()).unwrap()
         };
+        let (sw, zw) = match per_column {
+            false => (Tensor::scalar(0.0021f32), zw),
+            true => (
+                Tensor::vector((0..n).map(|j| 0.001 + 0.0001 * j as f32).collect::<Vec<f32>>()),
+                match signed {
+                    true => Tensor::vector((0..n).map(|j| (j * 7 % 11) as i8 - 5).collect::<Vec<i8>>()),
+                    false => Tensor::vector((0..n).map(|j| (j * 13 % 256) as u8).collect::<Vec<u8>>()),
+                },
+            ),
+        };
         let c = graph_const;
-        let (sx, zx, sw, zw) = (
-            c(&mut g, "sx", Tensor::scalar(0.013f32)),
-            c(&mut g, "zx", zx),
-            c(&mut g, "sw", Tensor::scalar(0.0021f32)),
-            c(&mut g, "zw", zw),
-        );
+        let (sx, zx, sw, zw) =
+            (c(&mut g, "sx", Tensor::scalar(0.013f32)), c(&mut g, "zx", zx), c(&mut g, "sw", sw), c(&mut g, "zw", zw));
         let w = c(&mut g, "w", wq);
         let bias = c(&mut g, "bias", tensor(9, &[n]));
         let [xq, xd, wd, p, out] = ["xq", "xd", "wd", "p", "out"].map(|v| g.add_value(v, Fact::unknown()));
-        let (q, dq) = (|| build_at("QuantizeLinear", 13, vec![], 3), || build_at("DequantizeLinear", 13, vec![], 3));
+        let q = || build_at("QuantizeLinear", 13, vec![], 3);
+        let dq = |axis: i64| build_at("DequantizeLinear", 13, vec![("axis", Attr::Int(axis))], 3);
         g.nodes = vec![
             graph_node(q(), "QuantizeLinear", vec![x, sx, zx], vec![xq]),
-            graph_node(dq(), "DequantizeLinear", vec![xq, sx, zx], vec![xd]),
-            graph_node(dq(), "DequantizeLinear", vec![w, sw, zw], vec![wd]),
+            graph_node(dq(1), "DequantizeLinear", vec![xq, sx, zx], vec![xd]),
+            graph_node(dq(1), "DequantizeLinear", vec![w, sw, zw], vec![wd]),
             graph_node(build("MatMul", vec![], 2), "MatMul", vec![xd, wd], vec![p]),
             graph_node(build("Add", vec![], 2), "Add", vec![p, bias], vec![out]),
         ];
@@ -155,12 +164,12 @@ fn qdq_matmuls_run_on_the_integer_kernel() {
         )
         .unwrap();
         let (want, kernels, got) = unfused_and_optimized(&mut g, &xv);
-        assert_eq!(kernels, ["quantize-linear", "matmul-integer"], "{m}x{k}x{n}");
+        assert_eq!(kernels, ["quantize-linear", "matmul-integer"], "{m}x{k}x{n} per column {per_column}");
         assert_eq!(got.shape(), want.shape());
         let (got, want) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
         let scale = want.iter().fold(1f32, |s, v| s.max(v.abs()));
         for (i, (a, b)) in got.iter().zip(want).enumerate() {
-            assert!((a - b).abs() <= 1e-5 * scale, "{m}x{k}x{n} element {i}: {a} vs {b}");
+            assert!((a - b).abs() <= 1e-5 * scale, "{m}x{k}x{n} per column {per_column} element {i}: {a} vs {b}");
         }
     }
 }

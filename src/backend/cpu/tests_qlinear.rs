@@ -99,6 +99,60 @@ fn qlinear_conv_matches_the_reference_exactly() {
     }
 }
 
+/// Depthwise QLinearConv (group == channels) on its own kernel: odd sizes, strides, dilations,
+/// asymmetric padding, a row wider than its column span, 1-D, and weight zero points that differ
+/// per channel (which the GEMM path cannot take).
+#[test]
+fn qlinear_depthwise_matches_the_reference_exactly() {
+    let ints = |v: &[i64]| Attr::Ints(v.to_vec());
+    let cases = [
+        (vec![1, 5, 7, 9], vec![3, 3], vec![("pads", ints(&[1, 1, 1, 1]))]),
+        (vec![2, 17, 11, 13], vec![3, 3], vec![("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))]),
+        (vec![1, 3, 9, 10], vec![5, 3], vec![("pads", ints(&[2, 0, 1, 2])), ("dilations", ints(&[1, 2]))]),
+        (vec![1, 4, 3, 301], vec![3, 3], vec![("pads", ints(&[1, 1, 1, 1]))]),
+        (vec![1, 6, 8, 8], vec![2, 2], vec![("strides", ints(&[3, 2]))]),
+        (vec![2, 7, 19], vec![3], vec![("pads", ints(&[2, 1])), ("strides", ints(&[2]))]),
+    ];
+    for (i, (x, kernel, mut attrs)) in cases.into_iter().enumerate() {
+        let c = x[1];
+        attrs.push(("group", Attr::Int(c as i64)));
+        let mut w = vec![c, 1];
+        w.extend(&kernel);
+        for (xs, ws, ys) in [(false, true, false), (true, true, true), (false, false, true), (true, false, false)] {
+            for per_channel in [false, true] {
+                let seed = 300 + (i * 8) as u64 + xs as u64 * 4 + ws as u64 * 2 + per_channel as u64;
+                let (w_scale, w_zero) = match per_channel {
+                    true => (
+                        Tensor::vector((0..c).map(|o| 0.002 + 0.0007 * o as f32).collect::<Vec<f32>>()),
+                        zero(
+                            &(0..c as i32)
+                                .map(|o| if ws { o * 37 % 256 - 128 } else { o * 53 % 256 })
+                                .collect::<Vec<_>>(),
+                            ws,
+                        ),
+                    ),
+                    false => (Tensor::scalar(0.0031f32), zero(&[if ws { -1 } else { 131 }], ws)),
+                };
+                let bias = Tensor::vector((0..c as i32).map(|o| o * 977 - 4000).collect::<Vec<i32>>());
+                let inputs = vec![
+                    In::Fed(bytes(seed, &x, xs)),
+                    In::Const(Tensor::scalar(0.021f32)),
+                    In::Const(zero(&[if xs { -128 } else { 255 }], xs)),
+                    In::Const(bytes(seed + 100, &w, ws)),
+                    In::Const(w_scale),
+                    In::Const(w_zero),
+                    In::Const(Tensor::scalar(0.17f32)),
+                    In::Const(zero(&[if ys { 3 } else { 120 }], ys)),
+                    if seed.is_multiple_of(3) { In::Absent } else { In::Const(bias) },
+                ];
+                let op = build_at("QLinearConv", 10, attrs.clone(), 9);
+                let name = format!("depthwise QLinearConv case {i} x {xs} w {ws} y {ys} per-channel {per_channel}");
+                assert_eq!(check(&name, op, inputs), "qlinear-depthwise", "{name}");
+            }
+        }
+    }
+}
+
 #[test]
 fn conv_integer_matches_the_reference_exactly() {
     for (i, case) in cases().into_iter().enumerate() {
@@ -120,19 +174,34 @@ fn conv_integer_matches_the_reference_exactly() {
 #[test]
 fn qlinear_matmul_matches_the_reference_exactly() {
     for (i, &(m, k, n)) in [(1, 1, 1), (5, 3, 33), (17, 130, 65), (64, 96, 40)].iter().enumerate() {
-        for (a_signed, b_signed, y_signed) in [(false, true, false), (true, false, true), (false, false, false)] {
+        let signs = [(false, true, false), (true, false, true), (false, false, false)];
+        // B's scale and zero point per tensor, and per column (the requantizing epilogue's
+        // multiplier per column).
+        for ((a_signed, b_signed, y_signed), per_column) in signs.into_iter().flat_map(|s| [(s, false), (s, true)]) {
             let seed = 900 + i as u64 * 8;
+            let (b_scale, b_zero) = match per_column {
+                false => (Tensor::scalar(0.0021f32), zero(&[if b_signed { -128 } else { 255 }], b_signed)),
+                true => (
+                    Tensor::vector((0..n).map(|j| 0.0011 + 0.0003 * j as f32).collect::<Vec<f32>>()),
+                    zero(
+                        &(0..n as i32)
+                            .map(|j| if b_signed { j * 29 % 256 - 128 } else { j * 41 % 256 })
+                            .collect::<Vec<_>>(),
+                        b_signed,
+                    ),
+                ),
+            };
             let inputs = vec![
                 In::Fed(bytes(seed, &[2, m, k], a_signed)),
                 In::Const(Tensor::scalar(0.013f32)),
                 In::Const(zero(&[if a_signed { 127 } else { 0 }], a_signed)),
                 In::Const(bytes(seed + 1, &[k, n], b_signed)),
-                In::Const(Tensor::scalar(0.0021f32)),
-                In::Const(zero(&[if b_signed { -128 } else { 255 }], b_signed)),
+                In::Const(b_scale),
+                In::Const(b_zero),
                 In::Const(Tensor::scalar(0.0173f32)),
                 In::Const(zero(&[if y_signed { -5 } else { 128 }], y_signed)),
             ];
-            let name = format!("QLinearMatMul {m}x{k}x{n}");
+            let name = format!("QLinearMatMul {m}x{k}x{n} per column {per_column}");
             assert_eq!(check(&name, build_at("QLinearMatMul", 10, vec![], 8), inputs), "qlinear-matmul", "{name}");
         }
     }
@@ -144,7 +213,8 @@ fn qlinear_matmul_matches_the_reference_exactly() {
 /// quantized output is the float QDQ graph's to within one step, on a few elements at most.
 #[test]
 fn qdq_convs_run_on_the_integer_kernel() {
-    for (signed, (c, co, hw, kernel)) in [(true, (3, 16, 15, 3)), (false, (24, 40, 9, 1)), (true, (8, 5, 7, 1))] {
+    let cases = [(true, (3, 16, 15, 3), false), (false, (24, 40, 9, 1), false), (true, (8, 5, 7, 1), false)];
+    for (signed, (c, co, hw, kernel), depthwise) in cases {
         let mut g = Graph::default();
         let x =
             g.add_value("x", Fact::new(DType::F32, vec![Dim::Known(1), Dim::Known(c), Dim::Known(hw), Dim::Known(hw)]));
@@ -155,7 +225,7 @@ fn qdq_convs_run_on_the_integer_kernel() {
             false => (Tensor::scalar(131u8), Tensor::scalar(0u8)),
         };
         let ws: Vec<f32> = (0..co).map(|o| 0.004 + 0.0005 * o as f32).collect();
-        let wq = bytes(7, &[co, c, kernel, kernel], true);
+        let wq = bytes(7, &[co, if depthwise { 1 } else { c }, kernel, kernel], true);
         let bias: Vec<i32> = (0..co as i32).map(|o| o * 311 - 2000).collect();
         let k = graph_const;
         let (sx_v, zx_v, sy_v, zy_v) = (
@@ -176,7 +246,8 @@ fn qdq_convs_run_on_the_integer_kernel() {
         let q = || build_at("QuantizeLinear", 13, vec![], 3);
         let dq = |axis: i64| build_at("DequantizeLinear", 13, vec![("axis", Attr::Int(axis))], 3);
         let pad = (kernel / 2) as i64;
-        let conv = build("Conv", vec![("pads", Attr::Ints(vec![pad; 4]))], 3);
+        let group = if depthwise { c as i64 } else { 1 };
+        let conv = build("Conv", vec![("pads", Attr::Ints(vec![pad; 4])), ("group", Attr::Int(group))], 3);
         g.nodes = vec![
             graph_node(q(), "QuantizeLinear", vec![x, sx_v, zx_v], vec![xq]),
             graph_node(dq(1), "DequantizeLinear", vec![xq, sx_v, zx_v], vec![xd]),
@@ -199,7 +270,8 @@ fn qdq_convs_run_on_the_integer_kernel() {
         )
         .unwrap();
         let (want, kernels, got) = unfused_and_optimized(&mut g, &xv);
-        assert_eq!(kernels, ["quantize-linear", "qlinear-conv", "dequantize"], "signed {signed}");
+        let conv_kernel = if depthwise { "qlinear-depthwise" } else { "qlinear-conv" };
+        assert_eq!(kernels, ["quantize-linear", conv_kernel, "dequantize"], "signed {signed}");
         assert_eq!(got.shape(), want.shape());
         let (got, want) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
         // The float graph rounds every product and partial sum, the integer one once at the end:

@@ -9,22 +9,25 @@ use crate::backend::cpu::isa::Isa;
 #[derive(Clone, Copy, Debug)]
 pub struct Micro8 {
     pub isa: Isa,
+    /// Whole 32-row tiles go to AMX (`amx.rs`) when k is a multiple of 64; the rest to `run`.
+    pub amx: bool,
     /// # Safety
     /// `a[r]` is readable for `kq * 4` bytes, `b` for `kq * NR * 4`; the CPU runs `isa`.
     pub run: unsafe fn(kq: usize, a: &[*const u8; MR], b: *const i8, out: &mut [[i32; NR]; MR]),
 }
 
 /// The micro-kernel for `isa`: AVX-512 VNNI's `vpdpbusd` where the CPU has it (AVX-512 without
-/// VNNI takes the AVX2 kernel), AVX2's widening multiply-adds, or plain Rust.
+/// VNNI takes the AVX2 kernel), with AMX tiles for whole 32-row blocks where the CPU has those
+/// too; AVX2's widening multiply-adds; or plain Rust.
 pub fn micro_for(isa: Isa) -> Micro8 {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") => {
-            Micro8 { isa, run: x86::vnni_8x32 }
+            Micro8 { isa, amx: super::amx::available(), run: x86::vnni_8x32 }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2 => Micro8 { isa: Isa::Avx2, run: x86::avx2_8x32 },
-        _ => Micro8 { isa: Isa::Portable, run: portable_8x32 },
+        Isa::Avx512 | Isa::Avx2 => Micro8 { isa: Isa::Avx2, amx: false, run: x86::avx2_8x32 },
+        _ => Micro8 { isa: Isa::Portable, amx: false, run: portable_8x32 },
     }
 }
 

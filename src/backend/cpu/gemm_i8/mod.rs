@@ -13,13 +13,15 @@
 //! B is packed once (by whoever owns the constant weights) into panels of [`NR`] columns, k in
 //! groups of four bytes: a group of four k rows of a panel is 128 bytes, two AVX-512 vectors.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod micro;
 mod requant;
 #[cfg(test)]
 mod tests;
 
 pub use micro::{micro_for, Micro8};
-pub use requant::Requant;
+pub use requant::{requantize_lanes, Requant};
 
 use super::isa::Isa;
 use super::pool::{SharedMut, ThreadPool};
@@ -53,14 +55,58 @@ impl PackedB8 {
 
     /// Packs the k x n matrix whose row `kk` is the first n bytes of `row(kk)`, each read as
     /// `(byte ^ flip) as i8`: a uint8 matrix (flip 0x80, the value minus 128) or an int8 one
-    /// (flip 0) in the int8 domain. For operands that change every run (a convolution's
-    /// input), so the loops run over whole rows of bytes.
+    /// (flip 0) in the int8 domain.
     pub fn from_bytes<'a>(k: usize, n: usize, flip: u8, row: impl Fn(usize) -> &'a [u8]) -> PackedB8 {
-        let (kq, panels) = (k.div_ceil(4), n.div_ceil(NR));
-        let mut data = vec![0i8; panels * kq * NR * 4];
+        let mut data = vec![0i8; PackedView::bytes_for(k, n)];
         let mut colsum = vec![0i32; n];
+        PackedView::pack_into(k, n, flip, row, &mut data, &mut colsum);
+        PackedB8 { k, n, data, colsum }
+    }
+
+    /// The packed panels as [`run`] reads them.
+    pub fn view(&self) -> PackedView<'_> {
+        PackedView { k: self.k, n: self.n, data: &self.data, colsum: &self.colsum }
+    }
+
+    /// Columns rounded up to whole panels: the length of the per-column slices [`run`] takes.
+    pub fn padded_n(&self) -> usize {
+        self.view().padded_n()
+    }
+}
+
+/// A packed B in borrowed memory: a [`PackedB8`]'s, or one packed per run into scratch (a
+/// convolution's input), so that a run allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedView<'a> {
+    pub k: usize,
+    pub n: usize,
+    data: &'a [i8],
+    colsum: &'a [i32],
+}
+
+impl<'a> PackedView<'a> {
+    /// Bytes of the panels of a k x n matrix.
+    pub fn bytes_for(k: usize, n: usize) -> usize {
+        n.div_ceil(NR) * k.div_ceil(4) * NR * 4
+    }
+
+    /// Packs as [`PackedB8::from_bytes`] into `data` (at least [`PackedView::bytes_for`] bytes)
+    /// and `colsum` (at least n), writing every byte it reads later (zeros past k and n), so
+    /// the scratch may hold anything before. For operands that change every run, so the loops
+    /// run over whole rows of bytes.
+    pub fn pack_into<'r>(
+        k: usize,
+        n: usize,
+        flip: u8,
+        row: impl Fn(usize) -> &'r [u8],
+        data: &'a mut [i8],
+        colsum: &'a mut [i32],
+    ) -> PackedView<'a> {
+        let (kq, panels) = (k.div_ceil(4), n.div_ceil(NR));
+        let (data, colsum) = (&mut data[..PackedView::bytes_for(k, n)], &mut colsum[..n]);
+        colsum.fill(0);
         for q in 0..kq {
-            // The group's rows; those past k stay zero.
+            // The group's rows; those past k are zero.
             let count = 4.min(k - q * 4);
             let rows: [&[u8]; 4] = std::array::from_fn(|t| if t < count { &row(q * 4 + t)[..n] } else { &[] });
             for r in &rows[..count] {
@@ -76,7 +122,9 @@ impl PackedB8 {
                     for (j, d) in group.chunks_exact_mut(4).take(width).enumerate() {
                         d.copy_from_slice(&[r0[j], r1[j], r2[j], r3[j]].map(|v| (v ^ flip) as i8));
                     }
+                    group[width * 4..].fill(0);
                 } else {
+                    group.fill(0);
                     for (t, r) in rows[..count].iter().enumerate() {
                         for (j, &v) in r[j0..j0 + width].iter().enumerate() {
                             group[j * 4 + t] = (v ^ flip) as i8;
@@ -85,10 +133,10 @@ impl PackedB8 {
                 }
             }
         }
-        PackedB8 { k, n, data, colsum }
+        PackedView { k, n, data, colsum }
     }
 
-    fn panel(&self, p: usize) -> &[i8] {
+    fn panel(&self, p: usize) -> &'a [i8] {
         let len = self.k.div_ceil(4) * NR * 4;
         &self.data[p * len..(p + 1) * len]
     }
@@ -126,6 +174,14 @@ pub enum Out<'a> {
         bias: &'a [i32],
         q: Requant,
     },
+    /// Requantized column by column (a matrix product's weights with a scale per column):
+    /// `saturate(round_half_even(sum as f32 * mult[j]) + q.zero_point)`, each `mult[j]` finite;
+    /// [`PackedB8::padded_n`] of them.
+    BytesByColumn {
+        y: &'a mut [u8],
+        mult: &'a [f32],
+        q: Requant,
+    },
 }
 
 /// The epilogue's per-column data, padded to whole panels.
@@ -145,7 +201,7 @@ pub fn run(
     micro: Micro8,
     a: &Lhs,
     m: usize,
-    b: &PackedB8,
+    b: PackedView,
     za: i32,
     zb: &[i32],
     offset: &mut [i32],
@@ -160,16 +216,19 @@ pub fn run(
             assert!(y.len() >= m * n && scale.len() == b.padded_n() && bias.is_none_or(|b| b.len() == scale.len()))
         }
         Out::Bytes { y, mult, bias, .. } => assert!(y.len() >= m * n && mult.len() >= m && bias.len() >= m),
+        Out::BytesByColumn { y, mult, .. } => assert!(y.len() >= m * n && mult.len() == b.padded_n()),
     }
     for (j, o) in offset.iter_mut().enumerate() {
         let cs = b.colsum.get(j).copied().unwrap_or(0);
         *o = (k as i32).wrapping_mul(za).wrapping_mul(zb[j]).wrapping_sub(za.wrapping_mul(cs));
     }
     let cols = Columns { offset, zb };
+    let b = &b;
     let target = match out {
         Out::Int(y) => Target::Int(SharedMut(y.as_mut_ptr())),
         Out::Float { y, scale, bias } => Target::Float(SharedMut(y.as_mut_ptr()), scale, bias),
         Out::Bytes { y, mult, bias, q } => Target::Bytes(SharedMut(y.as_mut_ptr()), mult, bias, q),
+        Out::BytesByColumn { y, mult, q } => Target::BytesByColumn(SharedMut(y.as_mut_ptr()), mult, q),
     };
     let panels = n.div_ceil(NR);
     let blocks = m.div_ceil(MC);
@@ -194,9 +253,10 @@ enum Target<'a> {
     Int(SharedMut<i32>),
     Float(SharedMut<f32>, &'a [f32], Option<&'a [f32]>),
     Bytes(SharedMut<u8>, &'a [f32], &'a [i32], Requant),
+    BytesByColumn(SharedMut<u8>, &'a [f32], Requant),
 }
 
-type BlockFn = unsafe fn(Micro8, &Lhs, std::ops::Range<usize>, &PackedB8, usize, &Columns, Target);
+type BlockFn = unsafe fn(Micro8, &Lhs, std::ops::Range<usize>, &PackedView, usize, &Columns, Target);
 
 /// The block loop compiled for `isa`, so that its epilogue is vectorised for it.
 fn block_fn(isa: Isa) -> BlockFn {
@@ -215,7 +275,7 @@ unsafe fn block_portable(
     micro: Micro8,
     a: &Lhs,
     rows: std::ops::Range<usize>,
-    b: &PackedB8,
+    b: &PackedView,
     p: usize,
     cols: &Columns,
     target: Target,
@@ -225,14 +285,14 @@ unsafe fn block_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{block, finish_row, Columns, Lhs, Micro8, PackedB8, RowOut, Target, NR};
+    use super::{block, finish_row, Columns, Lhs, Micro8, PackedView, RowOut, Target, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
     /// # Safety
     /// See [`block`]; needs AVX-512F/BW.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-    pub unsafe fn block_avx512(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
+    pub unsafe fn block_avx512(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedView, p: usize, c: &Columns, t: Target) {
         unsafe { block(m, finish_row_avx512, a, r, b, p, c, t) }
     }
 
@@ -260,22 +320,11 @@ mod x86 {
                     _mm512_add_epi32(at(sums.as_ptr()), at(offset.as_ptr())),
                     _mm512_mullo_epi32(at(zb.as_ptr()), rs),
                 );
-                match out {
-                    RowOut::Int(y) => _mm512_mask_storeu_epi32(y.0.add(16 * h), lanes, v),
-                    RowOut::Bytes(y, mult, bias, q) => {
-                        // As requant::requantize_lanes: the bounds less the zero point, then it added.
-                        let f = _mm512_mul_ps(
-                            _mm512_cvtepi32_ps(_mm512_add_epi32(v, _mm512_set1_epi32(bias))),
-                            _mm512_set1_ps(mult),
-                        );
-                        let f = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
-                        let f = _mm512_min_ps(
-                            _mm512_max_ps(f, _mm512_set1_ps((q.lo - q.zero_point) as f32)),
-                            _mm512_set1_ps((q.hi - q.zero_point) as f32),
-                        );
-                        let r = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.zero_point));
-                        // In -128..=255: the low byte is the uint8 or int8 value.
-                        _mm_mask_storeu_epi8(y.0.add(16 * h) as *mut i8, lanes, _mm512_cvtepi32_epi8(r));
+                // The requantizing epilogues share their rounding; the others store here.
+                let (y, f, q) = match out {
+                    RowOut::Int(y) => {
+                        _mm512_mask_storeu_epi32(y.0.add(16 * h), lanes, v);
+                        continue;
                     }
                     RowOut::Float(y, scale, bias) => {
                         let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale.as_ptr().add(16 * h)));
@@ -283,8 +332,25 @@ mod x86 {
                             f = _mm512_add_ps(f, _mm512_loadu_ps(bias.as_ptr().add(16 * h)));
                         }
                         _mm512_mask_storeu_ps(y.0.add(16 * h), lanes, f);
+                        continue;
                     }
-                }
+                    RowOut::Bytes(y, mult, bias, q) => {
+                        let f = _mm512_cvtepi32_ps(_mm512_add_epi32(v, _mm512_set1_epi32(bias)));
+                        (y, _mm512_mul_ps(f, _mm512_set1_ps(mult)), q)
+                    }
+                    RowOut::BytesByColumn(y, mult, q) => {
+                        (y, _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(mult.as_ptr().add(16 * h))), q)
+                    }
+                };
+                // As requant::requantize_lanes: the bounds less the zero point, then it added.
+                let f = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+                let f = _mm512_min_ps(
+                    _mm512_max_ps(f, _mm512_set1_ps((q.lo - q.zero_point) as f32)),
+                    _mm512_set1_ps((q.hi - q.zero_point) as f32),
+                );
+                let r = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.zero_point));
+                // In -128..=255: the low byte is the uint8 or int8 value.
+                _mm_mask_storeu_epi8(y.0.add(16 * h) as *mut i8, lanes, _mm512_cvtepi32_epi8(r));
             }
         }
     }
@@ -292,7 +358,7 @@ mod x86 {
     /// # Safety
     /// See [`block`]; needs AVX2.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_avx2(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedB8, p: usize, c: &Columns, t: Target) {
+    pub unsafe fn block_avx2(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedView, p: usize, c: &Columns, t: Target) {
         unsafe { block(m, finish_row, a, r, b, p, c, t) }
     }
 }
@@ -308,7 +374,7 @@ unsafe fn block(
     finish: FinishRow,
     a: &Lhs,
     rows: std::ops::Range<usize>,
-    b: &PackedB8,
+    b: &PackedView,
     p: usize,
     cols: &Columns,
     target: Target,
@@ -318,28 +384,55 @@ unsafe fn block(
     let bp = b.panel(p).as_ptr();
     let panel = |s: &[i32]| -> [i32; NR] { s[j0..j0 + NR].try_into().expect("a panel's columns") };
     let (offset, zb) = (panel(cols.offset), panel(cols.zb));
+    // Row i's sums through the epilogue into the output.
+    let emit = |i: usize, sums: &[i32; NR]| {
+        let row = match target {
+            Target::Int(y) => RowOut::Int(SharedMut(y.0.wrapping_add(i * n + j0))),
+            Target::Float(y, scale, bias) => RowOut::Float(
+                SharedMut(y.0.wrapping_add(i * n + j0)),
+                scale[j0..j0 + NR].try_into().expect("a panel's columns"),
+                bias.map(|b| b[j0..j0 + NR].try_into().expect("a panel's columns")),
+            ),
+            Target::Bytes(y, mult, bias, q) => {
+                RowOut::Bytes(SharedMut(y.0.wrapping_add(i * n + j0)), mult[i], bias[i], q)
+            }
+            Target::BytesByColumn(y, mult, q) => RowOut::BytesByColumn(
+                SharedMut(y.0.wrapping_add(i * n + j0)),
+                mult[j0..j0 + NR].try_into().expect("a panel's columns"),
+                q,
+            ),
+        };
+        // SAFETY: this task owns row i, columns j0..j0 + width of the output.
+        unsafe { (finish)(sums, &offset, &zb, a.rowsum[i], width, row) };
+    };
+    let mut start = rows.start;
+    // Whole 32-row tiles on AMX, where k comes in whole tile steps.
+    #[cfg(target_arch = "x86_64")]
+    if micro.amx && a.lda.is_multiple_of(amx::K_STEP) && rows.len() >= amx::ROWS {
+        let mut tile = [[0i32; NR]; amx::ROWS];
+        // SAFETY: micro.amx is set only where amx::available() said so.
+        unsafe { amx::configure() };
+        while start + amx::ROWS <= rows.end {
+            // SAFETY: rows start..start + 32 of A have lda bytes each (run's asserts), the panel
+            // lda / 4 groups (lda is k rounded up to four).
+            unsafe { amx::tile_32x32(a.lda / amx::K_STEP, a.data[start * a.lda..].as_ptr(), a.lda, bp, &mut tile) };
+            for (r, sums) in tile.iter().enumerate() {
+                emit(start + r, sums);
+            }
+            start += amx::ROWS;
+        }
+        // SAFETY: as for configure.
+        unsafe { amx::release() };
+    }
     let mut acc = [[0i32; NR]; MR];
-    for i0 in rows.clone().step_by(MR) {
+    for i0 in (start..rows.end).step_by(MR) {
         let count = MR.min(rows.end - i0);
         // Rows past the block repeat its last one; their sums are not written.
         let ptrs: [*const u8; MR] = std::array::from_fn(|r| a.data[(i0 + r.min(count - 1)) * a.lda..].as_ptr());
         // SAFETY: each row pointer has lda = kq * 4 bytes, the panel kq * NR * 4.
         unsafe { (micro.run)(a.lda / 4, &ptrs, bp, &mut acc) };
         for (r, sums) in acc.iter().enumerate().take(count) {
-            let i = i0 + r;
-            let row = match target {
-                Target::Int(y) => RowOut::Int(SharedMut(y.0.wrapping_add(i * n + j0))),
-                Target::Float(y, scale, bias) => RowOut::Float(
-                    SharedMut(y.0.wrapping_add(i * n + j0)),
-                    scale[j0..j0 + NR].try_into().expect("a panel's columns"),
-                    bias.map(|b| b[j0..j0 + NR].try_into().expect("a panel's columns")),
-                ),
-                Target::Bytes(y, mult, bias, q) => {
-                    RowOut::Bytes(SharedMut(y.0.wrapping_add(i * n + j0)), mult[i], bias[i], q)
-                }
-            };
-            // SAFETY: this task owns row i, columns j0..j0 + width of the output.
-            unsafe { (finish)(sums, &offset, &zb, a.rowsum[i], width, row) };
+            emit(i0 + r, sums);
         }
     }
 }
@@ -351,6 +444,8 @@ enum RowOut<'a> {
     Float(SharedMut<f32>, &'a [f32; NR], Option<&'a [f32; NR]>),
     /// The row's multiplier and bias.
     Bytes(SharedMut<u8>, f32, i32, Requant),
+    /// The panel's multipliers.
+    BytesByColumn(SharedMut<u8>, &'a [f32; NR], Requant),
 }
 
 /// The epilogue for one row of a tile: `sums + offset - zb * rowsum`, to int32 or through the
@@ -379,6 +474,13 @@ unsafe fn finish_row(sums: &[i32; NR], offset: &[i32; NR], zb: &[i32; NR], rowsu
             requant::requantize_lanes(&v[..width], bias, mult, q, unsafe {
                 std::slice::from_raw_parts_mut(y.0, width)
             });
+        }
+        RowOut::BytesByColumn(y, mult, q) => {
+            // SAFETY: the caller's promise.
+            let y = unsafe { std::slice::from_raw_parts_mut(y.0, width) };
+            for (j, d) in y.iter_mut().enumerate() {
+                requant::requantize_lanes(&v[j..j + 1], 0, mult[j], q, std::slice::from_mut(d));
+            }
         }
         RowOut::Float(y, scale, bias) => {
             let mut f = [0f32; NR];

@@ -27,9 +27,10 @@ impl Requant {
 /// `out[i] = saturate(round_half_even((acc[i] + bias) as f32 * mult) + zero_point)`, stored as
 /// a byte (an int8 as its two's complement). `mult` must be finite: the product then rounds
 /// and clamps as the reference's (an overflow to infinity saturates), with no NaN to handle.
-/// Inlined into the GEMM's epilogue, which compiles it for each instruction set's vectors.
+/// Inlined into the GEMM's epilogue (and the depthwise kernel's), which compile it for each
+/// instruction set's vectors.
 #[inline(always)]
-pub(super) fn requantize_lanes(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
+pub fn requantize_lanes(acc: &[i32], bias: i32, mult: f32, q: Requant, out: &mut [u8]) {
     // Clamped before the zero point is added: the bounds are integers, so this is the
     // reference's clamp after it, and the value fits an i32 on the way.
     let (lo, hi) = ((q.lo - q.zero_point) as f32, (q.hi - q.zero_point) as f32);

@@ -6,9 +6,12 @@ use super::micro::portable_8x32;
 use super::*;
 use crate::ir::DType;
 
+/// Every kernel this CPU runs: AVX-512 VNNI with and without AMX where it has AMX.
 fn available() -> Vec<Micro8> {
     let mut out: Vec<Micro8> = Isa::available().into_iter().map(micro_for).collect();
     out.dedup_by_key(|m| m.isa);
+    let vnni_alone = out.iter().filter(|m| m.amx).map(|m| Micro8 { amx: false, ..*m }).collect::<Vec<_>>();
+    out.extend(vnni_alone);
     out
 }
 
@@ -48,7 +51,8 @@ fn every_micro_kernel_agrees() {
 /// A 255 x 127 row of the worst sign everywhere: the sums `vpmaddubsw` would saturate.
 #[test]
 fn extreme_products_do_not_saturate() {
-    let (m, k, n) = (3, 64, 5);
+    // 40 rows: one AMX tile and the rest on the vector kernel.
+    let (m, k, n) = (40, 64, 5);
     for (av, bv) in [(255u8, 127i8), (255, -128), (0, -128)] {
         let a = vec![av; m * k];
         let b = vec![bv; k * n];
@@ -73,7 +77,17 @@ fn product(micro: Micro8, a: &[u8], m: usize, k: usize, b: &[i8], n: usize, za: 
     let mut offset = vec![0; packed.padded_n()];
     let mut y = vec![0; m * n];
     let pool = ThreadPool::new(3);
-    run(&pool, micro, &Lhs { data: &ap, lda, rowsum: &rowsum }, m, &packed, za, &zbp, &mut offset, Out::Int(&mut y));
+    run(
+        &pool,
+        micro,
+        &Lhs { data: &ap, lda, rowsum: &rowsum },
+        m,
+        packed.view(),
+        za,
+        &zbp,
+        &mut offset,
+        Out::Int(&mut y),
+    );
     y
 }
 
@@ -81,7 +95,19 @@ fn product(micro: Micro8, a: &[u8], m: usize, k: usize, b: &[i8], n: usize, za: 
 fn products_match_a_plain_loop() {
     // Odd sizes on every side, one large enough for the pool; zero points at their ends.
     for (case, &(m, k, n)) in
-        [(1, 1, 1), (7, 5, 33), (9, 16, 32), (70, 130, 70), (13, 384, 65), (128, 96, 40)].iter().enumerate()
+        // (k a multiple of 64 and 32 rows or more: AMX tiles, with rows left to the vector kernel)
+        [
+            (1, 1, 1),
+            (7, 5, 33),
+            (9, 16, 32),
+            (70, 130, 70),
+            (13, 384, 65),
+            (128, 96, 40),
+            (100, 192, 45),
+            (64, 64, 33),
+        ]
+        .iter()
+        .enumerate()
     {
         let a = bytes(case, m * k);
         let b: Vec<i8> = bytes(case + 100, k * n).into_iter().map(|v| v as i8).collect();
@@ -95,7 +121,7 @@ fn products_match_a_plain_loop() {
                 .collect();
             for micro in available() {
                 let got = product(micro, &a, m, k, &b, n, za, &zb);
-                assert_eq!(got, want, "{:?} {m}x{k}x{n} za {za} zb {zb_of}", micro.isa);
+                assert_eq!(got, want, "{:?} amx {} {m}x{k}x{n} za {za} zb {zb_of}", micro.isa, micro.amx);
             }
         }
     }
@@ -120,7 +146,7 @@ fn the_float_epilogue_scales_then_adds_the_bias() {
         let mut offset = vec![0; pn];
         let pool = ThreadPool::new(1);
         let out = Out::Float { y: &mut y, scale: &scale, bias: Some(&bias) };
-        run(&pool, micro, &Lhs { data: &a, lda, rowsum: &rowsum }, m, &packed, za, &zb, &mut offset, out);
+        run(&pool, micro, &Lhs { data: &a, lda, rowsum: &rowsum }, m, packed.view(), za, &zb, &mut offset, out);
         for (e, (&got, &int)) in y.iter().zip(&ints).enumerate() {
             let j = e % n;
             assert_eq!(got.to_bits(), (int as f32 * scale[j] + bias[j]).to_bits(), "{:?} at {e}", micro.isa);
@@ -153,7 +179,7 @@ fn the_byte_epilogue_requantizes_each_row() {
                 micro,
                 &Lhs { data: &a, lda: k, rowsum: &rowsum },
                 m,
-                &packed,
+                packed.view(),
                 za,
                 &zb,
                 &mut offset,
