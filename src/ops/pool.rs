@@ -302,9 +302,7 @@ fn max_pool<T: Scalar>(
             }
         });
         // An all-padding window gives the lowest value and index -1.
-        best.map_or((lowest, -1), |(v, i)| {
-            (v, (plane * in_plane + storage_index(g, i, column_major)) as i64)
-        })
+        best.map_or((lowest, -1), |(v, i)| (v, (plane * in_plane + storage_index(g, i, column_major)) as i64))
     })?;
     let (y, indices): (Vec<T>, Vec<i64>) = best.into_iter().unzip();
     let mut outs = vec![Tensor::new(out_shape.clone(), y)?];
