@@ -763,6 +763,40 @@ mod tests {
         assert!(run("Sum", vec![], &[&v(vec![1f32]), &v(vec![1f64])]).is_err());
     }
 
+    /// Narrow integers compute in i64 and float16 in f32 (`wide`): the results must be the bits
+    /// of each dtype's own arithmetic, and a float16 fold must round after every step.
+    #[test]
+    fn widened_dtypes_keep_their_own_results() {
+        let c = run("Div", vec![], &[&v(vec![i8::MIN, 7, -7]), &v(vec![-1i8, -2, 2])]).unwrap();
+        assert_eq!(values::<i8>(&c), [i8::MIN, -3, -3]);
+        let c = run("Mul", vec![], &[&v(vec![u32::MAX, 1 << 31]), &v(vec![u32::MAX, 2])]).unwrap();
+        assert_eq!(values::<u32>(&c), [1, 0]);
+        let c = run("Mod", vec![], &[&v(vec![-7i16, 7, i16::MIN]), &v(vec![3i16, -3, -1])]).unwrap();
+        assert_eq!(values::<i16>(&c), [2, -2, 0]);
+        let e = run("Div", vec![], &[&v(vec![1u16]), &v(vec![0u16])]).unwrap_err();
+        assert!(e.message.contains("uint16 tensors"), "{e}");
+        let left = vec![("direction", Attr::String("LEFT".into()))];
+        let right = vec![("direction", Attr::String("RIGHT".into()))];
+        let z = run("BitShift", right, &[&v(vec![0x8000u16, 0x8000, 1]), &v(vec![15u16, 16, 0])]).unwrap();
+        assert_eq!(values::<u16>(&z), [1, 0, 1]);
+        let z = run("BitShift", left, &[&v(vec![1i16, 3, 1]), &v(vec![15i16, 15, 16])]).unwrap();
+        assert_eq!(values::<i16>(&z), [i16::MIN, i16::MIN, 0]);
+        let z = run("BitwiseXor", vec![], &[&v(vec![-1i32, 5]), &v(vec![0x0F0Fi32, -6])]).unwrap();
+        assert_eq!(values::<i32>(&z), [!0x0F0F, -1]);
+        assert_eq!(values::<u8>(&run("BitwiseNot", vec![], &[&v(vec![0u8, 0x0F])]).unwrap()), [0xFF, 0xF0]);
+        assert_eq!(values::<u64>(&run("BitwiseNot", vec![], &[&v(vec![0u64])]).unwrap()), [u64::MAX]);
+        let mx = run("Max", vec![], &[&v(vec![u32::MAX, 0]), &v(vec![0u32, 7]), &v(vec![1u32, 3])]).unwrap();
+        assert_eq!(values::<u32>(&mx), [u32::MAX, 7]);
+        // float16 spacing at 2048 is 2: 2048 + 1 rounds back to 2048 at each step (f32 gives 2050).
+        let h = |x: f32| v(vec![f16::from_f32(x)]);
+        let sum = run("Sum", vec![], &[&h(2048.), &h(1.), &h(1.)]).unwrap();
+        assert_eq!(values::<f16>(&sum), [f16::from_f32(2048.)]);
+        let mean = run("Mean", vec![], &[&h(1.), &h(2.), &h(2.)]).unwrap();
+        assert_eq!(values::<f16>(&mean), [f16::from_f32(5. / 3.)]);
+        let sum = run("Sum", vec![], &[&v(vec![200u8]), &v(vec![100u8])]).unwrap();
+        assert_eq!(values::<u8>(&sum), [44]);
+    }
+
     #[test]
     fn mismatched_shapes_and_dtypes_are_errors() {
         let e = run("Add", vec![], &[&v(vec![1f32, 2.]), &v(vec![1f32, 2., 3.])]).unwrap_err();

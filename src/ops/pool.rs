@@ -635,6 +635,21 @@ mod tests {
         assert_close(&f32s(&pool("AveragePool", attrs, &x).unwrap()), &[1.5555556, 2.4444444, 5.111111, 6.0]);
     }
 
+    /// Max pooling computes in the widened dtype; an empty plane still gives the lowest value of
+    /// the tensor's own dtype.
+    #[test]
+    fn max_pools_on_narrow_types() {
+        let x = Tensor::new(vec![1, 2, 0], Vec::<i8>::new()).unwrap();
+        assert_eq!(pool("GlobalMaxPool", vec![], &x).unwrap().as_slice::<i8>().unwrap(), &[i8::MIN, i8::MIN]);
+        let x = Tensor::new(vec![1, 1, 4], vec![-3i8, -128, 5, 127]).unwrap();
+        let y = pool("MaxPool", vec![k(vec![2]), ("strides", Attr::Ints(vec![1]))], &x).unwrap();
+        assert_eq!(y.as_slice::<i8>().unwrap(), &[-3, 5, 127]);
+        let x = Tensor::new(vec![1, 1, 3], vec![half::f16::from_f32(0.1), half::f16::from_f32(-2.), half::f16::NAN])
+            .unwrap();
+        let y = pool("MaxPool", vec![k(vec![2]), ("strides", Attr::Ints(vec![1]))], &x).unwrap();
+        assert_eq!(y.as_slice::<half::f16>().unwrap()[0], half::f16::from_f32(0.1));
+    }
+
     #[test]
     fn lp_pool_and_globals() {
         // sqrt(0 + 1 + 9 + 16) and sqrt(1 + 4 + 16 + 25) for a 1-D LpPool; L1 with p = 1.
