@@ -136,9 +136,9 @@ impl<T> Int for T where
 }
 
 /// A shift by a negative amount or by the bit width or more leaves only the sign fill: -1 for a
-/// right shift of a negative value, else 0 (BitShift-28; C would mask the amount instead).
-fn shift<T: Int>(x: T, by: T, left: bool) -> T {
-    let bits = T::DTYPE.size() as i64 * 8;
+/// right shift of a negative value, else 0 (BitShift-28; C would mask the amount instead). `bits`
+/// is the width of the tensors' dtype, which may be narrower than `T` (see [`wide`]).
+fn shift<T: Int>(x: T, by: T, left: bool, bits: i64) -> T {
     // A u64 amount of 2^63 or more reads as negative here: out of range either way.
     match by.to_i64() {
         n if (0..bits).contains(&n) && left => x << n as u32,
@@ -170,8 +170,15 @@ pub(crate) fn zip<T: Scalar, O: crate::ir::Elem>(a: &Tensor, b: &Tensor, f: impl
     broadcast::binary::<T, T, O>(a, b, |x, y| f(*x, *y))
 }
 
-/// Like [`zip`], for integer division and modulo, where `None` means a divisor of zero.
-fn zip_checked<T: Scalar>(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(T, T) -> Option<T>) -> Result<Tensor> {
+/// Like [`zip`], for integer division and modulo, where `None` means a divisor of zero; `dt` is the
+/// dtype the tensors had before [`widen`], for the message.
+fn zip_checked<T: Scalar>(
+    op: &str,
+    dt: DType,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(T, T) -> Option<T>,
+) -> Result<Tensor> {
     let by_zero = Cell::new(false);
     let out = zip(a, b, |x, y| {
         f(x, y).unwrap_or_else(|| {
@@ -180,7 +187,7 @@ fn zip_checked<T: Scalar>(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(T, T) -> 
         })
     })?;
     if by_zero.get() {
-        bail!(Runtime, "{op}: integer division by zero ({} tensors)", T::DTYPE);
+        bail!(Runtime, "{op}: integer division by zero ({dt} tensors)");
     }
     Ok(out)
 }
@@ -355,33 +362,69 @@ impl Op for Binary {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let name = self.kind.op_name();
         let (a, b, dt) = eval_pair(name, self.align, inputs, |d| self.kind.takes(d))?;
-        let out = dispatch!(dt; T => int_kernel::<T>(self.kind, a, &b)?; U8 | I8 | U16 | I16 | U32 | I32 | U64 | I64;
-            else => dispatch!(dt; T => arith_kernel::<T>(self.kind, a, &b)?; float;
-                else => bail!(Unsupported, "{name} does not take {dt} inputs")));
-        Ok(vec![out])
+        let (a, b) = (widen(a)?, widen(&b)?);
+        let out = match a.dtype() {
+            DType::I64 => int_kernel::<i64>(self.kind, dt, &a, &b)?,
+            DType::U64 => int_kernel::<u64>(self.kind, dt, &a, &b)?,
+            DType::F32 => arith_kernel::<f32>(self.kind, dt, &a, &b)?,
+            DType::F64 => arith_kernel::<f64>(self.kind, dt, &a, &b)?,
+            _ => bail!(Unsupported, "{name} does not take {dt} inputs"),
+        };
+        Ok(vec![narrow(out, dt)?])
     }
 }
 
-fn arith_kernel<T: Arith>(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// The dtype that the reference kernels of this family compute `dt` in, so that each compiles for
+/// four types rather than twelve (the per-dtype copies were ~100 KB of the shared library):
+/// integers narrower than 64 bits in i64, whose wrapping results keep their low bits exact (the
+/// bitwise ops and shifts too, given the narrow width); float16 and bfloat16 in f32, rounded once
+/// on the way back as their own kernels rounded each result.
+pub(crate) fn wide(dt: DType) -> DType {
+    match dt {
+        DType::U8 | DType::I8 | DType::U16 | DType::I16 | DType::U32 | DType::I32 => DType::I64,
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
+/// `t` in its [`wide`] dtype (the same tensor, not a copy, when that is its own).
+pub(crate) fn widen(t: &Tensor) -> Result<Tensor> {
+    t.cast_numeric(wide(t.dtype()))
+}
+
+/// Results computed in [`wide`]`(dt)` back in `dt`: integers wrap to their low bits, floats round
+/// to nearest even.
+pub(crate) fn narrow(t: Tensor, dt: DType) -> Result<Tensor> {
+    match (t.dtype(), dt) {
+        (from, to) if from == to => Ok(t),
+        (DType::F32, DType::F16) => map(&t, half::f16::from_f32),
+        (DType::F32, DType::BF16) => map(&t, half::bf16::from_f32),
+        _ => t.cast_numeric(dt),
+    }
+}
+
+/// `dt` names the dtype the inputs had before [`widen`], for messages.
+fn arith_kernel<T: Arith>(kind: Kind, dt: DType, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     match kind {
         Kind::Add => zip(a, b, T::add),
         Kind::Sub => zip(a, b, T::sub),
         Kind::Mul => zip(a, b, T::mul),
-        Kind::Div => zip_checked("Div", a, b, T::div),
-        Kind::Mod => zip_checked("Mod", a, b, T::rem_floor),
-        Kind::Fmod => zip_checked("Mod", a, b, T::rem_trunc),
-        _ => bail!(Unsupported, "{} does not take {} inputs", kind.op_name(), T::DTYPE),
+        Kind::Div => zip_checked("Div", dt, a, b, T::div),
+        Kind::Mod => zip_checked("Mod", dt, a, b, T::rem_floor),
+        Kind::Fmod => zip_checked("Mod", dt, a, b, T::rem_trunc),
+        _ => bail!(Unsupported, "{} does not take {dt} inputs", kind.op_name()),
     }
 }
 
-fn int_kernel<T: Int>(kind: Kind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn int_kernel<T: Int>(kind: Kind, dt: DType, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let bits = dt.size() as i64 * 8;
     match kind {
-        Kind::ShiftLeft => zip(a, b, |x, y| shift::<T>(x, y, true)),
-        Kind::ShiftRight => zip(a, b, |x, y| shift::<T>(x, y, false)),
+        Kind::ShiftLeft => zip(a, b, |x, y| shift::<T>(x, y, true, bits)),
+        Kind::ShiftRight => zip(a, b, |x, y| shift::<T>(x, y, false, bits)),
         Kind::BitwiseAnd => zip(a, b, |x: T, y| x & y),
         Kind::BitwiseOr => zip(a, b, |x: T, y| x | y),
         Kind::BitwiseXor => zip(a, b, |x: T, y| x ^ y),
-        _ => arith_kernel::<T>(kind, a, b),
+        _ => arith_kernel::<T>(kind, dt, a, b),
     }
 }
 
@@ -395,8 +438,14 @@ impl Op for BitwiseNot {
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        dispatch!(x.dtype(); T => Ok(vec![map(x, |v: T| !v)?]); U8 | I8 | U16 | I16 | U32 | I32 | U64 | I64;
-            else => bail!(Unsupported, "BitwiseNot does not take {} inputs", x.dtype()))
+        let dt = x.dtype();
+        check_dtype("BitwiseNot", Some(dt), DType::is_int)?;
+        let x = widen(x)?;
+        let y = match x.dtype() {
+            DType::I64 => map(&x, |v: i64| !v)?,
+            _ => map(&x, |v: u64| !v)?,
+        };
+        Ok(vec![narrow(y, dt)?])
     }
 }
 
@@ -503,33 +552,46 @@ impl Op for Variadic {
         let dt = ts[0].dtype();
         common_dtype(self.name(), ts.iter().map(|t| Some(t.dtype())))?;
         check_dtype(self.name(), Some(dt), |d| self.takes(d))?;
+        let sum = fold_all(self.0, dt, &ts)?;
         let out = match self.0 {
-            Fold::Mean => dispatch!(dt; T => mean::<T>(&ts)?; float;
-                else => bail!(Unsupported, "Mean does not take {dt} inputs")),
-            fold => dispatch!(dt; T => fold_all::<T>(fold, &ts)?; numeric;
-                else => bail!(Unsupported, "{} does not take {dt} inputs", self.name())),
+            Fold::Mean => {
+                let (sum, n) = (widen(&sum)?, ts.len() as f64);
+                let mean = match sum.dtype() {
+                    DType::F32 => map(&sum, |v: f32| v / n as f32)?,
+                    _ => map(&sum, |v: f64| v / n)?,
+                };
+                narrow(mean, dt)?
+            }
+            _ => sum,
         };
         Ok(vec![out])
     }
 }
 
-fn fold_all<T: Arith>(fold: Fold, ts: &[&Tensor]) -> Result<Tensor> {
-    let f: fn(T, T) -> T = match fold {
-        Fold::Sum | Fold::Mean => T::add,
-        Fold::Max => max_nan,
-        Fold::Min => min_nan,
-    };
-    let mut acc = Cow::Borrowed(ts[0]);
-    for t in &ts[1..] {
-        acc = Cow::Owned(zip(&acc, t, f)?);
+/// Folds the inputs pairwise in their [`wide`] dtype, narrowing each partial result so that
+/// float16 rounds after every step as its own kernel did (integers wrap the same either way).
+fn fold_all(fold: Fold, dt: DType, ts: &[&Tensor]) -> Result<Tensor> {
+    fn step<T: Arith>(fold: Fold, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let f: fn(T, T) -> T = match fold {
+            Fold::Sum | Fold::Mean => T::add,
+            Fold::Max => max_nan,
+            Fold::Min => min_nan,
+        };
+        zip(a, b, f)
     }
-    Ok(acc.into_owned())
-}
-
-fn mean<T: Float>(ts: &[&Tensor]) -> Result<Tensor> {
-    let sum = fold_all::<T>(Fold::Sum, ts)?;
-    let n = ts.len() as f64;
-    map(&sum, |v: T| v.map_with(|x| x / n as f32, |x| x / n))
+    let mut acc = ts[0].clone();
+    for t in &ts[1..] {
+        let (a, b) = (widen(&acc)?, widen(t)?);
+        let partial = match a.dtype() {
+            DType::I64 => step::<i64>(fold, &a, &b)?,
+            DType::U64 => step::<u64>(fold, &a, &b)?,
+            DType::F32 => step::<f32>(fold, &a, &b)?,
+            DType::F64 => step::<f64>(fold, &a, &b)?,
+            _ => bail!(Unsupported, "{dt} is not a number type"),
+        };
+        acc = narrow(partial, dt)?;
+    }
+    Ok(acc)
 }
 
 /// Test helpers shared by the elementwise op families.
@@ -699,6 +761,40 @@ mod tests {
         assert_eq!(values::<f32>(&run("Sum", vec![], &three[..1]).unwrap()), [3., 0., 2.]);
         assert!(run("Mean", vec![], &[&v(vec![1i32])]).is_err());
         assert!(run("Sum", vec![], &[&v(vec![1f32]), &v(vec![1f64])]).is_err());
+    }
+
+    /// Narrow integers compute in i64 and float16 in f32 (`wide`): the results must be the bits
+    /// of each dtype's own arithmetic, and a float16 fold must round after every step.
+    #[test]
+    fn widened_dtypes_keep_their_own_results() {
+        let c = run("Div", vec![], &[&v(vec![i8::MIN, 7, -7]), &v(vec![-1i8, -2, 2])]).unwrap();
+        assert_eq!(values::<i8>(&c), [i8::MIN, -3, -3]);
+        let c = run("Mul", vec![], &[&v(vec![u32::MAX, 1 << 31]), &v(vec![u32::MAX, 2])]).unwrap();
+        assert_eq!(values::<u32>(&c), [1, 0]);
+        let c = run("Mod", vec![], &[&v(vec![-7i16, 7, i16::MIN]), &v(vec![3i16, -3, -1])]).unwrap();
+        assert_eq!(values::<i16>(&c), [2, -2, 0]);
+        let e = run("Div", vec![], &[&v(vec![1u16]), &v(vec![0u16])]).unwrap_err();
+        assert!(e.message.contains("uint16 tensors"), "{e}");
+        let left = vec![("direction", Attr::String("LEFT".into()))];
+        let right = vec![("direction", Attr::String("RIGHT".into()))];
+        let z = run("BitShift", right, &[&v(vec![0x8000u16, 0x8000, 1]), &v(vec![15u16, 16, 0])]).unwrap();
+        assert_eq!(values::<u16>(&z), [1, 0, 1]);
+        let z = run("BitShift", left, &[&v(vec![1i16, 3, 1]), &v(vec![15i16, 15, 16])]).unwrap();
+        assert_eq!(values::<i16>(&z), [i16::MIN, i16::MIN, 0]);
+        let z = run("BitwiseXor", vec![], &[&v(vec![-1i32, 5]), &v(vec![0x0F0Fi32, -6])]).unwrap();
+        assert_eq!(values::<i32>(&z), [!0x0F0F, -1]);
+        assert_eq!(values::<u8>(&run("BitwiseNot", vec![], &[&v(vec![0u8, 0x0F])]).unwrap()), [0xFF, 0xF0]);
+        assert_eq!(values::<u64>(&run("BitwiseNot", vec![], &[&v(vec![0u64])]).unwrap()), [u64::MAX]);
+        let mx = run("Max", vec![], &[&v(vec![u32::MAX, 0]), &v(vec![0u32, 7]), &v(vec![1u32, 3])]).unwrap();
+        assert_eq!(values::<u32>(&mx), [u32::MAX, 7]);
+        // float16 spacing at 2048 is 2: 2048 + 1 rounds back to 2048 at each step (f32 gives 2050).
+        let h = |x: f32| v(vec![f16::from_f32(x)]);
+        let sum = run("Sum", vec![], &[&h(2048.), &h(1.), &h(1.)]).unwrap();
+        assert_eq!(values::<f16>(&sum), [f16::from_f32(2048.)]);
+        let mean = run("Mean", vec![], &[&h(1.), &h(2.), &h(2.)]).unwrap();
+        assert_eq!(values::<f16>(&mean), [f16::from_f32(5. / 3.)]);
+        let sum = run("Sum", vec![], &[&v(vec![200u8]), &v(vec![100u8])]).unwrap();
+        assert_eq!(values::<u8>(&sum), [44]);
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! each pair is laid out as a batched matrix product `[batch, m, k] x [batch, k, n]`, which keeps the
 //! common two-operand cases as fast as a matmul loop. Size-1 dims broadcast against their label.
 
+use super::binary::narrow;
 use super::reshape::numel;
 use super::{BuildCtx, Op, Registry};
 use crate::ir::shape::strides_of;
 use crate::ir::tensor::{checked_len, try_vec};
-use crate::ir::{DType, Dim, Fact, Scalar, Tensor};
-use crate::{bail, dispatch, err, Result};
+use crate::ir::{DType, Dim, Elem, Fact, Tensor};
+use crate::{bail, err, Result};
 
 pub fn register(r: &mut Registry) {
     r.add("Einsum", build_einsum);
@@ -322,16 +323,14 @@ fn contract<A: Acc>(plan: &Plan, shapes: &[&[usize]], data: Vec<Vec<A>>, sizes: 
     rearrange(&acc.data, &acc.labels, &dims, &plan.output, &rest, sizes)
 }
 
-fn run_typed<T: Scalar, A: Acc>(inputs: &[&Tensor], plan: &Plan, to: fn(T) -> A, from: fn(A) -> T) -> Result<Tensor> {
+/// The contraction of inputs that hold `A` elements (already in the accumulator's dtype).
+fn run_typed<A: Acc + Elem>(inputs: &[Tensor], plan: &Plan) -> Result<Tensor> {
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let sizes = label_sizes(plan, &shapes)?;
-    let data = inputs
-        .iter()
-        .map(|t| Ok(t.as_slice::<T>()?.iter().map(|&v| to(v)).collect()))
-        .collect::<Result<Vec<Vec<A>>>>()?;
+    let data = inputs.iter().map(|t| Ok(t.as_slice::<A>()?.to_vec())).collect::<Result<Vec<Vec<A>>>>()?;
     let out = contract(plan, &shapes, data, &sizes)?;
     let shape = plan.output.iter().map(|&l| sizes[l]).collect();
-    Tensor::new(shape, out.into_iter().map(from).collect::<Vec<T>>())
+    Tensor::new(shape, out)
 }
 
 impl Op for Einsum {
@@ -369,16 +368,21 @@ impl Op for Einsum {
         }
         let ranks: Vec<usize> = inputs.iter().map(|t| t.rank()).collect();
         let plan = self.plan(&ranks)?;
-        let out = match dtype {
-            DType::F32 => run_typed::<f32, f32>(&inputs, &plan, |v| v, |v| v),
-            DType::F64 => run_typed::<f64, f64>(&inputs, &plan, |v| v, |v| v),
-            DType::F16 => run_typed::<half::f16, f32>(&inputs, &plan, f32::from, half::f16::from_f32),
-            DType::BF16 => run_typed::<half::bf16, f32>(&inputs, &plan, f32::from, half::bf16::from_f32),
-            _ => dispatch!(dtype; T => run_typed::<T, i64>(&inputs, &plan, |v| v.to_i64(), T::from_i64);
-                I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64;
-                else => bail!(Unsupported, "Einsum does not take {dtype}")),
-        }?;
-        Ok(vec![out])
+        // Accumulate in f32 (float16, bfloat16 too, rounded once at the end), f64, or wrapping
+        // i64 for every integer dtype (whose low bits are then those of its own arithmetic).
+        let acc = match dtype {
+            DType::F32 | DType::F16 | DType::BF16 => DType::F32,
+            DType::F64 => DType::F64,
+            d if d.is_int() => DType::I64,
+            _ => bail!(Unsupported, "Einsum does not take {dtype}"),
+        };
+        let inputs = inputs.iter().map(|t| t.cast_numeric(acc)).collect::<Result<Vec<_>>>()?;
+        let out = match acc {
+            DType::F32 => run_typed::<f32>(&inputs, &plan)?,
+            DType::F64 => run_typed::<f64>(&inputs, &plan)?,
+            _ => run_typed::<i64>(&inputs, &plan)?,
+        };
+        Ok(vec![narrow(out, dtype)?])
     }
 }
 

@@ -1,11 +1,15 @@
 //! Comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual), boolean logic (And, Or, Xor,
 //! Not) and Where, all with numpy broadcasting.
 
-use super::binary::{broadcast_fact, check_dtype, common_dtype, eval_pair, infer_pair, zip, Align};
+use super::binary::{broadcast_fact, check_dtype, common_dtype, eval_pair, infer_pair, widen, zip, Align};
 use super::unary::{map, map_fact};
 use super::{broadcast, input, BuildCtx, Op, Registry};
+use crate::ir::limits::with_capacity;
+use crate::ir::shape::broadcast_shapes;
+use crate::ir::tensor::checked_len;
+use crate::ir::words::Word;
 use crate::ir::{DType, Elem, Fact, Tensor};
-use crate::{bail, dispatch, Result};
+use crate::{bail, dispatch, dispatch_words, Result};
 use std::cmp::Ordering;
 
 pub fn register(r: &mut Registry) {
@@ -81,8 +85,15 @@ impl Op for Predicate {
             Pred::And => zip(a, &b, |x: bool, y| x && y)?,
             Pred::Or => zip(a, &b, |x: bool, y| x || y)?,
             Pred::Xor => zip(a, &b, |x: bool, y| x != y)?,
-            pred => dispatch!(dt; T => compare::<T>(pred, a, &b)?; all;
-                else => bail!(Unsupported, "{name} does not take {dt} inputs")),
+            // Integers compare in i64, float16 and bfloat16 in f32: widening keeps every order
+            // and equality, and each comparison compiles for 16 element types rather than 24.
+            pred => {
+                let (a, b) = (widen(a)?, widen(&b)?);
+                dispatch!(a.dtype(); T => compare::<T>(pred, dt, &a, &b)?;
+                    I64 | U64 | F32 | F64 | Bool | String
+                    | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | U4 | I4 | F4E2M1 | F8E8M0 | U2 | I2;
+                    else => bail!(Unsupported, "{name} does not take {dt} inputs"))
+            }
         };
         Ok(vec![out])
     }
@@ -91,7 +102,7 @@ impl Op for Predicate {
 /// One closure for every comparison: each predicate is the set of orderings it accepts (a bit each
 /// for less, equal, greater; unordered NaN pairs accept none), so each dtype compiles one broadcast
 /// loop rather than five.
-fn compare<T: Elem + PartialOrd>(pred: Pred, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn compare<T: Elem + PartialOrd>(pred: Pred, dt: DType, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (less, equal, greater) = (1u8, 2u8, 4u8);
     let accepts = match pred {
         Pred::Equal => equal,
@@ -99,7 +110,7 @@ fn compare<T: Elem + PartialOrd>(pred: Pred, a: &Tensor, b: &Tensor) -> Result<T
         Pred::Greater => greater,
         Pred::LessOrEqual => less | equal,
         Pred::GreaterOrEqual => greater | equal,
-        _ => bail!(Unsupported, "{} does not take {} inputs", pred.op_name(), T::DTYPE),
+        _ => bail!(Unsupported, "{} does not take {dt} inputs", pred.op_name()),
     };
     broadcast::binary(a, b, |x: &T, y: &T| {
         let bit = match x.partial_cmp(y) {
@@ -144,14 +155,24 @@ impl Op for Where {
         check_dtype("Where (condition)", Some(c.dtype()), |d| d == DType::Bool)?;
         let dt = x.dtype();
         common_dtype("Where", [Some(dt), Some(y.dtype())])?;
-        let out = dispatch!(dt; T => select::<T>(c, x, y)?; all;
-            else => bail!(Unsupported, "Where does not take {dt} inputs"));
+        // Where only moves elements: it compiles once per element width ([`Word`]); bool, which
+        // words do not view, has its own copy.
+        let out = match dt {
+            DType::Bool => broadcast::ternary(c, x, y, |&c: &bool, &x: &bool, &y: &bool| if c { x } else { y })?,
+            _ => dispatch_words!(dt; W => select::<W>(c, x, y)?),
+        };
         Ok(vec![out])
     }
 }
 
-fn select<T: Elem>(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    broadcast::ternary(c, x, y, |&c: &bool, x: &T, y: &T| if c { x.clone() } else { y.clone() })
+fn select<W: Word>(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let out_shape = broadcast_shapes(&broadcast_shapes(c.shape(), x.shape())?, y.shape())?;
+    let (cv, xv, yv) = (c.as_slice::<bool>()?, x.as_words::<W>()?, y.as_words::<W>()?);
+    let mut out = with_capacity(checked_len(&out_shape, x.dtype())?)?;
+    broadcast::for_each_run([c.shape(), x.shape(), y.shape()], &out_shape, &mut |_, [i, j, k], [si, sj, sk], len| {
+        out.extend((0..len).map(|t| if cv[i + t * si] { xv[j + t * sj].clone() } else { yv[k + t * sk].clone() }));
+    });
+    Tensor::from_words(x.dtype(), out_shape, out)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! divides by the taps inside the input, or with `count_include_pad` by the taps inside the padded
 //! input.
 
+use super::binary::{narrow, widen};
 use super::real::{from_real, to_real, wants_f64, Real};
 use super::window::{three_axes, Axis, WindowAttrs};
 use super::{input, BuildCtx, Op, Registry};
@@ -238,8 +239,13 @@ impl Op for Pool {
         let (g, out_shape) = self.geometry(x.shape())?;
         match self.kind {
             Kind::Max { column_major } => {
-                dispatch!(x.dtype(); T => max_pool::<T>(x, &g, out_shape, self.with_indices, column_major);
-                numeric; else => bail!(Unsupported, "MaxPool does not take {} tensors", x.dtype()))
+                let (dt, x) = (x.dtype(), widen(x)?);
+                let mut outs = dispatch!(x.dtype(); T => {
+                    let lowest = lowest(dt)?.as_slice::<T>()?[0];
+                    max_pool::<T>(&x, &g, out_shape, self.with_indices, column_major, lowest)?
+                }; I64 | U64 | F32 | F64; else => bail!(Unsupported, "MaxPool does not take {dt} tensors"));
+                outs[0] = narrow(outs[0].clone(), dt)?;
+                Ok(outs)
             }
             kind => {
                 let y = if wants_f64(kind.name(), x.dtype())? {
@@ -251,6 +257,14 @@ impl Op for Pool {
             }
         }
     }
+}
+
+/// The value of an all-padding (or empty) max window: -inf, or the lowest value of an integer
+/// `dt`, as a scalar of its [`widen`]ed dtype. The max kernels compute in that dtype (i64, u64,
+/// f32 or f64: they only compare and move values, which widening keeps exact), so each compiles
+/// four times rather than twelve.
+fn lowest(dt: DType) -> Result<Tensor> {
+    widen(&Tensor::scalar(f64::NEG_INFINITY).cast_numeric(dt)?)
 }
 
 /// Whether `v` takes over from the running maximum `best`: NaN is skipped unless the whole window
@@ -277,6 +291,7 @@ fn max_pool<T: Scalar>(
     out_shape: Vec<usize>,
     with_indices: bool,
     column_major: bool,
+    lowest: T,
 ) -> Result<Vec<Tensor>> {
     let in_plane: usize = g.iter().map(|a| a.input).product();
     let best = pool_planes(x.as_slice::<T>()?, g, &out_shape, |plane, src, win| {
@@ -287,9 +302,7 @@ fn max_pool<T: Scalar>(
             }
         });
         // An all-padding window gives the lowest value and index -1.
-        best.map_or((T::from_f64(f64::NEG_INFINITY), -1), |(v, i)| {
-            (v, (plane * in_plane + storage_index(g, i, column_major)) as i64)
-        })
+        best.map_or((lowest, -1), |(v, i)| (v, (plane * in_plane + storage_index(g, i, column_major)) as i64))
     })?;
     let (y, indices): (Vec<T>, Vec<i64>) = best.into_iter().unzip();
     let mut outs = vec![Tensor::new(out_shape.clone(), y)?];
@@ -365,15 +378,19 @@ impl Op for GlobalPool {
         let out_shape: Vec<usize> = x.shape().iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect();
         let plane: usize = x.shape()[2..].iter().product();
         let y = match self.kind {
-            Kind::Max { .. } => dispatch!(x.dtype(); T => {
-                let xv = x.as_slice::<T>()?;
-                let planes = out_shape[..2].iter().product::<usize>();
-                let maxima = (0..planes).map(|p| {
-                    let values = xv[p * plane..(p + 1) * plane].iter().copied();
-                    values.reduce(|b, v| if replaces_max(b, v) { v } else { b }).unwrap_or(T::from_f64(f64::NEG_INFINITY))
-                });
-                Tensor::new(out_shape, maxima.collect())?
-            }; numeric; else => bail!(Unsupported, "GlobalMaxPool does not take {} tensors", x.dtype())),
+            Kind::Max { .. } => {
+                let (dt, x) = (x.dtype(), widen(x)?);
+                let y = dispatch!(x.dtype(); T => {
+                    let (xv, lowest) = (x.as_slice::<T>()?, lowest(dt)?.as_slice::<T>()?[0]);
+                    let planes = out_shape[..2].iter().product::<usize>();
+                    let maxima = (0..planes).map(|p| {
+                        let values = xv[p * plane..(p + 1) * plane].iter().copied();
+                        values.reduce(|b, v| if replaces_max(b, v) { v } else { b }).unwrap_or(lowest)
+                    });
+                    Tensor::new(out_shape, maxima.collect())?
+                }; I64 | U64 | F32 | F64; else => bail!(Unsupported, "GlobalMaxPool does not take {dt} tensors"));
+                narrow(y, dt)?
+            }
             kind => {
                 if wants_f64(&self.name(), x.dtype())? {
                     global_mean::<f64>(x, out_shape, plane, kind)?
@@ -513,7 +530,9 @@ impl Op for MaxUnpool {
             }
         };
         let positions = indices.to_i64_vec()?;
-        dispatch!(x.dtype(); T => {
+        // In the widened dtype: unpooling only moves values (see `lowest`).
+        let (dt, x) = (x.dtype(), widen(x)?);
+        let y = dispatch!(x.dtype(); T => {
             let len = checked_len(&inner, x.dtype())?;
             let mut y = try_vec(len, T::zero())?;
             for (&i, &v) in positions.iter().zip(x.as_slice::<T>()?) {
@@ -523,8 +542,9 @@ impl Op for MaxUnpool {
                 *slot = v;
             }
             let y = if out_shape == inner { y } else { embed(&y, &inner, &out_shape)? };
-            Ok(vec![Tensor::new(out_shape, y)?])
-        }; numeric; else => bail!(Unsupported, "MaxUnpool does not take {} tensors", x.dtype()))
+            Tensor::new(out_shape, y)?
+        }; I64 | U64 | F32 | F64; else => bail!(Unsupported, "MaxUnpool does not take {dt} tensors"));
+        Ok(vec![narrow(y, dt)?])
     }
 }
 
@@ -613,6 +633,21 @@ mod tests {
             ("count_include_pad", Attr::Int(1)),
         ];
         assert_close(&f32s(&pool("AveragePool", attrs, &x).unwrap()), &[1.5555556, 2.4444444, 5.111111, 6.0]);
+    }
+
+    /// Max pooling computes in the widened dtype; an empty plane still gives the lowest value of
+    /// the tensor's own dtype.
+    #[test]
+    fn max_pools_on_narrow_types() {
+        let x = Tensor::new(vec![1, 2, 0], Vec::<i8>::new()).unwrap();
+        assert_eq!(pool("GlobalMaxPool", vec![], &x).unwrap().as_slice::<i8>().unwrap(), &[i8::MIN, i8::MIN]);
+        let x = Tensor::new(vec![1, 1, 4], vec![-3i8, -128, 5, 127]).unwrap();
+        let y = pool("MaxPool", vec![k(vec![2]), ("strides", Attr::Ints(vec![1]))], &x).unwrap();
+        assert_eq!(y.as_slice::<i8>().unwrap(), &[-3, 5, 127]);
+        let x = Tensor::new(vec![1, 1, 3], vec![half::f16::from_f32(0.1), half::f16::from_f32(-2.), half::f16::NAN])
+            .unwrap();
+        let y = pool("MaxPool", vec![k(vec![2]), ("strides", Attr::Ints(vec![1]))], &x).unwrap();
+        assert_eq!(y.as_slice::<half::f16>().unwrap()[0], half::f16::from_f32(0.1));
     }
 
     #[test]

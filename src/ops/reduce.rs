@@ -4,6 +4,7 @@
 //! Floats (f16 and bf16 included) are accumulated in f64 and integers in wrapping i64 ([`Wide`]),
 //! which scatter reductions, CumSum and CumProd use too.
 
+use super::binary::{narrow, widen};
 use super::broadcast::for_each_index;
 use super::reshape::{fact_of, fold_small, lanes, numel, resolve_axis, IntsArg};
 use super::{input, BuildCtx, Op, Registry};
@@ -246,13 +247,28 @@ impl Op for Reduce {
         let kept: Vec<usize> = x.shape().iter().zip(&mask).map(|(&d, &m)| if m { 1 } else { d }).collect();
         let reduced: Vec<usize> = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).collect();
         let count = numel(&reduced);
-        let out = dispatch!(x.dtype(); T => {
-            let data = reduce_typed::<T>(self.kind, x.as_slice::<T>()?, x.shape(), &kept, count)?;
-            Tensor::new(kept, data)?
+        // The kernel compiles for five element types rather than thirteen: float16 and bfloat16
+        // reduce in f64 (as they accumulated anyway; rounded once on the way back); narrower
+        // integers in wrapping i64 where the result wraps, and in f64 (exact for them) where it
+        // saturates back (max and min, whose empty-set extremes saturate too, and the float ones).
+        let dt = x.dtype();
+        let wide = match dt {
+            DType::F16 | DType::BF16 => DType::F64,
+            DType::U8 | DType::I8 | DType::U16 | DType::I16 | DType::U32 | DType::I32 => match self.kind {
+                ReduceKind::Max | ReduceKind::Min | ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp => {
+                    DType::F64
+                }
+                _ => DType::I64,
+            },
+            other => other,
         };
-            F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool;
-            else => bail!(Unsupported, "{} does not take {}", self.kind.name(), x.dtype()));
-        Ok(vec![out.reshape(self.out_dims(x.shape(), &mask, 1))?])
+        let x_wide = x.cast_numeric(wide)?;
+        let out = dispatch!(wide; T => {
+            let data = reduce_typed::<T>(self.kind, x_wide.as_slice::<T>()?, x.shape(), &kept, count)?;
+            Tensor::new(kept, data)?
+        }; F32 | F64 | I64 | U64 | Bool;
+            else => bail!(Unsupported, "{} does not take {dt}", self.kind.name()));
+        Ok(vec![narrow(out, dt)?.reshape(self.out_dims(x.shape(), &mask, 1))?])
     }
 }
 
@@ -397,8 +413,10 @@ impl Op for ArgReduce {
             return Ok(vec![Tensor::zeros(DType::I64, self.out_dims(x.shape(), axis, 1))?]);
         }
         let (outer, _, inner) = lanes(x.shape(), axis);
+        // Compared in the widened dtype, which keeps every order (five copies, not thirteen).
+        let (dt, x) = (x.dtype(), widen(x)?);
         let out = dispatch!(x.dtype(); T => self.winners::<T>(x.as_slice::<T>()?, outer, dim, inner);
-            F32 | F64 | F16 | BF16 | U8 | I8 | U16 | I16 | I32 | I64 | U32 | U64 | Bool; else => bail!(Unsupported, "{name} does not take {}", x.dtype()));
+            F32 | F64 | I64 | U64 | Bool; else => bail!(Unsupported, "{name} does not take {dt}"));
         Ok(vec![Tensor::new(self.out_dims(x.shape(), axis, 1), out)?])
     }
 }
@@ -548,5 +566,31 @@ mod tests {
         assert_eq!((y.shape(), y.as_slice::<i64>().unwrap()), (&[2][..], &[2i64, 2][..]));
         let y = arg("ArgMin", vec![]);
         assert_eq!(y.as_slice::<i64>().unwrap(), &[0, 1, 0]);
+    }
+
+    /// Narrow dtypes reduce in a wider one (see Reduce::eval): wrapping where their own kernel
+    /// wrapped, saturating where it saturated, float16 rounded once.
+    #[test]
+    fn widened_reductions_keep_their_own_results() {
+        let x = Tensor::vector(vec![100i8, 100, -128]);
+        assert_eq!(reduce("ReduceSum", 13, &x, None, 0).unwrap().as_slice::<i8>().unwrap(), &[72]);
+        assert_eq!(reduce("ReduceL2", 18, &x, None, 0).unwrap().as_slice::<i8>().unwrap(), &[127]);
+        assert_eq!(reduce("ReduceL1", 18, &x, None, 0).unwrap().as_slice::<i8>().unwrap(), &[72]);
+        assert_eq!(reduce("ReduceMin", 18, &x, None, 0).unwrap().as_slice::<i8>().unwrap(), &[-128]);
+        let empty = Tensor::new(vec![2, 0], Vec::<u16>::new()).unwrap();
+        let y = reduce("ReduceMax", 18, &empty, Some(&[1]), 0).unwrap();
+        assert_eq!(y.as_slice::<u16>().unwrap(), &[0, 0]);
+        let y = reduce("ReduceMin", 18, &empty, Some(&[1]), 0).unwrap();
+        assert_eq!(y.as_slice::<u16>().unwrap(), &[u16::MAX, u16::MAX]);
+        let h = Tensor::vector(vec![f16::from_f32(2048.), f16::from_f32(1.), f16::from_f32(1.)]);
+        let y = reduce("ReduceSum", 13, &h, None, 0).unwrap();
+        assert_eq!(y.as_slice::<f16>().unwrap(), &[f16::from_f32(2050.)]);
+        let x = Tensor::vector(vec![3u32, u32::MAX, 7]);
+        let arg = build_arg_op(true).eval(&[Some(&x)]).unwrap().remove(0);
+        assert_eq!(arg.as_slice::<i64>().unwrap(), &[1]);
+    }
+
+    fn build_arg_op(max: bool) -> ArgReduce {
+        ArgReduce { max, axis: 0, keepdims: false, select_last_index: false }
     }
 }
