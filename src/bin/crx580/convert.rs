@@ -283,10 +283,14 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     if a.external_data || whole.len() > PROTOBUF_LIMIT {
         let name = a.output.file_name().map(|n| format!("{}.data", n.to_string_lossy())).unwrap_or("model.data".into());
         let side = move_to_external(&mut model, &name, MIN_EXTERNAL_BYTES)?;
-        out = Some(encode_model(&model));
-        let side_path = model_dir(&a.output).join(&name);
-        std::fs::write(&side_path, &side).map_err(|e| err!(Io, "cannot write {}: {e}", side_path.display()))?;
-        outln!("{}: {} bytes of initializers (external data)", side_path.display(), side.len());
+        if side.is_empty() {
+            outln!("no initializer of {MIN_EXTERNAL_BYTES} bytes or more: the model stays one file");
+        } else {
+            out = Some(encode_model(&model));
+            let side_path = model_dir(&a.output).join(&name);
+            std::fs::write(&side_path, &side).map_err(|e| err!(Io, "cannot write {}: {e}", side_path.display()))?;
+            outln!("{}: {} bytes of initializers (external data)", side_path.display(), side.len());
+        }
     }
     let out = out.as_deref().unwrap_or(&whole);
     // Never write a model crx580 cannot load.
