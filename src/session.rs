@@ -195,7 +195,8 @@ pub struct SessionOptions {
     /// instead of tens, at the cost of the cores' time during a run. Turn it off when many
     /// sessions share few cores.
     pub spin: bool,
-    /// The OpenCL device's storage format and program cache (the CPU ignores them).
+    /// The OpenCL device's storage format and program cache (the CPU ignores them), and whether
+    /// float16 runs as written.
     pub device_options: DeviceOptions,
 }
 

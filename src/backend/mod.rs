@@ -45,6 +45,11 @@ pub trait Backend: Send + Sync {
     fn supports(&self, graph: &Graph, node: &Node) -> bool;
     /// A kernel for `node`, prepared with what is known before running (facts, constant inputs).
     fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>>;
+    /// Whether float16 regions are better run in f32 here (fast kernels for f32 only); when every
+    /// backend of a compile says so, [`compile`] widens them (`passes::widen_f16`).
+    fn widens_f16(&self) -> bool {
+        false
+    }
 }
 
 /// A node's prepared kernel.
@@ -70,6 +75,10 @@ pub struct DeviceOptions {
     /// Tensors on an OpenCL device are stored as float16 (and computed in f32). The CPU backend
     /// keeps f32 and ignores this.
     pub fp16_storage: bool,
+    /// Run float16 nodes as written, each result rounded to float16 (reference kernels on the
+    /// CPU), instead of widening float16 regions to f32: for measuring a float16 model's own
+    /// numerics (`crx580 convert` does) rather than running it fast.
+    pub f16_as_written: bool,
     /// Where the OpenCL backend caches compiled programs; `None`: `CRX580_CACHE_DIR`, else the
     /// user's cache directory.
     pub cache_dir: Option<std::path::PathBuf>,
@@ -110,6 +119,10 @@ pub fn backends_with(device: Device, options: &DeviceOptions) -> Result<Vec<Arc<
         Device::Auto => Device::Cpu,
         d => d,
     };
+    if options.f16_as_written {
+        let widening = backends_with(device, &DeviceOptions { f16_as_written: false, ..options.clone() })?;
+        return Ok(widening.into_iter().map(|b| Arc::new(F16AsWritten(b)) as Arc<dyn Backend>).collect());
+    }
     match device {
         Device::Cpu | Device::Auto => Ok(vec![Arc::new(cpu::CpuBackend)]),
         #[cfg(feature = "opencl")]
@@ -124,6 +137,21 @@ pub fn backends_with(device: Device, options: &DeviceOptions) -> Result<Vec<Arc<
     }
 }
 
+/// A backend that runs float16 as written: `inner` in all but [`Backend::widens_f16`].
+struct F16AsWritten(Arc<dyn Backend>);
+
+impl Backend for F16AsWritten {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn supports(&self, graph: &Graph, node: &Node) -> bool {
+        self.0.supports(graph, node)
+    }
+    fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
+        self.0.prepare(graph, node)
+    }
+}
+
 /// For each node of `graph`, the index in `backends` of the first backend that supports it; the
 /// last backend (the CPU) takes whatever no other claims.
 pub fn place(graph: &Graph, backends: &[Arc<dyn Backend>]) -> Vec<usize> {
@@ -134,10 +162,16 @@ pub fn place(graph: &Graph, backends: &[Arc<dyn Backend>]) -> Vec<usize> {
         .collect()
 }
 
-/// Compiles an optimised graph for `backends`: fusion passes, placement, prepared kernels, and
-/// every control-flow body optimised and compiled likewise.
+/// Compiles an optimised graph for `backends`: float16 regions widened to f32 where every backend
+/// prefers that, fusion passes, placement, prepared kernels, and every control-flow body optimised
+/// and compiled likewise.
 pub fn compile(graph: &Graph, backends: &[Arc<dyn Backend>]) -> Result<CompiledGraph> {
     let mut graph = graph.clone();
+    // Before the fusions, which then see the widened regions as the f32 graphs they match.
+    if backends.iter().all(|b| b.widens_f16()) {
+        use crate::passes::Pass;
+        crate::passes::widen_f16::WidenF16.run(&mut graph)?;
+    }
     crate::passes::optimize(&mut graph, &crate::passes::fusion_passes())?;
     let placement = place(&graph, backends);
     let mut counts = vec![0usize; backends.len()];

@@ -200,15 +200,3 @@ pub fn drop_unused(g: &mut GraphProto) {
     let made: HashSet<String> = g.node.iter().flat_map(|n| n.output.iter().cloned()).collect();
     g.value_info.retain(|v| made.contains(&v.name));
 }
-
-/// Refuses models whose weights live in external files: the converted model is written as one file.
-pub fn refuse_external_data(g: &GraphProto) -> Result<()> {
-    if let Some(t) = g.initializer.iter().find(|t| !t.external_data.is_empty() || t.data_location == 1) {
-        bail!(
-            Unsupported,
-            "initializer '{}' is stored in an external file; convert does not handle external data yet",
-            t.name
-        );
-    }
-    Ok(())
-}

@@ -4,19 +4,24 @@
 //! 1. Ranges: one run of the float model over the batches records every value a float16 node
 //!    would read or write; a node that meets a value beyond float16's range (with headroom for
 //!    unseen data) or entirely below its normal range stays float32.
-//! 2. Measurement: the model is converted with those islands and run on the batches; while its
+//! 2. Measurement, one node at a time: the model is converted with those islands and run on the
+//!    batches (float16 computed as written, every result rounded); while its
 //!    outputs are further from the float model's than the tolerance (max error over the largest
 //!    reference magnitude, per output), a binary search over the float16 nodes in graph order
 //!    finds the first node whose conversion takes them past the tolerance, and that node stays
 //!    float32. Each island found this way costs about log2(nodes) runs.
 //!
-//! Past `max_evaluations`, every node from the last search's failing point on stays float32, which
-//! is known to be within the tolerance.
-//!
-//! When [`STALL_ISLANDS`] islands in a row fail to halve the error, the error is float16's
-//! rounding spread over the whole graph rather than a few fragile nodes (DBNet-style detectors):
-//! more islands would keep nearly everything float32 to buy little. The search then stops, drops
-//! that streak of islands, and says the tolerance was not met ([`AutoChoice::diffuse`]).
+//!    Past `max_evaluations`, every node from the last search's failing point on stays float32,
+//!    which is known to be within the tolerance. When [`STALL_ISLANDS`] islands in a row fail to
+//!    halve the error, the error is float16's rounding spread over the graph rather than a few
+//!    fragile nodes: the search stops, drops that streak of islands, and says the tolerance was
+//!    not met ([`AutoChoice::diffuse`]).
+//! 3. A float32 prefix: deep networks amplify what is rounded early (a random-weight or
+//!    poorly conditioned backbone grows a perturbation layer after layer), so the rounding that
+//!    matters is spread over the first layers, which hold few weights. A binary search finds the
+//!    shortest prefix of the float16 nodes (graph order) that, kept float32, brings the outputs
+//!    within the tolerance (about log2(nodes) runs). Of searches 2 and 3, the one within the
+//!    tolerance that keeps fewer weight elements float32 is taken (DBNet: the prefix).
 
 use super::calibrate::{calibrate, Batch, Method};
 use super::edit::constant_initializers;
@@ -100,7 +105,54 @@ pub fn choose_float_islands(
     let wants = batches.iter().map(|b| reference.run(&feed(b))).collect::<Result<Vec<_>>>()?;
     let mut eval = Evaluator { original: &original, types, base, batches, wants, reference, options, runs: 0 };
     let error_default = eval.error(&base.float_nodes, tick)?;
-    let mut error = if by_range == 0 { error_default } else { eval.error(&float_nodes, tick)? };
+    let error = if by_range == 0 { error_default } else { eval.error(&float_nodes, tick)? };
+    // Two searches, each within the tolerance when it succeeds; the one that leaves more weights
+    // in float16 wins (module docs).
+    let ranged = (float_nodes.clone(), error);
+    let one_by_one = if error > auto.tolerance {
+        Some(islands_one_by_one(&mut eval, &half, ranged.clone(), auto, tick)?)
+    } else {
+        None
+    };
+    let prefix = match one_by_one {
+        Some(_) => float_prefix(&mut eval, &half, &ranged, auto, tick)?,
+        None => None,
+    };
+    let weights = weight_elements(&original)?;
+    let float_weights = |islands: &HashMap<usize, String>| islands.keys().map(|&k| weights[k]).sum::<usize>();
+    let (float_nodes, by_measurement, error, budget_ran_out, diffuse) = match (one_by_one, prefix) {
+        (Some(a), Some(b)) if a.2 > auto.tolerance || float_weights(&b.0) < float_weights(&a.0) => {
+            let n = b.0.len() - ranged.0.len();
+            (b.0, n, b.1, false, false)
+        }
+        (Some(a), _) => a,
+        (None, _) => (ranged.0, 0, ranged.1, false, false),
+    };
+    Ok(AutoChoice {
+        float_nodes,
+        by_range,
+        by_measurement,
+        error_default,
+        error,
+        evaluations: eval.runs,
+        budget_ran_out,
+        diffuse,
+    })
+}
+
+/// Islands, how many were added, error, whether the budget ran out, whether the search stopped
+/// as diffuse.
+type Searched = (HashMap<usize, String>, usize, f64, bool, bool);
+
+/// Search 1 (module docs): one node at a time, the first (in graph order) whose conversion takes
+/// the outputs past the tolerance, until they are within it.
+fn islands_one_by_one(
+    eval: &mut Evaluator,
+    half: &[bool],
+    (mut float_nodes, mut error): (HashMap<usize, String>, f64),
+    auto: &AutoOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<Searched> {
     let mut by_measurement = 0;
     let mut budget_ran_out = false;
     let mut diffuse = false;
@@ -155,16 +207,52 @@ pub fn choose_float_islands(
             break;
         }
     }
-    Ok(AutoChoice {
-        float_nodes,
-        by_range,
-        by_measurement,
-        error_default,
-        error,
-        evaluations: eval.runs,
-        budget_ran_out,
-        diffuse,
-    })
+    Ok((float_nodes, by_measurement, error, budget_ran_out, diffuse))
+}
+
+/// Search 2 (module docs): the shortest prefix of the float16 nodes, in graph order, that kept
+/// float32 brings the outputs within the tolerance; `None` when only the whole graph does.
+fn float_prefix(
+    eval: &mut Evaluator,
+    half: &[bool],
+    (float_nodes, error): &(HashMap<usize, String>, f64),
+    auto: &AutoOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<Option<(HashMap<usize, String>, f64)>> {
+    let candidates: Vec<usize> = (0..half.len()).filter(|k| half[*k] && !float_nodes.contains_key(k)).collect();
+    // Prefix `lo` kept float32 is past the tolerance; prefix `hi` is within it (the whole graph
+    // float32 is taken to be, and never chosen).
+    let (mut lo, mut hi, mut error_hi) = (0, candidates.len(), *error);
+    while hi - lo > 1 && eval.runs < auto.max_evaluations {
+        let mid = (lo + hi) / 2;
+        let e = eval.error(&with(float_nodes, &candidates[..mid], "trial"), tick)?;
+        if e <= auto.tolerance {
+            (hi, error_hi) = (mid, e);
+        } else {
+            lo = mid;
+        }
+    }
+    if hi == candidates.len() || hi - lo > 1 {
+        return Ok(None);
+    }
+    let why = format!(
+        "fp16 auto: among the first {hi} float16 nodes, where rounding grows the most on the way to the outputs; \
+         kept float32 they take the outputs' relative error to {error_hi:.2e}"
+    );
+    Ok(Some((with(float_nodes, &candidates[..hi], &why), error_hi)))
+}
+
+/// Per node of the main graph, the elements of the float32 initializers it reads (what its
+/// conversion halves).
+fn weight_elements(m: &ModelProto) -> Result<Vec<usize>> {
+    let Some(g) = m.graph.as_ref() else { bail!(InvalidModel, "the model has no graph") };
+    let sizes: HashMap<&str, usize> = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == DType::F32.onnx_code())
+        .map(|t| (t.name.as_str(), t.dims.iter().map(|&d| d.max(0) as usize).product()))
+        .collect();
+    Ok(g.node.iter().map(|n| n.input.iter().filter_map(|i| sizes.get(i.as_str())).sum()).collect())
 }
 
 fn with(float_nodes: &HashMap<usize, String>, more: &[usize], why: &str) -> HashMap<usize, String> {
@@ -243,7 +331,11 @@ impl Evaluator<'_, '_> {
         let mut m = self.original.clone();
         let opts = Fp16Options { float_nodes: float_nodes.clone(), ..self.base.clone() };
         to_fp16(&mut m, self.types, &opts, &mut || {})?;
-        let session = Session::new(Model::from_bytes(&encode_model(&m))?, self.options)?;
+        // Measured as written (every float16 result rounded), as engines that compute float16
+        // run it, not as crx580's CPU widens it.
+        let mut options = self.options.clone();
+        options.device_options.f16_as_written = true;
+        let session = Session::new(Model::from_bytes(&encode_model(&m))?, &options)?;
         let mut comparison = Comparison::new(&self.reference);
         for (batch, want) in self.batches.iter().zip(&self.wants) {
             comparison.add(want, &session.run(&feed(batch))?)?;

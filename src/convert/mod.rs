@@ -3,13 +3,15 @@
 //! which `fp16_auto` can choose from calibration data), `dynamic` (int8 MatMul/Gemm in
 //! onnxruntime's `quantize_dynamic` form), `qdq` (static int8 in onnxruntime's `quantize_static`
 //! QDQ form, with ranges from `calibrate`), `prune` (magnitude pruning, combinable with the
-//! others); `accuracy` measures what a conversion cost. Calibration and accuracy run models
+//! others); `accuracy` measures what a conversion cost; `external` reads and writes initializers
+//! kept in a side file (ONNX external data). Calibration and accuracy run models
 //! through the public [`Session`](crate::Session) API.
 
 pub mod accuracy;
 pub mod calibrate;
 pub mod dynamic;
 pub mod edit;
+pub mod external;
 pub mod fp16;
 pub mod fp16_auto;
 pub mod opset;

@@ -195,6 +195,20 @@ fn parse_size(key: &str, value: &str) -> Result<u64> {
     value.trim().parse::<u64>().map_err(|_| err!(InvalidModel, "external data {key} '{value}' is not a byte count"))
 }
 
+/// The bytes of a tensor stored as external data, read from the file its `location` names under
+/// `base_dir` (checked as when a model loads: inside `base_dir`, within the file's size, the length
+/// its dims need). For `crx580 convert`, which inlines them before converting.
+pub fn external_bytes(t: &TensorProto, base_dir: &Path) -> Result<Vec<u8>> {
+    let dtype = dtype_from_code(t.data_type)?;
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| err!(InvalidModel, "negative dim {d} in dims {:?}", t.dims)))
+        .collect::<Result<Vec<usize>>>()?;
+    let n = checked_len(&shape, dtype)?;
+    read_external(t, Some(base_dir), raw_len(dtype, n)?)
+}
+
 /// Reads `expected` bytes of external data, after checking the declared location, offset and
 /// length against the file so that nothing is allocated for data that is not there.
 fn read_external(t: &TensorProto, base_dir: Option<&Path>, expected: usize) -> Result<Vec<u8>> {

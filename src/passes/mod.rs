@@ -13,6 +13,7 @@ pub mod gelu;
 pub mod hard_swish;
 pub mod layer_norm;
 pub mod qdq;
+pub mod widen_f16;
 
 pub trait Pass {
     fn name(&self) -> &'static str;

@@ -29,11 +29,12 @@ def ort_run(path, feeds):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def crx_run(crx, path, feeds, work):
+def crx_run(crx, path, feeds, work, extra=()):
+    """Runs `path` on `feeds` with `crx580 run` (plus `extra` arguments); returns its outputs."""
     os.makedirs(work, exist_ok=True)
     for f in os.listdir(work):
         os.remove(os.path.join(work, f))
-    args = [crx, "run", path, "--output-dir", work]
+    args = [crx, "run", path, "--output-dir", work, *extra]
     for name, value in feeds.items():
         f = os.path.join(work, f"in_{len(args)}.npy")
         np.save(f, value)

@@ -3,7 +3,8 @@
 //! stride-1 layers where it wins; depthwise), ConvTranspose, matrix products (f32 and integer),
 //! LSTM/GRU, Attention (ONNX and com.microsoft), SkipLayerNormalization, BiasGelu/FastGelu,
 //! ArgMax/ArgMin, activations, elementwise arithmetic, Pow by a constant, Softmax, FusedLayerNorm,
-//! ReduceMean over trailing axes, GlobalAveragePool, MaxPool, Transpose, Resize, Concat,
+//! ReduceMean over trailing axes, Cast between f32 and f16, GlobalAveragePool, MaxPool, Transpose,
+//! Resize, Concat,
 //! DynamicQuantizeLinear, QuantizeLinear, per-tensor DequantizeLinear. Every other node runs its op's reference
 //! kernel. Fast kernels fall back to the reference kernel at run time for inputs they do not
 //! handle (other dtypes, unusual broadcasts), so they never refuse what the reference runs.
@@ -13,6 +14,7 @@ pub mod argmax;
 pub mod attention;
 pub mod attention_contrib;
 pub mod binary;
+pub mod cast;
 pub mod concat;
 pub mod conv;
 mod conv_narrow;
@@ -76,6 +78,11 @@ impl Backend for CpuBackend {
         true
     }
 
+    /// Its fast kernels are f32; float16 would run on reference kernels.
+    fn widens_f16(&self) -> bool {
+        true
+    }
+
     fn prepare(&self, graph: &Graph, node: &Node) -> Result<Box<dyn Kernel>> {
         if let Some(k) = conv::prepare(graph, node)? {
             return Ok(k);
@@ -129,6 +136,9 @@ impl Backend for CpuBackend {
             return Ok(k);
         }
         if let Some(k) = softmax::prepare(graph, node) {
+            return Ok(k);
+        }
+        if let Some(k) = cast::prepare(graph, node) {
             return Ok(k);
         }
         if let Some(k) = unary::prepare(graph, node) {

@@ -11,16 +11,17 @@ use clap::{Args, ValueEnum};
 use crx580::convert::accuracy::{compare, latency_ms};
 use crx580::convert::calibrate::{calibrate, Method};
 use crx580::convert::dynamic::{to_int8_dynamic, DynamicOptions};
+use crx580::convert::external::{inline_external_data, move_to_external, MIN_EXTERNAL_BYTES, PROTOBUF_LIMIT};
 use crx580::convert::fp16::{to_fp16, Fp16Options};
 use crx580::convert::fp16_auto::{choose_float_islands, AutoOptions};
 use crx580::convert::prune::{prune, Pattern};
 use crx580::convert::qdq::{tensors_to_calibrate, to_int8_static, ActivationType, StaticOptions};
-use crx580::convert::{edit::refuse_external_data, value_types, Notes};
+use crx580::convert::{value_types, Notes};
 use crx580::onnx::model::decode_model;
 use crx580::onnx::write::encode_model;
 use crx580::{bail, err, Model, Result, Session, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -110,6 +111,11 @@ pub struct ConvertArgs {
     /// How --prune chooses the weights to zero.
     #[arg(long, value_enum, default_value = "unstructured")]
     prune_pattern: PrunePattern,
+    /// Write initializers of at least 1 KiB to OUTPUT.data next to the model (ONNX external data);
+    /// automatic when the model would pass protobuf's 2 GB limit. An input model's own external
+    /// data is read from beside it.
+    #[arg(long)]
+    external_data: bool,
     /// Measure the conversion: file sizes, crx580 latency of both models, and output agreement.
     #[arg(long)]
     report: bool,
@@ -128,12 +134,20 @@ pub struct ConvertArgs {
     limits: LimitArgs,
 }
 
+/// The directory a model file's external data is relative to.
+fn model_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 pub fn convert(a: ConvertArgs) -> Result<()> {
-    let bytes = std::fs::read(&a.input).map_err(|e| err!(Io, "cannot read {}: {e}", a.input.display()))?;
-    let mut model = decode_model(&bytes).map_err(|e| e.context(a.input.display()))?;
+    let file_bytes = std::fs::read(&a.input).map_err(|e| err!(Io, "cannot read {}: {e}", a.input.display()))?;
+    let mut model = decode_model(&file_bytes).map_err(|e| e.context(a.input.display()))?;
+    // External initializers are read in first: calibration and accuracy runs load from bytes.
+    let inlined = inline_external_data(&mut model, model_dir(&a.input)).map_err(|e| e.context(a.input.display()))?;
+    let inlined_bytes = (inlined > 0).then(|| encode_model(&model));
+    let bytes: &[u8] = inlined_bytes.as_deref().unwrap_or(&file_bytes);
     let graph =
         model.graph.as_ref().ok_or_else(|| err!(InvalidModel, "{}: the model has no graph", a.input.display()))?;
-    refuse_external_data(graph)?;
     let nodes = graph.node.len() as u64;
     let types = value_types(&bytes).map_err(|e| e.context(a.input.display()))?;
     // Pruning comes first, so that calibration sees the pruned weights.
@@ -166,7 +180,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         }
         None => None,
     };
-    let model_bytes = pruned_bytes.as_deref().unwrap_or(&bytes);
+    let model_bytes = pruned_bytes.as_deref().unwrap_or(bytes);
     if !matches!(a.to, Target::Int8Static | Target::Fp16) && !a.calibrate.is_empty() {
         bail!(InvalidInput, "--calibrate is for --to int8-static and --to fp16");
     }
@@ -263,9 +277,24 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         Target::Copy => Notes::default(),
     };
     bar.finish_and_clear();
-    let out = encode_model(&model);
+    // `whole`: the model with every initializer inside, which --report loads from memory.
+    let whole = encode_model(&model);
+    let mut out = None;
+    if a.external_data || whole.len() > PROTOBUF_LIMIT {
+        let name = a.output.file_name().map(|n| format!("{}.data", n.to_string_lossy())).unwrap_or("model.data".into());
+        let side = move_to_external(&mut model, &name, MIN_EXTERNAL_BYTES)?;
+        if side.is_empty() {
+            outln!("no initializer of {MIN_EXTERNAL_BYTES} bytes or more: the model stays one file");
+        } else {
+            out = Some(encode_model(&model));
+            let side_path = model_dir(&a.output).join(&name);
+            std::fs::write(&side_path, &side).map_err(|e| err!(Io, "cannot write {}: {e}", side_path.display()))?;
+            outln!("{}: {} bytes of initializers (external data)", side_path.display(), side.len());
+        }
+    }
+    let out = out.as_deref().unwrap_or(&whole);
     // Never write a model crx580 cannot load.
-    Model::from_bytes(&out)
+    Model::from_bytes_with_dir(out, model_dir(&a.output))
         .map_err(|e| err!(Runtime, "the converted model does not load (a bug; please report it): {}", e.message))?;
     std::fs::write(&a.output, &out).map_err(|e| err!(Io, "cannot write {}: {e}", a.output.display()))?;
     outln!("{}: {} nodes converted, {} -> {} bytes", a.output.display(), notes.converted, bytes.len(), out.len());
@@ -273,7 +302,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         outln!("  {line}");
     }
     if a.report {
-        report(&a, &bytes, &out, calibration)?;
+        report(&a, bytes, &whole, calibration)?;
     }
     Ok(())
 }

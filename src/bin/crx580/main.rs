@@ -73,6 +73,10 @@ pub struct DeviceArgs {
     /// Store tensors on the OpenCL device as float16 (computed in f32; the CPU ignores it).
     #[arg(long)]
     fp16_storage: bool,
+    /// Run float16 nodes as written, each result rounded to float16 (slow reference kernels on
+    /// the CPU), instead of computing float16 regions in f32 behind Casts.
+    #[arg(long)]
+    f16_as_written: bool,
     /// Where the OpenCL backend caches compiled programs (default: CRX580_CACHE_DIR, else
     /// ~/.cache/crx580/opencl).
     #[arg(long, value_name = "DIR")]
@@ -102,6 +106,7 @@ impl DeviceArgs {
             spin: !self.no_spin,
             device_options: crx580::backend::DeviceOptions {
                 fp16_storage: self.fp16_storage,
+                f16_as_written: self.f16_as_written,
                 cache_dir: self.cache_dir.clone(),
             },
         })
