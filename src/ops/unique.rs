@@ -141,7 +141,7 @@ impl Op for Unique {
         dispatch!(x.dtype(); T => {
             let data = x.as_slice::<T>()?;
             self.run(x, &|a, b| compare(&data[a], &data[b]), &|picks, shape| {
-                Tensor::new(shape, picks.iter().map(|&i| data[i]).collect::<Vec<T>>())
+                Tensor::new(shape, picks.iter().map(|&i| Clone::clone(&data[i])).collect::<Vec<T>>())
             })
         }; all;
             else => crate::bail!(Unsupported, "Unique does not take {}", x.dtype()))

@@ -149,7 +149,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     let graph =
         model.graph.as_ref().ok_or_else(|| err!(InvalidModel, "{}: the model has no graph", a.input.display()))?;
     let nodes = graph.node.len() as u64;
-    let types = value_types(&bytes).map_err(|e| e.context(a.input.display()))?;
+    let types = value_types(bytes).map_err(|e| e.context(a.input.display()))?;
     // Pruning comes first, so that calibration sees the pruned weights.
     let pruned_bytes = match a.prune {
         Some(sparsity) => {
@@ -296,7 +296,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     // Never write a model crx580 cannot load.
     Model::from_bytes_with_dir(out, model_dir(&a.output))
         .map_err(|e| err!(Runtime, "the converted model does not load (a bug; please report it): {}", e.message))?;
-    std::fs::write(&a.output, &out).map_err(|e| err!(Io, "cannot write {}: {e}", a.output.display()))?;
+    std::fs::write(&a.output, out).map_err(|e| err!(Io, "cannot write {}: {e}", a.output.display()))?;
     outln!("{}: {} nodes converted, {} -> {} bytes", a.output.display(), notes.converted, bytes.len(), out.len());
     for line in notes.summary(20) {
         outln!("  {line}");
