@@ -45,16 +45,20 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
     )
 }
 
+/// A tensor's dims as sizes (a negative dim is an invalid model).
+fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
+    t.dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| err!(InvalidModel, "negative dim {d} in dims {:?}", t.dims)))
+        .collect()
+}
+
 fn convert(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     let dtype = dtype_from_code(t.data_type)?;
     if t.has_segment {
         bail!(Unsupported, "segmented tensors are not supported");
     }
-    let shape = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| err!(InvalidModel, "negative dim {d} in dims {:?}", t.dims)))
-        .collect::<Result<Vec<usize>>>()?;
+    let shape = dims_of(t)?;
     let n = checked_len(&shape, dtype)?;
     let external = t.data_location == DATA_LOCATION_EXTERNAL || (!t.external_data.is_empty() && t.raw_data.is_none());
     let data = if external {
@@ -200,11 +204,7 @@ fn parse_size(key: &str, value: &str) -> Result<u64> {
 /// its dims need). For `crx580 convert`, which inlines them before converting.
 pub fn external_bytes(t: &TensorProto, base_dir: &Path) -> Result<Vec<u8>> {
     let dtype = dtype_from_code(t.data_type)?;
-    let shape = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| err!(InvalidModel, "negative dim {d} in dims {:?}", t.dims)))
-        .collect::<Result<Vec<usize>>>()?;
+    let shape = dims_of(t)?;
     let n = checked_len(&shape, dtype)?;
     read_external(t, Some(base_dir), raw_len(dtype, n)?)
 }

@@ -280,20 +280,7 @@ mod tests {
     use crate::ops::activation::test_util::build;
     use half::f16;
 
-    fn add_node(g: &mut Graph, op_type: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<ValueId>) -> ValueId {
-        let out = g.add_value(format!("{op_type}{}", g.nodes.len()), Fact::unknown());
-        let op = build(op_type, 19, attrs, 1).unwrap();
-        g.nodes.push(Node {
-            name: format!("{op_type}{}", g.nodes.len()),
-            domain: String::new(),
-            op_type: op_type.into(),
-            attrs: Attributes::default(),
-            op: Arc::from(op),
-            inputs: inputs.into_iter().map(Some).collect(),
-            outputs: vec![out],
-        });
-        out
-    }
+    use super::super::chain::push_node as add_node;
 
     fn halves(n: usize, seed: f32) -> Vec<f16> {
         (0..n).map(|i| f16::from_f32(((i as f32 * 0.37 + seed).sin() * 1.5).round() / 4.0 + 0.125)).collect()

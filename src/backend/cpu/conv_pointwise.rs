@@ -111,25 +111,11 @@ fn fuses(act: Activation) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Activation, Pointwise, PointwiseWeights, PIXELS, ROWS};
+    use super::{Pointwise, PointwiseWeights, PIXELS, ROWS};
     use std::arch::x86_64::*;
 
-    /// The activations MobileNets fuse, with the arithmetic (and NaN results) of
-    /// [`super::ActivationExt::eval`]: `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
-    #[inline(always)]
-    unsafe fn act(a: Activation, v: __m512) -> __m512 {
-        match a {
-            Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
-            Activation::Clip(lo, hi) => _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi)),
-            Activation::HardSwish => {
-                let gate = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0 / 6.0)), _mm512_set1_ps(0.5));
-                // clamp(gate, 0, 1) keeps a NaN gate: min/max with the NaN as second operand.
-                let gate = _mm512_max_ps(_mm512_setzero_ps(), _mm512_min_ps(_mm512_set1_ps(1.0), gate));
-                _mm512_mul_ps(v, gate)
-            }
-            _ => v,
-        }
-    }
+    // The fused activation in registers, shared with the blocked depthwise kernel.
+    use super::super::depthwise_blocked::vector_act as act;
 
     /// Pixels `p0..p1` of the output channels of groups `groups` (of 8).
     ///

@@ -334,7 +334,7 @@ fn lane_mask(n: usize) -> __mmask16 {
 /// The activations MobileNets fuse into their depthwise convs, in registers, with the same
 /// arithmetic (and NaN results) as [`ActivationExt::eval`]; any other is left to the caller.
 #[inline(always)]
-unsafe fn vector_act(act: Activation, v: __m512) -> __m512 {
+pub(super) unsafe fn vector_act(act: Activation, v: __m512) -> __m512 {
     // `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
     match act {
         Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
