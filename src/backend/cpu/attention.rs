@@ -10,13 +10,12 @@
 //! `[b, h, sq, skv]`, is_causal and an explicit or default scale. Past key/value caches,
 //! `nonpad_kv_seqlen`, softcap, sliding windows and the extra outputs run the reference kernel.
 
-use super::activation::exp;
 use super::gemm::{self, Epilogue, Lhs, MatRef, Problem, Rhs};
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
 use super::pool::SharedMut;
-use super::softmax::lanes_max;
+use super::softmax::{exp_shifted_sum, lanes_max};
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
@@ -314,19 +313,7 @@ fn exponentiate_generic(row: &mut [f32], limit: usize, scale: f32, bias: Option<
         live.iter_mut().for_each(|x| *x = 0.0);
         return 0.0;
     }
-    let mut s = [0f32; 16];
-    let mut chunks = live.chunks_exact_mut(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            c[i] = exp(c[i] - max);
-            s[i] += c[i];
-        }
-    }
-    for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
-        *v = exp(*v - max);
-        s[i] += *v;
-    }
-    1.0 / s.iter().sum::<f32>()
+    1.0 / exp_shifted_sum(live, max)
 }
 
 #[cfg(target_arch = "x86_64")]

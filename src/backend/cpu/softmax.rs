@@ -158,13 +158,32 @@ pub(super) fn lanes_max(row: &[f32]) -> f32 {
     m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
+/// `row[i] = exp(row[i] - max)` in place, returning their sum (added in 16 lanes, so it
+/// vectorises); the softmax kernel and the attention kernel's softmax share it.
+#[inline(always)]
+pub(super) fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
+    let mut s = [0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            c[i] = exp(c[i] - max);
+            s[i] += c[i];
+        }
+    }
+    for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
+        *v = exp(*v - max);
+        s[i] += *v;
+    }
+    s.iter().sum()
+}
+
 /// One lane in place; subtracting the max first keeps every exponent <= 0. Sums in 16 lanes of
 /// f32 (the reference sums in f64; the difference is far inside the tolerance).
 #[inline(always)]
 fn normalize_generic(row: &mut [f32], log: bool) {
     let max = lanes_max(row);
-    let mut s = [0f32; 16];
     if log {
+        let mut s = [0f32; 16];
         let mut chunks = row.chunks_exact(16);
         for c in &mut chunks {
             for i in 0..16 {
@@ -177,18 +196,7 @@ fn normalize_generic(row: &mut [f32], log: bool) {
         let shift = max + s.iter().sum::<f32>().ln();
         row.iter_mut().for_each(|v| *v -= shift);
     } else {
-        let mut chunks = row.chunks_exact_mut(16);
-        for c in &mut chunks {
-            for i in 0..16 {
-                c[i] = exp(c[i] - max);
-                s[i] += c[i];
-            }
-        }
-        for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
-            *v = exp(*v - max);
-            s[i] += *v;
-        }
-        let inv = 1.0 / s.iter().sum::<f32>();
+        let inv = 1.0 / exp_shifted_sum(row, max);
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
