@@ -65,6 +65,9 @@ unsafe fn portable_4x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ld
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// How far ahead of use the AVX-512 kernel prefetches A, in floats (32 steps of 8 rows).
+    const A_AHEAD: usize = 32 * 8;
+
     /// 8 rows x 32 columns: 16 zmm accumulators, two B loads and eight broadcasts per k.
     ///
     /// # Safety
@@ -76,6 +79,9 @@ mod x86 {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             let (mut a, mut b) = (a, b);
             for _ in 0..kc {
+                // Constant A panels (a conv's weights) stream from memory on their first use:
+                // ask for them 32 steps ahead (a slice's panels are contiguous).
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD).cast());
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
                 for (r, row) in acc.iter_mut().enumerate() {
