@@ -6,6 +6,7 @@
 //! written.
 
 use super::activation::Activation;
+use super::conv_direct::{self, Direct, DirectWeights};
 use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
 use super::conv_pointwise::{self, Pointwise, PointwiseWeights};
 use super::depthwise::{self, Depthwise};
@@ -58,8 +59,9 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let wv = w.as_slice::<f32>()?;
     let micro = gemm::micro_for(isa());
     let depthwise = cg == 1 && mg == 1 && group > 1;
-    let winograd = winograd_for(graph, node, conv, &ws).then(|| Winograd::new(wv, m, cg, &micro));
-    let packed = if depthwise || winograd.is_some() {
+    let direct = direct_for(graph, node, conv, &ws).then(|| DirectWeights::new(wv, [m, cg, kh, kw]));
+    let winograd = (direct.is_none() && winograd_for(graph, node, conv, &ws)).then(|| Winograd::new(wv, m, cg, &micro));
+    let packed = if depthwise || winograd.is_some() || direct.is_some() {
         Vec::new()
     } else {
         (0..group)
@@ -83,11 +85,26 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
         depthwise_weights: if depthwise { wv.to_vec() } else { Vec::new() },
         weights: w.clone(),
         narrow: NarrowWeights::default(),
+        direct,
         bias,
         residual,
         act,
         micro,
     })))
+}
+
+/// Whether `node` (weights of shape `ws`) runs on the direct kernel: one group, a plane of known
+/// size where [`conv_direct::wins`].
+fn direct_for(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> bool {
+    let input = node.inputs.first().copied().flatten();
+    let shape = input.and_then(|v| graph.values[v].fact.shape.as_ref()).filter(|s| s.len() == 4);
+    let window = &conv.attrs.window;
+    let plane = shape.and_then(|s| {
+        let h = window.forward_axis(0, s[2].known()?, ws[2]).ok()?;
+        let w = window.forward_axis(1, s[3].known()?, ws[3]).ok()?;
+        Some((h.output * w.output, w.output))
+    });
+    conv.attrs.group == 1 && plane.is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2] * ws[3], pixels, width))
 }
 
 /// Whether `node` (weights of shape `ws`) runs by Winograd: a 3x3 window of stride 1 without
@@ -131,6 +148,9 @@ struct ConvKernel {
     weights: Tensor,
     /// The weights packed for outputs of very few pixels (see [`super::conv_narrow`]).
     narrow: NarrowWeights,
+    /// For convolutions over small planes where the direct kernel wins (see
+    /// [`super::conv_direct`]): its weights, and no GEMM packing.
+    direct: Option<DirectWeights>,
     bias: Option<Vec<f32>>,
     /// Whether input 3 (a tensor of the output's shape) is added before the activation.
     residual: bool,
@@ -178,7 +198,9 @@ impl ConvKernel {
 
 impl Kernel for ConvKernel {
     fn name(&self) -> &'static str {
-        if self.pointwise.is_some() {
+        if self.direct.is_some() {
+            "conv-direct"
+        } else if self.pointwise.is_some() {
             "conv-pointwise"
         } else if self.winograd.is_some() {
             "conv-winograd"
@@ -209,7 +231,22 @@ impl Kernel for ConvKernel {
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
         let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
-        if let Some(wg) = &self.winograd {
+        if let Some(direct) = &self.direct {
+            let xv = x.as_slice::<f32>()?;
+            let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
+            let c = geo.channels;
+            for (n, out) in y.chunks_exact_mut(m * out_plane).enumerate().take(batch) {
+                let d = Direct {
+                    x: &xv[n * c * in_plane..(n + 1) * c * in_plane],
+                    h: geo.h,
+                    w: geo.w,
+                    bias: self.bias.as_deref(),
+                    residual: residual.map(|r| &r[n * m * out_plane..(n + 1) * m * out_plane]),
+                    act: self.act,
+                };
+                direct.run(ctx.pool, &d, out);
+            }
+        } else if let Some(wg) = &self.winograd {
             let (bias, act) = (self.bias.as_deref(), self.act);
             let run = winograd::Run { x: x.as_slice::<f32>()?, batch, h: geo.h, w: geo.w, bias, residual, act };
             wg.run(ctx.pool, &run, &mut y);

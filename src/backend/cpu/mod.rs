@@ -17,6 +17,7 @@ pub mod binary;
 pub mod cast;
 pub mod concat;
 pub mod conv;
+mod conv_direct;
 mod conv_narrow;
 pub mod conv_pointwise;
 pub mod conv_transpose;

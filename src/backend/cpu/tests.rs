@@ -168,6 +168,7 @@ fn convolutions_match_the_reference() {
     type Case = (&'static str, [usize; 4], [usize; 4], Vec<(&'static str, Attr)>, bool, &'static str);
     // Plain 1x1 convolutions over few channels run on their own kernel where it exists.
     let pointwise = if super::conv_pointwise::available(8) { "conv-pointwise" } else { "conv-gemm" };
+    let direct = if super::conv_direct::available() { "conv-direct" } else { "conv-gemm" };
     let cases: Vec<Case> = vec![
         ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, pointwise),
         ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
@@ -251,6 +252,25 @@ fn convolutions_match_the_reference() {
         ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, "conv-gemm"),
         // More output channels than one tile's rows.
         ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, pointwise),
+        // Small planes over many channels and taps: the direct kernel (conv_direct.rs), with
+        // channels no multiple of its 32-lane blocks and rows longer than its 14-pixel tiles.
+        ("direct 3x3", [2, 17, 9, 11], [37, 17, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, direct),
+        (
+            "direct stride 2 dilation 2",
+            [1, 16, 24, 31],
+            [40, 16, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("dilations", ints(&[2, 2])), ("pads", ints(&[1, 2, 0, 1]))],
+            false,
+            direct,
+        ),
+        (
+            "direct 7x7 stem",
+            [1, 3, 20, 20],
+            [33, 3, 7, 7],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[3, 3, 3, 3]))],
+            true,
+            direct,
+        ),
     ];
     for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
         let seed = i as u64 * 10;
