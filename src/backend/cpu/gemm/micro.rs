@@ -78,10 +78,7 @@ mod x86 {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             let (mut a, mut b) = (a, b);
-            for _ in 0..kc {
-                // Constant A panels (a conv's weights) stream from memory on their first use:
-                // ask for them 32 steps ahead (a slice's panels are contiguous).
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD).cast());
+            let step = |acc: &mut [[__m512; 2]; MR], a: *const f32, b: *const f32| {
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
                 for (r, row) in acc.iter_mut().enumerate() {
@@ -89,8 +86,19 @@ mod x86 {
                     row[0] = _mm512_fmadd_ps(av, b0, row[0]);
                     row[1] = _mm512_fmadd_ps(av, b1, row[1]);
                 }
-                a = a.add(MR);
-                b = b.add(32);
+            };
+            for _ in 0..kc / 2 {
+                // Constant A panels (a conv's weights) stream from memory on their first use:
+                // ask for them 32 steps ahead (a slice's panels are contiguous), one cache line
+                // per two steps (a prefetch every step cost 5% with A in L2).
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD).cast());
+                step(&mut acc, a, b);
+                step(&mut acc, a.add(MR), b.add(32));
+                a = a.add(2 * MR);
+                b = b.add(64);
+            }
+            if kc % 2 == 1 {
+                step(&mut acc, a, b);
             }
             for (r, row) in acc.iter().enumerate() {
                 let p = c.add(r * ldc);
