@@ -843,6 +843,22 @@ fn max_pools_match_the_reference() {
             ],
         ),
         ("stride 2 wide rows", vec![1, 2, 3, 1101], vec![("kernel_shape", ints(&[1, 3])), ("strides", ints(&[1, 2]))]),
+        // Rows staged in several chunks, the last one partly in the trailing padding.
+        (
+            "stride 1 wide rows dilated",
+            vec![1, 2, 2, 2100],
+            vec![("kernel_shape", ints(&[1, 5])), ("dilations", ints(&[1, 3])), ("pads", ints(&[0, 4, 0, 2]))],
+        ),
+        (
+            "stride 3 odd",
+            vec![1, 3, 17, 23],
+            vec![("kernel_shape", ints(&[4, 4])), ("strides", ints(&[3, 3])), ("pads", ints(&[1, 2, 2, 1]))],
+        ),
+        (
+            "stride 2 odd width, many vectors",
+            vec![1, 5, 7, 75],
+            vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+        ),
     ];
     for (i, (name, shape, attrs)) in cases.into_iter().enumerate() {
         assert_eq!(
@@ -858,6 +874,15 @@ fn max_pools_match_the_reference() {
     }
     let attrs = vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
     check("nan", build("MaxPool", attrs, 1), vec![In::Fed(Tensor::new(vec![1, 2, 6, 6], v).unwrap())]);
+    // NaN taps through the stride-2 permute: a NaN running maximum, NaN inputs, a NaN window.
+    let mut v = values(1303, 2 * 7 * 41);
+    for i in
+        (0..v.len()).filter(|i| i % 7 == 0 || i % 11 == 3 || *i < 2 || (41..44).contains(i) || (82..85).contains(i))
+    {
+        v[i] = f32::NAN;
+    }
+    let attrs = vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))];
+    check("nan stride 2", build("MaxPool", attrs, 1), vec![In::Fed(Tensor::new(vec![1, 2, 7, 41], v).unwrap())]);
     // 3-D pooling and the Indices output are the reference's.
     let attrs = vec![("kernel_shape", ints(&[2, 2, 2]))];
     check("3-d", build("MaxPool", attrs, 1), vec![In::Fed(tensor(1301, &[1, 2, 4, 4, 4]))]);
