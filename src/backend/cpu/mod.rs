@@ -26,6 +26,7 @@ mod depthwise_blocked;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;
+mod gemv;
 mod int8;
 pub mod isa;
 pub mod layer_norm;

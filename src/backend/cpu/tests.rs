@@ -360,6 +360,20 @@ fn matrix_products_match_the_reference() {
         let inputs = vec![In::Fed(tensor(14, &a)), In::Const(tensor(15, &b)), In::Const(tensor(16, &[11]))];
         assert_eq!(check("gemm", gemm, inputs), "matmul-packed");
     }
+    // One row (the GEMV): odd k, columns no multiple of any panel width, transposed operands,
+    // a bias of one value, fused activations.
+    for (ta, tb) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let gemm = build("Gemm", vec![("transA", Attr::Int(ta)), ("transB", Attr::Int(tb))], 3);
+        let a = if ta == 1 { [301, 1] } else { [1, 301] };
+        let b = if tb == 1 { [203, 301] } else { [301, 203] };
+        let c = if ta == 1 { tensor(22, &[1]) } else { tensor(22, &[203]) };
+        let inputs = vec![In::Fed(tensor(20, &a)), In::Const(tensor(21, &b)), In::Const(c)];
+        assert_eq!(check("gemm one row", gemm, inputs), "matmul-packed");
+    }
+    for (k, n, act) in [(1, 5, Activation::None), (2, 33, Activation::Relu), (64, 95, Activation::Gelu)] {
+        let inputs = vec![In::Fed(tensor(23, &[1, 1, k])), In::Const(tensor(24, &[k, n])), In::Const(tensor(25, &[n]))];
+        assert_eq!(check("fused matmul one row", Arc::new(FusedMatMul { act }), inputs), "matmul-packed");
+    }
     // A C that is a full matrix is the reference's.
     let gemm = build("Gemm", vec![], 3);
     let inputs = vec![In::Fed(tensor(17, &[4, 9])), In::Const(tensor(18, &[9, 11])), In::Const(tensor(19, &[4, 11]))];

@@ -161,6 +161,12 @@ impl PackedB {
     pub fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
+
+    /// The panel width and the panels as stored (`nr` columns over all of k each, zero past
+    /// `n`): for the one-row product (`cpu::gemv`), which streams them once.
+    pub fn panels(&self) -> (usize, &[f32]) {
+        (self.nr, &self.data)
+    }
 }
 
 /// A left operand already laid out as [`PackedA`] holds it (MR-row panels over all of k, the
