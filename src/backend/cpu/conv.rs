@@ -8,6 +8,7 @@
 use super::activation::Activation;
 use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
 use super::conv_pointwise::{self, Pointwise, PointwiseWeights};
+use super::conv_stem::StemWeights;
 use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
@@ -76,6 +77,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     Ok(Some(Box::new(ConvKernel {
         op: node.op.clone(),
         pointwise,
+        stem: StemWeights::new(wv, [m, cg, kh, kw], group, residual),
         weights_shape: [m, cg, kh, kw],
         group,
         packed,
@@ -124,6 +126,8 @@ struct ConvKernel {
     /// For 1x1 convolutions over few input channels: the weights packed for
     /// [`conv_pointwise`], which runs them when the geometry is plain (stride 1, no padding).
     pointwise: Option<PointwiseWeights>,
+    /// For stems (few input channels, a large window): the direct kernel's weights.
+    stem: Option<StemWeights>,
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
     depthwise_weights: Vec<f32>,
     /// The weights tensor (sharing the graph's constant, not a copy), for packings made on first
@@ -178,7 +182,9 @@ impl ConvKernel {
 
 impl Kernel for ConvKernel {
     fn name(&self) -> &'static str {
-        if self.pointwise.is_some() {
+        if self.stem.is_some() {
+            "conv-stem"
+        } else if self.pointwise.is_some() {
             "conv-pointwise"
         } else if self.winograd.is_some() {
             "conv-winograd"
@@ -209,7 +215,9 @@ impl Kernel for ConvKernel {
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
         let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
-        if let Some(wg) = &self.winograd {
+        if let Some(stem) = &self.stem {
+            stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, &mut y)?;
+        } else if let Some(wg) = &self.winograd {
             let (bias, act) = (self.bias.as_deref(), self.act);
             let run = winograd::Run { x: x.as_slice::<f32>()?, batch, h: geo.h, w: geo.w, bias, residual, act };
             wg.run(ctx.pool, &run, &mut y);

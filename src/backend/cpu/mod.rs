@@ -19,6 +19,7 @@ pub mod concat;
 pub mod conv;
 mod conv_narrow;
 pub mod conv_pointwise;
+mod conv_stem;
 pub mod conv_transpose;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]

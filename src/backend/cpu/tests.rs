@@ -168,16 +168,18 @@ fn convolutions_match_the_reference() {
     type Case = (&'static str, [usize; 4], [usize; 4], Vec<(&'static str, Attr)>, bool, &'static str);
     // Plain 1x1 convolutions over few channels run on their own kernel where it exists.
     let pointwise = if super::conv_pointwise::available(8) { "conv-pointwise" } else { "conv-gemm" };
+    // Stems (one group, 1..=4 input channels, a window of 3x3 or more, no residual): the direct kernel.
+    let stem = if super::isa::isa() == super::isa::Isa::Avx512 { "conv-stem" } else { "conv-gemm" };
     let cases: Vec<Case> = vec![
         ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, pointwise),
-        ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
         (
             "3x3 stride 2 dilation 2",
             [1, 4, 13, 12],
             [7, 4, 3, 3],
             vec![("strides", ints(&[2, 2])), ("dilations", ints(&[2, 2])), ("pads", ints(&[2, 1, 0, 2]))],
             false,
-            "conv-gemm",
+            stem,
         ),
         ("1x1 stride 2", [1, 6, 9, 9], [4, 6, 1, 1], vec![("strides", ints(&[2, 2]))], true, "conv-gemm"),
         (
@@ -245,10 +247,36 @@ fn convolutions_match_the_reference() {
             "conv-gemm",
         ),
         // Output rows so narrow that a panel spans more of them than the packing's table holds.
-        ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
         // A kernel wider than the packing's table, and a stride of 3.
         ("1x9 kernel", [1, 2, 5, 12], [3, 2, 1, 9], vec![("pads", ints(&[0, 4, 0, 4]))], false, "conv-gemm"),
-        ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, "conv-gemm"),
+        ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, stem),
+        // Stems: ResNet's 7x7 stride 2 on an odd plane with channels past one tile; one input
+        // channel, dilated, stride 3 across; rows of 5 vectors (groups of 3 + 2).
+        (
+            "stem 7x7 stride 2",
+            [1, 3, 37, 45],
+            [13, 3, 7, 7],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[3, 3, 3, 3]))],
+            true,
+            stem,
+        ),
+        (
+            "stem one channel dilated",
+            [2, 1, 20, 70],
+            [8, 1, 3, 5],
+            vec![("strides", ints(&[1, 3])), ("dilations", ints(&[2, 1])), ("pads", ints(&[1, 0, 2, 4]))],
+            false,
+            stem,
+        ),
+        (
+            "stem wide row",
+            [1, 2, 5, 150],
+            [17, 2, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            stem,
+        ),
         // More output channels than one tile's rows.
         ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, pointwise),
     ];
@@ -275,6 +303,8 @@ fn convolutions_match_the_reference() {
             inputs.push(if bias { In::Const(tensor(seed + 2, &[ws[0]])) } else { In::Absent });
             inputs.push(In::Fed(tensor(seed + 3, &out)));
             let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
+            // The stem kernel adds no residual: the GEMM's.
+            let kernel = if kernel == "conv-stem" { "conv-gemm" } else { kernel };
             assert_eq!(check(name, fused, inputs), kernel, "{name} with a residual");
         }
     }
@@ -445,7 +475,9 @@ fn batch_norm_and_silu_fold_into_the_convolution() {
     ];
     g.outputs = vec![out];
     let (kernels, _) = compile_and_compare(&mut g, &[&tensor(6, &xs)], 1e-5);
-    assert_eq!(kernels, ["conv-gemm"]);
+    // Three input channels under a 3x3 window: a stem, run directly where AVX-512 is.
+    let stem = super::isa::isa() == super::isa::Isa::Avx512;
+    assert_eq!(kernels, [if stem { "conv-stem" } else { "conv-gemm" }]);
 }
 
 /// Bytes spread over the whole range of the type, extremes included.
