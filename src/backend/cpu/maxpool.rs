@@ -77,7 +77,7 @@ pub fn max_plane(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { max_plane_avx2(x, h, w, out) },
-        _ => max_plane_with(x, h, w, out, horizontal_generic),
+        _ => max_plane_with(x, h, w, out, vertical_generic, horizontal_generic),
     }
 }
 
@@ -96,11 +96,12 @@ pub fn fits(w: &Axis) -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn max_plane_avx512(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
-    max_plane_with(x, h, w, out, |stage, w, dst| {
-        if w.stride == 2 {
-            // SAFETY: this function runs only where AVX-512F does; the stage holds the span
-            // of `dst`'s windows and SLACK more (see `horizontal_stride2_avx512`).
-            unsafe { horizontal_stride2_avx512(stage, w, dst) }
+    // SAFETY (both calls): this function runs only where AVX-512F does; the stage holds the
+    // span of `dst`'s windows and SLACK more (see `horizontal_avx512`).
+    let vertical = |rows: &mut dyn Iterator<Item = &[f32]>, mid: &mut [f32]| unsafe { vertical_avx512(rows, mid) };
+    max_plane_with(x, h, w, out, vertical, |stage, w, dst| {
+        if w.stride <= 2 {
+            unsafe { horizontal_avx512(stage, w, dst) }
         } else {
             horizontal_generic(stage, w, dst)
         }
@@ -112,7 +113,7 @@ unsafe fn max_plane_avx512(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn max_plane_avx2(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
-    max_plane_with(x, h, w, out, horizontal_generic)
+    max_plane_with(x, h, w, out, vertical_generic, horizontal_generic)
 }
 
 /// The running maximum's rule: `f32::max` keeps the non-NaN operand, so a NaN tap is skipped
@@ -128,7 +129,14 @@ fn take(b: &mut f32, v: f32) {
 /// each output's maximum along the staged row. Rows wider than the stage go in chunks of
 /// output columns.
 #[inline(always)]
-fn max_plane_with(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32], horizontal: impl Fn(&[f32], &Axis, &mut [f32])) {
+fn max_plane_with(
+    x: &[f32],
+    h: &Axis,
+    w: &Axis,
+    out: &mut [f32],
+    vertical: impl Fn(&mut dyn Iterator<Item = &[f32]>, &mut [f32]),
+    horizontal: impl Fn(&[f32], &Axis, &mut [f32]),
+) {
     let mut stage = [f32::NAN; SPAN];
     let window = (w.kernel - 1) * w.dilation + 1;
     let chunk = (SPAN - SLACK - window) / w.stride + 1;
@@ -154,17 +162,104 @@ fn max_plane_with(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32], horizontal: im
             let mid = &mut stage[a - p0..b - p0];
             // Empty where the whole chunk reads padding.
             let cols = if a < b { a - w.pad_begin..b - w.pad_begin } else { 0..0 };
-            for (i, row) in rows.clone().enumerate() {
-                if i == 0 {
-                    mid.copy_from_slice(&row[cols.clone()]);
-                } else {
-                    mid.iter_mut().zip(&row[cols.clone()]).for_each(|(m, &v)| take(m, v));
-                }
-            }
+            vertical(&mut rows.clone().map(|r| &r[cols.clone()]), mid);
             horizontal(&stage[..span + SLACK], w, &mut dst[j0..j1]);
             j0 = j1;
         }
     }
+}
+
+/// `mid` = the elementwise maximum of `rows` (at least one, each as long as `mid`).
+#[inline(always)]
+fn vertical_generic(rows: &mut dyn Iterator<Item = &[f32]>, mid: &mut [f32]) {
+    let first = rows.next().expect("a window row inside the input");
+    mid.copy_from_slice(first);
+    for row in rows {
+        mid.iter_mut().zip(row).for_each(|(m, &v)| take(m, v));
+    }
+}
+
+/// [`vertical_generic`] in 16 lanes, the rows' ends by masked loads: each vector of `mid` is
+/// written once, after all rows were read.
+///
+/// # Safety
+/// Needs AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn vertical_avx512(rows: &mut dyn Iterator<Item = &[f32]>, mid: &mut [f32]) {
+    let n = mid.len();
+    let first = rows.next().expect("a window row inside the input");
+    assert_eq!(first.len(), n);
+    let mut ptrs = [first.as_ptr(); 16];
+    let mut count = 1;
+    for row in rows {
+        assert_eq!(row.len(), n);
+        if count == ptrs.len() {
+            // Taller windows: fold the rows so far into `mid`, and go on from it.
+            // SAFETY: every pointer gathered is valid for n reads (asserted).
+            unsafe { vertical_rows_avx512(&ptrs[..count], mid) };
+            ptrs[0] = mid.as_ptr();
+            count = 1;
+        }
+        ptrs[count] = row.as_ptr();
+        count += 1;
+    }
+    // SAFETY: as above (or `mid` itself).
+    unsafe { vertical_rows_avx512(&ptrs[..count], mid) };
+}
+
+/// `mid` = the elementwise maximum of the `mid.len()` floats at each of `rows` (which may
+/// include `mid` itself: each vector is read before it is written).
+///
+/// # Safety
+/// Needs AVX-512F; each of `rows` is valid for `mid.len()` reads.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn vertical_rows_avx512(rows: &[*const f32], mid: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = mid.len();
+    let out = mid.as_mut_ptr();
+    let mut j = 0;
+    while j < n {
+        let mask = lanes(n - j);
+        // SAFETY: the mask keeps the reads and the write inside the n floats.
+        unsafe {
+            let mut acc = _mm512_maskz_loadu_ps(mask, rows[0].add(j));
+            for &r in &rows[1..] {
+                acc = max_keeping_numbers(acc, _mm512_maskz_loadu_ps(mask, r.add(j)));
+            }
+            _mm512_mask_storeu_ps(out.add(j), mask, acc);
+        }
+        j += 16;
+    }
+}
+
+/// The mask of the first `left` of 16 lanes (all 16 past that).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lanes(left: usize) -> u16 {
+    if left >= 16 {
+        0xffff
+    } else {
+        (1u16 << left) - 1
+    }
+}
+
+/// `take`'s rule in 16 lanes: max_ps returns its second operand when either is NaN, right
+/// where `v` is NaN; where the running maximum is NaN, `v` is taken instead.
+///
+/// # Safety
+/// Needs AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_keeping_numbers(
+    acc: std::arch::x86_64::__m512,
+    v: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(acc, acc);
+    _mm512_mask_mov_ps(_mm512_max_ps(v, acc), nan, v)
 }
 
 /// `dst[j]` = the maximum of `stage[j * stride + kw * dilation]` over the taps `kw`.
@@ -186,38 +281,51 @@ fn horizontal_generic(stage: &[f32], w: &Axis, dst: &mut [f32]) {
     }
 }
 
-/// [`horizontal_generic`] for stride 2: 16 outputs' taps are the even lanes of 32 contiguous
-/// staged columns, picked by one two-source permute.
+/// [`horizontal_generic`] for strides 1 and 2 in 16 lanes. For stride 2 the 16 outputs' taps
+/// are the even lanes of 32 contiguous staged columns, picked by one two-source permute.
 ///
 /// # Safety
-/// Needs AVX-512F; `stage` holds `(dst.len() - 1) * 2 + (w.kernel - 1) * w.dilation + 1`
-/// columns and [`SLACK`] more.
+/// Needs AVX-512F; `w.stride` is 1 or 2; `stage` holds
+/// `(dst.len() - 1) * w.stride + (w.kernel - 1) * w.dilation + 1` columns and [`SLACK`] more.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn horizontal_stride2_avx512(stage: &[f32], w: &Axis, dst: &mut [f32]) {
+unsafe fn horizontal_avx512(stage: &[f32], w: &Axis, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = dst.len();
-    debug_assert!(stage.len() >= (n - 1) * 2 + (w.kernel - 1) * w.dilation + 1 + SLACK);
+    let stride = w.stride;
+    assert!((1..=2).contains(&stride) && stage.len() >= (n - 1) * stride + (w.kernel - 1) * w.dilation + 1 + SLACK);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let s = stage.as_ptr();
+    // SAFETY (taps): a read starts at stride * j + kw * dilation <= stride * (n - 1) +
+    // (kernel - 1) * dilation, the span's last column, and takes 16 * stride <= 32 columns:
+    // within the span and SLACK (= 32).
     let mut j = 0;
     while j < n {
-        // SAFETY: the reads start at 2j + kw * dilation <= 2(n - 1) + (kernel - 1) * dilation,
-        // the span's last column, and take 32 columns: within the span and SLACK (= 32).
-        let mut acc = unsafe { even_lanes(s.add(2 * j), even) };
+        let mut acc = unsafe { taps(s.add(stride * j), stride, even) };
         for kw in 1..w.kernel {
-            // SAFETY: as above.
-            let v = unsafe { even_lanes(s.add(2 * j + kw * w.dilation), even) };
-            // max_ps returns its second operand when either is NaN: right where v is NaN, and
-            // where the running maximum is NaN v is taken instead (`take`'s rule).
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(acc, acc);
-            acc = _mm512_mask_mov_ps(_mm512_max_ps(v, acc), nan, v);
+            acc = max_keeping_numbers(acc, unsafe { taps(s.add(stride * j + kw * w.dilation), stride, even) });
         }
-        let left = n - j;
-        let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
         // SAFETY: the mask covers the outputs j..min(j + 16, n) only.
-        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(j), mask, acc) };
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(j), lanes(n - j), acc) };
         j += 16;
+    }
+}
+
+/// The 16 floats at `p` (stride 1) or the even lanes of the 32 there (stride 2).
+///
+/// # Safety
+/// Needs AVX-512F; `p` is valid for `16 * stride` reads.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn taps(p: *const f32, stride: usize, even: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512 {
+    // SAFETY: the caller's.
+    unsafe {
+        if stride == 2 {
+            even_lanes(p, even)
+        } else {
+            std::arch::x86_64::_mm512_loadu_ps(p)
+        }
     }
 }
 
