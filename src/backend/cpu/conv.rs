@@ -216,7 +216,7 @@ impl Kernel for ConvKernel {
         };
         let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
         if let Some(stem) = &self.stem {
-            stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, &mut y)?;
+            stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, &mut y);
         } else if let Some(wg) = &self.winograd {
             let (bias, act) = (self.bias.as_deref(), self.act);
             let run = winograd::Run { x: x.as_slice::<f32>()?, batch, h: geo.h, w: geo.w, bias, residual, act };

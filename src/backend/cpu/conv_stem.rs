@@ -1,8 +1,8 @@
 //! Direct convolution for a network's stem: one group over a few input channels (1 to 4) with a
 //! window of 3x3 or more (ResNet's 7x7 stride 2 over RGB, MobileNet's and YOLO's 3x3 stride
 //! 2). The GEMM would spend its time packing an implicit im2col of k = 27..196 rows for every
-//! block of pixels; here the image is staged once per run, zero-padded and split by column
-//! phase (for stride s, phase p holds padded columns p, p + s, ...), so that the input of 16
+//! block of pixels; here the input rows of a band of output rows are staged (in a per-thread
+//! buffer of about 64 KiB), zero-padded and split by column phase (for stride s, phase p holds padded columns p, p + s, ...), so that the input of 16
 //! consecutive output pixels under any tap is 16 contiguous floats. A tile of 8 output channels
 //! x up to 48 pixels of one output row accumulates in 24 AVX-512 registers over the taps, each
 //! tap one load per 16 pixels and one broadcast weight per channel. AVX-512 only; elsewhere the
@@ -13,7 +13,7 @@ use super::isa::{isa, Isa};
 use super::pool::SharedMut;
 use crate::backend::ExecCtx;
 use crate::ops::window::Axis;
-use crate::Result;
+use std::cell::RefCell;
 
 /// Output channels per tile.
 const MB: usize = 8;
@@ -68,19 +68,23 @@ impl StemWeights {
         bias: Option<&[f32]>,
         act: Activation,
         y: &mut [f32],
-    ) -> Result<()> {
+    ) {
         let (c, taps) = (self.c, self.c * self.kh * self.kw);
         let (oh_n, ow_n) = (h.output, w.output);
         let plane = oh_n * ow_n;
         assert!(x.len() == batch * c * h.input * w.input && y.len() == batch * self.m * plane);
         if plane == 0 || batch == 0 {
-            return Ok(());
+            return;
         }
         let vectors = ow_n.div_ceil(16);
         // Staged columns per phase row: the last vector of the last tap stays inside.
-        let qw = (self.kw - 1) * w.dilation / w.stride + 16 * vectors;
-        let rows = (oh_n - 1) * h.stride + (self.kh - 1) * h.dilation + 1;
+        // (One more for `stage_band`'s pairs, whose second halves start one further.)
+        let qw = (self.kw - 1) * w.dilation / w.stride + 16 * vectors + 1;
         let row_len = w.stride * qw;
+        // Output rows per task: their padded input rows are staged together (about 64 KiB for
+        // ResNet's stem; the rows between two bands are staged twice).
+        let band = (BAND_FLOATS / (c * row_len * h.stride).max(1)).clamp(1, 16);
+        let rows = (band - 1) * h.stride + (self.kh - 1) * h.dilation + 1;
         let mut tap_at = [0usize; MAX_TAPS];
         for (t, at) in tap_at.iter_mut().enumerate().take(taps) {
             let (ci, r, col) = (t / (self.kh * self.kw), t / self.kw % self.kh, t % self.kw);
@@ -88,57 +92,86 @@ impl StemWeights {
             *at = ((ci * rows + r * h.dilation) * w.stride + shift % w.stride) * qw + shift / w.stride;
         }
         let tap_at = &tap_at[..taps];
-        let mut stage = ctx.buffers.zeroed(c * rows * row_len)?;
         let bias = bias.filter(|b| b.len() == self.m);
         let tiles = self.m.div_ceil(MB);
         let (in_plane, out) = (h.input * w.input, SharedMut(y.as_mut_ptr()));
-        for n in 0..batch {
+        let bands = oh_n.div_ceil(band);
+        ctx.pool.parallel_for_work(batch * bands, band * self.m * ow_n * taps, &|task| {
+            let (n, oh0) = (task / bands, task % bands * band);
             let image = &x[n * c * in_plane..(n + 1) * c * in_plane];
-            stage_image(image, c, &h, &w, rows, qw, &mut stage);
-            let stage = &stage[..];
-            ctx.pool.parallel_for_work(oh_n, self.m * ow_n * taps, &|oh| {
-                let row_stage = &stage[oh * h.stride * row_len..];
-                for tile in 0..tiles {
-                    let channels = MB.min(self.m - tile * MB);
-                    let mut lane_bias = [0f32; MB];
-                    if let Some(b) = bias {
-                        lane_bias[..channels].copy_from_slice(&b[tile * MB..tile * MB + channels]);
-                    }
-                    let weights = &self.packed[tile * taps * MB..(tile + 1) * taps * MB];
-                    let first = (n * self.m + tile * MB) * plane + oh * ow_n;
-                    let o = out;
-                    // SAFETY: the staged rows past this output row's start hold every tap's
-                    // reads (qw and rows were sized for the last vector of the last tap); the
-                    // tile writes `channels` rows of ow_n outputs at `first + ch * plane`, this
-                    // task's output row in y, which outlives the call; AVX-512 was checked at
-                    // prepare time (isa() does not change).
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        tile_row(row_stage, tap_at, weights, &lane_bias, o.0.add(first), plane, channels, ow_n)
-                    };
-                    #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("stem weights are made for AVX-512 only ({row_stage:p}, {tap_at:?}, {weights:p})");
-                    for ch in 0..channels {
-                        // SAFETY: as above, this task's row of channel `tile * MB + ch`.
-                        act.apply(unsafe { std::slice::from_raw_parts_mut(o.0.add(first + ch * plane), ow_n) });
+            STAGE.with_borrow_mut(|stage| {
+                stage.clear();
+                // Grows only: steady-state runs do not allocate.
+                stage.resize(c * rows * row_len, 0.0);
+                stage_band(image, c, &h, &w, oh0 * h.stride, rows, qw, stage);
+                for oh in oh0..(oh0 + band).min(oh_n) {
+                    let row_stage = &stage[(oh - oh0) * h.stride * row_len..];
+                    for tile in 0..tiles {
+                        let channels = MB.min(self.m - tile * MB);
+                        let mut lane_bias = [0f32; MB];
+                        if let Some(b) = bias {
+                            lane_bias[..channels].copy_from_slice(&b[tile * MB..tile * MB + channels]);
+                        }
+                        let weights = &self.packed[tile * taps * MB..(tile + 1) * taps * MB];
+                        let first = (n * self.m + tile * MB) * plane + oh * ow_n;
+                        let o = out;
+                        // SAFETY: the staged rows past this output row's start hold every tap's
+                        // reads (qw and rows were sized for the last vector of the last tap of
+                        // the band's last row); the tile writes `channels` rows of ow_n outputs
+                        // at `first + ch * plane`, this task's output row in y, which outlives
+                        // the call; AVX-512 was checked at prepare time (isa() does not change).
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            tile_row(row_stage, tap_at, weights, &lane_bias, o.0.add(first), plane, channels, ow_n)
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!("stem weights are made for AVX-512 only ({row_stage:p}, {tap_at:?}, {weights:p})");
+                        for ch in 0..channels {
+                            // SAFETY: as above, this task's row of channel `tile * MB + ch`.
+                            act.apply(unsafe { std::slice::from_raw_parts_mut(o.0.add(first + ch * plane), ow_n) });
+                        }
                     }
                 }
             });
-        }
-        ctx.buffers.give(stage);
-        Ok(())
+        });
     }
 }
 
-/// Copies image `x` (`[c][h.input][w.input]`) into the zeroed `stage`, laid out
-/// `[c][rows][w.stride phases][qw]`: padded column `p` of padded row `r` at phase `p % stride`,
-/// position `p / stride`.
-fn stage_image(x: &[f32], c: usize, h: &Axis, w: &Axis, rows: usize, qw: usize, stage: &mut [f32]) {
+/// Floats of a band's staged input (see [`StemWeights::run`]).
+const BAND_FLOATS: usize = 16 * 1024;
+
+thread_local! {
+    /// This thread's staged band, kept between runs.
+    static STAGE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Copies padded rows `r0..r0 + rows` of image `x` (`[c][h.input][w.input]`) into the zeroed
+/// `stage`, laid out `[c][rows][w.stride phases][qw]`: padded column `p` of a row at phase
+/// `p % stride`, position `p / stride`.
+#[allow(clippy::too_many_arguments)]
+fn stage_band(x: &[f32], c: usize, h: &Axis, w: &Axis, r0: usize, rows: usize, qw: usize, stage: &mut [f32]) {
     let row_len = w.stride * qw;
+    let inside = h.pad_begin.max(r0)..(h.pad_begin + h.input).min(r0 + rows);
     for ci in 0..c {
-        for r in h.pad_begin..(h.pad_begin + h.input).min(rows) {
+        for r in inside.clone() {
             let src = &x[(ci * h.input + r - h.pad_begin) * w.input..][..w.input];
-            let dst = &mut stage[(ci * rows + r) * row_len..][..row_len];
+            let dst = &mut stage[(ci * rows + r - r0) * row_len..][..row_len];
+            if w.stride == 2 {
+                // Pairs of input columns: the first of each to one phase, the second to the
+                // other (a loop the compiler vectorises).
+                let (lo, hi) = dst.split_at_mut(qw);
+                let (first, second) = if w.pad_begin.is_multiple_of(2) { (lo, hi) } else { (hi, lo) };
+                let first = &mut first[w.pad_begin / 2..];
+                let second = &mut second[w.pad_begin.div_ceil(2)..];
+                let pairs = src.chunks_exact(2);
+                if let (Some(&last), Some(d)) = (pairs.remainder().first(), first.get_mut(src.len() / 2)) {
+                    *d = last;
+                }
+                for ((a, b), p) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
+                    (*a, *b) = (p[0], p[1]);
+                }
+                continue;
+            }
             for phase in 0..w.stride {
                 // The first input column landing in this phase, and where it lands.
                 let first = (phase + w.stride - w.pad_begin % w.stride) % w.stride;

@@ -270,6 +270,14 @@ fn convolutions_match_the_reference() {
             stem,
         ),
         (
+            "stem stride 2 even pad odd width",
+            [1, 3, 30, 31],
+            [9, 3, 4, 4],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[2, 2, 1, 1]))],
+            true,
+            stem,
+        ),
+        (
             "stem wide row",
             [1, 2, 5, 150],
             [17, 2, 3, 3],
