@@ -137,6 +137,9 @@ fn max_plane_with(
     vertical: impl Fn(&mut dyn Iterator<Item = &[f32]>, &mut [f32]),
     horizontal: impl Fn(&[f32], &Axis, &mut [f32]),
 ) {
+    if w.output == 0 {
+        return;
+    }
     let mut stage = [f32::NAN; SPAN];
     let window = (w.kernel - 1) * w.dilation + 1;
     let chunk = (SPAN - SLACK - window) / w.stride + 1;
