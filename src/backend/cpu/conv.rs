@@ -9,6 +9,7 @@ use super::activation::Activation;
 use super::conv_direct::{self, Direct, DirectWeights};
 use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
 use super::conv_pointwise::{self, Pointwise, PointwiseWeights};
+use super::conv_stem::StemWeights;
 use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
@@ -59,7 +60,9 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let wv = w.as_slice::<f32>()?;
     let micro = gemm::micro_for(isa());
     let depthwise = cg == 1 && mg == 1 && group > 1;
-    let direct = direct_for(graph, node, conv, &ws).then(|| DirectWeights::new(wv, [m, cg, kh, kw]));
+    let stem = StemWeights::new(wv, [m, cg, kh, kw], group, residual);
+    let direct =
+        (stem.is_none() && direct_for(graph, node, conv, &ws)).then(|| DirectWeights::new(wv, [m, cg, kh, kw]));
     let winograd = (direct.is_none() && winograd_for(graph, node, conv, &ws)).then(|| Winograd::new(wv, m, cg, &micro));
     let packed = if depthwise || winograd.is_some() || direct.is_some() {
         Vec::new()
@@ -78,6 +81,7 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     Ok(Some(Box::new(ConvKernel {
         op: node.op.clone(),
         pointwise,
+        stem,
         weights_shape: [m, cg, kh, kw],
         group,
         packed,
@@ -141,6 +145,8 @@ struct ConvKernel {
     /// For 1x1 convolutions over few input channels: the weights packed for
     /// [`conv_pointwise`], which runs them when the geometry is plain (stride 1, no padding).
     pointwise: Option<PointwiseWeights>,
+    /// For stems (few input channels, a large window): the direct kernel's weights.
+    stem: Option<StemWeights>,
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
     depthwise_weights: Vec<f32>,
     /// The weights tensor (sharing the graph's constant, not a copy), for packings made on first
@@ -198,7 +204,9 @@ impl ConvKernel {
 
 impl Kernel for ConvKernel {
     fn name(&self) -> &'static str {
-        if self.direct.is_some() {
+        if self.stem.is_some() {
+            "conv-stem"
+        } else if self.direct.is_some() {
             "conv-direct"
         } else if self.pointwise.is_some() {
             "conv-pointwise"
@@ -231,7 +239,9 @@ impl Kernel for ConvKernel {
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
         let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
-        if let Some(direct) = &self.direct {
+        if let Some(stem) = &self.stem {
+            stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, &mut y);
+        } else if let Some(direct) = &self.direct {
             let xv = x.as_slice::<f32>()?;
             let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
             let c = geo.channels;

@@ -1,9 +1,11 @@
 //! Matrix products in f32: MatMul (numpy batching and broadcasting), FusedMatMul (with bias and
 //! activation) and Gemm. A constant right operand (the weights of a linear layer) is packed once
-//! at prepare time; otherwise both operands are packed per run.
+//! at prepare time (a single row multiplies it in [`gemv`]); otherwise both operands are packed
+//! per run.
 
 use super::activation::Activation;
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackedB, Problem, Rhs};
+use super::gemv;
 use super::isa::isa;
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
@@ -134,8 +136,14 @@ impl MatMulKernel {
         }
         let mut out_shape: Vec<usize> = if self.trans_a { vec![m] } else { s[..s.len() - 1].to_vec() };
         out_shape.push(n);
-        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
         let av = a.as_slice::<f32>()?;
+        if m == 1 {
+            // One row (transposed or not, its k values are contiguous): stream the panels once.
+            let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, DType::F32)?)?;
+            gemv::run(ctx.pool, av, pb, &bias, self.act, &mut y);
+            return Ok(Some(Tensor::new(out_shape, y)?));
+        }
+        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
         let lhs = if self.trans_a { MatRef::transposed(av, m) } else { MatRef::row_major(av, k) };
         let p = Problem { m, n, k, a: Lhs::Plain(lhs), b: Rhs::Packed(pb), epilogue: self.epilogue(&bias) };
         gemm::run(ctx.pool, &self.micro, &p, &mut y, n);

@@ -20,6 +20,7 @@ pub mod conv;
 mod conv_direct;
 mod conv_narrow;
 pub mod conv_pointwise;
+mod conv_stem;
 pub mod conv_transpose;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
@@ -27,6 +28,7 @@ mod depthwise_blocked;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;
+mod gemv;
 mod int8;
 pub mod isa;
 pub mod layer_norm;

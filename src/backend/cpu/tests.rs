@@ -169,16 +169,18 @@ fn convolutions_match_the_reference() {
     // Plain 1x1 convolutions over few channels run on their own kernel where it exists.
     let pointwise = if super::conv_pointwise::available(8) { "conv-pointwise" } else { "conv-gemm" };
     let direct = if super::conv_direct::available() { "conv-direct" } else { "conv-gemm" };
+    // Stems (one group, 1..=4 input channels, a window of 3x3 or more, no residual): the direct kernel.
+    let stem = if super::isa::isa() == super::isa::Isa::Avx512 { "conv-stem" } else { "conv-gemm" };
     let cases: Vec<Case> = vec![
         ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, pointwise),
-        ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
         (
             "3x3 stride 2 dilation 2",
             [1, 4, 13, 12],
             [7, 4, 3, 3],
             vec![("strides", ints(&[2, 2])), ("dilations", ints(&[2, 2])), ("pads", ints(&[2, 1, 0, 2]))],
             false,
-            "conv-gemm",
+            stem,
         ),
         ("1x1 stride 2", [1, 6, 9, 9], [4, 6, 1, 1], vec![("strides", ints(&[2, 2]))], true, "conv-gemm"),
         (
@@ -246,10 +248,44 @@ fn convolutions_match_the_reference() {
             "conv-gemm",
         ),
         // Output rows so narrow that a panel spans more of them than the packing's table holds.
-        ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
         // A kernel wider than the packing's table, and a stride of 3.
         ("1x9 kernel", [1, 2, 5, 12], [3, 2, 1, 9], vec![("pads", ints(&[0, 4, 0, 4]))], false, "conv-gemm"),
-        ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, "conv-gemm"),
+        ("stride 3", [1, 3, 11, 14], [5, 3, 3, 3], vec![("strides", ints(&[3, 3]))], true, stem),
+        // Stems: ResNet's 7x7 stride 2 on an odd plane with channels past one tile; one input
+        // channel, dilated, stride 3 across; rows of 5 vectors (groups of 3 + 2).
+        (
+            "stem 7x7 stride 2",
+            [1, 3, 37, 45],
+            [13, 3, 7, 7],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[3, 3, 3, 3]))],
+            true,
+            stem,
+        ),
+        (
+            "stem one channel dilated",
+            [2, 1, 20, 70],
+            [8, 1, 3, 5],
+            vec![("strides", ints(&[1, 3])), ("dilations", ints(&[2, 1])), ("pads", ints(&[1, 0, 2, 4]))],
+            false,
+            stem,
+        ),
+        (
+            "stem stride 2 even pad odd width",
+            [1, 3, 30, 31],
+            [9, 3, 4, 4],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[2, 2, 1, 1]))],
+            true,
+            stem,
+        ),
+        (
+            "stem wide row",
+            [1, 2, 5, 150],
+            [17, 2, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            stem,
+        ),
         // More output channels than one tile's rows.
         ("many channels", [1, 8, 5, 7], [400, 8, 1, 1], vec![], true, pointwise),
         // Small planes over many channels and taps: the direct kernel (conv_direct.rs), with
@@ -264,9 +300,9 @@ fn convolutions_match_the_reference() {
             direct,
         ),
         (
-            "direct 7x7 stem",
-            [1, 3, 20, 20],
-            [33, 3, 7, 7],
+            "direct 7x7",
+            [1, 5, 20, 20],
+            [33, 5, 7, 7],
             vec![("strides", ints(&[2, 2])), ("pads", ints(&[3, 3, 3, 3]))],
             true,
             direct,
@@ -295,6 +331,8 @@ fn convolutions_match_the_reference() {
             inputs.push(if bias { In::Const(tensor(seed + 2, &[ws[0]])) } else { In::Absent });
             inputs.push(In::Fed(tensor(seed + 3, &out)));
             let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
+            // The stem kernel adds no residual: the GEMM's.
+            let kernel = if kernel == "conv-stem" { "conv-gemm" } else { kernel };
             assert_eq!(check(name, fused, inputs), kernel, "{name} with a residual");
         }
     }
@@ -380,6 +418,20 @@ fn matrix_products_match_the_reference() {
         let inputs = vec![In::Fed(tensor(14, &a)), In::Const(tensor(15, &b)), In::Const(tensor(16, &[11]))];
         assert_eq!(check("gemm", gemm, inputs), "matmul-packed");
     }
+    // One row (the GEMV): odd k, columns no multiple of any panel width, transposed operands,
+    // a bias of one value, fused activations.
+    for (ta, tb) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let gemm = build("Gemm", vec![("transA", Attr::Int(ta)), ("transB", Attr::Int(tb))], 3);
+        let a = if ta == 1 { [301, 1] } else { [1, 301] };
+        let b = if tb == 1 { [203, 301] } else { [301, 203] };
+        let c = if ta == 1 { tensor(22, &[1]) } else { tensor(22, &[203]) };
+        let inputs = vec![In::Fed(tensor(20, &a)), In::Const(tensor(21, &b)), In::Const(c)];
+        assert_eq!(check("gemm one row", gemm, inputs), "matmul-packed");
+    }
+    for (k, n, act) in [(1, 5, Activation::None), (2, 33, Activation::Relu), (64, 95, Activation::Gelu)] {
+        let inputs = vec![In::Fed(tensor(23, &[1, 1, k])), In::Const(tensor(24, &[k, n])), In::Const(tensor(25, &[n]))];
+        assert_eq!(check("fused matmul one row", Arc::new(FusedMatMul { act }), inputs), "matmul-packed");
+    }
     // A C that is a full matrix is the reference's.
     let gemm = build("Gemm", vec![], 3);
     let inputs = vec![In::Fed(tensor(17, &[4, 9])), In::Const(tensor(18, &[9, 11])), In::Const(tensor(19, &[4, 11]))];
@@ -451,7 +503,9 @@ fn batch_norm_and_silu_fold_into_the_convolution() {
     ];
     g.outputs = vec![out];
     let (kernels, _) = compile_and_compare(&mut g, &[&tensor(6, &xs)], 1e-5);
-    assert_eq!(kernels, ["conv-gemm"]);
+    // Three input channels under a 3x3 window: a stem, run directly where AVX-512 is.
+    let stem = super::isa::isa() == super::isa::Isa::Avx512;
+    assert_eq!(kernels, [if stem { "conv-stem" } else { "conv-gemm" }]);
 }
 
 /// Bytes spread over the whole range of the type, extremes included.
@@ -863,6 +917,22 @@ fn max_pools_match_the_reference() {
             ],
         ),
         ("stride 2 wide rows", vec![1, 2, 3, 1101], vec![("kernel_shape", ints(&[1, 3])), ("strides", ints(&[1, 2]))]),
+        // Rows staged in several chunks, the last one partly in the trailing padding.
+        (
+            "stride 1 wide rows dilated",
+            vec![1, 2, 2, 2100],
+            vec![("kernel_shape", ints(&[1, 5])), ("dilations", ints(&[1, 3])), ("pads", ints(&[0, 4, 0, 2]))],
+        ),
+        (
+            "stride 3 odd",
+            vec![1, 3, 17, 23],
+            vec![("kernel_shape", ints(&[4, 4])), ("strides", ints(&[3, 3])), ("pads", ints(&[1, 2, 2, 1]))],
+        ),
+        (
+            "stride 2 odd width, many vectors",
+            vec![1, 5, 7, 75],
+            vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+        ),
     ];
     for (i, (name, shape, attrs)) in cases.into_iter().enumerate() {
         assert_eq!(
@@ -878,6 +948,15 @@ fn max_pools_match_the_reference() {
     }
     let attrs = vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
     check("nan", build("MaxPool", attrs, 1), vec![In::Fed(Tensor::new(vec![1, 2, 6, 6], v).unwrap())]);
+    // NaN taps through the stride-2 permute: a NaN running maximum, NaN inputs, a NaN window.
+    let mut v = values(1303, 2 * 7 * 41);
+    for i in
+        (0..v.len()).filter(|i| i % 7 == 0 || i % 11 == 3 || *i < 2 || (41..44).contains(i) || (82..85).contains(i))
+    {
+        v[i] = f32::NAN;
+    }
+    let attrs = vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))];
+    check("nan stride 2", build("MaxPool", attrs, 1), vec![In::Fed(Tensor::new(vec![1, 2, 7, 41], v).unwrap())]);
     // 3-D pooling and the Indices output are the reference's.
     let attrs = vec![("kernel_shape", ints(&[2, 2, 2]))];
     check("3-d", build("MaxPool", attrs, 1), vec![In::Fed(tensor(1301, &[1, 2, 4, 4, 4]))]);

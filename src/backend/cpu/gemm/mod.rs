@@ -188,6 +188,19 @@ impl PackedB {
     pub fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
+
+    /// The panel width.
+    pub fn nr(&self) -> usize {
+        self.nr
+    }
+
+    /// Panel `p` slice by slice, as stored: `(k0, rows)` with `rows` holding rows `k0..` of the
+    /// panel, `nr` values each (zero past `n`). For the one-row product (`cpu::gemv`), which
+    /// streams them once.
+    pub fn panel_slices(&self, p: usize) -> impl Iterator<Item = (usize, &[f32])> {
+        let depth = slice_depth(self.k);
+        (0..self.k).step_by(depth).map(move |k0| (k0, self.panel(p, k0, depth.min(self.k - k0))))
+    }
 }
 
 /// A left operand already laid out as [`PackedA`] holds it (MR-row panels over all of k, the
