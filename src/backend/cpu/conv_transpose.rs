@@ -81,7 +81,9 @@ impl Kernel for ConvTransposeKernel {
         let g = three_axes(&axes)?;
         let mut out_shape = vec![batch, maps];
         out_shape.extend(axes.iter().map(|a| a.input));
-        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
+        // With a bias every output starts from it (filled below), else from zero.
+        let len = checked_len(&out_shape, DType::F32)?;
+        let mut y = if self.bias.is_some() { ctx.buffers.for_overwrite(len)? } else { ctx.buffers.zeroed(len)? };
         let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
         let taps: usize = ws[2..].iter().product();
         let (c_per_group, col_rows) = (channels / group, m_per_group * taps);
@@ -165,7 +167,8 @@ impl ConvTransposeKernel {
             let (grp, tile) = (rest / tiles, rest % tiles);
             let (r0, r1) = (tile * rows_per_tile, ((tile + 1) * rows_per_tile).min(rows));
             let n = (r1 - r0) * in_w;
-            let Ok(mut col) = ctx.buffers.zeroed(col_rows * n) else {
+            // The product writes every column.
+            let Ok(mut col) = ctx.buffers.for_overwrite(col_rows * n) else {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 return;
             };

@@ -85,7 +85,12 @@ fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: 
     let row_len = out_shape[r - 1];
     let last = &index[r - 1];
     let last_identity = last.len() == shape[r - 1] && last.iter().enumerate().all(|(i, &s)| i == s);
-    let mut y = ctx.buffers.zeroed(out_shape.iter().product())?;
+    // An integer upscale of the last axis (FPN necks: 2x, 4x, 8x) repeats each source value.
+    let factor = last.len() / shape[r - 1].max(1);
+    let repeats =
+        factor > 1 && last.len() == shape[r - 1] * factor && last.iter().enumerate().all(|(i, &s)| i / factor == s);
+    // Every row is written below.
+    let mut y = ctx.buffers.for_overwrite(out_shape.iter().product())?;
     let rows = y.len().checked_div(row_len).unwrap_or(0);
     let per_task = (CHUNK / row_len.max(1)).max(1);
     let out = SharedMut(y.as_mut_ptr());
@@ -105,6 +110,7 @@ fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: 
                     dst.copy_from_slice(unsafe { std::slice::from_raw_parts(o.0.add(p * row_len), row_len) })
                 }
                 _ if last_identity => dst.copy_from_slice(&x[src..src + row_len]),
+                _ if repeats => repeat_each(dst, &x[src..src + shape[r - 1]], factor),
                 _ => {
                     let line = &x[src..src + shape[r - 1]];
                     dst.iter_mut().zip(last).for_each(|(v, &j)| *v = line[j]);
@@ -114,6 +120,22 @@ fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: 
         }
     });
     Ok(y)
+}
+
+/// `dst[i] = line[i / factor]`: each value `factor` times, with the common factors unrolled so
+/// that the compiler writes whole vectors.
+fn repeat_each(dst: &mut [f32], line: &[f32], factor: usize) {
+    fn fixed<const F: usize>(dst: &mut [f32], line: &[f32]) {
+        for (out, &v) in dst.chunks_exact_mut(F).zip(line) {
+            out.copy_from_slice(&[v; F]);
+        }
+    }
+    match factor {
+        2 => fixed::<2>(dst, line),
+        4 => fixed::<4>(dst, line),
+        8 => fixed::<8>(dst, line),
+        _ => dst.chunks_exact_mut(factor).zip(line).for_each(|(out, &v)| out.fill(v)),
+    }
 }
 
 /// Resamples `data` (of `shape`) along `axis` with `taps`, in f32.

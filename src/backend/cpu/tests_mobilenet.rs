@@ -132,6 +132,31 @@ fn pointwise_convolutions_match_the_reference_on_random_shapes() {
     }
 }
 
+/// 1x1 convolutions on planes large enough, and with enough output and residual rows, that the
+/// pointwise kernel runs its groups of channels outermost (DBNet's neck), on odd sizes: a plane
+/// of 81x83, a partial group of 8, with and without the residual.
+#[test]
+fn pointwise_convolutions_on_large_planes_match_the_reference() {
+    for (case, (k, m, residual, act)) in
+        [(5, 67, true, Activation::None), (13, 131, false, Activation::Relu), (3, 129, true, Activation::Silu)]
+            .into_iter()
+            .enumerate()
+    {
+        let (xs, ws) = ([1, k, 81, 83], [m, k, 1, 1]);
+        let name = format!("large plane: x {xs:?} w {ws:?} residual {residual} {act:?}");
+        let seed = 6100 + case as u64 * 10;
+        let conv = build("Conv", vec![], 3);
+        let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+        inputs.push(In::Const(tensor(seed + 2, &[m])));
+        if residual {
+            inputs.push(In::Fed(tensor(seed + 3, &[1, m, 81, 83])));
+        }
+        let op = Arc::new(FusedConv { conv, residual, act });
+        let want = if super::conv_pointwise::available(k) { "conv-pointwise" } else { "conv-gemm" };
+        assert_eq!(check(&name, op, inputs), want, "{name}");
+    }
+}
+
 /// MobileNetV3's blocks: a depthwise Conv -> BatchNormalization -> `x * Clip(x + 3, 0, 6) / 6`, and
 /// a pointwise Conv -> `x * HardSigmoid(x, 1/6, 0.5)`, each compile to one fused conv.
 #[test]

@@ -51,6 +51,18 @@ fn nearest_resizes_match_the_reference() {
     let axes = || vec![("mode", s("nearest")), ("axes", ints(&[3, 2]))];
     resize(axes(), &[1, 2, 3, 5], None, Some(f32s(&[2., 3.])), None);
     resize(axes(), &[1, 2, 3, 5], None, None, Some(i64s(&[4, 7])));
+    // Integer upscales of the last axis (DBNet's neck: asymmetric, floor), each source value
+    // repeated: the unrolled factors and another one, on odd widths.
+    let neck = || vec![("mode", s("nearest")), ("nearest_mode", s("floor"))];
+    for (x, scales) in [
+        ([1, 3, 5, 7], [1., 1., 2., 2.]),
+        ([1, 2, 3, 5], [1., 1., 4., 4.]),
+        ([2, 2, 3, 9], [1., 1., 8., 8.]),
+        ([1, 3, 4, 5], [1., 1., 1., 3.]),
+        ([1, 2, 5, 3], [1., 1., 2., 5.]),
+    ] {
+        resize(neck(), &x, None, Some(f32s(&scales)), None);
+    }
     // Rank 1 and a single element.
     resize(vec![("mode", s("nearest"))], &[5], None, Some(f32s(&[2.6])), None);
     resize(vec![("mode", s("nearest"))], &[1, 1, 1, 1], None, Some(f32s(&[1., 1., 3., 2.])), None);
@@ -131,6 +143,11 @@ fn transposed_convolutions_match_the_reference() {
     // DBNet's upsampling head: 2x2 kernel, stride 2.
     conv_transpose(vec![("strides", ints(&[2, 2]))], &[1, 4, 5, 6], &[4, 3, 2, 2], true);
     conv_transpose(vec![("strides", ints(&[2, 2]))], &[2, 3, 4, 4], &[3, 1, 2, 2], false);
+    // The same with output_padding: trailing rows and columns of bias alone (or zeros).
+    for bias in [true, false] {
+        let padded = vec![("strides", ints(&[2, 2])), ("output_padding", ints(&[1, 1]))];
+        conv_transpose(padded, &[1, 3, 5, 3], &[3, 2, 2, 2], bias);
+    }
     // Overlapping taps, pads, dilations, output_padding.
     conv_transpose(vec![], &[1, 2, 5, 4], &[2, 3, 3, 3], true);
     conv_transpose(vec![("strides", ints(&[2, 3])), ("pads", ints(&[1, 0, 2, 1]))], &[1, 3, 5, 4], &[3, 2, 3, 4], true);

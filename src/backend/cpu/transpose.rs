@@ -53,7 +53,8 @@ impl Kernel for TransposeKernel {
         let inner = out_dims.last().copied().unwrap_or(1);
         let inner_stride = strides.last().copied().unwrap_or(1);
         let rows = xv.len().checked_div(inner).unwrap_or(0);
-        let mut y = ctx.buffers.zeroed(xv.len())?;
+        // Every row is written below.
+        let mut y = ctx.buffers.for_overwrite(xv.len())?;
         let per_task = (CHUNK / inner.max(1)).max(1);
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
