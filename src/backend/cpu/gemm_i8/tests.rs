@@ -105,6 +105,7 @@ fn products_match_a_plain_loop() {
             (128, 96, 40),
             (100, 192, 45),
             (64, 64, 33),
+            (261, 64, 70),
         ]
         .iter()
         .enumerate()
