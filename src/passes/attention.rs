@@ -266,12 +266,17 @@ fn softmax_over_last(graph: &Graph, k: usize) -> bool {
 
 /// Whether a mask of dims `mask` can be the Attention op's: at most 4-D, and over all the keys
 /// (the op masks the keys past a shorter mask's last axis where the Add would broadcast it). A
-/// last axis of 1 is refused; a named one is taken to be the keys' when their length is not known
-/// statically (exporters build it from the attention_mask input's sequence dim), and must be
-/// theirs when it is. Leading axes that do not broadcast are checked when the kernel runs.
+/// last axis of 1 is refused; a named one is taken to be the keys' when their length is not a
+/// known size (exporters build it from the attention_mask input's sequence dim, while the keys'
+/// may carry another name: onnx shape inference's `unk__3` after an embedding Add it could not
+/// resolve), and must be theirs when it is a size. Leading axes that do not broadcast are
+/// checked when the kernel runs.
 fn fits_scores(mask: &[Dim], scores: &[Dim; 4]) -> bool {
     let (Some(last), Some(keys)) = (mask.last(), scores.last()) else { return false };
-    let over_keys = if definite(keys) { last == keys } else { definite(last) && *last != Dim::Known(1) };
+    let over_keys = match keys {
+        Dim::Known(_) => last == keys,
+        _ => last == keys || (definite(last) && *last != Dim::Known(1)),
+    };
     mask.len() <= 4 && over_keys
 }
 
@@ -464,6 +469,20 @@ pub(crate) mod tests {
             let count = |t: &str| left.iter().filter(|n| *n == t).count();
             assert_eq!((count("Attention"), count("Softmax"), count("Transpose")), (1, 0, 0), "named dims: {left:?}");
         }
+    }
+
+    #[test]
+    fn a_named_mask_fits_keys_of_another_name_or_unknown_length() {
+        let sym = |s: &str| Dim::Symbol(s.into());
+        let scores = |keys: Dim| [sym("batch"), Dim::Known(12), keys.clone(), keys];
+        let mask = [sym("batch"), Dim::Known(1), Dim::Known(1), sym("sequence")];
+        assert!(fits_scores(&mask, &scores(sym("unk__3"))));
+        assert!(fits_scores(&mask, &scores(Dim::Unknown)));
+        assert!(fits_scores(&mask, &scores(sym("sequence"))));
+        assert!(!fits_scores(&mask, &scores(Dim::Known(128))));
+        let broadcast = [Dim::Known(1), Dim::Known(1), Dim::Known(1), Dim::Known(1)];
+        assert!(!fits_scores(&broadcast, &scores(sym("unk__3"))));
+        assert!(fits_scores(&[Dim::Known(128)], &scores(Dim::Known(128))));
     }
 
     #[test]

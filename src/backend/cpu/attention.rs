@@ -10,7 +10,7 @@
 //! `[b, h, sq, skv]`, is_causal and an explicit or default scale. Past key/value caches,
 //! `nonpad_kv_seqlen`, softcap, sliding windows and the extra outputs run the reference kernel.
 
-use super::gemm::{self, Epilogue, Lhs, MatRef, Problem, Rhs};
+use super::gemm::{self, Epilogue, Lhs, MatRef, PanelsRef, Problem, Rhs};
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
@@ -25,9 +25,14 @@ use crate::Result;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Query rows per task: a 64 x skv block of scores stays in L2 for the sequence lengths of
-/// encoders (128 keys: 32 KiB).
-const QUERY_BLOCK: usize = 64;
+/// Scores per task at most: a rows x skv block of them stays in L2 between the two products
+/// (64 KiB: all 128 queries of a 128-key encoder head, so K and V are packed once a head).
+const BLOCK_SCORES: usize = 16 * 1024;
+
+/// Query rows per task for `skv` keys: a multiple of the micro-kernel's `mr` (whole A panels).
+fn query_block(skv: usize, mr: usize) -> usize {
+    (BLOCK_SCORES / skv.max(1) / mr).max(1) * mr
+}
 
 pub fn prepare(graph: &Graph, node: &Node) -> Option<Box<dyn Kernel>> {
     let plain = node.op.downcast_ref::<Attention>()?.plain()?;
@@ -135,9 +140,20 @@ pub(super) struct Sdpa<'a> {
     pub mask: Option<Mask<'a>>,
 }
 
+/// A task's working memory: the scores block, the softmax weights and Q rows packed as GEMM
+/// A panels, the output block and each row's 1 / sum.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    probs: Vec<f32>,
+    queries: Vec<f32>,
+    acc: Vec<f32>,
+    inv_sums: Vec<f32>,
+}
+
 thread_local! {
-    /// Scores and output scratch of this thread, kept between runs.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// This thread's scratch, kept between runs.
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
 
 impl Kernel for AttentionKernel {
@@ -190,7 +206,7 @@ impl AttentionKernel {
         } else {
             (vec![batch, hq, sq, dv], Layout { batch: hq * sq * dv, head: sq * dv, pos: dv })
         };
-        let mut y = ctx.buffers.zeroed(checked_len(&y_shape, DType::F32)?)?;
+        let mut y = ctx.buffers.for_overwrite(checked_len(&y_shape, DType::F32)?)?;
         if y.is_empty() {
             return Ok(Some(Tensor::new(y_shape, y)?));
         }
@@ -220,70 +236,127 @@ impl AttentionKernel {
 /// Runs `p` for `batch` items of `heads` query heads into `y` (laid out as `p.ly` says, every
 /// element written), tasks of a head and a block of queries spread over the pool.
 pub(super) fn attend(ctx: &ExecCtx, micro: &gemm::Micro, p: &Sdpa, batch: usize, heads: usize, y: &mut [f32]) {
-    let blocks = p.sq.div_ceil(QUERY_BLOCK);
+    let rows = query_block(p.skv, micro.mr);
+    let blocks = p.sq.div_ceil(rows);
     let out = SharedMut(y.as_mut_ptr());
-    let work = QUERY_BLOCK.min(p.sq) * p.skv * (p.d + p.dv);
+    let work = rows.min(p.sq) * p.skv * (p.d + p.dv);
     ctx.pool.parallel_for_work(batch * heads * blocks, work, &|t| {
         let (bh, blk) = (t / blocks, t % blocks);
         let o = out;
-        block(micro, p, bh / heads, bh % heads, blk * QUERY_BLOCK, o);
+        let i0 = blk * rows;
+        SCRATCH.with(|s| {
+            let mut guard = s.try_borrow_mut();
+            let mut local = None;
+            let slot = match guard.as_deref_mut() {
+                Ok(slot) => slot,
+                Err(_) => &mut local,
+            };
+            let scratch = slot.get_or_insert_with(Scratch::default);
+            block(micro, p, bh / heads, bh % heads, i0..(i0 + rows).min(p.sq), scratch, o);
+        });
     });
 }
 
-/// Query rows `i0..` (a block) of head `h` of batch item `b`, written into `y`.
-fn block(micro: &gemm::Micro, p: &Sdpa, b: usize, h: usize, i0: usize, y: SharedMut) {
-    let rows = QUERY_BLOCK.min(p.sq - i0);
-    let (skv, dv) = (p.skv, p.dv);
+/// Keys read as the columns of Kᵀ, for the scores product: B panels written from K's rows
+/// (one key's features are contiguous), instead of a gather along each feature.
+struct KeysT<'a> {
+    k: &'a [f32],
+    /// Distance between two keys.
+    pos: usize,
+}
+
+impl gemm::PackB for KeysT<'_> {
+    fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]) {
+        let valid = nr.min(n - n0);
+        let out = &mut out[..kc * nr];
+        for j in 0..valid {
+            let key = &self.k[(n0 + j) * self.pos + k0..][..kc];
+            out.chunks_exact_mut(nr).zip(key).for_each(|(o, &v)| o[j] = v);
+        }
+        if valid < nr {
+            out.chunks_exact_mut(nr).for_each(|o| o[valid..].fill(0.0));
+        }
+    }
+}
+
+/// Row `r` (of `k` values) written into GEMM A panels of `mr` rows (k-major within a panel).
+fn into_panels(row: &[f32], r: usize, mr: usize, panels: &mut [f32]) {
+    let k = row.len();
+    let (p, lane) = (r / mr, r % mr);
+    let panel = &mut panels[p * mr * k..(p + 1) * mr * k];
+    panel.chunks_exact_mut(mr).zip(row).for_each(|(o, &v)| o[lane] = v);
+}
+
+/// Query rows `rows` of head `h` of batch item `b`, written into `y`.
+fn block(
+    micro: &gemm::Micro,
+    p: &Sdpa,
+    b: usize,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    s: &mut Scratch,
+    y: SharedMut,
+) {
+    let (i0, m) = (rows.start, rows.len());
+    let (skv, d, dv, mr) = (p.skv, p.d, p.dv, micro.mr);
     let kvh = h / p.group;
-    SCRATCH.with(|s| {
-        let mut guard = s.try_borrow_mut();
-        let mut local = (Vec::new(), Vec::new());
-        let (scores, acc) = match guard.as_deref_mut() {
-            Ok((a, b)) => (a, b),
-            Err(_) => (&mut local.0, &mut local.1),
-        };
-        scores.resize(rows * skv, 0.0);
-        acc.resize(rows * dv, 0.0);
-        // scores = Q_block · Kᵀ: K rows are keys, so Kᵀ is K read with swapped strides.
-        let (q0, k0, v0) = (p.lq.at(b, h, i0), p.lk.at(b, kvh, 0), p.lv.at(b, kvh, 0));
-        let qm = MatRef { data: &p.q[q0..], rs: p.lq.pos, cs: 1 };
-        let kt = MatRef { data: &p.k[k0..], rs: 1, cs: p.lk.pos };
-        let product =
-            Problem { m: rows, n: skv, k: p.d, a: Lhs::Plain(qm), b: Rhs::Plain(kt), epilogue: Epilogue::default() };
-        gemm::run_serial(micro, &product, scores, skv);
-        let mut inv_sums = [0f32; QUERY_BLOCK];
-        for (r, row) in scores.chunks_exact_mut(skv).enumerate() {
-            let i = i0 + r;
-            // Keys past `limit` are masked: the causal mask, or a mask shorter than the keys.
-            let mut limit = if p.causal { (i + 1).min(skv) } else { skv };
-            // A mask's last axis is contiguous (only its leading axes broadcast).
-            let row_bias = p.mask.as_ref().map(|m| {
-                limit = limit.min(m.len);
-                let base = b * m.strides[0] + h * m.strides[1] + i * m.strides[2];
-                &m.bias[base..base + limit]
-            });
-            inv_sums[r] = exponentiate(row, limit, p.scale, row_bias);
-        }
-        // acc = exp(scores) · V, then each row divided by its sum.
-        let vm = MatRef { data: &p.v[v0..], rs: p.lv.pos, cs: 1 };
-        let product = Problem {
-            m: rows,
-            n: dv,
-            k: skv,
-            a: Lhs::Plain(MatRef::row_major(scores, skv)),
-            b: Rhs::Plain(vm),
-            epilogue: Epilogue::default(),
-        };
-        gemm::run_serial(micro, &product, acc, dv);
-        for (r, row) in acc.chunks_exact(dv).enumerate() {
-            let start = p.ly.at(b, h, i0 + r);
-            // SAFETY: the output row of this head and query belongs to this task alone
-            // (tasks split heads and query blocks), and lies inside y (the layout's bound).
-            let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(start), dv) };
-            let inv = inv_sums[r];
-            out.iter_mut().zip(row).for_each(|(o, &a)| *o = a * inv);
-        }
-    });
+    let padded = m.div_ceil(mr) * mr;
+    s.scores.resize(m * skv, 0.0);
+    s.acc.resize(m * dv, 0.0);
+    s.inv_sums.resize(m, 0.0);
+    // Rows past m in a last, partial panel are zero (their products are computed and dropped).
+    for (panels, k) in [(&mut s.queries, d), (&mut s.probs, skv)] {
+        panels.resize(padded * k, 0.0);
+        panels[m / mr * mr * k..].fill(0.0);
+    }
+    let (q0, k0, v0) = (p.lq.at(b, h, i0), p.lk.at(b, kvh, 0), p.lv.at(b, kvh, 0));
+    for r in 0..m {
+        let q = &p.q[q0 + r * p.lq.pos..][..d];
+        into_panels(q, r, mr, &mut s.queries);
+    }
+    // scores = Q_block · Kᵀ.
+    let keys = KeysT { k: &p.k[k0..], pos: p.lk.pos };
+    let product = Problem {
+        m,
+        n: skv,
+        k: d,
+        a: Lhs::Panels(PanelsRef { m, k: d, data: &s.queries }),
+        b: Rhs::Source(&keys),
+        epilogue: Epilogue::default(),
+    };
+    gemm::run_serial(micro, &product, &mut s.scores, skv);
+    for (r, row) in s.scores.chunks_exact_mut(skv).enumerate() {
+        let i = i0 + r;
+        // Keys past `limit` are masked: the causal mask, or a mask shorter than the keys.
+        let mut limit = if p.causal { (i + 1).min(skv) } else { skv };
+        // A mask's last axis is contiguous (only its leading axes broadcast).
+        let row_bias = p.mask.as_ref().map(|mk| {
+            limit = limit.min(mk.len);
+            let base = b * mk.strides[0] + h * mk.strides[1] + i * mk.strides[2];
+            &mk.bias[base..base + limit]
+        });
+        s.inv_sums[r] = exponentiate(row, limit, p.scale, row_bias);
+        into_panels(row, r, mr, &mut s.probs);
+    }
+    // acc = exp(scores) · V, then each row divided by its sum.
+    let vm = MatRef { data: &p.v[v0..], rs: p.lv.pos, cs: 1 };
+    let product = Problem {
+        m,
+        n: dv,
+        k: skv,
+        a: Lhs::Panels(PanelsRef { m, k: skv, data: &s.probs }),
+        b: Rhs::Plain(vm),
+        epilogue: Epilogue::default(),
+    };
+    gemm::run_serial(micro, &product, &mut s.acc, dv);
+    for (r, row) in s.acc.chunks_exact(dv).enumerate() {
+        let start = p.ly.at(b, h, i0 + r);
+        // SAFETY: the output row of this head and query belongs to this task alone
+        // (tasks split heads and query blocks), and lies inside y (the layout's bound).
+        let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(start), dv) };
+        let inv = s.inv_sums[r];
+        out.iter_mut().zip(row).for_each(|(o, &a)| *o = a * inv);
+    }
 }
 
 /// Turns a row of raw scores into unnormalised softmax weights in place: `x = s * scale + bias`
@@ -296,12 +369,12 @@ fn exponentiate(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>)
         Isa::Avx512 => unsafe { x86::exponentiate_avx512(row, limit, scale, bias) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::exponentiate_avx2(row, limit, scale, bias) },
-        _ => exponentiate_generic(row, limit, scale, bias),
+        _ => exponentiate_generic::<false>(row, limit, scale, bias),
     }
 }
 
 #[inline(always)]
-fn exponentiate_generic(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
+fn exponentiate_generic<const FMA: bool>(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
     let (live, dead) = row.split_at_mut(limit);
     dead.iter_mut().for_each(|x| *x = 0.0);
     match bias {
@@ -313,7 +386,7 @@ fn exponentiate_generic(row: &mut [f32], limit: usize, scale: f32, bias: Option<
         live.iter_mut().for_each(|x| *x = 0.0);
         return 0.0;
     }
-    1.0 / exp_shifted_sum(live, max)
+    1.0 / exp_shifted_sum::<FMA>(live, max)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -322,12 +395,12 @@ mod x86 {
     /// Needs AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn exponentiate_avx512(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
-        super::exponentiate_generic(row, limit, scale, bias)
+        super::exponentiate_generic::<true>(row, limit, scale, bias)
     }
     /// # Safety
     /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exponentiate_avx2(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
-        super::exponentiate_generic(row, limit, scale, bias)
+        super::exponentiate_generic::<true>(row, limit, scale, bias)
     }
 }

@@ -234,7 +234,8 @@ impl MatMulIntegerKernel {
                 bytes_tensor(out_shape, *dtype, y)?
             }
             Epilogue::Float(f) => {
-                let mut y = ctx.buffers.zeroed(len)?;
+                // Every element is written (each row of each panel through the epilogue).
+                let mut y = ctx.buffers.for_overwrite(len)?;
                 let scales;
                 let scale = match &f.column_scales {
                     Some(s) => s,

@@ -138,49 +138,94 @@ fn normalize(row: &mut [f32], log: bool) {
         Isa::Avx512 => unsafe { x86::normalize_avx512(row, log) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::normalize_avx2(row, log) },
-        _ => normalize_generic(row, log),
+        _ => normalize_generic::<false>(row, log),
     }
 }
 
-/// The largest value of `row` (-inf for none), kept in 16 lanes that vectorise.
+/// The largest value of `row` (-inf for none), kept in 16 lanes that vectorise. A plain
+/// comparison rather than `f32::max`, whose NaN rule kept the loop scalar; a NaN is passed over
+/// here and still makes its row NaN through the exponentials.
 #[inline(always)]
 pub(super) fn lanes_max(row: &[f32]) -> f32 {
+    let bigger = |a: f32, b: f32| if b > a { b } else { a };
     let mut m = [f32::NEG_INFINITY; 16];
     let chunks = row.chunks_exact(16);
     for (i, &v) in chunks.remainder().iter().enumerate() {
-        m[i] = m[i].max(v);
+        m[i] = bigger(m[i], v);
     }
     for c in chunks {
         for i in 0..16 {
-            m[i] = m[i].max(c[i]);
+            m[i] = bigger(m[i], c[i]);
         }
     }
-    m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    m.iter().fold(f32::NEG_INFINITY, |a, &b| bigger(a, b))
 }
 
 /// `row[i] = exp(row[i] - max)` in place, returning their sum (added in 16 lanes, so it
-/// vectorises); the softmax kernel and the attention kernel's softmax share it.
+/// vectorises); the softmax kernel and the attention kernel's softmax share it. `FMA` says
+/// whether the caller runs with fused multiply-add (else `mul_add` would be a libm call).
 #[inline(always)]
-pub(super) fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
+pub(super) fn exp_shifted_sum<const FMA: bool>(row: &mut [f32], max: f32) -> f32 {
     let mut s = [0f32; 16];
     let mut chunks = row.chunks_exact_mut(16);
     for c in &mut chunks {
         for i in 0..16 {
-            c[i] = exp(c[i] - max);
+            c[i] = exp_nonpositive::<FMA>(c[i] - max);
             s[i] += c[i];
         }
     }
     for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
-        *v = exp(*v - max);
+        *v = exp_nonpositive::<FMA>(*v - max);
         s[i] += *v;
     }
     s.iter().sum()
 }
 
+#[inline(always)]
+fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// e^x for x <= 0 (a softmax's shifted scores; NaN stays NaN), cheaper than the general
+/// [`exp`]: no upper bound to guard, n rounded by the 1.5 * 2^23 shift whose low bits are then
+/// n itself, the polynomial in fused multiply-adds. Below -87.3 the result is 0 (2^n x the
+/// polynomial could be subnormal there, which costs a microcode assist per vector); relative
+/// error about 2e-7 elsewhere.
+#[inline(always)]
+fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    // A comparison, not f32::max, so that a NaN passes through.
+    let xc = if x < -87.3 { -87.3 } else { x };
+    let t = fmadd::<FMA>(xc, std::f32::consts::LOG2_E, SHIFT);
+    let n = t - SHIFT;
+    // x - n ln2 in two parts for precision.
+    let r = fmadd::<FMA>(n, -0.693_359_4, xc);
+    let r = fmadd::<FMA>(n, 2.121_944_4e-4, r);
+    let p = 1.987_569_1e-4_f32;
+    let p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
+    let p = fmadd::<FMA>(p, r, 8.333_452e-3);
+    let p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
+    let p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
+    let p = fmadd::<FMA>(p, r, 5e-1);
+    let e = fmadd::<FMA>(p * r, r, r) + 1.0;
+    // n is in -126..=0 here: its low bits, plus the bias, are the exponent of 2^n.
+    let bits = t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
+    let y = e * f32::from_bits(bits);
+    if x < -87.3 {
+        0.0
+    } else {
+        y
+    }
+}
+
 /// One lane in place; subtracting the max first keeps every exponent <= 0. Sums in 16 lanes of
 /// f32 (the reference sums in f64; the difference is far inside the tolerance).
 #[inline(always)]
-fn normalize_generic(row: &mut [f32], log: bool) {
+fn normalize_generic<const FMA: bool>(row: &mut [f32], log: bool) {
     let max = lanes_max(row);
     if log {
         let mut s = [0f32; 16];
@@ -196,8 +241,41 @@ fn normalize_generic(row: &mut [f32], log: bool) {
         let shift = max + s.iter().sum::<f32>().ln();
         row.iter_mut().for_each(|v| *v -= shift);
     } else {
-        let inv = 1.0 / exp_shifted_sum(row, max);
+        let inv = 1.0 / exp_shifted_sum::<FMA>(row, max);
         row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The softmax exponential against f64's, with and without fused multiply-adds, across
+    /// its whole range, the cut to 0 below -87.3, and NaN.
+    #[test]
+    fn exp_nonpositive_matches_f64() {
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 4.4e-4;
+            let want = (x as f64).exp();
+            for got in [exp_nonpositive::<false>(x), exp_nonpositive::<true>(x)] {
+                if x < -87.3 {
+                    assert_eq!(got, 0.0, "exp({x})");
+                } else {
+                    assert!(got.is_normal() && ((got as f64 - want) / want).abs() < 4e-7, "exp({x}) = {got} vs {want}");
+                }
+            }
+        }
+        assert_eq!(exp_nonpositive::<true>(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive::<true>(f32::NAN).is_nan() && exp_nonpositive::<false>(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn lanes_max_of_odd_lengths() {
+        for len in [0usize, 1, 5, 16, 17, 40] {
+            let row: Vec<f32> = (0..len).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let want = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(lanes_max(&row), want, "len {len}");
+        }
     }
 }
 
@@ -207,13 +285,13 @@ mod x86 {
     /// Needs AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn normalize_avx512(row: &mut [f32], log: bool) {
-        super::normalize_generic(row, log)
+        super::normalize_generic::<true>(row, log)
     }
     /// # Safety
     /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn normalize_avx2(row: &mut [f32], log: bool) {
-        super::normalize_generic(row, log)
+        super::normalize_generic::<true>(row, log)
     }
     /// # Safety
     /// Needs AVX-512F.

@@ -49,14 +49,18 @@ impl Kernel for ActivationKernel {
         if self.takes_bias && inputs.get(1).copied().flatten().is_some() {
             return self.with_bias(ctx, x, inputs);
         }
-        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
+        // Each task copies its chunk and applies the activation while the copy is in cache
+        // (a copy of the whole input first was a pass over memory of its own).
+        let xv = x.as_slice::<f32>()?;
+        let mut y = ctx.buffers.for_overwrite(xv.len())?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(len.div_ceil(CHUNK), &|i| {
             let o = out;
             let start = i * CHUNK;
-            // SAFETY: each task applies the activation to its own chunk of y.
+            // SAFETY: each task writes its own chunk of y.
             let chunk = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), CHUNK.min(len - start)) };
+            chunk.copy_from_slice(&xv[start..start + chunk.len()]);
             self.act.apply(chunk);
         });
         Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])

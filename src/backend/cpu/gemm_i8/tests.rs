@@ -105,6 +105,7 @@ fn products_match_a_plain_loop() {
             (128, 96, 40),
             (100, 192, 45),
             (64, 64, 33),
+            (261, 64, 70),
         ]
         .iter()
         .enumerate()
@@ -192,5 +193,16 @@ fn the_byte_epilogue_requantizes_each_row() {
                 assert_eq!(got, want, "{:?} zero point {} at {e}", micro.isa, q.zero_point);
             }
         }
+    }
+}
+
+#[test]
+fn row_sums_match_a_plain_fold() {
+    for (case, lda) in [1usize, 4, 31, 32, 33, 100, 384, 1000].into_iter().enumerate() {
+        let a = bytes(case + 7, 5 * lda);
+        let mut got = vec![0; 5];
+        row_sums(&a, lda, &mut got);
+        let want: Vec<i32> = a.chunks_exact(lda).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
+        assert_eq!(got, want, "lda {lda}");
     }
 }
