@@ -525,6 +525,24 @@ pub fn run_serial_columns(micro: &Micro, p: &Problem, cols: std::ops::Range<usiz
     }
 }
 
+/// Asks for share `i` of `parts` of `data`'s cache lines to be brought into L2.
+#[inline(always)]
+fn prefetch_share(data: &[f32], i: usize, parts: usize) {
+    const LINE: usize = 16;
+    let lines = data.len().div_ceil(LINE);
+    let per = lines.div_ceil(parts);
+    for l in (i * per..((i + 1) * per).min(lines)).map(|l| l * LINE) {
+        // SAFETY: a prefetch has no effect on memory; the address is inside `data`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use std::arch::x86_64::*;
+            _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(l).cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = l;
+    }
+}
+
 /// One task: rows `m0..m0+mc`, columns `n0..n0+nc` of C, whose top-left element is `c`.
 #[allow(clippy::too_many_arguments)]
 fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, c: *mut f32, ldc: usize) {
@@ -573,7 +591,16 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                     }
                 };
                 let cols = nr.min(nc - j * nr);
+                // A prepacked B (a MatMul's weights) comes from memory: the next panel is asked
+                // for while this one's products run, a share of its lines per A panel.
+                let next_b = match &p.b {
+                    Rhs::Packed(b) if j + 1 < np => Some(b.panel((n0 / nr) + j + 1, k0, kc)),
+                    _ => None,
+                };
                 for i in 0..mp {
+                    if let Some(next) = next_b {
+                        prefetch_share(next, i, mp);
+                    }
                     let ap = match &p.a {
                         Lhs::Packed(a) => a.panel((m0 / mr) + i, k0, kc),
                         Lhs::Plain(_) => &abuf[i * mr * kc..(i + 1) * mr * kc],
