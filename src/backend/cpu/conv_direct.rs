@@ -105,40 +105,52 @@ impl DirectWeights {
             let blocks = self.m.div_ceil(BLOCK);
             let ys = SharedMut(y.as_mut_ptr());
             let k = self.c * self.kh * self.kw;
-            // A task is one output row of one channel block; tasks of a block run one after
-            // another, so its weights stay in cache.
-            pool.parallel_for_work(blocks * oh, ow * BLOCK * k, &|t| {
-                let (b, oy) = (t / oh, t % oh);
-                let out = ys;
-                let weights = &self.packed[b * k * BLOCK..(b + 1) * k * BLOCK];
-                let mut ox = 0;
-                while ox < ow {
-                    let pixels = MAX_PIXELS.min(ow - ox);
-                    let mut tile = [0f32; MAX_PIXELS * BLOCK];
-                    let origin = (oy * h.stride) * pw + ox * w.stride;
-                    let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
-                    // SAFETY: AVX-512 was checked when this kernel was chosen; the tile's taps lie
-                    // inside the padded planes (ph x pw cover every tap of every output).
-                    unsafe { tile_sums(pixels, &geo, &xp[origin..], weights, &mut tile) };
-                    let rows = BLOCK.min(self.m - b * BLOCK);
-                    let pix0 = oy * ow + ox;
-                    for r in 0..rows {
-                        let ch = b * BLOCK + r;
-                        // SAFETY: each task writes its own channel block's pixels of row oy.
-                        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(ch * oh * ow + pix0), pixels) };
-                        for (p, o) in row.iter_mut().enumerate() {
-                            *o = tile[p * BLOCK + r];
-                        }
-                    }
-                    let epilogue =
-                        Epilogue { bias: d.bias.map_or(Bias::None, Bias::PerRow), residual: d.residual, act: d.act };
-                    // SAFETY: as above: the block's rows, this tile's columns.
-                    let c = unsafe { out.0.add(b * BLOCK * oh * ow + pix0) };
-                    epilogue.apply(c, oh * ow, b * BLOCK, rows, pix0, pixels);
-                    ox += pixels;
+            // A task is a band of output rows of one channel block. With blocks enough for
+            // every thread, a band is the whole plane: each thread then reads only its own
+            // blocks' weights from memory (rows of one block on two threads read them twice).
+            let band = if blocks >= 2 * pool.threads() { oh } else { 1 };
+            let bands = oh.div_ceil(band);
+            pool.parallel_for_work(blocks * bands, band * ow * BLOCK * k, &|t| {
+                let (b, first) = (t / bands, (t % bands) * band);
+                for oy in first..(first + band).min(oh) {
+                    self.row(d, xp, (ph, pw), b, oy, ys);
                 }
             });
         });
+    }
+
+    /// Output row `oy` of channel block `b`, from the padded planes `xp` (`ph x pw` each), into
+    /// the output at `out`.
+    fn row(&self, d: &Direct, xp: &[f32], (ph, pw): (usize, usize), b: usize, oy: usize, out: SharedMut) {
+        let (h, w) = (d.h, d.w);
+        let (oh, ow) = (h.output, w.output);
+        let k = self.c * self.kh * self.kw;
+        let weights = &self.packed[b * k * BLOCK..(b + 1) * k * BLOCK];
+        let rows = BLOCK.min(self.m - b * BLOCK);
+        let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
+        let epilogue = Epilogue { bias: d.bias.map_or(Bias::None, Bias::PerRow), residual: d.residual, act: d.act };
+        let mut ox = 0;
+        while ox < ow {
+            let pixels = MAX_PIXELS.min(ow - ox);
+            let mut tile = [0f32; MAX_PIXELS * BLOCK];
+            let origin = (oy * h.stride) * pw + ox * w.stride;
+            // SAFETY: AVX-512 was checked when this kernel was chosen; the tile's taps lie inside
+            // the padded planes (ph x pw cover every tap of every output).
+            unsafe { tile_sums(pixels, &geo, &xp[origin..], weights, &mut tile) };
+            let pix0 = oy * ow + ox;
+            for r in 0..rows {
+                let ch = b * BLOCK + r;
+                // SAFETY: each task writes its own channel block's pixels of its rows.
+                let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(ch * oh * ow + pix0), pixels) };
+                for (p, o) in row.iter_mut().enumerate() {
+                    *o = tile[p * BLOCK + r];
+                }
+            }
+            // SAFETY: as above: the block's rows, this tile's columns.
+            let c = unsafe { out.0.add(b * BLOCK * oh * ow + pix0) };
+            epilogue.apply(c, oh * ow, b * BLOCK, rows, pix0, pixels);
+            ox += pixels;
+        }
     }
 }
 
