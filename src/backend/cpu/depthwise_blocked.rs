@@ -135,7 +135,8 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
     assert!(p.residual.is_none_or(|r| r.len() >= planes * out_plane));
     let g = Padded::new(h, w);
     // Where each tap reads in the input block, relative to its output pixel's first read.
-    let offsets: Vec<usize> =
+    // Inline for windows up to 8x8, so a run allocates nothing.
+    let offsets: smallvec::SmallVec<[usize; 64]> =
         (0..taps).map(|k| ((k / w.kernel) * h.dilation * g.cols + (k % w.kernel) * w.dilation) * LANES).collect();
     let per_image = p.channels.div_ceil(LANES);
     let out = SharedMut(y.as_mut_ptr());
@@ -145,7 +146,7 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
         let block = Block {
             p,
             g: &g,
-            offsets: &offsets,
+            offsets: &offsets[..],
             plane0: b / per_image * p.channels + c0,
             c0,
             lanes: LANES.min(p.channels - c0),
