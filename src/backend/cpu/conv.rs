@@ -106,9 +106,11 @@ fn direct_for(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> bool {
     let plane = shape.and_then(|s| {
         let h = window.forward_axis(0, s[2].known()?, ws[2]).ok()?;
         let w = window.forward_axis(1, s[3].known()?, ws[3]).ok()?;
-        Some((h.output * w.output, w.output))
+        // Hostile shapes overflow; they never take this kernel.
+        Some((h.output.checked_mul(w.output)?, w.output))
     });
-    conv.attrs.group == 1 && plane.is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2] * ws[3], pixels, width))
+    conv.attrs.group == 1
+        && plane.is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width))
 }
 
 /// Whether `node` (weights of shape `ws`) runs by Winograd: a 3x3 window of stride 1 without
@@ -238,6 +240,10 @@ impl Kernel for ConvKernel {
             (true, Some(r)) if r.shape() == out_shape => Some(r.as_slice::<f32>()?),
             (true, _) => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
+        if self.direct.as_ref().is_some_and(|d| !d.padding_fits(geo.h, geo.w)) {
+            // The direct kernel would copy a vastly padded input; nothing else is prepared.
+            return Reference { op: self.op.clone() }.run(ctx, inputs);
+        }
         let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
         if let Some(stem) = &self.stem {
             stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, &mut y);

@@ -67,6 +67,20 @@ impl DirectWeights {
     }
 }
 
+impl DirectWeights {
+    /// Whether the zero-bordered copy of an input of this geometry stays near the input's own
+    /// size: huge pads with a huge stride (a hostile model) would make it unbounded.
+    pub fn padding_fits(&self, h: Axis, w: Axis) -> bool {
+        let side = |a: Axis| {
+            let last = a.output.checked_sub(1)?.checked_mul(a.stride)?;
+            last.checked_add(a.kernel.checked_sub(1)?.checked_mul(a.dilation)?)?.checked_add(1)
+        };
+        let padded = side(h).zip(side(w)).and_then(|(ph, pw)| ph.checked_mul(pw)?.checked_mul(self.c));
+        let input = self.c.saturating_mul(h.input).saturating_mul(w.input);
+        padded.is_some_and(|p| p <= input.saturating_mul(4).saturating_add(1 << 16))
+    }
+}
+
 /// One image's run: `x` is C planes of `h.input x w.input`, `y` (and `residual`) M planes of
 /// `h.output x w.output`.
 pub struct Direct<'a> {
