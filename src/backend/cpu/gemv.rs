@@ -38,7 +38,9 @@ pub fn run(pool: &ThreadPool, a: &[f32], b: &PackedB, bias: &[f32], act: Activat
     });
 }
 
-/// `acc[j] += sum over i of a[i] * panel[i * nr + j]`, `nr = acc.len()`.
+/// `acc[j] += sum over i of a[i] * panel[i * nr + j]`, `nr = acc.len()`: one k slice. The sum
+/// runs in the GEMM micro-kernel's order (one chain per column from zero, fused where its kernel
+/// fuses), so a batch of one gives bit for bit what the same row gives inside a larger batch.
 fn dot_panel(a: &[f32], panel: &[f32], acc: &mut [f32]) {
     match (isa(), acc.len()) {
         // SAFETY: isa() names only instruction sets this CPU runs.
@@ -47,33 +49,34 @@ fn dot_panel(a: &[f32], panel: &[f32], acc: &mut [f32]) {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, 16) => unsafe { dot_panel16_avx2(a, panel, acc) },
-        (_, 16) => dot_panel_fixed::<16>(a, panel, acc),
-        (_, 8) => dot_panel_fixed::<8>(a, panel, acc),
+        // The portable micro-kernel multiplies and adds; NEON's fuses.
+        #[cfg(not(target_arch = "aarch64"))]
+        (_, 16) => dot_panel_chain::<16, false>(a, panel, acc),
+        #[cfg(target_arch = "aarch64")]
+        (_, 8) => dot_panel_chain::<8, true>(a, panel, acc),
         _ => {
             let nr = acc.len();
+            let mut sums = [0f32; 64];
             for (&ai, row) in a.iter().zip(panel.chunks_exact(nr)) {
-                acc.iter_mut().zip(row).for_each(|(c, &b)| *c += ai * b);
+                sums.iter_mut().zip(row).for_each(|(c, &b)| *c += ai * b);
             }
+            acc.iter_mut().zip(sums).for_each(|(c, s)| *c += s);
         }
     }
 }
 
-/// [`dot_panel`] for panels of `NR` columns: two sums (even and odd rows of the panel) so that
-/// consecutive multiply-adds do not wait on each other.
+/// [`dot_panel`] for panels of `NR` columns, with fused multiply-adds or not.
 #[inline(always)]
-fn dot_panel_fixed<const NR: usize>(a: &[f32], panel: &[f32], acc: &mut [f32]) {
-    let mut sums = [[0f32; NR]; 2];
-    let pairs = a.len() / 2;
-    for (ai, rows) in a.chunks_exact(2).zip(panel.chunks_exact(2 * NR)) {
-        for (s, (&v, row)) in sums.iter_mut().zip(ai.iter().zip(rows.chunks_exact(NR))) {
-            s.iter_mut().zip(row).for_each(|(c, &b)| *c = v.mul_add(b, *c));
+fn dot_panel_chain<const NR: usize, const FUSED: bool>(a: &[f32], panel: &[f32], acc: &mut [f32]) {
+    let mut sums = [0f32; NR];
+    for (&v, row) in a.iter().zip(panel.chunks_exact(NR)) {
+        if FUSED {
+            sums.iter_mut().zip(row).for_each(|(c, &b)| *c = v.mul_add(b, *c));
+        } else {
+            sums.iter_mut().zip(row).for_each(|(c, &b)| *c += v * b);
         }
     }
-    if a.len() % 2 == 1 {
-        let (v, row) = (a[2 * pairs], &panel[2 * pairs * NR..(2 * pairs + 1) * NR]);
-        sums[0].iter_mut().zip(row).for_each(|(c, &b)| *c = v.mul_add(b, *c));
-    }
-    acc.iter_mut().zip(sums[0].iter().zip(&sums[1])).for_each(|(c, (s0, s1))| *c += s0 + s1);
+    acc.iter_mut().zip(sums).for_each(|(c, s)| *c += s);
 }
 
 /// # Safety
@@ -81,11 +84,10 @@ fn dot_panel_fixed<const NR: usize>(a: &[f32], panel: &[f32], acc: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_panel16_avx2(a: &[f32], panel: &[f32], acc: &mut [f32]) {
-    dot_panel_fixed::<16>(a, panel, acc)
+    dot_panel_chain::<16, true>(a, panel, acc)
 }
 
-/// [`dot_panel`] for the AVX-512 GEMM's 32-column panels: four accumulators (two vectors of
-/// columns, even and odd rows).
+/// [`dot_panel`] for the AVX-512 GEMM's 32-column panels: two vectors of columns.
 ///
 /// # Safety
 /// Needs AVX-512F.
@@ -94,22 +96,10 @@ unsafe fn dot_panel16_avx2(a: &[f32], panel: &[f32], acc: &mut [f32]) {
 unsafe fn dot_panel32_avx512(a: &[f32], panel: &[f32], acc: &mut [f32]) {
     use std::arch::x86_64::*;
     assert!(panel.len() == a.len() * 32 && acc.len() == 32);
-    let z = _mm512_setzero_ps();
-    let (mut c0, mut c1, mut c2, mut c3) = (z, z, z, z);
-    let pairs = a.len() / 2;
-    // SAFETY (loads): each chunk of the panel holds 64 (or 32) floats, the reads' extent.
-    for (ai, rows) in a.chunks_exact(2).zip(panel.chunks_exact(64)) {
-        let r = rows.as_ptr();
-        let (a0, a1) = (_mm512_set1_ps(ai[0]), _mm512_set1_ps(ai[1]));
-        unsafe {
-            c0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r), c0);
-            c1 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r.add(16)), c1);
-            c2 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(r.add(32)), c2);
-            c3 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(r.add(48)), c3);
-        }
-    }
-    if a.len() % 2 == 1 {
-        let (v, r) = (_mm512_set1_ps(a[2 * pairs]), panel[2 * pairs * 32..].as_ptr());
+    let (mut c0, mut c1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (&v, row) in a.iter().zip(panel.chunks_exact(32)) {
+        let (v, r) = (_mm512_set1_ps(v), row.as_ptr());
+        // SAFETY: each chunk of the panel holds 32 floats.
         unsafe {
             c0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(r), c0);
             c1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(r.add(16)), c1);
@@ -117,8 +107,8 @@ unsafe fn dot_panel32_avx512(a: &[f32], panel: &[f32], acc: &mut [f32]) {
     }
     // SAFETY: acc holds 32 floats.
     unsafe {
-        let sum0 = _mm512_add_ps(_mm512_loadu_ps(acc.as_ptr()), _mm512_add_ps(c0, c2));
-        let sum1 = _mm512_add_ps(_mm512_loadu_ps(acc.as_ptr().add(16)), _mm512_add_ps(c1, c3));
+        let sum0 = _mm512_add_ps(c0, _mm512_loadu_ps(acc.as_ptr()));
+        let sum1 = _mm512_add_ps(c1, _mm512_loadu_ps(acc.as_ptr().add(16)));
         _mm512_storeu_ps(acc.as_mut_ptr(), sum0);
         _mm512_storeu_ps(acc.as_mut_ptr().add(16), sum1);
     }
