@@ -13,6 +13,7 @@ use super::conv_stem::StemWeights;
 use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
+use super::pool::SharedMut;
 use super::winograd::{self, Winograd};
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
@@ -290,15 +291,34 @@ impl Kernel for ConvKernel {
 
 impl ConvKernel {
     fn gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, residual: Option<&[f32]>, y: &mut [f32]) {
+        let [_, _, kh, kw] = self.weights_shape;
+        let out_plane = geo.h.output * geo.w.output;
+        if residual.is_none() && prefers_transposed(&self.micro, out_plane) {
+            return self.narrow_gemm(ctx, x, batch, geo, y);
+        }
+        if let Some(kept) = subsampled_pointwise(&geo, kh, kw) {
+            // A strided 1x1 conv (ResNet's downsampling shortcuts) reads one pixel in stride²:
+            // they are gathered once into planes of their own and the product reads those as a
+            // stride-1 conv's image (gathering them again per panel was 1.3-1.4x slower).
+            let Ok(mut planes) = ctx.buffers.for_overwrite(batch * geo.channels * out_plane) else {
+                return self.gemm_on(ctx, x, batch, geo, residual, y);
+            };
+            subsample(ctx, x, batch * geo.channels, geo, &mut planes);
+            self.gemm_on(ctx, &planes, batch, kept, residual, y);
+            ctx.buffers.give(planes);
+            return;
+        }
+        self.gemm_on(ctx, x, batch, geo, residual, y)
+    }
+
+    /// [`Self::gemm`] once the image is what the product reads.
+    fn gemm_on(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, residual: Option<&[f32]>, y: &mut [f32]) {
         let [m, cg, kh, kw] = self.weights_shape;
         let (group, mg) = (self.group, m / self.group);
         let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
         let pointwise = kh == 1
             && kw == 1
             && [geo.h, geo.w].iter().all(|a| a.stride == 1 && a.pad_begin == 0 && a.output == a.input);
-        if residual.is_none() && prefers_transposed(&self.micro, out_plane) {
-            return self.narrow_gemm(ctx, x, batch, geo, y);
-        }
         let sources: Vec<Im2col> = (0..batch * group)
             .map(|i| {
                 let (n, g) = (i / group, i % group);
@@ -371,6 +391,47 @@ impl ConvKernel {
         };
         depthwise::run(ctx.pool, &problem, batch * m, y);
     }
+}
+
+/// For a 1x1 convolution with a stride and no padding read, the geometry of the same conv on
+/// its subsampled input (a plain product); `None` for any other.
+fn subsampled_pointwise(geo: &Geometry, kh: usize, kw: usize) -> Option<Geometry> {
+    let axes = [geo.h, geo.w];
+    let strided = axes.iter().any(|a| a.stride > 1);
+    let inside = axes.iter().all(|a| a.pad_begin == 0 && a.output > 0 && (a.output - 1) * a.stride < a.input);
+    let plain = |a: Axis| Axis { input: a.output, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, pad_end: 0, ..a };
+    (kh == 1 && kw == 1 && strided && inside).then(|| Geometry {
+        channels: geo.channels,
+        h: plain(geo.h),
+        w: plain(geo.w),
+    })
+}
+
+/// Gathers the pixels a strided 1x1 conv reads: `planes` input planes of `x` into `out`, each
+/// `geo.h.output x geo.w.output`, spread over the pool by planes.
+fn subsample(ctx: &ExecCtx, x: &[f32], planes: usize, geo: Geometry, out: &mut [f32]) {
+    let (iw, in_plane) = (geo.w.input, geo.h.input * geo.w.input);
+    let (ow, out_plane) = (geo.w.output, geo.h.output * geo.w.output);
+    let (sh, sw) = (geo.h.stride, geo.w.stride);
+    assert!(x.len() >= planes * in_plane && out.len() >= planes * out_plane, "subsample: buffers too small");
+    const PLANES_PER_TASK: usize = 16;
+    let dst = SharedMut(out.as_mut_ptr());
+    ctx.pool.parallel_for(planes.div_ceil(PLANES_PER_TASK), &|t| {
+        let d = dst;
+        for c in t * PLANES_PER_TASK..((t + 1) * PLANES_PER_TASK).min(planes) {
+            // SAFETY: task t alone writes planes t * PLANES_PER_TASK.., inside `out` (checked above).
+            let plane = unsafe { std::slice::from_raw_parts_mut(d.0.add(c * out_plane), out_plane) };
+            let src = &x[c * in_plane..(c + 1) * in_plane];
+            for (oy, row) in plane.chunks_exact_mut(ow).enumerate() {
+                let in_row = &src[oy * sh * iw..];
+                if sw == 2 && in_row.len() >= 2 * ow {
+                    row.iter_mut().zip(in_row.chunks_exact(2)).for_each(|(v, pair)| *v = pair[0]);
+                } else {
+                    row.iter_mut().zip(in_row.iter().step_by(sw)).for_each(|(v, s)| *v = *s);
+                }
+            }
+        }
+    });
 }
 
 /// Whether a 1x1 convolution's geometry is a plain product (stride 1, no padding).

@@ -307,6 +307,17 @@ fn convolutions_match_the_reference() {
             true,
             direct,
         ),
+        // Strided 1x1s run on their subsampled planes (more planes than one task gathers); with
+        // padding read, through the implicit im2col. Last, so the cases above keep their seeds.
+        ("1x1 stride 3x2", [2, 37, 10, 13], [9, 37, 1, 1], vec![("strides", ints(&[3, 2]))], true, "conv-gemm"),
+        (
+            "1x1 stride 2 padded",
+            [1, 5, 8, 8],
+            [4, 5, 1, 1],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            "conv-gemm",
+        ),
     ];
     for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
         let seed = i as u64 * 10;
