@@ -194,12 +194,19 @@ impl RecurrentKernel {
         let state_len = checked_len(&state_shape, DType::F32)?;
         let Some(h0) = state(5) else { return Ok(None) };
         let Some(c0) = (if self.cell == Kind::Lstm { state(6) } else { Some(None) }) else { return Ok(None) };
-        let mut h = h0.unwrap_or_else(|| vec![0f32; state_len]);
-        let mut c = c0.unwrap_or_else(|| vec![0f32; state_len]);
+        let mut h = match h0 {
+            Some(h) => h,
+            None => ctx.buffers.zeroed(state_len)?,
+        };
+        let mut c = match c0 {
+            Some(c) => c,
+            None => ctx.buffers.zeroed(state_len)?,
+        };
         let rows = self.directions[0].rt.len() / hidden.max(1);
         let steps = seq * batch;
         // Every step's input projection, per direction: [dirs][steps, rows].
-        let mut xw = vec![0f32; checked_len(&[dirs, steps, rows], DType::F32)?];
+        // The products write every element.
+        let mut xw = ctx.buffers.for_overwrite(checked_len(&[dirs, steps, rows], DType::F32)?)?;
         let xv = x.as_slice::<f32>()?;
         for (d, dir) in self.directions.iter().enumerate() {
             let p = Problem {
@@ -251,6 +258,7 @@ impl RecurrentKernel {
         } else {
             ctx.pool.parallel_for(dirs, &task);
         }
+        ctx.buffers.give(xw);
         let mut out = vec![Tensor::new(vec![seq, dirs, batch, hidden], y)?, Tensor::new(state_shape.to_vec(), h)?];
         if self.cell == Kind::Lstm {
             out.push(Tensor::new(state_shape.to_vec(), c)?);
