@@ -156,6 +156,27 @@ impl Op for FusedConv {
     }
 }
 
+/// ConvTranspose followed by an activation (a decoder's upsampling + Relu, a head's + Sigmoid):
+/// the kernel applies it to each output row as it writes the row. Inputs: those of the
+/// ConvTranspose.
+#[derive(Debug)]
+pub struct FusedConvTranspose {
+    /// The original ConvTranspose op.
+    pub conv_transpose: Arc<dyn Op>,
+    pub act: Activation,
+}
+
+impl Op for FusedConvTranspose {
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+        self.conv_transpose.infer(inputs)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let y = self.conv_transpose.eval(inputs)?.remove(0);
+        Ok(vec![self.act.apply_reference(y)?])
+    }
+}
+
 /// MatMul (B 2-D) plus a bias along the last axis, then an activation: what MatMul + Add (+ an
 /// activation) becomes. Inputs: A, B, bias (optional, shape [N]).
 #[derive(Debug)]

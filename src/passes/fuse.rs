@@ -1,5 +1,6 @@
 //! Fusions into the forms the kernels run in one pass over memory: Conv (+ Add of a skip
-//! connection) + activation (SiLU's `x * sigmoid(x)` included) becomes a FusedConv; MatMul (constant 2-D B) + Add of a constant
+//! connection) + activation (SiLU's `x * sigmoid(x)` included) becomes a FusedConv;
+//! ConvTranspose + activation a FusedConvTranspose; MatMul (constant 2-D B) + Add of a constant
 //! per-column bias becomes a FusedMatMul, which then also takes a following activation; an
 //! inference BatchNormalization after a Conv or ConvTranspose with constant weights is folded
 //! into them;
@@ -13,7 +14,7 @@ use crate::ops::binary::{Binary, Kind};
 use crate::ops::cast::Cast;
 use crate::ops::conv::Conv;
 use crate::ops::conv_transpose::ConvTranspose;
-use crate::ops::fused::{activation_of, Activation, FusedConv, FusedMatMul, FusedMatMulInteger};
+use crate::ops::fused::{activation_of, Activation, FusedConv, FusedConvTranspose, FusedMatMul, FusedMatMulInteger};
 use crate::ops::matmul::MatMul;
 use crate::ops::norm::BatchNorm;
 use crate::ops::quant_conv::MatMulInteger;
@@ -99,6 +100,11 @@ fn fusion_at(graph: &Graph, i: usize) -> Option<(usize, Replacement)> {
         let act = activation_of(graph, consumer).filter(|_| consumer.inputs[0] == Some(out))?;
         let fused = FusedConv { conv: node.op.clone(), residual: false, act };
         return Some((c, (Arc::new(fused), "FusedConv", None)));
+    }
+    if node.op.is::<ConvTranspose>() {
+        let act = activation_of(graph, consumer).filter(|_| consumer.inputs[0] == Some(out))?;
+        let fused = FusedConvTranspose { conv_transpose: node.op.clone(), act };
+        return Some((c, (Arc::new(fused), "FusedConvTranspose", None)));
     }
     if let Some(f) = node.op.downcast_ref::<FusedConv>() {
         if f.act != Activation::None {

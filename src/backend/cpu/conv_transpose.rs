@@ -2,10 +2,11 @@
 //! GEMM (W^T packed once at prepare time), then col2im scatters each output channel's columns
 //! onto its plane (channels spread over the pool), starting from the bias. The geometry (strides,
 //! pads, dilations, output_padding, output_shape, auto_pad) comes from the op, so every attribute
-//! means what the reference means. Other dtypes, or an X that does not match the weights, run
-//! the reference.
+//! means what the reference means. A fused activation (FusedConvTranspose) is applied to each
+//! output row right after the row is written where the taps do not overlap, else in one pass at
+//! the end. Other dtypes, or an X that does not match the weights, run the reference.
 
-use super::activation::Activation;
+use super::activation::{Activation, ActivationExt};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackedA, Problem, Rhs};
 use super::isa::isa;
 use super::pool::SharedMut;
@@ -15,12 +16,17 @@ use crate::ir::tensor::checked_len;
 use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::conv::col2im;
 use crate::ops::conv_transpose::ConvTranspose;
+use crate::ops::fused::FusedConvTranspose;
 use crate::ops::window::{three_axes, Axis};
 use crate::Result;
 use std::sync::Arc;
 
 pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
-    let Some(op) = node.op.downcast_ref::<ConvTranspose>() else { return Ok(None) };
+    let (base, act) = match node.op.downcast_ref::<FusedConvTranspose>() {
+        Some(f) => (f.conv_transpose.clone(), f.act),
+        None => (node.op.clone(), Activation::None),
+    };
+    let Some(op) = base.downcast_ref::<ConvTranspose>() else { return Ok(None) };
     if !maybe_f32(graph, node.inputs.first().copied().flatten()) {
         return Ok(None);
     }
@@ -47,12 +53,18 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
             PackedA::new(MatRef::transposed(slice, col_rows), col_rows, c_per_group, &micro)
         })
         .collect();
-    Ok(Some(Box::new(ConvTransposeKernel { op: node.op.clone(), w_shape: ws.to_vec(), packed, bias, micro })))
+    let (op, w_shape) = (node.op.clone(), ws.to_vec());
+    Ok(Some(Box::new(ConvTransposeKernel { op, base, act, w_shape, packed, bias, micro })))
 }
 
 #[derive(Debug)]
 struct ConvTransposeKernel {
+    /// The node's op: what the reference runs.
     op: Arc<dyn Op>,
+    /// The ConvTranspose itself (the geometry).
+    base: Arc<dyn Op>,
+    /// Applied to the output.
+    act: Activation,
     w_shape: Vec<usize>,
     /// W^T per group.
     packed: Vec<PackedA>,
@@ -70,7 +82,7 @@ impl Kernel for ConvTransposeKernel {
             Some(x) if !x.is_empty() => x,
             _ => return Reference { op: self.op.clone() }.run(ctx, inputs),
         };
-        let op = self.op.downcast_ref::<ConvTranspose>().expect("prepared for a ConvTranspose");
+        let op = self.base.downcast_ref::<ConvTranspose>().expect("prepared for a ConvTranspose");
         let (xs, ws) = (x.shape(), &self.w_shape[..]);
         let (group, axes) = op.geometry(xs, ws)?;
         let (batch, channels, m_per_group) = (xs[0], xs[1], ws[1]);
@@ -83,21 +95,28 @@ impl Kernel for ConvTransposeKernel {
         out_shape.extend(axes.iter().map(|a| a.input));
         // With a bias every output starts from it (filled below), else from zero.
         let len = checked_len(&out_shape, DType::F32)?;
-        let mut y = if self.bias.is_some() { ctx.buffers.for_overwrite(len)? } else { ctx.buffers.zeroed(len)? };
+        let disjoint =
+            |a: &Axis| a.kernel == a.stride && a.dilation == 1 && a.pad_begin == 0 && a.input >= a.output * a.stride;
+        let tiled = axes.len() <= 2 && g.iter().all(disjoint);
+        // Without overlaps and without bias-only margins, the tiles write every output once.
+        let exact = tiled && g.iter().all(|a| a.input == a.output * a.stride);
+        let mut y =
+            if self.bias.is_some() || exact { ctx.buffers.for_overwrite(len)? } else { ctx.buffers.zeroed(len)? };
         let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
         let taps: usize = ws[2..].iter().product();
         let (c_per_group, col_rows) = (channels / group, m_per_group * taps);
         let xv = x.as_slice::<f32>()?;
-        if let Some(b) = &self.bias {
+        if let (Some(b), false) = (&self.bias, exact) {
             y.chunks_exact_mut(out_plane.max(1)).enumerate().for_each(|(i, p)| p.fill(b[i % maps]));
         }
-        let disjoint =
-            |a: &Axis| a.kernel == a.stride && a.dilation == 1 && a.pad_begin == 0 && a.input >= a.output * a.stride;
-        if axes.len() <= 2 && g.iter().all(disjoint) {
+        if tiled {
             // Each input pixel feeds its own block of outputs (output_padding or a larger
             // output_shape only adds bias-only rows and columns at the end): no overlap to add up.
-            let dims = Tiling { g: &g, c_per_group, m_per_group, maps, in_plane, out_plane };
+            let dims = Tiling { g: &g, c_per_group, m_per_group, maps, in_plane, out_plane, exact };
             self.tiled(ctx, &dims, xv, &mut y)?;
+            if !exact {
+                self.act.apply(&mut y);
+            }
             return Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)]);
         }
         let mut col = ctx.buffers.zeroed(checked_len(&[col_rows, in_plane], DType::F32)?)?;
@@ -127,6 +146,7 @@ impl Kernel for ConvTransposeKernel {
             }
         }
         ctx.buffers.give(col);
+        self.act.apply(&mut y);
         Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
     }
 }
@@ -141,6 +161,8 @@ struct Tiling<'a> {
     maps: usize,
     in_plane: usize,
     out_plane: usize,
+    /// The tiles cover the whole output: rows are written (bias + taps, activated), not added to.
+    exact: bool,
 }
 
 /// Input pixels per tile: its column block (all channel taps) stays in L2.
@@ -188,7 +210,9 @@ impl ConvTransposeKernel {
             gemm::run(ctx.pool, &self.micro, &p, &mut col, n);
             let o = out;
             for m in 0..t.m_per_group {
-                let plane = (image * t.maps + grp * t.m_per_group + m) * t.out_plane;
+                let channel = grp * t.m_per_group + m;
+                let plane = (image * t.maps + channel) * t.out_plane;
+                let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
                 for ky in 0..h.kernel {
                     // The columns of taps (ky, 0..kw) of channel m.
                     let first = (m * taps + ky * w.kernel) * n;
@@ -199,7 +223,12 @@ impl ConvTransposeKernel {
                         // belong to this task alone, and oy < h.input, in_w * stride <= w.input.
                         let row =
                             unsafe { std::slice::from_raw_parts_mut(o.0.add(plane + oy * w.input), in_w * w.stride) };
-                        scatter_row(row, block, n, r * in_w, in_w, w.kernel);
+                        if t.exact {
+                            write_row(row, block, n, r * in_w, in_w, w.kernel, bias);
+                            self.act.apply(row);
+                        } else {
+                            scatter_row(row, block, n, r * in_w, in_w, w.kernel);
+                        }
                     }
                 }
             }
@@ -209,6 +238,23 @@ impl ConvTransposeKernel {
             crate::bail!(ResourceLimit, "ConvTranspose: no memory for a tile of columns");
         }
         Ok(())
+    }
+}
+
+/// Writes one output row of a tile: `row[x * kw + kx] = bias + block[kx * n + start + x]`.
+fn write_row(row: &mut [f32], block: &[f32], n: usize, start: usize, in_w: usize, kw: usize, bias: f32) {
+    if kw == 2 {
+        let (a, b) = (&block[start..start + in_w], &block[n + start..n + start + in_w]);
+        for ((pair, &p), &q) in row.chunks_exact_mut(2).zip(a).zip(b) {
+            pair[0] = bias + p;
+            pair[1] = bias + q;
+        }
+        return;
+    }
+    for (x, out) in row.chunks_exact_mut(kw).take(in_w).enumerate() {
+        for (kx, v) in out.iter_mut().enumerate() {
+            *v = bias + block[kx * n + start + x];
+        }
     }
 }
 

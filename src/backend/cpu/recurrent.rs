@@ -194,12 +194,19 @@ impl RecurrentKernel {
         let state_len = checked_len(&state_shape, DType::F32)?;
         let Some(h0) = state(5) else { return Ok(None) };
         let Some(c0) = (if self.cell == Kind::Lstm { state(6) } else { Some(None) }) else { return Ok(None) };
-        let mut h = h0.unwrap_or_else(|| vec![0f32; state_len]);
-        let mut c = c0.unwrap_or_else(|| vec![0f32; state_len]);
+        let mut h = match h0 {
+            Some(h) => h,
+            None => ctx.buffers.zeroed(state_len)?,
+        };
+        let mut c = match c0 {
+            Some(c) => c,
+            None => ctx.buffers.zeroed(state_len)?,
+        };
         let rows = self.directions[0].rt.len() / hidden.max(1);
         let steps = seq * batch;
         // Every step's input projection, per direction: [dirs][steps, rows].
-        let mut xw = vec![0f32; checked_len(&[dirs, steps, rows], DType::F32)?];
+        // The products write every element.
+        let mut xw = ctx.buffers.for_overwrite(checked_len(&[dirs, steps, rows], DType::F32)?)?;
         let xv = x.as_slice::<f32>()?;
         for (d, dir) in self.directions.iter().enumerate() {
             let p = Problem {
@@ -251,6 +258,7 @@ impl RecurrentKernel {
         } else {
             ctx.pool.parallel_for(dirs, &task);
         }
+        ctx.buffers.give(xw);
         let mut out = vec![Tensor::new(vec![seq, dirs, batch, hidden], y)?, Tensor::new(state_shape.to_vec(), h)?];
         if self.cell == Kind::Lstm {
             out.push(Tensor::new(state_shape.to_vec(), c)?);
@@ -282,13 +290,12 @@ impl Step<'_> {
         let hs = self.hidden;
         let rows = g.len();
         add_products(g, h, &self.dir.rt, rows, 0);
-        let (i, rest) = g.split_at_mut(hs);
-        let (o, rest) = rest.split_at_mut(hs);
-        let (f, cand) = rest.split_at_mut(hs);
-        self.act(0, i);
-        self.act(0, o);
-        self.act(0, f);
+        // Gates i, o and f are contiguous and share activation f: one pass over the three.
+        let (iof, cand) = g.split_at_mut(3 * hs);
+        self.act(0, iof);
         self.act(1, cand);
+        let (i, rest) = iof.split_at_mut(hs);
+        let (o, f) = rest.split_at_mut(hs);
         let t = &mut tmp[..hs];
         lstm_update(i, f, cand, c, t);
         self.dir.acts[2].apply(t);
@@ -357,12 +364,78 @@ fn lstm_update(i: &[f32], f: &[f32], cand: &[f32], c: &mut [f32], t: &mut [f32])
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `acc[j] += sum_k v[k] * rt[k * stride + offset + j]` with the accumulators held in
+    /// registers across k, up to 16 vectors (256 columns) at a time: a step's whole gate row fits
+    /// for hidden sizes up to 64, and the per-k loads and stores of `acc` (a store-forwarding
+    /// chain per k) are gone. Leftover columns (fewer than 16) take the generic loop.
+    ///
     /// # Safety
     /// Needs AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn add_products_avx512(acc: &mut [f32], v: &[f32], rt: &[f32], stride: usize, offset: usize) {
-        super::add_products_generic(acc, v, rt, stride, offset)
+        let n = acc.len();
+        if v.is_empty() || n == 0 {
+            return;
+        }
+        // Every row read below lies inside rt.
+        assert!((v.len() - 1) * stride + offset + n <= rt.len(), "R^T too short for the recurrent product");
+        let vectors = n / 16;
+        let mut j = 0;
+        while j < vectors {
+            let w = (vectors - j).min(16);
+            let (a, r) = (acc.as_mut_ptr().add(j * 16), rt.as_ptr().add(offset + j * 16));
+            // SAFETY: columns j * 16..(j + w) * 16 <= n of acc and of each row of rt (asserted).
+            match w {
+                16 => block::<16>(a, v, r, stride),
+                15 => block::<15>(a, v, r, stride),
+                14 => block::<14>(a, v, r, stride),
+                13 => block::<13>(a, v, r, stride),
+                12 => block::<12>(a, v, r, stride),
+                11 => block::<11>(a, v, r, stride),
+                10 => block::<10>(a, v, r, stride),
+                9 => block::<9>(a, v, r, stride),
+                8 => block::<8>(a, v, r, stride),
+                7 => block::<7>(a, v, r, stride),
+                6 => block::<6>(a, v, r, stride),
+                5 => block::<5>(a, v, r, stride),
+                4 => block::<4>(a, v, r, stride),
+                3 => block::<3>(a, v, r, stride),
+                2 => block::<2>(a, v, r, stride),
+                _ => block::<1>(a, v, r, stride),
+            }
+            j += w;
+        }
+        let done = vectors * 16;
+        if done < n {
+            super::add_products_generic(&mut acc[done..], v, rt, stride, offset + done);
+        }
     }
+
+    /// W vectors of accumulators at `acc`, rows of R^T at `rt + k * stride`.
+    ///
+    /// # Safety
+    /// AVX-512F; `acc[..16 W]` and `rt[k * stride..k * stride + 16 W]` for k < v.len() valid.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    unsafe fn block<const W: usize>(acc: *mut f32, v: &[f32], rt: *const f32, stride: usize) {
+        let mut a = [_mm512_setzero_ps(); W];
+        for (i, a) in a.iter_mut().enumerate() {
+            *a = _mm512_loadu_ps(acc.add(i * 16));
+        }
+        for (k, &vk) in v.iter().enumerate() {
+            let b = _mm512_set1_ps(vk);
+            let row = rt.add(k * stride);
+            for (i, a) in a.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(b, _mm512_loadu_ps(row.add(i * 16)), *a);
+            }
+        }
+        for (i, a) in a.iter().enumerate() {
+            _mm512_storeu_ps(acc.add(i * 16), *a);
+        }
+    }
+
     /// # Safety
     /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]

@@ -656,6 +656,10 @@ fn recurrent_layers_match_the_reference() {
         ("lstm forward", "LSTM", "forward", 6, [7, 2, 5], vec![], true, true, "lstm"),
         ("lstm bidirectional", "LSTM", "bidirectional", 5, [4, 1, 3], vec![], false, false, "lstm"),
         ("lstm large", "LSTM", "bidirectional", 32, [20, 3, 16], vec![], true, true, "lstm"),
+        // Gate rows past one register block (77 * 4 = 19 vectors and 4 columns).
+        ("lstm wide", "LSTM", "forward", 77, [6, 2, 9], vec![], true, true, "lstm"),
+        // The candidate's product starts at a column that is no multiple of a vector.
+        ("gru reset after", "GRU", "reverse", 21, [5, 2, 7], vec![], true, true, "gru"),
         (
             "lstm reverse clip",
             "LSTM",

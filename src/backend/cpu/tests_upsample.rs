@@ -1,8 +1,10 @@
 //! Resize and ConvTranspose kernels against the reference kernels (the oracle), through the whole
 //! compile path at 1 and 3 threads; see `tests.rs` for the helpers.
 
-use super::tests::{build, build_at, check, ints, tensor, In};
-use crate::ir::{Attr, Tensor};
+use super::tests::{build, build_at, check, compile_and_compare, graph_const, graph_node, ints, tensor, In};
+use crate::ir::{Attr, DType, Dim, Fact, Graph, Tensor};
+use crate::ops::fused::{Activation, FusedConvTranspose};
+use std::sync::Arc;
 
 fn s(v: &str) -> Attr {
     Attr::String(v.into())
@@ -133,9 +135,15 @@ fn conv_transpose(attrs: Vec<(&str, Attr)>, xs: &[usize], ws: &[usize], bias: bo
     let name = format!("ConvTranspose {attrs:?} x {xs:?} w {ws:?}");
     let group = attrs.iter().find(|(n, _)| *n == "group").map_or(1, |(_, a)| if let Attr::Int(g) = a { *g } else { 1 });
     let op = build("ConvTranspose", attrs, 3);
-    let b = if bias { In::Const(tensor(9, &[ws[1] * group as usize])) } else { In::Absent };
-    let kernel = check(&name, op, vec![In::Fed(tensor(1, xs)), In::Const(tensor(2, ws)), b]);
-    assert_eq!(kernel, "conv-transpose", "{name}");
+    let b = || if bias { In::Const(tensor(9, &[ws[1] * group as usize])) } else { In::Absent };
+    let inputs = || vec![In::Fed(tensor(1, xs)), In::Const(tensor(2, ws)), b()];
+    assert_eq!(check(&name, op.clone(), inputs()), "conv-transpose", "{name}");
+    // With a fused activation: applied per written row where the taps tile the output, else at
+    // the end.
+    for act in [Activation::Relu, Activation::Sigmoid] {
+        let fused = Arc::new(FusedConvTranspose { conv_transpose: op.clone(), act });
+        assert_eq!(check(&name, fused, inputs()), "conv-transpose", "{name} + {act:?}");
+    }
 }
 
 #[test]
@@ -234,8 +242,9 @@ fn transposed_then_batch_norm(group: i64, shared: bool) -> Vec<&'static str> {
 
 #[test]
 fn batch_norm_folds_into_the_transposed_convolution() {
-    assert_eq!(transposed_then_batch_norm(1, false), ["conv-transpose", "activation"]);
-    assert_eq!(transposed_then_batch_norm(2, false), ["conv-transpose", "activation"]);
+    // The Relu after it fuses too.
+    assert_eq!(transposed_then_batch_norm(1, false), ["conv-transpose"]);
+    assert_eq!(transposed_then_batch_norm(2, false), ["conv-transpose"]);
     // A second user of the ConvTranspose's output needs it before the normalisation.
     assert_eq!(transposed_then_batch_norm(1, true), ["conv-transpose", "reference", "binary"]);
 }
@@ -256,4 +265,40 @@ fn transposed_convolutions_without_overlap_match_the_reference() {
     conv_transpose(vec![("strides", ints(&[4]))], &[2, 3, 9], &[3, 2, 4], true);
     // The same geometry through pads does overlap-free trimming the general path handles.
     conv_transpose(vec![s2(), ("pads", ints(&[1, 0, 1, 0]))], &[1, 2, 4, 4], &[2, 2, 2, 2], true);
+}
+
+/// DBNet's head: ConvTranspose -> BatchNormalization -> Relu -> ConvTranspose -> Sigmoid compiles
+/// to two fused transposed convolutions and matches the interpreter on the unfused graph.
+#[test]
+fn activations_fuse_into_transposed_convolutions() {
+    let mut g = Graph::default();
+    let xs = [1usize, 5, 7, 9];
+    let x = g.add_value("x", Fact::new(DType::F32, xs.iter().map(|&d| Dim::Known(d)).collect()));
+    g.inputs.push(x);
+    let c = graph_const;
+    let w0 = c(&mut g, "w0", tensor(1, &[5, 3, 2, 2]));
+    let b0 = c(&mut g, "b0", tensor(2, &[3]));
+    let gamma = c(&mut g, "gamma", tensor(3, &[3]));
+    let beta = c(&mut g, "beta", tensor(4, &[3]));
+    let mean = c(&mut g, "mean", tensor(5, &[3]));
+    let var = c(&mut g, "var", Tensor::new(vec![3], vec![0.5f32, 1.0, 2.0]).unwrap());
+    let w1 = c(&mut g, "w1", tensor(6, &[3, 1, 2, 2]));
+    let b1 = c(&mut g, "b1", tensor(7, &[1]));
+    let [y, z, r, t, out] = ["y", "z", "r", "t", "out"].map(|n| g.add_value(n, Fact::unknown()));
+    let up = || build("ConvTranspose", vec![("strides", ints(&[2, 2]))], 3);
+    g.nodes = vec![
+        graph_node(up(), "ConvTranspose", vec![x, w0, b0], vec![y]),
+        graph_node(
+            build("BatchNormalization", vec![], 5),
+            "BatchNormalization",
+            vec![y, gamma, beta, mean, var],
+            vec![z],
+        ),
+        graph_node(build("Relu", vec![], 1), "Relu", vec![z], vec![r]),
+        graph_node(up(), "ConvTranspose", vec![r, w1, b1], vec![t]),
+        graph_node(build("Sigmoid", vec![], 1), "Sigmoid", vec![t], vec![out]),
+    ];
+    g.outputs = vec![out];
+    let (kernels, _) = compile_and_compare(&mut g, &[&tensor(8, &xs)], 1e-5);
+    assert_eq!(kernels, ["conv-transpose", "conv-transpose"]);
 }
