@@ -14,6 +14,9 @@ pub use crate::ops::fused::Activation;
 pub trait ActivationExt {
     fn apply(self, x: &mut [f32]);
     fn eval(self, v: f32) -> f32;
+    /// [`ActivationExt::eval`] with its polynomials in fused multiply-adds where `FMA` (only
+    /// for callers compiled with FMA: else `mul_add` is a libm call); without, the same bits.
+    fn eval_with<const FMA: bool>(self, v: f32) -> f32;
 }
 
 impl ActivationExt for Activation {
@@ -32,9 +35,15 @@ impl ActivationExt for Activation {
         }
     }
 
-    /// The activation of one value (the same arithmetic as [`Activation::apply`]).
+    /// The activation of one value (the arithmetic of [`Activation::apply`] without FMA: the
+    /// instruction sets with it round their polynomials once a step, within an ulp or two).
     #[inline(always)]
     fn eval(self, v: f32) -> f32 {
+        self.eval_with::<false>(v)
+    }
+
+    #[inline(always)]
+    fn eval_with<const FMA: bool>(self, v: f32) -> f32 {
         match self {
             Activation::None => v,
             Activation::Relu => v.max(0.0),
@@ -46,24 +55,24 @@ impl ActivationExt for Activation {
                     v
                 }
             }
-            Activation::Sigmoid => sigmoid(v),
-            Activation::Silu => v * sigmoid(v),
+            Activation::Sigmoid => sigmoid::<FMA>(v),
+            Activation::Silu => v * sigmoid::<FMA>(v),
             Activation::HardSigmoid(a, b) => (a * v + b).clamp(0.0, 1.0),
             Activation::HardSwish => v * (v * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
-            Activation::Tanh => tanh(v),
-            Activation::Gelu => 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::Tanh => tanh::<FMA>(v),
+            Activation::Gelu => 0.5 * v * (1.0 + erf::<FMA>(v * std::f32::consts::FRAC_1_SQRT_2)),
             Activation::GeluTanh => {
                 let inner = 0.797_884_6 * (v + 0.044_715 * v * v * v);
-                0.5 * v * (1.0 + tanh(inner))
+                0.5 * v * (1.0 + tanh::<FMA>(inner))
             }
-            Activation::Erf => erf(v),
+            Activation::Erf => erf::<FMA>(v),
             Activation::Sqrt => v.sqrt(),
             // exp saturates below f32::MAX; past ln(f32::MAX) the true value is infinite.
             Activation::Exp => {
                 if v > 88.722_84 {
                     f32::INFINITY
                 } else {
-                    exp(v)
+                    exp_with::<FMA>(v)
                 }
             }
         }
@@ -71,12 +80,12 @@ impl ActivationExt for Activation {
 }
 
 #[inline(always)]
-fn apply_generic(act: Activation, x: &mut [f32]) {
+fn apply_generic<const FMA: bool>(act: Activation, x: &mut [f32]) {
     // One loop per variant, so each inner loop is a straight vectorisable body.
     macro_rules! each {
         ($a:expr) => {
             for v in x.iter_mut() {
-                *v = $a.eval(*v);
+                *v = $a.eval_with::<FMA>(*v);
             }
         };
     }
@@ -99,7 +108,7 @@ fn apply_generic(act: Activation, x: &mut [f32]) {
 }
 
 fn apply_portable(act: Activation, x: &mut [f32]) {
-    apply_generic(act, x)
+    apply_generic::<false>(act, x)
 }
 
 /// # Safety
@@ -107,7 +116,7 @@ fn apply_portable(act: Activation, x: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn apply_avx512(act: Activation, x: &mut [f32]) {
-    apply_generic(act, x)
+    apply_generic::<true>(act, x)
 }
 
 /// # Safety
@@ -115,24 +124,43 @@ unsafe fn apply_avx512(act: Activation, x: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn apply_avx2(act: Activation, x: &mut [f32]) {
-    apply_generic(act, x)
+    apply_generic::<true>(act, x)
 }
 
 /// e^x for f32 (Cephes' expf polynomial after reducing by powers of two); relative error about
 /// 2e-7, saturating below -87.3 and above 88.7.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_with::<false>(x)
+}
+
+/// `a * b + c`, fused where `FMA` (callers compiled with FMA only: else a libm call); unfused,
+/// the bits of the plain expression.
+#[inline(always)]
+fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// [`exp`], its steps in fused multiply-adds where `FMA` (half the instructions of the
+/// polynomial; Gelu's erf is mostly this).
+#[inline(always)]
+fn exp_with<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-87.336_54, 88.722_83);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let n = fmadd::<FMA>(x, std::f32::consts::LOG2_E, 0.5).floor();
     // x - n ln2 in two parts for precision.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = fmadd::<FMA>(n, -0.693_359_4, x);
+    let r = fmadd::<FMA>(n, 2.121_944_4e-4, r);
     let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5e-1;
-    let e = p * r * r + r + 1.0;
+    let p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
+    let p = fmadd::<FMA>(p, r, 8.333_452e-3);
+    let p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
+    let p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
+    let p = fmadd::<FMA>(p, r, 5e-1);
+    let e = fmadd::<FMA>(p * r, r, r) + 1.0;
     // 2^n built in the exponent bits, as 2^(n-1) * 2 so that n = 128 stays finite.
     // n is a whole number in [-126, 128]: adding 1.5 * 2^23 puts it in the low mantissa bits, an
     // integer conversion that stays in vector lanes (`n as i32` saturates, lane by lane in
@@ -143,29 +171,32 @@ pub fn exp(x: f32) -> f32 {
 }
 
 #[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+fn sigmoid<const FMA: bool>(x: f32) -> f32 {
+    1.0 / (1.0 + exp_with::<FMA>(-x))
 }
 
 /// tanh through e^{-2|x|}, keeping the sign; exact to ~2 ulp near 0 by the x - x^3/3 branch-free
 /// blend below |x| < 0.004.
 #[inline(always)]
-pub fn tanh(x: f32) -> f32 {
+fn tanh<const FMA: bool>(x: f32) -> f32 {
     let a = x.abs();
-    let e = exp(-2.0 * a);
+    let e = exp_with::<FMA>(-2.0 * a);
     let t = (1.0 - e) / (1.0 + e);
     let small = a * (1.0 - a * a * (1.0 / 3.0));
     let t = if a < 0.004 { small } else { t };
     t.copysign(x)
 }
 
-/// erf(x), Abramowitz and Stegun 7.1.26 (absolute error under 1.5e-7).
+/// erf(x), Abramowitz and Stegun 7.1.26 (absolute error under 1.5e-7, 3.5e-7 with rounding).
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
+fn erf<const FMA: bool>(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let y = t * (0.254_829_6 + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let r = 1.0 - y * exp(-a * a);
+    let t = 1.0 / fmadd::<FMA>(0.327_591_1, a, 1.0);
+    let y = fmadd::<FMA>(t, 1.061_405_4, -1.453_152_1);
+    let y = fmadd::<FMA>(t, y, 1.421_413_8);
+    let y = fmadd::<FMA>(t, y, -0.284_496_72);
+    let y = fmadd::<FMA>(t, y, 0.254_829_6);
+    let r = 1.0 - t * y * exp_with::<FMA>(-a * a);
     r.copysign(x)
 }
 
@@ -183,13 +214,28 @@ mod tests {
         while x < 30.0 {
             let xd = x as f64;
             assert!(close(exp(x), xd.exp(), 1e-6), "exp({x}) = {} vs {}", exp(x), xd.exp());
-            assert!(close(tanh(x), xd.tanh(), 1e-6), "tanh({x})");
-            assert!(close(sigmoid(x), 1.0 / (1.0 + (-xd).exp()), 1e-6), "sigmoid({x})");
+            assert!(close(exp_with::<true>(x), xd.exp(), 1e-6), "fused exp({x})");
+            for t in [tanh::<false>(x), tanh::<true>(x)] {
+                assert!(close(t, xd.tanh(), 1e-6), "tanh({x}) = {t}");
+            }
+            for s in [sigmoid::<false>(x), sigmoid::<true>(x)] {
+                assert!(close(s, 1.0 / (1.0 + (-xd).exp()), 1e-6), "sigmoid({x}) = {s}");
+            }
             x += 0.013;
         }
         for x in [-4.0f32, -1.0, -0.3, -1e-3, 0.0, 1e-5, 0.5, 2.0, 5.0] {
             let want = libm_erf(x as f64);
-            assert!((erf(x) as f64 - want).abs() < 3e-7, "erf({x}) = {} vs {want}", erf(x));
+            for got in [erf::<false>(x), erf::<true>(x)] {
+                assert!((got as f64 - want).abs() < 3e-7, "erf({x}) = {got} vs {want}");
+            }
+        }
+        // Over a fine grid, both roundings stay within A&S 7.1.26's bound plus a few ulp.
+        for i in 0..4000 {
+            let x = (i as f32 - 2000.0) * 0.0025;
+            let want = libm_erf(x as f64);
+            for got in [erf::<false>(x), erf::<true>(x)] {
+                assert!((got as f64 - want).abs() < 4e-7, "erf({x}) = {got} vs {want}");
+            }
         }
         assert!(exp(-100.0) < 1.2e-38);
         assert!(exp(100.0) > 3e38);

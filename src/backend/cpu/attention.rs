@@ -15,7 +15,7 @@ use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
 use super::pool::SharedMut;
-use super::softmax::{exp_shifted_sum, lanes_max};
+use super::softmax::{exp_shifted_lanes, fold_lanes, lanes_max16};
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
@@ -369,38 +369,70 @@ fn exponentiate(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>)
         Isa::Avx512 => unsafe { x86::exponentiate_avx512(row, limit, scale, bias) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::exponentiate_avx2(row, limit, scale, bias) },
-        _ => exponentiate_generic::<false>(row, limit, scale, bias),
+        _ => exponentiate_generic::<false>(
+            row,
+            limit,
+            scale,
+            bias,
+            |m| fold_lanes(m, f32::max),
+            |s| fold_lanes(s, |a, b| a + b),
+        ),
     }
 }
 
+/// [`exponentiate`], the 16 lanes of the row's max and of its sum folded by `max16` and
+/// `sum16` (a key row is short: a fold of scalars cost as much as its exponentials).
 #[inline(always)]
-fn exponentiate_generic<const FMA: bool>(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
+fn exponentiate_generic<const FMA: bool>(
+    row: &mut [f32],
+    limit: usize,
+    scale: f32,
+    bias: Option<&[f32]>,
+    max16: impl Fn([f32; 16]) -> f32,
+    sum16: impl Fn([f32; 16]) -> f32,
+) -> f32 {
     let (live, dead) = row.split_at_mut(limit);
     dead.iter_mut().for_each(|x| *x = 0.0);
     match bias {
         Some(b) => live.iter_mut().zip(b).for_each(|(x, &b)| *x = *x * scale + b),
         None => live.iter_mut().for_each(|x| *x *= scale),
     }
-    let max = lanes_max(live);
+    let max = max16(lanes_max16(live));
     if max == f32::NEG_INFINITY {
         live.iter_mut().for_each(|x| *x = 0.0);
         return 0.0;
     }
-    1.0 / exp_shifted_sum::<FMA>(live, max)
+    1.0 / sum16(exp_shifted_lanes::<FMA>(live, max))
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::fold_lanes;
+    use std::arch::x86_64::*;
+
+    /// The lanes folded in one zmm register each.
+    ///
     /// # Safety
     /// Needs AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn exponentiate_avx512(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
-        super::exponentiate_generic::<true>(row, limit, scale, bias)
+        // SAFETY: this function runs only where AVX-512F does; the loads read the arrays' 16 values.
+        let max16 = |m: [f32; 16]| unsafe { _mm512_reduce_max_ps(_mm512_loadu_ps(m.as_ptr())) };
+        let sum16 = |s: [f32; 16]| unsafe { _mm512_reduce_add_ps(_mm512_loadu_ps(s.as_ptr())) };
+        super::exponentiate_generic::<true>(row, limit, scale, bias, max16, sum16)
     }
+
     /// # Safety
     /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exponentiate_avx2(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
-        super::exponentiate_generic::<true>(row, limit, scale, bias)
+        super::exponentiate_generic::<true>(
+            row,
+            limit,
+            scale,
+            bias,
+            |m| fold_lanes(m, f32::max),
+            |s| fold_lanes(s, |a, b| a + b),
+        )
     }
 }

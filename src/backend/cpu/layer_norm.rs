@@ -12,6 +12,7 @@ use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
 use super::pool::SharedMut;
+use super::softmax::fold_lanes;
 use super::{f32_input, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
@@ -212,7 +213,7 @@ fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             acc[i] += f(c[i]);
         }
     }
-    acc.iter().sum()
+    fold_lanes(acc, |a, b| a + b)
 }
 
 #[inline(always)]

@@ -147,7 +147,23 @@ fn normalize(row: &mut [f32], log: bool) {
 /// here and still makes its row NaN through the exponentials.
 #[inline(always)]
 pub(super) fn lanes_max(row: &[f32]) -> f32 {
-    let bigger = |a: f32, b: f32| if b > a { b } else { a };
+    fold_lanes(lanes_max16(row), bigger)
+}
+
+/// `max` without f32::max's NaN rule (see [`lanes_max`]).
+#[inline(always)]
+fn bigger(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// [`lanes_max`] before its lanes are folded (never NaN: a NaN loses every comparison), for
+/// callers that fold them with a vector instruction.
+#[inline(always)]
+pub(super) fn lanes_max16(row: &[f32]) -> [f32; 16] {
     let mut m = [f32::NEG_INFINITY; 16];
     let chunks = row.chunks_exact(16);
     for (i, &v) in chunks.remainder().iter().enumerate() {
@@ -158,7 +174,20 @@ pub(super) fn lanes_max(row: &[f32]) -> f32 {
             m[i] = bigger(m[i], c[i]);
         }
     }
-    m.iter().fold(f32::NEG_INFINITY, |a, &b| bigger(a, b))
+    m
+}
+
+/// The 16 lanes folded by `f` in halves (8 + 8, 4 + 4, ...): four dependent vector steps where a
+/// left-to-right fold is sixteen dependent scalar ones, a cost per row that matched the row's
+/// exponentials for an attention row of 128 keys.
+#[inline(always)]
+pub(super) fn fold_lanes(mut lanes: [f32; 16], f: impl Fn(f32, f32) -> f32) -> f32 {
+    for width in [8, 4, 2, 1] {
+        for i in 0..width {
+            lanes[i] = f(lanes[i], lanes[i + width]);
+        }
+    }
+    lanes[0]
 }
 
 /// `row[i] = exp(row[i] - max)` in place, returning their sum (added in 16 lanes, so it
@@ -166,6 +195,12 @@ pub(super) fn lanes_max(row: &[f32]) -> f32 {
 /// whether the caller runs with fused multiply-add (else `mul_add` would be a libm call).
 #[inline(always)]
 pub(super) fn exp_shifted_sum<const FMA: bool>(row: &mut [f32], max: f32) -> f32 {
+    fold_lanes(exp_shifted_lanes::<FMA>(row, max), |a, b| a + b)
+}
+
+/// [`exp_shifted_sum`] before its 16 lanes of sums are folded.
+#[inline(always)]
+pub(super) fn exp_shifted_lanes<const FMA: bool>(row: &mut [f32], max: f32) -> [f32; 16] {
     let mut s = [0f32; 16];
     let mut chunks = row.chunks_exact_mut(16);
     for c in &mut chunks {
@@ -178,7 +213,7 @@ pub(super) fn exp_shifted_sum<const FMA: bool>(row: &mut [f32], max: f32) -> f32
         *v = exp_nonpositive::<FMA>(*v - max);
         s[i] += *v;
     }
-    s.iter().sum()
+    s
 }
 
 #[inline(always)]
