@@ -238,7 +238,7 @@ fn convolutions_match_the_reference() {
             true,
             "conv-winograd",
         ),
-        ("winograd blocks", [1, 16, 50, 47], [20, 16, 3, 3], vec![], true, "conv-winograd"),
+        ("winograd blocks", [1, 18, 50, 47], [20, 18, 3, 3], vec![], true, "conv-winograd"),
         (
             "large plane stride 2",
             [1, 5, 40, 41],
@@ -284,6 +284,25 @@ fn convolutions_match_the_reference() {
             [17, 2, 3, 3],
             vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
             true,
+            stem,
+        ),
+        // Wide strided convolutions over more channels (YOLO's downsampling convs): the stem
+        // kernel too; odd channel counts, two images, asymmetric padding, a ragged last vector.
+        (
+            "wide stride 2",
+            [2, 17, 23, 90],
+            [37, 17, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            stem,
+        ),
+        ("wide stride 1", [1, 16, 7, 53], [13, 16, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
+        (
+            "wide stride 2 deep",
+            [1, 64, 9, 97],
+            [11, 64, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 0, 0, 1]))],
+            false,
             stem,
         ),
         // More output channels than one tile's rows.
