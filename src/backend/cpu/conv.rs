@@ -111,13 +111,12 @@ fn out_plane(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> Option<(u
     let input = node.inputs.first().copied().flatten();
     let shape = input.and_then(|v| graph.values[v].fact.shape.as_ref()).filter(|s| s.len() == 4);
     let window = &conv.attrs.window;
-    let plane = shape.and_then(|s| {
+    shape.and_then(|s| {
         let h = window.forward_axis(0, s[2].known()?, ws[2]).ok()?;
         let w = window.forward_axis(1, s[3].known()?, ws[3]).ok()?;
-        // Hostile shapes overflow; they never take this kernel.
+        // Hostile shapes overflow; they never take the kernels that need it.
         Some((h.output.checked_mul(w.output)?, w.output))
-    });
-    plane
+    })
 }
 
 /// Whether `node` (weights of shape `ws`) runs by Winograd: a 3x3 window of stride 1 without
