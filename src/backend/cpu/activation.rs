@@ -200,6 +200,81 @@ fn erf<const FMA: bool>(x: f32) -> f32 {
     r.copysign(x)
 }
 
+/// Activations in AVX-512 registers, for kernels that apply them as they store their tiles:
+/// the same arithmetic as [`ActivationExt::eval`], operation for operation, so the results are
+/// bit for bit those of [`ActivationExt::apply`].
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    use super::Activation;
+    use std::arch::x86_64::*;
+
+    /// Whether [`apply`] computes `act` (else it returns its input unchanged and the caller
+    /// applies `act` afterwards).
+    pub fn in_registers(act: Activation) -> bool {
+        matches!(
+            act,
+            Activation::None | Activation::Relu | Activation::Clip(..) | Activation::Sigmoid | Activation::Silu
+        )
+    }
+
+    /// `act` of every lane of `v`, for the activations [`in_registers`] names.
+    ///
+    /// # Safety
+    /// Needs AVX-512F.
+    #[inline(always)]
+    pub unsafe fn apply(act: Activation, v: __m512) -> __m512 {
+        // max/min return their second operand where either is NaN: the constant goes first
+        // where f32's methods keep a NaN, second where they drop it.
+        match act {
+            Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+            Activation::Clip(lo, hi) => _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi)),
+            Activation::Sigmoid => unsafe { sigmoid(v) },
+            Activation::Silu => _mm512_mul_ps(v, unsafe { sigmoid(v) }),
+            _ => v,
+        }
+    }
+
+    /// [`super::sigmoid`] lane by lane.
+    ///
+    /// # Safety
+    /// Needs AVX-512F.
+    #[inline(always)]
+    pub unsafe fn sigmoid(v: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        let neg = _mm512_sub_ps(_mm512_setzero_ps(), v);
+        _mm512_div_ps(one, _mm512_add_ps(one, unsafe { exp(neg) }))
+    }
+
+    /// [`super::exp`] lane by lane (without its saturation to infinity, as there).
+    ///
+    /// # Safety
+    /// Needs AVX-512F.
+    #[inline(always)]
+    pub unsafe fn exp(x: __m512) -> __m512 {
+        let s = _mm512_set1_ps;
+        let (add, mul, sub) = (_mm512_add_ps, _mm512_mul_ps, _mm512_sub_ps);
+        // f32::clamp keeps a NaN: the NaN as the second operand of both.
+        let x = _mm512_max_ps(s(-87.336_54), _mm512_min_ps(s(88.722_83), x));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(add(
+            mul(x, s(std::f32::consts::LOG2_E)),
+            s(0.5),
+        ));
+        let r = add(sub(x, mul(n, s(0.693_359_4))), mul(n, s(2.121_944_4e-4)));
+        let mut p = s(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1] {
+            p = add(mul(p, r), s(c));
+        }
+        let e = add(add(mul(mul(p, r), r), r), s(1.0));
+        let whole = _mm512_sub_epi32(_mm512_castps_si512(add(n, s(12_582_912.0))), _mm512_set1_epi32(0x4B40_0000));
+        let biased = _mm512_min_epi32(
+            _mm512_max_epi32(_mm512_add_epi32(whole, _mm512_set1_epi32(126)), _mm512_setzero_si512()),
+            _mm512_set1_epi32(254),
+        );
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased));
+        mul(mul(e, scale), s(2.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +325,33 @@ mod tests {
             sum += term / (2.0 * n + 1.0);
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// The register forms give exactly the scalar results, saturation and NaN included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn registers_give_the_scalar_result_bit_for_bit() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut xs: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.0537).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 88.72, -87.33]);
+        xs.resize(xs.len().next_multiple_of(16), 0.5);
+        let acts =
+            [Activation::None, Activation::Relu, Activation::Clip(-0.5, 6.0), Activation::Sigmoid, Activation::Silu];
+        for act in acts {
+            assert!(avx512::in_registers(act));
+            for chunk in xs.chunks_exact(16) {
+                let mut got = [0f32; 16];
+                // SAFETY: AVX-512F was detected above; both pointers hold 16 floats.
+                unsafe { _mm512_storeu_ps(got.as_mut_ptr(), avx512::apply(act, _mm512_loadu_ps(chunk.as_ptr()))) };
+                for (&x, g) in chunk.iter().zip(got) {
+                    let w = act.eval(x);
+                    assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{act:?}({x}): {g} vs {w}");
+                }
+            }
+        }
     }
 
     #[test]

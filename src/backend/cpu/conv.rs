@@ -61,7 +61,8 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let wv = w.as_slice::<f32>()?;
     let micro = gemm::micro_for(isa());
     let depthwise = cg == 1 && mg == 1 && group > 1;
-    let stem = StemWeights::new(wv, [m, cg, kh, kw], group, residual);
+    let (stride, width) = (conv.attrs.window.stride(1), out_plane(graph, node, conv, &ws).map(|(_, w)| w));
+    let stem = StemWeights::new(wv, [m, cg, kh, kw], group, residual, stride, width);
     let direct =
         (stem.is_none() && direct_for(graph, node, conv, &ws)).then(|| DirectWeights::new(wv, [m, cg, kh, kw]));
     let winograd = (direct.is_none() && winograd_for(graph, node, conv, &ws)).then(|| Winograd::new(wv, m, cg, &micro));
@@ -101,17 +102,22 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
 /// Whether `node` (weights of shape `ws`) runs on the direct kernel: one group, a plane of known
 /// size where [`conv_direct::wins`].
 fn direct_for(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> bool {
+    conv.attrs.group == 1
+        && out_plane(graph, node, conv, ws)
+            .is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width))
+}
+
+/// The output plane's pixels and width, where the input's shape makes them known.
+fn out_plane(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> Option<(usize, usize)> {
     let input = node.inputs.first().copied().flatten();
     let shape = input.and_then(|v| graph.values[v].fact.shape.as_ref()).filter(|s| s.len() == 4);
     let window = &conv.attrs.window;
-    let plane = shape.and_then(|s| {
+    shape.and_then(|s| {
         let h = window.forward_axis(0, s[2].known()?, ws[2]).ok()?;
         let w = window.forward_axis(1, s[3].known()?, ws[3]).ok()?;
-        // Hostile shapes overflow; they never take this kernel.
+        // Hostile shapes overflow; they never take the kernels that need it.
         Some((h.output.checked_mul(w.output)?, w.output))
-    });
-    conv.attrs.group == 1
-        && plane.is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width))
+    })
 }
 
 /// Whether `node` (weights of shape `ws`) runs by Winograd: a 3x3 window of stride 1 without

@@ -1,13 +1,17 @@
 //! Direct convolution for a network's stem: one group over a few input channels (1 to 4) with a
 //! window of 3x3 or more (ResNet's 7x7 stride 2 over RGB, MobileNet's and YOLO's 3x3 stride
-//! 2). The GEMM would spend its time packing an implicit im2col of k = 27..196 rows for every
-//! block of pixels; here the input rows of a band of output rows are staged (in a per-thread
-//! buffer of about 64 KiB), zero-padded and split by column phase (for stride s, phase p holds padded columns p, p + s, ...), so that the input of 16
-//! consecutive output pixels under any tap is 16 contiguous floats. A tile of 8 output channels
-//! x up to 48 pixels of one output row accumulates in 24 AVX-512 registers over the taps, each
-//! tap one load per 16 pixels and one broadcast weight per channel. AVX-512 only; elsewhere the
-//! GEMM runs these.
+//! 2), and for YOLO's strided 3x3 convs over wide rows (16 to 64 channels). The GEMM would
+//! spend its time packing an implicit im2col of k = 27..576 rows for every block of pixels;
+//! here the input rows of a band of output rows are staged (in a per-thread buffer of up to
+//! 256 KiB), zero-padded and split by column phase (for stride s, phase p holds padded columns
+//! p, p + s, ...), so that the input of 16 consecutive output pixels under any tap is 16
+//! contiguous floats. A tile of 8 output channels x up to 48 pixels of one output row
+//! accumulates in 24 AVX-512 registers over the taps, each tap one load per 16 pixels and one
+//! broadcast weight per channel; bias and the usual activations are applied in registers as the
+//! tile is stored. AVX-512 only; elsewhere the GEMM runs these.
 
+#[cfg(target_arch = "x86_64")]
+use super::activation::avx512;
 use super::activation::{Activation, ActivationExt};
 use super::isa::{isa, Isa};
 use super::pool::SharedMut;
@@ -17,8 +21,14 @@ use std::cell::RefCell;
 
 /// Output channels per tile.
 const MB: usize = 8;
-/// Most taps (input channels x window) a stem may have: the tap table lives on the stack.
-const MAX_TAPS: usize = 512;
+/// Most taps a window may have: the tap table lives on the stack.
+const MAX_WINDOW: usize = 512;
+/// Most input channels of a wide convolution of stride 2 (see [`StemWeights::new`]).
+const MAX_WIDE_CHANNELS: usize = 64;
+/// Most input channels of a wide convolution of stride 1.
+const MAX_WIDE_CHANNELS_STRIDE_1: usize = 16;
+/// Narrowest output rows of a wide convolution: the 16-pixel vectors stay mostly full.
+const MIN_WIDE_WIDTH: usize = 40;
 
 /// The weights of a stem convolution, in tiles of [`MB`] output channels: `[tile][tap][MB]`,
 /// taps in the weights' order (input channel, row, column), channels past `m` zero.
@@ -34,11 +44,26 @@ pub struct StemWeights {
 
 impl StemWeights {
     /// The packed weights (`wv`: `[m][c][kh][kw]`) where the stem kernel takes the convolution:
-    /// one group, 1..=4 input channels, a window of 3x3 or more, no residual to add, AVX-512 (1-D
-    /// windows, such as an STFT's frames, were not measured).
-    pub fn new(wv: &[f32], [m, c, kh, kw]: [usize; 4], group: usize, residual: bool) -> Option<StemWeights> {
+    /// one group, a window of 3x3 or more, no residual to add, AVX-512 (1-D windows, such as an
+    /// STFT's frames, were not measured); 1..=4 input channels, or a few more when the output
+    /// rows (`out_width`, if known) are wide: YOLO's 3x3 convs of stride 2 (`stride`, along the
+    /// rows) over 16 to 64 channels and of stride 1 over 16, where the GEMM's packing and
+    /// Winograd's transforms cost more than the products.
+    pub fn new(
+        wv: &[f32],
+        [m, c, kh, kw]: [usize; 4],
+        group: usize,
+        residual: bool,
+        stride: usize,
+        out_width: Option<usize>,
+    ) -> Option<StemWeights> {
         let taps = c * kh * kw;
-        if !(isa() == Isa::Avx512 && group == 1 && (1..=4).contains(&c) && kh >= 3 && kw >= 3 && taps <= MAX_TAPS)
+        // Measured per layer against the GEMM (stride 2) and Winograd (stride 1): Winograd's
+        // transforms cost more than its saved products below 32 channels.
+        let channels = if stride == 2 { MAX_WIDE_CHANNELS } else { MAX_WIDE_CHANNELS_STRIDE_1 };
+        let wide = c <= channels && stride <= 2 && out_width.is_some_and(|w| w >= MIN_WIDE_WIDTH);
+        if !(isa() == Isa::Avx512 && group == 1 && ((1..=4).contains(&c) || wide) && kh >= 3 && kw >= 3)
+            || kh * kw > MAX_WINDOW
             || residual
             || wv.len() != m * taps
         {
@@ -81,17 +106,20 @@ impl StemWeights {
         // (One more for `stage_band`'s pairs, whose second halves start one further.)
         let qw = (self.kw - 1) * w.dilation / w.stride + 16 * vectors + 1;
         let row_len = w.stride * qw;
-        // Output rows per task: their padded input rows are staged together (about 64 KiB for
-        // ResNet's stem; the rows between two bands are staged twice).
+        // Output rows per task: their padded input rows are staged together (at most 16 rows,
+        // about 256 KiB; the rows between two bands are staged twice).
         let band = (BAND_FLOATS / (c * row_len * h.stride).max(1)).clamp(1, 16);
         let rows = (band - 1) * h.stride + (self.kh - 1) * h.dilation + 1;
-        let mut tap_at = [0usize; MAX_TAPS];
-        for (t, at) in tap_at.iter_mut().enumerate().take(taps) {
-            let (ci, r, col) = (t / (self.kh * self.kw), t / self.kw % self.kh, t % self.kw);
+        // Where each tap of the window reads in its channel's staged rows (a channel's rows are
+        // `rows * row_len` floats).
+        let window = self.kh * self.kw;
+        let mut tap_at = [0usize; MAX_WINDOW];
+        for (t, at) in tap_at.iter_mut().enumerate().take(window) {
+            let (r, col) = (t / self.kw, t % self.kw);
             let shift = col * w.dilation;
-            *at = ((ci * rows + r * h.dilation) * w.stride + shift % w.stride) * qw + shift / w.stride;
+            *at = (r * h.dilation * w.stride + shift % w.stride) * qw + shift / w.stride;
         }
-        let tap_at = &tap_at[..taps];
+        let taps_at = Taps { at: &tap_at[..window], channels: c, channel_stride: rows * row_len };
         let bias = bias.filter(|b| b.len() == self.m);
         let tiles = self.m.div_ceil(MB);
         let (in_plane, out) = (h.input * w.input, SharedMut(y.as_mut_ptr()));
@@ -122,10 +150,24 @@ impl StemWeights {
                         // the call; AVX-512 was checked at prepare time (isa() does not change).
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            tile_row(row_stage, tap_at, weights, &lane_bias, o.0.add(first), plane, channels, ow_n)
+                            tile_row(
+                                row_stage,
+                                &taps_at,
+                                weights,
+                                &lane_bias,
+                                act,
+                                o.0.add(first),
+                                plane,
+                                channels,
+                                ow_n,
+                            )
                         };
                         #[cfg(not(target_arch = "x86_64"))]
                         unreachable!("stem weights are made for AVX-512 only ({row_stage:p}, {tap_at:?}, {weights:p})");
+                        #[cfg(target_arch = "x86_64")]
+                        if avx512::in_registers(act) {
+                            continue;
+                        }
                         for ch in 0..channels {
                             // SAFETY: as above, this task's row of channel `tile * MB + ch`.
                             act.apply(unsafe { std::slice::from_raw_parts_mut(o.0.add(first + ch * plane), ow_n) });
@@ -137,8 +179,17 @@ impl StemWeights {
     }
 }
 
+/// The taps of one output pixel: each window tap's offset in a channel's staged rows, for
+/// `channels` channels `channel_stride` floats apart.
+#[derive(Clone, Copy, Debug)]
+struct Taps<'a> {
+    at: &'a [usize],
+    channels: usize,
+    channel_stride: usize,
+}
+
 /// Floats of a band's staged input (see [`StemWeights::run`]).
-const BAND_FLOATS: usize = 16 * 1024;
+const BAND_FLOATS: usize = 64 * 1024;
 
 thread_local! {
     /// This thread's staged band, kept between runs.
@@ -167,7 +218,8 @@ fn stage_band(x: &[f32], c: usize, h: &Axis, w: &Axis, r0: usize, rows: usize, q
                 if let (Some(&last), Some(d)) = (pairs.remainder().first(), first.get_mut(src.len() / 2)) {
                     *d = last;
                 }
-                for ((a, b), p) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
+                let done = split_pairs(src, first, second);
+                for ((a, b), p) in first.iter_mut().zip(second.iter_mut()).zip(pairs).skip(done) {
                     (*a, *b) = (p[0], p[1]);
                 }
                 continue;
@@ -184,20 +236,53 @@ fn stage_band(x: &[f32], c: usize, h: &Axis, w: &Axis, r0: usize, rows: usize, q
     }
 }
 
+/// Splits the first pairs of `src` into `first` (their first halves) and `second`, 16 pairs at
+/// a time in AVX-512 registers (the compiler's loop moved one float at a time, a third of a wide
+/// convolution's time); returns how many pairs it split, the rest left to the caller.
+fn split_pairs(src: &[f32], first: &mut [f32], second: &mut [f32]) -> usize {
+    let blocks = (src.len() / 32).min(first.len() / 16).min(second.len() / 16);
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        unsafe fn split(src: &[f32], first: &mut [f32], second: &mut [f32], blocks: usize) {
+            let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+            for b in 0..blocks {
+                // SAFETY: the caller's block count keeps 32 floats of src and 16 of each half
+                // inside their slices.
+                unsafe {
+                    let lo = _mm512_loadu_ps(src.as_ptr().add(32 * b));
+                    let hi = _mm512_loadu_ps(src.as_ptr().add(32 * b + 16));
+                    _mm512_storeu_ps(first.as_mut_ptr().add(16 * b), _mm512_permutex2var_ps(lo, evens, hi));
+                    _mm512_storeu_ps(second.as_mut_ptr().add(16 * b), _mm512_permutex2var_ps(lo, odds, hi));
+                }
+            }
+        }
+        // SAFETY: AVX-512 is present (isa() names only what this CPU has); `blocks` fits every
+        // slice.
+        unsafe { split(src, first, second, blocks) };
+        return 16 * blocks;
+    }
+    0
+}
+
 #[cfg(target_arch = "x86_64")]
 /// One output row of one tile: vectors of 16 pixels in groups of up to 3 (7 vectors as
 /// 3 + 2 + 2, so no group is left with one).
 ///
 /// # Safety
-/// Needs AVX-512F; `stage` holds `tap_at[t] + 16 * vectors(ow_n)` floats for every tap `t`;
+/// Needs AVX-512F; `stage` holds `ci * channel_stride + at[t] + 16 * vectors(ow_n)` floats for
+/// every channel `ci` and window tap `t`;
 /// `out` is valid for `channels` rows of `ow_n` floats at stride `plane`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_row(
     stage: &[f32],
-    tap_at: &[usize],
+    tap_at: &Taps,
     weights: &[f32],
     bias: &[f32; MB],
+    act: Activation,
     out: *mut f32,
     plane: usize,
     channels: usize,
@@ -208,7 +293,7 @@ unsafe fn tile_row(
     let mut v0 = 0;
     for g in 0..groups {
         let width = vectors / groups + usize::from(g < vectors % groups);
-        let t = Tile { stage, tap_at, weights, bias, out, plane, channels, ow_n, v0 };
+        let t = Tile { stage, tap_at, weights, bias, act, out, plane, channels, ow_n, v0 };
         // SAFETY: the caller's guarantees, for vectors v0..v0 + width of the row.
         unsafe {
             match width {
@@ -225,9 +310,11 @@ unsafe fn tile_row(
 #[cfg(target_arch = "x86_64")]
 struct Tile<'a> {
     stage: &'a [f32],
-    tap_at: &'a [usize],
+    tap_at: &'a Taps<'a>,
     weights: &'a [f32],
     bias: &'a [f32; MB],
+    /// Applied as the tile is stored where [`avx512::in_registers`]; else by the caller.
+    act: Activation,
     out: *mut f32,
     plane: usize,
     channels: usize,
@@ -249,17 +336,23 @@ impl Tile<'_> {
         }
         // SAFETY: the caller's vectors start inside the stage.
         let base = unsafe { self.stage.as_ptr().add(16 * self.v0) };
-        debug_assert!(self.tap_at.iter().all(|&a| a + 16 * (self.v0 + PB) <= self.stage.len()));
-        for (&at, w) in self.tap_at.iter().zip(self.weights.chunks_exact(MB)) {
-            let mut xs = [_mm512_setzero_ps(); PB];
-            for (p, xv) in xs.iter_mut().enumerate() {
-                // SAFETY: within the stage, by the caller's guarantee.
-                *xv = unsafe { _mm512_loadu_ps(base.add(at + 16 * p)) };
-            }
-            for (a, &wv) in acc.iter_mut().zip(w) {
-                let wv = _mm512_set1_ps(wv);
-                for (s, &xv) in a.iter_mut().zip(&xs) {
-                    *s = _mm512_fmadd_ps(wv, xv, *s);
+        let Taps { at: window, channels, channel_stride } = *self.tap_at;
+        debug_assert!(window
+            .iter()
+            .all(|&a| (channels - 1) * channel_stride + a + 16 * (self.v0 + PB) <= self.stage.len()));
+        let mut w = self.weights.chunks_exact(MB);
+        for ci in 0..channels {
+            for (&at, w) in window.iter().zip(&mut w) {
+                let mut xs = [_mm512_setzero_ps(); PB];
+                for (p, xv) in xs.iter_mut().enumerate() {
+                    // SAFETY: within the stage, by the caller's guarantee.
+                    *xv = unsafe { _mm512_loadu_ps(base.add(ci * channel_stride + at + 16 * p)) };
+                }
+                for (a, &wv) in acc.iter_mut().zip(w) {
+                    let wv = _mm512_set1_ps(wv);
+                    for (s, &xv) in a.iter_mut().zip(&xs) {
+                        *s = _mm512_fmadd_ps(wv, xv, *s);
+                    }
                 }
             }
         }
@@ -268,8 +361,9 @@ impl Tile<'_> {
                 let j = 16 * (self.v0 + p);
                 let left = self.ow_n - j;
                 let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
-                // SAFETY: the mask keeps the stores inside the row's ow_n outputs.
-                unsafe { _mm512_mask_storeu_ps(self.out.add(ch * self.plane + j), mask, s) };
+                // SAFETY: AVX-512F (this function's feature); the mask keeps the stores inside the
+                // row's ow_n outputs.
+                unsafe { _mm512_mask_storeu_ps(self.out.add(ch * self.plane + j), mask, avx512::apply(self.act, s)) };
             }
         }
     }

@@ -238,7 +238,7 @@ fn convolutions_match_the_reference() {
             true,
             "conv-winograd",
         ),
-        ("winograd blocks", [1, 16, 50, 47], [20, 16, 3, 3], vec![], true, "conv-winograd"),
+        ("winograd blocks", [1, 18, 50, 47], [20, 18, 3, 3], vec![], true, "conv-winograd"),
         (
             "large plane stride 2",
             [1, 5, 40, 41],
@@ -284,6 +284,26 @@ fn convolutions_match_the_reference() {
             [17, 2, 3, 3],
             vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
             true,
+            stem,
+        ),
+        // Wide strided convolutions over more channels (YOLO's downsampling convs): the stem
+        // kernel too; odd channel counts, two images, asymmetric padding, a ragged last vector
+        // (planes past the direct kernel's 196 pixels, so that with a residual the GEMM runs).
+        (
+            "wide stride 2",
+            [2, 17, 23, 90],
+            [37, 17, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            stem,
+        ),
+        ("wide stride 1", [1, 16, 7, 53], [13, 16, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
+        (
+            "wide stride 2 deep",
+            [1, 64, 11, 97],
+            [11, 64, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 0, 0, 1]))],
+            false,
             stem,
         ),
         // More output channels than one tile's rows.
@@ -844,7 +864,9 @@ fn work_split_over_the_pool_matches_the_reference() {
     assert_eq!(check("split winograd blocks", conv, inputs), "conv-winograd");
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1010, &[1, 8, 40, 40])), In::Const(tensor(1011, &[24, 8, 3, 3]))];
-    assert_eq!(check("split conv few channels", conv, inputs), "conv-gemm");
+    // Few channels over rows of 40: the stem kernel where AVX-512 is.
+    let stem = if super::isa::isa() == super::isa::Isa::Avx512 { "conv-stem" } else { "conv-gemm" };
+    assert_eq!(check("split conv few channels", conv, inputs), stem);
 }
 
 #[test]
