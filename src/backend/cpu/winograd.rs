@@ -387,7 +387,7 @@ fn transform_input_generic<const AVX512: bool>(
         let side_by_side = AVX512
             && inside
             && mr == LANES
-            && origin.iter().all(|&(n, iy, ix)| n == origin[0].0 && iy == origin[0].1)
+            && origin.iter().all(|&(n, iy, _)| n == origin[0].0 && iy == origin[0].1)
             && origin.windows(2).all(|w| w[1].2 == w[0].2 + TILE as isize);
         for ch in 0..c {
             let mut d = [[[0f32; LANES]; ALPHA]; ALPHA];
