@@ -137,7 +137,7 @@ pub fn exp(x: f32) -> f32 {
 /// `a * b + c`, fused where `FMA` (callers compiled with FMA only: else a libm call); unfused,
 /// the bits of the plain expression.
 #[inline(always)]
-fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(super) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {

@@ -3,7 +3,7 @@
 //! with the fast exp, rows spread over the pool. A normalised axis that is not the last (YOLOv8's
 //! distribution head: 16 bins over 4 x 8400 boxes) is vectorised across the lanes beside it.
 
-use super::activation::exp;
+use super::activation::{exp, fmadd};
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
@@ -214,15 +214,6 @@ pub(super) fn exp_shifted_lanes<const FMA: bool>(row: &mut [f32], max: f32) -> [
         s[i] += *v;
     }
     s
-}
-
-#[inline(always)]
-fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
 }
 
 /// e^x for x <= 0 (a softmax's shifted scores; NaN stays NaN), cheaper than the general
