@@ -145,12 +145,10 @@ pub(super) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// [`exp`], its steps in fused multiply-adds where `FMA` (half the instructions of the
-/// polynomial; Gelu's erf is mostly this).
+/// e^(x - n ln2) by Cephes' expf polynomial, for a whole `n` near x / ln2: the part of e^x left
+/// once the power of two is taken out. Steps fused where `FMA`.
 #[inline(always)]
-fn exp_with<const FMA: bool>(x: f32) -> f32 {
-    let x = x.clamp(-87.336_54, 88.722_83);
-    let n = fmadd::<FMA>(x, std::f32::consts::LOG2_E, 0.5).floor();
+pub(super) fn exp_reduced<const FMA: bool>(x: f32, n: f32) -> f32 {
     // x - n ln2 in two parts for precision.
     let r = fmadd::<FMA>(n, -0.693_359_4, x);
     let r = fmadd::<FMA>(n, 2.121_944_4e-4, r);
@@ -160,7 +158,16 @@ fn exp_with<const FMA: bool>(x: f32) -> f32 {
     let p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
     let p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
     let p = fmadd::<FMA>(p, r, 5e-1);
-    let e = fmadd::<FMA>(p * r, r, r) + 1.0;
+    fmadd::<FMA>(p * r, r, r) + 1.0
+}
+
+/// [`exp`], its steps in fused multiply-adds where `FMA` (half the instructions of the
+/// polynomial; Gelu's erf is mostly this).
+#[inline(always)]
+fn exp_with<const FMA: bool>(x: f32) -> f32 {
+    let x = x.clamp(-87.336_54, 88.722_83);
+    let n = fmadd::<FMA>(x, std::f32::consts::LOG2_E, 0.5).floor();
+    let e = exp_reduced::<FMA>(x, n);
     // 2^n built in the exponent bits, as 2^(n-1) * 2 so that n = 128 stays finite.
     // n is a whole number in [-126, 128]: adding 1.5 * 2^23 puts it in the low mantissa bits, an
     // integer conversion that stays in vector lanes (`n as i32` saturates, lane by lane in
@@ -201,8 +208,9 @@ fn erf<const FMA: bool>(x: f32) -> f32 {
 }
 
 /// Activations in AVX-512 registers, for kernels that apply them as they store their tiles:
-/// the same arithmetic as [`ActivationExt::eval`], operation for operation, so the results are
-/// bit for bit those of [`ActivationExt::apply`].
+/// the same arithmetic as [`ActivationExt::eval`] (unfused), operation for operation, so the
+/// results are bit for bit those of `eval`; [`ActivationExt::apply`] on FMA machines rounds its
+/// polynomials once a step and may differ in the last bit or two.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
     use super::Activation;

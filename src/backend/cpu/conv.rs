@@ -430,8 +430,8 @@ fn subsample(ctx: &ExecCtx, x: &[f32], planes: usize, geo: Geometry, out: &mut [
             let src = &x[c * in_plane..(c + 1) * in_plane];
             for (oy, row) in plane.chunks_exact_mut(ow).enumerate() {
                 let in_row = &src[oy * sh * iw..];
-                if sw == 2 && in_row.len() >= 2 * ow {
-                    row.iter_mut().zip(in_row.chunks_exact(2)).for_each(|(v, pair)| *v = pair[0]);
+                if sw == 2 {
+                    depthwise::every_other(row, in_row);
                 } else {
                     row.iter_mut().zip(in_row.iter().step_by(sw)).for_each(|(v, s)| *v = *s);
                 }

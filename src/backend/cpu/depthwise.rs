@@ -483,7 +483,7 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// `dst[j] = src[2 * j]`, in a form the compiler vectorises (`step_by` does not).
-fn every_other(dst: &mut [f32], src: &[f32]) {
+pub(super) fn every_other(dst: &mut [f32], src: &[f32]) {
     let pairs = (src.len() / 2).min(dst.len());
     dst[..pairs].iter_mut().zip(src.chunks_exact(2)).for_each(|(d, p)| *d = p[0]);
     if let Some(d) = dst.get_mut(pairs) {

@@ -3,7 +3,7 @@
 //! with the fast exp, rows spread over the pool. A normalised axis that is not the last (YOLOv8's
 //! distribution head: 16 bins over 4 x 8400 boxes) is vectorised across the lanes beside it.
 
-use super::activation::{exp, fmadd};
+use super::activation::{exp, exp_reduced, fmadd};
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
@@ -228,16 +228,7 @@ fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
     let xc = if x < -87.3 { -87.3 } else { x };
     let t = fmadd::<FMA>(xc, std::f32::consts::LOG2_E, SHIFT);
     let n = t - SHIFT;
-    // x - n ln2 in two parts for precision.
-    let r = fmadd::<FMA>(n, -0.693_359_4, xc);
-    let r = fmadd::<FMA>(n, 2.121_944_4e-4, r);
-    let p = 1.987_569_1e-4_f32;
-    let p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
-    let p = fmadd::<FMA>(p, r, 8.333_452e-3);
-    let p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
-    let p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
-    let p = fmadd::<FMA>(p, r, 5e-1);
-    let e = fmadd::<FMA>(p * r, r, r) + 1.0;
+    let e = exp_reduced::<FMA>(xc, n);
     // n is in -126..=0 here: its low bits, plus the bias, are the exponent of 2^n.
     let bits = t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
     let y = e * f32::from_bits(bits);
