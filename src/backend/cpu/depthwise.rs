@@ -31,6 +31,32 @@ pub struct Depthwise<'a> {
     pub w: Axis,
 }
 
+/// The kernel `CRX580_DEPTHWISE` asks for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) enum Forced {
+    /// This module's per-plane kernel.
+    Plane,
+    /// [`super::depthwise_blocked`].
+    Blocked,
+    /// [`super::depthwise_rows`].
+    Rows,
+}
+
+/// For comparing the kernels: `CRX580_DEPTHWISE=plane|blocked|rows` gives every plane that kernel
+/// can take to it (the others fall back to the per-plane kernel); unset, each takes the planes it
+/// was measured fastest on.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn forced() -> Option<Forced> {
+    static CHOICE: std::sync::OnceLock<Option<Forced>> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("CRX580_DEPTHWISE").as_deref() {
+        Ok("plane") => Some(Forced::Plane),
+        Ok("blocked") => Some(Forced::Blocked),
+        Ok("rows") => Some(Forced::Rows),
+        _ => None,
+    })
+}
+
 /// Output columns are computed in whole tiles of 8 (past the row's end too).
 const COLUMN_STEP: usize = 8;
 /// The most output rows one tile covers (past the band's end too).
@@ -132,6 +158,10 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
     assert!(p.x.len() >= planes * in_plane && y.len() >= planes * out_plane, "depthwise: buffers too small");
     if out_plane == 0 {
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::depthwise_rows::suits(p) {
+        return super::depthwise_rows::run(pool, p, planes, y);
     }
     #[cfg(target_arch = "x86_64")]
     if super::depthwise_blocked::suits(p) {

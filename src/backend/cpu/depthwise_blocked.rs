@@ -10,13 +10,12 @@
 //! the two transposes are the price, 16x16 blocks in registers.)
 
 use super::activation::{Activation, ActivationExt};
-use super::depthwise::Depthwise;
+use super::depthwise::{forced, Depthwise, Forced};
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 /// Channels per block: the lanes of one vector.
 const LANES: usize = 16;
@@ -28,18 +27,14 @@ const LANES: usize = 16;
 /// more there than a skipped pixel here).
 const MAX_PLANE: [usize; 2] = [64 * 64, 128 * 128];
 
-/// Whether this kernel runs `p`: AVX-512 and small planes. For comparing the two kernels,
-/// `CRX580_DEPTHWISE=plane` leaves every plane to the per-plane kernel and `=blocked` gives every
-/// plane to this one.
+/// Whether this kernel runs `p`: AVX-512 and small planes (see [`super::depthwise::forced`]).
 pub fn suits(p: &Depthwise) -> bool {
-    static CHOICE: OnceLock<Option<bool>> = OnceLock::new();
-    let choice = *CHOICE.get_or_init(|| match std::env::var("CRX580_DEPTHWISE").as_deref() {
-        Ok("plane") => Some(false),
-        Ok("blocked") => Some(true),
-        _ => None,
-    });
     let small = p.h.input * p.w.input <= MAX_PLANE[usize::from(p.h.stride * p.w.stride > 1)];
-    isa() == Isa::Avx512 && choice.unwrap_or(small) && p.h.output * p.w.output > 0
+    let chosen = match forced() {
+        Some(k) => k == Forced::Blocked,
+        None => small,
+    };
+    isa() == Isa::Avx512 && chosen && p.h.output * p.w.output > 0
 }
 
 /// The padded scratch's shape; the same for every block of one call.
@@ -171,7 +166,7 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
 }
 
 /// Whether [`vector_act`] applies `act` itself (else the planes are passed over again).
-fn fuses(act: Activation) -> bool {
+pub(super) fn fuses(act: Activation) -> bool {
     matches!(act, Activation::None | Activation::Relu | Activation::Clip(..) | Activation::HardSwish)
 }
 
@@ -230,12 +225,19 @@ impl Block<'_> {
         let (mut iy, mut ix) = (0, 0);
         for q in (0..plane).step_by(LANES) {
             let n = LANES.min(plane - q);
-            let mask = lane_mask(n);
-            let mut r = [_mm512_setzero_ps(); LANES];
-            for (c, v) in r.iter_mut().enumerate().take(self.lanes) {
-                // Masked: lanes past the plane's end are not read (run() checked the planes).
-                *v = _mm512_maskz_loadu_ps(mask, x.add(c * plane + q));
-            }
+            let mut r = if n == LANES && self.lanes == LANES {
+                // A whole block: plain loads, so the 16 vectors stay in registers (a zeroed
+                // array filled by masked loads went through the stack).
+                std::array::from_fn(|c| _mm512_loadu_ps(x.add(c * plane + q)))
+            } else {
+                let mask = lane_mask(n);
+                let mut r = [_mm512_setzero_ps(); LANES];
+                for (c, v) in r.iter_mut().enumerate().take(self.lanes) {
+                    // Masked: lanes past the plane's end are not read (run() checked the planes).
+                    *v = _mm512_maskz_loadu_ps(mask, x.add(c * plane + q));
+                }
+                r
+            };
             transpose16(&mut r);
             for v in r.iter().take(n) {
                 // iy < ih and ix < iw: inside the input block (Padded::new).
@@ -319,6 +321,16 @@ impl Block<'_> {
             transpose16(&mut r);
             for (c, &v) in r.iter().enumerate().take(self.lanes) {
                 let at = (self.plane0 + c) * plane + q;
+                if n == LANES {
+                    // Whole vectors: plain loads and stores (the masked store was this kernel's
+                    // hottest instruction).
+                    let v = match p.residual {
+                        Some(res) => _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(at))),
+                        None => v,
+                    };
+                    _mm512_storeu_ps(y.add(at), vector_act(p.act, v));
+                    continue;
+                }
                 let v = match p.residual {
                     // Masked: lanes past the plane's end are neither read nor written.
                     Some(res) => _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at))),
@@ -484,11 +496,12 @@ mod tests {
                 };
             let (h, w) = (axis(ih, kh, s, dh, pads[0], pads[2]), axis(iw, kw, s, dw, pads[1], pads[3]));
             let probe = Depthwise { x: &[], weights: &[], bias: None, residual: None, act, channels, h, w };
-            blocked += usize::from(suits(&probe));
+            // 3x3 stride-1 planes of 24 columns and more go to the row kernel first.
+            blocked += usize::from(suits(&probe) || super::super::depthwise_rows::suits(&probe));
         }
         assert!(ran >= 40, "only {ran} cases ran");
-        if isa() == Isa::Avx512 && std::env::var("CRX580_DEPTHWISE").as_deref() != Ok("plane") {
-            assert_eq!(blocked, ran, "cases the blocked kernel ran");
+        if isa() == Isa::Avx512 && forced().is_none() {
+            assert_eq!(blocked, ran, "cases the blocked (or row) kernel ran");
         }
     }
 }

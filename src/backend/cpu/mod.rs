@@ -25,6 +25,8 @@ pub mod conv_transpose;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_blocked;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_rows;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;

@@ -1,0 +1,315 @@
+//! 3x3 depthwise convolution at stride 1 or 2 straight from the NCHW rows (MobileNets' layers on
+//! planes of 28x28 and wider), 16 output columns in the lanes of an AVX-512 vector.
+//!
+//! A tile of 4 output rows by up to 4 vectors keeps its 16 sums in registers. Each input row it
+//! reads is loaded once per vector and feeds every output row of the tile it belongs to: at
+//! stride 1 three masked, unaligned loads give the left, centre and right taps; at stride 2 two
+//! 32-column windows (four loads) give them through three even/odd permutes. The load masks stand
+//! in for the zero columns of the padding, and input rows above and below the plane read a row of
+//! zeros. So nothing is copied first: the per-plane kernel ([`super::depthwise`]) copies bands
+//! into a padded scratch and the blocked one ([`super::depthwise_blocked`]) transposes 16 planes
+//! in and out, which on MobileNetV2's 112x112 and 56x56 layers cost about as much again as the
+//! taps (in a standalone test this tile ran at ~12 cycles per vector in L2, the blocked kernel at
+//! ~30).
+
+use super::activation::ActivationExt;
+use super::depthwise::{forced, Depthwise, Forced};
+use super::depthwise_blocked::{fuses, vector_act};
+use super::isa::{isa, Isa};
+use super::pool::{SharedMut, ThreadPool};
+use crate::ops::window::Axis;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Output columns per vector.
+const LANES: usize = 16;
+/// Output rows per tile.
+const ROWS: usize = 4;
+/// Vectors per tile (a row's last tile takes what is left, 1 to 4).
+const VECTORS: usize = 4;
+/// The narrowest output rows this kernel takes: narrower ones leave too many lanes idle, and
+/// the blocked kernel, all 16 lanes busy whatever the width, wins there (14 columns: as fast at
+/// stride 1, 1.2x faster at stride 2; 7 columns: 1.6x slower).
+const MIN_WIDTH: usize = 14;
+/// Lanes 0, 2, ..., 30 and 1, 3, ..., 31 of two vectors side by side.
+const EVEN: [u32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+const ODD: [u32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+
+thread_local! {
+    /// A row of zeros for the input rows above and below the plane, kept between calls.
+    static ZEROS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this kernel runs `p`: AVX-512, a 3x3 filter at stride 1 or 2 (the same on both axes)
+/// and dilation 1, at most 2 columns and rows of padding before the plane, and output rows of at
+/// least [`MIN_WIDTH`] (see [`super::depthwise::forced`]).
+pub fn suits(p: &Depthwise) -> bool {
+    let fits = |a: &Axis| a.kernel == 3 && a.stride == p.h.stride && a.dilation == 1 && a.pad_begin <= 2;
+    let chosen = match forced() {
+        Some(k) => k == Forced::Rows,
+        None => p.w.output >= MIN_WIDTH,
+    };
+    isa() == Isa::Avx512
+        && matches!(p.h.stride, 1 | 2)
+        && fits(&p.h)
+        && fits(&p.w)
+        && chosen
+        && p.h.output * p.w.output > 0
+}
+
+/// Runs the convolution into `y` (`planes` output planes), one task per plane.
+pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
+    assert!(suits(p), "depthwise_rows: needs AVX-512 and a 3x3 filter at stride 1 or 2");
+    let (in_plane, out_plane) = (p.h.input * p.w.input, p.h.output * p.w.output);
+    assert!(p.x.len() >= planes * in_plane && y.len() >= planes * out_plane, "depthwise: buffers too small");
+    assert!(planes.is_multiple_of(p.channels), "depthwise: planes are whole images");
+    assert!(p.weights.len() >= p.channels * 9 && p.bias.is_none_or(|b| b.len() >= p.channels));
+    assert!(p.residual.is_none_or(|r| r.len() >= planes * out_plane));
+    let out = SharedMut(y.as_mut_ptr());
+    pool.parallel_for_work(planes, out_plane * 9, &|i| {
+        let o = out;
+        let c = i % p.channels;
+        ZEROS.with(|z| {
+            let mut zeros = z.borrow_mut();
+            if zeros.len() < p.w.input {
+                zeros.resize(p.w.input, 0.0);
+            }
+            let job = Plane {
+                x: &p.x[i * in_plane..(i + 1) * in_plane],
+                zeros: &zeros[..p.w.input],
+                filter: &p.weights[c * 9..c * 9 + 9],
+                bias: p.bias.map_or(0.0, |b| b[c]),
+                residual: p.residual.map(|r| &r[i * out_plane..(i + 1) * out_plane]),
+                p,
+            };
+            // SAFETY: each task writes only its own output plane, inside `y` (checked above).
+            let y = unsafe { std::slice::from_raw_parts_mut(o.0.add(i * out_plane), out_plane) };
+            // SAFETY: AVX-512F is there (`suits`); `job` holds one whole plane of each tensor.
+            unsafe {
+                match p.h.stride {
+                    1 => job.run::<1>(y),
+                    _ => job.run::<2>(y),
+                }
+            };
+            if !fuses(p.act) {
+                p.act.apply(y);
+            }
+        });
+    });
+}
+
+/// One plane of the problem.
+struct Plane<'a> {
+    x: &'a [f32],
+    /// `w.input` zeros: the padding rows.
+    zeros: &'a [f32],
+    filter: &'a [f32],
+    bias: f32,
+    residual: Option<&'a [f32]>,
+    p: &'a Depthwise<'a>,
+}
+
+/// The loads of one vector of output columns from an input row: the column its first load
+/// starts at, and per load the lanes inside the row (the others read as zeros).
+#[derive(Clone, Copy)]
+struct Loads {
+    first: isize,
+    masks: [__mmask16; 4],
+    /// The output columns inside the row (the lanes stored).
+    store: __mmask16,
+}
+
+impl Plane<'_> {
+    /// # Safety
+    /// Needs AVX-512F; `self.x` holds a whole input plane, `self.residual` and `y` a whole output
+    /// plane.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const S: usize>(&self, y: &mut [f32]) {
+        let vectors = self.p.w.output.div_ceil(LANES);
+        for oy in (0..self.p.h.output).step_by(ROWS) {
+            let mut v0 = 0;
+            while v0 + VECTORS <= vectors {
+                self.tile::<S, VECTORS>(oy, v0, y);
+                v0 += VECTORS;
+            }
+            match vectors - v0 {
+                0 => {}
+                1 => self.tile::<S, 1>(oy, v0, y),
+                2 => self.tile::<S, 2>(oy, v0, y),
+                _ => self.tile::<S, 3>(oy, v0, y),
+            }
+        }
+    }
+
+    /// Where vector `v` of a row loads from: at stride 1 its three taps (columns `first`,
+    /// `first + 1`, `first + 2`), at stride 2 two 32-column windows (from `first` and
+    /// `first + 2`, 16 columns each).
+    #[inline(always)]
+    fn loads<const S: usize>(&self, v: usize) -> Loads {
+        let w = &self.p.w;
+        let x0 = v * LANES;
+        let first = (S * x0) as isize - w.pad_begin as isize;
+        // The lanes of a 16-column load from column `at` that lie inside the row.
+        let inside = |at: isize| -> __mmask16 {
+            let lo = (-at).clamp(0, LANES as isize) as u32;
+            let hi = (w.input as isize - at).clamp(0, LANES as isize) as u32;
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+        };
+        let masks = if S == 1 {
+            [inside(first), inside(first + 1), inside(first + 2), 0]
+        } else {
+            [inside(first), inside(first + 16), inside(first + 2), inside(first + 18)]
+        };
+        let n = LANES.min(w.output - x0);
+        Loads { first, masks, store: ((1u32 << n) - 1) as __mmask16 }
+    }
+
+    /// The left, centre and right taps of one vector of output columns from input row `row`.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `row` is a whole input row.
+    #[inline(always)]
+    unsafe fn taps<const S: usize>(row: *const f32, l: &Loads) -> [__m512; 3] {
+        // Masked loads: lanes outside the row are neither read nor used, so a pointer before the
+        // row's start or past its end (`wrapping_offset`) is never dereferenced there.
+        let load = |i: usize, at: isize| _mm512_maskz_loadu_ps(l.masks[i], row.wrapping_offset(l.first + at));
+        if S == 1 {
+            [load(0, 0), load(1, 1), load(2, 2)]
+        } else {
+            let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
+            let (a, b) = (load(0, 0), load(1, 16));
+            let (c, d) = (load(2, 2), load(3, 18));
+            [_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b), _mm512_permutex2var_ps(c, even, d)]
+        }
+    }
+
+    /// Output rows `oy..oy + ROWS` (those inside the plane) by vectors `v0..v0 + V` of columns.
+    /// Every loop has a constant trip count, so that it unrolls and the sums stay in registers.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; as [`Plane::run`].
+    #[inline(always)]
+    unsafe fn tile<const S: usize, const V: usize>(&self, oy: usize, v0: usize, y: &mut [f32]) {
+        let (h, w) = (&self.p.h, &self.p.w);
+        let loads: [Loads; V] = std::array::from_fn(|v| self.loads::<S>(v0 + v));
+        let k: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(self.filter[t]));
+        let mut acc = [[_mm512_set1_ps(self.bias); V]; ROWS];
+        let x0 = v0 * LANES;
+        let top = (S * oy) as isize - h.pad_begin as isize;
+        for ir in 0..(ROWS - 1) * S + 3 {
+            // Rows outside the plane (padding, or rows of a last tile past the output's end)
+            // read zeros.
+            let iy = top + ir as isize;
+            let row = if (0..h.input as isize).contains(&iy) {
+                self.x.as_ptr().add(iy as usize * w.input)
+            } else {
+                self.zeros.as_ptr()
+            };
+            for v in 0..V {
+                let [left, centre, right] = Self::taps::<S>(row, &loads[v]);
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    // Input row ir is filter row ir - S * r of output row r.
+                    let ky = ir.wrapping_sub(S * r);
+                    if ky < 3 {
+                        sums[v] = _mm512_fmadd_ps(left, k[ky * 3], sums[v]);
+                        sums[v] = _mm512_fmadd_ps(centre, k[ky * 3 + 1], sums[v]);
+                        sums[v] = _mm512_fmadd_ps(right, k[ky * 3 + 2], sums[v]);
+                    }
+                }
+            }
+        }
+        let act = self.p.act;
+        for (r, sums) in acc.iter().enumerate() {
+            let row = oy + r;
+            if row >= h.output {
+                break;
+            }
+            for v in 0..V {
+                let at = row * w.output + x0 + v * LANES;
+                let mask = loads[v].store;
+                let mut s = sums[v];
+                if let Some(res) = self.residual {
+                    s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at)));
+                }
+                let s = vector_act(act, s);
+                if mask == u16::MAX {
+                    _mm512_storeu_ps(y.as_mut_ptr().add(at), s);
+                } else {
+                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(at), mask, s);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::tests::{build, check, compile_shape, ints, tensor, In};
+    use crate::ir::Attr;
+    use crate::ops::fused::FusedConv;
+    use std::sync::Arc;
+
+    /// Strides 1 and 2, padding of 0 to 2 before and after (square and not), output widths
+    /// around the vector and tile edges (24 to 100: one to seven vectors, partial last vectors,
+    /// more than one tile per row), heights from 1 row to a few tiles (partial last tiles),
+    /// channel counts, bias, residual and every activation (fused or applied after), batches of
+    /// 1 and 2: against the reference op, and this kernel is the one that ran.
+    #[test]
+    fn row_depthwise_matches_the_reference() {
+        use crate::ops::fused::Activation as Act;
+        let acts = [Act::None, Act::Relu, Act::Clip(0.0, 6.0), Act::HardSwish, Act::Silu];
+        let mut state = 7u64;
+        let mut pick = |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % n as u64) as usize
+        };
+        let mut rows = 0;
+        let cases = 48;
+        for case in 0..cases {
+            let channels = [2, 3, 16, 17][case % 4];
+            let stride = 1 + case % 2;
+            let pads = [[1, 1, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [2, 1, 2, 1], [1, 0, 1, 2]][pick(5)];
+            // Input sizes from the output sizes wanted.
+            let input =
+                |out: usize, begin: usize, end: usize| ((out - 1) * stride + 3).saturating_sub(begin + end).max(1);
+            let ow = [24, 25, 31, 32, 33, 47, 48, 63, 64, 65, 70, 100][pick(12)];
+            let oh = [1, 2, 3, 4, 5, 7, 8, 9, 13][pick(9)];
+            let (ih, iw) = (input(oh, pads[0], pads[2]) + pick(stride), input(ow, pads[1], pads[3]) + pick(stride));
+            let batch = 1 + pick(2);
+            let xs = [batch, channels, ih, iw];
+            let ws = [channels, 1, 3, 3];
+            let attrs = vec![
+                ("group", Attr::Int(channels as i64)),
+                ("strides", ints(&[stride as i64, stride as i64])),
+                ("pads", ints(&pads.map(|p| p as i64))),
+            ];
+            let name = format!("case {case}: x {xs:?} stride {stride} pads {pads:?}");
+            let seed = 9100 + case as u64 * 10;
+            let (bias, residual) = (pick(3) != 0, pick(3) == 0);
+            let act = acts[pick(acts.len())];
+            let conv = build("Conv", attrs, if bias { 3 } else { 2 });
+            let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
+            if bias || residual {
+                inputs.push(if bias { In::Const(tensor(seed + 2, &[channels])) } else { In::Absent });
+            }
+            if residual {
+                inputs.push(In::Fed(tensor(seed + 3, &compile_shape(&conv, &xs, &ws))));
+            }
+            let op = Arc::new(FusedConv { conv, residual, act });
+            assert_eq!(check(&name, op, inputs), "conv-depthwise", "{name}");
+            let axis = |input: usize, pad_begin: usize, pad_end: usize| {
+                let output = (input + pad_begin + pad_end - 3) / stride + 1;
+                Axis { input, kernel: 3, stride, dilation: 1, pad_begin, pad_end, output }
+            };
+            let (h, w) = (axis(ih, pads[0], pads[2]), axis(iw, pads[1], pads[3]));
+            let probe = Depthwise { x: &[], weights: &[], bias: None, residual: None, act, channels, h, w };
+            rows += usize::from(suits(&probe));
+        }
+        if isa() == Isa::Avx512 && forced().is_none() {
+            assert_eq!(rows, cases, "cases the row kernel ran");
+        } else {
+            eprintln!("depthwise_rows: no AVX-512 here (or CRX580_DEPTHWISE is set): the cases ran on another kernel");
+        }
+    }
+}
