@@ -26,8 +26,8 @@ fn axis(input: usize, kernel: usize, stride: usize) -> Axis {
 
 /// MobileNetV2's depthwise layers (channels, input side, stride), all 3x3 with Relu6: tensors
 /// of 0.1-1.5 MiB that live in the caches, so the figures show the kernel's own speed, not
-/// memory's. `CRX580_DEPTHWISE=plane` or `=blocked` runs them all on one of the two depthwise
-/// kernels, to compare them (the default picks by plane size).
+/// memory's. `CRX580_DEPTHWISE=plane`, `=blocked` or `=rows` runs them all on one of the three
+/// depthwise kernels (those it can take), to compare them (the default picks by plane shape).
 pub const MOBILENET_V2: [(usize, usize, usize); 10] = [
     (32, 112, 1),
     (96, 112, 2),
