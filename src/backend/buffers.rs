@@ -51,15 +51,24 @@ struct Kept<T> {
 
 /// The smallest buffer in `list` (sorted by capacity) that holds `n` values and wastes at most
 /// three quarters of itself; with `long`, the smallest such one already `n` long if there is one,
-/// so that a caller about to overwrite it need not zero the part past its old length (that
-/// zeroing took 5% of a MobileNetV2 run; this choice saves about half of it).
+/// else the longest, so that a caller about to overwrite it zeroes as little as possible past its
+/// old length (that zeroing took 5% of a MobileNetV2 run; the first rule saves about half of it).
 fn take_from<T>(list: &mut Vec<Kept<T>>, n: usize, long: bool) -> Option<Vec<T>> {
     let i = list.partition_point(|k| k.buffer.capacity() < n);
     if n == 0 || list.get(i).is_none_or(|k| k.buffer.capacity() / 4 > n) {
         return None;
     }
     let fits = list[i..].iter().take_while(|k| k.buffer.capacity() / 4 <= n);
-    let j = if long { fits.clone().position(|k| k.buffer.len() >= n).map_or(i, |j| i + j) } else { i };
+    let j = match long {
+        true => match fits.clone().position(|k| k.buffer.len() >= n) {
+            Some(j) => i + j,
+            // Ties go to the smallest, as above.
+            None => {
+                i + fits.enumerate().max_by_key(|(j, k)| (k.buffer.len(), std::cmp::Reverse(*j))).map_or(0, |(j, _)| j)
+            }
+        },
+        false => i,
+    };
     Some(list.remove(j).buffer)
 }
 
