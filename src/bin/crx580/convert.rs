@@ -242,7 +242,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         outln!(
             "fp16 auto: {} float32 islands from the {} calibration batches ({} by value range, {} by measurement, {} \
              converted models run{}); relative output error {:.3e} with the default rules alone, {:.3e} with the \
-             islands (tolerance {:.0e})",
+             islands (float16 as written {:.3e}, widened {:.3e}; tolerance {:.0e})",
             choice.by_range + choice.by_measurement,
             calibration.len(),
             choice.by_range,
@@ -251,6 +251,8 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
             if choice.budget_ran_out { ", budget ran out" } else { "" },
             choice.error_default,
             choice.error,
+            choice.scored.as_written,
+            choice.scored.widened,
             a.tolerance
         );
         if choice.diffuse {
