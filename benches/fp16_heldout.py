@@ -80,11 +80,12 @@ def main():
                 same = np.mean(np.concatenate([(w == g).ravel() for w, g in zip(want, got)]))
                 line += f" | out{k}: {100 * same:.2f}% equal"
                 continue
-            err = [np.abs(w.astype(np.float64) - g).max() for w, g in zip(want, got)]
+            want, got = [w.astype(np.float64).ravel() for w in want], [g.astype(np.float64).ravel() for g in got]
+            err = [np.abs(w - g).max() for w, g in zip(want, got)]
             scale = [np.abs(w).max() for w in want]
             worst = max(e / s for e, s in zip(err, scale))
-            dot = sum(float(np.vdot(w.astype(np.float64), g)) for w, g in zip(want, got))
-            norms = (sum(float(np.vdot(w, w)) for w in want) * sum(float(np.vdot(g.astype(np.float64), g)) for g in got)) ** 0.5
+            dot = sum(w @ g for w, g in zip(want, got))
+            norms = (sum(w @ w for w in want) * sum(g @ g for g in got)) ** 0.5
             line += f" | out{k}: rel {max(err) / max(scale):.3e} worst image {worst:.3e} cos {dot / norms:.6f}"
         print(line)
 
