@@ -185,6 +185,10 @@ fn silu_at(graph: &Graph, i: usize) -> Option<(Vec<usize>, Replacement)> {
         (f.conv.clone(), f.residual)
     };
     let [y] = node.outputs[..] else { return None };
+    // FusedConv computes in float32 only (a float16 model run as written keeps its Conv).
+    if graph.values[y].fact.dtype != Some(DType::F32) {
+        return None;
+    }
     let users = |v: ValueId| -> Vec<usize> {
         graph.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(k, _)| k).collect()
     };

@@ -11,7 +11,8 @@ batches: the digits demo on scikit-learn's held-out split (accuracy and top-1 ag
 models on synthetic-but-structured images, and an opset-9 ResNet-class graph; each side by side
 with onnxruntime's quantize_static on the same batches. `--to fp16 --calibrate`
 (fp16_checks.py): float32 islands chosen on a model the default rules break; `--fp16-io`. `--prune`
-(prune_checks.py): each pattern on the digits demo, alone and with int8-static.
+(prune_checks.py): each pattern on the digits demo, alone and with int8-static. External data
+(external_checks.py): `--external-data` output pairs and models with a side file as input.
 
 Usage: python tests/convert/check_convert.py --crx580 target/release/crx580 [--zoo DIR] [--out DIR]
 Prints one line per model and conversion; exits non-zero on any failure.
@@ -30,7 +31,8 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fp16_checks  # noqa: E402 - this folder's modules, after its path is known
+import external_checks  # noqa: E402 - this folder's modules, after its path is known
+import fp16_checks  # noqa: E402
 import prune_checks  # noqa: E402
 import static_checks  # noqa: E402
 from runs import agreement, converted, crx_run, ort_run, top1  # noqa: E402
@@ -180,6 +182,7 @@ def main():
     fp16_checks.run_all(args.crx580, work, check)
     static_checks.run_all(args.crx580, args.zoo, work, check)
     prune_checks.run_all(args.crx580, work, check)
+    external_checks.run_all(args.crx580, args.zoo, work, check)
     if failures:
         print(f"{len(failures)} failures", file=sys.stderr)
         sys.exit(1)
