@@ -401,10 +401,8 @@ unsafe fn transpose16(r: &mut [__m512; 16]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::tests::{build, check, compile_shape, ints, tensor, In};
+    use crate::backend::cpu::tests::{check_depthwise_case, ints};
     use crate::ir::Attr;
-    use crate::ops::fused::FusedConv;
-    use std::sync::Arc;
 
     #[test]
     fn transpose16_swaps_rows_and_columns() {
@@ -478,16 +476,8 @@ mod tests {
             let seed = 7000 + case as u64 * 10;
             let (bias, residual) = (pick(3) != 0, pick(3) == 0);
             let act = acts[pick(acts.len())];
-            let conv = build("Conv", attrs, if bias { 3 } else { 2 });
-            let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
-            if bias || residual {
-                inputs.push(if bias { In::Const(tensor(seed + 2, &[channels])) } else { In::Absent });
-            }
-            if residual {
-                inputs.push(In::Fed(tensor(seed + 3, &compile_shape(&conv, &xs, &ws))));
-            }
-            let op = Arc::new(FusedConv { conv, residual, act });
-            assert_eq!(check(&name, op, inputs), "conv-depthwise", "{name}");
+            let kernel = check_depthwise_case(&name, &xs, &ws, attrs, seed, bias, residual, act);
+            assert_eq!(kernel, "conv-depthwise", "{name}");
             ran += 1;
             let axis =
                 |input: usize, kernel: usize, stride: usize, dilation: usize, pad_begin: usize, pad_end: usize| {

@@ -265,10 +265,8 @@ impl Plane<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::tests::{build, check, compile_shape, ints, tensor, In};
+    use crate::backend::cpu::tests::{check_depthwise_case, ints};
     use crate::ir::Attr;
-    use crate::ops::fused::FusedConv;
-    use std::sync::Arc;
 
     /// 3x3 and 5x5 filters at strides 1 and 2, padding of 0 to 4 before and after (square and
     /// not), output widths
@@ -313,16 +311,8 @@ mod tests {
             let seed = 9100 + case as u64 * 10;
             let (bias, residual) = (pick(3) != 0, pick(3) == 0);
             let act = acts[pick(acts.len())];
-            let conv = build("Conv", attrs, if bias { 3 } else { 2 });
-            let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
-            if bias || residual {
-                inputs.push(if bias { In::Const(tensor(seed + 2, &[channels])) } else { In::Absent });
-            }
-            if residual {
-                inputs.push(In::Fed(tensor(seed + 3, &compile_shape(&conv, &xs, &ws))));
-            }
-            let op = Arc::new(FusedConv { conv, residual, act });
-            assert_eq!(check(&name, op, inputs), "conv-depthwise", "{name}");
+            let ran = check_depthwise_case(&name, &xs, &ws, attrs, seed, bias, residual, act);
+            assert_eq!(ran, "conv-depthwise", "{name}");
             let axis = |input: usize, pad_begin: usize, pad_end: usize| {
                 let output = (input + pad_begin + pad_end - k) / stride + 1;
                 Axis { input, kernel: k, stride, dilation: 1, pad_begin, pad_end, output }

@@ -418,6 +418,32 @@ pub(super) fn compile_shape(conv: &Arc<dyn Op>, xs: &[usize], ws: &[usize]) -> V
     facts[0].concrete_shape().unwrap()
 }
 
+/// A grouped (depthwise) FusedConv case checked against the reference: input `xs`, one filter
+/// per channel `ws`, the Conv's `attrs`, tensors from `seed` on, with a constant bias and a fed
+/// residual when asked. Returns the kernel that ran.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn check_depthwise_case(
+    name: &str,
+    xs: &[usize],
+    ws: &[usize],
+    attrs: Vec<(&str, Attr)>,
+    seed: u64,
+    bias: bool,
+    residual: bool,
+    act: Activation,
+) -> &'static str {
+    let channels = ws[0];
+    let conv = build("Conv", attrs, if bias { 3 } else { 2 });
+    let mut inputs = vec![In::Fed(tensor(seed, xs)), In::Const(tensor(seed + 1, ws))];
+    if bias || residual {
+        inputs.push(if bias { In::Const(tensor(seed + 2, &[channels])) } else { In::Absent });
+    }
+    if residual {
+        inputs.push(In::Fed(tensor(seed + 3, &compile_shape(&conv, xs, ws))));
+    }
+    check(name, Arc::new(FusedConv { conv, residual, act }), inputs)
+}
+
 #[test]
 fn matrix_products_match_the_reference() {
     let mm = || build("MatMul", vec![], 2);

@@ -4,7 +4,9 @@
 //! for the wide tiles, with bias, residual and activations fused), and written-out HardSwish folded
 //! into the convolution before it.
 
-use super::tests::{build, check, compile_and_compare, compile_shape, graph_const, graph_node, ints, tensor, In};
+use super::tests::{
+    build, check, check_depthwise_case, compile_and_compare, graph_const, graph_node, ints, tensor, In,
+};
 use crate::ir::{Attr, DType, Fact, Graph, Tensor};
 use crate::ops::fused::{Activation, FusedConv};
 use std::sync::Arc;
@@ -67,16 +69,8 @@ fn depthwise_convolutions_match_the_reference_on_random_shapes() {
         let bias = dice.pick(3) != 0;
         let residual = dice.pick(3) == 0;
         let act = acts[dice.pick(acts.len())];
-        let conv = build("Conv", attrs, if bias { 3 } else { 2 });
-        let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
-        if bias || residual {
-            inputs.push(if bias { In::Const(tensor(seed + 2, &[channels])) } else { In::Absent });
-        }
-        if residual {
-            inputs.push(In::Fed(tensor(seed + 3, &compile_shape(&conv, &xs, &ws))));
-        }
-        let op = Arc::new(FusedConv { conv, residual, act });
-        assert_eq!(check(&name, op, inputs), "conv-depthwise", "{name}");
+        let ran = check_depthwise_case(&name, &xs, &ws, attrs, seed, bias, residual, act);
+        assert_eq!(ran, "conv-depthwise", "{name}");
     }
 }
 
