@@ -2,7 +2,7 @@
 //! set to zero, in place, keeping the model's structure (a dense model with zeros, which any
 //! engine runs, and whose file compresses well). crx580's CPU backend runs 1x1 stride-1 Convs
 //! whose weights are at least 65% zeros on a sparse kernel (`backend::cpu::sparse`: 1.06-1.8x
-//! the dense speed per layer at 70%, 2.5-3.8x at 90%; 2:4's 50% does not pay and stays dense);
+//! the dense speed per layer at 70%, 2.1-3.8x at 90%; 2:4's 50% does not pay and stays dense);
 //! MatMul, Gemm and other Convs run dense, so pruning them only shrinks the compressed file.
 //!
 //! Patterns: `Unstructured` zeroes the fraction `sparsity` of each layer's weights with the

@@ -25,9 +25,9 @@ use super::pool::{SharedMut, ThreadPool};
 
 /// The fraction of zero weights from which the sparse kernel runs. Measured by
 /// `sparse_crossover` (below) against the dense kernels on MobileNetV2's and ResNet-50's 1x1
-/// layers, one thread, Sapphire Rapids: at 50% zeros (2:4's) the sparse kernel runs 0.75-1.05x
+/// layers, one thread, Sapphire Rapids: at 50% zeros (2:4's) the sparse kernel runs 0.72-1.05x
 /// the dense speed, at 60% 0.8-1.28x (winning where K <= 192, losing up to 20% on ResNet's
-/// K >= 512), at 70% 1.06-1.8x, at 80% 1.5-2.2x, at 90% 2.5-3.8x.
+/// K >= 512), at 70% 1.06-1.8x, at 80% 1.5-2.2x, at 90% 2.1-3.8x.
 pub const MIN_ZEROS: f64 = 0.65;
 /// Pixels per block: four 16-float vectors.
 const BLOCK: usize = 64;
@@ -36,8 +36,9 @@ const TASK_PIXELS: usize = 4 * BLOCK;
 /// Output channels per parallel task, at least, where small planes are split by channels.
 const TASK_ROWS: usize = 16;
 /// Input channels per chunk: a block reads its chunk's inputs (KC x 64 floats, 32 KiB) for every
-/// output row, so they must stay in L1. With K = 384 read whole (96 KiB, from L2) MobileNetV2's
-/// 14x14 projections ran 1.6x slower than the dense GEMM at 70% zeros.
+/// output row, so they must stay in L1. With K = 384..576 read whole (96-144 KiB, from L2)
+/// MobileNetV2's 14x14 projections ran slower than the dense GEMM at 70% zeros (up to 1.1x in a
+/// per-node profile); chunked they win (1.27-1.42x, `sparse_crossover`).
 const KC: usize = 128;
 
 /// An M x K weight matrix, compressed per row (output channel) and chunk of [`KC`] input rows:
