@@ -14,6 +14,7 @@ use super::depthwise::{self, Depthwise};
 use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
 use super::isa::isa;
 use super::pool::SharedMut;
+use super::sparse::SparseWeights;
 use super::winograd::{self, Winograd};
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
@@ -78,11 +79,14 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let plain = (0..w.shape().len() - 2).all(|a| {
         conv.attrs.window.forward_axis(a, 64, 1).is_ok_and(|ax| ax.stride == 1 && ax.pad_begin == 0 && ax.output == 64)
     });
-    let pointwise = (kh == 1 && kw == 1 && group == 1 && plain && conv_pointwise::available(k))
+    // Pruned 1x1 weights (mostly zeros) run on the sparse kernel, where the geometry is plain.
+    let sparse = (kh == 1 && kw == 1 && group == 1 && plain).then(|| SparseWeights::new(wv, m, k)).flatten();
+    let pointwise = (kh == 1 && kw == 1 && group == 1 && plain && sparse.is_none() && conv_pointwise::available(k))
         .then(|| PointwiseWeights::new(wv, m, k));
     Ok(Some(Box::new(ConvKernel {
         op: node.op.clone(),
         pointwise,
+        sparse,
         stem,
         weights_shape: [m, cg, kh, kw],
         group,
@@ -154,6 +158,9 @@ struct ConvKernel {
     /// For 1x1 convolutions over few input channels: the weights packed for
     /// [`conv_pointwise`], which runs them when the geometry is plain (stride 1, no padding).
     pointwise: Option<PointwiseWeights>,
+    /// For 1x1 convolutions with mostly zero weights: the weights compressed for
+    /// [`super::sparse`], which runs them when the geometry is plain (as `pointwise`).
+    sparse: Option<SparseWeights>,
     /// For stems (few input channels, a large window): the direct kernel's weights.
     stem: Option<StemWeights>,
     /// For depthwise convolutions: the weights as they are, one kh x kw filter per channel.
@@ -217,6 +224,8 @@ impl Kernel for ConvKernel {
             "conv-stem"
         } else if self.direct.is_some() {
             "conv-direct"
+        } else if self.sparse.is_some() {
+            "conv-sparse"
         } else if self.pointwise.is_some() {
             "conv-pointwise"
         } else if self.winograd.is_some() {
@@ -275,7 +284,7 @@ impl Kernel for ConvKernel {
             wg.run(ctx.pool, &run, &mut y);
         } else if self.packed.is_empty() {
             self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
-        } else if let Some(pw) = self.pointwise.as_ref().filter(|_| plain_pointwise(&geo)) {
+        } else if (self.pointwise.is_some() || self.sparse.is_some()) && plain_pointwise(&geo) {
             let (xv, pixels) = (x.as_slice::<f32>()?, geo.h.output * geo.w.output);
             let [m, k, _, _] = self.weights_shape;
             for (n, out) in y.chunks_exact_mut(m * pixels).enumerate().take(batch) {
@@ -286,7 +295,11 @@ impl Kernel for ConvKernel {
                     residual: residual.map(|r| &r[n * m * pixels..(n + 1) * m * pixels]),
                     act: self.act,
                 };
-                pw.run(ctx.pool, &p, out);
+                match (&self.sparse, &self.pointwise) {
+                    (Some(sp), _) => sp.run(ctx.pool, &p, out),
+                    (_, Some(pw)) => pw.run(ctx.pool, &p, out),
+                    _ => unreachable!("checked above"),
+                }
             }
         } else {
             self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);

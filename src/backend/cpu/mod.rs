@@ -46,6 +46,7 @@ pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod softmax;
+pub mod sparse;
 pub mod transpose;
 pub mod unary;
 pub mod winograd;
