@@ -210,6 +210,10 @@ impl Plane<'_> {
         let (h, w) = (&self.p.h, &self.p.w);
         let loads: [Loads; V] = std::array::from_fn(|v| self.loads::<S, K>(v0 + v));
         let filter = self.filter.as_ptr();
+        // 3x3: the 9 weights stay in registers beside the 16 sums and 3 taps; 5x5's 25 would
+        // not, and are broadcast from the filter at each use.
+        let weights: [__m512; 9] =
+            std::array::from_fn(|t| if K == 3 { _mm512_set1_ps(self.filter[t]) } else { _mm512_setzero_ps() });
         let mut acc = [[_mm512_set1_ps(self.bias); V]; ROWS];
         let x0 = v0 * LANES;
         let top = (S * oy) as isize - h.pad_begin as isize;
@@ -229,9 +233,8 @@ impl Plane<'_> {
                     let ky = ir.wrapping_sub(S * r);
                     if ky < K {
                         for (kx, t) in taps.iter().enumerate() {
-                            // A broadcast from the filter: with 5x5 filters the 25 weights
-                            // would not stay in registers beside the sums.
-                            let wt = _mm512_set1_ps(*filter.add(ky * K + kx));
+                            let wt =
+                                if K == 3 { weights[ky * K + kx] } else { _mm512_set1_ps(*filter.add(ky * K + kx)) };
                             sums[v] = _mm512_fmadd_ps(*t, wt, sums[v]);
                         }
                     }
