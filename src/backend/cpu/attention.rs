@@ -369,15 +369,18 @@ fn exponentiate(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>)
         Isa::Avx512 => unsafe { x86::exponentiate_avx512(row, limit, scale, bias) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::exponentiate_avx2(row, limit, scale, bias) },
-        _ => exponentiate_generic::<false>(
-            row,
-            limit,
-            scale,
-            bias,
-            |m| fold_lanes(m, f32::max),
-            |s| fold_lanes(s, |a, b| a + b),
-        ),
+        _ => exponentiate_generic::<false>(row, limit, scale, bias, max_of_lanes, sum_of_lanes),
     }
+}
+
+/// The largest of 16 lanes, folded in halves.
+fn max_of_lanes(m: [f32; 16]) -> f32 {
+    fold_lanes(m, f32::max)
+}
+
+/// The sum of 16 lanes, folded in halves.
+fn sum_of_lanes(s: [f32; 16]) -> f32 {
+    fold_lanes(s, |a, b| a + b)
 }
 
 /// [`exponentiate`], the 16 lanes of the row's max and of its sum folded by `max16` and
@@ -407,7 +410,6 @@ fn exponentiate_generic<const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::fold_lanes;
     use std::arch::x86_64::*;
 
     /// The lanes folded in one zmm register each.
@@ -426,13 +428,6 @@ mod x86 {
     /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exponentiate_avx2(row: &mut [f32], limit: usize, scale: f32, bias: Option<&[f32]>) -> f32 {
-        super::exponentiate_generic::<true>(
-            row,
-            limit,
-            scale,
-            bias,
-            |m| fold_lanes(m, f32::max),
-            |s| fold_lanes(s, |a, b| a + b),
-        )
+        super::exponentiate_generic::<true>(row, limit, scale, bias, super::max_of_lanes, super::sum_of_lanes)
     }
 }

@@ -62,10 +62,10 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     let wv = w.as_slice::<f32>()?;
     let micro = gemm::micro_for(isa());
     let depthwise = cg == 1 && mg == 1 && group > 1;
-    let (stride, width) = (conv.attrs.window.stride(1), out_plane(graph, node, conv, &ws).map(|(_, w)| w));
+    let plane = out_plane(graph, node, conv, &ws);
+    let (stride, width) = (conv.attrs.window.stride(1), plane.map(|(_, w)| w));
     let stem = StemWeights::new(wv, [m, cg, kh, kw], group, residual, stride, width);
-    let direct =
-        (stem.is_none() && direct_for(graph, node, conv, &ws)).then(|| DirectWeights::new(wv, [m, cg, kh, kw]));
+    let direct = (stem.is_none() && direct_for(conv, &ws, plane)).then(|| DirectWeights::new(wv, [m, cg, kh, kw]));
     let winograd = (direct.is_none() && winograd_for(graph, node, conv, &ws)).then(|| Winograd::new(wv, m, cg, &micro));
     let packed = if depthwise || winograd.is_some() || direct.is_some() {
         Vec::new()
@@ -103,12 +103,11 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
     })))
 }
 
-/// Whether `node` (weights of shape `ws`) runs on the direct kernel: one group, a plane of known
-/// size where [`conv_direct::wins`].
-fn direct_for(graph: &Graph, node: &Node, conv: &Conv, ws: &[usize]) -> bool {
+/// Whether a conv with weights of shape `ws` and output plane `plane` ([`out_plane`]) runs on the
+/// direct kernel: one group, a plane of known size where [`conv_direct::wins`].
+fn direct_for(conv: &Conv, ws: &[usize], plane: Option<(usize, usize)>) -> bool {
     conv.attrs.group == 1
-        && out_plane(graph, node, conv, ws)
-            .is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width))
+        && plane.is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width))
 }
 
 /// The output plane's pixels and width, where the input's shape makes them known.
