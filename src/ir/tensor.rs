@@ -572,6 +572,24 @@ impl Tensor {
         self.offset == 0 && self.len == self.storage.len()
     }
 
+    /// Whether this f32 tensor views the head of a longer host storage ([`Tensor::over_prefix`]).
+    fn is_f32_prefix(&self) -> bool {
+        self.offset == 0 && self.len < self.storage.len() && self.dtype() == DType::F32 && !self.storage.is_borrowed()
+    }
+
+    /// An f32 tensor of `shape` over the first elements of `data`, which may be longer: a kernel's
+    /// output written into a pooled buffer whose tail stays as it was (no zeroing to shorten or
+    /// lengthen it), and goes back to the pool whole ([`Tensor::into_unique_vec`]).
+    pub fn over_prefix(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
+        let n = checked_len(&shape, DType::F32)?;
+        if n > data.len() {
+            bail!(Shape, "shape {shape:?} needs {n} elements, data has {}", data.len());
+        }
+        let mut t = Tensor::whole(shape, f32::wrap(data));
+        t.len = n;
+        Ok(t)
+    }
+
     /// Whether two tensors view the same storage (a view, a clone or a reshape of each other).
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
@@ -580,6 +598,14 @@ impl Tensor {
     /// The elements as owned typed data: moved out when this tensor is their only owner and views
     /// all of them, copied otherwise.
     pub fn into_data(self) -> Result<TensorData> {
+        if self.is_f32_prefix() && Arc::strong_count(&self.storage) == 1 && self.storage.is_on_host() {
+            // A kernel's output over the head of a longer pooled buffer: moved out, cut to length.
+            let len = self.len;
+            let own = Arc::try_unwrap(self.storage).expect("the only owner, checked above");
+            let mut v = f32::unwrap(own.into_data()?).expect("an f32 tensor");
+            v.truncate(len);
+            return Ok(f32::wrap(v));
+        }
         if !self.is_whole() {
             return Ok(self.storage.data()?.copy_range(self.offset, self.len));
         }
@@ -650,13 +676,15 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());
         }
-        if !self.is_whole() || Arc::get_mut(&mut self.storage).is_none() {
+        let in_place = self.is_whole() || (self.is_f32_prefix() && self.storage.is_on_host());
+        if !in_place || Arc::get_mut(&mut self.storage).is_none() {
             let copy = self.storage.data()?.copy_range(self.offset, self.len);
             self.storage = Arc::new(Storage::host(copy));
             self.offset = 0;
         }
+        let len = self.len;
         let own = Arc::get_mut(&mut self.storage).expect("made the sole owner above");
-        Ok(T::slice_mut(own.data_mut()?).expect("dtype checked above"))
+        Ok(&mut T::slice_mut(own.data_mut()?).expect("dtype checked above")[..len])
     }
 
     /// The elements as plain words of their size, for kernels that only move them ([`Word`]).
@@ -677,10 +705,12 @@ impl Tensor {
 
     /// The elements as a `Vec`, without copying: `None` when this tensor is not a `T` tensor,
     /// shares its storage, or views only part of it (a buffer pool takes back only what it can
-    /// reuse whole).
+    /// reuse whole), but for an f32 tensor over the head of its storage ([`Tensor::over_prefix`]),
+    /// whose whole storage is returned.
     pub fn into_unique_vec<T: Elem>(self) -> Option<Vec<T>> {
         // Elements only on a device are not downloaded to be recycled.
-        if T::DTYPE != self.dtype() || !self.is_whole() || self.storage.is_borrowed() || !self.storage.is_on_host() {
+        let reusable = self.is_whole() || self.is_f32_prefix();
+        if T::DTYPE != self.dtype() || !reusable || self.storage.is_borrowed() || !self.storage.is_on_host() {
             return None;
         }
         Arc::try_unwrap(self.storage).ok()?.into_data().ok().and_then(T::unwrap)
@@ -833,6 +863,35 @@ mod tests {
         assert!(Tensor::new(vec![2, 3], vec![0f32; 6]).is_ok());
         let e = Tensor::new(vec![2, 3], vec![0f32; 5]).unwrap_err();
         assert!(e.message.contains("needs 6 elements"), "{e}");
+    }
+
+    #[test]
+    fn tensors_over_the_head_of_a_buffer_keep_its_tail_and_give_it_back_whole() {
+        let buffer: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let t = Tensor::over_prefix(vec![2, 3], buffer.clone()).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert!(Tensor::over_prefix(vec![11], buffer).is_err());
+        // Written in place (no copy), only the head.
+        let mut w = Tensor::over_prefix(vec![4], (0..10).map(|v| v as f32).collect()).unwrap();
+        let head = w.as_mut_slice::<f32>().unwrap();
+        assert_eq!(head.len(), 4);
+        head[3] = -3.0;
+        let w_at = head.as_ptr();
+        // The pool gets the whole buffer back, tail included.
+        let whole = w.clone().into_unique_vec::<f32>();
+        assert!(whole.is_none(), "shared with the clone");
+        let whole = w.into_unique_vec::<f32>().unwrap();
+        assert_eq!((whole.as_ptr(), whole.len(), whole[3], whole[9]), (w_at, 10, -3.0, 9.0));
+        // Moved out as data: cut to length, not copied.
+        let t = Tensor::over_prefix(vec![3], (0..10).map(|v| v as f32).collect()).unwrap();
+        let t_at = t.as_slice::<f32>().unwrap().as_ptr();
+        let v = t.into_vec::<f32>().unwrap();
+        assert_eq!((v.as_ptr(), v.as_slice()), (t_at, &[0.0, 1.0, 2.0][..]));
+        // A reshape keeps the view; a shared one copies on write.
+        let t = Tensor::over_prefix(vec![6], (0..8).map(|v| v as f32).collect()).unwrap().reshape(vec![3, 2]).unwrap();
+        let mut c = t.clone();
+        c.as_mut_slice::<f32>().unwrap()[0] = 5.0;
+        assert_eq!((t.as_slice::<f32>().unwrap()[0], c.as_slice::<f32>().unwrap().len()), (0.0, 6));
     }
 
     #[test]

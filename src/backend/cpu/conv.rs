@@ -16,7 +16,7 @@ use super::isa::isa;
 use super::pool::SharedMut;
 use super::sparse::SparseWeights;
 use super::winograd::{self, Winograd};
-use super::{const_f32, f32_input, maybe_f32, Reference};
+use super::{const_f32, copy_short, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
@@ -259,9 +259,11 @@ impl Kernel for ConvKernel {
             // The direct kernel would copy a vastly padded input; nothing else is prepared.
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         }
-        let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, crate::ir::DType::F32)?)?;
+        let len = checked_len(&out_shape, crate::ir::DType::F32)?;
+        let mut buffer = ctx.buffers.for_overwrite_prefix(len)?;
+        let y = &mut buffer[..len];
         if let Some(stem) = &self.stem {
-            stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, &mut y);
+            stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, y);
         } else if let Some(direct) = &self.direct {
             let xv = x.as_slice::<f32>()?;
             let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
@@ -280,9 +282,9 @@ impl Kernel for ConvKernel {
         } else if let Some(wg) = &self.winograd {
             let (bias, act) = (self.bias.as_deref(), self.act);
             let run = winograd::Run { x: x.as_slice::<f32>()?, batch, h: geo.h, w: geo.w, bias, residual, act };
-            wg.run(ctx.pool, &run, &mut y);
+            wg.run(ctx.pool, &run, y);
         } else if self.packed.is_empty() {
-            self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
+            self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, y);
         } else if (self.pointwise.is_some() || self.sparse.is_some()) && plain_pointwise(&geo) {
             let (xv, pixels) = (x.as_slice::<f32>()?, geo.h.output * geo.w.output);
             let [m, k, _, _] = self.weights_shape;
@@ -301,9 +303,9 @@ impl Kernel for ConvKernel {
                 }
             }
         } else {
-            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, &mut y);
+            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, y);
         }
-        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+        Ok(vec![Data::Tensor(Tensor::over_prefix(out_shape, buffer)?)])
     }
 }
 
@@ -596,7 +598,7 @@ impl Im2col<'_> {
             let first = lo * self.w.stride + kx * self.w.dilation - self.w.pad_begin;
             let dst = &mut seg[lo - ox..hi - ox];
             if self.w.stride == 1 {
-                copy_short(dst, &in_row[first..first + (hi - lo)]);
+                copy_short::<16>(dst, &in_row[first..first + (hi - lo)]);
             } else {
                 let src = &in_row[first..];
                 if self.w.stride == 2 && src.len() >= 2 * dst.len() {
@@ -606,22 +608,5 @@ impl Im2col<'_> {
                 }
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of a panel row: whole 16-float blocks as fixed-size
-/// copies the compiler keeps inline (a `memcpy` call per run of 32 floats costs more than the copy).
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    const BLOCK: usize = 16;
-    let mut d = dst.chunks_exact_mut(BLOCK);
-    let mut s = src.chunks_exact(BLOCK);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[f32; BLOCK] = s.try_into().expect("a block");
-        let d: &mut [f32; BLOCK] = d.try_into().expect("a block");
-        *d = *s;
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
     }
 }

@@ -263,7 +263,7 @@ impl PlaneJob<'_> {
                 let start = lo * w.stride + q - w.pad_begin;
                 let dst = &mut phase[lo..hi];
                 match w.stride {
-                    1 => copy_short(dst, &src[start..start + dst.len()]),
+                    1 => super::copy_short::<8>(dst, &src[start..start + dst.len()]),
                     2 => every_other(dst, &src[start..]),
                     s => dst.iter_mut().zip(src[start..].iter().step_by(s)).for_each(|(d, v)| *d = *v),
                 }
@@ -493,22 +493,6 @@ mod x86 {
             }
         }
         acc
-    }
-}
-
-/// `dst.copy_from_slice(src)` for a plane's short rows: whole blocks of 8 as fixed-size copies
-/// the compiler keeps inline (a `memcpy` call costs more than copying a 14-float row).
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[f32; 8] = s.try_into().expect("a block");
-        let d: &mut [f32; 8] = d.try_into().expect("a block");
-        *d = *s;
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
     }
 }
 
