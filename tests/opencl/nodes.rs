@@ -143,10 +143,18 @@ fn convolutions_match_the_reference() {
         }
         // A skip connection: the output's shape, added before the activation.
         let want = conv.eval(&[Some(&t(seed, &xs)), Some(&t(seed + 1, &ws))]).unwrap().remove(0);
-        for act in [Activation::None, Activation::Relu] {
+        // The activation after the residual runs in the GEMM's epilogue on the im2col path:
+        // relu and clip as vectors, hard-swish per lane; with and without a bias.
+        let residual_cases = [
+            (Activation::None, true),
+            (Activation::Relu, false),
+            (Activation::Relu, true),
+            (Activation::HardSwish, true),
+        ];
+        for (act, bias) in residual_cases {
             // Without a bias the slot before the residual is empty.
-            let mut inputs = with(act == Activation::None);
-            if act != Activation::None {
+            let mut inputs = with(bias);
+            if !bias {
                 inputs.push(In::Absent);
             }
             inputs.push(In::Fed(t(seed + 3, want.shape())));
@@ -233,7 +241,12 @@ fn kernels_with_half_storage_match_the_reference_within_half_rounding() {
     let x = |seed, s: &[usize]| In::Fed(t(seed, s));
     let conv = op("Conv", 18, vec![("pads", ints(&[1, 1, 1, 1]))], 3);
     let inputs = vec![x(1, &[1, 5, 9, 11]), In::Const(t(2, &[7, 5, 3, 3])), In::Const(t(3, &[7]))];
-    check_node_on(&ctx, "half conv 3x3", "Conv", conv, inputs, 2e-2);
+    check_node_on(&ctx, "half conv 3x3", "Conv", conv.clone(), inputs, 2e-2);
+    // A skip connection added before the activation, in the GEMM's epilogue.
+    let inputs =
+        vec![x(1, &[1, 5, 9, 11]), In::Const(t(2, &[7, 5, 3, 3])), In::Const(t(3, &[7])), x(9, &[1, 7, 9, 11])];
+    let fused = Arc::new(FusedConv { conv, residual: true, act: Activation::Relu });
+    check_node_on(&ctx, "half conv 3x3 + residual + relu", "FusedConv", fused, inputs, 2e-2);
     let dw = op("Conv", 18, vec![("group", Attr::Int(4)), ("strides", ints(&[2, 2]))], 2);
     check_node_on(&ctx, "half depthwise", "Conv", dw, vec![x(4, &[2, 4, 9, 8]), In::Const(t(5, &[4, 1, 3, 3]))], 2e-2);
     let max = op("MaxPool", 18, vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))], 1);

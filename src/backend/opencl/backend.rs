@@ -210,7 +210,7 @@ impl OpenClBackend {
         self.upload_weights(graph, node)?;
         let op = node.op.clone();
         if conv::claims(graph, node) {
-            return conv::prepare(graph, node, self.conv()?, self.gemm()?, self.elementwise()?);
+            return conv::prepare(graph, node, self.conv()?, self.gemm()?);
         }
         if pool::claims(node) {
             return pool::prepare(node, self.pool()?);
@@ -342,7 +342,17 @@ impl MatMulKernel {
             (count == batch && dims.len() == batch_shape.len()).then_some(true).or((count == 1).then_some(false))
         };
         let (a_batched, b_batched) = (whole(ab)?, whole(bb)?);
-        let call = GemmCall { m, n, k, batch, trans_a, trans_b, a_batched, b_batched, alpha, beta, act: self.act };
+        let call = GemmCall {
+            batch,
+            trans_a,
+            trans_b,
+            a_batched,
+            b_batched,
+            alpha,
+            beta,
+            act: self.act,
+            ..GemmCall::new(m, n, k)
+        };
         let mut out = batch_shape;
         out.extend([m, n]);
         let bias = match c {
