@@ -558,3 +558,22 @@ fn recurrent_layers_match_the_reference() {
         check_outputs_on(&context(), &name, kind, o, inputs, outputs, 1e-4);
     }
 }
+
+/// Gemm with transB and constant weights (a fully connected layer): B is transposed once when the
+/// kernel is prepared; a fed B takes the per-run transpose. f32 and float16 storage, odd sizes.
+#[test]
+fn gemm_node_with_constant_transposed_weights_matches_the_reference() {
+    let attrs = || vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))];
+    for (m, n, k) in [(1, 37, 29), (5, 70, 33)] {
+        let inputs = |fed_b: bool| {
+            let b = t(21, &[n, k]);
+            vec![In::Fed(t(20, &[m, k])), if fed_b { In::Fed(b) } else { In::Const(b) }, In::Const(t(22, &[n]))]
+        };
+        for fed_b in [false, true] {
+            let name = format!("Gemm {m}x{n}x{k} transB, B fed: {fed_b}");
+            check_node(&name, "Gemm", op("Gemm", 13, attrs(), 3), inputs(fed_b), 1e-4);
+        }
+        let half = own_context(true);
+        check_node_on(&half, "half Gemm transB", "Gemm", op("Gemm", 13, attrs(), 3), inputs(false), 2e-2);
+    }
+}

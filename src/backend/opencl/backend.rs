@@ -230,8 +230,21 @@ impl OpenClBackend {
         if rnn::claims(node) {
             return rnn::prepare(node, self.rnn()?);
         }
-        let matmul = |act, fused_bias, gemm_attrs| -> Result<Box<dyn Kernel>> {
-            Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs }))
+        let matmul = |act, fused_bias, gemm_attrs: Option<(bool, bool, f32, f32)>| -> Result<Box<dyn Kernel>> {
+            // A constant transposed B (a fully connected layer's weights) is transposed once here:
+            // the kernel reads B row-major and would otherwise transpose it on every run.
+            let constant_b = node.inputs.get(1).copied().flatten().and_then(|v| graph.values[v].constant());
+            let b_transposed = match (gemm_attrs, constant_b) {
+                (Some((_, true, _, _)), Some(b)) if b.dtype() == crate::DType::F32 && b.rank() == 2 => {
+                    let (n, k) = (b.shape()[0], b.shape()[1]);
+                    let v = b.as_slice::<f32>()?;
+                    let t = Tensor::new(vec![k, n], (0..k * n).map(|i| v[(i % n) * k + i / n]).collect())?;
+                    resident::input(&self.ctx, &t)?;
+                    Some(t)
+                }
+                _ => None,
+            };
+            Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs, b_transposed }))
         };
         if let Some(f) = node.op.downcast_ref::<FusedMatMul>() {
             return matmul(f.act, true, None);
@@ -313,6 +326,8 @@ struct MatMulKernel {
     fused_bias: bool,
     /// Gemm's trans_a, trans_b, alpha, beta; `None` for MatMul.
     gemm_attrs: Option<(bool, bool, f32, f32)>,
+    /// A constant B of a Gemm with transB, transposed (K x N) and on the device.
+    b_transposed: Option<Tensor>,
 }
 
 impl MatMulKernel {
@@ -403,6 +418,13 @@ impl Kernel for MatMulKernel {
             return fallback();
         };
         let dev = self.gemm.context();
+        // The constant B (the only one a Gemm node has in that slot) in its transposed copy.
+        let (call, b) = match &self.b_transposed {
+            Some(bt) if call.trans_b && b.shape() == [bt.shape()[1], bt.shape()[0]] => {
+                (GemmCall { trans_b: false, ..call }, bt)
+            }
+            _ => (call, b),
+        };
         let (da, db) = (resident::input(dev, a)?, resident::input(dev, b)?);
         let dc = match (c, bias_layout) {
             (Some(c), Some(l)) => Some((resident::input(dev, c)?, l)),
