@@ -119,7 +119,7 @@ impl ConvProgram {
         let ohw = s.h.output * s.w.output;
         check_len(s.n * rows * ohw)?;
         let args: Vec<Arg> = [Arg::Buf(x), Arg::Buf(col)].into_iter().chain(s.geometry_args()).collect();
-        self.im2col.launch(&args, &[s.h.output, rows, s.n], None)
+        self.im2col.launch(&args, &[rows, s.n], None)
     }
 }
 
