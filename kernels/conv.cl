@@ -78,3 +78,27 @@ kernel void conv_direct(const global store_t *x, const global store_t *w, const 
     if (has_res) acc += LD(res, out);
     ST(y, out, crx_activate(acc, act, act_a, act_b));
 }
+
+// ConvTranspose's scatter, as a gather: y[n][m][yy][yx] = bias[m] + the sum of the columns whose
+// taps land on (yy, yx). The geometry is the forward view's (C = ConvTranspose's output channels,
+// H x W its output plane, OH x OW its input plane): col holds, per image, (C*KH*KW) x (OH*OW)
+// values, W^T x X from gemm.cl. Global size: (W, H, N * C); no atomics, each output owned once.
+kernel void col2im(const global store_t *col, const global store_t *bias, const int has_bias,
+                   global store_t *y, const int C, const int H, const int W, const int KH, const int KW,
+                   const int OH, const int OW, const int sh, const int sw, const int dh, const int dw,
+                   const int ph, const int pw) {
+    const int yx = get_global_id(0), yy = get_global_id(1), nc = get_global_id(2);
+    if (yx >= W || yy >= H) return;
+    float acc = has_bias ? LD(bias, nc % C) : 0.0f;
+    const global store_t *taps = col + nc * (KH * KW) * (OH * OW);
+    for (int ky = 0; ky < KH; ky++) {
+        const int t = yy + ph - ky * dh;
+        if (t < 0 || t % sh != 0 || t / sh >= OH) continue;
+        for (int kx = 0; kx < KW; kx++) {
+            const int u = yx + pw - kx * dw;
+            if (u < 0 || u % sw != 0 || u / sw >= OW) continue;
+            acc += LD(taps, (ky * KW + kx) * (OH * OW) + (t / sh) * OW + u / sw);
+        }
+    }
+    ST(y, nc * (H * W) + yy * W + yx, acc);
+}

@@ -577,3 +577,47 @@ fn gemm_node_with_constant_transposed_weights_matches_the_reference() {
         check_node_on(&half, "half Gemm transB", "Gemm", op("Gemm", 13, attrs(), 3), inputs(false), 2e-2);
     }
 }
+
+/// ConvTranspose (GEMM of the transposed weights, then col2im) on odd shapes: strides, pads,
+/// output_padding, dilations, an output_shape, 1-D, with and without a bias; f32 and float16.
+#[test]
+fn conv_transpose_matches_the_reference() {
+    type Case = (&'static str, Vec<usize>, Vec<usize>, Vec<(&'static str, Attr)>);
+    let cases: Vec<Case> = vec![
+        ("3x3", vec![1, 3, 5, 7], vec![3, 4, 3, 3], vec![]),
+        (
+            "stride 2 pad 1 output_padding 1",
+            vec![2, 5, 7, 6],
+            vec![5, 3, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1])), ("output_padding", ints(&[1, 1]))],
+        ),
+        (
+            "4x2 stride (3, 2) dilation (1, 2) asymmetric pads",
+            vec![1, 2, 6, 5],
+            vec![2, 5, 4, 2],
+            vec![("strides", ints(&[3, 2])), ("dilations", ints(&[1, 2])), ("pads", ints(&[2, 0, 1, 1]))],
+        ),
+        (
+            "output_shape",
+            vec![1, 3, 4, 4],
+            vec![3, 2, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("output_shape", ints(&[8, 9]))],
+        ),
+        ("1-D", vec![2, 4, 9], vec![4, 3, 5], vec![("strides", ints(&[2])), ("pads", ints(&[1, 2]))]),
+    ];
+    let half = own_context(true);
+    for (i, (name, xs, ws, attrs)) in cases.into_iter().enumerate() {
+        let seed = 3000 + i as u64 * 10;
+        let convt = op("ConvTranspose", 22, attrs, 3);
+        let inputs = |bias: bool| {
+            let mut v = vec![In::Fed(t(seed, &xs)), In::Const(t(seed + 1, &ws))];
+            if bias {
+                v.push(In::Const(t(seed + 2, &[ws[1]])));
+            }
+            v
+        };
+        check_node(name, "ConvTranspose", convt.clone(), inputs(true), 1e-4);
+        check_node(&format!("{name}, no bias"), "ConvTranspose", convt.clone(), inputs(false), 1e-4);
+        check_node_on(&half, &format!("half {name}"), "ConvTranspose", convt, inputs(true), 2e-2);
+    }
+}

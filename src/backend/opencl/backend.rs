@@ -1,6 +1,7 @@
 //! `OpenClBackend`: which nodes the device takes, and their prepared kernels. It claims f32
 //! MatMul, Gemm, FusedMatMul, elementwise arithmetic (Pow with an f32 exponent too) and
-//! activations (gemm.cl, elementwise.cl), Conv/FusedConv (conv.cl with gemm.cl), MaxPool,
+//! activations (gemm.cl, elementwise.cl), Conv/FusedConv (conv.cl with gemm.cl), group-1
+//! ConvTranspose (gemm.cl, then conv.cl's col2im), MaxPool,
 //! AveragePool, global pooling (pool.cl), Softmax/LogSoftmax, inference BatchNormalization,
 //! InstanceNormalization, LayerNormalization/RMSNormalization and the fused LayerNorm (norm.cl),
 //! the Reduce* ops (reduce.cl), Resize/Upsample (resize.cl), Transpose, Slice, Split, Concat, Pad
@@ -10,6 +11,7 @@
 //! path for) runs the reference kernel instead, so the answer is always right.
 
 use super::conv::{self, ConvProgram};
+use super::conv_transpose;
 use super::elementwise::{BinaryOp, Elementwise};
 use super::gemm::{BiasLayout, Gemm, GemmCall};
 use super::movement::{self, MovementProgram};
@@ -180,6 +182,7 @@ impl Backend for OpenClBackend {
             return f32_inputs(node.inputs.len());
         }
         let claimed = conv::claims(graph, node)
+            || conv_transpose::claims(graph, node)
             || pool::claims(node)
             || norm::claims(graph, node)
             || movement::claims(graph, node)
@@ -211,6 +214,9 @@ impl OpenClBackend {
         let op = node.op.clone();
         if conv::claims(graph, node) {
             return conv::prepare(graph, node, self.conv()?, self.gemm()?);
+        }
+        if conv_transpose::claims(graph, node) {
+            return conv_transpose::prepare(node, self.conv()?, self.gemm()?);
         }
         if pool::claims(node) {
             return pool::prepare(node, self.pool()?);

@@ -25,6 +25,7 @@ pub struct ConvProgram {
     ctx: Arc<Context>,
     im2col: ClKernel,
     direct: ClKernel,
+    col2im: ClKernel,
 }
 
 /// The window geometry of one 2-D convolution (a 1-D one has a unit height axis).
@@ -74,7 +75,12 @@ impl ConvShape {
 impl ConvProgram {
     pub fn new(ctx: &Arc<Context>) -> Result<ConvProgram> {
         let program = Program::build(ctx, "conv.cl", &[])?;
-        Ok(ConvProgram { ctx: ctx.clone(), im2col: program.kernel("im2col")?, direct: program.kernel("conv_direct")? })
+        Ok(ConvProgram {
+            ctx: ctx.clone(),
+            im2col: program.kernel("im2col")?,
+            direct: program.kernel("conv_direct")?,
+            col2im: program.kernel("col2im")?,
+        })
     }
 
     pub fn context(&self) -> &Arc<Context> {
@@ -120,6 +126,18 @@ impl ConvProgram {
         check_len(s.n * rows * ohw)?;
         let args: Vec<Arg> = [Arg::Buf(x), Arg::Buf(col)].into_iter().chain(s.geometry_args()).collect();
         self.im2col.launch(&args, &[rows, s.n], None)
+    }
+}
+
+impl ConvProgram {
+    /// Enqueues ConvTranspose's gather: y (N x C x H x W of `s`, the forward view) = bias + the
+    /// tap columns `col` (N x C*KH*KW x OH*OW) summed onto the output elements they land on.
+    pub fn col2im(&self, s: &ConvShape, col: &Buffer, bias: Option<&Buffer>, y: &Buffer) -> Result<()> {
+        check_len(s.n * s.c * s.h.kernel * s.w.kernel * s.h.output * s.w.output)?;
+        check_len(s.n * s.c * s.h.input * s.w.input)?;
+        let head = [Arg::Buf(col), Arg::Buf(bias.unwrap_or(col)), Arg::I32(bias.is_some() as i32), Arg::Buf(y)];
+        let args: Vec<Arg> = head.into_iter().chain(s.geometry_args()).collect();
+        self.col2im.launch(&args, &[s.w.input, s.h.input, s.n * s.c], None)
     }
 }
 
