@@ -1,4 +1,5 @@
-// GEMM: C[b] = act(alpha * A[b] x B[b] + beta * bias[b]) + residual[b], for every batch b.
+// GEMM: C[b] = act(alpha * A[b] x B[b] + beta * bias[b]) + residual[b], for every batch b, or
+// act(alpha * A[b] x B[b] + beta * bias[b] + residual[b]) with has_res = 2 (a fused conv's order).
 // A (M x K) is read through run-time strides (a_rs per row, a_cs per column), so a transposed A
 // costs nothing; B (K x N) must be row-major with row stride ldb (the host transposes a transposed
 // B once, with `transpose` below). bias is read through strides too (a scalar, a row, a column or
@@ -57,8 +58,9 @@ inline void gemm_store(global store_t *C, int ldc, int m, int n, float acc, floa
                        const global store_t *res, int ldr, int has_res, int act, float act_a, float act_b) {
     float v = alpha * acc;
     if (has_bias) v += beta * LD(bias, m * bias_rs + n * bias_cs);
+    if (has_res == 2) v += LD(res, m * ldr + n);
     v = crx_activate(v, act, act_a, act_b);
-    if (has_res) v += LD(res, m * ldr + n);
+    if (has_res == 1) v += LD(res, m * ldr + n);
     ST(C, m * ldc + n, v);
 }
 
@@ -68,7 +70,8 @@ inline void gemm_store(global store_t *C, int ldc, int m, int n, float acc, floa
         global store_t *C, const int ldc, const int c_bs, const float alpha, const float beta,     \
         const global store_t *bias, const int bias_rs, const int bias_cs, const int bias_bs,       \
         const int has_bias, const global store_t *res, const int ldr, const int r_bs,                \
-        const int has_res, const int act, const float act_a, const float act_b
+        const int has_res, const int act, const float act_a, const float act_b, const int n_first,    \
+        const int blocks
 
 #define STORE(m, n, v)                                                                              \
     gemm_store(C, ldc, m, n, v, alpha, beta, bias, bias_rs, bias_cs, has_bias, res, ldr, has_res,  \
@@ -88,8 +91,9 @@ inline void gemm_store(global store_t *C, int ldc, int m, int n, float acc, floa
 #define UNROLL _Pragma("unroll")
 
 // The epilogue of a vector of VW outputs at row m, columns n..n+VW-1 (all inside C): alpha, the
-// bias (a vector along a row, a broadcast value down a column, or gathered), the activation
-// (relu and clip as vectors, the rest per lane), the residual.
+// bias (a vector along a row, a broadcast value down a column, or gathered), the residual when
+// has_res = 2, the activation (relu and clip as vectors, the rest per lane), the residual when
+// has_res = 1.
 inline floatV gemm_epilogue(floatV v, int m, int n, float alpha, float beta, const global store_t *bias,
                             int bias_rs, int bias_cs, int has_bias, const global store_t *res, int ldr,
                             int has_res, int act, float act_a, float act_b) {
@@ -106,6 +110,7 @@ inline floatV gemm_epilogue(floatV v, int m, int n, float alpha, float beta, con
             v += beta * u.v;
         }
     }
+    if (has_res == 2) v += LOADV(res + m * ldr + n);
     if (act == 1) {
         v = fmax(v, (floatV)(0.0f));
     } else if (act == 2) {
@@ -116,7 +121,7 @@ inline floatV gemm_epilogue(floatV v, int m, int n, float alpha, float beta, con
         for (int e = 0; e < VW; e++) u.s[e] = crx_activate(u.s[e], act, act_a, act_b);
         v = u.v;
     }
-    if (has_res) v += LOADV(res + m * ldr + n);
+    if (has_res == 1) v += LOADV(res + m * ldr + n);
     return v;
 }
 
@@ -136,82 +141,93 @@ inline void gemm_store_vector(global store_t *C, int ldc, int m, int n, int from
     }
 }
 
-// Global size: (ceil(M / MWI), ceil(N / (VW*NV)), batches); local size (1, 1, 1), so that PoCL
-// runs each work-item's vector code as written rather than looping over work-items. Blocks follow
-// each other down M, so the K x VW*NV panel of B a block streams (strided by a row of B) is still
-// in cache for the next ones: with N fastest, the 64 x 3136 x 576 GEMM of a ResNet conv ran about
-// 30% slower, every block fetching its panel from memory.
+// Global size: (ceil(fast / blocks), slow, batches) in MWI x VW*NV register blocks, where fast is
+// the blocks down M and slow those along N, or the other way round with n_first; local size
+// (1, 1, 1), so that PoCL runs each work-item's vector code as written rather than looping over
+// work-items. Consecutive blocks share the operand that is larger (the host picks): down M they
+// share the K x VW*NV panel of B (strided by a row of B), still in cache for the next ones (with N
+// fastest the 64 x 3136 x 576 GEMM of a ResNet conv ran about 30% slower, every block fetching its
+// panel from memory); along N, for a tall A (3136 x 64 x 576), they share A's MWI rows, so A is
+// read from memory once instead of once per panel of B. Each work-item computes `blocks`
+// consecutive blocks, so PoCL's cost per work-group is paid once per several.
 kernel __attribute__((reqd_work_group_size(1, 1, 1))) void gemm(GEMM_ARGS) {
     const int batch = get_global_id(2);
-    const int m0 = get_global_id(0) * MWI;
-    const int n0 = get_global_id(1) * NWI_V;
-    if (m0 >= M || n0 >= N) return;
     A += batch * a_bs;
     B += batch * b_bs;
     C += batch * c_bs;
     bias += batch * bias_bs;
     res += batch * r_bs;
 
-    if (M >= MWI && N >= NWI_V) {
-        // Every block is whole: one cut by the edge of C (N = 49, 196, 784 in a ResNet) moves back
-        // inside C and stores only its own outputs, so edges run the same vector code.
-        const int me = min(m0, M - MWI), ne = min(n0, N - NWI_V);
-        floatV acc[MWI][NV];
-        UNROLL for (int i = 0; i < MWI; i++) UNROLL for (int j = 0; j < NV; j++) acc[i][j] = (floatV)(0.0f);
-        const global store_t *a = A + me * a_rs;
-        const global store_t *b = B + ne;
-        for (int k = 0; k < K; k++) {
-            floatV bv[NV];
-            UNROLL for (int j = 0; j < NV; j++) bv[j] = LOADV(b + j * VW);
-            UNROLL for (int i = 0; i < MWI; i++) {
-                const floatV av = (floatV)(LD(a, i * a_rs));
-                UNROLL for (int j = 0; j < NV; j++) acc[i][j] = fma(av, bv[j], acc[i][j]);
-            }
-            a += a_cs;
-            b += ldb;
-        }
-        UNROLL for (int i = 0; i < MWI; i++) {
-            if (me + i < m0) continue;
-            UNROLL for (int j = 0; j < NV; j++) {
-                const int n = ne + j * VW;
-                gemm_store_vector(C, ldc, me + i, n, n0, EPILOGUE(acc[i][j], me + i, n));
-            }
-        }
-    } else if (N >= VW) {
-        // Fewer than MWI rows or NWI_V columns in all of C (a batch-1 fully connected layer): a
-        // row at a time, its vectors moved back inside C where they would cross its edge.
-        const int mi = min(MWI, M - m0);
-        for (int i = 0; i < mi; i++) {
-            floatV acc[NV];
-            int nj[NV];
-            UNROLL for (int j = 0; j < NV; j++) {
-                acc[j] = (floatV)(0.0f);
-                nj[j] = min(n0 + j * VW, N - VW);
-            }
-            const global store_t *a = A + (m0 + i) * a_rs;
-            const global store_t *b = B;
+    for (int nb = 0; nb < blocks; nb++) {
+        const int fast = get_global_id(0) * blocks + nb, slow = get_global_id(1);
+        const int m0 = (n_first ? slow : fast) * MWI;
+        const int n0 = (n_first ? fast : slow) * NWI_V;
+        if (m0 >= M || n0 >= N) return;
+        if (M >= MWI && N >= NWI_V) {
+            // Every block is whole: one cut by the edge of C (N = 49, 196, 784 in a ResNet) moves back
+            // inside C and stores only its own outputs, so edges run the same vector code.
+            const int me = min(m0, M - MWI), ne = min(n0, N - NWI_V);
+            floatV acc[MWI][NV];
+            UNROLL for (int i = 0; i < MWI; i++) UNROLL for (int j = 0; j < NV; j++) acc[i][j] = (floatV)(0.0f);
+            // One pointer per row of A: with a single pointer, LLVM formed row i's address by a
+            // chain of i adds of the row stride that every iteration waited on (8 adds, as long
+            // as the 16 FMAs); each row's own pointer leaves one add per row, all independent.
+            const global store_t *ar[MWI];
+            UNROLL for (int i = 0; i < MWI; i++) ar[i] = A + (me + i) * a_rs;
+            const global store_t *b = B + ne;
             for (int k = 0; k < K; k++) {
-                const floatV av = (floatV)(LD(a, 0));
-                UNROLL for (int j = 0; j < NV; j++) acc[j] = fma(av, LOADV(b + nj[j]), acc[j]);
-                a += a_cs;
+                floatV bv[NV];
+                UNROLL for (int j = 0; j < NV; j++) bv[j] = LOADV(b + j * VW);
+                UNROLL for (int i = 0; i < MWI; i++) {
+                    const floatV av = (floatV)(LD(ar[i], 0));
+                    ar[i] += a_cs;
+                    UNROLL for (int j = 0; j < NV; j++) acc[i][j] = fma(av, bv[j], acc[i][j]);
+                }
                 b += ldb;
             }
-            UNROLL for (int j = 0; j < NV; j++) {
-                // Vector j starts at column n0 + j*VW unless moved back; one wholly past the block's
-                // own columns (moved back onto a neighbour's, or a copy of the last) stores nothing.
-                if (n0 + j * VW < N)
-                    gemm_store_vector(C, ldc, m0 + i, nj[j], n0 + j * VW, EPILOGUE(acc[j], m0 + i, nj[j]));
+            UNROLL for (int i = 0; i < MWI; i++) {
+                if (me + i < m0) continue;
+                UNROLL for (int j = 0; j < NV; j++) {
+                    const int n = ne + j * VW;
+                    gemm_store_vector(C, ldc, me + i, n, n0, EPILOGUE(acc[i][j], me + i, n));
+                }
             }
+        } else if (N >= VW) {
+            // Fewer than MWI rows or NWI_V columns in all of C (a batch-1 fully connected layer): a
+            // row at a time, its vectors moved back inside C where they would cross its edge.
+            const int mi = min(MWI, M - m0);
+            for (int i = 0; i < mi; i++) {
+                floatV acc[NV];
+                int nj[NV];
+                UNROLL for (int j = 0; j < NV; j++) {
+                    acc[j] = (floatV)(0.0f);
+                    nj[j] = min(n0 + j * VW, N - VW);
+                }
+                const global store_t *a = A + (m0 + i) * a_rs;
+                const global store_t *b = B;
+                for (int k = 0; k < K; k++) {
+                    const floatV av = (floatV)(LD(a, 0));
+                    UNROLL for (int j = 0; j < NV; j++) acc[j] = fma(av, LOADV(b + nj[j]), acc[j]);
+                    a += a_cs;
+                    b += ldb;
+                }
+                UNROLL for (int j = 0; j < NV; j++) {
+                    // Vector j starts at column n0 + j*VW unless moved back; one wholly past the block's
+                    // own columns (moved back onto a neighbour's, or a copy of the last) stores nothing.
+                    if (n0 + j * VW < N)
+                        gemm_store_vector(C, ldc, m0 + i, nj[j], n0 + j * VW, EPILOGUE(acc[j], m0 + i, nj[j]));
+                }
+            }
+        } else {
+            // Fewer than VW columns in all of C: scalar, with bounds.
+            const int mi = min(MWI, M - m0);
+            for (int i = 0; i < mi; i++)
+                for (int n = n0; n < N; n++) {
+                    float acc = 0.0f;
+                    for (int k = 0; k < K; k++) acc = fma(LD(A, (m0 + i) * a_rs + k * a_cs), LD(B, k * ldb + n), acc);
+                    STORE(m0 + i, n, acc);
+                }
         }
-    } else {
-        // Fewer than VW columns in all of C: scalar, with bounds.
-        const int mi = min(MWI, M - m0);
-        for (int i = 0; i < mi; i++)
-            for (int n = n0; n < N; n++) {
-                float acc = 0.0f;
-                for (int k = 0; k < K; k++) acc = fma(LD(A, (m0 + i) * a_rs + k * a_cs), LD(B, k * ldb + n), acc);
-                STORE(m0 + i, n, acc);
-            }
     }
 }
 

@@ -63,7 +63,8 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-/// The reference: the CPU's reference sgemm per batch, then alpha, bias, activation, residual.
+/// The reference: the CPU's reference sgemm per batch, then alpha, bias, activation, residual (the
+/// residual before the activation with `residual_first`).
 #[allow(clippy::too_many_arguments)]
 fn reference_gemm(
     c: &GemmCall,
@@ -85,9 +86,13 @@ fn reference_gemm(
                 if let Some((bias, l)) = bias {
                     v += c.beta * bias[batch * l.batch_stride + i * l.row_stride + j * l.col_stride];
                 }
+                let r = residual.map_or(0.0, |r| r[batch * m * n + i * n + j]);
+                if c.residual_first {
+                    v += r;
+                }
                 v = c.act.reference(v as f64) as f32;
-                if let Some(r) = residual {
-                    v += r[batch * m * n + i * n + j];
+                if !c.residual_first {
+                    v += r;
                 }
                 out[i * n + j] = v;
             }
@@ -173,6 +178,25 @@ fn gemm_cases(gemm: &Gemm) {
         true,
         230,
     );
+    // The residual inside the activation (a fused conv's order): relu and clip as vectors,
+    // sigmoid per lane, on the vector blocks, the row path (fewer rows than a block) and the
+    // scalar path (fewer columns than a vector).
+    let first = GemmCall { residual_first: true, ..epilogue };
+    check_gemm(gemm, first, Some(column_bias), true, 260);
+    check_gemm(
+        gemm,
+        GemmCall { act: Activation::Clip(-0.5, 0.25), ..first },
+        Some(BiasLayout::full(35, 70)),
+        true,
+        270,
+    );
+    check_gemm(gemm, GemmCall { act: Activation::Sigmoid, batch: 2, ..first }, None, true, 280);
+    // A taller than wide: blocks run along N first.
+    check_gemm(gemm, GemmCall { m: 70, n: 35, ..first }, Some(BiasLayout::full(70, 35)), true, 285);
+    for (m, n, k) in [(3, 200, 9), (13, 5, 7)] {
+        let call = GemmCall { m, n, k, ..first };
+        check_gemm(gemm, call, Some(BiasLayout::per_column()), true, 290);
+    }
     check_gemm(gemm, GemmCall::new(0, 5, 3), None, false, 240);
     check_gemm(gemm, GemmCall::new(4, 5, 0), Some(BiasLayout::per_column()), false, 250);
 }

@@ -143,10 +143,18 @@ fn convolutions_match_the_reference() {
         }
         // A skip connection: the output's shape, added before the activation.
         let want = conv.eval(&[Some(&t(seed, &xs)), Some(&t(seed + 1, &ws))]).unwrap().remove(0);
-        for act in [Activation::None, Activation::Relu] {
+        // The activation after the residual runs in the GEMM's epilogue on the im2col path:
+        // relu and clip as vectors, hard-swish per lane; with and without a bias.
+        let residual_cases = [
+            (Activation::None, true),
+            (Activation::Relu, false),
+            (Activation::Relu, true),
+            (Activation::HardSwish, true),
+        ];
+        for (act, bias) in residual_cases {
             // Without a bias the slot before the residual is empty.
-            let mut inputs = with(act == Activation::None);
-            if act != Activation::None {
+            let mut inputs = with(bias);
+            if !bias {
                 inputs.push(In::Absent);
             }
             inputs.push(In::Fed(t(seed + 3, want.shape())));
@@ -233,7 +241,12 @@ fn kernels_with_half_storage_match_the_reference_within_half_rounding() {
     let x = |seed, s: &[usize]| In::Fed(t(seed, s));
     let conv = op("Conv", 18, vec![("pads", ints(&[1, 1, 1, 1]))], 3);
     let inputs = vec![x(1, &[1, 5, 9, 11]), In::Const(t(2, &[7, 5, 3, 3])), In::Const(t(3, &[7]))];
-    check_node_on(&ctx, "half conv 3x3", "Conv", conv, inputs, 2e-2);
+    check_node_on(&ctx, "half conv 3x3", "Conv", conv.clone(), inputs, 2e-2);
+    // A skip connection added before the activation, in the GEMM's epilogue.
+    let inputs =
+        vec![x(1, &[1, 5, 9, 11]), In::Const(t(2, &[7, 5, 3, 3])), In::Const(t(3, &[7])), x(9, &[1, 7, 9, 11])];
+    let fused = Arc::new(FusedConv { conv, residual: true, act: Activation::Relu });
+    check_node_on(&ctx, "half conv 3x3 + residual + relu", "FusedConv", fused, inputs, 2e-2);
     let dw = op("Conv", 18, vec![("group", Attr::Int(4)), ("strides", ints(&[2, 2]))], 2);
     check_node_on(&ctx, "half depthwise", "Conv", dw, vec![x(4, &[2, 4, 9, 8]), In::Const(t(5, &[4, 1, 3, 3]))], 2e-2);
     let max = op("MaxPool", 18, vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))], 1);
@@ -543,5 +556,68 @@ fn recurrent_layers_match_the_reference() {
         let o = op_outputs(kind, 14, attrs, inputs.len(), outputs);
         let name = format!("{kind} {dirs} direction(s), case {k}");
         check_outputs_on(&context(), &name, kind, o, inputs, outputs, 1e-4);
+    }
+}
+
+/// Gemm with transB and constant weights (a fully connected layer): B is transposed once when the
+/// kernel is prepared; a fed B takes the per-run transpose. f32 and float16 storage, odd sizes.
+#[test]
+fn gemm_node_with_constant_transposed_weights_matches_the_reference() {
+    let attrs = || vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))];
+    for (m, n, k) in [(1, 37, 29), (5, 70, 33)] {
+        let inputs = |fed_b: bool| {
+            let b = t(21, &[n, k]);
+            vec![In::Fed(t(20, &[m, k])), if fed_b { In::Fed(b) } else { In::Const(b) }, In::Const(t(22, &[n]))]
+        };
+        for fed_b in [false, true] {
+            let name = format!("Gemm {m}x{n}x{k} transB, B fed: {fed_b}");
+            check_node(&name, "Gemm", op("Gemm", 13, attrs(), 3), inputs(fed_b), 1e-4);
+        }
+        let half = own_context(true);
+        check_node_on(&half, "half Gemm transB", "Gemm", op("Gemm", 13, attrs(), 3), inputs(false), 2e-2);
+    }
+}
+
+/// ConvTranspose (GEMM of the transposed weights, then col2im) on odd shapes: strides, pads,
+/// output_padding, dilations, an output_shape, 1-D, with and without a bias; f32 and float16.
+#[test]
+fn conv_transpose_matches_the_reference() {
+    type Case = (&'static str, Vec<usize>, Vec<usize>, Vec<(&'static str, Attr)>);
+    let cases: Vec<Case> = vec![
+        ("3x3", vec![1, 3, 5, 7], vec![3, 4, 3, 3], vec![]),
+        (
+            "stride 2 pad 1 output_padding 1",
+            vec![2, 5, 7, 6],
+            vec![5, 3, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1])), ("output_padding", ints(&[1, 1]))],
+        ),
+        (
+            "4x2 stride (3, 2) dilation (1, 2) asymmetric pads",
+            vec![1, 2, 6, 5],
+            vec![2, 5, 4, 2],
+            vec![("strides", ints(&[3, 2])), ("dilations", ints(&[1, 2])), ("pads", ints(&[2, 0, 1, 1]))],
+        ),
+        (
+            "output_shape",
+            vec![1, 3, 4, 4],
+            vec![3, 2, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("output_shape", ints(&[8, 9]))],
+        ),
+        ("1-D", vec![2, 4, 9], vec![4, 3, 5], vec![("strides", ints(&[2])), ("pads", ints(&[1, 2]))]),
+    ];
+    let half = own_context(true);
+    for (i, (name, xs, ws, attrs)) in cases.into_iter().enumerate() {
+        let seed = 3000 + i as u64 * 10;
+        let convt = op("ConvTranspose", 22, attrs, 3);
+        let inputs = |bias: bool| {
+            let mut v = vec![In::Fed(t(seed, &xs)), In::Const(t(seed + 1, &ws))];
+            if bias {
+                v.push(In::Const(t(seed + 2, &[ws[1]])));
+            }
+            v
+        };
+        check_node(name, "ConvTranspose", convt.clone(), inputs(true), 1e-4);
+        check_node(&format!("{name}, no bias"), "ConvTranspose", convt.clone(), inputs(false), 1e-4);
+        check_node_on(&half, &format!("half {name}"), "ConvTranspose", convt, inputs(true), 2e-2);
     }
 }

@@ -1,6 +1,7 @@
 //! `OpenClBackend`: which nodes the device takes, and their prepared kernels. It claims f32
 //! MatMul, Gemm, FusedMatMul, elementwise arithmetic (Pow with an f32 exponent too) and
-//! activations (gemm.cl, elementwise.cl), Conv/FusedConv (conv.cl with gemm.cl), MaxPool,
+//! activations (gemm.cl, elementwise.cl), Conv/FusedConv (conv.cl with gemm.cl), group-1
+//! ConvTranspose (gemm.cl, then conv.cl's col2im), MaxPool,
 //! AveragePool, global pooling (pool.cl), Softmax/LogSoftmax, inference BatchNormalization,
 //! InstanceNormalization, LayerNormalization/RMSNormalization and the fused LayerNorm (norm.cl),
 //! the Reduce* ops (reduce.cl), Resize/Upsample (resize.cl), Transpose, Slice, Split, Concat, Pad
@@ -10,6 +11,7 @@
 //! path for) runs the reference kernel instead, so the answer is always right.
 
 use super::conv::{self, ConvProgram};
+use super::conv_transpose;
 use super::elementwise::{BinaryOp, Elementwise};
 use super::gemm::{BiasLayout, Gemm, GemmCall};
 use super::movement::{self, MovementProgram};
@@ -180,6 +182,7 @@ impl Backend for OpenClBackend {
             return f32_inputs(node.inputs.len());
         }
         let claimed = conv::claims(graph, node)
+            || conv_transpose::claims(graph, node)
             || pool::claims(node)
             || norm::claims(graph, node)
             || movement::claims(graph, node)
@@ -210,7 +213,10 @@ impl OpenClBackend {
         self.upload_weights(graph, node)?;
         let op = node.op.clone();
         if conv::claims(graph, node) {
-            return conv::prepare(graph, node, self.conv()?, self.gemm()?, self.elementwise()?);
+            return conv::prepare(graph, node, self.conv()?, self.gemm()?);
+        }
+        if conv_transpose::claims(graph, node) {
+            return conv_transpose::prepare(node, self.conv()?, self.gemm()?);
         }
         if pool::claims(node) {
             return pool::prepare(node, self.pool()?);
@@ -230,8 +236,21 @@ impl OpenClBackend {
         if rnn::claims(node) {
             return rnn::prepare(node, self.rnn()?);
         }
-        let matmul = |act, fused_bias, gemm_attrs| -> Result<Box<dyn Kernel>> {
-            Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs }))
+        let matmul = |act, fused_bias, gemm_attrs: Option<(bool, bool, f32, f32)>| -> Result<Box<dyn Kernel>> {
+            // A constant transposed B (a fully connected layer's weights) is transposed once here:
+            // the kernel reads B row-major and would otherwise transpose it on every run.
+            let constant_b = node.inputs.get(1).copied().flatten().and_then(|v| graph.values[v].constant());
+            let b_transposed = match (gemm_attrs, constant_b) {
+                (Some((_, true, _, _)), Some(b)) if b.dtype() == crate::DType::F32 && b.rank() == 2 => {
+                    let (n, k) = (b.shape()[0], b.shape()[1]);
+                    let v = b.as_slice::<f32>()?;
+                    let t = Tensor::new(vec![k, n], (0..k * n).map(|i| v[(i % n) * k + i / n]).collect())?;
+                    resident::input(&self.ctx, &t)?;
+                    Some(t)
+                }
+                _ => None,
+            };
+            Ok(Box::new(MatMulKernel { op: op.clone(), gemm: self.gemm()?, act, fused_bias, gemm_attrs, b_transposed }))
         };
         if let Some(f) = node.op.downcast_ref::<FusedMatMul>() {
             return matmul(f.act, true, None);
@@ -313,6 +332,8 @@ struct MatMulKernel {
     fused_bias: bool,
     /// Gemm's trans_a, trans_b, alpha, beta; `None` for MatMul.
     gemm_attrs: Option<(bool, bool, f32, f32)>,
+    /// A constant B of a Gemm with transB, transposed (K x N) and on the device.
+    b_transposed: Option<Tensor>,
 }
 
 impl MatMulKernel {
@@ -342,7 +363,17 @@ impl MatMulKernel {
             (count == batch && dims.len() == batch_shape.len()).then_some(true).or((count == 1).then_some(false))
         };
         let (a_batched, b_batched) = (whole(ab)?, whole(bb)?);
-        let call = GemmCall { m, n, k, batch, trans_a, trans_b, a_batched, b_batched, alpha, beta, act: self.act };
+        let call = GemmCall {
+            batch,
+            trans_a,
+            trans_b,
+            a_batched,
+            b_batched,
+            alpha,
+            beta,
+            act: self.act,
+            ..GemmCall::new(m, n, k)
+        };
         let mut out = batch_shape;
         out.extend([m, n]);
         let bias = match c {
@@ -393,6 +424,13 @@ impl Kernel for MatMulKernel {
             return fallback();
         };
         let dev = self.gemm.context();
+        // The constant B (the only one a Gemm node has in that slot) in its transposed copy.
+        let (call, b) = match &self.b_transposed {
+            Some(bt) if call.trans_b && b.shape() == [bt.shape()[1], bt.shape()[0]] => {
+                (GemmCall { trans_b: false, ..call }, bt)
+            }
+            _ => (call, b),
+        };
         let (da, db) = (resident::input(dev, a)?, resident::input(dev, b)?);
         let dc = match (c, bias_layout) {
             (Some(c), Some(l)) => Some((resident::input(dev, c)?, l)),

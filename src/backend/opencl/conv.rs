@@ -4,7 +4,6 @@
 
 use super::backend::{op_name, reference};
 use super::context::{Buffer, Context};
-use super::elementwise::Elementwise;
 use super::gemm::{BiasLayout, Gemm, GemmCall};
 use super::program::{Arg, Kernel as ClKernel, Program};
 use super::resident::{self, ClTensor};
@@ -26,6 +25,7 @@ pub struct ConvProgram {
     ctx: Arc<Context>,
     im2col: ClKernel,
     direct: ClKernel,
+    col2im: ClKernel,
 }
 
 /// The window geometry of one 2-D convolution (a 1-D one has a unit height axis).
@@ -75,7 +75,12 @@ impl ConvShape {
 impl ConvProgram {
     pub fn new(ctx: &Arc<Context>) -> Result<ConvProgram> {
         let program = Program::build(ctx, "conv.cl", &[])?;
-        Ok(ConvProgram { ctx: ctx.clone(), im2col: program.kernel("im2col")?, direct: program.kernel("conv_direct")? })
+        Ok(ConvProgram {
+            ctx: ctx.clone(),
+            im2col: program.kernel("im2col")?,
+            direct: program.kernel("conv_direct")?,
+            col2im: program.kernel("col2im")?,
+        })
     }
 
     pub fn context(&self) -> &Arc<Context> {
@@ -120,7 +125,19 @@ impl ConvProgram {
         let ohw = s.h.output * s.w.output;
         check_len(s.n * rows * ohw)?;
         let args: Vec<Arg> = [Arg::Buf(x), Arg::Buf(col)].into_iter().chain(s.geometry_args()).collect();
-        self.im2col.launch(&args, &[s.h.output, rows, s.n], None)
+        self.im2col.launch(&args, &[rows, s.n], None)
+    }
+}
+
+impl ConvProgram {
+    /// Enqueues ConvTranspose's gather: y (N x C x H x W of `s`, the forward view) = bias + the
+    /// tap columns `col` (N x C*KH*KW x OH*OW) summed onto the output elements they land on.
+    pub fn col2im(&self, s: &ConvShape, col: &Buffer, bias: Option<&Buffer>, y: &Buffer) -> Result<()> {
+        check_len(s.n * s.c * s.h.kernel * s.w.kernel * s.h.output * s.w.output)?;
+        check_len(s.n * s.c * s.h.input * s.w.input)?;
+        let head = [Arg::Buf(col), Arg::Buf(bias.unwrap_or(col)), Arg::I32(bias.is_some() as i32), Arg::Buf(y)];
+        let args: Vec<Arg> = head.into_iter().chain(s.geometry_args()).collect();
+        self.col2im.launch(&args, &[s.w.input, s.h.input, s.n * s.c], None)
     }
 }
 
@@ -160,20 +177,14 @@ pub fn claims(graph: &Graph, node: &Node) -> bool {
     constant(1).is_some_and(|w| matches!(w.rank(), 3 | 4)) && bias_ok
 }
 
-pub fn prepare(
-    graph: &Graph,
-    node: &Node,
-    program: Arc<ConvProgram>,
-    gemm: Arc<Gemm>,
-    ew: Arc<Elementwise>,
-) -> Result<Box<dyn Kernel>> {
+pub fn prepare(graph: &Graph, node: &Node, program: Arc<ConvProgram>, gemm: Arc<Gemm>) -> Result<Box<dyn Kernel>> {
     let w = node.inputs[1].and_then(|v| graph.values[v].constant()).expect("claims checked it");
     let ws = match *w.shape() {
         [m, c, k] => [m, c, 1, k],
         [m, c, kh, kw] => [m, c, kh, kw],
         _ => crate::bail!(Unsupported, "OpenCL Conv: weights of shape {:?}", w.shape()),
     };
-    Ok(Box::new(ConvKernel { op: node.op.clone(), weights_shape: ws, one_d: w.rank() == 3, program, gemm, ew }))
+    Ok(Box::new(ConvKernel { op: node.op.clone(), weights_shape: ws, one_d: w.rank() == 3, program, gemm }))
 }
 
 #[derive(Debug)]
@@ -183,8 +194,6 @@ struct ConvKernel {
     one_d: bool,
     program: Arc<ConvProgram>,
     gemm: Arc<Gemm>,
-    /// For an activation after a residual on the GEMM path (GEMM applies the residual last).
-    ew: Arc<Elementwise>,
 }
 
 impl ConvKernel {
@@ -251,15 +260,12 @@ impl Kernel for ConvKernel {
                 self.program.im2col(&s, dx.buffer(), columns.buffer())?;
                 columns.buffer()
             };
-            // GEMM applies the activation before the residual; FusedConv adds the residual first.
-            let gemm_act = if dr.is_some() { Activation::None } else { act };
-            let call = GemmCall { batch: s.n, a_batched: false, act: gemm_act, ..GemmCall::new(s.m, ohw, k) };
+            // FusedConv adds the residual before the activation: the GEMM's epilogue does both.
+            let call =
+                GemmCall { batch: s.n, a_batched: false, act, residual_first: true, ..GemmCall::new(s.m, ohw, k) };
             let per_row = BiasLayout { row_stride: 1, col_stride: 0, batch_stride: 0 };
             let bias = db.as_ref().map(|b| (b.buffer(), per_row));
             self.gemm.run(&call, dw.buffer(), b, bias, dr.as_ref().map(|r| r.buffer()), y.buffer())?;
-            if dr.is_some() && act != Activation::None {
-                self.ew.unary(y.buffer(), y.buffer(), s.out_len(), act)?;
-            }
         } else {
             let (b, r) = (db.as_ref().map(|b| b.buffer()), dr.as_ref().map(|r| r.buffer()));
             self.program.direct(&s, dx.buffer(), dw.buffer(), b, r, y.buffer(), act)?;

@@ -1,5 +1,6 @@
 //! The launcher of `kernels/gemm.cl`: batched C = act(alpha * op(A) op(B) + beta * bias) + residual
-//! with the device's tuned parameters (`tuning.rs`).
+//! (or the residual inside the activation, a fused conv's order) with the device's tuned
+//! parameters (`tuning.rs`).
 
 use super::activation;
 use super::context::{Buffer, Context};
@@ -46,6 +47,9 @@ pub struct GemmCall {
     pub alpha: f32,
     pub beta: f32,
     pub act: Activation,
+    /// The residual is added before the activation (FusedConv: act(conv + bias + residual)), else
+    /// after it.
+    pub residual_first: bool,
 }
 
 impl GemmCall {
@@ -62,6 +66,7 @@ impl GemmCall {
             alpha: 1.0,
             beta: 1.0,
             act: Activation::None,
+            residual_first: false,
         }
     }
 }
@@ -101,8 +106,9 @@ impl Gemm {
         &self.ctx
     }
 
-    /// Enqueues C = act(alpha * op(A) op(B) + beta * bias) + residual for every batch. C and the
-    /// residual are `batch` row-major M x N matrices. Does not wait.
+    /// Enqueues C = act(alpha * op(A) op(B) + beta * bias) + residual for every batch (the residual
+    /// inside the activation with `residual_first`). C and the residual are `batch` row-major M x N
+    /// matrices. Does not wait.
     pub fn run(
         &self,
         call: &GemmCall,
@@ -163,6 +169,24 @@ impl Gemm {
         let (code, act_a, act_b) = activation::args(call.act);
         let (bias_buf, bl) = bias.unwrap_or((c, BiasLayout { row_stride: 0, col_stride: 0, batch_stride: 0 }));
         let i = |v: usize| Arg::I32(v as i32);
+        // The launch geometry, and for the register kernel its order and blocks per work-item.
+        let (n_first, per, global, local) = match self.params {
+            GemmParams::Registers { mwi, vw, nv } => {
+                // One work-item per work-group: PoCL then runs the kernel's own vector code as
+                // written instead of looping over (and trying to re-vectorise) work-items.
+                // Consecutive blocks share the larger operand's block: B's panel (down M) unless A
+                // is the taller (along N).
+                let (m_blocks, n_blocks) = (m.div_ceil(mwi), n.div_ceil(vw * nv));
+                let n_first = m > n;
+                let (fast, slow) = if n_first { (n_blocks, m_blocks) } else { (m_blocks, n_blocks) };
+                let per = blocks_per_item(fast, slow * batch, self.ctx.device.compute_units as usize);
+                (n_first, per, [fast.div_ceil(per), slow, batch], [1, 1, 1])
+            }
+            GemmParams::Local { mwg, nwg, mwi, nwi, .. } => {
+                let (tdx, tdy) = (nwg / nwi, mwg / mwi);
+                (false, 1, [n.div_ceil(nwg) * tdx, m.div_ceil(mwg) * tdy, batch], [tdx, tdy, 1])
+            }
+        };
         let args = [
             i(m),
             i(n),
@@ -187,22 +211,26 @@ impl Gemm {
             Arg::Buf(residual.unwrap_or(c)),
             i(n),
             i(m * n),
-            Arg::I32(residual.is_some() as i32),
+            // 0: no residual, 1: added after the activation, 2: before it.
+            Arg::I32(match (residual.is_some(), call.residual_first) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+            }),
             Arg::I32(code),
             Arg::F32(act_a),
             Arg::F32(act_b),
+            Arg::I32(n_first as i32),
+            i(per),
         ];
-        match self.params {
-            GemmParams::Registers { mwi, vw, nv } => {
-                // One work-item per work-group: PoCL then runs the kernel's own vector code as
-                // written instead of looping over (and trying to re-vectorise) work-items. Blocks
-                // go down M first, so consecutive ones share their panel of B in cache.
-                self.gemm.launch(&args, &[m.div_ceil(mwi), n.div_ceil(vw * nv), batch], Some(&[1, 1, 1]))
-            }
-            GemmParams::Local { mwg, nwg, mwi, nwi, .. } => {
-                let (tdx, tdy) = (nwg / nwi, mwg / mwi);
-                self.gemm.launch(&args, &[n.div_ceil(nwg) * tdx, m.div_ceil(mwg) * tdy, batch], Some(&[tdx, tdy, 1]))
-            }
-        }
+        self.gemm.launch(&args, &global, Some(&local))
     }
+}
+
+/// How many consecutive register blocks one work-item of the register kernel computes: enough that
+/// PoCL's per-work-group cost is spread over several blocks, few enough that every compute unit
+/// still gets 16 work-items or more to balance.
+fn blocks_per_item(fast: usize, slow: usize, compute_units: usize) -> usize {
+    let items = fast * slow;
+    (items / (compute_units.max(1) * 16)).clamp(1, 8).min(fast)
 }

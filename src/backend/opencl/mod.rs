@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cache;
 pub mod context;
 pub mod conv;
+pub mod conv_transpose;
 pub mod device;
 pub mod elementwise;
 pub mod gemm;
