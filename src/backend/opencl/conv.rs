@@ -162,9 +162,12 @@ fn conv_of(op: &Arc<dyn Op>) -> Option<(&Conv, bool, Activation)> {
 /// Whether the device takes this node: a Conv/FusedConv with constant f32 weights of rank 3 or 4
 /// and a constant bias (or none).
 pub fn claims(graph: &Graph, node: &Node) -> bool {
-    if conv_of(&node.op).is_none() {
-        return false;
-    }
+    conv_of(&node.op).is_some() && constant_weights_and_bias(graph, node)
+}
+
+/// Whether a (transposed) convolution node's weights are a constant f32 tensor of rank 3 or 4
+/// and its bias is constant too (or absent): what the device kernels take.
+pub(super) fn constant_weights_and_bias(graph: &Graph, node: &Node) -> bool {
     let constant = |i: usize| {
         node.inputs
             .get(i)

@@ -8,7 +8,7 @@ use super::gemm::{Gemm, GemmCall};
 use super::resident::{self, ClTensor};
 use crate::backend::cpu::f32_input;
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::{DType, Data, DataRef, Graph, Node, Op};
+use crate::ir::{Data, DataRef, Graph, Node, Op};
 use crate::ops::conv_transpose::ConvTranspose;
 use crate::ops::window::Axis;
 use crate::Result;
@@ -21,16 +21,7 @@ const MAX_COLUMNS_BYTES: usize = 256 << 20;
 /// group 1, and a constant bias (or none).
 pub fn claims(graph: &Graph, node: &Node) -> bool {
     let Some(op) = node.op.downcast_ref::<ConvTranspose>() else { return false };
-    let constant = |i: usize| {
-        node.inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|v| graph.values[v].constant())
-            .filter(|t| t.dtype() == DType::F32)
-    };
-    let bias_ok = node.inputs.get(2).copied().flatten().is_none() || constant(2).is_some();
-    op.group() == 1 && constant(1).is_some_and(|w| matches!(w.rank(), 3 | 4)) && bias_ok
+    op.group() == 1 && super::conv::constant_weights_and_bias(graph, node)
 }
 
 pub fn prepare(node: &Node, program: Arc<ConvProgram>, gemm: Arc<Gemm>) -> Result<Box<dyn Kernel>> {
