@@ -125,9 +125,15 @@ pub fn advise_huge_pages<T>(start: *const T, bytes: usize) {
     if bytes >= HUGE {
         let (lo, hi) = ((start as usize).next_multiple_of(HUGE), (start as usize + bytes) / HUGE * HUGE);
         if hi > lo {
+            // libc's madvise (std links libc on Linux; the `libc` crate is only in builds with
+            // OpenCL). MADV_HUGEPAGE is 14 in Linux's generic mman-common.h (x86-64, aarch64).
+            extern "C" {
+                fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: std::ffi::c_int) -> std::ffi::c_int;
+            }
+            const MADV_HUGEPAGE: std::ffi::c_int = 14;
             // SAFETY: madvise only changes how the pages of this live allocation are backed; it
             // neither reads nor writes them.
-            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
+            unsafe { madvise(lo as *mut std::ffi::c_void, hi - lo, MADV_HUGEPAGE) };
         }
     }
     #[cfg(not(target_os = "linux"))]
