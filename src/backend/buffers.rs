@@ -120,17 +120,8 @@ impl BufferPool {
     /// traffic as the kernel's own writes. Debug builds fill the buffer with NaN instead, so a
     /// kernel that leaves an element unwritten fails its tests rather than leaking stale values.
     pub fn for_overwrite(&self, n: usize) -> Result<Vec<f32>> {
-        let mut v = match self.take(n, true) {
-            Some(mut v) => {
-                // Only the part past the old length is written here.
-                v.resize(n, 0.0);
-                v
-            }
-            None => try_vec(n, 0f32)?,
-        };
-        if cfg!(debug_assertions) {
-            v.fill(f32::NAN);
-        }
+        let mut v = self.for_overwrite_prefix(n)?;
+        v.truncate(n);
         Ok(v)
     }
 

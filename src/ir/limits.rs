@@ -117,7 +117,7 @@ pub fn zeroed_f32(n: usize) -> Vec<f32> {
 /// they are first written (where transparent huge pages are on "madvise", the default of many
 /// distributions, nothing else gets them). A model's weights and activations are streamed
 /// through once per run, tens of megabytes of them: with 4 KiB pages most of those pages miss
-/// the TLB (MobileNetV2 ran 9% faster with huge pages, ResNet-50 2%). Advice only: where the
+/// the TLB (every benchmark model ran 1-5% faster with this advice). Advice only: where the
 /// kernel declines, nothing changes.
 pub fn advise_huge_pages<T>(start: *const T, bytes: usize) {
     const HUGE: usize = 2 << 20;

@@ -572,9 +572,14 @@ impl Tensor {
         self.offset == 0 && self.len == self.storage.len()
     }
 
-    /// Whether this f32 tensor views the head of a longer host storage ([`Tensor::over_prefix`]).
+    /// Whether this f32 tensor views the head of a longer storage of its own on the host
+    /// ([`Tensor::over_prefix`]).
     fn is_f32_prefix(&self) -> bool {
-        self.offset == 0 && self.len < self.storage.len() && self.dtype() == DType::F32 && !self.storage.is_borrowed()
+        self.offset == 0
+            && self.len < self.storage.len()
+            && self.dtype() == DType::F32
+            && !self.storage.is_borrowed()
+            && self.storage.is_on_host()
     }
 
     /// An f32 tensor of `shape` over the first elements of `data`, which may be longer: a kernel's
@@ -598,7 +603,7 @@ impl Tensor {
     /// The elements as owned typed data: moved out when this tensor is their only owner and views
     /// all of them, copied otherwise.
     pub fn into_data(self) -> Result<TensorData> {
-        if self.is_f32_prefix() && Arc::strong_count(&self.storage) == 1 && self.storage.is_on_host() {
+        if self.is_f32_prefix() && Arc::strong_count(&self.storage) == 1 {
             // A kernel's output over the head of a longer pooled buffer: moved out, cut to length.
             let len = self.len;
             let own = Arc::try_unwrap(self.storage).expect("the only owner, checked above");
@@ -676,7 +681,7 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());
         }
-        let in_place = self.is_whole() || (self.is_f32_prefix() && self.storage.is_on_host());
+        let in_place = self.is_whole() || self.is_f32_prefix();
         if !in_place || Arc::get_mut(&mut self.storage).is_none() {
             let copy = self.storage.data()?.copy_range(self.offset, self.len);
             self.storage = Arc::new(Storage::host(copy));

@@ -66,7 +66,9 @@ impl Kernel for ConvTransposeKernel {
         let taps = h.kernel * wa.kernel;
         let in_plane = h.output * wa.output;
         let dev = self.program.context();
-        if n * m * taps * in_plane * dev.element_bytes() > MAX_COLUMNS_BYTES.min(dev.device.max_alloc as usize) {
+        // Hostile shapes overflow: they take the reference kernel, which reports them.
+        let columns_bytes = [m, taps, in_plane, dev.element_bytes()].iter().try_fold(n, |a, &b| a.checked_mul(b));
+        if columns_bytes.is_none_or(|b| b > MAX_COLUMNS_BYTES.min(dev.device.max_alloc as usize)) {
             return fallback();
         }
         let dx = resident::input(dev, x)?;
