@@ -105,14 +105,6 @@ pub fn with_capacity<T>(n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// `n` zeroed floats for data that is packed once and streamed through on every run (a layer's
-/// weights), with huge pages asked for before the packing writes them ([`advise_huge_pages`]).
-pub fn zeroed_f32(n: usize) -> Vec<f32> {
-    let v = vec![0f32; n];
-    advise_huge_pages(v.as_ptr(), v.len() * std::mem::size_of::<f32>());
-    v
-}
-
 /// Asks Linux to back the whole 2 MiB pages inside `bytes` from `start` with huge pages, before
 /// they are first written (where transparent huge pages are on "madvise", the default of many
 /// distributions, nothing else gets them). A model's weights and activations are streamed

@@ -14,6 +14,7 @@
 
 use super::activation::Activation;
 use super::gemm::{Bias, Epilogue};
+use super::huge_pages::HugeBuf;
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
@@ -48,7 +49,7 @@ pub struct DirectWeights {
     c: usize,
     kh: usize,
     kw: usize,
-    packed: Vec<f32>,
+    packed: HugeBuf,
 }
 
 impl DirectWeights {
@@ -56,7 +57,7 @@ impl DirectWeights {
     pub fn new(w: &[f32], [m, c, kh, kw]: [usize; 4]) -> DirectWeights {
         let k = c * kh * kw;
         assert_eq!(w.len(), m * k, "direct conv weights: M x C x KH x KW");
-        let mut packed = crate::ir::limits::zeroed_f32(m.div_ceil(BLOCK) * k * BLOCK);
+        let mut packed = HugeBuf::zeroed(m.div_ceil(BLOCK) * k * BLOCK);
         for (row, wr) in w.chunks_exact(k.max(1)).enumerate().take(m) {
             let (b, lane) = (row / BLOCK, row % BLOCK);
             for (kk, &v) in wr.iter().enumerate() {

@@ -31,6 +31,7 @@ pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;
 mod gemv;
+mod huge_pages;
 mod int8;
 pub mod isa;
 pub mod layer_norm;

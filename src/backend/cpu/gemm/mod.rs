@@ -15,6 +15,7 @@ mod micro;
 pub use micro::{micro_for, Micro};
 
 use super::activation::{Activation, ActivationExt};
+use super::huge_pages::HugeBuf;
 use super::pool::{SharedMut, ThreadPool, MIN_PARALLEL_WORK};
 use std::cell::RefCell;
 
@@ -38,8 +39,8 @@ fn slice_offset(k: usize, panels: usize, width: usize, p: usize, k0: usize, kc: 
 
 /// Packs an operand of `panels` panels of `width` lanes over all of `k`, slice-major:
 /// `pack(p, k0, kc, out)` packs rows `k0..k0 + kc` of panel `p`.
-fn pack_slices(k: usize, panels: usize, width: usize, pack: impl Fn(usize, usize, usize, &mut [f32])) -> Vec<f32> {
-    let mut data = crate::ir::limits::zeroed_f32(panels * width * k);
+fn pack_slices(k: usize, panels: usize, width: usize, pack: impl Fn(usize, usize, usize, &mut [f32])) -> HugeBuf {
+    let mut data = HugeBuf::zeroed(panels * width * k);
     let depth = slice_depth(k);
     for k0 in (0..k).step_by(depth) {
         let kc = depth.min(k - k0);
@@ -185,7 +186,7 @@ pub struct PackedA {
     m: usize,
     k: usize,
     mr: usize,
-    data: Vec<f32>,
+    data: HugeBuf,
 }
 
 impl PackedA {
@@ -212,7 +213,7 @@ pub struct PackedB {
     n: usize,
     k: usize,
     nr: usize,
-    data: Vec<f32>,
+    data: HugeBuf,
 }
 
 impl PackedB {
@@ -226,7 +227,7 @@ impl PackedB {
     /// in place with [`panel_row_mut`](Self::panel_row_mut) (no row-major copy to pack from).
     pub fn zeroed(k: usize, n: usize, micro: &Micro) -> PackedB {
         let nr = micro.nr;
-        PackedB { n, k, nr, data: crate::ir::limits::zeroed_f32(n.div_ceil(nr) * nr * k) }
+        PackedB { n, k, nr, data: HugeBuf::zeroed(n.div_ceil(nr) * nr * k) }
     }
 
     /// Columns `p * nr..(p + 1) * nr` of row `i` (zero past `n`, to be left so), where `nr` is the
