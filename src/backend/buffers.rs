@@ -49,27 +49,43 @@ struct Kept<T> {
     since_run: u64,
 }
 
-/// The smallest buffer in `list` (sorted by capacity) that holds `n` values and wastes at most
-/// three quarters of itself; with `long`, the smallest such one already `n` long if there is one,
-/// else the longest, so that a caller about to overwrite it zeroes as little as possible past its
-/// old length (that zeroing took 5% of a MobileNetV2 run; the first rule saves about half of it).
-fn take_from<T>(list: &mut Vec<Kept<T>>, n: usize, long: bool) -> Option<Vec<T>> {
+/// The smallest buffer in `list` (sorted by capacity) that holds `n` values from where `start`
+/// says its part begins and wastes at most three quarters of what is past it; with `long`, the
+/// smallest such one already long enough if there is one, else the longest, so that a caller
+/// about to overwrite it zeroes as little as possible past its old length (that zeroing took 5%
+/// of a MobileNetV2 run; the first rule saves about half of it).
+fn take_from<T>(list: &mut Vec<Kept<T>>, n: usize, long: bool, start: impl Fn(&Vec<T>) -> usize) -> Option<Vec<T>> {
     let i = list.partition_point(|k| k.buffer.capacity() < n);
-    if n == 0 || list.get(i).is_none_or(|k| k.buffer.capacity() / 4 > n) {
-        return None;
-    }
-    let fits = list[i..].iter().take_while(|k| k.buffer.capacity() / 4 <= n);
+    let room = |k: &Kept<T>| k.buffer.capacity() - start(&k.buffer).min(k.buffer.capacity());
+    let fits = list[i..].iter().enumerate().filter(|(_, k)| n > 0 && room(k) >= n && room(k) / 4 <= n);
+    let long_enough = |k: &Kept<T>| k.buffer.len() >= start(&k.buffer) + n;
     let j = match long {
-        true => match fits.clone().position(|k| k.buffer.len() >= n) {
-            Some(j) => i + j,
+        true => match fits.clone().find(|(_, k)| long_enough(k)) {
+            Some((j, _)) => j,
             // Ties go to the smallest, as above.
             None => {
-                i + fits.enumerate().max_by_key(|(j, k)| (k.buffer.len(), std::cmp::Reverse(*j))).map_or(0, |(j, _)| j)
+                fits.max_by_key(|(j, k)| (k.buffer.len().saturating_sub(start(&k.buffer)), std::cmp::Reverse(*j)))?.0
             }
         },
-        false => i,
+        false => fits.map(|(j, _)| j).next()?,
     };
-    Some(list.remove(j).buffer)
+    Some(list.remove(i + j).buffer)
+}
+
+/// Floats of 2 MiB, the huge page size.
+const HUGE_FLOATS: usize = (2 << 20) / 4;
+/// Outputs of at least this many floats (1 MiB) start on a huge page ([`BufferPool::for_overwrite_part`]).
+const ALIGNED_FROM: usize = 1 << 18;
+
+/// Where the part of `v` starts that [`BufferPool::for_overwrite_part`] writes: the first 2 MiB
+/// boundary in buffers with room for one before a large output, else 0.
+fn part_start(v: &Vec<f32>) -> usize {
+    if v.capacity() < ALIGNED_FROM + HUGE_FLOATS {
+        return 0;
+    }
+    let at = v.as_ptr() as usize;
+    // Heap memory for f32 is 4-aligned, so the distance is whole floats.
+    (at.next_multiple_of(4 * HUGE_FLOATS) - at) / 4
 }
 
 /// Inserts `buffer` into `list`, keeping it sorted by capacity.
@@ -106,7 +122,7 @@ impl BufferPool {
     /// `n` zeros: a recycled buffer when one fits (and wastes at most three quarters of itself),
     /// else a new one, checked against the tensor size limit.
     pub fn zeroed(&self, n: usize) -> Result<Vec<f32>> {
-        if let Some(mut v) = self.take(n, false) {
+        if let Some(mut v) = self.take(n, false, |_| 0) {
             v.clear();
             v.resize(n, 0.0);
             return Ok(v);
@@ -120,38 +136,60 @@ impl BufferPool {
     /// traffic as the kernel's own writes. Debug builds fill the buffer with NaN instead, so a
     /// kernel that leaves an element unwritten fails its tests rather than leaking stale values.
     pub fn for_overwrite(&self, n: usize) -> Result<Vec<f32>> {
-        let mut v = self.for_overwrite_prefix(n)?;
-        v.truncate(n);
-        Ok(v)
-    }
-
-    /// At least `n` floats for a kernel that writes the first `n` before anything reads them and
-    /// returns them as [`Tensor::over_prefix`]: as [`BufferPool::for_overwrite`], but a recycled
-    /// buffer longer than `n` keeps its length, so nothing is zeroed to cut it to `n` now or to
-    /// lengthen it again when a larger output takes it next (2-3% of a MobileNetV2 run went to
-    /// that zeroing).
-    ///
-    /// [`Tensor::over_prefix`]: crate::ir::Tensor::over_prefix
-    pub fn for_overwrite_prefix(&self, n: usize) -> Result<Vec<f32>> {
-        let mut v = match self.take(n, true) {
+        let mut v = match self.take(n, true, |_| 0) {
             Some(mut v) => {
-                if v.len() < n {
-                    v.resize(n, 0.0);
-                }
+                v.resize(n, 0.0);
                 v
             }
             None => try_vec(n, 0f32)?,
         };
         if cfg!(debug_assertions) {
-            v[..n].fill(f32::NAN);
+            v.fill(f32::NAN);
         }
         Ok(v)
+    }
+
+    /// A buffer and where in it `n` floats start, for a kernel that writes them before anything
+    /// reads them and returns them as [`Tensor::over_part`]: as [`BufferPool::for_overwrite`], but
+    /// an output of a megabyte or more starts on a 2 MiB boundary, in huge pages, and the buffer
+    /// keeps its length, so nothing is zeroed to cut it now or to lengthen it again when a larger
+    /// output takes it next (2-3% of a MobileNetV2 run went to that zeroing).
+    ///
+    /// Huge pages: a heap buffer starts anywhere, so only the whole 2 MiB pages inside it could be
+    /// huge (`limits::with_capacity`), none of one under 2 MiB; the activations of MobileNetV2's
+    /// and YOLOv8n's first layers (1-7 MB each) stayed mostly on 4 KiB pages, and their kernels
+    /// ran up to twice as slow as in huge pages. A new buffer for such an output has room for the
+    /// output rounded up to whole huge pages after the first boundary; the memory before that
+    /// boundary is zeroed once and never used (on 4 KiB pages, about 1 MiB per such buffer).
+    ///
+    /// [`Tensor::over_part`]: crate::ir::Tensor::over_part
+    pub fn for_overwrite_part(&self, n: usize) -> Result<(Vec<f32>, usize)> {
+        let (mut v, start) = match self.take(n, true, part_start) {
+            Some(mut v) => {
+                let start = part_start(&v);
+                if v.len() < start + n {
+                    v.resize(start + n, 0.0);
+                }
+                (v, start)
+            }
+            None if n >= ALIGNED_FROM => {
+                let mut v = crate::ir::limits::with_capacity(n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS)?;
+                let start = part_start(&v);
+                v.resize(start + n, 0.0);
+                (v, start)
+            }
+            None => (try_vec(n, 0f32)?, 0),
+        };
+        if cfg!(debug_assertions) {
+            v[start..start + n].fill(f32::NAN);
+        }
+        Ok((v, start))
     }
 
     /// A copy of `src` in a recycled buffer when one fits (kernels that work in place on a copy
     /// of their input).
     pub fn copied(&self, src: &[f32]) -> Result<Vec<f32>> {
-        if let Some(mut v) = self.take(src.len(), false) {
+        if let Some(mut v) = self.take(src.len(), false, |_| 0) {
             v.clear();
             v.extend_from_slice(src);
             return Ok(v);
@@ -161,9 +199,9 @@ impl BufferPool {
         Ok(v)
     }
 
-    fn take(&self, n: usize, long: bool) -> Option<Vec<f32>> {
+    fn take(&self, n: usize, long: bool, start: impl Fn(&Vec<f32>) -> usize) -> Option<Vec<f32>> {
         let mut free = self.lock();
-        let v = take_from(&mut free.buffers, n, long)?;
+        let v = take_from(&mut free.buffers, n, long, start)?;
         free.bytes -= v.capacity() * 4;
         Some(v)
     }
@@ -174,7 +212,7 @@ impl BufferPool {
     pub fn bytes_for_overwrite(&self, n: usize) -> Result<Vec<u8>> {
         let kept = {
             let mut free = self.lock();
-            let v = take_from(&mut free.byte_buffers, n, true);
+            let v = take_from(&mut free.byte_buffers, n, true, |_| 0);
             free.bytes -= v.as_ref().map_or(0, |v| v.capacity());
             v
         };
@@ -226,10 +264,10 @@ impl BufferPool {
     pub fn recycle(&self, d: Data) {
         if let Data::Tensor(t) = d {
             match t.dtype() {
-                DType::F32 => t.into_unique_vec::<f32>().map(|v| self.give(v)),
-                DType::U8 => t.into_unique_vec::<u8>().map(|v| self.give_bytes(v)),
+                DType::F32 => t.into_unique_buffer::<f32>().map(|v| self.give(v)),
+                DType::U8 => t.into_unique_buffer::<u8>().map(|v| self.give_bytes(v)),
                 // The same layout as u8.
-                DType::I8 => t.into_unique_vec::<i8>().map(|v| self.give_bytes(bytemuck::allocation::cast_vec(v))),
+                DType::I8 => t.into_unique_buffer::<i8>().map(|v| self.give_bytes(bytemuck::allocation::cast_vec(v))),
                 _ => None,
             };
         }
@@ -266,14 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn buffers_for_overwrite_prefix_keep_their_length() {
+    fn buffers_for_overwrite_part_keep_their_length() {
         let pool = BufferPool::new(1 << 20);
         pool.start_run();
         let big = vec![7.0f32; 100];
         let ptr = big.as_ptr();
         pool.give(big);
-        let v = pool.for_overwrite_prefix(90).unwrap();
-        assert_eq!((v.as_ptr(), v.len()), (ptr, 100), "the recycled buffer, its length kept");
+        let (v, start) = pool.for_overwrite_part(90).unwrap();
+        assert_eq!((v.as_ptr(), v.len(), start), (ptr, 100, 0), "the recycled buffer, its length kept");
         assert!(v[..90].iter().all(|x| if cfg!(debug_assertions) { x.is_nan() } else { *x == 7.0 }));
         assert_eq!(v[90..], [7.0; 10]);
         // A recycled buffer shorter than asked is lengthened within its capacity.
@@ -282,8 +320,26 @@ mod tests {
         short.extend([1.0f32; 50]);
         let ptr = short.as_ptr();
         pool.give(short);
-        let w = pool.for_overwrite_prefix(60).unwrap();
+        let (w, _) = pool.for_overwrite_part(60).unwrap();
         assert_eq!((w.as_ptr(), w.len()), (ptr, 60));
+    }
+
+    #[test]
+    fn large_outputs_start_on_a_huge_page_in_new_and_recycled_buffers() {
+        let pool = BufferPool::new(1 << 30);
+        pool.start_run();
+        let n = ALIGNED_FROM + 1000;
+        let (v, start) = pool.for_overwrite_part(n).unwrap();
+        let at = v[start..].as_ptr() as usize;
+        assert_eq!((at % (4 * HUGE_FLOATS), v.len()), (0, start + n));
+        assert!(v.capacity() >= start + n.next_multiple_of(HUGE_FLOATS), "no room for whole huge pages");
+        let ptr = v.as_ptr();
+        pool.give(v);
+        // A smaller large output takes it again, at the same boundary.
+        let (w, again) = pool.for_overwrite_part(ALIGNED_FROM).unwrap();
+        assert_eq!((w.as_ptr(), again), (ptr, start));
+        // Small outputs start at the head of theirs.
+        assert_eq!(pool.for_overwrite_part(1000).unwrap().1, 0);
     }
 
     #[test]

@@ -572,26 +572,23 @@ impl Tensor {
         self.offset == 0 && self.len == self.storage.len()
     }
 
-    /// Whether this f32 tensor views the head of a longer storage of its own on the host
-    /// ([`Tensor::over_prefix`]).
-    fn is_f32_prefix(&self) -> bool {
-        self.offset == 0
-            && self.len < self.storage.len()
-            && self.dtype() == DType::F32
-            && !self.storage.is_borrowed()
-            && self.storage.is_on_host()
+    /// Whether this f32 tensor views part of a storage of its own on the host ([`Tensor::over_part`]):
+    /// it is written in place and moved out without copying the rest.
+    fn is_f32_part(&self) -> bool {
+        !self.is_whole() && self.dtype() == DType::F32 && !self.storage.is_borrowed() && self.storage.is_on_host()
     }
 
-    /// An f32 tensor of `shape` over the first elements of `data`, which may be longer: a kernel's
-    /// output written into a pooled buffer whose tail stays as it was (no zeroing to shorten or
-    /// lengthen it), and goes back to the pool whole ([`Tensor::into_unique_vec`]).
-    pub fn over_prefix(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
+    /// An f32 tensor of `shape` over the elements of `data` from `start`, which may be longer: a
+    /// kernel's output written into part of a pooled buffer, which starts it on a huge page and
+    /// leaves the rest as it was (no zeroing to shorten or lengthen it), and which goes back to
+    /// the pool whole ([`Tensor::into_unique_buffer`]).
+    pub fn over_part(shape: Vec<usize>, data: Vec<f32>, start: usize) -> Result<Tensor> {
         let n = checked_len(&shape, DType::F32)?;
-        if n > data.len() {
-            bail!(Shape, "shape {shape:?} needs {n} elements, data has {}", data.len());
+        if start.checked_add(n).is_none_or(|end| end > data.len()) {
+            bail!(Shape, "shape {shape:?} needs {n} elements from {start}, data has {}", data.len());
         }
         let mut t = Tensor::whole(shape, f32::wrap(data));
-        t.len = n;
+        (t.offset, t.len) = (start, n);
         Ok(t)
     }
 
@@ -603,12 +600,13 @@ impl Tensor {
     /// The elements as owned typed data: moved out when this tensor is their only owner and views
     /// all of them, copied otherwise.
     pub fn into_data(self) -> Result<TensorData> {
-        if self.is_f32_prefix() && Arc::strong_count(&self.storage) == 1 {
-            // A kernel's output over the head of a longer pooled buffer: moved out, cut to length.
-            let len = self.len;
+        if self.is_f32_part() && Arc::strong_count(&self.storage) == 1 {
+            // A kernel's output over part of a pooled buffer: moved out, cut to its elements.
+            let (offset, len) = (self.offset, self.len);
             let own = Arc::try_unwrap(self.storage).expect("the only owner, checked above");
             let mut v = f32::unwrap(own.into_data()?).expect("an f32 tensor");
-            v.truncate(len);
+            v.truncate(offset + len);
+            v.drain(..offset);
             return Ok(f32::wrap(v));
         }
         if !self.is_whole() {
@@ -681,15 +679,15 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());
         }
-        let in_place = self.is_whole() || self.is_f32_prefix();
+        let in_place = self.is_whole() || self.is_f32_part();
         if !in_place || Arc::get_mut(&mut self.storage).is_none() {
             let copy = self.storage.data()?.copy_range(self.offset, self.len);
             self.storage = Arc::new(Storage::host(copy));
             self.offset = 0;
         }
-        let len = self.len;
+        let (offset, len) = (self.offset, self.len);
         let own = Arc::get_mut(&mut self.storage).expect("made the sole owner above");
-        Ok(&mut T::slice_mut(own.data_mut()?).expect("dtype checked above")[..len])
+        Ok(&mut T::slice_mut(own.data_mut()?).expect("dtype checked above")[offset..offset + len])
     }
 
     /// The elements as plain words of their size, for kernels that only move them ([`Word`]).
@@ -708,14 +706,15 @@ impl Tensor {
         Tensor::from_data(shape, data)
     }
 
-    /// The elements as a `Vec`, without copying: `None` when this tensor is not a `T` tensor,
-    /// shares its storage, or views only part of it (a buffer pool takes back only what it can
-    /// reuse whole), but for an f32 tensor over the head of its storage ([`Tensor::over_prefix`]),
-    /// whose whole storage is returned.
-    pub fn into_unique_vec<T: Elem>(self) -> Option<Vec<T>> {
+    /// The whole buffer under this tensor, without copying, for a buffer pool to reuse: all of
+    /// its storage, also where the tensor views only part of it (a Split's last output, a Slice,
+    /// part of a pooled buffer: [`Tensor::over_part`]). `None` when this is not a `T`
+    /// tensor, when anything else shares the storage (the other views of a Split, until the last
+    /// one dies), or when it is lent or only on a device. Not the tensor's elements: see
+    /// [`Tensor::into_vec`] for those.
+    pub fn into_unique_buffer<T: Elem>(self) -> Option<Vec<T>> {
         // Elements only on a device are not downloaded to be recycled.
-        let reusable = self.is_whole() || self.is_f32_prefix();
-        if T::DTYPE != self.dtype() || !reusable || self.storage.is_borrowed() || !self.storage.is_on_host() {
+        if T::DTYPE != self.dtype() || self.storage.is_borrowed() || !self.storage.is_on_host() {
             return None;
         }
         Arc::try_unwrap(self.storage).ok()?.into_data().ok().and_then(T::unwrap)
@@ -871,29 +870,44 @@ mod tests {
     }
 
     #[test]
-    fn tensors_over_the_head_of_a_buffer_keep_its_tail_and_give_it_back_whole() {
+    fn tensors_over_part_of_a_buffer_keep_the_rest_and_give_it_back_whole() {
         let buffer: Vec<f32> = (0..10).map(|v| v as f32).collect();
-        let t = Tensor::over_prefix(vec![2, 3], buffer.clone()).unwrap();
+        let t = Tensor::over_part(vec![2, 3], buffer.clone(), 0).unwrap();
         assert_eq!(t.as_slice::<f32>().unwrap(), &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert!(Tensor::over_prefix(vec![11], buffer).is_err());
+        assert!(Tensor::over_part(vec![11], buffer, 0).is_err());
         // Written in place (no copy), only the head.
-        let mut w = Tensor::over_prefix(vec![4], (0..10).map(|v| v as f32).collect()).unwrap();
+        let mut w = Tensor::over_part(vec![4], (0..10).map(|v| v as f32).collect(), 0).unwrap();
         let head = w.as_mut_slice::<f32>().unwrap();
         assert_eq!(head.len(), 4);
         head[3] = -3.0;
         let w_at = head.as_ptr();
         // The pool gets the whole buffer back, tail included.
-        let whole = w.clone().into_unique_vec::<f32>();
+        let whole = w.clone().into_unique_buffer::<f32>();
         assert!(whole.is_none(), "shared with the clone");
-        let whole = w.into_unique_vec::<f32>().unwrap();
+        let whole = w.into_unique_buffer::<f32>().unwrap();
         assert_eq!((whole.as_ptr(), whole.len(), whole[3], whole[9]), (w_at, 10, -3.0, 9.0));
+        // A view in the middle (a Split's second half) gives its whole buffer back once it is the
+        // last one over it.
+        let t = Tensor::new(vec![10], (0..10).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+        let (first, second) = (t.view(vec![5], 0).unwrap(), t.view(vec![5], 5).unwrap());
+        drop(t);
+        assert!(second.clone().into_unique_buffer::<f32>().is_none(), "shared with `first`");
+        drop(first);
+        assert_eq!(second.into_unique_buffer::<f32>().unwrap().len(), 10);
         // Moved out as data: cut to length, not copied.
-        let t = Tensor::over_prefix(vec![3], (0..10).map(|v| v as f32).collect()).unwrap();
+        let t = Tensor::over_part(vec![3], (0..10).map(|v| v as f32).collect(), 0).unwrap();
         let t_at = t.as_slice::<f32>().unwrap().as_ptr();
         let v = t.into_vec::<f32>().unwrap();
         assert_eq!((v.as_ptr(), v.as_slice()), (t_at, &[0.0, 1.0, 2.0][..]));
+        // A part further in: written in place, moved out without the head.
+        let mut t = Tensor::over_part(vec![3], (0..10).map(|v| v as f32).collect(), 4).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[4.0, 5.0, 6.0]);
+        let at = t.as_mut_slice::<f32>().unwrap().as_ptr();
+        assert_eq!(t.as_slice::<f32>().unwrap().as_ptr(), at, "written in place");
+        assert!(Tensor::over_part(vec![3], vec![0.0; 10], 8).is_err());
+        assert_eq!(t.into_vec::<f32>().unwrap(), [4.0, 5.0, 6.0]);
         // A reshape keeps the view; a shared one copies on write.
-        let t = Tensor::over_prefix(vec![6], (0..8).map(|v| v as f32).collect()).unwrap().reshape(vec![3, 2]).unwrap();
+        let t = Tensor::over_part(vec![6], (0..8).map(|v| v as f32).collect(), 0).unwrap().reshape(vec![3, 2]).unwrap();
         let mut c = t.clone();
         c.as_mut_slice::<f32>().unwrap()[0] = 5.0;
         assert_eq!((t.as_slice::<f32>().unwrap()[0], c.as_slice::<f32>().unwrap().len()), (0.0, 6));
