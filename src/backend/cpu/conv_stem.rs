@@ -13,6 +13,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::activation::avx512;
 use super::activation::{Activation, ActivationExt};
+use super::huge_pages::Scratch;
 use super::isa::{isa, Isa};
 use super::pool::SharedMut;
 use crate::backend::ExecCtx;
@@ -128,9 +129,9 @@ impl StemWeights {
             let (n, oh0) = (task / bands, task % bands * band);
             let image = &x[n * c * in_plane..(n + 1) * c * in_plane];
             STAGE.with_borrow_mut(|stage| {
-                stage.clear();
                 // Grows only: steady-state runs do not allocate.
-                stage.resize(c * rows * row_len, 0.0);
+                let stage = &mut stage.at_least(c * rows * row_len)[..c * rows * row_len];
+                stage.fill(0.0);
                 stage_band(image, c, &h, &w, oh0 * h.stride, rows, qw, stage);
                 for oh in oh0..(oh0 + band).min(oh_n) {
                     let row_stage = &stage[(oh - oh0) * h.stride * row_len..];
@@ -193,7 +194,7 @@ const BAND_FLOATS: usize = 64 * 1024;
 
 thread_local! {
     /// This thread's staged band, kept between runs.
-    static STAGE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static STAGE: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
 /// Copies padded rows `r0..r0 + rows` of image `x` (`[c][h.input][w.input]`) into the zeroed

@@ -50,9 +50,33 @@ impl Drop for Chunk {
     }
 }
 
-/// The chunk new buffers are carved from, and how many of its bytes are taken. Held weakly: a
-/// chunk whose buffers are all gone is freed, not kept for the next session.
-static CURRENT: Mutex<Option<(Weak<Chunk>, usize)>> = Mutex::new(None);
+/// Buffers carved one after another from shared chunks: the chunk being filled and how many of
+/// its bytes are taken. Held weakly: a chunk whose buffers are all gone is freed, not kept for
+/// the next session.
+struct Arena(Mutex<Option<(Weak<Chunk>, usize)>>);
+
+impl Arena {
+    /// A chunk and the offset of `bytes` bytes in it that no other buffer has.
+    fn carve(&self, bytes: usize) -> (Arc<Chunk>, usize) {
+        if bytes > CHUNK / 4 {
+            return (Chunk::new(bytes), 0);
+        }
+        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let live = current.as_ref().and_then(|(chunk, used)| Some((chunk.upgrade()?, *used)));
+        let (chunk, offset) = match live {
+            Some((chunk, used)) if used + bytes <= chunk.layout.size() => (chunk, used),
+            _ => (Chunk::new(CHUNK), 0),
+        };
+        *current = Some((Arc::downgrade(&chunk), offset + bytes));
+        (chunk, offset)
+    }
+}
+
+/// Sessions' packed weights.
+static WEIGHTS: Arena = Arena(Mutex::new(None));
+/// Threads' scratch ([`Scratch`]), apart from the weights so that a thread's scratch does not
+/// keep a dropped session's chunk alive.
+static SCRATCH: Arena = Arena(Mutex::new(None));
 
 /// `len` floats in a huge-page chunk, zeroed when made; dereferences to `[f32]`.
 pub struct HugeBuf {
@@ -62,25 +86,43 @@ pub struct HugeBuf {
 }
 
 impl HugeBuf {
-    /// `len` zeroed floats.
+    /// `len` zeroed floats for weights.
     pub fn zeroed(len: usize) -> HugeBuf {
+        HugeBuf::carved(&WEIGHTS, len)
+    }
+
+    fn carved(arena: &Arena, len: usize) -> HugeBuf {
         let bytes = len.checked_mul(4).expect("a buffer's size overflows").next_multiple_of(LINE);
-        let (chunk, offset) = if bytes > CHUNK / 4 {
-            (Chunk::new(bytes), 0)
-        } else {
-            let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-            let live = current.as_ref().and_then(|(chunk, used)| Some((chunk.upgrade()?, *used)));
-            let (chunk, offset) = match live {
-                Some((chunk, used)) if used + bytes <= chunk.layout.size() => (chunk, used),
-                _ => (Chunk::new(CHUNK), 0),
-            };
-            *current = Some((Arc::downgrade(&chunk), offset + bytes));
-            (chunk, offset)
-        };
+        let (chunk, offset) = arena.carve(bytes);
         // SAFETY: `offset + len * 4` is inside the chunk, a range no other buffer has; zeroing it
         // makes every float valid.
         unsafe { std::ptr::write_bytes(chunk.ptr.as_ptr().add(offset), 0, len * 4) };
         HugeBuf { chunk, offset, len }
+    }
+}
+
+/// A thread's scratch floats for one kernel (packing buffers, transformed tiles), grown to the
+/// most it has been asked for and never shrunk, in huge pages: a kernel sweeping a few hundred
+/// kilobytes of scratch on 4 KiB pages misses the first-level TLB on every new page (Winograd's
+/// transforms write 36 regions at once).
+#[derive(Default)]
+pub struct Scratch(Option<HugeBuf>);
+
+impl Scratch {
+    pub const fn new() -> Scratch {
+        Scratch(None)
+    }
+
+    /// At least `len` floats. Contents are kept unless it grows (then all zeros).
+    pub fn at_least(&mut self, len: usize) -> &mut [f32] {
+        if len == 0 && self.0.is_none() {
+            return &mut [];
+        }
+        if self.0.as_ref().is_none_or(|b| b.len < len) {
+            // Grown by doubling, so a thread that meets ever larger layers grows a few times.
+            self.0 = Some(HugeBuf::carved(&SCRATCH, len.max(2 * self.0.as_ref().map_or(0, |b| b.len))));
+        }
+        self.0.as_deref_mut().expect("made above")
     }
 }
 
@@ -136,5 +178,14 @@ mod tests {
         let weak = Arc::downgrade(&big.chunk);
         drop(big);
         assert!(weak.upgrade().is_none(), "a chunk outlived its buffers");
+    }
+
+    #[test]
+    fn scratch_grows_and_keeps_its_contents_until_it_does() {
+        let mut s = Scratch::new();
+        s.at_least(100)[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
+        assert_eq!(&s.at_least(50)[..3], &[1.0, 2.0, 3.0], "kept while big enough");
+        let grown = s.at_least(150);
+        assert!(grown.len() >= 200 && grown.iter().all(|&v| v == 0.0), "doubled, zeroed");
     }
 }

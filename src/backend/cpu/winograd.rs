@@ -13,6 +13,7 @@
 
 use super::activation::{Activation, ActivationExt};
 use super::gemm::{self, Epilogue, Lhs, Micro, PackedB, PanelsRef, Problem, Rhs};
+use super::huge_pages::Scratch;
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
@@ -91,7 +92,7 @@ fn transform_filter(g: &[f32]) -> [f32; POINTS] {
 thread_local! {
     /// One block's transformed input and products, kept per thread between runs so steady-state
     /// runs do not allocate.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(Scratch, Scratch)> = const { RefCell::new((Scratch::new(), Scratch::new())) };
 }
 
 /// What one run convolves: the input and output geometry and the epilogue.
@@ -219,8 +220,8 @@ impl Winograd {
                 let mut guard = s.borrow_mut();
                 let (v, o) = &mut *guard;
                 let panel_floats = count.div_ceil(mr) * mr * self.c;
-                v.resize(v.len().max(POINTS * panel_floats), 0.0);
-                o.resize(o.len().max(POINTS * count * width), 0.0);
+                let v = v.at_least(POINTS * panel_floats);
+                let o = o.at_least(POINTS * count * width);
                 transform_input(r, &tiles, self.c, first, count, mr, v);
                 for (p, u) in self.u.iter().enumerate() {
                     let problem = Problem {

@@ -15,7 +15,7 @@ mod micro;
 pub use micro::{micro_for, Micro};
 
 use super::activation::{Activation, ActivationExt};
-use super::huge_pages::HugeBuf;
+use super::huge_pages::{HugeBuf, Scratch};
 use super::pool::{SharedMut, ThreadPool, MIN_PARALLEL_WORK};
 use std::cell::RefCell;
 
@@ -365,7 +365,7 @@ pub struct Problem<'a> {
 
 thread_local! {
     /// Packing buffers of this thread, kept between calls so steady-state runs do not allocate.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(Scratch, Scratch)> = const { RefCell::new((Scratch::new(), Scratch::new())) };
 }
 
 /// Runs one product; see [`run_batch`].
@@ -559,18 +559,14 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
     }
     SCRATCH.with(|s| {
         let mut guard = s.try_borrow_mut();
-        let mut local = (Vec::new(), Vec::new());
+        let mut local = (Scratch::new(), Scratch::new());
         let (abuf, bbuf) = match guard.as_deref_mut() {
             Ok((a, b)) => (a, b),
             Err(_) => (&mut local.0, &mut local.1),
         };
         let kc_max = slice_depth(p.k);
-        if matches!(p.a, Lhs::Plain(_)) && abuf.len() < mp * mr * kc_max {
-            abuf.resize(mp * mr * kc_max, 0.0);
-        }
-        if p.b.source().is_some() && bbuf.len() < nr * kc_max {
-            bbuf.resize(nr * kc_max, 0.0);
-        }
+        let abuf = abuf.at_least(if matches!(p.a, Lhs::Plain(_)) { mp * mr * kc_max } else { 0 });
+        let bbuf = bbuf.at_least(if p.b.source().is_some() { nr * kc_max } else { 0 });
         let mut edge = [0f32; 16 * 64];
         for k0 in (0..p.k).step_by(kc_max) {
             let kc = kc_max.min(p.k - k0);
