@@ -16,13 +16,46 @@
 //! once held 420 MB for YOLOv8n, whose live tensors never exceed 50 MB).
 
 use crate::ir::tensor::try_vec;
-use crate::ir::{DType, Data};
+use crate::ir::{DType, Data, Tensor};
 use crate::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Most buffers kept. A plan's live set is rarely more than a few dozen values.
 pub const MAX_BUFFERS: usize = 256;
+
+/// A kernel's f32 output: `len` floats from `start` in a pooled buffer ([`BufferPool::output`]);
+/// dereferences to them.
+#[derive(Debug)]
+pub struct Output {
+    buffer: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Output {
+    /// The output as a tensor of `shape`, over its part of the buffer ([`Tensor::over_part`]).
+    pub fn into_tensor(self, shape: Vec<usize>) -> Result<Tensor> {
+        let n = crate::ir::tensor::checked_len(&shape, DType::F32)?;
+        if n != self.len {
+            crate::bail!(Shape, "an output of {} floats cannot have shape {shape:?}", self.len);
+        }
+        Tensor::over_part(shape, self.buffer, self.start)
+    }
+}
+
+impl std::ops::Deref for Output {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Output {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[self.start..self.start + self.len]
+    }
+}
 
 #[derive(Debug)]
 pub struct BufferPool {
@@ -74,10 +107,10 @@ fn take_from<T>(list: &mut Vec<Kept<T>>, n: usize, long: bool, start: impl Fn(&V
 
 /// Floats of 2 MiB, the huge page size.
 const HUGE_FLOATS: usize = (2 << 20) / 4;
-/// Outputs of at least this many floats (1 MiB) start on a huge page ([`BufferPool::for_overwrite_part`]).
+/// Outputs of at least this many floats (1 MiB) start on a huge page ([`BufferPool::output`]).
 const ALIGNED_FROM: usize = 1 << 18;
 
-/// Where the part of `v` starts that [`BufferPool::for_overwrite_part`] writes: the first 2 MiB
+/// Where the part of `v` starts that [`BufferPool::output`] writes: the first 2 MiB
 /// boundary in buffers with room for one before a large output, else 0.
 fn part_start(v: &Vec<f32>) -> usize {
     if v.capacity() < ALIGNED_FROM + HUGE_FLOATS {
@@ -149,11 +182,11 @@ impl BufferPool {
         Ok(v)
     }
 
-    /// A buffer and where in it `n` floats start, for a kernel that writes them before anything
-    /// reads them and returns them as [`Tensor::over_part`]: as [`BufferPool::for_overwrite`], but
-    /// an output of a megabyte or more starts on a 2 MiB boundary, in huge pages, and the buffer
-    /// keeps its length, so nothing is zeroed to cut it now or to lengthen it again when a larger
-    /// output takes it next (2-3% of a MobileNetV2 run went to that zeroing).
+    /// `n` floats for a kernel's output, which it writes before anything reads them and returns
+    /// with [`Output::into_tensor`]: as [`BufferPool::for_overwrite`], but an output of a
+    /// megabyte or more starts on a 2 MiB boundary of its buffer, in huge pages, and a recycled
+    /// buffer keeps its length, so nothing is zeroed to cut it now or to lengthen it again when a
+    /// larger output takes it next (2-3% of a MobileNetV2 run went to that zeroing).
     ///
     /// Huge pages: a heap buffer starts anywhere, so only the whole 2 MiB pages inside it could be
     /// huge (`limits::with_capacity`), none of one under 2 MiB; the activations of MobileNetV2's
@@ -161,10 +194,8 @@ impl BufferPool {
     /// ran up to twice as slow as in huge pages. A new buffer for such an output has room for the
     /// output rounded up to whole huge pages after the first boundary; the memory before that
     /// boundary is zeroed once and never used (on 4 KiB pages, about 1 MiB per such buffer).
-    ///
-    /// [`Tensor::over_part`]: crate::ir::Tensor::over_part
-    pub fn for_overwrite_part(&self, n: usize) -> Result<(Vec<f32>, usize)> {
-        let (mut v, start) = match self.take(n, true, part_start) {
+    pub fn output(&self, n: usize) -> Result<Output> {
+        let (mut buffer, start) = match self.take(n, true, part_start) {
             Some(mut v) => {
                 let start = part_start(&v);
                 if v.len() < start + n {
@@ -181,9 +212,16 @@ impl BufferPool {
             None => (try_vec(n, 0f32)?, 0),
         };
         if cfg!(debug_assertions) {
-            v[start..start + n].fill(f32::NAN);
+            buffer[start..start + n].fill(f32::NAN);
         }
-        Ok((v, start))
+        Ok(Output { buffer, start, len: n })
+    }
+
+    /// A copy of `src` as an [`Output`] (kernels that work in place on a copy of their input).
+    pub fn output_copied(&self, src: &[f32]) -> Result<Output> {
+        let mut y = self.output(src.len())?;
+        y.copy_from_slice(src);
+        Ok(y)
     }
 
     /// A copy of `src` in a recycled buffer when one fits (kernels that work in place on a copy
@@ -282,7 +320,6 @@ impl BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::Tensor;
 
     #[test]
     fn buffers_come_back_zeroed_and_best_fitting() {
@@ -304,15 +341,16 @@ mod tests {
     }
 
     #[test]
-    fn buffers_for_overwrite_part_keep_their_length() {
+    fn outputs_keep_their_buffers_length() {
         let pool = BufferPool::new(1 << 20);
         pool.start_run();
         let big = vec![7.0f32; 100];
         let ptr = big.as_ptr();
         pool.give(big);
-        let (v, start) = pool.for_overwrite_part(90).unwrap();
-        assert_eq!((v.as_ptr(), v.len(), start), (ptr, 100, 0), "the recycled buffer, its length kept");
-        assert!(v[..90].iter().all(|x| if cfg!(debug_assertions) { x.is_nan() } else { *x == 7.0 }));
+        let y = pool.output(90).unwrap();
+        assert!(y.iter().all(|x| if cfg!(debug_assertions) { x.is_nan() } else { *x == 7.0 }));
+        let v = y.into_tensor(vec![90]).unwrap().into_unique_buffer::<f32>().unwrap();
+        assert_eq!((v.as_ptr(), v.len()), (ptr, 100), "the recycled buffer, its length kept");
         assert_eq!(v[90..], [7.0; 10]);
         // A recycled buffer shorter than asked is lengthened within its capacity.
         let pool = BufferPool::new(1 << 20);
@@ -320,8 +358,9 @@ mod tests {
         short.extend([1.0f32; 50]);
         let ptr = short.as_ptr();
         pool.give(short);
-        let (w, _) = pool.for_overwrite_part(60).unwrap();
+        let w = pool.output(60).unwrap();
         assert_eq!((w.as_ptr(), w.len()), (ptr, 60));
+        assert!(w.into_tensor(vec![61]).is_err(), "a shape of another size");
     }
 
     #[test]
@@ -329,17 +368,15 @@ mod tests {
         let pool = BufferPool::new(1 << 30);
         pool.start_run();
         let n = ALIGNED_FROM + 1000;
-        let (v, start) = pool.for_overwrite_part(n).unwrap();
-        let at = v[start..].as_ptr() as usize;
-        assert_eq!((at % (4 * HUGE_FLOATS), v.len()), (0, start + n));
-        assert!(v.capacity() >= start + n.next_multiple_of(HUGE_FLOATS), "no room for whole huge pages");
-        let ptr = v.as_ptr();
-        pool.give(v);
+        let y = pool.output(n).unwrap();
+        let at = y.as_ptr();
+        assert_eq!((at as usize % (4 * HUGE_FLOATS), y.len()), (0, n));
+        assert!(y.buffer.capacity() >= y.start + n.next_multiple_of(HUGE_FLOATS), "no room for whole huge pages");
+        pool.give(y.buffer);
         // A smaller large output takes it again, at the same boundary.
-        let (w, again) = pool.for_overwrite_part(ALIGNED_FROM).unwrap();
-        assert_eq!((w.as_ptr(), again), (ptr, start));
+        assert_eq!(pool.output(ALIGNED_FROM).unwrap().as_ptr(), at);
         // Small outputs start at the head of theirs.
-        assert_eq!(pool.for_overwrite_part(1000).unwrap().1, 0);
+        assert_eq!(pool.output(1000).unwrap().start, 0);
     }
 
     #[test]

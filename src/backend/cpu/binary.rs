@@ -11,7 +11,7 @@ use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::shape::broadcast_shapes;
 use crate::ir::tensor::checked_len;
-use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op};
 use crate::ops::binary::{Binary, Kind};
 use crate::Result;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ impl Kernel for BinaryKernel {
         let Ok(shape) = broadcast_shapes(a.shape(), b.shape()) else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
-        let mut y = ctx.buffers.for_overwrite(checked_len(&shape, DType::F32)?)?;
+        let mut y = ctx.buffers.output(checked_len(&shape, DType::F32)?)?;
         let (av, bv) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let sa = aligned_strides(a.shape(), &shape);
         let sb = aligned_strides(b.shape(), &shape);
@@ -137,7 +137,7 @@ impl Kernel for BinaryKernel {
                 }
             }
         });
-        Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(shape)?)])
     }
 }
 

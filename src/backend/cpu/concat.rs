@@ -64,8 +64,7 @@ impl Kernel for ConcatKernel {
         };
         // Every element is written below (the runs tile the output).
         let len = checked_len(&shape, DType::F32)?;
-        let (mut buffer, start) = ctx.buffers.for_overwrite_part(len)?;
-        let y = &mut buffer[start..start + len];
+        let mut y = ctx.buffers.output(len)?;
         let outer: usize = shape[..axis].iter().product();
         let inner: usize = shape[axis + 1..].iter().product();
         let srcs = xs.iter().map(|x| x.as_slice::<f32>()).collect::<Result<Vec<_>>>()?;
@@ -76,7 +75,7 @@ impl Kernel for ConcatKernel {
         let pieces: Vec<usize> = runs.iter().map(|r| r.div_ceil(CHUNK)).collect();
         let per_outer: usize = pieces.iter().sum();
         if per_outer == 0 {
-            return Ok(vec![Data::Tensor(Tensor::over_part(shape, buffer, start)?)]);
+            return Ok(vec![Data::Tensor(y.into_tensor(shape)?)]);
         }
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for_work(outer * per_outer, block.div_ceil(per_outer), &|t| {
@@ -96,6 +95,6 @@ impl Kernel for ConcatKernel {
                 at += run;
             }
         });
-        Ok(vec![Data::Tensor(Tensor::over_part(shape, buffer, start)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(shape)?)])
     }
 }

@@ -260,8 +260,8 @@ impl Kernel for ConvKernel {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         }
         let len = checked_len(&out_shape, crate::ir::DType::F32)?;
-        let (mut buffer, start) = ctx.buffers.for_overwrite_part(len)?;
-        let y = &mut buffer[start..start + len];
+        let mut output = ctx.buffers.output(len)?;
+        let y = &mut output[..];
         if let Some(stem) = &self.stem {
             stem.run(ctx, x.as_slice::<f32>()?, batch, geo.h, geo.w, self.bias.as_deref(), self.act, y);
         } else if let Some(direct) = &self.direct {
@@ -305,7 +305,7 @@ impl Kernel for ConvKernel {
         } else {
             self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, y);
         }
-        Ok(vec![Data::Tensor(Tensor::over_part(out_shape, buffer, start)?)])
+        Ok(vec![Data::Tensor(output.into_tensor(out_shape)?)])
     }
 }
 

@@ -12,7 +12,7 @@ use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
-use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op};
 use crate::ops::pool::Pool;
 use crate::ops::window::Axis;
 use crate::Result;
@@ -48,7 +48,7 @@ impl Kernel for MaxPoolKernel {
         let xv = x.as_slice::<f32>()?;
         // Pads and strides come from the model: the output's size is checked against the tensor
         // size limit before anything is multiplied or allocated.
-        let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, DType::F32)?)?;
+        let mut y = ctx.buffers.output(checked_len(&out_shape, DType::F32)?)?;
         let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
         let planes: usize = out_shape[..2].iter().product();
         let out = SharedMut(y.as_mut_ptr());
@@ -60,7 +60,7 @@ impl Kernel for MaxPoolKernel {
             max_plane(&xv[p * in_plane..(p + 1) * in_plane], &h, &w, dst);
             unreached.fill(dst);
         });
-        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(out_shape)?)])
     }
 }
 

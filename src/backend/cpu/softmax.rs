@@ -10,7 +10,7 @@ use super::isa::Isa;
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{Data, DataRef, Graph, Node, Op};
 use crate::ops::softmax::{Kind, Lanes, Softmax};
 use crate::Result;
 use std::sync::Arc;
@@ -43,10 +43,10 @@ impl Kernel for SoftmaxKernel {
         let Some((x, Lanes { n, inner, .. })) = lanes else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
-        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
+        let mut y = ctx.buffers.output_copied(x.as_slice::<f32>()?)?;
         if inner > 1 {
             self.strided(ctx, &mut y, n, inner);
-            return Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)]);
+            return Ok(vec![Data::Tensor(y.into_tensor(x.shape().to_vec())?)]);
         }
         let rows = y.len().checked_div(n).unwrap_or(0);
         let per_task = (CHUNK / n.max(1)).max(1);
@@ -60,7 +60,7 @@ impl Kernel for SoftmaxKernel {
                 normalize(row, log);
             }
         });
-        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(x.shape().to_vec())?)])
     }
 }
 

@@ -6,7 +6,7 @@
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{Data, DataRef, Graph, Node, Op};
 use crate::ops::transpose::Transpose;
 use crate::Result;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ impl Kernel for TransposeKernel {
         let inner_stride = strides.last().copied().unwrap_or(1);
         let rows = xv.len().checked_div(inner).unwrap_or(0);
         // Every row is written below.
-        let mut y = ctx.buffers.for_overwrite(xv.len())?;
+        let mut y = ctx.buffers.output(xv.len())?;
         let per_task = (CHUNK / inner.max(1)).max(1);
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
@@ -90,7 +90,7 @@ impl Kernel for TransposeKernel {
                 }
             }
         });
-        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(out_shape)?)])
     }
 }
 

@@ -52,7 +52,7 @@ impl Kernel for ActivationKernel {
         // Each task copies its chunk and applies the activation while the copy is in cache
         // (a copy of the whole input first was a pass over memory of its own).
         let xv = x.as_slice::<f32>()?;
-        let mut y = ctx.buffers.for_overwrite(xv.len())?;
+        let mut y = ctx.buffers.output(xv.len())?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(len.div_ceil(CHUNK), &|i| {
@@ -63,7 +63,7 @@ impl Kernel for ActivationKernel {
             chunk.copy_from_slice(&xv[start..start + chunk.len()]);
             self.act.apply(chunk);
         });
-        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(x.shape().to_vec())?)])
     }
 }
 
@@ -75,7 +75,7 @@ impl ActivationKernel {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
         let (xv, b) = (x.as_slice::<f32>()?, bias.as_slice::<f32>()?);
-        let mut y = ctx.buffers.for_overwrite(xv.len())?;
+        let mut y = ctx.buffers.output(xv.len())?;
         let rows = xv.len() / n;
         let per_task = (CHUNK / n).max(1);
         let out = SharedMut(y.as_mut_ptr());
@@ -89,7 +89,7 @@ impl ActivationKernel {
             }
             self.act.apply(chunk);
         });
-        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(x.shape().to_vec())?)])
     }
 }
 
@@ -124,7 +124,7 @@ impl Kernel for PowKernel {
         if shape.len() < self.exponent_rank {
             shape = vec![1];
         }
-        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
+        let mut y = ctx.buffers.output_copied(x.as_slice::<f32>()?)?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         let e = self.exponent;
@@ -139,7 +139,7 @@ impl Kernel for PowKernel {
                 chunk.iter_mut().for_each(|v| *v = v.powf(e));
             }
         });
-        Ok(vec![Data::Tensor(Tensor::new(shape, y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(shape)?)])
     }
 }
 
