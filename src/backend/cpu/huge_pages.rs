@@ -5,8 +5,9 @@
 //! allocations almost none of them cover a whole 2 MiB page, so they stay on 4 KiB pages and a
 //! run's sweep over tens of megabytes of them misses the TLB on nearly every page (Winograd's 36
 //! transformed operands per layer are the extreme: 36 allocations of 16-600 KiB). Packed side
-//! by side in huge pages, YOLOv8n and MobileNetV2 ran 9-17% faster (benches/RESULTS.md, session
-//! 14). The chunks cost no memory beyond the last, partly used huge page of each: untouched pages
+//! by side in huge pages, ResNet-50 ran 7% faster and YOLOv8n and MobileNetV2 2-5%
+//! (benches/RESULTS.md, session 14). Threads' scratch ([`Scratch`]) comes from chunks of its own.
+//! The chunks cost no memory beyond the last, partly used huge page of each: untouched pages
 //! are never backed.
 
 use std::alloc::Layout;
