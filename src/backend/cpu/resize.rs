@@ -10,6 +10,7 @@
 
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
+use crate::backend::buffers::Output;
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::resize::{Resize, Taps};
@@ -46,19 +47,17 @@ impl Kernel for ResizeKernel {
         let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|d| d.and_then(|d| d.tensor())).collect();
         let (out_shape, axes) = resize.resampling(x.shape(), &tensors)?;
         let xv = x.as_slice::<f32>()?;
-        let y = if axes.iter().all(|(_, t)| is_nearest(t)) {
-            gather(ctx, xv, x.shape(), &out_shape, &axes)?
-        } else {
-            let mut data = ctx.buffers.copied(xv)?;
-            let mut shape = x.shape().to_vec();
-            for (axis, taps) in &axes {
-                let next = resample_axis(ctx, &data, &shape, *axis, taps)?;
-                ctx.buffers.give(std::mem::replace(&mut data, next));
-                shape[*axis] = taps.fill.len();
-            }
-            data
-        };
-        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+        if axes.iter().all(|(_, t)| is_nearest(t)) {
+            return Ok(vec![Data::Tensor(gather(ctx, xv, x.shape(), &out_shape, &axes)?.into_tensor(out_shape)?)]);
+        }
+        let mut data = ctx.buffers.copied(xv)?;
+        let mut shape = x.shape().to_vec();
+        for (axis, taps) in &axes {
+            let next = resample_axis(ctx, &data, &shape, *axis, taps)?;
+            ctx.buffers.give(std::mem::replace(&mut data, next));
+            shape[*axis] = taps.fill.len();
+        }
+        Ok(vec![Data::Tensor(Tensor::new(out_shape, data)?)])
     }
 }
 
@@ -71,7 +70,7 @@ fn is_nearest(t: &Taps) -> bool {
 
 /// Nearest resampling of every axis at once: output rows (all axes but the last) gathered from
 /// their source rows through per-axis index tables.
-fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: &[(usize, Taps)]) -> Result<Vec<f32>> {
+fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: &[(usize, Taps)]) -> Result<Output> {
     let r = shape.len();
     // Source index along each axis for each output index.
     let mut index: Vec<Vec<usize>> = shape.iter().map(|&n| (0..n).collect()).collect();
@@ -90,7 +89,7 @@ fn gather(ctx: &ExecCtx, x: &[f32], shape: &[usize], out_shape: &[usize], axes: 
     let repeats =
         factor > 1 && last.len() == shape[r - 1] * factor && last.iter().enumerate().all(|(i, &s)| i / factor == s);
     // Every row is written below.
-    let mut y = ctx.buffers.for_overwrite(out_shape.iter().product())?;
+    let mut y = ctx.buffers.output(out_shape.iter().product())?;
     let rows = y.len().checked_div(row_len).unwrap_or(0);
     let per_task = (CHUNK / row_len.max(1)).max(1);
     let out = SharedMut(y.as_mut_ptr());
