@@ -195,22 +195,18 @@ impl BufferPool {
     /// output rounded up to whole huge pages after the first boundary; the memory before that
     /// boundary is zeroed once and never used (on 4 KiB pages, about 1 MiB per such buffer).
     pub fn output(&self, n: usize) -> Result<Output> {
-        let (mut buffer, start) = match self.take(n, true, part_start) {
-            Some(mut v) => {
-                let start = part_start(&v);
-                if v.len() < start + n {
-                    v.resize(start + n, 0.0);
-                }
-                (v, start)
-            }
+        let mut buffer = match self.take(n, true, part_start) {
+            Some(v) => v,
             None if n >= ALIGNED_FROM => {
-                let mut v = crate::ir::limits::with_capacity(n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS)?;
-                let start = part_start(&v);
-                v.resize(start + n, 0.0);
-                (v, start)
+                crate::ir::limits::with_capacity(n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS)?
             }
-            None => (try_vec(n, 0f32)?, 0),
+            // Too small for `part_start` to move it.
+            None => crate::ir::limits::with_capacity(n)?,
         };
+        let start = part_start(&buffer);
+        if buffer.len() < start + n {
+            buffer.resize(start + n, 0.0);
+        }
         if cfg!(debug_assertions) {
             buffer[start..start + n].fill(f32::NAN);
         }
