@@ -30,12 +30,24 @@ fn micro_only(micro: &Micro) -> f64 {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    // An argument with commas picks a shape (`3136,64,576`); any other picks a kernel.
+    let (shape_args, filter): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| a.contains(','));
     // (M, N, K) as the issue states them: M output pixels, N output channels, K = Cin * taps.
-    let shapes = [(3136, 64, 576), (784, 128, 1152), (196, 256, 2304), (128, 384, 384)];
+    let mut shapes = vec![(3136, 64, 576), (784, 128, 1152), (196, 256, 2304), (128, 384, 384)];
+    if !shape_args.is_empty() {
+        shapes = shape_args
+            .iter()
+            .map(|a| {
+                let d: Vec<usize> = a.split(',').map(|v| v.parse().expect("a shape is M,N,K")).collect();
+                assert!(d.len() == 3, "a shape is M,N,K");
+                (d[0], d[1], d[2])
+            })
+            .collect();
+    }
     let max_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     for isa in Isa::available() {
-        if !filter.is_empty() && !filter.iter().any(|f| f == isa.name()) {
+        if !filter.is_empty() && !filter.iter().any(|f| *f == isa.name()) {
             continue;
         }
         let micro = micro_for(isa);

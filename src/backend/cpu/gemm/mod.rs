@@ -610,8 +610,11 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         // SAFETY: full panels and a full block of C; the ISA was checked at selection.
                         unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), cb, ldc, accumulate) };
                     } else {
-                        // A partial block goes through a full-size buffer.
-                        unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), edge.as_mut_ptr(), nr, false) };
+                        // A partial block goes through a full-size buffer; one of at most half
+                        // the columns is computed at half the cost.
+                        let run = if cols <= nr / 2 { micro.half } else { micro.run };
+                        // SAFETY: full panels; the buffer holds mr rows of nr floats.
+                        unsafe { run(kc, ap.as_ptr(), bp.as_ptr(), edge.as_mut_ptr(), nr, false) };
                         for r in 0..rows {
                             let dst = unsafe { std::slice::from_raw_parts_mut(cb.add(r * ldc), cols) };
                             let src = &edge[r * nr..r * nr + cols];

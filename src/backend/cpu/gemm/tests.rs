@@ -29,8 +29,18 @@ fn naive(m: usize, n: usize, k: usize, a: &MatRef, b: &MatRef) -> Vec<f32> {
 
 #[test]
 fn products_match_the_triple_loop_on_every_isa() {
-    let shapes =
-        [(1, 1, 1), (3, 5, 7), (8, 32, 16), (13, 37, 300), (64, 100, 513), (130, 520, 20), (7, 1, 9), (5, 9, 0)];
+    let shapes = [
+        (1, 1, 1),
+        (3, 5, 7),
+        (8, 32, 16),
+        (13, 37, 300),
+        (64, 100, 513),
+        (130, 520, 20),
+        (7, 1, 9),
+        (5, 9, 0),
+        (9, 48, 11),
+        (10, 49, 5),
+    ];
     // On aarch64 (tests/aarch64.sh runs this under qemu) the NEON kernel must be among those tested.
     #[cfg(target_arch = "aarch64")]
     assert!(Isa::available().contains(&Isa::Neon), "NEON is not detected: {:?}", Isa::available());
