@@ -1,6 +1,6 @@
 //! GEMM throughput on conv-like shapes at 1 thread (and at every thread count the machine has),
-//! for each micro-kernel this CPU runs: `cargo bench --bench gemm [ISA]` (e.g. `avx512`: only that
-//! kernel). The weights side is packed once, as the engine does at prepare time; the other side is
+//! for each micro-kernel this CPU runs: `cargo bench --bench gemm -- [ISA] [M,N,K ...]` (e.g.
+//! `avx512`: only that kernel; `196,256,2304`: only that shape). The weights side is packed once, as the engine does at prepare time; the other side is
 //! packed per run. The first line per kernel is the micro-kernel alone on cache-resident panels:
 //! the ceiling for the rest. Compare with the FMA peak from `cargo bench --bench peak`.
 //! Every figure is the best of several windows, so one quiet window on a shared machine suffices.
@@ -34,17 +34,18 @@ fn main() {
     // An argument with commas picks a shape (`3136,64,576`); any other picks a kernel.
     let (shape_args, filter): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| a.contains(','));
     // (M, N, K) as the issue states them: M output pixels, N output channels, K = Cin * taps.
-    let mut shapes = vec![(3136, 64, 576), (784, 128, 1152), (196, 256, 2304), (128, 384, 384)];
-    if !shape_args.is_empty() {
-        shapes = shape_args
+    let shapes: Vec<(usize, usize, usize)> = if shape_args.is_empty() {
+        vec![(3136, 64, 576), (784, 128, 1152), (196, 256, 2304), (128, 384, 384)]
+    } else {
+        shape_args
             .iter()
             .map(|a| {
                 let d: Vec<usize> = a.split(',').map(|v| v.parse().expect("a shape is M,N,K")).collect();
                 assert!(d.len() == 3, "a shape is M,N,K");
                 (d[0], d[1], d[2])
             })
-            .collect();
-    }
+            .collect()
+    };
     let max_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     for isa in Isa::available() {
         if !filter.is_empty() && !filter.iter().any(|f| *f == isa.name()) {
