@@ -67,7 +67,7 @@ impl Model {
     /// `options.external_data_dir`, or else from the file's directory.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
+        let bytes = read_whole(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
         let dir = options.external_data_dir.as_deref().or(path.parent());
         // `Path::parent` of a bare file name is the empty path, which means the current directory.
         let dir = dir.map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
@@ -172,6 +172,20 @@ impl Model {
     pub fn outputs(&self) -> Vec<IoInfo> {
         self.graph.outputs.iter().map(|&i| io_info(&self.graph, i)).collect()
     }
+}
+
+/// A file's bytes, as `std::fs::read` gives them, into memory backed in one call before the read
+/// fills it ([`crate::ir::limits::prefault`]): a model file is the first of the copies a load
+/// makes of its weights.
+fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(usize::MAX));
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(size).map_err(|_| std::io::Error::other(format!("{size} bytes: out of memory")))?;
+    crate::ir::limits::prefault(bytes.as_ptr(), size);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn io_info(g: &Graph, id: usize) -> IoInfo {

@@ -13,8 +13,8 @@
 //! AVX-512 only (the kernel keeps 28 accumulators in the 32 zmm registers).
 
 use super::activation::Activation;
+use super::chunks::ChunkBuf;
 use super::gemm::{Bias, Epilogue};
-use super::huge_pages::HugeBuf;
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
@@ -40,7 +40,6 @@ pub fn available() -> bool {
 pub fn wins(c: usize, taps: usize, pixels: usize, width: usize) -> bool {
     available() && taps > 1 && c * taps >= 128 && pixels <= 14 * 14 && width >= 7
 }
-
 /// The weights of an M x C x KH x KW convolution (one group), per block of 32 output channels:
 /// for each input channel and tap, the block's 32 weights (zeros past M).
 #[derive(Debug)]
@@ -49,7 +48,7 @@ pub struct DirectWeights {
     c: usize,
     kh: usize,
     kw: usize,
-    packed: HugeBuf,
+    packed: ChunkBuf,
 }
 
 impl DirectWeights {
@@ -57,7 +56,7 @@ impl DirectWeights {
     pub fn new(w: &[f32], [m, c, kh, kw]: [usize; 4]) -> DirectWeights {
         let k = c * kh * kw;
         assert_eq!(w.len(), m * k, "direct conv weights: M x C x KH x KW");
-        let mut packed = HugeBuf::zeroed(m.div_ceil(BLOCK) * k * BLOCK);
+        let mut packed = ChunkBuf::zeroed(m.div_ceil(BLOCK) * k * BLOCK);
         for (row, wr) in w.chunks_exact(k.max(1)).enumerate().take(m) {
             let (b, lane) = (row / BLOCK, row % BLOCK);
             for (kk, &v) in wr.iter().enumerate() {

@@ -13,7 +13,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::activation::avx512;
 use super::activation::{Activation, ActivationExt};
-use super::huge_pages::Scratch;
+use super::chunks::Scratch;
 use super::isa::{isa, Isa};
 use super::pool::SharedMut;
 use crate::backend::ExecCtx;

@@ -12,8 +12,8 @@
 //! small planes (14x14, a handful of tiles) still fill the micro-kernel.
 
 use super::activation::{Activation, ActivationExt};
+use super::chunks::Scratch;
 use super::gemm::{self, Epilogue, Lhs, Micro, PackedB, PanelsRef, Problem, Rhs};
-use super::huge_pages::Scratch;
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;

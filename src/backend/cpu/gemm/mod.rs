@@ -15,7 +15,7 @@ mod micro;
 pub use micro::{micro_for, Micro};
 
 use super::activation::{Activation, ActivationExt};
-use super::huge_pages::{HugeBuf, Scratch};
+use super::chunks::{ChunkBuf, Scratch};
 use super::pool::{SharedMut, ThreadPool, MIN_PARALLEL_WORK};
 use std::cell::RefCell;
 
@@ -39,8 +39,8 @@ fn slice_offset(k: usize, panels: usize, width: usize, p: usize, k0: usize, kc: 
 
 /// Packs an operand of `panels` panels of `width` lanes over all of `k`, slice-major:
 /// `pack(p, k0, kc, out)` packs rows `k0..k0 + kc` of panel `p`.
-fn pack_slices(k: usize, panels: usize, width: usize, pack: impl Fn(usize, usize, usize, &mut [f32])) -> HugeBuf {
-    let mut data = HugeBuf::zeroed(panels * width * k);
+fn pack_slices(k: usize, panels: usize, width: usize, pack: impl Fn(usize, usize, usize, &mut [f32])) -> ChunkBuf {
+    let mut data = ChunkBuf::zeroed(panels * width * k);
     let depth = slice_depth(k);
     for k0 in (0..k).step_by(depth) {
         let kc = depth.min(k - k0);
@@ -186,7 +186,7 @@ pub struct PackedA {
     m: usize,
     k: usize,
     mr: usize,
-    data: HugeBuf,
+    data: ChunkBuf,
 }
 
 impl PackedA {
@@ -213,7 +213,7 @@ pub struct PackedB {
     n: usize,
     k: usize,
     nr: usize,
-    data: HugeBuf,
+    data: ChunkBuf,
 }
 
 impl PackedB {
@@ -227,7 +227,7 @@ impl PackedB {
     /// in place with [`panel_row_mut`](Self::panel_row_mut) (no row-major copy to pack from).
     pub fn zeroed(k: usize, n: usize, micro: &Micro) -> PackedB {
         let nr = micro.nr;
-        PackedB { n, k, nr, data: HugeBuf::zeroed(n.div_ceil(nr) * nr * k) }
+        PackedB { n, k, nr, data: ChunkBuf::zeroed(n.div_ceil(nr) * nr * k) }
     }
 
     /// Columns `p * nr..(p + 1) * nr` of row `i` (zero past `n`, to be left so), where `nr` is the

@@ -1,14 +1,20 @@
-//! Memory for what a session packs once and streams through on every run (a layer's weights),
-//! carved from 2 MiB-aligned chunks that ask for huge pages before anything is written to them.
+//! Memory for what a session packs once and streams through on every run (a layer's weights)
+//! and for threads' scratch, carved side by side from 2 MiB-aligned chunks. Scratch chunks ask
+//! for huge pages before anything is written to them; weight chunks do not.
 //!
-//! A model's layers each pack a few kilobytes to a few megabytes of weights; as separate heap
-//! allocations almost none of them cover a whole 2 MiB page, so they stay on 4 KiB pages and a
-//! run's sweep over tens of megabytes of them misses the TLB on nearly every page (Winograd's 36
-//! transformed operands per layer are the extreme: 36 allocations of 16-600 KiB). Packed side
-//! by side in huge pages, ResNet-50 ran 7% faster and YOLOv8n and MobileNetV2 2-5%
-//! (benches/RESULTS.md, session 14). Threads' scratch ([`Scratch`]) comes from chunks of its own.
-//! The chunks cost no memory beyond the last, partly used huge page of each: untouched pages
-//! are never backed.
+//! Scratch: a kernel sweeping a few hundred kilobytes of scratch on 4 KiB pages misses the
+//! first-level TLB on every new page (Winograd's transforms write 36 regions at once); on huge
+//! pages YOLOv8n and MobileNetV2 ran 2-5% faster (benches/RESULTS.md, session 14).
+//!
+//! Weights: on huge pages ResNet-50 ran about 3% faster (its 3x3 layers stream 2-9 MB of weights
+//! a layer), but a load's fresh huge pages cost far more than fresh small ones on the VMs this
+//! was measured on: ResNet-50 loaded in 150-520 ms (most often the high end when another
+//! process had run since) against a steady 160-180 ms, and onnxruntime's 220-270. Load time is a
+//! target of its own, so weights stay on small pages, still side by side in a few chunks rather
+//! than in hundreds of heap allocations (benches/RESULTS.md, session 16).
+//!
+//! The chunks cost no memory beyond the last, partly used page of each: untouched pages are
+//! never backed.
 
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
@@ -34,12 +40,15 @@ unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
-    fn new(bytes: usize) -> Arc<Chunk> {
+    /// A chunk of at least `bytes`, on huge pages if `huge`.
+    fn new(bytes: usize, huge: bool) -> Arc<Chunk> {
         let layout = Layout::from_size_align(bytes.next_multiple_of(HUGE), HUGE).expect("a chunk's size overflows");
         // SAFETY: the layout's size is not zero (at least one huge page).
         let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) })
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        crate::ir::limits::advise_huge_pages(ptr.as_ptr(), layout.size());
+        if huge {
+            crate::ir::limits::advise_huge_pages(ptr.as_ptr(), layout.size());
+        }
         Arc::new(Chunk { ptr, layout })
     }
 }
@@ -53,52 +62,59 @@ impl Drop for Chunk {
 
 /// Buffers carved one after another from shared chunks: the chunk being filled and how many of
 /// its bytes are taken. Held weakly: a chunk whose buffers are all gone is freed, not kept for
-/// the next session.
-struct Arena(Mutex<Option<(Weak<Chunk>, usize)>>);
+/// the next session. `huge`: whether its chunks ask for huge pages.
+struct Arena {
+    current: Mutex<Option<(Weak<Chunk>, usize)>>,
+    huge: bool,
+}
 
 impl Arena {
     /// A chunk and the offset of `bytes` bytes in it that no other buffer has.
     fn carve(&self, bytes: usize) -> (Arc<Chunk>, usize) {
         if bytes > CHUNK / 4 {
-            return (Chunk::new(bytes), 0);
+            return (Chunk::new(bytes, self.huge), 0);
         }
-        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let live = current.as_ref().and_then(|(chunk, used)| Some((chunk.upgrade()?, *used)));
         let (chunk, offset) = match live {
             Some((chunk, used)) if used + bytes <= chunk.layout.size() => (chunk, used),
-            _ => (Chunk::new(CHUNK), 0),
+            _ => (Chunk::new(CHUNK, self.huge), 0),
         };
         *current = Some((Arc::downgrade(&chunk), offset + bytes));
         (chunk, offset)
     }
 }
 
-/// Sessions' packed weights.
-static WEIGHTS: Arena = Arena(Mutex::new(None));
+/// Sessions' packed weights, on small pages (see the module's comment).
+static WEIGHTS: Arena = Arena { current: Mutex::new(None), huge: false };
 /// Threads' scratch ([`Scratch`]), apart from the weights so that a thread's scratch does not
 /// keep a dropped session's chunk alive.
-static SCRATCH: Arena = Arena(Mutex::new(None));
+static SCRATCH: Arena = Arena { current: Mutex::new(None), huge: true };
 
-/// `len` floats in a huge-page chunk, zeroed when made; dereferences to `[f32]`.
-pub struct HugeBuf {
+/// `len` floats carved from a chunk (64-byte aligned), zeroed when made; dereferences to `[f32]`.
+pub struct ChunkBuf {
     chunk: Arc<Chunk>,
     offset: usize,
     len: usize,
 }
 
-impl HugeBuf {
+impl ChunkBuf {
     /// `len` zeroed floats for weights.
-    pub fn zeroed(len: usize) -> HugeBuf {
-        HugeBuf::carved(&WEIGHTS, len)
+    pub fn zeroed(len: usize) -> ChunkBuf {
+        ChunkBuf::carved(&WEIGHTS, len)
     }
 
-    fn carved(arena: &Arena, len: usize) -> HugeBuf {
+    fn carved(arena: &Arena, len: usize) -> ChunkBuf {
         let bytes = len.checked_mul(4).expect("a buffer's size overflows").next_multiple_of(LINE);
         let (chunk, offset) = arena.carve(bytes);
         // SAFETY: `offset + len * 4` is inside the chunk, a range no other buffer has; zeroing it
         // makes every float valid.
-        unsafe { std::ptr::write_bytes(chunk.ptr.as_ptr().add(offset), 0, len * 4) };
-        HugeBuf { chunk, offset, len }
+        unsafe {
+            let start = chunk.ptr.as_ptr().add(offset);
+            crate::ir::limits::prefault(start, len * 4);
+            std::ptr::write_bytes(start, 0, len * 4)
+        };
+        ChunkBuf { chunk, offset, len }
     }
 }
 
@@ -107,7 +123,7 @@ impl HugeBuf {
 /// kilobytes of scratch on 4 KiB pages misses the first-level TLB on every new page (Winograd's
 /// transforms write 36 regions at once).
 #[derive(Default)]
-pub struct Scratch(Option<HugeBuf>);
+pub struct Scratch(Option<ChunkBuf>);
 
 impl Scratch {
     pub const fn new() -> Scratch {
@@ -121,13 +137,13 @@ impl Scratch {
         }
         if self.0.as_ref().is_none_or(|b| b.len < len) {
             // Grown by doubling, so a thread that meets ever larger layers grows a few times.
-            self.0 = Some(HugeBuf::carved(&SCRATCH, len.max(2 * self.0.as_ref().map_or(0, |b| b.len))));
+            self.0 = Some(ChunkBuf::carved(&SCRATCH, len.max(2 * self.0.as_ref().map_or(0, |b| b.len))));
         }
         self.0.as_deref_mut().expect("made above")
     }
 }
 
-impl Deref for HugeBuf {
+impl Deref for ChunkBuf {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         // SAFETY: this buffer's range is inside its chunk (which it keeps alive), aligned to 64
@@ -136,24 +152,24 @@ impl Deref for HugeBuf {
     }
 }
 
-impl DerefMut for HugeBuf {
+impl DerefMut for ChunkBuf {
     fn deref_mut(&mut self) -> &mut [f32] {
         // SAFETY: as in `deref`; `&mut self` makes this the only access to the range.
         unsafe { std::slice::from_raw_parts_mut(self.chunk.ptr.as_ptr().add(self.offset).cast(), self.len) }
     }
 }
 
-impl Clone for HugeBuf {
-    fn clone(&self) -> HugeBuf {
-        let mut copy = HugeBuf::zeroed(self.len);
+impl Clone for ChunkBuf {
+    fn clone(&self) -> ChunkBuf {
+        let mut copy = ChunkBuf::zeroed(self.len);
         copy.copy_from_slice(self);
         copy
     }
 }
 
-impl std::fmt::Debug for HugeBuf {
+impl std::fmt::Debug for ChunkBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HugeBuf({} floats)", self.len)
+        write!(f, "ChunkBuf({} floats)", self.len)
     }
 }
 
@@ -163,8 +179,8 @@ mod tests {
 
     #[test]
     fn buffers_are_zeroed_aligned_disjoint_and_free_their_chunk_when_gone() {
-        let mut a = HugeBuf::zeroed(1000);
-        let mut b = HugeBuf::zeroed(3);
+        let mut a = ChunkBuf::zeroed(1000);
+        let mut b = ChunkBuf::zeroed(3);
         assert!(a.iter().chain(b.iter()).all(|&v| v == 0.0));
         a.fill(1.0);
         b.fill(2.0);
@@ -172,7 +188,7 @@ mod tests {
         for buf in [&a, &b] {
             assert_eq!(buf.as_ptr() as usize % LINE, 0);
         }
-        let big = HugeBuf::zeroed(CHUNK);
+        let big = ChunkBuf::zeroed(CHUNK);
         assert_eq!((big.len(), big.as_ptr() as usize % HUGE), (CHUNK, 0), "a big buffer starts its own chunk");
         let copy = a.clone();
         assert_eq!(&copy[..], &a[..]);
