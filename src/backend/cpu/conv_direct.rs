@@ -57,10 +57,19 @@ impl DirectWeights {
         let k = c * kh * kw;
         assert_eq!(w.len(), m * k, "direct conv weights: M x C x KH x KW");
         let mut packed = ChunkBuf::zeroed(m.div_ceil(BLOCK) * k * BLOCK);
-        for (row, wr) in w.chunks_exact(k.max(1)).enumerate().take(m) {
-            let (b, lane) = (row / BLOCK, row % BLOCK);
-            for (kk, &v) in wr.iter().enumerate() {
-                packed[(b * k + kk) * BLOCK + lane] = v;
+        // A transpose per block, in tiles of 16 taps: row by row over all of k wrote each packed
+        // cache line once per row of the block, 32 times in all, from L2 (ResNet-50's 3x3
+        // layers pack 2-9 MB each at load).
+        const TAPS: usize = 16;
+        for (b, rows) in w.chunks(BLOCK * k.max(1)).enumerate() {
+            let block = &mut packed[b * k * BLOCK..(b + 1) * k * BLOCK];
+            for k0 in (0..k).step_by(TAPS) {
+                let k1 = (k0 + TAPS).min(k);
+                for (lane, wr) in rows.chunks_exact(k).enumerate() {
+                    for (kk, &v) in (k0..k1).zip(&wr[k0..k1]) {
+                        block[kk * BLOCK + lane] = v;
+                    }
+                }
             }
         }
         DirectWeights { m, c, kh, kw, packed }
