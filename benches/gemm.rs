@@ -1,9 +1,10 @@
 //! GEMM throughput on conv-like shapes at 1 thread (and at every thread count the machine has),
 //! for each micro-kernel this CPU runs: `cargo bench --bench gemm -- [ISA] [M,N,K ...]` (e.g.
-//! `avx512`: only that kernel; `196,256,2304`: only that shape). The weights side is packed once, as the engine does at prepare time; the other side is
-//! packed per run. The first line per kernel is the micro-kernel alone on cache-resident panels:
-//! the ceiling for the rest. Compare with the FMA peak from `cargo bench --bench peak`.
-//! Every figure is the best of several windows, so one quiet window on a shared machine suffices.
+//! `avx512`: only that kernel; `196,256,2304`: only that shape). The weights side is packed
+//! once, as the engine does at prepare time; the other side is packed per run. The first line
+//! per kernel is the micro-kernel alone on cache-resident panels: the ceiling for the rest.
+//! Compare with the FMA peak from `cargo bench --bench peak`. Every figure is the best of
+//! several windows, so one quiet window on a shared machine suffices.
 
 use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, PackedA, Problem, Rhs};
 use crx580::backend::cpu::isa::Isa;

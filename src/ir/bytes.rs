@@ -82,7 +82,7 @@ pub fn from_le_bytes(dtype: DType, n: usize, bytes: &[u8]) -> Result<TensorData>
 /// Collects exactly `n` items without aborting the process if memory is short.
 fn collect_exact<T>(n: usize, items: impl Iterator<Item = T>) -> Result<Vec<T>> {
     let mut v = crate::ir::limits::with_capacity(n)?;
-    // Filled whole just below: a model's weights, decoded at load.
+    // Filled whole just below (a model's weights at load, a request's tensors in the server).
     crate::ir::limits::prefault(v.as_ptr(), n * std::mem::size_of::<T>());
     v.extend(items.take(n));
     Ok(v)

@@ -40,6 +40,7 @@ pub fn available() -> bool {
 pub fn wins(c: usize, taps: usize, pixels: usize, width: usize) -> bool {
     available() && taps > 1 && c * taps >= 128 && pixels <= 14 * 14 && width >= 7
 }
+
 /// The weights of an M x C x KH x KW convolution (one group), per block of 32 output channels:
 /// for each input channel and tap, the block's 32 weights (zeros past M).
 #[derive(Debug)]
