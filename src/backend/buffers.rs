@@ -42,6 +42,11 @@ impl Output {
         }
         Tensor::over_part(shape, self.buffer, self.start)
     }
+
+    /// The whole pooled buffer, for [`BufferPool::give`] (an output used as scratch).
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.buffer
+    }
 }
 
 impl std::ops::Deref for Output {
@@ -168,6 +173,11 @@ impl BufferPool {
     /// bandwidth-bound kernel (depthwise, a 1x1 conv over few channels) costs about as much memory
     /// traffic as the kernel's own writes. Debug builds fill the buffer with NaN instead, so a
     /// kernel that leaves an element unwritten fails its tests rather than leaking stale values.
+    ///
+    /// The vector is exactly `n` long, so a longer buffer is cut to `n`, and the next kernel to
+    /// take it for more zeroes the rest again (MiniLM's Gelu zeroed three quarters of its output
+    /// so, every run): kernels whose output or scratch can be an [`Output`] take
+    /// [`BufferPool::output`], which keeps the buffer's length.
     pub fn for_overwrite(&self, n: usize) -> Result<Vec<f32>> {
         let mut v = match self.take(n, true, |_| 0) {
             Some(mut v) => {

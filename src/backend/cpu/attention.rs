@@ -206,9 +206,9 @@ impl AttentionKernel {
         } else {
             (vec![batch, hq, sq, dv], Layout { batch: hq * sq * dv, head: sq * dv, pos: dv })
         };
-        let mut y = ctx.buffers.for_overwrite(checked_len(&y_shape, DType::F32)?)?;
+        let mut y = ctx.buffers.output(checked_len(&y_shape, DType::F32)?)?;
         if y.is_empty() {
-            return Ok(Some(Tensor::new(y_shape, y)?));
+            return Ok(Some(y.into_tensor(y_shape)?));
         }
         let scale = p.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32;
         let problem = Sdpa {
@@ -229,7 +229,7 @@ impl AttentionKernel {
             mask,
         };
         attend(ctx, &self.micro, &problem, batch, hq, &mut y);
-        Ok(Some(Tensor::new(y_shape, y)?))
+        Ok(Some(y.into_tensor(y_shape)?))
     }
 }
 

@@ -151,7 +151,7 @@ impl ContribAttention {
             },
         };
         let rows_n = batch * seq;
-        let mut qkv = ctx.buffers.for_overwrite(rows_n * w_out)?;
+        let mut qkv = ctx.buffers.output(rows_n * w_out)?;
         let projection = Problem {
             m: rows_n,
             n: w_out,
@@ -166,7 +166,7 @@ impl ContribAttention {
         gemm::run(ctx.pool, &self.micro, &projection, &mut qkv, w_out);
         let (d, dv) = (qs / n, vs / n);
         let p = Sdpa {
-            q: &qkv,
+            q: &qkv[..],
             k: &qkv[qs..],
             v: &qkv[qs + ks..],
             lq: rows(seq, w_out, d),
@@ -182,10 +182,10 @@ impl ContribAttention {
             causal: a.causal,
             mask,
         };
-        let mut y = ctx.buffers.for_overwrite(rows_n * vs)?;
+        let mut y = ctx.buffers.output(rows_n * vs)?;
         attend(ctx, &self.micro, &p, batch, n, &mut y);
-        ctx.buffers.give(qkv);
-        Ok(Some(Tensor::new(vec![batch, seq, vs], y)?))
+        ctx.buffers.give(qkv.into_buffer());
+        Ok(Some(y.into_tensor(vec![batch, seq, vs])?))
     }
 
     fn multi_head<'a>(
@@ -294,9 +294,9 @@ impl ContribAttention {
             causal: m.causal,
             mask,
         };
-        let mut y = ctx.buffers.for_overwrite(batch * sq * dv)?;
+        let mut y = ctx.buffers.output(batch * sq * dv)?;
         attend(ctx, &self.micro, &p, batch, n, &mut y);
         owned.into_iter().for_each(|o| ctx.buffers.give(o));
-        Ok(Some(Tensor::new(vec![batch, sq, dv], y)?))
+        Ok(Some(y.into_tensor(vec![batch, sq, dv])?))
     }
 }

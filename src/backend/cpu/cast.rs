@@ -48,9 +48,9 @@ impl Kernel for HalfCast {
         };
         let y = if self.widen {
             let src = x.as_slice::<f16>()?;
-            let mut y = ctx.buffers.for_overwrite(src.len())?;
+            let mut y = ctx.buffers.output(src.len())?;
             convert(ctx, src, &mut y, |s, d| s.convert_to_f32_slice(d));
-            Tensor::new(x.shape().to_vec(), y)?
+            y.into_tensor(x.shape().to_vec())?
         } else {
             let src = x.as_slice::<f32>()?;
             let mut y = crate::ir::tensor::try_vec(src.len(), f16::ZERO)?;

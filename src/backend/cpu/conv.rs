@@ -320,12 +320,12 @@ impl ConvKernel {
             // A strided 1x1 conv (ResNet's downsampling shortcuts) reads one pixel in stride²:
             // they are gathered once into planes of their own and the product reads those as a
             // stride-1 conv's image (gathering them again per panel was 1.3-1.4x slower).
-            let Ok(mut planes) = ctx.buffers.for_overwrite(batch * geo.channels * out_plane) else {
+            let Ok(mut planes) = ctx.buffers.output(batch * geo.channels * out_plane) else {
                 return self.gemm_on(ctx, x, batch, geo, residual, y);
             };
             subsample(ctx, x, batch * geo.channels, geo, &mut planes);
             self.gemm_on(ctx, &planes, batch, kept, residual, y);
-            ctx.buffers.give(planes);
+            ctx.buffers.give(planes.into_buffer());
             return;
         }
         self.gemm_on(ctx, x, batch, geo, residual, y)

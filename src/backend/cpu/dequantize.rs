@@ -10,7 +10,7 @@ use super::isa::Isa;
 use super::pool::SharedMut;
 use super::Reference;
 use crate::backend::{ExecCtx, Kernel};
-use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op};
 use crate::ops::quant::DequantizeLinear;
 use crate::Result;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ impl Kernel for DequantizeKernel {
         } else {
             (x.as_slice::<u8>()?, 0, zero)
         };
-        let mut y = ctx.buffers.zeroed(bytes.len())?;
+        let mut y = ctx.buffers.output(bytes.len())?;
         let len = y.len();
         let out = SharedMut(y.as_mut_ptr());
         ctx.pool.parallel_for(len.div_ceil(CHUNK), &|t| {
@@ -66,7 +66,7 @@ impl Kernel for DequantizeKernel {
             let chunk = unsafe { std::slice::from_raw_parts_mut(o.0.add(start), CHUNK.min(len - start)) };
             dequantize_bytes(&bytes[start..start + chunk.len()], flip, zero, s, chunk);
         });
-        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(x.shape().to_vec())?)])
     }
 }
 

@@ -78,7 +78,7 @@ impl Kernel for LayerNormKernel {
             return reference();
         }
         let (s, b) = (scale.as_slice::<f32>()?, bias.map(|b| b.as_slice::<f32>()).transpose()?);
-        let mut y = ctx.buffers.copied(x.as_slice::<f32>()?)?;
+        let mut y = ctx.buffers.output_copied(x.as_slice::<f32>()?)?;
         let rows = y.len() / n;
         let per_task = (CHUNK / n).max(1);
         let out = SharedMut(y.as_mut_ptr());
@@ -91,7 +91,7 @@ impl Kernel for LayerNormKernel {
                 normalize(row, s, b, eps, false);
             }
         });
-        Ok(vec![Data::Tensor(Tensor::new(x.shape().to_vec(), y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(x.shape().to_vec())?)])
     }
 }
 
@@ -136,13 +136,14 @@ impl Kernel for SkipKernel {
         let bias = bias.map(|t| t.as_slice::<f32>()).transpose()?;
         let rows = xv.len() / n;
         let outputs = self.outputs;
-        let mut y = ctx.buffers.for_overwrite(xv.len())?;
-        let mut sum = if outputs >= 4 { ctx.buffers.for_overwrite(xv.len())? } else { Vec::new() };
+        let mut y = ctx.buffers.output(xv.len())?;
+        let mut sum = if outputs >= 4 { Some(ctx.buffers.output(xv.len())?) } else { None };
         let (mut means, mut inv_stds) = (vec![0f32; rows], vec![0f32; rows]);
         let per_task = (CHUNK / n).max(1);
-        let (out, sums) = (SharedMut(y.as_mut_ptr()), SharedMut(sum.as_mut_ptr()));
+        let (out, sums) =
+            (SharedMut(y.as_mut_ptr()), SharedMut(sum.as_mut().map_or(std::ptr::null_mut(), |s| s.as_mut_ptr())));
         let (mean_out, inv_out) = (SharedMut(means.as_mut_ptr()), SharedMut(inv_stds.as_mut_ptr()));
-        let (eps, rms, keep_sum, skip_rows) = (self.epsilon, self.rms, !sum.is_empty(), sv.len() / n);
+        let (eps, rms, keep_sum, skip_rows) = (self.epsilon, self.rms, sum.is_some(), sv.len() / n);
         ctx.pool.parallel_for(rows.div_ceil(per_task), &|t| {
             let (o, so, mo, io) = (out, sums, mean_out, inv_out);
             for r in t * per_task..((t + 1) * per_task).min(rows) {
@@ -162,13 +163,13 @@ impl Kernel for SkipKernel {
         let shape = x.shape().to_vec();
         let mut stat_shape = shape.clone();
         *stat_shape.last_mut().expect("rank >= 1") = 1;
-        let mut result = vec![Data::Tensor(Tensor::new(shape.clone(), y)?)];
+        let mut result = vec![Data::Tensor(y.into_tensor(shape.clone())?)];
         if outputs >= 2 {
             result.push(Data::Tensor(Tensor::new(stat_shape.clone(), means)?));
             result.push(Data::Tensor(Tensor::new(stat_shape, inv_stds)?));
         }
-        if keep_sum {
-            result.push(Data::Tensor(Tensor::new(shape, sum)?));
+        if let Some(sum) = sum {
+            result.push(Data::Tensor(sum.into_tensor(shape)?));
         }
         Ok(result)
     }

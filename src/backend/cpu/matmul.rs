@@ -139,15 +139,16 @@ impl MatMulKernel {
         let av = a.as_slice::<f32>()?;
         if m == 1 {
             // One row (transposed or not, its k values are contiguous): stream the panels once.
-            let mut y = ctx.buffers.for_overwrite(checked_len(&out_shape, DType::F32)?)?;
+            let mut y = ctx.buffers.output(checked_len(&out_shape, DType::F32)?)?;
             gemv::run(ctx.pool, av, pb, &bias, self.act, &mut y);
-            return Ok(Some(Tensor::new(out_shape, y)?));
+            return Ok(Some(y.into_tensor(out_shape)?));
         }
-        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
+        // The product writes every element.
+        let mut y = ctx.buffers.output(checked_len(&out_shape, DType::F32)?)?;
         let lhs = if self.trans_a { MatRef::transposed(av, m) } else { MatRef::row_major(av, k) };
         let p = Problem { m, n, k, a: Lhs::Plain(lhs), b: Rhs::Packed(pb), epilogue: self.epilogue(&bias) };
         gemm::run(ctx.pool, &self.micro, &p, &mut y, n);
-        Ok(Some(Tensor::new(out_shape, y)?))
+        Ok(Some(y.into_tensor(out_shape)?))
     }
 
     /// Both operands at run time, numpy-batched: A [..., m, k] · B [..., k, n].
@@ -167,7 +168,8 @@ impl MatMulKernel {
         let count: usize = batch_shape.iter().product();
         let mut out_shape = batch_shape.clone();
         out_shape.extend([m, n]);
-        let mut y = ctx.buffers.zeroed(checked_len(&out_shape, DType::F32)?)?;
+        // The products write every element.
+        let mut y = ctx.buffers.output(checked_len(&out_shape, DType::F32)?)?;
         let (av, bv) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let a_offsets = batch_offsets(&batch_shape, &sa[..ra - 2], m * k);
         let b_offsets = batch_offsets(&batch_shape, &sb[..rb - 2], k * n);
@@ -186,7 +188,7 @@ impl MatMulKernel {
             }
         };
         gemm::run_batch(ctx.pool, &self.micro, count, &problem, &mut y, m * n, n);
-        Ok(Some(Tensor::new(out_shape, y)?))
+        Ok(Some(y.into_tensor(out_shape)?))
     }
 }
 

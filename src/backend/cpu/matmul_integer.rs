@@ -235,7 +235,7 @@ impl MatMulIntegerKernel {
             }
             Epilogue::Float(f) => {
                 // Every element is written (each row of each panel through the epilogue).
-                let mut y = ctx.buffers.for_overwrite(len)?;
+                let mut y = ctx.buffers.output(len)?;
                 let scales;
                 let scale = match &f.column_scales {
                     Some(s) => s,
@@ -246,7 +246,7 @@ impl MatMulIntegerKernel {
                 };
                 let out = Out::Float { y: &mut y, scale, bias: f.bias.as_deref() };
                 gemm_i8::run(ctx.pool, self.micro, &lhs, m, self.b.view(), za, &self.zb, &mut offset, out);
-                Tensor::new(out_shape, y)?
+                y.into_tensor(out_shape)?
             }
         };
         if let Some(buf) = scratch {

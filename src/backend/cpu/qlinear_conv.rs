@@ -333,8 +333,8 @@ impl QLinearConvKernel {
         let col_len = if pointwise { 0 } else { checked_len(&[self.k, pixels], DType::U8)? };
         let packed_len = PackedView::bytes_for(self.k, pixels);
         let words = 3 * padded + (col_len + packed_len).div_ceil(4);
-        let mut scratch = ctx.buffers.for_overwrite(words)?;
-        let (ints, bytes_part) = bytemuck::cast_slice_mut::<f32, i32>(&mut scratch).split_at_mut(3 * padded);
+        let mut scratch = ctx.buffers.output(words)?;
+        let (ints, bytes_part) = bytemuck::cast_slice_mut::<f32, i32>(&mut scratch[..]).split_at_mut(3 * padded);
         let (zb, rest) = ints.split_at_mut(padded);
         let (offset, colsum) = rest.split_at_mut(padded);
         zb.fill(x_zero - if flip == 0 { 0 } else { 128 });
@@ -376,7 +376,7 @@ impl QLinearConvKernel {
                 gemm_i8::run(ctx.pool, self.micro, &a, cog, b, self.w_zero, zb, offset, out);
             }
         }
-        ctx.buffers.give(scratch);
+        ctx.buffers.give(scratch.into_buffer());
         Ok(Some(match &self.requant {
             None => Tensor::new(g.out_shape, bytemuck::allocation::cast_vec::<f32, i32>(sums_buf))?,
             Some(r) => bytes_tensor(g.out_shape, r.dtype, y)?,

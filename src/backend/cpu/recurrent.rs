@@ -206,7 +206,7 @@ impl RecurrentKernel {
         let steps = seq * batch;
         // Every step's input projection, per direction: [dirs][steps, rows].
         // The products write every element.
-        let mut xw = ctx.buffers.for_overwrite(checked_len(&[dirs, steps, rows], DType::F32)?)?;
+        let mut xw = ctx.buffers.output(checked_len(&[dirs, steps, rows], DType::F32)?)?;
         let xv = x.as_slice::<f32>()?;
         for (d, dir) in self.directions.iter().enumerate() {
             let p = Problem {
@@ -258,7 +258,7 @@ impl RecurrentKernel {
         } else {
             ctx.pool.parallel_for(dirs, &task);
         }
-        ctx.buffers.give(xw);
+        ctx.buffers.give(xw.into_buffer());
         let mut out = vec![Tensor::new(vec![seq, dirs, batch, hidden], y)?, Tensor::new(state_shape.to_vec(), h)?];
         if self.cell == Kind::Lstm {
             out.push(Tensor::new(state_shape.to_vec(), c)?);
