@@ -13,7 +13,7 @@ use super::pool::SharedMut;
 use super::{const_f32, f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
-use crate::ir::{DType, Data, DataRef, Graph, Node, Op, Tensor};
+use crate::ir::{DType, Data, DataRef, Graph, Node, Op};
 use crate::ops::conv::col2im;
 use crate::ops::conv_transpose::ConvTranspose;
 use crate::ops::fused::FusedConvTranspose;
@@ -100,8 +100,10 @@ impl Kernel for ConvTransposeKernel {
         let tiled = axes.len() <= 2 && g.iter().all(disjoint);
         // Without overlaps and without bias-only margins, the tiles write every output once.
         let exact = tiled && g.iter().all(|a| a.input == a.output * a.stride);
-        let mut y =
-            if self.bias.is_some() || exact { ctx.buffers.for_overwrite(len)? } else { ctx.buffers.zeroed(len)? };
+        let mut y = ctx.buffers.output(len)?;
+        if self.bias.is_none() && !exact {
+            y.fill(0.0);
+        }
         let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
         let taps: usize = ws[2..].iter().product();
         let (c_per_group, col_rows) = (channels / group, m_per_group * taps);
@@ -117,9 +119,10 @@ impl Kernel for ConvTransposeKernel {
             if !exact {
                 self.act.apply(&mut y);
             }
-            return Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)]);
+            return Ok(vec![Data::Tensor(y.into_tensor(out_shape)?)]);
         }
-        let mut col = ctx.buffers.zeroed(checked_len(&[col_rows, in_plane], DType::F32)?)?;
+        // The products write every column.
+        let mut col = ctx.buffers.output(checked_len(&[col_rows, in_plane], DType::F32)?)?;
         for n in 0..batch {
             for (grp, a) in self.packed.iter().enumerate() {
                 let x_start = (n * channels + grp * c_per_group) * in_plane;
@@ -145,9 +148,9 @@ impl Kernel for ConvTransposeKernel {
                 });
             }
         }
-        ctx.buffers.give(col);
+        ctx.buffers.give(col.into_buffer());
         self.act.apply(&mut y);
-        Ok(vec![Data::Tensor(Tensor::new(out_shape, y)?)])
+        Ok(vec![Data::Tensor(y.into_tensor(out_shape)?)])
     }
 }
 
@@ -190,7 +193,7 @@ impl ConvTransposeKernel {
             let (r0, r1) = (tile * rows_per_tile, ((tile + 1) * rows_per_tile).min(rows));
             let n = (r1 - r0) * in_w;
             // The product writes every column.
-            let Ok(mut col) = ctx.buffers.for_overwrite(col_rows * n) else {
+            let Ok(mut col) = ctx.buffers.output(col_rows * n) else {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 return;
             };
@@ -232,7 +235,7 @@ impl ConvTransposeKernel {
                     }
                 }
             }
-            ctx.buffers.give(col);
+            ctx.buffers.give(col.into_buffer());
         });
         if failed.into_inner() {
             crate::bail!(ResourceLimit, "ConvTranspose: no memory for a tile of columns");

@@ -50,14 +50,21 @@ impl Kernel for ResizeKernel {
         if axes.iter().all(|(_, t)| is_nearest(t)) {
             return Ok(vec![Data::Tensor(gather(ctx, xv, x.shape(), &out_shape, &axes)?.into_tensor(out_shape)?)]);
         }
-        let mut data = ctx.buffers.copied(xv)?;
+        // One axis at a time, each pass reading the one before (the input first).
+        let mut data: Option<Output> = None;
         let mut shape = x.shape().to_vec();
         for (axis, taps) in &axes {
-            let next = resample_axis(ctx, &data, &shape, *axis, taps)?;
-            ctx.buffers.give(std::mem::replace(&mut data, next));
+            let next = resample_axis(ctx, data.as_deref().unwrap_or(xv), &shape, *axis, taps)?;
+            if let Some(done) = data.replace(next) {
+                ctx.buffers.give(done.into_buffer());
+            }
             shape[*axis] = taps.fill.len();
         }
-        Ok(vec![Data::Tensor(Tensor::new(out_shape, data)?)])
+        let y = match data {
+            Some(y) => y,
+            None => ctx.buffers.output_copied(xv)?,
+        };
+        Ok(vec![Data::Tensor(y.into_tensor(out_shape)?)])
     }
 }
 
@@ -138,13 +145,15 @@ fn repeat_each(dst: &mut [f32], line: &[f32], factor: usize) {
 }
 
 /// Resamples `data` (of `shape`) along `axis` with `taps`, in f32.
-fn resample_axis(ctx: &ExecCtx, data: &[f32], shape: &[usize], axis: usize, taps: &Taps) -> Result<Vec<f32>> {
+fn resample_axis(ctx: &ExecCtx, data: &[f32], shape: &[usize], axis: usize, taps: &Taps) -> Result<Output> {
     let outer: usize = shape[..axis].iter().product();
     let len = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let out_len = taps.fill.len();
     let weight: Vec<f32> = taps.weight.iter().map(|&w| w as f32).collect();
-    let mut y = ctx.buffers.zeroed(outer.saturating_mul(out_len).saturating_mul(inner))?;
+    // Each row is zeroed by its task before its taps add up in it (in cache, not in a pass
+    // of its own over the whole output).
+    let mut y = ctx.buffers.output(outer.saturating_mul(out_len).saturating_mul(inner))?;
     // One row: one output position of one outer index, `inner` values long.
     let rows = outer * out_len;
     let per_task = (CHUNK / inner.max(1)).max(1);
@@ -160,6 +169,7 @@ fn resample_axis(ctx: &ExecCtx, data: &[f32], shape: &[usize], axis: usize, taps
                 continue;
             }
             let src = &data[b * len * inner..(b + 1) * len * inner];
+            dst.fill(0.0);
             let span = taps.starts[p]..taps.starts[p + 1];
             let row_taps = taps.index[span.clone()].iter().zip(&weight[span]);
             if inner == 1 {
