@@ -10,7 +10,7 @@
 //! `[b, h, sq, skv]`, is_causal and an explicit or default scale. Past key/value caches,
 //! `nonpad_kv_seqlen`, softcap, sliding windows and the extra outputs run the reference kernel.
 
-use super::gemm::{self, Epilogue, Lhs, MatRef, PanelsRef, Problem, Rhs};
+use super::gemm::{self, Epilogue, Lhs, MatRef, Problem, Rhs};
 use super::isa::isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
@@ -145,8 +145,6 @@ pub(super) struct Sdpa<'a> {
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
-    probs: Vec<f32>,
-    queries: Vec<f32>,
     acc: Vec<f32>,
     inv_sums: Vec<f32>,
 }
@@ -279,14 +277,6 @@ impl gemm::PackB for KeysT<'_> {
     }
 }
 
-/// Row `r` (of `k` values) written into GEMM A panels of `mr` rows (k-major within a panel).
-fn into_panels(row: &[f32], r: usize, mr: usize, panels: &mut [f32]) {
-    let k = row.len();
-    let (p, lane) = (r / mr, r % mr);
-    let panel = &mut panels[p * mr * k..(p + 1) * mr * k];
-    panel.chunks_exact_mut(mr).zip(row).for_each(|(o, &v)| o[lane] = v);
-}
-
 /// Query rows `rows` of head `h` of batch item `b`, written into `y`.
 fn block(
     micro: &gemm::Micro,
@@ -298,32 +288,19 @@ fn block(
     y: SharedMut,
 ) {
     let (i0, m) = (rows.start, rows.len());
-    let (skv, d, dv, mr) = (p.skv, p.d, p.dv, micro.mr);
+    let (skv, d, dv) = (p.skv, p.d, p.dv);
     let kvh = h / p.group;
-    let padded = m.div_ceil(mr) * mr;
     s.scores.resize(m * skv, 0.0);
     s.acc.resize(m * dv, 0.0);
     s.inv_sums.resize(m, 0.0);
-    // Rows past m in a last, partial panel are zero (their products are computed and dropped).
-    for (panels, k) in [(&mut s.queries, d), (&mut s.probs, skv)] {
-        panels.resize(padded * k, 0.0);
-        panels[m / mr * mr * k..].fill(0.0);
-    }
     let (q0, k0, v0) = (p.lq.at(b, h, i0), p.lk.at(b, kvh, 0), p.lv.at(b, kvh, 0));
-    for r in 0..m {
-        let q = &p.q[q0 + r * p.lq.pos..][..d];
-        into_panels(q, r, mr, &mut s.queries);
-    }
-    // scores = Q_block · Kᵀ.
+    // scores = Q_block · Kᵀ. The GEMM packs both plain row-major operands (queries and, below,
+    // the weights) eight rows at a time by register transposes, where writing them into panels
+    // here went a float at a time.
     let keys = KeysT { k: &p.k[k0..], pos: p.lk.pos };
-    let product = Problem {
-        m,
-        n: skv,
-        k: d,
-        a: Lhs::Panels(PanelsRef { m, k: d, data: &s.queries }),
-        b: Rhs::Source(&keys),
-        epilogue: Epilogue::default(),
-    };
+    let queries = MatRef { data: &p.q[q0..], rs: p.lq.pos, cs: 1 };
+    let product =
+        Problem { m, n: skv, k: d, a: Lhs::Plain(queries), b: Rhs::Source(&keys), epilogue: Epilogue::default() };
     gemm::run_serial(micro, &product, &mut s.scores, skv);
     for (r, row) in s.scores.chunks_exact_mut(skv).enumerate() {
         let i = i0 + r;
@@ -336,7 +313,6 @@ fn block(
             &mk.bias[base..base + limit]
         });
         s.inv_sums[r] = exponentiate(row, limit, p.scale, row_bias);
-        into_panels(row, r, mr, &mut s.probs);
     }
     // acc = exp(scores) · V, then each row divided by its sum.
     let vm = MatRef { data: &p.v[v0..], rs: p.lv.pos, cs: 1 };
@@ -344,7 +320,7 @@ fn block(
         m,
         n: dv,
         k: skv,
-        a: Lhs::Panels(PanelsRef { m, k: skv, data: &s.probs }),
+        a: Lhs::Plain(MatRef::row_major(&s.scores, skv)),
         b: Rhs::Plain(vm),
         epilogue: Epilogue::default(),
     };
