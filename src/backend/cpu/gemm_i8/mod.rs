@@ -282,12 +282,12 @@ unsafe fn block_portable(
     cols: &Columns,
     target: Target,
 ) {
-    unsafe { block(micro, finish_row, a, rows, b, p, cols, target) }
+    unsafe { block(micro, finish_rows, a, rows, b, p, cols, target) }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{block, finish_row, Columns, Lhs, Micro8, PackedView, RowOut, Target, NR};
+    use super::{block, finish_rows, Columns, Lhs, Micro8, PackedView, RowsOut, Target, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -295,66 +295,95 @@ mod x86 {
     /// See [`block`]; needs AVX-512F/BW.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     pub unsafe fn block_avx512(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedView, p: usize, c: &Columns, t: Target) {
-        unsafe { block(m, finish_row_avx512, a, r, b, p, c, t) }
+        unsafe { block(m, finish_rows_avx512, a, r, b, p, c, t) }
     }
 
-    /// [`super::finish_row`] in two halves of sixteen lanes, the partial last panel through
-    /// masked stores.
+    /// [`super::finish_rows`] in two halves of sixteen lanes, the partial last panel through
+    /// masked stores; the panel's columns (offsets, zero points, scales, biases) loaded once for
+    /// all the rows, and the zero points' term left out when they are all zero (symmetric
+    /// weights: a dynamically quantised transformer's).
     ///
     /// # Safety
-    /// See [`super::FinishRow`]; needs AVX-512F/BW/VL.
+    /// See [`super::FinishRows`]; needs AVX-512F/BW/VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn finish_row_avx512(
-        sums: &[i32; NR],
+    unsafe fn finish_rows_avx512(
+        sums: &[[i32; super::NR]],
         offset: &[i32; NR],
         zb: &[i32; NR],
-        rowsum: i32,
+        rowsums: &[i32],
         width: usize,
-        out: RowOut,
+        ld: usize,
+        out: RowsOut,
     ) {
         let mask: u32 = if width >= NR { !0 } else { (1u32 << width) - 1 };
+        let with_zb = zb.iter().any(|&z| z != 0);
         unsafe {
-            let rs = _mm512_set1_epi32(rowsum);
             for h in 0..2 {
                 let lanes = (mask >> (16 * h)) as u16;
                 let at = |p: *const i32| _mm512_loadu_si512(p.add(16 * h) as *const __m512i);
-                let v = _mm512_sub_epi32(
-                    _mm512_add_epi32(at(sums.as_ptr()), at(offset.as_ptr())),
-                    _mm512_mullo_epi32(at(zb.as_ptr()), rs),
-                );
-                // The requantizing epilogues share their rounding; the others store here.
-                let (y, f, q) = match out {
-                    RowOut::Int(y) => {
-                        _mm512_mask_storeu_epi32(y.0.add(16 * h), lanes, v);
-                        continue;
-                    }
-                    RowOut::Float(y, scale, bias) => {
-                        let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(scale.as_ptr().add(16 * h)));
-                        if let Some(bias) = bias {
-                            f = _mm512_add_ps(f, _mm512_loadu_ps(bias.as_ptr().add(16 * h)));
-                        }
-                        _mm512_mask_storeu_ps(y.0.add(16 * h), lanes, f);
-                        continue;
-                    }
-                    RowOut::Bytes(y, mult, bias, q) => {
-                        let f = _mm512_cvtepi32_ps(_mm512_add_epi32(v, _mm512_set1_epi32(bias)));
-                        (y, _mm512_mul_ps(f, _mm512_set1_ps(mult)), q)
-                    }
-                    RowOut::BytesByColumn(y, mult, q) => {
-                        (y, _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(mult.as_ptr().add(16 * h))), q)
+                let (off, zbh) = (at(offset.as_ptr()), at(zb.as_ptr()));
+                // Row r's exact int32 values.
+                let value = |r: usize| {
+                    let v = _mm512_add_epi32(at(sums[r].as_ptr()), off);
+                    if with_zb {
+                        _mm512_sub_epi32(v, _mm512_mullo_epi32(zbh, _mm512_set1_epi32(rowsums[r])))
+                    } else {
+                        v
                     }
                 };
-                // As requant::requantize_lanes: the bounds less the zero point, then it added.
-                let f = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
-                let f = _mm512_min_ps(
-                    _mm512_max_ps(f, _mm512_set1_ps((q.lo - q.zero_point) as f32)),
-                    _mm512_set1_ps((q.hi - q.zero_point) as f32),
-                );
-                let r = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.zero_point));
-                // In -128..=255: the low byte is the uint8 or int8 value.
-                _mm_mask_storeu_epi8(y.0.add(16 * h) as *mut i8, lanes, _mm512_cvtepi32_epi8(r));
+                match out {
+                    RowsOut::Int(y) => {
+                        for r in 0..sums.len() {
+                            _mm512_mask_storeu_epi32(y.0.add(r * ld + 16 * h), lanes, value(r));
+                        }
+                    }
+                    RowsOut::Float(y, scale, bias) => {
+                        let sc = _mm512_loadu_ps(scale.as_ptr().add(16 * h));
+                        let bi = bias.map(|b| _mm512_loadu_ps(b.as_ptr().add(16 * h)));
+                        for r in 0..sums.len() {
+                            let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(value(r)), sc);
+                            if let Some(bi) = bi {
+                                f = _mm512_add_ps(f, bi);
+                            }
+                            _mm512_mask_storeu_ps(y.0.add(r * ld + 16 * h), lanes, f);
+                        }
+                    }
+                    RowsOut::Bytes(y, mult, bias, q) => {
+                        for r in 0..sums.len() {
+                            let f = _mm512_cvtepi32_ps(_mm512_add_epi32(value(r), _mm512_set1_epi32(bias[r])));
+                            let f = _mm512_mul_ps(f, _mm512_set1_ps(mult[r]));
+                            store_bytes(y.0.add(r * ld + 16 * h), lanes, f, q);
+                        }
+                    }
+                    RowsOut::BytesByColumn(y, mult, q) => {
+                        let m = _mm512_loadu_ps(mult.as_ptr().add(16 * h));
+                        for r in 0..sums.len() {
+                            let f = _mm512_mul_ps(_mm512_cvtepi32_ps(value(r)), m);
+                            store_bytes(y.0.add(r * ld + 16 * h), lanes, f, q);
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Rounds, clamps and stores 16 requantized values (the `lanes` of them) as bytes, as
+    /// requant::requantize_lanes does: the bounds less the zero point, then it added.
+    ///
+    /// # Safety
+    /// `y` is valid for the lanes' bytes; needs AVX-512F/BW/VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn store_bytes(y: *mut u8, lanes: u16, f: __m512, q: super::Requant) {
+        let f = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+        let f = _mm512_min_ps(
+            _mm512_max_ps(f, _mm512_set1_ps((q.lo - q.zero_point) as f32)),
+            _mm512_set1_ps((q.hi - q.zero_point) as f32),
+        );
+        let r = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.zero_point));
+        // In -128..=255: the low byte is the uint8 or int8 value.
+        // SAFETY: the caller's promise.
+        unsafe { _mm_mask_storeu_epi8(y as *mut i8, lanes, _mm512_cvtepi32_epi8(r)) };
     }
 
     /// [`super::row_sums`] by `vpsadbw` against zero: 32 bytes summed into four u64 lanes a step
@@ -386,7 +415,7 @@ mod x86 {
     /// See [`block`]; needs AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn block_avx2(m: Micro8, a: &Lhs, r: Range<usize>, b: &PackedView, p: usize, c: &Columns, t: Target) {
-        unsafe { block(m, finish_row, a, r, b, p, c, t) }
+        unsafe { block(m, finish_rows, a, r, b, p, c, t) }
     }
 }
 
@@ -398,7 +427,7 @@ mod x86 {
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
     micro: Micro8,
-    finish: FinishRow,
+    finish: FinishRows,
     a: &Lhs,
     rows: std::ops::Range<usize>,
     b: &PackedView,
@@ -411,26 +440,27 @@ unsafe fn block(
     let bp = b.panel(p).as_ptr();
     let panel = |s: &[i32]| -> [i32; NR] { s[j0..j0 + NR].try_into().expect("a panel's columns") };
     let (offset, zb) = (panel(cols.offset), panel(cols.zb));
-    // Row i's sums through the epilogue into the output.
-    let emit = |i: usize, sums: &[i32; NR]| {
-        let row = match target {
-            Target::Int(y) => RowOut::Int(SharedMut(y.0.wrapping_add(i * n + j0))),
-            Target::Float(y, scale, bias) => RowOut::Float(
+    // The sums of rows i.. (one per row of `sums`) through the epilogue into the output.
+    let emit = |i: usize, sums: &[[i32; NR]]| {
+        let rows = i..i + sums.len();
+        let out = match target {
+            Target::Int(y) => RowsOut::Int(SharedMut(y.0.wrapping_add(i * n + j0))),
+            Target::Float(y, scale, bias) => RowsOut::Float(
                 SharedMut(y.0.wrapping_add(i * n + j0)),
                 scale[j0..j0 + NR].try_into().expect("a panel's columns"),
                 bias.map(|b| b[j0..j0 + NR].try_into().expect("a panel's columns")),
             ),
             Target::Bytes(y, mult, bias, q) => {
-                RowOut::Bytes(SharedMut(y.0.wrapping_add(i * n + j0)), mult[i], bias[i], q)
+                RowsOut::Bytes(SharedMut(y.0.wrapping_add(i * n + j0)), &mult[rows.clone()], &bias[rows.clone()], q)
             }
-            Target::BytesByColumn(y, mult, q) => RowOut::BytesByColumn(
+            Target::BytesByColumn(y, mult, q) => RowsOut::BytesByColumn(
                 SharedMut(y.0.wrapping_add(i * n + j0)),
                 mult[j0..j0 + NR].try_into().expect("a panel's columns"),
                 q,
             ),
         };
-        // SAFETY: this task owns row i, columns j0..j0 + width of the output.
-        unsafe { (finish)(sums, &offset, &zb, a.rowsum[i], width, row) };
+        // SAFETY: this task owns these rows, columns j0..j0 + width of the output.
+        unsafe { (finish)(sums, &offset, &zb, &a.rowsum[rows], width, n, out) };
     };
     let mut start = rows.start;
     // Whole 32-row tiles on AMX, where k comes in whole tile steps.
@@ -443,9 +473,7 @@ unsafe fn block(
             // SAFETY: rows start..start + 32 of A have lda bytes each (run's asserts), the panel
             // lda / 4 groups (lda is k rounded up to four).
             unsafe { amx::tile_32x32(a.lda / amx::K_STEP, a.data[start * a.lda..].as_ptr(), a.lda, bp, &mut tile) };
-            for (r, sums) in tile.iter().enumerate() {
-                emit(start + r, sums);
-            }
+            emit(start, &tile);
             start += amx::ROWS;
         }
         // SAFETY: as for configure.
@@ -458,69 +486,74 @@ unsafe fn block(
         let ptrs: [*const u8; MR] = std::array::from_fn(|r| a.data[(i0 + r.min(count - 1)) * a.lda..].as_ptr());
         // SAFETY: each row pointer has lda = kq * 4 bytes, the panel kq * NR * 4.
         unsafe { (micro.run)(a.lda / 4, &ptrs, bp, &mut acc) };
-        for (r, sums) in acc.iter().enumerate().take(count) {
-            emit(i0 + r, sums);
-        }
+        emit(i0, &acc[..count]);
     }
 }
 
-/// One row of the output, from column j0 on: int32, or f32 with the panel's scales and biases.
+/// Rows of the output, `ld` values apart, from column j0 on: int32, or f32 with the panel's
+/// scales and biases, or requantized bytes (with each row's multiplier and bias, or the panel's
+/// multipliers).
 #[derive(Clone, Copy)]
-enum RowOut<'a> {
+enum RowsOut<'a> {
     Int(SharedMut<i32>),
     Float(SharedMut<f32>, &'a [f32; NR], Option<&'a [f32; NR]>),
-    /// The row's multiplier and bias.
-    Bytes(SharedMut<u8>, f32, i32, Requant),
-    /// The panel's multipliers.
+    Bytes(SharedMut<u8>, &'a [f32], &'a [i32], Requant),
     BytesByColumn(SharedMut<u8>, &'a [f32; NR], Requant),
 }
 
-/// The epilogue for one row of a tile: `sums + offset - zb * rowsum`, to int32 or through the
-/// float steps, the first `width` values written.
+/// The epilogue for rows of a tile (`sums`, with one row sum each): `sums + offset - zb *
+/// rowsum`, to int32 or through the float steps, the first `width` values of each row written.
+/// A block of rows at a time, so that the panel's columns are loaded once.
 ///
 /// # Safety
-/// The row pointer is valid for `width` values and nobody else writes them; the CPU runs the
-/// instruction set the function is for.
-type FinishRow = unsafe fn(&[i32; NR], &[i32; NR], &[i32; NR], i32, usize, RowOut);
+/// The output rows are valid for `width` values at `ld` apart and nobody else writes them; the
+/// CPU runs the instruction set the function is for.
+type FinishRows = unsafe fn(&[[i32; NR]], &[i32; NR], &[i32; NR], &[i32], usize, usize, RowsOut);
 
 /// # Safety
-/// See [`FinishRow`].
+/// See [`FinishRows`].
 #[inline(always)]
-unsafe fn finish_row(sums: &[i32; NR], offset: &[i32; NR], zb: &[i32; NR], rowsum: i32, width: usize, out: RowOut) {
-    let mut v = [0i32; NR];
-    for j in 0..NR {
-        v[j] = sums[j].wrapping_add(offset[j]).wrapping_sub(zb[j].wrapping_mul(rowsum));
-    }
-    match out {
-        RowOut::Int(y) => {
-            // SAFETY: the caller's promise.
-            unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&v[..width]);
+unsafe fn finish_rows(
+    sums: &[[i32; NR]],
+    offset: &[i32; NR],
+    zb: &[i32; NR],
+    rowsums: &[i32],
+    width: usize,
+    ld: usize,
+    out: RowsOut,
+) {
+    for (r, (sums, &rowsum)) in sums.iter().zip(rowsums).enumerate() {
+        let mut v = [0i32; NR];
+        for j in 0..NR {
+            v[j] = sums[j].wrapping_add(offset[j]).wrapping_sub(zb[j].wrapping_mul(rowsum));
         }
-        RowOut::Bytes(y, mult, bias, q) => {
-            // SAFETY: the caller's promise.
-            requant::requantize_lanes(&v[..width], bias, mult, q, unsafe {
-                std::slice::from_raw_parts_mut(y.0, width)
-            });
-        }
-        RowOut::BytesByColumn(y, mult, q) => {
-            // SAFETY: the caller's promise.
-            let y = unsafe { std::slice::from_raw_parts_mut(y.0, width) };
-            for (j, d) in y.iter_mut().enumerate() {
-                requant::requantize_lanes(&v[j..j + 1], 0, mult[j], q, std::slice::from_mut(d));
+        // SAFETY (all the slices below): the caller's promise.
+        match out {
+            RowsOut::Int(y) => {
+                unsafe { std::slice::from_raw_parts_mut(y.0.add(r * ld), width) }.copy_from_slice(&v[..width]);
             }
-        }
-        RowOut::Float(y, scale, bias) => {
-            let mut f = [0f32; NR];
-            for j in 0..NR {
-                f[j] = v[j] as f32 * scale[j];
+            RowsOut::Bytes(y, mult, bias, q) => {
+                let y = unsafe { std::slice::from_raw_parts_mut(y.0.add(r * ld), width) };
+                requant::requantize_lanes(&v[..width], bias[r], mult[r], q, y);
             }
-            if let Some(bias) = bias {
-                for j in 0..NR {
-                    f[j] += bias[j];
+            RowsOut::BytesByColumn(y, mult, q) => {
+                let y = unsafe { std::slice::from_raw_parts_mut(y.0.add(r * ld), width) };
+                for (j, d) in y.iter_mut().enumerate() {
+                    requant::requantize_lanes(&v[j..j + 1], 0, mult[j], q, std::slice::from_mut(d));
                 }
             }
-            // SAFETY: the caller's promise.
-            unsafe { std::slice::from_raw_parts_mut(y.0, width) }.copy_from_slice(&f[..width]);
+            RowsOut::Float(y, scale, bias) => {
+                let mut f = [0f32; NR];
+                for j in 0..NR {
+                    f[j] = v[j] as f32 * scale[j];
+                }
+                if let Some(bias) = bias {
+                    for j in 0..NR {
+                        f[j] += bias[j];
+                    }
+                }
+                unsafe { std::slice::from_raw_parts_mut(y.0.add(r * ld), width) }.copy_from_slice(&f[..width]);
+            }
         }
     }
 }

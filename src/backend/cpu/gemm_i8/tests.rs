@@ -128,29 +128,33 @@ fn products_match_a_plain_loop() {
     }
 }
 
+/// With zero points of the weights and without (symmetric weights skip their term), on AMX's
+/// 32-row tiles (k a multiple of 64) and on the micro-kernels' 8-row blocks.
 #[test]
 fn the_float_epilogue_scales_then_adds_the_bias() {
-    let (m, k, n) = (11, 20, 37);
-    let a = bytes(7, m * k);
-    let b: Vec<i8> = bytes(8, k * n).into_iter().map(|v| v as i8).collect();
-    let packed = PackedB8::new(&b, k, n);
-    let mut rowsum = vec![0; m];
-    let lda = k;
-    row_sums(&a, lda, &mut rowsum);
-    let pn = packed.padded_n();
-    let scale: Vec<f32> = (0..pn).map(|j| 0.01 + j as f32 * 1e-3).collect();
-    let bias: Vec<f32> = (0..pn).map(|j| j as f32 * 0.37 - 3.0).collect();
-    let (za, zb) = (200, vec![-7; pn]);
-    let ints = product(micro_for(Isa::Portable), &a, m, k, &b, n, za, &zb[..n]);
-    for micro in available() {
-        let mut y = vec![0f32; m * n];
-        let mut offset = vec![0; pn];
-        let pool = ThreadPool::new(1);
-        let out = Out::Float { y: &mut y, scale: &scale, bias: Some(&bias) };
-        run(&pool, micro, &Lhs { data: &a, lda, rowsum: &rowsum }, m, packed.view(), za, &zb, &mut offset, out);
-        for (e, (&got, &int)) in y.iter().zip(&ints).enumerate() {
-            let j = e % n;
-            assert_eq!(got.to_bits(), (int as f32 * scale[j] + bias[j]).to_bits(), "{:?} at {e}", micro.isa);
+    for ((m, k, n), zb_all) in [(11, 20, 37), (70, 128, 37)].into_iter().flat_map(|s| [(s, -7), (s, 0)]) {
+        let a = bytes(7, m * k);
+        let b: Vec<i8> = bytes(8, k * n).into_iter().map(|v| v as i8).collect();
+        let packed = PackedB8::new(&b, k, n);
+        let mut rowsum = vec![0; m];
+        let lda = k;
+        row_sums(&a, lda, &mut rowsum);
+        let pn = packed.padded_n();
+        let scale: Vec<f32> = (0..pn).map(|j| 0.01 + j as f32 * 1e-3).collect();
+        let bias: Vec<f32> = (0..pn).map(|j| j as f32 * 0.37 - 3.0).collect();
+        let (za, zb) = (200, vec![zb_all; pn]);
+        let ints = product(micro_for(Isa::Portable), &a, m, k, &b, n, za, &zb[..n]);
+        for micro in available() {
+            let mut y = vec![0f32; m * n];
+            let mut offset = vec![0; pn];
+            let pool = ThreadPool::new(1);
+            let out = Out::Float { y: &mut y, scale: &scale, bias: Some(&bias) };
+            run(&pool, micro, &Lhs { data: &a, lda, rowsum: &rowsum }, m, packed.view(), za, &zb, &mut offset, out);
+            for (e, (&got, &int)) in y.iter().zip(&ints).enumerate() {
+                let j = e % n;
+                let want = (int as f32 * scale[j] + bias[j]).to_bits();
+                assert_eq!(got.to_bits(), want, "{:?} amx {} {m}x{k}x{n} zb {zb_all} at {e}", micro.isa, micro.amx);
+            }
         }
     }
 }
