@@ -307,7 +307,7 @@ mod x86 {
     /// See [`super::FinishRows`]; needs AVX-512F/BW/VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn finish_rows_avx512(
-        sums: &[[i32; super::NR]],
+        sums: &[[i32; NR]],
         offset: &[i32; NR],
         zb: &[i32; NR],
         rowsums: &[i32],
