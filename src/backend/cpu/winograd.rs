@@ -426,7 +426,7 @@ fn transform_input_generic<const AVX512: bool>(
                         gather_window_row(&plane[base + i * iw..], row)
                     };
                     #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (row, base);
+                    let _ = (row, base, plane, i);
                 }
             }
             for (l, &(n, iy, ix)) in origin.iter().enumerate().take(if side_by_side { 0 } else { mr }) {

@@ -462,6 +462,8 @@ unsafe fn block(
         // SAFETY: this task owns these rows, columns j0..j0 + width of the output.
         unsafe { (finish)(sums, &offset, &zb, &a.rowsum[rows], width, n, out) };
     };
+    // Advanced past the AMX tiles, on x86-64 alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut start = rows.start;
     // Whole 32-row tiles on AMX, where k comes in whole tile steps.
     #[cfg(target_arch = "x86_64")]
