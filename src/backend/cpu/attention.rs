@@ -140,8 +140,8 @@ pub(super) struct Sdpa<'a> {
     pub mask: Option<Mask<'a>>,
 }
 
-/// A task's working memory: the scores block, the softmax weights and Q rows packed as GEMM
-/// A panels, the output block and each row's 1 / sum.
+/// A task's working memory: the scores block (the softmax weights once exponentiated in place),
+/// the output block and each row's 1 / sum.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
