@@ -5,6 +5,7 @@ use crate::backend::cpu::pool::{ThreadPool, SPIN};
 use crate::backend::plan::NodeTime;
 use crate::backend::{backends_with, compile, CompiledGraph, Device, DeviceOptions};
 use crate::error::catch_panics;
+use crate::io::mapped::FileBytes;
 use crate::ir::infer::infer_facts;
 use crate::ir::limits::{with_max_tensor_bytes, with_time_limit, DEFAULT_MAX_TENSOR_BYTES};
 use crate::ir::tensor::checked_len;
@@ -59,6 +60,10 @@ impl Default for LoadOptions {
 
 impl Model {
     /// Loads a `.onnx` file; external data files are read from its directory.
+    ///
+    /// The file is mapped while it is decoded (see [`crate::io::mapped::FileBytes`]): it must
+    /// not be truncated or rewritten during the call. For a file that may change, read it
+    /// yourself and use [`Model::from_bytes`].
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         Model::load_with(path, &LoadOptions::default())
     }
@@ -67,11 +72,15 @@ impl Model {
     /// `options.external_data_dir`, or else from the file's directory.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = read_whole(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
+        let bytes = FileBytes::open(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
         let dir = options.external_data_dir.as_deref().or(path.parent());
         // `Path::parent` of a bare file name is the empty path, which means the current directory.
         let dir = dir.map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
-        Model::decode(&bytes, dir, options.max_tensor_bytes).map_err(|e| e.context(format!("model {}", path.display())))
+        let context = |e: crate::Error| e.context(format!("model {}", path.display()));
+        // The file is let go once decoded, before the optimiser runs.
+        let imported = Model::import(&bytes, dir, options.max_tensor_bytes).map_err(context)?;
+        drop(bytes);
+        Model::build(imported, options.max_tensor_bytes).map_err(context)
     }
 
     /// Loads a model from bytes. It may not have external data: nothing is read from the file
@@ -92,8 +101,13 @@ impl Model {
     }
 
     fn decode(bytes: &[u8], external_data_dir: Option<&Path>, max_tensor_bytes: usize) -> Result<Model> {
+        Model::build(Model::import(bytes, external_data_dir, max_tensor_bytes)?, max_tensor_bytes)
+    }
+
+    /// Decodes the file's graph and tensors, under the tensor size limit and a panic guard.
+    fn import(bytes: &[u8], external_data_dir: Option<&Path>, max_tensor_bytes: usize) -> Result<ImportedModel> {
         let import = || catch_panics("decoding the model", || import_model(bytes, external_data_dir));
-        Model::build(with_max_tensor_bytes(max_tensor_bytes, import)?, max_tensor_bytes)
+        with_max_tensor_bytes(max_tensor_bytes, import)
     }
 
     /// Infers facts and optimises, under the tensor size limit and a panic guard: constant
@@ -172,20 +186,6 @@ impl Model {
     pub fn outputs(&self) -> Vec<IoInfo> {
         self.graph.outputs.iter().map(|&i| io_info(&self.graph, i)).collect()
     }
-}
-
-/// A file's bytes, as `std::fs::read` gives them, into memory backed in one call before the read
-/// fills it ([`crate::ir::limits::prefault`]): a model file is the first of the copies a load
-/// makes of its weights.
-fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let size = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(usize::MAX));
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(size).map_err(|_| std::io::Error::other(format!("{size} bytes: out of memory")))?;
-    crate::ir::limits::prefault(bytes.as_ptr(), size);
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 fn io_info(g: &Graph, id: usize) -> IoInfo {

@@ -1,6 +1,8 @@
 //! Tensor files: `.npy` (numpy) and ONNX `TensorProto` `.pb`, as used by the CLI and tests; and
-//! ONNX `SequenceProto` / `OptionalProto` `.pb` files of sequence and optional values.
+//! ONNX `SequenceProto` / `OptionalProto` `.pb` files of sequence and optional values. Model files
+//! are read through [`mapped`].
 
+pub mod mapped;
 pub mod npy;
 
 use crate::ir::{DType, Data, Tensor, ValueKind};
