@@ -1,12 +1,14 @@
 //! GEMM throughput on conv-like shapes at 1 thread (and at every thread count the machine has),
 //! for each micro-kernel this CPU runs: `cargo bench --bench gemm -- [ISA] [M,N,K ...]` (e.g.
-//! `avx512`: only that kernel; `196,256,2304`: only that shape). The weights side is packed
-//! once, as the engine does at prepare time; the other side is packed per run. The first line
+//! `avx512`: only that kernel; `196,256,2304`: only that shape). Each shape runs in two layouts:
+//! `conv`, as the engine's convolutions lay it out (channels x pixels, the weights packed as A,
+//! the pixels' columns packed per run), and `matmul`, M x K by K x N as a MatMul runs it (A read
+//! in place, the weights packed as B). The weights are packed once, as at prepare time. The first line
 //! per kernel is the micro-kernel alone on cache-resident panels: the ceiling for the rest.
 //! Compare with the FMA peak from `cargo bench --bench peak`. Every figure is the best of
 //! several windows, so one quiet window on a shared machine suffices.
 
-use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, PackedA, Problem, Rhs};
+use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, PackedA, PackedB, Problem, Rhs};
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
 
@@ -57,23 +59,44 @@ fn main() {
         for threads in [1, max_threads] {
             let pool = ThreadPool::new(threads);
             for &(pixels, channels, k) in &shapes {
-                // The engine's conv layout: C (channels x pixels) = W (channels x k) · cols (k x pixels).
-                let (m, n) = (channels, pixels);
-                let w: Vec<f32> = (0..m * k).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
-                let x: Vec<f32> = (0..k * n).map(|i| ((i % 5) as f32 - 2.0) * 0.01).collect();
-                let packed = PackedA::new(MatRef::row_major(&w, k), m, k, &micro);
-                let b = MatRef::row_major(&x, n);
-                let mut c = vec![0f32; m * n];
-                let p = Problem { m, n, k, a: Lhs::Packed(&packed), b: Rhs::Source(&b), epilogue: Epilogue::default() };
-                run(&pool, &micro, &p, &mut c, n);
-                let flops = 2.0 * (m * n * k) as f64;
+                let w: Vec<f32> = (0..channels * k).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+                let x: Vec<f32> = (0..k * pixels).map(|i| ((i % 5) as f32 - 2.0) * 0.01).collect();
+                let flops = 2.0 * (pixels * channels * k) as f64;
                 let reps = ((0.05e9 / flops) as usize).max(1);
-                let best = best_time(80, reps, || run(&pool, &micro, &p, &mut c, n));
-                println!(
-                    "{:<9} threads {threads}  M,N,K = {pixels:>4},{channels:>3},{k:>4}: {:7.1} GFLOP/s",
-                    isa.name(),
-                    flops / best / 1e9
-                );
+                // The engine's conv layout: C (channels x pixels) = W (channels x k) · cols (k x
+                // pixels), the weights packed as A.
+                let packed_w = PackedA::new(MatRef::row_major(&w, k), channels, k, &micro);
+                let cols = MatRef::row_major(&x, pixels);
+                let conv = Problem {
+                    m: channels,
+                    n: pixels,
+                    k,
+                    a: Lhs::Packed(&packed_w),
+                    b: Rhs::Source(&cols),
+                    epilogue: Epilogue::default(),
+                };
+                // The shape as the issue states it, M x K by K x N, laid out as a MatMul runs:
+                // C (pixels x channels) = cols (pixels x k, read in place) · W (k x channels,
+                // packed as B). `x` and `w` serve as those matrices (their values do not matter).
+                let packed_wt = PackedB::new(&MatRef::row_major(&w, channels), k, channels, &micro);
+                let matmul = Problem {
+                    m: pixels,
+                    n: channels,
+                    k,
+                    a: Lhs::Plain(MatRef::row_major(&x, k)),
+                    b: Rhs::Packed(&packed_wt),
+                    epilogue: Epilogue::default(),
+                };
+                let mut c = vec![0f32; pixels * channels];
+                for (layout, p, ldc) in [("conv", &conv, pixels), ("matmul", &matmul, channels)] {
+                    run(&pool, &micro, p, &mut c, ldc);
+                    let best = best_time(80, reps, || run(&pool, &micro, p, &mut c, ldc));
+                    println!(
+                        "{:<9} threads {threads}  M,N,K = {pixels:>4},{channels:>3},{k:>4} {layout:<6}: {:7.1} GFLOP/s",
+                        isa.name(),
+                        flops / best / 1e9
+                    );
+                }
             }
         }
     }
