@@ -72,7 +72,10 @@ impl Model {
     /// `options.external_data_dir`, or else from the file's directory.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = FileBytes::open(path).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
+        // Protobuf messages, and so ONNX files, are at most 2 GiB: larger weights live in
+        // external data files.
+        const MOST: u64 = 2 << 30;
+        let bytes = FileBytes::open(path, MOST).map_err(|e| crate::err!(Io, "cannot read {}: {e}", path.display()))?;
         let dir = options.external_data_dir.as_deref().or(path.parent());
         // `Path::parent` of a bare file name is the empty path, which means the current directory.
         let dir = dir.map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });

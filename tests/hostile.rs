@@ -138,3 +138,18 @@ fn negative_declared_dims_are_dynamic() {
     let y = s.run(&[("x", &x)]).unwrap();
     assert_eq!(y[0].as_slice::<f32>().unwrap(), &[0., 2., 0., 4., 0., 6.]);
 }
+
+#[test]
+fn a_model_file_over_2_gib_is_refused_before_it_is_read() {
+    // A sparse file: 3 GiB long, no disk blocks. ONNX files cannot be over 2 GiB (protobuf's
+    // limit), so the size alone condemns it; mapping or reading it would touch 3 GiB.
+    let dir = std::env::temp_dir().join(format!("crx580-hostile-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.onnx");
+    std::fs::File::create(&path).unwrap().set_len(3 << 30).unwrap();
+    let e = Model::load(&path).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The size check's own message: refused before a byte was mapped or read.
+    assert_eq!(e.kind, ErrorKind::Io, "{e}");
+    assert!(e.message.contains("3221225472 bytes, more than the 2147483648"), "{e}");
+}

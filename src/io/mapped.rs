@@ -23,7 +23,13 @@ enum Inner {
 }
 
 impl FileBytes {
-    pub fn open(path: &Path) -> std::io::Result<FileBytes> {
+    /// The bytes of the file at `path`, which may hold at most `most` of them (checked before
+    /// anything is mapped or read).
+    pub fn open(path: &Path, most: u64) -> std::io::Result<FileBytes> {
+        let size = std::fs::metadata(path)?.len();
+        if size > most {
+            return Err(std::io::Error::other(format!("{size} bytes, more than the {most} it may have")));
+        }
         #[cfg(target_os = "linux")]
         if let Some(mapped) = map(path)? {
             return Ok(mapped);
@@ -108,14 +114,19 @@ mod tests {
         let path = dir.join("bytes.bin");
         let want: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&path, &want).unwrap();
-        assert_eq!(&*FileBytes::open(&path).unwrap(), &want[..]);
+        assert_eq!(&*FileBytes::open(&path, u64::MAX).unwrap(), &want[..]);
         #[cfg(target_os = "linux")]
-        assert!(matches!(FileBytes::open(&path).unwrap().0, Inner::Mapped { .. }), "a regular file is mapped");
+        assert!(
+            matches!(FileBytes::open(&path, u64::MAX).unwrap().0, Inner::Mapped { .. }),
+            "a regular file is mapped"
+        );
+        let too_big = FileBytes::open(&path, 99_999).err().expect("a file over the limit is refused");
+        assert_eq!(too_big.to_string(), "100000 bytes, more than the 99999 it may have");
         let empty = dir.join("empty.bin");
         std::fs::write(&empty, b"").unwrap();
-        assert!(FileBytes::open(&empty).unwrap().is_empty());
-        assert!(FileBytes::open(&dir).is_err(), "a directory is no file");
-        assert!(FileBytes::open(&dir.join("missing")).is_err());
+        assert!(FileBytes::open(&empty, 0).unwrap().is_empty());
+        assert!(FileBytes::open(&dir, u64::MAX).is_err(), "a directory is no file");
+        assert!(FileBytes::open(&dir.join("missing"), u64::MAX).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
