@@ -485,7 +485,12 @@ fn split(micro: &Micro, count: usize, m: usize, n: usize, k: usize, threads: usi
     for &(mt, tm) in &rows[..rn] {
         for &(nt, tn) in &cols[..cn] {
             let packed = if packs.a { mt } else { 0 } + if packs.b { nt } else { 0 };
-            let task = mt * nt * k + PACK_COST * packed * k + TASK_COST;
+            // The widest task is a whole tile, unless one tile takes every column: then its last
+            // panel may be one the half-width kernel computes at half the cost (MobileNetV2's 196
+            // pixels: 6 panels and a half, not 7; counting 7 split 96 x 196 by columns into 4 + 3
+            // panels instead of by rows into two equal halves).
+            let cols = if tn == 1 { computed_cols(n, micro.nr) } else { nt };
+            let task = mt * cols * k + PACK_COST * packed * k + TASK_COST;
             let rounds = (count * tm * tn).div_ceil(threads);
             let cost = rounds.saturating_mul(task);
             if cost < best.0 {
@@ -494,6 +499,16 @@ fn split(micro: &Micro, count: usize, m: usize, n: usize, k: usize, threads: usi
         }
     }
     (best.1, best.2)
+}
+
+/// The columns the micro-kernels compute for `n` columns of C: whole panels, and a last one of at
+/// most half a panel at half width (see [`Micro::half`]).
+fn computed_cols(n: usize, nr: usize) -> usize {
+    match n % nr {
+        0 => n,
+        rest if rest <= nr / 2 => n - rest + nr / 2,
+        rest => n - rest + nr,
+    }
 }
 
 /// Runs one product on the calling thread alone: for kernels that spread their own work over the
