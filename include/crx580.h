@@ -335,6 +335,8 @@ crx_status crx_load_options_default(struct crx_load_options *options,
 
 // Loads a `.onnx` file (path in UTF-8). `options` may be NULL for the defaults. On success
 // `*model` is a new handle the caller frees with `crx_model_free`; on error it is untouched.
+// The file is mapped while it is decoded: it must not be truncated or rewritten during the call
+// (for a file that may change, read it and use `crx_model_load_from_memory`).
 //
 // # Safety
 // `path` must be a NUL-terminated string; `options` NULL or filled by `crx_load_options_default`;

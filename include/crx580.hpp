@@ -174,6 +174,7 @@ struct ValueInfo {
 
 class Model {
 public:
+    /* The file must not change while it loads: see crx_model_load. */
     static Model load(const std::string &path, const crx_load_options *options = nullptr) {
         crx_model *m = nullptr;
         detail::check(crx_model_load(path.c_str(), options, &m));

@@ -128,7 +128,8 @@ type Session struct {
 	outputs []ValueInfo
 }
 
-// Load reads an ONNX model file and prepares it to run.
+// Load reads an ONNX model file and prepares it to run. The file is mapped while it is decoded:
+// it must not be truncated or rewritten during the call (LoadBytes takes a file that may change).
 func Load(path string, opts *Options) (*Session, error) {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
