@@ -2,19 +2,40 @@
 //! for each micro-kernel this CPU runs: `cargo bench --bench gemm -- [ISA] [M,N,K ...]` (e.g.
 //! `avx512`: only that kernel; `196,256,2304`: only that shape). Each shape runs in two layouts:
 //! `conv`, as the engine's convolutions lay it out (channels x pixels, the weights packed as A,
-//! the pixels' columns packed per run), and `matmul`, M x K by K x N as a MatMul runs it (A read
-//! in place, the weights packed as B). The weights are packed once, as at prepare time. The first line
-//! per kernel is the micro-kernel alone on cache-resident panels: the ceiling for the rest.
+//! the pixels' columns packed per run), and `matmul`, M x K by K x N as a MatMul runs it (A, the
+//! activations, packed per run, the weights packed as B). The weights are packed once, as at
+//! prepare time; the big operand lives in an activation buffer of the engine's buffer pool. The
+//! first lines per instruction set are its micro-kernels alone on cache-resident panels (8x32
+//! for constant A operands, 14x32 for A operands packed per run): the ceiling for the rest.
 //! Compare with the FMA peak from `cargo bench --bench peak`. Every figure is the best of
 //! several windows, so one quiet window on a shared machine suffices.
 
-use crx580::backend::cpu::gemm::{micro_for, run, Epilogue, Lhs, MatRef, Micro, PackedA, PackedB, Problem, Rhs};
+use crx580::backend::buffers::BufferPool;
+use crx580::backend::cpu::gemm::{micro_for, run, Ahead, Epilogue, Lhs, MatRef, Micro, PackedA, PackedB, Problem, Rhs};
 use crx580::backend::cpu::isa::Isa;
 use crx580::backend::cpu::pool::ThreadPool;
 
 #[path = "support/timing.rs"]
 mod timing;
 use timing::best_time;
+// The peak bench's FMA loop: the yardstick, measured in the same run (a shared machine's speed
+// drifts from minute to minute).
+#[allow(dead_code)]
+#[path = "peak/fma.rs"]
+mod fma;
+
+/// One core's FMA peak in GFLOP/s now: the best kernel's best of 20 windows of about 5 ms.
+fn fma_peak() -> f64 {
+    let best = |k: fma::Kernel| (0..20).map(|_| measure_rate(|| k.flops_on_threads(1, 500_000))).fold(0.0, f64::max);
+    fma::Kernel::available().into_iter().map(best).fold(0.0, f64::max) / 1e9
+}
+
+/// Work per second of one call of `f`, which returns the work it did.
+fn measure_rate(f: impl FnOnce() -> f64) -> f64 {
+    let t = std::time::Instant::now();
+    let work = f();
+    work / t.elapsed().as_secs_f64()
+}
 
 /// The micro-kernel alone: one MR x NR block over k = 256 from panels in L1, C in L1.
 fn micro_only(micro: &Micro) -> f64 {
@@ -26,7 +47,7 @@ fn micro_only(micro: &Micro) -> f64 {
     let secs = best_time(100, reps, || {
         // SAFETY: the panels hold kc * mr and kc * nr floats, C mr x nr; micro_for picks a kernel
         // this CPU runs.
-        unsafe { (micro.run)(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), micro.nr, true) };
+        unsafe { (micro.run)(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), micro.nr, true, Ahead::NONE) };
     });
     std::hint::black_box(&c);
     2.0 * (kc * micro.mr * micro.nr) as f64 / secs / 1e9
@@ -50,17 +71,28 @@ fn main() {
             .collect()
     };
     let max_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let peak = fma_peak();
+    println!("FMA peak of one core, measured now: {peak:.1} GFLOP/s (80%: {:.1})", 0.8 * peak);
     for isa in Isa::available() {
         if !filter.is_empty() && !filter.iter().any(|f| *f == isa.name()) {
             continue;
         }
         let micro = micro_for(isa);
-        println!("{:<9} micro-kernel {}x{} alone: {:7.1} GFLOP/s", isa.name(), micro.mr, micro.nr, micro_only(&micro));
+        let tall = micro.for_plain_a(14);
+        for m in if tall.mr == micro.mr { vec![micro] } else { vec![micro, tall] } {
+            println!("{:<9} micro-kernel {}x{} alone: {:7.1} GFLOP/s", isa.name(), m.mr, m.nr, micro_only(&m));
+        }
         for threads in [1, max_threads] {
             let pool = ThreadPool::new(threads);
             for &(pixels, channels, k) in &shapes {
                 let w: Vec<f32> = (0..channels * k).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
-                let x: Vec<f32> = (0..k * pixels).map(|i| ((i % 5) as f32 - 2.0) * 0.01).collect();
+                // The image (or the MatMul's activations) in an output buffer of the engine's
+                // buffer pool, as a model's activations are: from 1 MiB up those start on a
+                // 2 MiB boundary and ask for huge pages. A plain Vec starts 16 bytes into a
+                // page, so that each 32-column row of a B panel spans three cache lines, not two.
+                let pool_buffers = BufferPool::new(usize::MAX);
+                let mut x = pool_buffers.output(k * pixels).expect("a buffer for the image");
+                x.iter_mut().enumerate().for_each(|(i, v)| *v = ((i % 5) as f32 - 2.0) * 0.01);
                 let flops = 2.0 * (pixels * channels * k) as f64;
                 let reps = ((0.05e9 / flops) as usize).max(1);
                 // The engine's conv layout: C (channels x pixels) = W (channels x k) · cols (k x
@@ -76,7 +108,7 @@ fn main() {
                     epilogue: Epilogue::default(),
                 };
                 // The shape as the issue states it, M x K by K x N, laid out as a MatMul runs:
-                // C (pixels x channels) = cols (pixels x k, read in place) · W (k x channels,
+                // C (pixels x channels) = cols (pixels x k, packed per run) · W (k x channels,
                 // packed as B). `x` and `w` serve as those matrices (their values do not matter).
                 let packed_wt = PackedB::new(&MatRef::row_major(&w, channels), k, channels, &micro);
                 let matmul = Problem {
@@ -91,13 +123,15 @@ fn main() {
                 for (layout, p, ldc) in [("conv", &conv, pixels), ("matmul", &matmul, channels)] {
                     run(&pool, &micro, p, &mut c, ldc);
                     let best = best_time(80, reps, || run(&pool, &micro, p, &mut c, ldc));
+                    let rate = flops / best / 1e9;
                     println!(
-                        "{:<9} threads {threads}  M,N,K = {pixels:>4},{channels:>3},{k:>4} {layout:<6}: {:7.1} GFLOP/s",
+                        "{:<9} threads {threads}  M,N,K = {pixels:>4},{channels:>3},{k:>4} {layout:<6}: {rate:7.1} GFLOP/s, {:3.0}% of {threads} x the peak",
                         isa.name(),
-                        flops / best / 1e9
+                        100.0 * rate / (threads as f64 * peak)
                     );
                 }
             }
         }
     }
+    println!("FMA peak of one core, measured again at the end: {:.1} GFLOP/s", fma_peak());
 }

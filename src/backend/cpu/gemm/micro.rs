@@ -14,11 +14,46 @@ pub struct Micro {
     /// # Safety
     /// `a` holds `kc * mr` floats, `b` holds `kc * nr`, and `c` is valid for `mr` rows of `nr`
     /// floats at row stride `ldc`; the CPU supports the kernel's instruction set.
-    pub run: unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool),
+    pub run: Kernel,
     /// The same over the first `nr / 2` columns alone (B panels still `nr` wide; C written
     /// `nr / 2` wide): for a last panel of at most that many columns (a 14x14 plane's 196 pixels
     /// leave 4 in the seventh panel of 32), which the full kernel would compute at full cost.
-    pub half: unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool),
+    pub half: Kernel,
+    /// The instruction set the kernels use.
+    pub isa: Isa,
+}
+
+/// A micro-kernel's signature; see [`Micro::run`].
+pub type Kernel =
+    unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool, ahead: Ahead);
+
+/// Cache lines a micro-kernel asks to be brought into L2 while it runs, one every two k steps:
+/// `count` lines `stride` floats apart from `at`. The GEMM points them at what it packs next (the
+/// rows of the next B panel in a 1x1 conv's image, 12 KiB apart), which packing would otherwise
+/// wait for from L3 a line at a time: 162 -> 190 GFLOP/s on (64 x 576) . (576 x 3136) in a C
+/// replica. A prefetch reads nothing and cannot fault, so any address will do.
+#[derive(Clone, Copy)]
+pub struct Ahead {
+    pub at: *const f32,
+    pub stride: usize,
+    pub count: usize,
+}
+
+impl Ahead {
+    pub const NONE: Ahead = Ahead { at: std::ptr::null(), stride: 0, count: 0 };
+
+    /// Asks for line `s` of the `count` (nothing past them).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn line(&self, s: usize) {
+        if s < self.count {
+            // SAFETY: a prefetch has no architectural effect; the address is never dereferenced.
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm_prefetch::<_MM_HINT_T1>(self.at.wrapping_add(s * self.stride).cast());
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Micro {
@@ -31,12 +66,32 @@ impl std::fmt::Debug for Micro {
 pub fn micro_for(isa: Isa) -> Micro {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Micro { mr: 8, nr: 32, run: x86::avx512_8x32, half: x86::avx512_8x16 },
+        Isa::Avx512 => Micro { mr: 8, nr: 32, run: x86::avx512_8x32, half: x86::avx512_8x16, isa },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Micro { mr: 6, nr: 16, run: x86::avx2_6x16, half: x86::avx2_6x8 },
+        Isa::Avx2 => Micro { mr: 6, nr: 16, run: x86::avx2_6x16, half: x86::avx2_6x8, isa },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => Micro { mr: 8, nr: 8, run: neon::neon_8x8, half: neon::neon_8x4 },
-        _ => Micro { mr: 4, nr: 16, run: portable_4x16, half: portable_4x8 },
+        Isa::Neon => Micro { mr: 8, nr: 8, run: neon::neon_8x8, half: neon::neon_8x4, isa },
+        _ => Micro { mr: 4, nr: 16, run: portable_4x16, half: portable_4x8, isa },
+    }
+}
+
+impl Micro {
+    /// The kernel for products of `m` rows whose A operand is packed at run time (a MatMul's
+    /// activations), where the panel height is free: on AVX-512 the taller 14x32, unless its
+    /// last panel's padding costs more than it gains (128 rows take 10 panels of 14, 140 rows,
+    /// against 16 of 8). Constant A operands (conv weights) keep [`micro_for`]'s, whose 8-row
+    /// panels divide the usual channel counts.
+    pub fn for_plain_a(&self, m: usize) -> Micro {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if self.nr == 32 && m.div_ceil(14) * 14 * 100 <= m.div_ceil(8) * 8 * 105 => {
+                Micro { mr: 14, run: x86::avx512_14x32, half: x86::avx512_14x16, ..*self }
+            }
+            _ => {
+                let _ = m;
+                *self
+            }
+        }
     }
 }
 
@@ -44,7 +99,7 @@ pub fn micro_for(isa: Isa) -> Micro {
 ///
 /// # Safety
 /// See [`Micro::run`].
-unsafe fn portable_4x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn portable_4x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool, _: Ahead) {
     unsafe { portable_4xn::<16>(kc, a, b, c, ldc, accumulate) }
 }
 
@@ -52,7 +107,7 @@ unsafe fn portable_4x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ld
 ///
 /// # Safety
 /// See [`Micro::run`].
-unsafe fn portable_4x8(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn portable_4x8(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool, _: Ahead) {
     unsafe { portable_4xn::<8>(kc, a, b, c, ldc, accumulate) }
 }
 
@@ -89,46 +144,63 @@ unsafe fn portable_4xn<const N: usize>(
     }
 }
 
+/// Defines micro-kernels of [`Kernel`]'s signature as instances of a generic one.
+macro_rules! kernels {
+    ($($(#[$doc:meta])* $name:ident = $generic:ident::<$($param:literal),*> on $features:literal;)*) => {$(
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// See [`Micro::run`](super::Micro::run); needs the instruction sets named by `target_feature`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool, ahead: Ahead,
+        ) {
+            unsafe { $generic::<$($param),*>(kc, a, b, c, ldc, accumulate, ahead) }
+        }
+    )*};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Ahead;
     use std::arch::x86_64::*;
 
-    /// How far ahead of use the AVX-512 kernel prefetches A, in floats (32 steps of 8 rows).
-    const A_AHEAD: usize = 32 * 8;
+    /// How far ahead of use the AVX-512 kernels prefetch A, in k steps.
+    const A_AHEAD: usize = 32;
 
-    /// 8 rows x 32 columns: 16 zmm accumulators, two B loads and eight broadcasts per k.
-    ///
-    /// # Safety
-    /// See [`super::Micro::run`]; needs AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512_8x32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        unsafe { avx512_8xv::<2>(kc, a, b, c, ldc, accumulate) }
+    kernels! {
+        /// 8 rows x 32 columns: 16 zmm accumulators, two B loads and eight broadcasts per k.
+        avx512_8x32 = avx512_kernel::<8, 2> on "avx512f";
+        /// [`avx512_8x32`]'s half: 8 accumulators, one B load and eight broadcasts per k.
+        avx512_8x16 = avx512_kernel::<8, 1> on "avx512f";
+        /// 14 rows x 32 columns: 28 zmm accumulators, two B loads and fourteen broadcasts per k.
+        /// Fewer loads per multiply-add than 8x32: 234-240 GFLOP/s alone where 8x32 ran at
+        /// 220-241 (C replicas, alternated); for A operands packed at run time, whose panels can
+        /// be any height (3136, 784 and 196 pixels are multiples of 14).
+        avx512_14x32 = avx512_kernel::<14, 2> on "avx512f";
+        /// [`avx512_14x32`]'s half.
+        avx512_14x16 = avx512_kernel::<14, 1> on "avx512f";
+        /// 6 rows x 16 columns: 12 ymm accumulators, two B loads and six broadcasts per k.
+        avx2_6x16 = avx2_6xv::<2> on "avx2,fma";
+        /// [`avx2_6x16`]'s half.
+        avx2_6x8 = avx2_6xv::<1> on "avx2,fma";
     }
 
-    /// [`avx512_8x32`]'s half: 8 accumulators, one B load and eight broadcasts per k.
-    ///
-    /// # Safety
-    /// See [`super::Micro::half`]; needs AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512_8x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        unsafe { avx512_8xv::<1>(kc, a, b, c, ldc, accumulate) }
-    }
-
-    /// 8 rows by the first `V` vectors of 16 of a 32-column B panel.
+    /// `MR` rows by the first `V` vectors of 16 of a 32-column B panel.
     ///
     /// # Safety
     /// See [`super::Micro::run`]; needs AVX-512F.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn avx512_8xv<const V: usize>(
+    unsafe fn avx512_kernel<const MR: usize, const V: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        ahead: Ahead,
     ) {
-        const MR: usize = 8;
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; MR];
             let (mut a, mut b) = (a, b);
@@ -141,11 +213,16 @@ mod x86 {
                     }
                 }
             };
-            for _ in 0..kc / 2 {
+            for s in 0..kc / 2 {
                 // Constant A panels (a conv's weights) stream from memory on their first use:
                 // ask for them 32 steps ahead (a slice's panels are contiguous), one cache line
                 // per two steps (a prefetch every step cost 5% with A in L2).
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD).cast());
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * MR).cast());
+                if MR > 8 {
+                    // Two steps of more than 8 rows span more than one line.
+                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * MR + 16).cast());
+                }
+                ahead.line(s);
                 step(&mut acc, a, b);
                 step(&mut acc, a.add(MR), b.add(32));
                 a = a.add(2 * MR);
@@ -164,24 +241,6 @@ mod x86 {
         }
     }
 
-    /// 6 rows x 16 columns: 12 ymm accumulators, two B loads and six broadcasts per k.
-    ///
-    /// # Safety
-    /// See [`super::Micro::run`]; needs AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        unsafe { avx2_6xv::<2>(kc, a, b, c, ldc, accumulate) }
-    }
-
-    /// [`avx2_6x16`]'s half.
-    ///
-    /// # Safety
-    /// See [`super::Micro::half`]; needs AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2_6x8(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        unsafe { avx2_6xv::<1>(kc, a, b, c, ldc, accumulate) }
-    }
-
     /// 6 rows by the first `V` vectors of 8 of a 16-column B panel.
     ///
     /// # Safety
@@ -195,12 +254,16 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        ahead: Ahead,
     ) {
         const MR: usize = 6;
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); V]; MR];
             let (mut a, mut b) = (a, b);
-            for _ in 0..kc {
+            for s in 0..kc {
+                if s % 2 == 0 {
+                    ahead.line(s / 2);
+                }
                 let bv: [__m256; V] = std::array::from_fn(|h| _mm256_loadu_ps(b.add(8 * h)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm256_broadcast_ss(&*a.add(r));
@@ -224,35 +287,55 @@ mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
+    use super::Ahead;
     use std::arch::aarch64::*;
 
-    /// 8 rows x 8 columns: 16 q-register accumulators; per k two B loads, two A loads and 16
-    /// lane-indexed FMAs.
+    kernels! {
+        /// 8 rows x 8 columns: 16 q-register accumulators; per k two B loads, two A loads and 16
+        /// lane-indexed FMAs.
+        neon_8x8 = neon_kernel::<2> on "neon";
+        /// [`neon_8x8`]'s half: 8 accumulators over the first 4 columns of 8-column B panels.
+        neon_8x4 = neon_kernel::<1> on "neon";
+    }
+
+    /// 8 rows by the first `V` vectors of 4 of an 8-column B panel. (Prefetching ahead is left to
+    /// the hardware here.)
     ///
     /// # Safety
     /// See [`super::Micro::run`]; needs NEON.
     #[target_feature(enable = "neon")]
-    pub unsafe fn neon_8x8(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+    #[inline]
+    unsafe fn neon_kernel<const V: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        _: Ahead,
+    ) {
         unsafe {
-            let mut acc = [[vdupq_n_f32(0.0); 2]; 8];
+            let mut acc = [[vdupq_n_f32(0.0); V]; 8];
             let (mut a, mut b) = (a, b);
-            macro_rules! row {
-                ($r:expr, $av:expr, $lane:literal, $b0:expr, $b1:expr) => {
-                    acc[$r][0] = vfmaq_laneq_f32::<$lane>(acc[$r][0], $b0, $av);
-                    acc[$r][1] = vfmaq_laneq_f32::<$lane>(acc[$r][1], $b1, $av);
-                };
-            }
             for _ in 0..kc {
-                let (b0, b1) = (vld1q_f32(b), vld1q_f32(b.add(4)));
+                let bv: [float32x4_t; V] = std::array::from_fn(|h| vld1q_f32(b.add(4 * h)));
                 let (a0, a1) = (vld1q_f32(a), vld1q_f32(a.add(4)));
-                row!(0, a0, 0, b0, b1);
-                row!(1, a0, 1, b0, b1);
-                row!(2, a0, 2, b0, b1);
-                row!(3, a0, 3, b0, b1);
-                row!(4, a1, 0, b0, b1);
-                row!(5, a1, 1, b0, b1);
-                row!(6, a1, 2, b0, b1);
-                row!(7, a1, 3, b0, b1);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    for (acc, &bh) in row.iter_mut().zip(&bv) {
+                        // Row r's A value is lane r % 4 of a0 or a1; the loops unroll, so each
+                        // match folds to one lane-indexed FMA.
+                        *acc = match r {
+                            0 => vfmaq_laneq_f32::<0>(*acc, bh, a0),
+                            1 => vfmaq_laneq_f32::<1>(*acc, bh, a0),
+                            2 => vfmaq_laneq_f32::<2>(*acc, bh, a0),
+                            3 => vfmaq_laneq_f32::<3>(*acc, bh, a0),
+                            4 => vfmaq_laneq_f32::<0>(*acc, bh, a1),
+                            5 => vfmaq_laneq_f32::<1>(*acc, bh, a1),
+                            6 => vfmaq_laneq_f32::<2>(*acc, bh, a1),
+                            _ => vfmaq_laneq_f32::<3>(*acc, bh, a1),
+                        };
+                    }
+                }
                 a = a.add(8);
                 b = b.add(8);
             }
@@ -262,37 +345,6 @@ mod neon {
                     let v = if accumulate { vaddq_f32(v, vld1q_f32(p.add(4 * h))) } else { v };
                     vst1q_f32(p.add(4 * h), v);
                 }
-            }
-        }
-    }
-
-    /// [`neon_8x8`]'s half: 8 accumulators over the first 4 columns of 8-column B panels.
-    ///
-    /// # Safety
-    /// See [`super::Micro::half`]; needs NEON.
-    #[target_feature(enable = "neon")]
-    pub unsafe fn neon_8x4(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        unsafe {
-            let mut acc = [vdupq_n_f32(0.0); 8];
-            let (mut a, mut b) = (a, b);
-            for _ in 0..kc {
-                let b0 = vld1q_f32(b);
-                let (a0, a1) = (vld1q_f32(a), vld1q_f32(a.add(4)));
-                acc[0] = vfmaq_laneq_f32::<0>(acc[0], b0, a0);
-                acc[1] = vfmaq_laneq_f32::<1>(acc[1], b0, a0);
-                acc[2] = vfmaq_laneq_f32::<2>(acc[2], b0, a0);
-                acc[3] = vfmaq_laneq_f32::<3>(acc[3], b0, a0);
-                acc[4] = vfmaq_laneq_f32::<0>(acc[4], b0, a1);
-                acc[5] = vfmaq_laneq_f32::<1>(acc[5], b0, a1);
-                acc[6] = vfmaq_laneq_f32::<2>(acc[6], b0, a1);
-                acc[7] = vfmaq_laneq_f32::<3>(acc[7], b0, a1);
-                a = a.add(8);
-                b = b.add(8);
-            }
-            for (r, &v) in acc.iter().enumerate() {
-                let p = c.add(r * ldc);
-                let v = if accumulate { vaddq_f32(v, vld1q_f32(p)) } else { v };
-                vst1q_f32(p, v);
             }
         }
     }

@@ -12,7 +12,7 @@
 
 mod micro;
 
-pub use micro::{micro_for, Micro};
+pub use micro::{micro_for, Ahead, Micro};
 
 use super::activation::{Activation, ActivationExt};
 use super::chunks::{ChunkBuf, Scratch};
@@ -58,6 +58,10 @@ const MC: usize = 384;
 const EPILOGUE_COLS: usize = 256;
 /// Columns of one task's tile.
 const NC: usize = 512;
+/// Floats from which an operand packed per run is asked for ahead of its packing ([`Ahead`]):
+/// smaller ones (a transformer's activations at sequence 128) stay in L2 between products,
+/// where asking again only costs the kernels time.
+const AHEAD_FROM: usize = 1 << 18;
 
 /// A strided f32 matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -76,6 +80,11 @@ impl MatRef<'_> {
     pub fn transposed(data: &[f32], cols: usize) -> MatRef<'_> {
         MatRef { data, rs: 1, cs: cols }
     }
+
+    /// The same matrix transposed.
+    fn t(&self) -> MatRef<'_> {
+        MatRef { data: self.data, rs: self.cs, cs: self.rs }
+    }
 }
 
 /// Something that can write B panels: k-major, `nr` columns from column `n0`, rows `k0..k0+kc`,
@@ -83,6 +92,54 @@ impl MatRef<'_> {
 /// (an implicit im2col) instead of building the column matrix.
 pub trait PackB: Sync {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize, out: &mut [f32]);
+
+    /// What [`pack_b`](Self::pack_b) with the same arguments reads, when that is a block of
+    /// rows: the micro-kernels ask for it while the panel before runs. `None` when not known.
+    fn source_rows(&self, _k0: usize, _kc: usize, _n0: usize, _nr: usize, _n: usize) -> Option<Rows> {
+        None
+    }
+}
+
+/// A block of memory that packing reads: `rows` runs of `width` floats, `stride` floats apart.
+#[derive(Clone, Copy)]
+pub struct Rows {
+    pub first: *const f32,
+    pub stride: usize,
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl Rows {
+    /// Where packing panel (k0, kc, n0) of a matrix reads, for a row-major (or transposed
+    /// row-major) one.
+    fn of(m: &MatRef, k0: usize, kc: usize, n0: usize, cols: usize) -> Option<Rows> {
+        let first = m.data.as_ptr().wrapping_add(k0 * m.rs + n0 * m.cs);
+        if m.cs == 1 {
+            Some(Rows { first, stride: m.rs, rows: kc, width: cols })
+        } else if m.rs == 1 {
+            Some(Rows { first, stride: m.cs, rows: cols, width: kc })
+        } else {
+            None
+        }
+    }
+
+    /// Micro-kernel call `i`'s share of the block's cache lines, when each call asks for at most
+    /// `most`: one line of each of a run of rows per call (rows then lines), none past the block.
+    fn share(&self, i: usize, most: usize) -> Ahead {
+        const LINE: usize = 16;
+        let skew = (self.first as usize / std::mem::size_of::<f32>()) % LINE;
+        // Rows a whole number of lines apart start at the same place in their lines; others
+        // may reach one line further past the first row's span.
+        let lines = (skew + self.width).div_ceil(LINE) + usize::from(!self.stride.is_multiple_of(LINE));
+        let most = most.max(1);
+        let chunks = self.rows.div_ceil(most);
+        if self.width == 0 || i >= lines * chunks {
+            return Ahead::NONE;
+        }
+        let (line, start) = (i / chunks, (i % chunks) * most);
+        let at = self.first.wrapping_sub(skew).wrapping_add(start * self.stride + line * LINE);
+        Ahead { at, stride: self.stride, count: most.min(self.rows - start) }
+    }
 }
 
 impl PackB for MatRef<'_> {
@@ -100,19 +157,31 @@ impl PackB for MatRef<'_> {
             row[valid..].fill(0.0);
         }
     }
+
+    fn source_rows(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize) -> Option<Rows> {
+        Rows::of(self, k0, kc, n0, nr.min(n - n0))
+    }
 }
 
 /// Writes one A panel: `mr` rows from row `m0` (zero past `m`), columns `k0..k0+kc`, k-major.
 fn pack_a(a: &MatRef, m0: usize, mr: usize, m: usize, k0: usize, kc: usize, out: &mut [f32]) {
     let valid = mr.min(m - m0);
     #[cfg(target_arch = "x86_64")]
-    if mr == 8 && valid == 8 && a.cs == 1 && std::arch::is_x86_feature_detected!("avx2") {
-        // Eight whole contiguous rows (a MatMul's activations): 8x8 blocks transposed in
-        // registers, where the strided loop below moved one float at a time (7% of a MiniLM).
+    if (8..=16).contains(&mr) && valid == mr && a.cs == 1 && std::arch::is_x86_feature_detected!("avx2") {
+        // Whole contiguous rows (a MatMul's activations): 8x8 blocks transposed in registers,
+        // where the strided loop below moved one float at a time (7% of a MiniLM). Rows past 8
+        // come from a second pass over the last 8 rows, which writes rows 6 and 7 of a 14-row
+        // panel again with the same values.
         let base = m0 * a.rs + k0;
-        assert!(a.data.len() >= base + 7 * a.rs + kc && out.len() >= 8 * kc, "A panel outside A");
-        // SAFETY: AVX2 was detected; the assert bounds every row read and the panel written.
-        unsafe { x86_pack::pack_a8(a.data[base..].as_ptr(), a.rs, kc, out.as_mut_ptr()) };
+        assert!(a.data.len() >= base + (mr - 1) * a.rs + kc && out.len() >= mr * kc, "A panel outside A");
+        let firsts = [0, mr - 8];
+        for &first in &firsts[..if mr > 8 { 2 } else { 1 }] {
+            // SAFETY: AVX2 was detected; the assert bounds every row read and the panel written
+            // (8 of its mr lanes from `first` per k).
+            unsafe {
+                x86_pack::pack_a8(a.data[base + first * a.rs..].as_ptr(), a.rs, kc, out.as_mut_ptr().add(first), mr)
+            };
+        }
         return;
     }
     for r in 0..mr {
@@ -133,12 +202,13 @@ fn pack_a(a: &MatRef, m0: usize, mr: usize, m: usize, k0: usize, kc: usize, out:
 mod x86_pack {
     use std::arch::x86_64::*;
 
-    /// Packs 8 rows (`rs` apart, `kc` floats each from `a`) k-major into `out` (8 x kc floats).
+    /// Packs 8 rows (`rs` apart, `kc` floats each from `a`) k-major into `out`, the 8 values of
+    /// step k at `out + k * step`.
     ///
     /// # Safety
-    /// Needs AVX2; `a` holds 7 * rs + kc floats and `out` 8 * kc.
+    /// Needs AVX2; `a` holds 7 * rs + kc floats and `out` (kc - 1) * step + 8.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn pack_a8(a: *const f32, rs: usize, kc: usize, out: *mut f32) {
+    pub unsafe fn pack_a8(a: *const f32, rs: usize, kc: usize, out: *mut f32, step: usize) {
         unsafe {
             let mut k = 0;
             while k + 8 <= kc {
@@ -160,20 +230,20 @@ mod x86_pack {
                 let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
                 let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
                 let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                let o = out.add(k * 8);
+                let o = out.add(k * step);
                 _mm256_storeu_ps(o, _mm256_permute2f128_ps::<0x20>(u0, u4));
-                _mm256_storeu_ps(o.add(8), _mm256_permute2f128_ps::<0x20>(u1, u5));
-                _mm256_storeu_ps(o.add(16), _mm256_permute2f128_ps::<0x20>(u2, u6));
-                _mm256_storeu_ps(o.add(24), _mm256_permute2f128_ps::<0x20>(u3, u7));
-                _mm256_storeu_ps(o.add(32), _mm256_permute2f128_ps::<0x31>(u0, u4));
-                _mm256_storeu_ps(o.add(40), _mm256_permute2f128_ps::<0x31>(u1, u5));
-                _mm256_storeu_ps(o.add(48), _mm256_permute2f128_ps::<0x31>(u2, u6));
-                _mm256_storeu_ps(o.add(56), _mm256_permute2f128_ps::<0x31>(u3, u7));
+                _mm256_storeu_ps(o.add(step), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                _mm256_storeu_ps(o.add(2 * step), _mm256_permute2f128_ps::<0x20>(u2, u6));
+                _mm256_storeu_ps(o.add(3 * step), _mm256_permute2f128_ps::<0x20>(u3, u7));
+                _mm256_storeu_ps(o.add(4 * step), _mm256_permute2f128_ps::<0x31>(u0, u4));
+                _mm256_storeu_ps(o.add(5 * step), _mm256_permute2f128_ps::<0x31>(u1, u5));
+                _mm256_storeu_ps(o.add(6 * step), _mm256_permute2f128_ps::<0x31>(u2, u6));
+                _mm256_storeu_ps(o.add(7 * step), _mm256_permute2f128_ps::<0x31>(u3, u7));
                 k += 8;
             }
             for k in k..kc {
                 for r in 0..8 {
-                    *out.add(k * 8 + r) = *a.add(r * rs + k);
+                    *out.add(k * step + r) = *a.add(r * rs + k);
                 }
             }
         }
@@ -413,13 +483,15 @@ pub fn run_batch<'a>(
     if m == 0 || n == 0 {
         return;
     }
+    let plain_a = matches!(shape.a, Lhs::Plain(_));
+    let micro = &micro_for_lhs(micro, &shape.a, m);
     assert!(c.len() >= (count - 1) * c_stride + (m - 1) * ldc + n, "C is too small for the product");
     let work = count.saturating_mul(m).saturating_mul(n).saturating_mul(shape.k.max(1));
     let serial = pool.threads() == 1 || work < MIN_PARALLEL_WORK;
     let (mt, nt) = if serial {
         (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr)
     } else {
-        let packs = Packs { a: matches!(shape.a, Lhs::Plain(_)), b: shape.b.source().is_some() };
+        let packs = Packs { a: plain_a, b: shape.b.source().is_some() };
         split(micro, count, m, n, shape.k, pool.threads(), packs)
     };
     let (tm, tn) = (m.div_ceil(mt), n.div_ceil(nt));
@@ -428,6 +500,7 @@ pub fn run_batch<'a>(
         let (i, rest) = (t / (tm * tn), t % (tm * tn));
         let (m0, n0) = ((rest / tn) * mt, (rest % tn) * nt);
         let p = problem(i);
+        assert_eq!(matches!(p.a, Lhs::Plain(_)), plain_a, "the products of one batch differ in their A operands");
         let cp = cptr;
         // SAFETY: each task writes only its own tile of its own product's C.
         let c_tile = unsafe { cp.0.add(i * c_stride + m0 * ldc + n0) };
@@ -437,6 +510,16 @@ pub fn run_batch<'a>(
         (0..count * tm * tn).for_each(run_tile);
     } else {
         pool.parallel_for(count * tm * tn, &run_tile);
+    }
+}
+
+/// The micro-kernel a product of `m` rows with left operand `a` runs: [`Micro::for_plain_a`] for
+/// an A packed at run time, `micro` (whose panels the prepacked operands hold) otherwise.
+fn micro_for_lhs(micro: &Micro, a: &Lhs, m: usize) -> Micro {
+    if matches!(a, Lhs::Plain(_)) {
+        micro.for_plain_a(m)
+    } else {
+        *micro
     }
 }
 
@@ -522,6 +605,7 @@ pub fn run_serial(micro: &Micro, p: &Problem, c: &mut [f32], ldc: usize) {
 /// column 0: for kernels that split a product's columns (a conv's output channels) over their
 /// own tasks. `cols.start` must be a multiple of the micro-kernel's NR (a whole B panel).
 pub fn run_serial_columns(micro: &Micro, p: &Problem, cols: std::ops::Range<usize>, c: &mut [f32], ldc: usize) {
+    let micro = &micro_for_lhs(micro, &p.a, p.m);
     let cols = cols.start..cols.end.min(p.n);
     if p.m == 0 || cols.is_empty() {
         return;
@@ -592,7 +676,25 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                 }
             }
             let accumulate = k0 > 0;
+            // What is packed next, asked for while this slice's products run: the next slice
+            // of a plain A (spread over all the slice's kernels), the next B panel (over one
+            // panel's kernels).
+            let next_kc = kc_max.min(p.k - (k0 + kc).min(p.k));
+            let a_next = match &p.a {
+                Lhs::Plain(a) if next_kc > 0 && p.m * p.k >= AHEAD_FROM => Rows::of(&a.t(), k0 + kc, next_kc, m0, mc),
+                _ => None,
+            };
+            let src = p.b.source().filter(|_| p.k * p.n >= AHEAD_FROM);
             for j in 0..np {
+                let b_next = src.and_then(|s| {
+                    if j + 1 < np {
+                        s.source_rows(k0, kc, n0 + (j + 1) * nr, nr, p.n)
+                    } else if next_kc > 0 {
+                        s.source_rows(k0 + kc, next_kc, n0, nr, p.n)
+                    } else {
+                        None
+                    }
+                });
                 // A B panel is packed just before the A panels stream past it, so it is in L1.
                 let bp = match &p.b {
                     Rhs::Packed(b) => b.panel((n0 / nr) + j, k0, kc),
@@ -618,18 +720,23 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         Lhs::Plain(_) => &abuf[i * mr * kc..(i + 1) * mr * kc],
                         Lhs::Panels(a) => a.panel((m0 / mr) + i, mr, k0, kc),
                     };
+                    let ahead = match (b_next, a_next) {
+                        (Some(b), _) => b.share(i, kc / 2),
+                        (None, Some(a)) => a.share(j * mp + i, kc / 2),
+                        (None, None) => Ahead::NONE,
+                    };
                     let rows = mr.min(mc - i * mr);
                     // SAFETY: (i, j) is inside this task's tile.
                     let cb = unsafe { c.add(i * mr * ldc + j * nr) };
                     if rows == mr && cols == nr {
                         // SAFETY: full panels and a full block of C; the ISA was checked at selection.
-                        unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), cb, ldc, accumulate) };
+                        unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), cb, ldc, accumulate, ahead) };
                     } else {
                         // A partial block goes through a full-size buffer; one of at most half
                         // the columns is computed at half the cost.
                         let run = if cols <= nr / 2 { micro.half } else { micro.run };
                         // SAFETY: full panels; the buffer holds mr rows of nr floats.
-                        unsafe { run(kc, ap.as_ptr(), bp.as_ptr(), edge.as_mut_ptr(), nr, false) };
+                        unsafe { run(kc, ap.as_ptr(), bp.as_ptr(), edge.as_mut_ptr(), nr, false, ahead) };
                         for r in 0..rows {
                             let dst = unsafe { std::slice::from_raw_parts_mut(cb.add(r * ldc), cols) };
                             let src = &edge[r * nr..r * nr + cols];

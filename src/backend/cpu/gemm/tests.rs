@@ -40,6 +40,7 @@ fn products_match_the_triple_loop_on_every_isa() {
         (5, 9, 0),
         (9, 48, 11),
         (10, 49, 5),
+        (28, 70, 400),
     ];
     // On aarch64 (tests/aarch64.sh runs this under qemu) the NEON kernel must be among those tested.
     #[cfg(target_arch = "aarch64")]
@@ -244,4 +245,28 @@ fn a_column_range_writes_those_columns_alone() {
             }
         }
     }
+}
+
+#[test]
+fn prefetch_shares_cover_every_line_of_a_block() {
+    // A block of 37 rows of 40 floats, 100 floats apart, starting 3 floats into a line: 3 lines
+    // from the first row's start, and one more for rows that start further into theirs. Shares
+    // of at most 16 rows: 3 runs of rows per line, 12 shares, then none.
+    let data = vec![0f32; 4000];
+    let first = data.as_ptr().wrapping_add(16 - (data.as_ptr() as usize / 4) % 16 + 3);
+    let rows = Rows { first, stride: 100, rows: 37, width: 40 };
+    let line_of = |p: *const f32| p as usize / 64;
+    let mut want: Vec<usize> =
+        (0..37).flat_map(|r| (0..40).map(move |j| line_of(first.wrapping_add(r * 100 + j)))).collect();
+    want.dedup();
+    let mut got = vec![];
+    for i in 0..20 {
+        let share = rows.share(i, 16);
+        assert!(share.count <= 16, "share {i} asks for {} lines", share.count);
+        assert_eq!(share.count == 0, i >= 12, "share {i}");
+        got.extend((0..share.count).map(|s| line_of(share.at.wrapping_add(s * share.stride))));
+    }
+    // Every line is asked for, and at most one more per row.
+    assert!(want.iter().all(|l| got.contains(l)), "a line of the block is not asked for");
+    assert!(got.len() <= want.len() + 37, "{} lines asked for, for {}", got.len(), want.len());
 }
