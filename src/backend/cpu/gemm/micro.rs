@@ -19,9 +19,31 @@ pub struct Micro {
     /// `nr / 2` wide): for a last panel of at most that many columns (a 14x14 plane's 196 pixels
     /// leave 4 in the seventh panel of 32), which the full kernel would compute at full cost.
     pub half: Kernel,
+    /// [`run`](Self::run) reading B's `kc` rows of `nr` floats in place, `b_stride` floats apart
+    /// (a row-major operand), and writing them to `copy` as the packed panel: the first of the
+    /// kernels that share a panel packs it while it multiplies, where a packing pass waited on
+    /// its rows first. `None` where the instruction set has no such kernel.
+    ///
+    /// # Safety
+    /// As [`run`](Self::run), with `b` valid for `kc` rows of `nr` floats `b_stride` apart and
+    /// `copy` for `kc * nr` floats not overlapping them.
+    pub copying: Option<CopyingKernel>,
     /// The instruction set the kernels use.
     pub isa: Isa,
 }
+
+/// A copying micro-kernel's signature; see [`Micro::copying`].
+pub type CopyingKernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    b_stride: usize,
+    copy: *mut f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    ahead: Ahead,
+);
 
 /// A micro-kernel's signature; see [`Micro::run`].
 pub type Kernel =
@@ -66,12 +88,19 @@ impl std::fmt::Debug for Micro {
 pub fn micro_for(isa: Isa) -> Micro {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Micro { mr: 8, nr: 32, run: x86::avx512_8x32, half: x86::avx512_8x16, isa },
+        Isa::Avx512 => Micro {
+            mr: 8,
+            nr: 32,
+            run: x86::avx512_8x32,
+            half: x86::avx512_8x16,
+            copying: Some(x86::avx512_8x32_copying),
+            isa,
+        },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Micro { mr: 6, nr: 16, run: x86::avx2_6x16, half: x86::avx2_6x8, isa },
+        Isa::Avx2 => Micro { mr: 6, nr: 16, run: x86::avx2_6x16, half: x86::avx2_6x8, copying: None, isa },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => Micro { mr: 8, nr: 8, run: neon::neon_8x8, half: neon::neon_8x4, isa },
-        _ => Micro { mr: 4, nr: 16, run: portable_4x16, half: portable_4x8, isa },
+        Isa::Neon => Micro { mr: 8, nr: 8, run: neon::neon_8x8, half: neon::neon_8x4, copying: None, isa },
+        _ => Micro { mr: 4, nr: 16, run: portable_4x16, half: portable_4x8, copying: None, isa },
     }
 }
 
@@ -84,9 +113,13 @@ impl Micro {
     pub fn for_plain_a(&self, m: usize) -> Micro {
         match self.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if self.nr == 32 && m.div_ceil(14) * 14 * 100 <= m.div_ceil(8) * 8 * 105 => {
-                Micro { mr: 14, run: x86::avx512_14x32, half: x86::avx512_14x16, ..*self }
-            }
+            Isa::Avx512 if self.nr == 32 && m.div_ceil(14) * 14 * 100 <= m.div_ceil(8) * 8 * 105 => Micro {
+                mr: 14,
+                run: x86::avx512_14x32,
+                half: x86::avx512_14x16,
+                copying: Some(x86::avx512_14x32_copying),
+                ..*self
+            },
             _ => {
                 let _ = m;
                 *self
@@ -158,6 +191,22 @@ macro_rules! kernels {
             unsafe { $generic::<$($param),*>(kc, a, b, c, ldc, accumulate, ahead) }
         }
     )*};
+    // Of [`CopyingKernel`]'s signature.
+    (copying: $($(#[$doc:meta])* $name:ident = $generic:ident::<$($param:literal),*> on $features:literal;)*) => {$(
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// See [`Micro::copying`](super::Micro::copying); needs the instruction sets named by
+        /// `target_feature`.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn $name(
+            kc: usize, a: *const f32, b: *const f32, b_stride: usize, copy: *mut f32, c: *mut f32, ldc: usize,
+            accumulate: bool, ahead: Ahead,
+        ) {
+            unsafe { $generic::<$($param),*>(kc, a, b, b_stride, copy, c, ldc, accumulate, ahead) }
+        }
+    )*};
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -201,11 +250,46 @@ mod x86 {
         accumulate: bool,
         ahead: Ahead,
     ) {
+        unsafe { avx512_body::<MR, V, false>(kc, a, b, 32, std::ptr::null_mut(), c, ldc, accumulate, ahead) }
+    }
+
+    kernels! {
+        copying:
+        /// 8 rows x 32 columns reading B in place (rows `b_stride` apart), packing it into `copy`.
+        avx512_8x32_copying = avx512_body::<8, 2, true> on "avx512f";
+        /// 14 rows x 32 columns reading B in place, packing it into `copy`.
+        avx512_14x32_copying = avx512_body::<14, 2, true> on "avx512f";
+    }
+
+    /// The AVX-512 kernels' body: B's rows of step k at `b + k * b_stride`, written to
+    /// `copy + 32 * k` as they are loaded when `COPY`.
+    ///
+    /// # Safety
+    /// See [`super::Micro::copying`] (`copy` unused without `COPY`); needs AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx512_body<const MR: usize, const V: usize, const COPY: bool>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        b_stride: usize,
+        copy: *mut f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        ahead: Ahead,
+    ) {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; MR];
-            let (mut a, mut b) = (a, b);
-            let step = |acc: &mut [[__m512; V]; MR], a: *const f32, b: *const f32| {
+            let (mut a, mut b, mut copy) = (a, b, copy);
+            let step = |acc: &mut [[__m512; V]; MR], a: *const f32, b: *const f32, copy: *mut f32| {
                 let bv: [__m512; V] = std::array::from_fn(|h| _mm512_loadu_ps(b.add(16 * h)));
+                if COPY {
+                    for (h, &v) in bv.iter().enumerate() {
+                        _mm512_storeu_ps(copy.add(16 * h), v);
+                    }
+                }
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*a.add(r));
                     for (acc, &bh) in row.iter_mut().zip(&bv) {
@@ -223,13 +307,14 @@ mod x86 {
                     _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * MR + 16).cast());
                 }
                 ahead.line(s);
-                step(&mut acc, a, b);
-                step(&mut acc, a.add(MR), b.add(32));
+                step(&mut acc, a, b, copy);
+                step(&mut acc, a.add(MR), b.add(b_stride), copy.wrapping_add(32));
                 a = a.add(2 * MR);
-                b = b.add(64);
+                b = b.add(2 * b_stride);
+                copy = copy.wrapping_add(64);
             }
             if kc % 2 == 1 {
-                step(&mut acc, a, b);
+                step(&mut acc, a, b, copy);
             }
             for (r, row) in acc.iter().enumerate() {
                 let p = c.add(r * ldc);

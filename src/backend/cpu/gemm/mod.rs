@@ -12,7 +12,7 @@
 
 mod micro;
 
-pub use micro::{micro_for, Ahead, Micro};
+pub use micro::{micro_for, Ahead, CopyingKernel, Kernel, Micro};
 
 use super::activation::{Activation, ActivationExt};
 use super::chunks::{ChunkBuf, Scratch};
@@ -98,6 +98,13 @@ pub trait PackB: Sync {
     fn source_rows(&self, _k0: usize, _kc: usize, _n0: usize, _nr: usize, _n: usize) -> Option<Rows> {
         None
     }
+
+    /// Where panel (k0, kc, n0) of `nr` columns lies in place, when its `kc` rows are `nr`
+    /// consecutive floats each (so packing it is a plain copy): the first row and the stride
+    /// between rows, in floats. `None` otherwise (then [`pack_b`](Self::pack_b) packs it).
+    fn panel_in_place(&self, _k0: usize, _kc: usize, _n0: usize, _nr: usize, _n: usize) -> Option<(*const f32, usize)> {
+        None
+    }
 }
 
 /// A block of memory that packing reads: `rows` runs of `width` floats, `stride` floats apart.
@@ -160,6 +167,12 @@ impl PackB for MatRef<'_> {
 
     fn source_rows(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize) -> Option<Rows> {
         Rows::of(self, k0, kc, n0, nr.min(n - n0))
+    }
+
+    fn panel_in_place(&self, k0: usize, kc: usize, n0: usize, nr: usize, n: usize) -> Option<(*const f32, usize)> {
+        let first = k0 * self.rs + n0;
+        let inside = kc > 0 && n0 + nr <= n && first + (kc - 1) * self.rs + nr <= self.data.len();
+        (self.cs == 1 && inside).then(|| (self.data[first..].as_ptr(), self.rs))
     }
 }
 
@@ -695,13 +708,19 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         None
                     }
                 });
-                // A B panel is packed just before the A panels stream past it, so it is in L1.
-                let bp = match &p.b {
-                    Rhs::Packed(b) => b.panel((n0 / nr) + j, k0, kc),
+                // A B panel is packed just before the A panels stream past it, so it is in L1;
+                // or, when its rows lie in place in a row-major operand and a copying kernel
+                // exists, by the first of those kernels as it multiplies (`in_place`).
+                let mut in_place = None;
+                let bp: *mut f32 = match &p.b {
+                    Rhs::Packed(b) => b.panel((n0 / nr) + j, k0, kc).as_ptr().cast_mut(),
                     Rhs::Plain(_) | Rhs::Source(_) => {
-                        let src = p.b.source().expect("an unpacked operand");
-                        src.pack_b(k0, kc, n0 + j * nr, nr, p.n, &mut bbuf[..nr * kc]);
-                        &bbuf[..nr * kc]
+                        let source = p.b.source().expect("an unpacked operand");
+                        in_place = micro.copying.zip(source.panel_in_place(k0, kc, n0 + j * nr, nr, p.n));
+                        if in_place.is_none() {
+                            source.pack_b(k0, kc, n0 + j * nr, nr, p.n, &mut bbuf[..nr * kc]);
+                        }
+                        bbuf[..nr * kc].as_mut_ptr()
                     }
                 };
                 let cols = nr.min(nc - j * nr);
@@ -726,17 +745,26 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         (None, None) => Ahead::NONE,
                     };
                     let rows = mr.min(mc - i * mr);
+                    // SAFETY (every call): full panels (the packed B panel in `bp` written by the
+                    // first kernel when in place, whose rows `panel_in_place` bounds), C valid for
+                    // mr rows of nr floats at `ldc`; the ISA was checked at selection.
+                    let block = |run: Kernel, c: *mut f32, ldc: usize, accumulate: bool| unsafe {
+                        match in_place {
+                            Some((copying, (at, stride))) if i == 0 => {
+                                copying(kc, ap.as_ptr(), at, stride, bp, c, ldc, accumulate, ahead)
+                            }
+                            _ => run(kc, ap.as_ptr(), bp, c, ldc, accumulate, ahead),
+                        }
+                    };
                     // SAFETY: (i, j) is inside this task's tile.
                     let cb = unsafe { c.add(i * mr * ldc + j * nr) };
                     if rows == mr && cols == nr {
-                        // SAFETY: full panels and a full block of C; the ISA was checked at selection.
-                        unsafe { (micro.run)(kc, ap.as_ptr(), bp.as_ptr(), cb, ldc, accumulate, ahead) };
+                        block(micro.run, cb, ldc, accumulate);
                     } else {
                         // A partial block goes through a full-size buffer; one of at most half
                         // the columns is computed at half the cost.
                         let run = if cols <= nr / 2 { micro.half } else { micro.run };
-                        // SAFETY: full panels; the buffer holds mr rows of nr floats.
-                        unsafe { run(kc, ap.as_ptr(), bp.as_ptr(), edge.as_mut_ptr(), nr, false, ahead) };
+                        block(run, edge.as_mut_ptr(), nr, false);
                         for r in 0..rows {
                             let dst = unsafe { std::slice::from_raw_parts_mut(cb.add(r * ldc), cols) };
                             let src = &edge[r * nr..r * nr + cols];
