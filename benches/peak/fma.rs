@@ -56,7 +56,7 @@ impl Kernel {
     }
 
     /// Runs `iters` rounds of the chains on one thread; returns the flops done.
-    fn flops(self, iters: u64) -> f64 {
+    pub fn flops(self, iters: u64) -> f64 {
         let (lanes, sum) = match self {
             // SAFETY: `available` lists these kernels only after detecting their target features.
             #[cfg(target_arch = "x86_64")]
