@@ -1,5 +1,5 @@
 //! Direct convolution with the output channels along the vector lanes: ResNet's convolutions on
-//! small planes (3x3 at 14x14 and 7x7, 1x1 over many channels), where the GEMM loses.
+//! small planes (3x3 at 28x28, 14x14 and 7x7), where the GEMM and Winograd lose.
 //!
 //! The GEMM puts the pixels along its 32-wide side and packs the image into panels per run: at
 //! 196 or 49 pixels the packing (a gather per element of a 9x larger column matrix) costs about
@@ -38,11 +38,15 @@ pub fn available() -> bool {
 /// (per image) in rows `width` wide runs faster here than as a GEMM or by Winograd. Measured on
 /// ResNet-50 on Sapphire Rapids, whole model, 1 and 2 threads: its 3x3 convs at 14x14 and 7x7
 /// went from 2.6 ms (Winograd, whose 4x larger weights stream from memory) and 3.5 ms (GEMM) to
-/// 1.6 and 2.3 ms. The GEMM keeps 1x1 convs (few products per output: the transposed writes
-/// cost too much) and large planes (its packing is amortised over long panels); rows narrower
-/// than 7 leave too few accumulators busy.
+/// 1.6 and 2.3 ms. At 28x28 too, where Winograd streams 2.4 MB of weights a layer against 0.6
+/// MB here and slowed down more than this kernel when another process shared the L3 (ResNet-50's
+/// 128-channel layers: 1.6-1.9 against 1.4-1.5 ms; the whole model 2% faster at 1 and 2 threads,
+/// YOLOv8n 1-1.5%); at 40x40 and 56x56, Winograd's fewer multiplies win (YOLOv8n 8% slower, all
+/// 3x3 layers up to 40x40 direct). The GEMM keeps 1x1 convs (few products per output: the
+/// transposed writes cost too much) and large planes (its packing is amortised over long
+/// panels); rows narrower than 7 leave too few accumulators busy.
 pub fn wins(c: usize, taps: usize, pixels: usize, width: usize) -> bool {
-    available() && taps > 1 && c * taps >= 128 && pixels <= 14 * 14 && width >= 7
+    available() && taps > 1 && c * taps >= 128 && pixels <= 28 * 28 && width >= 7
 }
 
 /// The weights of an M x C x KH x KW convolution (one group), per block of 32 output channels:

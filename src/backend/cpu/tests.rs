@@ -111,9 +111,10 @@ pub(super) fn check_outputs(name: &str, op: Arc<dyn Op>, inputs: Vec<In>, output
             let (g, w) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
             let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
             // Winograd's transforms multiply by up to 8 and divide by 24 on the way, so its rounding
-            // error is about 10x the direct sum's (still far inside the conformance and
-            // onnxruntime comparisons' 1e-3 relative bound).
-            let bound = if kernel == "conv-winograd" { 1e-4 } else { 1e-5 };
+            // error is 10-20x the direct sum's: 1.4e-4 at worst over 200 channels and 26,000
+            // outputs (still far inside the conformance and onnxruntime comparisons' 1e-3
+            // relative bound).
+            let bound = if kernel == "conv-winograd" { 2e-4 } else { 1e-5 };
             for (i, (a, b)) in g.iter().zip(w).enumerate() {
                 let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= bound * scale + bound * b.abs();
                 assert!(same, "{name} ({kernel}) element {i}: {a} vs {b}");
@@ -219,12 +220,13 @@ fn convolutions_match_the_reference() {
         // Past the GEMM's blocking: k in two slices, an output plane over several column tiles and
         // epilogue groups with a ragged end, channels not a multiple of the micro-kernel's rows.
         ("large plane", [1, 24, 23, 37], [12, 24, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
-        // 3x3 stride 1 with enough channels and tiles: Winograd. Planes not a multiple of the
-        // 4x4 tile, two images, asymmetric padding, k past one GEMM slice, several tile blocks.
-        ("winograd", [2, 16, 13, 18], [24, 16, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-winograd"),
+        // 3x3 stride 1 with enough channels and tiles, on planes past the direct kernel's 28x28:
+        // Winograd. Planes not a multiple of the 4x4 tile, two images, asymmetric padding, k
+        // past one GEMM slice, several tile blocks.
+        ("winograd", [2, 16, 29, 30], [24, 16, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-winograd"),
         (
             "winograd asymmetric pads",
-            [1, 20, 17, 15],
+            [1, 20, 33, 31],
             [17, 20, 3, 3],
             vec![("pads", ints(&[0, 2, 1, 0]))],
             false,
@@ -232,7 +234,7 @@ fn convolutions_match_the_reference() {
         ),
         (
             "winograd deep",
-            [1, 200, 16, 16],
+            [1, 200, 28, 29],
             [32, 200, 3, 3],
             vec![("pads", ints(&[1, 1, 1, 1]))],
             true,
@@ -288,7 +290,7 @@ fn convolutions_match_the_reference() {
         ),
         // Wide strided convolutions over more channels (YOLO's downsampling convs): the stem
         // kernel too; odd channel counts, two images, asymmetric padding, a ragged last vector
-        // (planes past the direct kernel's 196 pixels, so that with a residual the GEMM runs).
+        // (with a residual, the direct kernel on planes up to its 28x28, else the GEMM).
         (
             "wide stride 2",
             [2, 17, 23, 90],
@@ -311,6 +313,8 @@ fn convolutions_match_the_reference() {
         // Small planes over many channels and taps: the direct kernel (conv_direct.rs), with
         // channels no multiple of its 32-lane blocks and rows longer than its 14-pixel tiles.
         ("direct 3x3", [2, 17, 9, 11], [37, 17, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, direct),
+        // Up to 28x28: rows of two full register tiles and a ragged one (29 = 14 + 14 + 1).
+        ("direct 3x3 wide rows", [1, 16, 27, 29], [40, 16, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, direct),
         (
             "direct stride 2 dilation 2",
             [1, 16, 24, 31],
@@ -362,8 +366,14 @@ fn convolutions_match_the_reference() {
             inputs.push(if bias { In::Const(tensor(seed + 2, &[ws[0]])) } else { In::Absent });
             inputs.push(In::Fed(tensor(seed + 3, &out)));
             let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
-            // The stem kernel adds no residual: the GEMM's.
-            let kernel = if kernel == "conv-stem" { "conv-gemm" } else { kernel };
+            // The stem kernel adds no residual: the direct kernel's where it wins, else the GEMM's.
+            let taps = ws[2] * ws[3];
+            let direct = super::conv_direct::wins(ws[1], taps, out[2] * out[3], out[3]);
+            let kernel = match kernel {
+                "conv-stem" if direct => "conv-direct",
+                "conv-stem" => "conv-gemm",
+                other => other,
+            };
             assert_eq!(check(name, fused, inputs), kernel, "{name} with a residual");
         }
     }
@@ -884,7 +894,9 @@ fn work_split_over_the_pool_matches_the_reference() {
     assert_eq!(check("split depthwise", dw, inputs), "conv-depthwise");
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1006, &[1, 16, 20, 20])), In::Const(tensor(1007, &[24, 16, 3, 3]))];
-    assert_eq!(check("split conv", conv, inputs), "conv-winograd");
+    // A 20x20 plane: the direct kernel where AVX-512 is, Winograd elsewhere.
+    let direct = if super::conv_direct::available() { "conv-direct" } else { "conv-winograd" };
+    assert_eq!(check("split conv", conv, inputs), direct);
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1008, &[1, 32, 40, 40])), In::Const(tensor(1009, &[32, 32, 3, 3]))];
     assert_eq!(check("split winograd blocks", conv, inputs), "conv-winograd");
