@@ -43,6 +43,14 @@ impl Output {
         Tensor::over_part(shape, self.buffer, self.start)
     }
 
+    /// An output over a tensor's elements, which it starts out holding: a dead input the plan
+    /// lets a kernel overwrite ([`crate::backend::Kernel::run_in_place`]). The tensor back where
+    /// its storage is shared or not f32 on the host.
+    pub fn over(t: Tensor) -> std::result::Result<Output, Tensor> {
+        let (buffer, start, len) = t.into_unique_f32_part()?;
+        Ok(Output { buffer, start, len })
+    }
+
     /// The whole pooled buffer, for [`BufferPool::give`] (an output used as scratch).
     pub fn into_buffer(self) -> Vec<f32> {
         self.buffer

@@ -5,7 +5,7 @@
 //! supports it; the CPU takes the rest), kernels prepared, and control-flow bodies optimised and
 //! compiled the same way.
 
-use crate::ir::{Data, DataRef, Graph, GraphExec, Node};
+use crate::ir::{Data, DataRef, Graph, GraphExec, Node, Tensor};
 use crate::Result;
 use std::sync::Arc;
 
@@ -58,6 +58,37 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> Result<Vec<Data>>;
     /// A short name for profiles: which kernel runs the node.
     fn name(&self) -> &'static str;
+    /// The input this kernel can write its first output over (a convolution adding it as a
+    /// skip connection): where that input dies at this node, is read by it once and nothing
+    /// else holds its buffer, the plan calls [`Kernel::run_in_place`] with it instead of `run`,
+    /// which saves a pass over memory for the output's fresh lines.
+    fn in_place_input(&self) -> Option<usize> {
+        None
+    }
+    /// [`Kernel::run`] with input [`Kernel::in_place_input`] handed over as `donated` (its place
+    /// in `inputs` is `None`). By default it runs as lent to `run`, then goes to the buffer pool.
+    fn run_in_place(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>], donated: Tensor) -> Result<Vec<Data>> {
+        run_lent(self, ctx, inputs, donated)
+    }
+}
+
+/// Runs `kernel` with `donated` lent back as its [`Kernel::in_place_input`], then recycles it:
+/// for inputs a kernel cannot write over after all (a shape it does not take in place).
+pub fn run_lent<K: Kernel + ?Sized>(
+    kernel: &K,
+    ctx: &ExecCtx,
+    inputs: &[Option<DataRef>],
+    donated: Tensor,
+) -> Result<Vec<Data>> {
+    let outs = {
+        let mut args = inputs.to_vec();
+        if let Some(slot) = kernel.in_place_input().and_then(|j| args.get_mut(j)) {
+            *slot = Some(DataRef::Tensor(&donated));
+        }
+        kernel.run(ctx, &args)
+    };
+    ctx.buffers.recycle(Data::Tensor(donated));
+    outs
 }
 
 /// What a running kernel may use: the session's worker threads, the plan's recycled buffers

@@ -7,7 +7,7 @@ use super::buffers::BufferPool;
 use super::{compile_subgraph, Backend, ExecCtx, Kernel};
 use crate::error::ResultExt;
 use crate::ir::interp::{bind, computed, last_uses, take_outputs, Slot};
-use crate::ir::{Data, DataRef, Graph, GraphExec};
+use crate::ir::{Data, DataRef, Graph, GraphExec, Tensor};
 use crate::{bail, err, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,11 @@ impl CompiledGraph {
         self.kernels.iter().map(|k| k.name()).zip(self.placed_on.iter().copied()).collect()
     }
 
+    /// Per node: the input its kernel may write over ([`Kernel::in_place_input`]).
+    pub fn in_place_inputs(&self) -> Vec<Option<usize>> {
+        self.kernels.iter().map(|k| k.in_place_input()).collect()
+    }
+
     /// Runs with one value per graph input and one per captured value; returns the graph
     /// outputs in order. With `profile`, each node's time is pushed to it.
     pub fn run(
@@ -89,10 +94,28 @@ impl CompiledGraph {
         let mut slots = bind(g, inputs, captures)?;
         for (i, (node, kernel)) in g.nodes.iter().zip(&self.kernels).enumerate() {
             crate::ir::limits::check_deadline().context(|| node.describe())?;
-            let args: Vec<Option<DataRef>> =
-                node.inputs.iter().map(|inp| inp.map(|v| computed(g, &slots, v)).transpose()).collect::<Result<_>>()?;
+            let donated = self.donation(i, kernel.as_ref(), &mut slots);
+            let given = donated.as_ref().map(|(j, _)| *j);
+            let args: Vec<Option<DataRef>> = node
+                .inputs
+                .iter()
+                .enumerate()
+                .map(
+                    |(j, inp)| {
+                        if Some(j) == given {
+                            Ok(None)
+                        } else {
+                            inp.map(|v| computed(g, &slots, v)).transpose()
+                        }
+                    },
+                )
+                .collect::<Result<_>>()?;
             let start = profile.as_ref().map(|_| Instant::now());
-            let outs = kernel.run(&ctx, &args).context(|| node.describe())?;
+            let outs = match donated {
+                Some((_, t)) => kernel.run_in_place(&ctx, &args, t),
+                None => kernel.run(&ctx, &args),
+            }
+            .context(|| node.describe())?;
             if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
                 let elapsed = start.elapsed();
                 let nested = exec.take_profile();
@@ -126,6 +149,29 @@ impl CompiledGraph {
             }
         }
         take_outputs(g, &mut slots)
+    }
+}
+
+impl CompiledGraph {
+    /// The input node `i`'s kernel may write over ([`Kernel::in_place_input`]), taken out of its
+    /// slot, with its position: only a tensor this run computed, which dies at this node, which
+    /// the node reads once, and whose buffer nothing else shares. Graph inputs and constants are
+    /// never taken (their slots are borrowed or empty), nor graph outputs (they never die).
+    fn donation(&self, i: usize, kernel: &dyn Kernel, slots: &mut [Option<Slot>]) -> Option<(usize, Tensor)> {
+        let node = &self.graph.nodes[i];
+        let j = kernel.in_place_input()?;
+        let v = node.inputs.get(j).copied().flatten()?;
+        let reads = node.inputs.iter().flatten().filter(|&&u| u == v).count();
+        if self.dies_after[v] != i || reads != 1 {
+            return None;
+        }
+        match slots[v].take() {
+            Some(Slot::Owned(Data::Tensor(t))) if t.is_unique_f32() => Some((j, t)),
+            other => {
+                slots[v] = other;
+                None
+            }
+        }
     }
 }
 

@@ -720,6 +720,27 @@ impl Tensor {
         Arc::try_unwrap(self.storage).ok()?.into_data().ok().and_then(T::unwrap)
     }
 
+    /// Whether this is an f32 tensor on the host that nothing else shares the storage of (no
+    /// view, no clone, not lent): one that [`Tensor::into_unique_f32_part`] takes apart.
+    pub fn is_unique_f32(&self) -> bool {
+        self.dtype() == DType::F32
+            && !self.storage.is_borrowed()
+            && self.storage.is_on_host()
+            && Arc::strong_count(&self.storage) == 1
+    }
+
+    /// [`Tensor::into_unique_buffer`] for an f32 tensor, with where its elements lie in the
+    /// buffer (offset, length): for a kernel to write its output over them, in place. The tensor
+    /// back where anything else shares the storage (or it is lent, or only on a device).
+    pub fn into_unique_f32_part(self) -> std::result::Result<(Vec<f32>, usize, usize), Tensor> {
+        if !self.is_unique_f32() {
+            return Err(self);
+        }
+        let (offset, len) = (self.offset, self.len);
+        let buffer = self.into_unique_buffer::<f32>().expect("an f32 tensor with no other owner, checked above");
+        Ok((buffer, offset, len))
+    }
+
     pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
             return Err(self.dtype_error::<T>());

@@ -17,7 +17,8 @@ use super::pool::SharedMut;
 use super::sparse::SparseWeights;
 use super::winograd::{self, Winograd};
 use super::{const_f32, copy_short, f32_input, maybe_f32, Reference};
-use crate::backend::{ExecCtx, Kernel};
+use crate::backend::buffers::Output;
+use crate::backend::{run_lent, ExecCtx, Kernel};
 use crate::ir::tensor::checked_len;
 use crate::ir::{Data, DataRef, Graph, Node, Op, Tensor};
 use crate::ops::conv::Conv;
@@ -195,6 +196,15 @@ impl ConvKernel {
             .expect("a conv")
     }
 
+    /// The output's shape for input `x` (of geometry `geo`).
+    fn out_shape(&self, x: &Tensor, geo: Geometry) -> Vec<usize> {
+        let mut shape = vec![x.shape()[0], self.weights_shape[0], geo.h.output, geo.w.output];
+        if x.rank() == 3 {
+            shape.remove(2);
+        }
+        shape
+    }
+
     /// The run's geometry; a 1-D input (N, C, L) is seen as (N, C, 1, L).
     fn geometry(&self, x: &Tensor) -> Result<Option<Geometry>> {
         let xs = x.shape();
@@ -244,12 +254,9 @@ impl Kernel for ConvKernel {
         let (Some(x), Some(geo)) = (f32_input(inputs, 0), geometry) else {
             return Reference { op: self.op.clone() }.run(ctx, inputs);
         };
-        let [m, _, _, _] = self.weights_shape;
+        let m = self.weights_shape[0];
         let batch = x.shape()[0];
-        let mut out_shape = vec![batch, m, geo.h.output, geo.w.output];
-        if x.rank() == 3 {
-            out_shape.remove(2);
-        }
+        let out_shape = self.out_shape(x, geo);
         let residual = match (self.residual, f32_input(inputs, 3)) {
             (false, _) => None,
             (true, Some(r)) if r.shape() == out_shape => Some(r.as_slice::<f32>()?),
@@ -286,34 +293,85 @@ impl Kernel for ConvKernel {
         } else if self.packed.is_empty() {
             self.depthwise(ctx, x.as_slice::<f32>()?, batch, geo, residual, y);
         } else if (self.pointwise.is_some() || self.sparse.is_some()) && plain_pointwise(&geo) {
-            let (xv, pixels) = (x.as_slice::<f32>()?, geo.h.output * geo.w.output);
-            let [m, k, _, _] = self.weights_shape;
-            for (n, out) in y.chunks_exact_mut(m * pixels).enumerate().take(batch) {
-                let p = Pointwise {
-                    x: &xv[n * k * pixels..(n + 1) * k * pixels],
-                    pixels,
-                    bias: self.bias.as_deref(),
-                    residual: residual.map(|r| &r[n * m * pixels..(n + 1) * m * pixels]),
-                    act: self.act,
-                };
-                match (&self.sparse, &self.pointwise) {
-                    (Some(sp), _) => sp.run(ctx.pool, &p, out),
-                    (_, Some(pw)) => pw.run(ctx.pool, &p, out),
-                    _ => unreachable!("checked above"),
-                }
-            }
+            self.pointwise(ctx, x.as_slice::<f32>()?, batch, geo, residual.map_or(Skip::None, Skip::Add), y);
         } else {
-            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual, y);
+            self.gemm(ctx, x.as_slice::<f32>()?, batch, geo, residual.map_or(Skip::None, Skip::Add), y);
+        }
+        Ok(vec![Data::Tensor(output.into_tensor(out_shape)?)])
+    }
+
+    /// The GEMM and the pointwise kernel write over their skip connection (each output adds
+    /// its own element of it as it is written); the others read it apart from where they write.
+    fn in_place_input(&self) -> Option<usize> {
+        (self.residual && matches!(self.name(), "conv-gemm" | "conv-pointwise")).then_some(3)
+    }
+
+    fn run_in_place(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>], donated: Tensor) -> Result<Vec<Data>> {
+        let x = f32_input(inputs, 0);
+        let geometry = match x {
+            Some(x) => self.geometry(x)?,
+            None => None,
+        };
+        let (Some(x), Some(geo)) = (x, geometry) else {
+            return run_lent(self, ctx, inputs, donated);
+        };
+        let out_shape = self.out_shape(x, geo);
+        if donated.shape() != out_shape {
+            return run_lent(self, ctx, inputs, donated);
+        }
+        let mut output = match Output::over(donated) {
+            Ok(output) => output,
+            Err(donated) => return run_lent(self, ctx, inputs, donated),
+        };
+        let (xv, batch) = (x.as_slice::<f32>()?, x.shape()[0]);
+        if self.pointwise.is_some() && plain_pointwise(&geo) {
+            self.pointwise(ctx, xv, batch, geo, Skip::InOutput, &mut output);
+        } else {
+            self.gemm(ctx, xv, batch, geo, Skip::InOutput, &mut output);
         }
         Ok(vec![Data::Tensor(output.into_tensor(out_shape)?)])
     }
 }
 
+/// Where a GEMM or pointwise convolution's skip connection comes from.
+#[derive(Clone, Copy)]
+enum Skip<'a> {
+    None,
+    /// A tensor of the output's shape, added before the activation.
+    Add(&'a [f32]),
+    /// The output buffer holds it: the products accumulate onto it.
+    InOutput,
+}
+
 impl ConvKernel {
-    fn gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, residual: Option<&[f32]>, y: &mut [f32]) {
+    /// A plain 1x1 conv on the sparse or the pointwise kernel (whichever was prepared).
+    fn pointwise(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, skip: Skip, y: &mut [f32]) {
+        let pixels = geo.h.output * geo.w.output;
+        let [m, k, _, _] = self.weights_shape;
+        for (n, out) in y.chunks_exact_mut(m * pixels).enumerate().take(batch) {
+            let p = Pointwise {
+                x: &x[n * k * pixels..(n + 1) * k * pixels],
+                pixels,
+                bias: self.bias.as_deref(),
+                residual: match skip {
+                    Skip::Add(r) => Some(&r[n * m * pixels..(n + 1) * m * pixels]),
+                    Skip::None | Skip::InOutput => None,
+                },
+                act: self.act,
+                onto_y: matches!(skip, Skip::InOutput),
+            };
+            match (&self.sparse, &self.pointwise) {
+                (Some(sp), _) => sp.run(ctx.pool, &p, out),
+                (_, Some(pw)) => pw.run(ctx.pool, &p, out),
+                _ => unreachable!("a pointwise conv has the kernel's weights"),
+            }
+        }
+    }
+
+    fn gemm(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, skip: Skip, y: &mut [f32]) {
         let [_, _, kh, kw] = self.weights_shape;
         let out_plane = geo.h.output * geo.w.output;
-        if residual.is_none() && prefers_transposed(&self.micro, out_plane) {
+        if matches!(skip, Skip::None) && prefers_transposed(&self.micro, out_plane) {
             return self.narrow_gemm(ctx, x, batch, geo, y);
         }
         if let Some(kept) = subsampled_pointwise(&geo, kh, kw) {
@@ -321,18 +379,18 @@ impl ConvKernel {
             // they are gathered once into planes of their own and the product reads those as a
             // stride-1 conv's image (gathering them again per panel was 1.3-1.4x slower).
             let Ok(mut planes) = ctx.buffers.output(batch * geo.channels * out_plane) else {
-                return self.gemm_on(ctx, x, batch, geo, residual, y);
+                return self.gemm_on(ctx, x, batch, geo, skip, y);
             };
             subsample(ctx, x, batch * geo.channels, geo, &mut planes);
-            self.gemm_on(ctx, &planes, batch, kept, residual, y);
+            self.gemm_on(ctx, &planes, batch, kept, skip, y);
             ctx.buffers.give(planes.into_buffer());
             return;
         }
-        self.gemm_on(ctx, x, batch, geo, residual, y)
+        self.gemm_on(ctx, x, batch, geo, skip, y)
     }
 
     /// [`Self::gemm`] once the image is what the product reads.
-    fn gemm_on(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, residual: Option<&[f32]>, y: &mut [f32]) {
+    fn gemm_on(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, skip: Skip, y: &mut [f32]) {
         let [m, cg, kh, kw] = self.weights_shape;
         let (group, mg) = (self.group, m / self.group);
         let (in_plane, out_plane) = (geo.h.input * geo.w.input, geo.h.output * geo.w.output);
@@ -359,8 +417,12 @@ impl ConvKernel {
                 epilogue: Epilogue {
                     bias: self.bias.as_ref().map_or(Bias::None, |b| Bias::PerRow(&b[g * mg..(g + 1) * mg])),
                     // Product i writes C at y[i * mg * out_plane..]; its residual is laid out alike.
-                    residual: residual.map(|r| &r[i * mg * out_plane..(i + 1) * mg * out_plane]),
+                    residual: match skip {
+                        Skip::Add(r) => Some(&r[i * mg * out_plane..(i + 1) * mg * out_plane]),
+                        Skip::None | Skip::InOutput => None,
+                    },
                     act: self.act,
+                    onto_c: matches!(skip, Skip::InOutput),
                 },
             }
         };

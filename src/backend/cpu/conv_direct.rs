@@ -160,7 +160,8 @@ impl DirectWeights {
         let weights = &self.packed[b * k * BLOCK..(b + 1) * k * BLOCK];
         let rows = BLOCK.min(self.m - b * BLOCK);
         let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
-        let epilogue = Epilogue { bias: d.bias.map_or(Bias::None, Bias::PerRow), residual: d.residual, act: d.act };
+        let epilogue =
+            Epilogue { bias: d.bias.map_or(Bias::None, Bias::PerRow), residual: d.residual, act: d.act, onto_c: false };
         let mut ox = 0;
         while ox < ow {
             let pixels = MAX_PIXELS.min(ow - ox);

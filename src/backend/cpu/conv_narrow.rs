@@ -90,7 +90,7 @@ impl NarrowWeights {
                 k: p.k,
                 a: Lhs::Plain(MatRef::transposed(cols, n)),
                 b: Rhs::Packed(packed),
-                epilogue: Epilogue { bias: p.bias.map_or(Bias::None, Bias::PerCol), residual: None, act: p.act },
+                epilogue: Epilogue { bias: p.bias.map_or(Bias::None, Bias::PerCol), act: p.act, ..Epilogue::default() },
             };
             gemm::run(pool, micro, &problem, ct, m);
             for (c, row) in y.chunks_exact_mut(n).enumerate().take(m) {

@@ -64,6 +64,9 @@ pub struct Pointwise<'a> {
     pub bias: Option<&'a [f32]>,
     pub residual: Option<&'a [f32]>,
     pub act: Activation,
+    /// `y` holds a skip connection on entry, which each output adds: one the plan let this conv
+    /// write over, in place (the pointwise kernel only; `residual` is `None` then).
+    pub onto_y: bool,
 }
 
 /// On planes of at least this many pixels, with at least [`GROUPS_OUTER_ROWS`] output and
@@ -100,7 +103,8 @@ impl PointwiseWeights {
         let splits = (4 / columns).clamp(1, groups);
         let per_split = groups.div_ceil(splits);
         let work = TASK_PIXELS.min(n) * (per_split * ROWS).min(m) * k.max(1);
-        let groups_outer = n >= GROUPS_OUTER_PLANE && m * (1 + usize::from(p.residual.is_some())) >= GROUPS_OUTER_ROWS;
+        let skips = p.residual.is_some() || p.onto_y;
+        let groups_outer = n >= GROUPS_OUTER_PLANE && m * (1 + usize::from(skips)) >= GROUPS_OUTER_ROWS;
         pool.parallel_for_work(columns * splits, work, &|t| {
             let o = out;
             let (c, split) = (t / splits, t % splits);
@@ -270,6 +274,7 @@ mod x86 {
             let mask = masks[v];
             let sum = match p.residual {
                 Some(res) => _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(offset + 16 * v))),
+                None if p.onto_y => _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, dst.add(16 * v))),
                 None => sum,
             };
             _mm512_mask_storeu_ps(dst.add(16 * v), mask, act(p.act, sum));

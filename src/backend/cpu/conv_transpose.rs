@@ -7,7 +7,7 @@
 //! the end. Other dtypes, or an X that does not match the weights, run the reference.
 
 use super::activation::{Activation, ActivationExt};
-use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackedA, Problem, Rhs};
+use super::gemm::{self, Epilogue, Lhs, MatRef, PackedA, Problem, Rhs};
 use super::isa::isa;
 use super::pool::SharedMut;
 use super::{const_f32, f32_input, maybe_f32, Reference};
@@ -127,7 +127,7 @@ impl Kernel for ConvTransposeKernel {
             for (grp, a) in self.packed.iter().enumerate() {
                 let x_start = (n * channels + grp * c_per_group) * in_plane;
                 let x_group = &xv[x_start..x_start + c_per_group * in_plane];
-                let epilogue = Epilogue { bias: Bias::None, residual: None, act: Activation::None };
+                let epilogue = Epilogue::default();
                 let p = Problem {
                     m: col_rows,
                     n: in_plane,
@@ -201,7 +201,7 @@ impl ConvTransposeKernel {
             let x_start = (image * channels + grp * t.c_per_group) * t.in_plane + r0 * in_w;
             // X's rows r0..r1 of each channel: a k x n matrix with row stride in_plane.
             let b = MatRef { data: &xv[x_start..], rs: t.in_plane, cs: 1 };
-            let epilogue = Epilogue { bias: Bias::None, residual: None, act: Activation::None };
+            let epilogue = Epilogue::default();
             let p = Problem {
                 m: col_rows,
                 n,

@@ -109,7 +109,11 @@ impl Kernel for MatMulKernel {
 
 impl MatMulKernel {
     fn epilogue<'a>(&self, bias: &'a [f32]) -> Epilogue<'a> {
-        Epilogue { bias: if bias.is_empty() { Bias::None } else { Bias::PerCol(bias) }, residual: None, act: self.act }
+        Epilogue {
+            bias: if bias.is_empty() { Bias::None } else { Bias::PerCol(bias) },
+            act: self.act,
+            ..Epilogue::default()
+        }
     }
 
     /// The bias widened to `n` columns (a single value broadcasts); borrowed when it fits as is.

@@ -215,7 +215,7 @@ impl RecurrentKernel {
                 k: input,
                 a: Lhs::Plain(MatRef::row_major(xv, input)),
                 b: Rhs::Packed(&dir.w),
-                epilogue: Epilogue { bias: Bias::PerCol(&dir.bias_x), residual: None, act: Activation::None },
+                epilogue: Epilogue { bias: Bias::PerCol(&dir.bias_x), ..Epilogue::default() },
             };
             gemm::run(ctx.pool, &self.micro, &p, &mut xw[d * steps * rows..(d + 1) * steps * rows], rows);
         }

@@ -103,6 +103,7 @@ impl SparseWeights {
         let (m, k, n) = (self.m, self.k, p.pixels);
         assert!(p.x.len() >= k * n && y.len() >= m * n, "sparse: buffers too small");
         assert!(p.bias.is_none_or(|b| b.len() >= m) && p.residual.is_none_or(|r| r.len() >= m * n));
+        assert!(!p.onto_y, "sparse: a skip connection comes as `residual`, not in y");
         if n == 0 || m == 0 {
             return;
         }
@@ -455,7 +456,7 @@ mod tests {
         let sparse = SparseWeights::new(&w, m, k).expect("sparse enough");
         let mut x = values(7, k * pixels);
         x[5 * pixels..6 * pixels].fill(f32::INFINITY);
-        let p = Pointwise { x: &x, pixels, bias: None, residual: None, act: Activation::None };
+        let p = Pointwise { x: &x, pixels, bias: None, residual: None, act: Activation::None, onto_y: false };
         let mut y = vec![f32::NAN; m * pixels];
         sparse.run(&ThreadPool::new(1), &p, &mut y);
         for (i, v) in y.iter().enumerate() {
@@ -490,7 +491,7 @@ mod tests {
                 }
             }
             let sparse = SparseWeights::with_min_zeros(&w, m, k, 0.0).unwrap();
-            let p = Pointwise { x: &x, pixels, bias: Some(&bias), residual: Some(&residual), act };
+            let p = Pointwise { x: &x, pixels, bias: Some(&bias), residual: Some(&residual), act, onto_y: false };
             for isa in Isa::available() {
                 for threads in [1, 2] {
                     let mut y = vec![f32::NAN; m * pixels];
@@ -569,7 +570,8 @@ mod tests {
             let refs = [DataRef::Tensor(&x)];
             let bias = values(3, m);
             let xs = x.as_slice::<f32>().unwrap();
-            let p = Pointwise { x: xs, pixels, bias: Some(&bias), residual: None, act: Activation::Relu };
+            let p =
+                Pointwise { x: xs, pixels, bias: Some(&bias), residual: None, act: Activation::Relu, onto_y: false };
             let mut y = vec![0f32; m * pixels];
             let reps = (20_000_000 / (m * k * pixels)).clamp(3, 200);
             let mut line = format!("{name:22} ({:13}):", compiled.kernel_names()[0].0);

@@ -1096,3 +1096,119 @@ fn splits_of_one_run_are_views() {
     let outs = op.eval(&[Some(&tensor(3, &[2, 4, 3]))]).unwrap();
     assert_eq!(outs[0].shape(), &[2, 2, 3]);
 }
+
+/// A skip connection computed in the run, dying at the conv that adds it: the GEMM and the
+/// pointwise kernel write the output over it, in place, and match the interpreter.
+#[test]
+fn convolutions_write_over_their_dying_skip_connection() {
+    let pointwise = if super::conv_pointwise::available(4) { "conv-pointwise" } else { "conv-gemm" };
+    for (k, taps, kernel) in [(4, 1, pointwise), (4, 3, "conv-gemm"), (80, 1, "conv-gemm")] {
+        let mut g = Graph::default();
+        let xs = [1usize, k, 9, 10];
+        let x = g.add_value("x", Fact::new(crate::ir::DType::F32, xs.iter().map(|&d| Dim::Known(d)).collect()));
+        g.inputs.push(x);
+        let w1 = graph_const(&mut g, "w1", tensor(1, &[24, k, taps, taps]));
+        let w2 = graph_const(&mut g, "w2", tensor(2, &[24, k, 1, 1]));
+        let b1 = graph_const(&mut g, "b1", tensor(3, &[24]));
+        let [y, skip, sum, out] = ["y", "skip", "sum", "out"].map(|n| g.add_value(n, Fact::unknown()));
+        let pads = ints(&[taps as i64 / 2; 4]);
+        g.nodes = vec![
+            graph_node(build("Conv", vec![("pads", pads)], 3), "Conv", vec![x, w1, b1], vec![y]),
+            graph_node(build("Conv", vec![], 2), "Conv", vec![x, w2], vec![skip]),
+            graph_node(build("Add", vec![], 2), "Add", vec![y, skip], vec![sum]),
+            graph_node(build("Relu", vec![], 1), "Relu", vec![sum], vec![out]),
+        ];
+        g.outputs = vec![out];
+        let (kernels, _) = compile_and_compare(&mut g, &[&tensor(7, &xs)], 1e-5);
+        let compiled = compile(&g, &backends_for(Device::Cpu).unwrap()).unwrap();
+        // The skip's conv runs first; the fused one, which adds it, second.
+        assert_eq!(kernels[1], kernel, "k {k} taps {taps}");
+        assert_eq!(compiled.in_place_inputs(), [None, Some(3)], "k {k} taps {taps}: {kernels:?}");
+    }
+}
+
+/// The plan hands a kernel the input it asks to write over ([`Kernel::in_place_input`]) only
+/// where nothing can see the difference: a tensor this run computed, dying at that node, read
+/// by it once, and sharing its storage with nothing (no view of it alive).
+#[test]
+fn the_plan_hands_over_only_inputs_that_die_unshared() {
+    use crate::backend::{run_lent, Backend, ExecCtx, Kernel};
+    use crate::ir::Data;
+    use std::sync::Mutex;
+
+    type Given = Arc<Mutex<Vec<String>>>;
+    /// A CPU kernel that asks for its first input, and records the nodes that got it.
+    #[derive(Debug)]
+    struct Asks {
+        inner: Box<dyn Kernel>,
+        node: String,
+        given: Given,
+    }
+    impl Kernel for Asks {
+        fn run(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>]) -> crate::Result<Vec<Data>> {
+            self.inner.run(ctx, inputs)
+        }
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        fn in_place_input(&self) -> Option<usize> {
+            Some(0)
+        }
+        fn run_in_place(&self, ctx: &ExecCtx, inputs: &[Option<DataRef>], donated: Tensor) -> crate::Result<Vec<Data>> {
+            assert!(inputs[0].is_none(), "the handed-over input is not also lent");
+            self.given.lock().unwrap().push(self.node.clone());
+            run_lent(self, ctx, inputs, donated)
+        }
+    }
+    struct Recording {
+        cpu: Arc<dyn Backend>,
+        given: Given,
+    }
+    impl Backend for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        fn supports(&self, _: &Graph, _: &Node) -> bool {
+            true
+        }
+        fn prepare(&self, graph: &Graph, node: &Node) -> crate::Result<Box<dyn Kernel>> {
+            let inner = self.cpu.prepare(graph, node)?;
+            Ok(Box::new(Asks { inner, node: node.name.clone(), given: self.given.clone() }))
+        }
+    }
+
+    let mut g = Graph::default();
+    let x = g.add_value("x", Fact::new(crate::ir::DType::F32, vec![Dim::Known(2), Dim::Known(3)]));
+    g.inputs.push(x);
+    let [a, b, c, d, e, v, w] = ["a", "b", "c", "d", "e", "v", "w"].map(|n| g.add_value(n, Fact::unknown()));
+    let node = |op: &str, inputs: Vec<usize>, out: usize, name: &str| {
+        let n = if op == "Add" { 2 } else { 1 };
+        Node { name: name.into(), ..graph_node(build(op, vec![], n), op, inputs, vec![out]) }
+    };
+    g.nodes = vec![
+        node("Relu", vec![x], a, "a: a graph input"),
+        node("Relu", vec![a], b, "b: read again later"),
+        node("Add", vec![b, b], c, "c: read twice here"),
+        node("Add", vec![a, c], d, "d: dies here"),
+        node("Relu", vec![d], e, "e: a graph output"),
+        node("Identity", vec![e], v, "v: a view"),
+        node("Relu", vec![e], w, "w: a view of it alive"),
+    ];
+    g.outputs = vec![d, v, w];
+    infer_facts(&mut g).unwrap();
+    let given = Given::default();
+    let cpu = backends_for(Device::Cpu).unwrap().remove(0);
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(Recording { cpu, given: given.clone() })];
+    let compiled = crate::backend::plan::CompiledGraph::new(Arc::new(g.clone()), &backends, &[0; 7]).unwrap();
+    let xt = tensor(1400, &[2, 3]);
+    let refs = [DataRef::Tensor(&xt)];
+    let want = Interpreter.run(&g, &refs, &[]).unwrap();
+    for _ in 0..2 {
+        let got = compiled.run(&ThreadPool::new(1), &refs, &[], None).unwrap();
+        for (got, want) in got.into_iter().zip(&want) {
+            let (got, want) = (got.into_tensor().unwrap(), want.clone().into_tensor().unwrap());
+            assert_eq!(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+        }
+    }
+    assert_eq!(*given.lock().unwrap(), ["d: dies here", "d: dies here"]);
+}

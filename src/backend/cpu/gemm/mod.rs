@@ -407,6 +407,9 @@ pub struct Epilogue<'a> {
     /// A matrix laid out as C (same row stride) added after the bias: a skip connection.
     pub residual: Option<&'a [f32]>,
     pub act: Activation,
+    /// The product is added to what C holds (C += A · B, then bias and activation): a skip
+    /// connection the plan let the product write over, in place.
+    pub onto_c: bool,
 }
 
 impl Epilogue<'_> {
@@ -662,7 +665,7 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
     let (mr, nr) = (micro.mr, micro.nr);
     let (mp, np) = (mc.div_ceil(mr), nc.div_ceil(nr));
     if p.k == 0 {
-        for r in 0..mc {
+        for r in (0..mc).filter(|_| !p.epilogue.onto_c) {
             // SAFETY: the tile belongs to this task.
             unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nc) }.fill(0.0);
         }
@@ -688,7 +691,7 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                     pack_a(a, m0 + i * mr, mr, p.m, k0, kc, &mut abuf[i * mr * kc..(i + 1) * mr * kc]);
                 }
             }
-            let accumulate = k0 > 0;
+            let accumulate = k0 > 0 || p.epilogue.onto_c;
             // What is packed next, asked for while this slice's products run: the next slice
             // of a plain A (spread over all the slice's kernels), the next B panel (over one
             // panel's kernels).
