@@ -600,6 +600,91 @@ fn split(micro: &Micro, count: usize, m: usize, n: usize, k: usize, threads: usi
     (best.1, best.2)
 }
 
+/// Most columns past half a panel that a last panel's block computes a column at a time (beside
+/// the half-width kernel) rather than at full width: a 7x7 plane's 49 pixels leave 17 in their
+/// second panel of 32, which the full kernel computed as 32.
+const EDGE_COLUMNS: usize = 2;
+
+/// Columns `cols` (at most [`EDGE_COLUMNS`]) of one block into `out` (rows of `nr` floats), from
+/// the block's packed A panel (`kc` x `micro.mr`) and B panel (`kc` x `nr`): each sum over k
+/// as a vector of the panel's rows. Overwrites those columns.
+fn edge_columns(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: std::ops::Range<usize>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(micro.isa, super::isa::Isa::Avx512 | super::isa::Isa::Avx2) {
+        // SAFETY: the ISA was detected at start; both imply AVX2 and FMA.
+        return unsafe { edge_columns_avx2(micro.mr, kc, a, b, micro.nr, cols, out) };
+    }
+    edge_columns_with(micro.mr, kc, a, b, micro.nr, cols, out)
+}
+
+/// [`edge_columns`] with 8-float vectors for the rows.
+///
+/// # Safety
+/// Needs AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn edge_columns_avx2(
+    mr: usize,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    nr: usize,
+    cols: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    edge_columns_with(mr, kc, a, b, nr, cols, out)
+}
+
+/// The body of [`edge_columns`], with the panel height a constant for the common heights.
+#[inline(always)]
+fn edge_columns_with(
+    mr: usize,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    nr: usize,
+    cols: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    #[inline(always)]
+    fn sums<const MR: usize>(
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        nr: usize,
+        cols: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        assert!(cols.len() <= EDGE_COLUMNS && cols.end <= nr && a.len() >= kc * MR && b.len() >= kc * nr);
+        let mut acc = [[0f32; MR]; EDGE_COLUMNS];
+        for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(nr)).take(kc) {
+            for (sum, &bv) in acc.iter_mut().zip(&bk[cols.clone()]) {
+                for (s, &av) in sum.iter_mut().zip(ak) {
+                    *s += av * bv;
+                }
+            }
+        }
+        for (c, sum) in cols.zip(&acc) {
+            for (r, &v) in sum.iter().enumerate() {
+                out[r * nr + c] = v;
+            }
+        }
+    }
+    match mr {
+        4 => sums::<4>(kc, a, b, nr, cols, out),
+        6 => sums::<6>(kc, a, b, nr, cols, out),
+        8 => sums::<8>(kc, a, b, nr, cols, out),
+        14 => sums::<14>(kc, a, b, nr, cols, out),
+        _ => {
+            for c in cols {
+                for r in 0..mr {
+                    out[r * nr + c] = (0..kc).map(|k| a[k * mr + r] * b[k * nr + c]).sum();
+                }
+            }
+        }
+    }
+}
+
 /// The columns the micro-kernels compute for `n` columns of C: whole panels, and a last one of at
 /// most half a panel at half width (see [`Micro::half`]).
 fn computed_cols(n: usize, nr: usize) -> usize {
@@ -765,9 +850,19 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                         block(micro.run, cb, ldc, accumulate);
                     } else {
                         // A partial block goes through a full-size buffer; one of at most half
-                        // the columns is computed at half the cost.
-                        let run = if cols <= nr / 2 { micro.half } else { micro.run };
-                        block(run, edge.as_mut_ptr(), nr, false);
+                        // the columns is computed at half the cost, one of a few more by the
+                        // half kernel and the rest a column at a time.
+                        let past_half = cols.saturating_sub(nr / 2);
+                        if cols <= nr / 2 {
+                            block(micro.half, edge.as_mut_ptr(), nr, false);
+                        } else if past_half <= EDGE_COLUMNS && in_place.is_none() {
+                            block(micro.half, edge.as_mut_ptr(), nr, false);
+                            // SAFETY: `bp` holds the panel's kc rows of nr floats (packed).
+                            let panel = unsafe { std::slice::from_raw_parts(bp.cast_const(), kc * nr) };
+                            edge_columns(micro, kc, ap, panel, nr / 2..cols, &mut edge);
+                        } else {
+                            block(micro.run, edge.as_mut_ptr(), nr, false);
+                        }
                         for r in 0..rows {
                             let dst = unsafe { std::slice::from_raw_parts_mut(cb.add(r * ldc), cols) };
                             let src = &edge[r * nr..r * nr + cols];

@@ -41,6 +41,9 @@ fn products_match_the_triple_loop_on_every_isa() {
         (9, 48, 11),
         (10, 49, 5),
         (28, 70, 400),
+        // Last panels a column or two past half (49 = 32 + 17, 50 = 32 + 18), over k slices.
+        (15, 50, 300),
+        (22, 81, 9),
     ];
     // On aarch64 (tests/aarch64.sh runs this under qemu) the NEON kernel must be among those tested.
     #[cfg(target_arch = "aarch64")]
