@@ -18,6 +18,7 @@ use super::activation::{Activation, ActivationExt};
 use super::chunks::{ChunkBuf, Scratch};
 use super::pool::{SharedMut, ThreadPool, MIN_PARALLEL_WORK};
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Most depth of one k slice: a B micro-panel (KC x NR floats, 24 KiB for AVX-512's 32 columns)
 /// stays in Zen 4's 32 KiB L1d while A panels stream by from L2. k is cut into equal slices of at
@@ -608,13 +609,13 @@ const EDGE_COLUMNS: usize = 2;
 /// Columns `cols` (at most [`EDGE_COLUMNS`]) of one block into `out` (rows of `nr` floats), from
 /// the block's packed A panel (`kc` x `micro.mr`) and B panel (`kc` x `nr`): each sum over k
 /// as a vector of the panel's rows. Overwrites those columns.
-fn edge_columns(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: std::ops::Range<usize>, out: &mut [f32]) {
+fn edge_columns(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usize>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if matches!(micro.isa, super::isa::Isa::Avx512 | super::isa::Isa::Avx2) {
         // SAFETY: the ISA was detected at start; both imply AVX2 and FMA.
-        return unsafe { edge_columns_avx2(micro.mr, kc, a, b, micro.nr, cols, out) };
+        return unsafe { edge_columns_avx2(micro, kc, a, b, cols, out) };
     }
-    edge_columns_with(micro.mr, kc, a, b, micro.nr, cols, out)
+    edge_columns_with(micro, kc, a, b, cols, out)
 }
 
 /// [`edge_columns`] with 8-float vectors for the rows.
@@ -623,38 +624,16 @@ fn edge_columns(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: std::ops::
 /// Needs AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn edge_columns_avx2(
-    mr: usize,
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    nr: usize,
-    cols: std::ops::Range<usize>,
-    out: &mut [f32],
-) {
-    edge_columns_with(mr, kc, a, b, nr, cols, out)
+unsafe fn edge_columns_avx2(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usize>, out: &mut [f32]) {
+    edge_columns_with(micro, kc, a, b, cols, out)
 }
 
 /// The body of [`edge_columns`], with the panel height a constant for the common heights.
 #[inline(always)]
-fn edge_columns_with(
-    mr: usize,
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    nr: usize,
-    cols: std::ops::Range<usize>,
-    out: &mut [f32],
-) {
+fn edge_columns_with(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usize>, out: &mut [f32]) {
+    let (mr, nr) = (micro.mr, micro.nr);
     #[inline(always)]
-    fn sums<const MR: usize>(
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        nr: usize,
-        cols: std::ops::Range<usize>,
-        out: &mut [f32],
-    ) {
+    fn sums<const MR: usize>(kc: usize, a: &[f32], b: &[f32], nr: usize, cols: Range<usize>, out: &mut [f32]) {
         assert!(cols.len() <= EDGE_COLUMNS && cols.end <= nr && a.len() >= kc * MR && b.len() >= kc * nr);
         let mut acc = [[0f32; MR]; EDGE_COLUMNS];
         for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(nr)).take(kc) {
@@ -705,7 +684,7 @@ pub fn run_serial(micro: &Micro, p: &Problem, c: &mut [f32], ldc: usize) {
 /// [`run_serial`] for columns `cols` of the product alone, column `cols.start` written at C's
 /// column 0: for kernels that split a product's columns (a conv's output channels) over their
 /// own tasks. `cols.start` must be a multiple of the micro-kernel's NR (a whole B panel).
-pub fn run_serial_columns(micro: &Micro, p: &Problem, cols: std::ops::Range<usize>, c: &mut [f32], ldc: usize) {
+pub fn run_serial_columns(micro: &Micro, p: &Problem, cols: Range<usize>, c: &mut [f32], ldc: usize) {
     let micro = &micro_for_lhs(micro, &p.a, p.m);
     let cols = cols.start..cols.end.min(p.n);
     if p.m == 0 || cols.is_empty() {
