@@ -313,8 +313,16 @@ fn convolutions_match_the_reference() {
         // Small planes over many channels and taps: the direct kernel (conv_direct.rs), with
         // channels no multiple of its 32-lane blocks and rows longer than its 14-pixel tiles.
         ("direct 3x3", [2, 17, 9, 11], [37, 17, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, direct),
-        // Up to 28x28: rows of two full register tiles and a ragged one (29 = 14 + 14 + 1).
-        ("direct 3x3 wide rows", [1, 16, 27, 29], [40, 16, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, direct),
+        // Up to 28x28: rows of two full register tiles and a ragged one (29 = 14 + 14 + 1);
+        // Winograd where the direct kernel is not.
+        (
+            "direct 3x3 wide rows",
+            [1, 16, 27, 29],
+            [40, 16, 3, 3],
+            vec![("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            if super::conv_direct::available() { "conv-direct" } else { "conv-winograd" },
+        ),
         (
             "direct stride 2 dilation 2",
             [1, 16, 24, 31],
