@@ -96,20 +96,11 @@ impl CompiledGraph {
             crate::ir::limits::check_deadline().context(|| node.describe())?;
             let donated = self.donation(i, kernel.as_ref(), &mut slots);
             let given = donated.as_ref().map(|(j, _)| *j);
-            let args: Vec<Option<DataRef>> = node
-                .inputs
-                .iter()
-                .enumerate()
-                .map(
-                    |(j, inp)| {
-                        if Some(j) == given {
-                            Ok(None)
-                        } else {
-                            inp.map(|v| computed(g, &slots, v)).transpose()
-                        }
-                    },
-                )
-                .collect::<Result<_>>()?;
+            let arg = |(j, inp): (usize, &Option<usize>)| match inp {
+                Some(v) if Some(j) != given => computed(g, &slots, *v).map(Some),
+                _ => Ok(None),
+            };
+            let args: Vec<Option<DataRef>> = node.inputs.iter().enumerate().map(arg).collect::<Result<_>>()?;
             let start = profile.as_ref().map(|_| Instant::now());
             let outs = match donated {
                 Some((_, t)) => kernel.run_in_place(&ctx, &args, t),
@@ -150,9 +141,7 @@ impl CompiledGraph {
         }
         take_outputs(g, &mut slots)
     }
-}
 
-impl CompiledGraph {
     /// The input node `i`'s kernel may write over ([`Kernel::in_place_input`]), taken out of its
     /// slot, with its position: only a tensor this run computed, which dies at this node, which
     /// the node reads once, and whose buffer nothing else shares. Graph inputs and constants are
