@@ -729,9 +729,12 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
     let (mr, nr) = (micro.mr, micro.nr);
     let (mp, np) = (mc.div_ceil(mr), nc.div_ceil(nr));
     if p.k == 0 {
-        for r in (0..mc).filter(|_| !p.epilogue.onto_c) {
-            // SAFETY: the tile belongs to this task.
-            unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nc) }.fill(0.0);
+        // An empty sum: C as it was when the product adds onto it, else zeros.
+        if !p.epilogue.onto_c {
+            for r in 0..mc {
+                // SAFETY: the tile belongs to this task.
+                unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nc) }.fill(0.0);
+            }
         }
         p.epilogue.apply(c, ldc, m0, mc, n0, nc);
         return;
