@@ -5,9 +5,10 @@
 //! 196 or 49 pixels the packing (a gather per element of a 9x larger column matrix) costs about
 //! as much as the products, and the last panel is mostly padding. Here nothing is packed: the
 //! input is copied once into a zero-bordered plane, a register tile of up to `MAX_PIXELS`
-//! consecutive output pixels of one row by 32 output channels (two vectors) accumulates over
-//! every input channel and tap, each input value broadcast from the plane and each weight vector
-//! read once per tap from weights packed at prepare time per block of 32 channels. A block's
+//! consecutive output pixels of one row (or of two rows of 7, a 7x7 plane's) by 32 output
+//! channels (two vectors) accumulates over every input channel and tap, each input value
+//! broadcast from the plane and each weight vector read once per tap from weights packed at
+//! prepare time per block of 32 channels. A block's
 //! weights (K x 32 floats) stay in L2 while the rows of the output go by. The tile is written to
 //! the NCHW output through a small transpose, then bias, residual and activation are applied.
 //! AVX-512 only (the kernel keeps 28 accumulators in the 32 zmm registers).
@@ -23,6 +24,7 @@ use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Output channels per block: two 16-lane vectors.
 const BLOCK: usize = 32;
@@ -144,16 +146,20 @@ impl DirectWeights {
             let bands = oh.div_ceil(band);
             pool.parallel_for_work(blocks * bands, band * ow * BLOCK * k, &|t| {
                 let (b, first) = (t / bands, (t % bands) * band);
-                for oy in first..(first + band).min(oh) {
-                    self.row(d, xp, (ph, pw), b, oy, ys);
+                // Rows of at most half a tile go two at a time (ResNet's 7x7 planes: a weight
+                // vector loaded once per 14 pixels, not 7).
+                let end = (first + band).min(oh);
+                let step = if 2 * ow <= MAX_PIXELS { 2 } else { 1 };
+                for oy in (first..end).step_by(step) {
+                    self.rows(d, xp, (ph, pw), b, oy..(oy + step).min(end), ys);
                 }
             });
         });
     }
 
-    /// Output row `oy` of channel block `b`, from the padded planes `xp` (`ph x pw` each), into
-    /// the output at `out`.
-    fn row(&self, d: &Direct, xp: &[f32], (ph, pw): (usize, usize), b: usize, oy: usize, out: SharedMut) {
+    /// Output rows `oys` of channel block `b`, from the padded planes `xp` (`ph x pw` each), into
+    /// the output at `out`: one row, or two whose pixels fit one tile.
+    fn rows(&self, d: &Direct, xp: &[f32], (ph, pw): (usize, usize), b: usize, oys: Range<usize>, out: SharedMut) {
         let (h, w) = (d.h, d.w);
         let (oh, ow) = (h.output, w.output);
         let k = self.c * self.kh * self.kw;
@@ -162,15 +168,18 @@ impl DirectWeights {
         let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
         let epilogue =
             Epilogue { bias: d.bias.map_or(Bias::None, Bias::PerRow), residual: d.residual, act: d.act, onto_c: false };
+        let (oy, count) = (oys.start, oys.len());
+        debug_assert!(count == 1 || (count == 2 && 2 * ow <= MAX_PIXELS), "one row, or two that fit a tile");
         let mut ox = 0;
         while ox < ow {
-            let pixels = MAX_PIXELS.min(ow - ox);
+            let width = MAX_PIXELS.min(ow - ox);
             let mut tile = [0f32; MAX_PIXELS * BLOCK];
             let origin = (oy * h.stride) * pw + ox * w.stride;
             // SAFETY: AVX-512 was checked when this kernel was chosen; the tile's taps lie inside
             // the padded planes (ph x pw cover every tap of every output).
-            unsafe { tile_sums(pixels, &geo, &xp[origin..], weights, &mut tile) };
-            let pix0 = oy * ow + ox;
+            unsafe { tile_sums(width, count, &geo, &xp[origin..], weights, &mut tile) };
+            // Two rows are whole rows: their pixels follow one another in the output.
+            let (pix0, pixels) = (oy * ow + ox, width * count);
             for r in 0..rows {
                 let ch = b * BLOCK + r;
                 // SAFETY: each task writes its own channel block's pixels of its rows.
@@ -182,7 +191,7 @@ impl DirectWeights {
             // SAFETY: as above: the block's rows, this tile's columns.
             let c = unsafe { out.0.add(b * BLOCK * oh * ow + pix0) };
             epilogue.apply(c, oh * ow, b * BLOCK, rows, pix0, pixels);
-            ox += pixels;
+            ox += width;
         }
     }
 }
@@ -212,23 +221,32 @@ struct TileGeo {
     w: Axis,
 }
 
-/// The sums of `pixels` consecutive outputs of a row by 32 channels into `tile` (pixel-major).
+/// The sums of `rows` output rows of `pixels` consecutive outputs each, by 32 channels, into
+/// `tile` (pixel-major, row after row).
 ///
 /// # Safety
 /// Needs AVX-512F; `x` starts at the tile's first tap and holds every tap of its pixels.
-unsafe fn tile_sums(pixels: usize, g: &TileGeo, x: &[f32], weights: &[f32], tile: &mut [f32; MAX_PIXELS * BLOCK]) {
+unsafe fn tile_sums(
+    pixels: usize,
+    rows: usize,
+    g: &TileGeo,
+    x: &[f32],
+    weights: &[f32],
+    tile: &mut [f32; MAX_PIXELS * BLOCK],
+) {
     macro_rules! dispatch {
-        ($($p:literal)*) => {
-            match pixels {
-                $($p => unsafe { x86::tile::<$p>(g, x, weights, tile) },)*
-                _ => unreachable!("at most {MAX_PIXELS} pixels"),
+        ($($p:literal)*; $($p2:literal)*) => {
+            match (pixels, rows) {
+                $(($p, 1) => unsafe { x86::tile::<$p, 1>(g, x, weights, tile) },)*
+                $(($p2, 2) => unsafe { x86::tile::<$p2, 2>(g, x, weights, tile) },)*
+                _ => unreachable!("at most {MAX_PIXELS} pixels in one row or two rows of {}", MAX_PIXELS / 2),
             }
         };
     }
     #[cfg(target_arch = "x86_64")]
-    dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+    dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14; 1 2 3 4 5 6 7);
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("AVX-512 only, {pixels} pixels, {}", g.c + x.len() + weights.len() + tile.len());
+    unreachable!("AVX-512 only, {pixels}x{rows} pixels, {}", g.c + x.len() + weights.len() + tile.len());
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -242,19 +260,41 @@ mod x86 {
     /// # Safety
     /// See [`super::tile_sums`].
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<const P: usize>(g: &TileGeo, x: &[f32], weights: &[f32], tile: &mut [f32; MAX_PIXELS * BLOCK]) {
+    pub unsafe fn tile<const P: usize, const R: usize>(
+        g: &TileGeo,
+        x: &[f32],
+        weights: &[f32],
+        tile: &mut [f32; MAX_PIXELS * BLOCK],
+    ) {
+        // R (1 or 2) output rows of P pixels; the second reads `row_step` floats further on.
+        let row_step = g.h.stride * g.pw;
         let needed = (g.c - 1) * g.plane
+            + (R - 1) * row_step
             + (g.kh - 1) * g.h.dilation * g.pw
             + (P - 1) * g.w.stride
             + (g.kw - 1) * g.w.dilation
             + 1;
         assert!(x.len() >= needed && weights.len() >= g.c * g.kh * g.kw * BLOCK, "tile outside its operands");
         unsafe {
+            // The first row's accumulators, and the second's (unused, so optimised away, when
+            // R is 1). Two flat arrays, not one of rows: the compiler kept that in memory.
             let mut acc = [[_mm512_setzero_ps(); 2]; P];
+            let mut acc2 = [[_mm512_setzero_ps(); 2]; P];
             let mut wp = weights.as_ptr();
             let (sx, dx, dy) = (g.w.stride, g.w.dilation, g.h.dilation * g.pw);
+            // The span of a tap row's inputs, in cache lines (a line more for its alignment).
+            let span_lines = ((P - 1) * sx + (g.kw - 1) * dx + 1).div_ceil(16) + 1;
+            let reads = (R - 1) * g.h.stride + (g.kh - 1) * g.h.dilation + 1;
             for ci in 0..g.c {
                 let plane = x.as_ptr().add(ci * g.plane);
+                // The next channel's rows are planes apart, where the hardware prefetcher does
+                // not follow: ask for them while this channel's taps run.
+                let next = plane.wrapping_add(g.plane);
+                for row in 0..reads {
+                    for l in 0..span_lines {
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * g.pw + 16 * l).cast());
+                    }
+                }
                 for ky in 0..g.kh {
                     let row = plane.add(ky * dy);
                     for kx in 0..g.kw {
@@ -270,6 +310,14 @@ mod x86 {
                             a[0] = _mm512_fmadd_ps(v, w0, a[0]);
                             a[1] = _mm512_fmadd_ps(v, w1, a[1]);
                         }
+                        if R == 2 {
+                            let xr = xs.add(row_step);
+                            for (p, a) in acc2.iter_mut().enumerate() {
+                                let v = _mm512_set1_ps(*xr.add(p * sx));
+                                a[0] = _mm512_fmadd_ps(v, w0, a[0]);
+                                a[1] = _mm512_fmadd_ps(v, w1, a[1]);
+                            }
+                        }
                         wp = wp.add(BLOCK);
                     }
                 }
@@ -277,6 +325,12 @@ mod x86 {
             for (p, a) in acc.iter().enumerate() {
                 _mm512_storeu_ps(tile.as_mut_ptr().add(p * BLOCK), a[0]);
                 _mm512_storeu_ps(tile.as_mut_ptr().add(p * BLOCK + 16), a[1]);
+            }
+            if R == 2 {
+                for (p, a) in acc2.iter().enumerate() {
+                    _mm512_storeu_ps(tile.as_mut_ptr().add((P + p) * BLOCK), a[0]);
+                    _mm512_storeu_ps(tile.as_mut_ptr().add((P + p) * BLOCK + 16), a[1]);
+                }
             }
         }
     }

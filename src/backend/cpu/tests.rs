@@ -350,6 +350,17 @@ fn convolutions_match_the_reference() {
             true,
             "conv-gemm",
         ),
+        // Rows of 7 go two to a register tile when a task has whole planes (three channel
+        // blocks at 1 thread; single rows at 3), the 7th row alone; strided, so the second row
+        // reads two padded rows further on.
+        (
+            "direct rows in pairs",
+            [1, 16, 14, 13],
+            [70, 16, 3, 3],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            direct,
+        ),
     ];
     for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
         let seed = i as u64 * 10;
