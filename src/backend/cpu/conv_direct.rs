@@ -234,11 +234,18 @@ unsafe fn tile_sums(
     weights: &[f32],
     tile: &mut [f32; MAX_PIXELS * BLOCK],
 ) {
+    // Strides 1 and 2 are constants in their instances (0: any, read at run time), so that the
+    // broadcasts address their pixels with fixed offsets rather than a chain of additions,
+    // which took ports from the multiply-adds.
     macro_rules! dispatch {
         ($($p:literal)*; $($p2:literal)*) => {
-            match (pixels, rows) {
-                $(($p, 1) => unsafe { x86::tile::<$p, 1>(g, x, weights, tile) },)*
-                $(($p2, 2) => unsafe { x86::tile::<$p2, 2>(g, x, weights, tile) },)*
+            match (pixels, rows, g.w.stride) {
+                $(($p, 1, 1) => unsafe { x86::tile::<$p, 1, 1>(g, x, weights, tile) },)*
+                $(($p, 1, 2) => unsafe { x86::tile::<$p, 1, 2>(g, x, weights, tile) },)*
+                $(($p, 1, _) => unsafe { x86::tile::<$p, 1, 0>(g, x, weights, tile) },)*
+                $(($p2, 2, 1) => unsafe { x86::tile::<$p2, 2, 1>(g, x, weights, tile) },)*
+                $(($p2, 2, 2) => unsafe { x86::tile::<$p2, 2, 2>(g, x, weights, tile) },)*
+                $(($p2, 2, _) => unsafe { x86::tile::<$p2, 2, 0>(g, x, weights, tile) },)*
                 _ => unreachable!("at most {MAX_PIXELS} pixels in one row or two rows of {}", MAX_PIXELS / 2),
             }
         };
@@ -260,7 +267,7 @@ mod x86 {
     /// # Safety
     /// See [`super::tile_sums`].
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<const P: usize, const R: usize>(
+    pub unsafe fn tile<const P: usize, const R: usize, const SX: usize>(
         g: &TileGeo,
         x: &[f32],
         weights: &[f32],
@@ -281,7 +288,8 @@ mod x86 {
             let mut acc = [[_mm512_setzero_ps(); 2]; P];
             let mut acc2 = [[_mm512_setzero_ps(); 2]; P];
             let mut wp = weights.as_ptr();
-            let (sx, dx, dy) = (g.w.stride, g.w.dilation, g.h.dilation * g.pw);
+            let sx = if SX > 0 { SX } else { g.w.stride };
+            let (dx, dy) = (g.w.dilation, g.h.dilation * g.pw);
             // The span of a tap row's inputs, in cache lines (a line more for its alignment).
             let span_lines = ((P - 1) * sx + (g.kw - 1) * dx + 1).div_ceil(16) + 1;
             let reads = (R - 1) * g.h.stride + (g.kh - 1) * g.h.dilation + 1;

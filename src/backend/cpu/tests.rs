@@ -361,6 +361,15 @@ fn convolutions_match_the_reference() {
             true,
             direct,
         ),
+        // Strides 1 and 2 are constants of their tile kernels; others are read at run time.
+        (
+            "direct stride 3",
+            [1, 16, 23, 23],
+            [40, 16, 3, 3],
+            vec![("strides", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))],
+            false,
+            direct,
+        ),
     ];
     for (i, (name, xs, ws, attrs, bias, kernel)) in cases.into_iter().enumerate() {
         let seed = i as u64 * 10;
