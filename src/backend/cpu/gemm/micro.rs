@@ -282,6 +282,15 @@ mod x86 {
     ) {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; MR];
+            if accumulate {
+                // C is read at the end: a skip connection written over in place comes from
+                // far (L3) on its first slice; ask for its lines now.
+                for r in 0..MR {
+                    for h in 0..V {
+                        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(r * ldc + 16 * h).cast());
+                    }
+                }
+            }
             let (mut a, mut b, mut copy) = (a, b, copy);
             let step = |acc: &mut [[__m512; V]; MR], a: *const f32, b: *const f32, copy: *mut f32| {
                 let bv: [__m512; V] = std::array::from_fn(|h| _mm512_loadu_ps(b.add(16 * h)));
