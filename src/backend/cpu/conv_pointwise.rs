@@ -226,6 +226,21 @@ mod x86 {
                 *row = [_mm512_set1_ps(if r < rows { b[m0 + r] } else { 0.0 }); V];
             }
         }
+        // Where the skip connection comes from, laid out as y: one branch per vector, as with
+        // `residual` alone (a second test there made the whole kernel 1.5x slower).
+        let skip = match p.residual {
+            Some(r) => Some(r.as_ptr()),
+            None => p.onto_y.then_some(y.cast_const()),
+        };
+        if let Some(res) = skip {
+            // Read at the end, from far (a skip connection made layers before): ask for its
+            // lines now.
+            for r in 0..rows {
+                for v in 0..V {
+                    _mm_prefetch::<_MM_HINT_T0>(res.wrapping_add((m0 + r) * n + at + 16 * v).cast());
+                }
+            }
+        }
         let wg = w.packed.as_ptr().add(g * w.k * ROWS);
         let mut xk = p.x.as_ptr().add(at);
         for kk in 0..w.k {
@@ -243,12 +258,6 @@ mod x86 {
             }
             xk = xk.add(n);
         }
-        // Where the skip connection comes from, laid out as y: one branch per vector, as with
-        // `residual` alone (a second test there made the whole kernel 1.5x slower).
-        let skip = match p.residual {
-            Some(r) => Some(r.as_ptr()),
-            None => p.onto_y.then_some(y.cast_const()),
-        };
         // The sums stay in registers only if every access to them has a constant index: a
         // partial group stores from a copy.
         if rows == ROWS {
