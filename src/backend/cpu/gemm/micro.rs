@@ -353,6 +353,12 @@ mod x86 {
         const MR: usize = 6;
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); V]; MR];
+            if accumulate {
+                // As in the AVX-512 kernels: C's lines asked for before the sums.
+                for r in 0..MR {
+                    _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(r * ldc).cast());
+                }
+            }
             let (mut a, mut b) = (a, b);
             for s in 0..kc {
                 if s % 2 == 0 {
