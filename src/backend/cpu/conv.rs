@@ -11,7 +11,7 @@ use super::conv_narrow::{prefers_transposed, NarrowProduct, NarrowWeights};
 use super::conv_pointwise::{self, Pointwise, PointwiseWeights};
 use super::conv_stem::StemWeights;
 use super::depthwise::{self, Depthwise};
-use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs};
+use super::gemm::{self, Bias, Epilogue, Lhs, MatRef, PackB, PackedA, Problem, Rhs, Skip};
 use super::isa::isa;
 use super::pool::SharedMut;
 use super::sparse::SparseWeights;
@@ -333,16 +333,6 @@ impl Kernel for ConvKernel {
     }
 }
 
-/// Where a GEMM or pointwise convolution's skip connection comes from.
-#[derive(Clone, Copy)]
-enum Skip<'a> {
-    None,
-    /// A tensor of the output's shape, added before the activation.
-    Add(&'a [f32]),
-    /// The output buffer holds it: the products accumulate onto it.
-    InOutput,
-}
-
 impl ConvKernel {
     /// A plain 1x1 conv on the sparse or the pointwise kernel (whichever was prepared).
     fn pointwise(&self, ctx: &ExecCtx, x: &[f32], batch: usize, geo: Geometry, skip: Skip, y: &mut [f32]) {
@@ -353,12 +343,8 @@ impl ConvKernel {
                 x: &x[n * k * pixels..(n + 1) * k * pixels],
                 pixels,
                 bias: self.bias.as_deref(),
-                residual: match skip {
-                    Skip::Add(r) => Some(&r[n * m * pixels..(n + 1) * m * pixels]),
-                    Skip::None | Skip::InOutput => None,
-                },
+                skip: skip.part(n * m * pixels..(n + 1) * m * pixels),
                 act: self.act,
-                onto_y: matches!(skip, Skip::InOutput),
             };
             match (&self.sparse, &self.pointwise) {
                 (Some(sp), _) => sp.run(ctx.pool, &p, out),
@@ -416,13 +402,10 @@ impl ConvKernel {
                 b: if pointwise { Rhs::Source(&plain[i]) } else { Rhs::Source(&sources[i]) },
                 epilogue: Epilogue {
                     bias: self.bias.as_ref().map_or(Bias::None, |b| Bias::PerRow(&b[g * mg..(g + 1) * mg])),
-                    // Product i writes C at y[i * mg * out_plane..]; its residual is laid out alike.
-                    residual: match skip {
-                        Skip::Add(r) => Some(&r[i * mg * out_plane..(i + 1) * mg * out_plane]),
-                        Skip::None | Skip::InOutput => None,
-                    },
+                    // Product i writes C at y[i * mg * out_plane..]; its skip connection is laid
+                    // out alike.
+                    skip: skip.part(i * mg * out_plane..(i + 1) * mg * out_plane),
                     act: self.act,
-                    onto_c: matches!(skip, Skip::InOutput),
                 },
             }
         };

@@ -19,7 +19,7 @@
 
 use super::activation::Activation;
 use super::chunks::ChunkBuf;
-use super::gemm::{Bias, Epilogue};
+use super::gemm::{Bias, Epilogue, Skip};
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
@@ -166,8 +166,11 @@ impl DirectWeights {
         let weights = &self.packed[b * k * BLOCK..(b + 1) * k * BLOCK];
         let rows = BLOCK.min(self.m - b * BLOCK);
         let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
-        let epilogue =
-            Epilogue { bias: d.bias.map_or(Bias::None, Bias::PerRow), residual: d.residual, act: d.act, onto_c: false };
+        let epilogue = Epilogue {
+            bias: d.bias.map_or(Bias::None, Bias::PerRow),
+            skip: d.residual.map_or(Skip::None, Skip::Add),
+            act: d.act,
+        };
         let (oy, count) = (oys.start, oys.len());
         debug_assert!(count == 1 || (count == 2 && 2 * ow <= MAX_PIXELS), "one row, or two that fit a tile");
         let mut ox = 0;

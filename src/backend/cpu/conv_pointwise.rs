@@ -16,6 +16,7 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unused_macros, unreachable_code))]
 
 use super::activation::{Activation, ActivationExt};
+use super::gemm::Skip;
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 
@@ -57,16 +58,25 @@ impl PointwiseWeights {
     }
 }
 
-/// One run: `x` is K planes of `pixels`, `y` (and `residual`, if any) M planes of `pixels`.
+/// One run: `x` is K planes of `pixels`, `y` (and a skip connection added, if any) M planes
+/// of `pixels`. A skip connection in `y` on entry ([`Skip::InOutput`]) is for this kernel only
+/// (the sparse one takes [`Skip::Add`]).
 pub struct Pointwise<'a> {
     pub x: &'a [f32],
     pub pixels: usize,
     pub bias: Option<&'a [f32]>,
-    pub residual: Option<&'a [f32]>,
+    pub skip: Skip<'a>,
     pub act: Activation,
-    /// `y` holds a skip connection on entry, which each output adds: one the plan let this conv
-    /// write over, in place (the pointwise kernel only; `residual` is `None` then).
-    pub onto_y: bool,
+}
+
+impl<'a> Pointwise<'a> {
+    /// The skip connection added from apart, if any ([`Skip::Add`]).
+    pub fn added(&self) -> Option<&'a [f32]> {
+        match self.skip {
+            Skip::Add(r) => Some(r),
+            Skip::None | Skip::InOutput => None,
+        }
+    }
 }
 
 /// On planes of at least this many pixels, with at least [`GROUPS_OUTER_ROWS`] output and
@@ -90,7 +100,7 @@ impl PointwiseWeights {
     pub fn run(&self, pool: &ThreadPool, p: &Pointwise, y: &mut [f32]) {
         let (m, k, n) = (self.m, self.k, p.pixels);
         assert!(p.x.len() >= k * n && y.len() >= m * n, "pointwise: buffers too small");
-        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.residual.is_none_or(|r| r.len() >= m * n));
+        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.added().is_none_or(|r| r.len() >= m * n));
         assert!(isa() == Isa::Avx512, "pointwise: needs AVX-512");
         if n == 0 || m == 0 {
             return;
@@ -103,7 +113,7 @@ impl PointwiseWeights {
         let splits = (4 / columns).clamp(1, groups);
         let per_split = groups.div_ceil(splits);
         let work = TASK_PIXELS.min(n) * (per_split * ROWS).min(m) * k.max(1);
-        let skips = p.residual.is_some() || p.onto_y;
+        let skips = !matches!(p.skip, Skip::None);
         let groups_outer = n >= GROUPS_OUTER_PLANE && m * (1 + usize::from(skips)) >= GROUPS_OUTER_ROWS;
         pool.parallel_for_work(columns * splits, work, &|t| {
             let o = out;
@@ -137,7 +147,7 @@ fn fuses(act: Activation) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Activation, Pointwise, PointwiseWeights, PIXELS, ROWS};
+    use super::{Activation, Pointwise, PointwiseWeights, Skip, PIXELS, ROWS};
     use std::arch::x86_64::*;
 
     // The fused activation in registers, shared with the blocked depthwise kernel.
@@ -228,9 +238,10 @@ mod x86 {
         }
         // Where the skip connection comes from, laid out as y: one branch per vector, as with
         // `residual` alone (a second test there made the whole kernel 1.5x slower).
-        let skip = match p.residual {
-            Some(r) => Some(r.as_ptr()),
-            None => p.onto_y.then_some(y.cast_const()),
+        let skip = match p.skip {
+            Skip::Add(r) => Some(r.as_ptr()),
+            Skip::InOutput => Some(y.cast_const()),
+            Skip::None => None,
         };
         if let Some(res) = skip {
             // Read at the end, from far (a skip connection made layers before): ask for its

@@ -20,6 +20,7 @@
 
 use super::activation::{Activation, ActivationExt};
 use super::conv_pointwise::Pointwise;
+use super::gemm::Skip;
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 
@@ -102,8 +103,8 @@ impl SparseWeights {
         assert!(isa.supported(), "sparse: {} does not run here", isa.name());
         let (m, k, n) = (self.m, self.k, p.pixels);
         assert!(p.x.len() >= k * n && y.len() >= m * n, "sparse: buffers too small");
-        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.residual.is_none_or(|r| r.len() >= m * n));
-        assert!(!p.onto_y, "sparse: a skip connection comes as `residual`, not in y");
+        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.added().is_none_or(|r| r.len() >= m * n));
+        assert!(!matches!(p.skip, Skip::InOutput), "sparse: a skip connection comes apart, not in y");
         if n == 0 || m == 0 {
             return;
         }
@@ -191,7 +192,7 @@ unsafe fn columns_portable(
                     let x = &p.x[c as usize * n + at..][..width];
                     acc.iter_mut().zip(x).for_each(|(a, x)| *a += v * x);
                 }
-                if let Some(res) = p.residual.filter(|_| j + 1 == w.chunks) {
+                if let Some(res) = p.added().filter(|_| j + 1 == w.chunks) {
                     acc.iter_mut().zip(&res[r * n + at..][..width]).for_each(|(a, r)| *a += r);
                 }
                 dst.copy_from_slice(&acc[..width]);
@@ -349,7 +350,7 @@ mod x86 {
         }
         for l in 0..V {
             let mut sum = _mm512_add_ps(acc[l], odd[l]);
-            if let Some(res) = p.residual.filter(|_| last) {
+            if let Some(res) = p.added().filter(|_| last) {
                 sum = _mm512_add_ps(sum, unsafe { _mm512_maskz_loadu_ps(masks[l], res.as_ptr().add(offset + 16 * l)) });
             }
             if fused && last {
@@ -456,7 +457,7 @@ mod tests {
         let sparse = SparseWeights::new(&w, m, k).expect("sparse enough");
         let mut x = values(7, k * pixels);
         x[5 * pixels..6 * pixels].fill(f32::INFINITY);
-        let p = Pointwise { x: &x, pixels, bias: None, residual: None, act: Activation::None, onto_y: false };
+        let p = Pointwise { x: &x, pixels, bias: None, skip: Skip::None, act: Activation::None };
         let mut y = vec![f32::NAN; m * pixels];
         sparse.run(&ThreadPool::new(1), &p, &mut y);
         for (i, v) in y.iter().enumerate() {
@@ -491,7 +492,7 @@ mod tests {
                 }
             }
             let sparse = SparseWeights::with_min_zeros(&w, m, k, 0.0).unwrap();
-            let p = Pointwise { x: &x, pixels, bias: Some(&bias), residual: Some(&residual), act, onto_y: false };
+            let p = Pointwise { x: &x, pixels, bias: Some(&bias), skip: Skip::Add(&residual), act };
             for isa in Isa::available() {
                 for threads in [1, 2] {
                     let mut y = vec![f32::NAN; m * pixels];
@@ -570,8 +571,7 @@ mod tests {
             let refs = [DataRef::Tensor(&x)];
             let bias = values(3, m);
             let xs = x.as_slice::<f32>().unwrap();
-            let p =
-                Pointwise { x: xs, pixels, bias: Some(&bias), residual: None, act: Activation::Relu, onto_y: false };
+            let p = Pointwise { x: xs, pixels, bias: Some(&bias), skip: Skip::None, act: Activation::Relu };
             let mut y = vec![0f32; m * pixels];
             let reps = (20_000_000 / (m * k * pixels)).clamp(3, 200);
             let mut line = format!("{name:22} ({:13}):", compiled.kernel_names()[0].0);

@@ -400,22 +400,48 @@ pub enum Bias<'a> {
     PerCol(&'a [f32]),
 }
 
-/// What happens to each tile of C once its product is done: C + bias (+ residual), then the
-/// activation.
+/// A skip connection added to a product's output after the bias, before the activation.
+#[derive(Clone, Copy, Default)]
+pub enum Skip<'a> {
+    #[default]
+    None,
+    /// A matrix laid out as the output (same row stride).
+    Add(&'a [f32]),
+    /// The output holds it on entry, and the product is added onto it (C += A · B): a skip
+    /// connection the plan let the product write over, in place.
+    InOutput,
+}
+
+impl<'a> Skip<'a> {
+    /// The part of a skip connection laid out as the outputs of several products (or images)
+    /// one after another that goes with the output at `range`.
+    pub fn part(self, range: Range<usize>) -> Skip<'a> {
+        match self {
+            Skip::Add(r) => Skip::Add(&r[range]),
+            other => other,
+        }
+    }
+}
+
+/// What happens to each tile of C once its product is done: C + bias (+ a skip connection),
+/// then the activation.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     pub bias: Bias<'a>,
-    /// A matrix laid out as C (same row stride) added after the bias: a skip connection.
-    pub residual: Option<&'a [f32]>,
+    pub skip: Skip<'a>,
     pub act: Activation,
-    /// The product is added to what C holds (C += A · B, then bias and activation): a skip
-    /// connection the plan let the product write over, in place.
-    pub onto_c: bool,
 }
 
 impl Epilogue<'_> {
+    /// Whether nothing is left to do once the products are written (a skip connection in C
+    /// was added by the products themselves).
     fn is_identity(&self) -> bool {
-        matches!(self.bias, Bias::None) && self.residual.is_none() && self.act == Activation::None
+        matches!(self.bias, Bias::None) && !matches!(self.skip, Skip::Add(_)) && self.act == Activation::None
+    }
+
+    /// Whether the product adds onto what C holds.
+    fn onto_c(&self) -> bool {
+        matches!(self.skip, Skip::InOutput)
     }
 
     /// Applies to rows `m0..m0+rows`, columns `n0..n0+cols` of C.
@@ -465,7 +491,7 @@ impl Epilogue<'_> {
                 }
                 Bias::PerCol(b) => row.iter_mut().zip(&b[n0..n0 + cols]).for_each(|(x, v)| *x += v),
             }
-            if let Some(res) = self.residual {
+            if let Skip::Add(res) = self.skip {
                 let start = (m0 + r) * ldc + n0;
                 row.iter_mut().zip(&res[start..start + cols]).for_each(|(x, v)| *x += v);
             }
@@ -776,7 +802,7 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
     let (mp, np) = (mc.div_ceil(mr), nc.div_ceil(nr));
     if p.k == 0 {
         // An empty sum: C as it was when the product adds onto it, else zeros.
-        if !p.epilogue.onto_c {
+        if !p.epilogue.onto_c() {
             for r in 0..mc {
                 // SAFETY: the tile belongs to this task.
                 unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nc) }.fill(0.0);
@@ -804,7 +830,7 @@ fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, 
                     pack_a(a, m0 + i * mr, mr, p.m, k0, kc, &mut abuf[i * mr * kc..(i + 1) * mr * kc]);
                 }
             }
-            let accumulate = k0 > 0 || p.epilogue.onto_c;
+            let accumulate = k0 > 0 || p.epilogue.onto_c();
             // What is packed next, asked for while this slice's products run: the next slice
             // of a plain A (spread over all the slice's kernels), the next B panel (over one
             // panel's kernels).
