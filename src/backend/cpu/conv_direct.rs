@@ -252,17 +252,21 @@ unsafe fn tile_sums(
     weights: &[f32],
     tile: &mut [f32; MAX_PIXELS * BLOCK],
 ) {
-    // Strides 1 and 2 are constants in their instances (0: any, read at run time), so that the
-    // broadcasts address their pixels with fixed offsets rather than a chain of additions,
-    // which took ports from the multiply-adds.
+    // Strides 1 and 2 are constants in the instances of the tiles most rows are made of (14
+    // pixels, and 7 for 7x7 planes, alone or in pairs), so that the broadcasts address their
+    // pixels with fixed offsets rather than a chain of additions, which took ports from the
+    // multiply-adds. The other widths read the stride at run time (0): instances for every
+    // width and stride grew the shared library by 3% (past its 5 MB budget).
     macro_rules! dispatch {
         ($($p:literal)*; $($p2:literal)*) => {
             match (pixels, rows, g.w.stride) {
-                $(($p, 1, 1) => unsafe { x86::tile::<$p, 1, 1>(g, x, weights, tile) },)*
-                $(($p, 1, 2) => unsafe { x86::tile::<$p, 1, 2>(g, x, weights, tile) },)*
+                (14, 1, 1) => unsafe { x86::tile::<14, 1, 1>(g, x, weights, tile) },
+                (14, 1, 2) => unsafe { x86::tile::<14, 1, 2>(g, x, weights, tile) },
+                (7, 1, 1) => unsafe { x86::tile::<7, 1, 1>(g, x, weights, tile) },
+                (7, 1, 2) => unsafe { x86::tile::<7, 1, 2>(g, x, weights, tile) },
+                (7, 2, 1) => unsafe { x86::tile::<7, 2, 1>(g, x, weights, tile) },
+                (7, 2, 2) => unsafe { x86::tile::<7, 2, 2>(g, x, weights, tile) },
                 $(($p, 1, _) => unsafe { x86::tile::<$p, 1, 0>(g, x, weights, tile) },)*
-                $(($p2, 2, 1) => unsafe { x86::tile::<$p2, 2, 1>(g, x, weights, tile) },)*
-                $(($p2, 2, 2) => unsafe { x86::tile::<$p2, 2, 2>(g, x, weights, tile) },)*
                 $(($p2, 2, _) => unsafe { x86::tile::<$p2, 2, 0>(g, x, weights, tile) },)*
                 _ => unreachable!("at most {MAX_PIXELS} pixels in one row or two rows of {}", MAX_PIXELS / 2),
             }
