@@ -8,9 +8,9 @@
 //! consecutive output pixels of one row (or of two rows of 7, a 7x7 plane's) by 32 output
 //! channels (two vectors) accumulates over every input channel and tap, each input value
 //! broadcast from the plane and each weight vector read once per tap from weights packed at
-//! prepare time per block of 32 channels. A block's
-//! weights (K x 32 floats) stay in L2 while the rows of the output go by. The tile is written to
-//! the NCHW output through a small transpose, then bias, residual and activation are applied.
+//! prepare time per block of 32 channels. A block's weights (K x 32 floats) stay in L2 while the
+//! rows of the output go by. The tile is written to the NCHW output through a small transpose,
+//! then bias, residual and activation are applied.
 //! AVX-512 only (the kernel keeps 28 accumulators in the 32 zmm registers).
 
 // AVX-512 only: on other targets the module compiles, but nothing runs its kernels (`available`

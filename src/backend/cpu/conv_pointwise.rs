@@ -69,16 +69,6 @@ pub struct Pointwise<'a> {
     pub act: Activation,
 }
 
-impl<'a> Pointwise<'a> {
-    /// The skip connection added from apart, if any ([`Skip::Add`]).
-    pub fn added(&self) -> Option<&'a [f32]> {
-        match self.skip {
-            Skip::Add(r) => Some(r),
-            Skip::None | Skip::InOutput => None,
-        }
-    }
-}
-
 /// On planes of at least this many pixels, with at least [`GROUPS_OUTER_ROWS`] output and
 /// residual rows, a task runs its groups of channels outermost: a 48-pixel block touching every
 /// row at once (rows 100 KB apart at 160x160, 96 outputs and 96 residuals in DBNet's neck) left
@@ -100,7 +90,7 @@ impl PointwiseWeights {
     pub fn run(&self, pool: &ThreadPool, p: &Pointwise, y: &mut [f32]) {
         let (m, k, n) = (self.m, self.k, p.pixels);
         assert!(p.x.len() >= k * n && y.len() >= m * n, "pointwise: buffers too small");
-        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.added().is_none_or(|r| r.len() >= m * n));
+        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.skip.added().is_none_or(|r| r.len() >= m * n));
         assert!(isa() == Isa::Avx512, "pointwise: needs AVX-512");
         if n == 0 || m == 0 {
             return;

@@ -103,7 +103,7 @@ impl SparseWeights {
         assert!(isa.supported(), "sparse: {} does not run here", isa.name());
         let (m, k, n) = (self.m, self.k, p.pixels);
         assert!(p.x.len() >= k * n && y.len() >= m * n, "sparse: buffers too small");
-        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.added().is_none_or(|r| r.len() >= m * n));
+        assert!(p.bias.is_none_or(|b| b.len() >= m) && p.skip.added().is_none_or(|r| r.len() >= m * n));
         assert!(!matches!(p.skip, Skip::InOutput), "sparse: a skip connection comes apart, not in y");
         if n == 0 || m == 0 {
             return;
@@ -192,7 +192,7 @@ unsafe fn columns_portable(
                     let x = &p.x[c as usize * n + at..][..width];
                     acc.iter_mut().zip(x).for_each(|(a, x)| *a += v * x);
                 }
-                if let Some(res) = p.added().filter(|_| j + 1 == w.chunks) {
+                if let Some(res) = p.skip.added().filter(|_| j + 1 == w.chunks) {
                     acc.iter_mut().zip(&res[r * n + at..][..width]).for_each(|(a, r)| *a += r);
                 }
                 dst.copy_from_slice(&acc[..width]);
@@ -350,7 +350,7 @@ mod x86 {
         }
         for l in 0..V {
             let mut sum = _mm512_add_ps(acc[l], odd[l]);
-            if let Some(res) = p.added().filter(|_| last) {
+            if let Some(res) = p.skip.added().filter(|_| last) {
                 sum = _mm512_add_ps(sum, unsafe { _mm512_maskz_loadu_ps(masks[l], res.as_ptr().add(offset + 16 * l)) });
             }
             if fused && last {

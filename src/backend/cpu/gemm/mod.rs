@@ -421,6 +421,14 @@ impl<'a> Skip<'a> {
             other => other,
         }
     }
+
+    /// The tensor added from apart, if any ([`Skip::Add`]).
+    pub fn added(self) -> Option<&'a [f32]> {
+        match self {
+            Skip::Add(r) => Some(r),
+            Skip::None | Skip::InOutput => None,
+        }
+    }
 }
 
 /// What happens to each tile of C once its product is done: C + bias (+ a skip connection),
@@ -491,7 +499,7 @@ impl Epilogue<'_> {
                 }
                 Bias::PerCol(b) => row.iter_mut().zip(&b[n0..n0 + cols]).for_each(|(x, v)| *x += v),
             }
-            if let Skip::Add(res) = self.skip {
+            if let Some(res) = self.skip.added() {
                 let start = (m0 + r) * ldc + n0;
                 row.iter_mut().zip(&res[start..start + cols]).for_each(|(x, v)| *x += v);
             }
