@@ -164,6 +164,46 @@ fn parallel_splits_match_the_triple_loop() {
     }
 }
 
+/// Products split by depth (small, at least twice as deep as tall) against the triple loop, with
+/// every kind of epilogue, both kinds of each operand, and shares of k that start inside k
+/// slices (1000 / 3): the partial products are added once each, before the bias, the skip
+/// connection and the activation.
+#[test]
+fn depth_splits_match_the_triple_loop() {
+    let shapes = [(24, 100, 300), (8, 33, 1000), (64, 196, 384)];
+    for isa in Isa::available() {
+        let micro = micro_for(isa);
+        for &(m, n, k) in &shapes {
+            let (av, bv) = (lcg(m as u64 + 5, m * k), lcg(n as u64 + 7, k * n));
+            let (bias, skip) = (lcg(11, m), lcg(13, m * n));
+            let (a, b) = (MatRef::row_major(&av, k), MatRef::row_major(&bv, n));
+            let plain = naive(m, n, k, &a, &b);
+            let (packed_a, packed_b) = (PackedA::new(a, m, k, &micro), PackedB::new(&b, k, n, &micro));
+            for threads in [2, 3] {
+                assert!(splits_by_depth(m, n, k, threads), "{m}x{n}x{k} is not split by depth on {threads} threads");
+                let pool = ThreadPool::new(threads);
+                for (l, r) in [(Lhs::Packed(&packed_a), Rhs::Source(&b)), (Lhs::Plain(a), Rhs::Packed(&packed_b))] {
+                    for kind in 0..3 {
+                        let mut c = if kind == 2 { skip.clone() } else { vec![f32::NAN; m * n] };
+                        let skip_kind = [Skip::None, Skip::Add(&skip), Skip::InOutput][kind];
+                        let epilogue = Epilogue { bias: Bias::PerRow(&bias), skip: skip_kind, act: Activation::Relu };
+                        let p = Problem { m, n, k, a: l.reborrow(), b: r.reborrow(), epilogue };
+                        run(&pool, &micro, &p, &mut c, n);
+                        for (i, (g, w)) in c.iter().zip(&plain).enumerate() {
+                            let added = if kind == 0 { 0.0 } else { skip[i] };
+                            let want = (w + bias[i / n] + added).max(0.0);
+                            assert!(
+                                (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{isa:?} {m}x{n}x{k} on {threads} threads, skip kind {kind}, element {i}: {g} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The tiles `split` picks give every thread the same work, within a few percent, on the
 /// GEMMs of ResNet-50's convolutions (output channels x pixels x input channels times taps;
 /// the image side packed per task) and of the VAD's two largest: each thread's arithmetic
