@@ -116,6 +116,24 @@ fn bench_prints_one_json_line() {
     }
 }
 
+/// Nodes without names (ONNX allows them) each get their own line in the per-node profile, and
+/// the op-type table counts them all: keyed by name alone, they ran together as one.
+#[test]
+fn the_node_profile_tells_nameless_nodes_apart() {
+    let dir = temp_dir("profile");
+    let model = dir.join("casts.onnx");
+    std::fs::write(&model, cast_model(&[("a", "a_int64", INT64), ("b", "b_uint8", UINT8)], 5)).unwrap();
+    let o = crx580(&["bench", model.to_str().unwrap(), "--runs", "2", "--warmup", "1", "--profile=nodes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let casts =
+        out.lines().find(|l| l.trim_start().starts_with("Cast ")).unwrap_or_else(|| panic!("no Cast row: {out}"));
+    assert_eq!(casts.split_whitespace().nth(1), Some("2"), "{out}");
+    for node in ["(Cast #1)", "(Cast #2)"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(node)), "{node} missing in {out}");
+    }
+}
+
 #[test]
 fn devices_lists_the_cpu() {
     let o = crx580(&["devices"]);

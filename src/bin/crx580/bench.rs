@@ -154,21 +154,33 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 fn print_profile(session: &Session, inputs: &[&Tensor], runs: usize, per_node: bool) -> Result<()> {
     use std::collections::{BTreeMap, HashMap};
     let mut per_op: BTreeMap<String, (f64, usize, Vec<&'static str>)> = BTreeMap::new();
-    // Per node name, in first-run order: op type, kernel, depth, ms.
+    // Per node, in first-run order: name, op type, kernel, depth, ms.
     let mut nodes: Vec<(String, String, &'static str, usize, f64)> = Vec::new();
     let mut node_index: HashMap<String, usize> = HashMap::new();
     for _ in 0..runs {
         let (_, times) = session.run_profiled(inputs)?;
+        // Nodes are told apart by name; a model may leave names empty, and those of the top-level
+        // graph are then told apart by their place among the nameless (inside a body, one that
+        // runs many times stays one line per op type).
+        let mut nameless = 0;
         for t in &times {
+            let key = match (t.node.is_empty(), t.depth) {
+                (true, 0) => {
+                    nameless += 1;
+                    format!("({} #{nameless})", t.op_type)
+                }
+                (true, _) => format!("({})", t.op_type),
+                (false, _) => t.node.clone(),
+            };
             let ms = t.time.as_secs_f64() * 1e3 / runs as f64;
             let e = per_op.entry(t.op_type.clone()).or_default();
             e.0 += ms;
             if !e.2.contains(&t.kernel) {
                 e.2.push(t.kernel);
             }
-            let i = *node_index.entry(t.node.clone()).or_insert_with(|| {
+            let i = *node_index.entry(key.clone()).or_insert_with(|| {
                 e.1 += 1;
-                nodes.push((t.node.clone(), t.op_type.clone(), t.kernel, t.depth, 0.0));
+                nodes.push((key, t.op_type.clone(), t.kernel, t.depth, 0.0));
                 nodes.len() - 1
             });
             nodes[i].4 += ms;
