@@ -636,8 +636,10 @@ pub fn run_batch<'a>(
     }
 }
 
-/// Products of at most this many multiply-adds may be split by depth ([`splits_by_depth`]).
-const DEPTH_SPLIT_MOST: usize = 8 << 20;
+/// Products of at most this many multiply-adds may be split by depth ([`splits_by_depth`]):
+/// MobileNetV2's largest projections (96 x 196 x 576, 320 x 49 x 960) gained as much as the
+/// small ones, and ResNet-50's 1x1 convs (51M and more) gained nothing.
+const DEPTH_SPLIT_MOST: usize = 16 << 20;
 /// The least depth of one thread's share in a depth split.
 const DEPTH_SPLIT_SHARE: usize = 32;
 
@@ -648,7 +650,8 @@ const DEPTH_SPLIT_SHARE: usize = 32;
 /// its B rows from the other cores' caches, and every tile read all of A. Split by depth, each
 /// thread reads about the rows its own core made and 1/threads of A; what crosses over is the
 /// m x n partial products, fewer floats than the n x k / 2 rows when k >= 2m. In-model at 2
-/// threads, the 384 -> 64 projections took 0.044-0.046 ms instead of 0.064-0.073.
+/// threads, the 384 -> 64 projections took 0.044-0.046 ms instead of 0.064-0.073, 576 -> 96
+/// 0.093-0.101 instead of 0.124-0.139; expansions (960 x 49 x 160) got slower (0.089 -> 0.116).
 fn splits_by_depth(m: usize, n: usize, k: usize, threads: usize) -> bool {
     threads > 1 && k >= 2 * m && k / threads >= DEPTH_SPLIT_SHARE && m * n * k <= DEPTH_SPLIT_MOST
 }
