@@ -454,21 +454,21 @@ impl Epilogue<'_> {
 
     /// Applies to rows `m0..m0+rows`, columns `n0..n0+cols` of C.
     pub(super) fn apply(&self, c: *mut f32, ldc: usize, m0: usize, rows: usize, n0: usize, cols: usize) {
-        self.apply_summing(c, ldc, m0, rows, n0, cols, &[])
+        self.apply_summing(c, ldc, m0..m0 + rows, n0..n0 + cols, &[])
     }
 
-    /// [`apply`](Self::apply), first adding to each row of C the same row of every partial
-    /// product in `partials` (whole `rows x cols` matrices one after another).
-    #[allow(clippy::too_many_arguments)]
-    fn apply_summing(&self, c: *mut f32, ldc: usize, m0: usize, rows: usize, n0: usize, cols: usize, partials: &[f32]) {
+    /// [`apply`](Self::apply) to rows `rows` and columns `cols` of the product, whose first
+    /// element is at `c`, first adding to each row the same row of every partial product in
+    /// `partials` (whole `rows x cols` matrices one after another).
+    fn apply_summing(&self, c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, partials: &[f32]) {
         match super::isa::isa() {
             // SAFETY (both): isa() names only instruction sets this CPU has; the caller owns the
             // tile.
             #[cfg(target_arch = "x86_64")]
-            super::isa::Isa::Avx512 => unsafe { self.apply_avx512(c, ldc, m0, rows, n0, cols, partials) },
+            super::isa::Isa::Avx512 => unsafe { self.apply_avx512(c, ldc, rows, cols, partials) },
             #[cfg(target_arch = "x86_64")]
-            super::isa::Isa::Avx2 => unsafe { self.apply_avx2(c, ldc, m0, rows, n0, cols, partials) },
-            _ => self.apply_with(c, ldc, m0, rows, n0, cols, partials),
+            super::isa::Isa::Avx2 => unsafe { self.apply_avx2(c, ldc, rows, cols, partials) },
+            _ => self.apply_with(c, ldc, rows, cols, partials),
         }
     }
 
@@ -479,18 +479,8 @@ impl Epilogue<'_> {
     /// Needs AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn apply_avx512(
-        &self,
-        c: *mut f32,
-        ldc: usize,
-        m0: usize,
-        rows: usize,
-        n0: usize,
-        cols: usize,
-        partials: &[f32],
-    ) {
-        self.apply_with(c, ldc, m0, rows, n0, cols, partials)
+    unsafe fn apply_avx512(&self, c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, partials: &[f32]) {
+        self.apply_with(c, ldc, rows, cols, partials)
     }
 
     /// [`apply_summing`](Self::apply_summing) with the additions in 8-float vectors.
@@ -499,28 +489,18 @@ impl Epilogue<'_> {
     /// Needs AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn apply_avx2(
-        &self,
-        c: *mut f32,
-        ldc: usize,
-        m0: usize,
-        rows: usize,
-        n0: usize,
-        cols: usize,
-        partials: &[f32],
-    ) {
-        self.apply_with(c, ldc, m0, rows, n0, cols, partials)
+    unsafe fn apply_avx2(&self, c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, partials: &[f32]) {
+        self.apply_with(c, ldc, rows, cols, partials)
     }
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn apply_with(&self, c: *mut f32, ldc: usize, m0: usize, rows: usize, n0: usize, cols: usize, partials: &[f32]) {
-        for r in 0..rows {
+    fn apply_with(&self, c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, partials: &[f32]) {
+        let (m0, n0, width) = (rows.start, cols.start, cols.len());
+        for r in 0..rows.len() {
             // SAFETY: the caller owns this tile of C (rows x cols at row stride ldc).
-            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
-            for partial in partials.chunks_exact(rows * cols) {
-                row.iter_mut().zip(&partial[r * cols..(r + 1) * cols]).for_each(|(x, v)| *x += v);
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), width) };
+            for partial in partials.chunks_exact(rows.len() * width) {
+                row.iter_mut().zip(&partial[r * width..(r + 1) * width]).for_each(|(x, v)| *x += v);
             }
             match self.bias {
                 Bias::None => {}
@@ -528,11 +508,11 @@ impl Epilogue<'_> {
                     let v = b[m0 + r];
                     row.iter_mut().for_each(|x| *x += v);
                 }
-                Bias::PerCol(b) => row.iter_mut().zip(&b[n0..n0 + cols]).for_each(|(x, v)| *x += v),
+                Bias::PerCol(b) => row.iter_mut().zip(&b[cols.clone()]).for_each(|(x, v)| *x += v),
             }
             if let Some(res) = self.skip.added() {
                 let start = (m0 + r) * ldc + n0;
-                row.iter_mut().zip(&res[start..start + cols]).for_each(|(x, v)| *x += v);
+                row.iter_mut().zip(&res[start..start + width]).for_each(|(x, v)| *x += v);
             }
             self.act.apply(row);
         }
@@ -689,7 +669,7 @@ fn run_depth_split(pool: &ThreadPool, micro: &Micro, p: &Problem, c: &mut [f32],
                 }
             }
         });
-        p.epilogue.apply_summing(c.as_mut_ptr(), ldc, 0, m, 0, n, &partials[..(shares - 1) * m * n]);
+        p.epilogue.apply_summing(c.as_mut_ptr(), ldc, 0..m, 0..n, &partials[..(shares - 1) * m * n]);
         true
     })
 }
