@@ -632,8 +632,17 @@ const DEPTH_SPLIT_SHARE: usize = 32;
 /// m x n partial products, fewer floats than the n x k / 2 rows when k >= 2m. In-model at 2
 /// threads, the 384 -> 64 projections took 0.044-0.046 ms instead of 0.064-0.073, 576 -> 96
 /// 0.093-0.101 instead of 0.124-0.139; expansions (960 x 49 x 160) got slower (0.089 -> 0.116).
+///
+/// The calling thread adds the other threads' partial products alone, (threads - 1) m n
+/// additions against each thread's m n k / threads multiply-adds: a split also needs k large
+/// enough that this costs at most a sixteenth of a share (measured at 2 threads only, where
+/// that is any k past the least share depth).
 fn splits_by_depth(m: usize, n: usize, k: usize, threads: usize) -> bool {
-    threads > 1 && k >= 2 * m && k / threads >= DEPTH_SPLIT_SHARE && m * n * k <= DEPTH_SPLIT_MOST
+    threads > 1
+        && k >= 2 * m
+        && k / threads >= DEPTH_SPLIT_SHARE
+        && 16 * threads * (threads - 1) <= k
+        && m * n * k <= DEPTH_SPLIT_MOST
 }
 
 thread_local! {
