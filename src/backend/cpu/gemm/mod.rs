@@ -945,7 +945,7 @@ fn tile_part(
         // to the part's range.
         let slices = (0..p.k).step_by(kc_max).filter_map(|g0| {
             let (k0, end) = (g0.max(part.k.start), (g0 + kc_max).min(p.k).min(part.k.end));
-            (k0 < end).then_some((g0, k0, end - k0))
+            end.checked_sub(k0).filter(|&kc| kc > 0).map(|kc| (g0, k0, kc))
         });
         for (g0, k0, kc) in slices {
             let last = k0 + kc == part.k.end && part.finish;
