@@ -31,11 +31,20 @@ fn slice_depth(k: usize) -> usize {
     k.div_ceil(k.div_ceil(KC).max(1)).max(1)
 }
 
-/// Where rows `k0..k0 + kc` of panel `p` start in an operand of `panels` panels of `width`
-/// lanes, packed slice-major: `k0` starts a slice and `kc` is its depth.
-fn slice_offset(k: usize, panels: usize, width: usize, p: usize, k0: usize, kc: usize) -> usize {
-    debug_assert!(k0.is_multiple_of(slice_depth(k)) && kc == slice_depth(k).min(k - k0), "not a k slice");
-    k0 * panels * width + p * kc * width
+/// Where rows `rows` of panel `p` lie in an operand of `panels` panels of `width` lanes packed
+/// slice-major, when they lie in k slice `slice`: after the slices before it, and the panels
+/// before `p` in it. (No division: the GEMM asks for one per micro-kernel call.)
+fn slice_rows(panels: usize, width: usize, p: usize, slice: &Range<usize>, rows: Range<usize>) -> Range<usize> {
+    debug_assert!(slice.start <= rows.start && rows.end <= slice.end, "rows {rows:?} outside k slice {slice:?}");
+    let start = (slice.start * panels + p * slice.len()) * width + (rows.start - slice.start) * width;
+    start..start + rows.len() * width
+}
+
+/// The k slice (as [`pack_slices`] cuts k) that holds row `i`.
+fn slice_of(k: usize, i: usize) -> Range<usize> {
+    let depth = slice_depth(k);
+    let start = i / depth * depth;
+    start..(start + depth).min(k)
 }
 
 /// Packs an operand of `panels` panels of `width` lanes over all of `k`, slice-major:
@@ -46,8 +55,8 @@ fn pack_slices(k: usize, panels: usize, width: usize, pack: impl Fn(usize, usize
     for k0 in (0..k).step_by(depth) {
         let kc = depth.min(k - k0);
         for p in 0..panels {
-            let start = slice_offset(k, panels, width, p, k0, kc);
-            pack(p, k0, kc, &mut data[start..start + kc * width]);
+            let slice = k0..k0 + kc;
+            pack(p, k0, kc, &mut data[slice_rows(panels, width, p, &slice, slice.clone())]);
         }
     }
     data
@@ -284,10 +293,9 @@ impl PackedA {
         (self.m, self.k)
     }
 
-    /// Rows `kc` from `k0` of panel `p` (one k slice).
-    fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
-        let start = slice_offset(self.k, self.m.div_ceil(self.mr), self.mr, p, k0, kc);
-        &self.data[start..start + kc * self.mr]
+    /// Rows `rows` of panel `p`, inside k slice `slice`.
+    fn panel(&self, p: usize, slice: &Range<usize>, rows: Range<usize>) -> &[f32] {
+        &self.data[slice_rows(self.m.div_ceil(self.mr), self.mr, p, slice, rows)]
     }
 }
 
@@ -319,16 +327,12 @@ impl PackedB {
     pub fn panel_row_mut(&mut self, p: usize, i: usize) -> &mut [f32] {
         let panels = self.n.div_ceil(self.nr);
         assert!(i < self.k && p < panels, "row {i} of panel {p} is outside the operand");
-        let depth = slice_depth(self.k);
-        let k0 = i / depth * depth;
-        let start = slice_offset(self.k, panels, self.nr, p, k0, depth.min(self.k - k0)) + (i - k0) * self.nr;
-        &mut self.data[start..start + self.nr]
+        &mut self.data[slice_rows(panels, self.nr, p, &slice_of(self.k, i), i..i + 1)]
     }
 
-    /// Rows `kc` from `k0` of panel `p` (one k slice).
-    fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
-        let start = slice_offset(self.k, self.n.div_ceil(self.nr), self.nr, p, k0, kc);
-        &self.data[start..start + kc * self.nr]
+    /// Rows `rows` of panel `p`, inside k slice `slice`.
+    fn panel(&self, p: usize, slice: &Range<usize>, rows: Range<usize>) -> &[f32] {
+        &self.data[slice_rows(self.n.div_ceil(self.nr), self.nr, p, slice, rows)]
     }
 
     pub fn dims(&self) -> (usize, usize) {
@@ -345,7 +349,10 @@ impl PackedB {
     /// streams them once.
     pub fn panel_slices(&self, p: usize) -> impl Iterator<Item = (usize, &[f32])> {
         let depth = slice_depth(self.k);
-        (0..self.k).step_by(depth).map(move |k0| (k0, self.panel(p, k0, depth.min(self.k - k0))))
+        (0..self.k).step_by(depth).map(move |k0| {
+            let slice = k0..(k0 + depth).min(self.k);
+            (k0, self.panel(p, &slice, slice.clone()))
+        })
     }
 }
 
@@ -584,12 +591,6 @@ pub fn run_batch<'a>(
     assert!(c.len() >= (count - 1) * c_stride + (m - 1) * ldc + n, "C is too small for the product");
     let work = count.saturating_mul(m).saturating_mul(n).saturating_mul(shape.k.max(1));
     let serial = pool.threads() == 1 || work < MIN_PARALLEL_WORK;
-    let (mt, nt) = if serial {
-        (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr)
-    } else {
-        let packs = Packs { a: plain_a, b: shape.b.source().is_some() };
-        split(micro, count, m, n, shape.k, pool.threads(), packs)
-    };
     if !serial
         && count == 1
         && splits_by_depth(m, n, shape.k, pool.threads())
@@ -597,6 +598,12 @@ pub fn run_batch<'a>(
     {
         return;
     }
+    let (mt, nt) = if serial {
+        cache_tile(micro)
+    } else {
+        let packs = Packs { a: plain_a, b: shape.b.source().is_some() };
+        split(micro, count, m, n, shape.k, pool.threads(), packs)
+    };
     let (tm, tn) = (m.div_ceil(mt), n.div_ceil(nt));
     let cptr = SharedMut(c.as_mut_ptr());
     let run_tile = |t: usize| {
@@ -662,21 +669,14 @@ fn run_depth_split(pool: &ThreadPool, micro: &Micro, p: &Problem, c: &mut [f32],
         let Ok(mut partials) = s.try_borrow_mut() else { return false };
         let partials = partials.at_least((shares - 1) * m * n);
         let (cp, pp) = (SharedMut(c.as_mut_ptr()), SharedMut(partials.as_mut_ptr()));
-        let (mt, nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
         pool.parallel_for(shares, &|t| {
             let (cp, pp) = (cp, pp);
             // SAFETY: share 0 alone writes C, and share t > 0 alone its partial product, the
             // (t - 1)-th m x n matrix of `partials`.
             let (out, ld) = if t == 0 { (cp.0, ldc) } else { (unsafe { pp.0.add((t - 1) * m * n) }, n) };
-            let depth = t * k / shares..(t + 1) * k / shares;
-            for m0 in (0..m).step_by(mt) {
-                for n0 in (0..n).step_by(nt) {
-                    let part = Part { k: depth.clone(), onto_c: t == 0 && p.epilogue.onto_c(), finish: false };
-                    // SAFETY: (m0, n0) is inside this share's output.
-                    let at = unsafe { out.add(m0 * ld + n0) };
-                    tile_part(micro, p, m0, mt.min(m - m0), n0, nt.min(n - n0), at, ld, part);
-                }
-            }
+            let part =
+                Part { k: t * k / shares..(t + 1) * k / shares, onto_c: t == 0 && p.epilogue.onto_c(), finish: false };
+            tiles(micro, p, 0..n, out, ld, &part);
         });
         p.epilogue.apply_summing(c.as_mut_ptr(), ldc, 0..m, 0..n, &partials[..(shares - 1) * m * n]);
         true
@@ -731,8 +731,9 @@ fn split(micro: &Micro, count: usize, m: usize, n: usize, k: usize, threads: usi
         (out, tries)
     }
     let extra = (4 * threads).min(MAX_EXTRA_SPLITS);
-    let (rows, rn) = sizes(m, micro.mr, MC.div_ceil(micro.mr) * micro.mr, extra);
-    let (cols, cn) = sizes(n, micro.nr, NC.div_ceil(micro.nr) * micro.nr, extra);
+    let (most_rows, most_cols) = cache_tile(micro);
+    let (rows, rn) = sizes(m, micro.mr, most_rows, extra);
+    let (cols, cn) = sizes(n, micro.nr, most_cols, extra);
     let k = k.max(1);
     let mut best = (usize::MAX, rows[0].0, cols[0].0);
     for &(mt, tm) in &rows[..rn] {
@@ -860,12 +861,25 @@ pub fn run_serial_columns(micro: &Micro, p: &Problem, cols: Range<usize>, c: &mu
     if let Lhs::Panels(a) = &p.a {
         assert!(a.data.len() >= p.m.div_ceil(micro.mr) * micro.mr * p.k, "A's panels are too short");
     }
-    let (mt, nt) = (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr);
+    tiles(micro, p, cols, c.as_mut_ptr(), ldc, &Part::whole(p));
+}
+
+/// The tile of C one task computes on the calling thread alone: the cache blocks, whole
+/// micro-blocks.
+fn cache_tile(micro: &Micro) -> (usize, usize) {
+    (MC.div_ceil(micro.mr) * micro.mr, NC.div_ceil(micro.nr) * micro.nr)
+}
+
+/// Columns `cols` of a product on the calling thread, tile by [`cache_tile`], each summing
+/// `part`; column `cols.start` of C is at `c`, which holds all the product's rows of those
+/// columns at row stride `ldc`.
+fn tiles(micro: &Micro, p: &Problem, cols: Range<usize>, c: *mut f32, ldc: usize, part: &Part) {
+    let (mt, nt) = cache_tile(micro);
     for m0 in (0..p.m).step_by(mt) {
         for n0 in cols.clone().step_by(nt) {
-            // SAFETY: (m0, n0 - cols.start) is inside C, which this call borrows whole.
-            let c_tile = unsafe { c.as_mut_ptr().add(m0 * ldc + n0 - cols.start) };
-            tile(micro, p, m0, mt.min(p.m - m0), n0, nt.min(cols.end - n0), c_tile, ldc);
+            // SAFETY: (m0, n0 - cols.start) is inside C, as the caller promised.
+            let c_tile = unsafe { c.add(m0 * ldc + n0 - cols.start) };
+            tile_part(micro, p, m0, mt.min(p.m - m0), n0, nt.min(cols.end - n0), c_tile, ldc, part.clone());
         }
     }
 }
@@ -891,15 +905,23 @@ fn prefetch_share(data: &[f32], i: usize, parts: usize) {
 /// One task: rows `m0..m0+mc`, columns `n0..n0+nc` of C, whose top-left element is `c`.
 #[allow(clippy::too_many_arguments)]
 fn tile(micro: &Micro, p: &Problem, m0: usize, mc: usize, n0: usize, nc: usize, c: *mut f32, ldc: usize) {
-    tile_part(micro, p, m0, mc, n0, nc, c, ldc, Part { k: 0..p.k, onto_c: p.epilogue.onto_c(), finish: true })
+    tile_part(micro, p, m0, mc, n0, nc, c, ldc, Part::whole(p))
 }
 
 /// The share of a product's depth one task sums: rows `k` of B (columns of A), added onto C
 /// when `onto_c` (else written over it), and the epilogue applied after when `finish`.
+#[derive(Clone)]
 struct Part {
     k: Range<usize>,
     onto_c: bool,
     finish: bool,
+}
+
+impl Part {
+    /// All of the product: onto C when its skip connection is there, then the epilogue.
+    fn whole(p: &Problem) -> Part {
+        Part { k: 0..p.k, onto_c: p.epilogue.onto_c(), finish: true }
+    }
 }
 
 /// [`tile`] over part of k.
@@ -943,11 +965,12 @@ fn tile_part(
         let mut edge = [0f32; 16 * 64];
         // The k slices of the part: the product's slices (those of the packed operands), cut
         // to the part's range.
-        let slices = (0..p.k).step_by(kc_max).filter_map(|g0| {
-            let (k0, end) = (g0.max(part.k.start), (g0 + kc_max).min(p.k).min(part.k.end));
-            end.checked_sub(k0).filter(|&kc| kc > 0).map(|kc| (g0, k0, kc))
+        let slices = (0..p.k).step_by(kc_max).filter_map(|s| {
+            let slice = s..(s + kc_max).min(p.k);
+            let (k0, end) = (s.max(part.k.start), slice.end.min(part.k.end));
+            end.checked_sub(k0).filter(|&kc| kc > 0).map(|kc| (slice, k0, kc))
         });
-        for (g0, k0, kc) in slices {
+        for (slice, k0, kc) in slices {
             let last = k0 + kc == part.k.end && part.finish;
             if let Lhs::Plain(a) = &p.a {
                 for i in 0..mp {
@@ -979,9 +1002,7 @@ fn tile_part(
                 // exists, by the first of those kernels as it multiplies (`in_place`).
                 let mut in_place = None;
                 let bp: *mut f32 = match &p.b {
-                    Rhs::Packed(b) => {
-                        b.panel((n0 / nr) + j, g0, kc_max.min(p.k - g0))[(k0 - g0) * nr..].as_ptr().cast_mut()
-                    }
+                    Rhs::Packed(b) => b.panel((n0 / nr) + j, &slice, k0..k0 + kc).as_ptr().cast_mut(),
                     Rhs::Plain(_) | Rhs::Source(_) => {
                         let source = p.b.source().expect("an unpacked operand");
                         in_place = micro.copying.zip(source.panel_in_place(k0, kc, n0 + j * nr, nr, p.n));
@@ -995,9 +1016,7 @@ fn tile_part(
                 // A prepacked B (a MatMul's weights) comes from memory: the next panel is asked
                 // for while this one's products run, a share of its lines per A panel.
                 let next_b = match &p.b {
-                    Rhs::Packed(b) if j + 1 < np => {
-                        Some(&b.panel((n0 / nr) + j + 1, g0, kc_max.min(p.k - g0))[(k0 - g0) * nr..][..kc * nr])
-                    }
+                    Rhs::Packed(b) if j + 1 < np => Some(b.panel((n0 / nr) + j + 1, &slice, k0..k0 + kc)),
                     _ => None,
                 };
                 for i in 0..mp {
@@ -1005,9 +1024,7 @@ fn tile_part(
                         prefetch_share(next, i, mp);
                     }
                     let ap = match &p.a {
-                        Lhs::Packed(a) => {
-                            &a.panel((m0 / mr) + i, g0, kc_max.min(p.k - g0))[(k0 - g0) * mr..][..kc * mr]
-                        }
+                        Lhs::Packed(a) => a.panel((m0 / mr) + i, &slice, k0..k0 + kc),
                         Lhs::Plain(_) => &abuf[i * mr * kc..(i + 1) * mr * kc],
                         Lhs::Panels(a) => a.panel((m0 / mr) + i, mr, k0, kc),
                     };
