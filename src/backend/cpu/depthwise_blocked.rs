@@ -373,7 +373,7 @@ pub(super) unsafe fn vector_act(act: Activation, v: __m512) -> __m512 {
 /// Transposes a 16x16 block in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): 64 shuffles,
 /// interleaving 32-bit, 64-bit, then 128-bit pieces.
 #[inline(always)]
-unsafe fn transpose16(r: &mut [__m512; 16]) {
+pub(super) unsafe fn transpose16(r: &mut [__m512; 16]) {
     let mut t = [_mm512_setzero_ps(); 16];
     for i in 0..8 {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
