@@ -162,11 +162,14 @@ impl Plane<'_> {
             let hi = (w.input as isize - at).clamp(0, LANES as isize) as u32;
             (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
         };
-        let masks = std::array::from_fn(|i| match S {
-            1 if i < K => inside(first + i as isize),
-            2 if i < 2 * K.div_ceil(2) => inside(first + (i / 2 * 2 + i % 2 * LANES) as isize),
-            _ => 0,
-        });
+        let mut masks = [0; 6];
+        for (i, m) in masks.iter_mut().enumerate() {
+            *m = match S {
+                1 if i < K => inside(first + i as isize),
+                2 if i < 2 * K.div_ceil(2) => inside(first + (i / 2 * 2 + i % 2 * LANES) as isize),
+                _ => 0,
+            };
+        }
         let n = LANES.min(w.output - x0);
         Loads { first, masks, store: ((1u32 << n) - 1) as __mmask16 }
     }
@@ -177,27 +180,35 @@ impl Plane<'_> {
     /// Needs AVX-512F; `row` is a whole input row.
     #[inline(always)]
     unsafe fn taps<const S: usize, const K: usize>(row: *const f32, l: &Loads) -> [__m512; K] {
-        // Masked loads: lanes outside the row are neither read nor used, so a pointer before the
-        // row's start or past its end (`wrapping_offset`) is never dereferenced there.
-        let load = |i: usize, at: usize| _mm512_maskz_loadu_ps(l.masks[i], row.wrapping_offset(l.first + at as isize));
+        let mut taps = [_mm512_setzero_ps(); K];
         if S == 1 {
-            std::array::from_fn(|kx| load(kx, kx))
+            for (kx, t) in taps.iter_mut().enumerate() {
+                *t = Self::load(row, l, kx, kx);
+            }
         } else {
             let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
             // Window j holds columns first + 2j .. first + 2j + 32: filter columns 2j (its even
             // lanes) and 2j + 1 (its odd ones).
-            let windows: [(__m512, __m512); 3] = std::array::from_fn(|j| {
-                if j < K.div_ceil(2) {
-                    (load(2 * j, 2 * j), load(2 * j + 1, 2 * j + LANES))
-                } else {
-                    (_mm512_setzero_ps(), _mm512_setzero_ps())
+            for j in 0..K.div_ceil(2) {
+                let (a, b) = (Self::load(row, l, 2 * j, 2 * j), Self::load(row, l, 2 * j + 1, 2 * j + LANES));
+                taps[2 * j] = _mm512_permutex2var_ps(a, even, b);
+                if 2 * j + 1 < K {
+                    taps[2 * j + 1] = _mm512_permutex2var_ps(a, odd, b);
                 }
-            });
-            std::array::from_fn(|kx| {
-                let (a, b) = windows[kx / 2];
-                _mm512_permutex2var_ps(a, if kx % 2 == 0 { even } else { odd }, b)
-            })
+            }
         }
+        taps
+    }
+
+    /// Load `i` of a vector's loads from `row`: 16 columns from column `l.first + at`.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `row` is a whole input row. The load is masked: lanes outside the row are
+    /// neither read nor used, so a pointer before the row's start or past its end
+    /// (`wrapping_offset`) is never dereferenced there.
+    #[inline(always)]
+    unsafe fn load(row: *const f32, l: &Loads, i: usize, at: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(l.masks[i], row.wrapping_offset(l.first + at as isize))
     }
 
     /// Output rows `oy..oy + ROWS` (those inside the plane) by vectors `v0..v0 + V` of columns.
@@ -208,39 +219,34 @@ impl Plane<'_> {
     #[inline(always)]
     unsafe fn tile<const S: usize, const K: usize, const V: usize>(&self, oy: usize, v0: usize, y: &mut [f32]) {
         let (h, w) = (&self.p.h, &self.p.w);
-        let loads: [Loads; V] = std::array::from_fn(|v| self.loads::<S, K>(v0 + v));
-        let filter = self.filter.as_ptr();
-        // 3x3: the 9 weights stay in registers beside the 16 sums and 3 taps; 5x5's 25 would
-        // not, and are broadcast from the filter at each use.
-        let weights: [__m512; 9] =
-            std::array::from_fn(|t| if K == 3 { _mm512_set1_ps(self.filter[t]) } else { _mm512_setzero_ps() });
+        let mut loads = [Loads { first: 0, masks: [0; 6], store: 0 }; V];
+        for (v, l) in loads.iter_mut().enumerate() {
+            *l = self.loads::<S, K>(v0 + v);
+        }
+        // 3x3: the 9 weights stay in registers beside the sums and 3 taps; 5x5's 25 would not,
+        // and are broadcast from the filter at each use.
+        let mut weights = [_mm512_setzero_ps(); 9];
+        if K == 3 {
+            for (t, wt) in weights.iter_mut().enumerate() {
+                *wt = _mm512_set1_ps(self.filter[t]);
+            }
+        }
         let mut acc = [[_mm512_set1_ps(self.bias); V]; ROWS];
         let x0 = v0 * LANES;
         let top = (S * oy) as isize - h.pad_begin as isize;
-        for ir in 0..(ROWS - 1) * S + K {
-            // Rows outside the plane (padding, or rows of a last tile past the output's end)
-            // read zeros.
-            let iy = top + ir as isize;
-            let row = if (0..h.input as isize).contains(&iy) {
-                self.x.as_ptr().add(iy as usize * w.input)
-            } else {
-                self.zeros.as_ptr()
+        // One call per input row, each with its row number written out, so that every filter
+        // row index is a constant: a loop over the rows was left to the compiler to unroll,
+        // which it did or not from build to build (the tile is near its limit; one build kept
+        // a 3x3 instance's loop, its sums indexed on the stack).
+        macro_rules! input_rows {
+            ($($ir:literal)*) => {
+                $(if $ir < (ROWS - 1) * S + K {
+                    self.input_row::<S, K, V>($ir, top, &loads, &weights, &mut acc);
+                })*
             };
-            for v in 0..V {
-                let taps = Self::taps::<S, K>(row, &loads[v]);
-                for (r, sums) in acc.iter_mut().enumerate() {
-                    // Input row ir is filter row ir - S * r of output row r.
-                    let ky = ir.wrapping_sub(S * r);
-                    if ky < K {
-                        for (kx, t) in taps.iter().enumerate() {
-                            let wt =
-                                if K == 3 { weights[ky * K + kx] } else { _mm512_set1_ps(*filter.add(ky * K + kx)) };
-                            sums[v] = _mm512_fmadd_ps(*t, wt, sums[v]);
-                        }
-                    }
-                }
-            }
         }
+        const { assert!((ROWS - 1) * S + K <= 11, "input_rows! lists 11 rows") };
+        input_rows!(0 1 2 3 4 5 6 7 8 9 10);
         let act = self.p.act;
         for (r, sums) in acc.iter().enumerate() {
             let row = oy + r;
@@ -259,6 +265,43 @@ impl Plane<'_> {
                     _mm512_storeu_ps(y.as_mut_ptr().add(at), s);
                 } else {
                     _mm512_mask_storeu_ps(y.as_mut_ptr().add(at), mask, s);
+                }
+            }
+        }
+    }
+
+    /// Adds input row `ir` of a tile (counted from `top`, the first row the tile reads) times
+    /// the filter rows it meets into the sums of the tile's output rows.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; as [`Plane::run`].
+    #[inline(always)]
+    unsafe fn input_row<const S: usize, const K: usize, const V: usize>(
+        &self,
+        ir: usize,
+        top: isize,
+        loads: &[Loads; V],
+        weights: &[__m512; 9],
+        acc: &mut [[__m512; V]; ROWS],
+    ) {
+        // Rows outside the plane (padding, or rows of a last tile past the output's end) read
+        // zeros.
+        let iy = top + ir as isize;
+        let row = if (0..self.p.h.input as isize).contains(&iy) {
+            self.x.as_ptr().add(iy as usize * self.p.w.input)
+        } else {
+            self.zeros.as_ptr()
+        };
+        for (v, l) in loads.iter().enumerate() {
+            let taps = Self::taps::<S, K>(row, l);
+            for (r, sums) in acc.iter_mut().enumerate() {
+                // Input row ir is filter row ir - S * r of output row r.
+                let ky = ir.wrapping_sub(S * r);
+                if ky < K {
+                    for (kx, t) in taps.iter().enumerate() {
+                        let wt = if K == 3 { weights[ky * K + kx] } else { _mm512_set1_ps(self.filter[ky * K + kx]) };
+                        sums[v] = _mm512_fmadd_ps(*t, wt, sums[v]);
+                    }
                 }
             }
         }
