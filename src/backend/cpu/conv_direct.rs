@@ -20,7 +20,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::activation::avx512;
-use super::activation::Activation;
+use super::activation::{in_registers, Activation};
 use super::chunks::ChunkBuf;
 #[cfg(target_arch = "x86_64")]
 use super::depthwise_blocked::transpose16;
@@ -181,7 +181,7 @@ impl DirectWeights {
         // Without a skip connection, bias and activation are applied to the tile in registers,
         // channels along the lanes, before its transpose: a pass over the output rows after it
         // took 7% of a 128-channel 28x28 layer.
-        let finished = epilogue.skip.added().is_none() && finishes(d.act);
+        let finished = epilogue.skip.added().is_none() && in_registers(d.act);
         let mut bias = [0f32; BLOCK];
         if let Some(all) = d.bias {
             bias[..rows].copy_from_slice(&all[b * BLOCK..b * BLOCK + rows]);
@@ -254,16 +254,8 @@ struct TileGeo {
     w: Axis,
 }
 
-/// Whether [`finish_tile`] applies `act`.
-fn finishes(act: Activation) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return avx512::in_registers(act);
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// Adds the bias (one per channel of the block) to a tile's sums and applies `act`, one of those
-/// [`finishes`].
+/// computed [`in_registers`].
 ///
 /// # Safety
 /// Needs AVX-512F.

@@ -15,7 +15,7 @@
 // says no there), so their paths are unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unused_macros, unreachable_code))]
 
-use super::activation::{Activation, ActivationExt};
+use super::activation::{piecewise, Activation, ActivationExt};
 use super::gemm::Skip;
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
@@ -119,7 +119,7 @@ impl PointwiseWeights {
             unsafe {
                 x86::columns(self, p, g0..g1, p0, p1, groups_outer, o.0)
             };
-            if !fuses(p.act) {
+            if !piecewise(p.act) {
                 for row in g0 * ROWS..(g1 * ROWS).min(m) {
                     // SAFETY: as above, this task's columns of row `row`.
                     let seg = unsafe { std::slice::from_raw_parts_mut(o.0.add(row * n + p0), p1 - p0) };
@@ -130,18 +130,13 @@ impl PointwiseWeights {
     }
 }
 
-/// Whether the kernel applies `act` in registers (any other is applied afterwards).
-fn fuses(act: Activation) -> bool {
-    matches!(act, Activation::None | Activation::Relu | Activation::Clip(..) | Activation::HardSwish)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Activation, Pointwise, PointwiseWeights, Skip, PIXELS, ROWS};
     use std::arch::x86_64::*;
 
-    // The fused activation in registers, shared with the blocked depthwise kernel.
-    use super::super::depthwise_blocked::vector_act as act;
+    // The fused activation in registers.
+    use super::super::activation::avx512::apply_piecewise as act;
 
     /// Pixels `p0..p1` of the output channels of groups `groups` (of 8): pixel blocks outermost
     /// (a block's inputs stay in L1 over the groups), or with `groups_outer` the groups (each

@@ -12,11 +12,14 @@
 
 // AVX-512 only: on other targets the module compiles, but nothing runs its kernels (`available`
 // says no there), so their paths are unused.
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unused_macros, unreachable_code))]
+#![cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(dead_code, unused_imports, unused_variables, unused_macros, unreachable_code)
+)]
 
 #[cfg(target_arch = "x86_64")]
 use super::activation::avx512;
-use super::activation::{Activation, ActivationExt};
+use super::activation::{in_registers, Activation, ActivationExt};
 use super::chunks::Scratch;
 use super::isa::{isa, Isa};
 use super::pool::SharedMut;
@@ -170,7 +173,7 @@ impl StemWeights {
                         #[cfg(not(target_arch = "x86_64"))]
                         unreachable!("stem weights are made for AVX-512 only ({row_stage:p}, {tap_at:?}, {weights:p})");
                         #[cfg(target_arch = "x86_64")]
-                        if avx512::in_registers(act) {
+                        if in_registers(act) {
                             continue;
                         }
                         for ch in 0..channels {
@@ -318,7 +321,7 @@ struct Tile<'a> {
     tap_at: &'a Taps<'a>,
     weights: &'a [f32],
     bias: &'a [f32; MB],
-    /// Applied as the tile is stored where [`avx512::in_registers`]; else by the caller.
+    /// Applied as the tile is stored where [`in_registers`]; else by the caller.
     act: Activation,
     out: *mut f32,
     plane: usize,

@@ -9,7 +9,7 @@
 //! keeps MobileNets in this blocked layout between layers, NCHWc; the graph here stays NCHW, so
 //! the two transposes are the price, 16x16 blocks in registers.)
 
-use super::activation::{Activation, ActivationExt};
+use super::activation::{avx512, piecewise, ActivationExt};
 use super::depthwise::{forced, Depthwise, Forced};
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
@@ -158,7 +158,7 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
             // for `g` by `prepare`.
             unsafe { block.run(input, rest, o.0) };
         });
-        if !fuses(p.act) {
+        if !piecewise(p.act) {
             for c in 0..block.lanes {
                 let at = (block.plane0 + c) * out_plane;
                 // SAFETY: this block's own plane, inside `y`, no longer borrowed by the kernel.
@@ -167,11 +167,6 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
             }
         }
     });
-}
-
-/// Whether [`vector_act`] applies `act` itself (else the planes are passed over again).
-pub(super) fn fuses(act: Activation) -> bool {
-    matches!(act, Activation::None | Activation::Relu | Activation::Clip(..) | Activation::HardSwish)
 }
 
 /// One block of up to 16 channels of one image.
@@ -332,7 +327,7 @@ impl Block<'_> {
                         Some(res) => _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(at))),
                         None => v,
                     };
-                    _mm512_storeu_ps(y.add(at), vector_act(p.act, v));
+                    _mm512_storeu_ps(y.add(at), avx512::apply_piecewise(p.act, v));
                     continue;
                 }
                 let v = match p.residual {
@@ -340,7 +335,7 @@ impl Block<'_> {
                     Some(res) => _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at))),
                     None => v,
                 };
-                _mm512_mask_storeu_ps(y.add(at), mask, vector_act(p.act, v));
+                _mm512_mask_storeu_ps(y.add(at), mask, avx512::apply_piecewise(p.act, v));
             }
         }
     }
@@ -350,24 +345,6 @@ impl Block<'_> {
 #[inline(always)]
 fn lane_mask(n: usize) -> __mmask16 {
     (((1u32 << n) - 1) & 0xffff) as __mmask16
-}
-
-/// The activations MobileNets fuse into their depthwise convs, in registers, with the same
-/// arithmetic (and NaN results) as [`ActivationExt::eval`]; any other is left to the caller.
-#[inline(always)]
-pub(super) unsafe fn vector_act(act: Activation, v: __m512) -> __m512 {
-    // `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
-    match act {
-        Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
-        Activation::Clip(lo, hi) => _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi)),
-        Activation::HardSwish => {
-            let gate = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.0 / 6.0)), _mm512_set1_ps(0.5));
-            // clamp(gate, 0, 1) keeps a NaN gate: min/max with the NaN as second operand.
-            let gate = _mm512_max_ps(_mm512_setzero_ps(), _mm512_min_ps(_mm512_set1_ps(1.0), gate));
-            _mm512_mul_ps(v, gate)
-        }
-        _ => v,
-    }
 }
 
 /// Transposes a 16x16 block in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): 64 shuffles,

@@ -13,8 +13,8 @@
 //! ~30).
 
 use super::activation::ActivationExt;
+use super::activation::{avx512, piecewise};
 use super::depthwise::{forced, Depthwise, Forced};
-use super::depthwise_blocked::{fuses, vector_act};
 use super::isa::{isa, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
@@ -97,7 +97,7 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
                     _ => job.run::<2, 5, 2>(y),
                 }
             };
-            if !fuses(p.act) {
+            if !piecewise(p.act) {
                 p.act.apply(y);
             }
         });
@@ -260,7 +260,7 @@ impl Plane<'_> {
                 if let Some(res) = self.residual {
                     s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at)));
                 }
-                let s = vector_act(act, s);
+                let s = avx512::apply_piecewise(act, s);
                 if mask == u16::MAX {
                     _mm512_storeu_ps(y.as_mut_ptr().add(at), s);
                 } else {

@@ -204,27 +204,10 @@ unsafe fn columns_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::activation::avx512;
-    use super::super::depthwise_blocked::vector_act;
-    use super::{Activation, Pointwise, SparseWeights, BLOCK};
+    use super::super::activation::avx512::apply as act;
+    use super::super::activation::in_registers as fuses;
+    use super::{Pointwise, SparseWeights, BLOCK};
     use std::arch::x86_64::*;
-
-    /// Whether [`act`] applies `act` in registers.
-    fn fuses(act: Activation) -> bool {
-        act == Activation::HardSwish || avx512::in_registers(act)
-    }
-
-    /// `act` of every lane, for the activations [`fuses`] names.
-    #[inline(always)]
-    unsafe fn act(act: Activation, v: __m512) -> __m512 {
-        // SAFETY: AVX-512F, as the caller promised.
-        unsafe {
-            match act {
-                Activation::HardSwish => vector_act(act, v),
-                _ => avx512::apply(act, v),
-            }
-        }
-    }
 
     /// Pixels `p0..p1` of output rows `rows`, block by block of 64 pixels (a block's K x 64
     /// inputs stay in cache while every row reads them). Returns whether the activation was
