@@ -139,11 +139,17 @@ impl Plane<'_> {
                 self.tile::<S, K, V>(oy, v0, y);
                 v0 += V;
             }
-            match vectors - v0 {
-                0 => {}
-                1 => self.tile::<S, K, 1>(oy, v0, y),
-                2 => self.tile::<S, K, 2>(oy, v0, y),
-                _ => self.tile::<S, K, 3>(oy, v0, y),
+            // The row's last vectors, fewer than V, in tiles of 2 and 1 (one instance of each,
+            // not one per count; none of 2 where V is 2, as for 5x5 filters): the shared
+            // library's size budget.
+            while v0 < vectors {
+                if V > 2 && vectors - v0 >= 2 {
+                    self.tile::<S, K, 2>(oy, v0, y);
+                    v0 += 2;
+                } else {
+                    self.tile::<S, K, 1>(oy, v0, y);
+                    v0 += 1;
+                }
             }
         }
     }
