@@ -348,9 +348,8 @@ impl PackedB {
     /// panel, `nr` values each (zero past `n`). For the one-row product (`cpu::gemv`), which
     /// streams them once.
     pub fn panel_slices(&self, p: usize) -> impl Iterator<Item = (usize, &[f32])> {
-        let depth = slice_depth(self.k);
-        (0..self.k).step_by(depth).map(move |k0| {
-            let slice = k0..(k0 + depth).min(self.k);
+        (0..self.k).step_by(slice_depth(self.k)).map(move |k0| {
+            let slice = slice_of(self.k, k0);
             (k0, self.panel(p, &slice, slice.clone()))
         })
     }
@@ -966,7 +965,7 @@ fn tile_part(
         // The k slices of the part: the product's slices (those of the packed operands), cut
         // to the part's range.
         let slices = (0..p.k).step_by(kc_max).filter_map(|s| {
-            let slice = s..(s + kc_max).min(p.k);
+            let slice = slice_of(p.k, s);
             let (k0, end) = (s.max(part.k.start), slice.end.min(part.k.end));
             end.checked_sub(k0).filter(|&kc| kc > 0).map(|kc| (slice, k0, kc))
         });
