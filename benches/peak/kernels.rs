@@ -11,6 +11,8 @@ use crx580::backend::cpu::maxpool;
 use crx580::backend::cpu::pool::ThreadPool;
 use crx580::ops::window::Axis;
 
+use crate::huge::Huge;
+
 /// One measured kernel: its name and a closure that runs it once and returns the bytes moved.
 pub struct Case {
     pub name: String,
@@ -44,11 +46,11 @@ pub const MOBILENET_V2: [(usize, usize, usize); 10] = [
 /// One depthwise 3x3 + bias + Relu6 layer on `channels` planes of `side x side`.
 pub fn depthwise_case(channels: usize, side: usize, stride: usize) -> Case {
     let plane = side * side;
-    let x: Vec<f32> = (0..channels * plane).map(|i| (i % 13) as f32 * 0.1 - 0.5).collect();
+    let x = Huge::from_fn(channels * plane, |i| (i % 13) as f32 * 0.1 - 0.5);
     let weights: Vec<f32> = (0..channels * 9).map(|i| (i % 7) as f32 * 0.05).collect();
     let bias: Vec<f32> = (0..channels).map(|i| i as f32 * 0.01).collect();
     let (h, w) = (axis(side, 3, stride), axis(side, 3, stride));
-    let mut y = vec![0f32; channels * h.output * w.output];
+    let mut y = Huge::filled(channels * h.output * w.output, 0f32);
     let pool = ThreadPool::new(1);
     Case {
         name: format!("depthwise 3x3 stride {stride} + bias + Relu6, {channels} x {side}x{side}"),
@@ -78,9 +80,9 @@ pub fn cases(channels: usize, side: usize) -> Vec<Case> {
     for stride in [1, 2] {
         out.push(depthwise_case(channels, side, stride));
     }
-    let x: Vec<f32> = (0..channels * plane).map(|i| (i % 11) as f32).collect();
+    let x = Huge::from_fn(channels * plane, |i| (i % 11) as f32);
     let (h, w) = (axis(side, 3, 2), axis(side, 3, 2));
-    let mut y = vec![0f32; channels * h.output * w.output];
+    let mut y = Huge::filled(channels * h.output * w.output, 0f32);
     out.push(Case {
         name: format!("max pool 3x3 stride 2, {channels} x {side}x{side}"),
         run: Box::new(move || {
@@ -93,8 +95,8 @@ pub fn cases(channels: usize, side: usize) -> Vec<Case> {
         }),
     });
     let len = channels * plane;
-    let (a, b) = (vec![1f32; len], vec![2f32; len]);
-    let mut y = vec![0f32; len];
+    let (a, b) = (Huge::filled(len, 1f32), Huge::filled(len, 2f32));
+    let mut y = Huge::filled(len, 0f32);
     out.push(Case {
         name: format!("Add, 3 x {} MiB", (len * 4) >> 20),
         run: Box::new(move || {

@@ -2,10 +2,12 @@
 //! one contiguous chunk per thread. Bandwidth counts 3 x 8 bytes per element (two reads, one write;
 //! like STREAM, not the write-allocate read of `a`).
 
+use crate::huge::Huge;
+
 pub struct Arrays {
-    a: Vec<f64>,
-    b: Vec<f64>,
-    c: Vec<f64>,
+    a: Huge<f64>,
+    b: Huge<f64>,
+    c: Huge<f64>,
     /// Triads done so far: `verify` knows what `a` must hold.
     done: usize,
 }
@@ -14,7 +16,7 @@ const SCALE: f64 = 3.0;
 
 impl Arrays {
     pub fn new(len: usize) -> Arrays {
-        Arrays { a: vec![0.0; len], b: vec![1.0; len], c: vec![2.0; len], done: 0 }
+        Arrays { a: Huge::filled(len, 0.0), b: Huge::filled(len, 1.0), c: Huge::filled(len, 2.0), done: 0 }
     }
 
     /// One triad over the arrays on `threads` threads; returns the bytes moved.
