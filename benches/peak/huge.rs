@@ -11,9 +11,9 @@ const HUGE: usize = 2 << 20;
 /// `len` elements from a 2 MiB boundary of a buffer advised into huge pages before its first
 /// write.
 pub struct Huge<T> {
+    /// Filler before `start`, then the elements.
     buffer: Vec<T>,
     start: usize,
-    len: usize,
 }
 
 impl<T: Copy> Huge<T> {
@@ -25,7 +25,7 @@ impl<T: Copy> Huge<T> {
         let fill = f(0);
         buffer.resize(start, fill);
         buffer.extend((0..len).map(&mut f));
-        Huge { buffer, start, len }
+        Huge { buffer, start }
     }
 
     pub fn filled(len: usize, value: T) -> Huge<T> {
@@ -36,12 +36,12 @@ impl<T: Copy> Huge<T> {
 impl<T> Deref for Huge<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.buffer[self.start..self.start + self.len]
+        &self.buffer[self.start..]
     }
 }
 
 impl<T> DerefMut for Huge<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.buffer[self.start..self.start + self.len]
+        &mut self.buffer[self.start..]
     }
 }

@@ -68,10 +68,16 @@ pub fn suits(p: &Depthwise) -> bool {
 }
 
 /// Whether an output of `len` floats at `y` is written with streamed stores ([`STREAM_BYTES`]).
-/// They need whole, aligned vectors (rows of whole vectors in an aligned buffer), and an output
-/// that is final once stored (an activation applied after the tiles would read it back).
+/// They need whole, aligned vectors, and an output that is final once stored (an activation
+/// applied after the tiles would read it back).
 fn streams(p: &Depthwise, len: usize, y: *const f32) -> bool {
-    len * 4 >= STREAM_BYTES && piecewise(p.act) && p.w.output.is_multiple_of(LANES) && (y as usize).is_multiple_of(64)
+    len * 4 >= STREAM_BYTES && piecewise(p.act) && whole_aligned_vectors(p, y)
+}
+
+/// Whether every vector the tiles store at `y` is whole and 64-byte aligned, as streamed stores
+/// need: rows of whole vectors in an aligned buffer.
+fn whole_aligned_vectors(p: &Depthwise, y: *const f32) -> bool {
+    p.w.output.is_multiple_of(LANES) && (y as usize).is_multiple_of(64)
 }
 
 /// Runs the convolution into `y` (`planes` output planes), one task per plane.
@@ -89,8 +95,10 @@ fn run_stores(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32], st
     assert!(planes.is_multiple_of(p.channels), "depthwise: planes are whole images");
     assert!(p.weights.len() >= p.channels * taps && p.bias.is_none_or(|b| b.len() >= p.channels));
     assert!(p.residual.is_none_or(|r| r.len() >= planes * out_plane));
-    let aligned = p.w.output.is_multiple_of(LANES) && (y.as_ptr() as usize).is_multiple_of(64);
-    assert!(!stream || aligned, "depthwise_rows: streamed stores need whole, aligned vectors");
+    assert!(
+        !stream || whole_aligned_vectors(p, y.as_ptr()),
+        "depthwise_rows: streamed stores need whole, aligned vectors"
+    );
     let out = SharedMut(y.as_mut_ptr());
     pool.parallel_for_work(planes, out_plane * taps, &|i| {
         let o = out;
