@@ -190,19 +190,30 @@ impl PackB for MatRef<'_> {
 fn pack_a(a: &MatRef, m0: usize, mr: usize, m: usize, k0: usize, kc: usize, out: &mut [f32]) {
     let valid = mr.min(m - m0);
     #[cfg(target_arch = "x86_64")]
-    if (8..=16).contains(&mr) && valid == mr && a.cs == 1 && std::arch::is_x86_feature_detected!("avx2") {
+    if (mr == 6 || (8..=16).contains(&mr)) && valid == mr && a.cs == 1 && std::arch::is_x86_feature_detected!("avx2") {
         // Whole contiguous rows (a MatMul's activations): 8x8 blocks transposed in registers,
         // where the strided loop below moved one float at a time (7% of a MiniLM). Rows past 8
         // come from a second pass over the last 8 rows, which writes rows 6 and 7 of a 14-row
-        // panel again with the same values.
+        // panel again with the same values; AVX2's 6-row panels take 6 rows of the block.
         let base = m0 * a.rs + k0;
         assert!(a.data.len() >= base + (mr - 1) * a.rs + kc && out.len() >= mr * kc, "A panel outside A");
+        if mr == 6 {
+            // SAFETY: AVX2 was detected; the assert bounds the 6 rows read and the panel written.
+            unsafe { x86_pack::pack_a_rows::<6>(a.data[base..].as_ptr(), a.rs, kc, out.as_mut_ptr(), mr) };
+            return;
+        }
         let firsts = [0, mr - 8];
         for &first in &firsts[..if mr > 8 { 2 } else { 1 }] {
             // SAFETY: AVX2 was detected; the assert bounds every row read and the panel written
             // (8 of its mr lanes from `first` per k).
             unsafe {
-                x86_pack::pack_a8(a.data[base + first * a.rs..].as_ptr(), a.rs, kc, out.as_mut_ptr().add(first), mr)
+                x86_pack::pack_a_rows::<8>(
+                    a.data[base + first * a.rs..].as_ptr(),
+                    a.rs,
+                    kc,
+                    out.as_mut_ptr().add(first),
+                    mr,
+                )
             };
         }
         return;
@@ -225,17 +236,22 @@ fn pack_a(a: &MatRef, m0: usize, mr: usize, m: usize, k0: usize, kc: usize, out:
 mod x86_pack {
     use std::arch::x86_64::*;
 
-    /// Packs 8 rows (`rs` apart, `kc` floats each from `a`) k-major into `out`, the 8 values of
-    /// step k at `out + k * step`.
+    /// Packs `R` rows (6 or 8; `rs` apart, `kc` floats each from `a`) k-major into `out`, the
+    /// `R` values of step k at `out + k * step`.
     ///
     /// # Safety
-    /// Needs AVX2; `a` holds 7 * rs + kc floats and `out` (kc - 1) * step + 8.
+    /// Needs AVX2; `a` holds (R - 1) * rs + kc floats and `out` (kc - 1) * step + R.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn pack_a8(a: *const f32, rs: usize, kc: usize, out: *mut f32, step: usize) {
+    pub unsafe fn pack_a_rows<const R: usize>(a: *const f32, rs: usize, kc: usize, out: *mut f32, step: usize) {
+        const { assert!(R == 6 || R == 8) };
         unsafe {
             let mut k = 0;
             while k + 8 <= kc {
-                let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(a.add(i * rs + k)));
+                // Rows past R are zeros, transposed into lanes that are never stored.
+                let r: [__m256; 8] =
+                    std::array::from_fn(
+                        |i| if i < R { _mm256_loadu_ps(a.add(i * rs + k)) } else { _mm256_setzero_ps() },
+                    );
                 // The usual 8x8 transpose: pairs, then quads, then 128-bit halves.
                 let t0 = _mm256_unpacklo_ps(r[0], r[1]);
                 let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -254,18 +270,30 @@ mod x86_pack {
                 let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
                 let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
                 let o = out.add(k * step);
-                _mm256_storeu_ps(o, _mm256_permute2f128_ps::<0x20>(u0, u4));
-                _mm256_storeu_ps(o.add(step), _mm256_permute2f128_ps::<0x20>(u1, u5));
-                _mm256_storeu_ps(o.add(2 * step), _mm256_permute2f128_ps::<0x20>(u2, u6));
-                _mm256_storeu_ps(o.add(3 * step), _mm256_permute2f128_ps::<0x20>(u3, u7));
-                _mm256_storeu_ps(o.add(4 * step), _mm256_permute2f128_ps::<0x31>(u0, u4));
-                _mm256_storeu_ps(o.add(5 * step), _mm256_permute2f128_ps::<0x31>(u1, u5));
-                _mm256_storeu_ps(o.add(6 * step), _mm256_permute2f128_ps::<0x31>(u2, u6));
-                _mm256_storeu_ps(o.add(7 * step), _mm256_permute2f128_ps::<0x31>(u3, u7));
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (j, &v) in cols.iter().enumerate() {
+                    let o = o.add(j * step);
+                    if R == 8 {
+                        _mm256_storeu_ps(o, v);
+                    } else {
+                        // 6 lanes: a 4-float and a 2-float store, none past the step's values.
+                        _mm_storeu_ps(o, _mm256_castps256_ps128(v));
+                        _mm_storel_pd(o.add(4).cast(), _mm_castps_pd(_mm256_extractf128_ps::<1>(v)));
+                    }
+                }
                 k += 8;
             }
             for k in k..kc {
-                for r in 0..8 {
+                for r in 0..R {
                     *out.add(k * step + r) = *a.add(r * rs + k);
                 }
             }
