@@ -97,7 +97,14 @@ pub fn micro_for(isa: Isa) -> Micro {
             isa,
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Micro { mr: 6, nr: 16, run: x86::avx2_6x16, half: x86::avx2_6x8, copying: None, isa },
+        Isa::Avx2 => Micro {
+            mr: 6,
+            nr: 16,
+            run: x86::avx2_6x16,
+            half: x86::avx2_6x8,
+            copying: Some(x86::avx2_6x16_copying),
+            isa,
+        },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => Micro { mr: 8, nr: 8, run: neon::neon_8x8, half: neon::neon_8x4, copying: None, isa },
         _ => Micro { mr: 4, nr: 16, run: portable_4x16, half: portable_4x8, copying: None, isa },
@@ -350,6 +357,34 @@ mod x86 {
         accumulate: bool,
         ahead: Ahead,
     ) {
+        unsafe { avx2_body::<V, false>(kc, a, b, 16, std::ptr::null_mut(), c, ldc, accumulate, ahead) }
+    }
+
+    kernels! {
+        copying:
+        /// 6 rows x 16 columns reading B in place (rows `b_stride` apart), packing it into `copy`.
+        avx2_6x16_copying = avx2_body::<2, true> on "avx2,fma";
+    }
+
+    /// The AVX2 kernels' body: B's rows of step k at `b + k * b_stride`, written to
+    /// `copy + 16 * k` as they are loaded when `COPY`.
+    ///
+    /// # Safety
+    /// See [`super::Micro::copying`] (`copy` unused without `COPY`); needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx2_body<const V: usize, const COPY: bool>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        b_stride: usize,
+        copy: *mut f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        ahead: Ahead,
+    ) {
         const MR: usize = 6;
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); V]; MR];
@@ -359,12 +394,17 @@ mod x86 {
                     _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(r * ldc).cast());
                 }
             }
-            let (mut a, mut b) = (a, b);
+            let (mut a, mut b, mut copy) = (a, b, copy);
             for s in 0..kc {
                 if s % 2 == 0 {
                     ahead.line(s / 2);
                 }
                 let bv: [__m256; V] = std::array::from_fn(|h| _mm256_loadu_ps(b.add(8 * h)));
+                if COPY {
+                    for (h, &v) in bv.iter().enumerate() {
+                        _mm256_storeu_ps(copy.add(8 * h), v);
+                    }
+                }
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm256_broadcast_ss(&*a.add(r));
                     for (acc, &bh) in row.iter_mut().zip(&bv) {
@@ -372,7 +412,8 @@ mod x86 {
                     }
                 }
                 a = a.add(MR);
-                b = b.add(16);
+                b = b.add(b_stride);
+                copy = copy.wrapping_add(16);
             }
             for (r, row) in acc.iter().enumerate() {
                 let p = c.add(r * ldc);
