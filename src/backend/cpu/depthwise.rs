@@ -394,7 +394,9 @@ mod x86 {
             4 => column::<4, 2>(t, oy0, oy1, ox, y),
             5 => column::<5, 1>(t, oy0, oy1, ox, y),
             6 => column::<6, 1>(t, oy0, oy1, ox, y),
-            _ => column::<7, 1>(t, oy0, oy1, ox, y),
+            7 => column::<7, 1>(t, oy0, oy1, ox, y),
+            // 57 to 63 columns left (fewer than 64, the loop's): 8 vectors, the last partial.
+            _ => column::<8, 1>(t, oy0, oy1, ox, y),
         }
     }
 
