@@ -108,7 +108,10 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
 /// direct kernel: one group, a plane of known size where [`conv_direct::wins`].
 fn direct_for(conv: &Conv, ws: &[usize], plane: Option<(usize, usize)>) -> bool {
     conv.attrs.group == 1
-        && plane.is_some_and(|(pixels, width)| conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width))
+        && plane.is_some_and(|(pixels, width)| {
+            let strided = (0..2).any(|a| conv.attrs.window.stride(a) > 1);
+            conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width, strided)
+        })
 }
 
 /// The output plane's pixels and width, where the input's shape makes them known.

@@ -12,9 +12,14 @@
 //! rows of the output go by. Bias and activation are applied to the tile in registers, and it is
 //! written to the NCHW output through a 16x16 transpose in registers (with a skip connection, or
 //! an activation not computed in registers, the epilogue applies them to the output rows after).
-//! AVX-512 only (the kernel keeps 28 accumulators in the 32 zmm registers).
+//!
+//! On AVX2 (16 ymm registers) a tile is 6 output pixels by 16 channels, the GEMM's 6x16 kernel
+//! with pixels for rows: any 6 consecutive pixels of the plane, across rows too (a 7x7 plane's 49
+//! pixels are 8 tiles and one pixel), each read at its own offset in the padded planes. Its sums
+//! are written to the output a float at a time (a tile is K x 96 multiply-adds, its 96 writes
+//! nothing beside them) and the epilogue runs over a band's output rows after.
 
-// AVX-512 only: on other targets the module compiles, but nothing runs its kernels (`available`
+// x86 only: on other targets the module compiles, but nothing runs its kernels (`available`
 // says no there), so their paths are unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unused_macros, unreachable_code))]
 
@@ -35,10 +40,24 @@ use std::ops::Range;
 const BLOCK: usize = 32;
 /// Most output pixels per register tile: 2 x 14 accumulators, two weight vectors and a broadcast.
 const MAX_PIXELS: usize = 14;
+/// Output channels per block on AVX2: two 8-lane vectors.
+const AVX2_BLOCK: usize = 16;
+/// Output pixels per AVX2 register tile: 6 x 2 accumulators, two weight vectors and a broadcast
+/// in the 16 ymm registers.
+const AVX2_PIXELS: usize = 6;
 
 /// Whether the kernel runs on this machine.
 pub fn available() -> bool {
-    isa() == Isa::Avx512
+    matches!(isa(), Isa::Avx512 | Isa::Avx2)
+}
+
+/// The output channels of one block on this machine.
+fn block_width() -> usize {
+    if isa() == Isa::Avx512 {
+        BLOCK
+    } else {
+        AVX2_BLOCK
+    }
 }
 
 /// Whether a convolution of `c` input channels and `taps` window taps over `pixels` output pixels
@@ -52,14 +71,23 @@ pub fn available() -> bool {
 /// 3x3 layers up to 40x40 direct). The GEMM keeps 1x1 convs (few products per output: the
 /// transposed writes cost too much) and large planes (its packing is amortised over long
 /// panels); rows narrower than 7 leave too few accumulators busy.
-pub fn wins(c: usize, taps: usize, pixels: usize, width: usize) -> bool {
-    available() && taps > 1 && c * taps >= 128 && pixels <= 28 * 28 && width >= 7
+///
+/// On AVX2 (Zen 3, ResNet-50 whole model) Winograd keeps the stride-1 planes it takes (at 28x28
+/// it took 1.5 ms where this kernel's multiplies alone would take 2.7), so the direct kernel
+/// takes the strided convs and the planes too small for Winograd.
+pub fn wins(c: usize, taps: usize, pixels: usize, width: usize, strided: bool) -> bool {
+    let shape = taps > 1 && c * taps >= 128 && pixels <= 28 * 28;
+    match isa() {
+        Isa::Avx512 => shape && width >= 7,
+        _ => available() && shape && (strided || pixels < 14 * 14),
+    }
 }
 
-/// The weights of an M x C x KH x KW convolution (one group), per block of 32 output channels:
-/// for each input channel and tap, the block's 32 weights (zeros past M).
+/// The weights of an M x C x KH x KW convolution (one group), per block of output channels (32,
+/// or 16 on AVX2): for each input channel and tap, the block's weights (zeros past M).
 #[derive(Debug)]
 pub struct DirectWeights {
+    block: usize,
     m: usize,
     c: usize,
     kh: usize,
@@ -72,23 +100,24 @@ impl DirectWeights {
     pub fn new(w: &[f32], [m, c, kh, kw]: [usize; 4]) -> DirectWeights {
         let k = c * kh * kw;
         assert_eq!(w.len(), m * k, "direct conv weights: M x C x KH x KW");
-        let mut packed = ChunkBuf::zeroed(m.div_ceil(BLOCK) * k * BLOCK);
+        let block = block_width();
+        let mut packed = ChunkBuf::zeroed(m.div_ceil(block) * k * block);
         // A transpose per block, in tiles of 16 taps: row by row over all of k wrote each packed
         // cache line once per row of the block, 32 times in all, from L2 (ResNet-50's 3x3
         // layers pack 2-9 MB each at load).
         const TAPS: usize = 16;
-        for (b, rows) in w.chunks(BLOCK * k.max(1)).enumerate() {
-            let block = &mut packed[b * k * BLOCK..(b + 1) * k * BLOCK];
+        for (b, rows) in w.chunks(block * k.max(1)).enumerate() {
+            let out = &mut packed[b * k * block..(b + 1) * k * block];
             for k0 in (0..k).step_by(TAPS) {
                 let k1 = (k0 + TAPS).min(k);
                 for (lane, wr) in rows.chunks_exact(k).enumerate() {
                     for (kk, &v) in (k0..k1).zip(&wr[k0..k1]) {
-                        block[kk * BLOCK + lane] = v;
+                        out[kk * block + lane] = v;
                     }
                 }
             }
         }
-        DirectWeights { m, c, kh, kw, packed }
+        DirectWeights { block, m, c, kh, kw, packed }
     }
 }
 
@@ -141,7 +170,7 @@ impl DirectWeights {
             };
             pad_planes(pool, d.x, self.c, h, w, ph, pw, xp);
             let xp = &xp[..];
-            let blocks = self.m.div_ceil(BLOCK);
+            let blocks = self.m.div_ceil(self.block);
             let ys = SharedMut(y.as_mut_ptr());
             let k = self.c * self.kh * self.kw;
             // A task is a band of output rows of one channel block. With blocks enough for
@@ -149,11 +178,14 @@ impl DirectWeights {
             // blocks' weights from memory (rows of one block on two threads read them twice).
             let band = if blocks >= 2 * pool.threads() { oh } else { 1 };
             let bands = oh.div_ceil(band);
-            pool.parallel_for_work(blocks * bands, band * ow * BLOCK * k, &|t| {
+            pool.parallel_for_work(blocks * bands, band * ow * self.block * k, &|t| {
                 let (b, first) = (t / bands, (t % bands) * band);
+                let end = (first + band).min(oh);
+                if self.block == AVX2_BLOCK {
+                    return self.band_avx2(d, xp, (ph, pw), b, first..end, ys);
+                }
                 // Rows of at most half a tile go two at a time (ResNet's 7x7 planes: a weight
                 // vector loaded once per 14 pixels, not 7).
-                let end = (first + band).min(oh);
                 let step = if 2 * ow <= MAX_PIXELS { 2 } else { 1 };
                 for oy in (first..end).step_by(step) {
                     self.rows(d, xp, (ph, pw), b, oy..(oy + step).min(end), ys);
@@ -212,6 +244,75 @@ impl DirectWeights {
             ox += width;
         }
     }
+}
+
+impl DirectWeights {
+    /// Output rows `oys` of channel block `b` on AVX2: their pixels in tiles of
+    /// [`AVX2_PIXELS`], then the epilogue over the rows.
+    fn band_avx2(&self, d: &Direct, xp: &[f32], (ph, pw): (usize, usize), b: usize, oys: Range<usize>, out: SharedMut) {
+        let (h, w) = (d.h, d.w);
+        let plane = h.output * w.output;
+        let k = self.c * self.kh * self.kw;
+        let weights = &self.packed[b * k * AVX2_BLOCK..(b + 1) * k * AVX2_BLOCK];
+        let rows = AVX2_BLOCK.min(self.m - b * AVX2_BLOCK);
+        let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
+        let pixels = oys.start * w.output..oys.end * w.output;
+        // SAFETY: the block's output planes are inside the output (the caller's task owns them).
+        let first = unsafe { out.0.add(b * AVX2_BLOCK * plane) };
+        let mut tile = [0f32; AVX2_PIXELS * AVX2_BLOCK];
+        for p0 in pixels.clone().step_by(AVX2_PIXELS) {
+            let count = AVX2_PIXELS.min(pixels.end - p0);
+            let mut offsets = [0; AVX2_PIXELS];
+            for (i, o) in offsets.iter_mut().enumerate().take(count) {
+                let (oy, ox) = ((p0 + i) / w.output, (p0 + i) % w.output);
+                *o = oy * h.stride * pw + ox * w.stride;
+            }
+            // SAFETY: AVX2 and FMA were checked when this kernel was chosen; the offsets are
+            // pixels of the output, whose taps lie inside the padded planes.
+            unsafe { tile_sums_avx2(count, &geo, xp, &offsets, weights, &mut tile) };
+            for j in 0..rows {
+                for i in 0..count {
+                    // SAFETY: channel j of the block, pixel p0 + i of the plane: this task's.
+                    unsafe { *first.add(j * plane + p0 + i) = tile[i * AVX2_BLOCK + j] };
+                }
+            }
+        }
+        let epilogue = Epilogue {
+            bias: d.bias.map_or(Bias::None, Bias::PerRow),
+            skip: d.residual.map_or(Skip::None, Skip::Add),
+            act: d.act,
+        };
+        // SAFETY: as above: the block's channels, the band's pixels.
+        let c = unsafe { first.add(pixels.start) };
+        epilogue.apply(c, plane, b * AVX2_BLOCK, rows, pixels.start, pixels.len());
+    }
+}
+
+/// The sums of the `count` output pixels at `offsets` (from the first tap of each in the padded
+/// planes `x`) by 16 channels, into `tile` (pixel-major).
+///
+/// # Safety
+/// Needs AVX2 and FMA; every tap of those pixels lies inside `x`.
+unsafe fn tile_sums_avx2(
+    count: usize,
+    g: &TileGeo,
+    x: &[f32],
+    offsets: &[usize; AVX2_PIXELS],
+    weights: &[f32],
+    tile: &mut [f32; AVX2_PIXELS * AVX2_BLOCK],
+) {
+    #[cfg(target_arch = "x86_64")]
+    match count {
+        1 => unsafe { x86::tile_avx2::<1>(g, x, offsets, weights, tile) },
+        2 => unsafe { x86::tile_avx2::<2>(g, x, offsets, weights, tile) },
+        3 => unsafe { x86::tile_avx2::<3>(g, x, offsets, weights, tile) },
+        4 => unsafe { x86::tile_avx2::<4>(g, x, offsets, weights, tile) },
+        5 => unsafe { x86::tile_avx2::<5>(g, x, offsets, weights, tile) },
+        6 => unsafe { x86::tile_avx2::<6>(g, x, offsets, weights, tile) },
+        _ => unreachable!("at most {AVX2_PIXELS} pixels in a tile"),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("x86 only, {count} pixels, {}", g.c + x.len() + offsets.len() + weights.len() + tile.len());
 }
 
 /// Copies C planes of `h.input x w.input` into `ph x pw` planes with the padding as zeros,
@@ -345,7 +446,7 @@ unsafe fn tile_sums(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{TileGeo, BLOCK, MAX_PIXELS};
+    use super::{TileGeo, AVX2_BLOCK, AVX2_PIXELS, BLOCK, MAX_PIXELS};
     use std::arch::x86_64::*;
 
     /// How far ahead of use the weights are prefetched, in floats (16 taps).
@@ -426,6 +527,53 @@ mod x86 {
                     _mm512_storeu_ps(tile.as_mut_ptr().add((P + p) * BLOCK), a[0]);
                     _mm512_storeu_ps(tile.as_mut_ptr().add((P + p) * BLOCK + 16), a[1]);
                 }
+            }
+        }
+    }
+
+    /// `P` pixels (at `offsets` in the padded planes) by 16 channels.
+    ///
+    /// # Safety
+    /// See [`super::tile_sums_avx2`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_avx2<const P: usize>(
+        g: &TileGeo,
+        x: &[f32],
+        offsets: &[usize; AVX2_PIXELS],
+        weights: &[f32],
+        tile: &mut [f32; AVX2_PIXELS * AVX2_BLOCK],
+    ) {
+        // Pixels in the plane's order, so the last reads furthest.
+        let last = (g.c - 1) * g.plane + offsets[P - 1] + (g.kh - 1) * g.h.dilation * g.pw + (g.kw - 1) * g.w.dilation;
+        assert!(x.len() > last && weights.len() >= g.c * g.kh * g.kw * AVX2_BLOCK, "tile outside its operands");
+        unsafe {
+            let off: [usize; P] = std::array::from_fn(|p| offsets[p]);
+            let mut acc = [[_mm256_setzero_ps(); 2]; P];
+            let mut wp = weights.as_ptr();
+            let (dx, dy) = (g.w.dilation, g.h.dilation * g.pw);
+            for ci in 0..g.c {
+                let plane = x.as_ptr().add(ci * g.plane);
+                for ky in 0..g.kh {
+                    let row = plane.add(ky * dy);
+                    for kx in 0..g.kw {
+                        let xs = row.add(kx * dx);
+                        // A block's weights come from memory on its first tile: a line a tap,
+                        // 16 taps ahead.
+                        _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(16 * AVX2_BLOCK).cast());
+                        let w0 = _mm256_loadu_ps(wp);
+                        let w1 = _mm256_loadu_ps(wp.add(8));
+                        for (p, a) in acc.iter_mut().enumerate() {
+                            let v = _mm256_broadcast_ss(&*xs.add(off[p]));
+                            a[0] = _mm256_fmadd_ps(v, w0, a[0]);
+                            a[1] = _mm256_fmadd_ps(v, w1, a[1]);
+                        }
+                        wp = wp.add(AVX2_BLOCK);
+                    }
+                }
+            }
+            for (p, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(tile.as_mut_ptr().add(p * AVX2_BLOCK), a[0]);
+                _mm256_storeu_ps(tile.as_mut_ptr().add(p * AVX2_BLOCK + 8), a[1]);
             }
         }
     }

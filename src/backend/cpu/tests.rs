@@ -164,14 +164,27 @@ pub(super) fn ints(v: &[i64]) -> Attr {
     Attr::Ints(v.to_vec())
 }
 
+/// "conv-direct" where the direct kernel wins on this machine for a conv of `c` input channels and
+/// `taps` window taps over an output plane of `oh x ow` (strided or not), else `other`.
+fn direct_or(other: &'static str, c: usize, taps: usize, (oh, ow): (usize, usize), strided: bool) -> &'static str {
+    if super::conv_direct::wins(c, taps, oh * ow, ow, strided) {
+        "conv-direct"
+    } else {
+        other
+    }
+}
+
 #[test]
 fn convolutions_match_the_reference() {
     type Case = (&'static str, [usize; 4], [usize; 4], Vec<(&'static str, Attr)>, bool, &'static str);
     // Plain 1x1 convolutions over few channels run on their own kernel where it exists.
     let pointwise = if super::conv_pointwise::available(8) { "conv-pointwise" } else { "conv-gemm" };
     let direct = if super::conv_direct::available() { "conv-direct" } else { "conv-gemm" };
-    // Stems (one group, 1..=4 input channels, a window of 3x3 or more, no residual): the direct kernel.
-    let stem = if super::isa::isa() == super::isa::Isa::Avx512 { "conv-stem" } else { "conv-gemm" };
+    // Stems (one group, 1..=4 input channels, a window of 3x3 or more, no residual): the stem
+    // kernel on AVX-512; elsewhere the direct kernel where it wins, else the GEMM (worked out per
+    // case below, from the output's shape).
+    const NO_STEM: &str = "no stem kernel";
+    let stem = if super::isa::isa() == super::isa::Isa::Avx512 { "conv-stem" } else { NO_STEM };
     let cases: Vec<Case> = vec![
         ("pointwise", [1, 8, 5, 7], [16, 8, 1, 1], vec![], true, pointwise),
         ("3x3 pad 1", [2, 3, 9, 11], [5, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
@@ -216,7 +229,14 @@ fn convolutions_match_the_reference() {
             true,
             "conv-gemm",
         ),
-        ("wide k", [1, 40, 6, 6], [9, 40, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
+        (
+            "wide k",
+            [1, 40, 6, 6],
+            [9, 40, 3, 3],
+            vec![("pads", ints(&[1, 1, 1, 1]))],
+            true,
+            direct_or("conv-gemm", 40, 9, (6, 6), false),
+        ),
         // Past the GEMM's blocking: k in two slices, an output plane over several column tiles and
         // epilogue groups with a ragged end, channels not a multiple of the micro-kernel's rows.
         ("large plane", [1, 24, 23, 37], [12, 24, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, "conv-gemm"),
@@ -321,7 +341,7 @@ fn convolutions_match_the_reference() {
             [40, 16, 3, 3],
             vec![("pads", ints(&[1, 1, 1, 1]))],
             true,
-            if super::conv_direct::available() { "conv-direct" } else { "conv-winograd" },
+            direct_or("conv-winograd", 16, 9, (27, 29), false),
         ),
         (
             "direct stride 2 dilation 2",
@@ -378,7 +398,13 @@ fn convolutions_match_the_reference() {
             inputs.push(In::Const(tensor(seed + 2, &[ws[0]])));
         }
         let n = inputs.len();
+        let strided =
+            attrs.iter().any(|(a, v)| *a == "strides" && matches!(v, Attr::Ints(s) if s.iter().any(|&s| s > 1)));
         let conv = build("Conv", attrs, n);
+        let out = compile_shape(&conv, &xs, &ws);
+        let taps = ws[2] * ws[3];
+        let kernel =
+            if kernel == NO_STEM { direct_or("conv-gemm", ws[1], taps, (out[2], out[3]), strided) } else { kernel };
         assert_eq!(check(name, conv.clone(), inputs), kernel, "{name}");
         for act in [Activation::Relu, Activation::Silu, Activation::HardSwish, Activation::Clip(-0.2, 0.3)] {
             let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
@@ -388,15 +414,13 @@ fn convolutions_match_the_reference() {
             check(name, Arc::new(FusedConv { conv: conv.clone(), residual: false, act }), inputs);
         }
         // With a skip connection: input 3 has the output's shape (bias slot empty or not).
-        let out = compile_shape(&conv, &xs, &ws);
         for act in [Activation::None, Activation::Relu] {
             let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
             inputs.push(if bias { In::Const(tensor(seed + 2, &[ws[0]])) } else { In::Absent });
             inputs.push(In::Fed(tensor(seed + 3, &out)));
             let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
             // The stem kernel adds no residual: the direct kernel's where it wins, else the GEMM's.
-            let taps = ws[2] * ws[3];
-            let direct = super::conv_direct::wins(ws[1], taps, out[2] * out[3], out[3]);
+            let direct = direct_or("", ws[1], taps, (out[2], out[3]), strided) == "conv-direct";
             let kernel = match kernel {
                 "conv-stem" if direct => "conv-direct",
                 "conv-stem" => "conv-gemm",
@@ -923,7 +947,7 @@ fn work_split_over_the_pool_matches_the_reference() {
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1006, &[1, 16, 20, 20])), In::Const(tensor(1007, &[24, 16, 3, 3]))];
     // A 20x20 plane: the direct kernel where AVX-512 is, Winograd elsewhere.
-    let direct = if super::conv_direct::available() { "conv-direct" } else { "conv-winograd" };
+    let direct = direct_or("conv-winograd", 16, 9, (20, 20), false);
     assert_eq!(check("split conv", conv, inputs), direct);
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1008, &[1, 32, 40, 40])), In::Const(tensor(1009, &[32, 32, 3, 3]))];
