@@ -53,9 +53,12 @@ pub struct Split {
 /// group) over planes of `tiles` output tiles per image (if known) runs faster by Winograd than
 /// as one implicit-im2col GEMM. Measured on Zen 4 (benches/RESULTS.md): few channels leave the
 /// transforms dominating the products, and few tiles leave the micro-kernel's rows idle while
-/// the transformed weights (4x the original) stream from memory.
+/// the transformed weights (4x the original) stream from memory. Planes of a size unknown at
+/// prepare time (a model for images of any size: DBNet's detection head, 96 -> 24 channels at
+/// 160x160 for a 640x640 image) are taken too: such models run on large images, where the GEMM
+/// took 33 ms a layer at 1 thread on Zen 3 against onnxruntime's 12.
 pub fn wins(c: usize, m: usize, tiles: Option<usize>) -> bool {
-    c >= 16 && m >= 16 && tiles.is_some_and(|t| t >= 16)
+    c >= 16 && m >= 16 && tiles.is_none_or(|t| t >= 16)
 }
 
 /// The transformed weights of one convolution.
