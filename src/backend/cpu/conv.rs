@@ -105,13 +105,10 @@ pub fn prepare(graph: &Graph, node: &Node) -> Result<Option<Box<dyn Kernel>>> {
 }
 
 /// Whether a conv with weights of shape `ws` and output plane `plane` ([`out_plane`]) runs on the
-/// direct kernel: one group, a plane of known size where [`conv_direct::wins`].
+/// direct kernel: one group, where [`conv_direct::wins`].
 fn direct_for(conv: &Conv, ws: &[usize], plane: Option<(usize, usize)>) -> bool {
-    conv.attrs.group == 1
-        && plane.is_some_and(|(pixels, width)| {
-            let strided = (0..2).any(|a| conv.attrs.window.stride(a) > 1);
-            conv_direct::wins(ws[1], ws[2].saturating_mul(ws[3]), pixels, width, strided)
-        })
+    let strided = (0..2).any(|a| conv.attrs.window.stride(a) > 1);
+    conv.attrs.group == 1 && conv_direct::wins(ws[1], (ws[2], ws[3]), plane, strided)
 }
 
 /// The output plane's pixels and width, where the input's shape makes them known.

@@ -60,28 +60,34 @@ fn block_width() -> usize {
     }
 }
 
-/// Whether a convolution of `c` input channels and `taps` window taps over `pixels` output pixels
-/// (per image) in rows `width` wide runs faster here than as a GEMM or by Winograd. Measured on
-/// ResNet-50 on Sapphire Rapids, whole model, 1 and 2 threads: its 3x3 convs at 14x14 and 7x7
-/// went from 2.6 ms (Winograd, whose 4x larger weights stream from memory) and 3.5 ms (GEMM) to
-/// 1.6 and 2.3 ms. At 28x28 too, where Winograd streams 2.4 MB of weights a layer against 0.6
-/// MB here and slowed down more than this kernel when another process shared the L3 (ResNet-50's
-/// 128-channel layers: 1.6-1.9 against 1.4-1.5 ms; the whole model 2% faster at 1 and 2 threads,
-/// YOLOv8n 1-1.5%); at 40x40 and 56x56, Winograd's fewer multiplies win (YOLOv8n 8% slower, all
-/// 3x3 layers up to 40x40 direct). The GEMM keeps 1x1 convs (few products per output: the
-/// transposed writes cost too much) and large planes (its packing is amortised over long
-/// panels); rows narrower than 7 leave too few accumulators busy.
+/// Whether a convolution of `c` input channels and a `kh x kw` window over an output `plane` of
+/// (pixels per image, row width), where known, runs faster here than as a GEMM or by Winograd.
+/// Measured on ResNet-50 on Sapphire Rapids, whole model, 1 and 2 threads: its 3x3 convs at 14x14
+/// and 7x7 went from 2.6 ms (Winograd, whose 4x larger weights stream from memory) and 3.5 ms
+/// (GEMM) to 1.6 and 2.3 ms. At 28x28 too, where Winograd streams 2.4 MB of weights a layer
+/// against 0.6 MB here and slowed down more than this kernel when another process shared the L3
+/// (ResNet-50's 128-channel layers: 1.6-1.9 against 1.4-1.5 ms; the whole model 2% faster at 1
+/// and 2 threads, YOLOv8n 1-1.5%); at 40x40 and 56x56, Winograd's fewer multiplies win (YOLOv8n
+/// 8% slower, all 3x3 layers up to 40x40 direct). The GEMM keeps 1x1 convs (few products per
+/// output: the transposed writes cost too much) and large planes (its packing is amortised over
+/// long panels); rows narrower than 7 leave too few accumulators busy.
 ///
 /// On AVX2 (Zen 3, whole models at 1 thread) Winograd keeps the stride-1 planes it takes (at
 /// 28x28 it took 1.5 ms where this kernel's multiplies alone would take 2.7), so the direct
-/// kernel takes the planes too small for Winograd and the strided convs of any size, stems
-/// included (the implicit im2col gathers a 9x or 49x larger matrix for them): ResNet-50's 7x7
-/// stem 5.2 -> 3.3 ms, YOLOv8n 124-128 -> 107-109 ms.
-pub fn wins(c: usize, taps: usize, pixels: usize, width: usize, strided: bool) -> bool {
-    let deep = taps > 1 && c * taps >= 128;
-    match isa() {
-        Isa::Avx512 => deep && pixels <= 28 * 28 && width >= 7,
-        _ => available() && deep && (strided || pixels < 14 * 14),
+/// kernel takes the planes too small for Winograd, and the strided convs of any size and depth,
+/// stems included, whose implicit im2col gathers a 9x to 49x larger matrix: ResNet-50's 7x7 stem
+/// 5.2 -> 3.3 ms, MobileNetV2's 3x3 stem 1.20 -> 0.62, YOLOv8n 124-128 -> 107-109 ms. 2-D
+/// windows only: 1-D convs (audio front ends, frames of hundreds of taps) were not measured.
+pub fn wins(c: usize, (kh, kw): (usize, usize), plane: Option<(usize, usize)>, strided: bool) -> bool {
+    let taps = kh.saturating_mul(kw);
+    let deep = taps > 1 && c.saturating_mul(taps) >= 128;
+    match (isa(), plane) {
+        (Isa::Avx512, Some((pixels, width))) => deep && pixels <= 28 * 28 && width >= 7,
+        (Isa::Avx512, None) => false,
+        (_, plane) => {
+            let small = deep && plane.is_some_and(|(pixels, _)| pixels < 14 * 14);
+            available() && kh > 1 && kw > 1 && (strided || small)
+        }
     }
 }
 

@@ -165,9 +165,15 @@ pub(super) fn ints(v: &[i64]) -> Attr {
 }
 
 /// "conv-direct" where the direct kernel wins on this machine for a conv of `c` input channels and
-/// `taps` window taps over an output plane of `oh x ow` (strided or not), else `other`.
-fn direct_or(other: &'static str, c: usize, taps: usize, (oh, ow): (usize, usize), strided: bool) -> &'static str {
-    if super::conv_direct::wins(c, taps, oh * ow, ow, strided) {
+/// a `window` over an output plane of `oh x ow` (strided or not), else `other`.
+fn direct_or(
+    other: &'static str,
+    c: usize,
+    window: (usize, usize),
+    out: (usize, usize),
+    strided: bool,
+) -> &'static str {
+    if super::conv_direct::wins(c, window, Some((out.0 * out.1, out.1)), strided) {
         "conv-direct"
     } else {
         other
@@ -227,7 +233,7 @@ fn convolutions_match_the_reference() {
             [2, 3, 4, 2],
             vec![("auto_pad", Attr::String("SAME_UPPER".into())), ("strides", ints(&[2, 1]))],
             true,
-            "conv-gemm",
+            direct_or("conv-gemm", 3, (4, 2), (4, 5), true),
         ),
         (
             "wide k",
@@ -235,7 +241,7 @@ fn convolutions_match_the_reference() {
             [9, 40, 3, 3],
             vec![("pads", ints(&[1, 1, 1, 1]))],
             true,
-            direct_or("conv-gemm", 40, 9, (6, 6), false),
+            direct_or("conv-gemm", 40, (3, 3), (6, 6), false),
         ),
         // Past the GEMM's blocking: k in two slices, an output plane over several column tiles and
         // epilogue groups with a ragged end, channels not a multiple of the micro-kernel's rows.
@@ -267,7 +273,7 @@ fn convolutions_match_the_reference() {
             [9, 5, 3, 3],
             vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 0, 1, 1]))],
             true,
-            "conv-gemm",
+            direct_or("conv-gemm", 5, (3, 3), (20, 20), true),
         ),
         // Output rows so narrow that a panel spans more of them than the packing's table holds.
         ("narrow output", [1, 3, 12, 3], [4, 3, 3, 3], vec![("pads", ints(&[1, 1, 1, 1]))], true, stem),
@@ -341,7 +347,7 @@ fn convolutions_match_the_reference() {
             [40, 16, 3, 3],
             vec![("pads", ints(&[1, 1, 1, 1]))],
             true,
-            direct_or("conv-winograd", 16, 9, (27, 29), false),
+            direct_or("conv-winograd", 16, (3, 3), (27, 29), false),
         ),
         (
             "direct stride 2 dilation 2",
@@ -402,9 +408,9 @@ fn convolutions_match_the_reference() {
             attrs.iter().any(|(a, v)| *a == "strides" && matches!(v, Attr::Ints(s) if s.iter().any(|&s| s > 1)));
         let conv = build("Conv", attrs, n);
         let out = compile_shape(&conv, &xs, &ws);
-        let taps = ws[2] * ws[3];
+        let window = (ws[2], ws[3]);
         let kernel =
-            if kernel == NO_STEM { direct_or("conv-gemm", ws[1], taps, (out[2], out[3]), strided) } else { kernel };
+            if kernel == NO_STEM { direct_or("conv-gemm", ws[1], window, (out[2], out[3]), strided) } else { kernel };
         assert_eq!(check(name, conv.clone(), inputs), kernel, "{name}");
         for act in [Activation::Relu, Activation::Silu, Activation::HardSwish, Activation::Clip(-0.2, 0.3)] {
             let mut inputs = vec![In::Fed(tensor(seed, &xs)), In::Const(tensor(seed + 1, &ws))];
@@ -420,7 +426,7 @@ fn convolutions_match_the_reference() {
             inputs.push(In::Fed(tensor(seed + 3, &out)));
             let fused = Arc::new(FusedConv { conv: conv.clone(), residual: true, act });
             // The stem kernel adds no residual: the direct kernel's where it wins, else the GEMM's.
-            let direct = direct_or("", ws[1], taps, (out[2], out[3]), strided) == "conv-direct";
+            let direct = direct_or("", ws[1], window, (out[2], out[3]), strided) == "conv-direct";
             let kernel = match kernel {
                 "conv-stem" if direct => "conv-direct",
                 "conv-stem" => "conv-gemm",
@@ -947,7 +953,7 @@ fn work_split_over_the_pool_matches_the_reference() {
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1006, &[1, 16, 20, 20])), In::Const(tensor(1007, &[24, 16, 3, 3]))];
     // A 20x20 plane: the direct kernel where AVX-512 is, Winograd elsewhere.
-    let direct = direct_or("conv-winograd", 16, 9, (20, 20), false);
+    let direct = direct_or("conv-winograd", 16, (3, 3), (20, 20), false);
     assert_eq!(check("split conv", conv, inputs), direct);
     let conv = build("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], 2);
     let inputs = vec![In::Fed(tensor(1008, &[1, 32, 40, 40])), In::Const(tensor(1009, &[32, 32, 3, 3]))];
