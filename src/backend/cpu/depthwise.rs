@@ -370,7 +370,7 @@ impl Tiles<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::{Activation, Tiles};
     use std::arch::x86_64::*;
 
@@ -380,7 +380,7 @@ mod x86 {
     /// # Safety
     /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn rows(t: &Tiles, oy0: usize, oy1: usize, y: &mut [f32]) {
+    pub(super) unsafe fn rows(t: &Tiles, oy0: usize, oy1: usize, y: &mut [f32]) {
         let mut ox = 0;
         while ox + 64 <= t.ow {
             column::<8, 1>(t, oy0, oy1, ox, y);
@@ -459,7 +459,7 @@ mod x86 {
     /// The activations MobileNets fuse into their depthwise convs, in registers, with the same
     /// arithmetic (and NaN results) as [`super::ActivationExt::eval`]; any other is left to the caller.
     #[inline(always)]
-    unsafe fn vector_act(act: Activation, v: __m256) -> __m256 {
+    pub(in crate::backend::cpu) unsafe fn vector_act(act: Activation, v: __m256) -> __m256 {
         // `max_ps(v, lo)` gives `lo` for a NaN v, as `f32::max` does.
         match act {
             Activation::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
