@@ -72,9 +72,10 @@ fn block_width() -> usize {
 /// output: the transposed writes cost too much) and large planes (its packing is amortised over
 /// long panels); rows narrower than 7 leave too few accumulators busy.
 ///
-/// On AVX2 (Zen 3, whole models at 1 thread) Winograd keeps the stride-1 planes it takes (at
-/// 28x28 it took 1.5 ms where this kernel's multiplies alone would take 2.7), so the direct
-/// kernel takes the planes too small for Winograd, and the strided convs of any size and depth,
+/// On AVX2 (Zen 3, whole models at 1 thread) Winograd keeps the stride-1 planes from 15x15 on (at
+/// 28x28 it took 1.5 ms where this kernel's multiplies alone would take 2.7; at 14x14, whose 256
+/// channels' transformed weights stream 9.4 MB a layer, 3.3-4.8 ms against 2.9-3.2 here), so the
+/// direct kernel takes the planes up to 14x14, and the strided convs of any size and depth,
 /// stems included, whose implicit im2col gathers a 9x to 49x larger matrix: ResNet-50's 7x7 stem
 /// 5.2 -> 3.3 ms, MobileNetV2's 3x3 stem 1.20 -> 0.62, YOLOv8n 124-128 -> 107-109 ms. 2-D
 /// windows only: 1-D convs (audio front ends, frames of hundreds of taps) were not measured.
@@ -85,7 +86,7 @@ pub fn wins(c: usize, (kh, kw): (usize, usize), plane: Option<(usize, usize)>, s
         (Isa::Avx512, Some((pixels, width))) => deep && pixels <= 28 * 28 && width >= 7,
         (Isa::Avx512, None) => false,
         (_, plane) => {
-            let small = deep && plane.is_some_and(|(pixels, _)| pixels < 14 * 14);
+            let small = deep && plane.is_some_and(|(pixels, _)| pixels <= 14 * 14);
             available() && kh > 1 && kw > 1 && (strided || small)
         }
     }
