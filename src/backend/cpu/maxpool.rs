@@ -113,62 +113,7 @@ unsafe fn max_plane_avx512(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn max_plane_avx2(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32]) {
-    max_plane_with(x, h, w, out, vertical_generic, |stage, w, dst| {
-        if w.stride <= 2 {
-            // SAFETY: this function runs only where AVX2 does; the stage holds the span of
-            // `dst`'s windows and SLACK more (see `horizontal_avx2`).
-            unsafe { horizontal_avx2(stage, w, dst) }
-        } else {
-            horizontal_generic(stage, w, dst)
-        }
-    })
-}
-
-/// [`horizontal_generic`] for strides 1 and 2 in 8 lanes (the generic stride-2 loop, a gather,
-/// is not vectorised: ResNet-50's 3x3 stride-2 pool took 0.72 ms at 1 thread on Zen 3 against
-/// onnxruntime's 0.24). For stride 2 the 8 outputs' taps are the even lanes of 16 contiguous
-/// staged columns. The row's last outputs (fewer than 8) go through [`horizontal_generic`].
-///
-/// # Safety
-/// Needs AVX2; `w.stride` is 1 or 2; `stage` holds
-/// `(dst.len() - 1) * w.stride + (w.kernel - 1) * w.dilation + 1` columns and [`SLACK`] more.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn horizontal_avx2(stage: &[f32], w: &Axis, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let n = dst.len();
-    let stride = w.stride;
-    assert!((1..=2).contains(&stride) && stage.len() >= (n - 1) * stride + (w.kernel - 1) * w.dilation + 1 + SLACK);
-    let s = stage.as_ptr();
-    // The 8 floats at `p` (stride 1) or the even lanes of the 16 there (stride 2).
-    let taps = |p: *const f32| unsafe {
-        if stride == 2 {
-            let pairs = _mm256_shuffle_ps::<0x88>(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(pairs)))
-        } else {
-            _mm256_loadu_ps(p)
-        }
-    };
-    // SAFETY (taps): a read starts at stride * j + kw * dilation <= stride * (n - 1) +
-    // (kernel - 1) * dilation, the span's last column, and takes 8 * stride <= 16 columns:
-    // within the span and SLACK (= 32).
-    let mut j = 0;
-    while j + 8 <= n {
-        let mut acc = taps(unsafe { s.add(stride * j) });
-        for kw in 1..w.kernel {
-            let v = taps(unsafe { s.add(stride * j + kw * w.dilation) });
-            // `take`'s rule: max_ps returns its second operand where either is NaN, right where
-            // `v` is; where the running maximum is NaN, `v` is taken instead.
-            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(acc, acc);
-            acc = _mm256_blendv_ps(_mm256_max_ps(v, acc), v, nan);
-        }
-        // SAFETY: outputs j..j + 8 < n.
-        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(j), acc) };
-        j += 8;
-    }
-    if j < n {
-        horizontal_generic(&stage[stride * j..], w, &mut dst[j..]);
-    }
+    max_plane_with(x, h, w, out, vertical_generic, horizontal_generic)
 }
 
 /// The running maximum's rule: `f32::max` keeps the non-NaN operand, so a NaN tap is skipped
