@@ -282,9 +282,14 @@ impl DirectWeights {
                     (oy, ox) = (oy + 1, 0);
                 }
             }
+            // A last, partial tile computes its last pixel again in the lanes past it (one
+            // kernel instance for every tile: instances per width cost the shared library
+            // 7 KB, past its 5 MB budget); those sums are not written.
+            let last = offsets[count - 1];
+            offsets[count..].fill(last);
             // SAFETY: AVX2 and FMA were checked when this kernel was chosen; the offsets are
             // pixels of the output, whose taps lie inside the padded planes.
-            unsafe { tile_sums_avx2(count, &geo, xp, &offsets, weights, &mut tile) };
+            unsafe { tile_sums_avx2(&geo, xp, &offsets, weights, &mut tile) };
             for j in 0..rows {
                 for i in 0..count {
                     // SAFETY: channel j of the block, pixel p0 + i of the plane: this task's.
@@ -303,13 +308,12 @@ impl DirectWeights {
     }
 }
 
-/// The sums of the `count` output pixels at `offsets` (from the first tap of each in the padded
-/// planes `x`) by 16 channels, into `tile` (pixel-major).
+/// The sums of the output pixels at `offsets` (from the first tap of each in the padded planes
+/// `x`) by 16 channels, into `tile` (pixel-major).
 ///
 /// # Safety
 /// Needs AVX2 and FMA; every tap of those pixels lies inside `x`.
 unsafe fn tile_sums_avx2(
-    count: usize,
     g: &TileGeo,
     x: &[f32],
     offsets: &[usize; AVX2_PIXELS],
@@ -317,17 +321,12 @@ unsafe fn tile_sums_avx2(
     tile: &mut [f32; AVX2_PIXELS * AVX2_BLOCK],
 ) {
     #[cfg(target_arch = "x86_64")]
-    match count {
-        1 => unsafe { x86::tile_avx2::<1>(g, x, offsets, weights, tile) },
-        2 => unsafe { x86::tile_avx2::<2>(g, x, offsets, weights, tile) },
-        3 => unsafe { x86::tile_avx2::<3>(g, x, offsets, weights, tile) },
-        4 => unsafe { x86::tile_avx2::<4>(g, x, offsets, weights, tile) },
-        5 => unsafe { x86::tile_avx2::<5>(g, x, offsets, weights, tile) },
-        6 => unsafe { x86::tile_avx2::<6>(g, x, offsets, weights, tile) },
-        _ => unreachable!("at most {AVX2_PIXELS} pixels in a tile"),
+    // SAFETY: the caller's.
+    unsafe {
+        x86::tile_avx2(g, x, offsets, weights, tile)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("x86 only, {count} pixels, {}", g.c + x.len() + offsets.len() + weights.len() + tile.len());
+    unreachable!("x86 only, {}", g.c + x.len() + offsets.len() + weights.len() + tile.len());
 }
 
 /// Copies C planes of `h.input x w.input` into `ph x pw` planes with the padding as zeros,
@@ -546,23 +545,24 @@ mod x86 {
         }
     }
 
-    /// `P` pixels (at `offsets` in the padded planes) by 16 channels.
+    /// 6 pixels (at `offsets` in the padded planes, in the plane's order) by 16 channels.
     ///
     /// # Safety
     /// See [`super::tile_sums_avx2`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile_avx2<const P: usize>(
+    pub unsafe fn tile_avx2(
         g: &TileGeo,
         x: &[f32],
         offsets: &[usize; AVX2_PIXELS],
         weights: &[f32],
         tile: &mut [f32; AVX2_PIXELS * AVX2_BLOCK],
     ) {
+        const P: usize = AVX2_PIXELS;
         // Pixels in the plane's order, so the last reads furthest.
         let last = (g.c - 1) * g.plane + offsets[P - 1] + (g.kh - 1) * g.h.dilation * g.pw + (g.kw - 1) * g.w.dilation;
         assert!(x.len() > last && weights.len() >= g.c * g.kh * g.kw * AVX2_BLOCK, "tile outside its operands");
         unsafe {
-            let off: [usize; P] = std::array::from_fn(|p| offsets[p]);
+            let off = *offsets;
             let mut acc = [[_mm256_setzero_ps(); 2]; P];
             let mut wp = weights.as_ptr();
             let (dx, dy) = (g.w.dilation, g.h.dilation * g.pw);

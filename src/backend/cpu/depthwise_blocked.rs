@@ -198,26 +198,32 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
+    /// Writes the filter as one vector of `width` lanes per tap (channels in lanes), then the
+    /// bias; missing channels 0.
+    fn fill_filter(&self, filter: &mut [f32], width: usize) {
+        let (p, taps) = (self.p, self.offsets.len());
+        for l in 0..width {
+            let c = self.c0 + l;
+            for k in 0..taps {
+                filter[k * width + l] = if l < self.lanes { p.weights[c * taps + k] } else { 0.0 };
+            }
+            filter[taps * width + l] = match p.bias {
+                Some(b) if l < self.lanes => b[c],
+                _ => 0.0,
+            };
+        }
+    }
+
     /// # Safety
     /// Needs AVX-512F; `input` and `rest` as [`Scratch::prepare`] gives them for this block's
     /// geometry; `y` holds the block's output planes.
     #[target_feature(enable = "avx512f")]
     unsafe fn run(&self, input: &mut [f32], rest: &mut [f32], y: *mut f32) {
-        let (p, g) = (self.p, self.g);
+        let g = self.g;
         let taps = self.offsets.len();
         let (out, filter) = rest.split_at_mut(g.output_len(LANES));
         assert!(input.len() >= g.input_len(LANES) && filter.len() >= (taps + 1) * LANES);
-        // The filter as one vector per tap (channels in lanes), then the bias; missing channels 0.
-        for l in 0..LANES {
-            let c = self.c0 + l;
-            for k in 0..taps {
-                filter[k * LANES + l] = if l < self.lanes { p.weights[c * taps + k] } else { 0.0 };
-            }
-            filter[taps * LANES + l] = match p.bias {
-                Some(b) if l < self.lanes => b[c],
-                _ => 0.0,
-            };
-        }
+        self.fill_filter(filter, LANES);
         // SAFETY (the three steps): every pointer they form is inside the slice it came from;
         // see each one's bounds notes.
         unsafe {
@@ -422,21 +428,11 @@ pub(super) mod avx2 {
     /// block's geometry with 8 lanes; `y` holds the block's output planes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn run(b: &Block, input: &mut [f32], rest: &mut [f32], y: *mut f32) {
-        let (p, g) = (b.p, b.g);
+        let g = b.g;
         let taps = b.offsets.len();
         let (out, filter) = rest.split_at_mut(g.output_len(LANES));
         assert!(input.len() >= g.input_len(LANES) && filter.len() >= (taps + 1) * LANES);
-        // The filter as one vector per tap (channels in lanes), then the bias; missing channels 0.
-        for l in 0..LANES {
-            let c = b.c0 + l;
-            for k in 0..taps {
-                filter[k * LANES + l] = if l < b.lanes { p.weights[c * taps + k] } else { 0.0 };
-            }
-            filter[taps * LANES + l] = match p.bias {
-                Some(bias) if l < b.lanes => bias[c],
-                _ => 0.0,
-            };
-        }
+        b.fill_filter(filter, LANES);
         // SAFETY (the three steps): every pointer they form is inside the slice it came from,
         // as in the AVX-512 kernel's.
         unsafe {

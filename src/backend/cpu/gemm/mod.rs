@@ -770,7 +770,8 @@ fn edge_columns(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usiz
         // SAFETY: the ISA was detected at start; both imply AVX2 and FMA.
         return unsafe { edge_columns_avx2(micro, kc, a, b, cols, out) };
     }
-    edge_columns_with(micro, kc, a, b, cols, out)
+    // The portable kernel's 4 rows, NEON's 8.
+    edge_columns_with(micro, kc, a, b, cols, out, &[4, 8])
 }
 
 /// [`edge_columns`] with 8-float vectors for the rows.
@@ -780,12 +781,22 @@ fn edge_columns(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usiz
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn edge_columns_avx2(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usize>, out: &mut [f32]) {
-    edge_columns_with(micro, kc, a, b, cols, out)
+    edge_columns_with(micro, kc, a, b, cols, out, &[6, 8, 14])
 }
 
-/// The body of [`edge_columns`], with the panel height a constant for the common heights.
+/// The body of [`edge_columns`], with the panel height a constant for the heights in `heights`
+/// (those of the instruction sets the caller serves: an instance for every height in every
+/// caller cost the shared library 4.5 KB, past its 5 MB budget).
 #[inline(always)]
-fn edge_columns_with(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range<usize>, out: &mut [f32]) {
+fn edge_columns_with(
+    micro: &Micro,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    cols: Range<usize>,
+    out: &mut [f32],
+    heights: &[usize],
+) {
     let (mr, nr) = (micro.mr, micro.nr);
     /// Each column's sums in [`CHAINS`] partial sums over interleaved steps of k, added at the
     /// end: one running sum waited on its previous addition every step (4 cycles), which made
@@ -817,10 +828,10 @@ fn edge_columns_with(micro: &Micro, kc: usize, a: &[f32], b: &[f32], cols: Range
         }
     }
     match mr {
-        4 => sums::<4>(kc, a, b, nr, cols, out),
-        6 => sums::<6>(kc, a, b, nr, cols, out),
-        8 => sums::<8>(kc, a, b, nr, cols, out),
-        14 => sums::<14>(kc, a, b, nr, cols, out),
+        4 if heights.contains(&4) => sums::<4>(kc, a, b, nr, cols, out),
+        6 if heights.contains(&6) => sums::<6>(kc, a, b, nr, cols, out),
+        8 if heights.contains(&8) => sums::<8>(kc, a, b, nr, cols, out),
+        14 if heights.contains(&14) => sums::<14>(kc, a, b, nr, cols, out),
         _ => {
             for c in cols {
                 for r in 0..mr {
