@@ -23,7 +23,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
 
-from runs import agreement, converted, crx_run, ort_run, top1
+from runs import agreement, check_ort_int8, converted, crx_run, ort_run, top1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
@@ -220,8 +220,10 @@ def run_case(crx, work, check, name, path, calib, evals, labels=None, modes=None
                 acc, acc_ref = np.mean(have.argmax(1) == labels), np.mean(want.argmax(1) == labels)
                 line += f" acc {100 * acc:.2f}% (float {100 * acc_ref:.2f}%)"
                 if engine != "ort quantize_static":
-                    check(t1 >= DIGITS_MIN_TOP1, f"{label} {engine}: top-1 agreement {100 * t1:.2f}% < 99%")
-                    check(100 * (acc_ref - acc) <= DIGITS_MAX_DROP, f"{label} {engine}: accuracy drop {100 * (acc_ref - acc):.2f} points")
+                    # onnxruntime's own int8 run is a reference only where its products are exact.
+                    held = check if engine == "crx580" else lambda ok, msg: check_ort_int8(check, ok, msg)
+                    held(t1 >= DIGITS_MIN_TOP1, f"{label} {engine}: top-1 agreement {100 * t1:.2f}% < 99%")
+                    held(100 * (acc_ref - acc) <= DIGITS_MAX_DROP, f"{label} {engine}: accuracy drop {100 * (acc_ref - acc):.2f} points")
             if engine != "ort quantize_static":
                 check(cos >= min_cos, f"{label} {engine}: cosine {cos:.6f} < {min_cos}")
         if theirs:
