@@ -155,6 +155,17 @@ pub struct Direct<'a> {
     pub act: Activation,
 }
 
+impl Direct<'_> {
+    /// Bias, skip connection and activation as the GEMM's epilogue applies them to output rows.
+    fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            bias: self.bias.map_or(Bias::None, Bias::PerRow),
+            skip: self.residual.map_or(Skip::None, Skip::Add),
+            act: self.act,
+        }
+    }
+}
+
 thread_local! {
     /// The zero-bordered input of this thread, kept between runs (no allocation in steady state).
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -212,11 +223,7 @@ impl DirectWeights {
         let weights = &self.packed[b * k * BLOCK..(b + 1) * k * BLOCK];
         let rows = BLOCK.min(self.m - b * BLOCK);
         let geo = TileGeo { pw, plane: ph * pw, c: self.c, kh: self.kh, kw: self.kw, h, w };
-        let epilogue = Epilogue {
-            bias: d.bias.map_or(Bias::None, Bias::PerRow),
-            skip: d.residual.map_or(Skip::None, Skip::Add),
-            act: d.act,
-        };
+        let epilogue = d.epilogue();
         let (oy, count) = (oys.start, oys.len());
         debug_assert!(count == 1 || (count == 2 && 2 * ow <= MAX_PIXELS), "one row, or two that fit a tile");
         // Without a skip connection, bias and activation are applied to the tile in registers,
@@ -297,14 +304,9 @@ impl DirectWeights {
                 }
             }
         }
-        let epilogue = Epilogue {
-            bias: d.bias.map_or(Bias::None, Bias::PerRow),
-            skip: d.residual.map_or(Skip::None, Skip::Add),
-            act: d.act,
-        };
         // SAFETY: as above: the block's channels, the band's pixels.
         let c = unsafe { first.add(pixels.start) };
-        epilogue.apply(c, plane, b * AVX2_BLOCK, rows, pixels.start, pixels.len());
+        d.epilogue().apply(c, plane, b * AVX2_BLOCK, rows, pixels.start, pixels.len());
     }
 }
 
