@@ -27,6 +27,8 @@ fn best_rate(repeats: usize, mut f: impl FnMut() -> f64) -> f64 {
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
+    // `--bench WORD`: only the kernel cases whose name holds WORD (the peaks are always measured).
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_default();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
     // Short repeats (~10 ms each), many of them: on a shared machine the best one is a window
     // in which nothing else ran on the core.
@@ -64,7 +66,7 @@ fn main() {
     // Tensors of 128 planes of 256x256 (32 MiB in, as much out): far past the caches a core
     // can count on, as the triad's arrays are; in the same kind of memory (`huge`).
     let (channels, side, kernel_repeats) = if measuring { (128, 256, 15) } else { (3, 9, 2) };
-    for mut case in kernels::cases(channels, side) {
+    for mut case in kernels::cases(channels, side).into_iter().filter(|c| c.name.contains(&only)) {
         let rate = best_rate(kernel_repeats, &mut case.run) / 1e9;
         let share = 100.0 * rate / triad_rates[0];
         println!("{}: {rate:.1} GB/s, {share:.0}% of the 1-thread triad", case.name);
@@ -73,6 +75,9 @@ fn main() {
         println!("MobileNetV2's depthwise layers (in cache), 1 thread:");
         for (channels, side, stride) in kernels::MOBILENET_V2 {
             let mut case = kernels::depthwise_case(channels, side, stride);
+            if !case.name.contains(&only) {
+                continue;
+            }
             let rate = best_rate(60, &mut case.run);
             let bytes = (case.run)();
             println!("  {}: {:.3} ms, {:.1} GB/s", case.name, 1e3 * bytes / rate, rate / 1e9);

@@ -14,7 +14,7 @@
 
 use super::activation::{avx512, piecewise, ActivationExt};
 use super::depthwise::{forced, Depthwise, Forced};
-use super::isa::{isa, Isa};
+use super::isa::{isa, Cache, Isa, PREFETCH_BYTES};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
 use std::arch::x86_64::*;
@@ -83,11 +83,12 @@ fn whole_aligned_vectors(p: &Depthwise, y: *const f32) -> bool {
 /// Runs the convolution into `y` (`planes` output planes), one task per plane.
 pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
     let stream = streams(p, planes * p.h.output * p.w.output, y.as_ptr());
-    run_stores(pool, p, planes, y, stream);
+    let prefetch = planes * p.h.input * p.w.input * 4 >= PREFETCH_BYTES;
+    run_with(pool, p, planes, y, stream, prefetch);
 }
 
-/// [`run`], with streamed stores or not.
-fn run_stores(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32], stream: bool) {
+/// [`run`], with streamed stores or not, asking for the input ahead or not.
+fn run_with(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32], stream: bool, prefetch: bool) {
     assert!(suits(p), "depthwise_rows: needs AVX-512 and a 3x3 or 5x5 filter at stride 1 or 2");
     let taps = p.h.kernel * p.w.kernel;
     let (in_plane, out_plane) = (p.h.input * p.w.input, p.h.output * p.w.output);
@@ -115,6 +116,7 @@ fn run_stores(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32], st
                 bias: p.bias.map_or(0.0, |b| b[c]),
                 residual: p.residual.map(|r| &r[i * out_plane..(i + 1) * out_plane]),
                 stream,
+                prefetch,
                 p,
             };
             // SAFETY: each task writes only its own output plane, inside `y` (checked above).
@@ -152,6 +154,8 @@ struct Plane<'a> {
     /// Whether the tiles write with non-temporal stores (see [`STREAM_BYTES`]); then every
     /// vector stored is whole and 64-byte aligned.
     stream: bool,
+    /// Whether the tiles ask for the input ahead ([`PREFETCH_BYTES`]).
+    prefetch: bool,
     p: &'a Depthwise<'a>,
 }
 
@@ -176,6 +180,7 @@ impl Plane<'_> {
         for oy in (0..self.p.h.output).step_by(ROWS) {
             let mut v0 = 0;
             while v0 + V <= vectors {
+                self.prefetch_next_band::<S, K>(oy, v0..v0 + V);
                 self.tile::<S, K, V>(oy, v0, y);
                 v0 += V;
             }
@@ -191,6 +196,28 @@ impl Plane<'_> {
                     v0 += 1;
                 }
             }
+        }
+    }
+
+    /// With [`PREFETCH_BYTES`] of input, asks for the input that the band of output rows after
+    /// next (from `oy + 2 * ROWS`) reads and the one before it does not, under the output vectors
+    /// `vectors`: a tile's share at a time, into the second-level cache. A plane's rows are read
+    /// a few KiB at a time, too little for the hardware prefetchers of some cores: on AMD Zen 4,
+    /// 128 planes of 256x256 ran at 10.7 -> 22 GB/s at stride 2 and 14.5 -> 18.3 at stride 1
+    /// with it (into the first-level cache, or one band ahead: 10-18 GB/s at stride 2).
+    #[inline(always)]
+    fn prefetch_next_band<const S: usize, const K: usize>(&self, oy: usize, vectors: std::ops::Range<usize>) {
+        if !self.prefetch {
+            return;
+        }
+        let (h, w) = (&self.p.h, &self.p.w);
+        // Input rows of band `b`: from S * b - pad_begin, (ROWS - 1) * S + K of them.
+        let end_of = |b: usize| (S * b + (ROWS - 1) * S + K).saturating_sub(h.pad_begin).min(h.input);
+        let rows = end_of(oy + ROWS)..end_of(oy + 2 * ROWS);
+        let first = (S * vectors.start * LANES).saturating_sub(w.pad_begin).min(w.input);
+        let last = (S * vectors.end * LANES).min(w.input);
+        for r in rows {
+            super::isa::prefetch(&self.x[r * w.input + first..r * w.input + last], Cache::L2);
         }
     }
 
@@ -371,9 +398,10 @@ mod tests {
         out
     }
 
-    /// Streamed stores write what plain stores do, bit for bit (the plain ones are checked
-    /// against the reference above): 3x3 and 5x5, strides 1 and 2, widths of 1 to 5 vectors,
-    /// bias, residual, fused and unfused activations, planes on 1 and 2 threads.
+    /// Streamed stores, with the input asked for ahead, write what plain stores do, bit for bit
+    /// (the plain ones are checked against the reference above): 3x3 and 5x5, strides 1 and 2,
+    /// widths of 1 to 5 vectors, bias, residual, fused and unfused activations, planes on 1 and
+    /// 2 threads.
     #[test]
     fn streamed_stores_write_what_plain_stores_do() {
         use crate::ops::fused::Activation as Act;
@@ -412,8 +440,8 @@ mod tests {
             let plain = aligned(&mut plain_buf, planes * out_plane, |_| f32::NAN);
             let streamed = aligned(&mut streamed_buf, planes * out_plane, |_| f32::NAN);
             let pool = ThreadPool::new(1 + case % 2);
-            run_stores(&pool, &p, planes, plain, false);
-            run_stores(&pool, &p, planes, streamed, true);
+            run_with(&pool, &p, planes, plain, false, false);
+            run_with(&pool, &p, planes, streamed, true, true);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert!(plain.iter().all(|v| v.is_finite()), "case {case}: an output left unwritten");
             assert_eq!(bits(plain), bits(streamed), "case {case}: {k}x{k} stride {stride}, {out_w} columns");

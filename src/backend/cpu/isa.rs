@@ -65,3 +65,37 @@ pub fn isa() -> Isa {
         }
     })
 }
+
+/// Inputs of this many bytes or more are read from memory, not the caches, whatever the layer
+/// before did: the kernels whose reads the hardware prefetchers of some cores take up too late
+/// ask for them ahead ([`prefetch`]) from this size on. Below it, where the input sits in the
+/// caches, the extra instructions cost up to 1.25x (MobileNetV2's depthwise layers, ResNet-50's
+/// max pool on AMD Zen 4; benches/RESULTS.md, session 26).
+pub const PREFETCH_BYTES: usize = 16 << 20;
+
+/// Which cache [`prefetch`] brings lines into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    L1,
+    L2,
+}
+
+/// Asks for every cache line of `data` to be brought into `cache` ahead of its use, for streams
+/// that the hardware prefetchers of some cores take up too late (short rows read a few KiB
+/// apart). A hint: it reads nothing and cannot fault; a no-op off x86-64.
+#[inline(always)]
+pub fn prefetch(data: &[f32], cache: Cache) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        // SAFETY: a prefetch has no architectural effect (SSE is part of x86-64's baseline).
+        unsafe {
+            match cache {
+                Cache::L1 => _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()),
+                Cache::L2 => _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, cache);
+}
