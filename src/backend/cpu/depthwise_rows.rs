@@ -180,13 +180,18 @@ impl Plane<'_> {
         for oy in (0..self.p.h.output).step_by(ROWS) {
             let mut v0 = 0;
             while v0 + V <= vectors {
-                self.prefetch_next_band::<S, K>(oy, v0..v0 + V);
+                if self.prefetch {
+                    self.prefetch_next_band(oy, v0..v0 + V);
+                }
                 self.tile::<S, K, V>(oy, v0, y);
                 v0 += V;
             }
             // The row's last vectors, fewer than V, in tiles of 2 and 1 (one instance of each,
             // not one per count; none of 2 where V is 2, as for 5x5 filters): the shared
             // library's size budget.
+            if self.prefetch && v0 < vectors {
+                self.prefetch_next_band(oy, v0..vectors);
+            }
             while v0 < vectors {
                 if V > 2 && vectors - v0 >= 2 {
                     self.tile::<S, K, 2>(oy, v0, y);
@@ -199,25 +204,27 @@ impl Plane<'_> {
         }
     }
 
-    /// With [`PREFETCH_BYTES`] of input, asks for the input that the band of output rows after
-    /// next (from `oy + 2 * ROWS`) reads and the one before it does not, under the output vectors
-    /// `vectors`: a tile's share at a time, into the second-level cache. A plane's rows are read
-    /// a few KiB at a time, too little for the hardware prefetchers of some cores: on AMD Zen 4,
-    /// 128 planes of 256x256 ran at 10.7 -> 22 GB/s at stride 2 and 14.5 -> 18.3 at stride 1
-    /// with it (into the first-level cache, or one band ahead: 10-18 GB/s at stride 2).
-    #[inline(always)]
-    fn prefetch_next_band<const S: usize, const K: usize>(&self, oy: usize, vectors: std::ops::Range<usize>) {
-        if !self.prefetch {
-            return;
-        }
+    /// Asks for the input that the band of output rows after next (from `oy + 2 * ROWS`) reads
+    /// and the one before it does not, under the output vectors `vectors`: a tile's share at a
+    /// time, into the second-level cache. A plane's rows are read a few KiB at a time, too little
+    /// for the hardware prefetchers of some cores: on AMD Zen 4, 128 planes of 256x256 ran at
+    /// 10.7 -> 22 GB/s at stride 2 and 14.5 -> 19.6 at stride 1 with it (into the first-level
+    /// cache, or one band ahead: 10-18 GB/s at stride 2). Not generic and not inlined: one copy
+    /// for every tile instance (the shared library's size budget); a call per tile costs nothing
+    /// next to the tile.
+    #[inline(never)]
+    fn prefetch_next_band(&self, oy: usize, vectors: std::ops::Range<usize>) {
         let (h, w) = (&self.p.h, &self.p.w);
-        // Input rows of band `b`: from S * b - pad_begin, (ROWS - 1) * S + K of them.
-        let end_of = |b: usize| (S * b + (ROWS - 1) * S + K).saturating_sub(h.pad_begin).min(h.input);
+        let (s, k) = (h.stride, h.kernel);
+        // Input rows of band `b`: from s * b - pad_begin, (ROWS - 1) * s + k of them.
+        let end_of = |b: usize| (s * b + (ROWS - 1) * s + k).saturating_sub(h.pad_begin).min(h.input);
         let rows = end_of(oy + ROWS)..end_of(oy + 2 * ROWS);
-        let first = (S * vectors.start * LANES).saturating_sub(w.pad_begin).min(w.input);
-        let last = (S * vectors.end * LANES).min(w.input);
+        let first = (s * vectors.start * LANES).saturating_sub(w.pad_begin).min(w.input);
+        let last = (s * vectors.end * LANES).min(w.input);
         for r in rows {
-            super::isa::prefetch(&self.x[r * w.input + first..r * w.input + last], Cache::L2);
+            if let Some(columns) = self.x.get(r * w.input + first..r * w.input + last) {
+                super::isa::prefetch(columns, Cache::L2);
+            }
         }
     }
 
