@@ -83,7 +83,7 @@ pub fn cases(channels: usize, side: usize) -> Vec<Case> {
     let x = Huge::from_fn(channels * plane, |i| (i % 11) as f32);
     let (h, w) = (axis(side, 3, 2), axis(side, 3, 2));
     // As the engine's MaxPool decides, by the whole input's size.
-    let ahead = x.len() * 4 >= crx580::backend::cpu::isa::PREFETCH_BYTES;
+    let ahead = crx580::backend::cpu::isa::prefetch_pays(x.len());
     let mut y = Huge::filled(channels * h.output * w.output, 0f32);
     out.push(Case {
         name: format!("max pool 3x3 stride 2, {channels} x {side}x{side}"),

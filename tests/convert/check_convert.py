@@ -35,7 +35,7 @@ import external_checks  # noqa: E402 - this folder's modules, after its path is 
 import fp16_checks  # noqa: E402
 import prune_checks  # noqa: E402
 import static_checks  # noqa: E402
-from runs import agreement, check_ort_int8, converted, crx_run, ort_run, top1  # noqa: E402
+from runs import agreement, check_for, converted, crx_run, ort_run, top1  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
@@ -134,7 +134,9 @@ def main():
         check(same, f"{name}: --to copy does not re-encode to an equal model")
         print(f"{name}: copy {'equal' if same else 'DIFFERENT'}")
 
-        opset = max(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx"))
+        model = onnx.load(path)
+        opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         feeds = inputs_for(path, sess)
         ref = ort_run(path, feeds)
@@ -166,13 +168,9 @@ def main():
                         check(cos >= INT8_MIN_COS, f"{label} {engine}: output {k} cos {cos:.6f}")
                 if target == "fp16":
                     engines_rel, _ = agreement(have, crx[k])
-                    differ = f"{label}: crx580 and onnxruntime differ on output {k} by {engines_rel:.2e}"
                     # A QDQ model keeps its int8 steps in fp16, which onnxruntime fuses into its
                     # int8 kernels (qdq_cnn: QLinearConv).
-                    if any(n.op_type == "QuantizeLinear" for n in onnx.load(path).graph.node):
-                        check_ort_int8(check, engines_rel <= FP16_ENGINES_REL, differ)
-                    else:
-                        check(engines_rel <= FP16_ENGINES_REL, differ)
+                    check_for(check, qdq)(engines_rel <= FP16_ENGINES_REL, f"{label}: crx580 and onnxruntime differ on output {k} by {engines_rel:.2e}")
             if target == "int8-dynamic":
                 theirs = os.path.join(work, f"{name}.ortq{'.pc' if extra else ''}.onnx")
                 quantize_dynamic(path, theirs, weight_type=QuantType.QInt8, per_channel=bool(extra), op_types_to_quantize=["MatMul", "Gemm"])

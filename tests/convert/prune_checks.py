@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runs import agreement, check_ort_int8, converted, crx_run, ort_run
+from runs import agreement, check_for, converted, crx_run, ort_run
 from static_checks import ROOT, digits_split, write_batches
 
 
@@ -67,11 +67,7 @@ def run_all(crx, work, check):
             got = ort_run(out, feeds)[0]
             crx_out = crx_run(crx, out, feeds, os.path.join(work, "run"))[0]
             _, engines_cos = agreement(got, crx_out)
-            differ = f"{label}: crx580 and onnxruntime differ (cosine {engines_cos:.6f})"
-            if to == "int8-static":
-                check_ort_int8(check, engines_cos > 0.9999, differ)
-            else:
-                check(engines_cos > 0.9999, differ)
+            check_for(check, to == "int8-static")(engines_cos > 0.9999, f"{label}: crx580 and onnxruntime differ (cosine {engines_cos:.6f})")
             _, cos = agreement(ref, got)
             acc, acc_ref = np.mean(got.argmax(1) == yte), np.mean(ref.argmax(1) == yte)
             print(f"  {label}: size {100 * os.path.getsize(out) / os.path.getsize(path):.1f}%, cosine to float {cos:.4f}, "

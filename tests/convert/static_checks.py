@@ -23,7 +23,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
 
-from runs import agreement, check_ort_int8, converted, crx_run, ort_run, top1
+from runs import agreement, check_for, converted, crx_run, ort_run, top1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "models", "golden")
@@ -221,7 +221,7 @@ def run_case(crx, work, check, name, path, calib, evals, labels=None, modes=None
                 line += f" acc {100 * acc:.2f}% (float {100 * acc_ref:.2f}%)"
                 if engine != "ort quantize_static":
                     # onnxruntime's own int8 run is a reference only where its products are exact.
-                    held = check if engine == "crx580" else lambda ok, msg: check_ort_int8(check, ok, msg)
+                    held = check_for(check, engine != "crx580")
                     held(t1 >= DIGITS_MIN_TOP1, f"{label} {engine}: top-1 agreement {100 * t1:.2f}% < 99%")
                     held(100 * (acc_ref - acc) <= DIGITS_MAX_DROP, f"{label} {engine}: accuracy drop {100 * (acc_ref - acc):.2f} points")
             if engine != "ort quantize_static":

@@ -14,7 +14,7 @@
 
 use super::activation::{avx512, piecewise, ActivationExt};
 use super::depthwise::{forced, Depthwise, Forced};
-use super::isa::{isa, Cache, Isa, PREFETCH_BYTES};
+use super::isa::{isa, prefetch_pays, Cache, Isa};
 use super::pool::{SharedMut, ThreadPool};
 use crate::ops::window::Axis;
 use std::arch::x86_64::*;
@@ -83,7 +83,7 @@ fn whole_aligned_vectors(p: &Depthwise, y: *const f32) -> bool {
 /// Runs the convolution into `y` (`planes` output planes), one task per plane.
 pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
     let stream = streams(p, planes * p.h.output * p.w.output, y.as_ptr());
-    let prefetch = planes * p.h.input * p.w.input * 4 >= PREFETCH_BYTES;
+    let prefetch = prefetch_pays(planes * p.h.input * p.w.input);
     run_with(pool, p, planes, y, stream, prefetch);
 }
 
@@ -154,7 +154,7 @@ struct Plane<'a> {
     /// Whether the tiles write with non-temporal stores (see [`STREAM_BYTES`]); then every
     /// vector stored is whole and 64-byte aligned.
     stream: bool,
-    /// Whether the tiles ask for the input ahead ([`PREFETCH_BYTES`]).
+    /// Whether the tiles ask for the input ahead ([`prefetch_pays`]).
     prefetch: bool,
     p: &'a Depthwise<'a>,
 }

@@ -66,12 +66,14 @@ pub fn isa() -> Isa {
     })
 }
 
-/// Inputs of this many bytes or more are read from memory, not the caches, whatever the layer
-/// before did: the kernels whose reads the hardware prefetchers of some cores take up too late
-/// ask for them ahead ([`prefetch`]) from this size on. Below it, where the input sits in the
-/// caches, the extra instructions cost up to 1.25x (MobileNetV2's depthwise layers, ResNet-50's
-/// max pool on AMD Zen 4; benches/RESULTS.md, session 26).
-pub const PREFETCH_BYTES: usize = 16 << 20;
+/// Whether a layer input of `floats` f32 values is read from memory, not the caches, whatever
+/// the layer before did (16 MiB or more): the kernels whose reads the hardware prefetchers of
+/// some cores take up too late ask for such inputs ahead ([`prefetch`]). Below it, where the
+/// input sits in the caches, the extra instructions cost up to 1.25x (MobileNetV2's depthwise
+/// layers, ResNet-50's max pool on AMD Zen 4; benches/RESULTS.md, session 26).
+pub fn prefetch_pays(floats: usize) -> bool {
+    floats.saturating_mul(4) >= 16 << 20
+}
 
 /// Which cache [`prefetch`] brings lines into.
 #[derive(Clone, Copy, PartialEq, Eq)]

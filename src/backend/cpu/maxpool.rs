@@ -8,7 +8,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
-use super::isa::{isa, Cache, PREFETCH_BYTES};
+use super::isa::{isa, prefetch_pays, Cache};
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
@@ -54,7 +54,7 @@ impl Kernel for MaxPoolKernel {
         let planes: usize = out_shape[..2].iter().product();
         let out = SharedMut(y.as_mut_ptr());
         let unreached = Unreached::of(&h, &w);
-        let ahead = planes * in_plane * 4 >= PREFETCH_BYTES;
+        let ahead = prefetch_pays(planes * in_plane);
         ctx.pool.parallel_for_work(planes, out_plane.saturating_mul(h.kernel).saturating_mul(w.kernel), &|p| {
             let o = out;
             // SAFETY: each task writes its own output plane.
@@ -69,7 +69,7 @@ impl Kernel for MaxPoolKernel {
 /// One plane's max pooling (`x`: `h.input x w.input`, `out`: `h.output x w.output`), windows
 /// entirely in the padding left NaN; public for the bandwidth measurement in `benches/peak`.
 /// The window's width must fit the staging row: `(w.kernel - 1) * w.dilation < SPAN / 2`
-/// (see [`fits`]). With `ahead` (a layer input of [`PREFETCH_BYTES`] or more), the input rows
+/// (see [`fits`]). With `ahead` (a layer input [`prefetch_pays`] for), the input rows
 /// are asked for a few output rows ahead.
 pub fn max_plane(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32], ahead: bool) {
     assert!(fits(w), "a MaxPool window {} taps wide at dilation {} is too wide to stage", w.kernel, w.dilation);
