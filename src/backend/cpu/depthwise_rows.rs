@@ -3,8 +3,9 @@
 //!
 //! A tile of 4 output rows by up to 4 vectors (2 for 5x5) keeps its sums in registers. Each input
 //! row it reads is loaded once per vector and feeds every output row of the tile it belongs to:
-//! at stride 1 one masked, unaligned load per filter column gives its taps; at stride 2 32-column
-//! windows (two loads each) give them through even/odd permutes. The load masks stand
+//! at stride 1 one masked load per vector gives the columns at the centre of its taps, and
+//! shifts across it and its neighbours the rest; at stride 2 32-column windows (two loads each)
+//! give them through even/odd permutes. The load masks stand
 //! in for the zero columns of the padding, and input rows above and below the plane read a row of
 //! zeros. So nothing is copied first: the per-plane kernel ([`super::depthwise`]) copies bands
 //! into a padded scratch and the blocked one ([`super::depthwise_blocked`]) transposes 16 planes
@@ -164,7 +165,8 @@ struct Plane<'a> {
 #[derive(Clone, Copy)]
 struct Loads {
     first: isize,
-    /// Stride 1: one load per filter column; stride 2: two per window.
+    /// Stride 1: the vectors before, at and after the centre columns of the taps; stride 2: two
+    /// per window.
     masks: [__mmask16; 6],
     /// The output columns inside the row (the lanes stored).
     store: __mmask16,
@@ -228,14 +230,18 @@ impl Plane<'_> {
         }
     }
 
-    /// Where vector `v` of a row loads from: at stride 1 one load per filter column (from
-    /// columns `first`, `first + 1`, ...), at stride 2 one 32-column window per two filter
-    /// columns (from `first`, `first + 2`, ..., 16 columns a load).
+    /// Where vector `v` of a row loads from: at stride 1 the 16 columns before those at the
+    /// centre of its taps (from `first`), those (`first + 16`) and the 16 after; at stride 2
+    /// one 32-column window per two filter columns (from `first`, `first + 2`, ..., 16 columns
+    /// a load).
     #[inline(always)]
     fn loads<const S: usize, const K: usize>(&self, v: usize) -> Loads {
         let w = &self.p.w;
         let x0 = v * LANES;
-        let first = (S * x0) as isize - w.pad_begin as isize;
+        let first = match S {
+            1 => x0 as isize - w.pad_begin as isize + (K / 2) as isize - LANES as isize,
+            _ => (S * x0) as isize - w.pad_begin as isize,
+        };
         // The lanes of a 16-column load from column `at` that lie inside the row.
         let inside = |at: isize| -> __mmask16 {
             let lo = (-at).clamp(0, LANES as isize) as u32;
@@ -245,7 +251,7 @@ impl Plane<'_> {
         let mut masks = [0; 6];
         for (i, m) in masks.iter_mut().enumerate() {
             *m = match S {
-                1 if i < K => inside(first + i as isize),
+                1 if i < 3 => inside(first + (i * LANES) as isize),
                 2 if i < 2 * K.div_ceil(2) => inside(first + (i / 2 * 2 + i % 2 * LANES) as isize),
                 _ => 0,
             };
@@ -254,28 +260,46 @@ impl Plane<'_> {
         Loads { first, masks, store: ((1u32 << n) - 1) as __mmask16 }
     }
 
-    /// The taps of one vector of output columns from input row `row`, one per filter column.
+    /// The taps of one vector of output columns at stride 2 from input row `row`, one per
+    /// filter column.
     ///
     /// # Safety
     /// Needs AVX-512F; `row` is a whole input row.
     #[inline(always)]
-    unsafe fn taps<const S: usize, const K: usize>(row: *const f32, l: &Loads) -> [__m512; K] {
+    unsafe fn taps<const K: usize>(row: *const f32, l: &Loads) -> [__m512; K] {
         let mut taps = [_mm512_setzero_ps(); K];
-        if S == 1 {
-            for (kx, t) in taps.iter_mut().enumerate() {
-                *t = Self::load(row, l, kx, kx);
+        let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
+        // Window j holds columns first + 2j .. first + 2j + 32: filter columns 2j (its even
+        // lanes) and 2j + 1 (its odd ones).
+        for j in 0..K.div_ceil(2) {
+            let (a, b) = (Self::load(row, l, 2 * j, 2 * j), Self::load(row, l, 2 * j + 1, 2 * j + LANES));
+            taps[2 * j] = _mm512_permutex2var_ps(a, even, b);
+            if 2 * j + 1 < K {
+                taps[2 * j + 1] = _mm512_permutex2var_ps(a, odd, b);
             }
-        } else {
-            let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
-            // Window j holds columns first + 2j .. first + 2j + 32: filter columns 2j (its even
-            // lanes) and 2j + 1 (its odd ones).
-            for j in 0..K.div_ceil(2) {
-                let (a, b) = (Self::load(row, l, 2 * j, 2 * j), Self::load(row, l, 2 * j + 1, 2 * j + LANES));
-                taps[2 * j] = _mm512_permutex2var_ps(a, even, b);
-                if 2 * j + 1 < K {
-                    taps[2 * j + 1] = _mm512_permutex2var_ps(a, odd, b);
-                }
-            }
+        }
+        taps
+    }
+
+    /// The taps of one vector of output columns at stride 1 from the vectors `cur` at the
+    /// centre columns of its taps and `prev` and `next` beside it, shifted across each pair
+    /// (valignd): three loads at columns 1 apart would split two cache lines per vector, and
+    /// ran 1.45x slower in cache than one load and two shifts.
+    ///
+    /// # Safety
+    /// Needs AVX-512F.
+    #[inline(always)]
+    unsafe fn shifted<const K: usize>(prev: __m512, cur: __m512, next: __m512) -> [__m512; K] {
+        let mut taps = [cur; K];
+        for (kx, t) in taps.iter_mut().enumerate() {
+            // Filter column kx reads kx - K / 2 columns from the centre.
+            *t = match kx as isize - (K / 2) as isize {
+                -2 => align::<14>(cur, prev),
+                -1 => align::<15>(cur, prev),
+                0 => cur,
+                1 => align::<1>(next, cur),
+                _ => align::<2>(next, cur),
+            };
         }
         taps
     }
@@ -374,8 +398,21 @@ impl Plane<'_> {
         } else {
             self.zeros.as_ptr()
         };
+        // Stride 1: the vectors before and at the centre columns of the first vector's taps;
+        // each vector loads the one after its own.
+        let mut window = [_mm512_setzero_ps(); 2];
+        if S == 1 {
+            window = [Self::load(row, &loads[0], 0, 0), Self::load(row, &loads[0], 1, LANES)];
+        }
         for (v, l) in loads.iter().enumerate() {
-            let taps = Self::taps::<S, K>(row, l);
+            let taps = if S == 1 {
+                let next = Self::load(row, l, 2, 2 * LANES);
+                let taps = Self::shifted::<K>(window[0], window[1], next);
+                window = [window[1], next];
+                taps
+            } else {
+                Self::taps::<K>(row, l)
+            };
             for (r, sums) in acc.iter_mut().enumerate() {
                 // Input row ir is filter row ir - S * r of output row r.
                 let ky = ir.wrapping_sub(S * r);
@@ -388,6 +425,31 @@ impl Plane<'_> {
             }
         }
     }
+}
+
+/// Lanes `N..N + 16` of `lo` and `hi` side by side (valignd). Written out, because LLVM turns
+/// `_mm512_alignr_epi32` into a two-source permute whose index takes a register of its own,
+/// and a 3x3 tile has none to spare (its sums spilled to the stack).
+///
+/// # Safety
+/// Needs AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn align<const N: i32>(hi: __m512, lo: __m512) -> __m512 {
+    let out: __m512;
+    // SAFETY: valignd reads and writes registers only, and AVX-512F is there (the caller's
+    // contract).
+    unsafe {
+        std::arch::asm!(
+            "valignd {out}, {hi}, {lo}, {n}",
+            out = lateout(zmm_reg) out,
+            hi = in(zmm_reg) hi,
+            lo = in(zmm_reg) lo,
+            n = const N,
+            options(pure, nomem, nostack),
+        );
+    }
+    out
 }
 
 #[cfg(test)]
