@@ -15,8 +15,7 @@
 //! when they die, and without that rule the pool would fill with buffers nobody asks for (it
 //! once held 420 MB for YOLOv8n, whose live tensors never exceed 50 MB).
 
-use crate::ir::tensor::try_vec;
-use crate::ir::{DType, Data, Tensor};
+use crate::ir::{limits, DType, Data, Tensor};
 use crate::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -173,7 +172,7 @@ impl BufferPool {
             v.resize(n, 0.0);
             return Ok(v);
         }
-        try_vec(n, 0f32)
+        limits::zeros(n)
     }
 
     /// `n` floats for a kernel that writes every one of them before anything reads them: a
@@ -192,7 +191,7 @@ impl BufferPool {
                 v.resize(n, 0.0);
                 v
             }
-            None => try_vec(n, 0f32)?,
+            None => limits::zeros(n)?,
         };
         if cfg!(debug_assertions) {
             v.fill(f32::NAN);
@@ -216,10 +215,16 @@ impl BufferPool {
         let mut buffer = match self.take(n, true, part_start) {
             Some(v) => v,
             None if n >= ALIGNED_FROM => {
-                crate::ir::limits::with_capacity(n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS)?
+                let capacity = n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS;
+                // Zeroed in full only where that writes nothing (see `limits::zeros`); else
+                // reserved, and the part used zeroed below.
+                match capacity * 4 >= limits::FRESH_FROM_SYSTEM {
+                    true => limits::zeros(capacity)?,
+                    false => limits::with_capacity(capacity)?,
+                }
             }
             // Too small for `part_start` to move it.
-            None => crate::ir::limits::with_capacity(n)?,
+            None => limits::with_capacity(n)?,
         };
         let start = part_start(&buffer);
         if buffer.len() < start + n {
@@ -273,7 +278,7 @@ impl BufferPool {
                 v.resize(n, 0);
                 v
             }
-            None => try_vec(n, 0u8)?,
+            None => limits::zeros(n)?,
         };
         if cfg!(debug_assertions) {
             v.fill(0xA5);

@@ -105,6 +105,38 @@ pub fn with_capacity<T>(n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// Blocks of this many bytes or more come straight from the system as fresh pages (glibc's and
+/// musl's `malloc` map them; glibc's threshold rises up to 32 MiB as such blocks are freed),
+/// zero already, and `calloc` does not write them again.
+pub const FRESH_FROM_SYSTEM: usize = 32 << 20;
+
+/// `n` zeros, checked against the limit first and allocated without aborting if memory is short.
+/// From [`FRESH_FROM_SYSTEM`] bytes the allocator zeroes them (`calloc`), which writes nothing:
+/// a `resize` with zeros wrote every page once more (a depthwise layer with a 32 MiB output ran
+/// 1.15x faster end to end without). Smaller blocks are recycled by `malloc`, and zeroed here.
+pub fn zeros<T: bytemuck::Zeroable + Clone>(n: usize) -> Result<Vec<T>> {
+    check_alloc(n, std::mem::size_of::<T>(), "buffer")?;
+    // Under the limit, so no overflow.
+    let bytes = n * std::mem::size_of::<T>();
+    if bytes < FRESH_FROM_SYSTEM {
+        let mut v = with_capacity(n)?;
+        v.resize(n, T::zeroed());
+        return Ok(v);
+    }
+    let layout = std::alloc::Layout::array::<T>(n)
+        .map_err(|_| crate::err!(ResourceLimit, "cannot allocate {n} items: too large"))?;
+    // SAFETY: the layout's size is not zero (FRESH_FROM_SYSTEM bytes or more).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        bail!(ResourceLimit, "cannot allocate {n} items: out of memory");
+    }
+    advise_huge_pages(ptr, bytes);
+    // SAFETY: `ptr` is a block of the global allocator with the layout of `n` items of T, all
+    // bytes zero, which is a valid T (`Zeroable`): what `from_raw_parts` needs for length and
+    // capacity `n`.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 /// Asks Linux to back the whole 2 MiB pages inside `bytes` from `start` with huge pages, before
 /// they are first written (where transparent huge pages are on "madvise", the default of many
 /// distributions, nothing else gets them). A model's weights and activations are streamed
@@ -177,6 +209,27 @@ mod tests {
 
     /// Backing pages early changes no contents: not of the range, not of its neighbours on the
     /// same pages (the range is rounded out to whole pages), not of a range with data in it.
+    /// Zeros of every size, small (zeroed here) and large (by the allocator), are zeros, as
+    /// many as asked; over the limit they are an error, not an abort.
+    #[test]
+    fn zeros_are_zeros_under_the_limit() {
+        for n in [0, 1, 1000, FRESH_FROM_SYSTEM / 4 - 1, FRESH_FROM_SYSTEM / 4 + 17] {
+            let v = zeros::<f32>(n).unwrap();
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|x| x.to_bits() == 0), "{n} floats");
+        }
+        // A recycled large block (written, freed, allocated again) is zeros again.
+        let mut v = zeros::<u8>(FRESH_FROM_SYSTEM).unwrap();
+        v.fill(0xA5);
+        drop(v);
+        assert!(zeros::<u8>(FRESH_FROM_SYSTEM).unwrap().iter().all(|&b| b == 0));
+        with_max_tensor_bytes(1 << 20, || {
+            assert_eq!(zeros::<f32>(1 << 18).unwrap().len(), 1 << 18);
+            assert_eq!(zeros::<f32>((1 << 18) + 1).unwrap_err().kind, ErrorKind::ResourceLimit);
+        });
+        assert_eq!(zeros::<f64>(usize::MAX / 4).unwrap_err().kind, ErrorKind::ResourceLimit);
+    }
+
     #[test]
     fn prefaulting_keeps_every_value() {
         let mut v: Vec<u32> = (0..300_000).collect();
