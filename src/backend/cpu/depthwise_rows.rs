@@ -322,7 +322,7 @@ impl Plane<'_> {
     /// Needs AVX-512F; as [`Plane::run`].
     #[inline(always)]
     unsafe fn tile<const S: usize, const K: usize, const V: usize>(&self, oy: usize, v0: usize, y: &mut [f32]) {
-        let (h, w) = (&self.p.h, &self.p.w);
+        let h = &self.p.h;
         let mut loads = [Loads { first: 0, masks: [0; 6], store: 0 }; V];
         for (v, l) in loads.iter_mut().enumerate() {
             *l = self.loads::<S, K>(v0 + v);
@@ -351,15 +351,37 @@ impl Plane<'_> {
         }
         const { assert!((ROWS - 1) * S + K <= 11, "input_rows! lists 11 rows") };
         input_rows!(0 1 2 3 4 5 6 7 8 9 10);
+        let stores = std::array::from_fn(|v| loads[v].store);
+        self.store::<V>(oy, x0, &acc, &stores, y);
+    }
+
+    /// Stores the sums `acc` of a tile at output rows `oy..oy + ROWS` (those inside the plane)
+    /// and vectors of columns from `x0`, the lanes `stores` of each, with the residual added
+    /// and the activation applied. Not inlined: one copy per tile width, not one per filter
+    /// and stride, and the tile keeps its sums in registers to the end (a loop over them
+    /// inside it made LLVM keep them in memory, stored after every update).
+    ///
+    /// # Safety
+    /// Needs AVX-512F; as [`Plane::run`].
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const V: usize>(
+        &self,
+        oy: usize,
+        x0: usize,
+        acc: &[[__m512; V]; ROWS],
+        stores: &[__mmask16; V],
+        y: &mut [f32],
+    ) {
+        let (h, w) = (&self.p.h, &self.p.w);
         let act = self.p.act;
         for (r, sums) in acc.iter().enumerate() {
             let row = oy + r;
             if row >= h.output {
                 break;
             }
-            for v in 0..V {
+            for (v, &mask) in stores.iter().enumerate() {
                 let at = row * w.output + x0 + v * LANES;
-                let mask = loads[v].store;
                 let mut s = sums[v];
                 if let Some(res) = self.residual {
                     s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at)));
