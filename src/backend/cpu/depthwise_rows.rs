@@ -232,8 +232,8 @@ impl Plane<'_> {
 
     /// Where vector `v` of a row loads from: at stride 1 the 16 columns before those at the
     /// centre of its taps (from `first`), those (`first + 16`) and the 16 after; at stride 2
-    /// one 32-column window per two filter columns (from `first`, `first + 2`, ..., 16 columns
-    /// a load).
+    /// 48 columns from `first` for 3x3, else one 32-column window per two filter columns (from
+    /// `first`, `first + 2`, ..., 16 columns a load).
     #[inline(always)]
     fn loads<const S: usize, const K: usize>(&self, v: usize) -> Loads {
         let w = &self.p.w;
@@ -251,7 +251,8 @@ impl Plane<'_> {
         let mut masks = [0; 6];
         for (i, m) in masks.iter_mut().enumerate() {
             *m = match S {
-                1 if i < 3 => inside(first + (i * LANES) as isize),
+                // Stride 1, and 3x3 at stride 2: three vectors side by side.
+                _ if i < 3 && (S == 1 || K == 3) => inside(first + (i * LANES) as isize),
                 2 if i < 2 * K.div_ceil(2) => inside(first + (i / 2 * 2 + i % 2 * LANES) as isize),
                 _ => 0,
             };
@@ -269,6 +270,16 @@ impl Plane<'_> {
     unsafe fn taps<const K: usize>(row: *const f32, l: &Loads) -> [__m512; K] {
         let mut taps = [_mm512_setzero_ps(); K];
         let (even, odd) = (_mm512_loadu_si512(EVEN.as_ptr().cast()), _mm512_loadu_si512(ODD.as_ptr().cast()));
+        if K == 3 {
+            // Columns first.. in a and b, the 16 after in c (the next vector's a): filter column
+            // 2 reads those of column 0 one lane on, and c's first. Two loads and masks fewer
+            // per vector than the windows below, whose masks outnumbered the mask registers.
+            let (a, b, c) = (Self::load(row, l, 0, 0), Self::load(row, l, 1, LANES), Self::load(row, l, 2, 2 * LANES));
+            taps[0] = _mm512_permutex2var_ps(a, even, b);
+            taps[1] = _mm512_permutex2var_ps(a, odd, b);
+            taps[2] = align::<1>(c, taps[0]);
+            return taps;
+        }
         // Window j holds columns first + 2j .. first + 2j + 32: filter columns 2j (its even
         // lanes) and 2j + 1 (its odd ones).
         for j in 0..K.div_ceil(2) {
