@@ -41,6 +41,7 @@ use super::edit::constant_initializers;
 use super::fp16::{half_nodes, to_fp16, Fp16Options};
 use super::ValueTypes;
 use crate::convert::accuracy::Comparison;
+use crate::ir::order::sort_positions;
 use crate::ir::DType;
 use crate::onnx::model::{decode_model, ModelProto};
 use crate::onnx::write::encode_model;
@@ -300,7 +301,7 @@ fn heaviest_back_to_half(
     let mut heavy: Vec<usize> =
         float_nodes.keys().copied().filter(|k| !before.contains_key(k) && weights[*k] > 0).collect();
     // Heaviest first; graph order among equals, so that the search is deterministic.
-    heavy.sort_by_key(|&k| (std::cmp::Reverse(weights[k]), k));
+    sort_positions(&mut heavy, &|a, b| weights[b].cmp(&weights[a]).then(a.cmp(&b)));
     for _ in 0..GIVE_BACK_ROUNDS {
         // `lo` of the heaviest back in float16 is within the tolerance; `hi` is taken not to be.
         let (mut lo, mut hi) = (0, heavy.len() + 1);

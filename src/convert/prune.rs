@@ -11,6 +11,7 @@
 //! `Channel` zeroes whole output channels, those of smallest L2 norm.
 
 use super::edit::{attr_i, constant_initializers, f32_values, tensor_f32};
+use crate::ir::order::sort_positions;
 use crate::onnx::model::ModelProto;
 use crate::{bail, Result};
 use std::collections::HashSet;
@@ -91,7 +92,7 @@ pub fn prune(m: &mut ModelProto, sparsity: f64, pattern: Pattern, keep: &[String
 fn unstructured(values: &mut [f32], sparsity: f64) {
     let k = (values.len() as f64 * sparsity).round() as usize;
     let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
+    sort_positions(&mut order, &|a, b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
     order.into_iter().take(k).for_each(|i| values[i] = 0.0);
 }
 
@@ -112,7 +113,7 @@ fn two_of_four(values: &mut [f32], dims: &[usize], reduce_last: bool) {
         while k < len {
             let group: Vec<usize> = (k..(k + 4).min(len)).map(|j| base + j * stride).collect();
             let mut sorted = group.clone();
-            sorted.sort_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
+            sort_positions(&mut sorted, &|a, b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
             let drop = group.len().saturating_sub(2);
             sorted.into_iter().take(drop).for_each(|i| values[i] = 0.0);
             k += 4;
@@ -131,7 +132,7 @@ fn channels(values: &mut [f32], dims: &[usize], axis: usize, sparsity: f64) {
     }
     let k = (count as f64 * sparsity).round() as usize;
     let mut order: Vec<usize> = (0..count).collect();
-    order.sort_by(|&a, &b| norms[a].total_cmp(&norms[b]).then(a.cmp(&b)));
+    sort_positions(&mut order, &|a, b| norms[a].total_cmp(&norms[b]).then(a.cmp(&b)));
     let pruned: HashSet<usize> = order.into_iter().take(k).collect();
     for (i, v) in values.iter_mut().enumerate() {
         if pruned.contains(&channel_of(i)) {

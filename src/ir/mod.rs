@@ -12,6 +12,7 @@ pub mod interp;
 pub mod limits;
 pub mod narrow;
 pub mod op;
+pub mod order;
 pub mod shape;
 pub mod storage;
 pub mod tensor;

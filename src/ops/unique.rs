@@ -3,6 +3,7 @@
 
 use super::reshape::{fact_of, lanes, normalize_axes, with_capacity};
 use super::{input, BuildCtx, Op, Registry};
+use crate::ir::order::sort_positions;
 use crate::ir::shape::normalize_axis;
 use crate::ir::{DType, Dim, Fact, Tensor};
 use crate::{dispatch, Result};
@@ -44,7 +45,7 @@ fn group(count: usize, sorted: bool, cmp: &dyn Fn(usize, usize) -> Ordering) -> 
     let mut order: Vec<usize> = with_capacity(count)?;
     order.extend(0..count);
     // Ties broken by position, so each class starts with its first occurrence.
-    order.sort_by(|&a, &b| cmp(a, b).then(a.cmp(&b)));
+    sort_positions(&mut order, &|a, b| cmp(a, b).then(a.cmp(&b)));
     let (mut first, mut counts): (Vec<usize>, Vec<i64>) = (vec![], vec![]);
     let mut class_of = vec![0usize; count];
     for (k, &item) in order.iter().enumerate() {
@@ -60,7 +61,7 @@ fn group(count: usize, sorted: bool, cmp: &dyn Fn(usize, usize) -> Ordering) -> 
     let mut position: Vec<usize> = (0..first.len()).collect();
     if !sorted {
         let mut by_occurrence: Vec<usize> = (0..first.len()).collect();
-        by_occurrence.sort_by_key(|&c| first[c]);
+        sort_positions(&mut by_occurrence, &|a, b| first[a].cmp(&first[b]));
         for (p, &c) in by_occurrence.iter().enumerate() {
             position[c] = p;
         }

@@ -6,6 +6,7 @@
 use super::pool::SharedMut;
 use super::{f32_input, maybe_f32, Reference};
 use crate::backend::{ExecCtx, Kernel};
+use crate::ir::order::sort_positions;
 use crate::ir::{Data, DataRef, Graph, Node, Op};
 use crate::ops::transpose::Transpose;
 use crate::Result;
@@ -110,7 +111,7 @@ fn merged(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
     }
     // Number the groups by their position in the input.
     let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&g| groups[g][0]);
+    sort_positions(&mut order, &|a, b| groups[a][0].cmp(&groups[b][0]));
     let dims: Vec<usize> = order.iter().map(|&g| groups[g].iter().map(|&a| shape[a]).product()).collect();
     let mut perm = vec![0; groups.len()];
     for (pos, &g) in order.iter().enumerate() {
