@@ -214,15 +214,8 @@ impl BufferPool {
     pub fn output(&self, n: usize) -> Result<Output> {
         let mut buffer = match self.take(n, true, part_start) {
             Some(v) => v,
-            None if n >= ALIGNED_FROM => {
-                let capacity = n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS;
-                // Zeroed in full only where that writes nothing (see `limits::zeros`); else
-                // reserved, and the part used zeroed below.
-                match capacity * 4 >= limits::FRESH_FROM_SYSTEM {
-                    true => limits::zeros(capacity)?,
-                    false => limits::with_capacity(capacity)?,
-                }
-            }
+            // The part used is zeroed below, unless the allocator gave zeros (`limits::room`).
+            None if n >= ALIGNED_FROM => limits::room(n.next_multiple_of(HUGE_FLOATS) + HUGE_FLOATS)?,
             // Too small for `part_start` to move it.
             None => limits::with_capacity(n)?,
         };

@@ -108,20 +108,27 @@ pub fn with_capacity<T>(n: usize) -> Result<Vec<T>> {
 /// Blocks of this many bytes or more come straight from the system as fresh pages (glibc's and
 /// musl's `malloc` map them; glibc's threshold rises up to 32 MiB as such blocks are freed),
 /// zero already, and `calloc` does not write them again.
-pub const FRESH_FROM_SYSTEM: usize = 32 << 20;
+const FRESH_FROM_SYSTEM: usize = 32 << 20;
 
-/// `n` zeros, checked against the limit first and allocated without aborting if memory is short.
-/// From [`FRESH_FROM_SYSTEM`] bytes the allocator zeroes them (`calloc`), which writes nothing:
-/// a `resize` with zeros wrote every page once more (a depthwise layer with a 32 MiB output ran
-/// 1.15x faster end to end without). Smaller blocks are recycled by `malloc`, and zeroed here.
+/// `n` zeros, checked against the limit first and allocated without aborting if memory is short
+/// (see [`room`]).
 pub fn zeros<T: bytemuck::Zeroable + Clone>(n: usize) -> Result<Vec<T>> {
+    let mut v = room(n)?;
+    v.resize(n, T::zeroed());
+    Ok(v)
+}
+
+/// Room for `n` items, checked against the limit first and reserved without aborting if memory
+/// is short: empty, or from [`FRESH_FROM_SYSTEM`] bytes `n` zeros already, which the allocator
+/// gives for nothing (`calloc` writes no fresh page; a `resize` with zeros wrote every page once
+/// more, and a depthwise layer with a 32 MiB output ran 1.15x faster end to end without). Smaller
+/// blocks are recycled by `malloc`, so the caller zeroes what it uses.
+pub fn room<T: bytemuck::Zeroable>(n: usize) -> Result<Vec<T>> {
     check_alloc(n, std::mem::size_of::<T>(), "buffer")?;
     // Under the limit, so no overflow.
     let bytes = n * std::mem::size_of::<T>();
     if bytes < FRESH_FROM_SYSTEM {
-        let mut v = with_capacity(n)?;
-        v.resize(n, T::zeroed());
-        return Ok(v);
+        return with_capacity(n);
     }
     let layout = std::alloc::Layout::array::<T>(n)
         .map_err(|_| crate::err!(ResourceLimit, "cannot allocate {n} items: too large"))?;
