@@ -38,6 +38,8 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_integer;
 pub mod maxpool;
+#[cfg(target_arch = "x86_64")]
+mod maxpool_rows;
 pub mod pool;
 pub mod qlinear_conv;
 pub mod qlinear_depthwise;
