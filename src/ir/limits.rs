@@ -214,8 +214,6 @@ mod tests {
         assert_eq!(check_alloc(usize::MAX, 2, "x").unwrap_err().kind, ErrorKind::ResourceLimit);
     }
 
-    /// Backing pages early changes no contents: not of the range, not of its neighbours on the
-    /// same pages (the range is rounded out to whole pages), not of a range with data in it.
     /// Zeros of every size, small (zeroed here) and large (by the allocator), are zeros, as
     /// many as asked; over the limit they are an error, not an abort.
     #[test]
@@ -237,6 +235,8 @@ mod tests {
         assert_eq!(zeros::<f64>(usize::MAX / 4).unwrap_err().kind, ErrorKind::ResourceLimit);
     }
 
+    /// Backing pages early changes no contents: not of the range, not of its neighbours on the
+    /// same pages (the range is rounded out to whole pages), not of a range with data in it.
     #[test]
     fn prefaulting_keeps_every_value() {
         let mut v: Vec<u32> = (0..300_000).collect();

@@ -8,11 +8,11 @@
 //! give them through even/odd permutes. On inputs out of the caches, 3x3 filters at stride 2
 //! take tiles of 2 rows by 8 vectors instead, which read the input in the order it lies in
 //! memory ([`WIDE`]). The load masks stand in for the zero columns of the padding, and input
-//! rows above and below the plane read a row of zeros. So nothing is copied first: the per-plane kernel ([`super::depthwise`]) copies bands
-//! into a padded scratch and the blocked one ([`super::depthwise_blocked`]) transposes 16 planes
-//! in and out, which on MobileNetV2's 112x112 and 56x56 layers cost about as much again as the
-//! taps (in a standalone test this tile ran at ~12 cycles per vector in L2, the blocked kernel at
-//! ~30).
+//! rows above and below the plane read a row of zeros. So nothing is copied first: the
+//! per-plane kernel ([`super::depthwise`]) copies bands into a padded scratch and the blocked
+//! one ([`super::depthwise_blocked`]) transposes 16 planes in and out, which on MobileNetV2's
+//! 112x112 and 56x56 layers cost about as much again as the taps (in a standalone test this
+//! tile ran at ~12 cycles per vector in L2, the blocked kernel at ~30).
 
 use super::activation::{avx512, piecewise, ActivationExt};
 use super::depthwise::{forced, Depthwise, Forced};
@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Output columns per vector.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 /// Output rows per tile.
 const ROWS: usize = 4;
 /// Vectors per tile for 3x3 filters (a row's last tile takes what is left); 5x5 tiles take 2,
@@ -54,8 +54,8 @@ const MIN_WIDTH: usize = 14;
 /// machines with larger caches (benches/RESULTS.md, session 24).
 const STREAM_BYTES: usize = 32 << 20;
 /// Lanes 0, 2, ..., 30 and 1, 3, ..., 31 of two vectors side by side.
-const EVEN: [u32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-const ODD: [u32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+pub(super) const EVEN: [u32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+pub(super) const ODD: [u32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
 
 thread_local! {
     /// What a thread's planes share, kept between calls.
@@ -521,7 +521,7 @@ impl Plane<'_> {
 /// Needs AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn align<const N: i32>(hi: __m512, lo: __m512) -> __m512 {
+pub(super) unsafe fn align<const N: i32>(hi: __m512, lo: __m512) -> __m512 {
     let out: __m512;
     // SAFETY: valignd reads and writes registers only, and AVX-512F is there (the caller's
     // contract).

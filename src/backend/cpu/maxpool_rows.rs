@@ -14,20 +14,16 @@
 //! ([`max_keeping_numbers`]), so padding is its identity; a window all padding stays NaN, as
 //! the staged passes leave it, for the caller to fill.
 
+use super::depthwise_rows::{align, EVEN, LANES, ODD};
 use super::maxpool::max_keeping_numbers;
 use crate::ops::window::Axis;
 use std::arch::x86_64::*;
 
-/// Output columns per vector.
-const LANES: usize = 16;
 /// Output rows per tile.
 const ROWS: usize = 2;
 /// Vectors per tile: a row of 256 input columns (the last tile of a row may reach past its
 /// end; those vectors load and store nothing).
 const VECTORS: usize = 8;
-/// Lanes 0, 2, ..., 30 and 1, 3, ..., 31 of two vectors side by side.
-const EVEN: [u32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-const ODD: [u32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
 
 /// Whether the tiles take windows `h` x `w`: square 2x2 or 3x3 at stride 2, dilation 1, with
 /// at most one row and column of padding before the plane (any after).
@@ -124,9 +120,7 @@ impl Plane<'_> {
                 let mut m = max_keeping_numbers(t0, _mm512_permutex2var_ps(a, odd, b));
                 if K == 3 {
                     let c = load(2);
-                    let t2 =
-                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_castps_si512(c), _mm512_castps_si512(t0)));
-                    m = max_keeping_numbers(m, t2);
+                    m = max_keeping_numbers(m, align::<1>(c, t0));
                 }
                 for (r, maxima) in acc.iter_mut().enumerate() {
                     // Input row ir is window row ir - 2r of output row r.
