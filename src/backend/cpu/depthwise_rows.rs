@@ -5,14 +5,15 @@
 //! row it reads is loaded once per vector and feeds every output row of the tile it belongs to:
 //! at stride 1 one masked load per vector gives the columns at the centre of its taps, and
 //! shifts across it and its neighbours the rest; at stride 2 32-column windows (two loads each)
-//! give them through even/odd permutes. On inputs out of the caches, 3x3 filters at stride 2
-//! take tiles of 2 rows by 8 vectors instead, which read the input in the order it lies in
-//! memory ([`WIDE`]). The load masks stand in for the zero columns of the padding, and input
-//! rows above and below the plane read a row of zeros. So nothing is copied first: the
-//! per-plane kernel ([`super::depthwise`]) copies bands into a padded scratch and the blocked
-//! one ([`super::depthwise_blocked`]) transposes 16 planes in and out, which on MobileNetV2's
-//! 112x112 and 56x56 layers cost about as much again as the taps (in a standalone test this
-//! tile ran at ~12 cycles per vector in L2, the blocked kernel at ~30).
+//! give them through even/odd permutes. 3x3 filters at stride 1 run in strips of 4 vectors
+//! instead, rolled down bands of rows one input row at a time ([`Plane::strips`]); on inputs
+//! out of the caches, 3x3 filters at stride 2 take tiles of 2 rows by 8 vectors, which read the
+//! input in the order it lies in memory ([`WIDE`]). The load masks stand in for the zero
+//! columns of the padding, and input rows above and below the plane read a row of zeros. So
+//! nothing is copied first: the per-plane kernel ([`super::depthwise`]) copies bands into a
+//! padded scratch and the blocked one ([`super::depthwise_blocked`]) transposes 16 planes in
+//! and out, which on MobileNetV2's 112x112 and 56x56 layers cost about as much again as the
+//! taps (the blocked kernel ran at ~30 cycles per vector in L2, the strips at ~11).
 
 use super::activation::{avx512, piecewise, ActivationExt};
 use super::depthwise::{forced, Depthwise, Forced};
@@ -39,6 +40,16 @@ const VECTORS: usize = 4;
 /// 4-row ones (23 -> 16.5 GB/s): a vector's taps there cost as much as its memory, and 16 sums
 /// and their taps spilled. Vectors of the last tile past the row's end load and store nothing.
 const WIDE: usize = 8;
+/// The input rows a band of stride-1 strips reads, at most, on inputs in the caches
+/// ([`Plane::strips`]): the next strip finds the rows the last one shared with it in the
+/// caches. Each band's strips read the two rows above it again, so the fewer bands the better
+/// there (MobileNetV2's 112x112 and 56x56 layers in one band: 1.07x faster than in bands of
+/// 16 rows).
+const STRIP_BAND_BYTES: usize = 64 << 10;
+/// Output rows per band of strips, on inputs out of the caches, and the fewest in cache: AMD
+/// Zen 4, 128 planes of 256x256, 16-row bands ran at 32 GB/s (95% of the triad), 8-row 30.5,
+/// 32-row 29, 64-row (64 KiB) 18-21.
+const STRIP_ROWS: usize = 16;
 /// Output rows per wide tile ([`WIDE`]).
 const WIDE_ROWS: usize = 2;
 /// The narrowest output rows this kernel takes: narrower ones leave too many lanes idle, and
@@ -248,6 +259,10 @@ impl Plane<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const S: usize, const K: usize, const V: usize>(&self, y: &mut [f32]) {
         let vectors = self.p.w.output.div_ceil(LANES);
+        if S == 1 && K == 3 {
+            self.strips(y);
+            return;
+        }
         if S == 2 && K == 3 && self.out_of_cache && vectors > VECTORS {
             for oy in (0..self.p.h.output).step_by(WIDE_ROWS) {
                 for v0 in (0..vectors).step_by(WIDE) {
@@ -283,6 +298,98 @@ impl Plane<'_> {
         }
     }
 
+    /// 3x3 at stride 1 in strips: [`VECTORS`] vectors of columns wide (the row's last take 2 and
+    /// 1), rolled down a band of output rows ([`STRIP_BAND_BYTES`]) one input row at a time.
+    /// Each input row is loaded and shifted once and meets the three output rows it belongs to,
+    /// whose sums stay in registers until the last of them is complete and stored. A 4-row tile
+    /// reads 6 input rows for 4 output rows and keeps 16 sums; a strip reads 1 per output row
+    /// and keeps 12, and LLVM schedules its short loop as written (the 4x4 tiles ran at ~17
+    /// cycles a vector here in cache, and from build to build anywhere from 13 to 20 as their
+    /// 16 sums spilled or not; the strips at ~11).
+    ///
+    /// # Safety
+    /// Needs AVX-512F; as [`Plane::run`].
+    #[inline(always)]
+    unsafe fn strips(&self, y: &mut [f32]) {
+        let (h, w) = (&self.p.h, &self.p.w);
+        let vectors = w.output.div_ceil(LANES);
+        let band = if self.out_of_cache { STRIP_ROWS } else { (STRIP_BAND_BYTES / (4 * w.input)).max(STRIP_ROWS) };
+        for top in (0..h.output).step_by(band) {
+            let rows = top..(top + band).min(h.output);
+            let mut v0 = 0;
+            while v0 < vectors {
+                // One instance for each width (the shared library's size budget).
+                let width = match vectors - v0 {
+                    n if n >= VECTORS => VECTORS,
+                    n if n >= 2 => 2,
+                    _ => 1,
+                };
+                if self.out_of_cache {
+                    // The input rows the next band reads and this one does not.
+                    let end_of = |oy: usize| (oy + 2).saturating_sub(h.pad_begin).min(h.input);
+                    self.prefetch_input(end_of(rows.end)..end_of(rows.end + band), v0..v0 + width);
+                }
+                match width {
+                    VECTORS => self.strip::<VECTORS>(rows.clone(), v0, y),
+                    2 => self.strip::<2>(rows.clone(), v0, y),
+                    _ => self.strip::<1>(rows.clone(), v0, y),
+                }
+                v0 += width;
+            }
+        }
+    }
+
+    /// Output rows `rows` by vectors `v0..v0 + V` of columns, 3x3 at stride 1 (see
+    /// [`Plane::strips`]).
+    ///
+    /// # Safety
+    /// Needs AVX-512F; as [`Plane::run`].
+    #[inline(always)]
+    unsafe fn strip<const V: usize>(&self, rows: std::ops::Range<usize>, v0: usize, y: &mut [f32]) {
+        let (h, w) = (&self.p.h, &self.p.w);
+        let loads: [Loads; V] = std::array::from_fn(|v| self.row[v0 + v]);
+        let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(self.filter[t]));
+        let bias = _mm512_set1_ps(self.bias);
+        // Step j reads input row j - pad_begin: filter row 2 of output row j - 2 (sums[0]),
+        // row 1 of output row j - 1 (sums[1]) and row 0 of output row j (sums[2]). Output row
+        // j - 2 is then complete; the first two steps' sums[0] and sums[1] are for rows before
+        // the band, and are not stored.
+        let mut sums = [[bias; V]; 3];
+        for j in rows.start..rows.end + 2 {
+            let row = self.row_at(j as isize - h.pad_begin as isize);
+            let mut window = [Self::load(row, &loads[0], 0, 0), Self::load(row, &loads[0], 1, LANES)];
+            for (v, l) in loads.iter().enumerate() {
+                let next = Self::load(row, l, 2, 2 * LANES);
+                let taps = Self::shifted::<3>(window[0], window[1], next);
+                window = [window[1], next];
+                for (k, sums) in sums.iter_mut().enumerate() {
+                    let ky = 2 - k;
+                    for (kx, t) in taps.iter().enumerate() {
+                        sums[v] = _mm512_fmadd_ps(*t, weights[ky * 3 + kx], sums[v]);
+                    }
+                }
+            }
+            if j >= rows.start + 2 {
+                let at = (j - 2) * w.output + v0 * LANES;
+                for (v, l) in loads.iter().enumerate() {
+                    self.put(at + v * LANES, l.store, sums[0][v], y);
+                }
+            }
+            sums = [sums[1], sums[2], [bias; V]];
+        }
+    }
+
+    /// Input row `iy`, or a row of zeros for rows outside the plane (padding, or rows past the
+    /// output's end).
+    #[inline(always)]
+    fn row_at(&self, iy: isize) -> *const f32 {
+        if (0..self.p.h.input as isize).contains(&iy) {
+            self.x[iy as usize * self.p.w.input..].as_ptr()
+        } else {
+            self.zeros.as_ptr()
+        }
+    }
+
     /// Asks for the input that the band of output rows after next (from `oy + 2 * ROWS`) reads
     /// and the one before it does not, under the output vectors `vectors`: a tile's share at a
     /// time, into the second-level cache. A plane's rows are read a few KiB at a time, too little
@@ -293,11 +400,17 @@ impl Plane<'_> {
     /// next to the tile.
     #[inline(never)]
     fn prefetch_next_band(&self, oy: usize, vectors: std::ops::Range<usize>) {
-        let (h, w) = (&self.p.h, &self.p.w);
+        let h = &self.p.h;
         let (s, k) = (h.stride, h.kernel);
         // Input rows of band `b`: from s * b - pad_begin, (ROWS - 1) * s + k of them.
         let end_of = |b: usize| (s * b + (ROWS - 1) * s + k).saturating_sub(h.pad_begin).min(h.input);
-        let rows = end_of(oy + ROWS)..end_of(oy + 2 * ROWS);
+        self.prefetch_input(end_of(oy + ROWS)..end_of(oy + 2 * ROWS), vectors);
+    }
+
+    /// Asks for input rows `rows` under the output vectors `vectors`, into the second-level
+    /// cache.
+    fn prefetch_input(&self, rows: std::ops::Range<usize>, vectors: std::ops::Range<usize>) {
+        let (s, w) = (self.p.w.stride, &self.p.w);
         let first = (s * vectors.start * LANES).saturating_sub(w.pad_begin).min(w.input);
         let last = (s * vectors.end * LANES).min(w.input);
         for r in rows {
@@ -433,32 +546,40 @@ impl Plane<'_> {
         y: &mut [f32],
     ) {
         let (h, w) = (&self.p.h, &self.p.w);
-        let act = self.p.act;
         for (r, sums) in acc.iter().enumerate() {
             let row = oy + r;
             if row >= h.output {
                 break;
             }
             for (v, &mask) in stores.iter().enumerate() {
-                if mask == 0 {
-                    // Past the row's end (a wide tile's last vectors): nothing to store, and a
-                    // streamed store would write whole.
-                    continue;
-                }
-                let at = row * w.output + x0 + v * LANES;
-                let mut s = sums[v];
-                if let Some(res) = self.residual {
-                    s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at)));
-                }
-                let s = avx512::apply_piecewise(act, s);
-                if self.stream {
-                    _mm512_stream_ps(y.as_mut_ptr().add(at), s);
-                } else if mask == u16::MAX {
-                    _mm512_storeu_ps(y.as_mut_ptr().add(at), s);
-                } else {
-                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(at), mask, s);
-                }
+                self.put(row * w.output + x0 + v * LANES, mask, sums[v], y);
             }
+        }
+    }
+
+    /// Stores the sums `s` of one vector at `y[at..]`, the lanes `mask`, with the residual
+    /// added and the activation applied.
+    ///
+    /// # Safety
+    /// Needs AVX-512F; the vector lies inside `y`'s plane, as [`Plane::run`].
+    #[inline(always)]
+    unsafe fn put(&self, at: usize, mask: __mmask16, s: __m512, y: &mut [f32]) {
+        if mask == 0 {
+            // Past the row's end (a wide tile's last vectors): nothing to store, and a streamed
+            // store would write whole.
+            return;
+        }
+        let mut s = s;
+        if let Some(res) = self.residual {
+            s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at)));
+        }
+        let s = avx512::apply_piecewise(self.p.act, s);
+        if self.stream {
+            _mm512_stream_ps(y.as_mut_ptr().add(at), s);
+        } else if mask == u16::MAX {
+            _mm512_storeu_ps(y.as_mut_ptr().add(at), s);
+        } else {
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(at), mask, s);
         }
     }
 
@@ -553,6 +674,33 @@ mod tests {
         out
     }
 
+    /// 3x3 at stride 1 on rows wider than [`STRIP_BAND_BYTES`] / 4 / [`STRIP_ROWS`] runs in
+    /// bands of strips in the caches too: planes of 37 rows (bands of 16, 16 and 5) with each
+    /// padding, bias, residual and activation, against the reference.
+    #[test]
+    fn strips_in_bands_match_the_reference() {
+        use crate::ops::fused::Activation as Act;
+        let width = STRIP_BAND_BYTES / 4 / STRIP_ROWS + 37;
+        let pads = [[1, 1, 1, 1], [0, 0, 1, 1], [1, 0, 0, 1], [2, 2, 0, 0]];
+        let acts = [Act::Clip(0.0, 6.0), Act::None, Act::HardSwish, Act::Relu];
+        for (case, (pads, act)) in pads.into_iter().zip(acts).enumerate() {
+            let xs = [1, 2, 37 + 2 - pads[0] - pads[2], width];
+            let attrs = vec![("group", Attr::Int(2)), ("pads", ints(&pads.map(|p| p as i64)))];
+            let name = format!("strips case {case}: x {xs:?} pads {pads:?} {act:?}");
+            let ran = check_depthwise_case(
+                &name,
+                &xs,
+                &[2, 1, 3, 3],
+                attrs,
+                9700 + case as u64,
+                case != 1,
+                case % 2 == 0,
+                act,
+            );
+            assert_eq!(ran, "conv-depthwise", "{name}");
+        }
+    }
+
     /// The tiles for inputs out of the caches (asking for the input ahead, or wide tiles), with
     /// streamed stores where the rows are whole vectors, write what the tiles for inputs in the
     /// caches do with plain stores, bit for bit (those are checked against the reference
@@ -575,7 +723,9 @@ mod tests {
                 let input = (output - 1) * stride + k - 2 * pad;
                 Axis { input, kernel: k, stride, dilation: 1, pad_begin: pad, pad_end: pad, output }
             };
-            let (h, w) = (axis(9), axis(out_w));
+            // 3x3 at stride 1 runs in strips: 40 rows are bands of 16, 16 and 8 out of the
+            // caches, one band in them.
+            let (h, w) = (axis(if (k, stride) == (3, 1) { 40 } else { 9 }), axis(out_w));
             let channels = 3;
             let planes = 2 * channels;
             let (in_plane, out_plane) = (h.input * w.input, h.output * w.output);
