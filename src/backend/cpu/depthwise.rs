@@ -164,6 +164,10 @@ pub fn run(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
         return super::depthwise_rows::run(pool, p, planes, y);
     }
     #[cfg(target_arch = "x86_64")]
+    if super::depthwise_rows_avx2::suits(p) {
+        return super::depthwise_rows_avx2::run(pool, p, planes, y);
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::depthwise_blocked::suits(p) {
         return super::depthwise_blocked::run(pool, p, planes, y);
     }

@@ -45,11 +45,11 @@ const WIDE: usize = 8;
 /// caches. Each band's strips read the two rows above it again, so the fewer bands the better
 /// there (MobileNetV2's 112x112 and 56x56 layers in one band: 1.07x faster than in bands of
 /// 16 rows).
-const STRIP_BAND_BYTES: usize = 64 << 10;
+pub(super) const STRIP_BAND_BYTES: usize = 64 << 10;
 /// Output rows per band of strips, on inputs out of the caches, and the fewest in cache: AMD
 /// Zen 4, 128 planes of 256x256, 16-row bands ran at 32 GB/s (95% of the triad), 8-row 30.5,
 /// 32-row 29, 64-row (64 KiB) 18-21.
-const STRIP_ROWS: usize = 16;
+pub(super) const STRIP_ROWS: usize = 16;
 /// Output rows per wide tile ([`WIDE`]).
 const WIDE_ROWS: usize = 2;
 /// The narrowest output rows this kernel takes: narrower ones leave too many lanes idle, and

@@ -28,6 +28,8 @@ pub mod depthwise;
 mod depthwise_blocked;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_rows;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_rows_avx2;
 pub mod dequantize;
 pub mod gemm;
 pub mod gemm_i8;
