@@ -39,7 +39,7 @@ pub(super) enum Forced {
     Plane,
     /// [`super::depthwise_blocked`].
     Blocked,
-    /// [`super::depthwise_rows`].
+    /// [`super::depthwise_rows`], or on AVX2 [`super::depthwise_rows_avx2`].
     Rows,
 }
 
