@@ -39,6 +39,10 @@ const VECTORS: usize = 4;
 /// of the triad (1 row by 8 vectors: 27 GB/s). At stride 1 the same tiles ran slower than the
 /// 4-row ones (23 -> 16.5 GB/s): a vector's taps there cost as much as its memory, and 16 sums
 /// and their taps spilled. Vectors of the last tile past the row's end load and store nothing.
+/// Only rows of one wide tile (and up to [`VECTORS`] vectors after it, in 4-row tiles) take
+/// them: rows of two read 5 pieces of rows at a time again, and the 4-row tiles asking ahead
+/// ran 2x faster there (16 x 640x640: 1.2 against 2.4-3.1 ms; 32 x 512x512, 48 x 448x448 the
+/// same), while rows of 7, 9, 10 and 12 vectors ran 1.05-1.2x faster in wide tiles.
 const WIDE: usize = 8;
 /// The input rows a band of stride-1 strips reads, at most, on inputs in the caches
 /// ([`Plane::strips`]): the next strip finds the rows the last one shared with it in the
@@ -201,8 +205,8 @@ struct Plane<'a> {
     /// vector stored is whole and 64-byte aligned.
     stream: bool,
     /// Whether the input is too large for the caches ([`prefetch_pays`]): then 3x3 filters at
-    /// stride 2 on rows wider than a tile run in wide tiles ([`WIDE`]), and the other tiles ask
-    /// for their input ahead.
+    /// stride 2 on rows of 5 to 12 vectors run in wide tiles ([`WIDE`]), and the other tiles
+    /// ask for their input ahead.
     out_of_cache: bool,
     p: &'a Depthwise<'a>,
 }
@@ -263,16 +267,24 @@ impl Plane<'_> {
             self.strips(y);
             return;
         }
-        if S == 2 && K == 3 && self.out_of_cache && vectors > VECTORS {
+        let mut first = 0;
+        if S == 2 && K == 3 && self.out_of_cache && (VECTORS + 1..=WIDE + VECTORS).contains(&vectors) {
+            // A last wide tile of up to VECTORS vectors would mostly compute columns past the
+            // row's end: those vectors run in the 4-row tiles below, after the wide ones (the
+            // plane is in the caches by then).
+            let wide = match vectors % WIDE {
+                rest if rest <= VECTORS => vectors - rest,
+                _ => vectors,
+            };
             for oy in (0..self.p.h.output).step_by(WIDE_ROWS) {
-                for v0 in (0..vectors).step_by(WIDE) {
+                for v0 in (0..wide).step_by(WIDE) {
                     self.tile::<S, K, WIDE_ROWS, WIDE>(oy, v0, y);
                 }
             }
-            return;
+            first = wide;
         }
         for oy in (0..self.p.h.output).step_by(ROWS) {
-            let mut v0 = 0;
+            let mut v0 = first;
             while v0 + V <= vectors {
                 if self.out_of_cache {
                     self.prefetch_next_band(oy, v0..v0 + V);
@@ -705,8 +717,9 @@ mod tests {
     /// streamed stores where the rows are whole vectors, write what the tiles for inputs in the
     /// caches do with plain stores, bit for bit (those are checked against the reference
     /// above): 3x3 and 5x5, strides 1 and 2, widths of 1 to 5 vectors and, for the wide tiles
-    /// of 3x3 at stride 2, 5 to 10 (a last wide tile whole, part filled, or one partial
-    /// vector), bias, residual, fused and unfused activations, planes on 1 and 2 threads.
+    /// of 3x3 at stride 2, 5 to 10 (a last wide tile whole or part filled, or the row's last
+    /// 1 or 2 vectors in 4-row tiles after the wide ones), bias, residual, fused and unfused
+    /// activations, planes on 1 and 2 threads.
     #[test]
     fn out_of_cache_tiles_write_what_the_others_do() {
         use crate::ops::fused::Activation as Act;
