@@ -77,7 +77,9 @@ pub fn max_plane(x: &[f32], h: &Axis, w: &Axis, out: &mut [f32], ahead: bool) {
     match isa() {
         // SAFETY: isa() names only instruction sets this CPU runs.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if super::maxpool_rows::suits(h, w) => unsafe { super::maxpool_rows::max_plane(x, h, w, out) },
+        Isa::Avx512 if super::maxpool_rows::takes(h, w, ahead) => unsafe {
+            super::maxpool_rows::max_plane(x, h, w, out)
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { max_plane_avx512(x, h, w, out, ahead) },
         _ => max_plane_with(x, h, w, out, ahead, vertical_generic, horizontal_generic),

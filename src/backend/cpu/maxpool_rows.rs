@@ -25,8 +25,22 @@ const ROWS: usize = 2;
 /// end; those vectors load and store nothing).
 const VECTORS: usize = 8;
 
-/// Whether the tiles take windows `h` x `w`: square 2x2 or 3x3 at stride 2, dilation 1, with
-/// at most one row and column of padding before the plane (any after).
+/// The widest output rows, in vectors, the tiles take on inputs out of the caches: one tile and
+/// part of a second. Wider rows are read in pieces side by side again, an order the hardware
+/// prefetchers do not follow, and the staged passes, which ask for their input ahead, ran
+/// faster there (AMD Zen 4, 3x3, 1 thread: 16 x 640x640 1.7-1.8 against 3.1-4.5 ms, 32 x
+/// 512x512 1.9-2.0 against 5.7-6.5, 48 x 384x384 1.40 against 1.56; at 64 x 320x320, 10
+/// vectors, the tiles 1.06 against 1.28).
+const MOST_VECTORS_OUT_OF_CACHE: usize = 10;
+
+/// Whether the tiles run windows `h` x `w` ([`suits`]) on an input out of the caches or not
+/// (`out_of_cache`, see [`MOST_VECTORS_OUT_OF_CACHE`]).
+pub fn takes(h: &Axis, w: &Axis, out_of_cache: bool) -> bool {
+    suits(h, w) && !(out_of_cache && w.output.div_ceil(LANES) > MOST_VECTORS_OUT_OF_CACHE)
+}
+
+/// Whether the tiles can take windows `h` x `w`: square 2x2 or 3x3 at stride 2, dilation 1,
+/// with at most one row and column of padding before the plane (any after).
 pub fn suits(h: &Axis, w: &Axis) -> bool {
     let fits = |a: &Axis| a.kernel == h.kernel && a.stride == 2 && a.dilation == 1 && a.pad_begin <= 1;
     matches!(h.kernel, 2 | 3) && fits(h) && fits(w)
@@ -153,6 +167,28 @@ mod tests {
     use super::*;
     use crate::backend::cpu::isa::{isa, Isa};
     use crate::backend::cpu::maxpool::staged_max_plane;
+
+    /// Out of the caches the tiles take rows of at most [`MOST_VECTORS_OUT_OF_CACHE`] output
+    /// vectors; in the caches any width; never what [`suits`] refuses.
+    #[test]
+    fn wide_rows_out_of_the_caches_go_to_the_staged_passes() {
+        let axis = |output: usize, stride: usize| Axis {
+            input: 2 * output,
+            kernel: 3,
+            stride,
+            dilation: 1,
+            pad_begin: 1,
+            pad_end: 0,
+            output,
+        };
+        let most = MOST_VECTORS_OUT_OF_CACHE * LANES;
+        let (h, w) = (axis(64, 2), axis(most, 2));
+        assert!(takes(&h, &w, true) && takes(&h, &w, false));
+        let wider = axis(most + 1, 2);
+        assert!(!takes(&h, &wider, true), "a row one column past the limit, out of the caches");
+        assert!(takes(&h, &wider, false), "the same row in the caches");
+        assert!(!takes(&h, &axis(16, 1), false), "stride 1");
+    }
 
     /// The tiles take what the staged passes (checked against the reference in
     /// `backend::cpu::tests`) take, bit for bit: 2x2 and 3x3, padding of 0 or 1 before and 0 to
