@@ -458,7 +458,7 @@ pub(super) mod x86 {
     }
 
     /// `-1` (all bits) for the lanes a mask keeps: `MASKS[8 - n..]` keeps the first n of 8.
-    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    pub(in crate::backend::cpu) static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 
     /// The activations MobileNets fuse into their depthwise convs, in registers, with the same
     /// arithmetic (and NaN results) as [`super::ActivationExt::eval`]; any other is left to the caller.

@@ -10,7 +10,7 @@
 //! 1 vector 30 GB/s, of 2 27, of 4 21, the blocked kernel 15).
 
 use super::activation::{Activation, ActivationExt};
-use super::depthwise::x86::{fuses, vector_act};
+use super::depthwise::x86::{fuses, vector_act, MASKS};
 use super::depthwise::{forced, Depthwise, Forced};
 use super::depthwise_rows::{STRIP_BAND_BYTES, STRIP_ROWS};
 use super::isa::{isa, prefetch_pays, Isa};
@@ -51,7 +51,6 @@ struct Scratch {
 /// per-plane kernel (AMD Zen 4 forced to AVX2, 128 planes of 256x256: 8-12.7 GB/s against 10,
 /// in bands of 8 to 64 rows, asking for the next band ahead or not).
 pub fn suits(p: &Depthwise) -> bool {
-    let fits = |a: &Axis| a.kernel == 3 && a.stride == 1 && a.dilation == 1 && a.pad_begin <= 2;
     let chosen = match forced() {
         Some(k) => k == Forced::Rows,
         None => p.w.output >= MIN_WIDTH && !prefetch_pays(p.x.len()),
@@ -59,17 +58,20 @@ pub fn suits(p: &Depthwise) -> bool {
     isa() == Isa::Avx2 && fits(&p.h) && fits(&p.w) && chosen && p.h.output * p.w.output > 0
 }
 
-/// Per vector `v` of a row and filter column `kx` (at `3 * v + kx`, one more vector than the
-/// row has), the lanes of the load from column `8v - pad_begin + kx` that lie inside the row;
-/// then per vector the output lanes inside the row (at `3 * vectors + v`).
+/// Whether axis `a` is one this kernel takes: 3 taps at stride 1 and dilation 1, at most 2
+/// padding before.
+fn fits(a: &Axis) -> bool {
+    a.kernel == 3 && a.stride == 1 && a.dilation == 1 && a.pad_begin <= 2
+}
+
+/// Per vector `v` of a row and filter column `kx` (at `3 * v + kx`), the lanes of the load from
+/// column `8v - pad_begin + kx` that lie inside the row.
 fn masks(w: &Axis) -> Vec<[i32; LANES]> {
-    let vectors = w.output.div_ceil(LANES);
-    let lanes = |from: isize, end: isize| -> [i32; LANES] {
-        std::array::from_fn(|l| if (0..end).contains(&(from + l as isize)) { -1 } else { 0 })
+    let first = |i: usize| (LANES * (i / 3) + i % 3) as isize - w.pad_begin as isize;
+    let inside = |from: isize| {
+        std::array::from_fn(|l| if (0..w.input as isize).contains(&(from + l as isize)) { -1 } else { 0 })
     };
-    let loads =
-        (0..3 * vectors).map(|i| lanes((LANES * (i / 3) + i % 3) as isize - w.pad_begin as isize, w.input as isize));
-    loads.chain((0..vectors).map(|v| lanes((LANES * v) as isize, w.output as isize))).collect()
+    (0..3 * w.output.div_ceil(LANES)).map(|i| inside(first(i))).collect()
 }
 
 /// Runs the convolution into `y` (`planes` output planes), one task per plane.
@@ -85,7 +87,6 @@ fn run_strips(pool: &ThreadPool, p: &Depthwise, planes: usize, y: &mut [f32]) {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
         "depthwise_rows_avx2: needs AVX2 and FMA"
     );
-    let fits = |a: &Axis| a.kernel == 3 && a.stride == 1 && a.dilation == 1 && a.pad_begin <= 2;
     assert!(fits(&p.h) && fits(&p.w), "depthwise_rows_avx2: a 3x3 filter at stride 1");
     let (in_plane, out_plane) = (p.h.input * p.w.input, p.h.output * p.w.output);
     assert!(p.x.len() >= planes * in_plane && y.len() >= planes * out_plane, "depthwise: buffers too small");
@@ -131,7 +132,7 @@ struct Plane<'a> {
     x: &'a [f32],
     /// `w.input` zeros: the padding rows.
     zeros: &'a [f32],
-    /// The load and store masks of a row ([`masks`]).
+    /// The load masks of a row ([`masks`]).
     masks: &'a [[i32; LANES]],
     filter: &'a [f32],
     bias: f32,
@@ -242,7 +243,8 @@ impl Plane<'_> {
             };
             _mm256_storeu_ps(out, act(s));
         } else {
-            let mask = _mm256_loadu_si256(self.masks[3 * w.output.div_ceil(LANES) + v].as_ptr().cast());
+            // The lanes inside the row: the first `w.output - 8v`.
+            let mask = _mm256_loadu_si256(MASKS[LANES * (v + 1) - w.output..].as_ptr().cast());
             let s = match self.residual {
                 Some(res) => _mm256_add_ps(s, _mm256_maskload_ps(res.as_ptr().add(at), mask)),
                 None => s,
